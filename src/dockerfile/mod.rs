@@ -1,0 +1,20 @@
+//! The Dockerfile front end: text → syntax tree → typed instructions.
+//!
+//! Two layers, as in BuildKit. [`syntax`] is purely syntactic (lines,
+//! continuations, directives, heredocs, exec vs shell form, `--flag` words as
+//! text). [`instructions`] turns each node into a typed instruction with
+//! validated flags and arguments. [`shell`] expands words; the planner calls
+//! it per stage. [`lint`] holds the warnings `kiln check` reports.
+
+pub mod dump;
+pub mod error;
+mod grammar;
+mod heredoc;
+pub mod json;
+pub mod shell;
+pub mod source;
+pub mod syntax;
+
+pub use error::{Error, ErrorKind};
+pub use source::{Position, Source, Span};
+pub use syntax::{Ast, Node, parse};
