@@ -8,8 +8,11 @@
 
 pub mod dump;
 pub mod error;
+pub mod flags;
+pub mod instructions;
 mod grammar;
 mod heredoc;
+pub mod mount;
 pub mod json;
 pub mod shell;
 pub mod source;
