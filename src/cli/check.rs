@@ -1,6 +1,10 @@
-//! `kiln check`: the typed layer and the lint rules over a Dockerfile.
+//! `kiln check`: the typed layer and the lint rules over a Dockerfile, every
+//! problem reported (as `docker build --check` does).
 
-use super::Error;
+use super::diagnostic::{Located, Severity, color_stdout};
+use super::{Error, read_dockerfile};
+use kiln::dockerfile::{self, ErrorKind, Source, instructions, lint};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,7 +16,50 @@ pub struct Args {
     file: PathBuf,
 }
 
-/// Checks the file and reports every problem.
-pub fn run(_args: Args) -> Result<ExitCode, Error> {
-    Ok(ExitCode::SUCCESS)
+/// Checks the file; exit 1 when there are errors, 0 when at most warnings.
+pub fn run(args: Args) -> Result<ExitCode, Error> {
+    let (name, bytes) = read_dockerfile(&args.file)?;
+    let source = Source::new(name, &bytes);
+    let problems = check(&source);
+    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let warnings = problems.len() - errors;
+    let color = color_stdout();
+    let mut out = String::new();
+    for problem in &problems {
+        out.push_str(&problem.render(color));
+        out.push('\n');
+    }
+    out.push_str(&summary(&source.name, errors, warnings));
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Every problem in `source`, in source order.
+fn check(source: &Source) -> Vec<Located> {
+    let ast = match dockerfile::parse(source) {
+        Ok(ast) => ast,
+        Err(e) => return vec![Located::with(source, e, Severity::Error, None)],
+    };
+    let (_, errors) = instructions::typed(&ast);
+    let config = lint::Config::of(&ast);
+    let lint_severity = if config.error { Severity::Error } else { Severity::Warning };
+    let mut problems: Vec<(usize, Located)> = errors
+        .into_iter()
+        .map(|e| (e.span.start, Located::with(source, e, Severity::Error, None)))
+        .collect();
+    for finding in lint::lint(&ast) {
+        let err = dockerfile::Error::new(ErrorKind::Instruction(finding.message), finding.span);
+        problems.push((finding.span.start, Located::with(source, err, lint_severity, Some(finding.rule.to_string()))));
+    }
+    problems.sort_by_key(|(at, _)| *at);
+    problems.into_iter().map(|(_, p)| p).collect()
+}
+
+fn summary(name: &str, errors: usize, warnings: usize) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    if errors + warnings == 0 {
+        format!("{name}: no problems found\n")
+    } else {
+        format!("{name}: {}, {}\n", plural(errors, "error"), plural(warnings, "warning"))
+    }
 }

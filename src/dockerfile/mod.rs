@@ -14,6 +14,7 @@ mod grammar;
 mod heredoc;
 pub mod mount;
 pub mod json;
+pub mod lint;
 pub mod shell;
 pub mod source;
 pub mod syntax;
