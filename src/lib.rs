@@ -3,4 +3,5 @@
 //! The library holds every module; `src/main.rs` is a thin CLI over it.
 #![deny(unsafe_code)]
 
+pub mod context;
 pub mod dockerfile;
