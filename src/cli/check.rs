@@ -21,7 +21,10 @@ pub fn run(args: Args) -> Result<ExitCode, Error> {
     let (name, bytes) = read_dockerfile(&args.file)?;
     let source = Source::new(name, &bytes);
     let problems = check(&source);
-    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
     let warnings = problems.len() - errors;
     let color = color_stdout();
     let mut out = String::new();
@@ -31,7 +34,11 @@ pub fn run(args: Args) -> Result<ExitCode, Error> {
     }
     out.push_str(&summary(&source.name, errors, warnings));
     std::io::stdout().lock().write_all(out.as_bytes())?;
-    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Every problem in `source`, in source order.
@@ -42,14 +49,26 @@ fn check(source: &Source) -> Vec<Located> {
     };
     let (_, errors) = instructions::typed(&ast);
     let config = lint::Config::of(&ast);
-    let lint_severity = if config.error { Severity::Error } else { Severity::Warning };
+    let lint_severity = if config.error {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
     let mut problems: Vec<(usize, Located)> = errors
         .into_iter()
-        .map(|e| (e.span.start, Located::with(source, e, Severity::Error, None)))
+        .map(|e| {
+            (
+                e.span.start,
+                Located::with(source, e, Severity::Error, None),
+            )
+        })
         .collect();
     for finding in lint::lint(&ast) {
         let err = dockerfile::Error::new(ErrorKind::Instruction(finding.message), finding.span);
-        problems.push((finding.span.start, Located::with(source, err, lint_severity, Some(finding.rule.to_string()))));
+        problems.push((
+            finding.span.start,
+            Located::with(source, err, lint_severity, Some(finding.rule.to_string())),
+        ));
     }
     problems.sort_by_key(|(at, _)| *at);
     problems.into_iter().map(|(_, p)| p).collect()
@@ -60,6 +79,10 @@ fn summary(name: &str, errors: usize, warnings: usize) -> String {
     if errors + warnings == 0 {
         format!("{name}: no problems found\n")
     } else {
-        format!("{name}: {}, {}\n", plural(errors, "error"), plural(warnings, "warning"))
+        format!(
+            "{name}: {}, {}\n",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        )
     }
 }

@@ -335,8 +335,16 @@ mod tests {
             ("#not-a-comment-here", "#not-a-comment-here", true),
         ];
         for (pattern, path, want) in cases {
-            let matcher = if pattern.starts_with('#') { m(&format!(" {pattern}")) } else { m(pattern) };
-            assert_eq!(matcher.is_ignored(path), *want, "pattern {pattern:?} on {path:?}");
+            let matcher = if pattern.starts_with('#') {
+                m(&format!(" {pattern}"))
+            } else {
+                m(pattern)
+            };
+            assert_eq!(
+                matcher.is_ignored(path),
+                *want,
+                "pattern {pattern:?} on {path:?}"
+            );
         }
     }
 
@@ -355,9 +363,15 @@ mod tests {
     #[test]
     fn rejects_bad_patterns() {
         let err = Matcher::parse("ok\n!\n", Path::new(".dockerignore")).unwrap_err();
-        assert_eq!(err.to_string(), ".dockerignore:2: invalid pattern \"!\": an exclusion needs a pattern after '!'");
+        assert_eq!(
+            err.to_string(),
+            ".dockerignore:2: invalid pattern \"!\": an exclusion needs a pattern after '!'"
+        );
         let err = Matcher::parse("[abc\n", Path::new(".dockerignore")).unwrap_err();
-        assert_eq!(err.to_string(), ".dockerignore:1: invalid pattern \"[abc\": unclosed character class");
+        assert_eq!(
+            err.to_string(),
+            ".dockerignore:1: invalid pattern \"[abc\": unclosed character class"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! each instruction declares its flags; unknown, repeated, value-less and
 //! non-boolean values are errors, with a "did you mean" for near misses.
 
-use super::syntax::Flag;
 use super::source::Span;
+use super::syntax::Flag;
 
 /// How a flag takes its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,11 @@ impl Parsed {
 
     /// Every value of a repeatable flag, in order.
     pub fn all(&self, name: &str) -> Vec<&Value> {
-        self.values.iter().filter(|(n, _)| *n == name).map(|(_, v)| v).collect()
+        self.values
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .collect()
     }
 }
 
@@ -57,7 +61,11 @@ impl Parsed {
 pub type FlagError = (String, Span, Option<String>);
 
 /// Checks `flags` against the instruction's `allowed` list.
-pub fn parse(instruction: &str, flags: &[Flag], allowed: &[(&'static str, Kind)]) -> Result<Parsed, Vec<FlagError>> {
+pub fn parse(
+    instruction: &str,
+    flags: &[Flag],
+    allowed: &[(&'static str, Kind)],
+) -> Result<Parsed, Vec<FlagError>> {
     let mut parsed = Parsed::default();
     let mut errors = Vec::new();
     for flag in flags {
@@ -73,14 +81,22 @@ pub fn parse(instruction: &str, flags: &[Flag], allowed: &[(&'static str, Kind)]
                 None if names.is_empty() => Some(format!("{instruction} takes no flags")),
                 None => Some(format!(
                     "{instruction} accepts {}",
-                    names.iter().map(|n| format!("--{n}")).collect::<Vec<_>>().join(", ")
+                    names
+                        .iter()
+                        .map(|n| format!("--{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
             };
             errors.push((format!("unknown flag: --{name}"), flag.span, hint));
             continue;
         };
         if kind != Kind::Repeated && parsed.get(known).is_some() {
-            errors.push((format!("duplicate flag specified: --{name}"), flag.span, Some("give it once".into())));
+            errors.push((
+                format!("duplicate flag specified: --{name}"),
+                flag.span,
+                Some("give it once".into()),
+            ));
             continue;
         }
         let value = match (kind, value) {
@@ -107,9 +123,19 @@ pub fn parse(instruction: &str, flags: &[Flag], allowed: &[(&'static str, Kind)]
             },
             (_, Some(v)) => v.to_string(),
         };
-        parsed.values.push((known, Value { value, span: flag.span }));
+        parsed.values.push((
+            known,
+            Value {
+                value,
+                span: flag.span,
+            },
+        ));
     }
-    if errors.is_empty() { Ok(parsed) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The candidate closest to `word` (case-insensitive), if it is close enough
@@ -138,13 +164,13 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
-    }
+    d[0] = (0..=b.len()).collect();
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -158,32 +184,79 @@ mod tests {
     use super::*;
 
     fn flag(text: &str) -> Flag {
-        Flag { text: text.into(), raw: text.into(), span: Span::new(0, text.len()) }
+        Flag {
+            text: text.into(),
+            raw: text.into(),
+            span: Span::new(0, text.len()),
+        }
     }
 
-    const COPY: [(&str, Kind); 3] = [("from", Kind::String), ("link", Kind::Bool), ("exclude", Kind::Repeated)];
+    const COPY: [(&str, Kind); 3] = [
+        ("from", Kind::String),
+        ("link", Kind::Bool),
+        ("exclude", Kind::Repeated),
+    ];
 
     #[test]
     fn parses_each_kind() {
-        let p = parse("COPY", &[flag("--from=a"), flag("--link"), flag("--exclude=x"), flag("--exclude=y")], &COPY).unwrap();
+        let p = parse(
+            "COPY",
+            &[
+                flag("--from=a"),
+                flag("--link"),
+                flag("--exclude=x"),
+                flag("--exclude=y"),
+            ],
+            &COPY,
+        )
+        .unwrap();
         assert_eq!(p.string("from").as_deref(), Some("a"));
         assert!(p.bool("link"));
-        assert_eq!(p.all("exclude").iter().map(|v| v.value.as_str()).collect::<Vec<_>>(), ["x", "y"]);
-        assert!(!parse("COPY", &[flag("--link=FALSE")], &COPY).unwrap().bool("link"));
+        assert_eq!(
+            p.all("exclude")
+                .iter()
+                .map(|v| v.value.as_str())
+                .collect::<Vec<_>>(),
+            ["x", "y"]
+        );
+        assert!(
+            !parse("COPY", &[flag("--link=FALSE")], &COPY)
+                .unwrap()
+                .bool("link")
+        );
     }
 
     #[test]
     fn rejects_bad_flags() {
         let msgs = |f: &[&str]| -> Vec<(String, Option<String>)> {
             let flags: Vec<Flag> = f.iter().map(|t| flag(t)).collect();
-            parse("COPY", &flags, &COPY).unwrap_err().into_iter().map(|(m, _, h)| (m, h)).collect()
+            parse("COPY", &flags, &COPY)
+                .unwrap_err()
+                .into_iter()
+                .map(|(m, _, h)| (m, h))
+                .collect()
         };
-        assert_eq!(msgs(&["--form=a"]), [("unknown flag: --form".into(), Some("did you mean --from?".into()))]);
-        assert_eq!(msgs(&["--from=a", "--from=b"])[0].0, "duplicate flag specified: --from");
+        assert_eq!(
+            msgs(&["--form=a"]),
+            [(
+                "unknown flag: --form".into(),
+                Some("did you mean --from?".into())
+            )]
+        );
+        assert_eq!(
+            msgs(&["--from=a", "--from=b"])[0].0,
+            "duplicate flag specified: --from"
+        );
         assert_eq!(msgs(&["--from"])[0].0, "missing a value on flag: --from");
         assert_eq!(msgs(&["--link="])[0].0, "missing a value on flag: --link");
-        assert_eq!(msgs(&["--link=yes"])[0].0, "expecting boolean value for flag --link, not: yes");
-        assert_eq!(msgs(&["--zzz"])[0].1.as_deref(), Some("COPY accepts --from, --link, --exclude"));
+        assert_eq!(
+            msgs(&["--link=yes"])[0].0,
+            "expecting boolean value for flag --link, not: yes"
+        );
+        assert_eq!(
+            msgs(&["--zzz"])[0].1.as_deref(),
+            Some("COPY accepts --from, --link, --exclude")
+        );
     }
 
     #[test]

@@ -16,8 +16,24 @@ use std::time::Duration;
 
 /// Every instruction the Dockerfile reference defines, lower case.
 pub const INSTRUCTIONS: [&str; 18] = [
-    "add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label", "maintainer",
-    "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir",
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
 ];
 
 /// A command in exec form (JSON array) or shell form (one string).
@@ -273,13 +289,22 @@ pub fn typed(ast: &Ast) -> (Dockerfile, Vec<Error>) {
         };
         match (&step.instruction, file.stages.last_mut()) {
             (Instruction::From(from), _) => {
-                if let Some(name) = &from.name {
-                    if let Some(_previous) = file.stages.iter().find(|s| s.from.name.as_ref() == Some(name)) {
-                        errors.push(
-                            Error::new(ErrorKind::Instruction(format!("duplicate stage name {name:?}")), node.args_span)
-                                .with_hint("give each stage its own name"),
-                        );
-                    }
+                let previous = from.name.as_ref().and_then(|name| {
+                    file.stages
+                        .iter()
+                        .find(|s| s.from.name.as_ref() == Some(name))
+                });
+                if let (Some(name), Some(previous)) = (&from.name, previous) {
+                    errors.push(
+                        Error::new(
+                            ErrorKind::Instruction(format!("duplicate stage name {name:?}")),
+                            node.args_span,
+                        )
+                        .with_hint(format!(
+                            "line {} already names a stage {name:?}; give each stage its own name",
+                            previous.from_step.line
+                        )),
+                    );
                 }
                 file.stages.push(Stage {
                     from: from.clone(),
@@ -291,7 +316,10 @@ pub fn typed(ast: &Ast) -> (Dockerfile, Vec<Error>) {
             (Instruction::Arg(_), None) => file.global_args.push(step),
             (_, None) => errors.push(
                 Error::new(
-                    ErrorKind::Instruction(format!("{} before the first FROM", node.keyword.to_uppercase())),
+                    ErrorKind::Instruction(format!(
+                        "{} before the first FROM",
+                        node.keyword.to_uppercase()
+                    )),
                     node.keyword_span,
                 )
                 .with_hint("only ARG may come before FROM; start the stage with FROM <image>"),
@@ -301,8 +329,11 @@ pub fn typed(ast: &Ast) -> (Dockerfile, Vec<Error>) {
     if file.stages.is_empty() && errors.is_empty() {
         let at = ast.nodes.last().map_or(Span::default(), |n| n.span);
         errors.push(
-            Error::new(ErrorKind::Instruction("no FROM instruction: nothing to build".into()), at)
-                .with_hint("start a stage with FROM <image> (or FROM scratch)"),
+            Error::new(
+                ErrorKind::Instruction("no FROM instruction: nothing to build".into()),
+                at,
+            )
+            .with_hint("start a stage with FROM <image> (or FROM scratch)"),
         );
     }
     (file, errors)
@@ -316,7 +347,11 @@ fn fail(message: impl Into<String>, span: Span, hint: Option<&str>) -> Vec<Error
 
 /// Where to point at an instruction's arguments (its keyword when it has none).
 fn args_at(node: &Node) -> Span {
-    if node.args_span.is_empty() { node.keyword_span } else { node.args_span }
+    if node.args_span.is_empty() {
+        node.keyword_span
+    } else {
+        node.args_span
+    }
 }
 
 fn parse_flags(node: &Node, allowed: &[(&'static str, Kind)]) -> Result<flags::Parsed, Vec<Error>> {
@@ -341,13 +376,21 @@ fn instruction(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
         no_flags(node)?;
         match node.args.as_slice() {
             [one] => Ok(one.clone()),
-            _ => Err(fail(format!("{upper} requires exactly one argument"), at, None)),
+            _ => Err(fail(
+                format!("{upper} requires exactly one argument"),
+                at,
+                None,
+            )),
         }
     };
     let at_least_one = |node: &Node| -> Result<Vec<String>, Vec<Error>> {
         no_flags(node)?;
         if node.args.is_empty() {
-            return Err(fail(format!("{upper} requires at least one argument"), at, None));
+            return Err(fail(
+                format!("{upper} requires at least one argument"),
+                at,
+                None,
+            ));
         }
         Ok(node.args.clone())
     };
@@ -387,21 +430,39 @@ fn instruction(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
                 })
                 .collect();
             if pairs.iter().any(|p| p.key.is_empty()) {
-                return Err(fail(format!("{upper} names can not be blank"), at, Some("write it as KEY=value")));
+                return Err(fail(
+                    format!("{upper} names can not be blank"),
+                    at,
+                    Some("write it as KEY=value"),
+                ));
             }
-            if name == "env" { Instruction::Env(pairs) } else { Instruction::Label(pairs) }
+            if name == "env" {
+                Instruction::Env(pairs)
+            } else {
+                Instruction::Label(pairs)
+            }
         }
         "arg" => {
             let args = at_least_one(node)?;
             let decls: Vec<ArgDecl> = args
                 .iter()
                 .map(|w| match w.split_once('=') {
-                    Some((n, v)) => ArgDecl { name: n.to_string(), default: Some(v.to_string()) },
-                    None => ArgDecl { name: w.clone(), default: None },
+                    Some((n, v)) => ArgDecl {
+                        name: n.to_string(),
+                        default: Some(v.to_string()),
+                    },
+                    None => ArgDecl {
+                        name: w.clone(),
+                        default: None,
+                    },
                 })
                 .collect();
             if decls.iter().any(|d| d.name.is_empty()) {
-                return Err(fail("ARG names can not be blank", at, Some("write it as ARG name or ARG name=default")));
+                return Err(fail(
+                    "ARG names can not be blank",
+                    at,
+                    Some("write it as ARG name or ARG name=default"),
+                ));
             }
             Instruction::Arg(decls)
         }
@@ -425,7 +486,11 @@ fn instruction(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
         "volume" => {
             let volumes = at_least_one(node)?;
             if volumes.iter().any(|v| v.trim().is_empty()) {
-                return Err(fail("VOLUME specified can not be an empty string", at, None));
+                return Err(fail(
+                    "VOLUME specified can not be an empty string",
+                    at,
+                    None,
+                ));
             }
             Instruction::Volume(volumes)
         }
@@ -435,8 +500,14 @@ fn instruction(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
         _ => {
             let hint = flags::suggest(&name, &INSTRUCTIONS)
                 .map(|s| format!("did you mean {}?", s.to_uppercase()))
-                .unwrap_or_else(|| "see the Dockerfile reference for the list of instructions".into());
-            return Err(fail(format!("unknown instruction: {upper}"), node.keyword_span, Some(&hint)));
+                .unwrap_or_else(|| {
+                    "see the Dockerfile reference for the list of instructions".into()
+                });
+            return Err(fail(
+                format!("unknown instruction: {upper}"),
+                node.keyword_span,
+                Some(&hint),
+            ));
         }
     })
 }
@@ -449,10 +520,14 @@ fn from(node: &Node) -> Result<From, Vec<Error>> {
         [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
             let lower = name.to_lowercase();
             let valid = lower.starts_with(|c: char| c.is_ascii_lowercase())
-                && lower.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+                && lower
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
             if !valid {
                 return Err(fail(
-                    format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols"),
+                    format!(
+                        "invalid name for build stage: {name:?}, name can't start with a number or contain symbols"
+                    ),
                     at,
                     Some("use letters, digits, '-', '_' and '.', starting with a letter"),
                 ));
@@ -472,26 +547,45 @@ fn from(node: &Node) -> Result<From, Vec<Error>> {
         let parts: Vec<&str> = p.split('/').collect();
         if !(1..=3).contains(&parts.len()) || parts.iter().any(|s| s.is_empty()) {
             let span = flags.get("platform").map_or(at, |v| v.span);
-            return Err(fail(format!("invalid platform {p:?}"), span, Some("write it as os/arch[/variant], such as linux/amd64")));
+            return Err(fail(
+                format!("invalid platform {p:?}"),
+                span,
+                Some("write it as os/arch[/variant], such as linux/amd64"),
+            ));
         }
     }
-    Ok(From { image: node.args[0].clone(), name, platform })
+    Ok(From {
+        image: node.args[0].clone(),
+        name,
+        platform,
+    })
 }
 
 fn run(node: &Node) -> Result<Run, Vec<Error>> {
     let flags = parse_flags(
         node,
-        &[("mount", Kind::Repeated), ("network", Kind::String), ("security", Kind::String)],
+        &[
+            ("mount", Kind::Repeated),
+            ("network", Kind::String),
+            ("security", Kind::String),
+        ],
     )?;
     if node.args.is_empty() && node.heredocs.is_empty() {
-        return Err(fail("RUN requires at least one argument", args_at(node), Some("give the command to run")));
+        return Err(fail(
+            "RUN requires at least one argument",
+            args_at(node),
+            Some("give the command to run"),
+        ));
     }
     let mut errors = Vec::new();
     let mut mounts = Vec::new();
     for value in flags.all("mount") {
         match mount::parse(&value.value) {
             Ok(m) => mounts.push(m),
-            Err(msg) => errors.push(Error::new(ErrorKind::Instruction(format!("invalid --mount: {msg}")), value.span)),
+            Err(msg) => errors.push(Error::new(
+                ErrorKind::Instruction(format!("invalid --mount: {msg}")),
+                value.span,
+            )),
         }
     }
     let network = match flags.get("network").map(|v| (v.value.as_str(), v.span)) {
@@ -500,8 +594,11 @@ fn run(node: &Node) -> Result<Run, Vec<Error>> {
         Some(("host", _)) => Network::Host,
         Some((other, span)) => {
             errors.push(
-                Error::new(ErrorKind::Instruction(format!("unsupported network mode {other:?}")), span)
-                    .with_hint("use --network=default, none or host"),
+                Error::new(
+                    ErrorKind::Instruction(format!("unsupported network mode {other:?}")),
+                    span,
+                )
+                .with_hint("use --network=default, none or host"),
             );
             Network::Default
         }
@@ -511,8 +608,11 @@ fn run(node: &Node) -> Result<Run, Vec<Error>> {
         Some(("insecure", _)) => Security::Insecure,
         Some((other, span)) => {
             errors.push(
-                Error::new(ErrorKind::Instruction(format!("unsupported security mode {other:?}")), span)
-                    .with_hint("use --security=sandbox or insecure"),
+                Error::new(
+                    ErrorKind::Instruction(format!("unsupported security mode {other:?}")),
+                    span,
+                )
+                .with_hint("use --security=sandbox or insecure"),
             );
             Security::Sandbox
         }
@@ -520,7 +620,13 @@ fn run(node: &Node) -> Result<Run, Vec<Error>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Run { command: Command::from_node(node), heredocs: node.heredocs.clone(), mounts, network, security })
+    Ok(Run {
+        command: Command::from_node(node),
+        heredocs: node.heredocs.clone(),
+        mounts,
+        network,
+        security,
+    })
 }
 
 fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
@@ -531,7 +637,11 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
         ("exclude", Kind::Repeated),
     ];
     if add {
-        allowed.extend([("keep-git-dir", Kind::Bool), ("checksum", Kind::String), ("unpack", Kind::Bool)]);
+        allowed.extend([
+            ("keep-git-dir", Kind::Bool),
+            ("checksum", Kind::String),
+            ("unpack", Kind::Bool),
+        ]);
     } else {
         allowed.extend([("from", Kind::String), ("parents", Kind::Bool)]);
     }
@@ -539,32 +649,57 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
     let upper = node.keyword.to_uppercase();
     let Some((dest, sources)) = node.args.split_last().filter(|(_, s)| !s.is_empty()) else {
         return Err(fail(
-            format!("{upper} requires at least two arguments, but only one was provided. Destination could not be determined."),
+            format!(
+                "{upper} requires at least two arguments, but only one was provided. Destination could not be determined."
+            ),
             args_at(node),
             Some(&format!("write it as {upper} <src>... <dest>")),
         ));
     };
     let mut errors = Vec::new();
-    if let Some(v) = flags.get("chmod").filter(|v| !v.value.contains('$') && !valid_chmod(&v.value)) {
+    if let Some(v) = flags
+        .get("chmod")
+        .filter(|v| !v.value.contains('$') && !valid_chmod(&v.value))
+    {
         errors.push(
-            Error::new(ErrorKind::Instruction(format!("invalid chmod {:?}", v.value)), v.span)
-                .with_hint("use an octal mode such as 0755, or a symbolic one such as u+x,go-w"),
+            Error::new(
+                ErrorKind::Instruction(format!("invalid chmod {:?}", v.value)),
+                v.span,
+            )
+            .with_hint("use an octal mode such as 0755, or a symbolic one such as u+x,go-w"),
         );
     }
-    if let Some(v) = flags.get("chown").filter(|v| v.value.is_empty() || v.value.starts_with(':') && v.value.len() == 1) {
-        errors.push(Error::new(ErrorKind::Instruction("invalid chown: no user given".into()), v.span).with_hint("use --chown=USER[:GROUP]"));
+    if let Some(v) = flags
+        .get("chown")
+        .filter(|v| v.value.is_empty() || v.value.starts_with(':') && v.value.len() == 1)
+    {
+        errors.push(
+            Error::new(
+                ErrorKind::Instruction("invalid chown: no user given".into()),
+                v.span,
+            )
+            .with_hint("use --chown=USER[:GROUP]"),
+        );
     }
     if let Some(v) = flags.get("checksum") {
         if !v.value.contains('$') && !valid_checksum(&v.value) {
             errors.push(
-                Error::new(ErrorKind::Instruction(format!("invalid checksum {:?}", v.value)), v.span)
-                    .with_hint("use sha256:<64 hex digits> (or sha384, sha512)"),
+                Error::new(
+                    ErrorKind::Instruction(format!("invalid checksum {:?}", v.value)),
+                    v.span,
+                )
+                .with_hint("use sha256:<64 hex digits> (or sha384, sha512)"),
             );
         }
         if sources.iter().any(|s| !is_remote(s)) {
             errors.push(
-                Error::new(ErrorKind::Instruction("checksum can't be specified for non-HTTP(S) sources".into()), v.span)
-                    .with_hint("--checksum verifies a downloaded file; drop it for local sources"),
+                Error::new(
+                    ErrorKind::Instruction(
+                        "checksum can't be specified for non-HTTP(S) sources".into(),
+                    ),
+                    v.span,
+                )
+                .with_hint("--checksum verifies a downloaded file; drop it for local sources"),
             );
         }
     }
@@ -580,18 +715,30 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
         chmod: flags.string("chmod"),
         link: flags.bool("link"),
         parents: flags.bool("parents"),
-        exclude: flags.all("exclude").into_iter().map(|v| v.value.clone()).collect(),
+        exclude: flags
+            .all("exclude")
+            .into_iter()
+            .map(|v| v.value.clone())
+            .collect(),
         keep_git_dir: flags.bool("keep-git-dir"),
         checksum: flags.string("checksum"),
         unpack: flags.get("unpack").map(|v| v.value == "true"),
     };
-    Ok(if add { Instruction::Add(c) } else { Instruction::Copy(c) })
+    Ok(if add {
+        Instruction::Add(c)
+    } else {
+        Instruction::Copy(c)
+    })
 }
 
 fn healthcheck(node: &Node) -> Result<Healthcheck, Vec<Error>> {
     let at = args_at(node);
     let Some(kind) = node.args.first() else {
-        return Err(fail("HEALTHCHECK requires at least one argument", at, Some("write HEALTHCHECK CMD <command> or HEALTHCHECK NONE")));
+        return Err(fail(
+            "HEALTHCHECK requires at least one argument",
+            at,
+            Some("write HEALTHCHECK CMD <command> or HEALTHCHECK NONE"),
+        ));
     };
     match kind.to_uppercase().as_str() {
         "NONE" => {
@@ -616,7 +763,11 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, Vec<Error>> {
             if rest.is_empty() || (!node.json && rest[0].is_empty()) {
                 return Err(fail("Missing command after HEALTHCHECK CMD", at, None));
             }
-            let command = if node.json { Command::Exec(rest.to_vec()) } else { Command::Shell(rest[0].clone()) };
+            let command = if node.json {
+                Command::Exec(rest.to_vec())
+            } else {
+                Command::Shell(rest[0].clone())
+            };
             let mut errors = Vec::new();
             let mut duration = |name: &str| -> Option<Duration> {
                 let v = flags.get(name)?;
@@ -624,30 +775,54 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, Vec<Error>> {
                     Some(0) => None,
                     Some(d) if d >= 1_000_000 => u64::try_from(d).ok().map(Duration::from_nanos),
                     Some(_) => {
-                        errors.push(Error::new(ErrorKind::Instruction(format!("Interval \"{name}\" cannot be less than 1ms")), v.span));
+                        errors.push(Error::new(
+                            ErrorKind::Instruction(format!(
+                                "Interval \"{name}\" cannot be less than 1ms"
+                            )),
+                            v.span,
+                        ));
                         None
                     }
                     None => {
                         errors.push(
-                            Error::new(ErrorKind::Instruction(format!("invalid duration {:?} for --{name}", v.value)), v.span)
-                                .with_hint("use a duration such as 30s, 1m30s or 500ms"),
+                            Error::new(
+                                ErrorKind::Instruction(format!(
+                                    "invalid duration {:?} for --{name}",
+                                    v.value
+                                )),
+                                v.span,
+                            )
+                            .with_hint("use a duration such as 30s, 1m30s or 500ms"),
                         );
                         None
                     }
                 }
             };
-            let (interval, timeout, start_period, start_interval) =
-                (duration("interval"), duration("timeout"), duration("start-period"), duration("start-interval"));
+            let (interval, timeout, start_period, start_interval) = (
+                duration("interval"),
+                duration("timeout"),
+                duration("start-period"),
+                duration("start-interval"),
+            );
             let retries = match flags.get("retries") {
                 None => None,
                 Some(v) => match v.value.parse::<i64>() {
                     Ok(n) if n < 0 => {
-                        errors.push(Error::new(ErrorKind::Instruction(format!("--retries cannot be negative ({n})")), v.span));
+                        errors.push(Error::new(
+                            ErrorKind::Instruction(format!("--retries cannot be negative ({n})")),
+                            v.span,
+                        ));
                         None
                     }
                     Ok(n) => u32::try_from(n).ok(),
                     Err(_) => {
-                        errors.push(Error::new(ErrorKind::Instruction(format!("invalid --retries {:?}: must be a number", v.value)), v.span));
+                        errors.push(Error::new(
+                            ErrorKind::Instruction(format!(
+                                "invalid --retries {:?}: must be a number",
+                                v.value
+                            )),
+                            v.span,
+                        ));
                         None
                     }
                 },
@@ -655,24 +830,46 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, Vec<Error>> {
             if !errors.is_empty() {
                 return Err(errors);
             }
-            Ok(Healthcheck::Cmd { command, interval, timeout, start_period, start_interval, retries })
+            Ok(Healthcheck::Cmd {
+                command,
+                interval,
+                timeout,
+                start_period,
+                start_interval,
+                retries,
+            })
         }
-        other => Err(fail(format!("Unknown type {other:?} in HEALTHCHECK (try CMD)"), at, Some("use HEALTHCHECK CMD <command> or HEALTHCHECK NONE"))),
+        other => Err(fail(
+            format!("Unknown type {other:?} in HEALTHCHECK (try CMD)"),
+            at,
+            Some("use HEALTHCHECK CMD <command> or HEALTHCHECK NONE"),
+        )),
     }
 }
 
 fn onbuild(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
     parse_flags(node, &[])?;
     let Some(child) = &node.child else {
-        return Err(fail("ONBUILD requires at least one argument", args_at(node), Some("write ONBUILD <instruction>")));
+        return Err(fail(
+            "ONBUILD requires at least one argument",
+            args_at(node),
+            Some("write ONBUILD <instruction>"),
+        ));
     };
     match child.name().as_str() {
         "onbuild" => {
-            return Err(fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", child.keyword_span, None));
+            return Err(fail(
+                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                child.keyword_span,
+                None,
+            ));
         }
         "from" | "maintainer" => {
             return Err(fail(
-                format!("{} isn't allowed as an ONBUILD trigger", child.keyword.to_uppercase()),
+                format!(
+                    "{} isn't allowed as an ONBUILD trigger",
+                    child.keyword.to_uppercase()
+                ),
                 child.keyword_span,
                 None,
             ));
@@ -681,13 +878,22 @@ fn onbuild(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
     }
     let trigger = instruction(child, depth + 1)?;
     let text = node.original.trim_start();
-    let expression = text.get(node.keyword.len()..).unwrap_or_default().trim_start().to_string();
+    let expression = text
+        .get(node.keyword.len()..)
+        .unwrap_or_default()
+        .trim_start()
+        .to_string();
     Ok(Instruction::Onbuild(Box::new(trigger), expression))
 }
 
 fn valid_port(port: &str) -> bool {
     let (range, proto) = port.split_once('/').unwrap_or((port, "tcp"));
-    let num = |s: &str| !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok_and(|n| n <= 65535);
+    let num = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 5
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && s.parse::<u32>().is_ok_and(|n| n <= 65535)
+    };
     let range_ok = match range.split_once('-') {
         Some((a, b)) => num(a) && num(b),
         None => num(range),
@@ -700,7 +906,9 @@ fn valid_chmod(mode: &str) -> bool {
         return !mode.is_empty() && u32::from_str_radix(mode, 8).is_ok_and(|m| m <= 0o7777);
     }
     mode.split(',').all(|clause| {
-        let who_end = clause.find(|c: char| !"ugoa".contains(c)).unwrap_or(clause.len());
+        let who_end = clause
+            .find(|c: char| !"ugoa".contains(c))
+            .unwrap_or(clause.len());
         let rest = &clause[who_end..];
         let mut ops = rest.chars().peekable();
         let mut seen_op = false;
@@ -720,7 +928,9 @@ fn valid_chmod(mode: &str) -> bool {
 }
 
 fn valid_checksum(sum: &str) -> bool {
-    let Some((algo, hex)) = sum.split_once(':') else { return false };
+    let Some((algo, hex)) = sum.split_once(':') else {
+        return false;
+    };
     let want = match algo {
         "sha256" => 64,
         "sha384" => 96,
@@ -731,7 +941,10 @@ fn valid_checksum(sum: &str) -> bool {
 }
 
 fn is_remote(src: &str) -> bool {
-    ["http://", "https://", "git@", "git://"].iter().any(|p| src.starts_with(p)) || src.contains('$')
+    ["http://", "https://", "git@", "git://"]
+        .iter()
+        .any(|p| src.starts_with(p))
+        || src.contains('$')
 }
 
 /// Parses a Go duration (`300ms`, `1h30m`, `1.5s`, `-2s`) into signed
@@ -749,10 +962,14 @@ pub fn parse_go_duration(text: &str) -> Option<i128> {
     }
     let mut total = 0f64;
     while !s.is_empty() {
-        let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let num_end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (num, rest) = s.split_at(num_end);
         let value: f64 = num.parse().ok()?;
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let (unit, rest) = rest.split_at(unit_end);
         let nanos = match unit {
             "ns" => 1e0,
@@ -790,13 +1007,19 @@ mod tests {
 
     #[test]
     fn groups_stages_and_global_args() {
-        let (file, errs) = typed_text("ARG V=1\nFROM a AS Build\nRUN x\nFROM build\nCOPY --from=build /a /b\n");
+        let (file, errs) =
+            typed_text("ARG V=1\nFROM a AS Build\nRUN x\nFROM build\nCOPY --from=build /a /b\n");
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(file.global_args.len(), 1);
         assert_eq!(file.stages.len(), 2);
         assert_eq!(file.stages[0].from.name.as_deref(), Some("build"));
-        let Instruction::Copy(c) = &file.stages[1].steps[0].instruction else { panic!() };
-        assert_eq!((c.from.as_deref(), c.sources.as_slice(), c.dest.as_str()), (Some("build"), &["/a".to_string()][..], "/b"));
+        let Instruction::Copy(c) = &file.stages[1].steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(
+            (c.from.as_deref(), c.sources.as_slice(), c.dest.as_str()),
+            (Some("build"), &["/a".to_string()][..], "/b")
+        );
     }
 
     #[test]
@@ -821,72 +1044,188 @@ mod tests {
 
     #[test]
     fn from_forms() {
-        assert_eq!(errors("FROM a b\n"), ["FROM requires either one or three arguments"]);
-        assert_eq!(errors("FROM a AS 1x\n")[0], "invalid name for build stage: \"1x\", name can't start with a number or contain symbols");
-        assert_eq!(errors("FROM --platform=linux/ a\n"), ["invalid platform \"linux/\""]);
-        assert_eq!(errors("FROM a AS x\nFROM b AS X\n"), ["duplicate stage name \"x\""]);
+        assert_eq!(
+            errors("FROM a b\n"),
+            ["FROM requires either one or three arguments"]
+        );
+        assert_eq!(
+            errors("FROM a AS 1x\n")[0],
+            "invalid name for build stage: \"1x\", name can't start with a number or contain symbols"
+        );
+        assert_eq!(
+            errors("FROM --platform=linux/ a\n"),
+            ["invalid platform \"linux/\""]
+        );
+        assert_eq!(
+            errors("FROM a AS x\nFROM b AS X\n"),
+            ["duplicate stage name \"x\""]
+        );
         assert!(errors("FROM --platform=$BUILDPLATFORM a\n").is_empty());
     }
 
     #[test]
     fn run_flags() {
-        let (file, errs) = typed_text("FROM a\nRUN --network=none --security=insecure --mount=type=cache,target=/c echo\n");
+        let (file, errs) = typed_text(
+            "FROM a\nRUN --network=none --security=insecure --mount=type=cache,target=/c echo\n",
+        );
         assert!(errs.is_empty(), "{errs:?}");
-        let Instruction::Run(r) = &file.stages[0].steps[0].instruction else { panic!() };
-        assert_eq!((r.network, r.security, r.mounts.len()), (Network::None, Security::Insecure, 1));
-        assert_eq!(errors("FROM a\nRUN --network=bridge x\n"), ["unsupported network mode \"bridge\""]);
-        assert_eq!(errors("FROM a\nRUN --mount=type=cache x\n"), ["invalid --mount: a cache mount needs a target: add target=/path"]);
+        let Instruction::Run(r) = &file.stages[0].steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(
+            (r.network, r.security, r.mounts.len()),
+            (Network::None, Security::Insecure, 1)
+        );
+        assert_eq!(
+            errors("FROM a\nRUN --network=bridge x\n"),
+            ["unsupported network mode \"bridge\""]
+        );
+        assert_eq!(
+            errors("FROM a\nRUN --mount=type=cache x\n"),
+            ["invalid --mount: a cache mount needs a target: add target=/path"]
+        );
         assert_eq!(errors("FROM a\nRUN --foo x\n"), ["unknown flag: --foo"]);
-        assert_eq!(errors("FROM a\nRUN\n"), ["RUN requires at least one argument"]);
+        assert_eq!(
+            errors("FROM a\nRUN\n"),
+            ["RUN requires at least one argument"]
+        );
     }
 
     #[test]
     fn copy_and_add_flags() {
-        assert!(errors("FROM a\nCOPY --chown=1:1 --chmod=u+x,go-w --link --parents --exclude=*.md . /\n").is_empty());
+        assert!(
+            errors(
+                "FROM a\nCOPY --chown=1:1 --chmod=u+x,go-w --link --parents --exclude=*.md . /\n"
+            )
+            .is_empty()
+        );
         assert!(errors("FROM a\nADD --keep-git-dir --unpack=false --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 https://x/y /\n").is_empty());
-        assert_eq!(errors("FROM a\nADD --from=x a b\n"), ["unknown flag: --from"]);
-        assert_eq!(errors("FROM a\nCOPY --chmod=888 a b\n"), ["invalid chmod \"888\""]);
-        assert_eq!(errors("FROM a\nADD --checksum=sha256:abc https://x /\n"), ["invalid checksum \"sha256:abc\""]);
-        assert_eq!(errors("FROM a\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 f /\n"), ["checksum can't be specified for non-HTTP(S) sources"]);
+        assert_eq!(
+            errors("FROM a\nADD --from=x a b\n"),
+            ["unknown flag: --from"]
+        );
+        assert_eq!(
+            errors("FROM a\nCOPY --chmod=888 a b\n"),
+            ["invalid chmod \"888\""]
+        );
+        assert_eq!(
+            errors("FROM a\nADD --checksum=sha256:abc https://x /\n"),
+            ["invalid checksum \"sha256:abc\""]
+        );
+        assert_eq!(
+            errors(
+                "FROM a\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 f /\n"
+            ),
+            ["checksum can't be specified for non-HTTP(S) sources"]
+        );
     }
 
     #[test]
     fn healthcheck_forms() {
-        let (file, errs) = typed_text("FROM a\nHEALTHCHECK --interval=5s --retries=3 CMD curl -f x\nHEALTHCHECK NONE\n");
+        let (file, errs) = typed_text(
+            "FROM a\nHEALTHCHECK --interval=5s --retries=3 CMD curl -f x\nHEALTHCHECK NONE\n",
+        );
         assert!(errs.is_empty(), "{errs:?}");
-        let Instruction::Healthcheck(Healthcheck::Cmd { interval, retries, command, .. }) = &file.stages[0].steps[0].instruction else { panic!() };
-        assert_eq!((*interval, *retries, command), (Some(Duration::from_secs(5)), Some(3), &Command::Shell("curl -f x".into())));
-        assert_eq!(errors("FROM a\nHEALTHCHECK NONE x\n"), ["HEALTHCHECK NONE takes no arguments"]);
-        assert_eq!(errors("FROM a\nHEALTHCHECK CMD\n"), ["Missing command after HEALTHCHECK CMD"]);
-        assert_eq!(errors("FROM a\nHEALTHCHECK TEST x\n"), ["Unknown type \"TEST\" in HEALTHCHECK (try CMD)"]);
-        assert_eq!(errors("FROM a\nHEALTHCHECK --interval=1us CMD x\n"), ["Interval \"interval\" cannot be less than 1ms"]);
-        assert_eq!(errors("FROM a\nHEALTHCHECK --timeout=5 CMD x\n"), ["invalid duration \"5\" for --timeout"]);
-        assert_eq!(errors("FROM a\nHEALTHCHECK --retries=-1 CMD x\n"), ["--retries cannot be negative (-1)"]);
-        assert_eq!(errors("FROM a\nHEALTHCHECK --interval=-2s CMD x\n"), ["Interval \"interval\" cannot be less than 1ms"]);
+        let Instruction::Healthcheck(Healthcheck::Cmd {
+            interval,
+            retries,
+            command,
+            ..
+        }) = &file.stages[0].steps[0].instruction
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (*interval, *retries, command),
+            (
+                Some(Duration::from_secs(5)),
+                Some(3),
+                &Command::Shell("curl -f x".into())
+            )
+        );
+        assert_eq!(
+            errors("FROM a\nHEALTHCHECK NONE x\n"),
+            ["HEALTHCHECK NONE takes no arguments"]
+        );
+        assert_eq!(
+            errors("FROM a\nHEALTHCHECK CMD\n"),
+            ["Missing command after HEALTHCHECK CMD"]
+        );
+        assert_eq!(
+            errors("FROM a\nHEALTHCHECK TEST x\n"),
+            ["Unknown type \"TEST\" in HEALTHCHECK (try CMD)"]
+        );
+        assert_eq!(
+            errors("FROM a\nHEALTHCHECK --interval=1us CMD x\n"),
+            ["Interval \"interval\" cannot be less than 1ms"]
+        );
+        assert_eq!(
+            errors("FROM a\nHEALTHCHECK --timeout=5 CMD x\n"),
+            ["invalid duration \"5\" for --timeout"]
+        );
+        assert_eq!(
+            errors("FROM a\nHEALTHCHECK --retries=-1 CMD x\n"),
+            ["--retries cannot be negative (-1)"]
+        );
+        assert_eq!(
+            errors("FROM a\nHEALTHCHECK --interval=-2s CMD x\n"),
+            ["Interval \"interval\" cannot be less than 1ms"]
+        );
     }
 
     #[test]
     fn onbuild_rules() {
         let (file, errs) = typed_text("FROM a\nONBUILD RUN echo hi\n");
         assert!(errs.is_empty());
-        let Instruction::Onbuild(trigger, text) = &file.stages[0].steps[0].instruction else { panic!() };
+        let Instruction::Onbuild(trigger, text) = &file.stages[0].steps[0].instruction else {
+            panic!()
+        };
         assert!(matches!(**trigger, Instruction::Run(_)));
         assert_eq!(text, "RUN echo hi");
-        assert_eq!(errors("FROM a\nONBUILD ONBUILD RUN x\n"), ["Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"]);
-        assert_eq!(errors("FROM a\nONBUILD FROM b\n"), ["FROM isn't allowed as an ONBUILD trigger"]);
-        assert_eq!(errors("FROM a\nONBUILD MAINTAINER b\n"), ["MAINTAINER isn't allowed as an ONBUILD trigger"]);
+        assert_eq!(
+            errors("FROM a\nONBUILD ONBUILD RUN x\n"),
+            ["Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"]
+        );
+        assert_eq!(
+            errors("FROM a\nONBUILD FROM b\n"),
+            ["FROM isn't allowed as an ONBUILD trigger"]
+        );
+        assert_eq!(
+            errors("FROM a\nONBUILD MAINTAINER b\n"),
+            ["MAINTAINER isn't allowed as an ONBUILD trigger"]
+        );
     }
 
     #[test]
     fn shell_env_arg() {
-        assert_eq!(errors("FROM a\nSHELL /bin/sh -c\n"), ["SHELL requires the arguments to be in JSON form"]);
+        assert_eq!(
+            errors("FROM a\nSHELL /bin/sh -c\n"),
+            ["SHELL requires the arguments to be in JSON form"]
+        );
         assert_eq!(errors("FROM a\nENV =x\n"), ["ENV names can not be blank"]);
         assert_eq!(errors("FROM a\nARG =x\n"), ["ARG names can not be blank"]);
         let (file, _) = typed_text("FROM a\nENV A 1 2\nARG B C=3\n");
-        let Instruction::Env(kv) = &file.stages[0].steps[0].instruction else { panic!() };
-        assert_eq!(kv[0], KeyValue { key: "A".into(), value: "1 2".into(), legacy: true });
-        let Instruction::Arg(decls) = &file.stages[0].steps[1].instruction else { panic!() };
-        assert_eq!(decls[1], ArgDecl { name: "C".into(), default: Some("3".into()) });
+        let Instruction::Env(kv) = &file.stages[0].steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(
+            kv[0],
+            KeyValue {
+                key: "A".into(),
+                value: "1 2".into(),
+                legacy: true
+            }
+        );
+        let Instruction::Arg(decls) = &file.stages[0].steps[1].instruction else {
+            panic!()
+        };
+        assert_eq!(
+            decls[1],
+            ArgDecl {
+                name: "C".into(),
+                default: Some("3".into())
+            }
+        );
     }
 
     #[test]

@@ -19,24 +19,70 @@ pub struct Rule {
 
 /// Every rule kiln checks.
 pub const RULES: [Rule; 13] = [
-    Rule { name: "StageNameCasing", description: "Stage names should be lowercase" },
-    Rule { name: "FromAsCasing", description: "The 'as' keyword should match the case of the 'from' keyword" },
-    Rule { name: "NoEmptyContinuation", description: "Empty continuation lines will become errors in a future release" },
-    Rule { name: "ConsistentInstructionCasing", description: "All commands within the Dockerfile should use the same casing" },
-    Rule { name: "ReservedStageName", description: "Reserved words should not be used as stage names" },
-    Rule { name: "JSONArgsRecommended", description: "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals" },
-    Rule { name: "MaintainerDeprecated", description: "The MAINTAINER instruction is deprecated, use a label instead" },
-    Rule { name: "LegacyKeyValueFormat", description: "Legacy key/value format with whitespace separator should not be used" },
-    Rule { name: "WorkdirRelativePath", description: "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes" },
-    Rule { name: "MultipleInstructionsDisallowed", description: "Multiple instructions of the same type should not be used in the same stage" },
-    Rule { name: "UndefinedArgInFrom", description: "FROM command must use declared ARGs" },
-    Rule { name: "SecretsUsedInArgOrEnv", description: "Sensitive data should not be used in the ARG or ENV commands" },
-    Rule { name: "FromPlatformFlagConstDisallowed", description: "FROM --platform flag should not use a constant value" },
+    Rule {
+        name: "StageNameCasing",
+        description: "Stage names should be lowercase",
+    },
+    Rule {
+        name: "FromAsCasing",
+        description: "The 'as' keyword should match the case of the 'from' keyword",
+    },
+    Rule {
+        name: "NoEmptyContinuation",
+        description: "Empty continuation lines will become errors in a future release",
+    },
+    Rule {
+        name: "ConsistentInstructionCasing",
+        description: "All commands within the Dockerfile should use the same casing",
+    },
+    Rule {
+        name: "ReservedStageName",
+        description: "Reserved words should not be used as stage names",
+    },
+    Rule {
+        name: "JSONArgsRecommended",
+        description: "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+    },
+    Rule {
+        name: "MaintainerDeprecated",
+        description: "The MAINTAINER instruction is deprecated, use a label instead",
+    },
+    Rule {
+        name: "LegacyKeyValueFormat",
+        description: "Legacy key/value format with whitespace separator should not be used",
+    },
+    Rule {
+        name: "WorkdirRelativePath",
+        description: "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
+    },
+    Rule {
+        name: "MultipleInstructionsDisallowed",
+        description: "Multiple instructions of the same type should not be used in the same stage",
+    },
+    Rule {
+        name: "UndefinedArgInFrom",
+        description: "FROM command must use declared ARGs",
+    },
+    Rule {
+        name: "SecretsUsedInArgOrEnv",
+        description: "Sensitive data should not be used in the ARG or ENV commands",
+    },
+    Rule {
+        name: "FromPlatformFlagConstDisallowed",
+        description: "FROM --platform flag should not use a constant value",
+    },
 ];
 
 /// ARGs every build defines without a declaration.
 const AUTOMATIC_ARGS: [&str; 8] = [
-    "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT", "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDARCH",
+    "BUILDVARIANT",
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETARCH",
+    "TARGETVARIANT",
 ];
 
 /// One finding.
@@ -66,7 +112,9 @@ impl Config {
     pub fn from_directive(value: &str) -> Config {
         let mut config = Config::default();
         for part in value.split(';') {
-            let Some((key, val)) = part.split_once('=') else { continue };
+            let Some((key, val)) = part.split_once('=') else {
+                continue;
+            };
             match key.trim().to_ascii_lowercase().as_str() {
                 "skip" => {
                     for rule in val.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -104,28 +152,48 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut push = |rule: &'static str, message: String, span: Span| {
         if config.wants(rule) {
-            out.push(Finding { rule, message, span });
+            out.push(Finding {
+                rule,
+                message,
+                span,
+            });
         }
     };
     for warning in &ast.warnings {
-        push("NoEmptyContinuation", "Empty continuation line".into(), warning.span);
+        push(
+            "NoEmptyContinuation",
+            "Empty continuation line".into(),
+            warning.span,
+        );
     }
 
-    let uppercase = ast.nodes.iter().filter(|n| n.keyword == n.keyword.to_uppercase()).count();
+    let uppercase = ast
+        .nodes
+        .iter()
+        .filter(|n| n.keyword == n.keyword.to_uppercase())
+        .count();
     let majority_upper = uppercase * 2 >= ast.nodes.len();
     let mut global_args: BTreeSet<String> = BTreeSet::new();
     let mut seen_from = false;
     let mut stage = StageState::default();
     for node in &ast.nodes {
         let name = node.name();
-        let want = if majority_upper { node.keyword.to_uppercase() } else { node.keyword.to_lowercase() };
+        let want = if majority_upper {
+            node.keyword.to_uppercase()
+        } else {
+            node.keyword.to_lowercase()
+        };
         if node.keyword != want {
             push(
                 "ConsistentInstructionCasing",
                 format!(
                     "Command '{}' should match the case of the command majority ({})",
                     node.keyword,
-                    if majority_upper { "uppercase" } else { "lowercase" }
+                    if majority_upper {
+                        "uppercase"
+                    } else {
+                        "lowercase"
+                    }
                 ),
                 node.keyword_span,
             );
@@ -137,7 +205,11 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
                 stage = StageState::default();
                 lint_from(node, &global_args, &mut push);
             }
-            "arg" if !seen_from => global_args.extend(node.args.iter().map(|a| a.split('=').next().unwrap_or(a).to_string())),
+            "arg" if !seen_from => global_args.extend(
+                node.args
+                    .iter()
+                    .map(|a| a.split('=').next().unwrap_or(a).to_string()),
+            ),
             "cmd" | "entrypoint" | "healthcheck" => {
                 if name != "healthcheck" && !node.json && !node.args.is_empty() {
                     push(
@@ -149,7 +221,9 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
                         node.args_span,
                     );
                 }
-                stage.repeated.push((node.keyword.to_uppercase(), node.keyword_span));
+                stage
+                    .repeated
+                    .push((node.keyword.to_uppercase(), node.keyword_span));
             }
             "maintainer" => push(
                 "MaintainerDeprecated",
@@ -163,7 +237,9 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
                     } else if !stage.absolute_workdir {
                         push(
                             "WorkdirRelativePath",
-                            format!("Relative workdir {dir:?} can have unexpected results if the base image changes"),
+                            format!(
+                                "Relative workdir {dir:?} can have unexpected results if the base image changes"
+                            ),
                             node.args_span,
                         );
                     }
@@ -171,11 +247,16 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
             }
             _ => {}
         }
-        if matches!(name.as_str(), "env" | "label") && node.args.len() == 3 && node.args[2].is_empty() {
+        if matches!(name.as_str(), "env" | "label")
+            && node.args.len() == 3
+            && node.args[2].is_empty()
+        {
             let kw = node.keyword.to_uppercase();
             push(
                 "LegacyKeyValueFormat",
-                format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"),
+                format!(
+                    "\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"
+                ),
                 node.args_span,
             );
         }
@@ -215,12 +296,19 @@ impl StageState {
     /// Reports CMD, ENTRYPOINT and HEALTHCHECK given more than once in the stage.
     fn flush(&self, push: &mut impl FnMut(&'static str, String, Span)) {
         for kind in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
-            let all: Vec<&Span> = self.repeated.iter().filter(|(k, _)| k == kind).map(|(_, s)| s).collect();
+            let all: Vec<&Span> = self
+                .repeated
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, s)| s)
+                .collect();
             if let Some((_, earlier)) = all.split_last() {
                 for span in earlier {
                     push(
                         "MultipleInstructionsDisallowed",
-                        format!("Multiple {kind} instructions should not be used in the same stage because only the last one will be used"),
+                        format!(
+                            "Multiple {kind} instructions should not be used in the same stage because only the last one will be used"
+                        ),
                         **span,
                     );
                 }
@@ -229,45 +317,93 @@ impl StageState {
     }
 }
 
-fn lint_from(node: &Node, global_args: &BTreeSet<String>, push: &mut impl FnMut(&'static str, String, Span)) {
+fn lint_from(
+    node: &Node,
+    global_args: &BTreeSet<String>,
+    push: &mut impl FnMut(&'static str, String, Span),
+) {
     if let [_, as_kw, name] = node.args.as_slice() {
         let from_upper = node.keyword == node.keyword.to_uppercase();
         let as_upper = as_kw == &as_kw.to_uppercase();
         if from_upper != as_upper {
-            push("FromAsCasing", "'as' and 'FROM' keywords' casing do not match".into(), node.args_span);
+            push(
+                "FromAsCasing",
+                "'as' and 'FROM' keywords' casing do not match".into(),
+                node.args_span,
+            );
         }
         if name != &name.to_lowercase() {
-            push("StageNameCasing", format!("Stage name '{name}' should be lowercase"), node.args_span);
+            push(
+                "StageNameCasing",
+                format!("Stage name '{name}' should be lowercase"),
+                node.args_span,
+            );
         }
         if ["scratch", "context"].contains(&name.to_lowercase().as_str()) {
             push(
                 "ReservedStageName",
-                format!("'{}' is reserved and should not be used as a stage name", name.to_lowercase()),
+                format!(
+                    "'{}' is reserved and should not be used as a stage name",
+                    name.to_lowercase()
+                ),
                 node.args_span,
             );
         }
     }
     let lexer = Lexer::new('\\');
-    let declared = |name: &str| (global_args.contains(name) || AUTOMATIC_ARGS.contains(&name)).then_some("");
-    let platform = node.flags.iter().find_map(|f| f.text.strip_prefix("--platform="));
-    let words = node.args.first().map(String::as_str).into_iter().chain(platform);
+    let declared =
+        |name: &str| (global_args.contains(name) || AUTOMATIC_ARGS.contains(&name)).then_some("");
+    let platform = node
+        .flags
+        .iter()
+        .find_map(|f| f.text.strip_prefix("--platform="));
+    let words = node
+        .args
+        .first()
+        .map(String::as_str)
+        .into_iter()
+        .chain(platform);
     for word in words {
         if let Ok(expansion) = lexer.process_word(word, &declared) {
             for name in expansion.unset {
-                push("UndefinedArgInFrom", format!("FROM argument '{name}' is not declared"), node.args_span);
+                push(
+                    "UndefinedArgInFrom",
+                    format!("FROM argument '{name}' is not declared"),
+                    node.args_span,
+                );
             }
         }
     }
     if let Some(p) = platform.filter(|p| !p.contains('$')) {
-        let flag = node.flags.iter().find(|f| f.text.starts_with("--platform=")).map_or(node.span, |f| f.span);
-        push("FromPlatformFlagConstDisallowed", format!("FROM --platform flag should not use constant value {p:?}"), flag);
+        let flag = node
+            .flags
+            .iter()
+            .find(|f| f.text.starts_with("--platform="))
+            .map_or(node.span, |f| f.span);
+        push(
+            "FromPlatformFlagConstDisallowed",
+            format!("FROM --platform flag should not use constant value {p:?}"),
+            flag,
+        );
     }
 }
 
 /// BuildKit's secret-name pattern: a name part such as `password` or `token`.
 fn looks_secret(name: &str) -> bool {
-    const WORDS: [&str; 9] = ["apikey", "auth", "credential", "credentials", "key", "password", "pass", "secret", "token"];
-    name.to_ascii_lowercase().split('_').any(|part| WORDS.contains(&part))
+    const WORDS: [&str; 9] = [
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pass",
+        "secret",
+        "token",
+    ];
+    name.to_ascii_lowercase()
+        .split('_')
+        .any(|part| WORDS.contains(&part))
 }
 
 #[cfg(test)]
@@ -277,7 +413,10 @@ mod tests {
 
     fn rules(text: &str) -> Vec<(&'static str, String)> {
         let ast = parse(&Source::new("Dockerfile", text.as_bytes())).unwrap();
-        lint(&ast).into_iter().map(|f| (f.rule, f.message)).collect()
+        lint(&ast)
+            .into_iter()
+            .map(|f| (f.rule, f.message))
+            .collect()
     }
 
     #[test]
@@ -296,7 +435,11 @@ mod tests {
         ));
         let names: Vec<&str> = found.iter().map(|(r, _)| *r).collect();
         for rule in RULES {
-            assert!(names.contains(&rule.name), "{} did not fire: {found:#?}", rule.name);
+            assert!(
+                names.contains(&rule.name),
+                "{} did not fire: {found:#?}",
+                rule.name
+            );
         }
     }
 
@@ -306,16 +449,28 @@ mod tests {
         assert_eq!(
             found,
             [
-                ("StageNameCasing", "Stage name 'Build' should be lowercase".to_string()),
-                ("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label".into()),
-                ("LegacyKeyValueFormat", "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format".into()),
+                (
+                    "StageNameCasing",
+                    "Stage name 'Build' should be lowercase".to_string()
+                ),
+                (
+                    "MaintainerDeprecated",
+                    "Maintainer instruction is deprecated in favor of using label".into()
+                ),
+                (
+                    "LegacyKeyValueFormat",
+                    "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format"
+                        .into()
+                ),
             ]
         );
     }
 
     #[test]
     fn clean_file_has_no_findings() {
-        assert!(rules("ARG V=1\nFROM a:$V AS build\nWORKDIR /app\nENV A=b\nCMD [\"x\"]\n").is_empty());
+        assert!(
+            rules("ARG V=1\nFROM a:$V AS build\nWORKDIR /app\nENV A=b\nCMD [\"x\"]\n").is_empty()
+        );
     }
 
     #[test]

@@ -9,12 +9,12 @@
 pub mod dump;
 pub mod error;
 pub mod flags;
-pub mod instructions;
 mod grammar;
 mod heredoc;
-pub mod mount;
+pub mod instructions;
 pub mod json;
 pub mod lint;
+pub mod mount;
 pub mod shell;
 pub mod source;
 pub mod syntax;

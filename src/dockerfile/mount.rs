@@ -91,7 +91,11 @@ pub fn parse(value: &str) -> Result<Mount, String> {
                 "tmpfs" => MountType::Tmpfs,
                 "secret" => MountType::Secret,
                 "ssh" => MountType::Ssh,
-                other => return Err(format!("unsupported mount type {other:?}: use bind, cache, tmpfs, secret or ssh")),
+                other => {
+                    return Err(format!(
+                        "unsupported mount type {other:?}: use bind, cache, tmpfs, secret or ssh"
+                    ));
+                }
             };
         }
     }
@@ -105,13 +109,17 @@ pub fn parse(value: &str) -> Result<Mount, String> {
             match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("true") => Ok(true),
                 Some("false") => Ok(false),
-                Some(other) => Err(format!("invalid value for {key}: {other:?} (use true or false)")),
+                Some(other) => Err(format!(
+                    "invalid value for {key}: {other:?} (use true or false)"
+                )),
             }
         };
         match key.as_str() {
             "readonly" | "ro" => read_write = !bool_value(&value)?,
             "readwrite" | "rw" => read_write = bool_value(&value)?,
-            "required" if matches!(m.kind, MountType::Secret | MountType::Ssh) => m.required = bool_value(&value)?,
+            "required" if matches!(m.kind, MountType::Secret | MountType::Ssh) => {
+                m.required = bool_value(&value)?
+            }
             _ => {
                 let Some(value) = value else {
                     return Err(format!("invalid field {field:?}: must be a key=value pair"));
@@ -120,26 +128,51 @@ pub fn parse(value: &str) -> Result<Mount, String> {
                     "type" => {}
                     "target" | "dst" | "destination" => m.target = Some(value),
                     "source" | "src" if m.kind != MountType::Tmpfs => m.source = Some(value),
-                    "from" if matches!(m.kind, MountType::Bind | MountType::Cache) => m.from = Some(value),
-                    "id" if matches!(m.kind, MountType::Cache | MountType::Secret | MountType::Ssh) => m.id = Some(value),
+                    "from" if matches!(m.kind, MountType::Bind | MountType::Cache) => {
+                        m.from = Some(value)
+                    }
+                    "id" if matches!(
+                        m.kind,
+                        MountType::Cache | MountType::Secret | MountType::Ssh
+                    ) =>
+                    {
+                        m.id = Some(value)
+                    }
                     "sharing" if m.kind == MountType::Cache => {
                         m.sharing = match value.to_ascii_lowercase().as_str() {
                             "shared" => Sharing::Shared,
                             "private" => Sharing::Private,
                             "locked" => Sharing::Locked,
-                            _ => return Err(format!("unsupported sharing value {value:?}: use shared, private or locked")),
+                            _ => {
+                                return Err(format!(
+                                    "unsupported sharing value {value:?}: use shared, private or locked"
+                                ));
+                            }
                         }
                     }
                     "mode" if m.kind != MountType::Bind && m.kind != MountType::Tmpfs => {
-                        m.mode = Some(u32::from_str_radix(&value, 8).map_err(|_| format!("invalid mode {value:?}: must be octal, such as 0755"))?);
+                        m.mode = Some(u32::from_str_radix(&value, 8).map_err(|_| {
+                            format!("invalid mode {value:?}: must be octal, such as 0755")
+                        })?);
                     }
                     "uid" | "gid" if m.kind != MountType::Bind && m.kind != MountType::Tmpfs => {
-                        let id = value.parse().map_err(|_| format!("invalid {key} {value:?}: must be a number"))?;
-                        if key == "uid" { m.uid = Some(id) } else { m.gid = Some(id) }
+                        let id = value
+                            .parse()
+                            .map_err(|_| format!("invalid {key} {value:?}: must be a number"))?;
+                        if key == "uid" {
+                            m.uid = Some(id)
+                        } else {
+                            m.gid = Some(id)
+                        }
                     }
                     "size" if m.kind == MountType::Tmpfs => m.size = Some(parse_size(&value)?),
                     "env" if m.kind == MountType::Secret => m.env = Some(value),
-                    _ => return Err(format!("unexpected key '{key}' in '{field}' for a {} mount", type_name(m.kind))),
+                    _ => {
+                        return Err(format!(
+                            "unexpected key '{key}' in '{field}' for a {} mount",
+                            type_name(m.kind)
+                        ));
+                    }
                 }
             }
         }
@@ -147,7 +180,10 @@ pub fn parse(value: &str) -> Result<Mount, String> {
     m.read_only = !read_write;
     match m.kind {
         MountType::Bind | MountType::Cache | MountType::Tmpfs if m.target.is_none() => {
-            return Err(format!("a {} mount needs a target: add target=/path", type_name(m.kind)));
+            return Err(format!(
+                "a {} mount needs a target: add target=/path",
+                type_name(m.kind)
+            ));
         }
         MountType::Secret if m.id.is_none() && m.target.is_none() && m.env.is_none() => {
             return Err("a secret mount needs an id or a target: add id=NAME".into());
@@ -158,14 +194,19 @@ pub fn parse(value: &str) -> Result<Mount, String> {
         m.id = m.target.clone();
     }
     if m.kind == MountType::Secret && m.id.is_none() {
-        m.id = m.target.as_deref().and_then(|t| t.rsplit('/').next()).map(str::to_string);
+        m.id = m
+            .target
+            .as_deref()
+            .and_then(|t| t.rsplit('/').next())
+            .map(str::to_string);
     }
     if m.kind == MountType::Secret && m.target.is_none() && m.env.is_none() {
         m.target = m.id.as_ref().map(|id| format!("/run/secrets/{id}"));
     }
     if m.kind == MountType::Ssh {
         m.id.get_or_insert_with(|| "default".into());
-        m.target.get_or_insert_with(|| "/run/buildkit/ssh_agent.0".into());
+        m.target
+            .get_or_insert_with(|| "/run/buildkit/ssh_agent.0".into());
     }
     Ok(m)
 }
@@ -190,7 +231,11 @@ fn parse_size(value: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size {value:?}: use a number with an optional k, m or g")),
+        _ => {
+            return Err(format!(
+                "invalid size {value:?}: use a number with an optional k, m or g"
+            ));
+        }
     };
     digits
         .parse::<u64>()
@@ -240,33 +285,72 @@ mod tests {
         let m = parse("target=/src,from=build,source=/out").unwrap();
         assert_eq!(m.kind, MountType::Bind);
         assert!(m.read_only);
-        assert_eq!((m.from.as_deref(), m.source.as_deref()), (Some("build"), Some("/out")));
+        assert_eq!(
+            (m.from.as_deref(), m.source.as_deref()),
+            (Some("build"), Some("/out"))
+        );
         assert!(!parse("type=bind,target=/x,rw").unwrap().read_only);
     }
 
     #[test]
     fn cache_secret_ssh_tmpfs() {
         let c = parse("type=cache,target=/root/.cache,sharing=locked,mode=0700,uid=10").unwrap();
-        assert_eq!((c.id.as_deref(), c.sharing, c.mode, c.uid), (Some("/root/.cache"), Sharing::Locked, Some(0o700), Some(10)));
+        assert_eq!(
+            (c.id.as_deref(), c.sharing, c.mode, c.uid),
+            (Some("/root/.cache"), Sharing::Locked, Some(0o700), Some(10))
+        );
         assert!(!c.read_only);
         let s = parse("type=secret,id=npmrc,required").unwrap();
-        assert_eq!((s.target.as_deref(), s.required), (Some("/run/secrets/npmrc"), true));
+        assert_eq!(
+            (s.target.as_deref(), s.required),
+            (Some("/run/secrets/npmrc"), true)
+        );
         let s = parse("type=secret,id=tok,env=TOKEN").unwrap();
         assert_eq!((s.target, s.env.as_deref()), (None, Some("TOKEN")));
         let ssh = parse("type=ssh").unwrap();
         assert_eq!(ssh.id.as_deref(), Some("default"));
-        assert_eq!(parse("type=tmpfs,target=/t,size=64m").unwrap().size, Some(64 << 20));
-        assert_eq!(parse("type=bind,\"target=/a,b\"").unwrap().target.as_deref(), Some("/a,b"));
+        assert_eq!(
+            parse("type=tmpfs,target=/t,size=64m").unwrap().size,
+            Some(64 << 20)
+        );
+        assert_eq!(
+            parse("type=bind,\"target=/a,b\"")
+                .unwrap()
+                .target
+                .as_deref(),
+            Some("/a,b")
+        );
     }
 
     #[test]
     fn rejects_bad_options() {
-        assert_eq!(parse("type=nfs,target=/x").unwrap_err(), "unsupported mount type \"nfs\": use bind, cache, tmpfs, secret or ssh");
-        assert_eq!(parse("type=cache").unwrap_err(), "a cache mount needs a target: add target=/path");
-        assert_eq!(parse("type=cache,target=/x,sharing=all").unwrap_err(), "unsupported sharing value \"all\": use shared, private or locked");
-        assert_eq!(parse("type=tmpfs,target=/x,from=a").unwrap_err(), "unexpected key 'from' in 'from=a' for a tmpfs mount");
-        assert_eq!(parse("type=secret").unwrap_err(), "a secret mount needs an id or a target: add id=NAME");
-        assert_eq!(parse("type=cache,target=/x,mode=9").unwrap_err(), "invalid mode \"9\": must be octal, such as 0755");
-        assert_eq!(parse("target=/x,ro=maybe").unwrap_err(), "invalid value for ro: \"maybe\" (use true or false)");
+        assert_eq!(
+            parse("type=nfs,target=/x").unwrap_err(),
+            "unsupported mount type \"nfs\": use bind, cache, tmpfs, secret or ssh"
+        );
+        assert_eq!(
+            parse("type=cache").unwrap_err(),
+            "a cache mount needs a target: add target=/path"
+        );
+        assert_eq!(
+            parse("type=cache,target=/x,sharing=all").unwrap_err(),
+            "unsupported sharing value \"all\": use shared, private or locked"
+        );
+        assert_eq!(
+            parse("type=tmpfs,target=/x,from=a").unwrap_err(),
+            "unexpected key 'from' in 'from=a' for a tmpfs mount"
+        );
+        assert_eq!(
+            parse("type=secret").unwrap_err(),
+            "a secret mount needs an id or a target: add id=NAME"
+        );
+        assert_eq!(
+            parse("type=cache,target=/x,mode=9").unwrap_err(),
+            "invalid mode \"9\": must be octal, such as 0755"
+        );
+        assert_eq!(
+            parse("target=/x,ro=maybe").unwrap_err(),
+            "invalid value for ro: \"maybe\" (use true or false)"
+        );
     }
 }

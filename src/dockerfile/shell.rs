@@ -55,10 +55,17 @@ pub enum ShellError {
         /// The message given, or the default one.
         message: String,
     },
+    /// `${A:-${B:-${C...}}}` nested deeper than [`MAX_DEPTH`].
+    #[error("substitutions nested more than {MAX_DEPTH} deep")]
+    TooDeep,
     /// A `#`, `%` or `/` pattern that does not compile.
     #[error("invalid pattern {0:?}")]
     BadPattern(String),
 }
+
+/// How deep `${...}` may nest: the lexer recurses once per level, and no
+/// real Dockerfile comes near this.
+pub const MAX_DEPTH: usize = 100;
 
 /// The result of expanding one word.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -175,6 +182,7 @@ struct Run<'l, 'e, 'f> {
     env: &'f dyn Fn(&str) -> Option<&'e str>,
     used: BTreeSet<String>,
     unset: BTreeSet<String>,
+    depth: usize,
 }
 
 impl<'l, 'e, 'f> Run<'l, 'e, 'f> {
@@ -186,6 +194,7 @@ impl<'l, 'e, 'f> Run<'l, 'e, 'f> {
             env,
             used: BTreeSet::new(),
             unset: BTreeSet::new(),
+            depth: 0,
         }
     }
 
@@ -350,6 +359,16 @@ impl<'l, 'e, 'f> Run<'l, 'e, 'f> {
     }
 
     fn dollar(&mut self) -> Result<String, ShellError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(ShellError::TooDeep);
+        }
+        self.depth += 1;
+        let result = self.dollar_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, ShellError> {
         self.pos += 1; // the '$'
         if self.peek() != Some('{') {
             let name = self.name();

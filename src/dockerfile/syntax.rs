@@ -399,10 +399,10 @@ fn is_comment(line: &str) -> bool {
 /// returns the line without the token and whether the instruction ends here.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let body = line.trim_end_matches([' ', '\t']);
-    if let Some(before) = body.strip_suffix(escape) {
-        if before.chars().next_back().is_none_or(|c| c != escape) {
-            return (before, false);
-        }
+    if let Some(before) = body.strip_suffix(escape)
+        && before.chars().next_back().is_none_or(|c| c != escape)
+    {
+        return (before, false);
     }
     (line, true)
 }

@@ -1,0 +1,115 @@
+//! The command line: input from a file or stdin, JSON output, exit codes,
+//! error rendering.
+
+use crate::util::{kiln, repo, run_in, run_with_stdin, text};
+
+#[test]
+fn parse_reads_stdin() {
+    let out = run_with_stdin(
+        &["parse", "-f", "-"],
+        b"FROM busybox\nCOPY --from=build a /b\n",
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "(from \"busybox\")\n(copy [\"--from=build\"] \"a\" \"/b\")\n"
+    );
+}
+
+#[test]
+fn parse_json_schema() {
+    let input = b"# syntax=docker/dockerfile:1\nFROM busybox AS base\nRUN --mount=type=cache,target=/c <<EOF\necho hi\nEOF\nONBUILD COPY a b\nCMD [\"sh\"]\n";
+    let out = run_with_stdin(&["parse", "--json", "-f", "-"], input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["directives"]["syntax"], "docker/dockerfile:1");
+    let ins = v["instructions"].as_array().expect("array");
+    assert_eq!(ins.len(), 4);
+    assert_eq!(ins[0]["name"], "FROM");
+    assert_eq!(ins[0]["line"], 2);
+    assert_eq!(ins[0]["args"], serde_json::json!(["busybox", "AS", "base"]));
+    assert_eq!(ins[1]["name"], "RUN");
+    assert_eq!(ins[1]["line"], 3);
+    assert_eq!(ins[1]["end_line"], 5);
+    assert_eq!(
+        ins[1]["flags"],
+        serde_json::json!(["--mount=type=cache,target=/c"])
+    );
+    assert_eq!(ins[1]["heredocs"][0]["name"], "EOF");
+    assert_eq!(ins[1]["heredocs"][0]["content"], "echo hi\n");
+    assert_eq!(ins[1]["heredocs"][0]["expand"], true);
+    assert_eq!(ins[2]["name"], "ONBUILD");
+    assert_eq!(ins[2]["onbuild"]["name"], "COPY");
+    assert_eq!(ins[2]["onbuild"]["args"], serde_json::json!(["a", "b"]));
+    assert_eq!(ins[3]["json"], true);
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_in(dir.path(), &["parse"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot read Dockerfile: No such file or directory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: pass the Dockerfile's path with -f"),
+        "{err}"
+    );
+}
+
+#[test]
+fn syntax_error_shows_location_line_and_hint() {
+    let out = run_with_stdin(&["parse", "-f", "-"], b"FROM busybox\nRUN <<EOF\necho\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: unterminated heredoc EOF\n --> <stdin>:2:1\n  |\n2 | / RUN <<EOF\n3 | | echo\n  | |____^\n  |\n  = help: end the heredoc with a line that holds only EOF\n"
+    );
+}
+
+#[test]
+fn bad_flag_is_a_usage_error() {
+    let out = kiln().args(["parse", "--bogus"]).output().expect("kiln");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unexpected argument '--bogus'"));
+}
+
+#[test]
+fn check_exit_codes() {
+    let warn = run_with_stdin(&["check", "-f", "-"], b"FROM busybox\nMAINTAINER me\n");
+    assert_eq!(warn.status.code(), Some(0), "warnings only: exit 0");
+    assert!(text(&warn.stdout).ends_with("<stdin>: 0 errors, 1 warning\n"));
+    let bad = run_with_stdin(&["check", "-f", "-"], b"FROM busybox\nRUNN x\n");
+    assert_eq!(bad.status.code(), Some(1));
+    let clean = run_with_stdin(&["check", "-f", "-"], b"FROM busybox\nCMD [\"sh\"]\n");
+    assert_eq!(
+        (clean.status.code(), text(&clean.stdout)),
+        (Some(0), "<stdin>: no problems found\n".to_string())
+    );
+}
+
+#[test]
+fn readme_example_parses_and_checks() {
+    let example = repo().join("examples/hello");
+    let out = run_in(&example, &["check", "-f", "Dockerfile"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let out = run_in(&example, &["parse", "-f", "Dockerfile"]);
+    assert!(
+        text(&out.stdout)
+            .starts_with("(arg \"BASE=busybox:local\")\n(from \"$BASE\" \"AS\" \"build\")\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn help_lists_subcommands() {
+    let out = kiln().arg("--help").output().expect("kiln");
+    let help = text(&out.stdout);
+    for cmd in ["parse", "check"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}

@@ -1,0 +1,11 @@
+//! kiln's integration tests: one binary that runs the real `kiln` command.
+//!
+//! `KILN_BLESS=1 cargo test` rewrites kiln's own golden files under
+//! `fixtures/` from the current output (never the conformance data).
+
+mod check_golden;
+mod cli;
+mod conformance;
+mod fuzz;
+mod parse_golden;
+mod util;

@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `kiln` command with colour off.
+pub fn kiln() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `kiln args...` in `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    kiln()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running kiln")
+}
+
+/// Runs `kiln args...` with `input` on standard input.
+pub fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = kiln()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning kiln");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("writing stdin");
+    child.wait_with_output().expect("waiting for kiln")
+}
+
+/// Text of an output stream.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// True when golden files should be rewritten.
+pub fn blessing() -> bool {
+    std::env::var_os("KILN_BLESS").is_some()
+}
+
+/// Case directories under `dir`, sorted by name.
+pub fn cases(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The shared conformance data, or None (with a note) when it is absent.
+/// In CI (`CI` set) its absence is a failure: CI always has it.
+pub fn conformance(sub: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("KILN_CONFORMANCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/conformance"))
+        .join(sub);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "conformance data missing at {} (CI must have ../shared)",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: conformance data not found at {} (set KILN_CONFORMANCE)",
+        dir.display()
+    );
+    None
+}
+
+/// Compares `actual` with the golden file `path`, or rewrites it when blessing.
+/// Returns a description of the mismatch, if any.
+pub fn golden(path: &Path, actual: &str) -> Option<String> {
+    if blessing() {
+        std::fs::write(path, actual).expect("writing golden file");
+        return None;
+    }
+    let want =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    (want != actual).then(|| format!("{}:\n--- want\n{want}--- got\n{actual}", path.display()))
+}
