@@ -368,7 +368,7 @@ fn parse_flags(node: &Node, allowed: &[(&'static str, Kind)]) -> Result<flags::P
 }
 
 fn instruction(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
-    let name = node.name();
+    let name = node.name.clone();
     let upper = node.keyword.to_uppercase();
     let at = args_at(node);
     let no_flags = |node: &Node| parse_flags(node, &[]).map(|_| ());
@@ -856,7 +856,7 @@ fn onbuild(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
             Some("write ONBUILD <instruction>"),
         ));
     };
-    match child.name().as_str() {
+    match child.name.as_str() {
         "onbuild" => {
             return Err(fail(
                 "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",

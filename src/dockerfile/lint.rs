@@ -177,7 +177,7 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
     let mut seen_from = false;
     let mut stage = StageState::default();
     for node in &ast.nodes {
-        let name = node.name();
+        let name = node.name.clone();
         let want = if majority_upper {
             node.keyword.to_uppercase()
         } else {
@@ -323,8 +323,8 @@ fn lint_from(
     push: &mut impl FnMut(&'static str, String, Span),
 ) {
     if let [_, as_kw, name] = node.args.as_slice() {
-        let from_upper = node.keyword == node.keyword.to_uppercase();
-        let as_upper = as_kw == &as_kw.to_uppercase();
+        let from_upper = is_upper(&node.keyword);
+        let as_upper = is_upper(as_kw);
         if from_upper != as_upper {
             push(
                 "FromAsCasing",
@@ -386,6 +386,11 @@ fn lint_from(
             flag,
         );
     }
+}
+
+/// True when `word` has no lower-case letter (`RUN`, `AS`).
+fn is_upper(word: &str) -> bool {
+    !word.chars().any(char::is_lowercase)
 }
 
 /// BuildKit's secret-name pattern: a name part such as `password` or `token`.

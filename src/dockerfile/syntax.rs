@@ -61,6 +61,9 @@ pub struct Heredoc {
 pub struct Node {
     /// The keyword as written (`RUN`, `run`, `FOO`).
     pub keyword: String,
+    /// The keyword in lower case, the form every lookup uses.
+    #[serde(skip)]
+    pub name: String,
     /// Leading `--flag` words, as text.
     pub flags: Vec<Flag>,
     /// The arguments (BuildKit's `Next` chain): see shared/spec/parse-dump.md.
@@ -86,17 +89,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// The keyword in lower case.
-    pub fn name(&self) -> String {
-        self.keyword.to_lowercase()
-    }
-
     fn can_contain_heredoc(&self) -> bool {
-        let node = match (&self.child, self.name() == "onbuild") {
+        let node = match (&self.child, self.name == "onbuild") {
             (Some(child), true) => child,
             _ => self,
         };
-        HEREDOC_KEYWORDS.contains(&node.name().as_str()) && !node.json
+        HEREDOC_KEYWORDS.contains(&node.name.as_str()) && !node.json
     }
 }
 
@@ -430,12 +428,16 @@ fn build_node(
 
     let mut keyword = ("", 0..0);
     let mut flags = Vec::new();
-    let mut rest_at = text.len();
+    // The arguments start after the keyword, or after the last flag word.
+    let mut rest_at = 0;
     let mut ended = false;
     for pair in pairs.flatten() {
         let range = pair.as_span().start()..pair.as_span().end();
         match pair.as_rule() {
-            Rule::keyword => keyword = (pair.as_str(), range),
+            Rule::keyword => {
+                rest_at = range.end;
+                keyword = (pair.as_str(), range);
+            }
             Rule::flag if !ended => {
                 let text = unquote_flag(pair.as_str());
                 rest_at = range.end;
@@ -449,7 +451,6 @@ fn build_node(
                     });
                 }
             }
-            Rule::rest if !ended => rest_at = range.start,
             _ => {}
         }
     }
@@ -461,6 +462,7 @@ fn build_node(
 
     let mut node = Node {
         keyword: keyword.0.to_string(),
+        name: keyword.0.to_lowercase(),
         flags,
         args: Vec::new(),
         child: None,
@@ -473,7 +475,7 @@ fn build_node(
         keyword_span: logical.span(base + keyword.1.start, base + keyword.1.end),
         args_span,
     };
-    match node.name().as_str() {
+    match node.name.as_str() {
         "add" | "copy" | "volume" => match json_array(rest).map_err(err)? {
             Some(items) => (node.args, node.json) = (items, true),
             None => node.args = split_whitespace(rest),
