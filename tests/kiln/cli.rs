@@ -113,3 +113,32 @@ fn help_lists_subcommands() {
         assert!(help.contains(cmd), "{help}");
     }
 }
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let big = "FROM a\n".to_string() + &"RUN x\n".repeat(200_000);
+    let mut child = kiln()
+        .args(["parse", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(big.as_bytes())
+        .expect("write");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    assert_eq!(first, "(from \"a\")\n");
+    // stdout is dropped here: kiln's further writes hit a closed pipe.
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
