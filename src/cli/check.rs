@@ -3,6 +3,7 @@
 
 use super::diagnostic::{Located, Severity, color_stdout};
 use super::{Error, read_dockerfile};
+use kiln::context::ignore::Matcher;
 use kiln::dockerfile::{self, ErrorKind, Source, instructions, lint};
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,16 +12,32 @@ use std::process::ExitCode;
 /// Arguments of `kiln check`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The Dockerfile to check; `-` reads standard input.
-    #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
-    file: PathBuf,
+    /// The Dockerfile to check; `-` reads standard input
+    /// [default: CONTEXT/Dockerfile, or ./Dockerfile without a context].
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// The build context: with it, COPY and ADD sources are checked against
+    /// its .dockerignore (or <Dockerfile>.dockerignore).
+    context: Option<PathBuf>,
 }
 
 /// Checks the file; exit 1 when there are errors, 0 when at most warnings.
 pub fn run(args: Args) -> Result<ExitCode, Error> {
-    let (name, bytes) = read_dockerfile(&args.file)?;
+    let file = match (&args.file, &args.context) {
+        (Some(file), _) => file.clone(),
+        (None, Some(context)) => context.join("Dockerfile"),
+        (None, None) => PathBuf::from("Dockerfile"),
+    };
+    let (name, bytes) = read_dockerfile(&file)?;
     let source = Source::new(name, &bytes);
-    let problems = check(&source);
+    let ignore = match &args.context {
+        Some(context) => {
+            let dockerfile = (file.as_os_str() != "-").then_some(file.as_path());
+            Some(Matcher::for_build(context, dockerfile)?)
+        }
+        None => None,
+    };
+    let problems = check(&source, ignore.as_ref());
     let errors = problems
         .iter()
         .filter(|p| p.severity == Severity::Error)
@@ -42,7 +59,7 @@ pub fn run(args: Args) -> Result<ExitCode, Error> {
 }
 
 /// Every problem in `source`, in source order.
-fn check(source: &Source) -> Vec<Located> {
+fn check(source: &Source, ignore: Option<&Matcher>) -> Vec<Located> {
     let ast = match dockerfile::parse(source) {
         Ok(ast) => ast,
         Err(e) => return vec![Located::with(source, e, Severity::Error, None)],
@@ -63,7 +80,9 @@ fn check(source: &Source) -> Vec<Located> {
             )
         })
         .collect();
-    for finding in lint::lint(&ast) {
+    let ignored = ignore.map(|m| move |path: &str| m.is_ignored(path));
+    let ignored = ignored.as_ref().map(|f| f as &dyn Fn(&str) -> bool);
+    for finding in lint::lint_with_context(&ast, ignored) {
         let err = dockerfile::Error::new(ErrorKind::Instruction(finding.message), finding.span);
         problems.push((
             finding.span.start,

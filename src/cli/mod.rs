@@ -53,13 +53,16 @@ pub enum Error {
     /// The Dockerfile is not valid.
     #[error("{}", .0.kind)]
     Dockerfile(Box<diagnostic::Located>),
+    /// The context's ignore file could not be used.
+    #[error(transparent)]
+    Ignore(#[from] kiln::context::ignore::IgnoreError),
 }
 
 impl Error {
     /// The process exit code: 1 for a bad input, 2 for kiln's own trouble.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Read { .. } | Error::Dockerfile(_) => 1,
+            Error::Read { .. } | Error::Dockerfile(_) | Error::Ignore(_) => 1,
             Error::Write(_) => 2,
         }
     }

@@ -71,6 +71,7 @@ fn opener(word: &str) -> Result<Option<Heredoc>, String> {
         chomp,
         fd: fd.parse().unwrap_or(0),
         content: String::new(),
+        span: Default::default(),
     }))
 }
 

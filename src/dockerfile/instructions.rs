@@ -469,7 +469,17 @@ fn instruction(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
         "maintainer" => Instruction::Maintainer(exactly_one(node)?),
         "user" => Instruction::User(exactly_one(node)?),
         "workdir" => Instruction::Workdir(exactly_one(node)?),
-        "stopsignal" => Instruction::StopSignal(exactly_one(node)?),
+        "stopsignal" => {
+            let signal = exactly_one(node)?;
+            if !signal.contains('$') && !valid_signal(&signal) {
+                return Err(fail(
+                    format!("Invalid signal: {signal}"),
+                    at,
+                    Some("use a signal name such as SIGTERM or SIGINT, or its number"),
+                ));
+            }
+            Instruction::StopSignal(signal)
+        }
         "expose" => {
             let ports = at_least_one(node)?;
             for port in ports.iter().filter(|p| !p.contains('$')) {
@@ -886,6 +896,30 @@ fn onbuild(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
     Ok(Instruction::Onbuild(Box::new(trigger), expression))
 }
 
+/// Docker's `signal.ParseSignal`: any nonzero number, or a Linux signal name
+/// with or without `SIG`.
+fn valid_signal(signal: &str) -> bool {
+    const NAMES: [&str; 34] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    ];
+    if let Ok(n) = signal.parse::<i64>() {
+        return n != 0;
+    }
+    let upper = signal.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let realtime = |base: &str, sign: char| {
+        name == base
+            || name
+                .strip_prefix(base)
+                .and_then(|r| r.strip_prefix(sign))
+                .and_then(|n| n.parse::<u8>().ok())
+                .is_some_and(|n| (1..=15).contains(&n) && (sign == '+' || n <= 14))
+    };
+    NAMES.contains(&name) || realtime("RTMIN", '+') || realtime("RTMAX", '-')
+}
+
 fn valid_port(port: &str) -> bool {
     let (range, proto) = port.split_once('/').unwrap_or((port, "tcp"));
     let num = |s: &str| {
@@ -1193,6 +1227,25 @@ mod tests {
         assert_eq!(
             errors("FROM a\nONBUILD MAINTAINER b\n"),
             ["MAINTAINER isn't allowed as an ONBUILD trigger"]
+        );
+    }
+
+    #[test]
+    fn stop_signals() {
+        for ok in ["SIGTERM", "term", "9", "SIGRTMIN+3", "RTMAX-14", "$SIG"] {
+            assert!(
+                errors(&format!("FROM a\nSTOPSIGNAL {ok}\n")).is_empty(),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            errors("FROM a\nSTOPSIGNAL SIGFOO\n"),
+            ["Invalid signal: SIGFOO"]
+        );
+        assert_eq!(errors("FROM a\nSTOPSIGNAL 0\n"), ["Invalid signal: 0"]);
+        assert_eq!(
+            errors("FROM a\nSTOPSIGNAL RTMAX-15\n"),
+            ["Invalid signal: RTMAX-15"]
         );
     }
 

@@ -18,7 +18,11 @@ pub struct Rule {
 }
 
 /// Every rule kiln checks.
-pub const RULES: [Rule; 13] = [
+pub const RULES: [Rule; 14] = [
+    Rule {
+        name: "CopyIgnoredFile",
+        description: "Attempting to Copy file that is excluded by .dockerignore",
+    },
     Rule {
         name: "StageNameCasing",
         description: "Stage names should be lowercase",
@@ -148,6 +152,12 @@ impl Config {
 
 /// Runs every rule over `ast`; findings come in source order, skipped rules left out.
 pub fn lint(ast: &Ast) -> Vec<Finding> {
+    lint_with_context(ast, None)
+}
+
+/// [`lint`], plus the rules that need the build context: `ignored` says
+/// whether a context path is excluded by `.dockerignore`.
+pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> Vec<Finding> {
     let config = Config::of(ast);
     let mut out = Vec::new();
     let mut push = |rule: &'static str, message: String, span: Span| {
@@ -225,6 +235,21 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
                     .repeated
                     .push((node.keyword.to_uppercase(), node.keyword_span));
             }
+            "copy" | "add" if ignored.is_some() => {
+                if let Some(ignored) = ignored {
+                    for src in context_sources(node) {
+                        if ignored(&src) {
+                            push(
+                                "CopyIgnoredFile",
+                                format!(
+                                    "Attempting to Copy file {src:?} that is excluded by .dockerignore"
+                                ),
+                                node.args_span,
+                            );
+                        }
+                    }
+                }
+            }
             "maintainer" => push(
                 "MaintainerDeprecated",
                 "Maintainer instruction is deprecated in favor of using label".into(),
@@ -284,6 +309,28 @@ pub fn lint(ast: &Ast) -> Vec<Finding> {
     stage.flush(&mut push);
     out.sort_by_key(|f| f.span.start);
     out
+}
+
+/// The sources of a COPY/ADD that name files of the build context (not
+/// another stage, a URL, a heredoc or an unexpanded variable), cleaned to
+/// context-relative form.
+fn context_sources(node: &Node) -> Vec<String> {
+    if node.flags.iter().any(|f| f.text.starts_with("--from=")) || node.args.len() < 2 {
+        return Vec::new();
+    }
+    let sources = &node.args[..node.args.len() - 1];
+    sources
+        .iter()
+        .filter(|s| {
+            !s.contains('$') && !s.starts_with("<<") && !s.contains("://") && !s.starts_with("git@")
+        })
+        .map(|s| {
+            s.trim_start_matches("./")
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .filter(|s| !s.is_empty() && s != ".")
+        .collect()
 }
 
 #[derive(Default)]
@@ -418,7 +465,8 @@ mod tests {
 
     fn rules(text: &str) -> Vec<(&'static str, String)> {
         let ast = parse(&Source::new("Dockerfile", text.as_bytes())).unwrap();
-        lint(&ast)
+        let ignored = |p: &str| p == "ignored";
+        lint_with_context(&ast, Some(&ignored))
             .into_iter()
             .map(|f| (f.rule, f.message))
             .collect()
@@ -437,6 +485,7 @@ mod tests {
             "CMD [\"b\"]\n",
             "run x \\\n\n y\n",
             "FROM $NOPE AS scratch\n",
+            "COPY ignored /x\n",
         ));
         let names: Vec<&str> = found.iter().map(|(r, _)| *r).collect();
         for rule in RULES {
@@ -446,6 +495,23 @@ mod tests {
                 rule.name
             );
         }
+    }
+
+    #[test]
+    fn copy_ignored_file_needs_the_context() {
+        let text =
+            "FROM a\nCOPY ./secret.env app/ /dst/\nCOPY --from=b secret.env /x\nADD ${V} /y\n";
+        let ast = parse(&Source::new("Dockerfile", text.as_bytes())).unwrap();
+        assert!(lint(&ast).is_empty());
+        let ignored = |p: &str| p == "secret.env";
+        let found: Vec<String> = lint_with_context(&ast, Some(&ignored))
+            .into_iter()
+            .map(|f| f.message)
+            .collect();
+        assert_eq!(
+            found,
+            ["Attempting to Copy file \"secret.env\" that is excluded by .dockerignore"]
+        );
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Heredoc {
     pub fd: u32,
     /// The body, each line ending in `\n`, as read (tabs not yet stripped).
     pub content: String,
+    /// From the first body line to the end of the terminator line.
+    pub span: Span,
 }
 
 /// One instruction as the syntactic parser sees it (BuildKit's `Node`).
@@ -258,7 +260,7 @@ impl<'s> Scanner<'s> {
                 let heads = heredoc::openers(&logical.text)
                     .map_err(|m| Error::new(ErrorKind::BadHeredoc(m), whole_span(&self)))?;
                 for head in heads {
-                    let body = self.read_heredoc(&head).ok_or_else(|| {
+                    let (content, span) = self.read_heredoc(&head).ok_or_else(|| {
                         Error::new(
                             ErrorKind::UnterminatedHeredoc(head.name.clone()),
                             whole_span(&self),
@@ -269,7 +271,8 @@ impl<'s> Scanner<'s> {
                         ))
                     })?;
                     node.heredocs.push(Heredoc {
-                        content: body,
+                        content,
+                        span,
                         ..head
                     });
                 }
@@ -344,18 +347,23 @@ impl<'s> Scanner<'s> {
         Ok(())
     }
 
-    /// Reads a heredoc body up to its terminator line; None at end of file.
-    fn read_heredoc(&mut self, head: &Heredoc) -> Option<String> {
+    /// Reads a heredoc body up to its terminator line: the body and its span
+    /// (terminator included); None at end of file.
+    fn read_heredoc(&mut self, head: &Heredoc) -> Option<(String, Span)> {
         let mut body = String::new();
+        let start = self.lines.get(self.next)?.start;
         while self.next < self.lines.len() {
-            let line = self.lines[self.next].text;
+            let Line {
+                start: at,
+                text: line,
+            } = self.lines[self.next];
             self.next += 1;
             let mut candidate = line.trim_end_matches(['\r', '\n']);
             if head.chomp {
                 candidate = candidate.trim_start_matches('\t');
             }
             if candidate == head.name {
-                return Some(body);
+                return Some((body, Span::new(start, at + line.len())));
             }
             body.push_str(line);
             body.push('\n');

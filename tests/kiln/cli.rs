@@ -142,3 +142,50 @@ fn closed_stdout_is_not_an_error() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn check_with_context_reports_copies_of_ignored_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = dir.path();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY secret.env app.py /app/\nCOPY docs/guide.md /doc/\n",
+    )
+    .expect("write");
+    std::fs::write(ctx.join(".dockerignore"), "*.env\ndocs\n!docs/guide.md\n").expect("write");
+    let out = run_in(ctx, &["check", "."]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "warning[CopyIgnoredFile]: Attempting to Copy file \"secret.env\" that is excluded by .dockerignore\n --> ./Dockerfile:2:6\n  |\n2 | COPY secret.env app.py /app/\n  |      ^^^^^^^^^^^^^^^^^^^^^^^\n\n./Dockerfile: 0 errors, 1 warning\n"
+    );
+    // Without a context there is no .dockerignore to consult.
+    let out = run_in(ctx, &["check"]);
+    assert_eq!(text(&out.stdout), "Dockerfile: no problems found\n");
+}
+
+#[test]
+fn dockerfile_specific_ignore_file_takes_precedence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = dir.path();
+    std::fs::write(ctx.join("app.Dockerfile"), "FROM busybox\nCOPY a b /x/\n").expect("write");
+    std::fs::write(ctx.join(".dockerignore"), "a\n").expect("write");
+    std::fs::write(ctx.join("app.Dockerfile.dockerignore"), "b\n").expect("write");
+    let out = run_in(ctx, &["check", "-f", "app.Dockerfile", "."]);
+    let report = text(&out.stdout);
+    assert!(report.contains("Copy file \"b\""), "{report}");
+    assert!(!report.contains("Copy file \"a\""), "{report}");
+}
+
+#[test]
+fn broken_dockerignore_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Dockerfile"), "FROM busybox\n").expect("write");
+    std::fs::write(dir.path().join(".dockerignore"), "ok\n[oops\n").expect("write");
+    let out = run_in(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: ./.dockerignore:2: invalid pattern \"[oops\": unclosed character class\n"
+    );
+}
