@@ -1,7 +1,12 @@
 //! kiln: a daemonless container image builder.
 //!
 //! The library holds every module; `src/main.rs` is a thin CLI over it.
+//! Every `unsafe` block and raw syscall lives in `sandbox`.
 #![deny(unsafe_code)]
 
 pub mod context;
 pub mod dockerfile;
+pub mod layer;
+#[allow(unsafe_code)]
+pub mod sandbox;
+pub mod store;
