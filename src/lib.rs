@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod dockerfile;
+pub mod image;
 pub mod layer;
 #[allow(unsafe_code)]
 pub mod sandbox;

@@ -1,0 +1,518 @@
+//! Image archives: `kiln save` writes, `kiln load` reads.
+//!
+//! - OCI archive: a tar of an OCI image layout (`oci-layout`, `index.json`
+//!   with `org.opencontainers.image.ref.name`, `blobs/sha256/*`), as
+//!   `skopeo copy oci-archive:` reads and writes it.
+//! - docker-archive: what `docker save` writes and `docker load` reads:
+//!   `manifest.json` (`Config`, `RepoTags`, `Layers` paths), the config and
+//!   layer files. Both the old layout (`<id>/layer.tar`, `<id>.json`) and the
+//!   newer one (blobs under `blobs/sha256/`) are read.
+//!
+//! Loading streams the archive once: blobs go straight into the store,
+//! verified against their names; small JSON files are kept in memory; layers
+//! under other names are stored under their computed digest.
+
+use super::compress::{for_export, media_type_compression};
+use super::{Image, ImageConfig, ImageError, Name, Result, manifest_digest};
+use crate::layer::{self, Compression};
+use crate::store::{Digest, REF_NAME, Store};
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+
+/// Which archive format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OCI image layout in a tar.
+    Oci,
+    /// `docker save` / `docker load`.
+    Docker,
+}
+
+/// An entry of docker-archive's `manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// JSON documents above this size are not archive metadata.
+const MAX_METADATA: u64 = 32 << 20;
+
+fn tar_header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h.set_entry_type(tar::EntryType::Regular);
+    h
+}
+
+fn write_err(e: io::Error) -> ImageError {
+    ImageError::Read {
+        what: "writing the archive".into(),
+        source: e,
+    }
+}
+
+/// Writes `images` (name, image) to `out` as one archive. Layers are
+/// compressed with `compression` unless they already are.
+pub fn save<W: Write>(
+    store: &Store,
+    images: &[(String, Image)],
+    out: W,
+    format: Format,
+    compression: Compression,
+) -> Result<W> {
+    let mut tar = tar::Builder::new(out);
+    let mut written: Vec<Digest> = Vec::new();
+    let mut index_entries = Vec::new();
+    let mut docker_entries = Vec::new();
+    let mut add_blob = |tar: &mut tar::Builder<W>, digest: &Digest| -> Result<()> {
+        if written.contains(digest) {
+            return Ok(());
+        }
+        let size = std::fs::metadata(store.blob_path(digest))
+            .map(|m| m.len())
+            .map_err(|source| ImageError::Read {
+                what: format!("blob {digest}"),
+                source,
+            })?;
+        let mut reader = store.open_blob(digest)?;
+        let mut h = tar_header(size);
+        let path = format!("blobs/sha256/{}", digest.hex());
+        tar.append_data(&mut h, &path, &mut reader)
+            .map_err(|e| ImageError::Store(reader.error(e)))?;
+        written.push(digest.clone());
+        Ok(())
+    };
+    for (name, image) in images {
+        let mut layers = Vec::new();
+        for (layer, diff_id) in image.layers() {
+            let exported = for_export(store, &layer, &diff_id, compression)?;
+            add_blob(&mut tar, &manifest_digest(&exported)?)?;
+            layers.push(exported);
+        }
+        add_blob(&mut tar, &image.id)?;
+        match format {
+            Format::Oci => {
+                let manifest = if layers == *image.manifest.layers() {
+                    image.descriptor(store)
+                } else {
+                    write_image_with_config(store, image, layers)?
+                };
+                add_blob(&mut tar, &manifest_digest(&manifest)?)?;
+                let mut d = manifest;
+                d.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name.clone())])));
+                index_entries.push(d);
+            }
+            Format::Docker => docker_entries.push(DockerEntry {
+                config: format!("blobs/sha256/{}", image.id.hex()),
+                repo_tags: Some(vec![name.clone()]),
+                layers: layers
+                    .iter()
+                    .map(|l| manifest_digest(l).map(|d| format!("blobs/sha256/{}", d.hex())))
+                    .collect::<Result<_>>()?,
+            }),
+        }
+    }
+    let small = |tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]| {
+        let mut h = tar_header(bytes.len() as u64);
+        tar.append_data(&mut h, path, bytes).map_err(write_err)
+    };
+    match format {
+        Format::Oci => {
+            let mut index = ImageIndex::default();
+            index.set_media_type(Some(MediaType::ImageIndex));
+            index.set_manifests(index_entries);
+            let bytes = serde_json::to_vec(&index).map_err(|e| ImageError::Json("index", e))?;
+            small(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            small(&mut tar, "index.json", &bytes)?;
+        }
+        Format::Docker => {
+            let bytes = serde_json::to_vec(&docker_entries)
+                .map_err(|e| ImageError::Json("manifest.json", e))?;
+            small(&mut tar, "manifest.json", &bytes)?;
+        }
+    }
+    tar.into_inner().map_err(write_err)
+}
+
+/// A manifest for `image` with other layer descriptors (compressed copies).
+fn write_image_with_config(
+    store: &Store,
+    image: &Image,
+    layers: Vec<Descriptor>,
+) -> Result<Descriptor> {
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(image.manifest.config().clone())
+        .layers(layers)
+        .build()
+        .map_err(|e| ImageError::BadArchive(format!("building manifest: {e}")))?;
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Json("manifest", e))?;
+    let (digest, size) = store.put_bytes(&bytes)?;
+    Ok(Descriptor::new(
+        MediaType::ImageManifest,
+        size,
+        digest.to_oci(),
+    ))
+}
+
+/// What `load` brought in: one line per image, a name or an id.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Names tagged.
+    pub names: Vec<String>,
+    /// Ids of images that came without a name.
+    pub untagged: Vec<Digest>,
+}
+
+/// Reads an OCI or docker archive (plain, gzip or zstd) into the store and
+/// unpacks every layer's snapshot, so the images are ready to run.
+pub fn load<R: Read>(store: &Store, input: R) -> Result<Loaded> {
+    fn bad(what: &str) -> impl FnOnce(io::Error) -> ImageError + '_ {
+        move |e| ImageError::Read {
+            what: what.to_string(),
+            source: e,
+        }
+    }
+    let (_, plain) = layer::decompress(input).map_err(bad("the archive"))?;
+    let mut archive = tar::Archive::new(plain);
+    let mut metadata: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut files: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
+    for entry in archive.entries().map_err(bad("the archive"))? {
+        let mut entry = entry.map_err(bad("the archive"))?;
+        let path = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
+        match entry.header().entry_type() {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                if let Some(target) = entry.link_name_bytes() {
+                    links.insert(path, String::from_utf8_lossy(&target).into_owned());
+                }
+                continue;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            _ => continue,
+        }
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            let expected: Digest = format!("sha256:{hex}")
+                .parse()
+                .map_err(|e| ImageError::BadArchive(format!("archive entry {path}: {e}")))?;
+            let mut w = store.blob_writer()?;
+            io::copy(&mut entry, &mut w).map_err(bad(&path))?;
+            w.commit(Some(&expected))?;
+            files.insert(path, expected);
+        } else if entry.size() <= MAX_METADATA
+            && (path.ends_with(".json") || path == "repositories" || path == "oci-layout")
+        {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(bad(&path))?;
+            metadata.insert(path, bytes);
+        } else {
+            let mut w = store.blob_writer()?;
+            io::copy(&mut entry, &mut w).map_err(bad(&path))?;
+            let (digest, _) = w.commit(None)?;
+            files.insert(path, digest);
+        }
+    }
+    let mut loaded = Loaded::default();
+    if let Some(bytes) = metadata.get("manifest.json") {
+        let entries: Vec<DockerEntry> = serde_json::from_slice(bytes).map_err(|e| {
+            ImageError::BadArchive(format!(
+                "manifest.json is not a docker-archive manifest: {e}"
+            ))
+        })?;
+        for entry in entries {
+            load_docker_entry(store, &entry, &metadata, &files, &links, &mut loaded)?;
+        }
+    } else if let Some(bytes) = metadata.get("index.json") {
+        let index: ImageIndex = serde_json::from_slice(bytes)
+            .map_err(|e| ImageError::BadArchive(format!("index.json is not an OCI index: {e}")))?;
+        for d in index.manifests() {
+            load_oci_entry(store, d, &mut loaded)?;
+        }
+    } else {
+        return Err(ImageError::BadArchive(
+            "not an image archive: no manifest.json (docker-archive) or index.json (OCI layout)"
+                .into(),
+        ));
+    }
+    Ok(loaded)
+}
+
+/// Resolves a path in the archive through symlinks (docker save links
+/// repeated layers) to the blob stored for it.
+fn archive_file(
+    path: &str,
+    files: &BTreeMap<String, Digest>,
+    links: &BTreeMap<String, String>,
+) -> Option<Digest> {
+    let mut path = path.trim_start_matches("./").to_string();
+    for _ in 0..8 {
+        if let Some(d) = files.get(&path) {
+            return Some(d.clone());
+        }
+        let target = links.get(&path)?;
+        path = if let Some(abs) = target.strip_prefix('/') {
+            abs.to_string()
+        } else {
+            let base = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+            normalize(&format!("{base}/{target}"))
+        };
+    }
+    None
+}
+
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    out.join("/")
+}
+
+fn load_docker_entry(
+    store: &Store,
+    entry: &DockerEntry,
+    metadata: &BTreeMap<String, Vec<u8>>,
+    files: &BTreeMap<String, Digest>,
+    links: &BTreeMap<String, String>,
+    loaded: &mut Loaded,
+) -> Result<()> {
+    let config_bytes = match archive_file(&entry.config, files, links) {
+        Some(d) => store.read_blob(&d)?,
+        None => metadata
+            .get(entry.config.trim_start_matches("./"))
+            .cloned()
+            .ok_or_else(|| {
+                ImageError::BadArchive(format!(
+                    "manifest.json names config {} which the archive lacks",
+                    entry.config
+                ))
+            })?,
+    };
+    let (config_digest, config_size) = store.put_bytes(&config_bytes)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| ImageError::BadArchive(format!("config {}: {e}", entry.config)))?;
+    if config.rootfs.diff_ids.len() != entry.layers.len() {
+        return Err(ImageError::BadArchive(format!(
+            "config {} lists {} layers but manifest.json gives {}",
+            entry.config,
+            config.rootfs.diff_ids.len(),
+            entry.layers.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (path, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
+        let digest = archive_file(path, files, links).ok_or_else(|| {
+            ImageError::BadArchive(format!(
+                "manifest.json names layer {path} which the archive lacks"
+            ))
+        })?;
+        layers.push(layer_descriptor(store, &digest)?);
+        ensure_snapshot(store, &digest, diff_id)?;
+    }
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            config_digest.to_oci(),
+        ))
+        .layers(layers)
+        .build()
+        .map_err(|e| ImageError::BadArchive(format!("building manifest: {e}")))?;
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Json("manifest", e))?;
+    let (digest, size) = store.put_bytes(&bytes)?;
+    let descriptor = Descriptor::new(MediaType::ImageManifest, size, digest.to_oci());
+    let tags = entry.repo_tags.clone().unwrap_or_default();
+    if tags.is_empty() {
+        loaded.untagged.push(config_digest);
+    }
+    for tag in tags {
+        let name: Name = tag.parse().map_err(ImageError::BadName)?;
+        store.tag(&name.to_string(), descriptor.clone())?;
+        loaded.names.push(name.to_string());
+    }
+    Ok(())
+}
+
+fn load_oci_entry(store: &Store, d: &Descriptor, loaded: &mut Loaded) -> Result<()> {
+    let digest = manifest_digest(d)?;
+    if d.media_type() == &MediaType::ImageIndex {
+        // A multi-platform index: take the entry for this machine.
+        let index: ImageIndex = store.read_json(&digest, "index")?;
+        let arch = super::config::host_architecture();
+        let pick = index.manifests().iter().find(|m| {
+            m.platform().as_ref().is_none_or(|p| {
+                p.architecture().to_string() == arch && p.os().to_string() == "linux"
+            })
+        });
+        let Some(pick) = pick else {
+            return Err(ImageError::BadArchive(format!(
+                "index {digest} has no linux/{arch} image"
+            )));
+        };
+        let mut pick = pick.clone();
+        pick.set_annotations(d.annotations().clone());
+        return load_oci_entry(store, &pick, loaded);
+    }
+    let image = Image::load(store, &digest)?;
+    for (layer, diff_id) in image.layers() {
+        ensure_snapshot(store, &manifest_digest(&layer)?, &diff_id)?;
+    }
+    let annotations = d.annotations().clone().unwrap_or_default();
+    let name = annotations
+        .get(REF_NAME)
+        .or_else(|| annotations.get("io.containerd.image.name"))
+        .and_then(|n| n.parse::<Name>().ok());
+    match name {
+        Some(name) => {
+            store.tag(&name.to_string(), image.descriptor(store))?;
+            loaded.names.push(name.to_string());
+        }
+        None => loaded.untagged.push(image.id),
+    }
+    Ok(())
+}
+
+/// The descriptor of a stored layer blob, its media type from its content.
+fn layer_descriptor(store: &Store, digest: &Digest) -> Result<Descriptor> {
+    let size = std::fs::metadata(store.blob_path(digest))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut prefix = [0u8; 4];
+    let mut reader = store.open_blob(digest)?;
+    let n = reader.read(&mut prefix).unwrap_or(0);
+    let kind = Compression::detect(&prefix[..n]);
+    Ok(Descriptor::new(
+        MediaType::from(kind.oci_media_type()),
+        size,
+        digest.to_oci(),
+    ))
+}
+
+/// Unpacks a layer's snapshot unless it is there; checks it against its diffID.
+fn ensure_snapshot(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<()> {
+    if store.snapshot_path(diff_id).is_dir() {
+        return Ok(());
+    }
+    let reader = store.open_blob(blob)?;
+    layer::unpack_snapshot(store, reader, Some(diff_id))?;
+    Ok(())
+}
+
+/// The compression a saved layer has (for reporting).
+pub fn layer_compression(d: &Descriptor) -> Compression {
+    media_type_compression(d.media_type()).unwrap_or(Compression::None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_image(store: &Store, name: &str) -> Image {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello"), "hi").unwrap();
+        let (tar, _, _) = layer::generate(dir.path(), Vec::new(), Default::default()).unwrap();
+        super::super::import(
+            store,
+            tar.as_slice(),
+            "t",
+            &name.parse().unwrap(),
+            &["CMD [\"/hello\"]".into()],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn oci_and_docker_archives_round_trip() {
+        for format in [Format::Oci, Format::Docker] {
+            for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+                let a = tempfile::tempdir().unwrap();
+                let src = Store::open(a.path()).unwrap();
+                let image = one_image(&src, "app:1");
+                let bytes = save(
+                    &src,
+                    &[("app:1".into(), image.clone())],
+                    Vec::new(),
+                    format,
+                    compression,
+                )
+                .unwrap();
+                let b = tempfile::tempdir().unwrap();
+                let dst = Store::open(b.path()).unwrap();
+                let loaded = load(&dst, bytes.as_slice()).unwrap();
+                assert_eq!(loaded.names, ["app:1"], "{format:?} {compression:?}");
+                let back = Image::resolve(&dst, "app:1").unwrap();
+                assert_eq!(back.id, image.id, "same config, same id");
+                assert_eq!(back.config.config.cmd, image.config.config.cmd);
+                let diff_id = &back.config.rootfs.diff_ids[0];
+                assert_eq!(
+                    std::fs::read_to_string(dst.snapshot_path(diff_id).join("hello")).unwrap(),
+                    "hi"
+                );
+                assert_eq!(
+                    layer_compression(&back.manifest.layers()[0]),
+                    compression,
+                    "{format:?}"
+                );
+                assert!(crate::store::fsck(&dst).unwrap().problems.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_tampered_blob_is_refused() {
+        let a = tempfile::tempdir().unwrap();
+        let src = Store::open(a.path()).unwrap();
+        let image = one_image(&src, "app:1");
+        let mut bytes = save(
+            &src,
+            &[("app:1".into(), image)],
+            Vec::new(),
+            Format::Oci,
+            Compression::None,
+        )
+        .unwrap();
+        // Flip a byte of the first blob's content ("hi" in the layer).
+        let at = bytes.windows(2).position(|w| w == b"hi").unwrap();
+        bytes[at] = b'H';
+        let b = tempfile::tempdir().unwrap();
+        let dst = Store::open(b.path()).unwrap();
+        let err = load(&dst, bytes.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("digest mismatch"), "{err}");
+        assert!(dst.tags().unwrap().is_empty());
+    }
+
+    #[test]
+    fn not_an_archive_is_a_clear_error() {
+        let b = tempfile::tempdir().unwrap();
+        let dst = Store::open(b.path()).unwrap();
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar_header(2);
+        t.append_data(&mut h, "readme.txt", &b"hi"[..]).unwrap();
+        let err = load(&dst, t.into_inner().unwrap().as_slice()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not an image archive: no manifest.json (docker-archive) or index.json (OCI layout)"
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! Images in the store: config + manifest + layers, and the ways in and out
+//! (`import`, and OCI / docker archives in [`archive`]).
+
+pub mod archive;
+mod changes;
+pub mod compress;
+pub mod config;
+pub mod reference;
+
+pub use changes::apply_changes;
+pub use config::{ContainerConfig, History, ImageConfig, RootFs};
+pub use reference::Name;
+
+use crate::layer::{self, ApplyError};
+use crate::store::{Digest, Store, StoreError};
+use oci_spec::image::{Descriptor, ImageManifest, MediaType};
+use std::io::{self, Read, Write};
+use thiserror::Error;
+
+/// The OCI media type of an uncompressed layer.
+pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// What can go wrong with images.
+#[derive(Debug, Error)]
+pub enum ImageError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A layer could not be unpacked.
+    #[error(transparent)]
+    Layer(#[from] ApplyError),
+    /// Reading the input failed.
+    #[error("reading {what}: {source}")]
+    Read {
+        /// What was being read.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// No image by that name or id.
+    #[error("no such image: {0}")]
+    NotFound(String),
+    /// An id prefix that matches several images.
+    #[error("image id prefix {0} matches several images")]
+    Ambiguous(String),
+    /// A name that is not a valid image name.
+    #[error("{0}")]
+    BadName(String),
+    /// A `--change` that is not a valid instruction.
+    #[error("invalid change {change:?}: {reason}")]
+    BadChange {
+        /// The change as given.
+        change: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An archive that is not what it claims to be.
+    #[error("{0}")]
+    BadArchive(String),
+    /// Encoding JSON failed.
+    #[error("encoding {0}: {1}")]
+    Json(&'static str, serde_json::Error),
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// An image in the store.
+#[derive(Clone, Debug)]
+pub struct Image {
+    /// The manifest's digest.
+    pub manifest_digest: Digest,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The config's digest: the image id, as Docker shows it.
+    pub id: Digest,
+    /// The config.
+    pub config: ImageConfig,
+}
+
+impl Image {
+    /// Reads the image whose manifest is `manifest`.
+    pub fn load(store: &Store, manifest: &Digest) -> Result<Image> {
+        let m: ImageManifest = store.read_json(manifest, "manifest")?;
+        let id = Digest::from_oci(m.config().digest()).ok_or_else(|| {
+            ImageError::BadArchive(format!("manifest {manifest} has a non-sha256 config"))
+        })?;
+        let config: ImageConfig = store.read_json(&id, "image config")?;
+        Ok(Image {
+            manifest_digest: manifest.clone(),
+            manifest: m,
+            id,
+            config,
+        })
+    }
+
+    /// Finds an image by name (`busybox`, `app:1`), full id
+    /// (`sha256:...`) or unique id prefix (`4a5b`), as `docker` does.
+    pub fn resolve(store: &Store, reference: &str) -> Result<Image> {
+        let tags = store.tags()?;
+        if let Ok(name) = reference.parse::<Name>() {
+            let full = name.to_string();
+            if let Some((_, d)) = tags.iter().find(|(n, _)| *n == full) {
+                return Image::load(store, &manifest_digest(d)?);
+            }
+        }
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found: Vec<Image> = Vec::new();
+            for (_, d) in &tags {
+                let image = Image::load(store, &manifest_digest(d)?)?;
+                if image.id.hex().starts_with(hex) && !found.iter().any(|f| f.id == image.id) {
+                    found.push(image);
+                }
+            }
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                0 => {}
+                _ => return Err(ImageError::Ambiguous(reference.to_string())),
+            }
+        }
+        Err(ImageError::NotFound(reference.to_string()))
+    }
+
+    /// The names that point at this image's manifest.
+    pub fn names(&self, store: &Store) -> Result<Vec<String>> {
+        Ok(store
+            .tags()?
+            .into_iter()
+            .filter(|(_, d)| d.digest().to_string() == self.manifest_digest.to_string())
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// The layer descriptors with their diffIDs, base first.
+    pub fn layers(&self) -> Vec<(Descriptor, Digest)> {
+        self.manifest
+            .layers()
+            .iter()
+            .cloned()
+            .zip(self.config.rootfs.diff_ids.iter().cloned())
+            .collect()
+    }
+
+    /// Total size of the layer blobs.
+    pub fn size(&self) -> u64 {
+        self.manifest.layers().iter().map(|l| l.size()).sum()
+    }
+
+    /// The manifest's descriptor, as an index lists it.
+    pub fn descriptor(&self, store: &Store) -> Descriptor {
+        let size = std::fs::metadata(store.blob_path(&self.manifest_digest))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Descriptor::new(
+            MediaType::ImageManifest,
+            size,
+            self.manifest_digest.to_oci(),
+        )
+    }
+}
+
+/// The digest of an index entry, checked.
+pub fn manifest_digest(d: &Descriptor) -> Result<Digest> {
+    Digest::from_oci(d.digest())
+        .ok_or_else(|| ImageError::BadArchive(format!("unsupported digest {}", d.digest())))
+}
+
+/// Writes `config` and a manifest over `layers`; returns the manifest's
+/// descriptor (not yet tagged).
+pub fn write_image(
+    store: &Store,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+) -> Result<Descriptor> {
+    let config_bytes =
+        serde_json::to_vec(config).map_err(|e| ImageError::Json("image config", e))?;
+    let (config_digest, config_size) = store.put_bytes(&config_bytes)?;
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            config_digest.to_oci(),
+        ))
+        .layers(layers)
+        .build()
+        .map_err(|e| ImageError::BadArchive(format!("building manifest: {e}")))?;
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Json("manifest", e))?;
+    let (digest, size) = store.put_bytes(&bytes)?;
+    Ok(Descriptor::new(
+        MediaType::ImageManifest,
+        size,
+        digest.to_oci(),
+    ))
+}
+
+/// Copies what it reads into a writer.
+struct Tee<'w, R, W> {
+    inner: R,
+    out: &'w mut W,
+}
+
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// `kiln import`: a root filesystem tarball (plain, gzip or zstd) becomes a
+/// one-layer image named `name`, with Dockerfile-style `changes` applied
+/// (`CMD ["sh"]`, `ENV A=b`, ...). The layer is stored uncompressed and
+/// unpacked as a snapshot in the same pass.
+pub fn import<R: Read>(
+    store: &Store,
+    input: R,
+    source: &str,
+    name: &Name,
+    changes: &[String],
+) -> Result<Image> {
+    let source_name = source;
+    let mut config = ImageConfig {
+        created: Some(config::created_now()),
+        architecture: config::host_architecture().into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    apply_changes(&mut config.config, changes)?;
+
+    let (_, plain) = layer::decompress(input).map_err(|source| ImageError::Read {
+        what: format!("root filesystem tarball {source_name}"),
+        source,
+    })?;
+    let mut blob = store.blob_writer()?;
+    let diff_id = layer::unpack_snapshot(
+        store,
+        Tee {
+            inner: plain,
+            out: &mut blob,
+        },
+        None,
+    )?;
+    let (digest, size) = blob.commit(Some(&diff_id))?;
+
+    config.rootfs.diff_ids.push(diff_id);
+    config.history.push(History {
+        created: config.created.clone(),
+        created_by: Some(format!("kiln import {source}")),
+        comment: Some(format!("Imported from {source}")),
+        ..Default::default()
+    });
+    let layer = Descriptor::new(MediaType::ImageLayer, size, digest.to_oci());
+    let manifest = write_image(store, &config, vec![layer])?;
+    let manifest_digest = manifest_digest(&manifest)?;
+    store.tag(&name.to_string(), manifest)?;
+    Image::load(store, &manifest_digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs_tar() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        std::fs::write(dir.path().join("bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
+        layer::generate(dir.path(), Vec::new(), Default::default())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn import_stores_layer_snapshot_config_and_tag() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let tar = rootfs_tar();
+        let name: Name = "test/app:1".parse().unwrap();
+        // As in a Dockerfile, one ENV's values see the environment from before it.
+        let changes: Vec<String> = [
+            "CMD [\"/bin/hello\"]",
+            "ENV A=1 C=0",
+            "ENV A=2 B=$A-x",
+            "WORKDIR /srv",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+        let image = import(&store, tar.as_slice(), "rootfs.tar", &name, &changes).unwrap();
+        assert_eq!(
+            image.config.config.cmd.as_deref(),
+            Some(&["/bin/hello".to_string()][..])
+        );
+        assert_eq!(
+            image.config.config.env.as_deref(),
+            Some(&["A=2".to_string(), "C=0".to_string(), "B=1-x".to_string()][..])
+        );
+        assert_eq!(image.config.config.working_dir.as_deref(), Some("/srv"));
+        let diff_id = &image.config.rootfs.diff_ids[0];
+        assert_eq!(
+            diff_id,
+            &Digest::of(&tar),
+            "uncompressed layer: diffID is the tar's digest"
+        );
+        assert!(store.has_blob(diff_id));
+        assert!(store.snapshot_path(diff_id).join("bin/hello").is_file());
+        assert_eq!(Image::resolve(&store, "test/app:1").unwrap().id, image.id);
+        assert_eq!(
+            Image::resolve(&store, &image.id.hex()[..8]).unwrap().id,
+            image.id
+        );
+        assert!(matches!(
+            Image::resolve(&store, "nope"),
+            Err(ImageError::NotFound(_))
+        ));
+        assert!(matches!(
+            import(
+                &store,
+                tar.as_slice(),
+                "x",
+                &name,
+                &["RUN true".to_string()]
+            ),
+            Err(ImageError::BadChange { .. })
+        ));
+    }
+}
