@@ -3,7 +3,18 @@
 
 mod check;
 mod diagnostic;
+mod format;
+mod fsck;
+mod history;
+mod images;
+mod import;
+mod inspect;
+mod load;
 mod parse;
+mod prune;
+mod rmi;
+mod save;
+mod tag;
 
 use clap::{Parser, Subcommand};
 use std::io::Read;
@@ -16,6 +27,9 @@ pub use diagnostic::color_stderr;
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, propagate_version = true)]
 pub struct Cli {
+    /// The store [default: $KILN_ROOT, /var/lib/kiln as root, else $XDG_DATA_HOME/kiln].
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,13 +40,44 @@ enum Command {
     Parse(parse::Args),
     /// Check a Dockerfile: every instruction, flag and argument, and lint rules.
     Check(check::Args),
+    /// Make an image from a root filesystem tarball (like docker import).
+    Import(import::Args),
+    /// List images.
+    Images(images::Args),
+    /// Show images' config, layers and manifest as JSON.
+    Inspect(inspect::Args),
+    /// Give an image another name.
+    Tag(tag::Args),
+    /// Remove image names (prune removes what no name reaches).
+    Rmi(rmi::Args),
+    /// Show the steps that made an image.
+    History(history::Args),
+    /// Write images to an OCI archive or a docker-archive.
+    Save(save::Args),
+    /// Read images from an OCI archive or a docker-archive.
+    Load(load::Args),
+    /// Remove blobs, snapshots and cache no image name reaches.
+    Prune(prune::Args),
+    /// Verify every blob, reference and snapshot in the store.
+    Fsck(fsck::Args),
 }
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let root = cli.root;
     match cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Check(args) => check::run(args),
+        Command::Import(args) => import::run(root, args),
+        Command::Images(args) => images::run(root, args),
+        Command::Inspect(args) => inspect::run(root, args),
+        Command::Tag(args) => tag::run(root, args),
+        Command::Rmi(args) => rmi::run(root, args),
+        Command::History(args) => history::run(root, args),
+        Command::Save(args) => save::run(root, args),
+        Command::Load(args) => load::run(root, args),
+        Command::Prune(args) => prune::run(root, args),
+        Command::Fsck(args) => fsck::run(root, args),
     }
 }
 
@@ -56,6 +101,25 @@ pub enum Error {
     /// The context's ignore file could not be used.
     #[error(transparent)]
     Ignore(#[from] kiln::context::ignore::IgnoreError),
+    /// A bad argument value that clap could not catch (an image name).
+    #[error("{0}")]
+    Usage(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] kiln::store::StoreError),
+    /// An image operation failed.
+    #[error(transparent)]
+    Image(#[from] kiln::image::ImageError),
+    /// Another kiln has the store open.
+    #[error("the store {0} is in use by another kiln process")]
+    Busy(PathBuf),
+}
+
+/// Opens the store named by `--root`, or the default one.
+fn open_store(root: Option<PathBuf>) -> Result<kiln::store::Store, Error> {
+    let root =
+        root.unwrap_or_else(|| kiln::store::Store::default_root(kiln::sandbox::fs::is_root()));
+    Ok(kiln::store::Store::open(root)?)
 }
 
 impl Error {
@@ -63,7 +127,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Read { .. } | Error::Dockerfile(_) | Error::Ignore(_) => 1,
-            Error::Write(_) => 2,
+            Error::Store(_) | Error::Image(_) | Error::Busy(_) => 1,
+            Error::Usage(_) | Error::Write(_) => 2,
         }
     }
 
@@ -83,6 +148,14 @@ impl Error {
                     "\n"
                 };
                 format!("error: cannot read {}: {source}{hint}", path.display())
+            }
+            Error::Image(kiln::image::ImageError::NotFound(_)) => {
+                format!(
+                    "error: {self}\n  help: `kiln images` lists the names and ids in this store\n"
+                )
+            }
+            Error::Busy(_) => {
+                format!("error: {self}\n  help: run it again once the other kiln has finished\n")
             }
             other => format!("error: {other}\n"),
         }

@@ -5,6 +5,7 @@ pub mod archive;
 mod changes;
 pub mod compress;
 pub mod config;
+pub mod prune;
 pub mod reference;
 
 pub use changes::apply_changes;

@@ -223,6 +223,29 @@ impl Store {
         Ok(file)
     }
 
+    /// Runs `f` with this process as the only kiln using the store (no other
+    /// process holds it open), or returns None when another one does.
+    /// Garbage collection needs this: another kiln may have written blobs
+    /// that it has not tagged yet.
+    pub fn exclusive<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        let Some(file) = self._in_use.as_ref() else {
+            return Ok(None);
+        };
+        let path = self.root.join("tmp.lock");
+        if file.try_lock().is_err() {
+            return Ok(None);
+        }
+        let out = f();
+        // Back to shared: flock converts the lock in place.
+        file.lock_shared()
+            .map_err(io_err("locking", &path))
+            .map_err(E::from)?;
+        out.map(Some)
+    }
+
     /// A fresh path under `tmp/` (nothing is created there).
     pub fn temp_path(&self, hint: &str) -> PathBuf {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);

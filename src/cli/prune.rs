@@ -1,0 +1,32 @@
+//! `kiln prune`: remove what no image name reaches; trim the build cache.
+
+use super::{Error, format, open_store};
+use kiln::image::prune::prune;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kiln prune`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Trim the build cache, least recently used first, to this size (`10GB`, `512MB`).
+    #[arg(long, value_parser = format::parse_size)]
+    keep_storage: Option<u64>,
+}
+
+/// Prunes, and says what it freed.
+pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let Some(p) = prune(&store, args.keep_storage)? else {
+        return Err(Error::Busy(store.root().to_path_buf()));
+    };
+    let text = format!(
+        "Deleted {} blobs, {} snapshots, {} cache records\nTotal reclaimed space: {}\n",
+        p.blobs,
+        p.snapshots,
+        p.cache_records,
+        format::size(p.bytes)
+    );
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,93 @@
+//! `kiln save`: images to an OCI archive or a docker-archive file.
+
+use super::{Error, open_store};
+use kiln::image::archive::{self, Format};
+use kiln::image::{Image, Name};
+use kiln::layer::Compression;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kiln save`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Images: names or ids.
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// The archive to write (written aside and renamed: never half-written).
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// `oci` (an OCI layout, as skopeo's oci-archive) or `docker` (for `docker load`).
+    #[arg(long, default_value = "oci", value_parser = ["oci", "docker"])]
+    format: String,
+    /// How layers stored uncompressed are compressed on the way out.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
+}
+
+/// Writes the archive.
+pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let mut images = Vec::new();
+    for reference in &args.images {
+        let image = Image::resolve(&store, reference)?;
+        let name = match reference.parse::<Name>() {
+            Ok(n) if image.names(&store)?.contains(&n.to_string()) => n.to_string(),
+            _ => image
+                .names(&store)?
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| image.id.to_string()),
+        };
+        images.push((name, image));
+    }
+    let format = if args.format == "docker" {
+        Format::Docker
+    } else {
+        Format::Oci
+    };
+    let compression = match args.compression.as_str() {
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        _ => Compression::Gzip,
+    };
+    let dir = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.kiln-{}",
+        args.output
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let write = |path: &PathBuf| -> Result<(), Error> {
+        let file = std::fs::File::create(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file = archive::save(
+            &store,
+            &images,
+            std::io::BufWriter::new(file),
+            format,
+            compression,
+        )?;
+        let file = file
+            .into_inner()
+            .map_err(|e| Error::Write(e.into_error()))?;
+        file.sync_all()?;
+        Ok(())
+    };
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &args.output).map_err(|source| Error::Read {
+        path: args.output.clone(),
+        source,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
