@@ -8,4 +8,5 @@ mod cli;
 mod conformance;
 mod fuzz;
 mod parse_golden;
+mod store;
 mod util;

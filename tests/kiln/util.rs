@@ -97,3 +97,19 @@ pub fn golden(path: &Path, actual: &str) -> Option<String> {
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     (want != actual).then(|| format!("{}:\n--- want\n{want}--- got\n{actual}", path.display()))
 }
+
+/// True when `tool` is on PATH. When it is not, says why the test skips;
+/// in CI (`CI` set), where every tool is installed, its absence fails.
+pub fn need_tool(tool: &str, why: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} missing in CI ({why}): .ci/run must install it"
+        );
+        eprintln!("skipped: {tool} is not installed ({why})");
+    }
+    found
+}
