@@ -28,13 +28,12 @@ fn busybox_tar() -> Option<&'static Path> {
 }
 
 fn k(root: &Path, args: &[&str]) -> Output {
-    let out = kiln()
+    kiln()
         .arg("--root")
         .arg(root)
         .args(args)
         .output()
-        .expect("kiln");
-    out
+        .expect("kiln")
 }
 
 fn ok(root: &Path, args: &[&str]) -> String {
