@@ -479,3 +479,76 @@ fn kill_9_at_any_moment_leaves_a_valid_store() {
         "only {interrupted} of 12 rounds were killed mid-write: the test proved little"
     );
 }
+
+/// Two kilns on one store at once: both imports and both saves succeed.
+#[test]
+fn concurrent_kilns_on_one_store_both_succeed() {
+    let Some(tar) = busybox_tar() else { return };
+    let root = tempfile::tempdir().expect("tempdir");
+    ok(root.path(), &["import", tar.to_str().unwrap(), "base:1"]);
+    let spawn = |args: Vec<String>| {
+        kiln()
+            .arg("--root")
+            .arg(root.path())
+            .args(args)
+            .output()
+            .expect("kiln")
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let args: Vec<String> = if i % 2 == 0 {
+                    vec![
+                        "import".into(),
+                        tar.display().to_string(),
+                        format!("copy:{i}"),
+                        "-c".into(),
+                        format!("ENV N={i}"),
+                    ]
+                } else {
+                    let out = root.path().join(format!("save{i}.tar"));
+                    vec![
+                        "save".into(),
+                        "base:1".into(),
+                        "-o".into(),
+                        out.display().to_string(),
+                    ]
+                };
+                s.spawn(move || spawn(args))
+            })
+            .collect();
+        for h in handles {
+            let out = h.join().expect("thread");
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+    });
+    let images = ok(root.path(), &["images"]);
+    for name in ["base ", "copy "] {
+        assert!(images.contains(name), "{images}");
+    }
+    assert_eq!(
+        images.lines().count(),
+        4,
+        "header, base:1, copy:0, copy:2: {images}"
+    );
+    assert!(ok(root.path(), &["fsck"]).ends_with("; 0 problems\n"));
+    // With other kilns gone, prune may run; with one holding the store, it must not.
+    let mut holder = kiln()
+        .arg("--root")
+        .arg(root.path())
+        .args(["load"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let busy = k(root.path(), &["prune"]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        text(&busy.stderr).contains("is in use by another kiln process"),
+        "{}",
+        text(&busy.stderr)
+    );
+    drop(holder.stdin.take());
+    let _ = holder.wait_with_output();
+    assert!(ok(root.path(), &["prune"]).starts_with("Deleted "));
+}
