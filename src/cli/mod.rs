@@ -13,6 +13,7 @@ mod load;
 mod parse;
 mod prune;
 mod rmi;
+mod run;
 mod save;
 mod tag;
 
@@ -60,6 +61,11 @@ enum Command {
     Prune(prune::Args),
     /// Verify every blob, reference and snapshot in the store.
     Fsck(fsck::Args),
+    /// Run a command in a new container from an image.
+    Run(run::Args),
+    /// The container's init (started by kiln itself).
+    #[command(name = "__init", hide = true)]
+    Init,
 }
 
 /// Runs the chosen subcommand.
@@ -78,6 +84,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Load(args) => load::run(root, args),
         Command::Prune(args) => prune::run(root, args),
         Command::Fsck(args) => fsck::run(root, args),
+        Command::Run(args) => run::run(root, args),
+        Command::Init => kiln::sandbox::init::main(),
     }
 }
 
@@ -110,6 +118,9 @@ pub enum Error {
     /// An image operation failed.
     #[error(transparent)]
     Image(#[from] kiln::image::ImageError),
+    /// `kiln run` could not run the container: docker run's codes (125 kiln, 126, 127).
+    #[error("{1}")]
+    Run(i32, String),
     /// Another kiln has the store open.
     #[error("the store {0} is in use by another kiln process")]
     Busy(PathBuf),
@@ -129,6 +140,7 @@ impl Error {
             Error::Read { .. } | Error::Dockerfile(_) | Error::Ignore(_) => 1,
             Error::Store(_) | Error::Image(_) | Error::Busy(_) => 1,
             Error::Usage(_) | Error::Write(_) => 2,
+            Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),
         }
     }
 

@@ -1,6 +1,16 @@
 //! Everything that needs `unsafe`, `nix` or `libc` lives here; the rest of
-//! the crate compiles under `#![deny(unsafe_code)]`. Today this is the few
-//! filesystem calls std does not offer; namespaces, mounts and process
-//! spawning come with the container runtime.
+//! the crate compiles under `#![deny(unsafe_code)]`: containers (namespaces,
+//! overlay, pivot_root, cgroups, capabilities, signals) and the few
+//! filesystem calls std does not offer.
 
+mod cgroup;
+pub mod container;
 pub mod fs;
+pub mod init;
+mod rootfs;
+pub mod spec;
+mod sys;
+pub mod user;
+
+pub use container::{SandboxError, run};
+pub use spec::{Bind, Limits, Network, Spec};

@@ -177,6 +177,12 @@ impl Store {
         self.root.join("snapshots").join(diff_id.hex())
     }
 
+    /// The directory of a container: its overlay upper and work dirs, its
+    /// mount point and generated /etc files.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
     /// The cache directory (step records, compressed-layer mappings).
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")

@@ -1,0 +1,294 @@
+//! `kiln run`: an image from the store in a container, like `docker run`.
+
+use super::{Error, open_store};
+use kiln::image::{Image, manifest_digest};
+use kiln::layer;
+use kiln::sandbox::{self, Bind, Limits, Network, Spec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kiln run`.
+#[derive(Debug, clap::Args)]
+#[command(trailing_var_arg = true)]
+pub struct Args {
+    /// Remove the container's files when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// A name for the container (its hostname unless --hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (`KEY=value`, or `KEY` to take the host's).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file (`KEY=value` lines).
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// Bind mount `HOST:CONTAINER[:ro|rw]`.
+    #[arg(short = 'v', long = "volume")]
+    volumes: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// `user[:group]` (names or ids).
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Override the image's entrypoint (`""` clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The container's hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// `host` (default) or `none` (loopback only).
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    network: String,
+    /// Memory limit (`32m`, `1g`); the process is killed beyond it.
+    #[arg(short = 'm', long, value_parser = parse_memory)]
+    memory: Option<u64>,
+    /// CPU limit in CPUs (`1.5`).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<u64>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Keep standard input open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// The image: a name or an id.
+    image: String,
+    /// The command (replaces the image's CMD).
+    command: Vec<String>,
+}
+
+/// Docker's memory units: b, k, m, g (powers of 1024).
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let (num, scale) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let scale = match &t[i..] {
+                "b" => 1,
+                "k" | "kb" => 1 << 10,
+                "m" | "mb" => 1 << 20,
+                "g" | "gb" => 1 << 30,
+                _ => {
+                    return Err(format!(
+                        "invalid memory {text:?}: use a number with b, k, m or g"
+                    ));
+                }
+            };
+            (&t[..i], scale)
+        }
+        None => (t.as_str(), 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * scale)
+        .map_err(|_| format!("invalid memory {text:?}: use a number with b, k, m or g"))
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn set_env(env: &mut Vec<String>, entry: String) {
+    let key = entry.split('=').next().unwrap_or_default().to_string();
+    match env
+        .iter_mut()
+        .find(|e| e.split('=').next() == Some(key.as_str()))
+    {
+        Some(slot) => *slot = entry,
+        None => env.push(entry),
+    }
+}
+
+/// Runs the container; the exit code is the container's, as docker run's.
+pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    if args.tty {
+        return Err(Error::Run(
+            125,
+            "kiln run -t is not supported yet: run without -t (use -i to pass standard input)"
+                .into(),
+        ));
+    }
+    let store = open_store(root)?;
+    let image = Image::resolve(&store, &args.image)?;
+    let c = &image.config.config;
+
+    // Entrypoint and Cmd exactly as docker run combines them.
+    let entrypoint: Vec<String> = match &args.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => c.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !args.command.is_empty() {
+        args.command.clone()
+    } else if args.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        c.cmd.clone().unwrap_or_default()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(Error::Run(
+            125,
+            format!(
+                "no command specified: image {} has no CMD or ENTRYPOINT; give one after the image name",
+                args.image
+            ),
+        ));
+    }
+
+    let id = random_id();
+    let hostname = args
+        .hostname
+        .clone()
+        .or(args.name.clone())
+        .unwrap_or_else(|| id[..12].to_string());
+    let mut env: Vec<String> = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        format!("HOSTNAME={hostname}"),
+    ];
+    for e in c.env.iter().flatten() {
+        set_env(&mut env, e.clone());
+    }
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+            path: file.clone(),
+            source,
+        })?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            set_env(&mut env, line.to_string());
+        }
+    }
+    for e in &args.env {
+        match e.split_once('=') {
+            Some(_) => set_env(&mut env, e.clone()),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    set_env(&mut env, format!("{e}={v}"));
+                }
+            }
+        }
+    }
+    let mut binds = Vec::new();
+    for v in &args.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [s, t] => (*s, *t, "rw"),
+            [s, t, m] => (*s, *t, *m),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "invalid volume {v:?}: use HOST:CONTAINER[:ro|rw]"
+                )));
+            }
+        };
+        if !source.starts_with('/') || !target.starts_with('/') || !["ro", "rw"].contains(&mode) {
+            return Err(Error::Usage(format!(
+                "invalid volume {v:?}: both paths must be absolute, the mode ro or rw"
+            )));
+        }
+        if !std::path::Path::new(source).exists() {
+            std::fs::create_dir_all(source)
+                .map_err(|e| Error::Run(125, format!("creating {source}: {e}")))?;
+        }
+        binds.push(Bind {
+            source: source.into(),
+            target: target.into(),
+            read_only: mode == "ro",
+        });
+    }
+
+    // Layers as overlay lowerdirs, top first; unpack any missing snapshot.
+    let mut lower = Vec::new();
+    for (layer_desc, diff_id) in image.layers() {
+        let snapshot = store.snapshot_path(&diff_id);
+        if !snapshot.is_dir() {
+            let blob = store.open_blob(&manifest_digest(&layer_desc)?)?;
+            layer::unpack_snapshot(&store, blob, Some(&diff_id))
+                .map_err(kiln::image::ImageError::from)?;
+        }
+        lower.push(snapshot);
+    }
+    lower.reverse();
+    let dir = store.container_dir(&id);
+    let etc = dir.join("etc");
+    let empty = dir.join("empty");
+    for d in [
+        dir.join("upper"),
+        dir.join("work"),
+        dir.join("rootfs"),
+        etc.clone(),
+        empty.clone(),
+    ] {
+        std::fs::create_dir_all(&d)
+            .map_err(|e| Error::Run(125, format!("creating {}: {e}", d.display())))?;
+    }
+    if lower.is_empty() {
+        lower.push(empty);
+    }
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let files = [
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            ),
+        ),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ];
+    for (name, content) in files {
+        std::fs::write(etc.join(name), content)
+            .map_err(|e| Error::Run(125, format!("writing {name}: {e}")))?;
+    }
+    let spec = Spec {
+        lower,
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        rootfs: dir.join("rootfs"),
+        volatile: args.rm,
+        read_only: args.read_only,
+        argv,
+        env,
+        cwd: args
+            .workdir
+            .clone()
+            .or(c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        user: args.user.clone().or(c.user.clone()).unwrap_or_default(),
+        hostname,
+        network: if args.network == "none" {
+            Network::None
+        } else {
+            Network::Host
+        },
+        binds,
+        etc_dir: etc,
+    };
+    let limits = Limits {
+        memory: args.memory,
+        cpus: args.cpus,
+        pids: args.pids_limit,
+    };
+    let result = sandbox::run(&spec, &limits, &id, args.interactive);
+    if args.rm {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
+        Err(e) => Err(Error::Run(e.exit_code(), e.to_string())),
+    }
+}

@@ -1,0 +1,194 @@
+//! The host side of a container: start `kiln __init` in new namespaces,
+//! put it in its cgroups, hand it the spec, pass signals on, and return its
+//! exit status.
+//!
+//! The init is executed from a sealed in-memory copy of kiln (a memfd), not
+//! from kiln's file: a process in the container that opens
+//! `/proc/<init>/exe` for writing reaches an immutable anonymous file, never
+//! the host's binary (runc's CVE-2019-5736). Between fork and exec the child
+//! does only async-signal-safe work: two dup2s and one unshare.
+
+use super::cgroup::Cgroup;
+use super::init::{Failure, SPEC_FD, STATUS_FD};
+use super::spec::{Limits, Network, Spec};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use thiserror::Error;
+
+/// Why a container could not run.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    /// kiln could not set the container up (exit 125).
+    #[error("{0}")]
+    Setup(String),
+    /// The process could not be started: not found (127) or not executable (126).
+    #[error("{message}")]
+    Exec {
+        /// 126 or 127.
+        code: i32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl SandboxError {
+    /// docker run's exit code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SandboxError::Setup(_) => 125,
+            SandboxError::Exec { code, .. } => *code,
+        }
+    }
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
+    move |e| SandboxError::Setup(format!("{what}: {e}"))
+}
+
+/// A sealed, executable in-memory copy of this program.
+fn sealed_self() -> Result<OwnedFd, SandboxError> {
+    let fd = memfd_create(
+        "kiln-init",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(setup("memfd_create"))?;
+    let mut exe = File::open("/proc/self/exe").map_err(setup("opening /proc/self/exe"))?;
+    let mut copy = File::from(fd);
+    io::copy(&mut exe, &mut copy).map_err(setup("copying kiln into memory"))?;
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)).map_err(setup("sealing the copy"))?;
+    Ok(OwnedFd::from(copy))
+}
+
+/// Moves an fd above the low numbers the child remaps, so that dup2 onto 3
+/// and 4 never meets one of them.
+fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
+    let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(setup("dup"))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we now own.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// Runs a container; returns its exit code (128+N when killed by signal N).
+/// `id` names its cgroups; `stdin` passes standard input through (`-i`).
+pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, SandboxError> {
+    let exe = high(sealed_self()?)?;
+    let (spec_r, spec_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
+    let (spec_r, status_w) = (high(spec_r)?, high(status_w)?);
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg0("kiln-init").arg("__init").env_clear();
+    cmd.stdin(if stdin {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
+    // SAFETY: dup2 and unshare are async-signal-safe system calls; nothing
+    // else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto 3 and 4 clears close-on-exec there only.
+            for (from, to) in [(spec_raw, SPEC_FD), (status_raw, STATUS_FD)] {
+                if nix::libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            unshare(flags).map_err(io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(setup("starting the container's init"))?;
+    drop(spec_r);
+    drop(status_w);
+    let pid = child.id();
+    let mut cgroup = match Cgroup::create(id, limits, pid) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SandboxError::Setup(format!("setting resource limits: {e}")));
+        }
+    };
+    // The spec goes last: the init starts nothing before it has it, so
+    // every process of the container starts inside its cgroups.
+    let json = serde_json::to_vec(spec).map_err(setup("encoding the spec"))?;
+    let mut w = File::from(spec_w);
+    if let Err(e) = w.write_all(&json) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(SandboxError::Setup(format!("sending the spec: {e}")));
+    }
+    drop(w);
+
+    let forwarder = forward_signals(pid);
+    let status = child.wait().map_err(setup("waiting for the container"));
+    drop(forwarder);
+    cgroup.remove();
+    let status = status?;
+    let mut report = String::new();
+    let _ = File::from(status_r).read_to_string(&mut report);
+    if let Ok(failure) = serde_json::from_str::<Failure>(&report) {
+        return Err(match failure.code {
+            126 | 127 => SandboxError::Exec {
+                code: failure.code,
+                message: failure.message,
+            },
+            _ => SandboxError::Setup(failure.message),
+        });
+    }
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Passes SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH on
+/// to `pid` until the returned handle is dropped.
+fn forward_signals(pid: u32) -> Forwarder {
+    use signal_hook::consts::*;
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([
+        SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
+    ]) else {
+        return Forwarder(None);
+    };
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if let Ok(sig) = Signal::try_from(sig) {
+                let _ = kill(Pid::from_raw(pid as i32), sig);
+            }
+        }
+    });
+    Forwarder(Some(handle))
+}
+
+/// Closes the forwarding thread's signal source when dropped.
+struct Forwarder(Option<signal_hook::iterator::Handle>);
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.close();
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The container side: `kiln __init`, started by [`super::container::run`]
+//! from a sealed in-memory copy of kiln, in new mount, UTS, IPC (and for
+//! `--network none`, network) namespaces, with new PID namespace for its
+//! children.
+//!
+//! Stage 1 (this process, still in the host's PID namespace) reads the spec
+//! from fd 3 and forks PID 1 of the new PID namespace, then relays signals
+//! to it and exits with its status. PID 1 builds the root, pivots, forks the
+//! user's process as PID 2, reaps every zombie and forwards signals, as an
+//! init does, and exits with the user's process's status (128+N for signal
+//! N). Failures before the user's process runs go to fd 4 as JSON.
+
+use super::rootfs;
+use super::spec::Spec;
+use super::sys::Real;
+use super::user;
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::PermissionsExt;
+
+/// The fd the spec arrives on.
+pub const SPEC_FD: i32 = 3;
+/// The fd errors are reported on.
+pub const STATUS_FD: i32 = 4;
+
+/// Signals an init passes on to the process it runs.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Docker's default capability set.
+const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FSETID,
+    Capability::CAP_FOWNER,
+    Capability::CAP_MKNOD,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_KILL,
+    Capability::CAP_AUDIT_WRITE,
+];
+
+/// A failure before the user's process ran: docker run's exit codes.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct Failure {
+    /// 125 (kiln), 126 (not executable), 127 (not found).
+    pub code: i32,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn fail(code: i32, message: String) -> ! {
+    // SAFETY: fd 4 was set up by the host side for exactly this; it is
+    // owned here and closed on exit.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    let _ = serde_json::to_writer(&mut status, &Failure { code, message });
+    let _ = status.flush();
+    std::process::exit(code);
+}
+
+fn exit_code(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 125,
+    }
+}
+
+/// Entry point of `kiln __init`.
+pub fn main() -> ! {
+    // SAFETY: fd 3 was set up by the host side and is owned here.
+    let mut input = unsafe { File::from_raw_fd(SPEC_FD) };
+    let mut bytes = Vec::new();
+    if let Err(e) = input.read_to_end(&mut bytes) {
+        fail(125, format!("reading the container spec: {e}"));
+    }
+    drop(input);
+    let spec: Spec = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| fail(125, format!("bad container spec: {e}")));
+
+    let mut forwarded = SigSet::empty();
+    FORWARDED.iter().for_each(|s| forwarded.add(*s));
+    let mut all = forwarded;
+    all.add(Signal::SIGCHLD);
+    // Signals wait in a signalfd instead of interrupting anything.
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None) {
+        fail(125, format!("blocking signals: {e}"));
+    }
+    // SAFETY: this process is single-threaded here, so the child may run
+    // any code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => pid1(&spec, &forwarded, &all),
+        Ok(ForkResult::Parent { child }) => relay(child, &all, None),
+        Err(e) => fail(125, format!("forking the container's init: {e}")),
+    }
+}
+
+/// Waits for `child`, passing on forwarded signals; exits with its status.
+/// With `main` set, also reaps every other child (PID 1's duty).
+fn relay(child: Pid, all: &SigSet, reap_all: Option<()>) -> ! {
+    let fd = SignalFd::new(all).unwrap_or_else(|e| fail(125, format!("signalfd: {e}")));
+    loop {
+        // Reap first: the child may already be gone.
+        loop {
+            let target = if reap_all.is_some() {
+                Pid::from_raw(-1)
+            } else {
+                child
+            };
+            match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) if status.pid() == Some(child) => std::process::exit(exit_code(status)),
+                Ok(_) => continue,
+            }
+        }
+        match fd.read_signal() {
+            Ok(Some(info)) => {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
+                    && sig != Signal::SIGCHLD
+                {
+                    let _ = kill(child, sig);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => fail(125, format!("reading signals: {e}")),
+        }
+    }
+}
+
+fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
+    if let Err(e) = rootfs::setup(&Real, spec) {
+        fail(125, format!("setting up the container's root: {e}"));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    if let Err(e) =
+        std::fs::create_dir_all(&spec.cwd).and_then(|()| std::env::set_current_dir(&spec.cwd))
+    {
+        fail(
+            125,
+            format!("changing to working directory {}: {e}", spec.cwd),
+        );
+    }
+    let program = find_program(&spec.argv, &env);
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .unwrap_or_else(|e| fail(125, format!("pipe: {e}")));
+    // SAFETY: PID 1 is single-threaded; the child only execs or exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(err_r);
+            let code = exec_user(&program, spec, &env, &user);
+            let mut w = File::from(err_w);
+            let _ = w.write_all(format!("{}\n{}", code.0, code.1).as_bytes());
+            // SAFETY: leaving the forked child without running PID 1's
+            // destructors or atexit handlers.
+            unsafe { nix::libc::_exit(code.0) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            if let Some((code, message)) = msg.split_once('\n') {
+                let _ = waitpid(child, None);
+                fail(code.parse().unwrap_or(125), message.to_string());
+            }
+            relay(child, all, Some(()))
+        }
+        Err(e) => fail(125, format!("forking the container's process: {e}")),
+    }
+}
+
+/// argv[0] looked up in the container's PATH, as execvp would; errors are
+/// docker run's: 127 not found, 126 not executable.
+fn find_program(argv: &[String], env: &[String]) -> Result<String, (i32, String)> {
+    let Some(name) = argv.first().filter(|a| !a.is_empty()) else {
+        return Err((125, "no command specified".into()));
+    };
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = std::path::Path::new(name);
+        return match std::fs::metadata(p) {
+            Err(_) => Err((
+                127,
+                format!("exec: \"{name}\": stat {name}: no such file or directory"),
+            )),
+            Ok(_) if !executable(p) => Err((126, format!("exec: \"{name}\": permission denied"))),
+            Ok(_) => Ok(name.clone()),
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = std::path::Path::new(dir).join(name);
+        if executable(&candidate) {
+            return Ok(candidate.display().to_string());
+        }
+    }
+    Err((
+        127,
+        format!("exec: \"{name}\": executable file not found in $PATH"),
+    ))
+}
+
+/// In PID 2: drop to the user, limit capabilities, exec. Returns only on failure.
+fn exec_user(
+    program: &Result<String, (i32, String)>,
+    spec: &Spec,
+    env: &[String],
+    user: &user::User,
+) -> (i32, String) {
+    let program = match program {
+        Ok(p) => p,
+        Err((code, msg)) => return (*code, msg.clone()),
+    };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let defaults: CapsHashSet = DEFAULT_CAPS.iter().copied().collect();
+    for cap in caps::all() {
+        if !defaults.contains(&cap) && caps::drop(None, CapSet::Bounding, cap).is_err() {
+            return (125, format!("dropping capability {cap}"));
+        }
+    }
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        return (125, format!("setgroups: {e}"));
+    }
+    if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
+        return (125, format!("setgid {}: {e}", user.gid));
+    }
+    if let Err(e) = nix::unistd::setuid(Uid::from_raw(user.uid)) {
+        return (125, format!("setuid {}: {e}", user.uid));
+    }
+    if user.uid == 0 {
+        for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+            if let Err(e) = caps::set(None, set, &defaults) {
+                return (125, format!("setting capabilities: {e}"));
+            }
+        }
+    }
+    // Only 0, 1 and 2 reach the process: every other descriptor (the status
+    // pipe, anything the caller of kiln had open) closes at exec.
+    // SAFETY: close_range only changes descriptor flags.
+    if unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
+        return (
+            125,
+            format!("close_range: {}", std::io::Error::last_os_error()),
+        );
+    }
+    let to_c = |s: &str| CString::new(s).unwrap_or_default();
+    let path = to_c(program);
+    let argv: Vec<CString> = spec.argv.iter().map(|a| to_c(a)).collect();
+    let envp: Vec<CString> = env.iter().map(|e| to_c(e)).collect();
+    let err = nix::unistd::execve(&path, &argv, &envp).err();
+    match err {
+        Some(nix::Error::EACCES) => (126, format!("exec: \"{program}\": permission denied")),
+        Some(nix::Error::ENOENT) => (
+            127,
+            format!("exec: \"{program}\": no such file or directory"),
+        ),
+        Some(e) => (126, format!("exec: \"{program}\": {e}")),
+        None => (125, "exec returned".into()),
+    }
+}

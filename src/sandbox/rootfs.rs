@@ -1,0 +1,282 @@
+//! The container's root: overlay, /proc, a minimal /dev, read-only /sys,
+//! generated /etc files, bind mounts, Docker's masked and read-only paths,
+//! then pivot_root. Every call goes through [`Sys`].
+
+use super::spec::Spec;
+use super::sys::{Kind, Sys};
+use nix::mount::MsFlags;
+use std::io;
+use std::path::Path;
+
+/// /proc files Docker hides behind /dev/null.
+const MASKED_FILES: [&str; 7] = [
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/interrupts",
+];
+/// Directories Docker hides behind an empty read-only tmpfs.
+const MASKED_DIRS: [&str; 3] = ["proc/acpi", "proc/scsi", "sys/firmware"];
+/// /proc entries Docker makes read-only.
+const READ_ONLY: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+/// Device nodes of a minimal /dev: name, major, minor.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Sets up the root described by `spec` and pivots into it.
+pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
+    let root = spec.rootfs.as_path();
+    // Nothing mounted here may propagate back to the host.
+    sys.mount(
+        "none",
+        Path::new("/"),
+        "",
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        "",
+    )?;
+    sys.mkdir_all(root, 0o755)?;
+    let lower: Vec<String> = spec.lower.iter().map(|p| p.display().to_string()).collect();
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        spec.upper.display(),
+        spec.work.display()
+    );
+    if spec.volatile {
+        data.push_str(",volatile");
+    }
+    sys.mount("overlay", root, "overlay", MsFlags::empty(), &data)?;
+
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    sys.mount_in_root("proc", root, "/proc", Kind::Dir, "proc", nosuid, "")?;
+    sys.mount_in_root(
+        "tmpfs",
+        root,
+        "/dev",
+        Kind::Dir,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        "mode=755,size=65536k",
+    )?;
+    let dev = root.join("dev");
+    for (name, major, minor) in DEVICES {
+        sys.mknod_char(&dev.join(name), 0o666, major, minor)?;
+    }
+    sys.mkdir_all(&dev.join("pts"), 0o755)?;
+    sys.mount(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )?;
+    sys.mkdir_all(&dev.join("shm"), 0o1777)?;
+    sys.mount(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        nosuid,
+        "mode=1777,size=65536k",
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        sys.symlink(target, &dev.join(link))?;
+    }
+    let sysfs = sys.mount_in_root(
+        "sysfs",
+        root,
+        "/sys",
+        Kind::Dir,
+        "sysfs",
+        nosuid | MsFlags::MS_RDONLY,
+        "",
+    );
+    if sysfs.is_err() {
+        // Without its own network namespace, sysfs cannot be mounted anew:
+        // the host's, read-only.
+        sys.mount_in_root(
+            "/sys",
+            root,
+            "/sys",
+            Kind::Dir,
+            "",
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            "",
+        )?;
+        sys.mount_in_root(
+            "none",
+            root,
+            "/sys",
+            Kind::Dir,
+            "",
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid,
+            "",
+        )?;
+    }
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let source = spec.etc_dir.join(name).display().to_string();
+        sys.mount_in_root(
+            &source,
+            root,
+            &format!("/etc/{name}"),
+            Kind::File,
+            "",
+            MsFlags::MS_BIND,
+            "",
+        )?;
+    }
+    for bind in &spec.binds {
+        let kind = if bind.source.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::File
+        };
+        let source = bind.source.display().to_string();
+        sys.mount_in_root(
+            &source,
+            root,
+            &bind.target,
+            kind,
+            "",
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            "",
+        )?;
+        if bind.read_only {
+            let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            sys.mount_in_root("none", root, &bind.target, kind, "", ro, "")?;
+        }
+    }
+    for path in MASKED_FILES
+        .iter()
+        .map(|p| root.join(p))
+        .filter(|p| sys.exists(p))
+    {
+        sys.mount("/dev/null", &path, "", MsFlags::MS_BIND, "")?;
+    }
+    for path in MASKED_DIRS
+        .iter()
+        .map(|p| root.join(p))
+        .filter(|p| sys.exists(p))
+    {
+        sys.mount("tmpfs", &path, "tmpfs", MsFlags::MS_RDONLY, "size=0")?;
+    }
+    for path in READ_ONLY
+        .iter()
+        .map(|p| root.join(p))
+        .filter(|p| sys.exists(p))
+    {
+        let p = path.display().to_string();
+        sys.mount(&p, &path, "", MsFlags::MS_BIND | MsFlags::MS_REC, "")?;
+        sys.mount(
+            &p,
+            &path,
+            "",
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            "",
+        )?;
+    }
+    sys.pivot_root(root)?;
+    if spec.read_only {
+        sys.mount(
+            "none",
+            Path::new("/"),
+            "",
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            "",
+        )?;
+    }
+    sys.sethostname(&spec.hostname)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::spec::{Bind, Network};
+    use crate::sandbox::sys::Recorder;
+    use std::path::PathBuf;
+
+    fn spec() -> Spec {
+        Spec {
+            lower: vec!["/s/top".into(), "/s/base".into()],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            rootfs: "/c/rootfs".into(),
+            volatile: true,
+            read_only: true,
+            argv: vec!["sh".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: "0".into(),
+            hostname: "box".into(),
+            network: Network::None,
+            binds: vec![Bind {
+                source: PathBuf::from("/host/data"),
+                target: "/data".into(),
+                read_only: true,
+            }],
+            etc_dir: "/c/etc".into(),
+        }
+    }
+
+    #[test]
+    fn mounts_happen_in_a_safe_order() {
+        let rec = Recorder(Default::default());
+        setup(&rec, &spec()).unwrap();
+        let calls = rec.0.into_inner();
+        let pos = |needle: &str| {
+            calls
+                .iter()
+                .position(|c| c.starts_with(needle))
+                .unwrap_or_else(|| panic!("no {needle}: {calls:#?}"))
+        };
+        assert_eq!(
+            calls[0],
+            "mount  none / [] "
+                .trim_end()
+                .replace("[]", "")
+                .trim_end()
+                .to_string()
+                .replace("mount  none /", "mount  none /")
+        );
+        assert_eq!(
+            calls[2],
+            "mount overlay overlay /c/rootfs [lowerdir=/s/top:/s/base,upperdir=/c/upper,workdir=/c/work,volatile]"
+        );
+        // Private propagation before anything is mounted; overlay before what goes on it.
+        assert!(pos("mount  none /") < pos("mount overlay"));
+        assert!(pos("mount overlay") < pos("mount-in-root proc"));
+        assert!(pos("mount-in-root tmpfs tmpfs /dev") < pos("mknod /c/rootfs/dev/null 1:3"));
+        // Generated /etc files and binds are resolved in the root.
+        assert!(
+            calls.contains(&"mount-in-root bind /c/etc/resolv.conf /etc/resolv.conf".to_string())
+        );
+        assert!(
+            pos("mount-in-root bind /host/data /data") < pos("mount-in-root bind none /data ro")
+        );
+        // Masks before pivot; read-only root and hostname after.
+        assert!(pos("mount bind /dev/null /c/rootfs/proc/kcore") < pos("pivot_root"));
+        assert!(pos("mount proc/sys") == usize::MAX || pos("pivot_root") > 0);
+        assert!(pos("pivot_root /c/rootfs") < pos("mount bind none / ro"));
+        assert_eq!(calls.last().unwrap(), "sethostname box");
+    }
+}

@@ -1,0 +1,71 @@
+//! What a container is made of: the data the host side hands to the init
+//! inside the container (as JSON on a pipe).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Network mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The host's network stack.
+    Host,
+    /// A new network namespace with only loopback.
+    None,
+}
+
+/// A bind mount from the host into the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside the container (resolved inside its root).
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Resource limits (cgroups).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (no swap beyond it).
+    pub memory: Option<u64>,
+    /// CPU quota in CPUs (`1.5`).
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    pub pids: Option<u64>,
+}
+
+/// Everything the init needs to set up and start the container's process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    /// Read-only layer snapshots, top layer first (overlay lowerdirs).
+    pub lower: Vec<PathBuf>,
+    /// The writable overlay upper directory.
+    pub upper: PathBuf,
+    /// The overlay work directory (same filesystem as `upper`).
+    pub work: PathBuf,
+    /// Where the overlay is mounted before pivot_root.
+    pub rootfs: PathBuf,
+    /// Mount the overlay `volatile` (build steps: no sync on unmount).
+    pub volatile: bool,
+    /// Remount the root read-only.
+    pub read_only: bool,
+    /// argv of the process (argv[0] looked up in PATH inside the container).
+    pub argv: Vec<String>,
+    /// Environment, `KEY=value`.
+    pub env: Vec<String>,
+    /// Working directory inside the container (created if missing).
+    pub cwd: String,
+    /// `user[:group]`, names resolved in the container's /etc/passwd and /etc/group.
+    pub user: String,
+    /// The container's hostname.
+    pub hostname: String,
+    /// Network mode.
+    pub network: Network,
+    /// Bind mounts.
+    pub binds: Vec<Bind>,
+    /// Content of the generated /etc/hosts, /etc/hostname, /etc/resolv.conf,
+    /// written in this directory and bind-mounted.
+    pub etc_dir: PathBuf,
+}
