@@ -62,7 +62,7 @@ enum Command {
     /// Verify every blob, reference and snapshot in the store.
     Fsck(fsck::Args),
     /// Run a command in a new container from an image.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// The container's init (started by kiln itself).
     #[command(name = "__init", hide = true)]
     Init,
@@ -84,7 +84,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Load(args) => load::run(root, args),
         Command::Prune(args) => prune::run(root, args),
         Command::Fsck(args) => fsck::run(root, args),
-        Command::Run(args) => run::run(root, args),
+        Command::Run(args) => run::run(root, *args),
         Command::Init => kiln::sandbox::init::main(),
     }
 }

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 
 /// Arguments of `kiln run`.
 #[derive(Debug, clap::Args)]
-#[command(trailing_var_arg = true)]
 pub struct Args {
     /// Remove the container's files when it exits.
     #[arg(long)]
@@ -61,7 +60,8 @@ pub struct Args {
     tty: bool,
     /// The image: a name or an id.
     image: String,
-    /// The command (replaces the image's CMD).
+    /// The command (replaces the image's CMD); everything after IMAGE belongs to it.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 

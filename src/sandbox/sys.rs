@@ -31,6 +31,8 @@ pub trait Sys {
     ) -> io::Result<()>;
     /// A bind (or other) mount onto `target`, resolved inside `root` as if
     /// chrooted (symlinks cannot lead out), created as `kind` if missing.
+    // mount(2)'s five arguments plus where and what to resolve the target as.
+    #[allow(clippy::too_many_arguments)]
     fn mount_in_root(
         &self,
         source: &str,
@@ -212,9 +214,10 @@ pub fn open_in_root(root: &Path, target: &str, kind: Kind) -> io::Result<OwnedFd
     openat2(&root_fd, rel, how(OFlag::O_PATH)).map_err(io)
 }
 
-/// A fake that records calls, for ordering tests.
+/// A fake that records calls, for ordering tests; mounts of the type
+/// `fail` fail with EPERM.
 #[cfg(test)]
-pub struct Recorder(pub std::cell::RefCell<Vec<String>>);
+pub struct Recorder(pub std::cell::RefCell<Vec<String>>, pub &'static str);
 
 #[cfg(test)]
 impl Sys for Recorder {
@@ -258,6 +261,9 @@ impl Sys for Recorder {
         flags: MsFlags,
         _data: &str,
     ) -> io::Result<()> {
+        if !self.1.is_empty() && fstype == self.1 {
+            return Err(io::Error::from_raw_os_error(nix::libc::EPERM));
+        }
         let kind = if flags.contains(MsFlags::MS_BIND) {
             "bind"
         } else {

@@ -8,5 +8,6 @@ mod cli;
 mod conformance;
 mod fuzz;
 mod parse_golden;
+mod run;
 mod store;
 mod util;

@@ -2,30 +2,9 @@
 //! skopeo and umoci read what kiln writes, kiln reads what they write, and
 //! kill -9 at any moment leaves a store that passes fsck.
 
-use crate::util::{kiln, need_tool, repo, text};
-use std::path::{Path, PathBuf};
+use crate::util::{busybox_tar, kiln, need_tool, text};
+use std::path::Path;
 use std::process::Output;
-use std::sync::OnceLock;
-
-/// A busybox root filesystem tarball, made once per test run by
-/// fixtures/images/busybox-rootfs.sh (None when busybox-static is missing).
-fn busybox_tar() -> Option<&'static Path> {
-    static TAR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    TAR.get_or_init(|| {
-        if !need_tool("busybox", "busybox-static makes the test base image") {
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let tar = dir.join("busybox.tar");
-        let status = std::process::Command::new(repo().join("fixtures/images/busybox-rootfs.sh"))
-            .arg(&tar)
-            .status()
-            .expect("running busybox-rootfs.sh");
-        assert!(status.success(), "busybox-rootfs.sh failed");
-        Some(tar)
-    })
-    .as_deref()
-}
 
 fn k(root: &Path, args: &[&str]) -> Output {
     kiln()

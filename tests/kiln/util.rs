@@ -113,3 +113,40 @@ pub fn need_tool(tool: &str, why: &str) -> bool {
     }
     found
 }
+
+/// A busybox root filesystem tarball, made once per test run by
+/// fixtures/images/busybox-rootfs.sh (None when busybox-static is missing).
+pub fn busybox_tar() -> Option<&'static Path> {
+    static TAR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    TAR.get_or_init(|| {
+        if !need_tool("busybox", "busybox-static makes the test base image") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let tar = dir.join("busybox.tar");
+        let status = Command::new(repo().join("fixtures/images/busybox-rootfs.sh"))
+            .arg(&tar)
+            .status()
+            .expect("running busybox-rootfs.sh");
+        assert!(status.success(), "busybox-rootfs.sh failed");
+        Some(tar)
+    })
+    .as_deref()
+}
+
+/// True when running as root; otherwise says why the test skips (CI is root).
+pub fn need_root(why: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root ({why})");
+        eprintln!("skipped: needs root ({why})");
+    }
+    root
+}
