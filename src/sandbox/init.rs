@@ -87,6 +87,9 @@ fn exit_code(status: WaitStatus) -> i32 {
 
 /// Entry point of `kiln __init`.
 pub fn main() -> ! {
+    // Executed through /proc/self/fd/N, the process is named "N"; ps in the
+    // container should say what it is.
+    let _ = nix::sys::prctl::set_name(c"kiln-init");
     // SAFETY: fd 3 was set up by the host side and is owned here.
     let mut input = unsafe { File::from_raw_fd(SPEC_FD) };
     let mut bytes = Vec::new();
