@@ -111,13 +111,6 @@ fn set_env(env: &mut Vec<String>, entry: String) {
 
 /// Runs the container; the exit code is the container's, as docker run's.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
-    if args.tty {
-        return Err(Error::Run(
-            125,
-            "kiln run -t is not supported yet: run without -t (use -i to pass standard input)"
-                .into(),
-        ));
-    }
     let store = open_store(root)?;
     let image = Image::resolve(&store, &args.image)?;
     let c = &image.config.config;
@@ -276,6 +269,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             Network::Host
         },
         binds,
+        tty: args.tty,
         etc_dir: etc,
     };
     let limits = Limits {

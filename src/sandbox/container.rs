@@ -9,7 +9,7 @@
 //! does only async-signal-safe work: two dup2s and one unshare.
 
 use super::cgroup::Cgroup;
-use super::init::{Failure, SPEC_FD, STATUS_FD};
+use super::init::{CONSOLE_FD, Failure, SPEC_FD, STATUS_FD};
 use super::spec::{Limits, Network, Spec};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sched::{CloneFlags, unshare};
@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use thiserror::Error;
@@ -80,8 +81,22 @@ fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
 }
 
 /// Runs a container; returns its exit code (128+N when killed by signal N).
-/// `id` names its cgroups; `stdin` passes standard input through (`-i`).
+/// `id` names its cgroups; `stdin` passes standard input through (`-i`);
+/// with `spec.tty` the process gets a pty relayed to this terminal (`-t`).
 pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, SandboxError> {
+    // The container's end of the console socket, like every descriptor the
+    // child remaps, lives above the numbers it is remapped onto.
+    let console = match spec.tty {
+        true => {
+            let (ours, theirs) = UnixStream::pair().map_err(setup("socketpair"))?;
+            Some((ours, high(OwnedFd::from(theirs))?))
+        }
+        false => None,
+    };
+    let console_raw = match &console {
+        Some((_, theirs)) => theirs.as_raw_fd(),
+        None => -1,
+    };
     let exe = high(sealed_self()?)?;
     let (spec_r, spec_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
@@ -98,7 +113,7 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
     cmd.arg0("kiln-init").arg("__init").env_clear();
-    cmd.stdin(if stdin {
+    cmd.stdin(if stdin && !spec.tty {
         Stdio::inherit()
     } else {
         Stdio::null()
@@ -107,9 +122,13 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     // else runs between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            // dup2 onto 3 and 4 clears close-on-exec there only.
-            for (from, to) in [(spec_raw, SPEC_FD), (status_raw, STATUS_FD)] {
-                if nix::libc::dup2(from, to) < 0 {
+            // dup2 onto 3, 4 (and 5) clears close-on-exec there only.
+            for (from, to) in [
+                (spec_raw, SPEC_FD),
+                (status_raw, STATUS_FD),
+                (console_raw, CONSOLE_FD),
+            ] {
+                if from >= 0 && nix::libc::dup2(from, to) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -119,6 +138,10 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     let mut child = cmd
         .spawn()
         .map_err(setup("starting the container's init"))?;
+    // The Command holds copies of what it passed to the child; only the init
+    // keeps its end of the console socket.
+    drop(cmd);
+    let console = console.map(|(ours, _theirs)| ours);
     drop(spec_r);
     drop(status_w);
     let pid = child.id();
@@ -142,6 +165,14 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     drop(w);
 
     let forwarder = forward_signals(pid);
+    if let Some(socket) = console {
+        // The init sends the pty once the root is set up (or fails and
+        // closes the socket); the relay returns when the container is done.
+        if let Ok(pty) = super::tty::Pty::receive(&socket) {
+            drop(socket);
+            let _ = pty.relay(stdin);
+        }
+    }
     let status = child.wait().map_err(setup("waiting for the container"));
     drop(forwarder);
     cgroup.remove();

@@ -22,13 +22,15 @@ use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::PermissionsExt;
 
 /// The fd the spec arrives on.
 pub const SPEC_FD: i32 = 3;
 /// The fd errors are reported on.
 pub const STATUS_FD: i32 = 4;
+/// With `-t`, the unix socket the pty's master is sent back on.
+pub const CONSOLE_FD: i32 = 5;
 
 /// Signals an init passes on to the process it runs.
 const FORWARDED: [Signal; 7] = [
@@ -169,6 +171,19 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
         );
     }
     let program = find_program(&spec.argv, &env);
+    // With -t: a pty from the container's own devpts becomes 0, 1 and 2.
+    if spec.tty {
+        let slave = super::tty::open_in_container(CONSOLE_FD)
+            .unwrap_or_else(|e| fail(125, format!("opening a pty: {e}")));
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            if unsafe { nix::libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+                fail(125, format!("dup2: {}", std::io::Error::last_os_error()));
+            }
+        }
+        // SAFETY: the console socket is ours and no longer needed.
+        unsafe { nix::libc::close(CONSOLE_FD) };
+    }
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .unwrap_or_else(|e| fail(125, format!("pipe: {e}")));
     // SAFETY: PID 1 is single-threaded; the child only execs or exits.
@@ -245,6 +260,20 @@ fn exec_user(
         Err((code, msg)) => return (*code, msg.clone()),
     };
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    if spec.tty {
+        // A session of its own, with the pty (stdin) as controlling terminal.
+        let _ = nix::unistd::setsid();
+        // SAFETY: TIOCSCTTY takes an integer argument, no pointer.
+        if unsafe { nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) } != 0 {
+            return (
+                125,
+                format!(
+                    "making the pty the controlling terminal: {}",
+                    std::io::Error::last_os_error()
+                ),
+            );
+        }
+    }
     let defaults: CapsHashSet = DEFAULT_CAPS.iter().copied().collect();
     for cap in caps::all() {
         if !defaults.contains(&cap) && caps::drop(None, CapSet::Bounding, cap).is_err() {

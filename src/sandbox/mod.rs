@@ -10,6 +10,7 @@ pub mod init;
 mod rootfs;
 pub mod spec;
 mod sys;
+pub mod tty;
 pub mod user;
 
 pub use container::{SandboxError, run};

@@ -234,6 +234,7 @@ mod tests {
                 target: "/data".into(),
                 read_only: true,
             }],
+            tty: false,
             etc_dir: "/c/etc".into(),
         }
     }

@@ -65,6 +65,9 @@ pub struct Spec {
     pub network: Network,
     /// Bind mounts.
     pub binds: Vec<Bind>,
+    /// The process's stdio is a pty: it becomes its controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
     /// Content of the generated /etc/hosts, /etc/hostname, /etc/resolv.conf,
     /// written in this directory and bind-mounted.
     pub etc_dir: PathBuf,

@@ -384,3 +384,25 @@ fn regression_bind_target_symlink_stays_inside() {
         );
     }
 }
+
+/// `-t`: a pty from the container's own devpts, sized like the caller's
+/// terminal (`script` provides one, even in CI).
+#[test]
+fn tty_is_a_real_pty_with_the_callers_size() {
+    let Some(root) = store() else { return };
+    if !crate::util::need_tool("script", "util-linux script gives the test a terminal") {
+        return;
+    }
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let inner = format!(
+        "stty rows 40 cols 100; {kiln} --root {} run --rm -t box:1 sh -c 'tty; stty size; exit 7'; echo host-exit=$?",
+        root.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = text(&out.stdout).replace('\r', "");
+    assert_eq!(text, "/dev/pts/0\n40 100\nhost-exit=7\n");
+}
