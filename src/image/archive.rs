@@ -105,7 +105,8 @@ pub fn save<W: Write>(
                 let manifest = if layers == *image.manifest.layers() {
                     image.descriptor(store)
                 } else {
-                    write_image_with_config(store, image, layers)?
+                    // The same config with other layer descriptors (compressed copies).
+                    super::write_manifest(store, image.manifest.config().clone(), layers)?
                 };
                 add_blob(&mut tar, &manifest_digest(&manifest)?)?;
                 let mut d = manifest;
@@ -142,28 +143,6 @@ pub fn save<W: Write>(
         }
     }
     tar.into_inner().map_err(write_err)
-}
-
-/// A manifest for `image` with other layer descriptors (compressed copies).
-fn write_image_with_config(
-    store: &Store,
-    image: &Image,
-    layers: Vec<Descriptor>,
-) -> Result<Descriptor> {
-    let manifest = oci_spec::image::ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(image.manifest.config().clone())
-        .layers(layers)
-        .build()
-        .map_err(|e| ImageError::BadArchive(format!("building manifest: {e}")))?;
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Json("manifest", e))?;
-    let (digest, size) = store.put_bytes(&bytes)?;
-    Ok(Descriptor::new(
-        MediaType::ImageManifest,
-        size,
-        digest.to_oci(),
-    ))
 }
 
 /// What `load` brought in: one line per image, a name or an id.
@@ -328,20 +307,8 @@ fn load_docker_entry(
         layers.push(layer_descriptor(store, &digest)?);
         ensure_snapshot(store, &digest, diff_id)?;
     }
-    let manifest = oci_spec::image::ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            config_digest.to_oci(),
-        ))
-        .layers(layers)
-        .build()
-        .map_err(|e| ImageError::BadArchive(format!("building manifest: {e}")))?;
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Json("manifest", e))?;
-    let (digest, size) = store.put_bytes(&bytes)?;
-    let descriptor = Descriptor::new(MediaType::ImageManifest, size, digest.to_oci());
+    let config = Descriptor::new(MediaType::ImageConfig, config_size, config_digest.to_oci());
+    let descriptor = super::write_manifest(store, config, layers)?;
     let tags = entry.repo_tags.clone().unwrap_or_default();
     if tags.is_empty() {
         loaded.untagged.push(config_digest);

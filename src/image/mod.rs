@@ -177,14 +177,21 @@ pub fn write_image(
     let config_bytes =
         serde_json::to_vec(config).map_err(|e| ImageError::Json("image config", e))?;
     let (config_digest, config_size) = store.put_bytes(&config_bytes)?;
+    let config = Descriptor::new(MediaType::ImageConfig, config_size, config_digest.to_oci());
+    write_manifest(store, config, layers)
+}
+
+/// Writes an OCI manifest over a stored config and `layers`; returns its
+/// descriptor (not yet tagged).
+pub fn write_manifest(
+    store: &Store,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+) -> Result<Descriptor> {
     let manifest = oci_spec::image::ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            config_digest.to_oci(),
-        ))
+        .config(config)
         .layers(layers)
         .build()
         .map_err(|e| ImageError::BadArchive(format!("building manifest: {e}")))?;
