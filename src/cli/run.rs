@@ -1,8 +1,7 @@
 //! `kiln run`: an image from the store in a container, like `docker run`.
 
 use super::{Error, open_store};
-use kiln::image::{Image, manifest_digest};
-use kiln::layer;
+use kiln::image::Image;
 use kiln::sandbox::{self, Bind, Limits, Network, Spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -203,17 +202,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         });
     }
 
-    // Layers as overlay lowerdirs, top first; unpack any missing snapshot.
-    let mut lower = Vec::new();
-    for (layer_desc, diff_id) in image.layers() {
-        let snapshot = store.snapshot_path(&diff_id);
-        if !snapshot.is_dir() {
-            let blob = store.open_blob(&manifest_digest(&layer_desc)?)?;
-            layer::unpack_snapshot(&store, blob, Some(&diff_id))
-                .map_err(kiln::image::ImageError::from)?;
-        }
-        lower.push(snapshot);
-    }
+    // Layers as overlay lowerdirs, top first.
+    let mut lower = image.snapshots(&store)?;
     lower.reverse();
     let dir = store.container_dir(&id);
     let etc = dir.join("etc");

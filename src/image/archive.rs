@@ -13,7 +13,7 @@
 //! under other names are stored under their computed digest.
 
 use super::compress::{for_export, media_type_compression};
-use super::{Image, ImageConfig, ImageError, Name, Result, manifest_digest};
+use super::{Image, ImageConfig, ImageError, Name, Result, ensure_snapshot, manifest_digest};
 use crate::layer::{self, Compression};
 use crate::store::{Digest, REF_NAME, Store};
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
@@ -342,9 +342,7 @@ fn load_oci_entry(store: &Store, d: &Descriptor, loaded: &mut Loaded) -> Result<
         return load_oci_entry(store, &pick, loaded);
     }
     let image = Image::load(store, &digest)?;
-    for (layer, diff_id) in image.layers() {
-        ensure_snapshot(store, &manifest_digest(&layer)?, &diff_id)?;
-    }
+    image.snapshots(store)?;
     let annotations = d.annotations().clone().unwrap_or_default();
     let name = annotations
         .get(REF_NAME)
@@ -374,16 +372,6 @@ fn layer_descriptor(store: &Store, digest: &Digest) -> Result<Descriptor> {
         size,
         digest.to_oci(),
     ))
-}
-
-/// Unpacks a layer's snapshot unless it is there; checks it against its diffID.
-fn ensure_snapshot(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<()> {
-    if store.snapshot_path(diff_id).is_dir() {
-        return Ok(());
-    }
-    let reader = store.open_blob(blob)?;
-    layer::unpack_snapshot(store, reader, Some(diff_id))?;
-    Ok(())
 }
 
 /// The compression a saved layer has (for reporting).

@@ -143,6 +143,18 @@ impl Image {
             .collect()
     }
 
+    /// The layers' snapshot directories, base first, unpacking any that is
+    /// missing (each checked against its diffID).
+    pub fn snapshots(&self, store: &Store) -> Result<Vec<std::path::PathBuf>> {
+        self.layers()
+            .iter()
+            .map(|(layer, diff_id)| {
+                ensure_snapshot(store, &manifest_digest(layer)?, diff_id)?;
+                Ok(store.snapshot_path(diff_id))
+            })
+            .collect()
+    }
+
     /// Total size of the layer blobs.
     pub fn size(&self) -> u64 {
         self.manifest.layers().iter().map(|l| l.size()).sum()
@@ -159,6 +171,16 @@ impl Image {
             self.manifest_digest.to_oci(),
         )
     }
+}
+
+/// Unpacks a layer's snapshot unless it is there; checks it against its diffID.
+pub(crate) fn ensure_snapshot(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<()> {
+    if store.snapshot_path(diff_id).is_dir() {
+        return Ok(());
+    }
+    let reader = store.open_blob(blob)?;
+    layer::unpack_snapshot(store, reader, Some(diff_id))?;
+    Ok(())
 }
 
 /// The digest of an index entry, checked.
