@@ -89,6 +89,29 @@ fn parse_memory(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid memory {text:?}: use a number with b, k, m or g"))
 }
 
+/// Removes a container's directory. Overlay creates its `work/work` with
+/// mode 000: root removes it anyway, a rootless kiln must give itself access
+/// first.
+fn remove_container_dir(dir: &std::path::Path) {
+    if std::fs::remove_dir_all(dir).is_ok() {
+        return;
+    }
+    fn open_up(path: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                open_up(&entry.path());
+            }
+        }
+    }
+    open_up(dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn random_id() -> String {
     let mut bytes = [0u8; 32];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -260,6 +283,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         },
         binds,
         tty: args.tty,
+        rootless: !kiln::sandbox::fs::is_root(),
         etc_dir: etc,
     };
     let limits = Limits {
@@ -269,7 +293,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     };
     let result = sandbox::run(&spec, &limits, &id, args.interactive);
     if args.rm {
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_container_dir(&dir);
     }
     match result {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),

@@ -330,8 +330,19 @@ impl State<'_> {
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 let mode = header.mode().unwrap_or(0o644);
-                make_special(&path, special, mode, u64::from(major), u64::from(minor))
-                    .map_err(io_err("creating device", &path))?;
+                match make_special(&path, special, mode, u64::from(major), u64::from(minor)) {
+                    Ok(()) => {}
+                    // Without CAP_MKNOD a device node cannot exist in a
+                    // snapshot; rootless containers bind the host's devices.
+                    Err(e)
+                        if !self.root
+                            && special != Special::Fifo
+                            && e.kind() == io::ErrorKind::PermissionDenied =>
+                    {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(io_err("creating device", &path)(e)),
+                }
             }
             // Global and per-entry PAX headers and GNU long names are consumed
             // by the tar reader; anything else has no filesystem form.

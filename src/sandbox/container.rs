@@ -110,9 +110,25 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // Rootless: the init creates its user namespace itself, after exec (an
+    // exec with a not-yet-mapped uid would drop every capability in it),
+    // then the other namespaces, which belong to it. Nothing is unshared
+    // before exec.
+    let init_flags = if spec.rootless {
+        std::mem::replace(&mut flags, CloneFlags::empty())
+    } else {
+        CloneFlags::empty()
+    };
+    if spec.rootless && (limits.memory.is_some() || limits.cpus.is_some() || limits.pids.is_some())
+    {
+        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --cpus and --pids-limit".into()));
+    }
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
     cmd.arg0("kiln-init").arg("__init").env_clear();
+    if spec.rootless {
+        cmd.env(super::init::USERNS_ENV, init_flags.bits().to_string());
+    }
     cmd.stdin(if stdin && !spec.tty {
         Stdio::inherit()
     } else {
@@ -132,7 +148,11 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
                     return Err(io::Error::last_os_error());
                 }
             }
-            unshare(flags).map_err(io::Error::from)
+            if flags.is_empty() {
+                Ok(())
+            } else {
+                unshare(flags).map_err(io::Error::from)
+            }
         });
     }
     let mut child = cmd
@@ -145,6 +165,15 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     drop(spec_r);
     drop(status_w);
     let pid = child.id();
+    if spec.rootless
+        && let Err(e) = map_caller_to_root(pid)
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(SandboxError::Setup(format!(
+            "mapping the user namespace: {e}"
+        )));
+    }
     let mut cgroup = match Cgroup::create(id, limits, pid) {
         Ok(c) => c,
         Err(e) => {
@@ -191,6 +220,28 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Maps the caller's uid and gid to root in the child's new user namespace
+/// (one id each; setgroups denied, as an unprivileged map requires), once
+/// the child has created it.
+fn map_caller_to_root(pid: u32) -> io::Result<()> {
+    let ours = std::fs::read_link("/proc/self/ns/user")?;
+    let theirs = format!("/proc/{pid}/ns/user");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_link(&theirs)? == ours {
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::other(
+                "the container's init did not create its user namespace",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1"))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1"))
 }
 
 /// Passes SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH on

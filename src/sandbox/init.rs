@@ -31,6 +31,9 @@ pub const SPEC_FD: i32 = 3;
 pub const STATUS_FD: i32 = 4;
 /// With `-t`, the unix socket the pty's master is sent back on.
 pub const CONSOLE_FD: i32 = 5;
+/// Rootless: the namespaces (clone flags) the init unshares itself, after
+/// creating its user namespace.
+pub const USERNS_ENV: &str = "KILN_INIT_NAMESPACES";
 
 /// Signals an init passes on to the process it runs.
 const FORWARDED: [Signal; 7] = [
@@ -92,6 +95,16 @@ pub fn main() -> ! {
     // Executed through /proc/self/fd/N, the process is named "N"; ps in the
     // container should say what it is.
     let _ = nix::sys::prctl::set_name(c"kiln-init");
+    // Rootless: a user namespace first (this process keeps every
+    // capability in it); the host maps it, then sends the spec.
+    let later = std::env::var(USERNS_ENV)
+        .ok()
+        .and_then(|b| b.parse::<i32>().ok());
+    if later.is_some()
+        && let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+    {
+        fail(125, format!("creating a user namespace: {e}"));
+    }
     // SAFETY: fd 3 was set up by the host side and is owned here.
     let mut input = unsafe { File::from_raw_fd(SPEC_FD) };
     let mut bytes = Vec::new();
@@ -101,6 +114,11 @@ pub fn main() -> ! {
     drop(input);
     let spec: Spec = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| fail(125, format!("bad container spec: {e}")));
+    if let Some(bits) = later
+        && let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::from_bits_truncate(bits))
+    {
+        fail(125, format!("creating namespaces: {e}"));
+    }
 
     let mut forwarded = SigSet::empty();
     FORWARDED.iter().for_each(|s| forwarded.add(*s));
@@ -280,8 +298,20 @@ fn exec_user(
             return (125, format!("dropping capability {cap}"));
         }
     }
+    if spec.rootless && (user.uid != 0 || user.gid != 0) {
+        return (
+            125,
+            format!(
+                "user {}:{} is not mapped: rootless kiln maps only the caller, as root",
+                user.uid, user.gid
+            ),
+        );
+    }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if let Err(e) = nix::unistd::setgroups(&groups) {
+    // A user namespace with setgroups denied keeps no supplementary groups.
+    if !spec.rootless
+        && let Err(e) = nix::unistd::setgroups(&groups)
+    {
         return (125, format!("setgroups: {e}"));
     }
     if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {

@@ -60,6 +60,10 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
     if spec.volatile {
         data.push_str(",volatile");
     }
+    if spec.rootless {
+        // Unprivileged overlay keeps its metadata in user.* xattrs.
+        data.push_str(",userxattr");
+    }
     sys.mount("overlay", root, "overlay", MsFlags::empty(), &data)?;
 
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -75,7 +79,19 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
     )?;
     let dev = root.join("dev");
     for (name, major, minor) in DEVICES {
-        sys.mknod_char(&dev.join(name), 0o666, major, minor)?;
+        if spec.rootless {
+            // mknod needs CAP_MKNOD in the host's namespace: bind the host's.
+            sys.touch(&dev.join(name))?;
+            sys.mount(
+                &format!("/dev/{name}"),
+                &dev.join(name),
+                "",
+                MsFlags::MS_BIND,
+                "",
+            )?;
+        } else {
+            sys.mknod_char(&dev.join(name), 0o666, major, minor)?;
+        }
     }
     sys.mkdir_all(&dev.join("pts"), 0o755)?;
     sys.mount(
@@ -83,7 +99,12 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
         &dev.join("pts"),
         "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        // gid 5 (tty) exists only when the namespace maps it.
+        if spec.rootless {
+            "newinstance,ptmxmode=0666,mode=0620"
+        } else {
+            "newinstance,ptmxmode=0666,mode=0620,gid=5"
+        },
     )?;
     sys.mkdir_all(&dev.join("shm"), 0o1777)?;
     sys.mount(
@@ -235,6 +256,7 @@ mod tests {
                 read_only: true,
             }],
             tty: false,
+            rootless: false,
             etc_dir: "/c/etc".into(),
         }
     }
@@ -300,6 +322,27 @@ sethostname box
         setup(&rec, &spec()).unwrap();
         let calls = rec.0.into_inner().join("\n") + "\n";
         assert_eq!(calls, EXPECTED);
+    }
+
+    #[test]
+    fn rootless_binds_devices_and_uses_userxattr() {
+        let rec = Recorder(Default::default(), "");
+        setup(
+            &rec,
+            &Spec {
+                rootless: true,
+                ..spec()
+            },
+        )
+        .unwrap();
+        let calls = rec.0.into_inner();
+        assert!(calls[2].ends_with(",volatile,userxattr]"), "{}", calls[2]);
+        assert!(!calls.iter().any(|c| c.starts_with("mknod")));
+        let at = calls
+            .iter()
+            .position(|c| c == "touch /c/rootfs/dev/null")
+            .expect("touch");
+        assert_eq!(calls[at + 1], "mount bind /dev/null /c/rootfs/dev/null");
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct Spec {
     pub network: Network,
     /// Bind mounts.
     pub binds: Vec<Bind>,
+    /// kiln is not root: the container runs in a user namespace that maps
+    /// the caller to root (overlay with userxattr, devices bind-mounted).
+    #[serde(default)]
+    pub rootless: bool,
     /// The process's stdio is a pty: it becomes its controlling terminal.
     #[serde(default)]
     pub tty: bool,

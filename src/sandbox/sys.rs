@@ -49,6 +49,8 @@ pub trait Sys {
     fn mknod_char(&self, path: &Path, mode: u32, major: u64, minor: u64) -> io::Result<()>;
     /// symlink(2).
     fn symlink(&self, target: &str, path: &Path) -> io::Result<()>;
+    /// Creates an empty file (a bind-mount target).
+    fn touch(&self, path: &Path) -> io::Result<()>;
     /// pivot_root into `root` and detach the old root.
     fn pivot_root(&self, root: &Path) -> io::Result<()>;
     /// sethostname(2).
@@ -115,6 +117,10 @@ impl Sys for Real {
 
     fn symlink(&self, target: &str, path: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, path)
+    }
+
+    fn touch(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::create(path).map(drop)
     }
 
     fn pivot_root(&self, root: &Path) -> io::Result<()> {
@@ -298,6 +304,13 @@ impl Sys for Recorder {
         self.0
             .borrow_mut()
             .push(format!("symlink {} -> {target}", path.display()));
+        Ok(())
+    }
+
+    fn touch(&self, path: &Path) -> io::Result<()> {
+        self.0
+            .borrow_mut()
+            .push(format!("touch {}", path.display()));
         Ok(())
     }
 

@@ -8,6 +8,7 @@ mod cli;
 mod conformance;
 mod fuzz;
 mod parse_golden;
+mod rootless;
 mod run;
 mod store;
 mod util;

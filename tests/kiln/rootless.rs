@@ -1,0 +1,145 @@
+//! The same container behaviour as a user that is not root: kiln maps the
+//! caller to root in a user namespace. Run as a throwaway user made here
+//! (CI is root, so it can make one) through runuser.
+
+use crate::util::{busybox_tar, need_root, need_tool, text};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const USER: &str = "kiln-rootless-test";
+
+/// A directory the throwaway user owns, holding a copy of kiln and a store
+/// with `box:1` imported by that user.
+fn home() -> Option<&'static Path> {
+    static HOME: OnceLock<Option<PathBuf>> = OnceLock::new();
+    HOME.get_or_init(|| {
+        if !need_root("making a throwaway user")
+            || !need_tool("runuser", "util-linux runuser switches to it")
+        {
+            return None;
+        }
+        let tar = busybox_tar()?;
+        let exists = Command::new("id")
+            .arg(USER)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !exists {
+            let out = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/bin/sh", USER])
+                .output()
+                .expect("useradd");
+            assert!(out.status.success(), "useradd: {}", text(&out.stderr));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-rootless")
+            .tempdir_in("/tmp")
+            .expect("tempdir")
+            .keep();
+        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.join("kiln")).expect("copy kiln");
+        std::fs::copy(tar, dir.join("busybox.tar")).expect("copy tar");
+        std::fs::create_dir(dir.join("vol")).unwrap();
+        let status = Command::new("chown")
+            .args(["-R", USER])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = as_user(
+            &dir,
+            &["import", "busybox.tar", "box:1", "-c", "CMD [\"sh\"]"],
+        );
+        assert!(
+            out.status.success(),
+            "rootless import: {}",
+            text(&out.stderr)
+        );
+        Some(dir)
+    })
+    .as_deref()
+}
+
+fn as_user(dir: &Path, args: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", USER, "--"])
+        .arg(dir.join("kiln"))
+        .arg("--root")
+        .arg(dir.join("store"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runuser")
+}
+
+fn sh(dir: &Path, flags: &[&str], script: &str) -> Output {
+    let mut args = vec!["run", "--rm"];
+    args.extend(flags);
+    args.extend(["box:1", "sh", "-c", script]);
+    as_user(dir, &args)
+}
+
+#[test]
+fn rootless_container_is_isolated_and_root_inside() {
+    let Some(dir) = home() else { return };
+    let out = sh(
+        dir,
+        &["--hostname", "rl"],
+        "id -u; hostname; ps -o pid,comm > /tmp/ps; tail -n +2 /tmp/ps | tr -s ' ' | tr '\\n' ,; echo; echo hi > /tmp/f; cat /tmp/f; ls /proc/$$/fd | tr '\\n' ' '; echo; exit 4",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "0", "the caller is root inside");
+    assert_eq!(lines[1], "rl");
+    assert!(
+        lines[2].trim().starts_with("1 kiln-init, 2 sh,"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[3], "hi");
+    assert_eq!(lines[4], "0 1 2 ");
+}
+
+#[test]
+fn rootless_network_readonly_volumes_and_exit_codes() {
+    let Some(dir) = home() else { return };
+    assert_eq!(
+        text(&sh(dir, &["--network", "none"], "ls /sys/class/net").stdout),
+        "lo\n"
+    );
+    let out = sh(dir, &["--read-only"], "touch /x");
+    assert!(
+        text(&out.stderr).contains("Read-only file system"),
+        "{}",
+        text(&out.stderr)
+    );
+    let vol = format!("{}:/data", dir.join("vol").display());
+    assert!(sh(dir, &["-v", &vol], "echo w > /data/f").status.success());
+    assert_eq!(std::fs::read_to_string(dir.join("vol/f")).unwrap(), "w\n");
+    assert_eq!(sh(dir, &[], "kill -TERM $$").status.code(), Some(143));
+    assert_eq!(
+        as_user(dir, &["run", "--rm", "box:1", "nosuch"])
+            .status
+            .code(),
+        Some(127)
+    );
+    let out = as_user(dir, &["run", "--rm", "-m", "32m", "box:1", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "error: resource limits need cgroups, which need root: run kiln as root for --memory, --cpus and --pids-limit\n"
+    );
+    let out = as_user(dir, &["run", "--rm", "-u", "app", "box:1", "true"]);
+    assert_eq!(
+        text(&out.stderr),
+        "error: user 1000:1000 is not mapped: rootless kiln maps only the caller, as root\n"
+    );
+    // --rm leaves nothing, even overlay's mode-000 work directory.
+    assert_eq!(
+        std::fs::read_dir(dir.join("store/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
