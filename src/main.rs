@@ -1,5 +1,6 @@
 //! The `kiln` command: argument parsing and the one place where errors become
 //! diagnostics and exit codes. Everything else lives in the library and `cli`.
+#![deny(unsafe_code)]
 
 mod cli;
 

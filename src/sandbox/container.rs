@@ -103,22 +103,7 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
     let (spec_r, status_w) = (high(spec_r)?, high(status_w)?);
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
-    if spec.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    // Rootless: the init creates its user namespace itself, after exec (an
-    // exec with a not-yet-mapped uid would drop every capability in it),
-    // then the other namespaces, which belong to it. Nothing is unshared
-    // before exec.
-    let init_flags = if spec.rootless {
-        std::mem::replace(&mut flags, CloneFlags::empty())
-    } else {
-        CloneFlags::empty()
-    };
+    let (flags, init_flags) = namespaces(spec);
     if spec.rootless && (limits.memory.is_some() || limits.cpus.is_some() || limits.pids.is_some())
     {
         return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --cpus and --pids-limit".into()));
@@ -222,6 +207,26 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
+/// Which namespaces are unshared before exec (by the forked child) and which
+/// by the init itself after exec. As root, all before exec. Rootless, none
+/// before: the init creates its user namespace first (an exec with a
+/// not-yet-mapped uid would drop every capability in it), then the others,
+/// which then belong to it.
+fn namespaces(spec: &Spec) -> (CloneFlags, CloneFlags) {
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if spec.rootless {
+        (CloneFlags::empty(), flags)
+    } else {
+        (flags, CloneFlags::empty())
+    }
+}
+
 /// Maps the caller's uid and gid to root in the child's new user namespace
 /// (one id each; setgroups denied, as an unprivileged map requires), once
 /// the child has created it.
@@ -272,5 +277,57 @@ impl Drop for Forwarder {
         if let Some(h) = self.0.take() {
             h.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(rootless: bool, network: Network) -> Spec {
+        Spec {
+            lower: vec![],
+            upper: "/u".into(),
+            work: "/w".into(),
+            rootfs: "/r".into(),
+            volatile: false,
+            read_only: false,
+            argv: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: "h".into(),
+            network,
+            binds: vec![],
+            rootless,
+            tty: false,
+            etc_dir: "/e".into(),
+        }
+    }
+
+    #[test]
+    fn namespace_order() {
+        let base = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWPID;
+        // As root, everything before exec; the network only for --network none.
+        assert_eq!(
+            namespaces(&spec(false, Network::Host)),
+            (base, CloneFlags::empty())
+        );
+        assert_eq!(
+            namespaces(&spec(false, Network::None)),
+            (base | CloneFlags::CLONE_NEWNET, CloneFlags::empty())
+        );
+        // Rootless: nothing before exec; the init creates the user namespace
+        // itself and these after it (so they belong to it).
+        let (before, after) = namespaces(&spec(true, Network::None));
+        assert!(before.is_empty());
+        assert_eq!(after, base | CloneFlags::CLONE_NEWNET);
+        assert!(
+            !after.contains(CloneFlags::CLONE_NEWUSER),
+            "the user namespace is made separately, first"
+        );
     }
 }
