@@ -4,6 +4,7 @@
 //! Every `unsafe` block and raw syscall lives in `sandbox`.
 #![deny(unsafe_code)]
 
+pub mod build;
 pub mod context;
 pub mod dockerfile;
 pub mod image;

@@ -45,6 +45,18 @@ fn command(c: &Command, shell: &[String]) -> Vec<String> {
 
 /// Applies one config-only instruction; the error says why it cannot be.
 pub fn apply(config: &mut ContainerConfig, instruction: &Instruction) -> Result<(), String> {
+    apply_with(config, instruction, &[], '\\')
+}
+
+/// [`apply`], expanding words with the config's ENV and then `args` (the
+/// build's ARG values in scope; ENV wins, as in a Dockerfile), with the
+/// Dockerfile's escape token.
+pub fn apply_with(
+    config: &mut ContainerConfig,
+    instruction: &Instruction,
+    args: &[(String, String)],
+    escape: char,
+) -> Result<(), String> {
     let env: Vec<(String, String)> = config
         .env
         .iter()
@@ -57,10 +69,11 @@ pub fn apply(config: &mut ContainerConfig, instruction: &Instruction) -> Result<
     let lookup = |name: &str| {
         env.iter()
             .rev()
+            .chain(args.iter().rev())
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let lexer = Lexer::new('\\');
+    let lexer = Lexer::new(escape);
     let expand = |word: &str| {
         lexer
             .process_word(word, &lookup)

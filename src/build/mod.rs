@@ -1,0 +1,664 @@
+//! `kiln build`, first slice: stages in file order (only those the target
+//! needs), FROM a local image, `scratch` or an earlier stage; RUN in the
+//! sandbox; COPY and ADD from the context or another stage; every config
+//! instruction; ARG/ENV expansion; a cache keyed before each step runs.
+//!
+//! Each step's key is sha256(parent key, the expanded instruction, what it
+//! sees, content digests of its inputs): a hit reuses the layer and runs
+//! nothing. A RUN's overlay upper directory is the step's diff: it becomes
+//! the layer (generated as a tar) and, renamed, the layer's snapshot.
+
+mod copy;
+
+use crate::context::ignore::Matcher;
+use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
+use crate::dockerfile::shell::Lexer;
+use crate::dockerfile::{Error as DfError, Source, parse};
+use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
+use crate::layer;
+use crate::sandbox::{self, Spec};
+use crate::store::{Digest, Store, StoreError};
+use oci_spec::image::{Descriptor, MediaType};
+use sha2::{Digest as _, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a build failed.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// The Dockerfile is not valid (every error found).
+    #[error("the Dockerfile has {} error(s)", .0.len())]
+    Dockerfile(Vec<DfError>),
+    /// A step failed.
+    #[error("{message}")]
+    Step {
+        /// The instruction's span in the Dockerfile.
+        error: DfError,
+        /// What happened.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An image operation failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// What to build.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile's path (for `<Dockerfile>.dockerignore`).
+    pub dockerfile: Option<PathBuf>,
+    /// Names to tag the result with.
+    pub tags: Vec<Name>,
+    /// `--build-arg` values.
+    pub build_args: Vec<(String, String)>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+}
+
+/// A stage's state while it is built.
+#[derive(Clone)]
+struct State {
+    config: ImageConfig,
+    layers: Vec<(Descriptor, Digest)>,
+    key: String,
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    Digest::sha256(h.finalize().as_slice()).hex().to_string()
+}
+
+fn step_error(step: &instructions::Step, message: String) -> BuildError {
+    BuildError::Step {
+        error: DfError::new(
+            crate::dockerfile::ErrorKind::Instruction(message.clone()),
+            step.span,
+        ),
+        message,
+    }
+}
+
+/// ARG values the build defines without a declaration.
+fn platform_args() -> Vec<(String, String)> {
+    let arch = config::host_architecture();
+    let platform = format!("linux/{arch}");
+    [
+        ("TARGETPLATFORM", platform.as_str()),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", arch),
+        ("TARGETVARIANT", ""),
+        ("BUILDPLATFORM", platform.as_str()),
+        ("BUILDOS", "linux"),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", ""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Builds `source` (the Dockerfile) in `opts.context`; returns the image.
+/// Progress goes to `out` as plain lines.
+pub fn build(
+    store: &Store,
+    source: &Source,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> Result<Image, BuildError> {
+    let ast = parse(source).map_err(|e| BuildError::Dockerfile(vec![e]))?;
+    let (file, errors) = instructions::typed(&ast);
+    if !errors.is_empty() {
+        return Err(BuildError::Dockerfile(errors));
+    }
+    let escape = file.escape;
+    let ignore = Matcher::for_build(&opts.context, opts.dockerfile.as_deref())
+        .map_err(|e| BuildError::Image(ImageError::BadArchive(e.to_string())))?;
+
+    // Global ARGs: visible to FROM lines, and re-declarable in stages.
+    let automatic = platform_args();
+    let mut global: Vec<(String, String)> = Vec::new();
+    for step in &file.global_args {
+        if let Instruction::Arg(decls) = &step.instruction {
+            for d in decls {
+                let value = override_or_default(
+                    &d.name,
+                    d.default.as_deref(),
+                    opts,
+                    &global,
+                    &automatic,
+                    escape,
+                )
+                .map_err(|m| step_error(step, m))?;
+                if let Some(v) = value {
+                    global.push((d.name.clone(), v));
+                }
+            }
+        }
+    }
+
+    let target = match &opts.target {
+        Some(t) => file
+            .stages
+            .iter()
+            .position(|s| s.from.name.as_deref() == Some(t.to_lowercase().as_str()))
+            .ok_or_else(|| {
+                BuildError::Image(ImageError::NotFound(format!("target stage {t:?}")))
+            })?,
+        None => file.stages.len() - 1,
+    };
+    let needed = needed_stages(&file.stages, target);
+    let mut built: Vec<Option<State>> = vec![None; file.stages.len()];
+    let total: usize = needed.iter().map(|&i| file.stages[i].steps.len() + 1).sum();
+    let mut n = 0;
+    for &i in &needed {
+        let stage = &file.stages[i];
+        let mut progress = |text: &str, cached: bool| {
+            n += 1;
+            let _ = writeln!(
+                out,
+                "#{n} [{}/{total}] {text}{}",
+                n,
+                if cached { " CACHED" } else { "" }
+            );
+        };
+        let state = build_stage(
+            store,
+            &file.stages,
+            &built,
+            stage,
+            &global,
+            &automatic,
+            opts,
+            &ignore,
+            escape,
+            &mut progress,
+        )?;
+        built[i] = Some(state);
+    }
+    let state = built[target].take().expect("target built");
+    let mut config = state.config;
+    config.created = Some(config::created_now());
+    config.rootfs.diff_ids = state.layers.iter().map(|(_, d)| d.clone()).collect();
+    let layers: Vec<Descriptor> = state.layers.into_iter().map(|(d, _)| d).collect();
+    let manifest = image::write_image(store, &config, layers)?;
+    for tag in &opts.tags {
+        store.tag(&tag.to_string(), manifest.clone())?;
+    }
+    Ok(Image::load(store, &image::manifest_digest(&manifest)?)?)
+}
+
+/// The value of ARG `name`: a --build-arg, else the default expanded, else
+/// the global value of the same name, else an automatic platform arg.
+fn override_or_default(
+    name: &str,
+    default: Option<&str>,
+    opts: &Options,
+    scope: &[(String, String)],
+    automatic: &[(String, String)],
+    escape: char,
+) -> Result<Option<String>, String> {
+    if let Some((_, v)) = opts.build_args.iter().rev().find(|(k, _)| k == name) {
+        return Ok(Some(v.clone()));
+    }
+    if let Some(d) = default {
+        let lookup = |k: &str| {
+            scope
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        return Lexer::new(escape)
+            .process_word(d, &lookup)
+            .map(|e| Some(e.value))
+            .map_err(|e| e.to_string());
+    }
+    Ok(scope
+        .iter()
+        .chain(automatic)
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone()))
+}
+
+/// The target and every stage it depends on (FROM <stage>, COPY --from), in file order.
+fn needed_stages(stages: &[Stage], target: usize) -> Vec<usize> {
+    let mut need = vec![false; stages.len()];
+    let mut todo = vec![target];
+    let find = |name: &str, before: usize| -> Option<usize> {
+        let lower = name.to_lowercase();
+        stages[..before]
+            .iter()
+            .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
+            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < before))
+    };
+    while let Some(i) = todo.pop() {
+        if need[i] {
+            continue;
+        }
+        need[i] = true;
+        if let Some(dep) = find(&stages[i].from.image, i) {
+            todo.push(dep);
+        }
+        for step in &stages[i].steps {
+            if let Instruction::Copy(c) = &step.instruction
+                && let Some(dep) = c.from.as_deref().and_then(|f| find(f, i))
+            {
+                todo.push(dep);
+            }
+        }
+    }
+    (0..stages.len()).filter(|&i| need[i]).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_stage(
+    store: &Store,
+    stages: &[Stage],
+    built: &[Option<State>],
+    stage: &Stage,
+    global: &[(String, String)],
+    automatic: &[(String, String)],
+    opts: &Options,
+    ignore: &Matcher,
+    escape: char,
+    progress: &mut dyn FnMut(&str, bool),
+) -> Result<State, BuildError> {
+    let from_step = &stage.from_step;
+    let lookup = |k: &str| {
+        global
+            .iter()
+            .chain(automatic)
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let base = Lexer::new(escape)
+        .process_word(&stage.from.image, &lookup)
+        .map_err(|e| step_error(from_step, e.to_string()))?
+        .value;
+    progress(&format!("FROM {base}"), false);
+    let mut state =
+        base_state(store, stages, built, &base).map_err(|m| step_error(from_step, m))?;
+    let mut args: Vec<(String, String)> = Vec::new();
+    for step in &stage.steps {
+        let text = step.original.trim().to_string();
+        let visible = |args: &[(String, String)]| -> Vec<(String, String)> { args.to_vec() };
+        match &step.instruction {
+            Instruction::Arg(decls) => {
+                for d in decls {
+                    let v = override_or_default(
+                        &d.name,
+                        d.default.as_deref(),
+                        opts,
+                        &visible(&args),
+                        &[],
+                        escape,
+                    )
+                    .map_err(|m| step_error(step, m))?
+                    .or_else(|| {
+                        global
+                            .iter()
+                            .chain(automatic)
+                            .rev()
+                            .find(|(k, _)| *k == d.name)
+                            .map(|(_, v)| v.clone())
+                    });
+                    if let Some(v) = v {
+                        args.retain(|(k, _)| k != &d.name);
+                        args.push((d.name.clone(), v));
+                    }
+                }
+                state.key = hash(&[&state.key, &text, &format!("{args:?}")]);
+                progress(&text, false);
+            }
+            Instruction::Run(run) => {
+                let shell = state
+                    .config
+                    .config
+                    .shell
+                    .clone()
+                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                let argv = run_argv(run, &shell);
+                let mut env = state.config.config.env.clone().unwrap_or_default();
+                for (k, v) in &args {
+                    if !env.iter().any(|e| e.split('=').next() == Some(k)) {
+                        env.push(format!("{k}={v}"));
+                    }
+                }
+                let c = &state.config.config;
+                let key = hash(&[
+                    &state.key,
+                    "RUN",
+                    &format!("{argv:?}"),
+                    &format!("{env:?}"),
+                    c.user.as_deref().unwrap_or(""),
+                    c.working_dir.as_deref().unwrap_or(""),
+                    &format!("{:?}", run.network),
+                ]);
+                let created_by = format!("RUN {} # buildkit", argv.join(" "));
+                let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
+                progress(&text, hit.is_some());
+                let result = match hit {
+                    Some(r) => r,
+                    None => {
+                        let r = run_step(
+                            store,
+                            &state,
+                            argv,
+                            env,
+                            run.network == instructions::Network::None,
+                        )
+                        .map_err(|m| step_error(step, m))?;
+                        record(store, &key, &r)?;
+                        r
+                    }
+                };
+                push_layer(&mut state, result, created_by);
+                state.key = key;
+            }
+            Instruction::Copy(c) | Instruction::Add(c) => {
+                let add = matches!(step.instruction, Instruction::Add(_));
+                let (key, work) = copy::step(
+                    store, built, stages, &state, c, add, &args, opts, ignore, escape, step,
+                )?;
+                let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
+                progress(&text, hit.is_some());
+                // Both arms consume `work`, which borrows `state`.
+                let result = match hit {
+                    Some(r) => {
+                        drop(work);
+                        r
+                    }
+                    None => {
+                        let r = work()?;
+                        record(store, &key, &r)?;
+                        r
+                    }
+                };
+                push_layer(&mut state, result, format!("{text} # buildkit"));
+                state.key = key;
+            }
+            other => {
+                image::apply_with(&mut state.config.config, other, &args, escape)
+                    .map_err(|m| step_error(step, m))?;
+                if let Instruction::Maintainer(m) = other {
+                    state.config.author = Some(m.clone());
+                }
+                state.config.history.push(History {
+                    created: Some(config::created_now()),
+                    created_by: Some(text.clone()),
+                    comment: Some("buildkit.dockerfile.v0".into()),
+                    empty_layer: Some(true),
+                    ..Default::default()
+                });
+                state.key = hash(&[&state.key, &text, &format!("{args:?}")]);
+                progress(&text, false);
+            }
+        }
+    }
+    Ok(state)
+}
+
+fn base_state(
+    store: &Store,
+    stages: &[Stage],
+    built: &[Option<State>],
+    base: &str,
+) -> Result<State, String> {
+    if base.eq_ignore_ascii_case("scratch") {
+        let config = ImageConfig {
+            architecture: config::host_architecture().into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        return Ok(State {
+            config,
+            layers: Vec::new(),
+            key: hash(&["scratch"]),
+        });
+    }
+    let lower = base.to_lowercase();
+    if let Some(i) = stages
+        .iter()
+        .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
+        && let Some(Some(state)) = built.get(i)
+    {
+        return Ok(state.clone());
+    }
+    let image = Image::resolve(store, base).map_err(|_| {
+        format!("base image {base} is not in the store: import or load it first (kiln pull comes with registry support)")
+    })?;
+    image.snapshots(store).map_err(|e| e.to_string())?;
+    let mut config = image.config.clone();
+    config.history.retain(|_| true);
+    Ok(State {
+        layers: image.layers(),
+        key: hash(&["image", &image.manifest_digest.to_string()]),
+        config,
+    })
+}
+
+fn run_argv(run: &instructions::Run, shell: &[String]) -> Vec<String> {
+    match &run.command {
+        Command::Exec(v) => v.clone(),
+        Command::Shell(s) => {
+            let script = match run.heredocs.as_slice() {
+                // `RUN <<EOF`: the body is the script.
+                [h] if is_bare_opener(s, &h.name) => {
+                    if h.chomp {
+                        h.content
+                            .lines()
+                            .map(|l| l.trim_start_matches('\t').to_string() + "\n")
+                            .collect()
+                    } else {
+                        h.content.clone()
+                    }
+                }
+                // Otherwise the shell reads the heredocs itself: hand it the whole text.
+                docs => {
+                    let mut script = s.clone();
+                    for h in docs {
+                        script.push('\n');
+                        script.push_str(&h.content);
+                        script.push_str(&h.name);
+                    }
+                    script
+                }
+            };
+            shell.iter().cloned().chain([script]).collect()
+        }
+    }
+}
+
+/// True when `command` is nothing but the opener of heredoc `name`
+/// (`<<EOF`, `<<-EOF`, `<<"EOF"`).
+fn is_bare_opener(command: &str, name: &str) -> bool {
+    let rest = command.trim().strip_prefix("<<").unwrap_or("");
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    rest.trim_matches(['"', '\'']) == name
+}
+
+/// A layer a step made (or None when it changed nothing).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StepResult {
+    layer: Option<(Digest, u64)>,
+}
+
+fn cached(store: &Store, key: &str) -> Option<StepResult> {
+    let path = store.cache_dir().join("steps").join(key);
+    let r: StepResult = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    match &r.layer {
+        Some((d, _)) if !store.has_blob(d) || !store.snapshot_path(d).is_dir() => None,
+        _ => Some(r),
+    }
+}
+
+fn record(store: &Store, key: &str, r: &StepResult) -> Result<(), BuildError> {
+    let dir = store.cache_dir().join("steps");
+    std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+        action: "creating",
+        path: dir.clone(),
+        source,
+    })?;
+    let bytes = serde_json::to_vec(r).map_err(|e| ImageError::Json("step record", e))?;
+    store.write_atomic(&dir.join(key), &bytes)?;
+    Ok(())
+}
+
+fn push_layer(state: &mut State, r: StepResult, created_by: String) {
+    let empty = r.layer.is_none();
+    if let Some((digest, size)) = r.layer {
+        state.layers.push((
+            Descriptor::new(MediaType::ImageLayer, size, digest.to_oci()),
+            digest,
+        ));
+    }
+    state.config.history.push(History {
+        created: Some(config::created_now()),
+        created_by: Some(created_by),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        empty_layer: empty.then_some(true),
+        ..Default::default()
+    });
+}
+
+/// Commits a directory holding a step's diff: its tar becomes the layer
+/// blob (uncompressed: digest = diffID) and the directory, renamed, the
+/// layer's snapshot. An empty diff makes no layer.
+pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildError> {
+    if std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+    {
+        let _ = std::fs::remove_dir_all(dir);
+        return Ok(StepResult { layer: None });
+    }
+    let clamp = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let writer = store.blob_writer()?;
+    let (writer, diff_id, _) = layer::generate(dir, writer, layer::Options { mtime_clamp: clamp })
+        .map_err(|e| ImageError::BadArchive(format!("generating a layer: {e}")))?;
+    let (digest, size) = writer.commit(Some(&diff_id))?;
+    let snapshot = store.snapshot_path(&digest);
+    if snapshot.exists() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else if let Err(source) = std::fs::rename(dir, &snapshot) {
+        return Err(StoreError::Io {
+            action: "renaming into place",
+            path: snapshot,
+            source,
+        }
+        .into());
+    }
+    Ok(StepResult {
+        layer: Some((digest, size)),
+    })
+}
+
+fn run_step(
+    store: &Store,
+    state: &State,
+    argv: Vec<String>,
+    env: Vec<String>,
+    no_network: bool,
+) -> Result<StepResult, String> {
+    let id = hash(&[
+        &format!("{:?}", std::time::SystemTime::now()),
+        &std::process::id().to_string(),
+        &argv.join(" "),
+    ]);
+    let dir = store.container_dir(&id);
+    let etc = dir.join("etc");
+    for d in [
+        dir.join("upper"),
+        dir.join("work"),
+        dir.join("rootfs"),
+        etc.clone(),
+        dir.join("empty"),
+    ] {
+        std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let mut lower: Vec<PathBuf> = state
+        .layers
+        .iter()
+        .rev()
+        .map(|(_, d)| store.snapshot_path(d))
+        .collect();
+    if lower.is_empty() {
+        lower.push(dir.join("empty"));
+    }
+    let hostname = "buildkitsandbox".to_string();
+    let files = [
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            ),
+        ),
+        ("hostname", format!("{hostname}\n")),
+        (
+            "resolv.conf",
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+    ];
+    for (name, content) in files {
+        std::fs::write(etc.join(name), content).map_err(|e| format!("writing {name}: {e}"))?;
+    }
+    let c = &state.config.config;
+    let spec = Spec {
+        lower,
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        rootfs: dir.join("rootfs"),
+        volatile: true,
+        read_only: false,
+        argv: argv.clone(),
+        env,
+        cwd: c
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        user: c.user.clone().unwrap_or_default(),
+        hostname,
+        network: if no_network {
+            sandbox::Network::None
+        } else {
+            sandbox::Network::Host
+        },
+        binds: Vec::new(),
+        rootless: !sandbox::fs::is_root(),
+        tty: false,
+        etc_dir: etc,
+    };
+    let code = sandbox::run(&spec, &Default::default(), &id, false);
+    let upper = dir.join("upper");
+    let result = match code {
+        Ok(0) => {
+            let staged = store.temp_path("upper");
+            std::fs::rename(&upper, &staged).map_err(|e| format!("moving the step's diff: {e}"))?;
+            commit_dir(store, &staged).map_err(|e| e.to_string())
+        }
+        Ok(code) => Err(format!(
+            "process \"{}\" did not complete successfully: exit code: {code}",
+            argv.join(" ")
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
