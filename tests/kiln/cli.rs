@@ -91,6 +91,40 @@ fn check_exit_codes() {
     );
 }
 
+/// README's main command: build the example on a busybox base and run it.
+#[test]
+fn readme_example_builds_and_runs() {
+    if !crate::util::need_root("building runs containers") {
+        return;
+    }
+    let Some(tar) = crate::util::busybox_tar() else {
+        return;
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let k = |args: &[&str]| {
+        kiln()
+            .arg("--root")
+            .arg(root.path())
+            .args(args)
+            .output()
+            .expect("kiln")
+    };
+    assert!(
+        k(&["import", tar.to_str().unwrap(), "busybox:local"])
+            .status
+            .success()
+    );
+    let out = k(&[
+        "build",
+        "-t",
+        "hello:1",
+        repo().join("examples/hello").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = k(&["run", "--rm", "hello:1"]);
+    assert_eq!(text(&out.stdout), "hello from a kiln-built image\n");
+}
+
 #[test]
 fn readme_example_parses_and_checks() {
     let example = repo().join("examples/hello");

@@ -1,0 +1,253 @@
+//! `kiln build` on a busybox base: the image's files, modes, owners and
+//! config; the cache; multi-stage; failure reports.
+
+use crate::util::{busybox_tar, kiln, need_root, text};
+use std::path::Path;
+use std::process::Output;
+
+fn k(root: &Path, args: &[&str]) -> Output {
+    kiln()
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("kiln")
+}
+
+/// A store holding busybox as `box:1`, and a context directory.
+fn setup() -> Option<(tempfile::TempDir, tempfile::TempDir)> {
+    if !need_root("builds run steps in containers") {
+        return None;
+    }
+    let tar = busybox_tar()?;
+    let root = tempfile::tempdir().expect("tempdir");
+    let out = k(root.path(), &["import", tar.to_str().unwrap(), "box:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    Some((root, tempfile::tempdir().expect("tempdir")))
+}
+
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for (name, content) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+const DOCKERFILE: &str = r#"FROM box:1
+ARG GREETING=hi
+ENV APP=/app
+WORKDIR $APP
+COPY --chown=1000:1000 a.txt ./
+COPY --chmod=0600 dir/ sub/
+COPY *.md docs/
+RUN echo "$GREETING" > made.txt && rm -f /etc/group
+USER app
+EXPOSE 8080
+LABEL k=v
+CMD ["cat", "made.txt"]
+"#;
+
+#[test]
+fn build_produces_the_files_modes_owners_and_config() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            ("Dockerfile", DOCKERFILE),
+            ("a.txt", "a"),
+            ("dir/b.txt", "b"),
+            ("dir/c/d.txt", "d"),
+            ("x.md", "x"),
+            ("y.md", "y"),
+            ("secret.md", "s"),
+            (".dockerignore", "secret.md\n"),
+        ],
+    );
+    let out = k(root.path(), &["build", "-t", "app:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // CMD runs as USER app in WORKDIR, reading what RUN wrote with the ARG default.
+    assert_eq!(
+        text(&k(root.path(), &["run", "--rm", "app:1"]).stdout),
+        "hi\n"
+    );
+    let listing = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "-u",
+            "0",
+            "--entrypoint",
+            "",
+            "app:1",
+            "sh",
+            "-c",
+            "stat -c '%u:%g %a %n' a.txt sub sub/b.txt sub/c sub/c/d.txt; ls docs; test -e /etc/group || echo no-group",
+        ],
+    );
+    assert_eq!(
+        text(&listing.stdout),
+        "1000:1000 644 a.txt\n0:0 600 sub\n0:0 600 sub/b.txt\n0:0 600 sub/c\n0:0 600 sub/c/d.txt\nx.md\ny.md\nno-group\n",
+        "{}",
+        text(&listing.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&k(root.path(), &["inspect", "app:1"]).stdout).unwrap();
+    let cfg = &v[0]["Config"];
+    assert_eq!(cfg["WorkingDir"], "/app");
+    assert_eq!(cfg["User"], "app");
+    assert_eq!(cfg["Cmd"], serde_json::json!(["cat", "made.txt"]));
+    assert_eq!(cfg["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(cfg["Labels"], serde_json::json!({"k": "v"}));
+    let env: Vec<String> = serde_json::from_value(cfg["Env"].clone()).unwrap();
+    assert!(
+        env.contains(&"APP=/app".to_string()) && !env.iter().any(|e| e.starts_with("GREETING")),
+        "ARGs stay out of the image: {env:?}"
+    );
+    // Four layers on top of busybox: three COPYs and the RUN.
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 5);
+
+    // --build-arg overrides the default.
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "app:2",
+            "--build-arg",
+            "GREETING=yo",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&k(root.path(), &["run", "--rm", "app:2"]).stdout),
+        "yo\n"
+    );
+}
+
+#[test]
+fn unchanged_steps_are_cached_by_content_not_mtime() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\nCOPY z.txt /z.txt\n",
+            ),
+            ("a.txt", "1"),
+            ("z.txt", "z"),
+        ],
+    );
+    let build = || {
+        let out = k(root.path(), &["build", "-t", "c:1", c.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let cached = |log: &str| log.lines().filter(|l| l.ends_with(" CACHED")).count();
+    assert_eq!(cached(&build()), 0);
+    assert_eq!(cached(&build()), 3, "a rebuild runs nothing");
+    // A new mtime with the same content is still a hit.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(c.join("a.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(cached(&build()), 3);
+    // Changed content: that COPY and everything after it run again.
+    std::fs::write(c.join("z.txt"), "changed").unwrap();
+    let log = build();
+    assert!(
+        log.contains("COPY a.txt /a.txt CACHED") && log.contains("RUN cat /a.txt > /b.txt CACHED"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.ends_with("COPY z.txt /z.txt")),
+        "{log}"
+    );
+    assert_eq!(
+        text(&k(root.path(), &["run", "--rm", "c:1", "cat", "/z.txt"]).stdout),
+        "changed"
+    );
+}
+
+#[test]
+fn multi_stage_with_target_builds_only_what_it_needs() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1 AS base\nRUN echo base > /base.txt\nFROM box:1 AS unused\nRUN exit 1\nFROM box:1 AS final\nCOPY --from=base /base.txt /from-base.txt\n",
+        )],
+    );
+    let out = k(root.path(), &["build", "-t", "m:1", c.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "the failing stage is not needed: {}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("RUN exit 1"));
+    assert_eq!(
+        text(
+            &k(
+                root.path(),
+                &["run", "--rm", "m:1", "cat", "/from-base.txt"]
+            )
+            .stdout
+        ),
+        "base\n"
+    );
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "m:2",
+            "--target",
+            "base",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        text(&k(root.path(), &["run", "--rm", "m:2", "cat", "/base.txt"]).stdout),
+        "base\n"
+    );
+}
+
+#[test]
+fn a_failing_step_is_reported_with_its_line() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[("Dockerfile", "FROM box:1\nRUN echo before && exit 3\n")],
+    );
+    let out = k(root.path(), &["build", "-t", "f:1", c.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("error: process \"/bin/sh -c echo before && exit 3\" did not complete successfully: exit code: 3"), "{err}");
+    assert!(err.contains("Dockerfile:2:1"), "{err}");
+    assert!(
+        text(&out.stdout).contains("before"),
+        "the step's output is shown"
+    );
+    assert!(
+        k(root.path(), &["inspect", "f:1"]).status.code() == Some(1),
+        "nothing tagged"
+    );
+    write(c, &[("Dockerfile", "FROM nowhere:1\n")]);
+    let out = k(root.path(), &["build", c.to_str().unwrap()]);
+    assert!(
+        text(&out.stderr).contains("base image nowhere:1 is not in the store"),
+        "{}",
+        text(&out.stderr)
+    );
+}
