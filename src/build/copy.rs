@@ -7,7 +7,6 @@ use super::{BuildError, State, StepResult, commit_dir, hash, step_error};
 use crate::context::ignore::Matcher;
 use crate::dockerfile::instructions::{self, Copy, Stage};
 use crate::dockerfile::shell::Lexer;
-use crate::image::ImageError;
 use crate::layer::{self, Mode};
 use crate::sandbox::user;
 use crate::store::{Digest, Store};
@@ -102,12 +101,14 @@ pub(super) fn step<'a>(
     // Where sources come from.
     let (root, from_context) = match &c.from {
         Some(from) => (
-            flatten_stage(store, built, stages, state, &expand(from)?)
-                .map_err(|m| step_error(step, m))?,
+            flatten_stage(store, built, stages, &expand(from)?).map_err(|m| step_error(step, m))?,
             false,
         ),
         None => (opts.context.clone(), true),
     };
+    // A flattened stage is removed when the work is done or dropped unrun
+    // (a cache hit).
+    let cleanup = Cleanup((!from_context).then(|| root.clone()));
     let mut sources = Vec::new();
     let mut heredocs = Vec::new();
     for raw in &c.sources {
@@ -194,6 +195,7 @@ pub(super) fn step<'a>(
     let key = hash(&refs);
 
     let work: Run<'a> = Box::new(move || {
+        let _cleanup = cleanup;
         let owner = match &chown {
             Some(spec) => {
                 let (passwd, group) = (
@@ -259,6 +261,17 @@ pub(super) fn step<'a>(
         commit_dir(store, &staging)
     });
     Ok((key, work))
+}
+
+/// Removes a temporary directory when dropped.
+struct Cleanup(Option<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -472,7 +485,6 @@ fn flatten_stage(
     store: &Store,
     built: &[Option<State>],
     stages: &[Stage],
-    _state: &State,
     from: &str,
 ) -> Result<PathBuf, String> {
     let lower = from.to_lowercase();
@@ -499,7 +511,6 @@ fn flatten_stage(
             .map_err(|e: crate::store::StoreError| e.to_string())?;
         layer::apply(blob, &dir, Mode::Flatten).map_err(|e| e.to_string())?;
     }
-    let _ = ImageError::NotFound(String::new());
     Ok(dir)
 }
 

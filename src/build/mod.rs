@@ -295,7 +295,6 @@ fn build_stage(
     let mut args: Vec<(String, String)> = Vec::new();
     for step in &stage.steps {
         let text = step.original.trim().to_string();
-        let visible = |args: &[(String, String)]| -> Vec<(String, String)> { args.to_vec() };
         match &step.instruction {
             Instruction::Arg(decls) => {
                 for d in decls {
@@ -303,7 +302,7 @@ fn build_stage(
                         &d.name,
                         d.default.as_deref(),
                         opts,
-                        &visible(&args),
+                        &args,
                         &[],
                         escape,
                     )
@@ -442,8 +441,7 @@ fn base_state(
         format!("base image {base} is not in the store: import or load it first (kiln pull comes with registry support)")
     })?;
     image.snapshots(store).map_err(|e| e.to_string())?;
-    let mut config = image.config.clone();
-    config.history.retain(|_| true);
+    let config = image.config.clone();
     Ok(State {
         layers: image.layers(),
         key: hash(&["image", &image.manifest_digest.to_string()]),
