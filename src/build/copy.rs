@@ -366,7 +366,7 @@ fn glob(pattern: &str, name: &str) -> bool {
 }
 
 /// Digest of names, modes and contents under `path` (not mtimes or owners).
-fn content_digest(path: &Path, ignore: Option<(&Matcher, &PathBuf)>) -> String {
+pub(super) fn content_digest(path: &Path, ignore: Option<(&Matcher, &PathBuf)>) -> String {
     let mut h = Sha256::new();
     fn walk(h: &mut Sha256, path: &Path, rel: &str, ignore: Option<(&Matcher, &PathBuf)>) {
         if let Some((m, root)) = ignore
@@ -414,7 +414,7 @@ fn content_digest(path: &Path, ignore: Option<(&Matcher, &PathBuf)>) -> String {
 
 /// Copies a file, symlink or directory tree, with `owner`, `chmod` (when
 /// given) and the source's mtimes; ignored context paths are skipped.
-fn copy_tree(
+pub(super) fn copy_tree(
     from: &Path,
     to: &Path,
     owner: (u32, u32),
@@ -481,7 +481,7 @@ fn read_image_file(store: &Store, state: &State, rel: &str) -> String {
 
 /// A stage's (or a stored image's) layers flattened into a directory, as a
 /// COPY --from source.
-fn flatten_stage(
+pub(super) fn flatten_stage(
     store: &Store,
     built: &[Option<State>],
     stages: &[Stage],

@@ -9,6 +9,7 @@
 //! the layer (generated as a tar) and, renamed, the layer's snapshot.
 
 mod copy;
+mod mounts;
 
 use crate::context::ignore::Matcher;
 use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
@@ -61,6 +62,17 @@ pub struct Options {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--secret`: id → where its value comes from.
+    pub secrets: Vec<(String, Secret)>,
+}
+
+/// Where a build secret's value comes from (never stored anywhere).
+#[derive(Debug, Clone)]
+pub enum Secret {
+    /// A file on the host.
+    File(PathBuf),
+    /// An environment variable of the kiln process.
+    Env(String),
 }
 
 /// A stage's state while it is built.
@@ -348,6 +360,12 @@ fn build_stage(
                     &format!("{:?}", run.network),
                 ]);
                 let created_by = format!("RUN {} # buildkit", argv.join(" "));
+                // Mounts: in the key by what they are (never by a secret's
+                // value); secrets given as env reach only the process.
+                let mounts =
+                    mounts::prepare(store, built, stages, &state, run, &args, opts, escape, step)?;
+                let key = hash(&[&key, &mounts.key]);
+                env.extend(mounts.env.iter().cloned());
                 let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
                 progress(&text, hit.is_some());
                 let result = match hit {
@@ -359,6 +377,7 @@ fn build_stage(
                             argv,
                             env,
                             run.network == instructions::Network::None,
+                            &mounts,
                         )
                         .map_err(|m| step_error(step, m))?;
                         record(store, &key, &r)?;
@@ -573,6 +592,7 @@ fn run_step(
     argv: Vec<String>,
     env: Vec<String>,
     no_network: bool,
+    mounts: &mounts::Mounts,
 ) -> Result<StepResult, String> {
     let id = hash(&[
         &format!("{:?}", std::time::SystemTime::now()),
@@ -638,7 +658,8 @@ fn run_step(
         } else {
             sandbox::Network::Host
         },
-        binds: Vec::new(),
+        binds: mounts.binds.clone(),
+        tmpfs: mounts.tmpfs.clone(),
         rootless: !sandbox::fs::is_root(),
         tty: false,
         etc_dir: etc,
@@ -647,6 +668,7 @@ fn run_step(
     let upper = dir.join("upper");
     let result = match code {
         Ok(0) => {
+            mounts::remove_stubs(store, state, &upper, &mounts.targets);
             let staged = store.temp_path("upper");
             std::fs::rename(&upper, &staged).map_err(|e| format!("moving the step's diff: {e}"))?;
             commit_dir(store, &staged).map_err(|e| e.to_string())

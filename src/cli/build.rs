@@ -2,7 +2,7 @@
 
 use super::diagnostic::{Located, Severity};
 use super::{Error, open_store, read_dockerfile};
-use kiln::build::{self, BuildError, Options};
+use kiln::build::{self, BuildError, Options, Secret};
 use kiln::dockerfile::Source;
 use kiln::image::Name;
 use std::io::Write;
@@ -29,9 +29,38 @@ pub struct Args {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     no_cache: bool,
+    /// A secret for `RUN --mount=type=secret`: `id=X,src=FILE` or
+    /// `id=X,env=VAR` (`id=X` alone reads the variable X); repeatable.
+    #[arg(long = "secret", value_parser = parse_secret)]
+    secrets: Vec<(String, Secret)>,
     /// Print only the image id.
     #[arg(short = 'q', long)]
     quiet: bool,
+}
+
+/// Parses `--secret id=X[,src=FILE|,env=VAR]` (also `type=file|env`).
+fn parse_secret(text: &str) -> Result<(String, Secret), String> {
+    let (mut id, mut src, mut env) = (None, None, None);
+    for field in text.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", "file" | "env")) => {}
+            _ => {
+                return Err(format!(
+                    "invalid secret {text:?}: use id=NAME,src=FILE or id=NAME,env=VAR"
+                ));
+            }
+        }
+    }
+    let id = id.ok_or_else(|| format!("invalid secret {text:?}: id=NAME is required"))?;
+    let secret = match (src, env) {
+        (Some(path), _) => Secret::File(path),
+        (None, Some(var)) => Secret::Env(var),
+        (None, None) => Secret::Env(id.clone()),
+    };
+    Ok((id, secret))
 }
 
 /// Builds and prints the image id.
@@ -65,6 +94,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        secrets: args.secrets.clone(),
     };
     let mut progress: Box<dyn Write> = if args.quiet {
         Box::new(std::io::sink())

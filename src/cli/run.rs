@@ -283,6 +283,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         },
         binds,
         tty: args.tty,
+        tmpfs: Vec::new(),
         rootless: !kiln::sandbox::fs::is_root(),
         etc_dir: etc,
     };

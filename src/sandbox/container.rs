@@ -299,6 +299,7 @@ mod tests {
             hostname: "h".into(),
             network,
             binds: vec![],
+            tmpfs: vec![],
             rootless,
             tty: false,
             etc_dir: "/e".into(),

@@ -187,6 +187,11 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
             sys.mount_in_root("none", root, &bind.target, kind, "", ro, "")?;
         }
     }
+    for t in &spec.tmpfs {
+        let data = t.size.map(|s| format!("size={s}")).unwrap_or_default();
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        sys.mount_in_root("tmpfs", root, &t.target, Kind::Dir, "tmpfs", flags, &data)?;
+    }
     for path in MASKED_FILES
         .iter()
         .map(|p| root.join(p))
@@ -257,6 +262,7 @@ mod tests {
             }],
             tty: false,
             rootless: false,
+            tmpfs: vec![],
             etc_dir: "/c/etc".into(),
         }
     }

@@ -25,6 +25,15 @@ pub struct Bind {
     pub read_only: bool,
 }
 
+/// An empty tmpfs inside the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tmpfs {
+    /// Path inside the container.
+    pub target: String,
+    /// Size limit in bytes.
+    pub size: Option<u64>,
+}
+
 /// Resource limits (cgroups).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
@@ -65,6 +74,9 @@ pub struct Spec {
     pub network: Network,
     /// Bind mounts.
     pub binds: Vec<Bind>,
+    /// tmpfs mounts (after the binds).
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
     /// kiln is not root: the container runs in a user namespace that maps
     /// the caller to root (overlay with userxattr, devices bind-mounted).
     #[serde(default)]

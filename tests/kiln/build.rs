@@ -251,3 +251,82 @@ fn a_failing_step_is_reported_with_its_line() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_mounts_cache_secret_bind_tmpfs() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    // The RUN checks the secret by its digest: its value is written nowhere
+    // but the secret file.
+    let sum = kiln::store::Digest::of(b"s3cret-value").hex().to_string();
+    let dockerfile = format!(
+        "FROM box:1\n\
+         RUN --mount=type=cache,target=/cache sh -c 'echo run >> /cache/log; wc -l < /cache/log > /count'\n\
+         RUN --mount=type=secret,id=tok,target=/run/secrets/tok,required=true --mount=type=secret,id=tok,env=TOKEN sh -c 'test \"$(sha256sum < /run/secrets/tok | cut -c1-64)\" = {sum} && test \"$(printf %s \"$TOKEN\" | sha256sum | cut -c1-64)\" = {sum} && echo ok > /secret-ok'\n\
+         RUN --mount=type=bind,source=data.txt,target=/in.txt --mount=type=tmpfs,target=/scratch sh -c 'cat /in.txt > /copied; touch /scratch/x'\n"
+    );
+    write(c, &[("Dockerfile", &dockerfile), ("data.txt", "data\n")]);
+    let secret = c.join("tok");
+    std::fs::write(&secret, "s3cret-value").unwrap();
+    let build = || {
+        let secret_arg = format!("id=tok,src={}", secret.display());
+        let out = k(
+            root.path(),
+            &[
+                "build",
+                "-t",
+                "m:1",
+                "--no-cache",
+                "--secret",
+                &secret_arg,
+                c.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    build();
+    let out = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "m:1",
+            "sh",
+            "-c",
+            "cat /count /secret-ok /copied; ls -d /run/secrets /cache /scratch /in.txt 2>&1 | wc -l",
+        ],
+    );
+    // Mount points the steps created are not in the image.
+    assert_eq!(
+        text(&out.stdout),
+        "1\nok\ndata\n4\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&k(root.path(), &["run", "--rm", "m:1", "ls", "/"]).stdout).contains("cache"));
+    // The cache directory persists between builds.
+    build();
+    assert_eq!(
+        text(&k(root.path(), &["run", "--rm", "m:1", "cat", "/count"]).stdout),
+        "2\n"
+    );
+    // The secret's value is in no blob and no cache record.
+    let grep = std::process::Command::new("grep")
+        .args(["-r", "-l", "s3cret-value"])
+        .arg(root.path().join("blobs"))
+        .arg(root.path().join("cache/steps"))
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "secret leaked into {}",
+        text(&grep.stdout)
+    );
+    // A required secret that is missing is a clear error.
+    let out = k(root.path(), &["build", c.to_str().unwrap()]);
+    assert!(
+        text(&out.stderr).contains("secret tok is required but was not provided"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,268 @@
+//! `RUN --mount`: cache directories kept in the store between builds, bind
+//! mounts of the context or another stage, tmpfs, and secrets. A secret's
+//! value never reaches a layer, the cache key or the history; the mount
+//! points a step had to create are removed from its diff, as BuildKit does.
+
+use super::copy::{content_digest, copy_tree, flatten_stage};
+use super::{BuildError, Options, Secret, State, hash, step_error};
+use crate::dockerfile::instructions::{self, Stage};
+use crate::dockerfile::mount::MountType;
+use crate::dockerfile::shell::Lexer;
+use crate::sandbox::{Bind, Tmpfs};
+use crate::store::Store;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, lchown};
+use std::path::{Path, PathBuf};
+
+/// What a RUN's mounts amount to.
+#[derive(Default)]
+pub(super) struct Mounts {
+    /// Bind mounts (cache dirs, binds, secret files).
+    pub binds: Vec<Bind>,
+    /// tmpfs mounts.
+    pub tmpfs: Vec<Tmpfs>,
+    /// Secrets exposed as environment variables.
+    pub env: Vec<String>,
+    /// What goes into the cache key.
+    pub key: String,
+    /// Mount targets (removed from the diff when the step created them).
+    pub targets: Vec<String>,
+    /// Temporary copies, removed with this value.
+    temps: Vec<PathBuf>,
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for t in self.temps.drain(..) {
+            let _ = if t.is_dir() {
+                fs::remove_dir_all(&t)
+            } else {
+                fs::remove_file(&t)
+            };
+        }
+    }
+}
+
+/// Prepares the mounts of `run`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn prepare(
+    store: &Store,
+    built: &[Option<State>],
+    stages: &[Stage],
+    state: &State,
+    run: &instructions::Run,
+    args: &[(String, String)],
+    opts: &Options,
+    escape: char,
+    step: &instructions::Step,
+) -> Result<Mounts, BuildError> {
+    let lookup = |k: &str| {
+        args.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let lexer = Lexer::new(escape);
+    let expand = |w: &str| {
+        lexer
+            .process_word(w, &lookup)
+            .map(|e| e.value)
+            .map_err(|e| step_error(step, e.to_string()))
+    };
+    let workdir = state
+        .config
+        .config
+        .working_dir
+        .clone()
+        .unwrap_or_else(|| "/".into());
+    let absolute = |t: String| {
+        if t.starts_with('/') {
+            t
+        } else {
+            format!("{}/{t}", workdir.trim_end_matches('/'))
+        }
+    };
+    let mut out = Mounts::default();
+    let mut key = Vec::new();
+    for m in &run.mounts {
+        let target = m.target.as_deref().map(&expand).transpose()?.map(absolute);
+        match m.kind {
+            MountType::Cache => {
+                let target = target.expect("a cache mount has a target");
+                let id = expand(m.id.as_deref().unwrap_or(&target))?;
+                let dir = store.cache_dir().join("mounts").join(hash(&[&id]));
+                if !dir.exists() {
+                    fs::create_dir_all(&dir)
+                        .map_err(|e| step_error(step, format!("cache mount {id}: {e}")))?;
+                    let _ = fs::set_permissions(
+                        &dir,
+                        fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
+                    );
+                    let _ = lchown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
+                }
+                key.push(format!("cache {id} {target} {}", m.read_only));
+                out.binds.push(Bind {
+                    source: dir,
+                    target: target.clone(),
+                    read_only: m.read_only,
+                });
+                out.targets.push(target);
+            }
+            MountType::Bind => {
+                let target = target.expect("a bind mount has a target");
+                let source = expand(m.source.as_deref().unwrap_or("."))?;
+                if source.split('/').any(|p| p == "..") {
+                    return Err(step_error(
+                        step,
+                        format!("--mount source {source:?} leads out of its root"),
+                    ));
+                }
+                let root = match &m.from {
+                    Some(from) => {
+                        let dir = flatten_stage(store, built, stages, &expand(from)?)
+                            .map_err(|e| step_error(step, e))?;
+                        out.temps.push(dir.clone());
+                        dir
+                    }
+                    None => opts.context.clone(),
+                };
+                let path = root.join(source.trim_start_matches('/'));
+                if !path.exists() {
+                    return Err(step_error(
+                        step,
+                        format!("--mount source {source:?} not found"),
+                    ));
+                }
+                key.push(format!(
+                    "bind {source} {target} {:?} {}",
+                    m.from,
+                    content_digest(&path, None)
+                ));
+                let source_path = if m.read_only {
+                    path
+                } else {
+                    // Writes to a read-write bind are discarded, never made
+                    // to the context: bind a copy.
+                    let copy = store.temp_path("bind");
+                    copy_tree(&path, &copy, (0, 0), None, None)
+                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?;
+                    out.temps.push(copy.clone());
+                    copy
+                };
+                out.binds.push(Bind {
+                    source: source_path,
+                    target: target.clone(),
+                    read_only: m.read_only,
+                });
+                out.targets.push(target);
+            }
+            MountType::Tmpfs => {
+                let target = target.expect("a tmpfs mount has a target");
+                key.push(format!("tmpfs {target} {:?}", m.size));
+                out.tmpfs.push(Tmpfs {
+                    target: target.clone(),
+                    size: m.size,
+                });
+                out.targets.push(target);
+            }
+            MountType::Secret => {
+                let id = m.id.clone().unwrap_or_default();
+                let value = match opts.secrets.iter().find(|(i, _)| *i == id).map(|(_, s)| s) {
+                    Some(Secret::File(path)) => fs::read(path).map_err(|e| {
+                        step_error(
+                            step,
+                            format!("secret {id}: reading {}: {e}", path.display()),
+                        )
+                    })?,
+                    Some(Secret::Env(var)) => std::env::var(var)
+                        .map_err(|_| {
+                            step_error(
+                                step,
+                                format!("secret {id}: environment variable {var} is not set"),
+                            )
+                        })?
+                        .into_bytes(),
+                    None if m.required => {
+                        return Err(step_error(
+                            step,
+                            format!(
+                                "secret {id} is required but was not provided: pass --secret id={id},src=FILE"
+                            ),
+                        ));
+                    }
+                    None => continue,
+                };
+                // Only the id and where it goes enter the key, never the value.
+                key.push(format!("secret {id} {target:?} {:?}", m.env));
+                if let Some(var) = &m.env {
+                    out.env
+                        .push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                }
+                if let Some(target) = target {
+                    let file = store.temp_path("secret");
+                    fs::write(&file, &value)
+                        .map_err(|e| step_error(step, format!("secret {id}: {e}")))?;
+                    let _ = fs::set_permissions(
+                        &file,
+                        fs::Permissions::from_mode(m.mode.unwrap_or(0o400)),
+                    );
+                    let _ = lchown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
+                    out.temps.push(file.clone());
+                    out.binds.push(Bind {
+                        source: file,
+                        target: target.clone(),
+                        read_only: true,
+                    });
+                    out.targets.push(target);
+                }
+            }
+            MountType::Ssh => {
+                return Err(step_error(
+                    step,
+                    "RUN --mount=type=ssh is not supported yet".into(),
+                ));
+            }
+        }
+    }
+    out.key = key.join("\n");
+    Ok(out)
+}
+
+/// Removes from `upper` the mount points the step had to create (paths the
+/// image did not have), and the directories created only to hold them.
+pub(super) fn remove_stubs(store: &Store, state: &State, upper: &Path, targets: &[String]) {
+    let in_image = |rel: &str| {
+        state
+            .layers
+            .iter()
+            .any(|(_, d)| fs::symlink_metadata(store.snapshot_path(d).join(rel)).is_ok())
+    };
+    for target in targets {
+        let mut rel = target.trim_start_matches('/').to_string();
+        while !rel.is_empty() && !in_image(&rel) {
+            let path = upper.join(&rel);
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                break;
+            };
+            let empty = if meta.is_dir() {
+                fs::read_dir(&path)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false)
+            } else {
+                meta.len() == 0
+            };
+            if !empty {
+                break;
+            }
+            let _ = if meta.is_dir() {
+                fs::remove_dir(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            rel = rel
+                .rsplit_once('/')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
+        }
+    }
+}
