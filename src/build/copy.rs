@@ -6,7 +6,6 @@
 use super::{BuildError, State, StepResult, commit_dir, hash, step_error};
 use crate::context::ignore::Matcher;
 use crate::dockerfile::instructions::{self, Copy, Stage};
-use crate::dockerfile::shell::Lexer;
 use crate::layer::{self, Mode};
 use crate::sandbox::user;
 use crate::store::{Digest, Store};
@@ -39,31 +38,8 @@ pub(super) fn step<'a>(
     escape: char,
     step: &'a instructions::Step,
 ) -> Result<(String, Run<'a>), BuildError> {
-    let env: Vec<(String, String)> = state
-        .config
-        .config
-        .env
-        .iter()
-        .flatten()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .chain(args.iter().cloned())
-        .collect();
-    let lookup = |k: &str| {
-        env.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let lexer = Lexer::new(escape);
-    let expand = |w: &str| {
-        lexer
-            .process_word(w, &lookup)
-            .map(|e| e.value)
-            .map_err(|e| step_error(step, e.to_string()))
-    };
+    let vars = super::variables(state, args);
+    let expand = |w: &str| super::expand_word(&vars, escape, step, w);
     let kw = if add { "ADD" } else { "COPY" };
 
     let workdir = state

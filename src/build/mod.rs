@@ -92,6 +92,36 @@ fn hash(parts: &[&str]) -> String {
     Digest::sha256(h.finalize().as_slice()).hex().to_string()
 }
 
+/// The variables a step's words expand with: the config's ENV, then the
+/// ARGs in scope (ENV wins, as in a Dockerfile), last declaration first.
+fn variables(state: &State, args: &[(String, String)]) -> Vec<(String, String)> {
+    let env = state.config.config.env.iter().flatten().filter_map(|e| {
+        e.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    });
+    // Reversed lookups find the last entry: ARGs first, ENV after, so ENV wins.
+    args.iter().cloned().chain(env).collect()
+}
+
+/// Expands one word of `step` with `vars`.
+fn expand_word(
+    vars: &[(String, String)],
+    escape: char,
+    step: &instructions::Step,
+    word: &str,
+) -> Result<String, BuildError> {
+    let lookup = |k: &str| {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    Lexer::new(escape)
+        .process_word(word, &lookup)
+        .map(|e| e.value)
+        .map_err(|e| step_error(step, e.to_string()))
+}
+
 fn step_error(step: &instructions::Step, message: String) -> BuildError {
     BuildError::Step {
         error: DfError::new(

@@ -7,7 +7,6 @@ use super::copy::{content_digest, copy_tree, flatten_stage};
 use super::{BuildError, Options, Secret, State, hash, step_error};
 use crate::dockerfile::instructions::{self, Stage};
 use crate::dockerfile::mount::MountType;
-use crate::dockerfile::shell::Lexer;
 use crate::sandbox::{Bind, Tmpfs};
 use crate::store::Store;
 use std::fs;
@@ -56,19 +55,8 @@ pub(super) fn prepare(
     escape: char,
     step: &instructions::Step,
 ) -> Result<Mounts, BuildError> {
-    let lookup = |k: &str| {
-        args.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let lexer = Lexer::new(escape);
-    let expand = |w: &str| {
-        lexer
-            .process_word(w, &lookup)
-            .map(|e| e.value)
-            .map_err(|e| step_error(step, e.to_string()))
-    };
+    let vars = super::variables(state, args);
+    let expand = |w: &str| super::expand_word(&vars, escape, step, w);
     let workdir = state
         .config
         .config

@@ -330,3 +330,23 @@ fn run_mounts_cache_secret_bind_tmpfs() {
         text(&out.stderr)
     );
 }
+
+/// Mount options expand with ENV as well as ARG.
+#[test]
+fn regression_mount_target_expands_env() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nENV C=/envcache\nRUN --mount=type=cache,target=$C sh -c 'test -d /envcache && echo ok > /r'\n",
+        )],
+    );
+    let out = k(root.path(), &["build", "-t", "e:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&k(root.path(), &["run", "--rm", "e:1", "cat", "/r"]).stdout),
+        "ok\n"
+    );
+}
