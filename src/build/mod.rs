@@ -17,7 +17,7 @@ use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Error as DfError, Source, parse};
 use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
 use crate::layer;
-use crate::sandbox::{self, Spec};
+use crate::sandbox::{self, ContainerDirs, Spec};
 use crate::store::{Digest, Store, StoreError};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
@@ -630,16 +630,9 @@ fn run_step(
         &argv.join(" "),
     ]);
     let dir = store.container_dir(&id);
-    let etc = dir.join("etc");
-    for d in [
-        dir.join("upper"),
-        dir.join("work"),
-        dir.join("rootfs"),
-        etc.clone(),
-        dir.join("empty"),
-    ] {
-        std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-    }
+    let hostname = "buildkitsandbox".to_string();
+    let dirs = ContainerDirs::create(&dir, &hostname)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut lower: Vec<PathBuf> = state
         .layers
         .iter()
@@ -647,31 +640,14 @@ fn run_step(
         .map(|(_, d)| store.snapshot_path(d))
         .collect();
     if lower.is_empty() {
-        lower.push(dir.join("empty"));
-    }
-    let hostname = "buildkitsandbox".to_string();
-    let files = [
-        (
-            "hosts",
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-            ),
-        ),
-        ("hostname", format!("{hostname}\n")),
-        (
-            "resolv.conf",
-            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        ),
-    ];
-    for (name, content) in files {
-        std::fs::write(etc.join(name), content).map_err(|e| format!("writing {name}: {e}"))?;
+        lower.push(dirs.empty.clone());
     }
     let c = &state.config.config;
     let spec = Spec {
         lower,
-        upper: dir.join("upper"),
-        work: dir.join("work"),
-        rootfs: dir.join("rootfs"),
+        upper: dirs.upper.clone(),
+        work: dirs.work,
+        rootfs: dirs.rootfs,
         volatile: true,
         read_only: false,
         argv: argv.clone(),
@@ -692,10 +668,10 @@ fn run_step(
         tmpfs: mounts.tmpfs.clone(),
         rootless: !sandbox::fs::is_root(),
         tty: false,
-        etc_dir: etc,
+        etc_dir: dirs.etc,
     };
     let code = sandbox::run(&spec, &Default::default(), &id, false);
-    let upper = dir.join("upper");
+    let upper = dirs.upper;
     let result = match code {
         Ok(0) => {
             mounts::remove_stubs(store, state, &upper, &mounts.targets);

@@ -229,41 +229,16 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let mut lower = image.snapshots(&store)?;
     lower.reverse();
     let dir = store.container_dir(&id);
-    let etc = dir.join("etc");
-    let empty = dir.join("empty");
-    for d in [
-        dir.join("upper"),
-        dir.join("work"),
-        dir.join("rootfs"),
-        etc.clone(),
-        empty.clone(),
-    ] {
-        std::fs::create_dir_all(&d)
-            .map_err(|e| Error::Run(125, format!("creating {}: {e}", d.display())))?;
-    }
+    let dirs = sandbox::ContainerDirs::create(&dir, &hostname)
+        .map_err(|e| Error::Run(125, format!("creating {}: {e}", dir.display())))?;
     if lower.is_empty() {
-        lower.push(empty);
-    }
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let files = [
-        (
-            "hosts",
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-            ),
-        ),
-        ("hostname", format!("{hostname}\n")),
-        ("resolv.conf", resolv),
-    ];
-    for (name, content) in files {
-        std::fs::write(etc.join(name), content)
-            .map_err(|e| Error::Run(125, format!("writing {name}: {e}")))?;
+        lower.push(dirs.empty.clone());
     }
     let spec = Spec {
         lower,
-        upper: dir.join("upper"),
-        work: dir.join("work"),
-        rootfs: dir.join("rootfs"),
+        upper: dirs.upper,
+        work: dirs.work,
+        rootfs: dirs.rootfs,
         volatile: args.rm,
         read_only: args.read_only,
         argv,
@@ -285,7 +260,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         tty: args.tty,
         tmpfs: Vec::new(),
         rootless: !kiln::sandbox::fs::is_root(),
-        etc_dir: etc,
+        etc_dir: dirs.etc,
     };
     let limits = Limits {
         memory: args.memory,

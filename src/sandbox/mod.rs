@@ -14,4 +14,4 @@ pub mod tty;
 pub mod user;
 
 pub use container::{SandboxError, run};
-pub use spec::{Bind, Limits, Network, Spec, Tmpfs};
+pub use spec::{Bind, ContainerDirs, Limits, Network, Spec, Tmpfs};

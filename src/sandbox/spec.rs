@@ -88,3 +88,59 @@ pub struct Spec {
     /// written in this directory and bind-mounted.
     pub etc_dir: PathBuf,
 }
+
+/// The directories of one container (under the store's `containers/<id>`):
+/// overlay upper and work dirs, the mount point, generated /etc files and
+/// an empty lowerdir for images with no layer.
+#[derive(Clone, Debug)]
+pub struct ContainerDirs {
+    /// Overlay upper directory: the container's changes.
+    pub upper: PathBuf,
+    /// Overlay work directory.
+    pub work: PathBuf,
+    /// Mount point of the root.
+    pub rootfs: PathBuf,
+    /// Generated hosts, hostname and resolv.conf.
+    pub etc: PathBuf,
+    /// An empty lowerdir (overlay needs one).
+    pub empty: PathBuf,
+}
+
+impl ContainerDirs {
+    /// Creates the directories in `dir` and writes /etc files for `hostname`.
+    pub fn create(dir: &std::path::Path, hostname: &str) -> std::io::Result<ContainerDirs> {
+        let dirs = ContainerDirs {
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            rootfs: dir.join("rootfs"),
+            etc: dir.join("etc"),
+            empty: dir.join("empty"),
+        };
+        for d in [
+            &dirs.upper,
+            &dirs.work,
+            &dirs.rootfs,
+            &dirs.etc,
+            &dirs.empty,
+        ] {
+            std::fs::create_dir_all(d)?;
+        }
+        let files = [
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+                ),
+            ),
+            ("hostname", format!("{hostname}\n")),
+            (
+                "resolv.conf",
+                std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+        ];
+        for (name, content) in files {
+            std::fs::write(dirs.etc.join(name), content)?;
+        }
+        Ok(dirs)
+    }
+}
