@@ -350,3 +350,45 @@ fn regression_mount_target_expands_env() {
         "ok\n"
     );
 }
+
+/// With SOURCE_DATE_EPOCH, the same inputs give the same image digest in
+/// two stores built at different times (RUN output included: its files'
+/// mtimes are clamped).
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    let Some((_, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1\nCOPY a.txt /a.txt\nRUN mkdir /d && echo x > /d/f && touch /made-now\nENV A=1\n",
+            ),
+            ("a.txt", "a"),
+        ],
+    );
+    let tar = busybox_tar().expect("busybox");
+    let ids: Vec<String> = (0..2)
+        .map(|i| {
+            let root = tempfile::tempdir().expect("tempdir");
+            let run = |args: &[&str]| {
+                let out = kiln()
+                    .env("SOURCE_DATE_EPOCH", "1700000000")
+                    .arg("--root")
+                    .arg(root.path())
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", text(&out.stderr));
+                text(&out.stdout)
+            };
+            run(&["import", tar.to_str().unwrap(), "box:1"]);
+            if i == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+            }
+            run(&["build", "-q", "-t", "r:1", c.to_str().unwrap()])
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+}
