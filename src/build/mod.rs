@@ -229,6 +229,32 @@ pub fn build(
         )?;
         built[i] = Some(state);
     }
+    // Build args no ARG of the built stages (or the global scope) declares.
+    let declared: Vec<&str> = file
+        .global_args
+        .iter()
+        .chain(needed.iter().flat_map(|&i| file.stages[i].steps.iter()))
+        .filter_map(|s| match &s.instruction {
+            Instruction::Arg(decls) => Some(decls.iter().map(|d| d.name.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut unused: Vec<&str> = opts
+        .build_args
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !declared.contains(k))
+        .collect();
+    unused.sort_unstable();
+    unused.dedup();
+    if !unused.is_empty() {
+        let _ = writeln!(
+            out,
+            "[Warning] One or more build-args [{}] were not consumed",
+            unused.join(" ")
+        );
+    }
     let state = built[target].take().expect("target built");
     let mut config = state.config;
     config.created = Some(config::created_now());

@@ -33,6 +33,9 @@ pub struct Args {
     /// `id=X,env=VAR` (`id=X` alone reads the variable X); repeatable.
     #[arg(long = "secret", value_parser = parse_secret)]
     secrets: Vec<(String, Secret)>,
+    /// Write the image id to this file.
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
     /// Print only the image id.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -103,6 +106,12 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     };
     match build::build(&store, &source, &opts, &mut progress) {
         Ok(image) => {
+            if let Some(path) = &args.iidfile {
+                std::fs::write(path, image.id.to_string()).map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
             writeln!(std::io::stdout(), "{}", image.id)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -392,3 +392,39 @@ fn source_date_epoch_makes_builds_reproducible() {
         .collect();
     assert_eq!(ids[0], ids[1]);
 }
+
+#[test]
+fn unused_build_args_warn_and_iidfile_is_written() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[("Dockerfile", "ARG USED=1\nFROM box:1\nARG ALSO\nRUN true\n")],
+    );
+    let iid = c.join("iid");
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "--build-arg",
+            "USED=2",
+            "--build-arg",
+            "ALSO=3",
+            "--build-arg",
+            "NOPE=4",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("[Warning] One or more build-args [NOPE] were not consumed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&iid).unwrap(),
+        text(&out.stdout).trim()
+    );
+}
