@@ -42,18 +42,8 @@ pub(super) fn step<'a>(
     let expand = |w: &str| super::expand_word(&vars, escape, step, w);
     let kw = if add { "ADD" } else { "COPY" };
 
-    let workdir = state
-        .config
-        .config
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
     let dest_raw = expand(&c.dest)?;
-    let joined = if dest_raw.starts_with('/') {
-        dest_raw.clone()
-    } else {
-        format!("{}/{dest_raw}", workdir.trim_end_matches('/'))
-    };
+    let joined = state.in_workdir(&dest_raw);
     // `.` and a trailing `/.` name a directory, like a trailing `/`.
     let names_dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
     let dest: String = {

@@ -83,6 +83,23 @@ struct State {
     key: String,
 }
 
+impl State {
+    /// `path` resolved against the stage's WORKDIR (absolute paths as they are).
+    fn in_workdir(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            return path.to_string();
+        }
+        let wd = self
+            .config
+            .config
+            .working_dir
+            .as_deref()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("/");
+        format!("{}/{path}", wd.trim_end_matches('/'))
+    }
+}
+
 fn hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {

@@ -30,6 +30,19 @@ pub(super) struct Mounts {
     temps: Vec<PathBuf>,
 }
 
+impl Mounts {
+    /// A bind mount whose target, if the step had to create it, is removed
+    /// from the step's diff.
+    fn bind(&mut self, source: PathBuf, target: String, read_only: bool) {
+        self.binds.push(Bind {
+            source,
+            target: target.clone(),
+            read_only,
+        });
+        self.targets.push(target);
+    }
+}
+
 impl Drop for Mounts {
     fn drop(&mut self) {
         for t in self.temps.drain(..) {
@@ -57,23 +70,15 @@ pub(super) fn prepare(
 ) -> Result<Mounts, BuildError> {
     let vars = super::variables(state, args);
     let expand = |w: &str| super::expand_word(&vars, escape, step, w);
-    let workdir = state
-        .config
-        .config
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
-    let absolute = |t: String| {
-        if t.starts_with('/') {
-            t
-        } else {
-            format!("{}/{t}", workdir.trim_end_matches('/'))
-        }
-    };
     let mut out = Mounts::default();
     let mut key = Vec::new();
     for m in &run.mounts {
-        let target = m.target.as_deref().map(&expand).transpose()?.map(absolute);
+        let target = m
+            .target
+            .as_deref()
+            .map(&expand)
+            .transpose()?
+            .map(|t| state.in_workdir(&t));
         match m.kind {
             MountType::Cache => {
                 let target = target.expect("a cache mount has a target");
@@ -89,12 +94,7 @@ pub(super) fn prepare(
                     let _ = lchown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
                 }
                 key.push(format!("cache {id} {target} {}", m.read_only));
-                out.binds.push(Bind {
-                    source: dir,
-                    target: target.clone(),
-                    read_only: m.read_only,
-                });
-                out.targets.push(target);
+                out.bind(dir, target, m.read_only);
             }
             MountType::Bind => {
                 let target = target.expect("a bind mount has a target");
@@ -137,12 +137,7 @@ pub(super) fn prepare(
                     out.temps.push(copy.clone());
                     copy
                 };
-                out.binds.push(Bind {
-                    source: source_path,
-                    target: target.clone(),
-                    read_only: m.read_only,
-                });
-                out.targets.push(target);
+                out.bind(source_path, target, m.read_only);
             }
             MountType::Tmpfs => {
                 let target = target.expect("a tmpfs mount has a target");
@@ -196,12 +191,7 @@ pub(super) fn prepare(
                     );
                     let _ = lchown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
                     out.temps.push(file.clone());
-                    out.binds.push(Bind {
-                        source: file,
-                        target: target.clone(),
-                        read_only: true,
-                    });
-                    out.targets.push(target);
+                    out.bind(file, target, true);
                 }
             }
             MountType::Ssh => {
