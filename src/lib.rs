@@ -9,6 +9,7 @@ pub mod context;
 pub mod dockerfile;
 pub mod image;
 pub mod layer;
+pub mod progress;
 #[allow(unsafe_code)]
 pub mod sandbox;
 pub mod store;

@@ -21,6 +21,125 @@ type Run<'a> = Box<dyn FnOnce() -> Result<StepResult, BuildError> + 'a>;
 struct Source {
     path: PathBuf,
     name: String,
+    /// Leading components of `name` that `--parents` leaves out (those
+    /// before a `/./` in the pattern).
+    strip: usize,
+    /// Downloaded by ADD from a URL: written 0600, never extracted.
+    remote: bool,
+}
+
+/// `--chmod`: octal, or symbolic clauses applied to each file's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Chmod {
+    /// `0755`.
+    Octal(u32),
+    /// `u+x,go-w`: (who mask, operator, permission letters).
+    Symbolic(Vec<(u32, char, String)>),
+}
+
+impl Chmod {
+    /// Parses `--chmod`'s value as chmod(1) does (no umask: an empty
+    /// "who" means all).
+    pub(super) fn parse(text: &str) -> Result<Chmod, String> {
+        if !text.is_empty() && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return u32::from_str_radix(text, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(Chmod::Octal)
+                .ok_or_else(|| format!("invalid --chmod={text}: out of range"));
+        }
+        let mut clauses = Vec::new();
+        for clause in text.split(',') {
+            let op_at = clause
+                .find(['+', '-', '='])
+                .ok_or_else(|| format!("invalid --chmod={text}: {clause:?} has no +, - or ="))?;
+            let (who, rest) = clause.split_at(op_at);
+            let mut mask = 0;
+            for c in who.chars() {
+                mask |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => return Err(format!("invalid --chmod={text}: unknown class {c:?}")),
+                };
+            }
+            if mask == 0 {
+                mask = 0o7777;
+            }
+            let op = rest.chars().next().unwrap_or('=');
+            let perms = &rest[1..];
+            if let Some(c) = perms.chars().find(|c| !"rwxXst".contains(*c)) {
+                return Err(format!("invalid --chmod={text}: unknown permission {c:?}"));
+            }
+            clauses.push((mask, op, perms.to_string()));
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    /// The mode a file whose mode is `mode` gets.
+    pub(super) fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c) => c,
+        };
+        let mut mode = mode & 0o7777;
+        for (mask, op, perms) in clauses {
+            let mut bits = 0;
+            for p in perms.chars() {
+                bits |= match p {
+                    'r' => 0o444,
+                    'w' => 0o222,
+                    'x' => 0o111,
+                    'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                    's' => 0o6000,
+                    't' => 0o1000,
+                    _ => 0,
+                };
+            }
+            let bits = bits & mask;
+            mode = match op {
+                '+' => mode | bits,
+                '-' => mode & !bits,
+                _ => (mode & !mask) | bits,
+            };
+        }
+        mode
+    }
+}
+
+/// What a COPY leaves out: `.dockerignore`d context paths and `--exclude`
+/// patterns, matched against the path from the source root and from the
+/// source being copied.
+struct Filter<'a> {
+    root: PathBuf,
+    ignore: Option<&'a Matcher>,
+    exclude: Option<Matcher>,
+}
+
+impl Filter<'_> {
+    /// True when `path`, found under the source `base`, is left out.
+    fn skips(&self, base: &Path, path: &Path) -> bool {
+        let rel = |from: &Path| {
+            path.strip_prefix(from)
+                .ok()
+                .map(|r| r.to_string_lossy().into_owned())
+                .filter(|r| !r.is_empty())
+        };
+        let from_root = rel(&self.root);
+        if let (Some(m), Some(r)) = (self.ignore, &from_root)
+            && m.is_ignored(r)
+        {
+            return true;
+        }
+        match &self.exclude {
+            Some(ex) => [from_root, rel(base)]
+                .iter()
+                .flatten()
+                .any(|r| ex.is_ignored(r)),
+            None => false,
+        }
+    }
 }
 
 /// The step's cache key and the work that makes its layer (run on a miss).
@@ -41,27 +160,49 @@ pub(super) fn step<'a>(
     let vars = super::variables(state, args);
     let expand = |w: &str| super::expand_word(&vars, escape, step, w);
     let kw = if add { "ADD" } else { "COPY" };
+    // `--link` makes a layer that does not depend on what is below it: it
+    // is written as onto an empty image, and its key leaves the parent out.
+    let view = if c.link {
+        State {
+            config: state.config.clone(),
+            layers: Vec::new(),
+            key: hash(&["link"]),
+            cmd_set: false,
+        }
+    } else {
+        state.clone()
+    };
 
     let dest_raw = expand(&c.dest)?;
     let joined = state.in_workdir(&dest_raw);
     // `.` and a trailing `/.` name a directory, like a trailing `/`.
-    let names_dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+    let names_dir =
+        dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.") || c.parents;
     let dest: String = {
         let parts: Vec<&str> = joined
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
-        format!("/{}", parts.join("/"))
+        resolve_in_image(store, &view, &format!("/{}", parts.join("/")))
     };
     let chown = c.chown.as_deref().map(&expand).transpose()?;
     let chmod = match c.chmod.as_deref().map(&expand).transpose()? {
-        Some(m) => Some(u32::from_str_radix(&m, 8).map_err(|_| {
-            step_error(
-                step,
-                format!("--chmod={m}: kiln supports octal modes so far"),
-            )
-        })?),
+        Some(m) => Some(Chmod::parse(&m).map_err(|e| step_error(step, e))?),
         None => None,
+    };
+    let exclude = match c.exclude.is_empty() {
+        true => None,
+        false => {
+            let patterns: Vec<String> = c
+                .exclude
+                .iter()
+                .map(|e| expand(e))
+                .collect::<Result<_, _>>()?;
+            Some(
+                Matcher::parse(&patterns.join("\n"), Path::new("--exclude"))
+                    .map_err(|e| step_error(step, e.to_string()))?,
+            )
+        }
     };
 
     // Where sources come from.
@@ -72,9 +213,18 @@ pub(super) fn step<'a>(
         ),
         None => (opts.context.clone(), true),
     };
-    // A flattened stage is removed when the work is done or dropped unrun
-    // (a cache hit).
-    let cleanup = Cleanup((!from_context).then(|| root.clone()));
+    // A flattened stage and downloads are removed when the work is done or
+    // dropped unrun (a cache hit).
+    let mut cleanup = Cleanup(Vec::new());
+    if !from_context {
+        cleanup.0.push(root.clone());
+    }
+    let filter = Filter {
+        root: root.clone(),
+        ignore: from_context.then_some(ignore),
+        exclude,
+    };
+    let checksum = c.checksum.as_deref().map(&expand).transpose()?;
     let mut sources = Vec::new();
     let mut heredocs = Vec::new();
     for raw in &c.sources {
@@ -88,23 +238,36 @@ pub(super) fn step<'a>(
             continue;
         }
         let pattern = expand(raw)?;
-        if add
-            && (pattern.starts_with("http://")
-                || pattern.starts_with("https://")
-                || pattern.starts_with("git@"))
-        {
+        if add && is_git(&pattern) {
             return Err(step_error(
                 step,
                 format!(
-                    "ADD {pattern}: remote sources come with registry and network support; not in kiln yet"
+                    "ADD {pattern}: git sources are not supported by kiln yet; clone in the context or a RUN step"
                 ),
             ));
         }
-        let found = resolve(
-            &root,
-            &pattern,
-            if from_context { Some(ignore) } else { None },
-        );
+        if add && (pattern.starts_with("http://") || pattern.starts_with("https://")) {
+            let got = super::fetch::download(store, &pattern, checksum.as_deref())
+                .map_err(|m| step_error(step, m))?;
+            cleanup.0.push(got.path.clone());
+            sources.push(Source {
+                path: got.path,
+                name: got.name,
+                strip: 0,
+                remote: true,
+            });
+            continue;
+        }
+        if checksum.is_some() {
+            return Err(step_error(
+                step,
+                "--checksum applies to http(s) sources only".to_string(),
+            ));
+        }
+        let found: Vec<Source> = resolve(&root, &pattern)
+            .into_iter()
+            .filter(|s| !filter.skips(&root, &s.path))
+            .collect();
         if found.is_empty() {
             return Err(step_error(
                 step,
@@ -124,7 +287,7 @@ pub(super) fn step<'a>(
     let dest_is_dir = names_dir
         || count > 1
         || (sources.len() == 1 && sources[0].path.is_dir())
-        || image_has_dir(store, state, &dest);
+        || image_has_dir(store, &view, &dest);
     if count > 1 && !names_dir {
         return Err(step_error(
             step,
@@ -135,23 +298,17 @@ pub(super) fn step<'a>(
     }
 
     let mut key_parts = vec![
-        state.key.clone(),
+        view.key.clone(),
         kw.to_string(),
         dest.clone(),
         format!("{chown:?}"),
         format!("{chmod:?}"),
         format!("{:?}", c.from),
+        format!("{:?} {:?} {}", c.exclude, c.parents, c.link),
     ];
     for s in &sources {
-        key_parts.push(s.name.clone());
-        key_parts.push(content_digest(
-            &s.path,
-            if from_context {
-                Some((ignore, &opts.context))
-            } else {
-                None
-            },
-        ));
+        key_parts.push(format!("{} {} {}", s.name, s.strip, s.remote));
+        key_parts.push(content_digest(&s.path, &|p| filter.skips(&s.path, p)));
     }
     for h in &heredocs {
         key_parts.push(h.name.clone());
@@ -184,33 +341,40 @@ pub(super) fn step<'a>(
                 .map(Path::to_path_buf)
                 .unwrap_or(staging.clone())
         };
-        fs::create_dir_all(&dest_dir).map_err(fail)?;
+        fs::create_dir_all(&staging).map_err(fail)?;
+        let rel = dest_dir.strip_prefix(&staging).unwrap_or(Path::new(""));
+        make_parents(store, &view, &staging, &rel.to_string_lossy(), owner).map_err(fail)?;
         for s in &sources {
             let meta = fs::symlink_metadata(&s.path).map_err(fail)?;
             let to = if !dest_is_dir {
                 target.clone()
+            } else if c.parents {
+                let kept: Vec<&str> = s.name.split('/').skip(s.strip).collect();
+                let to = dest_dir.join(kept.join("/"));
+                if let Some(parent) = to.parent().and_then(|p| p.strip_prefix(&staging).ok()) {
+                    make_parents(store, &view, &staging, &parent.to_string_lossy(), owner)
+                        .map_err(fail)?;
+                }
+                to
             } else if meta.is_dir() {
                 dest_dir.clone()
             } else {
                 dest_dir.join(Path::new(&s.name).file_name().unwrap_or_default())
             };
-            if add && meta.is_file() && is_archive(&s.path) {
+            if add && !s.remote && meta.is_file() && c.unpack != Some(false) && is_archive(&s.path)
+            {
                 let file = fs::File::open(&s.path).map_err(fail)?;
                 layer::apply(file, &dest_dir, Mode::Flatten)
                     .map_err(|e| step_error(step, format!("ADD: extracting {}: {e}", s.name)))?;
                 continue;
             }
-            copy_tree(
-                &s.path,
-                &to,
-                owner,
-                chmod,
-                if from_context {
-                    Some((ignore, opts.context.as_path()))
-                } else {
-                    None
-                },
-            )
+            let chmod = match (&chmod, s.remote) {
+                (None, true) => Some(Chmod::Octal(0o600)),
+                (c, _) => c.clone(),
+            };
+            copy_tree(&s.path, &to, owner, chmod.as_ref(), &|p| {
+                filter.skips(&s.path, p)
+            })
             .map_err(fail)?;
         }
         for h in &heredocs {
@@ -220,8 +384,8 @@ pub(super) fn step<'a>(
                 target.clone()
             };
             fs::write(&to, &h.content).map_err(fail)?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(chmod.unwrap_or(0o644)))
-                .map_err(fail)?;
+            let mode = chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(fail)?;
             lchown(&to, Some(owner.0), Some(owner.1)).map_err(fail)?;
         }
         commit_dir(store, &staging)
@@ -229,13 +393,21 @@ pub(super) fn step<'a>(
     Ok((key, work))
 }
 
-/// Removes a temporary directory when dropped.
-struct Cleanup(Option<PathBuf>);
+/// True for the sources ADD would clone with git.
+fn is_git(source: &str) -> bool {
+    source.starts_with("git@")
+        || source.starts_with("git://")
+        || ((source.starts_with("http://") || source.starts_with("https://"))
+            && (source.ends_with(".git") || source.contains(".git#")))
+}
+
+/// Removes temporary files and directories when dropped.
+struct Cleanup(Vec<PathBuf>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = fs::remove_dir_all(dir);
+        for path in self.0.drain(..) {
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
     }
 }
@@ -250,8 +422,16 @@ fn is_archive(path: &Path) -> bool {
 }
 
 /// Expands `pattern` (may hold `*`, `?`, `[...]` in any component) under
-/// `root`; with `ignore`, excluded paths are left out.
-fn resolve(root: &Path, pattern: &str, ignore: Option<&Matcher>) -> Vec<Source> {
+/// `root`. A `.` component after the first marks where `--parents` starts.
+fn resolve(root: &Path, pattern: &str) -> Vec<Source> {
+    let all: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+    let strip = all
+        .iter()
+        .skip(1)
+        .position(|p| *p == ".")
+        .map_or(0, |pivot| {
+            all[..=pivot].iter().filter(|p| **p != ".").count()
+        });
     let clean: Vec<&str> = pattern
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
@@ -288,8 +468,12 @@ fn resolve(root: &Path, pattern: &str, ignore: Option<&Matcher>) -> Vec<Source> 
     }
     found
         .into_iter()
-        .filter(|(_, name)| ignore.is_none_or(|m| name.is_empty() || !m.is_ignored(name)))
-        .map(|(path, name)| Source { path, name })
+        .map(|(path, name)| Source {
+            path,
+            name,
+            strip,
+            remote: false,
+        })
         .collect()
 }
 
@@ -331,15 +515,12 @@ fn glob(pattern: &str, name: &str) -> bool {
     go(&p, &n)
 }
 
-/// Digest of names, modes and contents under `path` (not mtimes or owners).
-pub(super) fn content_digest(path: &Path, ignore: Option<(&Matcher, &PathBuf)>) -> String {
+/// Digest of names, modes and contents under `path` (not mtimes or
+/// owners), leaving out what `skip` says.
+pub(super) fn content_digest(path: &Path, skip: &dyn Fn(&Path) -> bool) -> String {
     let mut h = Sha256::new();
-    fn walk(h: &mut Sha256, path: &Path, rel: &str, ignore: Option<(&Matcher, &PathBuf)>) {
-        if let Some((m, root)) = ignore
-            && let Ok(name) = path.strip_prefix(root)
-            && !name.as_os_str().is_empty()
-            && m.is_ignored(&name.to_string_lossy())
-        {
+    fn walk(h: &mut Sha256, path: &Path, rel: &str, skip: &dyn Fn(&Path) -> bool) {
+        if skip(path) {
             return;
         }
         let Ok(meta) = fs::symlink_metadata(path) else {
@@ -360,7 +541,7 @@ pub(super) fn content_digest(path: &Path, ignore: Option<(&Matcher, &PathBuf)>) 
                     h,
                     &path.join(&n),
                     &format!("{rel}/{}", n.to_string_lossy()),
-                    ignore,
+                    skip,
                 );
             }
         } else if meta.file_type().is_symlink() {
@@ -374,24 +555,20 @@ pub(super) fn content_digest(path: &Path, ignore: Option<(&Matcher, &PathBuf)>) 
             let _ = std::io::copy(&mut f, h);
         }
     }
-    walk(&mut h, path, "", ignore);
+    walk(&mut h, path, "", skip);
     Digest::sha256(h.finalize().as_slice()).hex().to_string()
 }
 
 /// Copies a file, symlink or directory tree, with `owner`, `chmod` (when
-/// given) and the source's mtimes; ignored context paths are skipped.
+/// given) and the source's mtimes, leaving out what `skip` says.
 pub(super) fn copy_tree(
     from: &Path,
     to: &Path,
     owner: (u32, u32),
-    chmod: Option<u32>,
-    ignore: Option<(&Matcher, &Path)>,
+    chmod: Option<&Chmod>,
+    skip: &dyn Fn(&Path) -> bool,
 ) -> std::io::Result<()> {
-    if let Some((m, root)) = ignore
-        && let Ok(name) = from.strip_prefix(root)
-        && !name.as_os_str().is_empty()
-        && m.is_ignored(&name.to_string_lossy())
-    {
+    if skip(from) {
         return Ok(());
     }
     let meta = fs::symlink_metadata(from)?;
@@ -403,7 +580,7 @@ pub(super) fn copy_tree(
             .collect();
         names.sort();
         for n in names {
-            copy_tree(&from.join(&n), &to.join(&n), owner, chmod, ignore)?;
+            copy_tree(&from.join(&n), &to.join(&n), owner, chmod, skip)?;
         }
     } else if meta.file_type().is_symlink() {
         let _ = fs::remove_file(to);
@@ -417,10 +594,138 @@ pub(super) fn copy_tree(
         fs::copy(from, to)?;
     }
     lchown(to, Some(owner.0), Some(owner.1))?;
-    let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+    let mode = meta.mode() & 0o7777;
+    let mode = chmod.map_or(mode, |c| c.apply(mode, meta.is_dir()));
     fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
     let t = filetime::FileTime::from_last_modification_time(&meta);
     filetime::set_symlink_file_times(to, t, t)
+}
+
+/// The metadata of `rel` in the image being built: the topmost layer that
+/// has it decides; a whiteout there means it is gone.
+fn image_meta(store: &Store, state: &State, rel: &str) -> Option<fs::Metadata> {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        return None;
+    }
+    for (_, diff_id) in state.layers.iter().rev() {
+        if let Ok(m) = fs::symlink_metadata(store.snapshot_path(diff_id).join(rel)) {
+            use std::os::unix::fs::FileTypeExt;
+            let whiteout = m.file_type().is_char_device() && m.rdev() == 0;
+            return (!whiteout).then_some(m);
+        }
+    }
+    None
+}
+
+/// `path` with the image's symlinks in it resolved, as the kernel would
+/// inside the container: absolute targets start again at the image's root,
+/// and `..` never climbs above it.
+pub(super) fn resolve_in_image(store: &Store, state: &State, path: &str) -> String {
+    let mut todo: std::collections::VecDeque<String> =
+        path.split('/').map(str::to_string).collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop_front() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                out.pop();
+                continue;
+            }
+            _ => out.push(part),
+        }
+        let rel = out.join("/");
+        let Some(meta) = image_meta(store, state, &rel) else {
+            continue;
+        };
+        if !meta.file_type().is_symlink() || hops >= 40 {
+            continue;
+        }
+        hops += 1;
+        let target = state
+            .layers
+            .iter()
+            .rev()
+            .find_map(|(_, d)| fs::read_link(store.snapshot_path(d).join(&rel)).ok())
+            .unwrap_or_default();
+        let target = target.to_string_lossy();
+        out.pop();
+        if target.starts_with('/') {
+            out.clear();
+        }
+        for (i, p) in target.split('/').enumerate() {
+            todo.insert(i, p.to_string());
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Makes directory `rel` under `staging` with its parents. Those the image
+/// has keep its mode, owner and mtime (a layer must not change them); new
+/// ones are 0755 and owned by `owner`, as BuildKit makes them.
+pub(super) fn make_parents(
+    store: &Store,
+    state: &State,
+    staging: &Path,
+    rel: &str,
+    owner: (u32, u32),
+) -> std::io::Result<()> {
+    let mut path = staging.to_path_buf();
+    let mut so_far = String::new();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        path.push(part);
+        so_far = format!("{so_far}/{part}");
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        fs::create_dir(&path)?;
+        match image_meta(store, state, &so_far) {
+            Some(m) if m.is_dir() => {
+                fs::set_permissions(&path, fs::Permissions::from_mode(m.mode() & 0o7777))?;
+                lchown(&path, Some(m.uid()), Some(m.gid()))?;
+                let t = filetime::FileTime::from_last_modification_time(&m);
+                filetime::set_symlink_file_times(&path, t, t)?;
+            }
+            _ => {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+                lchown(&path, Some(owner.0), Some(owner.1))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// WORKDIR's layer: the directory (resolved through the image's symlinks)
+/// and its missing parents, owned by `user`; no layer when it exists.
+pub(super) fn mkdir_layer(
+    store: &Store,
+    state: &State,
+    dir: &str,
+    user: &str,
+) -> Result<StepResult, String> {
+    let resolved = resolve_in_image(store, state, dir);
+    if resolved == "/" || image_meta(store, state, &resolved).is_some_and(|m| m.is_dir()) {
+        return Ok(StepResult { layer: None });
+    }
+    let owner = if user.is_empty() {
+        (0, 0)
+    } else {
+        let (passwd, group) = (
+            read_image_file(store, state, "etc/passwd"),
+            read_image_file(store, state, "etc/group"),
+        );
+        let u = user::resolve(user, &passwd, &group)?;
+        (u.uid, u.gid)
+    };
+    let staging = store.temp_path("workdir");
+    let made = fs::create_dir_all(&staging)
+        .and_then(|_| make_parents(store, state, &staging, &resolved, owner));
+    if let Err(e) = made {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(format!("creating {dir}: {e}"));
+    }
+    commit_dir(store, &staging).map_err(|e| e.to_string())
 }
 
 /// True when `path` is a directory in the image being built (the topmost
@@ -492,5 +797,26 @@ mod tests {
         assert!(glob("[a-c]x", "bx") && !glob("[!a-c]x", "bx"));
         assert!(glob("\\*", "*") && !glob("\\*", "a"));
         assert!(glob("*", ""));
+    }
+}
+
+#[cfg(test)]
+mod chmod_tests {
+    use super::Chmod;
+
+    #[test]
+    fn symbolic_modes_apply_to_each_files_own_mode() {
+        let c = Chmod::parse("u+x,g-w,o=").unwrap();
+        assert_eq!(c.apply(0o664, false), 0o740);
+        let c = Chmod::parse("a+X").unwrap();
+        assert_eq!(c.apply(0o644, false), 0o644, "X: files without x stay");
+        assert_eq!(c.apply(0o744, false), 0o755);
+        assert_eq!(c.apply(0o700, true), 0o711, "X: directories get x");
+        assert_eq!(Chmod::parse("=r").unwrap().apply(0o777, false), 0o444);
+        assert_eq!(Chmod::parse("u+s,+t").unwrap().apply(0o755, false), 0o5755);
+        assert_eq!(Chmod::parse("0755").unwrap().apply(0o600, false), 0o755);
+        for bad in ["u+q", "k+x", "rwx", "99999"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -9,7 +9,11 @@
 //! the layer (generated as a tar) and, renamed, the layer's snapshot.
 
 mod copy;
+mod fetch;
+mod log;
 mod mounts;
+
+pub use log::StepLog;
 
 use crate::context::ignore::Matcher;
 use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
@@ -17,12 +21,14 @@ use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Error as DfError, Source, parse};
 use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
 use crate::layer;
+use crate::progress::{Progress, StepId};
 use crate::sandbox::{self, ContainerDirs, Spec};
 use crate::store::{Digest, Store, StoreError};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use thiserror::Error;
 
 /// Why a build failed.
@@ -38,7 +44,12 @@ pub enum BuildError {
         error: DfError,
         /// What happened.
         message: String,
+        /// The failed command's output, when it ran.
+        log: Option<Box<StepLog>>,
     },
+    /// Another stage failed first; this one stopped.
+    #[error("canceled: another stage failed")]
+    Canceled,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -81,6 +92,9 @@ struct State {
     config: ImageConfig,
     layers: Vec<(Descriptor, Digest)>,
     key: String,
+    /// CMD was set in this stage: ENTRYPOINT then keeps it (otherwise an
+    /// ENTRYPOINT clears the CMD inherited from the base, as Docker does).
+    cmd_set: bool,
 }
 
 impl State {
@@ -146,6 +160,7 @@ fn step_error(step: &instructions::Step, message: String) -> BuildError {
             step.span,
         ),
         message,
+        log: None,
     }
 }
 
@@ -169,12 +184,13 @@ fn platform_args() -> Vec<(String, String)> {
 }
 
 /// Builds `source` (the Dockerfile) in `opts.context`; returns the image.
-/// Progress goes to `out` as plain lines.
+/// The stages the target needs are built, independent ones in parallel;
+/// `progress` hears of every step.
 pub fn build(
     store: &Store,
     source: &Source,
     opts: &Options,
-    out: &mut dyn Write,
+    progress: &Progress,
 ) -> Result<Image, BuildError> {
     let ast = parse(source).map_err(|e| BuildError::Dockerfile(vec![e]))?;
     let (file, errors) = instructions::typed(&ast);
@@ -217,35 +233,24 @@ pub fn build(
             })?,
         None => file.stages.len() - 1,
     };
-    let needed = needed_stages(&file.stages, target);
-    let mut built: Vec<Option<State>> = vec![None; file.stages.len()];
-    let total: usize = needed.iter().map(|&i| file.stages[i].steps.len() + 1).sum();
-    let mut n = 0;
-    for &i in &needed {
-        let stage = &file.stages[i];
-        let mut progress = |text: &str, cached: bool| {
-            n += 1;
-            let _ = writeln!(
-                out,
-                "#{n} [{}/{total}] {text}{}",
-                n,
-                if cached { " CACHED" } else { "" }
-            );
-        };
-        let state = build_stage(
-            store,
-            &file.stages,
-            &built,
-            stage,
-            &global,
-            &automatic,
-            opts,
-            &ignore,
-            escape,
-            &mut progress,
-        )?;
-        built[i] = Some(state);
-    }
+    let deps: Vec<Vec<usize>> = (0..file.stages.len())
+        .map(|i| stage_deps(&file.stages, i))
+        .collect();
+    let needed = needed_stages(&deps, target);
+    let builder = Builder {
+        store,
+        stages: &file.stages,
+        opts,
+        ignore: &ignore,
+        escape,
+        global,
+        automatic,
+        progress,
+        logs: log::StepLogs::new(store),
+        canceled: AtomicBool::new(false),
+    };
+    let mut built = builder.stages_in_parallel(&needed, &deps)?;
+
     // Build args no ARG of the built stages (or the global scope) declares.
     let declared: Vec<&str> = file
         .global_args
@@ -266,11 +271,10 @@ pub fn build(
     unused.sort_unstable();
     unused.dedup();
     if !unused.is_empty() {
-        let _ = writeln!(
-            out,
+        progress.warn(&format!(
             "[Warning] One or more build-args [{}] were not consumed",
             unused.join(" ")
-        );
+        ));
     }
     let state = built[target].take().expect("target built");
     let mut config = state.config;
@@ -318,95 +322,254 @@ fn override_or_default(
         .map(|(_, v)| v.clone()))
 }
 
-/// The target and every stage it depends on (FROM <stage>, COPY --from), in file order.
-fn needed_stages(stages: &[Stage], target: usize) -> Vec<usize> {
-    let mut need = vec![false; stages.len()];
-    let mut todo = vec![target];
-    let find = |name: &str, before: usize| -> Option<usize> {
+/// The earlier stages stage `i` reads: its FROM, `COPY --from` and
+/// `RUN --mount=from=`.
+fn stage_deps(stages: &[Stage], i: usize) -> Vec<usize> {
+    let find = |name: &str| -> Option<usize> {
         let lower = name.to_lowercase();
-        stages[..before]
+        stages[..i]
             .iter()
             .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < before))
+            .or_else(|| name.parse::<usize>().ok().filter(|&n| n < i))
     };
-    while let Some(i) = todo.pop() {
-        if need[i] {
-            continue;
-        }
-        need[i] = true;
-        if let Some(dep) = find(&stages[i].from.image, i) {
-            todo.push(dep);
-        }
-        for step in &stages[i].steps {
-            if let Instruction::Copy(c) = &step.instruction
-                && let Some(dep) = c.from.as_deref().and_then(|f| find(f, i))
-            {
-                todo.push(dep);
-            }
+    let mut deps: Vec<usize> = find(&stages[i].from.image).into_iter().collect();
+    for step in &stages[i].steps {
+        match &step.instruction {
+            Instruction::Copy(c) => deps.extend(c.from.as_deref().and_then(find)),
+            Instruction::Run(r) => deps.extend(
+                r.mounts
+                    .iter()
+                    .filter_map(|m| m.from.as_deref().and_then(find)),
+            ),
+            _ => {}
         }
     }
-    (0..stages.len()).filter(|&i| need[i]).collect()
+    deps.sort_unstable();
+    deps.dedup();
+    deps
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_stage(
-    store: &Store,
-    stages: &[Stage],
-    built: &[Option<State>],
-    stage: &Stage,
-    global: &[(String, String)],
-    automatic: &[(String, String)],
-    opts: &Options,
-    ignore: &Matcher,
+/// The target and every stage it depends on, in file order.
+fn needed_stages(deps: &[Vec<usize>], target: usize) -> Vec<usize> {
+    let mut need = vec![false; deps.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !std::mem::replace(&mut need[i], true) {
+            todo.extend(&deps[i]);
+        }
+    }
+    (0..deps.len()).filter(|&i| need[i]).collect()
+}
+
+/// What every stage of one build shares.
+struct Builder<'a> {
+    store: &'a Store,
+    stages: &'a [Stage],
+    opts: &'a Options,
+    ignore: &'a Matcher,
     escape: char,
-    progress: &mut dyn FnMut(&str, bool),
-) -> Result<State, BuildError> {
-    let from_step = &stage.from_step;
-    let lookup = |k: &str| {
-        global
+    global: Vec<(String, String)>,
+    automatic: Vec<(String, String)>,
+    progress: &'a Progress,
+    logs: log::StepLogs,
+    /// Set when a stage fails: the others stop before their next step.
+    canceled: AtomicBool,
+}
+
+/// Where a stage is while the build runs.
+#[derive(Clone)]
+enum Slot {
+    Pending,
+    Done(Box<State>),
+    Failed,
+}
+
+impl Builder<'_> {
+    /// Builds the `needed` stages, each on its own thread as soon as the
+    /// stages it reads are built. The first failure (in file order) is the
+    /// build's error; the stages still running stop at their next step.
+    fn stages_in_parallel(
+        &self,
+        needed: &[usize],
+        deps: &[Vec<usize>],
+    ) -> Result<Vec<Option<State>>, BuildError> {
+        let slots = Mutex::new(vec![Slot::Pending; self.stages.len()]);
+        let ready = Condvar::new();
+        let errors: Mutex<Vec<(usize, BuildError)>> = Mutex::new(Vec::new());
+        let lock = |m| -> std::sync::MutexGuard<'_, Vec<Slot>> {
+            Mutex::lock(m).unwrap_or_else(|e| e.into_inner())
+        };
+        std::thread::scope(|scope| {
+            for &i in needed {
+                let (slots, ready, errors) = (&slots, &ready, &errors);
+                scope.spawn(move || {
+                    let mut guard = lock(slots);
+                    while deps[i].iter().any(|&d| matches!(guard[d], Slot::Pending)) {
+                        guard = ready.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    }
+                    let inputs: Option<Vec<Option<State>>> = guard
+                        .iter()
+                        .enumerate()
+                        .map(|(j, slot)| match slot {
+                            Slot::Done(s) if deps[i].contains(&j) => Some(Some((**s).clone())),
+                            Slot::Failed if deps[i].contains(&j) => None,
+                            _ => Some(None),
+                        })
+                        .collect();
+                    drop(guard);
+                    let outcome = match inputs {
+                        None => Slot::Failed,
+                        Some(built) => match self.stage(i, &built) {
+                            Ok(state) => Slot::Done(Box::new(state)),
+                            Err(e) => {
+                                self.canceled.store(true, Ordering::SeqCst);
+                                if !matches!(e, BuildError::Canceled) {
+                                    errors
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .push((i, e));
+                                }
+                                Slot::Failed
+                            }
+                        },
+                    };
+                    lock(slots)[i] = outcome;
+                    ready.notify_all();
+                });
+            }
+        });
+        let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+        errors.sort_by_key(|(i, _)| *i);
+        if let Some((_, e)) = errors.into_iter().next() {
+            return Err(e);
+        }
+        Ok(slots
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .map(|s| match s {
+                Slot::Done(s) => Some(*s),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// How progress names stage `i`'s steps: `[name 2/5]`, or `[2/5]` when
+    /// the Dockerfile has one stage.
+    fn step_name(&self, i: usize, n: usize, total: usize, text: &str) -> String {
+        let stage = &self.stages[i];
+        if self.stages.len() == 1 {
+            return format!("[{n}/{total}] {text}");
+        }
+        let label = stage
+            .from
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{i}"));
+        format!("[{label} {n}/{total}] {text}")
+    }
+
+    /// Builds stage `i`; `built` holds the stages it reads.
+    fn stage(&self, i: usize, built: &[Option<State>]) -> Result<State, BuildError> {
+        let stage = &self.stages[i];
+        let (store, escape) = (self.store, self.escape);
+        let from_step = &stage.from_step;
+        let lookup = |k: &str| {
+            self.global
+                .iter()
+                .chain(&self.automatic)
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let base = Lexer::new(escape)
+            .process_word(&stage.from.image, &lookup)
+            .map_err(|e| step_error(from_step, e.to_string()))?
+            .value;
+        // Numbered as BuildKit numbers them: FROM and the steps that make
+        // layers; the config-only ones are not shown.
+        let total = 1 + stage
+            .steps
             .iter()
-            .chain(automatic)
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let base = Lexer::new(escape)
-        .process_word(&stage.from.image, &lookup)
-        .map_err(|e| step_error(from_step, e.to_string()))?
-        .value;
-    progress(&format!("FROM {base}"), false);
-    let mut state =
-        base_state(store, stages, built, &base).map_err(|m| step_error(from_step, m))?;
-    let mut args: Vec<(String, String)> = Vec::new();
-    for step in &stage.steps {
-        let text = step.original.trim().to_string();
+            .filter(|s| makes_layer(&s.instruction))
+            .count();
+        let mut n = 1;
+        let id = self
+            .progress
+            .start(&self.step_name(i, n, total, &format!("FROM {base}")));
+        let (mut state, triggers) = base_state(store, self.stages, built, &base)
+            .map_err(|m| step_error(from_step, m))
+            .inspect_err(|e| self.progress.failed(id, &e.to_string(), None))?;
+        self.progress.done(id);
+        // ONBUILD triggers of an image base run first, as if they were
+        // written right after FROM; the image built does not keep them.
+        let triggered = onbuild_steps(&triggers, escape, from_step)?;
+        let mut args: Vec<(String, String)> = Vec::new();
+        for step in triggered.iter().chain(&stage.steps) {
+            if self.canceled.load(Ordering::SeqCst) {
+                return Err(BuildError::Canceled);
+            }
+            let text = step.original.trim().to_string();
+            let id = makes_layer(&step.instruction).then(|| {
+                n += 1;
+                self.progress.start(&self.step_name(i, n, total, &text))
+            });
+            let result = self.step(&mut state, &mut args, built, step, &text, id);
+            match (result, id) {
+                (Ok(cached), Some(id)) => match cached {
+                    true => self.progress.cached(id),
+                    false => self.progress.done(id),
+                },
+                (Ok(_), None) => {}
+                (Err(e), id) => {
+                    if let Some(id) = id {
+                        let log = match &e {
+                            BuildError::Step { log: Some(l), .. } => {
+                                Some(l.path.display().to_string())
+                            }
+                            _ => None,
+                        };
+                        self.progress.failed(id, &e.to_string(), log.as_deref());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Runs one step on `state`; true when its result came from the cache.
+    fn step(
+        &self,
+        state: &mut State,
+        args: &mut Vec<(String, String)>,
+        built: &[Option<State>],
+        step: &instructions::Step,
+        text: &str,
+        id: Option<StepId>,
+    ) -> Result<bool, BuildError> {
+        let (store, opts, escape) = (self.store, self.opts, self.escape);
         match &step.instruction {
             Instruction::Arg(decls) => {
                 for d in decls {
-                    let v = override_or_default(
-                        &d.name,
-                        d.default.as_deref(),
-                        opts,
-                        &args,
-                        &[],
-                        escape,
-                    )
-                    .map_err(|m| step_error(step, m))?
-                    .or_else(|| {
-                        global
-                            .iter()
-                            .chain(automatic)
-                            .rev()
-                            .find(|(k, _)| *k == d.name)
-                            .map(|(_, v)| v.clone())
-                    });
+                    let v =
+                        override_or_default(&d.name, d.default.as_deref(), opts, args, &[], escape)
+                            .map_err(|m| step_error(step, m))?
+                            .or_else(|| {
+                                self.global
+                                    .iter()
+                                    .chain(&self.automatic)
+                                    .rev()
+                                    .find(|(k, _)| *k == d.name)
+                                    .map(|(_, v)| v.clone())
+                            });
                     if let Some(v) = v {
                         args.retain(|(k, _)| k != &d.name);
                         args.push((d.name.clone(), v));
                     }
                 }
-                state.key = hash(&[&state.key, &text, &format!("{args:?}")]);
-                progress(&text, false);
+                state.key = hash(&[&state.key, text, &format!("{args:?}")]);
+                Ok(false)
             }
             Instruction::Run(run) => {
                 let shell = state
@@ -417,7 +580,7 @@ fn build_stage(
                     .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
                 let argv = run_argv(run, &shell);
                 let mut env = state.config.config.env.clone().unwrap_or_default();
-                for (k, v) in &args {
+                for (k, v) in args.iter() {
                     if !env.iter().any(|e| e.split('=').next() == Some(k)) {
                         env.push(format!("{k}={v}"));
                     }
@@ -435,38 +598,51 @@ fn build_stage(
                 let created_by = format!("RUN {} # buildkit", argv.join(" "));
                 // Mounts: in the key by what they are (never by a secret's
                 // value); secrets given as env reach only the process.
-                let mounts =
-                    mounts::prepare(store, built, stages, &state, run, &args, opts, escape, step)?;
+                let mounts = mounts::prepare(
+                    store,
+                    built,
+                    self.stages,
+                    state,
+                    run,
+                    args,
+                    opts,
+                    escape,
+                    step,
+                )?;
                 let key = hash(&[&key, &mounts.key]);
                 env.extend(mounts.env.iter().cloned());
                 let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
-                progress(&text, hit.is_some());
+                let was_hit = hit.is_some();
                 let result = match hit {
                     Some(r) => r,
                     None => {
-                        let r = run_step(
-                            store,
-                            &state,
-                            argv,
-                            env,
-                            run.network == instructions::Network::None,
-                            &mounts,
-                        )
-                        .map_err(|m| step_error(step, m))?;
+                        let network = run.network == instructions::Network::None;
+                        let r = self.run_step(state, argv, env, network, &mounts, step, id)?;
                         record(store, &key, &r)?;
                         r
                     }
                 };
-                push_layer(&mut state, result, created_by);
+                push_layer(state, result, created_by);
                 state.key = key;
+                Ok(was_hit)
             }
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let add = matches!(step.instruction, Instruction::Add(_));
                 let (key, work) = copy::step(
-                    store, built, stages, &state, c, add, &args, opts, ignore, escape, step,
+                    store,
+                    built,
+                    self.stages,
+                    state,
+                    c,
+                    add,
+                    args,
+                    opts,
+                    self.ignore,
+                    escape,
+                    step,
                 )?;
                 let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
-                progress(&text, hit.is_some());
+                let was_hit = hit.is_some();
                 // Both arms consume `work`, which borrows `state`.
                 let result = match hit {
                     Some(r) => {
@@ -479,47 +655,126 @@ fn build_stage(
                         r
                     }
                 };
-                push_layer(&mut state, result, format!("{text} # buildkit"));
+                push_layer(state, result, format!("{text} # buildkit"));
                 state.key = key;
+                Ok(was_hit)
+            }
+            Instruction::Workdir(_) => {
+                image::apply_with(&mut state.config.config, &step.instruction, args, escape)
+                    .map_err(|m| step_error(step, m))?;
+                let wd = state.config.config.working_dir.clone().unwrap_or_default();
+                let created_by = format!("WORKDIR {wd}");
+                if wd.is_empty() || wd == "/" {
+                    push_layer(state, StepResult { layer: None }, created_by);
+                    return Ok(false);
+                }
+                // The directory is made (with its missing parents, owned by
+                // USER) as BuildKit makes it: a layer when it was missing.
+                let user = state.config.config.user.clone().unwrap_or_default();
+                let key = hash(&[&state.key, "WORKDIR", &wd, &user]);
+                let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
+                let was_hit = hit.is_some();
+                let result = match hit {
+                    Some(r) => r,
+                    None => {
+                        let r = copy::mkdir_layer(store, state, &wd, &user)
+                            .map_err(|m| step_error(step, m))?;
+                        record(store, &key, &r)?;
+                        r
+                    }
+                };
+                push_layer(state, result, created_by);
+                state.key = key;
+                Ok(was_hit)
             }
             other => {
-                image::apply_with(&mut state.config.config, other, &args, escape)
+                image::apply_with(&mut state.config.config, other, args, escape)
                     .map_err(|m| step_error(step, m))?;
+                match other {
+                    Instruction::Cmd(_) => state.cmd_set = true,
+                    Instruction::Entrypoint(_) if !state.cmd_set => state.config.config.cmd = None,
+                    _ => {}
+                }
                 if let Instruction::Maintainer(m) = other {
                     state.config.author = Some(m.clone());
                 }
                 state.config.history.push(History {
                     created: Some(config::created_now()),
-                    created_by: Some(text.clone()),
+                    created_by: Some(text.to_string()),
                     comment: Some("buildkit.dockerfile.v0".into()),
                     empty_layer: Some(true),
                     ..Default::default()
                 });
-                state.key = hash(&[&state.key, &text, &format!("{args:?}")]);
-                progress(&text, false);
+                state.key = hash(&[&state.key, text, &format!("{args:?}")]);
+                Ok(false)
             }
         }
     }
-    Ok(state)
 }
 
+/// True for the instructions that run or write files (shown in progress).
+fn makes_layer(i: &Instruction) -> bool {
+    matches!(
+        i,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+    )
+}
+
+/// The ONBUILD triggers of a base image as steps. They have no place in
+/// this Dockerfile: errors point at the FROM line.
+fn onbuild_steps(
+    triggers: &[String],
+    escape: char,
+    from_step: &instructions::Step,
+) -> Result<Vec<instructions::Step>, BuildError> {
+    let mut steps = Vec::new();
+    for t in triggers {
+        let fail = |m: String| {
+            step_error(
+                from_step,
+                format!("ONBUILD trigger {t:?} of the base image: {m}"),
+            )
+        };
+        let text = format!("# escape={escape}\nFROM scratch\n{t}\n");
+        let source = Source::new("ONBUILD", text.as_bytes());
+        let ast = parse(&source).map_err(|e| fail(e.to_string()))?;
+        let (file, errors) = instructions::typed(&ast);
+        if let Some(e) = errors.first() {
+            return Err(fail(e.to_string()));
+        }
+        for mut step in file.stages.into_iter().flat_map(|s| s.steps) {
+            if matches!(step.instruction, Instruction::Copy(ref c) if c.from.is_some()) {
+                return Err(fail("COPY --from is not allowed in ONBUILD".into()));
+            }
+            step.span = from_step.span;
+            step.line = from_step.line;
+            steps.push(step);
+        }
+    }
+    Ok(steps)
+}
+
+/// The state a stage starts from, and the ONBUILD triggers to run first
+/// (only an image base has them).
 fn base_state(
     store: &Store,
     stages: &[Stage],
     built: &[Option<State>],
     base: &str,
-) -> Result<State, String> {
+) -> Result<(State, Vec<String>), String> {
     if base.eq_ignore_ascii_case("scratch") {
         let config = ImageConfig {
             architecture: config::host_architecture().into(),
             os: "linux".into(),
             ..Default::default()
         };
-        return Ok(State {
+        let state = State {
             config,
             layers: Vec::new(),
             key: hash(&["scratch"]),
-        });
+            cmd_set: false,
+        };
+        return Ok((state, Vec::new()));
     }
     let lower = base.to_lowercase();
     if let Some(i) = stages
@@ -527,18 +782,25 @@ fn base_state(
         .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
         && let Some(Some(state)) = built.get(i)
     {
-        return Ok(state.clone());
+        let state = State {
+            cmd_set: false,
+            ..state.clone()
+        };
+        return Ok((state, Vec::new()));
     }
     let image = Image::resolve(store, base).map_err(|_| {
         format!("base image {base} is not in the store: import or load it first (kiln pull comes with registry support)")
     })?;
     image.snapshots(store).map_err(|e| e.to_string())?;
-    let config = image.config.clone();
-    Ok(State {
+    let mut config = image.config.clone();
+    let triggers = config.config.on_build.take().unwrap_or_default();
+    let state = State {
         layers: image.layers(),
         key: hash(&["image", &image.manifest_digest.to_string()]),
         config,
-    })
+        cmd_set: false,
+    };
+    Ok((state, triggers))
 }
 
 fn run_argv(run: &instructions::Run, shell: &[String]) -> Vec<String> {
@@ -659,75 +921,111 @@ pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildE
     })
 }
 
-fn run_step(
-    store: &Store,
-    state: &State,
-    argv: Vec<String>,
-    env: Vec<String>,
-    no_network: bool,
-    mounts: &mounts::Mounts,
-) -> Result<StepResult, String> {
-    let id = hash(&[
-        &format!("{:?}", std::time::SystemTime::now()),
-        &std::process::id().to_string(),
-        &argv.join(" "),
-    ]);
-    let dir = store.container_dir(&id);
-    let hostname = "buildkitsandbox".to_string();
-    let dirs = ContainerDirs::create(&dir, &hostname)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let mut lower: Vec<PathBuf> = state
-        .layers
-        .iter()
-        .rev()
-        .map(|(_, d)| store.snapshot_path(d))
-        .collect();
-    if lower.is_empty() {
-        lower.push(dirs.empty.clone());
-    }
-    let c = &state.config.config;
-    let spec = Spec {
-        lower,
-        upper: dirs.upper.clone(),
-        work: dirs.work,
-        rootfs: dirs.rootfs,
-        volatile: true,
-        read_only: false,
-        argv: argv.clone(),
-        env,
-        cwd: c
-            .working_dir
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into()),
-        user: c.user.clone().unwrap_or_default(),
-        hostname,
-        network: if no_network {
-            sandbox::Network::None
-        } else {
-            sandbox::Network::Host
-        },
-        binds: mounts.binds.clone(),
-        tmpfs: mounts.tmpfs.clone(),
-        rootless: !sandbox::fs::is_root(),
-        tty: false,
-        etc_dir: dirs.etc,
-    };
-    let code = sandbox::run(&spec, &Default::default(), &id, false);
-    let upper = dirs.upper;
-    let result = match code {
-        Ok(0) => {
-            mounts::remove_stubs(store, state, &upper, &mounts.targets);
-            let staged = store.temp_path("upper");
-            std::fs::rename(&upper, &staged).map_err(|e| format!("moving the step's diff: {e}"))?;
-            commit_dir(store, &staged).map_err(|e| e.to_string())
+impl Builder<'_> {
+    /// Runs a RUN step's command in the sandbox, its output going to the
+    /// step's log file and to progress; the overlay's upper directory
+    /// becomes the layer.
+    #[allow(clippy::too_many_arguments)]
+    fn run_step(
+        &self,
+        state: &State,
+        argv: Vec<String>,
+        env: Vec<String>,
+        no_network: bool,
+        mounts: &mounts::Mounts,
+        step: &instructions::Step,
+        progress_id: Option<StepId>,
+    ) -> Result<StepResult, BuildError> {
+        let store = self.store;
+        let fail = |m: String| step_error(step, m);
+        let id = hash(&[
+            &format!("{:?}", std::time::SystemTime::now()),
+            &std::process::id().to_string(),
+            &argv.join(" "),
+        ]);
+        let dir = store.container_dir(&id);
+        let hostname = "buildkitsandbox".to_string();
+        let dirs = ContainerDirs::create(&dir, &hostname)
+            .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+        let mut lower: Vec<PathBuf> = state
+            .layers
+            .iter()
+            .rev()
+            .map(|(_, d)| store.snapshot_path(d))
+            .collect();
+        if lower.is_empty() {
+            lower.push(dirs.empty.clone());
         }
-        Ok(code) => Err(format!(
-            "process \"{}\" did not complete successfully: exit code: {code}",
-            argv.join(" ")
-        )),
-        Err(e) => Err(e.to_string()),
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+        let c = &state.config.config;
+        let spec = Spec {
+            lower,
+            upper: dirs.upper.clone(),
+            work: dirs.work,
+            rootfs: dirs.rootfs,
+            volatile: true,
+            read_only: false,
+            argv: argv.clone(),
+            env,
+            cwd: c
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            user: c.user.clone().unwrap_or_default(),
+            hostname,
+            network: if no_network {
+                sandbox::Network::None
+            } else {
+                sandbox::Network::Host
+            },
+            binds: mounts.binds.clone(),
+            tmpfs: mounts.tmpfs.clone(),
+            rootless: !sandbox::fs::is_root(),
+            tty: false,
+            etc_dir: dirs.etc,
+        };
+        let log = self.logs.open(progress_id.map_or(0, |p| p.0));
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| fail(format!("creating a pipe: {e}")))?;
+        let (code, tail) = std::thread::scope(|scope| {
+            let relay = scope.spawn(|| log.relay(reader, self.progress, progress_id));
+            let code = sandbox::run(
+                &spec,
+                &Default::default(),
+                &id,
+                sandbox::Io {
+                    stdin: false,
+                    output: Some(writer.into()),
+                },
+            );
+            (code, relay.join().unwrap_or_default())
+        });
+        let upper = dirs.upper;
+        let result = match code {
+            Ok(0) => {
+                mounts::remove_stubs(store, state, &upper, &mounts.targets);
+                let staged = store.temp_path("upper");
+                std::fs::rename(&upper, &staged)
+                    .map_err(|e| fail(format!("moving the step's diff: {e}")))
+                    .and_then(|_| commit_dir(store, &staged))
+            }
+            Ok(code) => {
+                let message = format!(
+                    "process \"{}\" did not complete successfully: exit code: {code}",
+                    argv.join(" ")
+                );
+                let mut e = fail(message);
+                if let BuildError::Step { log: l, .. } = &mut e {
+                    *l = Some(Box::new(StepLog {
+                        path: log.path().to_path_buf(),
+                        tail,
+                    }));
+                }
+                Err(e)
+            }
+            Err(e) => Err(fail(e.to_string())),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
 }

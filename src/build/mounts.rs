@@ -124,7 +124,7 @@ pub(super) fn prepare(
                 key.push(format!(
                     "bind {source} {target} {:?} {}",
                     m.from,
-                    content_digest(&path, None)
+                    content_digest(&path, &|_| false)
                 ));
                 let source_path = if m.read_only {
                     path
@@ -132,7 +132,7 @@ pub(super) fn prepare(
                     // Writes to a read-write bind are discarded, never made
                     // to the context: bind a copy.
                     let copy = store.temp_path("bind");
-                    copy_tree(&path, &copy, (0, 0), None, None)
+                    copy_tree(&path, &copy, (0, 0), None, &|_| false)
                         .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?;
                     out.temps.push(copy.clone());
                     copy

@@ -4,7 +4,10 @@ use super::diagnostic::{Located, Severity};
 use super::{Error, open_store, read_dockerfile};
 use kiln::build::{self, BuildError, Options, Secret};
 use kiln::dockerfile::Source;
-use kiln::image::Name;
+use kiln::image::archive::Format;
+use kiln::image::{Image, Name};
+use kiln::layer::Compression;
+use kiln::progress::{Mode, Progress};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +42,54 @@ pub struct Args {
     /// Print only the image id.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Also export the result: `type=local,dest=DIR` (its filesystem),
+    /// `type=oci,dest=FILE` or `type=docker,dest=FILE` (an archive); a bare
+    /// path means `type=local`.
+    #[arg(short = 'o', long = "output", value_parser = parse_output)]
+    output: Vec<Output>,
+    /// Write the image's digests and names as JSON to this file.
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+    /// How to show progress: a live view on a terminal (`tty`), numbered
+    /// lines (`plain`, the default without a terminal), `json` lines or
+    /// nothing (`quiet`).
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: Mode,
+}
+
+/// Where `--output` sends the result.
+#[derive(Debug, Clone)]
+enum Output {
+    Local(PathBuf),
+    Archive(Format, PathBuf),
+}
+
+/// Parses `--output type=local|oci|docker,dest=PATH` (or a bare path).
+fn parse_output(text: &str) -> Result<Output, String> {
+    if !text.contains('=') {
+        return Ok(Output::Local(PathBuf::from(text)));
+    }
+    let (mut kind, mut dest) = (None, None);
+    for field in text.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => {
+                return Err(format!(
+                    "invalid output {text:?}: use type=local|oci|docker,dest=PATH"
+                ));
+            }
+        }
+    }
+    let dest = dest.ok_or_else(|| format!("invalid output {text:?}: dest=PATH is required"))?;
+    match kind.as_deref() {
+        Some("local") | None => Ok(Output::Local(dest)),
+        Some("oci") => Ok(Output::Archive(Format::Oci, dest)),
+        Some("docker") => Ok(Output::Archive(Format::Docker, dest)),
+        Some(other) => Err(format!(
+            "unsupported output type {other:?}: kiln writes local, oci and docker"
+        )),
+    }
 }
 
 /// Parses `--secret id=X[,src=FILE|,env=VAR]` (also `type=file|env`).
@@ -99,18 +150,40 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         no_cache: args.no_cache,
         secrets: args.secrets.clone(),
     };
-    let mut progress: Box<dyn Write> = if args.quiet {
-        Box::new(std::io::sink())
+    let progress = Progress::stderr(if args.quiet {
+        Mode::Quiet
     } else {
-        Box::new(std::io::stderr())
-    };
-    match build::build(&store, &source, &opts, &mut progress) {
+        args.progress
+    });
+    let result = build::build(&store, &source, &opts, &progress);
+    // The live view ends before anything else is printed.
+    drop(progress);
+    match result {
         Ok(image) => {
+            for output in &args.output {
+                match output {
+                    Output::Local(dir) => image.export_rootfs(&store, dir)?,
+                    Output::Archive(format, file) => {
+                        let name = opts
+                            .tags
+                            .first()
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| image.id.to_string());
+                        super::save::write_archive(
+                            &store,
+                            &[(name, image.clone())],
+                            file,
+                            *format,
+                            Compression::Gzip,
+                        )?;
+                    }
+                }
+            }
+            if let Some(path) = &args.metadata_file {
+                write_file(path, metadata(&store, &image, &opts.tags).as_bytes())?;
+            }
             if let Some(path) = &args.iidfile {
-                std::fs::write(path, image.id.to_string()).map_err(|source| Error::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+                write_file(path, image.id.to_string().as_bytes())?;
             }
             writeln!(std::io::stdout(), "{}", image.id)?;
             Ok(ExitCode::SUCCESS)
@@ -125,13 +198,50 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             std::io::stderr().write_all(out.as_bytes())?;
             Ok(ExitCode::FAILURE)
         }
-        Err(BuildError::Step { error, .. }) => {
-            let text =
-                Located::with(&source, error, Severity::Error, None).render(super::color_stderr());
+        Err(BuildError::Step { error, log, .. }) => {
+            let mut text = String::new();
+            if let Some(log) = &log {
+                // BuildKit's report: the command's last lines between rules.
+                text.push_str("------\n");
+                for line in &log.tail {
+                    text.push_str(&format!(" > {line}\n"));
+                }
+                text.push_str("------\n");
+            }
+            text.push_str(
+                &Located::with(&source, error, Severity::Error, None).render(super::color_stderr()),
+            );
+            if let Some(log) = &log {
+                text.push_str(&format!(
+                    "the step's whole output: {}\n",
+                    log.path.display()
+                ));
+            }
             std::io::stderr().write_all(text.as_bytes())?;
             Ok(ExitCode::FAILURE)
         }
+        Err(BuildError::Canceled) => Ok(ExitCode::FAILURE),
         Err(BuildError::Store(e)) => Err(e.into()),
         Err(BuildError::Image(e)) => Err(e.into()),
     }
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+    std::fs::write(path, bytes).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `--metadata-file`'s JSON, with the keys `docker buildx build` writes.
+fn metadata(store: &kiln::store::Store, image: &Image, tags: &[Name]) -> String {
+    let descriptor = image.descriptor(store);
+    let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let value = serde_json::json!({
+        "containerimage.config.digest": image.id.to_string(),
+        "containerimage.descriptor": descriptor,
+        "containerimage.digest": image.manifest_digest.to_string(),
+        "image.name": names.join(","),
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }

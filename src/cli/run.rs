@@ -267,7 +267,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         cpus: args.cpus,
         pids: args.pids_limit,
     };
-    let result = sandbox::run(&spec, &limits, &id, args.interactive);
+    let result = sandbox::run(
+        &spec,
+        &limits,
+        &id,
+        sandbox::Io {
+            stdin: args.interactive,
+            output: None,
+        },
+    );
     if args.rm {
         remove_container_dir(&dir);
     }

@@ -50,27 +50,39 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         "none" => Compression::None,
         _ => Compression::Gzip,
     };
-    let dir = args
-        .output
+    write_archive(&store, &images, &args.output, format, compression)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `images` to `output` as an archive: written aside, synced and
+/// renamed into place, so that `output` is never half-written.
+pub(super) fn write_archive(
+    store: &kiln::store::Store,
+    images: &[(String, Image)],
+    output: &std::path::Path,
+    format: Format,
+    compression: Compression,
+) -> Result<(), Error> {
+    let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     let tmp = dir.join(format!(
         ".{}.kiln-{}",
-        args.output
+        output
             .file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
         std::process::id()
     ));
-    let write = |path: &PathBuf| -> Result<(), Error> {
+    let write = |path: &std::path::Path| -> Result<(), Error> {
         let file = std::fs::File::create(path).map_err(|source| Error::Read {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         })?;
         let file = archive::save(
-            &store,
-            &images,
+            store,
+            images,
             std::io::BufWriter::new(file),
             format,
             compression,
@@ -85,9 +97,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &args.output).map_err(|source| Error::Read {
-        path: args.output.clone(),
+    std::fs::rename(&tmp, output).map_err(|source| Error::Read {
+        path: output.to_path_buf(),
         source,
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

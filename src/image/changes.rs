@@ -136,11 +136,23 @@ pub fn apply_with(
         Instruction::Workdir(w) => {
             let w = expand(w)?;
             let base = config.working_dir.clone().unwrap_or_else(|| "/".into());
-            config.working_dir = Some(if w.starts_with('/') {
+            let joined = if w.starts_with('/') {
                 w
             } else {
                 format!("{}/{w}", base.trim_end_matches('/'))
-            });
+            };
+            // Cleaned as Go's filepath.Join cleans it: no `.`, `..` or `//`.
+            let mut parts: Vec<&str> = Vec::new();
+            for part in joined.split('/') {
+                match part {
+                    "" | "." => {}
+                    ".." => {
+                        parts.pop();
+                    }
+                    p => parts.push(p),
+                }
+            }
+            config.working_dir = Some(format!("/{}", parts.join("/")));
         }
         Instruction::StopSignal(s) => config.stop_signal = Some(expand(s)?),
         Instruction::Onbuild(_, text) => config

@@ -38,6 +38,14 @@ pub enum ImageError {
         /// Why.
         source: io::Error,
     },
+    /// Writing an output failed.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// No image by that name or id.
     #[error("no such image: {0}")]
     NotFound(String),
@@ -153,6 +161,20 @@ impl Image {
                 Ok(store.snapshot_path(diff_id))
             })
             .collect()
+    }
+
+    /// Writes the image's filesystem, its layers applied in order, into
+    /// `dir` (`kiln build --output type=local`).
+    pub fn export_rootfs(&self, store: &Store, dir: &std::path::Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| ImageError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for (layer, _) in self.layers() {
+            let blob = store.open_blob(&manifest_digest(&layer)?)?;
+            layer::apply(blob, dir, layer::Mode::Flatten)?;
+        }
+        Ok(())
     }
 
     /// Total size of the layer blobs.

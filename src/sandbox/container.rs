@@ -80,10 +80,21 @@ fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
+/// Where a container's standard streams go.
+#[derive(Debug, Default)]
+pub struct Io {
+    /// Pass standard input through (`-i`); otherwise it reads /dev/null.
+    pub stdin: bool,
+    /// Send stdout and stderr here (a build step's log pipe) instead of
+    /// this process's own.
+    pub output: Option<OwnedFd>,
+}
+
 /// Runs a container; returns its exit code (128+N when killed by signal N).
-/// `id` names its cgroups; `stdin` passes standard input through (`-i`);
+/// `id` names its cgroups; `io.stdin` passes standard input through (`-i`);
 /// with `spec.tty` the process gets a pty relayed to this terminal (`-t`).
-pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, SandboxError> {
+pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, SandboxError> {
+    let stdin = io.stdin;
     // The container's end of the console socket, like every descriptor the
     // child remaps, lives above the numbers it is remapped onto.
     let console = match spec.tty {
@@ -119,6 +130,10 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, stdin: bool) -> Result<i32, S
     } else {
         Stdio::null()
     });
+    if let Some(out) = io.output {
+        let err = out.try_clone().map_err(setup("dup"))?;
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+    }
     // SAFETY: dup2 and unshare are async-signal-safe system calls; nothing
     // else runs between fork and exec.
     unsafe {

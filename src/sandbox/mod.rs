@@ -13,5 +13,5 @@ mod sys;
 pub mod tty;
 pub mod user;
 
-pub use container::{SandboxError, run};
+pub use container::{Io, SandboxError, run};
 pub use spec::{Bind, ContainerDirs, Limits, Network, Spec, Tmpfs};

@@ -26,6 +26,24 @@ fn setup() -> Option<(tempfile::TempDir, tempfile::TempDir)> {
     Some((root, tempfile::tempdir().expect("tempdir")))
 }
 
+/// What `--progress=plain` output says became of the step `text`: CACHED,
+/// DONE or ERROR.
+fn status<'a>(log: &'a str, text: &str) -> &'a str {
+    let number = log
+        .lines()
+        .find_map(|l| {
+            let (n, rest) = l.split_once(' ')?;
+            rest.split_once("] ").filter(|(_, t)| *t == text).map(|_| n)
+        })
+        .unwrap_or_else(|| panic!("no step {text:?} in:\n{log}"));
+    log.lines()
+        .filter_map(|l| l.strip_prefix(number)?.strip_prefix(' '))
+        .map(|rest| rest.split(' ').next().unwrap_or(""))
+        .find(|w| matches!(*w, "CACHED" | "DONE" | "ERROR:"))
+        .map(|w| w.trim_end_matches(':'))
+        .unwrap_or("none")
+}
+
 fn write(dir: &Path, files: &[(&str, &str)]) {
     for (name, content) in files {
         let p = dir.join(name);
@@ -106,8 +124,8 @@ fn build_produces_the_files_modes_owners_and_config() {
         env.contains(&"APP=/app".to_string()) && !env.iter().any(|e| e.starts_with("GREETING")),
         "ARGs stay out of the image: {env:?}"
     );
-    // Four layers on top of busybox: three COPYs and the RUN.
-    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 5);
+    // Five layers on top of busybox: WORKDIR's /app, three COPYs and the RUN.
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 6);
 
     // --build-arg overrides the default.
     let out = k(
@@ -162,14 +180,9 @@ fn unchanged_steps_are_cached_by_content_not_mtime() {
     // Changed content: that COPY and everything after it run again.
     std::fs::write(c.join("z.txt"), "changed").unwrap();
     let log = build();
-    assert!(
-        log.contains("COPY a.txt /a.txt CACHED") && log.contains("RUN cat /a.txt > /b.txt CACHED"),
-        "{log}"
-    );
-    assert!(
-        log.lines().any(|l| l.ends_with("COPY z.txt /z.txt")),
-        "{log}"
-    );
+    assert_eq!(status(&log, "COPY a.txt /a.txt"), "CACHED", "{log}");
+    assert_eq!(status(&log, "RUN cat /a.txt > /b.txt"), "CACHED", "{log}");
+    assert_eq!(status(&log, "COPY z.txt /z.txt"), "DONE", "{log}");
     assert_eq!(
         text(&k(root.path(), &["run", "--rm", "c:1", "cat", "/z.txt"]).stdout),
         "changed"
@@ -236,8 +249,9 @@ fn a_failing_step_is_reported_with_its_line() {
     assert!(err.contains("error: process \"/bin/sh -c echo before && exit 3\" did not complete successfully: exit code: 3"), "{err}");
     assert!(err.contains("Dockerfile:2:1"), "{err}");
     assert!(
-        text(&out.stdout).contains("before"),
-        "the step's output is shown"
+        err.lines()
+            .any(|l| l.starts_with("#2 ") && l.ends_with(" before")),
+        "the step's output is shown: {err}"
     );
     assert!(
         k(root.path(), &["inspect", "f:1"]).status.code() == Some(1),
@@ -426,5 +440,516 @@ fn unused_build_args_warn_and_iidfile_is_written() {
     assert_eq!(
         std::fs::read_to_string(&iid).unwrap(),
         text(&out.stdout).trim()
+    );
+}
+
+#[test]
+fn a_failure_report_has_the_last_20_lines_and_the_whole_log() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN for i in $(seq 1 25); do echo line $i; done; exit 3\n",
+        )],
+    );
+    let out = k(root.path(), &["build", c.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let shown: Vec<&str> = err.lines().filter_map(|l| l.strip_prefix(" > ")).collect();
+    let want: Vec<String> = (6..=25).map(|i| format!("line {i}")).collect();
+    assert_eq!(shown, want, "{err}");
+    let path = err
+        .lines()
+        .find_map(|l| l.strip_prefix("the step's whole output: "))
+        .unwrap_or_else(|| panic!("no log path in {err}"));
+    let whole = std::fs::read_to_string(path).unwrap();
+    assert_eq!(whole.lines().count(), 25);
+    assert!(path.starts_with(root.path().to_str().unwrap()), "{path}");
+}
+
+#[test]
+fn json_progress_has_one_event_per_step_state() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(c, &[("Dockerfile", "FROM box:1\nENV A=1\nRUN echo hi\n")]);
+    let build = || {
+        let out = k(
+            root.path(),
+            &["build", "--progress=json", c.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .map(|v| format!("{} {} {}", v["step"], v["status"], v["name"]))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        build(),
+        [
+            r#"1 "started" "[1/2] FROM box:1""#,
+            r#"1 "done" "[1/2] FROM box:1""#,
+            r#"2 "started" "[2/2] RUN echo hi""#,
+            r#"2 "done" "[2/2] RUN echo hi""#,
+        ]
+    );
+    assert_eq!(build()[3], r#"2 "cached" "[2/2] RUN echo hi""#);
+    let quiet = k(root.path(), &["build", "-q", c.to_str().unwrap()]);
+    assert_eq!(text(&quiet.stderr), "");
+    assert!(text(&quiet.stdout).trim().starts_with("sha256:"));
+}
+
+#[test]
+fn workdir_creates_its_directory_as_a_layer_owned_by_user() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nUSER app\nWORKDIR /srv/data\nWORKDIR /tmp\nWORKDIR ../home\n",
+        )],
+    );
+    let out = k(root.path(), &["build", "-t", "w:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stat = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "-u",
+            "0",
+            "w:1",
+            "stat",
+            "-c",
+            "%u:%g %a %n",
+            "/srv",
+            "/srv/data",
+            "/tmp",
+        ],
+    );
+    assert_eq!(
+        text(&stat.stdout),
+        "1000:1000 755 /srv\n1000:1000 755 /srv/data\n0:0 1777 /tmp\n",
+        "{}",
+        text(&stat.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&k(root.path(), &["inspect", "w:1"]).stdout).unwrap();
+    assert_eq!(v[0]["Config"]["WorkingDir"], "/home");
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    let history: Vec<(String, bool)> = v[0]["History"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap().to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let history: Vec<(&str, bool)> = history.iter().map(|(s, e)| (s.as_str(), *e)).collect();
+    assert_eq!(
+        history,
+        [
+            ("USER app", true),
+            ("WORKDIR /srv/data", false),
+            ("WORKDIR /tmp", true),
+            ("WORKDIR /home", true),
+        ]
+    );
+}
+
+#[test]
+fn copy_keeps_the_images_parent_directories_and_follows_its_symlinks() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1\nRUN chmod 0710 /home/app && ln -s /home/app /link\nCOPY f.txt /home/app/\nCOPY g.txt /link/\nCOPY --chown=app h.txt /new/dir/\n",
+            ),
+            ("f.txt", "f"),
+            ("g.txt", "g"),
+            ("h.txt", "h"),
+        ],
+    );
+    let out = k(root.path(), &["build", "-t", "p:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stat = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "p:1",
+            "sh",
+            "-c",
+            "stat -c '%u:%g %a %F %n' /home/app /home/app/f.txt /home/app/g.txt /link /new /new/dir /new/dir/h.txt",
+        ],
+    );
+    assert_eq!(
+        text(&stat.stdout),
+        "1000:1000 710 directory /home/app\n\
+         0:0 644 regular file /home/app/f.txt\n\
+         0:0 644 regular file /home/app/g.txt\n\
+         0:0 777 symbolic link /link\n\
+         1000:1000 755 directory /new\n\
+         1000:1000 755 directory /new/dir\n\
+         1000:1000 644 regular file /new/dir/h.txt\n",
+        "{}",
+        text(&stat.stderr)
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_when_the_image_is_a_base() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1\nONBUILD COPY a.txt /from-child.txt\nONBUILD RUN echo triggered > /t\n",
+            ),
+            ("a.txt", "child's a"),
+        ],
+    );
+    let out = k(root.path(), &["build", "-t", "ob:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&k(root.path(), &["inspect", "ob:1"]).stdout).unwrap();
+    assert_eq!(
+        v[0]["Config"]["OnBuild"],
+        serde_json::json!(["COPY a.txt /from-child.txt", "RUN echo triggered > /t"])
+    );
+    write(
+        c,
+        &[("Dockerfile", "FROM ob:1\nRUN cat /t /from-child.txt\n")],
+    );
+    let out = k(
+        root.path(),
+        &["build", "-t", "child:1", c.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = k(
+        root.path(),
+        &["run", "--rm", "child:1", "cat", "/t", "/from-child.txt"],
+    );
+    assert_eq!(text(&shown.stdout), "triggered\nchild's a");
+    let v: serde_json::Value =
+        serde_json::from_slice(&k(root.path(), &["inspect", "child:1"]).stdout).unwrap();
+    assert!(v[0]["Config"]["OnBuild"].is_null(), "{}", v[0]["Config"]);
+}
+
+#[test]
+fn independent_stages_build_in_parallel() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    // Each stage marks itself in a shared cache mount and waits up to 10 s
+    // for the other's mark: stages built one after the other fail.
+    let stage = |me: &str, other: &str| {
+        format!(
+            "FROM box:1 AS {me}\nRUN --mount=type=cache,id=rendezvous,target=/r touch /r/{me}; i=0; while [ ! -e /r/{other} ]; do i=$((i+1)); [ $i -gt 100 ] && exit 1; sleep 0.1; done; echo {me} > /{me}\n"
+        )
+    };
+    let dockerfile = format!(
+        "{}{}FROM box:1\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        stage("a", "b"),
+        stage("b", "a")
+    );
+    write(c, &[("Dockerfile", &dockerfile)]);
+    let out = k(root.path(), &["build", "-t", "par:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = k(root.path(), &["run", "--rm", "par:1", "cat", "/a", "/b"]);
+    assert_eq!(text(&shown.stdout), "a\nb\n");
+}
+
+#[test]
+fn outputs_local_oci_docker_and_metadata_file() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[("Dockerfile", "FROM box:1\nRUN echo made > /made.txt\n")],
+    );
+    let out_dir = c.join("out");
+    let meta = c.join("meta.json");
+    let oci = c.join("image.oci.tar");
+    let docker = c.join("image.docker.tar");
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "o:1",
+            "--output",
+            &format!("type=local,dest={}", out_dir.display()),
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            "--output",
+            &format!("type=docker,dest={}", docker.display()),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("made.txt")).unwrap(),
+        "made\n"
+    );
+    assert!(out_dir.join("bin/busybox").is_file());
+    let id = text(&out.stdout).trim().to_string();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], id.as_str());
+    assert_eq!(m["image.name"], "o:1");
+    let digest = m["containerimage.digest"].as_str().unwrap();
+    assert_eq!(m["containerimage.descriptor"]["digest"], digest);
+    // Both archives load back into a fresh store as the same image.
+    for archive in [&oci, &docker] {
+        let fresh = tempfile::tempdir().unwrap();
+        let out = k(fresh.path(), &["load", "-i", archive.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&k(fresh.path(), &["inspect", "o:1"]).stdout).unwrap();
+        assert_eq!(v[0]["Id"], id.as_str(), "{}", archive.display());
+    }
+    let bad = k(
+        root.path(),
+        &["build", "--output", "type=tar,dest=x", c.to_str().unwrap()],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr)
+            .contains("unsupported output type \"tar\": kiln writes local, oci and docker"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn copy_chmod_exclude_parents_and_link() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1\n\
+                 COPY --chmod=u+x,go-w run.sh /bin/\n\
+                 COPY --exclude=**/*.tmp --exclude=skip src/ /src/\n\
+                 COPY --parents a/*/file.txt /p/\n\
+                 COPY --parents ./a/./x/file.txt /q/\n\
+                 COPY --link --chmod=0700 run.sh /linked/\n",
+            ),
+            ("run.sh", "#!/bin/sh\n"),
+            ("src/keep.txt", "k"),
+            ("src/drop.tmp", "d"),
+            ("src/skip/inner.txt", "s"),
+            ("src/deep/also.tmp", "d"),
+            ("a/x/file.txt", "x"),
+            ("a/y/file.txt", "y"),
+            ("a/y/other.txt", "o"),
+        ],
+    );
+    std::fs::set_permissions(
+        c.join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let out = k(root.path(), &["build", "-t", "cp:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "cp:1",
+            "sh",
+            "-c",
+            "stat -c '%a %n' /bin/run.sh /linked/run.sh; find /src /p /q | sort",
+        ],
+    );
+    assert_eq!(
+        text(&listing.stdout),
+        "744 /bin/run.sh\n700 /linked/run.sh\n\
+         /p\n/p/a\n/p/a/x\n/p/a/x/file.txt\n/p/a/y\n/p/a/y/file.txt\n\
+         /q\n/q/x\n/q/x/file.txt\n\
+         /src\n/src/deep\n/src/keep.txt\n",
+        "{}",
+        text(&listing.stderr)
+    );
+    // A --link layer's key leaves out the layers below it: after a new
+    // step under it, it is still a cache hit; the other COPYs are not.
+    let df = std::fs::read_to_string(c.join("Dockerfile")).unwrap();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            &df.replace("FROM box:1\n", "FROM box:1\nRUN echo changed > /base\n"),
+        )],
+    );
+    let out = k(root.path(), &["build", "-t", "cp:2", c.to_str().unwrap()]);
+    let log = text(&out.stderr);
+    assert_eq!(
+        status(&log, "COPY --link --chmod=0700 run.sh /linked/"),
+        "CACHED",
+        "{log}"
+    );
+    assert_eq!(
+        status(&log, "COPY --chmod=u+x,go-w run.sh /bin/"),
+        "DONE",
+        "{log}"
+    );
+
+    write(
+        c,
+        &[("Dockerfile", "FROM box:1\nCOPY --chmod=u+q run.sh /\n")],
+    );
+    let out = k(root.path(), &["build", c.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error: invalid chmod \"u+q\"") && err.contains("Dockerfile:2:6"),
+        "{err}"
+    );
+}
+
+/// Serves `body` at every path on 127.0.0.1 (404 for paths ending in
+/// `missing`) for `n` requests; returns the port.
+fn http_server(body: &'static [u8], n: usize) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(n) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let path = request.split(' ').nth(1).unwrap_or("");
+            let head = if path.ends_with("missing") {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+            };
+            let _ = stream.write_all(head.as_bytes());
+            if !path.ends_with("missing") {
+                let _ = stream.write_all(body);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn add_from_a_url_with_checksum() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    let port = http_server(b"downloaded\n", 4);
+    // sha256 of "downloaded\n".
+    let sum = "sha256:0e3d9b1c8d6ebc8b2d3bd94b5c63b88eed2b1d0fb6d2e8a2c8ad2b0c0c8b9a1d";
+    let real = {
+        use sha2::Digest;
+        format!("sha256:{:x}", sha2::Sha256::digest(b"downloaded\n"))
+    };
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM box:1\nADD http://127.0.0.1:{port}/dir/tool.txt /opt/\nADD --checksum={real} http://127.0.0.1:{port}/again.txt /again.txt\n"
+            ),
+        )],
+    );
+    let out = k(root.path(), &["build", "-t", "url:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "url:1",
+            "sh",
+            "-c",
+            "stat -c '%a %u %Y %n' /opt/tool.txt /again.txt; cat /opt/tool.txt",
+        ],
+    );
+    assert_eq!(
+        text(&shown.stdout),
+        "600 0 1700000000 /opt/tool.txt\n600 0 1700000000 /again.txt\ndownloaded\n"
+    );
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            &format!("FROM box:1\nADD --checksum={sum} http://127.0.0.1:{port}/f.txt /\n"),
+        )],
+    );
+    let out = k(root.path(), &["build", c.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "checksum mismatch: --checksum={sum}, but the file is {real}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2:1"), "{err}");
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            &format!("FROM box:1\nADD http://127.0.0.1:{port}/missing /\n"),
+        )],
+    );
+    let out = k(root.path(), &["build", c.to_str().unwrap()]);
+    assert!(
+        text(&out.stderr).contains("the server answered 404 Not Found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn run_network_none_has_only_loopback() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN --network=none ls /sys/class/net > /none.txt\nRUN ls /sys/class/net > /host.txt\n",
+        )],
+    );
+    let out = k(root.path(), &["build", "-t", "net:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let none = k(root.path(), &["run", "--rm", "net:1", "cat", "/none.txt"]);
+    assert_eq!(text(&none.stdout), "lo\n");
+    let host = k(root.path(), &["run", "--rm", "net:1", "cat", "/host.txt"]);
+    let host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        text(&host.stdout).lines().count(),
+        host_ifaces.len(),
+        "a default RUN shares the host's network"
     );
 }

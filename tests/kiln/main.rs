@@ -9,6 +9,7 @@ mod cli;
 mod conformance;
 mod fuzz;
 mod parse_golden;
+mod realworld;
 mod rootless;
 mod run;
 mod store;

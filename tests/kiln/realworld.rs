@@ -1,0 +1,314 @@
+//! The 22 real-world Dockerfiles of ../shared/conformance/realworld, built
+//! with kiln on a debootstrapped `debian:local`, each checked against the
+//! `expect` file made from docker build's image of it.
+//!
+//! Slow (a Debian base, then 22 builds with apt-get): CI runs it; locally
+//! set KILN_REALWORLD=1. The base tarball is kept in cargo's target
+//! directory between runs.
+
+use crate::util::{conformance, kiln, need_root, need_tool, repo, text};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The `debian:local` tarball, made once by fixtures/images/debian-rootfs.sh.
+fn debian_tar() -> PathBuf {
+    let tar = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-bookworm-minbase.tar");
+    if !tar.is_file() {
+        let out = std::process::Command::new(repo().join("fixtures/images/debian-rootfs.sh"))
+            .arg(&tar)
+            .output()
+            .expect("running debian-rootfs.sh");
+        assert!(
+            out.status.success(),
+            "debian-rootfs.sh failed:\n{}",
+            text(&out.stderr)
+        );
+    }
+    tar
+}
+
+#[test]
+fn realworld_dockerfiles_build_as_docker_builds_them() {
+    let Some(dir) = conformance("realworld") else {
+        return;
+    };
+    if std::env::var_os("CI").is_none() && std::env::var_os("KILN_REALWORLD").is_none() {
+        eprintln!(
+            "skipped: slow (debootstrap and 22 apt-get builds); CI runs it, or set KILN_REALWORLD=1"
+        );
+        return;
+    }
+    if !need_root("debootstrap and build steps run as root")
+        || !need_tool("debootstrap", "it makes the debian:local base")
+    {
+        return;
+    }
+    let tar = debian_tar();
+    let store = tempfile::tempdir().expect("tempdir");
+    let root = store.path().to_str().expect("utf-8 path").to_string();
+    let out = kiln()
+        .args(["--root", &root, "import"])
+        .arg(&tar)
+        .args([
+            "debian:local",
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--change",
+            r#"CMD ["bash"]"#,
+        ])
+        .output()
+        .expect("kiln import");
+    assert!(out.status.success(), "import: {}", text(&out.stderr));
+
+    let cases = crate::util::cases(&dir);
+    assert_eq!(cases.len(), 22, "the conformance set has 22 cases");
+    let queue = Mutex::new(cases);
+    let failures = Mutex::new(Vec::new());
+    // Two builds at a time: apt's downloads and dpkg's work overlap.
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let Some(case) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    if let Err(e) = build_and_check(&root, &case, store.path()) {
+                        failures.lock().unwrap().push(e);
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of 22 real-world cases failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+fn build_and_check(root: &str, case: &Path, scratch: &Path) -> Result<(), String> {
+    let name = case.file_name().unwrap().to_string_lossy().into_owned();
+    let tag = format!("rw:{name}");
+    let rootfs = scratch.join(format!("rootfs-{name}"));
+    let context = scratch.join(format!("context-{name}"));
+    checkout(case, &context).map_err(|e| format!("{name}: copying the case: {e}"))?;
+    let out = kiln()
+        .args(["--root", root, "build", "--progress=plain", "-t", &tag])
+        .arg(format!("--output=type=local,dest={}", rootfs.display()))
+        .arg(&context)
+        .output()
+        .map_err(|e| format!("{name}: running kiln: {e}"))?;
+    if !out.status.success() {
+        let err = text(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!("{name}: build failed:\n{}", tail.join("\n")));
+    }
+    let inspect = kiln()
+        .args(["--root", root, "inspect", &tag])
+        .output()
+        .map_err(|e| format!("{name}: kiln inspect: {e}"))?;
+    let inspected: Value = serde_json::from_slice(&inspect.stdout)
+        .map_err(|e| format!("{name}: inspect output: {e}"))?;
+    let config = &inspected[0]["Config"];
+    let expect = std::fs::read_to_string(case.join("expect")).map_err(|e| e.to_string())?;
+    let mut wrong = Vec::new();
+    for line in expect.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Err(e) = check(line, config, &rootfs) {
+            wrong.push(format!("  {line}\n    -> {e}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&rootfs);
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{name}:\n{}", wrong.join("\n")))
+    }
+}
+
+/// Copies a case as a git checkout of it would be: the shared copy is
+/// read-only, but git records only the executable bit, and the `expect`
+/// files come from builds of checkouts (0644 files, 0755 scripts).
+fn checkout(case: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(case)? {
+        let entry = entry?;
+        let (from, dest) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            checkout(&from, &dest)?;
+            continue;
+        }
+        std::fs::copy(&from, &dest)?;
+        let exec = entry.metadata()?.permissions().mode() & 0o111 != 0;
+        let mode = if exec { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Checks one `expect` line (the forms ../shared/conformance/realworld's
+/// README lists, and the file checks its cases use).
+fn check(line: &str, config: &Value, rootfs: &Path) -> Result<(), String> {
+    let (verb, rest) = line.split_once(' ').ok_or("no argument")?;
+    match verb {
+        "config" => {
+            let (key, rest) = rest.split_once(' ').ok_or("no operator")?;
+            let got = config.get(key).cloned().unwrap_or(Value::Null);
+            let (op, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+            match op {
+                "empty" => is_empty(&got)
+                    .then_some(())
+                    .ok_or(format!("{key} is {got}")),
+                "==" => {
+                    let want: Value = serde_json::from_str(arg).map_err(|e| e.to_string())?;
+                    (got == want).then_some(()).ok_or(format!("{key} is {got}"))
+                }
+                "contains" => {
+                    let want: Value = serde_json::from_str(arg).map_err(|e| e.to_string())?;
+                    let hit = match (&got, &want) {
+                        (Value::Array(items), w) => items.contains(w),
+                        (Value::Object(map), Value::String(k)) => map.contains_key(k),
+                        (Value::String(s), Value::String(w)) => s.contains(w.as_str()),
+                        _ => false,
+                    };
+                    hit.then_some(()).ok_or(format!("{key} is {got}"))
+                }
+                _ => Err(format!("unknown operator {op}")),
+            }
+        }
+        "exists" | "absent" => {
+            let there = lstat(rootfs, rest).is_some();
+            (there == (verb == "exists"))
+                .then_some(())
+                .ok_or(format!("{} in the image", if there { "is" } else { "not" }))
+        }
+        "dir" | "regular" => {
+            let m = lstat(rootfs, rest).ok_or("not in the image")?;
+            let ok = if verb == "dir" {
+                m.is_dir()
+            } else {
+                m.is_file()
+            };
+            ok.then_some(()).ok_or(format!("is a {:?}", m.file_type()))
+        }
+        "symlink" => {
+            let (path, target) = rest.split_once(" -> ").ok_or("no -> TARGET")?;
+            let got = std::fs::read_link(in_root(rootfs, path).ok_or("not in the image")?)
+                .map_err(|e| e.to_string())?;
+            (got == Path::new(target))
+                .then_some(())
+                .ok_or(format!("points to {}", got.display()))
+        }
+        "mode" => {
+            use std::os::unix::fs::PermissionsExt;
+            let (path, mode) = rest.split_once(' ').ok_or("no mode")?;
+            let m = lstat(rootfs, path).ok_or("not in the image")?;
+            let got = format!("{:04o}", m.permissions().mode() & 0o7777);
+            (got == mode).then_some(()).ok_or(format!("mode is {got}"))
+        }
+        "owner" => {
+            use std::os::unix::fs::MetadataExt;
+            let (path, owner) = rest.split_once(' ').ok_or("no owner")?;
+            let m = lstat(rootfs, path).ok_or("not in the image")?;
+            let got = format!("{}:{}", m.uid(), m.gid());
+            (got == owner)
+                .then_some(())
+                .ok_or(format!("owner is {got}"))
+        }
+        "file" => {
+            let (path, rest) = rest.split_once(' ').ok_or("no operator")?;
+            let (op, arg) = rest.split_once(' ').ok_or("no value")?;
+            let want: String = serde_json::from_str(arg).map_err(|e| e.to_string())?;
+            let file = followed(rootfs, path).ok_or("not in the image")?;
+            let got = std::fs::read(&file).map_err(|e| e.to_string())?;
+            let got = String::from_utf8_lossy(&got);
+            let ok = match op {
+                "==" => got == want,
+                "contains" => got.contains(&want),
+                _ => return Err(format!("unknown operator {op}")),
+            };
+            ok.then_some(()).ok_or(format!(
+                "holds {:?}",
+                got.chars().take(200).collect::<String>()
+            ))
+        }
+        _ => Err(format!("unknown check {verb}")),
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// `path` inside `rootfs`, its parent's symlinks resolved as they would be
+/// inside the image (an absolute link starts again at the image's root).
+fn in_root(rootfs: &Path, path: &str) -> Option<PathBuf> {
+    let mut parts: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    let last = parts.pop()?;
+    resolve(rootfs, parts).map(|dir| dir.join(last))
+}
+
+/// `path` inside `rootfs` with every symlink in it resolved, the last
+/// component's too (a file check reads what the path leads to).
+fn followed(rootfs: &Path, path: &str) -> Option<PathBuf> {
+    resolve(
+        rootfs,
+        path.split('/')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect(),
+    )
+}
+
+fn resolve(rootfs: &Path, parts: Vec<String>) -> Option<PathBuf> {
+    let mut done: Vec<String> = Vec::new();
+    let mut todo: std::collections::VecDeque<String> = parts.into();
+    let mut hops = 0;
+    while let Some(p) = todo.pop_front() {
+        match p.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => done.push(p),
+        }
+        let here = rootfs.join(done.join("/"));
+        if let Ok(target) = std::fs::read_link(&here) {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            done.pop();
+            let t = target.to_string_lossy().into_owned();
+            if t.starts_with('/') {
+                done.clear();
+            }
+            for (i, part) in t.split('/').enumerate() {
+                todo.insert(i, part.to_string());
+            }
+        }
+    }
+    Some(rootfs.join(done.join("/")))
+}
+
+fn lstat(rootfs: &Path, path: &str) -> Option<std::fs::Metadata> {
+    std::fs::symlink_metadata(in_root(rootfs, path)?).ok()
+}
