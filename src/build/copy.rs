@@ -372,10 +372,28 @@ pub(super) fn step<'a>(
                 (None, true) => Some(Chmod::Octal(0o600)),
                 (c, _) => c.clone(),
             };
-            copy_tree(&s.path, &to, owner, chmod.as_ref(), &|p| {
-                filter.skips(&s.path, p)
-            })
-            .map_err(fail)?;
+            let skip = |p: &Path| filter.skips(&s.path, p);
+            if !meta.is_dir() {
+                copy_tree(&s.path, &to, owner, chmod.as_ref(), &skip).map_err(fail)?;
+                continue;
+            }
+            // A directory's contents are copied; the directory it lands in
+            // keeps the image's metadata, or is made 0755 and owned by
+            // --chown, as BuildKit makes it (--chmod is not applied to it).
+            if let Ok(rel) = to.strip_prefix(&staging) {
+                make_parents(store, &view, &staging, &rel.to_string_lossy(), owner)
+                    .map_err(fail)?;
+            }
+            let mut names: Vec<_> = fs::read_dir(&s.path)
+                .map_err(fail)?
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            names.sort();
+            for n in names {
+                copy_tree(&s.path.join(&n), &to.join(&n), owner, chmod.as_ref(), &skip)
+                    .map_err(fail)?;
+            }
         }
         for h in &heredocs {
             let to = if dest_is_dir {

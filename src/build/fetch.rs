@@ -38,10 +38,7 @@ pub(super) fn download(
         .timeout(None)
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    let mut response = client
-        .get(url)
-        .send()
-        .map_err(|e| fail(error_chain(&e)))?;
+    let mut response = client.get(url).send().map_err(|e| fail(error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(fail(format!("the server answered {}", response.status())));
     }

@@ -107,7 +107,7 @@ fn build_produces_the_files_modes_owners_and_config() {
     );
     assert_eq!(
         text(&listing.stdout),
-        "1000:1000 644 a.txt\n0:0 600 sub\n0:0 600 sub/b.txt\n0:0 600 sub/c\n0:0 600 sub/c/d.txt\nx.md\ny.md\nno-group\n",
+        "1000:1000 644 a.txt\n0:0 755 sub\n0:0 600 sub/b.txt\n0:0 600 sub/c\n0:0 600 sub/c/d.txt\nx.md\ny.md\nno-group\n",
         "{}",
         text(&listing.stderr)
     );

@@ -6,6 +6,7 @@
 mod build;
 mod check_golden;
 mod cli;
+mod compat;
 mod conformance;
 mod fuzz;
 mod parse_golden;

@@ -2,7 +2,7 @@
 //! skopeo and umoci read what kiln writes, kiln reads what they write, and
 //! kill -9 at any moment leaves a store that passes fsck.
 
-use crate::util::{busybox_tar, kiln, need_tool, text};
+use crate::util::{busybox_tar, docker_cmd, docker_ready, kiln, need_tool, text};
 use std::path::Path;
 use std::process::Output;
 
@@ -26,29 +26,8 @@ fn ok(root: &Path, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
-fn docker_ready() -> bool {
-    need_tool("docker", "docker.io runs images kiln saves")
-        && std::process::Command::new("docker")
-            .arg("info")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        || {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have a running dockerd (.ci/run starts it)"
-            );
-            eprintln!(
-                "skipped: dockerd is not running (start: dockerd --bridge=none --iptables=false &)"
-            );
-            false
-        }
-}
-
 fn docker(args: &[&str]) -> Output {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker");
+    let out = docker_cmd().args(args).output().expect("docker");
     assert!(
         out.status.success(),
         "docker {args:?}: {}{}",
@@ -104,9 +83,7 @@ fn import_then_docker_load_and_run() {
         id.trim(),
         "docker sees the same image id (config digest)"
     );
-    let _ = std::process::Command::new("docker")
-        .args(["rmi", &name])
-        .output();
+    let _ = docker_cmd().args(["rmi", &name]).output();
 }
 
 #[test]
@@ -219,9 +196,7 @@ fn docker_save_and_skopeo_archives_load_run_ready() {
                 .is_file(),
             "run-ready"
         );
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &name, "box:1"])
-            .output();
+        let _ = docker_cmd().args(["rmi", &name, "box:1"]).output();
     }
     if need_tool("skopeo", "skopeo writes OCI archives") {
         let archive = root.path().join("skopeo.tar");

@@ -150,3 +150,37 @@ pub fn need_root(why: &str) -> bool {
     }
     root
 }
+
+/// A `docker` command. Debian's client (/usr/bin/docker, docker.io 20.10)
+/// is preferred: it carries BuildKit itself, where a newer client on PATH
+/// may need a buildx plugin that is not installed.
+pub fn docker_cmd() -> Command {
+    let debian = Path::new("/usr/bin/docker");
+    Command::new(if debian.is_file() {
+        debian
+    } else {
+        Path::new("docker")
+    })
+}
+
+/// True when a Docker engine answers; otherwise says why the test skips
+/// (in CI, where .ci/run starts dockerd, its absence fails).
+pub fn docker_ready() -> bool {
+    need_tool(
+        "docker",
+        "docker.io runs and builds the images kiln is compared with",
+    ) && docker_cmd()
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have a running dockerd (.ci/run starts it)"
+            );
+            eprintln!(
+                "skipped: dockerd is not running (start: dockerd --bridge=none --iptables=false &)"
+            );
+            false
+        }
+}
