@@ -73,6 +73,8 @@ pub struct Options {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or number) that use no cache.
+    pub no_cache_filter: Vec<String>,
     /// `--secret`: id → where its value comes from.
     pub secrets: Vec<(String, Secret)>,
 }
@@ -505,6 +507,12 @@ impl Builder<'_> {
         // written right after FROM; the image built does not keep them.
         let triggered = onbuild_steps(&triggers, escape, from_step)?;
         let mut args: Vec<(String, String)> = Vec::new();
+        // --no-cache-filter names stages by name or number.
+        let use_cache = !self.opts.no_cache
+            && !self.opts.no_cache_filter.iter().any(|f| {
+                stage.from.name.as_deref() == Some(f.to_lowercase().as_str())
+                    || f.parse::<usize>() == Ok(i)
+            });
         for step in triggered.iter().chain(&stage.steps) {
             if self.canceled.load(Ordering::SeqCst) {
                 return Err(BuildError::Canceled);
@@ -514,7 +522,7 @@ impl Builder<'_> {
                 n += 1;
                 self.progress.start(&self.step_name(i, n, total, &text))
             });
-            let result = self.step(&mut state, &mut args, built, step, &text, id);
+            let result = self.step(&mut state, &mut args, built, step, &text, id, use_cache);
             match (result, id) {
                 (Ok(cached), Some(id)) => match cached {
                     true => self.progress.cached(id),
@@ -539,6 +547,7 @@ impl Builder<'_> {
     }
 
     /// Runs one step on `state`; true when its result came from the cache.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
         state: &mut State,
@@ -547,6 +556,7 @@ impl Builder<'_> {
         step: &instructions::Step,
         text: &str,
         id: Option<StepId>,
+        use_cache: bool,
     ) -> Result<bool, BuildError> {
         let (store, opts, escape) = (self.store, self.opts, self.escape);
         match &step.instruction {
@@ -611,7 +621,7 @@ impl Builder<'_> {
                 )?;
                 let key = hash(&[&key, &mounts.key]);
                 env.extend(mounts.env.iter().cloned());
-                let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
+                let hit = use_cache.then(|| cached(store, &key)).flatten();
                 let was_hit = hit.is_some();
                 let result = match hit {
                     Some(r) => r,
@@ -641,7 +651,7 @@ impl Builder<'_> {
                     escape,
                     step,
                 )?;
-                let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
+                let hit = use_cache.then(|| cached(store, &key)).flatten();
                 let was_hit = hit.is_some();
                 // Both arms consume `work`, which borrows `state`.
                 let result = match hit {
@@ -672,7 +682,7 @@ impl Builder<'_> {
                 // USER) as BuildKit makes it: a layer when it was missing.
                 let user = state.config.config.user.clone().unwrap_or_default();
                 let key = hash(&[&state.key, "WORKDIR", &wd, &user]);
-                let hit = (!opts.no_cache).then(|| cached(store, &key)).flatten();
+                let hit = use_cache.then(|| cached(store, &key)).flatten();
                 let was_hit = hit.is_some();
                 let result = match hit {
                     Some(r) => r,

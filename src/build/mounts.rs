@@ -6,7 +6,7 @@
 use super::copy::{content_digest, copy_tree, flatten_stage};
 use super::{BuildError, Options, Secret, State, hash, step_error};
 use crate::dockerfile::instructions::{self, Stage};
-use crate::dockerfile::mount::MountType;
+use crate::dockerfile::mount::{MountType, Sharing};
 use crate::sandbox::{Bind, Tmpfs};
 use crate::store::Store;
 use std::fs;
@@ -28,6 +28,9 @@ pub(super) struct Mounts {
     pub targets: Vec<String>,
     /// Temporary copies, removed with this value.
     temps: Vec<PathBuf>,
+    /// Locks of `sharing=locked|private` cache mounts, held until the step
+    /// is done.
+    locks: Vec<fs::File>,
 }
 
 impl Mounts {
@@ -83,7 +86,29 @@ pub(super) fn prepare(
             MountType::Cache => {
                 let target = target.expect("a cache mount has a target");
                 let id = expand(m.id.as_deref().unwrap_or(&target))?;
-                let dir = store.cache_dir().join("mounts").join(hash(&[&id]));
+                let mut dir = store.cache_dir().join("mounts").join(hash(&[&id]));
+                let fail = |e: std::io::Error| step_error(step, format!("cache mount {id}: {e}"));
+                // sharing=locked waits for the mount; sharing=private gets
+                // a new, empty one while another step holds it; shared
+                // mounts take no lock at all.
+                if m.sharing != Sharing::Shared {
+                    fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(fail)?;
+                    let lock = fs::File::options()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(dir.with_extension("lock"))
+                        .map_err(fail)?;
+                    if m.sharing == Sharing::Locked {
+                        lock.lock().map_err(fail)?;
+                        out.locks.push(lock);
+                    } else if lock.try_lock().is_ok() {
+                        out.locks.push(lock);
+                    } else {
+                        dir = store.temp_path("private-cache");
+                        out.temps.push(dir.clone());
+                    }
+                }
                 if !dir.exists() {
                     fs::create_dir_all(&dir)
                         .map_err(|e| step_error(step, format!("cache mount {id}: {e}")))?;

@@ -32,6 +32,10 @@ pub struct Args {
     /// Run every step, ignoring the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Ignore the cache for these stages only (name or number; repeatable
+    /// or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
     /// A secret for `RUN --mount=type=secret`: `id=X,src=FILE` or
     /// `id=X,env=VAR` (`id=X` alone reads the variable X); repeatable.
     #[arg(long = "secret", value_parser = parse_secret)]
@@ -148,6 +152,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
         secrets: args.secrets.clone(),
     };
     let progress = Progress::stderr(if args.quiet {

@@ -953,3 +953,72 @@ fn run_network_none_has_only_loopback() {
         "a default RUN shares the host's network"
     );
 }
+
+#[test]
+fn cache_mount_sharing_locked_and_private() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    // Two stages run at once. Locked: one writes start/end, then the
+    // other. Private: the second gets its own empty directory.
+    let stage = |name: &str, sharing: &str, id: &str| {
+        format!(
+            "FROM box:1 AS {name}\nRUN --mount=type=cache,id={id},sharing={sharing},target=/c echo start >> /c/log; touch /c/{name}; sleep 1; echo end >> /c/log; ls /c > /{name}.saw\n"
+        )
+    };
+    let dockerfile = format!(
+        "{}{}{}{}FROM box:1\nCOPY --from=l1 /l1.saw /\nCOPY --from=l2 /l2.saw /\nCOPY --from=p1 /p1.saw /\nCOPY --from=p2 /p2.saw /\nRUN --mount=type=cache,id=locked,target=/c cat /c/log > /locked.log\n",
+        stage("l1", "locked", "locked"),
+        stage("l2", "locked", "locked"),
+        stage("p1", "private", "private"),
+        stage("p2", "private", "private"),
+    );
+    write(c, &[("Dockerfile", &dockerfile)]);
+    let out = k(
+        root.path(),
+        &["build", "-t", "share:1", c.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "share:1",
+            "sh",
+            "-c",
+            "cat /locked.log; cat /p1.saw /p2.saw",
+        ],
+    );
+    let shown = text(&shown.stdout);
+    let (log, saw) = shown.split_at(shown.find("log\n").unwrap_or(0));
+    assert_eq!(log, "start\nend\nstart\nend\n", "locked: one at a time");
+    // Each private mount holds its own step's files only (plus a log).
+    assert_eq!(saw, "log\np1\nlog\np2\n");
+}
+
+#[test]
+fn no_cache_filter_reruns_only_the_named_stage() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1 AS deps\nRUN echo deps > /deps\nFROM box:1 AS app\nCOPY --from=deps /deps /deps\nRUN echo app > /app\n",
+        )],
+    );
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build"];
+        args.extend_from_slice(extra);
+        args.push(c.to_str().unwrap());
+        let out = k(root.path(), &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    build(&[]);
+    let log = build(&["--no-cache-filter", "app"]);
+    assert_eq!(status(&log, "RUN echo deps > /deps"), "CACHED", "{log}");
+    assert_eq!(status(&log, "RUN echo app > /app"), "DONE", "{log}");
+    let log = build(&["--no-cache-filter", "0"]);
+    assert_eq!(status(&log, "RUN echo deps > /deps"), "DONE", "{log}");
+}
