@@ -4,12 +4,12 @@
 //! never mtimes, so a fresh checkout of the same context hits the cache.
 
 use super::{BuildError, State, StepResult, commit_dir, hash, step_error};
+use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::dockerfile::instructions::{self, Copy, Stage};
 use crate::layer::{self, Mode};
 use crate::sandbox::user;
-use crate::store::{Digest, Store};
-use sha2::{Digest as _, Sha256};
+use crate::store::Store;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
@@ -154,6 +154,7 @@ pub(super) fn step<'a>(
     args: &[(String, String)],
     opts: &'a super::Options,
     ignore: &'a Matcher,
+    stat: &StatCache,
     escape: char,
     step: &'a instructions::Step,
 ) -> Result<(String, Run<'a>), BuildError> {
@@ -297,6 +298,7 @@ pub(super) fn step<'a>(
         ));
     }
 
+    let no_stat = StatCache::none();
     let mut key_parts = vec![
         view.key.clone(),
         kw.to_string(),
@@ -308,7 +310,12 @@ pub(super) fn step<'a>(
     ];
     for s in &sources {
         key_parts.push(format!("{} {} {}", s.name, s.strip, s.remote));
-        key_parts.push(content_digest(&s.path, &|p| filter.skips(&s.path, p)));
+        let digests = if from_context && !s.remote {
+            stat
+        } else {
+            &no_stat
+        };
+        key_parts.push(digests.tree_digest(&s.path, &|p| filter.skips(&s.path, p)));
     }
     for h in &heredocs {
         key_parts.push(h.name.clone());
@@ -531,50 +538,6 @@ fn glob(pattern: &str, name: &str) -> bool {
         }
     }
     go(&p, &n)
-}
-
-/// Digest of names, modes and contents under `path` (not mtimes or
-/// owners), leaving out what `skip` says.
-pub(super) fn content_digest(path: &Path, skip: &dyn Fn(&Path) -> bool) -> String {
-    let mut h = Sha256::new();
-    fn walk(h: &mut Sha256, path: &Path, rel: &str, skip: &dyn Fn(&Path) -> bool) {
-        if skip(path) {
-            return;
-        }
-        let Ok(meta) = fs::symlink_metadata(path) else {
-            return;
-        };
-        h.update(rel.as_bytes());
-        h.update(meta.mode().to_le_bytes());
-        if meta.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(path)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name())
-                .collect();
-            names.sort();
-            for n in names {
-                walk(
-                    h,
-                    &path.join(&n),
-                    &format!("{rel}/{}", n.to_string_lossy()),
-                    skip,
-                );
-            }
-        } else if meta.file_type().is_symlink() {
-            h.update(
-                fs::read_link(path)
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-                    .as_bytes(),
-            );
-        } else if let Ok(mut f) = fs::File::open(path) {
-            let _ = std::io::copy(&mut f, h);
-        }
-    }
-    walk(&mut h, path, "", skip);
-    Digest::sha256(h.finalize().as_slice()).hex().to_string()
 }
 
 /// Copies a file, symlink or directory tree, with `owner`, `chmod` (when

@@ -15,6 +15,7 @@ mod mounts;
 
 pub use log::StepLog;
 
+use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
 use crate::dockerfile::shell::Lexer;
@@ -250,8 +251,18 @@ pub fn build(
         progress,
         logs: log::StepLogs::new(store),
         canceled: AtomicBool::new(false),
+        stat: StatCache::load(&opts.context, stat_cache_file(store, &opts.context)),
     };
-    let mut built = builder.stages_in_parallel(&needed, &deps)?;
+    let built = builder.stages_in_parallel(&needed, &deps);
+    builder.stat.save(|path, bytes| {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        store
+            .write_atomic(path, bytes)
+            .map_err(std::io::Error::other)
+    });
+    let mut built = built?;
 
     // Build args no ARG of the built stages (or the global scope) declares.
     let declared: Vec<&str> = file
@@ -376,6 +387,17 @@ struct Builder<'a> {
     logs: log::StepLogs,
     /// Set when a stage fails: the others stop before their next step.
     canceled: AtomicBool,
+    /// Content digests of the context's files, remembered by stat.
+    stat: StatCache,
+}
+
+/// Where the stat cache of a context directory is kept.
+fn stat_cache_file(store: &Store, context: &Path) -> PathBuf {
+    let canonical = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+    store
+        .cache_dir()
+        .join("context")
+        .join(hash(&[&canonical.to_string_lossy()]))
 }
 
 /// Where a stage is while the build runs.
@@ -648,6 +670,7 @@ impl Builder<'_> {
                     args,
                     opts,
                     self.ignore,
+                    &self.stat,
                     escape,
                     step,
                 )?;

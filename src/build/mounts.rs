@@ -3,8 +3,9 @@
 //! value never reaches a layer, the cache key or the history; the mount
 //! points a step had to create are removed from its diff, as BuildKit does.
 
-use super::copy::{content_digest, copy_tree, flatten_stage};
+use super::copy::{copy_tree, flatten_stage};
 use super::{BuildError, Options, Secret, State, hash, step_error};
+use crate::context::digest::StatCache;
 use crate::dockerfile::instructions::{self, Stage};
 use crate::dockerfile::mount::{MountType, Sharing};
 use crate::sandbox::{Bind, Tmpfs};
@@ -149,7 +150,7 @@ pub(super) fn prepare(
                 key.push(format!(
                     "bind {source} {target} {:?} {}",
                     m.from,
-                    content_digest(&path, &|_| false)
+                    StatCache::none().tree_digest(&path, &|_| false)
                 ));
                 let source_path = if m.read_only {
                     path
