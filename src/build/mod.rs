@@ -48,6 +48,14 @@ pub enum BuildError {
         /// The failed command's output, when it ran.
         log: Option<Box<StepLog>>,
     },
+    /// `--target` names no stage.
+    #[error("--target {name:?}: the Dockerfile has no stage of that name (named stages: {stages})")]
+    NoTarget {
+        /// The name asked for.
+        name: String,
+        /// The stage names there are.
+        stages: String,
+    },
     /// Another stage failed first; this one stopped.
     #[error("canceled: another stage failed")]
     Canceled,
@@ -78,6 +86,8 @@ pub struct Options {
     pub no_cache_filter: Vec<String>,
     /// `--secret`: id → where its value comes from.
     pub secrets: Vec<(String, Secret)>,
+    /// `--ssh`: id → an ssh-agent socket to forward.
+    pub ssh: Vec<(String, PathBuf)>,
 }
 
 /// Where a build secret's value comes from (never stored anywhere).
@@ -231,8 +241,14 @@ pub fn build(
             .stages
             .iter()
             .position(|s| s.from.name.as_deref() == Some(t.to_lowercase().as_str()))
-            .ok_or_else(|| {
-                BuildError::Image(ImageError::NotFound(format!("target stage {t:?}")))
+            .ok_or_else(|| BuildError::NoTarget {
+                name: t.clone(),
+                stages: file
+                    .stages
+                    .iter()
+                    .filter_map(|s| s.from.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?,
         None => file.stages.len() - 1,
     };

@@ -221,10 +221,26 @@ pub(super) fn prepare(
                 }
             }
             MountType::Ssh => {
-                return Err(step_error(
-                    step,
-                    "RUN --mount=type=ssh is not supported yet".into(),
-                ));
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let target = target.unwrap_or_else(|| "/run/buildkit/ssh_agent.0".into());
+                let Some((_, socket)) = opts.ssh.iter().find(|(i, _)| *i == id) else {
+                    if m.required {
+                        return Err(step_error(
+                            step,
+                            format!(
+                                "ssh {id} is required but was not forwarded: pass --ssh {id}[=SOCKET]"
+                            ),
+                        ));
+                    }
+                    continue;
+                };
+                // The agent's socket is bound in; the key is the id and
+                // where it goes, never anything of the agent's.
+                key.push(format!("ssh {id} {target}"));
+                if !out.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                    out.env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
+                out.bind(socket.clone(), target, false);
             }
         }
     }

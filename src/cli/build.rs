@@ -40,6 +40,10 @@ pub struct Args {
     /// `id=X,env=VAR` (`id=X` alone reads the variable X); repeatable.
     #[arg(long = "secret", value_parser = parse_secret)]
     secrets: Vec<(String, Secret)>,
+    /// Forward an ssh-agent to `RUN --mount=type=ssh`: `default` (the
+    /// agent of $SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
+    #[arg(long = "ssh", value_parser = parse_ssh)]
+    ssh: Vec<(String, PathBuf)>,
     /// Write the image id to this file.
     #[arg(long)]
     iidfile: Option<PathBuf>,
@@ -93,6 +97,30 @@ fn parse_output(text: &str) -> Result<Output, String> {
         Some(other) => Err(format!(
             "unsupported output type {other:?}: kiln writes local, oci and docker"
         )),
+    }
+}
+
+/// Parses `--ssh ID[=SOCKET]`: the socket must be an ssh-agent's.
+fn parse_ssh(text: &str) -> Result<(String, PathBuf), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let (id, socket) = match text.split_once('=') {
+        Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+        None => {
+            let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                format!(
+                    "--ssh {text}: SSH_AUTH_SOCK is not set; start ssh-agent or pass {text}=SOCKET"
+                )
+            })?;
+            (text.to_string(), PathBuf::from(sock))
+        }
+    };
+    match std::fs::metadata(&socket) {
+        Ok(m) if m.file_type().is_socket() => Ok((id, socket)),
+        Ok(_) => Err(format!(
+            "--ssh {text}: {} is not a socket; kiln forwards ssh-agent sockets (load keys with ssh-add)",
+            socket.display()
+        )),
+        Err(e) => Err(format!("--ssh {text}: {}: {e}", socket.display())),
     }
 }
 
@@ -154,6 +182,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         secrets: args.secrets.clone(),
+        ssh: args.ssh.clone(),
     };
     let progress = Progress::stderr(if args.quiet {
         Mode::Quiet
@@ -226,6 +255,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             Ok(ExitCode::FAILURE)
         }
         Err(BuildError::Canceled) => Ok(ExitCode::FAILURE),
+        Err(e @ BuildError::NoTarget { .. }) => Err(Error::Usage(e.to_string())),
         Err(BuildError::Store(e)) => Err(e.into()),
         Err(BuildError::Image(e)) => Err(e.into()),
     }

@@ -233,6 +233,18 @@ fn multi_stage_with_target_builds_only_what_it_needs() {
         text(&k(root.path(), &["run", "--rm", "m:2", "cat", "/base.txt"]).stdout),
         "base\n"
     );
+    let out = k(
+        root.path(),
+        &["build", "--target", "nope", c.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "--target \"nope\": the Dockerfile has no stage of that name (named stages: base, unused, final)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -1021,4 +1033,103 @@ fn no_cache_filter_reruns_only_the_named_stage() {
     assert_eq!(status(&log, "RUN echo app > /app"), "DONE", "{log}");
     let log = build(&["--no-cache-filter", "0"]);
     assert_eq!(status(&log, "RUN echo deps > /deps"), "DONE", "{log}");
+}
+
+#[test]
+fn ssh_mounts_forward_an_agent_socket() {
+    let Some((root, ctx)) = setup() else { return };
+    if !crate::util::need_tool(
+        "ssh-agent",
+        "it is the agent forwarded to RUN --mount=type=ssh",
+    ) {
+        return;
+    }
+    let c = ctx.path();
+    let socket = c.join("agent.sock");
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /seen\nRUN --mount=type=ssh,id=other,required=true true\n",
+        )],
+    );
+    let forward = format!("default={}", socket.display());
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "ssh:1",
+            "--ssh",
+            &forward,
+            c.to_str().unwrap(),
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ssh other is required but was not forwarded: pass --ssh other[=SOCKET]"),
+        "{err}"
+    );
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /seen\n",
+        )],
+    );
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "ssh:1",
+            "--ssh",
+            &forward,
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "ssh:1",
+            "sh",
+            "-c",
+            "cat /seen; ls /run 2>&1",
+        ],
+    );
+    assert_eq!(
+        text(&shown.stdout),
+        "/run/buildkit/ssh_agent.0\nls: /run: No such file or directory\n",
+        "the socket was there during the step and is not in the image"
+    );
+    let bad = k(
+        root.path(),
+        &["build", "--ssh", "default=/etc/passwd", c.to_str().unwrap()],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("/etc/passwd is not a socket"));
 }
