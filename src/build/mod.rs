@@ -10,6 +10,7 @@
 
 mod copy;
 mod fetch;
+mod history;
 mod log;
 mod mounts;
 
@@ -616,6 +617,11 @@ impl Builder<'_> {
                         args.push((d.name.clone(), v));
                     }
                 }
+                let vars = variables(state, args);
+                let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
+                let created_by =
+                    history::config_entry(&step.instruction, &state.config, &expand, text);
+                push_layer(state, StepResult { layer: None }, created_by);
                 state.key = hash(&[&state.key, text, &format!("{args:?}")]);
                 Ok(false)
             }
@@ -643,7 +649,11 @@ impl Builder<'_> {
                     c.working_dir.as_deref().unwrap_or(""),
                     &format!("{:?}", run.network),
                 ]);
-                let created_by = format!("RUN {} # buildkit", argv.join(" "));
+                let created_by = history::run_entry(
+                    &argv,
+                    args,
+                    state.config.config.env.as_deref().unwrap_or_default(),
+                );
                 // Mounts: in the key by what they are (never by a secret's
                 // value); secrets given as env reach only the process.
                 let mounts = mounts::prepare(
@@ -704,7 +714,9 @@ impl Builder<'_> {
                         r
                     }
                 };
-                push_layer(state, result, format!("{text} # buildkit"));
+                let vars = variables(state, args);
+                let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
+                push_layer(state, result, history::copy_entry(add, c, &expand));
                 state.key = key;
                 Ok(was_hit)
             }
@@ -737,6 +749,8 @@ impl Builder<'_> {
                 Ok(was_hit)
             }
             other => {
+                let vars = variables(state, args);
+                let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
                 image::apply_with(&mut state.config.config, other, args, escape)
                     .map_err(|m| step_error(step, m))?;
                 match other {
@@ -747,13 +761,12 @@ impl Builder<'_> {
                 if let Instruction::Maintainer(m) = other {
                     state.config.author = Some(m.clone());
                 }
-                state.config.history.push(History {
-                    created: Some(config::created_now()),
-                    created_by: Some(text.to_string()),
-                    comment: Some("buildkit.dockerfile.v0".into()),
-                    empty_layer: Some(true),
-                    ..Default::default()
-                });
+                // BuildKit records every config instruction in the history
+                // but ONBUILD.
+                if !matches!(other, Instruction::Onbuild(..)) {
+                    let created_by = history::config_entry(other, &state.config, &expand, text);
+                    push_layer(state, StepResult { layer: None }, created_by);
+                }
                 state.key = hash(&[&state.key, text, &format!("{args:?}")]);
                 Ok(false)
             }

@@ -267,6 +267,24 @@ fn kiln_and_docker_build_the_same_images() {
                 ));
             }
         }
+        // History, oldest first, after the base's own entry.
+        let ours: Vec<String> = kiln_cfg[0]["History"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|h| h["created_by"].as_str().unwrap_or("").to_string())
+            .collect();
+        let listed =
+            run(docker_cmd().args(["history", "--no-trunc", "--format", "{{.CreatedBy}}", &tag]));
+        let mut theirs: Vec<String> = listed.lines().map(str::to_string).collect();
+        theirs.reverse();
+        theirs.remove(0);
+        if ours != theirs {
+            differences.push(format!(
+                "{name}: history\n    kiln:   {ours:#?}\n    docker: {theirs:#?}"
+            ));
+        }
         let _ = docker_cmd().args(["rmi", &tag]).output();
     }
     let _ = docker_cmd().args(["rmi", "kiln-compat-base:1"]).output();

@@ -1,0 +1,227 @@
+//! The `created_by` text of each history entry, as BuildKit's Dockerfile
+//! frontend writes it (`docker history` shows it): words expanded, Go's
+//! `%q`/`%v` renderings of lists, maps and the healthcheck struct kept.
+
+use crate::dockerfile::dump::go_quote;
+use crate::dockerfile::instructions::{Copy, Healthcheck, Instruction};
+use crate::image::ImageConfig;
+use std::time::Duration;
+
+/// The text for config instruction `instr`, applied to give `after`;
+/// `expand` expands a word as the instruction saw it.
+pub(super) fn config_entry(
+    instr: &Instruction,
+    after: &ImageConfig,
+    expand: &dyn Fn(&str) -> Option<String>,
+    original: &str,
+) -> String {
+    let c = &after.config;
+    let x = |w: &str| expand(w).unwrap_or_else(|| w.to_string());
+    match instr {
+        Instruction::Env(pairs) | Instruction::Label(pairs) => {
+            let kw = if matches!(instr, Instruction::Env(_)) {
+                "ENV"
+            } else {
+                "LABEL"
+            };
+            let mut text = kw.to_string();
+            for kv in pairs {
+                text.push_str(&format!(" {}={}", x(&kv.key), x(&kv.value)));
+            }
+            text
+        }
+        Instruction::Arg(decls) => {
+            let words: Vec<String> = decls
+                .iter()
+                .map(|d| match &d.default {
+                    Some(v) => format!("{}={}", d.name, x(v)),
+                    None => d.name.clone(),
+                })
+                .collect();
+            format!("ARG {}", words.join(" "))
+        }
+        Instruction::Maintainer(m) => format!("MAINTAINER {m}"),
+        Instruction::Expose(ports) => {
+            // Go prints a map with its keys sorted.
+            let mut keys: Vec<String> = ports
+                .iter()
+                .map(|p| {
+                    let p = x(p);
+                    if p.contains('/') {
+                        p.to_ascii_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    }
+                })
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let body: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+            format!("EXPOSE map[{}]", body.join(" "))
+        }
+        Instruction::Volume(v) => {
+            let v: Vec<String> = v.iter().map(|w| x(w)).collect();
+            format!("VOLUME [{}]", v.join(" "))
+        }
+        Instruction::User(u) => format!("USER {}", x(u)),
+        Instruction::StopSignal(s) => format!("STOPSIGNAL {}", x(s)),
+        Instruction::Cmd(_) => format!("CMD {}", go_list(c.cmd.as_deref().unwrap_or_default())),
+        Instruction::Entrypoint(_) => format!(
+            "ENTRYPOINT {}",
+            go_list(c.entrypoint.as_deref().unwrap_or_default())
+        ),
+        Instruction::Shell(s) => format!("SHELL [{}]", s.join(" ")),
+        Instruction::Healthcheck(h) => healthcheck(h),
+        _ => original.to_string(),
+    }
+}
+
+/// RUN's text: the build args in scope that no ENV shadows (`|N K=V ...`),
+/// then the command.
+pub(super) fn run_entry(argv: &[String], args: &[(String, String)], env: &[String]) -> String {
+    let shown: Vec<String> = args
+        .iter()
+        .filter(|(k, _)| !env.iter().any(|e| e.split('=').next() == Some(k)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut words = Vec::new();
+    if !shown.is_empty() {
+        words.push(format!("|{}", shown.len()));
+        words.extend(shown);
+    }
+    words.extend(argv.iter().cloned());
+    format!("RUN {} # buildkit", words.join(" "))
+}
+
+/// COPY's and ADD's text: the keyword, the sources and the destination as
+/// expanded, without flags.
+pub(super) fn copy_entry(add: bool, c: &Copy, expand: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut text = if add { "ADD" } else { "COPY" }.to_string();
+    for s in c.sources.iter().chain([&c.dest]) {
+        text.push(' ');
+        text.push_str(&expand(s).unwrap_or_else(|| s.clone()));
+    }
+    text + " # buildkit"
+}
+
+/// Go's `%q` of a `[]string`: `["a" "b"]`.
+fn go_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `%q` of a `*HealthConfig` (Test, Interval, Timeout, StartPeriod,
+/// Retries): `&{["CMD-SHELL" "true"] "5s" "0s" "0s" '\x02'}`.
+fn healthcheck(h: &Healthcheck) -> String {
+    let (test, interval, timeout, start, retries) = match h {
+        Healthcheck::None => (vec!["NONE".to_string()], None, None, None, None),
+        Healthcheck::Cmd {
+            command,
+            interval,
+            timeout,
+            start_period,
+            retries,
+            ..
+        } => {
+            let test = match command {
+                crate::dockerfile::instructions::Command::Exec(v) => {
+                    std::iter::once("CMD".to_string())
+                        .chain(v.iter().cloned())
+                        .collect()
+                }
+                crate::dockerfile::instructions::Command::Shell(s) => {
+                    vec!["CMD-SHELL".to_string(), s.clone()]
+                }
+            };
+            (test, *interval, *timeout, *start_period, *retries)
+        }
+    };
+    let d = |d: Option<Duration>| go_quote(&go_duration(d.unwrap_or_default()));
+    format!(
+        "HEALTHCHECK &{{{} {} {} {} {}}}",
+        go_list(&test),
+        d(interval),
+        d(timeout),
+        d(start),
+        go_rune(retries.unwrap_or(0))
+    )
+}
+
+/// Go's `time.Duration.String()`: `0s`, `1.5s`, `1m30s`, `2h0m0s`, `500ms`.
+fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    let frac = |v: u128, unit: u128| -> String {
+        let whole = v / unit;
+        let rest = v % unit;
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let digits = format!("{rest:0width$}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    };
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", frac(ns, 1_000));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", frac(ns, 1_000_000));
+    }
+    let secs = ns / 1_000_000_000;
+    let (h, m) = (secs / 3600, (secs % 3600) / 60);
+    let s = frac(ns % 60_000_000_000, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Go's `%q` of a small integer: a quoted rune (`'\x02'`, `'A'`).
+fn go_rune(n: u32) -> String {
+    match char::from_u32(n) {
+        Some('\'') => "'\\''".into(),
+        Some('\\') => "'\\\\'".into(),
+        Some('\u{07}') => "'\\a'".into(),
+        Some('\u{08}') => "'\\b'".into(),
+        Some('\u{0C}') => "'\\f'".into(),
+        Some('\n') => "'\\n'".into(),
+        Some('\r') => "'\\r'".into(),
+        Some('\t') => "'\\t'".into(),
+        Some('\u{0B}') => "'\\v'".into(),
+        Some(c) if (' '..='~').contains(&c) => format!("'{c}'"),
+        _ if n < 0x80 => format!("'\\x{n:02x}'"),
+        _ => format!("'\\u{n:04x}'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_renderings() {
+        assert_eq!(go_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(7200)), "2h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_rune(2), "'\\x02'");
+        assert_eq!(go_rune(65), "'A'");
+        assert_eq!(go_list(&["sh".into(), "-c".into()]), r#"["sh" "-c"]"#);
+        assert_eq!(
+            run_entry(
+                &["/bin/sh".into(), "-c".into(), "echo $V".into()],
+                &[("V".into(), "1".into()), ("E".into(), "x".into())],
+                &["E=y".into()]
+            ),
+            "RUN |1 V=1 /bin/sh -c echo $V # buildkit"
+        );
+    }
+}
