@@ -10,6 +10,7 @@ pub mod dockerfile;
 pub mod image;
 pub mod layer;
 pub mod progress;
+pub mod registry;
 #[allow(unsafe_code)]
 pub mod sandbox;
 pub mod store;

@@ -226,6 +226,106 @@ impl Progress {
     }
 }
 
+/// Blob transfers of a pull or push: a byte bar per blob on a terminal,
+/// one line per finished blob otherwise.
+pub struct Transfers {
+    multi: Option<MultiProgress>,
+    out: Mutex<Option<Box<dyn Write + Send>>>,
+    verb: &'static str,
+}
+
+/// One blob being transferred.
+pub struct Transfer<'a> {
+    parent: &'a Transfers,
+    bar: Option<ProgressBar>,
+    name: String,
+    size: u64,
+}
+
+impl Transfers {
+    /// A reporter on standard error; `verb` is "pulled" or "pushed".
+    pub fn stderr(mode: Mode, verb: &'static str) -> Transfers {
+        let mode = match mode {
+            Mode::Auto if std::io::stderr().is_terminal() => Mode::Tty,
+            Mode::Auto => Mode::Plain,
+            m => m,
+        };
+        Transfers {
+            multi: (mode == Mode::Tty)
+                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))),
+            out: Mutex::new(
+                matches!(mode, Mode::Plain | Mode::Json)
+                    .then(|| Box::new(std::io::stderr()) as Box<dyn Write + Send>),
+            ),
+            verb,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if let Some(multi) = &self.multi {
+            let _ = multi.println(text);
+        } else if let Some(w) = self.out.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let _ = writeln!(w, "{text}");
+        }
+    }
+
+    /// A blob the other side already has.
+    pub fn exists(&self, digest: &impl std::fmt::Display) {
+        self.line(&format!("{}: already exists", short(digest)));
+    }
+
+    /// A blob of `size` bytes starts.
+    pub fn start(&self, digest: &impl std::fmt::Display, size: u64) -> Transfer<'_> {
+        let bar = self.multi.as_ref().map(|m| {
+            let bar = m.add(ProgressBar::new(size));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(short(digest));
+            bar
+        });
+        Transfer {
+            parent: self,
+            bar,
+            name: short(digest),
+            size,
+        }
+    }
+}
+
+impl Transfer<'_> {
+    /// `n` more bytes went.
+    pub fn add(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    /// The blob is done.
+    pub fn done(self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        self.parent.line(&format!(
+            "{}: {} {:.1} MB",
+            self.name,
+            self.parent.verb,
+            self.size as f64 / 1e6
+        ));
+    }
+}
+
+/// The first 12 hex digits of a digest, as docker shows layers.
+fn short(digest: &impl std::fmt::Display) -> String {
+    let text = digest.to_string();
+    let hex = text.split_once(':').map_or(text.as_str(), |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
 fn json(
     w: &mut Box<dyn Write + Send>,
     step: usize,

@@ -11,8 +11,11 @@ mod images;
 mod import;
 mod inspect;
 mod load;
+mod login;
 mod parse;
 mod prune;
+mod pull;
+mod push;
 mod rmi;
 mod run;
 mod save;
@@ -64,6 +67,14 @@ enum Command {
     Prune(prune::Args),
     /// Verify every blob, reference and snapshot in the store.
     Fsck(fsck::Args),
+    /// Download an image from a registry.
+    Pull(pull::Args),
+    /// Upload an image to a registry.
+    Push(push::Args),
+    /// Log in to a registry (kept in docker's config.json).
+    Login(login::Args),
+    /// Log out of a registry.
+    Logout(login::LogoutArgs),
     /// Run a command in a new container from an image.
     Run(Box<run::Args>),
     /// The container's init (started by kiln itself).
@@ -88,6 +99,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Load(args) => load::run(root, args),
         Command::Prune(args) => prune::run(root, args),
         Command::Fsck(args) => fsck::run(root, args),
+        Command::Pull(args) => pull::run(root, args),
+        Command::Push(args) => push::run(root, args),
+        Command::Login(args) => login::run(args),
+        Command::Logout(args) => login::logout(args),
         Command::Run(args) => run::run(root, *args),
         Command::Init => kiln::sandbox::init::main(),
     }
@@ -128,6 +143,18 @@ pub enum Error {
     /// Another kiln has the store open.
     #[error("the store {0} is in use by another kiln process")]
     Busy(PathBuf),
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(#[from] kiln::registry::RegistryError),
+}
+
+/// The tokio runtime registry commands run on.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Write)
 }
 
 /// Opens the store named by `--root`, or the default one.
@@ -142,7 +169,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Read { .. } | Error::Dockerfile(_) | Error::Ignore(_) => 1,
-            Error::Store(_) | Error::Image(_) | Error::Busy(_) => 1,
+            Error::Store(_) | Error::Image(_) | Error::Busy(_) | Error::Registry(_) => 1,
             Error::Usage(_) | Error::Write(_) => 2,
             Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),
         }

@@ -1,0 +1,239 @@
+//! Pull: the manifest (choosing this platform's from an index or manifest
+//! list), then the config and layers, several at once, each streamed into
+//! the store and kept only when its digest is right.
+
+use super::client::{Client, error_chain};
+use super::reference::Reference;
+use super::{Platform, RegistryError, Transfer};
+use crate::image::{self, Image};
+use crate::store::{Digest, Store};
+use futures::StreamExt;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use sha2::{Digest as _, Sha256};
+use std::io::Write;
+
+/// What registries are asked for, in docker's order of preference.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Layers fetched at once.
+const PARALLEL: usize = 3;
+
+/// A fetched manifest: its bytes, digest and media type.
+pub(super) struct Fetched {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: String,
+}
+
+fn is_index(media: &str) -> bool {
+    media.contains("manifest.list") || media.contains("image.index")
+}
+
+/// Fetches the manifest `what` (a tag or a digest) of `repository`.
+pub(super) async fn fetch_manifest(
+    client: &Client,
+    repository: &str,
+    what: &str,
+) -> Result<Fetched, RegistryError> {
+    let scope = format!("repository:{repository}:pull");
+    let url = client.url(&format!("{repository}/manifests/{what}"));
+    let r = client
+        .send(&scope, &|h| h.get(&url).header("Accept", MANIFEST_ACCEPT))
+        .await?;
+    if !r.status().is_success() {
+        return Err(RegistryError::status(
+            &client.registry,
+            repository,
+            &format!("manifest {what}"),
+            r.status().as_u16(),
+        ));
+    }
+    let header_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+    let bytes = r.bytes().await.map_err(|e| RegistryError::Http {
+        registry: client.registry.clone(),
+        message: error_chain(&e),
+    })?;
+    let digest = Digest::sha256(Sha256::digest(&bytes).as_slice());
+    if let Ok(expected) = what.parse::<Digest>()
+        && expected != digest
+    {
+        return Err(RegistryError::Digest {
+            what: format!("manifest of {repository}"),
+            expected,
+            actual: digest,
+        });
+    }
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        RegistryError::Manifest(format!(
+            "the manifest of {repository}:{what} is not JSON: {e}"
+        ))
+    })?;
+    let media_type = body["mediaType"]
+        .as_str()
+        .map(String::from)
+        .or(header_type)
+        .unwrap_or_else(|| {
+            if body["manifests"].is_array() {
+                "application/vnd.oci.image.index.v1+json".into()
+            } else {
+                "application/vnd.oci.image.manifest.v1+json".into()
+            }
+        });
+    Ok(Fetched {
+        bytes: bytes.to_vec(),
+        digest,
+        media_type,
+    })
+}
+
+/// Pulls `reference` into `store` and names it `reference.local_name()`.
+pub async fn pull(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    transfer: &Transfer,
+) -> Result<Image, RegistryError> {
+    let repo = &reference.repository;
+    let mut fetched = fetch_manifest(client, repo, &reference.manifest_ref()).await?;
+    if is_index(&fetched.media_type) {
+        let index: ImageIndex = serde_json::from_slice(&fetched.bytes)
+            .map_err(|e| RegistryError::Manifest(format!("the index of {reference}: {e}")))?;
+        let pick = platform.choose(index.manifests()).ok_or_else(|| {
+            let available: Vec<String> = index
+                .manifests()
+                .iter()
+                .filter_map(|m| m.platform().as_ref())
+                .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                .collect();
+            RegistryError::NoPlatform {
+                reference: reference.to_string(),
+                platform: platform.to_string(),
+                available: available.join(", "),
+            }
+        })?;
+        fetched = fetch_manifest(client, repo, pick.digest().as_ref()).await?;
+        if is_index(&fetched.media_type) {
+            return Err(RegistryError::Manifest(format!(
+                "{reference}: an index inside an index is not supported"
+            )));
+        }
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes)
+        .map_err(|e| RegistryError::Manifest(format!("the manifest of {reference}: {e}")))?;
+    let mut blobs: Vec<Descriptor> = vec![manifest.config().clone()];
+    blobs.extend(manifest.layers().iter().cloned());
+    // The blobs borrow the store: they are fetched concurrently on this
+    // task, PARALLEL at a time (tokio::spawn would need 'static data).
+    let fetches = blobs
+        .into_iter()
+        .map(|d| fetch_blob(store, client, repo, d, transfer));
+    let results: Vec<_> = futures::stream::iter(fetches)
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+
+    let (digest, size) = store.put_bytes(&fetched.bytes)?;
+    debug_assert_eq!(digest, fetched.digest);
+    record_origin(store, &fetched.digest, &client.registry, repo);
+    let descriptor = Descriptor::new(
+        MediaType::from(fetched.media_type.as_str()),
+        size,
+        digest.to_oci(),
+    );
+    store.tag(&reference.local_name(), descriptor)?;
+    let image = Image::load(store, &digest)?;
+    for (layer, _) in image.layers() {
+        record_origin(
+            store,
+            &image::manifest_digest(&layer)?,
+            &client.registry,
+            repo,
+        );
+    }
+    image.snapshots(store)?;
+    Ok(image)
+}
+
+/// Fetches one blob unless the store has it; its digest is checked before
+/// it is kept.
+async fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    repository: &str,
+    d: Descriptor,
+    transfer: &Transfer,
+) -> Result<(), RegistryError> {
+    let digest = image::manifest_digest(&d)?;
+    if store.has_blob(&digest) {
+        transfer.exists(&digest);
+        return Ok(());
+    }
+    let scope = format!("repository:{repository}:pull");
+    let url = client.url(&format!("{repository}/blobs/{digest}"));
+    let mut r = client.send(&scope, &|h| h.get(&url)).await?;
+    if !r.status().is_success() {
+        return Err(RegistryError::status(
+            &client.registry,
+            repository,
+            &format!("blob {digest}"),
+            r.status().as_u16(),
+        ));
+    }
+    let bar = transfer.start(&digest, d.size());
+    let mut writer = store.blob_writer()?;
+    loop {
+        let chunk = r.chunk().await.map_err(|e| RegistryError::Http {
+            registry: client.registry.clone(),
+            message: format!("downloading {digest}: {}", error_chain(&e)),
+        })?;
+        let Some(chunk) = chunk else { break };
+        writer
+            .write_all(&chunk)
+            .map_err(|e| RegistryError::Io(format!("writing blob {digest}: {e}")))?;
+        bar.add(chunk.len() as u64);
+    }
+    match writer.commit(Some(&digest)) {
+        Ok(_) => {
+            bar.done();
+            Ok(())
+        }
+        Err(crate::store::StoreError::DigestMismatch { actual, .. }) => {
+            Err(RegistryError::Digest {
+                what: format!("blob of {repository} from {}", client.registry),
+                expected: digest,
+                actual,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remembers that `digest` came from `repository` on `registry`, so a push
+/// to another repository there can mount it instead of uploading it.
+fn record_origin(store: &Store, digest: &Digest, registry: &str, repository: &str) {
+    let dir = store.cache_dir().join("origins");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = store.write_atomic(
+            &dir.join(digest.hex()),
+            format!("{registry}/{repository}\n").as_bytes(),
+        );
+    }
+}
+
+/// Where `digest` came from (`registry/repository`), if kiln pulled it.
+pub(super) fn origin(store: &Store, digest: &Digest) -> Option<String> {
+    std::fs::read_to_string(store.cache_dir().join("origins").join(digest.hex()))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
