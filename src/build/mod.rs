@@ -89,6 +89,22 @@ pub struct Options {
     pub secrets: Vec<(String, Secret)>,
     /// `--ssh`: id → an ssh-agent socket to forward.
     pub ssh: Vec<(String, PathBuf)>,
+    /// `--pull`: when FROM bases are fetched from their registry.
+    pub pull: Pull,
+    /// How registries are reached.
+    pub registry: crate::registry::Options,
+}
+
+/// When a FROM base is pulled (`--pull`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pull {
+    /// Only when the store does not have it.
+    #[default]
+    Missing,
+    /// Every build (the registry's tag may have moved).
+    Always,
+    /// Never: a base the store lacks is an error.
+    Never,
 }
 
 /// Where a build secret's value comes from (never stored anywhere).
@@ -538,7 +554,7 @@ impl Builder<'_> {
         let id = self
             .progress
             .start(&self.step_name(i, n, total, &format!("FROM {base}")));
-        let (mut state, triggers) = base_state(store, self.stages, built, &base)
+        let (mut state, triggers) = base_state(store, self.stages, built, &base, self.opts)
             .map_err(|m| step_error(from_step, m))
             .inspect_err(|e| self.progress.failed(id, &e.to_string(), None))?;
         self.progress.done(id);
@@ -816,6 +832,24 @@ fn onbuild_steps(
     Ok(steps)
 }
 
+/// Pulls a FROM base from its registry (quietly: the FROM step's line
+/// shows the time it takes).
+fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String> {
+    use crate::registry::{self, Client, Platform, Reference, Transfer};
+    let reference = Reference::parse(base).map_err(|e| format!("FROM {base}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let transfers = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
+    runtime
+        .block_on(async {
+            let client = Client::connect(&reference.registry, &opts.registry, None).await?;
+            registry::pull::pull(store, &client, &reference, &Platform::host(), &transfers).await
+        })
+        .map_err(|e| format!("pulling {base}: {e}"))
+}
+
 /// The state a stage starts from, and the ONBUILD triggers to run first
 /// (only an image base has them).
 fn base_state(
@@ -823,6 +857,7 @@ fn base_state(
     stages: &[Stage],
     built: &[Option<State>],
     base: &str,
+    opts: &Options,
 ) -> Result<(State, Vec<String>), String> {
     if base.eq_ignore_ascii_case("scratch") {
         let config = ImageConfig {
@@ -850,9 +885,16 @@ fn base_state(
         };
         return Ok((state, Vec::new()));
     }
-    let image = Image::resolve(store, base).map_err(|_| {
-        format!("base image {base} is not in the store: import or load it first (kiln pull comes with registry support)")
-    })?;
+    let local = Image::resolve(store, base).ok();
+    let image = match (local, opts.pull) {
+        (Some(image), Pull::Missing | Pull::Never) => image,
+        (None, Pull::Never) => {
+            return Err(format!(
+                "base image {base} is not in the store, and --pull=never: pull, import or load it first"
+            ));
+        }
+        (_, _) => pull_base(store, base, opts)?,
+    };
     image.snapshots(store).map_err(|e| e.to_string())?;
     let mut config = image.config.clone();
     let triggers = config.config.on_build.take().unwrap_or_default();

@@ -44,6 +44,16 @@ pub struct Args {
     /// agent of $SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
     #[arg(long = "ssh", value_parser = parse_ssh)]
     ssh: Vec<(String, PathBuf)>,
+    /// When FROM bases are pulled: `missing` (not in the store), `always`,
+    /// `never`; `--pull` alone means always.
+    #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
+    pull: build::Pull,
+    /// Push the tags (-t) to their registries once built.
+    #[arg(long)]
+    push: bool,
+    /// A registry that may be reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
     /// Write the image id to this file.
     #[arg(long)]
     iidfile: Option<PathBuf>,
@@ -183,6 +193,12 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         no_cache_filter: args.no_cache_filter.clone(),
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
+        pull: args.pull,
+        registry: {
+            let mut r = kiln::registry::Options::from_env();
+            r.insecure.extend(args.insecure.iter().cloned());
+            r
+        },
     };
     let progress = Progress::stderr(if args.quiet {
         Mode::Quiet
@@ -212,6 +228,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                         )?;
                     }
                 }
+            }
+            if args.push {
+                push_tags(&store, &image, &opts, args.quiet)?;
             }
             if let Some(path) = &args.metadata_file {
                 write_file(path, metadata(&store, &image, &opts.tags).as_bytes())?;
@@ -279,4 +298,29 @@ fn metadata(store: &kiln::store::Store, image: &Image, tags: &[Name]) -> String 
         "image.name": names.join(","),
     });
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+}
+
+/// `--push`: each tag to its registry.
+fn push_tags(
+    store: &kiln::store::Store,
+    image: &Image,
+    opts: &Options,
+    quiet: bool,
+) -> Result<(), Error> {
+    use kiln::registry::{self, Client, Reference, Transfer};
+    let mode = if quiet { Mode::Quiet } else { Mode::Auto };
+    let runtime = super::runtime()?;
+    for tag in &opts.tags {
+        let reference = Reference::parse(&tag.to_string()).map_err(Error::Usage)?;
+        let transfers = Transfer::stderr(mode, "pushed");
+        let pushed = runtime.block_on(async {
+            let client = Client::connect(&reference.registry, &opts.registry, None).await?;
+            registry::push::push(store, &client, image, &reference, &transfers).await
+        })?;
+        if !quiet {
+            let digest = pushed.digest.map(|d| d.to_string()).unwrap_or_default();
+            writeln!(std::io::stderr(), "pushed {reference}: {digest}")?;
+        }
+    }
+    Ok(())
 }

@@ -153,10 +153,10 @@ pub async fn pull(
     );
     store.tag(&reference.local_name(), descriptor)?;
     let image = Image::load(store, &digest)?;
-    for (layer, _) in image.layers() {
+    for blob in std::iter::once(image.manifest.config()).chain(image.manifest.layers()) {
         record_origin(
             store,
-            &image::manifest_digest(&layer)?,
+            &image::manifest_digest(blob)?,
             &client.registry,
             repo,
         );

@@ -11,6 +11,7 @@ mod conformance;
 mod fuzz;
 mod parse_golden;
 mod realworld;
+mod registry;
 mod rootless;
 mod run;
 mod store;

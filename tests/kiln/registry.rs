@@ -1,0 +1,416 @@
+//! Pull and push against a real registry: Debian's docker-registry (CNCF
+//! distribution) started on 127.0.0.1 at a free port, plain and with
+//! htpasswd auth over TLS from a generated CA; skopeo reads what kiln
+//! pushes and pushes what kiln pulls.
+
+use crate::util::{busybox_tar, kiln, need_root, need_tool, text};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// A registry process, stopped when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sh(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running a tool");
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+    out
+}
+
+impl Registry {
+    /// Starts one; with `secure`, htpasswd auth (user `kiln`, password
+    /// `s3cret`) over TLS with a certificate from a CA in `certs_d()`.
+    fn start(secure: bool) -> Option<Registry> {
+        let tools = [
+            (
+                "docker-registry",
+                "it is the registry pushed to and pulled from",
+            ),
+            ("skopeo", "it checks what kiln pushes"),
+        ];
+        if !tools.iter().all(|(t, why)| need_tool(t, why)) {
+            return None;
+        }
+        if secure
+            && !(need_tool("openssl", "it makes the test CA")
+                && need_tool("htpasswd", "it makes the registry's password file"))
+        {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            d.join("data").display()
+        );
+        if secure {
+            let certs = d.join("certs.d").join(format!("127.0.0.1:{port}"));
+            std::fs::create_dir_all(&certs).unwrap();
+            sh(Command::new("openssl").current_dir(d).args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=kiln test CA",
+            ]));
+            sh(Command::new("openssl").current_dir(d).args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ]));
+            std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+            sh(Command::new("openssl").current_dir(d).args([
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ]));
+            std::fs::copy(d.join("ca.crt"), certs.join("ca.crt")).unwrap();
+            let htpasswd = sh(Command::new("htpasswd").args(["-Bbn", "kiln", "s3cret"]));
+            std::fs::write(d.join("htpasswd"), htpasswd.stdout).unwrap();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                d.join("server.crt").display(),
+                d.join("server.key").display(),
+                d.join("htpasswd").display()
+            ));
+        }
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        let registry = Registry { child, port, dir };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(registry);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("docker-registry did not start on port {port}");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn certs_d(&self) -> PathBuf {
+        self.dir.path().join("certs.d")
+    }
+}
+
+/// `kiln --root ROOT args...`, with docker's config in `docker_config` and
+/// the registry's CA in `certs_d`.
+fn k(root: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut cmd = kiln();
+    cmd.arg("--root").arg(root).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("kiln")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A store with busybox imported as `box:1`.
+fn store_with_box() -> Option<tempfile::TempDir> {
+    let tar = busybox_tar()?;
+    let root = tempfile::tempdir().unwrap();
+    ok(k(
+        root.path(),
+        &[],
+        &["import", tar.to_str().unwrap(), "box:1"],
+    ));
+    Some(root)
+}
+
+fn image_id(root: &Path, image: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(k(root, &[], &["inspect", image]))).unwrap();
+    v[0]["Id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn push_pull_and_skopeo_against_a_plain_registry() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let none: &[(&str, &Path)] = &[];
+    let target = format!("{}/kiln/box:1", reg.host());
+    let first = ok(k(a.path(), none, &["push", "box:1", &target]));
+    assert!(first.contains("(2 blobs sent, 0 already there)"), "{first}");
+    let again = ok(k(a.path(), none, &["push", "box:1", &target]));
+    assert!(again.contains("(0 blobs sent, 2 already there)"), "{again}");
+    let digest = first
+        .split("digest: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+
+    // skopeo sees the same manifest.
+    let inspected: serde_json::Value = serde_json::from_slice(
+        &sh(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(inspected["Digest"], digest);
+
+    // Pulled into an empty store: the same image, runnable.
+    let b = tempfile::tempdir().unwrap();
+    let id = ok(k(b.path(), none, &["pull", "-q", &target]));
+    assert_eq!(id.trim(), image_id(a.path(), "box:1"));
+    if need_root("kiln run needs root here") {
+        let out = ok(k(
+            b.path(),
+            none,
+            &["run", "--rm", &target, "echo", "pulled"],
+        ));
+        assert_eq!(out, "pulled\n");
+    }
+    // Pushed to another repository of the same registry: its blobs are
+    // mounted from where they were pulled, not sent again.
+    let other = format!("{}/mounted/box:1", reg.host());
+    let mounted = ok(k(b.path(), none, &["push", &target, &other]));
+    assert!(
+        mounted.contains("(0 blobs sent, 2 already there)"),
+        "{mounted}"
+    );
+
+    // An image skopeo pushes (from kiln's OCI archive) pulls back as itself.
+    let archive = a.path().join("box.oci.tar");
+    ok(k(
+        a.path(),
+        none,
+        &["save", "box:1", "-o", archive.to_str().unwrap()],
+    ));
+    let copied = format!("{}/skopeo/box:2", reg.host());
+    sh(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("docker://{copied}"),
+    ]));
+    let c = tempfile::tempdir().unwrap();
+    let id = ok(k(c.path(), none, &["pull", "-q", &copied]));
+    assert_eq!(id.trim(), image_id(a.path(), "box:1"));
+
+    // Clear errors for what is not there.
+    let missing = k(
+        c.path(),
+        none,
+        &["pull", &format!("{}/kiln/box:nope", reg.host())],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    let err = text(&missing.stderr);
+    assert!(
+        err.contains("answered 404 to manifest nope of kiln/box: kiln/box has no manifest nope there: check the name and the tag"),
+        "{err}"
+    );
+}
+
+#[test]
+fn login_push_pull_over_tls_with_htpasswd() {
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let config = tempfile::tempdir().unwrap();
+    let certs = reg.certs_d();
+    let env: &[(&str, &Path)] = &[("DOCKER_CONFIG", config.path()), ("KILN_CERTS_D", &certs)];
+    let target = format!("{}/secure/box:1", reg.host());
+
+    let denied = k(a.path(), env, &["push", "box:1", &target]);
+    assert_eq!(denied.status.code(), Some(1));
+    let err = text(&denied.stderr);
+    assert!(err.contains(&format!("kiln login {}", reg.host())), "{err}");
+
+    let login = |password: &str| {
+        let mut cmd = kiln();
+        cmd.args(["login", &reg.host(), "-u", "kiln", "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = login("wrong");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        text(&wrong.stderr).contains("the user name or password is wrong"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    assert_eq!(ok(login("s3cret")), "Login Succeeded\n");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["auths"][reg.host()]["auth"], "a2lsbjpzM2NyZXQ=");
+
+    ok(k(a.path(), env, &["push", "box:1", &target]));
+    let b = tempfile::tempdir().unwrap();
+    let id = ok(k(b.path(), env, &["pull", "-q", &target]));
+    assert_eq!(id.trim(), image_id(a.path(), "box:1"));
+
+    assert!(ok(k(a.path(), env, &["logout", &reg.host()])).contains("Removing login credentials"));
+    let c = tempfile::tempdir().unwrap();
+    let after = k(c.path(), env, &["pull", &target]);
+    assert_eq!(after.status.code(), Some(1), "{}", text(&after.stderr));
+}
+
+#[test]
+fn a_corrupted_blob_in_the_registry_is_refused() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let none: &[(&str, &Path)] = &[];
+    let target = format!("{}/kiln/box:1", reg.host());
+    ok(k(a.path(), none, &["push", "box:1", &target]));
+    // The biggest blob in the registry's storage is the layer: alter it.
+    let mut biggest: Option<(u64, PathBuf)> = None;
+    let mut stack = vec![reg.dir.path().join("data")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "data")
+                && biggest.as_ref().is_none_or(|(s, _)| m.len() > *s)
+            {
+                biggest = Some((m.len(), p));
+            }
+        }
+    }
+    let (size, path) = biggest.expect("a blob in the registry");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(bytes.len() as u64, size);
+
+    let b = tempfile::tempdir().unwrap();
+    let out = k(b.path(), none, &["pull", &target]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
+    ok(k(b.path(), none, &["fsck"]));
+    let images = ok(k(b.path(), none, &["images", "--format", "json"]));
+    assert!(!images.contains("kiln/box"), "{images}");
+}
+
+#[test]
+fn build_pulls_a_missing_base_and_pushes_its_tags() {
+    if !need_root("builds run steps in containers") {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let none: &[(&str, &Path)] = &[];
+    let base = format!("{}/kiln/base:1", reg.host());
+    ok(k(a.path(), none, &["push", "box:1", &base]));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo built > /built\n"),
+    )
+    .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let never = k(
+        b.path(),
+        none,
+        &["build", "--pull=never", ctx.path().to_str().unwrap()],
+    );
+    assert!(
+        text(&never.stderr).contains("is not in the store, and --pull=never"),
+        "{}",
+        text(&never.stderr)
+    );
+    let app = format!("{}/kiln/app:1", reg.host());
+    ok(k(
+        b.path(),
+        none,
+        &["build", "-t", &app, "--push", ctx.path().to_str().unwrap()],
+    ));
+    let c = tempfile::tempdir().unwrap();
+    ok(k(c.path(), none, &["pull", "-q", &app]));
+    assert_eq!(
+        ok(k(c.path(), none, &["run", "--rm", &app, "cat", "/built"])),
+        "built\n"
+    );
+}
