@@ -687,7 +687,7 @@ pub(super) fn mkdir_layer(
 ) -> Result<StepResult, String> {
     let resolved = resolve_in_image(store, state, dir);
     if resolved == "/" || image_meta(store, state, &resolved).is_some_and(|m| m.is_dir()) {
-        return Ok(StepResult { layer: None });
+        return Ok(StepResult::default());
     }
     let owner = if user.is_empty() {
         (0, 0)

@@ -8,12 +8,14 @@
 //! nothing. A RUN's overlay upper directory is the step's diff: it becomes
 //! the layer (generated as a tar) and, renamed, the layer's snapshot.
 
+mod cache;
 mod copy;
 mod fetch;
 mod history;
 mod log;
 mod mounts;
 
+pub use cache::{CacheMode, CacheSpec};
 pub use log::StepLog;
 
 use crate::context::digest::StatCache;
@@ -93,6 +95,10 @@ pub struct Options {
     pub pull: Pull,
     /// How registries are reached.
     pub registry: crate::registry::Options,
+    /// `--cache-to`: where to export the step cache, and which steps.
+    pub cache_to: Option<(CacheSpec, CacheMode)>,
+    /// `--cache-from`: caches to import before building.
+    pub cache_from: Vec<CacheSpec>,
 }
 
 /// When a FROM base is pulled (`--pull`).
@@ -285,7 +291,15 @@ pub fn build(
         logs: log::StepLogs::new(store),
         canceled: AtomicBool::new(false),
         stat: StatCache::load(&opts.context, stat_cache_file(store, &opts.context)),
+        records: Mutex::new(Vec::new()),
     };
+    for from in &opts.cache_from {
+        // A cache that cannot be read only costs the work it would save.
+        match cache::import(store, from, &opts.registry) {
+            Ok(n) => progress.warn(&format!("importing cache from {from:?}: {n} steps")),
+            Err(e) => progress.warn(&format!("[Warning] importing cache from {from:?}: {e}")),
+        }
+    }
     let built = builder.stages_in_parallel(&needed, &deps);
     builder.stat.save(|path, bytes| {
         if let Some(dir) = path.parent() {
@@ -321,6 +335,25 @@ pub fn build(
             "[Warning] One or more build-args [{}] were not consumed",
             unused.join(" ")
         ));
+    }
+    if let Some((to, mode)) = &opts.cache_to {
+        // mode=min: the stages the final image is made of (its FROM chain).
+        let mut chain = vec![target];
+        while let Some(base) = chain.last().and_then(|&t| from_stage(&file.stages, t)) {
+            chain.push(base);
+        }
+        let records: Vec<(String, StepResult)> = builder
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(stage, _, _)| *mode == CacheMode::Max || chain.contains(stage))
+            .map(|(_, k, r)| (k.clone(), r.clone()))
+            .collect();
+        match cache::export(store, &records, to, &opts.registry) {
+            Ok(n) => progress.warn(&format!("exporting cache to {to:?}: {n} steps")),
+            Err(e) => progress.warn(&format!("[Warning] exporting cache to {to:?} failed: {e}")),
+        }
     }
     let state = built[target].take().expect("target built");
     let mut config = state.config;
@@ -395,6 +428,16 @@ fn stage_deps(stages: &[Stage], i: usize) -> Vec<usize> {
     deps
 }
 
+/// The earlier stage stage `i` is FROM, if it is FROM a stage.
+fn from_stage(stages: &[Stage], i: usize) -> Option<usize> {
+    let name = &stages[i].from.image;
+    let lower = name.to_lowercase();
+    stages[..i]
+        .iter()
+        .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
+        .or_else(|| name.parse::<usize>().ok().filter(|&n| n < i))
+}
+
 /// The target and every stage it depends on, in file order.
 fn needed_stages(deps: &[Vec<usize>], target: usize) -> Vec<usize> {
     let mut need = vec![false; deps.len()];
@@ -422,6 +465,9 @@ struct Builder<'a> {
     canceled: AtomicBool,
     /// Content digests of the context's files, remembered by stat.
     stat: StatCache,
+    /// Every layer step's key and result (stage, key, result), for
+    /// `--cache-to`.
+    records: Mutex<Vec<(usize, String, StepResult)>>,
 }
 
 /// Where the stat cache of a context directory is kept.
@@ -577,7 +623,15 @@ impl Builder<'_> {
                 n += 1;
                 self.progress.start(&self.step_name(i, n, total, &text))
             });
-            let result = self.step(&mut state, &mut args, built, step, &text, id, use_cache);
+            let result = self.step(
+                &mut state,
+                &mut args,
+                built,
+                step,
+                &text,
+                id,
+                (i, use_cache),
+            );
             match (result, id) {
                 (Ok(cached), Some(id)) => match cached {
                     true => self.progress.cached(id),
@@ -611,8 +665,14 @@ impl Builder<'_> {
         step: &instructions::Step,
         text: &str,
         id: Option<StepId>,
-        use_cache: bool,
+        (stage, use_cache): (usize, bool),
     ) -> Result<bool, BuildError> {
+        let remember = |key: &str, r: &StepResult| {
+            self.records
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((stage, key.to_string(), r.clone()));
+        };
         let (store, opts, escape) = (self.store, self.opts, self.escape);
         match &step.instruction {
             Instruction::Arg(decls) => {
@@ -637,7 +697,7 @@ impl Builder<'_> {
                 let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
                 let created_by =
                     history::config_entry(&step.instruction, &state.config, &expand, text);
-                push_layer(state, StepResult { layer: None }, created_by);
+                push_layer(state, StepResult::default(), created_by);
                 state.key = hash(&[&state.key, text, &format!("{args:?}")]);
                 Ok(false)
             }
@@ -696,6 +756,7 @@ impl Builder<'_> {
                         r
                     }
                 };
+                remember(&key, &result);
                 push_layer(state, result, created_by);
                 state.key = key;
                 Ok(was_hit)
@@ -732,6 +793,7 @@ impl Builder<'_> {
                 };
                 let vars = variables(state, args);
                 let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
+                remember(&key, &result);
                 push_layer(state, result, history::copy_entry(add, c, &expand));
                 state.key = key;
                 Ok(was_hit)
@@ -742,7 +804,7 @@ impl Builder<'_> {
                 let wd = state.config.config.working_dir.clone().unwrap_or_default();
                 let created_by = format!("WORKDIR {wd}");
                 if wd.is_empty() || wd == "/" {
-                    push_layer(state, StepResult { layer: None }, created_by);
+                    push_layer(state, StepResult::default(), created_by);
                     return Ok(false);
                 }
                 // The directory is made (with its missing parents, owned by
@@ -760,6 +822,7 @@ impl Builder<'_> {
                         r
                     }
                 };
+                remember(&key, &result);
                 push_layer(state, result, created_by);
                 state.key = key;
                 Ok(was_hit)
@@ -781,7 +844,7 @@ impl Builder<'_> {
                 // but ONBUILD.
                 if !matches!(other, Instruction::Onbuild(..)) {
                     let created_by = history::config_entry(other, &state.config, &expand, text);
-                    push_layer(state, StepResult { layer: None }, created_by);
+                    push_layer(state, StepResult::default(), created_by);
                 }
                 state.key = hash(&[&state.key, text, &format!("{args:?}")]);
                 Ok(false)
@@ -900,7 +963,9 @@ fn base_state(
     let triggers = config.config.on_build.take().unwrap_or_default();
     let state = State {
         layers: image.layers(),
-        key: hash(&["image", &image.manifest_digest.to_string()]),
+        // The image id (the config digest): it names the same content
+        // whatever compression the layers travelled with.
+        key: hash(&["image", &image.id.to_string()]),
         config,
         cmd_set: false,
     };
@@ -948,16 +1013,36 @@ fn is_bare_opener(command: &str, name: &str) -> bool {
 }
 
 /// A layer a step made (or None when it changed nothing).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StepResult {
+    /// The layer blob's digest and size.
     layer: Option<(Digest, u64)>,
+    /// Its diffID and media type when the blob is compressed (a layer
+    /// that came from a shared cache); a built layer is stored plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    compressed: Option<(Digest, String)>,
+}
+
+impl StepResult {
+    /// The diffID: the blob's digest unless the blob is compressed.
+    fn diff_id(&self) -> Option<&Digest> {
+        match (&self.compressed, &self.layer) {
+            (Some((diff_id, _)), _) => Some(diff_id),
+            (None, Some((d, _))) => Some(d),
+            (None, None) => None,
+        }
+    }
 }
 
 fn cached(store: &Store, key: &str) -> Option<StepResult> {
     let path = store.cache_dir().join("steps").join(key);
     let r: StepResult = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    match &r.layer {
-        Some((d, _)) if !store.has_blob(d) || !store.snapshot_path(d).is_dir() => None,
+    match (&r.layer, r.diff_id()) {
+        (Some((d, _)), Some(diff_id))
+            if !store.has_blob(d) || !store.snapshot_path(diff_id).is_dir() =>
+        {
+            None
+        }
         _ => Some(r),
     }
 }
@@ -976,11 +1061,15 @@ fn record(store: &Store, key: &str, r: &StepResult) -> Result<(), BuildError> {
 
 fn push_layer(state: &mut State, r: StepResult, created_by: String) {
     let empty = r.layer.is_none();
-    if let Some((digest, size)) = r.layer {
-        state.layers.push((
-            Descriptor::new(MediaType::ImageLayer, size, digest.to_oci()),
-            digest,
-        ));
+    let diff_id = r.diff_id().cloned();
+    if let (Some((digest, size)), Some(diff_id)) = (r.layer, diff_id) {
+        let media = match r.compressed {
+            Some((_, media)) => MediaType::from(media.as_str()),
+            None => MediaType::ImageLayer,
+        };
+        state
+            .layers
+            .push((Descriptor::new(media, size, digest.to_oci()), diff_id));
     }
     state.config.history.push(History {
         created: Some(config::created_now()),
@@ -1000,7 +1089,7 @@ pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildE
         .unwrap_or(true)
     {
         let _ = std::fs::remove_dir_all(dir);
-        return Ok(StepResult { layer: None });
+        return Ok(StepResult::default());
     }
     let clamp = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -1022,6 +1111,7 @@ pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildE
     }
     Ok(StepResult {
         layer: Some((digest, size)),
+        compressed: None,
     })
 }
 

@@ -48,6 +48,15 @@ pub struct Args {
     /// `never`; `--pull` alone means always.
     #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
     pull: build::Pull,
+    /// Export the step cache: `type=local,dest=DIR` or
+    /// `type=registry,ref=REF`, with `mode=min` (the final image's steps) or
+    /// `mode=max` (every stage's).
+    #[arg(long, value_parser = parse_cache)]
+    cache_to: Option<(build::CacheSpec, build::CacheMode)>,
+    /// Import a step cache before building: `type=local,src=DIR` or
+    /// `type=registry,ref=REF` (repeatable).
+    #[arg(long, value_parser = parse_cache)]
+    cache_from: Vec<(build::CacheSpec, build::CacheMode)>,
     /// Push the tags (-t) to their registries once built.
     #[arg(long)]
     push: bool,
@@ -108,6 +117,10 @@ fn parse_output(text: &str) -> Result<Output, String> {
             "unsupported output type {other:?}: kiln writes local, oci and docker"
         )),
     }
+}
+
+fn parse_cache(text: &str) -> Result<(build::CacheSpec, build::CacheMode), String> {
+    build::CacheSpec::parse(text)
 }
 
 /// Parses `--ssh ID[=SOCKET]`: the socket must be an ssh-agent's.
@@ -194,6 +207,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         secrets: args.secrets.clone(),
         ssh: args.ssh.clone(),
         pull: args.pull,
+        cache_to: args.cache_to.clone(),
+        cache_from: args.cache_from.iter().map(|(s, _)| s.clone()).collect(),
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());

@@ -1133,3 +1133,94 @@ fn ssh_mounts_forward_an_agent_socket() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("/etc/passwd is not a socket"));
 }
+
+#[test]
+fn a_local_cache_export_lets_a_fresh_store_run_nothing() {
+    let Some((a, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1 AS builder\nRUN echo built > /artifact\nFROM box:1\nCOPY f.txt /f.txt\nCOPY --from=builder /artifact /artifact\nRUN cat /f.txt /artifact > /both\n",
+            ),
+            ("f.txt", "f\n"),
+        ],
+    );
+    let layers = |root: &Path, image: &str| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&k(root, &["inspect", image]).stdout).unwrap();
+        v[0]["RootFS"]["Layers"].clone()
+    };
+    let cache_max = c.join("cache-max");
+    let cache_min = c.join("cache-min");
+    for (dir, mode) in [(&cache_max, "max"), (&cache_min, "min")] {
+        let out = k(
+            a.path(),
+            &[
+                "build",
+                "-t",
+                "app:1",
+                &format!("--cache-to=type=local,dest={},mode={mode}", dir.display()),
+                c.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // Fresh stores with the same base (as CI runners pulling it would have).
+    let base = c.join("base.tar");
+    let out = k(a.path(), &["save", "box:1", "-o", base.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fresh = |cache: &Path| {
+        let b = tempfile::tempdir().unwrap();
+        let out = k(b.path(), &["load", "-i", base.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = k(
+            b.path(),
+            &[
+                "build",
+                "-t",
+                "app:1",
+                &format!("--cache-from=type=local,src={}", cache.display()),
+                c.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (b, text(&out.stderr))
+    };
+    let (b, log) = fresh(&cache_max);
+    for step in [
+        "RUN echo built > /artifact",
+        "COPY f.txt /f.txt",
+        "COPY --from=builder /artifact /artifact",
+        "RUN cat /f.txt /artifact > /both",
+    ] {
+        assert_eq!(status(&log, step), "CACHED", "{step}: {log}");
+    }
+    assert_eq!(layers(b.path(), "app:1"), layers(a.path(), "app:1"));
+    // mode=min leaves the builder stage out: it runs; the final stage's
+    // steps (its inputs unchanged) still hit.
+    let (_, log) = fresh(&cache_min);
+    assert_eq!(status(&log, "RUN echo built > /artifact"), "DONE", "{log}");
+    assert_eq!(
+        status(&log, "RUN cat /f.txt /artifact > /both"),
+        "CACHED",
+        "{log}"
+    );
+    // A cache that is not there is a warning, not a failure.
+    let out = k(
+        a.path(),
+        &[
+            "build",
+            "--cache-from=type=local,src=/nonexistent",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("[Warning] importing cache from"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -414,3 +414,65 @@ fn build_pulls_a_missing_base_and_pushes_its_tags() {
         "built\n"
     );
 }
+
+#[test]
+fn a_registry_cache_lets_a_fresh_store_run_nothing() {
+    if !need_root("builds run steps in containers") {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let none: &[(&str, &Path)] = &[];
+    let base = format!("{}/kiln/base:1", reg.host());
+    ok(k(a.path(), none, &["push", "box:1", &base]));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo one > /one\nCOPY Dockerfile /df\nRUN echo two > /two\n"),
+    )
+    .unwrap();
+    let cache = format!("type=registry,ref={}/kiln/cache:1,mode=max", reg.host());
+    let runner = |cache_flag: &str| {
+        let store = tempfile::tempdir().unwrap();
+        let out = k(
+            store.path(),
+            none,
+            &[
+                "build",
+                "--progress=plain",
+                "-t",
+                "app:1",
+                cache_flag,
+                ctx.path().to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (store, text(&out.stderr))
+    };
+    let (_, first) = runner(&format!("--cache-to={cache}"));
+    assert_eq!(
+        first.lines().filter(|l| l.ends_with(" CACHED")).count(),
+        0,
+        "{first}"
+    );
+    // A new runner with an empty store: every step comes from the cache.
+    let (b, second) = runner(&format!("--cache-from={cache}"));
+    let steps: Vec<&str> = second.lines().filter(|l| l.ends_with(" CACHED")).collect();
+    assert_eq!(steps.len(), 3, "{second}");
+    assert!(
+        !second
+            .lines()
+            .any(|l| l.ends_with(" one") || l.ends_with(" two")),
+        "{second}"
+    );
+    assert_eq!(
+        ok(k(
+            b.path(),
+            none,
+            &["run", "--rm", "app:1", "cat", "/one", "/two"]
+        )),
+        "one\ntwo\n"
+    );
+}
