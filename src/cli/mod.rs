@@ -46,7 +46,7 @@ enum Command {
     /// Check a Dockerfile: every instruction, flag and argument, and lint rules.
     Check(check::Args),
     /// Build an image from a Dockerfile and its context.
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Make an image from a root filesystem tarball (like docker import).
     Import(import::Args),
     /// List images.
@@ -88,7 +88,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Check(args) => check::run(args),
-        Command::Build(args) => build::run(root, args),
+        Command::Build(args) => build::run(root, *args),
         Command::Import(args) => import::run(root, args),
         Command::Images(args) => images::run(root, args),
         Command::Inspect(args) => inspect::run(root, args),
