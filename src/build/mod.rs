@@ -898,7 +898,7 @@ fn onbuild_steps(
 /// Pulls a FROM base from its registry (quietly: the FROM step's line
 /// shows the time it takes).
 fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String> {
-    use crate::registry::{self, Client, Platform, Reference, Transfer};
+    use crate::registry::{self, Platform, Reference, Transfer};
     let reference = Reference::parse(base).map_err(|e| format!("FROM {base}: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -907,8 +907,14 @@ fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String>
     let transfers = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
     runtime
         .block_on(async {
-            let client = Client::connect(&reference.registry, &opts.registry, None).await?;
-            registry::pull::pull(store, &client, &reference, &Platform::host(), &transfers).await
+            registry::pull::pull_via_mirrors(
+                store,
+                &opts.registry,
+                &reference,
+                &Platform::host(),
+                &transfers,
+            )
+            .await
         })
         .map_err(|e| format!("pulling {base}: {e}"))
 }

@@ -2,7 +2,7 @@
 
 use super::{Error, open_store, runtime};
 use kiln::progress::Mode;
-use kiln::registry::{self, Client, Options, Platform, Reference, Transfer};
+use kiln::registry::{self, Options, Platform, Reference, Transfer};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +33,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let mode = if args.quiet { Mode::Quiet } else { Mode::Auto };
     let transfers = Transfer::stderr(mode, "pulled");
     let image = runtime()?.block_on(async {
-        let client = Client::connect(&reference.registry, &opts, None).await?;
-        registry::pull::pull(&store, &client, &reference, &platform, &transfers).await
+        registry::pull::pull_via_mirrors(&store, &opts, &reference, &platform, &transfers).await
     })?;
     drop(transfers);
     let mut out = std::io::stdout();

@@ -27,6 +27,19 @@ pub struct Options {
     pub certs_dir: PathBuf,
     /// Where docker's config.json is.
     pub docker_config: PathBuf,
+    /// Pull mirrors per registry (`docker.io` → `["127.0.0.1:5000"]`),
+    /// tried in order before the registry itself.
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The registries config file: `{"mirrors": {"docker.io": ["host:port"]},
+/// "insecure": ["host:port"]}`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    insecure: Vec<String>,
 }
 
 impl Options {
@@ -34,19 +47,35 @@ impl Options {
     /// /etc/docker/certs.d), `$DOCKER_CONFIG` (else ~/.docker), and
     /// `$KILN_INSECURE_REGISTRIES` (comma-separated).
     pub fn from_env() -> Options {
+        let mut insecure: Vec<String> = std::env::var("KILN_INSECURE_REGISTRIES")
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The registries file: `$KILN_REGISTRIES_CONF`, else
+        // /etc/kiln/registries.json. A broken file is ignored with a
+        // warning: it only adds mirrors.
+        let path = std::env::var_os("KILN_REGISTRIES_CONF")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/etc/kiln/registries.json"));
+        let file: ConfigFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                eprintln!("warning: ignoring {}: {e}", path.display());
+                ConfigFile::default()
+            }),
+            Err(_) => ConfigFile::default(),
+        };
+        insecure.extend(file.insecure);
         Options {
-            insecure: std::env::var("KILN_INSECURE_REGISTRIES")
-                .map(|v| {
-                    v.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            insecure,
             certs_dir: std::env::var_os("KILN_CERTS_D")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/etc/docker/certs.d")),
             docker_config: super::auth::DockerConfig::default_dir(),
+            mirrors: file.mirrors,
         }
     }
 

@@ -237,3 +237,34 @@ pub(super) fn origin(store: &Store, digest: &Digest) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+/// Pulls `reference` through the mirrors configured for its registry, in
+/// order, then from the registry itself; the image is named as asked.
+pub async fn pull_via_mirrors(
+    store: &Store,
+    opts: &super::Options,
+    reference: &Reference,
+    platform: &Platform,
+    transfer: &Transfer,
+) -> Result<Image, RegistryError> {
+    let mirrors = opts
+        .mirrors
+        .get(&reference.registry)
+        .cloned()
+        .unwrap_or_default();
+    let mut last = None;
+    for mirror in mirrors {
+        let attempt = async {
+            let client = Client::connect(&mirror, opts, None).await?;
+            pull(store, &client, reference, platform, transfer).await
+        };
+        match attempt.await {
+            Ok(image) => return Ok(image),
+            Err(e) => last = Some(e),
+        }
+    }
+    match Client::connect(&reference.registry, opts, None).await {
+        Ok(client) => pull(store, &client, reference, platform, transfer).await,
+        Err(e) => Err(last.unwrap_or(e)),
+    }
+}

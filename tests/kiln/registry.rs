@@ -476,3 +476,38 @@ fn a_registry_cache_lets_a_fresh_store_run_nothing() {
         "one\ntwo\n"
     );
 }
+
+#[test]
+fn pulls_go_through_a_configured_mirror() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let none: &[(&str, &Path)] = &[];
+    // The mirror holds what Docker Hub would: kiln/box:1 there is
+    // docker.io/kiln/box:1 by name. Docker Hub itself is not reachable
+    // here, so a pull that works went through the mirror.
+    ok(k(
+        a.path(),
+        none,
+        &["push", "box:1", &format!("{}/kiln/box:1", reg.host())],
+    ));
+    let conf = reg.dir.path().join("registries.json");
+    std::fs::write(
+        &conf,
+        format!(r#"{{"mirrors": {{"docker.io": ["{}"]}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let id = ok(k(
+        b.path(),
+        &[("KILN_REGISTRIES_CONF", &conf)],
+        &["pull", "-q", "kiln/box:1"],
+    ));
+    assert_eq!(id.trim(), image_id(a.path(), "box:1"));
+    let listed = ok(k(b.path(), none, &["images"]));
+    assert!(
+        listed.contains("kiln/box "),
+        "named as asked, not as the mirror: {listed}"
+    );
+}

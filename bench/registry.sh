@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Registry benchmark (issue 6): push and pull of a ~500 MB, 5-layer image
+# to Debian's docker-registry on 127.0.0.1, kiln against `skopeo copy` in
+# the same run, interleaved. Both compress with gzip on push (kiln's cache
+# of compressed layers is emptied before each push, so it compresses every
+# time too). kiln's pull also unpacks the layers into snapshots, ready to
+# run; skopeo's only writes the blobs. Prints medians and kiln's ratios.
+#
+#   bench/registry.sh        (needs root, busybox-static, docker-registry, skopeo)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+kiln=${KILN:-$here/target/release/kiln}
+runs=${RUNS:-3}
+mb=${LAYER_MB:-100}
+work=$(mktemp -d /var/tmp/kiln-registry-bench.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+EOF
+docker-registry serve "$work/config.yml" >/dev/null 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+[ -x "$kiln" ] || (cd "$here" && cargo build --release --locked -q)
+"$here/fixtures/images/busybox-rootfs.sh" "$work/busybox.tar"
+store=$work/store
+"$kiln" --root "$store" import "$work/busybox.tar" bench/base:1 >/dev/null
+mkdir -p "$work/ctx"
+{
+  echo "FROM bench/base:1"
+  for i in 1 2 3 4 5; do
+    # Half random, half text: a layer compresses as real ones do.
+    echo "RUN head -c $((mb / 2))m /dev/urandom > /r$i && seq 1 $((mb * 60000)) | head -c $((mb / 2))m > /t$i"
+  done
+} >"$work/ctx/Dockerfile"
+"$kiln" --root "$store" build -q -t bench/big:1 "$work/ctx" >/dev/null
+for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+
+python3 - "$kiln" "$work" "$runs" "$port" <<'PY'
+import glob, os, shutil, statistics, subprocess, sys, time
+kiln, work, runs, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = f"{work}/store"
+reg = f"127.0.0.1:{port}"
+
+def run(cmd):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - t
+
+def forget_compressed():
+    shutil.rmtree(f"{store}/cache/compressed", ignore_errors=True)
+
+times = {k: [] for k in ["kiln push", "skopeo copy (push)", "kiln pull", "skopeo copy (pull)"]}
+for i in range(runs):
+    forget_compressed()
+    times["kiln push"].append(run([kiln, "--root", store, "push", "-q", "bench/big:1", f"{reg}/kiln{i}/big:1"]))
+    times["skopeo copy (push)"].append(run(["skopeo", "copy", "-q", "--dest-tls-verify=false", "--dest-compress",
+        f"oci:{store}:bench/big:1", f"docker://{reg}/skopeo{i}/big:1"]))
+    fresh = f"{work}/pull{i}"
+    times["kiln pull"].append(run([kiln, "--root", fresh, "pull", "-q", f"{reg}/kiln{i}/big:1"]))
+    times["skopeo copy (pull)"].append(run(["skopeo", "copy", "-q", "--src-tls-verify=false",
+        f"docker://{reg}/skopeo{i}/big:1", f"oci:{work}/skopeo-pull{i}:big"]))
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.rmtree(f"{work}/skopeo-pull{i}", ignore_errors=True)
+med = {k: statistics.median(v) for k, v in times.items()}
+size = sum(os.path.getsize(p) for p in glob.glob(f"{store}/blobs/sha256/*")) / 1e6
+print(f"image: 5 layers, ~{size:.0f} MB in the store (uncompressed); median of {runs} runs, seconds\n")
+print("| operation | kiln | skopeo copy | kiln / skopeo |")
+print("| --- | --- | --- | --- |")
+print(f"| push (gzip on the way) | {med['kiln push']:.2f} | {med['skopeo copy (push)']:.2f} | {med['kiln push'] / med['skopeo copy (push)']:.2f} |")
+print(f"| pull (kiln also unpacks) | {med['kiln pull']:.2f} | {med['skopeo copy (pull)']:.2f} | {med['kiln pull'] / med['skopeo copy (pull)']:.2f} |")
+PY
