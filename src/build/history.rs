@@ -82,6 +82,7 @@ pub(super) fn run_entry(argv: &[String], args: &[(String, String)], env: &[Strin
     let shown: Vec<String> = args
         .iter()
         .filter(|(k, _)| !env.iter().any(|e| e.split('=').next() == Some(k)))
+        .filter(|(k, _)| !super::PROXY_ARGS.contains(&k.as_str()))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let mut words = Vec::new();

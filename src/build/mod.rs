@@ -200,6 +200,30 @@ fn step_error(step: &instructions::Step, message: String) -> BuildError {
     }
 }
 
+/// The ARGs BuildKit defines for proxies (usable without an ARG line,
+/// never recorded in the image's history).
+pub(crate) const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// The proxy values among `--build-arg`s.
+fn opts_proxy_args(opts: &Options) -> Vec<(String, String)> {
+    opts.build_args
+        .iter()
+        .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// ARG values the build defines without a declaration.
 fn platform_args() -> Vec<(String, String)> {
     let arch = config::host_architecture();
@@ -326,7 +350,7 @@ pub fn build(
         .build_args
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !declared.contains(k))
+        .filter(|k| !declared.contains(k) && !PROXY_ARGS.contains(k))
         .collect();
     unused.sort_unstable();
     unused.dedup();
@@ -607,7 +631,9 @@ impl Builder<'_> {
         // ONBUILD triggers of an image base run first, as if they were
         // written right after FROM; the image built does not keep them.
         let triggered = onbuild_steps(&triggers, escape, from_step)?;
-        let mut args: Vec<(String, String)> = Vec::new();
+        // The proxy ARGs BuildKit predefines: a --build-arg gives them to
+        // RUN without an ARG line, and they stay out of the history.
+        let mut args: Vec<(String, String)> = opts_proxy_args(self.opts);
         // --no-cache-filter names stages by name or number.
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_filter.iter().any(|f| {

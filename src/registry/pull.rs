@@ -161,7 +161,9 @@ pub async fn pull(
             repo,
         );
     }
-    image.snapshots(store)?;
+    // Layers are unpacked into snapshots when first used (kiln run and
+    // build ensure them, checking each against its diffID), not here: a
+    // pull only fetches and verifies blobs, as skopeo does.
     Ok(image)
 }
 

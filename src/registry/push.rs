@@ -37,38 +37,68 @@ pub async fn push(
     transfer: &Transfer,
 ) -> Result<Pushed, RegistryError> {
     let repo = &reference.repository;
-    // Layers leave compressed; the manifest then names the compressed blobs.
-    let mut layers = Vec::new();
-    for (layer, diff_id) in image.layers() {
-        layers.push(image::compress::for_export(
-            store,
-            &layer,
-            &diff_id,
-            Compression::Gzip,
-        )?);
-    }
-    let manifest = if layers == *image.manifest.layers() {
-        image.descriptor(store)
-    } else {
-        image::write_manifest(store, image.manifest.config().clone(), layers.clone())?
-    };
-    let mut blobs = layers;
-    blobs.push(image.manifest.config().clone());
-    let uploads = blobs
-        .into_iter()
-        .map(|d| push_blob(store, client, repo, d, transfer));
-    let results: Vec<_> = futures::stream::iter(uploads)
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
+    // Layers leave compressed. A blocking thread compresses them one after
+    // another (each on every core) while the uploads of those already
+    // compressed go on.
+    let root = store.root().to_path_buf();
+    let plain = image.layers();
+    let count = plain.len();
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Descriptor)>(2);
+    let compressor = tokio::task::spawn_blocking(move || -> Result<(), RegistryError> {
+        // A second handle on the same store: the open one is borrowed.
+        let store = Store::open(&root)?;
+        for (i, (layer, diff_id)) in plain.into_iter().enumerate() {
+            let d = image::compress::for_export(&store, &layer, &diff_id, Compression::Gzip)?;
+            if tx.blocking_send((i, d)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let ready = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let uploads = ready.map(|(i, d)| async move {
+        let sent = push_blob(store, client, repo, d.clone(), transfer).await?;
+        Ok::<_, RegistryError>((i, d, sent))
+    });
+    let results: Vec<_> = uploads.buffer_unordered(PARALLEL).collect().await;
+    compressor
+        .await
+        .map_err(|e| RegistryError::Io(format!("compressing layers: {e}")))??;
     let mut pushed = Pushed::default();
+    let mut layers: Vec<Option<Descriptor>> = vec![None; count];
     for r in results {
-        if r? {
+        let (i, d, sent) = r?;
+        layers[i] = Some(d);
+        if sent {
             pushed.uploaded += 1;
         } else {
             pushed.skipped += 1;
         }
     }
+    let layers: Vec<Descriptor> = layers
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| RegistryError::Io("a layer was not compressed".into()))?;
+    if push_blob(
+        store,
+        client,
+        repo,
+        image.manifest.config().clone(),
+        transfer,
+    )
+    .await?
+    {
+        pushed.uploaded += 1;
+    } else {
+        pushed.skipped += 1;
+    }
+    let manifest = if layers == *image.manifest.layers() {
+        image.descriptor(store)
+    } else {
+        image::write_manifest(store, image.manifest.config().clone(), layers)?
+    };
 
     let digest = image::manifest_digest(&manifest)?;
     let bytes = store.read_blob(&digest)?;
@@ -172,7 +202,7 @@ async fn push_blob(
     let r = client
         .send(&scope, &|h| {
             let body = match std::fs::File::open(&path) {
-                Ok(f) => reqwest::Body::from(tokio::fs::File::from_std(f)),
+                Ok(f) => body_of(tokio::fs::File::from_std(f)),
                 Err(_) => reqwest::Body::from(Vec::new()),
             };
             h.put(&put)
@@ -202,4 +232,23 @@ async fn push_blob(
     bar.add(size);
     bar.done();
     Ok(true)
+}
+
+/// A request body streamed from `file` in 256 KiB pieces (reqwest's own
+/// file body reads 4 KiB at a time, one blocking-pool trip each).
+fn body_of(file: tokio::fs::File) -> reqwest::Body {
+    use tokio::io::AsyncReadExt;
+    let pieces = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    reqwest::Body::wrap_stream(pieces)
 }

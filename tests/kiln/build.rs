@@ -1224,3 +1224,52 @@ fn a_local_cache_export_lets_a_fresh_store_run_nothing() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn proxy_build_args_reach_run_but_not_the_image_and_f_reads_stdin() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    let dockerfile = "FROM box:1\nARG V=1\nRUN echo \"$HTTP_PROXY $V\" > /seen\n";
+    let mut child = kiln()
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "build",
+            "-t",
+            "px:1",
+            "-f",
+            "-",
+            "--build-arg",
+            "HTTP_PROXY=http://proxy:3128",
+            c.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("were not consumed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let seen = k(root.path(), &["run", "--rm", "px:1", "cat", "/seen"]);
+    assert_eq!(text(&seen.stdout), "http://proxy:3128 1\n");
+    let v: serde_json::Value =
+        serde_json::from_slice(&k(root.path(), &["inspect", "px:1"]).stdout).unwrap();
+    let all = v[0].to_string();
+    assert!(
+        !all.contains("proxy:3128"),
+        "the proxy is in the image: {all}"
+    );
+    assert!(all.contains("RUN |1 V=1 /bin/sh -c echo"), "{all}");
+}
