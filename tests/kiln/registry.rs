@@ -511,3 +511,162 @@ fn pulls_go_through_a_configured_mirror() {
         "named as asked, not as the mirror: {listed}"
     );
 }
+
+#[test]
+fn a_multi_platform_index_gives_this_machines_image() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let none: &[(&str, &Path)] = &[];
+    // An OCI layout whose index lists the image for linux/amd64 and (the
+    // same manifest, labelled) linux/arm64, pushed whole by skopeo.
+    let archive = a.path().join("box.tar");
+    ok(k(
+        a.path(),
+        none,
+        &["save", "box:1", "-o", archive.to_str().unwrap()],
+    ));
+    let layout = a.path().join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    sh(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout));
+    let index_path = layout.join("index.json");
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let mut manifest = top["manifests"][0].clone();
+    manifest.as_object_mut().unwrap().remove("annotations");
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other_arch = if host_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let entry = |arch: &str| {
+        let mut m = manifest.clone();
+        m["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        m
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(other_arch), entry(host_arch)],
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&bytes))
+    };
+    std::fs::write(layout.join("blobs/sha256").join(&digest), &bytes).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{digest}"),
+            "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }],
+    });
+    std::fs::write(&index_path, serde_json::to_vec(&top).unwrap()).unwrap();
+    let target = format!("{}/kiln/multi:1", reg.host());
+    sh(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{target}"),
+    ]));
+
+    let b = tempfile::tempdir().unwrap();
+    let id = ok(k(b.path(), none, &["pull", "-q", &target]));
+    assert_eq!(id.trim(), image_id(a.path(), "box:1"));
+    let c = tempfile::tempdir().unwrap();
+    let out = k(
+        c.path(),
+        none,
+        &["pull", "--platform", "linux/s390x", &target],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "has no image for linux/s390x (it has: linux/{other_arch}, linux/{host_arch}); choose one with --platform"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn credential_helpers_keep_the_password_out_of_config_json() {
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    // A credential helper as docker-credential-* programs behave: store
+    // reads JSON, get prints it, erase forgets it.
+    let helpers = tempfile::tempdir().unwrap();
+    let script = helpers.path().join("docker-credential-kilntest");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nd=$(dirname \"$0\")\ncase \"$1\" in\n  store) cat > \"$d/stored.json\" ;;\n  get) read server; if [ -f \"$d/stored.json\" ]; then cat \"$d/stored.json\"; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  erase) rm -f \"$d/stored.json\" ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        r#"{"credsStore": "kilntest"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let certs = reg.certs_d();
+    let run = |args: &[&str], stdin: &str| {
+        let mut cmd = kiln();
+        cmd.arg("--root")
+            .arg(a.path())
+            .args(args)
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", config.path())
+            .env("KILN_CERTS_D", &certs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    ok(run(
+        &["login", &reg.host(), "-u", "kiln", "--password-stdin"],
+        "s3cret\n",
+    ));
+    let saved = std::fs::read_to_string(config.path().join("config.json")).unwrap();
+    assert!(
+        !saved.contains("auth\""),
+        "no password in config.json: {saved}"
+    );
+    let stored = std::fs::read_to_string(helpers.path().join("stored.json")).unwrap();
+    assert!(stored.contains("\"Secret\":\"s3cret\""), "{stored}");
+    ok(run(
+        &["push", "box:1", &format!("{}/helper/box:1", reg.host())],
+        "",
+    ));
+    ok(run(&["logout", &reg.host()], ""));
+    assert!(!helpers.path().join("stored.json").exists());
+}
