@@ -942,7 +942,7 @@ fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String>
             )
             .await
         })
-        .map_err(|e| format!("pulling {base}: {e}"))
+        .map_err(|e| format!("base image {base} is not in the store, and pulling it failed: {e}"))
 }
 
 /// The state a stage starts from, and the ONBUILD triggers to run first

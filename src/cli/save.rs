@@ -55,7 +55,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
 }
 
 /// Writes `images` to `output` as an archive: written aside, synced and
-/// renamed into place, so that `output` is never half-written.
+/// renamed into place, so that `output` is never half-written. An output
+/// that exists and is not a regular file (`/dev/null`, a FIFO, a pipe) is
+/// written straight into: renaming over it would replace the device.
 pub(super) fn write_archive(
     store: &kiln::store::Store,
     images: &[(String, Image)],
@@ -63,6 +65,24 @@ pub(super) fn write_archive(
     format: Format,
     compression: Compression,
 ) -> Result<(), Error> {
+    if std::fs::metadata(output).is_ok_and(|m| !m.is_file()) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .map_err(|source| Error::Read {
+                path: output.to_path_buf(),
+                source,
+            })?;
+        let out = archive::save(
+            store,
+            images,
+            std::io::BufWriter::new(file),
+            format,
+            compression,
+        )?;
+        out.into_inner().map_err(|e| Error::Write(e.into_error()))?;
+        return Ok(());
+    }
     let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

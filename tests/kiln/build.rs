@@ -272,7 +272,7 @@ fn a_failing_step_is_reported_with_its_line() {
     write(c, &[("Dockerfile", "FROM nowhere:1\n")]);
     let out = k(root.path(), &["build", c.to_str().unwrap()]);
     assert!(
-        text(&out.stderr).contains("base image nowhere:1 is not in the store"),
+        text(&out.stderr).contains("base image nowhere:1 is not in the store, and pulling it failed: could not talk to docker.io"),
         "{}",
         text(&out.stderr)
     );

@@ -506,3 +506,50 @@ fn concurrent_kilns_on_one_store_both_succeed() {
     let _ = holder.wait_with_output();
     assert!(ok(root.path(), &["prune"]).starts_with("Deleted "));
 }
+
+/// Regression: `kiln save -o /dev/null` renamed its temporary file over the
+/// device node, leaving the machine with a regular file at /dev/null. A
+/// FIFO stands in for the device here: it must still be a FIFO afterwards,
+/// and its reader must get the whole archive.
+#[test]
+fn regression_save_into_a_fifo_writes_through_it() {
+    use std::os::unix::fs::FileTypeExt;
+    if !need_tool("mkfifo", "it makes the FIFO saved into") {
+        return;
+    }
+    let Some(tar) = busybox_tar() else { return };
+    let root = tempfile::tempdir().unwrap();
+    k(root.path(), &["import", tar.to_str().unwrap(), "box:1"]);
+    let fifo = root.path().join("out.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = kiln()
+        .arg("--root")
+        .arg(root.path())
+        .args(["save", "box:1", "--compression", "none", "-o"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Checked before joining: had kiln renamed over the FIFO, the reader
+    // would wait forever.
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let bytes = reader.join().unwrap();
+    assert!(
+        bytes.len() > 1 << 20,
+        "the archive came through: {}",
+        bytes.len()
+    );
+}
