@@ -368,10 +368,17 @@ pub(super) fn step<'a>(
             } else {
                 dest_dir.join(Path::new(&s.name).file_name().unwrap_or_default())
             };
-            if add && !s.remote && meta.is_file() && c.unpack != Some(false) && is_archive(&s.path)
+            if add
+                && !s.remote
+                && meta.is_file()
+                && c.unpack != Some(false)
+                && let Some(tar) = tar_archive(store, &s.path).map_err(fail)?
             {
-                let file = fs::File::open(&s.path).map_err(fail)?;
-                layer::apply(file, &dest_dir, Mode::Flatten)
+                let extracted = layer::apply(tar.reader, &dest_dir, Mode::Flatten);
+                if let Some(temp) = tar.temp {
+                    let _ = fs::remove_file(temp);
+                }
+                extracted
                     .map_err(|e| step_error(step, format!("ADD: extracting {}: {e}", s.name)))?;
                 continue;
             }
@@ -437,13 +444,67 @@ impl Drop for Cleanup {
     }
 }
 
-fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 262];
-    let n = fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    layer::Compression::detect(&head[..n]) != layer::Compression::None
-        || (n >= 262 && &head[257..262] == b"ustar")
+/// A tar archive ADD extracts: its (decompressed) stream, and a temporary
+/// file to remove afterwards.
+struct TarArchive {
+    reader: Box<dyn Read>,
+    temp: Option<PathBuf>,
+}
+
+/// The tar inside `path`, plain or compressed with gzip, zstd, bzip2 or xz
+/// (known by content, not name), as Docker's ADD extracts it; None for
+/// anything else, which ADD copies as it is (a compressed file that is not
+/// a tar too).
+fn tar_archive(store: &Store, path: &Path) -> std::io::Result<Option<TarArchive>> {
+    const XZ: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
+    let mut head = [0u8; 6];
+    let n = fs::File::open(path)?.read(&mut head)?;
+    let head = &head[..n];
+    let open = || fs::File::open(path).map(std::io::BufReader::new);
+    let (reader, temp): (Box<dyn Read>, Option<PathBuf>) = if head.starts_with(b"BZh") {
+        (Box::new(bzip2::read::MultiBzDecoder::new(open()?)), None)
+    } else if head.starts_with(XZ) {
+        // lzma-rs decodes into a writer: the tar goes to a temporary file.
+        let temp = store.temp_path("xz");
+        let mut out = std::io::BufWriter::new(fs::File::create(&temp)?);
+        let decoded = lzma_rs::xz_decompress(&mut open()?, &mut out)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|()| out.into_inner().map_err(|e| e.into_error()).map(drop));
+        if decoded.is_err() {
+            let _ = fs::remove_file(&temp);
+            return Ok(None);
+        }
+        (Box::new(fs::File::open(&temp)?), Some(temp))
+    } else {
+        // Plain, gzip and zstd: the layer reader knows them.
+        match layer::decompress(open()?) {
+            Ok((_, r)) => (r, None),
+            Err(_) => return Ok(None),
+        }
+    };
+    // A tar has "ustar" at 257 (or is an old v7 tar with a checksum we do
+    // not guess at: those are copied, as most tools would not make one).
+    let mut reader = reader;
+    let mut block = vec![0u8; 512];
+    let mut got = 0;
+    while got < block.len() {
+        match reader.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(_) => break,
+        }
+    }
+    if got < 262 || &block[257..262] != b"ustar" {
+        if let Some(t) = &temp {
+            let _ = fs::remove_file(t);
+        }
+        return Ok(None);
+    }
+    block.truncate(got);
+    Ok(Some(TarArchive {
+        reader: Box::new(std::io::Cursor::new(block).chain(reader)),
+        temp,
+    }))
 }
 
 /// Expands `pattern` (may hold `*`, `?`, `[...]` in any component) under

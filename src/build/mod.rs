@@ -258,6 +258,23 @@ pub fn build(
         return Err(BuildError::Dockerfile(errors));
     }
     let escape = file.escape;
+    // SOURCE_DATE_EPOCH as a build arg works as the environment variable.
+    if let Some((_, v)) = opts
+        .build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+    {
+        match v.trim().parse::<i64>() {
+            Ok(secs) => config::set_source_date_epoch(secs),
+            Err(_) => {
+                return Err(BuildError::Image(ImageError::BadChange {
+                    change: format!("--build-arg SOURCE_DATE_EPOCH={v}"),
+                    reason: "it must be whole seconds since 1970".into(),
+                }));
+            }
+        }
+    }
     let ignore = Matcher::for_build(&opts.context, opts.dockerfile.as_deref())
         .map_err(|e| BuildError::Image(ImageError::BadArchive(e.to_string())))?;
 
@@ -350,7 +367,7 @@ pub fn build(
         .build_args
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !declared.contains(k) && !PROXY_ARGS.contains(k))
+        .filter(|k| !declared.contains(k) && !PROXY_ARGS.contains(k) && *k != "SOURCE_DATE_EPOCH")
         .collect();
     unused.sort_unstable();
     unused.dedup();
@@ -1123,9 +1140,7 @@ pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildE
         let _ = std::fs::remove_dir_all(dir);
         return Ok(StepResult::default());
     }
-    let clamp = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    let clamp = config::source_date_epoch().and_then(|s| u64::try_from(s).ok());
     let writer = store.blob_writer()?;
     let (writer, diff_id, _) = layer::generate(dir, writer, layer::Options { mtime_clamp: clamp })
         .map_err(|e| ImageError::BadArchive(format!("generating a layer: {e}")))?;

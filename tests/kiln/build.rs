@@ -395,12 +395,17 @@ fn source_date_epoch_makes_builds_reproducible() {
         ],
     );
     let tar = busybox_tar().expect("busybox");
-    let ids: Vec<String> = (0..2)
+    // The third build gets the epoch as a build arg, not from the
+    // environment.
+    let ids: Vec<String> = (0..3)
         .map(|i| {
             let root = tempfile::tempdir().expect("tempdir");
-            let run = |args: &[&str]| {
-                let out = kiln()
-                    .env("SOURCE_DATE_EPOCH", "1700000000")
+            let run = |args: &[&str], env: bool| {
+                let mut cmd = kiln();
+                if env {
+                    cmd.env("SOURCE_DATE_EPOCH", "1700000000");
+                }
+                let out = cmd
                     .arg("--root")
                     .arg(root.path())
                     .args(args)
@@ -409,14 +414,25 @@ fn source_date_epoch_makes_builds_reproducible() {
                 assert!(out.status.success(), "{}", text(&out.stderr));
                 text(&out.stdout)
             };
-            run(&["import", tar.to_str().unwrap(), "box:1"]);
+            run(&["import", tar.to_str().unwrap(), "box:1"], true);
             if i == 1 {
                 std::thread::sleep(std::time::Duration::from_millis(1100));
             }
-            run(&["build", "-q", "-t", "r:1", c.to_str().unwrap()])
+            let build = ["build", "-q", "-t", "r:1", c.to_str().unwrap()];
+            if i == 2 {
+                let mut args = build.to_vec();
+                args.extend(["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+                run(&args, false)
+            } else {
+                run(&build, true)
+            }
         })
         .collect();
     assert_eq!(ids[0], ids[1]);
+    assert_eq!(
+        ids[0], ids[2],
+        "--build-arg SOURCE_DATE_EPOCH works as the variable"
+    );
 }
 
 #[test]
@@ -1272,4 +1288,87 @@ fn proxy_build_args_reach_run_but_not_the_image_and_f_reads_stdin() {
         "the proxy is in the image: {all}"
     );
     assert!(all.contains("RUN |1 V=1 /bin/sh -c echo"), "{all}");
+}
+
+#[test]
+fn add_extracts_tar_archives_by_content_in_every_compression() {
+    use std::io::Write;
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    let tar_of = |name: &str| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(name.len() as u64);
+        h.set_mode(0o640);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_cksum();
+        b.append_data(&mut h, format!("in/{name}"), name.as_bytes())
+            .unwrap();
+        b.into_inner().unwrap()
+    };
+    let gz = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    };
+    let bz = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        e.write_all(&tar_of("bz")).unwrap();
+        e.finish().unwrap()
+    };
+    let xz = {
+        let mut out = Vec::new();
+        lzma_rs::xz_compress(&mut std::io::Cursor::new(tar_of("xz")), &mut out).unwrap();
+        out
+    };
+    let zst = zstd::encode_all(tar_of("zst").as_slice(), 3).unwrap();
+    // Names say nothing: content decides.
+    for (name, bytes) in [
+        ("a.bin", tar_of("plain")),
+        ("b.bin", gz(&tar_of("gz"))),
+        ("c.bin", bz),
+        ("d.bin", xz),
+        ("e.bin", zst),
+        ("note.gz", gz(b"not a tar")),
+    ] {
+        std::fs::write(c.join(name), bytes).unwrap();
+    }
+    write(c, &[("Dockerfile", "FROM box:1\nADD *.bin note.gz /x/\n")]);
+    let out = k(root.path(), &["build", "-t", "add:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "add:1",
+            "sh",
+            "-c",
+            "cd /x && stat -c '%u:%g %a %n' in/* && ls",
+        ],
+    );
+    assert_eq!(
+        text(&shown.stdout),
+        "1234:5678 640 in/bz\n1234:5678 640 in/gz\n1234:5678 640 in/plain\n1234:5678 640 in/xz\n1234:5678 640 in/zst\nin\nnote.gz\n",
+        "{}",
+        text(&shown.stderr)
+    );
+}
+
+#[test]
+fn copy_from_an_image_in_the_store() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nCOPY --from=box:1 /etc/passwd /copied/passwd\nRUN cmp /etc/passwd /copied/passwd && echo same > /same\n",
+        )],
+    );
+    let out = k(root.path(), &["build", "-t", "cf:1", c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = k(root.path(), &["run", "--rm", "cf:1", "cat", "/same"]);
+    assert_eq!(text(&shown.stdout), "same\n");
 }
