@@ -256,6 +256,48 @@ fn push_pull_and_skopeo_against_a_plain_registry() {
     let c = tempfile::tempdir().unwrap();
     let id = ok(k(c.path(), none, &["pull", "-q", &copied]));
     assert_eq!(id.trim(), image_id(a.path(), "box:1"));
+    // Docker schema2 manifests, and OCI ones with zstd layers, pull too.
+    let zstd_archive = a.path().join("box.zstd.tar");
+    ok(k(
+        a.path(),
+        none,
+        &[
+            "save",
+            "box:1",
+            "--compression",
+            "zstd",
+            "-o",
+            zstd_archive.to_str().unwrap(),
+        ],
+    ));
+    for (repo, flags, from) in [
+        ("schema2", vec!["--format", "v2s2"], &archive),
+        ("zstd", vec![], &zstd_archive),
+    ] {
+        let dest = format!("{}/{repo}/box:1", reg.host());
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--dest-tls-verify=false"])
+            .args(&flags)
+            .arg(format!("oci-archive:{}", from.display()))
+            .arg(format!("docker://{dest}"));
+        sh(&mut cmd);
+        let fresh = tempfile::tempdir().unwrap();
+        let id = ok(k(fresh.path(), none, &["pull", "-q", &dest]));
+        assert_eq!(id.trim(), image_id(a.path(), "box:1"), "{repo}");
+        let inspected = ok(k(fresh.path(), none, &["inspect", &dest]));
+        if repo == "zstd" {
+            assert!(inspected.contains("tar+zstd"), "{inspected}");
+        } else {
+            assert!(
+                inspected.contains("vnd.docker.image.rootfs.diff.tar.gzip"),
+                "{inspected}"
+            );
+        }
+        if need_root("kiln run needs root here") {
+            let out = ok(k(fresh.path(), none, &["run", "--rm", &dest, "echo", repo]));
+            assert_eq!(out.trim(), repo);
+        }
+    }
 
     // Clear errors for what is not there.
     let missing = k(
