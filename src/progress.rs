@@ -209,6 +209,15 @@ impl Progress {
 
     /// A warning about the build as a whole.
     pub fn warn(&self, text: &str) {
+        self.line("warning", text);
+    }
+
+    /// A note about the build as a whole (what a cache import brought).
+    pub fn note(&self, text: &str) {
+        self.line("note", text);
+    }
+
+    fn line(&self, kind: &str, text: &str) {
         let mut inner = self.lock();
         match &mut inner.sink {
             Sink::Plain(w) => {
@@ -218,7 +227,7 @@ impl Progress {
                 let _ = multi.println(text);
             }
             Sink::Json(w) => {
-                let line = serde_json::json!({ "warning": text });
+                let line = serde_json::json!({ kind: text });
                 let _ = writeln!(w, "{line}");
             }
             Sink::Quiet => {}

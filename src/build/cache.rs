@@ -40,6 +40,14 @@ pub enum CacheMode {
 }
 
 impl CacheSpec {
+    /// Where it is, as a person reads it.
+    pub fn describe(&self) -> String {
+        match self {
+            CacheSpec::Local(dir) => dir.display().to_string(),
+            CacheSpec::Registry(r) => r.clone(),
+        }
+    }
+
     /// Parses `type=local,dest=DIR|src=DIR[,mode=min|max]` or
     /// `type=registry,ref=REF[,mode=...]`; a bare value is a registry ref.
     pub fn parse(text: &str) -> Result<(CacheSpec, CacheMode), String> {

@@ -337,8 +337,14 @@ pub fn build(
     for from in &opts.cache_from {
         // A cache that cannot be read only costs the work it would save.
         match cache::import(store, from, &opts.registry) {
-            Ok(n) => progress.warn(&format!("importing cache from {from:?}: {n} steps")),
-            Err(e) => progress.warn(&format!("[Warning] importing cache from {from:?}: {e}")),
+            Ok(n) => progress.note(&format!(
+                "imported {n} cached steps from {}",
+                from.describe()
+            )),
+            Err(e) => progress.warn(&format!(
+                "[Warning] importing cache from {}: {e}",
+                from.describe()
+            )),
         }
     }
     let built = builder.stages_in_parallel(&needed, &deps);
@@ -392,8 +398,11 @@ pub fn build(
             .map(|(_, k, r)| (k.clone(), r.clone()))
             .collect();
         match cache::export(store, &records, to, &opts.registry) {
-            Ok(n) => progress.warn(&format!("exporting cache to {to:?}: {n} steps")),
-            Err(e) => progress.warn(&format!("[Warning] exporting cache to {to:?} failed: {e}")),
+            Ok(n) => progress.note(&format!("exported {n} cached steps to {}", to.describe())),
+            Err(e) => progress.warn(&format!(
+                "[Warning] exporting cache to {} failed: {e}",
+                to.describe()
+            )),
         }
     }
     let state = built[target].take().expect("target built");
