@@ -155,6 +155,7 @@ pub(super) fn step<'a>(
     opts: &'a super::Options,
     ignore: &'a Matcher,
     stat: &StatCache,
+    flattened: &Flattened,
     escape: char,
     step: &'a instructions::Step,
 ) -> Result<(String, Run<'a>), BuildError> {
@@ -209,17 +210,16 @@ pub(super) fn step<'a>(
     // Where sources come from.
     let (root, from_context) = match &c.from {
         Some(from) => (
-            flatten_stage(store, built, stages, &expand(from)?).map_err(|m| step_error(step, m))?,
+            flattened
+                .get(store, built, stages, &expand(from)?)
+                .map_err(|m| step_error(step, m))?,
             false,
         ),
         None => (opts.context.clone(), true),
     };
-    // A flattened stage and downloads are removed when the work is done or
-    // dropped unrun (a cache hit).
+    // Downloads are removed when the work is done or dropped unrun (a
+    // cache hit).
     let mut cleanup = Cleanup(Vec::new());
-    if !from_context {
-        cleanup.0.push(root.clone());
-    }
     let filter = Filter {
         root: root.clone(),
         ignore: from_context.then_some(ignore),
@@ -792,39 +792,75 @@ fn read_image_file(store: &Store, state: &State, rel: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A stage's (or a stored image's) layers flattened into a directory, as a
-/// COPY --from source.
-pub(super) fn flatten_stage(
-    store: &Store,
-    built: &[Option<State>],
-    stages: &[Stage],
-    from: &str,
-) -> Result<PathBuf, String> {
-    let lower = from.to_lowercase();
-    let layers = match stages
-        .iter()
-        .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-        .or_else(|| from.parse().ok())
-    {
-        Some(i) => built
-            .get(i)
-            .and_then(|b| b.as_ref())
-            .map(|s| s.layers.clone())
-            .ok_or_else(|| format!("stage {from} is not built yet"))?,
-        None => crate::image::Image::resolve(store, from)
-            .map_err(|_| format!("--from={from}: no such stage, and no such image in the store"))?
-            .layers(),
-    };
-    let dir = store.temp_path("from");
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    for (desc, _) in layers {
-        let digest = crate::image::manifest_digest(&desc).map_err(|e| e.to_string())?;
-        let blob = store
-            .open_blob(&digest)
-            .map_err(|e: crate::store::StoreError| e.to_string())?;
-        layer::apply(blob, &dir, Mode::Flatten).map_err(|e| e.to_string())?;
+/// Stages and images flattened into directories for `COPY --from` and
+/// `RUN --mount=from=`: each once per build, whatever the number of steps
+/// that read it, and removed when the build is done.
+#[derive(Default)]
+pub(super) struct Flattened {
+    dirs: std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
+}
+
+impl Drop for Flattened {
+    fn drop(&mut self) {
+        let dirs = self.dirs.get_mut().unwrap_or_else(|e| e.into_inner());
+        for dir in dirs.values() {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
-    Ok(dir)
+}
+
+impl Flattened {
+    /// The directory of stage or image `from` (read it, never write it).
+    pub(super) fn get(
+        &self,
+        store: &Store,
+        built: &[Option<State>],
+        stages: &[Stage],
+        from: &str,
+    ) -> Result<PathBuf, String> {
+        let lower = from.to_lowercase();
+        let (key, layers) = match stages
+            .iter()
+            .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
+            .or_else(|| from.parse().ok())
+        {
+            Some(i) => built
+                .get(i)
+                .and_then(|b| b.as_ref())
+                .map(|s| (s.key.clone(), s.layers.clone()))
+                .ok_or_else(|| format!("stage {from} is not built yet"))?,
+            None => {
+                let image = crate::image::Image::resolve(store, from).map_err(|_| {
+                    format!("--from={from}: no such stage, and no such image in the store")
+                })?;
+                (image.id.to_string(), image.layers())
+            }
+        };
+        // Held while flattening: two steps wanting the same stage wait for
+        // one copy rather than make two.
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = dirs.get(&key) {
+            return Ok(dir.clone());
+        }
+        let dir = store.temp_path("from");
+        let made = (|| -> Result<(), String> {
+            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            for (desc, _) in layers {
+                let digest = crate::image::manifest_digest(&desc).map_err(|e| e.to_string())?;
+                let blob = store
+                    .open_blob(&digest)
+                    .map_err(|e: crate::store::StoreError| e.to_string())?;
+                layer::apply(blob, &dir, Mode::Flatten).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        dirs.insert(key, dir.clone());
+        Ok(dir)
+    }
 }
 
 #[cfg(test)]

@@ -333,6 +333,7 @@ pub fn build(
         canceled: AtomicBool::new(false),
         stat: StatCache::load(&opts.context, stat_cache_file(store, &opts.context)),
         records: Mutex::new(Vec::new()),
+        flattened: Default::default(),
     };
     for from in &opts.cache_from {
         // A cache that cannot be read only costs the work it would save.
@@ -518,6 +519,8 @@ struct Builder<'a> {
     /// Every layer step's key and result (stage, key, result), for
     /// `--cache-to`.
     records: Mutex<Vec<(usize, String, StepResult)>>,
+    /// Stages and images flattened for `--from`, once each.
+    flattened: copy::Flattened,
 }
 
 /// Where the stat cache of a context directory is kept.
@@ -792,6 +795,7 @@ impl Builder<'_> {
                     run,
                     args,
                     opts,
+                    &self.flattened,
                     escape,
                     step,
                 )?;
@@ -826,6 +830,7 @@ impl Builder<'_> {
                     opts,
                     self.ignore,
                     &self.stat,
+                    &self.flattened,
                     escape,
                     step,
                 )?;

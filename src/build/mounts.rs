@@ -3,7 +3,7 @@
 //! value never reaches a layer, the cache key or the history; the mount
 //! points a step had to create are removed from its diff, as BuildKit does.
 
-use super::copy::{copy_tree, flatten_stage};
+use super::copy::{Flattened, copy_tree};
 use super::{BuildError, Options, Secret, State, hash, step_error};
 use crate::context::digest::StatCache;
 use crate::dockerfile::instructions::{self, Stage};
@@ -69,6 +69,7 @@ pub(super) fn prepare(
     run: &instructions::Run,
     args: &[(String, String)],
     opts: &Options,
+    flattened: &Flattened,
     escape: char,
     step: &instructions::Step,
 ) -> Result<Mounts, BuildError> {
@@ -132,12 +133,9 @@ pub(super) fn prepare(
                     ));
                 }
                 let root = match &m.from {
-                    Some(from) => {
-                        let dir = flatten_stage(store, built, stages, &expand(from)?)
-                            .map_err(|e| step_error(step, e))?;
-                        out.temps.push(dir.clone());
-                        dir
-                    }
+                    Some(from) => flattened
+                        .get(store, built, stages, &expand(from)?)
+                        .map_err(|e| step_error(step, e))?,
                     None => opts.context.clone(),
                 };
                 let path = root.join(source.trim_start_matches('/'));
