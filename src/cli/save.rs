@@ -65,14 +65,11 @@ pub(super) fn write_archive(
     format: Format,
     compression: Compression,
 ) -> Result<(), Error> {
-    if std::fs::metadata(output).is_ok_and(|m| !m.is_file()) {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(output)
-            .map_err(|source| Error::Read {
-                path: output.to_path_buf(),
-                source,
-            })?;
+    let fail = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Read { path, source }
+    };
+    let save_into = |file: std::fs::File| -> Result<std::fs::File, Error> {
         let out = archive::save(
             store,
             images,
@@ -80,7 +77,14 @@ pub(super) fn write_archive(
             format,
             compression,
         )?;
-        out.into_inner().map_err(|e| Error::Write(e.into_error()))?;
+        out.into_inner().map_err(|e| Error::Write(e.into_error()))
+    };
+    if std::fs::metadata(output).is_ok_and(|m| !m.is_file()) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .map_err(fail(output))?;
+        save_into(file)?;
         return Ok(());
     }
     let dir = output
@@ -96,20 +100,7 @@ pub(super) fn write_archive(
         std::process::id()
     ));
     let write = |path: &std::path::Path| -> Result<(), Error> {
-        let file = std::fs::File::create(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let file = archive::save(
-            store,
-            images,
-            std::io::BufWriter::new(file),
-            format,
-            compression,
-        )?;
-        let file = file
-            .into_inner()
-            .map_err(|e| Error::Write(e.into_error()))?;
+        let file = save_into(std::fs::File::create(path).map_err(fail(path))?)?;
         file.sync_all()?;
         Ok(())
     };
@@ -117,9 +108,6 @@ pub(super) fn write_archive(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, output).map_err(|source| Error::Read {
-        path: output.to_path_buf(),
-        source,
-    })?;
+    std::fs::rename(&tmp, output).map_err(fail(output))?;
     Ok(())
 }
