@@ -414,6 +414,21 @@ fn a_corrupted_blob_in_the_registry_is_refused() {
     assert!(!images.contains("kiln/box"), "{images}");
 }
 
+/// busybox pushed to `reg` as `kiln/base:1`, and a context whose
+/// Dockerfile is `FROM` it followed by `steps`.
+fn base_and_context(reg: &Registry, steps: &str) -> Option<tempfile::TempDir> {
+    let a = store_with_box()?;
+    let base = format!("{}/kiln/base:1", reg.host());
+    ok(k(a.path(), &[], &["push", "box:1", &base]));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\n{steps}"),
+    )
+    .unwrap();
+    Some(ctx)
+}
+
 #[test]
 fn build_pulls_a_missing_base_and_pushes_its_tags() {
     if !need_root("builds run steps in containers") {
@@ -422,16 +437,10 @@ fn build_pulls_a_missing_base_and_pushes_its_tags() {
     let Some(reg) = Registry::start(false) else {
         return;
     };
-    let Some(a) = store_with_box() else { return };
+    let Some(ctx) = base_and_context(&reg, "RUN echo built > /built\n") else {
+        return;
+    };
     let none: &[(&str, &Path)] = &[];
-    let base = format!("{}/kiln/base:1", reg.host());
-    ok(k(a.path(), none, &["push", "box:1", &base]));
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM {base}\nRUN echo built > /built\n"),
-    )
-    .unwrap();
     let b = tempfile::tempdir().unwrap();
     let never = k(
         b.path(),
@@ -465,16 +474,13 @@ fn a_registry_cache_lets_a_fresh_store_run_nothing() {
     let Some(reg) = Registry::start(false) else {
         return;
     };
-    let Some(a) = store_with_box() else { return };
+    let Some(ctx) = base_and_context(
+        &reg,
+        "RUN echo one > /one\nCOPY Dockerfile /df\nRUN echo two > /two\n",
+    ) else {
+        return;
+    };
     let none: &[(&str, &Path)] = &[];
-    let base = format!("{}/kiln/base:1", reg.host());
-    ok(k(a.path(), none, &["push", "box:1", &base]));
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM {base}\nRUN echo one > /one\nCOPY Dockerfile /df\nRUN echo two > /two\n"),
-    )
-    .unwrap();
     let cache = format!("type=registry,ref={}/kiln/cache:1,mode=max", reg.host());
     let runner = |cache_flag: &str| {
         let store = tempfile::tempdir().unwrap();
