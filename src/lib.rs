@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod context;
+pub mod copier;
 pub mod dockerfile;
 pub mod image;
 pub mod layer;

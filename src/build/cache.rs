@@ -86,9 +86,47 @@ impl CacheSpec {
     }
 }
 
+/// A step's cache key as it names a file in the store: 64 lowercase hex
+/// digits, nothing else. Keys come from shared caches too, so a key that
+/// is not one (`../../etc/cron.d/x`) is refused where it enters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) struct StepKey(String);
+
+impl StepKey {
+    /// Checks `text`.
+    pub(crate) fn parse(text: &str) -> Result<StepKey, String> {
+        if text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(StepKey(text.to_string()))
+        } else {
+            Err(format!(
+                "step key {text:?} is not a sha256 hex digest"
+            ))
+        }
+    }
+
+    /// The key's text (a safe file name).
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for StepKey {
+    type Error = String;
+    fn try_from(text: String) -> Result<StepKey, String> {
+        StepKey::parse(&text)
+    }
+}
+
+impl From<StepKey> for String {
+    fn from(k: StepKey) -> String {
+        k.0
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Entry {
-    key: String,
+    key: StepKey,
     /// Index into the cache image's layers; None for a step with no diff.
     layer: Option<usize>,
 }
@@ -144,7 +182,7 @@ pub(super) fn export(
             _ => None,
         };
         entries.push(Entry {
-            key: key.clone(),
+            key: StepKey::parse(key)?,
             layer,
         });
     }
@@ -254,7 +292,7 @@ pub(super) fn import(
             }
             None => StepResult::default(),
         };
-        record(store, &e.key, &r).map_err(|e| e.to_string())?;
+        record(store, e.key.as_str(), &r).map_err(|e| e.to_string())?;
     }
     Ok(entries.len())
 }

@@ -6,20 +6,23 @@
 use super::{BuildError, State, StepResult, commit_dir, hash, step_error};
 use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
+use crate::copier::{self, Layers};
 use crate::dockerfile::instructions::{self, Copy, Stage};
 use crate::layer::{self, Mode};
-use crate::sandbox::user;
+use crate::sandbox::fs::{Root, remove_dir_all};
 use crate::store::Store;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 type Run<'a> = Box<dyn FnOnce() -> Result<StepResult, BuildError> + 'a>;
 
-/// A resolved source: where it is, and its name relative to its root.
+/// A resolved source: the root it is in, its path there (symlinks
+/// resolved inside that root), and its name as the pattern matched it.
 struct Source {
-    path: PathBuf,
+    root: Arc<Root>,
+    rel: String,
     name: String,
     /// Leading components of `name` that `--parents` leaves out (those
     /// before a `/./` in the pattern).
@@ -112,34 +115,50 @@ impl Chmod {
 /// patterns, matched against the path from the source root and from the
 /// source being copied.
 struct Filter<'a> {
-    root: PathBuf,
     ignore: Option<&'a Matcher>,
     exclude: Option<Matcher>,
 }
 
 impl Filter<'_> {
-    /// True when `path`, found under the source `base`, is left out.
-    fn skips(&self, base: &Path, path: &Path) -> bool {
-        let rel = |from: &Path| {
-            path.strip_prefix(from)
-                .ok()
-                .map(|r| r.to_string_lossy().into_owned())
-                .filter(|r| !r.is_empty())
-        };
-        let from_root = rel(&self.root);
-        if let (Some(m), Some(r)) = (self.ignore, &from_root)
-            && m.is_ignored(r)
+    /// True when `rel` (a path from the source root), found under the
+    /// source `base` (also from the root), is left out.
+    fn skips(&self, base: &str, rel: &str) -> bool {
+        let rel = rel.trim_start_matches('/');
+        if rel.is_empty() {
+            return false;
+        }
+        if let Some(m) = self.ignore
+            && m.is_ignored(rel)
         {
             return true;
         }
+        let base = base.trim_start_matches('/');
+        let below = match base.is_empty() {
+            true => Some(rel),
+            false => rel
+                .strip_prefix(base)
+                .and_then(|r| r.strip_prefix('/'))
+                .filter(|r| !r.is_empty()),
+        };
         match &self.exclude {
-            Some(ex) => [from_root, rel(base)]
-                .iter()
-                .flatten()
-                .any(|r| ex.is_ignored(r)),
+            Some(ex) => [Some(rel), below].iter().flatten().any(|r| ex.is_ignored(r)),
             None => false,
         }
     }
+}
+
+/// Where a COPY reads from and what it may see: the build context (a
+/// [`Root`]), its `.dockerignore`, the context's content digests, and the
+/// stages and images flattened for `--from`.
+pub(super) struct Inputs<'a> {
+    /// The build context.
+    pub context: &'a Arc<Root>,
+    /// Its `.dockerignore`.
+    pub ignore: &'a Matcher,
+    /// Content digests of its files, remembered by stat.
+    pub stat: &'a StatCache,
+    /// Stages and images flattened for `--from`.
+    pub flattened: &'a Flattened,
 }
 
 /// The step's cache key and the work that makes its layer (run on a miss).
@@ -152,10 +171,7 @@ pub(super) fn step<'a>(
     c: &'a Copy,
     add: bool,
     args: &[(String, String)],
-    opts: &'a super::Options,
-    ignore: &'a Matcher,
-    stat: &StatCache,
-    flattened: &Flattened,
+    inputs: &Inputs<'a>,
     escape: char,
     step: &'a instructions::Step,
 ) -> Result<(String, Run<'a>), BuildError> {
@@ -174,19 +190,14 @@ pub(super) fn step<'a>(
     } else {
         state.clone()
     };
+    let image = layers_of(store, &view).map_err(|e| step_error(step, format!("{kw}: {e}")))?;
 
     let dest_raw = expand(&c.dest)?;
     let joined = state.in_workdir(&dest_raw);
     // `.` and a trailing `/.` name a directory, like a trailing `/`.
     let names_dir =
         dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.") || c.parents;
-    let dest: String = {
-        let parts: Vec<&str> = joined
-            .split('/')
-            .filter(|p| !p.is_empty() && *p != ".")
-            .collect();
-        resolve_in_image(store, &view, &format!("/{}", parts.join("/")))
-    };
+    let dest: String = image.resolve(&joined);
     let chown = c.chown.as_deref().map(&expand).transpose()?;
     let chmod = match c.chmod.as_deref().map(&expand).transpose()? {
         Some(m) => Some(Chmod::parse(&m).map_err(|e| step_error(step, e))?),
@@ -210,19 +221,19 @@ pub(super) fn step<'a>(
     // Where sources come from.
     let (root, from_context) = match &c.from {
         Some(from) => (
-            flattened
+            inputs
+                .flattened
                 .get(store, built, stages, &expand(from)?)
                 .map_err(|m| step_error(step, m))?,
             false,
         ),
-        None => (opts.context.clone(), true),
+        None => (inputs.context.clone(), true),
     };
     // Downloads are removed when the work is done or dropped unrun (a
     // cache hit).
     let mut cleanup = Cleanup(Vec::new());
     let filter = Filter {
-        root: root.clone(),
-        ignore: from_context.then_some(ignore),
+        ignore: from_context.then_some(inputs.ignore),
         exclude,
     };
     let checksum = c.checksum.as_deref().map(&expand).transpose()?;
@@ -251,8 +262,15 @@ pub(super) fn step<'a>(
             let got = super::fetch::download(store, &pattern, checksum.as_deref())
                 .map_err(|m| step_error(step, m))?;
             cleanup.0.push(got.path.clone());
+            // The download is a file kiln wrote in its own tmp/.
+            let dir = got.path.parent().unwrap_or(store.root());
+            let file = got.path.file_name().unwrap_or_default().to_string_lossy();
+            let root = Root::open(dir)
+                .map(Arc::new)
+                .map_err(|e| step_error(step, format!("{kw}: {e}")))?;
             sources.push(Source {
-                path: got.path,
+                root,
+                rel: file.into_owned(),
                 name: got.name,
                 strip: 0,
                 remote: true,
@@ -265,10 +283,23 @@ pub(super) fn step<'a>(
                 "--checksum applies to http(s) sources only".to_string(),
             ));
         }
-        let found: Vec<Source> = resolve(&root, &pattern)
-            .into_iter()
-            .filter(|s| !filter.skips(&root, &s.path))
-            .collect();
+        let mut found = Vec::new();
+        for m in copier::find(&root, &pattern) {
+            if filter.skips("", &m.name) {
+                continue;
+            }
+            // A source named (or matched) is followed, inside its root.
+            let Ok(rel) = root.resolve(&m.name) else {
+                continue;
+            };
+            found.push(Source {
+                root: root.clone(),
+                rel,
+                name: m.name,
+                strip: m.strip,
+                remote: false,
+            });
+        }
         if found.is_empty() {
             return Err(step_error(
                 step,
@@ -287,8 +318,8 @@ pub(super) fn step<'a>(
     let count = sources.len() + heredocs.len();
     let dest_is_dir = names_dir
         || count > 1
-        || (sources.len() == 1 && sources[0].path.is_dir())
-        || image_has_dir(store, &view, &dest);
+        || (sources.len() == 1 && sources[0].root.stat(&sources[0].rel).is_ok_and(|m| m.is_dir()))
+        || image.is_dir(&dest);
     if count > 1 && !names_dir {
         return Err(step_error(
             step,
@@ -311,11 +342,23 @@ pub(super) fn step<'a>(
     for s in &sources {
         key_parts.push(format!("{} {} {}", s.name, s.strip, s.remote));
         let digests = if from_context && !s.remote {
-            stat
+            inputs.stat
         } else {
             &no_stat
         };
-        key_parts.push(digests.tree_digest(&s.path, &|p| filter.skips(&s.path, p)));
+        // The walk is given the source's real path (no symlink in it) and
+        // never follows a symlink below it.
+        let base = s.root.real_path("").map_err(|e| step_error(step, format!("{kw}: {e}")))?;
+        let real = s
+            .root
+            .real_path(&s.rel)
+            .map_err(|e| step_error(step, format!("{kw}: {}: {e}", s.name)))?;
+        let rel_of = |p: &Path| {
+            p.strip_prefix(&base)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        key_parts.push(digests.tree_digest(&real, &|p| filter.skips(&s.rel, &rel_of(p))));
     }
     for h in &heredocs {
         key_parts.push(h.name.clone());
@@ -326,55 +369,63 @@ pub(super) fn step<'a>(
 
     let work: Run<'a> = Box::new(move || {
         let _cleanup = cleanup;
-        let owner = match &chown {
-            Some(spec) => {
-                let (passwd, group) = (
-                    read_image_file(store, state, "etc/passwd"),
-                    read_image_file(store, state, "etc/group"),
-                );
-                let u = user::resolve(spec, &passwd, &group).map_err(|m| step_error(step, m))?;
-                (u.uid, u.gid)
-            }
-            None => (0, 0),
-        };
-        let staging = store.temp_path("copy");
         let fail = |e: std::io::Error| step_error(step, format!("{kw}: {e}"));
-        let target = staging.join(dest.trim_start_matches('/'));
+        let chowned = match &chown {
+            Some(spec) => Some(image.owner(spec).map_err(|m| step_error(step, m))?),
+            None => None,
+        };
+        // Without --chown, files from the context (and downloads) belong
+        // to root; files from a stage or image keep their owners.
+        let owner = chowned.or(from_context.then_some((0, 0)));
+        let parents_owner = chowned.unwrap_or((0, 0));
+        let staging_path = store.temp_path("copy");
+        let staging = Root::create(&staging_path).map_err(fail)?;
+        let target = dest.trim_start_matches('/').to_string();
         let dest_dir = if dest_is_dir {
             target.clone()
         } else {
             target
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or(staging.clone())
+                .rsplit_once('/')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default()
         };
-        fs::create_dir_all(&staging).map_err(fail)?;
-        let rel = dest_dir.strip_prefix(&staging).unwrap_or(Path::new(""));
-        make_parents(store, &view, &staging, &rel.to_string_lossy(), owner).map_err(fail)?;
+        let within = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
+            (true, _) => b.to_string(),
+            (_, true) => a.to_string(),
+            _ => format!("{a}/{b}"),
+        };
+        image
+            .make_parents(&staging, &dest_dir, parents_owner)
+            .map_err(fail)?;
         for s in &sources {
-            let meta = fs::symlink_metadata(&s.path).map_err(fail)?;
+            let meta = s.root.stat(&s.rel).map_err(fail)?;
             let to = if !dest_is_dir {
                 target.clone()
             } else if c.parents {
                 let kept: Vec<&str> = s.name.split('/').skip(s.strip).collect();
-                let to = dest_dir.join(kept.join("/"));
-                if let Some(parent) = to.parent().and_then(|p| p.strip_prefix(&staging).ok()) {
-                    make_parents(store, &view, &staging, &parent.to_string_lossy(), owner)
+                let to = within(&dest_dir, &kept.join("/"));
+                if let Some((parent, _)) = to.rsplit_once('/') {
+                    image
+                        .make_parents(&staging, parent, parents_owner)
                         .map_err(fail)?;
                 }
                 to
             } else if meta.is_dir() {
                 dest_dir.clone()
             } else {
-                dest_dir.join(Path::new(&s.name).file_name().unwrap_or_default())
+                let base = s.name.rsplit('/').next().unwrap_or(&s.name);
+                within(&dest_dir, base)
             };
             if add
                 && !s.remote
                 && meta.is_file()
                 && c.unpack != Some(false)
-                && let Some(tar) = tar_archive(store, &s.path).map_err(fail)?
+                && let Some(tar) = tar_archive(store, &s.root, &s.rel).map_err(fail)?
             {
-                let extracted = layer::apply(tar.reader, &dest_dir, Mode::Flatten);
+                // The directory was made above, inside the staging root;
+                // the layer reader refuses entries that leave it.
+                let into = staging.real_path(&dest_dir).map_err(fail)?;
+                let extracted = layer::apply(tar.reader, &into, Mode::Flatten);
                 if let Some(temp) = tar.temp {
                     let _ = fs::remove_file(temp);
                 }
@@ -386,43 +437,55 @@ pub(super) fn step<'a>(
                 (None, true) => Some(Chmod::Octal(0o600)),
                 (c, _) => c.clone(),
             };
-            let skip = |p: &Path| filter.skips(&s.path, p);
+            let mode = |m: u32, is_dir: bool| chmod.as_ref().map_or(m, |c| c.apply(m, is_dir));
+            let skip = |rel: &str| filter.skips(&s.rel, rel);
+            let opts = copier::CopyOptions {
+                owner,
+                mode: chmod.is_some().then_some(&mode as &dyn Fn(u32, bool) -> u32),
+                skip: &skip,
+            };
             if !meta.is_dir() {
-                copy_tree(&s.path, &to, owner, chmod.as_ref(), &skip).map_err(fail)?;
+                copier::copy_tree(&s.root, &s.rel, &staging, &to, &opts).map_err(fail)?;
                 continue;
             }
             // A directory's contents are copied; the directory it lands in
             // keeps the image's metadata, or is made 0755 and owned by
             // --chown, as BuildKit makes it (--chmod is not applied to it).
-            if let Ok(rel) = to.strip_prefix(&staging) {
-                make_parents(store, &view, &staging, &rel.to_string_lossy(), owner)
-                    .map_err(fail)?;
-            }
-            let mut names: Vec<_> = fs::read_dir(&s.path)
-                .map_err(fail)?
-                .flatten()
-                .map(|e| e.file_name())
-                .collect();
-            names.sort();
-            for n in names {
-                copy_tree(&s.path.join(&n), &to.join(&n), owner, chmod.as_ref(), &skip)
+            image
+                .make_parents(&staging, &to, parents_owner)
+                .map_err(fail)?;
+            for n in s.root.read_dir(&s.rel).map_err(fail)? {
+                let n = n.to_string_lossy();
+                let from = within(s.rel.trim_start_matches('/'), &n);
+                copier::copy_tree(&s.root, &from, &staging, &within(&to, &n), &opts)
                     .map_err(fail)?;
             }
         }
         for h in &heredocs {
             let to = if dest_is_dir {
-                dest_dir.join(&h.name)
+                within(&dest_dir, &h.name)
             } else {
                 target.clone()
             };
-            fs::write(&to, &h.content).map_err(fail)?;
+            let mut file = staging.create_file(&to, 0o600).map_err(fail)?;
+            std::io::Write::write_all(&mut file, h.content.as_bytes()).map_err(fail)?;
             let mode = chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
-            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(fail)?;
-            lchown(&to, Some(owner.0), Some(owner.1)).map_err(fail)?;
+            staging.chown(&to, parents_owner.0, parents_owner.1).map_err(fail)?;
+            staging.chmod(&to, mode).map_err(fail)?;
         }
-        commit_dir(store, &staging)
+        commit_dir(store, &staging_path)
     });
     Ok((key, work))
+}
+
+/// The image `state` describes, seen through its layer snapshots.
+pub(super) fn layers_of(store: &Store, state: &State) -> std::io::Result<Layers> {
+    let snapshots: Vec<PathBuf> = state
+        .layers
+        .iter()
+        .map(|(_, d)| store.snapshot_path(d))
+        .collect();
+    Layers::open(&snapshots)
 }
 
 /// True for the sources ADD would clone with git.
@@ -439,7 +502,7 @@ struct Cleanup(Vec<PathBuf>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for path in self.0.drain(..) {
-            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+            let _ = remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
     }
 }
@@ -451,16 +514,16 @@ struct TarArchive {
     temp: Option<PathBuf>,
 }
 
-/// The tar inside `path`, plain or compressed with gzip, zstd, bzip2 or xz
+/// The tar inside `rel` in `root`, plain or compressed with gzip, zstd, bzip2 or xz
 /// (known by content, not name), as Docker's ADD extracts it; None for
 /// anything else, which ADD copies as it is (a compressed file that is not
 /// a tar too).
-fn tar_archive(store: &Store, path: &Path) -> std::io::Result<Option<TarArchive>> {
+fn tar_archive(store: &Store, root: &Root, rel: &str) -> std::io::Result<Option<TarArchive>> {
     const XZ: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
     let mut head = [0u8; 6];
-    let n = fs::File::open(path)?.read(&mut head)?;
+    let n = root.open_read(rel)?.read(&mut head)?;
     let head = &head[..n];
-    let open = || fs::File::open(path).map(std::io::BufReader::new);
+    let open = || root.open_read(rel).map(std::io::BufReader::new);
     let (reader, temp): (Box<dyn Read>, Option<PathBuf>) = if head.starts_with(b"BZh") {
         (Box::new(bzip2::read::MultiBzDecoder::new(open()?)), None)
     } else if head.starts_with(XZ) {
@@ -507,237 +570,6 @@ fn tar_archive(store: &Store, path: &Path) -> std::io::Result<Option<TarArchive>
     }))
 }
 
-/// Expands `pattern` (may hold `*`, `?`, `[...]` in any component) under
-/// `root`. A `.` component after the first marks where `--parents` starts.
-fn resolve(root: &Path, pattern: &str) -> Vec<Source> {
-    let all: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
-    let strip = all
-        .iter()
-        .skip(1)
-        .position(|p| *p == ".")
-        .map_or(0, |pivot| {
-            all[..=pivot].iter().filter(|p| **p != ".").count()
-        });
-    let clean: Vec<&str> = pattern
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    if clean.contains(&"..") {
-        return Vec::new();
-    }
-    let mut found = vec![(root.to_path_buf(), String::new())];
-    for part in &clean {
-        let mut next = Vec::new();
-        for (dir, name) in &found {
-            let join = |n: &str| {
-                if name.is_empty() {
-                    n.to_string()
-                } else {
-                    format!("{name}/{n}")
-                }
-            };
-            if part.contains(['*', '?', '[']) {
-                let mut entries: Vec<String> = fs::read_dir(dir)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| glob(part, n))
-                    .collect();
-                entries.sort();
-                next.extend(entries.into_iter().map(|n| (dir.join(&n), join(&n))));
-            } else if fs::symlink_metadata(dir.join(part)).is_ok() {
-                next.push((dir.join(part), join(part)));
-            }
-        }
-        found = next;
-    }
-    found
-        .into_iter()
-        .map(|(path, name)| Source {
-            path,
-            name,
-            strip,
-            remote: false,
-        })
-        .collect()
-}
-
-/// Shell glob of one path component: `*`, `?`, `[a-z]`, `[!x]`, `\x`.
-fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(end) = p.iter().skip(1).position(|&c| c == ']').map(|e| e + 1) else {
-                    return n.first() == Some(&'[') && go(&p[1..], &n[1..]);
-                };
-                let Some(&c) = n.first() else { return false };
-                let class = &p[1..end];
-                let (neg, class) = match class.first() {
-                    Some('!' | '^') => (true, &class[1..]),
-                    _ => (false, class),
-                };
-                let mut hit = false;
-                let mut i = 0;
-                while i < class.len() {
-                    if i + 2 < class.len() && class[i + 1] == '-' {
-                        hit |= class[i] <= c && c <= class[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= class[i] == c;
-                        i += 1;
-                    }
-                }
-                hit != neg && go(&p[end + 1..], &n[1..])
-            }
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && go(&p[2..], &n[1..]),
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    go(&p, &n)
-}
-
-/// Copies a file, symlink or directory tree, with `owner`, `chmod` (when
-/// given) and the source's mtimes, leaving out what `skip` says.
-pub(super) fn copy_tree(
-    from: &Path,
-    to: &Path,
-    owner: (u32, u32),
-    chmod: Option<&Chmod>,
-    skip: &dyn Fn(&Path) -> bool,
-) -> std::io::Result<()> {
-    if skip(from) {
-        return Ok(());
-    }
-    let meta = fs::symlink_metadata(from)?;
-    if meta.is_dir() {
-        fs::create_dir_all(to)?;
-        let mut names: Vec<_> = fs::read_dir(from)?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            copy_tree(&from.join(&n), &to.join(&n), owner, chmod, skip)?;
-        }
-    } else if meta.file_type().is_symlink() {
-        let _ = fs::remove_file(to);
-        symlink(fs::read_link(from)?, to)?;
-        lchown(to, Some(owner.0), Some(owner.1))?;
-        return Ok(());
-    } else {
-        if fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir()) {
-            fs::remove_file(to)?;
-        }
-        fs::copy(from, to)?;
-    }
-    lchown(to, Some(owner.0), Some(owner.1))?;
-    let mode = meta.mode() & 0o7777;
-    let mode = chmod.map_or(mode, |c| c.apply(mode, meta.is_dir()));
-    fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
-    let t = filetime::FileTime::from_last_modification_time(&meta);
-    filetime::set_symlink_file_times(to, t, t)
-}
-
-/// The metadata of `rel` in the image being built: the topmost layer that
-/// has it decides; a whiteout there means it is gone.
-fn image_meta(store: &Store, state: &State, rel: &str) -> Option<fs::Metadata> {
-    let rel = rel.trim_start_matches('/');
-    if rel.is_empty() {
-        return None;
-    }
-    for (_, diff_id) in state.layers.iter().rev() {
-        if let Ok(m) = fs::symlink_metadata(store.snapshot_path(diff_id).join(rel)) {
-            use std::os::unix::fs::FileTypeExt;
-            let whiteout = m.file_type().is_char_device() && m.rdev() == 0;
-            return (!whiteout).then_some(m);
-        }
-    }
-    None
-}
-
-/// `path` with the image's symlinks in it resolved, as the kernel would
-/// inside the container: absolute targets start again at the image's root,
-/// and `..` never climbs above it.
-pub(super) fn resolve_in_image(store: &Store, state: &State, path: &str) -> String {
-    let mut todo: std::collections::VecDeque<String> =
-        path.split('/').map(str::to_string).collect();
-    let mut out: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(part) = todo.pop_front() {
-        match part.as_str() {
-            "" | "." => continue,
-            ".." => {
-                out.pop();
-                continue;
-            }
-            _ => out.push(part),
-        }
-        let rel = out.join("/");
-        let Some(meta) = image_meta(store, state, &rel) else {
-            continue;
-        };
-        if !meta.file_type().is_symlink() || hops >= 40 {
-            continue;
-        }
-        hops += 1;
-        let target = state
-            .layers
-            .iter()
-            .rev()
-            .find_map(|(_, d)| fs::read_link(store.snapshot_path(d).join(&rel)).ok())
-            .unwrap_or_default();
-        let target = target.to_string_lossy();
-        out.pop();
-        if target.starts_with('/') {
-            out.clear();
-        }
-        for (i, p) in target.split('/').enumerate() {
-            todo.insert(i, p.to_string());
-        }
-    }
-    format!("/{}", out.join("/"))
-}
-
-/// Makes directory `rel` under `staging` with its parents. Those the image
-/// has keep its mode, owner and mtime (a layer must not change them); new
-/// ones are 0755 and owned by `owner`, as BuildKit makes them.
-pub(super) fn make_parents(
-    store: &Store,
-    state: &State,
-    staging: &Path,
-    rel: &str,
-    owner: (u32, u32),
-) -> std::io::Result<()> {
-    let mut path = staging.to_path_buf();
-    let mut so_far = String::new();
-    for part in rel.split('/').filter(|p| !p.is_empty()) {
-        path.push(part);
-        so_far = format!("{so_far}/{part}");
-        if fs::symlink_metadata(&path).is_ok() {
-            continue;
-        }
-        fs::create_dir(&path)?;
-        match image_meta(store, state, &so_far) {
-            Some(m) if m.is_dir() => {
-                fs::set_permissions(&path, fs::Permissions::from_mode(m.mode() & 0o7777))?;
-                lchown(&path, Some(m.uid()), Some(m.gid()))?;
-                let t = filetime::FileTime::from_last_modification_time(&m);
-                filetime::set_symlink_file_times(&path, t, t)?;
-            }
-            _ => {
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
-                lchown(&path, Some(owner.0), Some(owner.1))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// WORKDIR's layer: the directory (resolved through the image's symlinks)
 /// and its missing parents, owned by `user`; no layer when it exists.
 pub(super) fn mkdir_layer(
@@ -746,50 +578,23 @@ pub(super) fn mkdir_layer(
     dir: &str,
     user: &str,
 ) -> Result<StepResult, String> {
-    let resolved = resolve_in_image(store, state, dir);
-    if resolved == "/" || image_meta(store, state, &resolved).is_some_and(|m| m.is_dir()) {
+    let image = layers_of(store, state).map_err(|e| e.to_string())?;
+    let resolved = image.resolve(dir);
+    if resolved == "/" || image.is_dir(&resolved) {
         return Ok(StepResult::default());
     }
     let owner = if user.is_empty() {
         (0, 0)
     } else {
-        let (passwd, group) = (
-            read_image_file(store, state, "etc/passwd"),
-            read_image_file(store, state, "etc/group"),
-        );
-        let u = user::resolve(user, &passwd, &group)?;
-        (u.uid, u.gid)
+        image.owner(user)?
     };
     let staging = store.temp_path("workdir");
-    let made = fs::create_dir_all(&staging)
-        .and_then(|_| make_parents(store, state, &staging, &resolved, owner));
+    let made = Root::create(&staging).and_then(|root| image.make_parents(&root, &resolved, owner));
     if let Err(e) = made {
-        let _ = fs::remove_dir_all(&staging);
+        let _ = remove_dir_all(&staging);
         return Err(format!("creating {dir}: {e}"));
     }
     commit_dir(store, &staging).map_err(|e| e.to_string())
-}
-
-/// True when `path` is a directory in the image being built (the topmost
-/// layer that has the path decides).
-fn image_has_dir(store: &Store, state: &State, path: &str) -> bool {
-    let rel = path.trim_start_matches('/');
-    for (_, diff_id) in state.layers.iter().rev() {
-        if let Ok(m) = fs::symlink_metadata(store.snapshot_path(diff_id).join(rel)) {
-            return m.is_dir();
-        }
-    }
-    false
-}
-
-/// A file of the image being built (for /etc/passwd), topmost layer first.
-fn read_image_file(store: &Store, state: &State, rel: &str) -> String {
-    state
-        .layers
-        .iter()
-        .rev()
-        .find_map(|(_, d)| fs::read_to_string(store.snapshot_path(d).join(rel)).ok())
-        .unwrap_or_default()
 }
 
 /// Stages and images flattened into directories for `COPY --from` and
@@ -797,27 +602,27 @@ fn read_image_file(store: &Store, state: &State, rel: &str) -> String {
 /// that read it, and removed when the build is done.
 #[derive(Default)]
 pub(super) struct Flattened {
-    dirs: std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
+    dirs: std::sync::Mutex<std::collections::HashMap<String, Arc<Root>>>,
 }
 
 impl Drop for Flattened {
     fn drop(&mut self) {
         let dirs = self.dirs.get_mut().unwrap_or_else(|e| e.into_inner());
         for dir in dirs.values() {
-            let _ = fs::remove_dir_all(dir);
+            let _ = remove_dir_all(dir.path());
         }
     }
 }
 
 impl Flattened {
-    /// The directory of stage or image `from` (read it, never write it).
+    /// The root of stage or image `from` (read it, never write it).
     pub(super) fn get(
         &self,
         store: &Store,
         built: &[Option<State>],
         stages: &[Stage],
         from: &str,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<Arc<Root>, String> {
         let lower = from.to_lowercase();
         let (key, layers) = match stages
             .iter()
@@ -854,27 +659,18 @@ impl Flattened {
             }
             Ok(())
         })();
-        if let Err(e) = made {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(e);
+        let root = made.and_then(|()| Root::open(&dir).map_err(|e| e.to_string()));
+        match root {
+            Ok(root) => {
+                let root = Arc::new(root);
+                dirs.insert(key, root.clone());
+                Ok(root)
+            }
+            Err(e) => {
+                let _ = remove_dir_all(&dir);
+                Err(e)
+            }
         }
-        dirs.insert(key, dir.clone());
-        Ok(dir)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn globs() {
-        assert!(glob("*.txt", "a.txt"));
-        assert!(!glob("*.txt", "a.txt.bak"));
-        assert!(glob("file?.rs", "file1.rs"));
-        assert!(glob("[a-c]x", "bx") && !glob("[!a-c]x", "bx"));
-        assert!(glob("\\*", "*") && !glob("\\*", "a"));
-        assert!(glob("*", ""));
     }
 }
 

@@ -26,13 +26,14 @@ use crate::dockerfile::{Error as DfError, Source, parse};
 use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
 use crate::layer;
 use crate::progress::{Progress, StepId};
+use crate::sandbox::fs::Root;
 use crate::sandbox::{self, ContainerDirs, Spec};
 use crate::store::{Digest, Store, StoreError};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use thiserror::Error;
 
 /// Why a build failed.
@@ -59,6 +60,12 @@ pub enum BuildError {
         /// The stage names there are.
         stages: String,
     },
+    /// The build context cannot be used.
+    #[error("{0}")]
+    Context(String),
+    /// A step cache record cannot be written.
+    #[error("step cache: {0}")]
+    Cache(String),
     /// Another stage failed first; this one stopped.
     #[error("canceled: another stage failed")]
     Canceled,
@@ -277,6 +284,15 @@ pub fn build(
     }
     let ignore = Matcher::for_build(&opts.context, opts.dockerfile.as_deref())
         .map_err(|e| BuildError::Image(ImageError::BadArchive(e.to_string())))?;
+    // The context is a root: sources, bind mounts and content digests are
+    // resolved inside it, never through a symlink out of it. Its real path
+    // (no symlink in it) keys the stat cache, as digests are asked by it.
+    let context = Root::open(&opts.context)
+        .map(Arc::new)
+        .map_err(|e| BuildError::Context(format!("build context: {e}")))?;
+    let context_real = context
+        .real_path("")
+        .map_err(|e| BuildError::Context(format!("build context: {e}")))?;
 
     // Global ARGs: visible to FROM lines, and re-declarable in stages.
     let automatic = platform_args();
@@ -331,9 +347,10 @@ pub fn build(
         progress,
         logs: log::StepLogs::new(store),
         canceled: AtomicBool::new(false),
-        stat: StatCache::load(&opts.context, stat_cache_file(store, &opts.context)),
+        stat: StatCache::load(&context_real, stat_cache_file(store, &context_real)),
         records: Mutex::new(Vec::new()),
         flattened: Default::default(),
+        context,
     };
     for from in &opts.cache_from {
         // A cache that cannot be read only costs the work it would save.
@@ -521,6 +538,8 @@ struct Builder<'a> {
     records: Mutex<Vec<(usize, String, StepResult)>>,
     /// Stages and images flattened for `--from`, once each.
     flattened: copy::Flattened,
+    /// The build context: every source path is resolved inside it.
+    context: Arc<Root>,
 }
 
 /// Where the stat cache of a context directory is kept.
@@ -795,7 +814,7 @@ impl Builder<'_> {
                     run,
                     args,
                     opts,
-                    &self.flattened,
+                    (&self.context, &self.flattened),
                     escape,
                     step,
                 )?;
@@ -819,6 +838,12 @@ impl Builder<'_> {
             }
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let add = matches!(step.instruction, Instruction::Add(_));
+                let inputs = copy::Inputs {
+                    context: &self.context,
+                    ignore: self.ignore,
+                    stat: &self.stat,
+                    flattened: &self.flattened,
+                };
                 let (key, work) = copy::step(
                     store,
                     built,
@@ -827,10 +852,7 @@ impl Builder<'_> {
                     c,
                     add,
                     args,
-                    opts,
-                    self.ignore,
-                    &self.stat,
-                    &self.flattened,
+                    &inputs,
                     escape,
                     step,
                 )?;
@@ -1098,7 +1120,8 @@ impl StepResult {
 }
 
 fn cached(store: &Store, key: &str) -> Option<StepResult> {
-    let path = store.cache_dir().join("steps").join(key);
+    let key = cache::StepKey::parse(key).ok()?;
+    let path = store.cache_dir().join("steps").join(key.as_str());
     let r: StepResult = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     match (&r.layer, r.diff_id()) {
         (Some((d, _)), Some(diff_id))
@@ -1111,6 +1134,8 @@ fn cached(store: &Store, key: &str) -> Option<StepResult> {
 }
 
 fn record(store: &Store, key: &str, r: &StepResult) -> Result<(), BuildError> {
+    let key = cache::StepKey::parse(key).map_err(BuildError::Cache)?;
+    let key = key.as_str();
     let dir = store.cache_dir().join("steps");
     std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
         action: "creating",
@@ -1151,7 +1176,7 @@ pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildE
         .map(|mut d| d.next().is_none())
         .unwrap_or(true)
     {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = sandbox::fs::remove_dir_all(dir);
         return Ok(StepResult::default());
     }
     let clamp = config::source_date_epoch().and_then(|s| u64::try_from(s).ok());
@@ -1159,17 +1184,7 @@ pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildE
     let (writer, diff_id, _) = layer::generate(dir, writer, layer::Options { mtime_clamp: clamp })
         .map_err(|e| ImageError::BadArchive(format!("generating a layer: {e}")))?;
     let (digest, size) = writer.commit(Some(&diff_id))?;
-    let snapshot = store.snapshot_path(&digest);
-    if snapshot.exists() {
-        let _ = std::fs::remove_dir_all(dir);
-    } else if let Err(source) = std::fs::rename(dir, &snapshot) {
-        return Err(StoreError::Io {
-            action: "renaming into place",
-            path: snapshot,
-            source,
-        }
-        .into());
-    }
+    store.put_snapshot(dir, &digest)?;
     Ok(StepResult {
         layer: Some((digest, size)),
         compressed: None,
@@ -1280,7 +1295,7 @@ impl Builder<'_> {
             }
             Err(e) => Err(fail(e.to_string())),
         };
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = sandbox::fs::remove_dir_all(&dir);
         result
     }
 }

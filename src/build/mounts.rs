@@ -3,16 +3,19 @@
 //! value never reaches a layer, the cache key or the history; the mount
 //! points a step had to create are removed from its diff, as BuildKit does.
 
-use super::copy::{Flattened, copy_tree};
+use super::copy::{Flattened, layers_of};
 use super::{BuildError, Options, Secret, State, hash, step_error};
 use crate::context::digest::StatCache;
+use crate::copier::{self, CopyOptions};
 use crate::dockerfile::instructions::{self, Stage};
 use crate::dockerfile::mount::{MountType, Sharing};
+use crate::sandbox::fs::{Root, remove_dir_all};
 use crate::sandbox::{Bind, Tmpfs};
 use crate::store::Store;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, lchown};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a RUN's mounts amount to.
 #[derive(Default)]
@@ -51,7 +54,7 @@ impl Drop for Mounts {
     fn drop(&mut self) {
         for t in self.temps.drain(..) {
             let _ = if t.is_dir() {
-                fs::remove_dir_all(&t)
+                remove_dir_all(&t)
             } else {
                 fs::remove_file(&t)
             };
@@ -69,7 +72,7 @@ pub(super) fn prepare(
     run: &instructions::Run,
     args: &[(String, String)],
     opts: &Options,
-    flattened: &Flattened,
+    (context, flattened): (&Arc<Root>, &Flattened),
     escape: char,
     step: &instructions::Step,
 ) -> Result<Mounts, BuildError> {
@@ -83,7 +86,7 @@ pub(super) fn prepare(
             .as_deref()
             .map(&expand)
             .transpose()?
-            .map(|t| state.in_workdir(&t));
+            .map(|t| clean_target(&state.in_workdir(&t)));
         match m.kind {
             MountType::Cache => {
                 let target = target.expect("a cache mount has a target");
@@ -126,25 +129,25 @@ pub(super) fn prepare(
             MountType::Bind => {
                 let target = target.expect("a bind mount has a target");
                 let source = expand(m.source.as_deref().unwrap_or("."))?;
-                if source.split('/').any(|p| p == "..") {
-                    return Err(step_error(
-                        step,
-                        format!("--mount source {source:?} leads out of its root"),
-                    ));
-                }
                 let root = match &m.from {
                     Some(from) => flattened
                         .get(store, built, stages, &expand(from)?)
                         .map_err(|e| step_error(step, e))?,
-                    None => opts.context.clone(),
+                    None => context.clone(),
                 };
-                let path = root.join(source.trim_start_matches('/'));
-                if !path.exists() {
-                    return Err(step_error(
+                // The source is resolved inside its root (the context, or
+                // the stage): a symlink in it leads nowhere else.
+                let not_found = |e: std::io::Error| {
+                    step_error(
                         step,
-                        format!("--mount source {source:?} not found"),
-                    ));
-                }
+                        format!(
+                            "--mount source {source:?} not found in the {}: {e}",
+                            if m.from.is_some() { "source stage" } else { "build context" }
+                        ),
+                    )
+                };
+                let rel = root.resolve(&source).map_err(not_found)?;
+                let path = root.real_path(&rel).map_err(not_found)?;
                 key.push(format!(
                     "bind {source} {target} {:?} {}",
                     m.from,
@@ -156,10 +159,17 @@ pub(super) fn prepare(
                     // Writes to a read-write bind are discarded, never made
                     // to the context: bind a copy.
                     let copy = store.temp_path("bind");
-                    copy_tree(&path, &copy, (0, 0), None, &|_| false)
-                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?;
                     out.temps.push(copy.clone());
-                    copy
+                    let copied = Root::create(&copy).and_then(|dst| {
+                        let opts = CopyOptions {
+                            owner: None,
+                            mode: None,
+                            skip: &|_| false,
+                        };
+                        copier::copy_tree(&root, &rel, &dst, "src", &opts)?;
+                        dst.real_path("src")
+                    });
+                    copied.map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?
                 };
                 out.bind(source_path, target, m.read_only);
             }
@@ -246,41 +256,59 @@ pub(super) fn prepare(
     Ok(out)
 }
 
+/// A mount target as an absolute, clean path: `..` cannot climb above
+/// the container's root (where the kernel would stop too).
+fn clean_target(target: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in target.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Removes from `upper` the mount points the step had to create (paths the
 /// image did not have), and the directories created only to hold them.
+/// Every path is taken inside `upper`.
 pub(super) fn remove_stubs(store: &Store, state: &State, upper: &Path, targets: &[String]) {
-    let in_image = |rel: &str| {
-        state
-            .layers
-            .iter()
-            .any(|(_, d)| fs::symlink_metadata(store.snapshot_path(d).join(rel)).is_ok())
+    let (Ok(image), Ok(upper)) = (layers_of(store, state), Root::open(upper)) else {
+        return;
     };
     for target in targets {
-        let mut rel = target.trim_start_matches('/').to_string();
-        while !rel.is_empty() && !in_image(&rel) {
-            let path = upper.join(&rel);
-            let Ok(meta) = fs::symlink_metadata(&path) else {
+        let mut rel = clean_target(target).trim_start_matches('/').to_string();
+        while !rel.is_empty() && image.meta(&rel).is_none() {
+            let Ok(meta) = upper.lstat(&rel) else {
                 break;
             };
             let empty = if meta.is_dir() {
-                fs::read_dir(&path)
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(false)
+                upper.read_dir(&rel).map(|d| d.is_empty()).unwrap_or(false)
             } else {
                 meta.len() == 0
             };
-            if !empty {
+            if !empty || upper.remove_all(&rel).is_err() {
                 break;
             }
-            let _ = if meta.is_dir() {
-                fs::remove_dir(&path)
-            } else {
-                fs::remove_file(&path)
-            };
             rel = rel
                 .rsplit_once('/')
                 .map(|(p, _)| p.to_string())
                 .unwrap_or_default();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_target;
+
+    #[test]
+    fn targets_cannot_climb_above_the_root() {
+        assert_eq!(clean_target("/../../x"), "/x");
+        assert_eq!(clean_target("/a/./b/../c/"), "/a/c");
+        assert_eq!(clean_target("/.."), "/");
     }
 }

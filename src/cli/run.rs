@@ -93,7 +93,7 @@ fn parse_memory(text: &str) -> Result<u64, String> {
 /// mode 000: root removes it anyway, a rootless kiln must give itself access
 /// first.
 fn remove_container_dir(dir: &std::path::Path) {
-    if std::fs::remove_dir_all(dir).is_ok() {
+    if kiln::sandbox::fs::remove_dir_all(dir).is_ok() {
         return;
     }
     fn open_up(path: &std::path::Path) {
@@ -109,7 +109,7 @@ fn remove_container_dir(dir: &std::path::Path) {
         }
     }
     open_up(dir);
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = kiln::sandbox::fs::remove_dir_all(dir);
 }
 
 fn random_id() -> String {

@@ -126,33 +126,39 @@ impl StatCache {
         format!("{:x}", h.finalize())
     }
 
+    /// Hashes every entry under `path` in name order, without recursion:
+    /// a tree's depth is bounded by memory, not by the stack. Symlinks are
+    /// hashed by their target and never followed.
     fn walk(&self, h: &mut Sha256, path: &Path, rel: &str, skip: &dyn Fn(&Path) -> bool) {
-        if skip(path) {
-            return;
-        }
-        let Ok(meta) = fs::symlink_metadata(path) else {
-            return;
-        };
-        h.update((rel.len() as u64).to_le_bytes());
-        h.update(rel.as_bytes());
-        h.update(meta.mode().to_le_bytes());
-        if meta.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(path)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name())
-                .collect();
-            names.sort();
-            for n in names {
-                let child = format!("{rel}/{}", n.to_string_lossy());
-                self.walk(h, &path.join(&n), &child, skip);
+        let mut todo = vec![(path.to_path_buf(), rel.to_string())];
+        while let Some((path, rel)) = todo.pop() {
+            if skip(&path) {
+                continue;
             }
-        } else if meta.file_type().is_symlink() {
-            let target = fs::read_link(path).unwrap_or_default();
-            h.update(target.to_string_lossy().as_bytes());
-        } else if meta.is_file() {
-            h.update(self.file_digest(path, &meta).as_bytes());
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            h.update((rel.len() as u64).to_le_bytes());
+            h.update(rel.as_bytes());
+            h.update(meta.mode().to_le_bytes());
+            if meta.is_dir() {
+                let mut names: Vec<_> = fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect();
+                names.sort();
+                for n in names.into_iter().rev() {
+                    let child = format!("{rel}/{}", n.to_string_lossy());
+                    todo.push((path.join(&n), child));
+                }
+            } else if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).unwrap_or_default();
+                h.update(target.to_string_lossy().as_bytes());
+            } else if meta.is_file() {
+                h.update(self.file_digest(&path, &meta).as_bytes());
+            }
         }
     }
 }

@@ -144,7 +144,7 @@ pub fn prune(store: &Store, keep_storage: Option<u64>) -> Result<Option<Pruned>>
             let name = entry.file_name().to_string_lossy().into_owned();
             if !diff_ids.iter().any(|d| d.hex() == name) {
                 let size = dir_size(&entry.path());
-                if fs::remove_dir_all(entry.path()).is_ok() {
+                if crate::sandbox::fs::remove_dir_all(&entry.path()).is_ok() {
                     pruned.snapshots += 1;
                     pruned.bytes += size;
                 }

@@ -7,8 +7,8 @@
 //! swap a component between the check and the use.
 
 use super::{HashingReader, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, decompress};
-use crate::sandbox::fs::{Special, is_root, make_special, make_whiteout};
-use crate::store::{Digest, Store, sync_dir};
+use crate::sandbox::fs::{Special, is_root, make_special, make_whiteout, remove_dir_all};
+use crate::store::{Digest, Store};
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -116,23 +116,17 @@ pub fn unpack_snapshot<R: Read>(
     let diff_id = match result {
         Ok(d) => d,
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = remove_dir_all(&tmp);
             return Err(e);
         }
     };
-    let dest = store.snapshot_path(&diff_id);
-    if dest.exists() {
-        let _ = fs::remove_dir_all(&tmp);
-    } else {
-        fs::rename(&tmp, &dest).map_err(io_err("renaming into place", &dest))?;
-        if let Some(parent) = dest.parent() {
-            sync_dir(parent).map_err(|e| ApplyError::Io {
-                action: "syncing",
-                path: parent.to_path_buf(),
-                source: io::Error::other(e.to_string()),
-            })?;
-        }
-    }
+    store
+        .put_snapshot(&tmp, &diff_id)
+        .map_err(|e| ApplyError::Io {
+            action: "renaming into place",
+            path: store.snapshot_path(&diff_id),
+            source: io::Error::other(e.to_string()),
+        })?;
     Ok(diff_id)
 }
 
@@ -253,6 +247,14 @@ impl State<'_> {
         if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.starts_with(".wh.") || hidden.is_empty() {
                 return Ok(()); // other AUFS metadata: nothing to do
+            }
+            // A whiteout hides one entry of its directory: `.wh..` and
+            // `.wh...` would name the directory itself or its parent.
+            if hidden == "." || hidden == ".." {
+                return Err(Self::escape(
+                    &name,
+                    format!("a whiteout must name an entry, not {hidden:?}"),
+                ));
             }
             let target = parent.join(hidden);
             remove_any(&target)?;
@@ -436,7 +438,7 @@ impl State<'_> {
 /// Removes a file, symlink or whole directory; a missing path is fine.
 fn remove_any(path: &Path) -> Result<(), ApplyError> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err("removing", path)),
+        Ok(m) if m.is_dir() => remove_dir_all(path).map_err(io_err("removing", path)),
         Ok(_) => fs::remove_file(path).map_err(io_err("removing", path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("looking up", path)(e)),

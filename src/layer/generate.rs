@@ -70,7 +70,9 @@ struct Walker<W: Write> {
 }
 
 impl<W: Write> Walker<W> {
-    fn dir(&mut self, dir: &Path, prefix: &str) -> Result<(), GenerateError> {
+    /// The names in `dir`, in byte order (the same on every machine and
+    /// locale), as (path, name in the tar) pairs.
+    fn children(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, String)>, GenerateError> {
         let read = |source| GenerateError::Read {
             path: dir.to_path_buf(),
             source,
@@ -80,12 +82,23 @@ impl<W: Write> Walker<W> {
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .map_err(read)?;
-        // Byte order of names: the same on every machine and locale.
         names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-        for name in names {
-            let path = dir.join(&name);
-            let name = name.to_string_lossy();
-            let rel = format!("{prefix}{name}");
+        Ok(names
+            .into_iter()
+            .map(|n| (dir.join(&n), format!("{prefix}{}", n.to_string_lossy())))
+            .collect())
+    }
+
+    /// Writes every entry under `dir`, depth first in name order, without
+    /// recursion: a tree's depth is bounded by memory, not by the stack.
+    fn dir(&mut self, dir: &Path, prefix: &str) -> Result<(), GenerateError> {
+        let mut todo = Self::children(dir, prefix)?;
+        todo.reverse();
+        while let Some((path, rel)) = todo.pop() {
+            let (parent, name) = match rel.rsplit_once('/') {
+                Some((p, n)) => (format!("{p}/"), n.to_string()),
+                None => (String::new(), rel.clone()),
+            };
             let meta = fs::symlink_metadata(&path).map_err(|source| GenerateError::Read {
                 path: path.clone(),
                 source,
@@ -93,7 +106,7 @@ impl<W: Write> Walker<W> {
             let ft = meta.file_type();
             if ft.is_char_device() && meta.rdev() == 0 {
                 // An overlay whiteout: the name was deleted.
-                let wh = format!("{prefix}{WHITEOUT_PREFIX}{name}");
+                let wh = format!("{parent}{WHITEOUT_PREFIX}{name}");
                 self.plain(&wh, &meta, EntryType::Regular, 0)?;
                 continue;
             }
@@ -107,7 +120,9 @@ impl<W: Write> Walker<W> {
                         0,
                     )?;
                 }
-                self.dir(&path, &format!("{rel}/"))?;
+                let mut children = Self::children(&path, &format!("{rel}/"))?;
+                children.reverse();
+                todo.extend(children);
             } else if ft.is_symlink() {
                 self.entry(&path, &rel, &meta, EntryType::Symlink)?;
             } else if ft.is_file() {

@@ -1,9 +1,31 @@
-//! Filesystem calls std does not offer: device nodes (including overlayfs
-//! whiteouts, which are character devices 0:0), FIFOs, the effective uid.
+//! Filesystem access under a root that untrusted data must not leave.
+//!
+//! [`Root`] is a directory handle (an `O_PATH` descriptor). Every path given
+//! to it is resolved by the kernel *inside* that directory, as if chrooted:
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so an absolute
+//! symlink starts again at the root, `..` stops there, and `/proc/self/fd/N`
+//! style magic links are refused. The last component of a mutating call is
+//! never followed (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`): a symlink is
+//! replaced, not written through. This is how Buildah's copier and youki
+//! (through pathrs) keep an image, a build context or a cache from steering
+//! a root process outside. Contexts, stage and layer snapshots, staging and
+//! export directories and container roots are all Roots; no other module
+//! joins an untrusted path onto a host path.
+//!
+//! Also here: device nodes and FIFOs (overlayfs whiteouts are character
+//! devices 0:0), and the effective uid.
 
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
 use std::io;
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// The kind of special file to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +38,14 @@ pub enum Special {
     Fifo,
 }
 
+fn sflag(kind: Special) -> SFlag {
+    match kind {
+        Special::Char => SFlag::S_IFCHR,
+        Special::Block => SFlag::S_IFBLK,
+        Special::Fifo => SFlag::S_IFIFO,
+    }
+}
+
 /// Creates a device node or FIFO at `path` (which must not exist).
 pub fn make_special(
     path: &Path,
@@ -24,13 +54,8 @@ pub fn make_special(
     major: u64,
     minor: u64,
 ) -> io::Result<()> {
-    let flag = match kind {
-        Special::Char => SFlag::S_IFCHR,
-        Special::Block => SFlag::S_IFBLK,
-        Special::Fifo => SFlag::S_IFIFO,
-    };
     let perm = Mode::from_bits_truncate(mode & 0o7777);
-    mknod(path, flag, perm, makedev(major, minor)).map_err(io::Error::from)
+    mknod(path, sflag(kind), perm, makedev(major, minor)).map_err(io::Error::from)
 }
 
 /// Creates an overlayfs whiteout (a character device 0:0) at `path`.
@@ -46,4 +71,658 @@ pub fn is_root() -> bool {
 /// Major and minor numbers of a device number (`st_rdev`).
 pub fn split_dev(rdev: u64) -> (u64, u64) {
     (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+}
+
+/// How many times a resolution is retried when the kernel reports a
+/// concurrent rename (`EAGAIN` from `RESOLVE_IN_ROOT` with `..`).
+const RETRIES: usize = 32;
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::empty())
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+fn errno(e: Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+/// A path relative to a root, split into its parent and last name. The
+/// name is one ordinary component: never empty, `.` or `..`.
+struct Split<'p> {
+    parent: &'p str,
+    name: &'p OsStr,
+}
+
+/// Splits `rel` (absolute or relative, taken inside the root). None when it
+/// names the root itself or ends in `.` or `..` (there is no last name to
+/// act on without following).
+fn split(rel: &str) -> Option<Split<'_>> {
+    let rel = rel.trim_end_matches('/');
+    let (parent, name) = match rel.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", rel),
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return None;
+    }
+    Some(Split {
+        parent,
+        name: OsStr::new(name),
+    })
+}
+
+/// A directory that paths are resolved inside of, never outside.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Root {
+    /// Opens the directory at `path` (a trusted host path) as a root.
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| with_path(errno(e), "opening", path))?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Creates the directory at `path` (a trusted host path, with its
+    /// parents) and opens it as a root.
+    pub fn create(path: &Path) -> io::Result<Root> {
+        std::fs::create_dir_all(path).map_err(|e| with_path(e, "creating", path))?;
+        Root::open(path)
+    }
+
+    /// The host path the root was opened at (for messages and for handing
+    /// the whole root to something else, such as a mount or a tar writer).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Resolves `rel` inside the root with `flags` (a relative or absolute
+    /// path; both are taken from the root).
+    fn open_at(&self, rel: &str, flags: OFlag) -> io::Result<OwnedFd> {
+        let rel = rel.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        for _ in 0..RETRIES {
+            match openat2(&self.fd, rel, how(flags)) {
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => return Err(errno(e)),
+                Ok(fd) => return Ok(fd),
+            }
+        }
+        Err(io::Error::other(format!(
+            "resolving {rel}: the tree kept changing"
+        )))
+    }
+
+    /// The parent directory of `rel`, resolved inside the root, and the last
+    /// name; `InvalidInput` when `rel` names no entry of its own.
+    fn parent(&self, rel: &str) -> io::Result<(OwnedFd, OsString)> {
+        let s = split(rel).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{rel:?} does not name an entry"),
+            )
+        })?;
+        let dir = self.open_at(s.parent, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        Ok((dir, s.name.to_os_string()))
+    }
+
+    /// An `O_PATH` descriptor of `rel`; the last component is followed
+    /// (inside the root) when `follow`.
+    pub fn open_path(&self, rel: &str, follow: bool) -> io::Result<OwnedFd> {
+        let flags = if follow {
+            OFlag::O_PATH
+        } else {
+            OFlag::O_PATH | OFlag::O_NOFOLLOW
+        };
+        self.open_at(rel, flags)
+    }
+
+    /// Metadata of `rel`, not following a symlink at the end.
+    pub fn lstat(&self, rel: &str) -> io::Result<Metadata> {
+        File::from(self.open_path(rel, false)?).metadata()
+    }
+
+    /// Metadata of `rel`, following symlinks inside the root.
+    pub fn stat(&self, rel: &str) -> io::Result<Metadata> {
+        File::from(self.open_path(rel, true)?).metadata()
+    }
+
+    /// True when `rel` exists (a dangling symlink exists).
+    pub fn exists(&self, rel: &str) -> bool {
+        self.open_path(rel, false).is_ok()
+    }
+
+    /// The target of symlink `rel`.
+    pub fn read_link(&self, rel: &str) -> io::Result<PathBuf> {
+        let fd = self.open_path(rel, false)?;
+        nix::fcntl::readlinkat(&fd, "")
+            .map(PathBuf::from)
+            .map_err(errno)
+    }
+
+    /// Opens `rel` for reading, following symlinks inside the root.
+    pub fn open_read(&self, rel: &str) -> io::Result<File> {
+        Ok(File::from(self.open_at(rel, OFlag::O_RDONLY)?))
+    }
+
+    /// Opens `rel` for reading, refusing a symlink at the end.
+    pub fn open_read_nofollow(&self, rel: &str) -> io::Result<File> {
+        Ok(File::from(
+            self.open_at(rel, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?,
+        ))
+    }
+
+    /// The names in directory `rel` (symlinks followed inside the root),
+    /// sorted by bytes.
+    pub fn read_dir(&self, rel: &str) -> io::Result<Vec<OsString>> {
+        let fd = self.open_at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let mut dir = nix::dir::Dir::from_fd(fd).map_err(errno)?;
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(errno)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(names)
+    }
+
+    /// `rel` with every symlink resolved inside the root, as a clean path
+    /// from the root (`/` for the root itself).
+    pub fn resolve(&self, rel: &str) -> io::Result<String> {
+        let fd = self.open_path(rel, true)?;
+        let real = self.real_of(&fd)?;
+        let base = self.real_of(&self.fd)?;
+        let inside = real.strip_prefix(&base).map_err(|_| {
+            io::Error::other(format!(
+                "{rel:?} resolved to {} outside {}",
+                real.display(),
+                base.display()
+            ))
+        })?;
+        Ok(format!("/{}", inside.display()))
+    }
+
+    /// The host path `rel` resolves to inside the root: for handing an
+    /// entry to something that takes paths (a bind mount). It holds no
+    /// symlink, so the consumer opens it with `RESOLVE_NO_SYMLINKS` and a
+    /// component swapped for a symlink in between fails instead of leading
+    /// elsewhere.
+    pub fn real_path(&self, rel: &str) -> io::Result<PathBuf> {
+        let fd = self.open_path(rel, true)?;
+        self.real_of(&fd)
+    }
+
+    fn real_of(&self, fd: &impl AsRawFd) -> io::Result<PathBuf> {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    }
+
+    /// A root for directory `rel` inside this one.
+    pub fn sub(&self, rel: &str) -> io::Result<Root> {
+        let fd = self.open_at(rel, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        let path = self.real_of(&fd)?;
+        Ok(Root { fd, path })
+    }
+
+    /// Creates directory `rel` (its parent must exist); `AlreadyExists` when
+    /// something is there.
+    pub fn mkdir(&self, rel: &str, mode: u32) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        nix::sys::stat::mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(mode))
+            .map_err(errno)
+    }
+
+    /// Creates directory `rel` and its missing parents (symlinks on the way
+    /// followed inside the root), each made with `mode` and handed to
+    /// `made` (to set owners); returns how many it made.
+    pub fn mkdir_all(
+        &self,
+        rel: &str,
+        mode: u32,
+        made: &mut dyn FnMut(&str) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        let mut so_far = String::new();
+        let mut count = 0;
+        for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            so_far.push('/');
+            so_far.push_str(part);
+            if part == ".." {
+                continue;
+            }
+            match self.open_at(&so_far, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                Ok(_) => continue,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {}
+                Err(e) => return Err(with_rel(e, "creating", &so_far)),
+            }
+            match self.mkdir(&so_far, mode) {
+                Ok(()) => {
+                    // mkdir honours the umask; the mode asked for is exact.
+                    self.chmod(&so_far, mode)?;
+                    count += 1;
+                    made(&so_far)?;
+                }
+                // A dangling symlink: mkdir through it is not followed.
+                Err(e) => return Err(with_rel(e, "creating", &so_far)),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Creates regular file `rel` for writing, replacing a file or symlink
+    /// that is there (never writing through it). Its parent must exist.
+    pub fn create_file(&self, rel: &str, mode: u32) -> io::Result<File> {
+        let (dir, name) = self.parent(rel)?;
+        let open = || {
+            nix::fcntl::openat(
+                &dir,
+                name.as_os_str(),
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(mode & 0o7777),
+            )
+        };
+        let fd = match open() {
+            Err(Errno::EEXIST) => {
+                unlink_entry(dir.as_fd(), &name)?;
+                open().map_err(errno)?
+            }
+            other => other.map_err(errno)?,
+        };
+        Ok(File::from(fd))
+    }
+
+    /// Creates symlink `rel` pointing at `target`, replacing a non-directory.
+    pub fn symlink(&self, target: &OsStr, rel: &str) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        match nix::unistd::symlinkat(target, &dir, name.as_os_str()) {
+            Err(Errno::EEXIST) => {
+                unlink_entry(dir.as_fd(), &name)?;
+                nix::unistd::symlinkat(target, &dir, name.as_os_str()).map_err(errno)
+            }
+            other => other.map_err(errno),
+        }
+    }
+
+    /// Hard-links `existing` (not followed) as `rel`, both in this root.
+    pub fn hard_link(&self, existing: &str, rel: &str) -> io::Result<()> {
+        let (from_dir, from_name) = self.parent(existing)?;
+        let (to_dir, to_name) = self.parent(rel)?;
+        nix::unistd::linkat(
+            &from_dir,
+            from_name.as_os_str(),
+            &to_dir,
+            to_name.as_os_str(),
+            AtFlags::empty(),
+        )
+        .map_err(errno)
+    }
+
+    /// Creates a device node or FIFO at `rel`.
+    pub fn mknod(
+        &self,
+        rel: &str,
+        kind: Special,
+        mode: u32,
+        major: u64,
+        minor: u64,
+    ) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        nix::sys::stat::mknodat(
+            &dir,
+            name.as_os_str(),
+            sflag(kind),
+            Mode::from_bits_truncate(mode & 0o7777),
+            makedev(major, minor),
+        )
+        .map_err(errno)
+    }
+
+    /// Removes the entry `rel` (a file, a symlink, not followed, or a whole
+    /// directory tree); a missing entry is fine.
+    pub fn remove_all(&self, rel: &str) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        remove_tree(dir, &name)
+    }
+
+    /// Changes the owner of `rel` (a symlink itself, not its target).
+    pub fn chown(&self, rel: &str, uid: u32, gid: u32) -> io::Result<()> {
+        let fd = self.open_path(rel, false)?;
+        nix::unistd::fchownat(
+            &fd,
+            "",
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_EMPTY_PATH,
+        )
+        .map_err(errno)
+    }
+
+    /// Sets the permission bits of `rel`; a symlink is left alone (its
+    /// mode means nothing and chmod would reach its target).
+    pub fn chmod(&self, rel: &str, mode: u32) -> io::Result<()> {
+        let fd = self.open_path(rel, false)?;
+        let meta = File::from(fd.try_clone()?).metadata()?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        // fchmod does not take an O_PATH descriptor; its /proc magic link
+        // names exactly the inode that was opened.
+        std::fs::set_permissions(
+            format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+        )
+    }
+
+    /// Sets the access and modification times of `rel` (not followed).
+    pub fn set_mtime(&self, rel: &str, secs: i64, nanos: i64) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        let t = TimeSpec::new(secs, nanos);
+        nix::sys::stat::utimensat(
+            &dir,
+            name.as_os_str(),
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(errno)
+    }
+
+    /// Sets extended attribute `key` on `rel` (not followed).
+    pub fn set_xattr(&self, rel: &str, key: &str, value: &[u8]) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        // The parent is pinned by its descriptor and the name is one
+        // component that lsetxattr does not follow.
+        let path = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        xattr::set(path, key, value)
+    }
+
+    /// Extended attribute `key` of `rel` (not followed).
+    pub fn get_xattr(&self, rel: &str, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let Some(s) = split(rel) else {
+            return xattr::get(
+                format!("/proc/self/fd/{}", self.fd.as_raw_fd()),
+                key,
+            );
+        };
+        let dir = self.open_at(s.parent, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        xattr::get(
+            Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(s.name),
+            key,
+        )
+    }
+
+    /// The root's own descriptor (for mounting onto it).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn unlink_entry(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    match nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Removes `name` in `dir` and everything below it, without recursion (a
+/// tree's depth is bounded by memory, not by the stack) and without ever
+/// following a symlink.
+fn remove_tree(dir: OwnedFd, name: &OsStr) -> io::Result<()> {
+    match nix::unistd::unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
+        Err(e) => return Err(errno(e)),
+    }
+    // A stack of open directories, each with the child being emptied.
+    let mut stack: Vec<(OwnedFd, OsString)> = vec![(dir, name.to_os_string())];
+    while let Some((parent, child)) = stack.pop() {
+        let fd = match nix::fcntl::openat(
+            &parent,
+            child.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => continue,
+            Err(Errno::ENOTDIR | Errno::ELOOP) => {
+                unlink_entry(parent.as_fd(), &child)?;
+                continue;
+            }
+            Err(e) => return Err(errno(e)),
+        };
+        let mut subdir: Option<OsString> = None;
+        {
+            let mut d = nix::dir::Dir::from_fd(fd.try_clone()?).map_err(errno)?;
+            for entry in d.iter() {
+                let entry = entry.map_err(errno)?;
+                let n = entry.file_name().to_bytes();
+                if n == b"." || n == b".." {
+                    continue;
+                }
+                let n = OsStr::from_bytes(n);
+                match nix::unistd::unlinkat(&fd, n, UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(Errno::EISDIR) | Err(Errno::EPERM) => {
+                        subdir = Some(n.to_os_string());
+                        break;
+                    }
+                    Err(e) => return Err(errno(e)),
+                }
+            }
+        }
+        match subdir {
+            // Empty this one's subdirectory first, then come back.
+            Some(sub) => {
+                stack.push((parent, child));
+                stack.push((fd, sub));
+            }
+            None => match nix::unistd::unlinkat(&parent, child.as_os_str(), UnlinkatFlags::RemoveDir)
+            {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(errno(e)),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Removes the host directory tree at `path` (a trusted path) without
+/// recursion and without following symlinks inside it; missing is fine.
+pub fn remove_dir_all(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to remove {}", path.display()),
+        ));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir = match nix::fcntl::open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(with_path(errno(e), "opening", parent)),
+    };
+    remove_tree(dir, name).map_err(|e| with_path(e, "removing", path))
+}
+
+fn with_path(e: io::Error, action: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{action} {}: {e}", path.display()))
+}
+
+fn with_rel(e: io::Error, action: &str, rel: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{action} {rel}: {e}"))
+}
+
+/// Opens a host path that must contain no symlink at all (one that
+/// [`Root::real_path`] returned): a component swapped for a symlink since
+/// then makes this fail instead of leading elsewhere. `O_PATH`, for
+/// mounting from.
+pub fn open_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(nix::fcntl::AT_FDCWD, path, how).map_err(|e| with_path(errno(e), "opening", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> (tempfile::TempDir, PathBuf, Root) {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/passwd"), "inside").unwrap();
+        std::fs::write(outer.path().join("secret"), "outside").unwrap();
+        let r = Root::open(&root).unwrap();
+        (outer, root, r)
+    }
+
+    #[test]
+    fn absolute_and_dotdot_symlinks_stay_inside() {
+        let (outer, root, r) = tree();
+        symlink("/etc", root.join("abs")).unwrap();
+        symlink("../../../../etc", root.join("rel")).unwrap();
+        symlink("../secret", root.join("up")).unwrap();
+        let read = |p: &str| std::io::read_to_string(r.open_read(p).unwrap()).unwrap();
+        assert_eq!(read("abs/passwd"), "inside");
+        assert_eq!(read("rel/passwd"), "inside");
+        assert_eq!(read("/../../etc/passwd"), "inside");
+        assert!(r.open_read("up").is_err(), "../secret is /secret inside");
+        assert_eq!(r.resolve("abs/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(r.real_path("rel").unwrap(), root.join("etc"));
+        drop(outer);
+    }
+
+    #[test]
+    fn writes_replace_symlinks_instead_of_following_them() {
+        let (outer, root, r) = tree();
+        symlink(outer.path().join("secret"), root.join("link")).unwrap();
+        std::io::Write::write_all(&mut r.create_file("link", 0o644).unwrap(), b"new").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outer.path().join("secret")).unwrap(),
+            "outside"
+        );
+        assert!(std::fs::symlink_metadata(root.join("link")).unwrap().is_file());
+        // A directory symlink on the way is followed inside the root.
+        symlink("/etc", root.join("e")).unwrap();
+        r.create_file("e/shadow", 0o600).unwrap();
+        assert!(root.join("etc/shadow").is_file());
+        // chmod and chown of a symlink never reach its target.
+        symlink(outer.path().join("secret"), root.join("l2")).unwrap();
+        r.chmod("l2", 0o777).unwrap();
+        assert_ne!(
+            std::fs::metadata(outer.path().join("secret"))
+                .unwrap()
+                .permissions(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o100777)
+        );
+    }
+
+    #[test]
+    fn magic_links_are_refused() {
+        let (_outer, _root, r) = tree();
+        r.mkdir_all("proc/self", 0o755, &mut |_| Ok(())).unwrap();
+        // Inside the root /proc/self/fd/N is an ordinary (missing) path;
+        // the host's magic link is never reached.
+        assert!(r.open_read("/proc/self/fd/0").is_err());
+    }
+
+    #[test]
+    fn remove_all_is_iterative_and_does_not_follow() {
+        let (outer, root, r) = tree();
+        let mut deep = root.join("deep");
+        for _ in 0..3000 {
+            deep.push("d");
+        }
+        // Paths this deep exceed PATH_MAX: make them a level at a time.
+        let mut dir = nix::fcntl::open(&root, OFlag::O_PATH, Mode::empty()).unwrap();
+        for name in std::iter::once("deep").chain(std::iter::repeat_n("d", 3000)) {
+            nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(0o755)).unwrap();
+            dir = nix::fcntl::openat(&dir, name, OFlag::O_PATH, Mode::empty()).unwrap();
+        }
+        symlink(outer.path(), root.join("out")).unwrap();
+        r.remove_all("deep").unwrap();
+        r.remove_all("out").unwrap();
+        assert!(!root.join("deep").exists());
+        assert!(outer.path().join("secret").exists());
+        assert_eq!(
+            r.parent("..").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    /// One step of a random tree: a directory, a file, or a symlink whose
+    /// target is absolute, relative, looping or dangling.
+    fn entry() -> impl Strategy<Value = (String, u8, String)> {
+        let name = prop::sample::select(vec!["a", "b", "c", "..", "."]);
+        let path = prop::collection::vec(name, 1..4).prop_map(|v| v.join("/"));
+        let target = prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "..", "/", "c", "x"]),
+            1..5,
+        )
+        .prop_map(|v| v.join("/"));
+        (path, 0u8..3, target)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the tree and the path, a resolution lands inside.
+        #[test]
+        fn every_resolution_stays_inside(
+            entries in prop::collection::vec(entry(), 1..12),
+            probes in prop::collection::vec("[abc./]{0,12}", 1..8),
+        ) {
+            let (outer, root, r) = tree();
+            for (path, kind, target) in &entries {
+                let _ = match kind {
+                    0 => r.mkdir_all(path, 0o755, &mut |_| Ok(())).map(drop),
+                    1 => r.create_file(path, 0o644).map(drop),
+                    _ => r.symlink(OsStr::new(target), path),
+                };
+            }
+            let base = std::fs::canonicalize(&root).unwrap();
+            for p in &probes {
+                if let Ok(real) = r.real_path(p) {
+                    prop_assert!(real.starts_with(&base), "{p} -> {}", real.display());
+                }
+                if let Ok(inside) = r.resolve(p) {
+                    prop_assert!(inside.starts_with('/'));
+                }
+                let _ = r.create_file(&format!("{p}/f"), 0o644);
+                let _ = r.mkdir_all(&format!("{p}/d/e"), 0o755, &mut |_| Ok(()));
+            }
+            // Nothing appeared beside the root.
+            let mut names: Vec<_> = std::fs::read_dir(outer.path()).unwrap()
+                .map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            prop_assert_eq!(names, vec![OsString::from("root"), OsString::from("secret")]);
+        }
+    }
 }

@@ -217,7 +217,7 @@ impl Store {
             for entry in fs::read_dir(&tmp).map_err(io_err("reading", &tmp))? {
                 let path = entry.map_err(io_err("reading", &tmp))?.path();
                 let removed = if path.is_dir() {
-                    fs::remove_dir_all(&path)
+                    crate::sandbox::fs::remove_dir_all(&path)
                 } else {
                     fs::remove_file(&path)
                 };
@@ -389,6 +389,26 @@ impl Store {
             source,
         })?;
         self.write_atomic(&path, &bytes)
+    }
+
+    /// Moves `dir`, a complete unpacked layer, into place as the snapshot
+    /// of `diff_id`. A snapshot already there is success (another writer
+    /// finished the same layer first, even between the check and the
+    /// rename): snapshots are content-addressed, so both are the same.
+    pub fn put_snapshot(&self, dir: &Path, diff_id: &Digest) -> Result<()> {
+        let dest = self.snapshot_path(diff_id);
+        if dest.is_dir() {
+            let _ = crate::sandbox::fs::remove_dir_all(dir);
+            return Ok(());
+        }
+        match fs::rename(dir, &dest) {
+            Ok(()) => sync_dir(dest.parent().unwrap_or(&self.root)),
+            Err(_) if dest.is_dir() => {
+                let _ = crate::sandbox::fs::remove_dir_all(dir);
+                Ok(())
+            }
+            Err(e) => Err(io_err("renaming into place", &dest)(e)),
+        }
     }
 
     /// Writes a small file by temp file + fsync + rename + directory fsync.
