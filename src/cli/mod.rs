@@ -119,6 +119,14 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The Dockerfile could not be read.
+    #[error("reading {path}: {source}")]
+    ReadDockerfile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Writing the output failed (a closed pipe counts as success).
     #[error("writing output: {0}")]
     Write(#[from] std::io::Error),
@@ -168,7 +176,7 @@ impl Error {
     /// The process exit code: 1 for a bad input, 2 for kiln's own trouble.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Read { .. } | Error::Dockerfile(_) | Error::Ignore(_) => 1,
+            Error::Read { .. } | Error::ReadDockerfile { .. } | Error::Dockerfile(_) | Error::Ignore(_) => 1,
             Error::Store(_) | Error::Image(_) | Error::Busy(_) | Error::Registry(_) => 1,
             Error::Usage(_) | Error::Write(_) => 2,
             Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),
@@ -185,6 +193,9 @@ impl Error {
         match self {
             Error::Dockerfile(located) => located.render(color),
             Error::Read { path, source } => {
+                format!("error: cannot read {}: {source}\n", path.display())
+            }
+            Error::ReadDockerfile { path, source } => {
                 let hint = if source.kind() == std::io::ErrorKind::NotFound {
                     "\n  help: pass the Dockerfile's path with -f, or - to read standard input\n"
                 } else {
@@ -211,13 +222,13 @@ fn read_dockerfile(path: &Path) -> Result<(String, Vec<u8>), Error> {
         let mut bytes = Vec::new();
         std::io::stdin()
             .read_to_end(&mut bytes)
-            .map_err(|source| Error::Read {
+            .map_err(|source| Error::ReadDockerfile {
                 path: path.into(),
                 source,
             })?;
         return Ok(("<stdin>".into(), bytes));
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
+    let bytes = std::fs::read(path).map_err(|source| Error::ReadDockerfile {
         path: path.into(),
         source,
     })?;

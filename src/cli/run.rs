@@ -84,10 +84,22 @@ fn parse_memory(text: &str) -> Result<u64, String> {
         }
         None => (t.as_str(), 1),
     };
-    num.parse::<u64>()
-        .map(|n| n * scale)
-        .map_err(|_| format!("invalid memory {text:?}: use a number with b, k, m or g"))
+    let bytes = num
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("invalid memory {text:?}: use a number with b, k, m or g"))?;
+    // No process starts in less: docker refuses it with the same words.
+    if bytes < MIN_MEMORY {
+        return Err(format!(
+            "invalid memory {text:?}: Minimum memory limit allowed is 6MB"
+        ));
+    }
+    Ok(bytes)
 }
+
+/// The smallest memory limit docker accepts.
+const MIN_MEMORY: u64 = 6 << 20;
 
 /// Removes a container's directory. Overlay creates its `work/work` with
 /// mode 000: root removes it anyway, a rootless kiln must give itself access
@@ -96,18 +108,18 @@ fn remove_container_dir(dir: &std::path::Path) {
     if kiln::sandbox::fs::remove_dir_all(dir).is_ok() {
         return;
     }
-    fn open_up(path: &std::path::Path) {
+    // Iterative: a container's tree may be deeper than the stack allows.
+    let open_up = |dir: &std::path::Path| {
         use std::os::unix::fs::PermissionsExt;
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        if meta.is_dir() {
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                open_up(&entry.path());
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(path) = todo.pop() {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+                let entries = std::fs::read_dir(&path).into_iter().flatten().flatten();
+                todo.extend(entries.map(|e| e.path()));
             }
         }
-    }
+    };
     open_up(dir);
     let _ = kiln::sandbox::fs::remove_dir_all(dir);
 }

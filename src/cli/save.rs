@@ -91,23 +91,23 @@ pub(super) fn write_archive(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.kiln-{}",
+    // Created exclusively (O_EXCL) under a random name: a name planted in
+    // the directory beforehand, a symlink included, is never written through.
+    let prefix = format!(
+        ".{}.kiln-",
         output
             .file_name()
             .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let write = |path: &std::path::Path| -> Result<(), Error> {
-        let file = save_into(std::fs::File::create(path).map_err(fail(path))?)?;
-        file.sync_all()?;
-        Ok(())
-    };
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, output).map_err(fail(output))?;
+            .unwrap_or_default()
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempfile_in(dir)
+        .map_err(fail(dir))?;
+    let file = save_into(tmp.reopen().map_err(fail(tmp.path()))?)?;
+    file.sync_all()?;
+    tmp.persist(output)
+        .map_err(|e| e.error)
+        .map_err(fail(output))?;
     Ok(())
 }

@@ -94,8 +94,8 @@ pub fn save<W: Write>(
     };
     for (name, image) in images {
         let mut layers = Vec::new();
-        for (layer, diff_id) in image.layers() {
-            let exported = for_export(store, &layer, &diff_id, compression)?;
+        for (layer, _) in image.layers() {
+            let exported = for_export(store, &layer, compression)?;
             add_blob(&mut tar, &manifest_digest(&exported)?)?;
             layers.push(exported);
         }

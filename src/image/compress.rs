@@ -58,7 +58,6 @@ fn suffix(c: Compression) -> &'static str {
 pub fn for_export(
     store: &Store,
     layer: &Descriptor,
-    diff_id: &Digest,
     want: Compression,
 ) -> Result<Descriptor> {
     let current = media_type_compression(layer.media_type()).unwrap_or(Compression::None);
@@ -67,7 +66,11 @@ pub fn for_export(
     }
     let media = MediaType::from(want.oci_media_type());
     let dir = store.cache_dir().join("compressed");
-    let record = dir.join(format!("{}.{}", diff_id.hex(), suffix(want)));
+    // Keyed by the blob compressed, not by the diffID an image claims: an
+    // uncompressed blob's digest is its content, so no image can point the
+    // record at other bytes.
+    let source = crate::image::manifest_digest(layer)?;
+    let record = dir.join(format!("{}.{}", source.hex(), suffix(want)));
     if let Ok(text) = fs::read_to_string(&record)
         && let Some((digest, size)) = text.trim().split_once(' ')
         && let (Ok(digest), Ok(size)) = (digest.parse::<Digest>(), size.parse::<u64>())
@@ -75,7 +78,6 @@ pub fn for_export(
     {
         return Ok(Descriptor::new(media, size, digest.to_oci()));
     }
-    let source = crate::image::manifest_digest(layer)?;
     let mut reader = store.open_blob(&source)?;
     let mut writer = store.blob_writer()?;
     let result = match want {
@@ -284,14 +286,14 @@ mod tests {
         let tar = vec![7u8; 10_000];
         let (digest, size) = store.put_bytes(&tar).unwrap();
         let layer = Descriptor::new(MediaType::ImageLayer, size, digest.to_oci());
-        let gz = for_export(&store, &layer, &digest, Compression::Gzip).unwrap();
+        let gz = for_export(&store, &layer, Compression::Gzip).unwrap();
         assert_eq!(gz.media_type(), &MediaType::ImageLayerGzip);
         let blob = crate::image::manifest_digest(&gz).unwrap();
         let mtime = fs::metadata(store.blob_path(&blob))
             .unwrap()
             .modified()
             .unwrap();
-        let again = for_export(&store, &layer, &digest, Compression::Gzip).unwrap();
+        let again = for_export(&store, &layer, Compression::Gzip).unwrap();
         assert_eq!(again, gz);
         assert_eq!(
             fs::metadata(store.blob_path(&blob))
@@ -302,11 +304,11 @@ mod tests {
         );
         // Already-compressed layers and "none" are left as they are.
         assert_eq!(
-            for_export(&store, &gz, &digest, Compression::Zstd).unwrap(),
+            for_export(&store, &gz, Compression::Zstd).unwrap(),
             gz
         );
         assert_eq!(
-            for_export(&store, &layer, &digest, Compression::None).unwrap(),
+            for_export(&store, &layer, Compression::None).unwrap(),
             layer
         );
     }

@@ -198,10 +198,43 @@ impl Image {
 /// Unpacks a layer's snapshot unless it is there; checks it against its diffID.
 pub(crate) fn ensure_snapshot(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<()> {
     if store.snapshot_path(diff_id).is_dir() {
-        return Ok(());
+        // The snapshot came from another blob: this one must hold the same
+        // layer, or an image could borrow a genuine diffID for its own
+        // content (and be exported, compressed, as the genuine layer).
+        return verify_diff_id(store, blob, diff_id);
     }
     let reader = store.open_blob(blob)?;
     layer::unpack_snapshot(store, reader, Some(diff_id))?;
+    Ok(())
+}
+
+/// Checks once per blob that its uncompressed content hashes to
+/// `diff_id`; a checked pair is remembered in `cache/verified/`.
+fn verify_diff_id(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<()> {
+    if blob == diff_id {
+        // An uncompressed blob: its digest, checked on every read, is the
+        // diffID.
+        return Ok(());
+    }
+    let dir = store.cache_dir().join("verified");
+    let record = dir.join(blob.hex());
+    if std::fs::read_to_string(&record).is_ok_and(|t| t.trim() == diff_id.to_string()) {
+        return Ok(());
+    }
+    let mut reader = store.open_blob(blob)?;
+    let actual = layer::diff_id_of(&mut reader).map_err(|e| ImageError::Store(reader.error(e)))?;
+    if &actual != diff_id {
+        return Err(layer::ApplyError::DiffIdMismatch {
+            expected: diff_id.clone(),
+            actual,
+        }
+        .into());
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| ImageError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    store.write_atomic(&record, diff_id.to_string().as_bytes())?;
     Ok(())
 }
 

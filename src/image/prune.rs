@@ -48,21 +48,24 @@ fn records(store: &Store) -> Vec<Record> {
         .collect()
 }
 
+/// Bytes under `path`, walked without recursion (a snapshot's depth is
+/// bounded by memory, not by the stack) and without following symlinks.
 fn dir_size(path: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
+    let mut total = 0;
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            total += meta.len();
+            continue;
+        }
+        if let Ok(entries) = fs::read_dir(&path) {
+            todo.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+        }
     }
-    fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| dir_size(&e.path()))
-                .sum()
-        })
-        .unwrap_or(0)
+    total
 }
 
 /// Removes blobs, snapshots and cache records no tag reaches; then, with
@@ -173,7 +176,7 @@ mod tests {
         let keep = mk("keep", "keep:1");
         let gone = mk("gone", "gone:1");
         let (layer, diff_id) = gone.layers().remove(0);
-        super::super::compress::for_export(&store, &layer, &diff_id, Compression::Gzip).unwrap();
+        super::super::compress::for_export(&store, &layer, Compression::Gzip).unwrap();
         store.untag("gone:1").unwrap();
         let pruned = prune(&store, None)
             .unwrap()
@@ -193,7 +196,7 @@ mod tests {
         assert!(crate::store::fsck(&store).unwrap().problems.is_empty());
         // keep-storage 0 drops the cache records of live images too.
         let (layer, diff_id) = keep.layers().remove(0);
-        let gz = super::super::compress::for_export(&store, &layer, &diff_id, Compression::Gzip)
+        let gz = super::super::compress::for_export(&store, &layer, Compression::Gzip)
             .unwrap();
         let pruned = prune(&store, Some(0)).unwrap().unwrap();
         assert_eq!((pruned.blobs, pruned.cache_records), (1, 1));

@@ -74,6 +74,13 @@ pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<d
     Ok((kind, out))
 }
 
+/// The diffID of a layer blob (plain, gzip or zstd): the sha256 of its
+/// uncompressed tar, read to the end.
+pub fn diff_id_of<R: Read>(reader: R) -> io::Result<Digest> {
+    let (_, plain) = decompress(reader)?;
+    HashingReader::new(plain).finish().map(|(d, _)| d)
+}
+
 /// A writer that hashes and counts what passes through it.
 pub struct HashingWriter<W> {
     inner: W,

@@ -47,8 +47,8 @@ pub async fn push(
     let compressor = tokio::task::spawn_blocking(move || -> Result<(), RegistryError> {
         // A second handle on the same store: the open one is borrowed.
         let store = Store::open(&root)?;
-        for (i, (layer, diff_id)) in plain.into_iter().enumerate() {
-            let d = image::compress::for_export(&store, &layer, &diff_id, Compression::Gzip)?;
+        for (i, (layer, _)) in plain.into_iter().enumerate() {
+            let d = image::compress::for_export(&store, &layer, Compression::Gzip)?;
             if tx.blocking_send((i, d)).is_err() {
                 break;
             }

@@ -8,6 +8,26 @@ use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
+/// Docker's default device rules (moby's `oci/defaults.go`, runc's
+/// `AllowedDevices`): everything is denied, then mknod of any device (a
+/// node made is still unusable), and reading and writing only the devices
+/// a container's /dev holds: null, zero, full, random, urandom, tty,
+/// console, ptmx and the pts slaves.
+const DEVICE_RULES: [&str; 10] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+];
+/// The pts slaves (major 136, any minor).
+const PTS_RULE: &str = "c 136:* rwm";
+
 /// The cgroups of one container.
 #[derive(Debug, Default)]
 pub struct Cgroup {
@@ -31,15 +51,20 @@ fn unified() -> bool {
 impl Cgroup {
     /// Creates the groups for container `id` with `limits` and moves `pid`
     /// into them. No limits, no groups.
-    pub fn create(id: &str, limits: &Limits, pid: u32) -> io::Result<Cgroup> {
+    /// With `devices`, the container may use only Docker's default devices
+    /// (cgroup v1's devices controller; on v2 this needs a BPF program,
+    /// which kiln does not load yet).
+    pub fn create(id: &str, limits: &Limits, pid: u32, devices: bool) -> io::Result<Cgroup> {
         let mut cg = Cgroup::default();
-        if limits.memory.is_none() && limits.cpus.is_none() && limits.pids.is_none() {
+        let devices = devices && !unified() && Path::new(ROOT).join("devices").is_dir();
+        if limits.memory.is_none() && limits.cpus.is_none() && limits.pids.is_none() && !devices
+        {
             return Ok(cg);
         }
         let result = if unified() {
             cg.create_v2(id, limits, pid)
         } else {
-            cg.create_v1(id, limits, pid)
+            cg.create_v1(id, limits, pid, devices)
         };
         if let Err(e) = result {
             cg.remove();
@@ -48,8 +73,20 @@ impl Cgroup {
         Ok(cg)
     }
 
-    fn create_v1(&mut self, id: &str, limits: &Limits, pid: u32) -> io::Result<()> {
+    fn create_v1(&mut self, id: &str, limits: &Limits, pid: u32, devices: bool) -> io::Result<()> {
         let mut wanted: Vec<(&str, Vec<(&str, String)>)> = Vec::new();
+        if devices {
+            // Deny everything first, then allow rule by rule (v1 applies
+            // each write to the group's list in order).
+            let mut rules = vec![("devices.deny", "a".to_string())];
+            rules.extend(
+                DEVICE_RULES
+                    .iter()
+                    .chain([&PTS_RULE])
+                    .map(|r| ("devices.allow", r.to_string())),
+            );
+            wanted.push(("devices", rules));
+        }
         if let Some(mem) = limits.memory {
             wanted.push((
                 "memory",
@@ -128,6 +165,31 @@ impl Cgroup {
             }
         }
     }
+}
+
+/// Removes the groups of container `id` that a kiln which died left
+/// behind, killing whatever still runs in them first.
+pub fn reclaim(id: &str) {
+    let dirs: Vec<PathBuf> = if unified() {
+        vec![Path::new(ROOT).join("kiln").join(id)]
+    } else {
+        fs::read_dir(ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|c| c.path().join("kiln").join(id))
+            .collect()
+    };
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    Cgroup { dirs }.remove();
 }
 
 impl Drop for Cgroup {

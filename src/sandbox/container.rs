@@ -138,6 +138,10 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
     // else runs between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // The init dies with the thread that started it (and takes the
+            // container with it): a kiln killed with SIGKILL leaves no
+            // container running.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             // dup2 onto 3, 4 (and 5) clears close-on-exec there only.
             for (from, to) in [
                 (spec_raw, SPEC_FD),
@@ -174,7 +178,7 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
             "mapping the user namespace: {e}"
         )));
     }
-    let mut cgroup = match Cgroup::create(id, limits, pid) {
+    let mut cgroup = match Cgroup::create(id, limits, pid, !spec.rootless) {
         Ok(c) => c,
         Err(e) => {
             let _ = child.kill();

@@ -95,6 +95,20 @@ pub fn main() -> ! {
     // Executed through /proc/self/fd/N, the process is named "N"; ps in the
     // container should say what it is.
     let _ = nix::sys::prctl::set_name(c"kiln-init");
+    // Whatever descriptors kiln's caller left open without close-on-exec
+    // end here: none of them may be reachable as /proc/self/fd/N from
+    // inside (runc's CVE-2024-21626). 0-2 are the container's stdio, 3-5
+    // kiln's own pipes.
+    // SAFETY: close_range only closes descriptors; this process holds no
+    // other descriptor it needs.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            (CONSOLE_FD + 1) as u32,
+            u32::MAX,
+            0u32,
+        )
+    };
     // Rootless: a user namespace first (this process keeps every
     // capability in it); the host maps it, then sends the spec.
     let later = std::env::var(USERNS_ENV)
@@ -131,7 +145,14 @@ pub fn main() -> ! {
     // SAFETY: this process is single-threaded here, so the child may run
     // any code.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => pid1(&spec, &forwarded, &all),
+        Ok(ForkResult::Child) => {
+            // PID 1 dies with this process, and with it every process of
+            // the container: nothing outlives a killed kiln.
+            if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                fail(125, format!("setting the parent-death signal: {e}"));
+            }
+            pid1(&spec, &forwarded, &all)
+        }
         Ok(ForkResult::Parent { child }) => relay(child, &all, None),
         Err(e) => fail(125, format!("forking the container's init: {e}")),
     }
@@ -180,9 +201,10 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
-    if let Err(e) =
-        std::fs::create_dir_all(&spec.cwd).and_then(|()| std::env::set_current_dir(&spec.cwd))
-    {
+    // The working directory is resolved inside the new root, refusing
+    // magic links: `WORKDIR /proc/self/fd/N` cannot reach a descriptor
+    // into the host (runc's CVE-2024-21626).
+    if let Err(e) = enter_workdir(&spec.cwd) {
         fail(
             125,
             format!("changing to working directory {}: {e}", spec.cwd),
@@ -226,6 +248,29 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
             relay(child, all, Some(()))
         }
         Err(e) => fail(125, format!("forking the container's process: {e}")),
+    }
+}
+
+/// Creates `cwd` (with its parents) inside the root this process pivoted
+/// into and makes it the working directory, by descriptor.
+fn enter_workdir(cwd: &str) -> std::io::Result<()> {
+    let root = super::fs::Root::open(std::path::Path::new("/"))?;
+    root.mkdir_all(cwd, 0o755, &mut |_| Ok(()))?;
+    let dir = root.open_path(cwd, true)?;
+    nix::unistd::fchdir(&dir).map_err(std::io::Error::from)
+}
+
+/// Every signal back to its default action, as runc leaves them: kiln (and
+/// whoever started kiln) ignores some, SIGPIPE first of all, and an ignored
+/// signal stays ignored across exec (`yes | head` would spin for ever).
+fn default_signals() {
+    for sig in 1..nix::libc::SIGRTMAX() {
+        if sig == nix::libc::SIGKILL || sig == nix::libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler; numbers the kernel refuses
+        // (those glibc reserves) fail harmlessly.
+        unsafe { nix::libc::signal(sig, nix::libc::SIG_DFL) };
     }
 }
 
@@ -277,6 +322,7 @@ fn exec_user(
         Ok(p) => p,
         Err((code, msg)) => return (*code, msg.clone()),
     };
+    default_signals();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     if spec.tty {
         // A session of its own, with the pty (stdin) as controlling terminal.

@@ -14,4 +14,10 @@ pub mod tty;
 pub mod user;
 
 pub use container::{Io, SandboxError, run};
-pub use spec::{Bind, ContainerDirs, Limits, Network, Spec, Tmpfs};
+pub use spec::{Bind, ContainerDirs, ContainerLock, Limits, Network, Spec, Tmpfs};
+
+/// Removes what a container whose kiln died left outside its directory:
+/// its cgroups, after killing whatever still runs in them.
+pub fn reclaim(id: &str) {
+    cgroup::reclaim(id);
+}

@@ -67,6 +67,10 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
     sys.mount("overlay", root, "overlay", MsFlags::empty(), &data)?;
 
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // /proc and /dev carry the masks and the device nodes: an image must
+    // not move them with a symlink (runc refuses this too).
+    sys.real_dir(root, "/proc")?;
+    sys.real_dir(root, "/dev")?;
     sys.mount_in_root("proc", root, "/proc", Kind::Dir, "proc", nosuid, "")?;
     sys.mount_in_root(
         "tmpfs",
@@ -192,34 +196,45 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         sys.mount_in_root("tmpfs", root, &t.target, Kind::Dir, "tmpfs", flags, &data)?;
     }
-    for path in MASKED_FILES
-        .iter()
-        .map(|p| root.join(p))
-        .filter(|p| sys.exists(p))
-    {
-        sys.mount("/dev/null", &path, "", MsFlags::MS_BIND, "")?;
-    }
-    for path in MASKED_DIRS
-        .iter()
-        .map(|p| root.join(p))
-        .filter(|p| sys.exists(p))
-    {
-        sys.mount("tmpfs", &path, "tmpfs", MsFlags::MS_RDONLY, "size=0")?;
-    }
-    for path in READ_ONLY
-        .iter()
-        .map(|p| root.join(p))
-        .filter(|p| sys.exists(p))
-    {
-        let p = path.display().to_string();
-        sys.mount(&p, &path, "", MsFlags::MS_BIND | MsFlags::MS_REC, "")?;
-        sys.mount(
-            &p,
-            &path,
+    // Masks by descriptor, inside the root; a path this kernel lacks is
+    // not masked (as Docker skips it).
+    let skip_missing = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    };
+    for path in MASKED_FILES {
+        let at = format!("/{path}");
+        skip_missing(sys.mount_in_root(
+            "/dev/null",
+            root,
+            &at,
+            Kind::Existing,
             "",
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            MsFlags::MS_BIND,
             "",
-        )?;
+        ))?;
+    }
+    for path in MASKED_DIRS {
+        let at = format!("/{path}");
+        skip_missing(sys.mount_in_root(
+            "tmpfs",
+            root,
+            &at,
+            Kind::Existing,
+            "tmpfs",
+            MsFlags::MS_RDONLY,
+            "size=0",
+        ))?;
+    }
+    for path in READ_ONLY {
+        let at = format!("/{path}");
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        match sys.mount_in_root("", root, &at, Kind::Existing, "", bind, "") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            r => r?,
+        }
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+        sys.mount_in_root("", root, &at, Kind::Existing, "", ro, "")?;
     }
     sys.pivot_root(root)?;
     if spec.read_only {

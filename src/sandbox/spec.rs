@@ -92,7 +92,7 @@ pub struct Spec {
 /// The directories of one container (under the store's `containers/<id>`):
 /// overlay upper and work dirs, the mount point, generated /etc files and
 /// an empty lowerdir for images with no layer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ContainerDirs {
     /// Overlay upper directory: the container's changes.
     pub upper: PathBuf,
@@ -104,17 +104,65 @@ pub struct ContainerDirs {
     pub etc: PathBuf,
     /// An empty lowerdir (overlay needs one).
     pub empty: PathBuf,
+    /// Held while the container runs: a dead kiln's containers are found
+    /// by their unheld lock.
+    pub lock: ContainerLock,
+}
+
+/// The lock file of a running container (`containers/<id>/lock`), locked
+/// for as long as this value lives. Dropped normally (the container is
+/// done), it is removed; a kiln killed outright leaves it unlocked, and
+/// the next kiln that opens the store reclaims the container
+/// ([`crate::store::Store::open`]).
+#[derive(Debug)]
+pub struct ContainerLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl ContainerLock {
+    /// Creates and locks `dir/lock`.
+    fn take(dir: &std::path::Path) -> std::io::Result<ContainerLock> {
+        let path = dir.join("lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.try_lock().map_err(std::io::Error::other)?;
+        Ok(ContainerLock { path, _file: file })
+    }
+
+    /// True when a live kiln holds the lock of the container in `dir`;
+    /// false when it has none (it finished) or nobody holds it.
+    pub fn held(dir: &std::path::Path) -> Option<bool> {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.join("lock"))
+            .ok()?;
+        Some(file.try_lock().is_err())
+    }
+}
+
+impl Drop for ContainerLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl ContainerDirs {
     /// Creates the directories in `dir` and writes /etc files for `hostname`.
     pub fn create(dir: &std::path::Path, hostname: &str) -> std::io::Result<ContainerDirs> {
+        std::fs::create_dir_all(dir)?;
+        // The lock first: a directory is never seen unlocked while made.
+        let lock = ContainerLock::take(dir)?;
         let dirs = ContainerDirs {
             upper: dir.join("upper"),
             work: dir.join("work"),
             rootfs: dir.join("rootfs"),
             etc: dir.join("etc"),
             empty: dir.join("empty"),
+            lock,
         };
         for d in [
             &dirs.upper,

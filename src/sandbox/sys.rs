@@ -16,6 +16,8 @@ pub enum Kind {
     Dir,
     /// A file (created empty if missing).
     File,
+    /// Whatever is there; missing is `NotFound` (masked paths).
+    Existing,
 }
 
 /// The calls container set-up makes.
@@ -55,8 +57,10 @@ pub trait Sys {
     fn pivot_root(&self, root: &Path) -> io::Result<()>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> io::Result<()>;
-    /// True when `path` exists (masked paths are only masked when present).
-    fn exists(&self, path: &Path) -> bool;
+    /// Refuses `target` inside `root` when it is there but is not a real
+    /// directory (a symlink would move /proc or /dev, and with them every
+    /// mask, somewhere else). Missing is fine: it is created.
+    fn real_dir(&self, root: &Path, target: &str) -> io::Result<()>;
 }
 
 /// The real thing.
@@ -93,15 +97,16 @@ impl Sys for Real {
     ) -> io::Result<()> {
         let fd = open_in_root(root, target, kind)?;
         let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        // An empty source binds the target onto itself (to remount it).
+        let source = if source.is_empty() {
+            proc_path.as_str()
+        } else {
+            source
+        };
         let data = (!data.is_empty()).then_some(data);
         let fstype = (!fstype.is_empty()).then_some(fstype);
-        mount(Some(source), proc_path.as_str(), fstype, flags, data).map_err(|e| {
-            with_path(
-                io(e),
-                "mounting",
-                &root.join(target.trim_start_matches('/')),
-            )
-        })
+        mount(Some(source), proc_path.as_str(), fstype, flags, data)
+            .map_err(|e| with_path(io(e), "mounting", Path::new(target)))
     }
 
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
@@ -136,8 +141,34 @@ impl Sys for Real {
         nix::unistd::sethostname(name).map_err(io)
     }
 
-    fn exists(&self, path: &Path) -> bool {
-        path.exists()
+    fn real_dir(&self, root: &Path, target: &str) -> io::Result<()> {
+        let root_fd = nix::fcntl::open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = match openat2(&root_fd, target.trim_start_matches('/'), how) {
+            Ok(fd) => fd,
+            Err(nix::Error::ENOENT) => return Ok(()),
+            Err(e) => return Err(with_path(io(e), "looking up", Path::new(target))),
+        };
+        let meta = std::fs::File::from(fd).metadata()?;
+        if meta.is_dir() {
+            return Ok(());
+        }
+        let what = if meta.file_type().is_symlink() {
+            "a symlink"
+        } else {
+            "not a directory"
+        };
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{target} in the image is {what}: refusing to mount over it (it must be a real directory)"),
+        ))
     }
 }
 
@@ -164,8 +195,10 @@ pub fn open_in_root(root: &Path, target: &str, kind: Kind) -> io::Result<OwnedFd
     if rel.is_empty() {
         return openat2(&root_fd, ".", how(OFlag::O_PATH)).map_err(io);
     }
-    if let Ok(fd) = openat2(&root_fd, rel, how(OFlag::O_PATH)) {
-        return Ok(fd);
+    match openat2(&root_fd, rel, how(OFlag::O_PATH)) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if kind == Kind::Existing => return Err(io(e)),
+        Err(_) => {}
     }
     // Create parents one component at a time, each resolved in the root.
     let mut parent = String::new();
@@ -326,7 +359,8 @@ impl Sys for Recorder {
         Ok(())
     }
 
-    fn exists(&self, _path: &Path) -> bool {
-        true
+    fn real_dir(&self, _root: &Path, target: &str) -> io::Result<()> {
+        self.0.borrow_mut().push(format!("real-dir {target}"));
+        Ok(())
     }
 }

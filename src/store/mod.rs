@@ -156,7 +156,24 @@ impl Store {
             }
         }
         store._in_use = Some(store.clean_tmp()?);
+        store.reclaim_containers();
         Ok(store)
+    }
+
+    /// Removes the containers of kilns that died while running them (their
+    /// lock is there and nobody holds it): their processes and cgroups,
+    /// then their directories. Best effort: a leftover costs only space.
+    fn reclaim_containers(&self) {
+        let dir = self.root.join("containers");
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if crate::sandbox::ContainerLock::held(&path) != Some(false) {
+                continue;
+            }
+            let id = entry.file_name().to_string_lossy().into_owned();
+            crate::sandbox::reclaim(&id);
+            let _ = crate::sandbox::fs::remove_dir_all(&path);
+        }
     }
 
     /// The store's root directory.
