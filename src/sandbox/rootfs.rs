@@ -286,6 +286,8 @@ mod tests {
 mount  none /
 mkdir /c/rootfs
 mount overlay overlay /c/rootfs [lowerdir=/s/top:/s/base,upperdir=/c/upper,workdir=/c/work,volatile]
+real-dir /proc
+real-dir /dev
 mount-in-root proc proc /proc
 mount-in-root tmpfs tmpfs /dev
 mknod /c/rootfs/dev/null 1:3
@@ -309,33 +311,35 @@ mount-in-root bind /c/etc/hostname /etc/hostname
 mount-in-root bind /c/etc/resolv.conf /etc/resolv.conf
 mount-in-root bind /host/data /data
 mount-in-root bind none /data ro
-mount bind /dev/null /c/rootfs/proc/kcore
-mount bind /dev/null /c/rootfs/proc/keys
-mount bind /dev/null /c/rootfs/proc/latency_stats
-mount bind /dev/null /c/rootfs/proc/timer_list
-mount bind /dev/null /c/rootfs/proc/timer_stats
-mount bind /dev/null /c/rootfs/proc/sched_debug
-mount bind /dev/null /c/rootfs/proc/interrupts
-mount tmpfs tmpfs /c/rootfs/proc/acpi ro [size=0]
-mount tmpfs tmpfs /c/rootfs/proc/scsi ro [size=0]
-mount tmpfs tmpfs /c/rootfs/sys/firmware ro [size=0]
-mount bind /c/rootfs/proc/bus /c/rootfs/proc/bus
-mount bind /c/rootfs/proc/bus /c/rootfs/proc/bus ro
-mount bind /c/rootfs/proc/fs /c/rootfs/proc/fs
-mount bind /c/rootfs/proc/fs /c/rootfs/proc/fs ro
-mount bind /c/rootfs/proc/irq /c/rootfs/proc/irq
-mount bind /c/rootfs/proc/irq /c/rootfs/proc/irq ro
-mount bind /c/rootfs/proc/sys /c/rootfs/proc/sys
-mount bind /c/rootfs/proc/sys /c/rootfs/proc/sys ro
-mount bind /c/rootfs/proc/sysrq-trigger /c/rootfs/proc/sysrq-trigger
-mount bind /c/rootfs/proc/sysrq-trigger /c/rootfs/proc/sysrq-trigger ro
+mount-in-root bind /dev/null /proc/kcore
+mount-in-root bind /dev/null /proc/keys
+mount-in-root bind /dev/null /proc/latency_stats
+mount-in-root bind /dev/null /proc/timer_list
+mount-in-root bind /dev/null /proc/timer_stats
+mount-in-root bind /dev/null /proc/sched_debug
+mount-in-root bind /dev/null /proc/interrupts
+mount-in-root tmpfs tmpfs /proc/acpi ro
+mount-in-root tmpfs tmpfs /proc/scsi ro
+mount-in-root tmpfs tmpfs /sys/firmware ro
+mount-in-root bind  /proc/bus
+mount-in-root bind  /proc/bus ro
+mount-in-root bind  /proc/fs
+mount-in-root bind  /proc/fs ro
+mount-in-root bind  /proc/irq
+mount-in-root bind  /proc/irq ro
+mount-in-root bind  /proc/sys
+mount-in-root bind  /proc/sys ro
+mount-in-root bind  /proc/sysrq-trigger
+mount-in-root bind  /proc/sysrq-trigger ro
 pivot_root /c/rootfs
 mount bind none / ro
 sethostname box
 ";
 
     /// Propagation is made private before anything is mounted, the overlay
-    /// before what goes on it, /proc before its masks, everything in the
+    /// before what goes on it, /proc and /dev checked to be real directories
+    /// before anything is mounted on them, /proc before its masks (made
+    /// inside the root, by descriptor), everything in the
     /// root before pivot_root, the read-only remount and hostname after.
     #[test]
     fn mounts_happen_in_a_safe_order() {
