@@ -8,6 +8,7 @@ pub mod container;
 pub mod fs;
 pub mod init;
 mod rootfs;
+pub mod seccomp;
 pub mod spec;
 mod sys;
 pub mod tty;
