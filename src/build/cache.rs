@@ -99,9 +99,7 @@ impl StepKey {
         if text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             Ok(StepKey(text.to_string()))
         } else {
-            Err(format!(
-                "step key {text:?} is not a sha256 hex digest"
-            ))
+            Err(format!("step key {text:?} is not a sha256 hex digest"))
         }
     }
 

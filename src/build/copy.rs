@@ -141,7 +141,10 @@ impl Filter<'_> {
                 .filter(|r| !r.is_empty()),
         };
         match &self.exclude {
-            Some(ex) => [Some(rel), below].iter().flatten().any(|r| ex.is_ignored(r)),
+            Some(ex) => [Some(rel), below]
+                .iter()
+                .flatten()
+                .any(|r| ex.is_ignored(r)),
             None => false,
         }
     }
@@ -318,7 +321,11 @@ pub(super) fn step<'a>(
     let count = sources.len() + heredocs.len();
     let dest_is_dir = names_dir
         || count > 1
-        || (sources.len() == 1 && sources[0].root.stat(&sources[0].rel).is_ok_and(|m| m.is_dir()))
+        || (sources.len() == 1
+            && sources[0]
+                .root
+                .stat(&sources[0].rel)
+                .is_ok_and(|m| m.is_dir()))
         || image.is_dir(&dest);
     if count > 1 && !names_dir {
         return Err(step_error(
@@ -348,7 +355,10 @@ pub(super) fn step<'a>(
         };
         // The walk is given the source's real path (no symlink in it) and
         // never follows a symlink below it.
-        let base = s.root.real_path("").map_err(|e| step_error(step, format!("{kw}: {e}")))?;
+        let base = s
+            .root
+            .real_path("")
+            .map_err(|e| step_error(step, format!("{kw}: {e}")))?;
         let real = s
             .root
             .real_path(&s.rel)
@@ -441,7 +451,9 @@ pub(super) fn step<'a>(
             let skip = |rel: &str| filter.skips(&s.rel, rel);
             let opts = copier::CopyOptions {
                 owner,
-                mode: chmod.is_some().then_some(&mode as &dyn Fn(u32, bool) -> u32),
+                mode: chmod
+                    .is_some()
+                    .then_some(&mode as &dyn Fn(u32, bool) -> u32),
                 skip: &skip,
             };
             if !meta.is_dir() {
@@ -470,7 +482,9 @@ pub(super) fn step<'a>(
             let mut file = staging.create_file(&to, 0o600).map_err(fail)?;
             std::io::Write::write_all(&mut file, h.content.as_bytes()).map_err(fail)?;
             let mode = chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
-            staging.chown(&to, parents_owner.0, parents_owner.1).map_err(fail)?;
+            staging
+                .chown(&to, parents_owner.0, parents_owner.1)
+                .map_err(fail)?;
             staging.chmod(&to, mode).map_err(fail)?;
         }
         commit_dir(store, &staging_path)

@@ -1253,6 +1253,10 @@ impl Builder<'_> {
             rootless: !sandbox::fs::is_root(),
             tty: false,
             etc_dir: dirs.etc,
+            // RUN steps run under Docker's default seccomp profile, as in
+            // BuildKit's default (non-insecure) sandbox.
+            seccomp: sandbox::SeccompProfile::Default,
+            no_new_privileges: false,
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

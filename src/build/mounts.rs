@@ -142,7 +142,11 @@ pub(super) fn prepare(
                         step,
                         format!(
                             "--mount source {source:?} not found in the {}: {e}",
-                            if m.from.is_some() { "source stage" } else { "build context" }
+                            if m.from.is_some() {
+                                "source stage"
+                            } else {
+                                "build context"
+                            }
                         ),
                     )
                 };
@@ -169,7 +173,8 @@ pub(super) fn prepare(
                         copier::copy_tree(&root, &rel, &dst, "src", &opts)?;
                         dst.real_path("src")
                     });
-                    copied.map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?
+                    copied
+                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?
                 };
                 out.bind(source_path, target, m.read_only);
             }

@@ -176,7 +176,10 @@ impl Error {
     /// The process exit code: 1 for a bad input, 2 for kiln's own trouble.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Read { .. } | Error::ReadDockerfile { .. } | Error::Dockerfile(_) | Error::Ignore(_) => 1,
+            Error::Read { .. }
+            | Error::ReadDockerfile { .. }
+            | Error::Dockerfile(_)
+            | Error::Ignore(_) => 1,
             Error::Store(_) | Error::Image(_) | Error::Busy(_) | Error::Registry(_) => 1,
             Error::Usage(_) | Error::Write(_) => 2,
             Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),

@@ -2,7 +2,8 @@
 
 use super::{Error, open_store};
 use kiln::image::Image;
-use kiln::sandbox::{self, Bind, Limits, Network, Spec};
+use kiln::sandbox::seccomp::Profile;
+use kiln::sandbox::{self, Bind, Limits, Network, SeccompProfile, Spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +52,10 @@ pub struct Args {
     /// Mount the root filesystem read-only.
     #[arg(long = "read-only")]
     read_only: bool,
+    /// `seccomp=unconfined|builtin|FILE` (Docker's JSON profile format) or
+    /// `no-new-privileges`.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
     /// Keep standard input open.
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -62,6 +67,45 @@ pub struct Args {
     /// The command (replaces the image's CMD); everything after IMAGE belongs to it.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// `--security-opt` values as docker reads them: the seccomp profile (a
+/// file is read here, on the host) and no-new-privileges.
+fn security_options(opts: &[String]) -> Result<(SeccompProfile, bool), Error> {
+    let mut seccomp = SeccompProfile::Default;
+    let mut nnp = false;
+    for opt in opts {
+        let (key, value) = opt
+            .split_once(['=', ':'])
+            .map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
+        match (key, value) {
+            ("seccomp", Some(v)) => {
+                seccomp = match Profile::from_option(v)
+                    .map_err(|e| Error::Usage(format!("--security-opt {opt}: {e}")))?
+                {
+                    Profile::Default => SeccompProfile::Default,
+                    Profile::Unconfined => SeccompProfile::Unconfined,
+                    Profile::File(path) => {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|source| Error::Read { path, source })?;
+                        // Checked now, so a bad profile fails before any
+                        // container is made.
+                        kiln::sandbox::seccomp::from_json(&text)
+                            .map_err(|e| Error::Usage(format!("--security-opt {opt}: {e}")))?;
+                        SeccompProfile::Json(text)
+                    }
+                };
+            }
+            ("no-new-privileges", None | Some("true")) => nnp = true,
+            ("no-new-privileges", Some("false")) => nnp = false,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--security-opt {opt}: kiln supports seccomp=unconfined|builtin|FILE and no-new-privileges"
+                )));
+            }
+        }
+    }
+    Ok((seccomp, nnp))
 }
 
 /// Docker's memory units: b, k, m, g (powers of 1024).
@@ -237,6 +281,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         });
     }
 
+    let (seccomp, no_new_privileges) = security_options(&args.security_opt)?;
     // Layers as overlay lowerdirs, top first.
     let mut lower = image.snapshots(&store)?;
     lower.reverse();
@@ -273,6 +318,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         tmpfs: Vec::new(),
         rootless: !kiln::sandbox::fs::is_root(),
         etc_dir: dirs.etc,
+        seccomp,
+        no_new_privileges,
     };
     let limits = Limits {
         memory: args.memory,

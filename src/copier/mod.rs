@@ -325,7 +325,11 @@ impl Layers {
     /// `--chown`'s or USER's `user[:group]` as numbers, names looked up
     /// in the image's /etc/passwd and /etc/group.
     pub fn owner(&self, spec: &str) -> Result<(u32, u32), String> {
-        let u = user::resolve(spec, &self.read_file("etc/passwd"), &self.read_file("etc/group"))?;
+        let u = user::resolve(
+            spec,
+            &self.read_file("etc/passwd"),
+            &self.read_file("etc/group"),
+        )?;
         Ok((u.uid, u.gid))
     }
 
@@ -378,7 +382,10 @@ mod tests {
         assert!(find(&root, "d/*").is_empty());
         std::fs::write(ctx.join("a.txt"), "a").unwrap();
         let m = find(&root, "./*.txt");
-        assert_eq!(m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["a.txt"]);
+        assert_eq!(
+            m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["a.txt"]
+        );
     }
 
     /// Two sources into one destination: a symlink the first made is never

@@ -55,11 +55,7 @@ fn suffix(c: Compression) -> &'static str {
 /// The layer as it should leave the store: `layer` itself when it is
 /// already compressed (or `want` is none), else its compressed copy, made
 /// now or found in the cache.
-pub fn for_export(
-    store: &Store,
-    layer: &Descriptor,
-    want: Compression,
-) -> Result<Descriptor> {
+pub fn for_export(store: &Store, layer: &Descriptor, want: Compression) -> Result<Descriptor> {
     let current = media_type_compression(layer.media_type()).unwrap_or(Compression::None);
     if current != Compression::None || want == Compression::None {
         return Ok(layer.clone());
@@ -303,10 +299,7 @@ mod tests {
             mtime
         );
         // Already-compressed layers and "none" are left as they are.
-        assert_eq!(
-            for_export(&store, &gz, Compression::Zstd).unwrap(),
-            gz
-        );
+        assert_eq!(for_export(&store, &gz, Compression::Zstd).unwrap(), gz);
         assert_eq!(
             for_export(&store, &layer, Compression::None).unwrap(),
             layer

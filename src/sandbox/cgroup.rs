@@ -57,8 +57,7 @@ impl Cgroup {
     pub fn create(id: &str, limits: &Limits, pid: u32, devices: bool) -> io::Result<Cgroup> {
         let mut cg = Cgroup::default();
         let devices = devices && !unified() && Path::new(ROOT).join("devices").is_dir();
-        if limits.memory.is_none() && limits.cpus.is_none() && limits.pids.is_none() && !devices
-        {
+        if limits.memory.is_none() && limits.cpus.is_none() && limits.pids.is_none() && !devices {
             return Ok(cg);
         }
         let result = if unified() {

@@ -456,10 +456,7 @@ impl Root {
     /// Extended attribute `key` of `rel` (not followed).
     pub fn get_xattr(&self, rel: &str, key: &str) -> io::Result<Option<Vec<u8>>> {
         let Some(s) = split(rel) else {
-            return xattr::get(
-                format!("/proc/self/fd/{}", self.fd.as_raw_fd()),
-                key,
-            );
+            return xattr::get(format!("/proc/self/fd/{}", self.fd.as_raw_fd()), key);
         };
         let dir = self.open_at(s.parent, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
         xattr::get(
@@ -533,11 +530,12 @@ fn remove_tree(dir: OwnedFd, name: &OsStr) -> io::Result<()> {
                 stack.push((parent, child));
                 stack.push((fd, sub));
             }
-            None => match nix::unistd::unlinkat(&parent, child.as_os_str(), UnlinkatFlags::RemoveDir)
-            {
-                Ok(()) | Err(Errno::ENOENT) => {}
-                Err(e) => return Err(errno(e)),
-            },
+            None => {
+                match nix::unistd::unlinkat(&parent, child.as_os_str(), UnlinkatFlags::RemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(errno(e)),
+                }
+            }
         }
     }
     Ok(())
@@ -629,7 +627,11 @@ mod tests {
             std::fs::read_to_string(outer.path().join("secret")).unwrap(),
             "outside"
         );
-        assert!(std::fs::symlink_metadata(root.join("link")).unwrap().is_file());
+        assert!(
+            std::fs::symlink_metadata(root.join("link"))
+                .unwrap()
+                .is_file()
+        );
         // A directory symlink on the way is followed inside the root.
         symlink("/etc", root.join("e")).unwrap();
         r.create_file("e/shadow", 0o600).unwrap();

@@ -11,7 +11,8 @@
 //! N). Failures before the user's process runs go to fd 4 as JSON.
 
 use super::rootfs;
-use super::spec::Spec;
+use super::seccomp;
+use super::spec::{SeccompProfile, Spec};
 use super::sys::Real;
 use super::user;
 use caps::{CapSet, Capability, CapsHashSet};
@@ -251,6 +252,25 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
     }
 }
 
+/// Sets no_new_privs when asked, and installs the seccomp filter.
+fn confine(spec: &Spec) -> Result<(), String> {
+    if spec.no_new_privileges {
+        seccomp::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
+    }
+    let program = match &spec.seccomp {
+        SeccompProfile::Default => seccomp::filter(&DEFAULT_CAPS).map(Some),
+        SeccompProfile::Unconfined => Ok(None),
+        SeccompProfile::Json(text) => {
+            seccomp::from_json(text).and_then(|p| p.compile(&DEFAULT_CAPS))
+        }
+    }
+    .map_err(|e| format!("seccomp profile: {e}"))?;
+    if let Some(program) = program {
+        seccomp::apply(&program).map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Creates `cwd` (with its parents) inside the root this process pivoted
 /// into and makes it the working directory, by descriptor.
 fn enter_workdir(cwd: &str) -> std::io::Result<()> {
@@ -362,6 +382,12 @@ fn exec_user(
     }
     if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
         return (125, format!("setgid {}: {e}", user.gid));
+    }
+    // The filter goes on while this process still holds CAP_SYS_ADMIN
+    // (needed without no_new_privs); Docker's profile allows the setuid,
+    // capset and execve that follow.
+    if let Err(e) = confine(spec) {
+        return (125, e);
     }
     if let Err(e) = nix::unistd::setuid(Uid::from_raw(user.uid)) {
         return (125, format!("setuid {}: {e}", user.uid));

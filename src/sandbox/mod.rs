@@ -15,7 +15,7 @@ pub mod tty;
 pub mod user;
 
 pub use container::{Io, SandboxError, run};
-pub use spec::{Bind, ContainerDirs, ContainerLock, Limits, Network, Spec, Tmpfs};
+pub use spec::{Bind, ContainerDirs, ContainerLock, Limits, Network, SeccompProfile, Spec, Tmpfs};
 
 /// Removes what a container whose kiln died left outside its directory:
 /// its cgroups, after killing whatever still runs in them.

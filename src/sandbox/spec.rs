@@ -34,6 +34,19 @@ pub struct Tmpfs {
     pub size: Option<u64>,
 }
 
+/// The seccomp filter a container's process runs under.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompProfile {
+    /// Docker's default profile (as BuildKit's RUN and docker run apply).
+    #[default]
+    Default,
+    /// No filter (`--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// A profile in Docker's JSON format, read on the host.
+    Json(String),
+}
+
 /// Resource limits (cgroups).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
@@ -87,6 +100,12 @@ pub struct Spec {
     /// Content of the generated /etc/hosts, /etc/hostname, /etc/resolv.conf,
     /// written in this directory and bind-mounted.
     pub etc_dir: PathBuf,
+    /// The seccomp filter.
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
+    /// Set no_new_privs before exec (`--security-opt no-new-privileges`).
+    #[serde(default)]
+    pub no_new_privileges: bool,
 }
 
 /// The directories of one container (under the store's `containers/<id>`):

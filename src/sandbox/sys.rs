@@ -167,7 +167,9 @@ impl Sys for Real {
         };
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{target} in the image is {what}: refusing to mount over it (it must be a real directory)"),
+            format!(
+                "{target} in the image is {what}: refusing to mount over it (it must be a real directory)"
+            ),
         ))
     }
 }
