@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(Image::resolve(&store, "keep:1").unwrap().id, keep.id);
         assert!(crate::store::fsck(&store).unwrap().problems.is_empty());
         // keep-storage 0 drops the cache records of live images too.
-        let (layer, diff_id) = keep.layers().remove(0);
+        let (layer, _) = keep.layers().remove(0);
         let gz = super::super::compress::for_export(&store, &layer, Compression::Gzip).unwrap();
         let pruned = prune(&store, Some(0)).unwrap().unwrap();
         assert_eq!((pruned.blobs, pruned.cache_records), (1, 1));

@@ -322,6 +322,8 @@ mod tests {
             rootless,
             tty: false,
             etc_dir: "/e".into(),
+            seccomp: Default::default(),
+            no_new_privileges: false,
         }
     }
 

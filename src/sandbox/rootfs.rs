@@ -279,6 +279,8 @@ mod tests {
             rootless: false,
             tmpfs: vec![],
             etc_dir: "/c/etc".into(),
+            seccomp: Default::default(),
+            no_new_privileges: false,
         }
     }
 
