@@ -284,13 +284,25 @@ fn enter_workdir(cwd: &str) -> std::io::Result<()> {
 /// whoever started kiln) ignores some, SIGPIPE first of all, and an ignored
 /// signal stays ignored across exec (`yes | head` would spin for ever).
 fn default_signals() {
-    for sig in 1..nix::libc::SIGRTMAX() {
+    // The kernel's own struct sigaction, all zero: SIG_DFL, no flags, an
+    // empty mask. The raw call reaches 32 and 33 too, which glibc's
+    // signal() refuses to touch.
+    let default = [0u64; 4];
+    for sig in 1..=64 {
         if sig == nix::libc::SIGKILL || sig == nix::libc::SIGSTOP {
             continue;
         }
-        // SAFETY: SIG_DFL installs no handler; numbers the kernel refuses
-        // (those glibc reserves) fail harmlessly.
-        unsafe { nix::libc::signal(sig, nix::libc::SIG_DFL) };
+        // SAFETY: rt_sigaction reads a struct from `default` (32 bytes, as
+        // large as the kernel's on every architecture) and writes nothing.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                std::ptr::null_mut::<u8>(),
+                8usize,
+            )
+        };
     }
 }
 
