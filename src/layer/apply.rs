@@ -84,6 +84,7 @@ pub fn apply<R: Read>(reader: R, dest: &Path, mode: Mode) -> Result<(Digest, u64
         created: HashSet::new(),
         dir_times: Vec::new(),
         root: is_root(),
+        last_dir: None,
     };
     for entry in archive.entries().map_err(ApplyError::Tar)? {
         let mut entry = entry.map_err(ApplyError::Tar)?;
@@ -137,6 +138,12 @@ struct State<'d> {
     created: HashSet<PathBuf>,
     dir_times: Vec<(PathBuf, i64)>,
     root: bool,
+    /// The last directory entry written: its components and its path, a
+    /// real directory (no symlink on the way). Tars list a directory's
+    /// children right after it, so their parent is found without walking
+    /// the path again (which made deep trees quadratic in their depth).
+    /// Forgotten whenever anything is removed.
+    last_dir: Option<(Vec<String>, PathBuf)>,
 }
 
 /// An entry name split into safe components; None for the root itself.
@@ -239,7 +246,10 @@ impl State<'_> {
             return Ok(());
         };
         let (base, parents) = parts.split_last().expect("non-empty");
-        let parent = self.resolve_dir(&name, parents, true)?;
+        let parent = match &self.last_dir {
+            Some((known, path)) if known.as_slice() == parents => path.clone(),
+            _ => self.resolve_dir(&name, parents, true)?,
+        };
 
         if base == OPAQUE_WHITEOUT {
             return self.opaque(&parent);
@@ -257,6 +267,7 @@ impl State<'_> {
                 ));
             }
             let target = parent.join(hidden);
+            self.last_dir = None;
             remove_any(&target)?;
             if self.mode == Mode::Overlay {
                 make_whiteout(&target).map_err(io_err("creating whiteout", &target))?;
@@ -271,6 +282,7 @@ impl State<'_> {
         let keep_dir =
             kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
         if existing.is_some() && !keep_dir {
+            self.last_dir = None;
             remove_any(&path)?;
         }
         match kind {
@@ -278,6 +290,9 @@ impl State<'_> {
                 if !keep_dir {
                     fs::create_dir(&path).map_err(io_err("creating", &path))?;
                 }
+                // A real directory at a path resolved inside: its children
+                // come next.
+                self.last_dir = Some((parts.clone(), path.clone()));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mut file = File::options()
@@ -413,6 +428,7 @@ impl State<'_> {
     }
 
     fn opaque(&mut self, dir: &Path) -> Result<(), ApplyError> {
+        self.last_dir = None;
         match self.mode {
             Mode::Overlay => {
                 let name = if self.root {
