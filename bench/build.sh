@@ -8,6 +8,9 @@
 #   bench/build.sh                      (needs root, busybox-static, dockerd
 #                                        running, buildah; DEBIAN=0 skips
 #                                        the debootstrap + apt-get scenario)
+#
+# KILN_BEFORE=PATH adds another kiln binary (an earlier commit's release
+# build, its own store) to the same run, and a column comparing the two.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 kiln=${KILN:-$here/target/release/kiln}
@@ -89,15 +92,26 @@ FROM localhost/kbench/debian:1
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 EOF
 
-python3 - "$kiln" "$work" "$runs" "$docker" "${DEBIAN:-1}" <<'PY'
+if [ -n "${KILN_BEFORE:-}" ]; then
+  for base in localhost/kbench/box:1 localhost/kbench/debian:1; do
+    "$kiln" --root "$work/store" save --compression none -o "$work/base.tar" "$base" 2>/dev/null || continue
+    "$KILN_BEFORE" --root "$work/store-before" load -i "$work/base.tar" >/dev/null
+    rm -f "$work/base.tar"
+  done
+fi
+
+python3 - "$kiln" "$work" "$runs" "$docker" "${DEBIAN:-1}" "${KILN_BEFORE:-}" <<'PY'
 import statistics, subprocess, sys, time
 kiln, work, runs, docker, debian = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+before = sys.argv[6]
 ctx = f"{work}/ctx"
 tools = {
     "kiln": lambda c, cold: [kiln, "--root", f"{work}/store", "build", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c],
     "docker build": lambda c, cold: [docker, "build", "--network", "host", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c],
     "buildah bud": lambda c, cold: ["buildah", "bud", "--layers", "--network", "host", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c],
 }
+if before:
+    tools["kiln before"] = lambda c, cold: [before, "--root", f"{work}/store-before", "build", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c]
 env = dict(__import__("os").environ, DOCKER_BUILDKIT="1")
 
 def run(cmd):
@@ -142,8 +156,10 @@ for name, sub, cold, before in scenarios:
     print(f"  done: {name}", file=sys.stderr)
 
 print(f"median of {runs} runs, seconds; ratio = kiln / faster anchor (below 1: kiln faster)\n")
-print(f"| scenario | kiln | docker build | buildah bud | kiln / faster anchor | kiln / docker build |")
-print(f"| --- | --- | --- | --- | --- | --- |")
+extra = " kiln before | kiln / kiln before |" if before else ""
+print(f"| scenario | kiln | docker build | buildah bud | kiln / faster anchor | kiln / docker build |{extra}")
+print(f"| --- | --- | --- | --- | --- | --- |{' --- | --- |' if before else ''}")
 for name, med, ratio, vs_docker in rows:
-    print(f"| {name} | {med['kiln']:.2f} | {med['docker build']:.2f} | {med['buildah bud']:.2f} | {ratio:.2f} | {vs_docker:.2f} |")
+    cols = f" {med['kiln before']:.2f} | {med['kiln'] / med['kiln before']:.2f} |" if before else ""
+    print(f"| {name} | {med['kiln']:.2f} | {med['docker build']:.2f} | {med['buildah bud']:.2f} | {ratio:.2f} | {vs_docker:.2f} |{cols}")
 PY

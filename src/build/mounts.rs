@@ -40,11 +40,12 @@ pub(super) struct Mounts {
 impl Mounts {
     /// A bind mount whose target, if the step had to create it, is removed
     /// from the step's diff.
-    fn bind(&mut self, source: PathBuf, target: String, read_only: bool) {
+    fn bind(&mut self, source: PathBuf, target: String, read_only: bool, exact: bool) {
         self.binds.push(Bind {
             source,
             target: target.clone(),
             read_only,
+            exact,
         });
         self.targets.push(target);
     }
@@ -124,7 +125,7 @@ pub(super) fn prepare(
                     let _ = lchown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
                 }
                 key.push(format!("cache {id} {target} {}", m.read_only));
-                out.bind(dir, target, m.read_only);
+                out.bind(dir, target, m.read_only, false);
             }
             MountType::Bind => {
                 let target = target.expect("a bind mount has a target");
@@ -176,7 +177,7 @@ pub(super) fn prepare(
                     copied
                         .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?
                 };
-                out.bind(source_path, target, m.read_only);
+                out.bind(source_path, target, m.read_only, true);
             }
             MountType::Tmpfs => {
                 let target = target.expect("a tmpfs mount has a target");
@@ -230,7 +231,7 @@ pub(super) fn prepare(
                     );
                     let _ = lchown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
                     out.temps.push(file.clone());
-                    out.bind(file, target, true);
+                    out.bind(file, target, true, false);
                 }
             }
             MountType::Ssh => {
@@ -253,7 +254,7 @@ pub(super) fn prepare(
                 if !out.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                     out.env.push(format!("SSH_AUTH_SOCK={target}"));
                 }
-                out.bind(socket.clone(), target, false);
+                out.bind(socket.clone(), target, false, false);
             }
         }
     }

@@ -278,6 +278,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             source: source.into(),
             target: target.into(),
             read_only: mode == "ro",
+            // A host path the user named: followed as docker follows it.
+            exact: false,
         });
     }
 

@@ -6,6 +6,7 @@ use super::spec::Spec;
 use super::sys::{Kind, Sys};
 use nix::mount::MsFlags;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// /proc files Docker hides behind /dev/null.
@@ -176,7 +177,15 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
         } else {
             Kind::File
         };
-        let source = bind.source.display().to_string();
+        // Held until mounted: the mount is made from this descriptor.
+        let pinned = match bind.exact {
+            true => sys.open_exact(&bind.source)?,
+            false => None,
+        };
+        let source = match &pinned {
+            Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            None => bind.source.display().to_string(),
+        };
         sys.mount_in_root(
             &source,
             root,
@@ -274,6 +283,7 @@ mod tests {
                 source: PathBuf::from("/host/data"),
                 target: "/data".into(),
                 read_only: true,
+                exact: false,
             }],
             tty: false,
             rootless: false,
@@ -370,6 +380,22 @@ sethostname box
             .position(|c| c == "touch /c/rootfs/dev/null")
             .expect("touch");
         assert_eq!(calls[at + 1], "mount bind /dev/null /c/rootfs/dev/null");
+    }
+
+    /// A bind source kiln resolved in a root is opened (refusing symlinks)
+    /// before it is mounted, and mounted from that descriptor.
+    #[test]
+    fn exact_bind_sources_are_pinned_first() {
+        let rec = Recorder(Default::default(), "");
+        let mut s = spec();
+        s.binds[0].exact = true;
+        setup(&rec, &s).unwrap();
+        let calls = rec.0.into_inner();
+        let at = calls
+            .iter()
+            .position(|c| c == "open-exact /host/data")
+            .expect("pinned");
+        assert!(calls[at + 1].starts_with("mount-in-root bind /host/data /data"));
     }
 
     #[test]

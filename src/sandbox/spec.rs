@@ -23,6 +23,12 @@ pub struct Bind {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// `source` is a path kiln resolved inside a root ([`super::fs::Root::real_path`]):
+    /// it holds no symlink, so the init opens it refusing any and mounts
+    /// that descriptor. A component swapped for a symlink since then fails
+    /// the mount instead of leading elsewhere.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 /// An empty tmpfs inside the container.

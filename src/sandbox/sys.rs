@@ -57,6 +57,9 @@ pub trait Sys {
     fn pivot_root(&self, root: &Path) -> io::Result<()>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Opens `path`, a host path that must hold no symlink, for mounting
+    /// from (None where there is nothing to pin, in tests).
+    fn open_exact(&self, path: &Path) -> io::Result<Option<OwnedFd>>;
     /// Refuses `target` inside `root` when it is there but is not a real
     /// directory (a symlink would move /proc or /dev, and with them every
     /// mask, somewhere else). Missing is fine: it is created.
@@ -139,6 +142,10 @@ impl Sys for Real {
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
         nix::unistd::sethostname(name).map_err(io)
+    }
+
+    fn open_exact(&self, path: &Path) -> io::Result<Option<OwnedFd>> {
+        super::fs::open_no_symlinks(path).map(Some)
     }
 
     fn real_dir(&self, root: &Path, target: &str) -> io::Result<()> {
@@ -359,6 +366,13 @@ impl Sys for Recorder {
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.0.borrow_mut().push(format!("sethostname {name}"));
         Ok(())
+    }
+
+    fn open_exact(&self, path: &Path) -> io::Result<Option<OwnedFd>> {
+        self.0
+            .borrow_mut()
+            .push(format!("open-exact {}", path.display()));
+        Ok(None)
     }
 
     fn real_dir(&self, _root: &Path, target: &str) -> io::Result<()> {
