@@ -9,6 +9,7 @@
 #                                        running, buildah; DEBIAN=0 skips
 #                                        the debootstrap + apt-get scenario)
 #
+# ONLY=REGEX runs only the scenarios whose name matches.
 # KILN_BEFORE=PATH adds another kiln binary (an earlier commit's release
 # build, its own store) to the same run, and a column comparing the two.
 set -euo pipefail
@@ -137,6 +138,9 @@ scenarios = [
 ]
 if debian:
     scenarios.append(("debian + apt-get install curl", "apt", True, None))
+only = __import__("os").environ.get("ONLY")
+if only:
+    scenarios = [s for s in scenarios if __import__("re").search(only, s[0])]
 
 rows = []
 for name, sub, cold, before in scenarios:

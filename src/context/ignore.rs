@@ -12,6 +12,8 @@
 //! `<Dockerfile>.dockerignore` next to the Dockerfile takes precedence over
 //! the context's `.dockerignore`.
 
+use crate::sandbox::fs::Root;
+use std::io::Read as _;
 use regex::Regex;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -253,12 +255,26 @@ impl Matcher {
             name.push(".dockerignore");
             PathBuf::from(name)
         });
-        for path in specific.into_iter().chain([context.join(".dockerignore")]) {
-            match std::fs::read(&path) {
-                Ok(bytes) => return Matcher::parse(&String::from_utf8_lossy(&bytes), &path),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(IgnoreError::Read { path, source }),
-            }
+        let found = |path: PathBuf, read: std::io::Result<Vec<u8>>| match read {
+            Ok(bytes) => Some(Matcher::parse(&String::from_utf8_lossy(&bytes), &path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => Some(Err(IgnoreError::Read { path, source })),
+        };
+        if let Some(path) = specific
+            && let Some(m) = found(path.clone(), std::fs::read(&path))
+        {
+            return m;
+        }
+        // The Dockerfile's path is the user's; the context's .dockerignore
+        // is the context's, read inside it (a symlink out of the context
+        // finds nothing, as in BuildKit).
+        let inside = Root::open(context).and_then(|root| {
+            let mut bytes = Vec::new();
+            root.open_read(".dockerignore")?.read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        if let Some(m) = found(context.join(".dockerignore"), inside) {
+            return m;
         }
         Ok(Matcher::default())
     }
