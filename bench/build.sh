@@ -104,15 +104,15 @@ fi
 python3 - "$kiln" "$work" "$runs" "$docker" "${DEBIAN:-1}" "${KILN_BEFORE:-}" <<'PY'
 import statistics, subprocess, sys, time
 kiln, work, runs, docker, debian = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
-before = sys.argv[6]
+kiln_before = sys.argv[6]
 ctx = f"{work}/ctx"
 tools = {
     "kiln": lambda c, cold: [kiln, "--root", f"{work}/store", "build", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c],
     "docker build": lambda c, cold: [docker, "build", "--network", "host", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c],
     "buildah bud": lambda c, cold: ["buildah", "bud", "--layers", "--network", "host", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c],
 }
-if before:
-    tools["kiln before"] = lambda c, cold: [before, "--root", f"{work}/store-before", "build", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c]
+if kiln_before:
+    tools["kiln before"] = lambda c, cold: [kiln_before, "--root", f"{work}/store-before", "build", "-q", "-t", "kbench/out:1"] + (["--no-cache"] if cold else []) + [c]
 env = dict(__import__("os").environ, DOCKER_BUILDKIT="1")
 
 def run(cmd):
@@ -160,10 +160,10 @@ for name, sub, cold, before in scenarios:
     print(f"  done: {name}", file=sys.stderr)
 
 print(f"median of {runs} runs, seconds; ratio = kiln / faster anchor (below 1: kiln faster)\n")
-extra = " kiln before | kiln / kiln before |" if before else ""
+extra = " kiln before | kiln / kiln before |" if kiln_before else ""
 print(f"| scenario | kiln | docker build | buildah bud | kiln / faster anchor | kiln / docker build |{extra}")
-print(f"| --- | --- | --- | --- | --- | --- |{' --- | --- |' if before else ''}")
+print(f"| --- | --- | --- | --- | --- | --- |{' --- | --- |' if kiln_before else ''}")
 for name, med, ratio, vs_docker in rows:
-    cols = f" {med['kiln before']:.2f} | {med['kiln'] / med['kiln before']:.2f} |" if before else ""
+    cols = f" {med['kiln before']:.2f} | {med['kiln'] / med['kiln before']:.2f} |" if kiln_before else ""
     print(f"| {name} | {med['kiln']:.2f} | {med['docker build']:.2f} | {med['buildah bud']:.2f} | {ratio:.2f} | {vs_docker:.2f} |{cols}")
 PY

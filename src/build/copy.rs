@@ -242,6 +242,7 @@ pub(super) fn step<'a>(
     let checksum = c.checksum.as_deref().map(&expand).transpose()?;
     let mut sources = Vec::new();
     let mut heredocs = Vec::new();
+    let mut unmatched = Vec::new();
     for raw in &c.sources {
         if let Some(h) = c.heredocs.iter().find(|h| {
             raw.trim_start_matches("<<")
@@ -303,6 +304,12 @@ pub(super) fn step<'a>(
                 remote: false,
             });
         }
+        // A wildcard that matches nothing beside sources that match is no
+        // error (BuildKit); a plain name that is missing is.
+        if found.is_empty() && pattern.contains(['*', '?', '[']) {
+            unmatched.push(pattern);
+            continue;
+        }
         if found.is_empty() {
             return Err(step_error(
                 step,
@@ -317,6 +324,22 @@ pub(super) fn step<'a>(
             ));
         }
         sources.extend(found);
+    }
+    if let Some(pattern) = unmatched.first()
+        && sources.is_empty()
+        && heredocs.is_empty()
+    {
+        return Err(step_error(
+            step,
+            format!(
+                "{kw} failed: no source files were specified: \"{pattern}\" matches nothing in the {}",
+                if from_context {
+                    "build context (or everything it matches is excluded by .dockerignore)"
+                } else {
+                    "source stage"
+                }
+            ),
+        ));
     }
     let count = sources.len() + heredocs.len();
     let dest_is_dir = names_dir
@@ -432,9 +455,15 @@ pub(super) fn step<'a>(
                 && c.unpack != Some(false)
                 && let Some(tar) = tar_archive(store, &s.root, &s.rel).map_err(fail)?
             {
-                // The directory was made above, inside the staging root;
-                // the layer reader refuses entries that leave it.
-                let into = staging.real_path(&dest_dir).map_err(fail)?;
+                // An archive is extracted into the destination, a directory
+                // even without a trailing slash (`ADD *.tar /dst`). It is
+                // made inside the staging root; the layer reader refuses
+                // entries that leave it.
+                let into = if dest_is_dir { &dest_dir } else { &target };
+                image
+                    .make_parents(&staging, into, parents_owner)
+                    .map_err(fail)?;
+                let into = staging.real_path(into).map_err(fail)?;
                 let extracted = layer::apply(tar.reader, &into, Mode::Flatten);
                 if let Some(temp) = tar.temp {
                     let _ = fs::remove_file(temp);

@@ -1008,11 +1008,15 @@ fn base_state(
     opts: &Options,
 ) -> Result<(State, Vec<String>), String> {
     if base.eq_ignore_ascii_case("scratch") {
-        let config = ImageConfig {
+        let mut config = ImageConfig {
             architecture: config::host_architecture().into(),
             os: "linux".into(),
             ..Default::default()
         };
+        // BuildKit gives a scratch stage its default PATH (system.DefaultPathEnv).
+        config.config.env = Some(vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ]);
         let state = State {
             config,
             layers: Vec::new(),

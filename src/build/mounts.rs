@@ -46,6 +46,7 @@ impl Mounts {
             target: target.clone(),
             read_only,
             exact,
+            nodev: true,
         });
         self.targets.push(target);
     }

@@ -280,6 +280,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             read_only: mode == "ro",
             // A host path the user named: followed as docker follows it.
             exact: false,
+            nodev: false,
         });
     }
 

@@ -13,8 +13,8 @@
 //! the context's `.dockerignore`.
 
 use crate::sandbox::fs::Root;
-use std::io::Read as _;
 use regex::Regex;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 

@@ -40,10 +40,19 @@ pub fn find(root: &Root, pattern: &str) -> Vec<Match> {
         .map_or(0, |pivot| {
             all[..=pivot].iter().filter(|p| **p != ".").count()
         });
-    let clean: Vec<&str> = pattern
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
+    // Cleaned as BuildKit cleans a source (joined onto `/`): `..` cannot
+    // climb above the root, and a matched name never holds `..`, so
+    // `.dockerignore` sees the path it would see for the plain name.
+    let mut clean: Vec<&str> = Vec::new();
+    for part in pattern.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                clean.pop();
+            }
+            p => clean.push(p),
+        }
+    }
     let mut found = vec![String::new()];
     for part in &clean {
         let mut next = Vec::new();
@@ -379,6 +388,12 @@ mod tests {
         assert!(find(&root, "d/shadow").is_empty());
         assert!(find(&root, "up/shadow").is_empty());
         assert!(find(&root, "../shadow").is_empty());
+        std::fs::write(ctx.join("secret"), "s").unwrap();
+        let m = find(&root, "../../secret");
+        assert_eq!(
+            m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["secret"]
+        );
         assert!(find(&root, "d/*").is_empty());
         std::fs::write(ctx.join("a.txt"), "a").unwrap();
         let m = find(&root, "./*.txt");

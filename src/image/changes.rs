@@ -111,8 +111,13 @@ pub fn apply_with(
             }
         }
         Instruction::Expose(ports) => {
+            // Expanded, then split: `EXPOSE $PORTS` with "80 443/udp"
+            // is two ports, as BuildKit makes it.
+            let mut words = Vec::new();
             for port in ports {
-                let port = expand(port)?;
+                words.extend(expand(port)?.split_whitespace().map(str::to_string));
+            }
+            for port in words {
                 let port = if port.contains('/') {
                     port.to_ascii_lowercase()
                 } else {

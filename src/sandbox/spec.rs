@@ -29,6 +29,10 @@ pub struct Bind {
     /// the mount instead of leading elsewhere.
     #[serde(default)]
     pub exact: bool,
+    /// Mounted nodev: a device node in it opens nothing (every bind a
+    /// build makes: a stage, a cache, a context copy).
+    #[serde(default)]
+    pub nodev: bool,
 }
 
 /// An empty tmpfs inside the container.
