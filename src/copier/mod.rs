@@ -212,6 +212,10 @@ pub fn copy_tree(
                 .create_file(&to, 0o600)
                 .map_err(|e| at(e, "creating", &to))?;
             io::copy(&mut input, &mut out).map_err(|e| at(e, "writing", &to))?;
+            // Through the descriptor already open: no path to resolve again
+            // (a 20,000-file COPY makes 60,000 fewer lookups).
+            finish_open(&out, &meta, opts).map_err(|e| at(e, "setting metadata on", &to))?;
+            continue;
         } else {
             // Devices, FIFOs and sockets are not copied by COPY either.
             continue;
@@ -233,6 +237,22 @@ fn finish(dst: &Root, to: &str, meta: &Metadata, opts: &CopyOptions<'_>) -> io::
     }
     dst.set_mtime(to, meta.mtime(), meta.mtime_nsec())
         .map_err(|e| at(e, "setting times on", to))
+}
+
+/// [`finish`] for a regular file this copy has open: chown, mode, times.
+fn finish_open(out: &std::fs::File, meta: &Metadata, opts: &CopyOptions<'_>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (uid, gid) = opts.owner.unwrap_or((meta.uid(), meta.gid()));
+    std::os::unix::fs::fchown(out, Some(uid), Some(gid))?;
+    let mode = meta.mode() & 0o7777;
+    let mode = opts.mode.map_or(mode, |f| f(mode, false));
+    out.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    let modified = meta.modified()?;
+    out.set_times(
+        std::fs::FileTimes::new()
+            .set_modified(modified)
+            .set_accessed(modified),
+    )
 }
 
 fn at(e: io::Error, action: &str, rel: &str) -> io::Error {

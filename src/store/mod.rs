@@ -650,6 +650,31 @@ mod tests {
         assert_eq!(fs::read_dir(store.root().join("tmp")).unwrap().count(), 0);
     }
 
+    /// Two writers finishing the same snapshot: the second one's copy is
+    /// discarded and both succeed, from many threads at once (the race a
+    /// two-stage build of empty RUN steps met one time in eight).
+    #[test]
+    fn the_same_snapshot_put_twice_is_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let diff_id = Digest::sha256(&[7; 32]);
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let store = &store;
+                let diff_id = &diff_id;
+                scope.spawn(move || {
+                    let tmp = store.temp_path("snapshot");
+                    fs::create_dir_all(tmp.join("etc")).unwrap();
+                    fs::write(tmp.join("etc/f"), format!("{i}")).unwrap();
+                    store.put_snapshot(&tmp, diff_id).unwrap();
+                    assert!(!tmp.exists());
+                });
+            }
+        });
+        assert!(store.snapshot_path(&diff_id).join("etc/f").is_file());
+        assert_eq!(fs::read_dir(store.root().join("tmp")).unwrap().count(), 0);
+    }
+
     #[test]
     fn tags_replace_and_untag() {
         let dir = tempfile::tempdir().unwrap();
