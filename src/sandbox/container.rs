@@ -68,7 +68,18 @@ fn sealed_self() -> Result<OwnedFd, SandboxError> {
         | SealFlag::F_SEAL_SHRINK
         | SealFlag::F_SEAL_GROW
         | SealFlag::F_SEAL_WRITE;
-    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)).map_err(setup("sealing the copy"))?;
+    // The kernel refuses the write seal (EBUSY) while pages of the copy
+    // are still pinned by the write that just ended; it passes moments later.
+    let mut tries = 0;
+    loop {
+        match fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)) {
+            Err(nix::Error::EBUSY) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            r => break r.map(drop).map_err(setup("sealing the copy"))?,
+        };
+    }
     Ok(OwnedFd::from(copy))
 }
 
@@ -188,7 +199,7 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
     };
     // The spec goes last: the init starts nothing before it has it, so
     // every process of the container starts inside its cgroups.
-    let json = serde_json::to_vec(spec).map_err(setup("encoding the spec"))?;
+    let json = serde_json::to_vec(&compiled(spec)?).map_err(setup("encoding the spec"))?;
     let mut w = File::from(spec_w);
     if let Err(e) = w.write_all(&json) {
         let _ = child.kill();
@@ -224,6 +235,42 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// `spec` with its seccomp profile compiled here, once per kiln process
+/// for Docker's default (parsing and compiling it cost each container
+/// about 2 ms), so the init only installs it.
+fn compiled(spec: &Spec) -> Result<std::borrow::Cow<'_, Spec>, SandboxError> {
+    use super::seccomp;
+    use super::spec::SeccompProfile;
+    static DEFAULT: std::sync::OnceLock<Result<(u32, Vec<u64>), String>> =
+        std::sync::OnceLock::new();
+    let words = match &spec.seccomp {
+        SeccompProfile::Default => DEFAULT
+            .get_or_init(|| {
+                seccomp::filter(&super::init::DEFAULT_CAPS)
+                    .map(|p| p.to_words())
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| SandboxError::Setup(format!("seccomp profile: {e}")))?,
+        SeccompProfile::Json(text) => {
+            match seccomp::from_json(text).and_then(|p| p.compile(&super::init::DEFAULT_CAPS)) {
+                Ok(Some(p)) => p.to_words(),
+                Ok(None) => return Ok(std::borrow::Cow::Borrowed(spec)),
+                Err(e) => return Err(SandboxError::Setup(format!("seccomp profile: {e}"))),
+            }
+        }
+        SeccompProfile::Unconfined | SeccompProfile::Compiled { .. } => {
+            return Ok(std::borrow::Cow::Borrowed(spec));
+        }
+    };
+    let mut out = spec.clone();
+    out.seccomp = SeccompProfile::Compiled {
+        flags: words.0,
+        program: words.1,
+    };
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// Which namespaces are unshared before exec (by the forked child) and which

@@ -48,7 +48,7 @@ const FORWARDED: [Signal; 7] = [
 ];
 
 /// Docker's default capability set.
-const DEFAULT_CAPS: [Capability; 14] = [
+pub(super) const DEFAULT_CAPS: [Capability; 14] = [
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_FSETID,
@@ -262,6 +262,9 @@ fn confine(spec: &Spec) -> Result<(), String> {
         SeccompProfile::Unconfined => Ok(None),
         SeccompProfile::Json(text) => {
             seccomp::from_json(text).and_then(|p| p.compile(&DEFAULT_CAPS))
+        }
+        SeccompProfile::Compiled { flags, program } => {
+            Ok(Some(seccomp::Program::from_words(*flags, program)))
         }
     }
     .map_err(|e| format!("seccomp profile: {e}"))?;

@@ -371,6 +371,39 @@ pub struct Program {
 }
 
 impl Program {
+    /// The program as plain words (one instruction each) and its flags, to
+    /// hand to another process: the init applies what the host compiled.
+    pub fn to_words(&self) -> (u32, Vec<u64>) {
+        let words = self
+            .instructions
+            .iter()
+            .map(|i| {
+                u64::from(i.code) << 48
+                    | u64::from(i.jt) << 40
+                    | u64::from(i.jf) << 32
+                    | u64::from(i.k)
+            })
+            .collect();
+        (self.flags, words)
+    }
+
+    /// The program [`Program::to_words`] gave.
+    pub fn from_words(flags: u32, words: &[u64]) -> Program {
+        let instructions = words
+            .iter()
+            .map(|w| sock_filter {
+                code: (w >> 48) as u16,
+                jt: (w >> 40) as u8,
+                jf: (w >> 32) as u8,
+                k: *w as u32,
+            })
+            .collect();
+        Program {
+            instructions,
+            flags,
+        }
+    }
+
     /// The number of BPF instructions.
     pub fn len(&self) -> usize {
         self.instructions.len()
@@ -945,6 +978,15 @@ mod tests {
 
     fn call(program: &Program, nr: Sysno, args: [u64; 6]) -> u32 {
         run(program, native().audit(), nr.id() as u32, args)
+    }
+
+    /// What the host compiles, the init installs unchanged.
+    #[test]
+    fn a_program_survives_words() {
+        let program = filter(&[caps::Capability::CAP_CHOWN]).unwrap();
+        let (flags, words) = program.to_words();
+        assert_eq!(words.len(), program.len());
+        assert_eq!(Program::from_words(flags, &words), program);
     }
 
     #[test]

@@ -55,6 +55,15 @@ pub enum SeccompProfile {
     Unconfined,
     /// A profile in Docker's JSON format, read on the host.
     Json(String),
+    /// A filter the host compiled ([`super::seccomp::Program::to_words`]):
+    /// what the host sends the init, so that no container parses and
+    /// compiles the profile again.
+    Compiled {
+        /// `SECCOMP_FILTER_FLAG_*`.
+        flags: u32,
+        /// One BPF instruction a word.
+        program: Vec<u64>,
+    },
 }
 
 /// Resource limits (cgroups).
