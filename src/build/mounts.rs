@@ -266,17 +266,7 @@ pub(super) fn prepare(
 /// A mount target as an absolute, clean path: `..` cannot climb above
 /// the container's root (where the kernel would stop too).
 fn clean_target(target: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in target.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    format!("/{}", copier::components(target).join("/"))
 }
 
 /// Removes from `upper` the mount points the step had to create (paths the

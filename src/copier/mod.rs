@@ -43,16 +43,7 @@ pub fn find(root: &Root, pattern: &str) -> Vec<Match> {
     // Cleaned as BuildKit cleans a source (joined onto `/`): `..` cannot
     // climb above the root, and a matched name never holds `..`, so
     // `.dockerignore` sees the path it would see for the plain name.
-    let mut clean: Vec<&str> = Vec::new();
-    for part in pattern.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                clean.pop();
-            }
-            p => clean.push(p),
-        }
-    }
+    let clean = components(pattern);
     let mut found = vec![String::new()];
     for part in &clean {
         let mut next = Vec::new();
@@ -89,6 +80,22 @@ pub fn find(root: &Root, pattern: &str) -> Vec<Match> {
         .filter(|n| !n.is_empty() || clean.is_empty())
         .map(|name| Match { name, strip })
         .collect()
+}
+
+/// The components of `path` joined onto `/` and cleaned lexically, as Go's
+/// `path.Join("/", p)`: `.` dropped, `..` climbs but never above the root.
+pub fn components(path: &str) -> Vec<&str> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts
 }
 
 /// Shell glob of one path component: `*`, `?`, `[a-z]`, `[!x]`, `\x`.
