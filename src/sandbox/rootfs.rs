@@ -242,29 +242,18 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,
     };
-    for path in MASKED_FILES {
+    // Files behind /dev/null, directories behind an empty read-only tmpfs.
+    let masks = MASKED_FILES
+        .iter()
+        .map(|p| (p, "/dev/null", "", MsFlags::MS_BIND, ""))
+        .chain(
+            MASKED_DIRS
+                .iter()
+                .map(|p| (p, "tmpfs", "tmpfs", MsFlags::MS_RDONLY, "size=0")),
+        );
+    for (path, source, fstype, flags, data) in masks {
         let at = format!("/{path}");
-        skip_missing(sys.mount_in_root(
-            "/dev/null",
-            root,
-            &at,
-            Kind::Existing,
-            "",
-            MsFlags::MS_BIND,
-            "",
-        ))?;
-    }
-    for path in MASKED_DIRS {
-        let at = format!("/{path}");
-        skip_missing(sys.mount_in_root(
-            "tmpfs",
-            root,
-            &at,
-            Kind::Existing,
-            "tmpfs",
-            MsFlags::MS_RDONLY,
-            "size=0",
-        ))?;
+        skip_missing(sys.mount_in_root(source, root, &at, Kind::Existing, fstype, flags, data))?;
     }
     for path in READ_ONLY {
         let at = format!("/{path}");
