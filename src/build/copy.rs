@@ -120,17 +120,22 @@ struct Filter<'a> {
 }
 
 impl Filter<'_> {
-    /// True when `rel` (a path from the source root), found under the
-    /// source `base` (also from the root), is left out.
-    fn skips(&self, base: &str, rel: &str) -> bool {
+    /// What of `rel` (a path from the source root), found under the
+    /// source `base` (also from the root), is copied.
+    fn take(&self, base: &str, rel: &str) -> copier::Take {
+        use copier::Take;
         let rel = rel.trim_start_matches('/');
         if rel.is_empty() {
-            return false;
+            return Take::Entry;
         }
+        let mut take = Take::Entry;
         if let Some(m) = self.ignore
             && m.is_ignored(rel)
         {
-            return true;
+            if !m.may_take_below(rel) {
+                return Take::Nothing;
+            }
+            take = Take::Below;
         }
         let base = base.trim_start_matches('/');
         let below = match base.is_empty() {
@@ -140,12 +145,15 @@ impl Filter<'_> {
                 .and_then(|r| r.strip_prefix('/'))
                 .filter(|r| !r.is_empty()),
         };
+        let excluded = |ex: &Matcher, r: &str| ex.is_ignored(r) && !ex.may_take_below(r);
         match &self.exclude {
-            Some(ex) => [Some(rel), below]
-                .iter()
-                .flatten()
-                .any(|r| ex.is_ignored(r)),
-            None => false,
+            Some(ex) if [Some(rel), below].iter().flatten().any(|r| excluded(ex, r)) => {
+                Take::Nothing
+            }
+            Some(ex) if [Some(rel), below].iter().flatten().any(|r| ex.is_ignored(r)) => {
+                Take::Below
+            }
+            _ => take,
         }
     }
 }
@@ -189,6 +197,7 @@ pub(super) fn step<'a>(
             layers: Vec::new(),
             key: hash(&["link"]),
             cmd_set: false,
+            args: Vec::new(),
         }
     } else {
         state.clone()
@@ -289,7 +298,7 @@ pub(super) fn step<'a>(
         }
         let mut found = Vec::new();
         for m in copier::find(&root, &pattern) {
-            if filter.skips("", &m.name) {
+            if filter.take("", &m.name) == copier::Take::Nothing {
                 continue;
             }
             // A source named (or matched) is followed, inside its root.
@@ -391,7 +400,9 @@ pub(super) fn step<'a>(
                 .map(|r| r.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        key_parts.push(digests.tree_digest(&real, &|p| filter.skips(&s.rel, &rel_of(p))));
+        key_parts.push(digests.tree_digest(&real, &|p| {
+            filter.take(&s.rel, &rel_of(p)) == copier::Take::Nothing
+        }));
     }
     for h in &heredocs {
         key_parts.push(h.name.clone());
@@ -430,6 +441,7 @@ pub(super) fn step<'a>(
         image
             .make_parents(&staging, &dest_dir, parents_owner)
             .map_err(fail)?;
+        let links = copier::Links::default();
         for s in &sources {
             let meta = s.root.stat(&s.rel).map_err(fail)?;
             let to = if !dest_is_dir {
@@ -477,13 +489,14 @@ pub(super) fn step<'a>(
                 (c, _) => c.clone(),
             };
             let mode = |m: u32, is_dir: bool| chmod.as_ref().map_or(m, |c| c.apply(m, is_dir));
-            let skip = |rel: &str| filter.skips(&s.rel, rel);
+            let take = |rel: &str| filter.take(&s.rel, rel);
             let opts = copier::CopyOptions {
                 owner,
                 mode: chmod
                     .is_some()
                     .then_some(&mode as &dyn Fn(u32, bool) -> u32),
-                skip: &skip,
+                take: &take,
+                links: &links,
             };
             if !meta.is_dir() {
                 copier::copy_tree(&s.root, &s.rel, &staging, &to, &opts).map_err(fail)?;

@@ -138,6 +138,9 @@ struct State {
     /// CMD was set in this stage: ENTRYPOINT then keeps it (otherwise an
     /// ENTRYPOINT clears the CMD inherited from the base, as Docker does).
     cmd_set: bool,
+    /// The ARGs in scope, last declaration last. A stage built FROM this
+    /// one starts with them (BuildKit's dispatchState.init).
+    args: Vec<(String, String)>,
 }
 
 impl State {
@@ -332,8 +335,28 @@ pub fn build(
             })?,
         None => file.stages.len() - 1,
     };
+    // FROM lines expand with the global ARGs before stages are looked up:
+    // `FROM $BASE` may name a stage.
+    let bases: Vec<String> = file
+        .stages
+        .iter()
+        .map(|stage| {
+            let lookup = |k: &str| {
+                global
+                    .iter()
+                    .chain(&automatic)
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            Lexer::new(escape)
+                .process_word(&stage.from.image, &lookup)
+                .map(|w| w.value)
+                .map_err(|e| step_error(&stage.from_step, e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
     let deps: Vec<Vec<usize>> = (0..file.stages.len())
-        .map(|i| stage_deps(&file.stages, i))
+        .map(|i| stage_deps(&file.stages, &bases, i))
         .collect();
     let needed = needed_stages(&deps, target);
     let builder = Builder {
@@ -343,6 +366,7 @@ pub fn build(
         ignore: &ignore,
         escape,
         global,
+        bases: bases.clone(),
         automatic,
         progress,
         logs: log::StepLogs::new(store),
@@ -404,7 +428,7 @@ pub fn build(
     if let Some((to, mode)) = &opts.cache_to {
         // mode=min: the stages the final image is made of (its FROM chain).
         let mut chain = vec![target];
-        while let Some(base) = chain.last().and_then(|&t| from_stage(&file.stages, t)) {
+        while let Some(base) = chain.last().and_then(|&t| from_stage(&file.stages, &bases, t)) {
             chain.push(base);
         }
         let records: Vec<(String, StepResult)> = builder
@@ -471,7 +495,7 @@ fn override_or_default(
 
 /// The earlier stages stage `i` reads: its FROM, `COPY --from` and
 /// `RUN --mount=from=`.
-fn stage_deps(stages: &[Stage], i: usize) -> Vec<usize> {
+fn stage_deps(stages: &[Stage], bases: &[String], i: usize) -> Vec<usize> {
     let find = |name: &str| -> Option<usize> {
         let lower = name.to_lowercase();
         stages[..i]
@@ -479,9 +503,19 @@ fn stage_deps(stages: &[Stage], i: usize) -> Vec<usize> {
             .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
             .or_else(|| name.parse::<usize>().ok().filter(|&n| n < i))
     };
-    let mut deps: Vec<usize> = find(&stages[i].from.image).into_iter().collect();
-    for step in &stages[i].steps {
-        match &step.instruction {
+    let base = from_stage(stages, bases, i);
+    let mut deps: Vec<usize> = base.into_iter().collect();
+    // A stage FROM a stage runs that stage's ONBUILD triggers, whose
+    // sources are this build's stages too.
+    let triggers = base.into_iter().flat_map(|b| {
+        stages[b].steps.iter().filter_map(|s| match &s.instruction {
+            Instruction::Onbuild(trigger, _) => Some(trigger.as_ref()),
+            _ => None,
+        })
+    });
+    let own = stages[i].steps.iter().map(|s| &s.instruction);
+    for instruction in triggers.chain(own) {
+        match instruction {
             Instruction::Copy(c) => deps.extend(c.from.as_deref().and_then(find)),
             Instruction::Run(r) => deps.extend(
                 r.mounts
@@ -496,14 +530,13 @@ fn stage_deps(stages: &[Stage], i: usize) -> Vec<usize> {
     deps
 }
 
-/// The earlier stage stage `i` is FROM, if it is FROM a stage.
-fn from_stage(stages: &[Stage], i: usize) -> Option<usize> {
-    let name = &stages[i].from.image;
-    let lower = name.to_lowercase();
+/// The earlier stage stage `i` is FROM, if it is FROM a stage: by name
+/// only (`FROM 0` is an image, as in BuildKit), after expansion.
+fn from_stage(stages: &[Stage], bases: &[String], i: usize) -> Option<usize> {
+    let lower = bases[i].to_lowercase();
     stages[..i]
         .iter()
         .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-        .or_else(|| name.parse::<usize>().ok().filter(|&n| n < i))
 }
 
 /// The target and every stage it depends on, in file order.
@@ -526,6 +559,8 @@ struct Builder<'a> {
     ignore: &'a Matcher,
     escape: char,
     global: Vec<(String, String)>,
+    /// Each stage's FROM, expanded with the global ARGs.
+    bases: Vec<String>,
     automatic: Vec<(String, String)>,
     progress: &'a Progress,
     logs: log::StepLogs,
@@ -649,18 +684,8 @@ impl Builder<'_> {
         let stage = &self.stages[i];
         let (store, escape) = (self.store, self.escape);
         let from_step = &stage.from_step;
-        let lookup = |k: &str| {
-            self.global
-                .iter()
-                .chain(&self.automatic)
-                .rev()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
-        let base = Lexer::new(escape)
-            .process_word(&stage.from.image, &lookup)
-            .map_err(|e| step_error(from_step, e.to_string()))?
-            .value;
+        let base = &self.bases[i];
+        let parent = from_stage(self.stages, &self.bases, i);
         // Numbered as BuildKit numbers them: FROM and the steps that make
         // layers; the config-only ones are not shown.
         let total = 1 + stage
@@ -672,16 +697,21 @@ impl Builder<'_> {
         let id = self
             .progress
             .start(&self.step_name(i, n, total, &format!("FROM {base}")));
-        let (mut state, triggers) = base_state(store, self.stages, built, &base, self.opts)
+        let (mut state, triggers) = base_state(store, self.stages, built, parent, base, self.opts)
             .map_err(|m| step_error(from_step, m))
             .inspect_err(|e| self.progress.failed(id, &e.to_string(), None))?;
         self.progress.done(id);
-        // ONBUILD triggers of an image base run first, as if they were
-        // written right after FROM; the image built does not keep them.
+        // ONBUILD triggers of the base (an image's, or the ONBUILD lines of
+        // a stage) run first, as if written right after FROM; the image
+        // built does not keep them.
         let triggered = onbuild_steps(&triggers, escape, from_step)?;
-        // The proxy ARGs BuildKit predefines: a --build-arg gives them to
-        // RUN without an ARG line, and they stay out of the history.
-        let mut args: Vec<(String, String)> = opts_proxy_args(self.opts);
+        // A stage FROM a stage inherits its ARGs; any other starts with the
+        // proxy ARGs BuildKit predefines: a --build-arg gives them to RUN
+        // without an ARG line, and they stay out of the history.
+        let mut args = match parent {
+            Some(_) => std::mem::take(&mut state.args),
+            None => opts_proxy_args(self.opts),
+        };
         // --no-cache-filter names stages by name or number.
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_filter.iter().any(|f| {
@@ -726,6 +756,7 @@ impl Builder<'_> {
                 }
             }
         }
+        state.args = args;
         Ok(state)
     }
 
@@ -940,8 +971,9 @@ fn makes_layer(i: &Instruction) -> bool {
     )
 }
 
-/// The ONBUILD triggers of a base image as steps. They have no place in
-/// this Dockerfile: errors point at the FROM line.
+/// ONBUILD triggers as steps. They have no place in this Dockerfile:
+/// errors point at the FROM line. A trigger's `COPY --from` names a stage
+/// of the build that runs it, as in BuildKit.
 fn onbuild_steps(
     triggers: &[String],
     escape: char,
@@ -963,9 +995,6 @@ fn onbuild_steps(
             return Err(fail(e.to_string()));
         }
         for mut step in file.stages.into_iter().flat_map(|s| s.steps) {
-            if matches!(step.instruction, Instruction::Copy(ref c) if c.from.is_some()) {
-                return Err(fail("COPY --from is not allowed in ONBUILD".into()));
-            }
             step.span = from_step.span;
             step.line = from_step.line;
             steps.push(step);
@@ -1004,6 +1033,7 @@ fn base_state(
     store: &Store,
     stages: &[Stage],
     built: &[Option<State>],
+    parent: Option<usize>,
     base: &str,
     opts: &Options,
 ) -> Result<(State, Vec<String>), String> {
@@ -1013,29 +1043,41 @@ fn base_state(
             os: "linux".into(),
             ..Default::default()
         };
-        // BuildKit gives a scratch stage its default PATH (system.DefaultPathEnv).
+        // BuildKit's emptyImage: the default PATH (system.DefaultPathEnv)
+        // and WorkingDir "/".
         config.config.env = Some(vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ]);
+        config.config.working_dir = Some("/".into());
         let state = State {
             config,
             layers: Vec::new(),
             key: hash(&["scratch"]),
             cmd_set: false,
+            args: Vec::new(),
         };
         return Ok((state, Vec::new()));
     }
-    let lower = base.to_lowercase();
-    if let Some(i) = stages
-        .iter()
-        .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-        && let Some(Some(state)) = built.get(i)
-    {
-        let state = State {
+    if let Some(i) = parent {
+        let Some(Some(state)) = built.get(i) else {
+            return Err(format!("stage {base} was not built before the stage FROM it"));
+        };
+        let mut state = State {
             cmd_set: false,
             ..state.clone()
         };
-        return Ok((state, Vec::new()));
+        // The stage's own ONBUILD lines are the triggers; its config keeps
+        // none for this stage (BuildKit's init clears them).
+        state.config.config.on_build = None;
+        let triggers = stages[i]
+            .steps
+            .iter()
+            .filter_map(|s| match &s.instruction {
+                Instruction::Onbuild(_, text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        return Ok((state, triggers));
     }
     let local = Image::resolve(store, base).ok();
     let image = match (local, opts.pull) {
@@ -1057,6 +1099,7 @@ fn base_state(
         key: hash(&["image", &image.id.to_string()]),
         config,
         cmd_set: false,
+        args: Vec::new(),
     };
     Ok((state, triggers))
 }
@@ -1184,7 +1227,8 @@ pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildE
         return Ok(StepResult::default());
     }
     let clamp = config::source_date_epoch().and_then(|s| u64::try_from(s).ok());
-    let writer = store.blob_writer()?;
+    // The generator hashes the tar it writes: that digest is the blob's.
+    let writer = store.blob_writer_prehashed()?;
     let (writer, diff_id, _) = layer::generate(dir, writer, layer::Options { mtime_clamp: clamp })
         .map_err(|e| ImageError::BadArchive(format!("generating a layer: {e}")))?;
     let (digest, size) = writer.commit(Some(&diff_id))?;

@@ -170,7 +170,8 @@ pub(super) fn prepare(
                         let opts = CopyOptions {
                             owner: None,
                             mode: None,
-                            skip: &|_| false,
+                            take: &|_| copier::Take::Entry,
+                            links: &copier::Links::default(),
                         };
                         copier::copy_tree(&root, &rel, &dst, "src", &opts)?;
                         dst.real_path("src")

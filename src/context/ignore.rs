@@ -304,6 +304,25 @@ impl Matcher {
         matched
     }
 
+    /// True when an exception (`!pattern`) could take back something
+    /// below the directory `dir`: a walk must then enter `dir` even though
+    /// it is excluded (BuildKit's walker does, and makes the directory only
+    /// when something below it is kept).
+    pub fn may_take_below(&self, dir: &str) -> bool {
+        let dir = clean(dir);
+        let parts: Vec<&str> = dir.split('/').collect();
+        self.patterns.iter().filter(|p| p.exclusion).any(|p| {
+            if p.cleaned.contains("**") {
+                return true;
+            }
+            let theirs: Vec<&str> = p.cleaned.split('/').collect();
+            theirs.len() > parts.len()
+                && parts.iter().zip(&theirs).all(|(ours, pattern)| {
+                    Pattern::compile(pattern, false).is_ok_and(|c| c.matches(ours))
+                })
+        })
+    }
+
     /// True when no pattern was given.
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
@@ -362,6 +381,19 @@ mod tests {
                 "pattern {pattern:?} on {path:?}"
             );
         }
+    }
+
+    #[test]
+    fn exceptions_below_excluded_directories_are_reachable() {
+        let m = m("docs\n!docs/keep.md\n*/tmp\n!*/tmp/x/y\nall\n!**/z\n");
+        assert!(m.is_ignored("docs") && m.may_take_below("docs"));
+        assert!(!m.is_ignored("docs/keep.md"));
+        assert!(m.is_ignored("docs/drop.md") && !m.may_take_below("docs/drop.md"));
+        assert!(m.may_take_below("a/tmp") && m.may_take_below("a/tmp/x"));
+        assert!(!m.may_take_below("a/tmp/x/y"));
+        assert!(m.may_take_below("all"));
+        let plain = super::Matcher::parse("docs\n", Path::new(".dockerignore")).unwrap();
+        assert!(!plain.may_take_below("docs"));
     }
 
     #[test]

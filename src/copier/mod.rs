@@ -142,9 +142,29 @@ pub struct CopyOptions<'a> {
     pub owner: Option<(u32, u32)>,
     /// The mode an entry gets from its own mode (`--chmod`); None keeps it.
     pub mode: Option<&'a dyn Fn(u32, bool) -> u32>,
-    /// Entries to leave out, by their path from the source root.
-    pub skip: &'a dyn Fn(&str) -> bool,
+    /// What to take of each entry, by its path from the source root.
+    pub take: &'a dyn Fn(&str) -> Take,
+    /// Files with several links already copied, by (device, inode) of the
+    /// source: a later name becomes a hardlink of the first copy, as
+    /// BuildKit keeps them. One map for all the sources of one COPY.
+    pub links: &'a Links,
 }
+
+/// What a copy takes of one source entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// The entry (and, for a directory, what is taken below it).
+    Entry,
+    /// Nothing: the entry and everything below it are left out.
+    Nothing,
+    /// A left-out directory that an exception may take things from
+    /// (`.dockerignore`'s `!docs/keep.md` under an ignored `docs`): it is
+    /// walked, and made only when something below it is copied.
+    Below,
+}
+
+/// The hardlink map of [`CopyOptions::links`].
+pub type Links = std::cell::RefCell<std::collections::HashMap<(u64, u64), String>>;
 
 fn join(a: &str, b: &OsStr) -> String {
     let b = b.to_string_lossy();
@@ -171,19 +191,44 @@ pub fn copy_tree(
         Leave(String, Metadata),
     }
     let mut stack = vec![Visit::Enter(from.to_string(), to.to_string())];
+    // `Take::Below` directories entered but not made yet, outermost first:
+    // made (with their metadata set on leaving) when an entry lands in one.
+    let mut pending: Vec<String> = Vec::new();
     while let Some(visit) = stack.pop() {
         let (from, to) = match visit {
             Visit::Leave(to, meta) => {
-                finish(dst, &to, &meta, opts)?;
+                if pending.last() == Some(&to) {
+                    pending.pop();
+                } else {
+                    finish(dst, &to, &meta, opts)?;
+                }
                 continue;
             }
             Visit::Enter(from, to) => (from, to),
         };
-        if (opts.skip)(&from) {
+        let take = (opts.take)(&from);
+        if take == Take::Nothing {
             continue;
         }
         let meta = src.lstat(&from).map_err(|e| at(e, "reading", &from))?;
         let ft = meta.file_type();
+        if take == Take::Below {
+            if ft.is_dir() {
+                let names = src.read_dir(&from).map_err(|e| at(e, "reading", &from))?;
+                pending.push(to.clone());
+                stack.push(Visit::Leave(to.clone(), meta));
+                for n in names.iter().rev() {
+                    stack.push(Visit::Enter(join(&from, n), join(&to, n)));
+                }
+            }
+            continue;
+        }
+        for dir in pending.drain(..) {
+            if !dst.lstat(&dir).is_ok_and(|m| m.is_dir()) {
+                dst.mkdir_all(&dir, 0o755, &mut |_| Ok(()))
+                    .map_err(|e| at(e, "creating", &dir))?;
+            }
+        }
         if ft.is_dir() {
             match dst.lstat(&to) {
                 Ok(m) if m.is_dir() => {}
@@ -212,6 +257,19 @@ pub fn copy_tree(
             dst.symlink(target.as_os_str(), &to)
                 .map_err(|e| at(e, "creating", &to))?;
         } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                let first = opts.links.borrow().get(&key).cloned();
+                if let Some(first) = first {
+                    if dst.lstat(&to).is_ok() {
+                        dst.remove_all(&to).map_err(|e| at(e, "replacing", &to))?;
+                    }
+                    dst.hard_link(&first, &to)
+                        .map_err(|e| at(e, "linking", &to))?;
+                    continue;
+                }
+                opts.links.borrow_mut().insert(key, to.clone());
+            }
             let mut input = src
                 .open_read_nofollow(&from)
                 .map_err(|e| at(e, "reading", &from))?;
@@ -447,7 +505,8 @@ mod tests {
         let opts = CopyOptions {
             owner: Some((0, 0)),
             mode: None,
-            skip: &|_| false,
+            take: &|_| Take::Entry,
+            links: &Links::default(),
         };
         copy_tree(&s, "a", &d, "out", &opts).unwrap();
         copy_tree(&s, "b", &d, "out", &opts).unwrap();

@@ -579,6 +579,8 @@ fn maybe_json(rest: &str) -> Result<(Vec<String>, bool), ErrorKind> {
 
 /// The exec form: Some(strings) for a JSON array of strings, None when the
 /// text is not JSON (shell form), an error for valid JSON of another shape.
+/// The whole text must be the array, as Go's `json.Unmarshal` wants it in
+/// current BuildKit: `CMD ["a"] b` and `ENTRYPOINT []x` are shell form.
 fn json_array(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
     if !rest.trim_start().starts_with('[') {
         return Ok(None);
@@ -591,10 +593,9 @@ fn json_array(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
             .collect();
         return Ok(Some(items));
     }
-    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
-    match stream.next() {
-        Some(Ok(_)) => Err(ErrorKind::NotStringArray),
-        _ => Ok(None),
+    match serde_json::from_str::<serde::de::IgnoredAny>(rest) {
+        Ok(_) => Err(ErrorKind::NotStringArray),
+        Err(_) => Ok(None),
     }
 }
 
@@ -788,8 +789,11 @@ mod tests {
     }
 
     #[test]
-    fn json_trailing_text_is_ignored_like_go() {
-        assert_eq!(nodes("CMD [\"a\"] b\n")[0].args, ["a"]);
+    fn json_with_trailing_text_is_shell_form() {
+        assert_eq!(nodes("CMD [\"a\"] b\n")[0].args, ["[\"a\"] b"]);
+        assert!(!nodes("CMD [\"a\"] b\n")[0].json);
+        assert_eq!(nodes("ENTRYPOINT []random string\n")[0].args, ["[]random string"]);
+        assert_eq!(nodes("CMD [\"a\"]  \n")[0].args, ["a"]);
         assert_eq!(
             nodes("CMD [\"\\ud83d\\ude00\", \"\\ud800\"]\n")[0].args,
             ["😀", "\u{fffd}"]

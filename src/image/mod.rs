@@ -319,7 +319,8 @@ pub fn import<R: Read>(
         what: format!("root filesystem tarball {source_name}"),
         source,
     })?;
-    let mut blob = store.blob_writer()?;
+    // Unpacking hashes the plain tar to the end: that is the blob's digest.
+    let mut blob = store.blob_writer_prehashed()?;
     let diff_id = layer::unpack_snapshot(
         store,
         Tee {

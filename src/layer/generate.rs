@@ -59,7 +59,7 @@ pub fn generate<W: Write>(
     };
     walker.dir(dir, "")?;
     let hashing = walker.builder.into_inner().map_err(GenerateError::Write)?;
-    Ok(hashing.finish())
+    hashing.finish().map_err(GenerateError::Write)
 }
 
 struct Walker<W: Write> {

@@ -8,7 +8,8 @@ pub struct User {
     pub uid: u32,
     /// Primary gid.
     pub gid: u32,
-    /// Supplementary gids (groups that list the user by name).
+    /// Supplementary gids: the primary group, then the groups that list
+    /// the user by name.
     pub groups: Vec<u32>,
     /// Home directory (for HOME), `/` when unknown.
     pub home: String,
@@ -87,15 +88,18 @@ pub fn resolve(spec: &str, passwd_text: &str, group_text: &str) -> Result<User, 
                 })?,
         };
     }
-    let supplementary = match (entry, group_spec) {
+    // The primary group first, always (BuildKit's ensureAdditionalGids,
+    // Docker's daemon alike): `id` shows it in groups=.
+    let mut supplementary = vec![gid];
+    if let (Some(e), None) = (entry, group_spec) {
         // An explicit group replaces the supplementary groups, as in Docker.
-        (Some(e), None) => groups
-            .iter()
-            .filter(|g| g.members.contains(&e.name) && g.id != gid)
-            .map(|g| g.id)
-            .collect(),
-        _ => Vec::new(),
-    };
+        supplementary.extend(
+            groups
+                .iter()
+                .filter(|g| g.members.contains(&e.name) && g.id != gid)
+                .map(|g| g.id),
+        );
+    }
     Ok(User {
         uid,
         gid,
@@ -120,7 +124,7 @@ mod tests {
             User {
                 uid: 0,
                 gid: 0,
-                groups: vec![10],
+                groups: vec![0, 10],
                 home: "/root".into()
             }
         );
@@ -129,7 +133,7 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![50],
+                groups: vec![1000, 50],
                 home: "/home/app".into()
             }
         );
@@ -139,7 +143,7 @@ mod tests {
             User {
                 uid: 4242,
                 gid: 0,
-                groups: vec![],
+                groups: vec![0],
                 home: "/".into()
             }
         );
@@ -148,7 +152,7 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 50,
-                groups: vec![],
+                groups: vec![50],
                 home: "/home/app".into()
             }
         );
@@ -157,7 +161,7 @@ mod tests {
             User {
                 uid: 1,
                 gid: 2,
-                groups: vec![],
+                groups: vec![2],
                 home: "/".into()
             }
         );

@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// One image's filesystem: path → "type mode uid:gid what".
-type Tree = BTreeMap<String, String>;
+pub type Tree = BTreeMap<String, String>;
 
 const SINGLE_STAGE: &str = r#"FROM kiln-compat-base:1
 ARG V=1
@@ -91,7 +91,7 @@ fn docker_made(path: &str) -> bool {
         .any(|p| path.starts_with(p))
 }
 
-fn tree(root: &Path) -> Tree {
+pub fn tree(root: &Path) -> Tree {
     fn walk(root: &Path, dir: &Path, out: &mut Tree) {
         let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
         entries.sort_by_key(|e| e.file_name());
@@ -142,7 +142,7 @@ fn tree(root: &Path) -> Tree {
 }
 
 /// The config fields a Dockerfile sets, with "absent", null and empty alike.
-fn config_fields(config: &Value) -> BTreeMap<&'static str, Value> {
+pub fn config_fields(config: &Value) -> BTreeMap<&'static str, Value> {
     [
         "Env",
         "Cmd",

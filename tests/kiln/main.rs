@@ -4,6 +4,7 @@
 //! `fixtures/` from the current output (never the conformance data).
 
 mod attacks;
+mod buildkit;
 mod build;
 mod check_golden;
 mod cli;

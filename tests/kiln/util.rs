@@ -118,20 +118,29 @@ pub fn need_tool(tool: &str, why: &str) -> bool {
 /// fixtures/images/busybox-rootfs.sh (None when busybox-static is missing).
 pub fn busybox_tar() -> Option<&'static Path> {
     static TAR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    TAR.get_or_init(|| {
-        if !need_tool("busybox", "busybox-static makes the test base image") {
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let tar = dir.join("busybox.tar");
-        let status = Command::new(repo().join("fixtures/images/busybox-rootfs.sh"))
-            .arg(&tar)
-            .status()
-            .expect("running busybox-rootfs.sh");
-        assert!(status.success(), "busybox-rootfs.sh failed");
-        Some(tar)
-    })
-    .as_deref()
+    TAR.get_or_init(|| make_busybox("kiln")).as_deref()
+}
+
+/// The same busybox with Docker Hub busybox's /etc/passwd and /etc/group
+/// (daemon, bin, nobody...), which BuildKit's own tests assume.
+pub fn busybox_docker_tar() -> Option<&'static Path> {
+    static TAR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    TAR.get_or_init(|| make_busybox("docker")).as_deref()
+}
+
+fn make_busybox(flavour: &str) -> Option<PathBuf> {
+    if !need_tool("busybox", "busybox-static makes the test base image") {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let tar = dir.join("busybox.tar");
+    let status = Command::new(repo().join("fixtures/images/busybox-rootfs.sh"))
+        .arg(&tar)
+        .arg(flavour)
+        .status()
+        .expect("running busybox-rootfs.sh");
+    assert!(status.success(), "busybox-rootfs.sh failed");
+    Some(tar)
 }
 
 /// True when running as root; otherwise says why the test skips (CI is root).
