@@ -198,13 +198,18 @@ pub(super) fn step<'a>(
             key: hash(&["link"]),
             cmd_set: false,
             args: Vec::new(),
+            declared: Vec::new(),
         }
     } else {
         state.clone()
     };
     let image = layers_of(store, &view).map_err(|e| step_error(step, format!("{kw}: {e}")))?;
 
-    let dest_raw = expand(&c.dest)?;
+    // A destination that expands to nothing is the WORKDIR, as in BuildKit.
+    let dest_raw = match expand(&c.dest)? {
+        d if d.is_empty() => "./".to_string(),
+        d => d,
+    };
     let joined = state.in_workdir(&dest_raw);
     // `.` and a trailing `/.` name a directory, like a trailing `/`.
     let names_dir =
@@ -422,6 +427,10 @@ pub(super) fn step<'a>(
         // to root; files from a stage or image keep their owners.
         let owner = chowned.or(from_context.then_some((0, 0)));
         let parents_owner = chowned.unwrap_or((0, 0));
+        let parents_mode = match &chmod {
+            Some(Chmod::Octal(m)) => *m,
+            _ => 0o755,
+        };
         let staging_path = store.temp_path("copy");
         let staging = Root::create(&staging_path).map_err(fail)?;
         let target = dest.trim_start_matches('/').to_string();
@@ -439,7 +448,7 @@ pub(super) fn step<'a>(
             _ => format!("{a}/{b}"),
         };
         image
-            .make_parents(&staging, &dest_dir, parents_owner)
+            .make_parents(&staging, &dest_dir, parents_owner, parents_mode)
             .map_err(fail)?;
         let links = copier::Links::default();
         for s in &sources {
@@ -451,7 +460,7 @@ pub(super) fn step<'a>(
                 let to = within(&dest_dir, &kept.join("/"));
                 if let Some((parent, _)) = to.rsplit_once('/') {
                     image
-                        .make_parents(&staging, parent, parents_owner)
+                        .make_parents(&staging, parent, parents_owner, parents_mode)
                         .map_err(fail)?;
                 }
                 to
@@ -473,7 +482,7 @@ pub(super) fn step<'a>(
                 // entries that leave it.
                 let into = if dest_is_dir { &dest_dir } else { &target };
                 image
-                    .make_parents(&staging, into, parents_owner)
+                    .make_parents(&staging, into, parents_owner, parents_mode)
                     .map_err(fail)?;
                 let into = staging.real_path(into).map_err(fail)?;
                 let extracted = layer::apply(tar.reader, &into, Mode::Flatten);
@@ -506,7 +515,7 @@ pub(super) fn step<'a>(
             // keeps the image's metadata, or is made 0755 and owned by
             // --chown, as BuildKit makes it (--chmod is not applied to it).
             image
-                .make_parents(&staging, &to, parents_owner)
+                .make_parents(&staging, &to, parents_owner, 0o755)
                 .map_err(fail)?;
             for n in s.root.read_dir(&s.rel).map_err(fail)? {
                 let n = n.to_string_lossy();
@@ -645,7 +654,7 @@ pub(super) fn mkdir_layer(
         image.owner(user)?
     };
     let staging = store.temp_path("workdir");
-    let made = Root::create(&staging).and_then(|root| image.make_parents(&root, &resolved, owner));
+    let made = Root::create(&staging).and_then(|root| image.make_parents(&root, &resolved, owner, 0o755));
     if let Err(e) = made {
         let _ = remove_dir_all(&staging);
         return Err(format!("creating {dir}: {e}"));

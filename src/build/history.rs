@@ -41,23 +41,19 @@ pub(super) fn config_entry(
             format!("ARG {}", words.join(" "))
         }
         Instruction::Maintainer(m) => format!("MAINTAINER {m}"),
-        Instruction::Expose(ports) => {
-            // Go prints a map with its keys sorted.
-            let mut keys: Vec<String> = ports
+        Instruction::Expose(words) => {
+            // BuildKit's `EXPOSE %v` of the ports it parsed, in the order
+            // of the (sorted) words: `EXPOSE [443/tcp 80/tcp]`.
+            let expanded: Vec<String> = words
                 .iter()
-                .map(|p| {
-                    let p = x(p);
-                    if p.contains('/') {
-                        p.to_ascii_lowercase()
-                    } else {
-                        format!("{p}/tcp")
-                    }
+                .flat_map(|w| {
+                    x(w).split_whitespace()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
                 })
                 .collect();
-            keys.sort();
-            keys.dedup();
-            let body: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
-            format!("EXPOSE map[{}]", body.join(" "))
+            let ports = crate::image::exposed(&expanded).unwrap_or_default();
+            format!("EXPOSE [{}]", ports.join(" "))
         }
         Instruction::Volume(v) => {
             let v: Vec<String> = v.iter().map(|w| x(w)).collect();
@@ -76,14 +72,26 @@ pub(super) fn config_entry(
     }
 }
 
-/// RUN's text: the build args in scope that no ENV shadows (`|N K=V ...`),
-/// then the command.
-pub(super) fn run_entry(argv: &[String], args: &[(String, String)], env: &[String]) -> String {
-    let shown: Vec<String> = args
+/// RUN's text: every build arg declared in scope, in the order first
+/// declared, with its value (an ENV of the same name wins; none is empty),
+/// as `|N K=V ...`, then the command (BuildKit's runCommandString).
+pub(super) fn run_entry(
+    argv: &[String],
+    declared: &[String],
+    args: &[(String, String)],
+    env: &[String],
+) -> String {
+    let shown: Vec<String> = declared
         .iter()
-        .filter(|(k, _)| !env.iter().any(|e| e.split('=').next() == Some(k)))
-        .filter(|(k, _)| !super::PROXY_ARGS.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}={v}"))
+        .filter(|k| !super::is_proxy_arg(k))
+        .map(|k| {
+            let from_env = env
+                .iter()
+                .rev()
+                .find_map(|e| e.split_once('=').filter(|(n, _)| n == k).map(|(_, v)| v));
+            let from_args = args.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            format!("{k}={}", from_env.or(from_args).unwrap_or(""))
+        })
         .collect();
     let mut words = Vec::new();
     if !shown.is_empty() {
@@ -219,10 +227,15 @@ mod tests {
         assert_eq!(
             run_entry(
                 &["/bin/sh".into(), "-c".into(), "echo $V".into()],
-                &[("V".into(), "1".into()), ("E".into(), "x".into())],
+                &["V".into(), "E".into(), "N".into(), "http_proxy".into()],
+                &[
+                    ("V".into(), "1".into()),
+                    ("E".into(), "x".into()),
+                    ("http_proxy".into(), "p".into())
+                ],
                 &["E=y".into()]
             ),
-            "RUN |1 V=1 /bin/sh -c echo $V # buildkit"
+            "RUN |3 V=1 E=y N= /bin/sh -c echo $V # buildkit"
         );
     }
 }

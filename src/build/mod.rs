@@ -53,12 +53,17 @@ pub enum BuildError {
         log: Option<Box<StepLog>>,
     },
     /// `--target` names no stage.
-    #[error("--target {name:?}: the Dockerfile has no stage of that name (named stages: {stages})")]
+    #[error("target stage {name:?} could not be found ({})", match suggestion {
+        Some(s) => format!("did you mean {s}?"),
+        None => format!("named stages: {stages}"),
+    })]
     NoTarget {
         /// The name asked for.
         name: String,
         /// The stage names there are.
         stages: String,
+        /// The stage name nearest to it, when one is near.
+        suggestion: Option<String>,
     },
     /// The build context cannot be used.
     #[error("{0}")]
@@ -141,6 +146,9 @@ struct State {
     /// The ARGs in scope, last declaration last. A stage built FROM this
     /// one starts with them (BuildKit's dispatchState.init).
     args: Vec<(String, String)>,
+    /// Every ARG declared in scope, valued or not, in the order first
+    /// declared: RUN's history lists them (`|3 A=1 B= C=3`).
+    declared: Vec<String>,
 }
 
 impl State {
@@ -225,13 +233,26 @@ pub(crate) const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
-/// The proxy values among `--build-arg`s.
+/// The proxy values among `--build-arg`s, each under both its names
+/// (`http_proxy=x` gives HTTP_PROXY and http_proxy), as BuildKit's ProxyEnv
+/// passes them; the last one given wins.
 fn opts_proxy_args(opts: &Options) -> Vec<(String, String)> {
-    opts.build_args
-        .iter()
-        .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
-        .cloned()
-        .collect()
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in &opts.build_args {
+        if !is_proxy_arg(k) {
+            continue;
+        }
+        for name in [k.to_ascii_uppercase(), k.to_ascii_lowercase()] {
+            out.retain(|(n, _)| *n != name);
+            out.push((name, v.clone()));
+        }
+    }
+    out
+}
+
+/// True for a proxy build arg's name, in any case.
+fn is_proxy_arg(name: &str) -> bool {
+    PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(name))
 }
 
 /// ARG values the build defines without a declaration.
@@ -297,8 +318,38 @@ pub fn build(
         .real_path("")
         .map_err(|e| BuildError::Context(format!("build context: {e}")))?;
 
+    let target = match &opts.target {
+        Some(t) => file
+            .stages
+            .iter()
+            .position(|s| s.from.name.as_deref() == Some(t.to_lowercase().as_str()))
+            .ok_or_else(|| BuildError::NoTarget {
+                suggestion: {
+                    let names: Vec<&str> =
+                        file.stages.iter().filter_map(|s| s.from.name.as_deref()).collect();
+                    crate::dockerfile::flags::suggest(&t.to_lowercase(), &names).map(str::to_string)
+                },
+                name: t.clone(),
+                stages: file
+                    .stages
+                    .iter()
+                    .filter_map(|s| s.from.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None => file.stages.len() - 1,
+    };
     // Global ARGs: visible to FROM lines, and re-declarable in stages.
-    let automatic = platform_args();
+    // TARGETSTAGE names the stage built ("default" when it has no name).
+    let mut automatic = platform_args();
+    automatic.push((
+        "TARGETSTAGE".into(),
+        file.stages[target]
+            .from
+            .name
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+    ));
     let mut global: Vec<(String, String)> = Vec::new();
     for step in &file.global_args {
         if let Instruction::Arg(decls) = &step.instruction {
@@ -319,22 +370,6 @@ pub fn build(
         }
     }
 
-    let target = match &opts.target {
-        Some(t) => file
-            .stages
-            .iter()
-            .position(|s| s.from.name.as_deref() == Some(t.to_lowercase().as_str()))
-            .ok_or_else(|| BuildError::NoTarget {
-                name: t.clone(),
-                stages: file
-                    .stages
-                    .iter()
-                    .filter_map(|s| s.from.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?,
-        None => file.stages.len() - 1,
-    };
     // FROM lines expand with the global ARGs before stages are looked up:
     // `FROM $BASE` may name a stage.
     let bases: Vec<String> = file
@@ -355,6 +390,7 @@ pub fn build(
                 .map_err(|e| step_error(&stage.from_step, e.to_string()))
         })
         .collect::<Result<_, _>>()?;
+    check_stage_order(&file.stages)?;
     let deps: Vec<Vec<usize>> = (0..file.stages.len())
         .map(|i| stage_deps(&file.stages, &bases, i))
         .collect();
@@ -415,7 +451,7 @@ pub fn build(
         .build_args
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !declared.contains(k) && !PROXY_ARGS.contains(k) && *k != "SOURCE_DATE_EPOCH")
+        .filter(|k| !declared.contains(k) && !is_proxy_arg(k) && *k != "SOURCE_DATE_EPOCH")
         .collect();
     unused.sort_unstable();
     unused.dedup();
@@ -493,6 +529,39 @@ fn override_or_default(
         .map(|(_, v)| v.clone()))
 }
 
+/// A `COPY --from` or `RUN --mount=from=` naming a stage defined later is
+/// an error, as in BuildKit (it would otherwise be taken for an image).
+fn check_stage_order(stages: &[Stage]) -> Result<(), BuildError> {
+    for (i, stage) in stages.iter().enumerate() {
+        for step in &stage.steps {
+            let froms: Vec<&str> = match &step.instruction {
+                Instruction::Copy(c) | Instruction::Add(c) => c.from.as_deref().into_iter().collect(),
+                Instruction::Run(r) => r.mounts.iter().filter_map(|m| m.from.as_deref()).collect(),
+                _ => Vec::new(),
+            };
+            for from in froms {
+                let lower = from.to_lowercase();
+                let earlier = stages[..i]
+                    .iter()
+                    .any(|s| s.from.name.as_deref() == Some(lower.as_str()));
+                let later = stages[i..]
+                    .iter()
+                    .any(|s| s.from.name.as_deref() == Some(lower.as_str()));
+                if later && !earlier {
+                    let current = stage.from.name.clone().unwrap_or_else(|| format!("stage-{i}"));
+                    return Err(step_error(
+                        step,
+                        format!(
+                            "cannot copy from stage {from:?}, it needs to be defined before current stage {current:?}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The earlier stages stage `i` reads: its FROM, `COPY --from` and
 /// `RUN --mount=from=`.
 fn stage_deps(stages: &[Stage], bases: &[String], i: usize) -> Vec<usize> {
@@ -534,9 +603,10 @@ fn stage_deps(stages: &[Stage], bases: &[String], i: usize) -> Vec<usize> {
 /// only (`FROM 0` is an image, as in BuildKit), after expansion.
 fn from_stage(stages: &[Stage], bases: &[String], i: usize) -> Option<usize> {
     let lower = bases[i].to_lowercase();
+    // The latest stage of that name before this one (names may repeat).
     stages[..i]
         .iter()
-        .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
+        .rposition(|s| s.from.name.as_deref() == Some(lower.as_str()))
 }
 
 /// The target and every stage it depends on, in file order.
@@ -712,6 +782,9 @@ impl Builder<'_> {
             Some(_) => std::mem::take(&mut state.args),
             None => opts_proxy_args(self.opts),
         };
+        if parent.is_none() {
+            state.declared.clear();
+        }
         // --no-cache-filter names stages by name or number.
         let use_cache = !self.opts.no_cache
             && !self.opts.no_cache_filter.iter().any(|f| {
@@ -793,9 +866,14 @@ impl Builder<'_> {
                                     .find(|(k, _)| *k == d.name)
                                     .map(|(_, v)| v.clone())
                             });
-                    if let Some(v) = v {
-                        args.retain(|(k, _)| k != &d.name);
-                        args.push((d.name.clone(), v));
+                    // A declaration again keeps the first one's place.
+                    match (v, args.iter_mut().find(|(k, _)| k == &d.name)) {
+                        (Some(v), Some(slot)) => slot.1 = v,
+                        (Some(v), None) => args.push((d.name.clone(), v)),
+                        (None, _) => {}
+                    }
+                    if !state.declared.contains(&d.name) {
+                        state.declared.push(d.name.clone());
                     }
                 }
                 let vars = variables(state, args);
@@ -832,6 +910,7 @@ impl Builder<'_> {
                 ]);
                 let created_by = history::run_entry(
                     &argv,
+                    &state.declared,
                     args,
                     state.config.config.env.as_deref().unwrap_or_default(),
                 );
@@ -940,8 +1019,10 @@ impl Builder<'_> {
             other => {
                 let vars = variables(state, args);
                 let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
-                image::apply_with(&mut state.config.config, other, args, escape)
-                    .map_err(|m| step_error(step, m))?;
+                if !matches!(other, Instruction::Maintainer(_)) {
+                    image::apply_with(&mut state.config.config, other, args, escape)
+                        .map_err(|m| step_error(step, m))?;
+                }
                 match other {
                     Instruction::Cmd(_) => state.cmd_set = true,
                     Instruction::Entrypoint(_) if !state.cmd_set => state.config.config.cmd = None,
@@ -1055,6 +1136,7 @@ fn base_state(
             key: hash(&["scratch"]),
             cmd_set: false,
             args: Vec::new(),
+            declared: Vec::new(),
         };
         return Ok((state, Vec::new()));
     }
@@ -1100,6 +1182,7 @@ fn base_state(
         config,
         cmd_set: false,
         args: Vec::new(),
+        declared: Vec::new(),
     };
     Ok((state, triggers))
 }

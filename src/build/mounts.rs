@@ -83,6 +83,15 @@ pub(super) fn prepare(
     let mut out = Mounts::default();
     let mut key = Vec::new();
     for m in &run.mounts {
+        let expanded;
+        let m = match &m.deferred {
+            Some(raw) => {
+                expanded = crate::dockerfile::mount::parse(&expand(raw)?)
+                    .map_err(|e| step_error(step, format!("invalid --mount: {e}")))?;
+                &expanded
+            }
+            None => m,
+        };
         let target = m
             .target
             .as_deref()
@@ -93,7 +102,13 @@ pub(super) fn prepare(
             MountType::Cache => {
                 let target = target.expect("a cache mount has a target");
                 let id = expand(m.id.as_deref().unwrap_or(&target))?;
-                let mut dir = store.cache_dir().join("mounts").join(hash(&[&id]));
+                // Owner and mode make another cache, as BuildKit keys a
+                // cache mount by its id and how its directory is prepared.
+                let name = match (m.uid, m.gid, m.mode) {
+                    (None, None, None) => hash(&[&id]),
+                    (u, g, mode) => hash(&[&id, &format!("{u:?} {g:?} {mode:?}")]),
+                };
+                let mut dir = store.cache_dir().join("mounts").join(name);
                 let fail = |e: std::io::Error| step_error(step, format!("cache mount {id}: {e}"));
                 // sharing=locked waits for the mount; sharing=private gets
                 // a new, empty one while another step holds it; shared

@@ -431,14 +431,28 @@ impl Layers {
     /// the image has keep its mode, owner and mtime (a layer must not
     /// change them); new ones are 0755 and owned by `owner`, as BuildKit
     /// makes them.
-    pub fn make_parents(&self, staging: &Root, rel: &str, owner: (u32, u32)) -> io::Result<()> {
+    /// A directory the image lacks is made `mode` (a COPY's octal
+    /// `--chmod`, else 0755, as BuildKit's copy makes missing parents).
+    pub fn make_parents(
+        &self,
+        staging: &Root,
+        rel: &str,
+        owner: (u32, u32),
+        mode: u32,
+    ) -> io::Result<()> {
         staging.mkdir_all(rel, 0o755, &mut |made| match self.meta(made) {
             Some(m) if m.is_dir() => {
                 staging.chmod(made, m.mode() & 0o7777)?;
                 staging.chown(made, m.uid(), m.gid())?;
                 staging.set_mtime(made, m.mtime(), m.mtime_nsec())
             }
-            _ => staging.chown(made, owner.0, owner.1),
+            _ => {
+                staging.chown(made, owner.0, owner.1)?;
+                if mode != 0o755 {
+                    staging.chmod(made, mode)?;
+                }
+                Ok(())
+            }
         })?;
         Ok(())
     }

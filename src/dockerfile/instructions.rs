@@ -289,23 +289,6 @@ pub fn typed(ast: &Ast) -> (Dockerfile, Vec<Error>) {
         };
         match (&step.instruction, file.stages.last_mut()) {
             (Instruction::From(from), _) => {
-                let previous = from.name.as_ref().and_then(|name| {
-                    file.stages
-                        .iter()
-                        .find(|s| s.from.name.as_ref() == Some(name))
-                });
-                if let (Some(name), Some(previous)) = (&from.name, previous) {
-                    errors.push(
-                        Error::new(
-                            ErrorKind::Instruction(format!("duplicate stage name {name:?}")),
-                            node.args_span,
-                        )
-                        .with_hint(format!(
-                            "line {} already names a stage {name:?}; give each stage its own name",
-                            previous.from_step.line
-                        )),
-                    );
-                }
                 file.stages.push(Stage {
                     from: from.clone(),
                     from_step: step,
@@ -330,7 +313,7 @@ pub fn typed(ast: &Ast) -> (Dockerfile, Vec<Error>) {
         let at = ast.nodes.last().map_or(Span::default(), |n| n.span);
         errors.push(
             Error::new(
-                ErrorKind::Instruction("no FROM instruction: nothing to build".into()),
+                ErrorKind::Instruction("dockerfile contains no stages to build".into()),
                 at,
             )
             .with_hint("start a stage with FROM <image> (or FROM scratch)"),
@@ -481,11 +464,14 @@ fn instruction(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
             Instruction::StopSignal(signal)
         }
         "expose" => {
-            let ports = at_least_one(node)?;
+            // Sorted as written, before expansion, as BuildKit's parser
+            // sorts them: the history lists the ports in this order.
+            let mut ports = at_least_one(node)?;
+            ports.sort();
             for port in ports.iter().filter(|p| !p.contains('$')) {
-                if !valid_port(port) {
+                if let Err(e) = expose_ports(port) {
                     return Err(fail(
-                        format!("invalid port {port:?}"),
+                        e,
                         at,
                         Some("write a port as 80, 80/tcp, 53/udp or 8000-8010/tcp"),
                     ));
@@ -592,6 +578,12 @@ fn run(node: &Node) -> Result<Run, Vec<Error>> {
     for value in flags.all("mount") {
         match mount::parse(&value.value) {
             Ok(m) => mounts.push(m),
+            // Read again once expanded, when the step runs.
+            Err(msg) if value.value.contains('$') && msg != mount::FROM_EXPANSION => {
+                let mut m = mount::parse("type=tmpfs,target=/").expect("a valid mount");
+                m.deferred = Some(value.value.clone());
+                mounts.push(m);
+            }
             Err(msg) => errors.push(Error::new(
                 ErrorKind::Instruction(format!("invalid --mount: {msg}")),
                 value.span,
@@ -673,7 +665,10 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
     {
         errors.push(
             Error::new(
-                ErrorKind::Instruction(format!("invalid chmod {:?}", v.value)),
+                ErrorKind::Instruction(format!(
+                    "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777",
+                    v.value
+                )),
                 v.span,
             )
             .with_hint("use an octal mode such as 0755, or a symbolic one such as u+x,go-w"),
@@ -705,13 +700,24 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
             errors.push(
                 Error::new(
                     ErrorKind::Instruction(
-                        "checksum can't be specified for non-HTTP(S) sources".into(),
+                        "checksum requires HTTP(S) or Git sources".into(),
                     ),
                     v.span,
                 )
                 .with_hint("--checksum verifies a downloaded file; drop it for local sources"),
             );
         }
+    }
+    if let Some(v) = flags.get("from").filter(|v| v.value.contains('$')) {
+        errors.push(
+            Error::new(
+                ErrorKind::Instruction(
+                    "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround".into(),
+                ),
+                v.span,
+            )
+            .with_hint("add `FROM ${VAR} AS src` and use --from=src"),
+        );
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -920,19 +926,59 @@ fn valid_signal(signal: &str) -> bool {
     NAMES.contains(&name) || realtime("RTMIN", '+') || realtime("RTMAX", '-')
 }
 
-fn valid_port(port: &str) -> bool {
-    let (range, proto) = port.split_once('/').unwrap_or((port, "tcp"));
-    let num = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 5
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && s.parse::<u32>().is_ok_and(|n| n <= 65535)
+/// The ports one EXPOSE word names, as BuildKit's `parsePort` reads it:
+/// `[ip:][hostport:]port[-end][/proto]`, the IP and host port checked then
+/// dropped, a range made into its ports, the protocol lowercased
+/// ("80-81/TCP" is `["80/tcp", "81/tcp"]`).
+pub fn expose_ports(raw: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (ip, host, container) = match parts.len() {
+        1 => ("".to_string(), "", parts[0]),
+        2 => ("".to_string(), parts[0], parts[1]),
+        n => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
     };
-    let range_ok = match range.split_once('-') {
-        Some((a, b)) => num(a) && num(b),
-        None => num(range),
+    let (port, proto) = container.split_once('/').unwrap_or((container, ""));
+    if port.is_empty() {
+        return Err(format!("invalid port: {raw:?}: no port specified"));
+    }
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "" => "tcp".to_string(),
+        p @ ("tcp" | "udp" | "sctp") => p.to_string(),
+        _ => return Err(format!("invalid port: {raw:?}: invalid proto: {proto}")),
     };
-    range_ok && ["tcp", "udp", "sctp"].contains(&proto.to_ascii_lowercase().as_str())
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(&ip);
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("invalid IP address: {ip}"));
+    }
+    let number = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+            .filter(|&n| n <= 65535)
+    };
+    let range = |s: &str| -> Option<(u32, u32)> {
+        match s.split_once('-') {
+            Some((a, b)) if a != b => {
+                let (a, b) = (number(a)?, number(b)?);
+                (b >= a).then_some((a, b))
+            }
+            Some((a, _)) => number(a).map(|a| (a, a)),
+            None => number(s).map(|a| (a, a)),
+        }
+    };
+    let (start, end) = range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
+    if !host.is_empty() {
+        let (hs, he) = range(host).ok_or_else(|| format!("invalid hostPort: {host}"))?;
+        if end - start != he - hs && end != start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host}"
+            ));
+        }
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
 fn valid_chmod(mode: &str) -> bool {
@@ -1064,7 +1110,7 @@ mod tests {
             [
                 "unknown instruction: RUNN",
                 "COPY requires at least two arguments, but only one was provided. Destination could not be determined.",
-                "invalid port \"99999\"",
+                "invalid containerPort: 99999",
                 "WORKDIR requires exactly one argument",
             ]
         );
@@ -1073,7 +1119,7 @@ mod tests {
     #[test]
     fn instruction_before_from() {
         assert_eq!(errors("RUN x\nFROM a\n"), ["RUN before the first FROM"]);
-        assert_eq!(errors("ARG x\n"), ["no FROM instruction: nothing to build"]);
+        assert_eq!(errors("ARG x\n"), ["dockerfile contains no stages to build"]);
     }
 
     #[test]
@@ -1090,10 +1136,9 @@ mod tests {
             errors("FROM --platform=linux/ a\n"),
             ["invalid platform \"linux/\""]
         );
-        assert_eq!(
-            errors("FROM a AS x\nFROM b AS X\n"),
-            ["duplicate stage name \"x\""]
-        );
+        // A name used twice is a lint warning (DuplicateStageName), as in
+        // BuildKit, not an error.
+        assert!(errors("FROM a AS x\nFROM b AS X\n").is_empty());
         assert!(errors("FROM --platform=$BUILDPLATFORM a\n").is_empty());
     }
 
@@ -1140,7 +1185,7 @@ mod tests {
         );
         assert_eq!(
             errors("FROM a\nCOPY --chmod=888 a b\n"),
-            ["invalid chmod \"888\""]
+            ["invalid chmod parameter: '888'. it should be octal string and between 0 and 07777"]
         );
         assert_eq!(
             errors("FROM a\nADD --checksum=sha256:abc https://x /\n"),
@@ -1150,7 +1195,7 @@ mod tests {
             errors(
                 "FROM a\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 f /\n"
             ),
-            ["checksum can't be specified for non-HTTP(S) sources"]
+            ["checksum requires HTTP(S) or Git sources"]
         );
     }
 

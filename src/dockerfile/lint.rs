@@ -18,7 +18,7 @@ pub struct Rule {
 }
 
 /// Every rule kiln checks.
-pub const RULES: [Rule; 14] = [
+pub const RULES: [Rule; 15] = [
     Rule {
         name: "CopyIgnoredFile",
         description: "Attempting to Copy file that is excluded by .dockerignore",
@@ -46,6 +46,10 @@ pub const RULES: [Rule; 14] = [
     Rule {
         name: "JSONArgsRecommended",
         description: "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+    },
+    Rule {
+        name: "DuplicateStageName",
+        description: "Stage names should be unique",
     },
     Rule {
         name: "MaintainerDeprecated",
@@ -186,6 +190,7 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
     let mut global_args: BTreeSet<String> = BTreeSet::new();
     let mut seen_from = false;
     let mut stage = StageState::default();
+    let mut stage_names: BTreeSet<String> = BTreeSet::new();
     for node in &ast.nodes {
         let name = node.name.clone();
         let want = if majority_upper {
@@ -210,6 +215,18 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
         }
         match name.as_str() {
             "from" => {
+                if let [_, _, name] = node.args.as_slice()
+                    && !stage_names.insert(name.to_lowercase())
+                {
+                    push(
+                        "DuplicateStageName",
+                        format!(
+                            "Duplicate stage name {:?}, stage names should be unique",
+                            name.to_lowercase()
+                        ),
+                        node.args_span,
+                    );
+                }
                 seen_from = true;
                 stage.flush(&mut push);
                 stage = StageState::default();

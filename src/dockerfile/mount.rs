@@ -62,7 +62,16 @@ pub struct Mount {
     pub required: bool,
     /// Expose a secret as this environment variable.
     pub env: Option<String>,
+    /// The flag's text, when a field of it needs ARG/ENV expansion before
+    /// it can be read (`type=$T`): parsed again, expanded, when the step
+    /// runs, as BuildKit's RunCommand.Expand does.
+    #[serde(skip)]
+    pub deferred: Option<String>,
 }
+
+/// The message for `from=` with a variable (BuildKit refuses it as parsed).
+pub const FROM_EXPANSION: &str =
+    "'from' doesn't support variable expansion, define alias stage instead";
 
 /// Parses the value of one `--mount` flag.
 pub fn parse(value: &str) -> Result<Mount, String> {
@@ -81,6 +90,7 @@ pub fn parse(value: &str) -> Result<Mount, String> {
         size: None,
         required: false,
         env: None,
+        deferred: None,
     };
     // The type decides defaults, so it is read first wherever it is written.
     for field in &fields {
@@ -129,6 +139,9 @@ pub fn parse(value: &str) -> Result<Mount, String> {
                     "target" | "dst" | "destination" => m.target = Some(value),
                     "source" | "src" if m.kind != MountType::Tmpfs => m.source = Some(value),
                     "from" if matches!(m.kind, MountType::Bind | MountType::Cache) => {
+                        if value.contains('$') {
+                            return Err(FROM_EXPANSION.into());
+                        }
                         m.from = Some(value)
                     }
                     "id" if matches!(

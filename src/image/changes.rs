@@ -113,16 +113,15 @@ pub fn apply_with(
         Instruction::Expose(ports) => {
             // Expanded, then split: `EXPOSE $PORTS` with "80 443/udp"
             // is two ports, as BuildKit makes it.
-            let mut words = Vec::new();
-            for port in ports {
-                words.extend(expand(port)?.split_whitespace().map(str::to_string));
-            }
-            for port in words {
-                let port = if port.contains('/') {
-                    port.to_ascii_lowercase()
-                } else {
-                    format!("{port}/tcp")
-                };
+            let words = ports
+                .iter()
+                .map(|p| {
+                    lexer
+                        .process_words(p, &lookup)
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for port in exposed(&words.concat())? {
                 config
                     .exposed_ports
                     .get_or_insert_with(BTreeMap::new)
@@ -211,4 +210,14 @@ pub fn apply_with(
         }
     }
     Ok(())
+}
+
+/// The ports of EXPOSE's expanded words, in their order (the typed layer
+/// sorted the words as written, as BuildKit's parser does).
+pub fn exposed(words: &[String]) -> Result<Vec<String>, String> {
+    let mut ports = Vec::new();
+    for w in words {
+        ports.extend(crate::dockerfile::instructions::expose_ports(w)?);
+    }
+    Ok(ports)
 }

@@ -8,7 +8,7 @@ pub mod config;
 pub mod prune;
 pub mod reference;
 
-pub use changes::{apply_changes, apply_with};
+pub use changes::{apply_changes, apply_with, exposed};
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use reference::Name;
 

@@ -240,7 +240,7 @@ fn multi_stage_with_target_builds_only_what_it_needs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains(
-            "--target \"nope\": the Dockerfile has no stage of that name (named stages: base, unused, final)"
+            "target stage \"nope\" could not be found (named stages: base, unused, final)"
         ),
         "{}",
         text(&out.stderr)
