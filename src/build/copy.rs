@@ -7,6 +7,7 @@ use super::{BuildError, State, StepResult, commit_dir, hash, step_error};
 use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::copier::{self, Layers};
+use crate::dockerfile::heredoc;
 use crate::dockerfile::instructions::{self, Copy, Stage};
 use crate::layer::{self, Mode};
 use crate::sandbox::fs::{Root, remove_dir_all};
@@ -255,16 +256,27 @@ pub(super) fn step<'a>(
     };
     let checksum = c.checksum.as_deref().map(&expand).transpose()?;
     let mut sources = Vec::new();
+    // Heredoc sources as (file name, content): an unquoted opener's body is
+    // expanded with the stage's variables, as BuildKit's dispatcher does.
+    let lookup = |k: &str| {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
     let mut heredocs = Vec::new();
+    for h in &c.heredocs {
+        let content = match h.expand {
+            true => heredoc::expand(&h.content, &lookup)
+                .map_err(|e| step_error(step, format!("{kw} <<{}: {e}", h.name)))?,
+            false => h.content.clone(),
+        };
+        heredocs.push((h.name.clone(), content));
+    }
     let mut unmatched = Vec::new();
     for raw in &c.sources {
-        if let Some(h) = c.heredocs.iter().find(|h| {
-            raw.trim_start_matches("<<")
-                .trim_start_matches('-')
-                .trim_matches(['"', '\''])
-                == h.name
-        }) {
-            heredocs.push(h.clone());
+        // An opener names one of `heredocs`: no path.
+        if heredoc::parse(raw).is_some() {
             continue;
         }
         let pattern = expand(raw)?;
@@ -409,9 +421,9 @@ pub(super) fn step<'a>(
             filter.take(&s.rel, &rel_of(p)) == copier::Take::Nothing
         }));
     }
-    for h in &heredocs {
-        key_parts.push(h.name.clone());
-        key_parts.push(h.content.clone());
+    for (name, content) in &heredocs {
+        key_parts.push(name.clone());
+        key_parts.push(content.clone());
     }
     let refs: Vec<&str> = key_parts.iter().map(String::as_str).collect();
     let key = hash(&refs);
@@ -524,14 +536,14 @@ pub(super) fn step<'a>(
                     .map_err(fail)?;
             }
         }
-        for h in &heredocs {
+        for (name, content) in &heredocs {
             let to = if dest_is_dir {
-                within(&dest_dir, &h.name)
+                within(&dest_dir, name)
             } else {
                 target.clone()
             };
             let mut file = staging.create_file(&to, 0o600).map_err(fail)?;
-            std::io::Write::write_all(&mut file, h.content.as_bytes()).map_err(fail)?;
+            std::io::Write::write_all(&mut file, content.as_bytes()).map_err(fail)?;
             let mode = chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
             staging
                 .chown(&to, parents_owner.0, parents_owner.1)

@@ -20,6 +20,7 @@ pub use log::StepLog;
 
 use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
+use crate::dockerfile::heredoc;
 use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Error as DfError, Source, parse};
@@ -891,7 +892,7 @@ impl Builder<'_> {
                     .shell
                     .clone()
                     .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-                let argv = run_argv(run, &shell);
+                let (argv, script) = run_argv(run, &shell);
                 let mut env = state.config.config.env.clone().unwrap_or_default();
                 for (k, v) in args.iter() {
                     if !env.iter().any(|e| e.split('=').next() == Some(k)) {
@@ -916,7 +917,7 @@ impl Builder<'_> {
                 );
                 // Mounts: in the key by what they are (never by a secret's
                 // value); secrets given as env reach only the process.
-                let mounts = mounts::prepare(
+                let mut mounts = mounts::prepare(
                     store,
                     built,
                     self.stages,
@@ -929,6 +930,12 @@ impl Builder<'_> {
                     step,
                 )?;
                 let key = hash(&[&key, &mounts.key]);
+                // argv names a #! script by its path only: its text is
+                // part of what the step runs.
+                let key = match &script {
+                    Some(s) => hash(&[&key, PIPES_DIR, &s.name, &s.data]),
+                    None => key,
+                };
                 env.extend(mounts.env.iter().cloned());
                 let hit = use_cache.then(|| cached(store, &key)).flatten();
                 let was_hit = hit.is_some();
@@ -936,6 +943,13 @@ impl Builder<'_> {
                     Some(r) => r,
                     None => {
                         let network = run.network == instructions::Network::None;
+                        let _script_dir = match &script {
+                            Some(s) => Some(
+                                mount_script(store, s, &mut mounts)
+                                    .map_err(|m| step_error(step, m))?,
+                            ),
+                            None => None,
+                        };
                         let r = self.run_step(state, argv, env, network, &mounts, step, id)?;
                         record(store, &key, &r)?;
                         r
@@ -1187,44 +1201,106 @@ fn base_state(
     Ok((state, triggers))
 }
 
-fn run_argv(run: &instructions::Run, shell: &[String]) -> Vec<String> {
-    match &run.command {
-        Command::Exec(v) => v.clone(),
-        Command::Shell(s) => {
-            let script = match run.heredocs.as_slice() {
-                // `RUN <<EOF`: the body is the script.
-                [h] if is_bare_opener(s, &h.name) => {
-                    if h.chomp {
-                        h.content
-                            .lines()
-                            .map(|l| l.trim_start_matches('\t').to_string() + "\n")
-                            .collect()
-                    } else {
-                        h.content.clone()
-                    }
-                }
-                // Otherwise the shell reads the heredocs itself: hand it the whole text.
-                docs => {
-                    let mut script = s.clone();
-                    for h in docs {
-                        script.push('\n');
-                        script.push_str(&h.content);
-                        script.push_str(&h.name);
-                    }
-                    script
-                }
+/// Where a `RUN <<EOF` script that starts with `#!` is mounted (BuildKit's
+/// dispatchRun mounts it there, read-only, and runs it by its path).
+const PIPES_DIR: &str = "/dev/pipes";
+
+/// A `RUN <<EOF` body run as a file: the heredoc's name and the script.
+#[derive(Debug, PartialEq, Eq)]
+struct Script {
+    name: String,
+    data: String,
+}
+
+/// The argv of a RUN, and the script file it runs when it is one, as
+/// BuildKit's dispatchRun makes them: when the whole command is a single
+/// opener (`RUN <<EOF`, `RUN <<-  'EOF'`), the first heredoc's body (tabs
+/// stripped for `<<-`) is the program: written to a file and run by its
+/// path when it starts with `#!`, so its interpreter runs it, else given
+/// to the SHELL. Any other command is handed to the SHELL with each body
+/// and terminator appended, for the shell to read its heredocs itself.
+fn run_argv(run: &instructions::Run, shell: &[String]) -> (Vec<String>, Option<Script>) {
+    let text = match &run.command {
+        Command::Exec(v) => return (v.clone(), None),
+        Command::Shell(s) => s,
+    };
+    let (arg, script) = match (run.heredocs.first(), heredoc::parse(text)) {
+        (None, _) => (text.clone(), None),
+        (Some(first), Some(_)) => {
+            let data = match first.chomp {
+                true => heredoc::chomp(&first.content),
+                false => first.content.clone(),
             };
-            shell.iter().cloned().chain([script]).collect()
+            if data.starts_with("#!") {
+                let path = format!("{PIPES_DIR}/{}", first.name);
+                let script = Script {
+                    name: first.name.clone(),
+                    data,
+                };
+                (path, Some(script))
+            } else {
+                (data, None)
+            }
         }
+        (Some(_), None) => {
+            let mut whole = text.clone();
+            for h in &run.heredocs {
+                whole.push('\n');
+                whole.push_str(&h.content);
+                whole.push_str(&h.name);
+            }
+            (whole, None)
+        }
+    };
+    (shell.iter().cloned().chain([arg]).collect(), script)
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = sandbox::fs::remove_dir_all(&self.0);
     }
 }
 
-/// True when `command` is nothing but the opener of heredoc `name`
-/// (`<<EOF`, `<<-EOF`, `<<"EOF"`).
-fn is_bare_opener(command: &str, name: &str) -> bool {
-    let rest = command.trim().strip_prefix("<<").unwrap_or("");
-    let rest = rest.strip_prefix('-').unwrap_or(rest);
-    rest.trim_matches(['"', '\'']) == name
+/// Writes `script` (mode 0755) into a new directory of the store's tmp and
+/// adds its read-only bind at [`PIPES_DIR`] to `mounts`. The directory
+/// lives as long as the returned value.
+fn mount_script(
+    store: &Store,
+    script: &Script,
+    mounts: &mut mounts::Mounts,
+) -> Result<TempDir, String> {
+    use std::os::unix::fs::PermissionsExt;
+    // The name becomes a file of that directory: one plain component.
+    if script.name.is_empty()
+        || script.name.contains(['/', '\0'])
+        || script.name == "."
+        || script.name == ".."
+    {
+        return Err(format!(
+            "heredoc name {:?} cannot name the script file under {PIPES_DIR}",
+            script.name
+        ));
+    }
+    let dir = TempDir(store.temp_path("pipes"));
+    let file = dir.0.join(&script.name);
+    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    std::fs::create_dir(&dir.0).map_err(|e| io("creating", &dir.0, e))?;
+    std::fs::write(&file, &script.data).map_err(|e| io("writing", &file, e))?;
+    for path in [&dir.0, &file] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io("setting the mode of", path, e))?;
+    }
+    mounts.binds.push(sandbox::Bind {
+        source: dir.0.clone(),
+        target: PIPES_DIR.into(),
+        read_only: true,
+        exact: false,
+        nodev: true,
+    });
+    Ok(dir)
 }
 
 /// A layer a step made (or None when it changed nothing).
@@ -1432,5 +1508,86 @@ impl Builder<'_> {
         };
         let _ = sandbox::fs::remove_dir_all(&dir);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::instructions::typed;
+
+    /// The RUN of `FROM a` + `text`.
+    fn run_of(text: &str) -> instructions::Run {
+        let source = Source::new("Dockerfile", format!("FROM a\n{text}").as_bytes());
+        let (file, errors) = typed(&parse(&source).unwrap());
+        assert!(errors.is_empty(), "{errors:?}");
+        match &file.stages[0].steps[0].instruction {
+            Instruction::Run(r) => r.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn argv(text: &str) -> (Vec<String>, Option<(String, String)>) {
+        let shell = ["/bin/sh".to_string(), "-c".to_string()];
+        let (argv, script) = run_argv(&run_of(text), &shell);
+        (argv, script.map(|s| (s.name, s.data)))
+    }
+
+    /// Asserts the argv (under `/bin/sh -c`) and script file of a RUN.
+    fn check(text: &str, arg: &str, script: Option<(&str, &str)>) {
+        let want = (
+            vec!["/bin/sh".to_string(), "-c".into(), arg.into()],
+            script.map(|(n, d)| (n.to_string(), d.to_string())),
+        );
+        assert_eq!(argv(text), want, "{text:?}");
+    }
+
+    #[test]
+    fn run_heredoc_table() {
+        check("RUN echo hi\n", "echo hi", None);
+        // The body alone is the script.
+        check("RUN <<EOF\necho a\nEOF\n", "echo a\n", None);
+        check("RUN <<  EOF\necho a\nEOF\n", "echo a\n", None);
+        check("RUN 3<<EOF\nEOF\n", "", None);
+        check(
+            "RUN <<-EOF\n\techo \"\n\ta\"\nEOF\n",
+            "echo \"\na\"\n",
+            None,
+        );
+        // A #! body is a file run by its path, tabs stripped first.
+        check(
+            "RUN <<EOF\n#!/bin/awk -f\nBEGIN{}\nEOF\n",
+            "/dev/pipes/EOF",
+            Some(("EOF", "#!/bin/awk -f\nBEGIN{}\n")),
+        );
+        check(
+            "RUN <<-'X'\n\t#!/bin/sh\n\t\ttrue\n\tX\n",
+            "/dev/pipes/X",
+            Some(("X", "#!/bin/sh\ntrue\n")),
+        );
+        // Anything more: the shell reads the heredocs from the whole text.
+        check(
+            "RUN <<-EOF sh > out\n\techo a\nEOF\n",
+            "<<-EOF sh > out\n\techo a\nEOF",
+            None,
+        );
+        check(
+            "RUN cat <<A <<B\na\nA\nb\nB\n",
+            "cat <<A <<B\na\nA\nb\nB",
+            None,
+        );
+        // The exec form reads no heredoc.
+        let exec = run_of("RUN [\"a\", \"<<EOF\"]\n");
+        assert_eq!(
+            run_argv(&exec, &[]),
+            (vec!["a".into(), "<<EOF".into()], None)
+        );
+    }
+
+    #[test]
+    fn run_heredoc_uses_the_stage_shell() {
+        let shell = ["/bin/awk".to_string()];
+        let (argv, _) = run_argv(&run_of("RUN <<EOF\nBEGIN{}\nEOF\n"), &shell);
+        assert_eq!(argv, ["/bin/awk", "BEGIN{}\n"]);
     }
 }

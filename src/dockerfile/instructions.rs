@@ -8,6 +8,7 @@
 
 use super::error::{Error, ErrorKind};
 use super::flags::{self, Kind};
+use super::heredoc;
 use super::mount::{self, Mount};
 use super::source::Span;
 use super::syntax::{Ast, Directive, Heredoc, Node};
@@ -135,11 +136,15 @@ pub struct Run {
 /// COPY and ADD.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Copy {
-    /// Sources, unexpanded (`<<EOF` names a heredoc).
+    /// Sources as written, unexpanded; a word that is a heredoc opener
+    /// (`<<EOF`, see [`heredoc::parse`]) names one of `heredocs`.
     pub sources: Vec<String>,
     /// Destination, unexpanded.
     pub dest: String,
-    /// Heredocs used as sources.
+    /// The heredoc sources, one per opener among `sources`, in their order
+    /// (BuildKit's SourceContents): name, `expand` and `chomp` as that
+    /// opener says, content the body of the heredoc of that name with
+    /// `<<-`'s tabs already stripped, not yet expanded.
     pub heredocs: Vec<Heredoc>,
     /// `--from` (COPY only).
     pub from: Option<String>,
@@ -658,6 +663,16 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
             Some(&format!("write it as {upper} <src>... <dest>")),
         ));
     };
+    // BuildKit's parseSourcesAndDest: a heredoc names content, never a place.
+    if heredoc::parse(dest).is_some() {
+        return Err(fail(
+            format!("{upper} cannot accept a heredoc as a destination"),
+            args_at(node),
+            Some(&format!(
+                "end {upper} with a destination path; a heredoc can only be a source"
+            )),
+        ));
+    }
     let mut errors = Vec::new();
     if let Some(v) = flags
         .get("chmod")
@@ -725,7 +740,7 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
     let c = Copy {
         sources: sources.to_vec(),
         dest: dest.clone(),
-        heredocs: node.heredocs.clone(),
+        heredocs: heredoc_sources(node, sources),
         from: flags.string("from"),
         chown: flags.string("chown"),
         chmod: flags.string("chmod"),
@@ -745,6 +760,29 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
     } else {
         Instruction::Copy(c)
     })
+}
+
+/// The heredoc sources of a COPY/ADD, as BuildKit's parseSourcesAndDest
+/// finds them: each source word that is an opener takes the body of the
+/// heredoc of its name (the last one, should two share it; none is an
+/// empty body) and strips its tabs when that word says `<<-`.
+fn heredoc_sources(node: &Node, sources: &[String]) -> Vec<Heredoc> {
+    sources
+        .iter()
+        .filter_map(|word| heredoc::parse(word))
+        .map(|opener| {
+            let body = node.heredocs.iter().rev().find(|h| h.name == opener.name);
+            let content = body.map(|h| h.content.as_str()).unwrap_or_default();
+            Heredoc {
+                content: match opener.chomp {
+                    true => heredoc::chomp(content),
+                    false => content.to_string(),
+                },
+                span: body.map(|h| h.span).unwrap_or_default(),
+                ..opener
+            }
+        })
+        .collect()
 }
 
 fn healthcheck(node: &Node) -> Result<Healthcheck, Vec<Error>> {
@@ -892,13 +930,26 @@ fn onbuild(node: &Node, depth: usize) -> Result<Instruction, Vec<Error>> {
         }
         _ => {}
     }
-    let trigger = instruction(child, depth + 1)?;
+    // The parser hangs the bodies on the ONBUILD node; the trigger is the
+    // instruction that opened them.
+    let child = Node {
+        heredocs: node.heredocs.clone(),
+        ..(**child).clone()
+    };
+    let trigger = instruction(&child, depth + 1)?;
     let text = node.original.trim_start();
-    let expression = text
+    let mut expression = text
         .get(node.keyword.len()..)
         .unwrap_or_default()
         .trim_start()
         .to_string();
+    // BuildKit stores the trigger with its heredoc bodies and terminators,
+    // so the image's OnBuild text parses back whole in the child build.
+    for h in &node.heredocs {
+        expression.push('\n');
+        expression.push_str(&h.content);
+        expression.push_str(&h.name);
+    }
     Ok(Instruction::Onbuild(Box::new(trigger), expression))
 }
 
@@ -1272,6 +1323,82 @@ mod tests {
         assert_eq!(
             errors("FROM a\nONBUILD MAINTAINER b\n"),
             ["MAINTAINER isn't allowed as an ONBUILD trigger"]
+        );
+    }
+
+    #[test]
+    fn heredoc_cannot_be_a_copy_destination() {
+        assert_eq!(
+            errors("FROM a\nCOPY /foo <<EOF\nEOF\n"),
+            ["COPY cannot accept a heredoc as a destination"]
+        );
+        assert_eq!(
+            errors("FROM a\nADD <<A <<-B\nA\nB\n"),
+            ["ADD cannot accept a heredoc as a destination"]
+        );
+        // A word that is no opener is a path.
+        assert!(errors("FROM a\nCOPY <<EOF a<<b\nEOF\n").is_empty());
+    }
+
+    #[test]
+    fn copy_heredoc_sources_follow_their_openers() {
+        let (file, errs) = typed_text(concat!(
+            "FROM a\nCOPY <<-A foo <<'B' <<C /d/\n",
+            "\tx $V\n\tA\n",
+            "\ty $V\nB\n",
+            "C\n"
+        ));
+        assert!(errs.is_empty(), "{errs:?}");
+        let Instruction::Copy(c) = &file.stages[0].steps[0].instruction else {
+            panic!()
+        };
+        let got: Vec<_> = c
+            .heredocs
+            .iter()
+            .map(|h| (h.name.as_str(), h.content.as_str(), h.expand, h.chomp))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("A", "x $V\n", true, true),
+                ("B", "\ty $V\n", false, false),
+                ("C", "", true, false)
+            ]
+        );
+        assert_eq!(c.sources, ["<<-A", "foo", "<<'B'", "<<C"]);
+    }
+
+    #[test]
+    fn onbuild_keeps_heredoc_bodies() {
+        let (file, errs) =
+            typed_text("FROM a\nONBUILD RUN <<EOF\necho hi\nEOF\nONBUILD COPY <<-X /x\n\ty\n\tX\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        let steps = &file.stages[0].steps;
+        let Instruction::Onbuild(trigger, text) = &steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(text, "RUN <<EOF\necho hi\nEOF");
+        let Instruction::Run(run) = trigger.as_ref() else {
+            panic!()
+        };
+        assert_eq!(run.heredocs[0].content, "echo hi\n");
+        let Instruction::Onbuild(trigger, text) = &steps[1].instruction else {
+            panic!()
+        };
+        assert_eq!(text, "COPY <<-X /x\n\ty\nX");
+        let Instruction::Copy(c) = trigger.as_ref() else {
+            panic!()
+        };
+        assert_eq!(c.heredocs[0].content, "y\n");
+        // The stored text parses back to the same trigger.
+        let (again, errs) = typed_text(&format!("FROM a\n{text}\n"));
+        assert!(errs.is_empty(), "{errs:?}");
+        let Instruction::Copy(parsed) = &again.stages[0].steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(
+            (&parsed.sources, &parsed.heredocs[0].content),
+            (&c.sources, &c.heredocs[0].content)
         );
     }
 

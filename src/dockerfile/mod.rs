@@ -10,7 +10,7 @@ pub mod dump;
 pub mod error;
 pub mod flags;
 mod grammar;
-mod heredoc;
+pub mod heredoc;
 pub mod instructions;
 pub mod json;
 pub mod lint;

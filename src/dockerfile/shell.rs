@@ -89,6 +89,9 @@ pub struct Lexer {
     pub raw_escapes: bool,
     /// Leave references to unset variables as written.
     pub skip_unset: bool,
+    /// Treat quotes as ordinary characters (BuildKit's SkipProcessQuotes,
+    /// used for heredoc bodies, where quotes are file content).
+    pub skip_quotes: bool,
 }
 
 impl Lexer {
@@ -99,6 +102,7 @@ impl Lexer {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
         }
     }
 
@@ -239,7 +243,7 @@ impl<'l, 'e, 'f> Run<'l, 'e, 'f> {
                 return Ok((result, words.finish()));
             }
             match c {
-                '\'' | '"' => {
+                '\'' | '"' if !self.lex.skip_quotes => {
                     let s = if c == '\'' {
                         self.single_quote()?
                     } else {
@@ -252,6 +256,19 @@ impl<'l, 'e, 'f> Run<'l, 'e, 'f> {
                     let s = self.dollar()?;
                     result.push_str(&s);
                     words.add_string(&s);
+                }
+                // BuildKit's processPossibleHeredoc: the blanks after `<<`
+                // stay in its word, so `<< EOF` is one word (a heredoc
+                // opener). The text itself is unchanged.
+                '<' if self.chars.get(self.pos + 1) == Some(&'<') => {
+                    let mut s = String::from("<<");
+                    self.pos += 2;
+                    while let Some(blank) = self.peek().filter(|c| matches!(c, '\t' | '\r' | ' ')) {
+                        self.pos += 1;
+                        s.push(blank);
+                    }
+                    result.push_str(&s);
+                    words.add_raw_string(&s);
                 }
                 _ => {
                     self.pos += 1;
@@ -657,6 +674,33 @@ mod tests {
             .process_words("x \"y z\" $S 'q r'", &env)
             .unwrap();
         assert_eq!(words, ["x", "y z", "a", "b", "q r"]);
+    }
+
+    #[test]
+    fn blanks_after_double_angle_stay_in_the_word() {
+        let env = |_: &str| None;
+        let lex = Lexer::new('\\');
+        assert_eq!(
+            lex.process_words("RUN <<  EOF x 3<<\tY a<b <<- Z", &env)
+                .unwrap(),
+            ["RUN", "<<  EOF", "x", "3<<\tY", "a<b", "<<-", "Z"]
+        );
+        // The text itself is unchanged.
+        assert_eq!(lex.process_word("a <<  b", &env).unwrap().value, "a <<  b");
+    }
+
+    #[test]
+    fn skip_quotes_keeps_quotes_as_text() {
+        let env = |name: &str| (name == "A").then_some("1");
+        let lex = Lexer {
+            skip_quotes: true,
+            ..Lexer::new('\\')
+        };
+        assert_eq!(
+            lex.process_word("'$A' \"$A\" \\\"", &env).unwrap().value,
+            "'1' \"1\" \""
+        );
+        assert_eq!(lex.process_word("${X:-'a'}", &env).unwrap().value, "'a'");
     }
 
     #[test]
