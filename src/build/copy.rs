@@ -315,7 +315,15 @@ pub(super) fn step<'a>(
         }
         let mut found = Vec::new();
         for m in copier::find(&root, &pattern) {
-            if filter.take("", &m.name) == copier::Take::Nothing {
+            // `--exclude` leaves out what is below a matched directory,
+            // never the directory itself (`ADD --exclude=* dir* /d` makes
+            // an empty /d); `.dockerignore` leaves out either.
+            let is_dir = root.stat(&m.name).is_ok_and(|m| m.is_dir());
+            let dropped = match is_dir {
+                true => Filter { ignore: filter.ignore, exclude: None }.take("", &m.name),
+                false => filter.take("", &m.name),
+            };
+            if dropped == copier::Take::Nothing {
                 continue;
             }
             // A source named (or matched) is followed, inside its root.
@@ -376,7 +384,9 @@ pub(super) fn step<'a>(
                 .stat(&sources[0].rel)
                 .is_ok_and(|m| m.is_dir()))
         || image.is_dir(&dest);
-    if count > 1 && !names_dir {
+    // Several sources written (not matched: `ADD *.tar /dest` may match
+    // several) need a directory destination, as docker's builder says.
+    if c.sources.len() > 1 && !names_dir {
         return Err(step_error(
             step,
             format!(
@@ -394,6 +404,7 @@ pub(super) fn step<'a>(
         format!("{chmod:?}"),
         format!("{:?}", c.from),
         format!("{:?} {:?} {}", c.exclude, c.parents, c.link),
+        format!("unpack {:?}", c.unpack),
     ];
     for s in &sources {
         key_parts.push(format!("{} {} {}", s.name, s.strip, s.remote));
@@ -503,6 +514,13 @@ pub(super) fn step<'a>(
                 }
                 extracted
                     .map_err(|e| step_error(step, format!("ADD: extracting {}: {e}", s.name)))?;
+                // --chown owns what the archive held too (BuildKit's
+                // unpack with a user): the staging layer holds only this
+                // step's files, and the directories it made are owned so.
+                if let Some((uid, gid)) = chowned {
+                    let below = if dest_is_dir { dest_dir.as_str() } else { target.as_str() };
+                    chown_below(&staging, below, uid, gid).map_err(fail)?;
+                }
                 continue;
             }
             let chmod = match (&chmod, s.remote) {
@@ -589,6 +607,25 @@ impl Drop for Cleanup {
 struct TarArchive {
     reader: Box<dyn Read>,
     temp: Option<PathBuf>,
+}
+
+/// Owns everything below `dir` in `root` (not `dir` itself), walking
+/// without following symlinks.
+fn chown_below(root: &Root, dir: &str, uid: u32, gid: u32) -> std::io::Result<()> {
+    let mut todo = vec![dir.to_string()];
+    while let Some(d) = todo.pop() {
+        for name in root.read_dir(&d)? {
+            let rel = match d.is_empty() {
+                true => name.to_string_lossy().into_owned(),
+                false => format!("{d}/{}", name.to_string_lossy()),
+            };
+            root.chown(&rel, uid, gid)?;
+            if root.lstat(&rel)?.is_dir() {
+                todo.push(rel);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The tar inside `rel` in `root`, plain or compressed with gzip, zstd, bzip2 or xz

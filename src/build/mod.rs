@@ -112,6 +112,25 @@ pub struct Options {
     pub cache_to: Option<(CacheSpec, CacheMode)>,
     /// `--cache-from`: caches to import before building.
     pub cache_from: Vec<CacheSpec>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run
+    /// without the seccomp filter.
+    pub allow_insecure: bool,
+    /// `--label`: labels set on the image built.
+    pub labels: Vec<(String, String)>,
+    /// `--network`: the network of a RUN that does not choose one.
+    pub network: DefaultNetwork,
+    /// `--add-host`: (host, IP) lines added to every RUN's /etc/hosts.
+    pub add_hosts: Vec<(String, String)>,
+}
+
+/// The network a RUN step gets unless it says `--network` itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DefaultNetwork {
+    /// The host's, as BuildKit's default.
+    #[default]
+    Host,
+    /// None: loopback only.
+    None,
 }
 
 /// When a FROM base is pulled (`--pull`).
@@ -452,7 +471,12 @@ pub fn build(
         .build_args
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !declared.contains(k) && !is_proxy_arg(k) && *k != "SOURCE_DATE_EPOCH")
+        .filter(|k| {
+            !declared.contains(k)
+                && !is_proxy_arg(k)
+                && *k != "SOURCE_DATE_EPOCH"
+                && !k.starts_with("BUILDKIT_")
+        })
         .collect();
     unused.sort_unstable();
     unused.dedup();
@@ -486,6 +510,13 @@ pub fn build(
     }
     let state = built[target].take().expect("target built");
     let mut config = state.config;
+    for (k, v) in &opts.labels {
+        config
+            .config
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(k.clone(), v.clone());
+    }
     config.created = Some(config::created_now());
     config.rootfs.diff_ids = state.layers.iter().map(|(_, d)| d.clone()).collect();
     let layers: Vec<Descriptor> = state.layers.into_iter().map(|(d, _)| d).collect();
@@ -886,6 +917,12 @@ impl Builder<'_> {
                 Ok(false)
             }
             Instruction::Run(run) => {
+                if run.security == instructions::Security::Insecure && !opts.allow_insecure {
+                    return Err(step_error(
+                        step,
+                        "security.insecure is not allowed: pass --allow security.insecure to kiln build".into(),
+                    ));
+                }
                 let shell = state
                     .config
                     .config
@@ -907,7 +944,13 @@ impl Builder<'_> {
                     &format!("{env:?}"),
                     c.user.as_deref().unwrap_or(""),
                     c.working_dir.as_deref().unwrap_or(""),
-                    &format!("{:?}", run.network),
+                    &match (run.network, opts.network) {
+                        // `--network none` for the build: not the same step.
+                        (instructions::Network::Default, DefaultNetwork::None) => {
+                            "Default(none)".to_string()
+                        }
+                        (n, _) => format!("{n:?}"),
+                    },
                 ]);
                 let created_by = history::run_entry(
                     &argv,
@@ -942,7 +985,11 @@ impl Builder<'_> {
                 let result = match hit {
                     Some(r) => r,
                     None => {
-                        let network = run.network == instructions::Network::None;
+                        let network = match run.network {
+                            instructions::Network::None => true,
+                            instructions::Network::Host => false,
+                            instructions::Network::Default => opts.network == DefaultNetwork::None,
+                        };
                         let _script_dir = match &script {
                             Some(s) => Some(
                                 mount_script(store, s, &mut mounts)
@@ -1377,14 +1424,9 @@ fn push_layer(state: &mut State, r: StepResult, created_by: String) {
 /// Commits a directory holding a step's diff: its tar becomes the layer
 /// blob (uncompressed: digest = diffID) and the directory, renamed, the
 /// layer's snapshot. An empty diff makes no layer.
+/// A step that changed nothing still gets its (empty) layer, as in
+/// BuildKit: `RUN true` is a layer in the image and in its history.
 pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildError> {
-    if std::fs::read_dir(dir)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true)
-    {
-        let _ = sandbox::fs::remove_dir_all(dir);
-        return Ok(StepResult::default());
-    }
     let clamp = config::source_date_epoch().and_then(|s| u64::try_from(s).ok());
     // The generator hashes the tar it writes: that digest is the blob's.
     let writer = store.blob_writer_prehashed()?;
@@ -1421,8 +1463,15 @@ impl Builder<'_> {
             &argv.join(" "),
         ]);
         let dir = store.container_dir(&id);
-        let hostname = "buildkitsandbox".to_string();
-        let dirs = ContainerDirs::create(&dir, &hostname)
+        // BuildKit's default, or the BUILDKIT_SANDBOX_HOSTNAME build arg.
+        let hostname = self
+            .opts
+            .build_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "BUILDKIT_SANDBOX_HOSTNAME")
+            .map_or_else(|| "buildkitsandbox".to_string(), |(_, v)| v.clone());
+        let dirs = ContainerDirs::create(&dir, &hostname, &self.opts.add_hosts)
             .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
         let mut lower: Vec<PathBuf> = state
             .layers
@@ -1461,8 +1510,13 @@ impl Builder<'_> {
             tty: false,
             etc_dir: dirs.etc,
             // RUN steps run under Docker's default seccomp profile, as in
-            // BuildKit's default (non-insecure) sandbox.
-            seccomp: sandbox::SeccompProfile::Default,
+            // BuildKit's default sandbox; an allowed insecure step without.
+            seccomp: match &step.instruction {
+                Instruction::Run(r) if r.security == instructions::Security::Insecure => {
+                    sandbox::SeccompProfile::Unconfined
+                }
+                _ => sandbox::SeccompProfile::Default,
+            },
             no_new_privileges: false,
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));

@@ -29,6 +29,32 @@ pub struct Args {
     /// Build up to this stage.
     #[arg(long)]
     target: Option<String>,
+    /// Set a label on the image: `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// The platform to build for; kiln builds for this machine's only
+    /// (linux/<arch>), and says so for any other.
+    #[arg(long)]
+    platform: Option<String>,
+    /// The network of every RUN step that does not choose its own:
+    /// `default` (the host's, as BuildKit), `host` or `none`.
+    #[arg(long, value_parser = ["default", "host", "none"])]
+    network: Option<String>,
+    /// Add `HOST:IP` to /etc/hosts of every RUN step (repeatable).
+    #[arg(long = "add-host", value_parser = parse_add_host)]
+    add_hosts: Vec<(String, String)>,
+    /// Allow an entitlement: `security.insecure` lets `RUN
+    /// --security=insecure` run without the seccomp filter.
+    #[arg(long, value_parser = ["security.insecure", "network.host"])]
+    allow: Vec<String>,
+    /// Run the Dockerfile's checks (the lint rules) instead of building;
+    /// exits 1 when there are findings, as `docker build --check`.
+    #[arg(long)]
+    check: bool,
+    /// `check` runs the checks instead of building (`--call=check`);
+    /// `build` is the default.
+    #[arg(long, value_parser = ["build", "check"])]
+    call: Option<String>,
     /// Run every step, ignoring the cache.
     #[arg(long)]
     no_cache: bool,
@@ -119,6 +145,28 @@ fn parse_output(text: &str) -> Result<Output, String> {
     }
 }
 
+/// Parses `--label KEY=VALUE` (a bare KEY is an empty label, as docker's).
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text.split_once('=').unwrap_or((text, ""));
+    if k.is_empty() {
+        return Err(format!("invalid label {text:?}: use KEY=VALUE"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too).
+fn parse_add_host(text: &str) -> Result<(String, String), String> {
+    let (host, ip) = text
+        .split_once('=')
+        .or_else(|| text.split_once(':'))
+        .ok_or_else(|| format!("invalid --add-host {text:?}: use HOST:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("invalid --add-host {text:?}: use HOST:IP with an IP address"));
+    }
+    Ok((host.to_string(), ip.to_string()))
+}
+
 fn parse_cache(text: &str) -> Result<(build::CacheSpec, build::CacheMode), String> {
     build::CacheSpec::parse(text)
 }
@@ -174,6 +222,17 @@ fn parse_secret(text: &str) -> Result<(String, Secret), String> {
 
 /// Builds and prints the image id.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    if args.check || args.call.as_deref() == Some("check") {
+        return super::check::for_build(args.file.clone(), args.context.clone());
+    }
+    if let Some(p) = &args.platform {
+        let host = format!("linux/{}", kiln::image::config::host_architecture());
+        if p != &host && !p.eq_ignore_ascii_case(&host) {
+            return Err(Error::Usage(format!(
+                "--platform {p}: kiln builds for this machine's platform ({host}) only; multi-platform builds are not there yet"
+            )));
+        }
+    }
     let mut tags = Vec::new();
     for t in &args.tags {
         tags.push(t.parse::<Name>().map_err(Error::Usage)?);
@@ -209,6 +268,13 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         pull: args.pull,
         cache_to: args.cache_to.clone(),
         cache_from: args.cache_from.iter().map(|(s, _)| s.clone()).collect(),
+        allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
+        labels: args.labels.clone(),
+        network: match args.network.as_deref() {
+            Some("none") => build::DefaultNetwork::None,
+            _ => build::DefaultNetwork::Host,
+        },
+        add_hosts: args.add_hosts.clone(),
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());

@@ -23,6 +23,22 @@ pub struct Args {
 
 /// Checks the file; exit 1 when there are errors, 0 when at most warnings.
 pub fn run(args: Args) -> Result<ExitCode, Error> {
+    report(args, false)
+}
+
+/// `kiln build --check`: as `docker build --check`, any finding (a
+/// warning too) makes the exit status 1.
+pub fn for_build(file: Option<PathBuf>, context: PathBuf) -> Result<ExitCode, Error> {
+    report(
+        Args {
+            file,
+            context: Some(context),
+        },
+        true,
+    )
+}
+
+fn report(args: Args, warnings_fail: bool) -> Result<ExitCode, Error> {
     let file = match (&args.file, &args.context) {
         (Some(file), _) => file.clone(),
         (None, Some(context)) => context.join("Dockerfile"),
@@ -51,7 +67,7 @@ pub fn run(args: Args) -> Result<ExitCode, Error> {
     }
     out.push_str(&summary(&source.name, errors, warnings));
     std::io::stdout().lock().write_all(out.as_bytes())?;
-    Ok(if errors > 0 {
+    Ok(if errors > 0 || warnings_fail && warnings > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

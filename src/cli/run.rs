@@ -289,7 +289,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let mut lower = image.snapshots(&store)?;
     lower.reverse();
     let dir = store.container_dir(&id);
-    let dirs = sandbox::ContainerDirs::create(&dir, &hostname)
+    let dirs = sandbox::ContainerDirs::create(&dir, &hostname, &[])
         .map_err(|e| Error::Run(125, format!("creating {}: {e}", dir.display())))?;
     if lower.is_empty() {
         lower.push(dirs.empty.clone());

@@ -385,13 +385,14 @@ mod tests {
 
     #[test]
     fn exceptions_below_excluded_directories_are_reachable() {
-        let m = m("docs\n!docs/keep.md\n*/tmp\n!*/tmp/x/y\nall\n!**/z\n");
+        let m = m("docs\n!docs/keep.md\n*/tmp\n!*/tmp/x/y\n");
         assert!(m.is_ignored("docs") && m.may_take_below("docs"));
         assert!(!m.is_ignored("docs/keep.md"));
         assert!(m.is_ignored("docs/drop.md") && !m.may_take_below("docs/drop.md"));
         assert!(m.may_take_below("a/tmp") && m.may_take_below("a/tmp/x"));
         assert!(!m.may_take_below("a/tmp/x/y"));
-        assert!(m.may_take_below("all"));
+        let anywhere = super::Matcher::parse("all\n!**/z\n", Path::new(".dockerignore")).unwrap();
+        assert!(anywhere.may_take_below("all"));
         let plain = super::Matcher::parse("docs\n", Path::new(".dockerignore")).unwrap();
         assert!(!plain.may_take_below("docs"));
     }

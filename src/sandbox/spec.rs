@@ -190,7 +190,11 @@ impl Drop for ContainerLock {
 
 impl ContainerDirs {
     /// Creates the directories in `dir` and writes /etc files for `hostname`.
-    pub fn create(dir: &std::path::Path, hostname: &str) -> std::io::Result<ContainerDirs> {
+    pub fn create(
+        dir: &std::path::Path,
+        hostname: &str,
+        extra_hosts: &[(String, String)],
+    ) -> std::io::Result<ContainerDirs> {
         std::fs::create_dir_all(dir)?;
         // The lock first: a directory is never seen unlocked while made.
         let lock = ContainerLock::take(dir)?;
@@ -215,7 +219,11 @@ impl ContainerDirs {
             (
                 "hosts",
                 format!(
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n{}",
+                    extra_hosts
+                        .iter()
+                        .map(|(h, ip)| format!("{ip}\t{h}\n"))
+                        .collect::<String>()
                 ),
             ),
             ("hostname", format!("{hostname}\n")),

@@ -42,6 +42,9 @@ struct Case {
     #[serde(default)]
     config: BTreeMap<String, Value>,
     history: Option<HistoryCheck>,
+    /// A difference from BuildKit kiln still has, said in README: the
+    /// case must still fail (so that fixing it means removing this line).
+    known_gap: Option<String>,
     /// Why a case is written differently from its BuildKit source, or why
     /// docker 20.10 is not asked; for people, not for the harness.
     #[serde(default)]
@@ -362,6 +365,15 @@ fn run_case(file: &Path, store: &Path, scratch: &Path, docker: bool) -> Result<(
     }
     let _ = std::fs::remove_dir_all(&ctx);
     let _ = std::fs::remove_dir_all(&rootfs);
+    if let Some(gap) = &case.known_gap {
+        return match wrong.is_empty() {
+            true => Err(format!(
+                "{name} ({}): passes now; remove its known_gap ({gap}) and README's mention",
+                case.source
+            )),
+            false => Ok(()),
+        };
+    }
     if wrong.is_empty() {
         Ok(())
     } else {
@@ -409,7 +421,7 @@ fn compare_with_docker(
     if id.is_empty() {
         return vec![format!("docker create: {}", text(&created.stderr))];
     }
-    let export = docker_cmd()
+    let mut export = docker_cmd()
         .args(["export", &id])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -417,10 +429,11 @@ fn compare_with_docker(
     let untar = std::process::Command::new("tar")
         .args(["--numeric-owner", "-xpf", "-", "-C"])
         .arg(&docker_root)
-        .stdin(export.stdout.expect("pipe"))
+        .stdin(export.stdout.take().expect("pipe"))
         .status()
         .expect("tar");
-    if !untar.success() {
+    let exported = export.wait().is_ok_and(|s| s.success());
+    if !untar.success() || !exported {
         return vec!["untarring docker's export failed".into()];
     }
     let _ = docker_cmd().args(["rm", &id]).output();
