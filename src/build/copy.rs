@@ -151,7 +151,12 @@ impl Filter<'_> {
             Some(ex) if [Some(rel), below].iter().flatten().any(|r| excluded(ex, r)) => {
                 Take::Nothing
             }
-            Some(ex) if [Some(rel), below].iter().flatten().any(|r| ex.is_ignored(r)) => {
+            Some(ex)
+                if [Some(rel), below]
+                    .iter()
+                    .flatten()
+                    .any(|r| ex.is_ignored(r)) =>
+            {
                 Take::Below
             }
             _ => take,
@@ -320,7 +325,11 @@ pub(super) fn step<'a>(
             // an empty /d); `.dockerignore` leaves out either.
             let is_dir = root.stat(&m.name).is_ok_and(|m| m.is_dir());
             let dropped = match is_dir {
-                true => Filter { ignore: filter.ignore, exclude: None }.take("", &m.name),
+                true => Filter {
+                    ignore: filter.ignore,
+                    exclude: None,
+                }
+                .take("", &m.name),
                 false => filter.take("", &m.name),
             };
             if dropped == copier::Take::Nothing {
@@ -518,7 +527,11 @@ pub(super) fn step<'a>(
                 // unpack with a user): the staging layer holds only this
                 // step's files, and the directories it made are owned so.
                 if let Some((uid, gid)) = chowned {
-                    let below = if dest_is_dir { dest_dir.as_str() } else { target.as_str() };
+                    let below = if dest_is_dir {
+                        dest_dir.as_str()
+                    } else {
+                        target.as_str()
+                    };
                     chown_below(&staging, below, uid, gid).map_err(fail)?;
                 }
                 continue;
@@ -703,7 +716,8 @@ pub(super) fn mkdir_layer(
         image.owner(user)?
     };
     let staging = store.temp_path("workdir");
-    let made = Root::create(&staging).and_then(|root| image.make_parents(&root, &resolved, owner, 0o755));
+    let made =
+        Root::create(&staging).and_then(|root| image.make_parents(&root, &resolved, owner, 0o755));
     if let Err(e) = made {
         let _ = remove_dir_all(&staging);
         return Err(format!("creating {dir}: {e}"));

@@ -89,7 +89,11 @@ pub(super) fn run_entry(
                 .iter()
                 .rev()
                 .find_map(|e| e.split_once('=').filter(|(n, _)| n == k).map(|(_, v)| v));
-            let from_args = args.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let from_args = args
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str());
             format!("{k}={}", from_env.or(from_args).unwrap_or(""))
         })
         .collect();

@@ -345,8 +345,11 @@ pub fn build(
             .position(|s| s.from.name.as_deref() == Some(t.to_lowercase().as_str()))
             .ok_or_else(|| BuildError::NoTarget {
                 suggestion: {
-                    let names: Vec<&str> =
-                        file.stages.iter().filter_map(|s| s.from.name.as_deref()).collect();
+                    let names: Vec<&str> = file
+                        .stages
+                        .iter()
+                        .filter_map(|s| s.from.name.as_deref())
+                        .collect();
                     crate::dockerfile::flags::suggest(&t.to_lowercase(), &names).map(str::to_string)
                 },
                 name: t.clone(),
@@ -410,6 +413,12 @@ pub fn build(
                 .map_err(|e| step_error(&stage.from_step, e.to_string()))
         })
         .collect::<Result<_, _>>()?;
+    for stage in &file.stages {
+        if let Some(raw) = &stage.from.platform {
+            check_platform(raw, &global, &automatic, escape)
+                .map_err(|m| step_error(&stage.from_step, m))?;
+        }
+    }
     check_stage_order(&file.stages)?;
     let deps: Vec<Vec<usize>> = (0..file.stages.len())
         .map(|i| stage_deps(&file.stages, &bases, i))
@@ -489,7 +498,10 @@ pub fn build(
     if let Some((to, mode)) = &opts.cache_to {
         // mode=min: the stages the final image is made of (its FROM chain).
         let mut chain = vec![target];
-        while let Some(base) = chain.last().and_then(|&t| from_stage(&file.stages, &bases, t)) {
+        while let Some(base) = chain
+            .last()
+            .and_then(|&t| from_stage(&file.stages, &bases, t))
+        {
             chain.push(base);
         }
         let records: Vec<(String, StepResult)> = builder
@@ -561,13 +573,60 @@ fn override_or_default(
         .map(|(_, v)| v.clone()))
 }
 
+/// `FROM --platform=`, expanded with the global ARGs, must name a
+/// platform, and (until multi-platform builds exist) this machine's.
+fn check_platform(
+    raw: &str,
+    global: &[(String, String)],
+    automatic: &[(String, String)],
+    escape: char,
+) -> Result<(), String> {
+    let scope: Vec<&(String, String)> = global.iter().chain(automatic).collect();
+    let lookup = |k: &str| {
+        scope
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let expansion = Lexer::new(escape)
+        .process_word(raw, &lookup)
+        .map_err(|e| e.to_string())?;
+    let value = expansion.value;
+    if value.is_empty() {
+        let names: Vec<&str> = scope.iter().map(|(n, _)| n.as_str()).collect();
+        let hint = expansion
+            .unset
+            .iter()
+            .find_map(|u| crate::dockerfile::flags::suggest(u, &names))
+            .map(|s| format!(" (did you mean {s}?)"))
+            .unwrap_or_default();
+        return Err(format!("empty platform value from expression {raw}{hint}"));
+    }
+    let parts: Vec<&str> = value.split('/').collect();
+    if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "failed to parse platform {raw}: {value:?} is not os/arch[/variant]"
+        ));
+    }
+    let host = format!("linux/{}", config::host_architecture());
+    if parts[..2].join("/") != host {
+        return Err(format!(
+            "FROM --platform={value}: kiln builds for this machine's platform ({host}) only"
+        ));
+    }
+    Ok(())
+}
+
 /// A `COPY --from` or `RUN --mount=from=` naming a stage defined later is
 /// an error, as in BuildKit (it would otherwise be taken for an image).
 fn check_stage_order(stages: &[Stage]) -> Result<(), BuildError> {
     for (i, stage) in stages.iter().enumerate() {
         for step in &stage.steps {
             let froms: Vec<&str> = match &step.instruction {
-                Instruction::Copy(c) | Instruction::Add(c) => c.from.as_deref().into_iter().collect(),
+                Instruction::Copy(c) | Instruction::Add(c) => {
+                    c.from.as_deref().into_iter().collect()
+                }
                 Instruction::Run(r) => r.mounts.iter().filter_map(|m| m.from.as_deref()).collect(),
                 _ => Vec::new(),
             };
@@ -580,7 +639,11 @@ fn check_stage_order(stages: &[Stage]) -> Result<(), BuildError> {
                     .iter()
                     .any(|s| s.from.name.as_deref() == Some(lower.as_str()));
                 if later && !earlier {
-                    let current = stage.from.name.clone().unwrap_or_else(|| format!("stage-{i}"));
+                    let current = stage
+                        .from
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("stage-{i}"));
                     return Err(step_error(
                         step,
                         format!(
@@ -1203,7 +1266,9 @@ fn base_state(
     }
     if let Some(i) = parent {
         let Some(Some(state)) = built.get(i) else {
-            return Err(format!("stage {base} was not built before the stage FROM it"));
+            return Err(format!(
+                "stage {base} was not built before the stage FROM it"
+            ));
         };
         let mut state = State {
             cmd_set: false,

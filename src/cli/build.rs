@@ -162,7 +162,9 @@ fn parse_add_host(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("invalid --add-host {text:?}: use HOST:IP"))?;
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(format!("invalid --add-host {text:?}: use HOST:IP with an IP address"));
+        return Err(format!(
+            "invalid --add-host {text:?}: use HOST:IP with an IP address"
+        ));
     }
     Ok((host.to_string(), ip.to_string()))
 }

@@ -680,10 +680,15 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
     {
         errors.push(
             Error::new(
-                ErrorKind::Instruction(format!(
-                    "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777",
-                    v.value
-                )),
+                // BuildKit's words for what looks numeric ("64a", "10000").
+                ErrorKind::Instruction(if v.value.starts_with(|c: char| c.is_ascii_digit()) {
+                    format!(
+                        "invalid chmod parameter: '{}'. it should be octal string and between 0 and 07777",
+                        v.value
+                    )
+                } else {
+                    format!("invalid chmod {:?}", v.value)
+                }),
                 v.span,
             )
             .with_hint("use an octal mode such as 0755, or a symbolic one such as u+x,go-w"),
@@ -714,9 +719,7 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
         if sources.iter().any(|s| !is_remote(s)) {
             errors.push(
                 Error::new(
-                    ErrorKind::Instruction(
-                        "checksum requires HTTP(S) or Git sources".into(),
-                    ),
+                    ErrorKind::Instruction("checksum requires HTTP(S) or Git sources".into()),
                     v.span,
                 )
                 .with_hint("--checksum verifies a downloaded file; drop it for local sources"),
@@ -1170,7 +1173,10 @@ mod tests {
     #[test]
     fn instruction_before_from() {
         assert_eq!(errors("RUN x\nFROM a\n"), ["RUN before the first FROM"]);
-        assert_eq!(errors("ARG x\n"), ["dockerfile contains no stages to build"]);
+        assert_eq!(
+            errors("ARG x\n"),
+            ["dockerfile contains no stages to build"]
+        );
     }
 
     #[test]

@@ -503,6 +503,7 @@ mod tests {
             "run x \\\n\n y\n",
             "FROM $NOPE AS scratch\n",
             "COPY ignored /x\n",
+            "FROM a AS builder\n",
         ));
         let names: Vec<&str> = found.iter().map(|(r, _)| *r).collect();
         for rule in RULES {

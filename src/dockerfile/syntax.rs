@@ -792,7 +792,10 @@ mod tests {
     fn json_with_trailing_text_is_shell_form() {
         assert_eq!(nodes("CMD [\"a\"] b\n")[0].args, ["[\"a\"] b"]);
         assert!(!nodes("CMD [\"a\"] b\n")[0].json);
-        assert_eq!(nodes("ENTRYPOINT []random string\n")[0].args, ["[]random string"]);
+        assert_eq!(
+            nodes("ENTRYPOINT []random string\n")[0].args,
+            ["[]random string"]
+        );
         assert_eq!(nodes("CMD [\"a\"]  \n")[0].args, ["a"]);
         assert_eq!(
             nodes("CMD [\"\\ud83d\\ude00\", \"\\ud800\"]\n")[0].args,

@@ -115,11 +115,7 @@ pub fn apply_with(
             // is two ports, as BuildKit makes it.
             let words = ports
                 .iter()
-                .map(|p| {
-                    lexer
-                        .process_words(p, &lookup)
-                        .map_err(|e| e.to_string())
-                })
+                .map(|p| lexer.process_words(p, &lookup).map_err(|e| e.to_string()))
                 .collect::<Result<Vec<_>, _>>()?;
             for port in exposed(&words.concat())? {
                 config

@@ -51,7 +51,17 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
         "",
     )?;
     sys.mkdir_all(root, 0o755)?;
-    let lower: Vec<String> = spec.lower.iter().map(|p| p.display().to_string()).collect();
+    // One snapshot twice (an image with two identical layers, such as the
+    // empty layers of steps that change nothing) is an overlap overlayfs
+    // refuses (ELOOP). The topmost copy holds all the lower one holds, so
+    // the lower copies go.
+    let mut lower: Vec<String> = Vec::with_capacity(spec.lower.len());
+    for p in &spec.lower {
+        let p = p.display().to_string();
+        if !lower.contains(&p) {
+            lower.push(p);
+        }
+    }
     let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -387,6 +397,16 @@ sethostname box
         setup(&rec, &spec()).unwrap();
         let calls = rec.0.into_inner().join("\n") + "\n";
         assert_eq!(calls, EXPECTED);
+    }
+
+    #[test]
+    fn a_snapshot_twice_is_one_lowerdir() {
+        let rec = Recorder(Default::default(), "");
+        let mut s = spec();
+        s.lower = vec!["/s/empty".into(), "/s/a".into(), "/s/empty".into()];
+        setup(&rec, &s).unwrap();
+        let log = rec.0.borrow().join("\n");
+        assert!(log.contains("[lowerdir=/s/empty:/s/a,upperdir="), "{log}");
     }
 
     #[test]

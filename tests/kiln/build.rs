@@ -107,7 +107,7 @@ fn build_produces_the_files_modes_owners_and_config() {
     );
     assert_eq!(
         text(&listing.stdout),
-        "1000:1000 644 a.txt\n0:0 755 sub\n0:0 600 sub/b.txt\n0:0 600 sub/c\n0:0 600 sub/c/d.txt\nx.md\ny.md\nno-group\n",
+        "1000:1000 644 a.txt\n0:0 600 sub\n0:0 600 sub/b.txt\n0:0 600 sub/c\n0:0 600 sub/c/d.txt\nx.md\ny.md\nno-group\n",
         "{}",
         text(&listing.stderr)
     );
@@ -1371,4 +1371,90 @@ fn copy_from_an_image_in_the_store() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = k(root.path(), &["run", "--rm", "cf:1", "cat", "/same"]);
     assert_eq!(text(&shown.stdout), "same\n");
+}
+
+/// The flags a CI script passes to `docker build`: labels on the image,
+/// the default RUN network, extra /etc/hosts lines, this machine's
+/// platform only, `--check` instead of a build, and the insecure
+/// entitlement.
+#[test]
+fn docker_build_flags() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    let dir = c.to_str().unwrap();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN grep -c . /proc/net/dev > /netdev; grep myhost /etc/hosts > /hosts\n",
+        )],
+    );
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "flags:1",
+            "--label",
+            "a=b",
+            "--label",
+            "empty",
+            "--add-host",
+            "myhost:10.1.2.3",
+            "--network",
+            "none",
+            "--platform",
+            "linux/amd64",
+            dir,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&k(root.path(), &["inspect", "flags:1"]).stdout).unwrap();
+    assert_eq!(
+        inspect[0]["Config"]["Labels"],
+        serde_json::json!({"a": "b", "empty": ""})
+    );
+    let cat = |file: &str| text(&k(root.path(), &["run", "--rm", "flags:1", "cat", file]).stdout);
+    assert_eq!(cat("/hosts"), "10.1.2.3\tmyhost\n");
+    // Two header lines and lo: the step had no network but loopback.
+    assert_eq!(cat("/netdev"), "3\n");
+
+    let out = k(root.path(), &["build", "--platform", "linux/s390x", dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("--platform linux/s390x: kiln builds for this machine's platform (linux/"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --check: a warning fails it, as docker build --check; nothing is built.
+    write(c, &[("Dockerfile", "FROM box:1\nMAINTAINER me\n")]);
+    let out = k(root.path(), &["build", "--check", "-t", "checked:1", dir]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("MaintainerDeprecated"));
+    assert!(!k(root.path(), &["inspect", "checked:1"]).status.success());
+    write(c, &[("Dockerfile", "FROM box:1\nLABEL a=b\n")]);
+    let out = k(root.path(), &["build", "--call=check", dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // RUN --security=insecure needs the entitlement.
+    write(
+        c,
+        &[("Dockerfile", "FROM box:1\nRUN --security=insecure true\n")],
+    );
+    let out = k(root.path(), &["build", "-q", dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("security.insecure is not allowed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = k(
+        root.path(),
+        &["build", "-q", "--allow", "security.insecure", dir],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

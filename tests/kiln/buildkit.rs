@@ -360,7 +360,14 @@ fn run_case(file: &Path, store: &Path, scratch: &Path, docker: bool) -> Result<(
             .unwrap_or_default();
         wrong.extend(check_config(&case, &inspected[0], &history));
         if docker && case.docker {
-            wrong.extend(compare_with_docker(&case, &ctx, &tag, &rootfs, &inspected[0], scratch));
+            wrong.extend(compare_with_docker(
+                &case,
+                &ctx,
+                &tag,
+                &rootfs,
+                &inspected[0],
+                scratch,
+            ));
         }
     }
     let _ = std::fs::remove_dir_all(&ctx);
@@ -457,9 +464,14 @@ fn compare_with_docker(
             ));
         }
     }
-    let inspected: Value =
-        serde_json::from_slice(&docker_cmd().args(["image", "inspect", tag]).output().unwrap().stdout)
-            .unwrap_or(Value::Null);
+    let inspected: Value = serde_json::from_slice(
+        &docker_cmd()
+            .args(["image", "inspect", tag])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap_or(Value::Null);
     let (a, b) = (
         config_fields(&kiln_cfg["Config"]),
         config_fields(&inspected[0]["Config"]),
@@ -507,7 +519,10 @@ fn buildkit_cases_build_as_buildkit_asserts() {
     let only = std::env::var("KILN_CASE").ok();
     let files: Vec<PathBuf> = case_files()
         .into_iter()
-        .filter(|f| only.as_ref().is_none_or(|o| f.to_string_lossy().contains(o.as_str())))
+        .filter(|f| {
+            only.as_ref()
+                .is_none_or(|o| f.to_string_lossy().contains(o.as_str()))
+        })
         .collect();
     let store = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -538,7 +553,12 @@ fn buildkit_cases_build_as_buildkit_asserts() {
             .output()
             .unwrap();
         assert!(out.status.success(), "save: {}", text(&out.stderr));
-        let out = docker_cmd().arg("load").arg("-i").arg(&saved).output().unwrap();
+        let out = docker_cmd()
+            .arg("load")
+            .arg("-i")
+            .arg(&saved)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "docker load: {}", text(&out.stderr));
         true
     };

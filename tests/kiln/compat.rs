@@ -23,7 +23,7 @@ USER app
 WORKDIR /work/dir
 USER root
 COPY --chown=app:app f.txt ./
-COPY --chmod=0750 d/ /opt/d/
+COPY --chmod=0750 d/ /home/app/
 COPY run.sh /usr/local/bin/
 COPY f.txt run.sh /many/
 ADD archive.tar /ex/
@@ -277,7 +277,23 @@ fn kiln_and_docker_build_the_same_images() {
             .collect();
         let listed =
             run(docker_cmd().args(["history", "--no-trunc", "--format", "{{.CreatedBy}}", &tag]));
-        let mut theirs: Vec<String> = listed.lines().map(str::to_string).collect();
+        // docker 20.10's BuildKit wrote EXPOSE's ports as a Go map; current
+        // BuildKit (kiln's target) writes the list: `EXPOSE [53/udp 80/tcp]`.
+        let mut theirs: Vec<String> = listed
+            .lines()
+            .map(|l| match l.strip_prefix("EXPOSE map[") {
+                Some(ports) => format!(
+                    "EXPOSE [{}]",
+                    ports
+                        .trim_end_matches(']')
+                        .split(' ')
+                        .map(|p| p.trim_end_matches(":{}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                None => l.to_string(),
+            })
+            .collect();
         theirs.reverse();
         theirs.remove(0);
         if ours != theirs {

@@ -4,8 +4,8 @@
 //! `fixtures/` from the current output (never the conformance data).
 
 mod attacks;
-mod buildkit;
 mod build;
+mod buildkit;
 mod check_golden;
 mod cli;
 mod compat;
