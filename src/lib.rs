@@ -10,6 +10,7 @@ pub mod copier;
 pub mod dockerfile;
 pub mod image;
 pub mod layer;
+pub mod plan;
 pub mod progress;
 pub mod registry;
 #[allow(unsafe_code)]

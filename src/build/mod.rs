@@ -26,6 +26,7 @@ use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Error as DfError, Source, parse};
 use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
 use crate::layer;
+use crate::plan;
 use crate::progress::{Progress, StepId};
 use crate::sandbox::fs::Root;
 use crate::sandbox::{self, ContainerDirs, Spec};
@@ -395,35 +396,19 @@ pub fn build(
 
     // FROM lines expand with the global ARGs before stages are looked up:
     // `FROM $BASE` may name a stage.
-    let bases: Vec<String> = file
-        .stages
-        .iter()
-        .map(|stage| {
-            let lookup = |k: &str| {
-                global
-                    .iter()
-                    .chain(&automatic)
-                    .rev()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| v.as_str())
-            };
-            Lexer::new(escape)
-                .process_word(&stage.from.image, &lookup)
-                .map(|w| w.value)
-                .map_err(|e| step_error(&stage.from_step, e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
+    let bases = plan::bases(&file.stages, &global, &automatic, escape)
+        .map_err(|e| step_error(&e.step, e.message))?;
     for stage in &file.stages {
         if let Some(raw) = &stage.from.platform {
-            check_platform(raw, &global, &automatic, escape)
+            plan::check_platform(raw, &global, &automatic, escape)
                 .map_err(|m| step_error(&stage.from_step, m))?;
         }
     }
-    check_stage_order(&file.stages)?;
+    plan::check_stage_order(&file.stages).map_err(|e| step_error(&e.step, e.message))?;
     let deps: Vec<Vec<usize>> = (0..file.stages.len())
-        .map(|i| stage_deps(&file.stages, &bases, i))
+        .map(|i| plan::stage_deps(&file.stages, &bases, i))
         .collect();
-    let needed = needed_stages(&deps, target);
+    let needed = plan::needed_stages(&deps, target);
     let builder = Builder {
         store,
         stages: &file.stages,
@@ -500,7 +485,7 @@ pub fn build(
         let mut chain = vec![target];
         while let Some(base) = chain
             .last()
-            .and_then(|&t| from_stage(&file.stages, &bases, t))
+            .and_then(|&t| plan::from_stage(&file.stages, &bases, t))
         {
             chain.push(base);
         }
@@ -571,149 +556,6 @@ fn override_or_default(
         .rev()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.clone()))
-}
-
-/// `FROM --platform=`, expanded with the global ARGs, must name a
-/// platform, and (until multi-platform builds exist) this machine's.
-fn check_platform(
-    raw: &str,
-    global: &[(String, String)],
-    automatic: &[(String, String)],
-    escape: char,
-) -> Result<(), String> {
-    let scope: Vec<&(String, String)> = global.iter().chain(automatic).collect();
-    let lookup = |k: &str| {
-        scope
-            .iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let expansion = Lexer::new(escape)
-        .process_word(raw, &lookup)
-        .map_err(|e| e.to_string())?;
-    let value = expansion.value;
-    if value.is_empty() {
-        let names: Vec<&str> = scope.iter().map(|(n, _)| n.as_str()).collect();
-        let hint = expansion
-            .unset
-            .iter()
-            .find_map(|u| crate::dockerfile::flags::suggest(u, &names))
-            .map(|s| format!(" (did you mean {s}?)"))
-            .unwrap_or_default();
-        return Err(format!("empty platform value from expression {raw}{hint}"));
-    }
-    let parts: Vec<&str> = value.split('/').collect();
-    if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-        return Err(format!(
-            "failed to parse platform {raw}: {value:?} is not os/arch[/variant]"
-        ));
-    }
-    let host = format!("linux/{}", config::host_architecture());
-    if parts[..2].join("/") != host {
-        return Err(format!(
-            "FROM --platform={value}: kiln builds for this machine's platform ({host}) only"
-        ));
-    }
-    Ok(())
-}
-
-/// A `COPY --from` or `RUN --mount=from=` naming a stage defined later is
-/// an error, as in BuildKit (it would otherwise be taken for an image).
-fn check_stage_order(stages: &[Stage]) -> Result<(), BuildError> {
-    for (i, stage) in stages.iter().enumerate() {
-        for step in &stage.steps {
-            let froms: Vec<&str> = match &step.instruction {
-                Instruction::Copy(c) | Instruction::Add(c) => {
-                    c.from.as_deref().into_iter().collect()
-                }
-                Instruction::Run(r) => r.mounts.iter().filter_map(|m| m.from.as_deref()).collect(),
-                _ => Vec::new(),
-            };
-            for from in froms {
-                let lower = from.to_lowercase();
-                let earlier = stages[..i]
-                    .iter()
-                    .any(|s| s.from.name.as_deref() == Some(lower.as_str()));
-                let later = stages[i..]
-                    .iter()
-                    .any(|s| s.from.name.as_deref() == Some(lower.as_str()));
-                if later && !earlier {
-                    let current = stage
-                        .from
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("stage-{i}"));
-                    return Err(step_error(
-                        step,
-                        format!(
-                            "cannot copy from stage {from:?}, it needs to be defined before current stage {current:?}"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The earlier stages stage `i` reads: its FROM, `COPY --from` and
-/// `RUN --mount=from=`.
-fn stage_deps(stages: &[Stage], bases: &[String], i: usize) -> Vec<usize> {
-    let find = |name: &str| -> Option<usize> {
-        let lower = name.to_lowercase();
-        stages[..i]
-            .iter()
-            .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().filter(|&n| n < i))
-    };
-    let base = from_stage(stages, bases, i);
-    let mut deps: Vec<usize> = base.into_iter().collect();
-    // A stage FROM a stage runs that stage's ONBUILD triggers, whose
-    // sources are this build's stages too.
-    let triggers = base.into_iter().flat_map(|b| {
-        stages[b].steps.iter().filter_map(|s| match &s.instruction {
-            Instruction::Onbuild(trigger, _) => Some(trigger.as_ref()),
-            _ => None,
-        })
-    });
-    let own = stages[i].steps.iter().map(|s| &s.instruction);
-    for instruction in triggers.chain(own) {
-        match instruction {
-            Instruction::Copy(c) => deps.extend(c.from.as_deref().and_then(find)),
-            Instruction::Run(r) => deps.extend(
-                r.mounts
-                    .iter()
-                    .filter_map(|m| m.from.as_deref().and_then(find)),
-            ),
-            _ => {}
-        }
-    }
-    deps.sort_unstable();
-    deps.dedup();
-    deps
-}
-
-/// The earlier stage stage `i` is FROM, if it is FROM a stage: by name
-/// only (`FROM 0` is an image, as in BuildKit), after expansion.
-fn from_stage(stages: &[Stage], bases: &[String], i: usize) -> Option<usize> {
-    let lower = bases[i].to_lowercase();
-    // The latest stage of that name before this one (names may repeat).
-    stages[..i]
-        .iter()
-        .rposition(|s| s.from.name.as_deref() == Some(lower.as_str()))
-}
-
-/// The target and every stage it depends on, in file order.
-fn needed_stages(deps: &[Vec<usize>], target: usize) -> Vec<usize> {
-    let mut need = vec![false; deps.len()];
-    let mut todo = vec![target];
-    while let Some(i) = todo.pop() {
-        if !std::mem::replace(&mut need[i], true) {
-            todo.extend(&deps[i]);
-        }
-    }
-    (0..deps.len()).filter(|&i| need[i]).collect()
 }
 
 /// What every stage of one build shares.
@@ -850,7 +692,7 @@ impl Builder<'_> {
         let (store, escape) = (self.store, self.escape);
         let from_step = &stage.from_step;
         let base = &self.bases[i];
-        let parent = from_stage(self.stages, &self.bases, i);
+        let parent = plan::from_stage(self.stages, &self.bases, i);
         // Numbered as BuildKit numbers them: FROM and the steps that make
         // layers; the config-only ones are not shown.
         let total = 1 + stage
