@@ -731,6 +731,8 @@ pub(super) fn mkdir_layer(
 #[derive(Default)]
 pub(super) struct Flattened {
     dirs: std::sync::Mutex<std::collections::HashMap<String, Arc<Root>>>,
+    /// `--build-context` names: they come before stages and images.
+    pub(super) named: Vec<(String, super::NamedContext)>,
 }
 
 impl Drop for Flattened {
@@ -743,6 +745,14 @@ impl Drop for Flattened {
 }
 
 impl Flattened {
+    /// None flattened yet; `named` are the build's `--build-context`s.
+    pub(super) fn with_named(named: Vec<(String, super::NamedContext)>) -> Flattened {
+        Flattened {
+            dirs: Default::default(),
+            named,
+        }
+    }
+
     /// The root of stage or image `from` (read it, never write it).
     pub(super) fn get(
         &self,
@@ -751,19 +761,34 @@ impl Flattened {
         stages: &[Stage],
         from: &str,
     ) -> Result<Arc<Root>, String> {
+        let named = self.named.iter().find(|(n, _)| n == from).map(|(_, c)| c);
+        // A named directory is read where it is (never copied, never
+        // removed with the flattened trees).
+        if let Some(super::NamedContext::Dir(path)) = named {
+            return Root::open(path)
+                .map(Arc::new)
+                .map_err(|e| format!("build context {from} ({}): {e}", path.display()));
+        }
         let lower = from.to_lowercase();
-        let (key, layers) = match stages
-            .iter()
-            .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| from.parse().ok())
-        {
+        let found = match named {
+            Some(super::NamedContext::Image(_)) => None,
+            _ => stages
+                .iter()
+                .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
+                .or_else(|| from.parse().ok()),
+        };
+        let image_ref = match named {
+            Some(super::NamedContext::Image(r)) => r.as_str(),
+            _ => from,
+        };
+        let (key, layers) = match found {
             Some(i) => built
                 .get(i)
                 .and_then(|b| b.as_ref())
                 .map(|s| (s.key.clone(), s.layers.clone()))
                 .ok_or_else(|| format!("stage {from} is not built yet"))?,
             None => {
-                let image = crate::image::Image::resolve(store, from).map_err(|_| {
+                let image = crate::image::Image::resolve(store, image_ref).map_err(|_| {
                     format!("--from={from}: no such stage, and no such image in the store")
                 })?;
                 (image.id.to_string(), image.layers())

@@ -106,10 +106,26 @@ pub(super) fn run_entry(
     format!("RUN {} # buildkit", words.join(" "))
 }
 
-/// COPY's and ADD's text: the keyword, the sources and the destination as
-/// expanded, without flags.
+/// COPY's and ADD's text: the keyword, `--parents`, `--chown=`, `--chmod=`,
+/// the sources and the destination as expanded.
 pub(super) fn copy_entry(add: bool, c: &Copy, expand: &dyn Fn(&str) -> Option<String>) -> String {
     let mut text = if add { "ADD" } else { "COPY" }.to_string();
+    // Current BuildKit writes these flags (expanded) into the history.
+    if c.parents {
+        text.push_str(" --parents");
+    }
+    if let Some(chown) = &c.chown {
+        text.push_str(&format!(
+            " --chown={}",
+            expand(chown).unwrap_or_else(|| chown.clone())
+        ));
+    }
+    if let Some(chmod) = &c.chmod {
+        text.push_str(&format!(
+            " --chmod={}",
+            expand(chmod).unwrap_or_else(|| chmod.clone())
+        ));
+    }
     for s in c.sources.iter().chain([&c.dest]) {
         text.push(' ');
         text.push_str(&expand(s).unwrap_or_else(|| s.clone()));

@@ -122,6 +122,36 @@ pub struct Options {
     pub network: DefaultNetwork,
     /// `--add-host`: (host, IP) lines added to every RUN's /etc/hosts.
     pub add_hosts: Vec<(String, String)>,
+    /// `--build-context`: named contexts, before stages and images.
+    pub build_contexts: Vec<(String, NamedContext)>,
+}
+
+/// A `--build-context NAME=...`: what `FROM NAME` and `--from=NAME` read
+/// instead of a stage or an image of that name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory (`NAME=PATH`).
+    Dir(PathBuf),
+    /// An image (`NAME=docker-image://REF`), from the store or pulled.
+    Image(String),
+}
+
+impl NamedContext {
+    /// Parses the value of `--build-context NAME=VALUE`.
+    pub fn parse(value: &str) -> Result<NamedContext, String> {
+        if let Some(r) = value.strip_prefix("docker-image://") {
+            return Ok(NamedContext::Image(r.to_string()));
+        }
+        if let Some(scheme) = ["oci-layout://", "target:", "http://", "https://", "git@"]
+            .iter()
+            .find(|p| value.starts_with(*p))
+        {
+            return Err(format!(
+                "{scheme} build contexts are not supported by kiln yet: use a directory or docker-image://REF"
+            ));
+        }
+        Ok(NamedContext::Dir(PathBuf::from(value)))
+    }
 }
 
 /// The network a RUN step gets unless it says `--network` itself.
@@ -423,7 +453,7 @@ pub fn build(
         canceled: AtomicBool::new(false),
         stat: StatCache::load(&context_real, stat_cache_file(store, &context_real)),
         records: Mutex::new(Vec::new()),
-        flattened: Default::default(),
+        flattened: copy::Flattened::with_named(opts.build_contexts.clone()),
         context,
     };
     for from in &opts.cache_from {
@@ -692,7 +722,17 @@ impl Builder<'_> {
         let (store, escape) = (self.store, self.escape);
         let from_step = &stage.from_step;
         let base = &self.bases[i];
-        let parent = plan::from_stage(self.stages, &self.bases, i);
+        // A --build-context of the FROM's name comes before stages and images.
+        let named = self
+            .opts
+            .build_contexts
+            .iter()
+            .find(|(n, _)| n == base)
+            .map(|(_, c)| c);
+        let parent = match named {
+            Some(_) => None,
+            None => plan::from_stage(self.stages, &self.bases, i),
+        };
         // Numbered as BuildKit numbers them: FROM and the steps that make
         // layers; the config-only ones are not shown.
         let total = 1 + stage
@@ -704,7 +744,14 @@ impl Builder<'_> {
         let id = self
             .progress
             .start(&self.step_name(i, n, total, &format!("FROM {base}")));
-        let (mut state, triggers) = base_state(store, self.stages, built, parent, base, self.opts)
+        let started = match named {
+            Some(NamedContext::Dir(path)) => dir_state(store, path, base).map(|s| (s, Vec::new())),
+            Some(NamedContext::Image(r)) => {
+                base_state(store, self.stages, built, None, r, self.opts)
+            }
+            None => base_state(store, self.stages, built, parent, base, self.opts),
+        };
+        let (mut state, triggers) = started
             .map_err(|m| step_error(from_step, m))
             .inspect_err(|e| self.progress.failed(id, &e.to_string(), None))?;
         self.progress.done(id);
@@ -1074,6 +1121,55 @@ fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String>
         .map_err(|e| format!("base image {base} is not in the store, and pulling it failed: {e}"))
 }
 
+/// `FROM NAME` of a `--build-context NAME=DIR`: the directory's tree as
+/// the one layer of an otherwise empty image (BuildKit's emptyImage).
+fn dir_state(store: &Store, path: &Path, name: &str) -> Result<State, String> {
+    let src =
+        Root::open(path).map_err(|e| format!("build context {name} ({}): {e}", path.display()))?;
+    let staging_path = store.temp_path("context");
+    let copied = Root::create(&staging_path).and_then(|staging| {
+        let opts = crate::copier::CopyOptions {
+            owner: None,
+            mode: None,
+            take: &|_| crate::copier::Take::Entry,
+            links: &crate::copier::Links::default(),
+        };
+        for n in src.read_dir("")? {
+            let n = n.to_string_lossy();
+            crate::copier::copy_tree(&src, &n, &staging, &n, &opts)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = copied {
+        let _ = sandbox::fs::remove_dir_all(&staging_path);
+        return Err(format!("build context {name} ({}): {e}", path.display()));
+    }
+    let result = commit_dir(store, &staging_path).map_err(|e| e.to_string())?;
+    let mut config = ImageConfig {
+        architecture: config::host_architecture().into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    config.config.env = Some(vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    ]);
+    config.config.working_dir = Some("/".into());
+    let key = hash(&[
+        "context-dir",
+        &result.diff_id().map(|d| d.to_string()).unwrap_or_default(),
+    ]);
+    let mut state = State {
+        config,
+        layers: Vec::new(),
+        key,
+        cmd_set: false,
+        args: Vec::new(),
+        declared: Vec::new(),
+    };
+    push_layer(&mut state, result, format!("FROM {name}"));
+    Ok(state)
+}
+
 /// The state a stage starts from, and the ONBUILD triggers to run first
 /// (only an image base has them).
 fn base_state(
@@ -1330,7 +1426,7 @@ fn push_layer(state: &mut State, r: StepResult, created_by: String) {
 
 /// Commits a directory holding a step's diff: its tar becomes the layer
 /// blob (uncompressed: digest = diffID) and the directory, renamed, the
-/// layer's snapshot. An empty diff makes no layer.
+/// layer's snapshot.
 /// A step that changed nothing still gets its (empty) layer, as in
 /// BuildKit: `RUN true` is a layer in the image and in its history.
 pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildError> {

@@ -40,6 +40,10 @@ pub struct Args {
     /// `default` (the host's, as BuildKit), `host` or `none`.
     #[arg(long, value_parser = ["default", "host", "none"])]
     network: Option<String>,
+    /// A named context, `NAME=DIR` or `NAME=docker-image://REF`: `FROM NAME`
+    /// and `--from=NAME` read it instead of a stage or image (repeatable).
+    #[arg(long = "build-context", value_parser = parse_build_context)]
+    build_contexts: Vec<(String, build::NamedContext)>,
     /// Add `HOST:IP` to /etc/hosts of every RUN step (repeatable).
     #[arg(long = "add-host", value_parser = parse_add_host)]
     add_hosts: Vec<(String, String)>,
@@ -152,6 +156,26 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         return Err(format!("invalid label {text:?}: use KEY=VALUE"));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+/// Parses `--build-context NAME=DIR|docker-image://REF`; a directory must exist.
+fn parse_build_context(text: &str) -> Result<(String, build::NamedContext), String> {
+    let (name, value) = text
+        .split_once('=')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| {
+            format!("invalid --build-context {text:?}: use NAME=DIR or NAME=docker-image://REF")
+        })?;
+    let context = build::NamedContext::parse(value)?;
+    if let build::NamedContext::Dir(dir) = &context
+        && !dir.is_dir()
+    {
+        return Err(format!(
+            "--build-context {name}: {} is not a directory",
+            dir.display()
+        ));
+    }
+    Ok((name.to_string(), context))
 }
 
 /// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too).
@@ -277,6 +301,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             _ => build::DefaultNetwork::Host,
         },
         add_hosts: args.add_hosts.clone(),
+        build_contexts: args.build_contexts.clone(),
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());

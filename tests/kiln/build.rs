@@ -1458,3 +1458,106 @@ fn docker_build_flags() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `--build-context NAME=DIR|docker-image://REF`: `FROM NAME` and
+/// `--from=NAME` read the named context before any stage or image of that
+/// name, owners and contents as they are; unsupported kinds and missing
+/// directories are usage errors.
+#[test]
+fn named_build_contexts() {
+    use std::os::unix::fs::MetadataExt;
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    let extra = tempfile::tempdir().unwrap();
+    write(extra.path(), &[("sub/f", "hello\n")]);
+    std::os::unix::fs::lchown(extra.path().join("sub/f"), Some(7), Some(8)).unwrap();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM mydir AS d\nFROM box:1\nCOPY --from=mydir /sub/f /from-dir\nCOPY --from=d /sub/f /from-stage\nCOPY --from=box:1 /bin/busybox /never\nCOPY --from=img /etc/passwd /passwd\n",
+        )],
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "--build-context",
+            &format!("mydir={}", extra.path().display()),
+            "--build-context",
+            "img=docker-image://box:1",
+            "--build-context",
+            // A named context of an image's name wins over the image.
+            &format!("box:1={}", extra.path().display()),
+            &format!("--output=type=local,dest={}", out_dir.path().display()),
+            c.to_str().unwrap(),
+        ],
+    );
+    // `FROM box:1` is the directory now: no busybox to copy.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/bin/busybox"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM mydir AS d\nFROM box:1\nCOPY --from=mydir /sub/f /from-dir\nCOPY --from=d /sub/f /from-stage\nCOPY --from=img /etc/passwd /passwd\n",
+        )],
+    );
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "--build-context",
+            &format!("mydir={}", extra.path().display()),
+            "--build-context",
+            "img=docker-image://box:1",
+            &format!("--output=type=local,dest={}", out_dir.path().display()),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in ["from-dir", "from-stage"] {
+        let p = out_dir.path().join(f);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "hello\n");
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (7, 8), "{f}");
+    }
+    assert!(
+        std::fs::read_to_string(out_dir.path().join("passwd"))
+            .unwrap()
+            .starts_with("root:")
+    );
+    // The directory is read, never changed.
+    assert_eq!(
+        std::fs::read_to_string(extra.path().join("sub/f")).unwrap(),
+        "hello\n"
+    );
+
+    for (value, want) in [
+        (
+            "x=oci-layout:///a",
+            "oci-layout:// build contexts are not supported",
+        ),
+        ("x=/nonexistent/dir", "/nonexistent/dir is not a directory"),
+        ("=dir", "use NAME=DIR or NAME=docker-image://REF"),
+    ] {
+        let out = k(
+            root.path(),
+            &["build", "--build-context", value, c.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{value}: {}",
+            text(&out.stderr)
+        );
+    }
+}
