@@ -124,6 +124,10 @@ pub struct Options {
     pub add_hosts: Vec<(String, String)>,
     /// `--build-context`: named contexts, before stages and images.
     pub build_contexts: Vec<(String, NamedContext)>,
+    /// `--shm-size`: /dev/shm of every RUN, in bytes.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of every RUN.
+    pub ulimits: Vec<sandbox::Rlimit>,
 }
 
 /// A `--build-context NAME=...`: what `FROM NAME` and `--from=NAME` read
@@ -1521,6 +1525,8 @@ impl Builder<'_> {
                 _ => sandbox::SeccompProfile::Default,
             },
             no_new_privileges: false,
+            shm_size: self.opts.shm_size,
+            rlimits: self.opts.ulimits.clone(),
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

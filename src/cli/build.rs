@@ -44,6 +44,14 @@ pub struct Args {
     /// and `--from=NAME` read it instead of a stage or image (repeatable).
     #[arg(long = "build-context", value_parser = parse_build_context)]
     build_contexts: Vec<(String, build::NamedContext)>,
+    /// Size of /dev/shm in every RUN step (`64m`, `1g`; binary units as
+    /// docker's; default 64m).
+    #[arg(long = "shm-size", value_parser = parse_shm_size)]
+    shm_size: Option<u64>,
+    /// A resource limit of every RUN step: `NAME=SOFT[:HARD]` (`nofile`,
+    /// `nproc`, `core`, ...; repeatable).
+    #[arg(long = "ulimit", value_parser = kiln::sandbox::Rlimit::parse)]
+    ulimits: Vec<kiln::sandbox::Rlimit>,
     /// Add `HOST:IP` to /etc/hosts of every RUN step (repeatable).
     #[arg(long = "add-host", value_parser = parse_add_host)]
     add_hosts: Vec<(String, String)>,
@@ -178,6 +186,29 @@ fn parse_build_context(text: &str) -> Result<(String, build::NamedContext), Stri
     Ok((name.to_string(), context))
 }
 
+/// Parses `--shm-size` as docker does: a number with an optional binary
+/// unit (`b`, `k`, `m`, `g`, with or without a trailing `b`).
+fn parse_shm_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix('b')
+        .filter(|r| !r.is_empty() && !r.ends_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or(&t);
+    let (num, scale) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {text:?}: use a number with b, k, m or g, such as 64m")
+    })?;
+    match n.checked_mul(scale) {
+        Some(0) | None => Err(format!("invalid size {text:?}: it must be more than 0")),
+        Some(bytes) => Ok(bytes),
+    }
+}
+
 /// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too).
 fn parse_add_host(text: &str) -> Result<(String, String), String> {
     let (host, ip) = text
@@ -302,6 +333,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         },
         add_hosts: args.add_hosts.clone(),
         build_contexts: args.build_contexts.clone(),
+        shm_size: args.shm_size,
+        ulimits: args.ulimits.clone(),
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());

@@ -323,6 +323,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         etc_dir: dirs.etc,
         seccomp,
         no_new_privileges,
+        shm_size: None,
+        rlimits: Vec::new(),
     };
     let limits = Limits {
         memory: args.memory,

@@ -371,6 +371,8 @@ mod tests {
             etc_dir: "/e".into(),
             seccomp: Default::default(),
             no_new_privileges: false,
+            shm_size: None,
+            rlimits: Vec::new(),
         }
     }
 

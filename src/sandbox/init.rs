@@ -252,6 +252,35 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
     }
 }
 
+/// Sets `--ulimit`s.
+fn set_rlimits(limits: &[crate::sandbox::spec::Rlimit]) -> Result<(), String> {
+    use nix::sys::resource::{Resource, setrlimit};
+    for l in limits {
+        let resource = match l.name.as_str() {
+            "core" => Resource::RLIMIT_CORE,
+            "cpu" => Resource::RLIMIT_CPU,
+            "data" => Resource::RLIMIT_DATA,
+            "fsize" => Resource::RLIMIT_FSIZE,
+            "locks" => Resource::RLIMIT_LOCKS,
+            "memlock" => Resource::RLIMIT_MEMLOCK,
+            "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+            "nice" => Resource::RLIMIT_NICE,
+            "nofile" => Resource::RLIMIT_NOFILE,
+            "nproc" => Resource::RLIMIT_NPROC,
+            "rss" => Resource::RLIMIT_RSS,
+            "rtprio" => Resource::RLIMIT_RTPRIO,
+            "rttime" => Resource::RLIMIT_RTTIME,
+            "sigpending" => Resource::RLIMIT_SIGPENDING,
+            "stack" => Resource::RLIMIT_STACK,
+            "as" => Resource::RLIMIT_AS,
+            other => return Err(format!("unknown ulimit {other}")),
+        };
+        setrlimit(resource, l.soft, l.hard)
+            .map_err(|e| format!("setting ulimit {}={}:{}: {e}", l.name, l.soft, l.hard))?;
+    }
+    Ok(())
+}
+
 /// Sets no_new_privs when asked, and installs the seccomp filter.
 fn confine(spec: &Spec) -> Result<(), String> {
     if spec.no_new_privileges {
@@ -397,6 +426,10 @@ fn exec_user(
     }
     if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
         return (125, format!("setgid {}: {e}", user.gid));
+    }
+    // Limits while still root: raising a hard limit needs CAP_SYS_RESOURCE.
+    if let Err(e) = set_rlimits(&spec.rlimits) {
+        return (125, e);
     }
     // The filter goes on while this process still holds CAP_SYS_ADMIN
     // (needed without no_new_privs); Docker's profile allows the setuid,

@@ -15,7 +15,9 @@ pub mod tty;
 pub mod user;
 
 pub use container::{Io, SandboxError, run};
-pub use spec::{Bind, ContainerDirs, ContainerLock, Limits, Network, SeccompProfile, Spec, Tmpfs};
+pub use spec::{
+    Bind, ContainerDirs, ContainerLock, Limits, Network, Rlimit, SeccompProfile, Spec, Tmpfs,
+};
 
 /// Removes what a container whose kiln died left outside its directory:
 /// its cgroups, after killing whatever still runs in them.

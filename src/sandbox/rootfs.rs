@@ -126,13 +126,11 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
         },
     )?;
     sys.mkdir_all(&dev.join("shm"), 0o1777)?;
-    sys.mount(
-        "shm",
-        &dev.join("shm"),
-        "tmpfs",
-        nosuid,
-        "mode=1777,size=65536k",
-    )?;
+    let shm = match spec.shm_size {
+        Some(bytes) => format!("mode=1777,size={bytes}"),
+        None => "mode=1777,size=65536k".to_string(),
+    };
+    sys.mount("shm", &dev.join("shm"), "tmpfs", nosuid, &shm)?;
     // Each device its own mount (keeping its device semantics), then /dev
     // itself nodev: a node made later in /dev opens nothing.
     for (name, _, _) in DEVICES {
@@ -322,6 +320,8 @@ mod tests {
             etc_dir: "/c/etc".into(),
             seccomp: Default::default(),
             no_new_privileges: false,
+            shm_size: None,
+            rlimits: Vec::new(),
         }
     }
 
@@ -407,6 +407,19 @@ sethostname box
         setup(&rec, &s).unwrap();
         let log = rec.0.borrow().join("\n");
         assert!(log.contains("[lowerdir=/s/empty:/s/a,upperdir="), "{log}");
+    }
+
+    #[test]
+    fn shm_size_is_the_tmpfs_size() {
+        let rec = Recorder(Default::default(), "");
+        let mut s = spec();
+        s.shm_size = Some(1 << 27);
+        setup(&rec, &s).unwrap();
+        let log = rec.0.borrow().join("\n");
+        assert!(
+            log.contains("mount tmpfs shm /c/rootfs/dev/shm [mode=1777,size=134217728]"),
+            "{log}"
+        );
     }
 
     #[test]

@@ -125,6 +125,81 @@ pub struct Spec {
     /// Set no_new_privs before exec (`--security-opt no-new-privileges`).
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// Size of /dev/shm in bytes (Docker's default: 64 MiB).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// Resource limits set before exec (`--ulimit`).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One `--ulimit NAME=SOFT[:HARD]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// Docker's name: `nofile`, `nproc`, `core`, `stack`, ...
+    pub name: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+impl Rlimit {
+    /// The names Docker accepts, with the resource each sets.
+    pub const NAMES: [&'static str; 16] = [
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+        "as",
+    ];
+
+    /// Parses `NAME=SOFT[:HARD]` as `docker build --ulimit` does (`-1` is
+    /// unlimited).
+    pub fn parse(text: &str) -> Result<Rlimit, String> {
+        let (name, values) = text
+            .split_once('=')
+            .ok_or_else(|| format!("invalid ulimit {text:?}: use NAME=SOFT[:HARD]"))?;
+        if !Self::NAMES.contains(&name) {
+            return Err(format!(
+                "invalid ulimit type: {name} (one of {})",
+                Self::NAMES.join(", ")
+            ));
+        }
+        let number = |v: &str| -> Result<u64, String> {
+            match v {
+                "-1" => Ok(u64::MAX),
+                v => v
+                    .parse::<u64>()
+                    .map_err(|_| format!("invalid ulimit {text:?}: {v:?} is not a number")),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (number(s)?, number(h)?),
+            None => (number(values)?, number(values)?),
+        };
+        if soft > hard {
+            return Err(format!(
+                "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+            ));
+        }
+        Ok(Rlimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
 }
 
 /// The directories of one container (under the store's `containers/<id>`):
@@ -236,5 +311,29 @@ impl ContainerDirs {
             std::fs::write(dirs.etc.join(name), content)?;
         }
         Ok(dirs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rlimit;
+
+    #[test]
+    fn ulimits_parse_as_docker_reads_them() {
+        let l = Rlimit::parse("nofile=1024:2048").unwrap();
+        assert_eq!((l.name.as_str(), l.soft, l.hard), ("nofile", 1024, 2048));
+        let l = Rlimit::parse("core=-1").unwrap();
+        assert_eq!((l.soft, l.hard), (u64::MAX, u64::MAX));
+        assert_eq!(
+            Rlimit::parse("nproc=5:4").unwrap_err(),
+            "ulimit soft limit must be less than or equal to hard limit: 5 > 4"
+        );
+        assert!(
+            Rlimit::parse("files=1")
+                .unwrap_err()
+                .starts_with("invalid ulimit type: files")
+        );
+        assert!(Rlimit::parse("nofile").is_err());
+        assert!(Rlimit::parse("nofile=x").is_err());
     }
 }

@@ -1561,3 +1561,50 @@ fn named_build_contexts() {
         );
     }
 }
+
+/// `--shm-size` sizes every RUN's /dev/shm; `--ulimit` sets its limits;
+/// bad values are usage errors.
+#[test]
+fn shm_size_and_ulimit_reach_run() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN df -k /dev/shm | tail -1 | awk '{print $2}' > /shm && ulimit -n > /nofile && ulimit -Hn > /nofile-hard\n",
+        )],
+    );
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "lim:1",
+            "--shm-size",
+            "128m",
+            "--ulimit",
+            "nofile=1024:2048",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cat = |file: &str| text(&k(root.path(), &["run", "--rm", "lim:1", "cat", file]).stdout);
+    assert_eq!(cat("/shm"), "131072\n");
+    assert_eq!(cat("/nofile"), "1024\n");
+    assert_eq!(cat("/nofile-hard"), "2048\n");
+    for (flag, value, want) in [
+        ("--ulimit", "nofiles=1", "invalid ulimit type: nofiles"),
+        (
+            "--ulimit",
+            "nofile=9:1",
+            "soft limit must be less than or equal to hard limit",
+        ),
+        ("--shm-size", "lots", "invalid size \"lots\""),
+    ] {
+        let out = k(root.path(), &["build", flag, value, c.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    }
+}
