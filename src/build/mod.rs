@@ -128,6 +128,8 @@ pub struct Options {
     pub shm_size: Option<u64>,
     /// `--ulimit`: resource limits of every RUN.
     pub ulimits: Vec<sandbox::Rlimit>,
+    /// `--annotation`: annotations of the image's manifest.
+    pub annotations: Vec<(String, String)>,
 }
 
 /// A `--build-context NAME=...`: what `FROM NAME` and `--from=NAME` read
@@ -551,7 +553,21 @@ pub fn build(
     config.created = Some(config::created_now());
     config.rootfs.diff_ids = state.layers.iter().map(|(_, d)| d.clone()).collect();
     let layers: Vec<Descriptor> = state.layers.into_iter().map(|(d, _)| d).collect();
-    let manifest = image::write_image(store, &config, layers)?;
+    let manifest = match opts.annotations.is_empty() {
+        true => image::write_image(store, &config, layers)?,
+        false => {
+            let config_bytes = serde_json::to_vec(&config)
+                .map_err(|e| BuildError::Image(ImageError::Json("image config", e)))?;
+            let (digest, size) = store.put_bytes(&config_bytes)?;
+            let config = Descriptor::new(MediaType::ImageConfig, size, digest.to_oci());
+            image::write_manifest(
+                store,
+                config,
+                layers,
+                Some(opts.annotations.iter().cloned().collect()),
+            )?
+        }
+    };
     for tag in &opts.tags {
         store.tag(&tag.to_string(), manifest.clone())?;
     }

@@ -52,6 +52,10 @@ pub struct Args {
     /// `nproc`, `core`, ...; repeatable).
     #[arg(long = "ulimit", value_parser = kiln::sandbox::Rlimit::parse)]
     ulimits: Vec<kiln::sandbox::Rlimit>,
+    /// An annotation of the image's manifest: `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` (repeatable).
+    #[arg(long = "annotation", value_parser = parse_annotation)]
+    annotations: Vec<(String, String)>,
     /// Add `HOST:IP` to /etc/hosts of every RUN step (repeatable).
     #[arg(long = "add-host", value_parser = parse_add_host)]
     add_hosts: Vec<(String, String)>,
@@ -209,6 +213,25 @@ fn parse_shm_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses `--annotation [manifest:]KEY=VALUE`; kiln writes one manifest,
+/// so the index and descriptor kinds are refused.
+fn parse_annotation(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("invalid annotation {text:?}: use [manifest:]KEY=VALUE"))?;
+    let key = match key.split_once(':') {
+        Some(("manifest", k)) => k,
+        Some((kind @ ("index" | "manifest-descriptor" | "index-descriptor"), _)) => {
+            return Err(format!(
+                "--annotation {kind}:...: kiln writes a single manifest; only manifest annotations are supported"
+            ));
+        }
+        _ => key,
+    };
+    Ok((key.to_string(), value.to_string()))
+}
+
 /// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too).
 fn parse_add_host(text: &str) -> Result<(String, String), String> {
     let (host, ip) = text
@@ -335,6 +358,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         build_contexts: args.build_contexts.clone(),
         shm_size: args.shm_size,
         ulimits: args.ulimits.clone(),
+        annotations: args.annotations.clone(),
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());

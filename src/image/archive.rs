@@ -106,7 +106,12 @@ pub fn save<W: Write>(
                     image.descriptor(store)
                 } else {
                     // The same config with other layer descriptors (compressed copies).
-                    super::write_manifest(store, image.manifest.config().clone(), layers)?
+                    super::write_manifest(
+                        store,
+                        image.manifest.config().clone(),
+                        layers,
+                        image.manifest.annotations().clone(),
+                    )?
                 };
                 add_blob(&mut tar, &manifest_digest(&manifest)?)?;
                 let mut d = manifest;
@@ -308,7 +313,7 @@ fn load_docker_entry(
         ensure_snapshot(store, &digest, diff_id)?;
     }
     let config = Descriptor::new(MediaType::ImageConfig, config_size, config_digest.to_oci());
-    let descriptor = super::write_manifest(store, config, layers)?;
+    let descriptor = super::write_manifest(store, config, layers, None)?;
     let tags = entry.repo_tags.clone().unwrap_or_default();
     if tags.is_empty() {
         loaded.untagged.push(config_digest);

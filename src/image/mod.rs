@@ -255,7 +255,7 @@ pub fn write_image(
         serde_json::to_vec(config).map_err(|e| ImageError::Json("image config", e))?;
     let (config_digest, config_size) = store.put_bytes(&config_bytes)?;
     let config = Descriptor::new(MediaType::ImageConfig, config_size, config_digest.to_oci());
-    write_manifest(store, config, layers)
+    write_manifest(store, config, layers, None)
 }
 
 /// Writes an OCI manifest over a stored config and `layers`; returns its
@@ -264,14 +264,16 @@ pub fn write_manifest(
     store: &Store,
     config: Descriptor,
     layers: Vec<Descriptor>,
+    annotations: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Descriptor> {
-    let manifest = oci_spec::image::ImageManifestBuilder::default()
+    let mut manifest = oci_spec::image::ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config)
         .layers(layers)
         .build()
         .map_err(|e| ImageError::BadArchive(format!("building manifest: {e}")))?;
+    manifest.set_annotations(annotations.filter(|a| !a.is_empty()));
     let bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Json("manifest", e))?;
     let (digest, size) = store.put_bytes(&bytes)?;
     Ok(Descriptor::new(

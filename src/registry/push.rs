@@ -97,7 +97,12 @@ pub async fn push(
     let manifest = if layers == *image.manifest.layers() {
         image.descriptor(store)
     } else {
-        image::write_manifest(store, image.manifest.config().clone(), layers)?
+        image::write_manifest(
+            store,
+            image.manifest.config().clone(),
+            layers,
+            image.manifest.annotations().clone(),
+        )?
     };
 
     let digest = image::manifest_digest(&manifest)?;

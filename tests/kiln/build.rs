@@ -1608,3 +1608,53 @@ fn shm_size_and_ulimit_reach_run() {
         assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
     }
 }
+
+/// `--annotation [manifest:]KEY=VALUE` annotates the image's manifest in
+/// the store (an OCI layout); other kinds are refused.
+#[test]
+fn annotations_go_to_the_manifest() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(c, &[("Dockerfile", "FROM box:1\nLABEL x=y\n")]);
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "ann:1",
+            "--annotation",
+            "a=b",
+            "--annotation",
+            "manifest:org.example.c=d",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("index.json")).unwrap()).unwrap();
+    let annotated: Vec<serde_json::Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            let hex = m["digest"].as_str()?.strip_prefix("sha256:")?;
+            let blob = std::fs::read(root.path().join("blobs/sha256").join(hex)).ok()?;
+            let manifest: serde_json::Value = serde_json::from_slice(&blob).ok()?;
+            let config = manifest["config"]["digest"].as_str()?.to_string();
+            (config == id).then(|| manifest["annotations"].clone())
+        })
+        .collect();
+    assert_eq!(
+        annotated,
+        [serde_json::json!({"a": "b", "org.example.c": "d"})],
+        "{index}"
+    );
+    let out = k(
+        root.path(),
+        &["build", "--annotation", "index:a=b", c.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("only manifest annotations are supported"));
+}
