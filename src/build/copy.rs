@@ -698,7 +698,8 @@ fn tar_archive(store: &Store, root: &Root, rel: &str) -> std::io::Result<Option<
 }
 
 /// WORKDIR's layer: the directory (resolved through the image's symlinks)
-/// and its missing parents, owned by `user`; no layer when it exists.
+/// and its missing parents, owned by `user`; an empty layer when it
+/// exists, as BuildKit's mkdir makes one (docker 20.10's too).
 pub(super) fn mkdir_layer(
     store: &Store,
     state: &State,
@@ -708,7 +709,9 @@ pub(super) fn mkdir_layer(
     let image = layers_of(store, state).map_err(|e| e.to_string())?;
     let resolved = image.resolve(dir);
     if resolved == "/" || image.is_dir(&resolved) {
-        return Ok(StepResult::default());
+        let staging = store.temp_path("workdir");
+        std::fs::create_dir(&staging).map_err(|e| format!("creating {dir}: {e}"))?;
+        return commit_dir(store, &staging).map_err(|e| e.to_string());
     }
     let owner = if user.is_empty() {
         (0, 0)

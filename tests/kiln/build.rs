@@ -567,7 +567,9 @@ fn workdir_creates_its_directory_as_a_layer_owned_by_user() {
     let v: serde_json::Value =
         serde_json::from_slice(&k(root.path(), &["inspect", "w:1"]).stdout).unwrap();
     assert_eq!(v[0]["Config"]["WorkingDir"], "/home");
-    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    // busybox, then a layer per WORKDIR: an empty one where the directory
+    // was there (as docker 20.10's BuildKit gives 0 B layers).
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 4);
     let history: Vec<(String, bool)> = v[0]["History"]
         .as_array()
         .unwrap()
@@ -586,8 +588,8 @@ fn workdir_creates_its_directory_as_a_layer_owned_by_user() {
         [
             ("USER app", true),
             ("WORKDIR /srv/data", false),
-            ("WORKDIR /tmp", true),
-            ("WORKDIR /home", true),
+            ("WORKDIR /tmp", false),
+            ("WORKDIR /home", false),
         ]
     );
 }
