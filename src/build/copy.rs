@@ -516,24 +516,28 @@ pub(super) fn step<'a>(
                 image
                     .make_parents(&staging, into, parents_owner, parents_mode)
                     .map_err(fail)?;
-                let into = staging.real_path(into).map_err(fail)?;
-                let extracted = layer::apply(tar.reader, &into, Mode::Flatten);
+                // Extracted apart, then placed entry by entry through the
+                // image's symlinks (`var/run/x` lands in /run/x when the
+                // image has /var/run -> /run), as an unpack onto the image
+                // would: the layer keeps the image's links.
+                let unpacked = store.temp_path("add");
+                let extracted = fs::create_dir(&unpacked)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        layer::apply(tar.reader, &unpacked, Mode::Flatten)
+                            .map_err(|e| e.to_string())
+                    });
                 if let Some(temp) = tar.temp {
                     let _ = fs::remove_file(temp);
                 }
-                extracted
+                let placed = extracted.and_then(|_| {
+                    let src = Root::open(&unpacked).map_err(|e| e.to_string())?;
+                    place_archive(&src, "", &staging, &image, into, chowned, &links)
+                        .map_err(|e| e.to_string())
+                });
+                let _ = remove_dir_all(&unpacked);
+                placed
                     .map_err(|e| step_error(step, format!("ADD: extracting {}: {e}", s.name)))?;
-                // --chown owns what the archive held too (BuildKit's
-                // unpack with a user): the staging layer holds only this
-                // step's files, and the directories it made are owned so.
-                if let Some((uid, gid)) = chowned {
-                    let below = if dest_is_dir {
-                        dest_dir.as_str()
-                    } else {
-                        target.as_str()
-                    };
-                    chown_below(&staging, below, uid, gid).map_err(fail)?;
-                }
                 continue;
             }
             let chmod = match (&chmod, s.remote) {
@@ -622,19 +626,55 @@ struct TarArchive {
     temp: Option<PathBuf>,
 }
 
-/// Owns everything below `dir` in `root` (not `dir` itself), walking
-/// without following symlinks.
-fn chown_below(root: &Root, dir: &str, uid: u32, gid: u32) -> std::io::Result<()> {
-    let mut todo = vec![dir.to_string()];
-    while let Some(d) = todo.pop() {
-        for name in root.read_dir(&d)? {
-            let rel = match d.is_empty() {
-                true => name.to_string_lossy().into_owned(),
-                false => format!("{d}/{}", name.to_string_lossy()),
+/// Places what an archive held (extracted in `src`, below `rel`) into
+/// `staging` under `into`, each directory's path resolved through the
+/// image's symlinks first. `--chown` (`owner`) owns every entry, as
+/// BuildKit's unpack with a user does; otherwise the archive's owners stay.
+fn place_archive(
+    src: &Root,
+    rel: &str,
+    staging: &Root,
+    image: &Layers,
+    into: &str,
+    owner: Option<(u32, u32)>,
+    links: &copier::Links,
+) -> std::io::Result<()> {
+    // Directories to visit, as (path in the archive, path in the layer).
+    let mut todo = vec![(rel.to_string(), into.to_string())];
+    while let Some((from, to)) = todo.pop() {
+        for name in src.read_dir(&from)? {
+            let name = name.to_string_lossy();
+            let child = match from.is_empty() {
+                true => name.to_string(),
+                false => format!("{from}/{name}"),
             };
-            root.chown(&rel, uid, gid)?;
-            if root.lstat(&rel)?.is_dir() {
-                todo.push(rel);
+            let joined = match to.is_empty() {
+                true => name.to_string(),
+                false => format!("{to}/{name}"),
+            };
+            let target = image
+                .resolve(&format!("/{joined}"))
+                .trim_start_matches('/')
+                .to_string();
+            let is_dir = src.lstat(&child)?.is_dir();
+            // A directory alone (its entries are placed one by one).
+            let only = child.clone();
+            let take = move |r: &str| match !is_dir || r == only {
+                true => copier::Take::Entry,
+                false => copier::Take::Nothing,
+            };
+            let opts = copier::CopyOptions {
+                owner,
+                mode: None,
+                take: &take,
+                links,
+            };
+            if let Some((parent, _)) = target.rsplit_once('/') {
+                image.make_parents(staging, parent, owner.unwrap_or((0, 0)), 0o755)?;
+            }
+            copier::copy_tree(src, &child, staging, &target, &opts)?;
+            if is_dir {
+                todo.push((child, target));
             }
         }
     }
