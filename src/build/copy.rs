@@ -536,8 +536,7 @@ pub(super) fn step<'a>(
                         .map_err(|e| e.to_string())
                 });
                 let _ = remove_dir_all(&unpacked);
-                placed
-                    .map_err(|e| step_error(step, format!("ADD: extracting {}: {e}", s.name)))?;
+                placed.map_err(|e| step_error(step, format!("ADD: extracting {}: {e}", s.name)))?;
                 continue;
             }
             let chmod = match (&chmod, s.remote) {
