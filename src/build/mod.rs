@@ -1141,6 +1141,21 @@ fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String>
         .map_err(|e| format!("base image {base} is not in the store, and pulling it failed: {e}"))
 }
 
+/// BuildKit's emptyImage (scratch, a local context): this machine's
+/// platform, the default PATH (system.DefaultPathEnv) and WorkingDir "/".
+fn empty_image() -> ImageConfig {
+    let mut config = ImageConfig {
+        architecture: config::host_architecture().into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    config.config.env = Some(vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    ]);
+    config.config.working_dir = Some("/".into());
+    config
+}
+
 /// `FROM NAME` of a `--build-context NAME=DIR`: the directory's tree as
 /// the one layer of an otherwise empty image (BuildKit's emptyImage).
 fn dir_state(store: &Store, path: &Path, name: &str) -> Result<State, String> {
@@ -1165,15 +1180,7 @@ fn dir_state(store: &Store, path: &Path, name: &str) -> Result<State, String> {
         return Err(format!("build context {name} ({}): {e}", path.display()));
     }
     let result = commit_dir(store, &staging_path).map_err(|e| e.to_string())?;
-    let mut config = ImageConfig {
-        architecture: config::host_architecture().into(),
-        os: "linux".into(),
-        ..Default::default()
-    };
-    config.config.env = Some(vec![
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-    ]);
-    config.config.working_dir = Some("/".into());
+    let config = empty_image();
     let key = hash(&[
         "context-dir",
         &result.diff_id().map(|d| d.to_string()).unwrap_or_default(),
@@ -1201,19 +1208,8 @@ fn base_state(
     opts: &Options,
 ) -> Result<(State, Vec<String>), String> {
     if base.eq_ignore_ascii_case("scratch") {
-        let mut config = ImageConfig {
-            architecture: config::host_architecture().into(),
-            os: "linux".into(),
-            ..Default::default()
-        };
-        // BuildKit's emptyImage: the default PATH (system.DefaultPathEnv)
-        // and WorkingDir "/".
-        config.config.env = Some(vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ]);
-        config.config.working_dir = Some("/".into());
         let state = State {
-            config,
+            config: empty_image(),
             layers: Vec::new(),
             key: hash(&["scratch"]),
             cmd_set: false,
