@@ -651,11 +651,17 @@ fn place_archive(
                 true => name.to_string(),
                 false => format!("{to}/{name}"),
             };
-            let target = image
-                .resolve(&format!("/{joined}"))
-                .trim_start_matches('/')
-                .to_string();
             let is_dir = src.lstat(&child)?.is_dir();
+            // Only a directory is entered through the image's symlinks; any
+            // other entry replaces what is at its name, as tar does (`to`
+            // is already resolved), and needs no walk of the layers.
+            let target = match is_dir {
+                true => image
+                    .resolve(&format!("/{joined}"))
+                    .trim_start_matches('/')
+                    .to_string(),
+                false => joined,
+            };
             // A directory alone (its entries are placed one by one).
             let only = child.clone();
             let take = move |r: &str| match !is_dir || r == only {
@@ -668,7 +674,10 @@ fn place_archive(
                 take: &take,
                 links,
             };
-            if let Some((parent, _)) = target.rsplit_once('/') {
+            // Parents once per directory, not per entry.
+            if let Some((parent, _)) = target.rsplit_once('/')
+                && staging.lstat(parent).is_err()
+            {
                 image.make_parents(staging, parent, owner.unwrap_or((0, 0)), 0o755)?;
             }
             copier::copy_tree(src, &child, staging, &target, &opts)?;
