@@ -319,7 +319,11 @@ pub(super) fn step<'a>(
             ));
         }
         let mut found = Vec::new();
-        for m in copier::find(&root, &pattern) {
+        let matches = match c.parents {
+            true => copier::find_parents(&root, &pattern),
+            false => copier::find(&root, &pattern),
+        };
+        for m in matches {
             // `--exclude` leaves out what is below a matched directory,
             // never the directory itself (`ADD --exclude=* dir* /d` makes
             // an empty /d); `.dockerignore` leaves out either.
@@ -348,7 +352,12 @@ pub(super) fn step<'a>(
             });
         }
         // A wildcard that matches nothing beside sources that match is no
-        // error (BuildKit); a plain name that is missing is.
+        // error (BuildKit); a plain name that is missing is. A `--parents`
+        // wildcard may match nothing at all (BuildKit requires only a
+        // path without wildcards to exist).
+        if found.is_empty() && c.parents && pattern.contains(['*', '?', '[']) {
+            continue;
+        }
         if found.is_empty() && pattern.contains(['*', '?', '[']) {
             unmatched.push(pattern);
             continue;

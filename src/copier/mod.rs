@@ -29,17 +29,8 @@ pub struct Match {
 
 /// Expands `pattern` (may hold `*`, `?`, `[...]` in any component) inside
 /// `root`. Symlinks on the way are followed inside the root, never out of
-/// it; a `..` that would climb above the root stays at it. A `.` component
-/// after the first marks where `--parents` starts.
+/// it; a `..` that would climb above the root stays at it.
 pub fn find(root: &Root, pattern: &str) -> Vec<Match> {
-    let all: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
-    let strip = all
-        .iter()
-        .skip(1)
-        .position(|p| *p == ".")
-        .map_or(0, |pivot| {
-            all[..=pivot].iter().filter(|p| **p != ".").count()
-        });
     // Cleaned as BuildKit cleans a source (joined onto `/`): `..` cannot
     // climb above the root, and a matched name never holds `..`, so
     // `.dockerignore` sees the path it would see for the plain name.
@@ -48,25 +39,10 @@ pub fn find(root: &Root, pattern: &str) -> Vec<Match> {
     for part in &clean {
         let mut next = Vec::new();
         for name in &found {
-            let join = |n: &str| {
-                if name.is_empty() {
-                    n.to_string()
-                } else {
-                    format!("{name}/{n}")
-                }
-            };
-            if part.contains(['*', '?', '[']) {
-                let dir = if name.is_empty() { "." } else { name.as_str() };
-                let entries = root.read_dir(dir).unwrap_or_default();
-                next.extend(
-                    entries
-                        .iter()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .filter(|n| glob(part, n))
-                        .map(|n| join(&n)),
-                );
+            if is_pattern(part) {
+                next.extend(matching_children(root, name, part, false));
             } else {
-                let candidate = join(part);
+                let candidate = join(name, OsStr::new(part));
                 // The parent must resolve as a directory inside the root.
                 if root.exists(&candidate) {
                     next.push(candidate);
@@ -78,8 +54,89 @@ pub fn find(root: &Root, pattern: &str) -> Vec<Match> {
     found
         .into_iter()
         .filter(|n| !n.is_empty() || clean.is_empty())
-        .map(|name| Match { name, strip })
+        .map(|name| Match { name, strip: 0 })
         .collect()
+}
+
+/// Expands a `COPY --parents` source inside `root` as BuildKit's
+/// dispatcher does: the text before the first `/./` names the directories
+/// whose contents are copied (wildcards allowed), the rest is an include
+/// pattern below each of them in which `**` spans any number of
+/// directories; without a `/./` the whole path is kept from the root. A
+/// match below another match is left out: the directory brings it.
+pub fn find_parents(root: &Root, pattern: &str) -> Vec<Match> {
+    let (base, rest) = pattern.split_once("/./").unwrap_or(("/", pattern));
+    let rest = components(rest);
+    let mut out = Vec::new();
+    for b in find(root, base) {
+        if !root.stat(&b.name).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let strip = components(&b.name).len();
+        let mut names = Vec::new();
+        include(root, &b.name, &rest, &mut names);
+        names.sort();
+        names.dedup();
+        let mut kept: Vec<String> = Vec::new();
+        for name in names {
+            let below = |k: &String| {
+                name.strip_prefix(k.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            };
+            if !kept.iter().any(below) {
+                kept.push(name);
+            }
+        }
+        out.extend(kept.into_iter().map(|name| Match { name, strip }));
+    }
+    out
+}
+
+/// The paths below `name` that `parts` (an include pattern, `**` allowed)
+/// matches, pushed onto `out`.
+fn include(root: &Root, name: &str, parts: &[&str], out: &mut Vec<String>) {
+    let Some((part, rest)) = parts.split_first() else {
+        out.push(name.to_string());
+        return;
+    };
+    if *part == "**" {
+        // Zero directories, or one more and `**` again. Symlinked
+        // directories are not entered, as BuildKit's walk does not.
+        include(root, name, rest, out);
+        for child in matching_children(root, name, "*", true) {
+            include(root, &child, parts, out);
+        }
+    } else if is_pattern(part) {
+        for child in matching_children(root, name, part, false) {
+            include(root, &child, rest, out);
+        }
+    } else {
+        let candidate = join(name, OsStr::new(part));
+        if root.exists(&candidate) {
+            include(root, &candidate, rest, out);
+        }
+    }
+}
+
+/// The names (joined onto `dir`) of `dir`'s entries that glob `part`
+/// matches; only real directories when `dirs_only`.
+fn matching_children(root: &Root, dir: &str, part: &str, dirs_only: bool) -> Vec<String> {
+    let read = if dir.is_empty() { "." } else { dir };
+    let mut names: Vec<String> = root
+        .read_dir(read)
+        .unwrap_or_default()
+        .iter()
+        .filter(|n| glob(part, &n.to_string_lossy()))
+        .map(|n| join(dir, n))
+        .filter(|n| !dirs_only || root.lstat(n).is_ok_and(|m| m.is_dir()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether a path component holds a glob character.
+fn is_pattern(part: &str) -> bool {
+    part.contains(['*', '?', '['])
 }
 
 /// The components of `path` joined onto `/` and cleaned lexically, as Go's
