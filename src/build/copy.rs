@@ -7,8 +7,9 @@ use super::{BuildError, State, StepResult, commit_dir, hash, step_error};
 use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::copier::{self, Layers};
+use crate::dockerfile::chmod::Chmod;
 use crate::dockerfile::heredoc;
-use crate::dockerfile::instructions::{self, Copy, Stage};
+use crate::dockerfile::instructions::{self, Copy, SourceKind, Stage};
 use crate::layer::{self, Mode};
 use crate::sandbox::fs::{Root, remove_dir_all};
 use crate::store::Store;
@@ -33,85 +34,6 @@ struct Source {
 }
 
 /// `--chmod`: octal, or symbolic clauses applied to each file's own mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Chmod {
-    /// `0755`.
-    Octal(u32),
-    /// `u+x,go-w`: (who mask, operator, permission letters).
-    Symbolic(Vec<(u32, char, String)>),
-}
-
-impl Chmod {
-    /// Parses `--chmod`'s value as chmod(1) does (no umask: an empty
-    /// "who" means all).
-    pub(super) fn parse(text: &str) -> Result<Chmod, String> {
-        if !text.is_empty() && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            return u32::from_str_radix(text, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .map(Chmod::Octal)
-                .ok_or_else(|| format!("invalid --chmod={text}: out of range"));
-        }
-        let mut clauses = Vec::new();
-        for clause in text.split(',') {
-            let op_at = clause
-                .find(['+', '-', '='])
-                .ok_or_else(|| format!("invalid --chmod={text}: {clause:?} has no +, - or ="))?;
-            let (who, rest) = clause.split_at(op_at);
-            let mut mask = 0;
-            for c in who.chars() {
-                mask |= match c {
-                    'u' => 0o4700,
-                    'g' => 0o2070,
-                    'o' => 0o1007,
-                    'a' => 0o7777,
-                    _ => return Err(format!("invalid --chmod={text}: unknown class {c:?}")),
-                };
-            }
-            if mask == 0 {
-                mask = 0o7777;
-            }
-            let op = rest.chars().next().unwrap_or('=');
-            let perms = &rest[1..];
-            if let Some(c) = perms.chars().find(|c| !"rwxXst".contains(*c)) {
-                return Err(format!("invalid --chmod={text}: unknown permission {c:?}"));
-            }
-            clauses.push((mask, op, perms.to_string()));
-        }
-        Ok(Chmod::Symbolic(clauses))
-    }
-
-    /// The mode a file whose mode is `mode` gets.
-    pub(super) fn apply(&self, mode: u32, is_dir: bool) -> u32 {
-        let clauses = match self {
-            Chmod::Octal(m) => return *m,
-            Chmod::Symbolic(c) => c,
-        };
-        let mut mode = mode & 0o7777;
-        for (mask, op, perms) in clauses {
-            let mut bits = 0;
-            for p in perms.chars() {
-                bits |= match p {
-                    'r' => 0o444,
-                    'w' => 0o222,
-                    'x' => 0o111,
-                    'X' if is_dir || mode & 0o111 != 0 => 0o111,
-                    's' => 0o6000,
-                    't' => 0o1000,
-                    _ => 0,
-                };
-            }
-            let bits = bits & mask;
-            mode = match op {
-                '+' => mode | bits,
-                '-' => mode & !bits,
-                _ => (mode & !mask) | bits,
-            };
-        }
-        mode
-    }
-}
-
 /// What a COPY leaves out: `.dockerignore`d context paths and `--exclude`
 /// patterns, matched against the path from the source root and from the
 /// source being copied.
@@ -285,7 +207,8 @@ pub(super) fn step<'a>(
             continue;
         }
         let pattern = expand(raw)?;
-        if add && is_git(&pattern) {
+        let kind = instructions::source_kind(&pattern);
+        if add && kind == SourceKind::Git {
             return Err(step_error(
                 step,
                 format!(
@@ -293,7 +216,7 @@ pub(super) fn step<'a>(
                 ),
             ));
         }
-        if add && (pattern.starts_with("http://") || pattern.starts_with("https://")) {
+        if add && kind == SourceKind::Http {
             let got = super::fetch::download(store, &pattern, checksum.as_deref())
                 .map_err(|m| step_error(step, m))?;
             cleanup.0.push(got.path.clone());
@@ -608,14 +531,6 @@ pub(super) fn layers_of(store: &Store, state: &State) -> std::io::Result<Layers>
     Layers::open(&snapshots)
 }
 
-/// True for the sources ADD would clone with git.
-fn is_git(source: &str) -> bool {
-    source.starts_with("git@")
-        || source.starts_with("git://")
-        || ((source.starts_with("http://") || source.starts_with("https://"))
-            && (source.ends_with(".git") || source.contains(".git#")))
-}
-
 /// Removes temporary files and directories when dropped.
 struct Cleanup(Vec<PathBuf>);
 
@@ -883,27 +798,6 @@ impl Flattened {
                 let _ = remove_dir_all(&dir);
                 Err(e)
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod chmod_tests {
-    use super::Chmod;
-
-    #[test]
-    fn symbolic_modes_apply_to_each_files_own_mode() {
-        let c = Chmod::parse("u+x,g-w,o=").unwrap();
-        assert_eq!(c.apply(0o664, false), 0o740);
-        let c = Chmod::parse("a+X").unwrap();
-        assert_eq!(c.apply(0o644, false), 0o644, "X: files without x stay");
-        assert_eq!(c.apply(0o744, false), 0o755);
-        assert_eq!(c.apply(0o700, true), 0o711, "X: directories get x");
-        assert_eq!(Chmod::parse("=r").unwrap().apply(0o777, false), 0o444);
-        assert_eq!(Chmod::parse("u+s,+t").unwrap().apply(0o755, false), 0o5755);
-        assert_eq!(Chmod::parse("0755").unwrap().apply(0o600, false), 0o755);
-        for bad in ["u+q", "k+x", "rwx", "99999"] {
-            assert!(Chmod::parse(bad).is_err(), "{bad}");
         }
     }
 }

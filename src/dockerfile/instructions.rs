@@ -676,7 +676,7 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
     let mut errors = Vec::new();
     if let Some(v) = flags
         .get("chmod")
-        .filter(|v| !v.value.contains('$') && !valid_chmod(&v.value))
+        .filter(|v| !v.value.contains('$') && super::chmod::Chmod::parse(&v.value).is_err())
     {
         errors.push(
             Error::new(
@@ -716,7 +716,11 @@ fn copy(node: &Node, add: bool) -> Result<Instruction, Vec<Error>> {
                 .with_hint("use sha256:<64 hex digits> (or sha384, sha512)"),
             );
         }
-        if sources.iter().any(|s| !is_remote(s)) {
+        // A source with a variable may expand to a URL: the build decides.
+        if sources
+            .iter()
+            .any(|s| !s.contains('$') && source_kind(s) == SourceKind::Local)
+        {
             errors.push(
                 Error::new(
                     ErrorKind::Instruction("checksum requires HTTP(S) or Git sources".into()),
@@ -1035,32 +1039,6 @@ pub fn expose_ports(raw: &str) -> Result<Vec<String>, String> {
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
-fn valid_chmod(mode: &str) -> bool {
-    if mode.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return !mode.is_empty() && u32::from_str_radix(mode, 8).is_ok_and(|m| m <= 0o7777);
-    }
-    mode.split(',').all(|clause| {
-        let who_end = clause
-            .find(|c: char| !"ugoa".contains(c))
-            .unwrap_or(clause.len());
-        let rest = &clause[who_end..];
-        let mut ops = rest.chars().peekable();
-        let mut seen_op = false;
-        while let Some(op) = ops.next() {
-            if !"+-=".contains(op) {
-                return false;
-            }
-            seen_op = true;
-            while ops.peek().is_some_and(|c| !"+-=".contains(*c)) {
-                if !"rwxXstugo".contains(ops.next().unwrap_or(' ')) {
-                    return false;
-                }
-            }
-        }
-        seen_op
-    })
-}
-
 fn valid_checksum(sum: &str) -> bool {
     let Some((algo, hex)) = sum.split_once(':') else {
         return false;
@@ -1074,11 +1052,31 @@ fn valid_checksum(sum: &str) -> bool {
     hex.len() == want && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn is_remote(src: &str) -> bool {
-    ["http://", "https://", "git@", "git://"]
-        .iter()
-        .any(|p| src.starts_with(p))
-        || src.contains('$')
+/// What a COPY or ADD source names: the one place that tells a URL or a
+/// git repository from a path (`kiln check` and `kiln build` agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A path in the context or a stage.
+    Local,
+    /// A file to download.
+    Http,
+    /// A git repository to clone.
+    Git,
+}
+
+/// The kind of source `src` (expanded) names.
+pub fn source_kind(src: &str) -> SourceKind {
+    let http = src.starts_with("http://") || src.starts_with("https://");
+    if src.starts_with("git@")
+        || src.starts_with("git://")
+        || (http && (src.ends_with(".git") || src.contains(".git#")))
+    {
+        SourceKind::Git
+    } else if http {
+        SourceKind::Http
+    } else {
+        SourceKind::Local
+    }
 }
 
 /// Parses a Go duration (`300ms`, `1h30m`, `1.5s`, `-2s`) into signed

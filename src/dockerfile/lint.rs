@@ -339,7 +339,9 @@ fn context_sources(node: &Node) -> Vec<String> {
     sources
         .iter()
         .filter(|s| {
-            !s.contains('$') && !s.starts_with("<<") && !s.contains("://") && !s.starts_with("git@")
+            !s.contains('$')
+                && !s.starts_with("<<")
+                && super::instructions::source_kind(s) == super::instructions::SourceKind::Local
         })
         .map(|s| {
             s.trim_start_matches("./")

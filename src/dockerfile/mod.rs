@@ -6,6 +6,7 @@
 //! validated flags and arguments. [`shell`] expands words; the planner calls
 //! it per stage. [`lint`] holds the warnings `kiln check` reports.
 
+pub mod chmod;
 pub mod dump;
 pub mod error;
 pub mod flags;
