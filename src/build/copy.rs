@@ -3,7 +3,7 @@
 //! local tar extraction. The cache key hashes names, modes and contents,
 //! never mtimes, so a fresh checkout of the same context hits the cache.
 
-use super::{BuildError, State, StepResult, commit_dir, hash, step_error};
+use super::{Builder, State, StepCx, StepError, StepResult, commit_dir, fail, hash};
 use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::copier::{self, Layers};
@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-type Run<'a> = Box<dyn FnOnce() -> Result<StepResult, BuildError> + 'a>;
+type Run<'a> = Box<dyn FnOnce() -> Result<StepResult, StepError> + 'a>;
 
 /// A resolved source: the root it is in, its path there (symlinks
 /// resolved inside that root), and its name as the pattern matched it.
@@ -86,36 +86,17 @@ impl Filter<'_> {
     }
 }
 
-/// Where a COPY reads from and what it may see: the build context (a
-/// [`Root`]), its `.dockerignore`, the context's content digests, and the
-/// stages and images flattened for `--from`.
-pub(super) struct Inputs<'a> {
-    /// The build context.
-    pub context: &'a Arc<Root>,
-    /// Its `.dockerignore`.
-    pub ignore: &'a Matcher,
-    /// Content digests of its files, remembered by stat.
-    pub stat: &'a StatCache,
-    /// Stages and images flattened for `--from`.
-    pub flattened: &'a Flattened,
-}
-
 /// The step's cache key and the work that makes its layer (run on a miss).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn step<'a>(
-    store: &'a Store,
-    built: &'a [Option<State>],
-    stages: &'a [Stage],
+    b: &'a Builder<'a>,
+    cx: &StepCx<'a>,
     state: &'a State,
     c: &'a Copy,
     add: bool,
-    args: &[(String, String)],
-    inputs: &Inputs<'a>,
-    escape: char,
-    step: &'a instructions::Step,
-) -> Result<(String, Run<'a>), BuildError> {
-    let vars = super::variables(state, args);
-    let expand = |w: &str| super::expand_word(&vars, escape, step, w);
+) -> Result<(String, Run<'a>), StepError> {
+    let (store, built, stages) = (b.store, cx.built, b.stages);
+    let vars = super::variables(state);
+    let expand = |w: &str| super::expand_word(&vars, b.escape, w);
     let kw = if add { "ADD" } else { "COPY" };
     // `--link` makes a layer that does not depend on what is below it: it
     // is written as onto an empty image, and its key leaves the parent out.
@@ -125,13 +106,13 @@ pub(super) fn step<'a>(
             layers: Vec::new(),
             key: hash(&["link"]),
             cmd_set: false,
-            args: Vec::new(),
+            args: Default::default(),
             declared: Vec::new(),
         }
     } else {
         state.clone()
     };
-    let image = layers_of(store, &view).map_err(|e| step_error(step, format!("{kw}: {e}")))?;
+    let image = layers_of(store, &view).map_err(|e| fail(format!("{kw}: {e}")))?;
 
     // A destination that expands to nothing is the WORKDIR, as in BuildKit.
     let dest_raw = match expand(&c.dest)? {
@@ -145,7 +126,7 @@ pub(super) fn step<'a>(
     let dest: String = image.resolve(&joined);
     let chown = c.chown.as_deref().map(&expand).transpose()?;
     let chmod = match c.chmod.as_deref().map(&expand).transpose()? {
-        Some(m) => Some(Chmod::parse(&m).map_err(|e| step_error(step, e))?),
+        Some(m) => Some(Chmod::parse(&m).map_err(fail)?),
         None => None,
     };
     let exclude = match c.exclude.is_empty() {
@@ -158,7 +139,7 @@ pub(super) fn step<'a>(
                 .collect::<Result<_, _>>()?;
             Some(
                 Matcher::parse(&patterns.join("\n"), Path::new("--exclude"))
-                    .map_err(|e| step_error(step, e.to_string()))?,
+                    .map_err(|e| fail(e.to_string()))?,
             )
         }
     };
@@ -166,36 +147,30 @@ pub(super) fn step<'a>(
     // Where sources come from.
     let (root, from_context) = match &c.from {
         Some(from) => (
-            inputs
-                .flattened
-                .get(store, built, stages, &expand(from)?)
-                .map_err(|m| step_error(step, m))?,
+            b.flattened
+                .get(store, built, stages, cx.stage, &expand(from)?)
+                .map_err(fail)?,
             false,
         ),
-        None => (inputs.context.clone(), true),
+        None => (b.context.clone(), true),
     };
     // Downloads are removed when the work is done or dropped unrun (a
     // cache hit).
     let mut cleanup = Cleanup(Vec::new());
     let filter = Filter {
-        ignore: from_context.then_some(inputs.ignore),
+        ignore: from_context.then_some(b.ignore),
         exclude,
     };
     let checksum = c.checksum.as_deref().map(&expand).transpose()?;
     let mut sources = Vec::new();
     // Heredoc sources as (file name, content): an unquoted opener's body is
     // expanded with the stage's variables, as BuildKit's dispatcher does.
-    let lookup = |k: &str| {
-        vars.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let lookup = |k: &str| vars.get(k);
     let mut heredocs = Vec::new();
     for h in &c.heredocs {
         let content = match h.expand {
             true => heredoc::expand(&h.content, &lookup)
-                .map_err(|e| step_error(step, format!("{kw} <<{}: {e}", h.name)))?,
+                .map_err(|e| fail(format!("{kw} <<{}: {e}", h.name)))?,
             false => h.content.clone(),
         };
         heredocs.push((h.name.clone(), content));
@@ -209,23 +184,19 @@ pub(super) fn step<'a>(
         let pattern = expand(raw)?;
         let kind = instructions::source_kind(&pattern);
         if add && kind == SourceKind::Git {
-            return Err(step_error(
-                step,
-                format!(
-                    "ADD {pattern}: git sources are not supported by kiln yet; clone in the context or a RUN step"
-                ),
-            ));
+            return Err(fail(format!(
+                "ADD {pattern}: git sources are not supported by kiln yet; clone in the context or a RUN step"
+            )));
         }
         if add && kind == SourceKind::Http {
-            let got = super::fetch::download(store, &pattern, checksum.as_deref())
-                .map_err(|m| step_error(step, m))?;
+            let got = super::fetch::download(store, &pattern, checksum.as_deref()).map_err(fail)?;
             cleanup.0.push(got.path.clone());
             // The download is a file kiln wrote in its own tmp/.
             let dir = got.path.parent().unwrap_or(store.root());
             let file = got.path.file_name().unwrap_or_default().to_string_lossy();
             let root = Root::open(dir)
                 .map(Arc::new)
-                .map_err(|e| step_error(step, format!("{kw}: {e}")))?;
+                .map_err(|e| fail(format!("{kw}: {e}")))?;
             sources.push(Source {
                 root,
                 rel: file.into_owned(),
@@ -236,8 +207,7 @@ pub(super) fn step<'a>(
             continue;
         }
         if checksum.is_some() {
-            return Err(step_error(
-                step,
+            return Err(fail(
                 "--checksum applies to http(s) sources only".to_string(),
             ));
         }
@@ -286,17 +256,14 @@ pub(super) fn step<'a>(
             continue;
         }
         if found.is_empty() {
-            return Err(step_error(
-                step,
-                format!(
-                    "{kw} failed: \"{pattern}\": not found in the {}",
-                    if from_context {
-                        "build context (or excluded by .dockerignore)"
-                    } else {
-                        "source stage"
-                    }
-                ),
-            ));
+            return Err(fail(format!(
+                "{kw} failed: \"{pattern}\": not found in the {}",
+                if from_context {
+                    "build context (or excluded by .dockerignore)"
+                } else {
+                    "source stage"
+                }
+            )));
         }
         sources.extend(found);
     }
@@ -304,17 +271,14 @@ pub(super) fn step<'a>(
         && sources.is_empty()
         && heredocs.is_empty()
     {
-        return Err(step_error(
-            step,
-            format!(
-                "{kw} failed: no source files were specified: \"{pattern}\" matches nothing in the {}",
-                if from_context {
-                    "build context (or everything it matches is excluded by .dockerignore)"
-                } else {
-                    "source stage"
-                }
-            ),
-        ));
+        return Err(fail(format!(
+            "{kw} failed: no source files were specified: \"{pattern}\" matches nothing in the {}",
+            if from_context {
+                "build context (or everything it matches is excluded by .dockerignore)"
+            } else {
+                "source stage"
+            }
+        )));
     }
     let count = sources.len() + heredocs.len();
     let dest_is_dir = names_dir
@@ -328,12 +292,9 @@ pub(super) fn step<'a>(
     // Several sources written (not matched: `ADD *.tar /dest` may match
     // several) need a directory destination, as docker's builder says.
     if c.sources.len() > 1 && !names_dir {
-        return Err(step_error(
-            step,
-            format!(
-                "When using {kw} with more than one source file, the destination must be a directory and end with a /"
-            ),
-        ));
+        return Err(fail(format!(
+            "When using {kw} with more than one source file, the destination must be a directory and end with a /"
+        )));
     }
 
     let no_stat = StatCache::none();
@@ -350,7 +311,7 @@ pub(super) fn step<'a>(
     for s in &sources {
         key_parts.push(format!("{} {} {}", s.name, s.strip, s.remote));
         let digests = if from_context && !s.remote {
-            inputs.stat
+            &b.stat
         } else {
             &no_stat
         };
@@ -359,11 +320,11 @@ pub(super) fn step<'a>(
         let base = s
             .root
             .real_path("")
-            .map_err(|e| step_error(step, format!("{kw}: {e}")))?;
+            .map_err(|e| fail(format!("{kw}: {e}")))?;
         let real = s
             .root
             .real_path(&s.rel)
-            .map_err(|e| step_error(step, format!("{kw}: {}: {e}", s.name)))?;
+            .map_err(|e| fail(format!("{kw}: {}: {e}", s.name)))?;
         let rel_of = |p: &Path| {
             p.strip_prefix(&base)
                 .map(|r| r.to_string_lossy().into_owned())
@@ -382,9 +343,9 @@ pub(super) fn step<'a>(
 
     let work: Run<'a> = Box::new(move || {
         let _cleanup = cleanup;
-        let fail = |e: std::io::Error| step_error(step, format!("{kw}: {e}"));
+        let io_fail = |e: std::io::Error| fail(format!("{kw}: {e}"));
         let chowned = match &chown {
-            Some(spec) => Some(image.owner(spec).map_err(|m| step_error(step, m))?),
+            Some(spec) => Some(image.owner(spec).map_err(fail)?),
             None => None,
         };
         // Without --chown, files from the context (and downloads) belong
@@ -396,7 +357,7 @@ pub(super) fn step<'a>(
             _ => 0o755,
         };
         let staging_path = store.temp_path("copy");
-        let staging = Root::create(&staging_path).map_err(fail)?;
+        let staging = Root::create(&staging_path).map_err(io_fail)?;
         let target = dest.trim_start_matches('/').to_string();
         let dest_dir = if dest_is_dir {
             target.clone()
@@ -413,10 +374,10 @@ pub(super) fn step<'a>(
         };
         image
             .make_parents(&staging, &dest_dir, parents_owner, parents_mode)
-            .map_err(fail)?;
+            .map_err(io_fail)?;
         let links = copier::Links::default();
         for s in &sources {
-            let meta = s.root.stat(&s.rel).map_err(fail)?;
+            let meta = s.root.stat(&s.rel).map_err(io_fail)?;
             let to = if !dest_is_dir {
                 target.clone()
             } else if c.parents {
@@ -425,7 +386,7 @@ pub(super) fn step<'a>(
                 if let Some((parent, _)) = to.rsplit_once('/') {
                     image
                         .make_parents(&staging, parent, parents_owner, parents_mode)
-                        .map_err(fail)?;
+                        .map_err(io_fail)?;
                 }
                 to
             } else if meta.is_dir() {
@@ -438,7 +399,7 @@ pub(super) fn step<'a>(
                 && !s.remote
                 && meta.is_file()
                 && c.unpack != Some(false)
-                && let Some(tar) = tar_archive(store, &s.root, &s.rel).map_err(fail)?
+                && let Some(tar) = tar_archive(store, &s.root, &s.rel).map_err(io_fail)?
             {
                 // An archive is extracted into the destination, a directory
                 // even without a trailing slash (`ADD *.tar /dst`). It is
@@ -447,7 +408,7 @@ pub(super) fn step<'a>(
                 let into = if dest_is_dir { &dest_dir } else { &target };
                 image
                     .make_parents(&staging, into, parents_owner, parents_mode)
-                    .map_err(fail)?;
+                    .map_err(io_fail)?;
                 // Extracted apart, then placed entry by entry through the
                 // image's symlinks (`var/run/x` lands in /run/x when the
                 // image has /var/run -> /run), as an unpack onto the image
@@ -468,7 +429,7 @@ pub(super) fn step<'a>(
                         .map_err(|e| e.to_string())
                 });
                 let _ = remove_dir_all(&unpacked);
-                placed.map_err(|e| step_error(step, format!("ADD: extracting {}: {e}", s.name)))?;
+                placed.map_err(|e| fail(format!("ADD: extracting {}: {e}", s.name)))?;
                 continue;
             }
             let chmod = match (&chmod, s.remote) {
@@ -486,7 +447,7 @@ pub(super) fn step<'a>(
                 links: &links,
             };
             if !meta.is_dir() {
-                copier::copy_tree(&s.root, &s.rel, &staging, &to, &opts).map_err(fail)?;
+                copier::copy_tree(&s.root, &s.rel, &staging, &to, &opts).map_err(io_fail)?;
                 continue;
             }
             // A directory's contents are copied; the directory it lands in
@@ -494,12 +455,12 @@ pub(super) fn step<'a>(
             // --chown, as BuildKit makes it (--chmod is not applied to it).
             image
                 .make_parents(&staging, &to, parents_owner, 0o755)
-                .map_err(fail)?;
-            for n in s.root.read_dir(&s.rel).map_err(fail)? {
+                .map_err(io_fail)?;
+            for n in s.root.read_dir(&s.rel).map_err(io_fail)? {
                 let n = n.to_string_lossy();
                 let from = within(s.rel.trim_start_matches('/'), &n);
                 copier::copy_tree(&s.root, &from, &staging, &within(&to, &n), &opts)
-                    .map_err(fail)?;
+                    .map_err(io_fail)?;
             }
         }
         for (name, content) in &heredocs {
@@ -508,15 +469,15 @@ pub(super) fn step<'a>(
             } else {
                 target.clone()
             };
-            let mut file = staging.create_file(&to, 0o600).map_err(fail)?;
-            std::io::Write::write_all(&mut file, content.as_bytes()).map_err(fail)?;
+            let mut file = staging.create_file(&to, 0o600).map_err(io_fail)?;
+            std::io::Write::write_all(&mut file, content.as_bytes()).map_err(io_fail)?;
             let mode = chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
             staging
                 .chown(&to, parents_owner.0, parents_owner.1)
-                .map_err(fail)?;
-            staging.chmod(&to, mode).map_err(fail)?;
+                .map_err(io_fail)?;
+            staging.chmod(&to, mode).map_err(io_fail)?;
         }
-        commit_dir(store, &staging_path)
+        Ok(commit_dir(store, &staging_path)?)
     });
     Ok((key, work))
 }
@@ -728,12 +689,14 @@ impl Flattened {
         }
     }
 
-    /// The root of stage or image `from` (read it, never write it).
+    /// The root of stage or image `from`, as named in stage `stage` (read
+    /// it, never write it).
     pub(super) fn get(
         &self,
         store: &Store,
         built: &[Option<State>],
         stages: &[Stage],
+        stage: usize,
         from: &str,
     ) -> Result<Arc<Root>, String> {
         let named = self.named.iter().find(|(n, _)| n == from).map(|(_, c)| c);
@@ -744,13 +707,9 @@ impl Flattened {
                 .map(Arc::new)
                 .map_err(|e| format!("build context {from} ({}): {e}", path.display()));
         }
-        let lower = from.to_lowercase();
         let found = match named {
             Some(super::NamedContext::Image(_)) => None,
-            _ => stages
-                .iter()
-                .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-                .or_else(|| from.parse().ok()),
+            _ => crate::plan::from_ref(stages, stage, from),
         };
         let image_ref = match named {
             Some(super::NamedContext::Image(r)) => r.as_str(),

@@ -89,6 +89,27 @@ pub(super) fn download(
     })
 }
 
+/// The Last-Modified time of `url` in seconds (a SOURCE_DATE_EPOCH source
+/// stage's ADD, as BuildKit's source metadata gives it); None when the
+/// server does not say.
+pub(super) fn modified(url: &str) -> Result<Option<i64>, String> {
+    let fail = |what: String| format!("SOURCE_DATE_EPOCH from {url}: {what}");
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let response = client.head(url).send().map_err(|e| fail(error_chain(&e)))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("the server answered {}", response.status())));
+    }
+    Ok(response
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+        .map(|t| t.timestamp()))
+}
+
 /// The last component of the URL's path, as BuildKit names an ADDed URL.
 fn file_name(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);

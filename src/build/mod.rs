@@ -22,11 +22,10 @@ use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::dockerfile::heredoc;
 use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
-use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Error as DfError, Source, parse};
 use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
 use crate::layer;
-use crate::plan;
+use crate::plan::{self, Plan, Scope};
 use crate::progress::{Progress, StepId};
 use crate::sandbox::fs::Root;
 use crate::sandbox::{self, ContainerDirs, Spec};
@@ -57,19 +56,22 @@ pub enum BuildError {
     /// `--target` names no stage.
     #[error("target stage {name:?} could not be found ({})", match suggestion {
         Some(s) => format!("did you mean {s}?"),
-        None => format!("named stages: {stages}"),
+        None => format!("named stages: {}", stages.join(", ")),
     })]
     NoTarget {
         /// The name asked for.
         name: String,
         /// The stage names there are.
-        stages: String,
+        stages: Vec<String>,
         /// The stage name nearest to it, when one is near.
         suggestion: Option<String>,
     },
     /// The build context cannot be used.
     #[error("{0}")]
     Context(String),
+    /// A build input (a build arg, SOURCE_DATE_EPOCH) is not valid.
+    #[error("{0}")]
+    Invalid(String),
     /// A step cache record cannot be written.
     #[error("step cache: {0}")]
     Cache(String),
@@ -200,9 +202,9 @@ struct State {
     /// CMD was set in this stage: ENTRYPOINT then keeps it (otherwise an
     /// ENTRYPOINT clears the CMD inherited from the base, as Docker does).
     cmd_set: bool,
-    /// The ARGs in scope, last declaration last. A stage built FROM this
-    /// one starts with them (BuildKit's dispatchState.init).
-    args: Vec<(String, String)>,
+    /// The ARGs in scope, in the order first declared. A stage built FROM
+    /// this one starts with them (BuildKit's dispatchState.init).
+    args: Scope,
     /// Every ARG declared in scope, valued or not, in the order first
     /// declared: RUN's history lists them (`|3 A=1 B= C=3`).
     declared: Vec<String>,
@@ -236,41 +238,90 @@ fn hash(parts: &[&str]) -> String {
 
 /// The variables a step's words expand with: the config's ENV, then the
 /// ARGs in scope (ENV wins, as in a Dockerfile), last declaration first.
-fn variables(state: &State, args: &[(String, String)]) -> Vec<(String, String)> {
+fn variables(state: &State) -> Scope {
     let env = state.config.config.env.iter().flatten().filter_map(|e| {
         e.split_once('=')
             .map(|(k, v)| (k.to_string(), v.to_string()))
     });
-    // Reversed lookups find the last entry: ARGs first, ENV after, so ENV wins.
-    args.iter().cloned().chain(env).collect()
+    state.args.pairs().iter().cloned().chain(env).collect()
 }
 
-/// Expands one word of `step` with `vars`.
-fn expand_word(
-    vars: &[(String, String)],
-    escape: char,
-    step: &instructions::Step,
-    word: &str,
-) -> Result<String, BuildError> {
-    let lookup = |k: &str| {
-        vars.iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
-    Lexer::new(escape)
-        .process_word(word, &lookup)
-        .map(|e| e.value)
-        .map_err(|e| step_error(step, e.to_string()))
+/// Expands one word with `vars`.
+fn expand_word(vars: &Scope, escape: char, word: &str) -> Result<String, StepError> {
+    vars.expand(word, escape).map_err(fail)
 }
 
-fn step_error(step: &instructions::Step, message: String) -> BuildError {
-    BuildError::Step {
-        error: DfError::new(
-            crate::dockerfile::ErrorKind::Instruction(message.clone()),
-            step.span,
-        ),
-        message,
+/// Why a step failed, before the step's span is attached: that happens
+/// once, where steps are dispatched ([`StepError::at`]).
+#[derive(Debug)]
+enum StepError {
+    /// The step itself failed (with the command's output when it ran).
+    Failed {
+        /// What happened.
+        message: String,
+        /// The failed command's output.
+        log: Option<Box<StepLog>>,
+    },
+    /// The build failed under it (the store, the cache, a cancel).
+    Build(BuildError),
+}
+
+impl StepError {
+    /// The error as the build reports it, pointing at `step`.
+    fn at(self, step: &instructions::Step) -> BuildError {
+        match self {
+            StepError::Failed { message, log } => BuildError::Step {
+                error: DfError::new(
+                    crate::dockerfile::ErrorKind::Instruction(message.clone()),
+                    step.span,
+                ),
+                message,
+                log,
+            },
+            StepError::Build(e) => e,
+        }
+    }
+}
+
+impl From<BuildError> for StepError {
+    fn from(e: BuildError) -> Self {
+        StepError::Build(e)
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        StepError::Build(e.into())
+    }
+}
+
+impl From<ImageError> for StepError {
+    fn from(e: ImageError) -> Self {
+        StepError::Build(e.into())
+    }
+}
+
+/// A planning error as the build reports it.
+fn plan_error(e: plan::PlanError) -> BuildError {
+    match e {
+        plan::PlanError::Step { step, message } => fail(message).at(&step),
+        plan::PlanError::NoTarget {
+            name,
+            stages,
+            suggestion,
+        } => BuildError::NoTarget {
+            name,
+            stages,
+            suggestion,
+        },
+        plan::PlanError::Invalid(m) => BuildError::Invalid(m),
+    }
+}
+
+/// A step failure saying `message`.
+fn fail(message: impl Into<String>) -> StepError {
+    StepError::Failed {
+        message: message.into(),
         log: None,
     }
 }
@@ -293,15 +344,15 @@ pub(crate) const PROXY_ARGS: [&str; 10] = [
 /// The proxy values among `--build-arg`s, each under both its names
 /// (`http_proxy=x` gives HTTP_PROXY and http_proxy), as BuildKit's ProxyEnv
 /// passes them; the last one given wins.
-fn opts_proxy_args(opts: &Options) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
+fn opts_proxy_args(opts: &Options) -> Scope {
+    let mut out = Scope::default();
     for (k, v) in &opts.build_args {
         if !is_proxy_arg(k) {
             continue;
         }
         for name in [k.to_ascii_uppercase(), k.to_ascii_lowercase()] {
-            out.retain(|(n, _)| *n != name);
-            out.push((name, v.clone()));
+            out.remove(&name);
+            out.set(&name, v);
         }
     }
     out
@@ -310,25 +361,6 @@ fn opts_proxy_args(opts: &Options) -> Vec<(String, String)> {
 /// True for a proxy build arg's name, in any case.
 fn is_proxy_arg(name: &str) -> bool {
     PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(name))
-}
-
-/// ARG values the build defines without a declaration.
-fn platform_args() -> Vec<(String, String)> {
-    let arch = config::host_architecture();
-    let platform = format!("linux/{arch}");
-    [
-        ("TARGETPLATFORM", platform.as_str()),
-        ("TARGETOS", "linux"),
-        ("TARGETARCH", arch),
-        ("TARGETVARIANT", ""),
-        ("BUILDPLATFORM", platform.as_str()),
-        ("BUILDOS", "linux"),
-        ("BUILDARCH", arch),
-        ("BUILDVARIANT", ""),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
 }
 
 /// Builds `source` (the Dockerfile) in `opts.context`; returns the image.
@@ -346,23 +378,6 @@ pub fn build(
         return Err(BuildError::Dockerfile(errors));
     }
     let escape = file.escape;
-    // SOURCE_DATE_EPOCH as a build arg works as the environment variable.
-    if let Some((_, v)) = opts
-        .build_args
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
-    {
-        match v.trim().parse::<i64>() {
-            Ok(secs) => config::set_source_date_epoch(secs),
-            Err(_) => {
-                return Err(BuildError::Image(ImageError::BadChange {
-                    change: format!("--build-arg SOURCE_DATE_EPOCH={v}"),
-                    reason: "it must be whole seconds since 1970".into(),
-                }));
-            }
-        }
-    }
     let ignore = Matcher::for_build(&opts.context, opts.dockerfile.as_deref())
         .map_err(|e| BuildError::Image(ImageError::BadArchive(e.to_string())))?;
     // The context is a root: sources, bind mounts and content digests are
@@ -375,76 +390,33 @@ pub fn build(
         .real_path("")
         .map_err(|e| BuildError::Context(format!("build context: {e}")))?;
 
-    let target = match &opts.target {
-        Some(t) => file
-            .stages
-            .iter()
-            .position(|s| s.from.name.as_deref() == Some(t.to_lowercase().as_str()))
-            .ok_or_else(|| BuildError::NoTarget {
-                suggestion: {
-                    let names: Vec<&str> = file
-                        .stages
-                        .iter()
-                        .filter_map(|s| s.from.name.as_deref())
-                        .collect();
-                    crate::dockerfile::flags::suggest(&t.to_lowercase(), &names).map(str::to_string)
-                },
-                name: t.clone(),
-                stages: file
-                    .stages
-                    .iter()
-                    .filter_map(|s| s.from.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?,
-        None => file.stages.len() - 1,
-    };
-    // Global ARGs: visible to FROM lines, and re-declarable in stages.
-    // TARGETSTAGE names the stage built ("default" when it has no name).
-    let mut automatic = platform_args();
-    automatic.push((
-        "TARGETSTAGE".into(),
-        file.stages[target]
-            .from
-            .name
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-    ));
-    let mut global: Vec<(String, String)> = Vec::new();
-    for step in &file.global_args {
-        if let Instruction::Arg(decls) = &step.instruction {
-            for d in decls {
-                let value = override_or_default(
-                    &d.name,
-                    d.default.as_deref(),
-                    opts,
-                    &global,
-                    &automatic,
-                    escape,
-                )
-                .map_err(|m| step_error(step, m))?;
-                if let Some(v) = value {
-                    global.push((d.name.clone(), v));
-                }
+    // Everything decided before a stage runs: target, global ARGs, FROMs,
+    // the stage graph, SOURCE_DATE_EPOCH.
+    let Plan {
+        target,
+        global,
+        automatic,
+        bases,
+        deps,
+        needed,
+        epoch,
+    } = Plan::new(
+        &file,
+        &plan::Inputs {
+            target: opts.target.as_deref(),
+            build_args: &opts.build_args,
+        },
+    )
+    .map_err(plan_error)?;
+    match epoch {
+        Some(plan::Epoch::Seconds(secs)) => config::set_source_date_epoch(secs),
+        Some(plan::Epoch::Url(url)) => {
+            if let Some(secs) = fetch::modified(&url).map_err(BuildError::Invalid)? {
+                config::set_source_date_epoch(secs);
             }
         }
+        None => {}
     }
-
-    // FROM lines expand with the global ARGs before stages are looked up:
-    // `FROM $BASE` may name a stage.
-    let bases = plan::bases(&file.stages, &global, &automatic, escape)
-        .map_err(|e| step_error(&e.step, e.message))?;
-    for stage in &file.stages {
-        if let Some(raw) = &stage.from.platform {
-            plan::check_platform(raw, &global, &automatic, escape)
-                .map_err(|m| step_error(&stage.from_step, m))?;
-        }
-    }
-    plan::check_stage_order(&file.stages).map_err(|e| step_error(&e.step, e.message))?;
-    let deps: Vec<Vec<usize>> = (0..file.stages.len())
-        .map(|i| plan::stage_deps(&file.stages, &bases, i))
-        .collect();
-    let needed = plan::needed_stages(&deps, target);
     let builder = Builder {
         store,
         stages: &file.stages,
@@ -574,40 +546,6 @@ pub fn build(
     Ok(Image::load(store, &image::manifest_digest(&manifest)?)?)
 }
 
-/// The value of ARG `name`: a --build-arg, else the default expanded, else
-/// the global value of the same name, else an automatic platform arg.
-fn override_or_default(
-    name: &str,
-    default: Option<&str>,
-    opts: &Options,
-    scope: &[(String, String)],
-    automatic: &[(String, String)],
-    escape: char,
-) -> Result<Option<String>, String> {
-    if let Some((_, v)) = opts.build_args.iter().rev().find(|(k, _)| k == name) {
-        return Ok(Some(v.clone()));
-    }
-    if let Some(d) = default {
-        let lookup = |k: &str| {
-            scope
-                .iter()
-                .rev()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
-        return Lexer::new(escape)
-            .process_word(d, &lookup)
-            .map(|e| Some(e.value))
-            .map_err(|e| e.to_string());
-    }
-    Ok(scope
-        .iter()
-        .chain(automatic)
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone()))
-}
-
 /// What every stage of one build shares.
 struct Builder<'a> {
     store: &'a Store,
@@ -615,10 +553,12 @@ struct Builder<'a> {
     opts: &'a Options,
     ignore: &'a Matcher,
     escape: char,
-    global: Vec<(String, String)>,
+    /// The global ARGs, with their values.
+    global: Scope,
     /// Each stage's FROM, expanded with the global ARGs.
     bases: Vec<String>,
-    automatic: Vec<(String, String)>,
+    /// The ARGs the build defines without a declaration.
+    automatic: Scope,
     progress: &'a Progress,
     logs: log::StepLogs,
     /// Set when a stage fails: the others stop before their next step.
@@ -772,7 +712,7 @@ impl Builder<'_> {
             None => base_state(store, self.stages, built, parent, base, self.opts),
         };
         let (mut state, triggers) = started
-            .map_err(|m| step_error(from_step, m))
+            .map_err(|m| fail(m).at(from_step))
             .inspect_err(|e| self.progress.failed(id, &e.to_string(), None))?;
         self.progress.done(id);
         // ONBUILD triggers of the base (an image's, or the ONBUILD lines of
@@ -782,11 +722,8 @@ impl Builder<'_> {
         // A stage FROM a stage inherits its ARGs; any other starts with the
         // proxy ARGs BuildKit predefines: a --build-arg gives them to RUN
         // without an ARG line, and they stay out of the history.
-        let mut args = match parent {
-            Some(_) => std::mem::take(&mut state.args),
-            None => opts_proxy_args(self.opts),
-        };
         if parent.is_none() {
+            state.args = opts_proxy_args(self.opts);
             state.declared.clear();
         }
         // --no-cache-filter names stages by name or number.
@@ -804,15 +741,16 @@ impl Builder<'_> {
                 n += 1;
                 self.progress.start(&self.step_name(i, n, total, &text))
             });
-            let result = self.step(
-                &mut state,
-                &mut args,
+            let cx = StepCx {
                 built,
                 step,
-                &text,
+                text: &text,
                 id,
-                (i, use_cache),
-            );
+                stage: i,
+                use_cache,
+            };
+            // The one place a step's span is attached to its error.
+            let result = self.step(&mut state, &cx).map_err(|e| e.at(step));
             match (result, id) {
                 (Ok(cached), Some(id)) => match cached {
                     true => self.progress.cached(id),
@@ -833,66 +771,70 @@ impl Builder<'_> {
                 }
             }
         }
-        state.args = args;
         Ok(state)
     }
 
-    /// Runs one step on `state`; true when its result came from the cache.
-    #[allow(clippy::too_many_arguments)]
-    fn step(
+    /// The cache protocol every step that makes a layer follows: the
+    /// result recorded under `key` when there is one (and the stage uses
+    /// the cache), else `work` run and its result recorded; either way
+    /// remembered for `--cache-to`. True when it came from the cache.
+    fn get_or_run(
         &self,
-        state: &mut State,
-        args: &mut Vec<(String, String)>,
-        built: &[Option<State>],
-        step: &instructions::Step,
-        text: &str,
-        id: Option<StepId>,
-        (stage, use_cache): (usize, bool),
-    ) -> Result<bool, BuildError> {
-        let remember = |key: &str, r: &StepResult| {
-            self.records
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((stage, key.to_string(), r.clone()));
+        cx: &StepCx,
+        key: &str,
+        work: impl FnOnce() -> Result<StepResult, StepError>,
+    ) -> Result<(StepResult, bool), StepError> {
+        let hit = cx.use_cache.then(|| cached(self.store, key)).flatten();
+        let was_hit = hit.is_some();
+        let result = match hit {
+            Some(r) => r,
+            None => {
+                let r = work()?;
+                record(self.store, key, &r)?;
+                r
+            }
         };
-        let (store, opts, escape) = (self.store, self.opts, self.escape);
-        match &step.instruction {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((cx.stage, key.to_string(), result.clone()));
+        Ok((result, was_hit))
+    }
+
+    /// Runs one step on `state`; true when its result came from the cache.
+    fn step(&self, state: &mut State, cx: &StepCx) -> Result<bool, StepError> {
+        let (store, opts, escape, text) = (self.store, self.opts, self.escape, cx.text);
+        match &cx.step.instruction {
             Instruction::Arg(decls) => {
                 for d in decls {
-                    let v =
-                        override_or_default(&d.name, d.default.as_deref(), opts, args, &[], escape)
-                            .map_err(|m| step_error(step, m))?
-                            .or_else(|| {
-                                self.global
-                                    .iter()
-                                    .chain(&self.automatic)
-                                    .rev()
-                                    .find(|(k, _)| *k == d.name)
-                                    .map(|(_, v)| v.clone())
-                            });
-                    // A declaration again keeps the first one's place.
-                    match (v, args.iter_mut().find(|(k, _)| k == &d.name)) {
-                        (Some(v), Some(slot)) => slot.1 = v,
-                        (Some(v), None) => args.push((d.name.clone(), v)),
-                        (None, _) => {}
+                    let v = plan::arg_value(
+                        &d.name,
+                        d.default.as_deref(),
+                        &opts.build_args,
+                        &state.args,
+                        &self.global.overlaid(&self.automatic),
+                        escape,
+                    )
+                    .map_err(fail)?;
+                    if let Some(v) = v {
+                        state.args.set(&d.name, &v);
                     }
                     if !state.declared.contains(&d.name) {
                         state.declared.push(d.name.clone());
                     }
                 }
-                let vars = variables(state, args);
-                let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
+                let vars = variables(state);
+                let expand = |w: &str| expand_word(&vars, escape, w).ok();
                 let created_by =
-                    history::config_entry(&step.instruction, &state.config, &expand, text);
+                    history::config_entry(&cx.step.instruction, &state.config, &expand, text);
                 push_layer(state, StepResult::default(), created_by);
-                state.key = hash(&[&state.key, text, &format!("{args:?}")]);
+                state.key = hash(&[&state.key, text, &format!("{:?}", state.args.pairs())]);
                 Ok(false)
             }
             Instruction::Run(run) => {
                 if run.security == instructions::Security::Insecure && !opts.allow_insecure {
-                    return Err(step_error(
-                        step,
-                        "security.insecure is not allowed: pass --allow security.insecure to kiln build".into(),
+                    return Err(fail(
+                        "security.insecure is not allowed: pass --allow security.insecure to kiln build",
                     ));
                 }
                 let shell = state
@@ -903,7 +845,7 @@ impl Builder<'_> {
                     .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
                 let (argv, script) = run_argv(run, &shell);
                 let mut env = state.config.config.env.clone().unwrap_or_default();
-                for (k, v) in args.iter() {
+                for (k, v) in state.args.iter() {
                     if !env.iter().any(|e| e.split('=').next() == Some(k)) {
                         env.push(format!("{k}={v}"));
                     }
@@ -927,23 +869,12 @@ impl Builder<'_> {
                 let created_by = history::run_entry(
                     &argv,
                     &state.declared,
-                    args,
+                    state.args.pairs(),
                     state.config.config.env.as_deref().unwrap_or_default(),
                 );
                 // Mounts: in the key by what they are (never by a secret's
                 // value); secrets given as env reach only the process.
-                let mut mounts = mounts::prepare(
-                    store,
-                    built,
-                    self.stages,
-                    state,
-                    run,
-                    args,
-                    opts,
-                    (&self.context, &self.flattened),
-                    escape,
-                    step,
-                )?;
+                let mut mounts = mounts::prepare(self, cx, state, run)?;
                 let key = hash(&[&key, &mounts.key]);
                 // argv names a #! script by its path only: its text is
                 // part of what the step runs.
@@ -952,77 +883,40 @@ impl Builder<'_> {
                     None => key,
                 };
                 env.extend(mounts.env.iter().cloned());
-                let hit = use_cache.then(|| cached(store, &key)).flatten();
-                let was_hit = hit.is_some();
-                let result = match hit {
-                    Some(r) => r,
-                    None => {
-                        let network = match run.network {
-                            instructions::Network::None => true,
-                            instructions::Network::Host => false,
-                            instructions::Network::Default => opts.network == DefaultNetwork::None,
-                        };
-                        let _script_dir = match &script {
-                            Some(s) => Some(
-                                mount_script(store, s, &mut mounts)
-                                    .map_err(|m| step_error(step, m))?,
-                            ),
-                            None => None,
-                        };
-                        let r = self.run_step(state, argv, env, network, &mounts, step, id)?;
-                        record(store, &key, &r)?;
-                        r
-                    }
-                };
-                remember(&key, &result);
+                let (result, hit) = self.get_or_run(cx, &key, || {
+                    let network = match run.network {
+                        instructions::Network::None => true,
+                        instructions::Network::Host => false,
+                        instructions::Network::Default => opts.network == DefaultNetwork::None,
+                    };
+                    let _script_dir = match &script {
+                        Some(s) => Some(mount_script(store, s, &mut mounts).map_err(fail)?),
+                        None => None,
+                    };
+                    self.run_step(state, argv, env, network, &mounts, cx)
+                })?;
                 push_layer(state, result, created_by);
                 state.key = key;
-                Ok(was_hit)
+                Ok(hit)
             }
             Instruction::Copy(c) | Instruction::Add(c) => {
-                let add = matches!(step.instruction, Instruction::Add(_));
-                let inputs = copy::Inputs {
-                    context: &self.context,
-                    ignore: self.ignore,
-                    stat: &self.stat,
-                    flattened: &self.flattened,
-                };
-                let (key, work) = copy::step(
-                    store,
-                    built,
-                    self.stages,
-                    state,
-                    c,
-                    add,
-                    args,
-                    &inputs,
-                    escape,
-                    step,
-                )?;
-                let hit = use_cache.then(|| cached(store, &key)).flatten();
-                let was_hit = hit.is_some();
-                // Both arms consume `work`, which borrows `state`.
-                let result = match hit {
-                    Some(r) => {
-                        drop(work);
-                        r
-                    }
-                    None => {
-                        let r = work()?;
-                        record(store, &key, &r)?;
-                        r
-                    }
-                };
-                let vars = variables(state, args);
-                let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
-                remember(&key, &result);
+                let add = matches!(cx.step.instruction, Instruction::Add(_));
+                let (key, work) = copy::step(self, cx, state, c, add)?;
+                let (result, hit) = self.get_or_run(cx, &key, work)?;
+                let vars = variables(state);
+                let expand = |w: &str| expand_word(&vars, escape, w).ok();
                 push_layer(state, result, history::copy_entry(add, c, &expand));
                 state.key = key;
-                Ok(was_hit)
+                Ok(hit)
             }
             Instruction::Workdir(_) => {
-                image::apply_with(&mut state.config.config, &step.instruction, args, escape)
-                    .map_err(|m| step_error(step, m))?;
+                image::apply_with(
+                    &mut state.config.config,
+                    &cx.step.instruction,
+                    state.args.pairs(),
+                    escape,
+                )
+                .map_err(fail)?;
                 let wd = state.config.config.working_dir.clone().unwrap_or_default();
                 let created_by = format!("WORKDIR {wd}");
                 if wd.is_empty() || wd == "/" {
@@ -1033,28 +927,19 @@ impl Builder<'_> {
                 // USER) as BuildKit makes it: a layer when it was missing.
                 let user = state.config.config.user.clone().unwrap_or_default();
                 let key = hash(&[&state.key, "WORKDIR", &wd, &user]);
-                let hit = use_cache.then(|| cached(store, &key)).flatten();
-                let was_hit = hit.is_some();
-                let result = match hit {
-                    Some(r) => r,
-                    None => {
-                        let r = copy::mkdir_layer(store, state, &wd, &user)
-                            .map_err(|m| step_error(step, m))?;
-                        record(store, &key, &r)?;
-                        r
-                    }
-                };
-                remember(&key, &result);
+                let (result, hit) = self.get_or_run(cx, &key, || {
+                    copy::mkdir_layer(store, state, &wd, &user).map_err(fail)
+                })?;
                 push_layer(state, result, created_by);
                 state.key = key;
-                Ok(was_hit)
+                Ok(hit)
             }
             other => {
-                let vars = variables(state, args);
-                let expand = |w: &str| expand_word(&vars, escape, step, w).ok();
+                let vars = variables(state);
+                let expand = |w: &str| expand_word(&vars, escape, w).ok();
                 if !matches!(other, Instruction::Maintainer(_)) {
-                    image::apply_with(&mut state.config.config, other, args, escape)
-                        .map_err(|m| step_error(step, m))?;
+                    image::apply_with(&mut state.config.config, other, state.args.pairs(), escape)
+                        .map_err(fail)?;
                 }
                 match other {
                     Instruction::Cmd(_) => state.cmd_set = true,
@@ -1070,11 +955,28 @@ impl Builder<'_> {
                     let created_by = history::config_entry(other, &state.config, &expand, text);
                     push_layer(state, StepResult::default(), created_by);
                 }
-                state.key = hash(&[&state.key, text, &format!("{args:?}")]);
+                state.key = hash(&[&state.key, text, &format!("{:?}", state.args.pairs())]);
                 Ok(false)
             }
         }
     }
+}
+
+/// One step as it is dispatched: where it is, what it may read, how it
+/// is shown and cached.
+struct StepCx<'a> {
+    /// The stages built so far (those this stage reads).
+    built: &'a [Option<State>],
+    /// The step.
+    step: &'a instructions::Step,
+    /// Its text, as progress and history show it.
+    text: &'a str,
+    /// Its progress line, when it makes a layer.
+    id: Option<StepId>,
+    /// The index of its stage.
+    stage: usize,
+    /// False under `--no-cache` (or a `--no-cache-filter` naming the stage).
+    use_cache: bool,
 }
 
 /// True for the instructions that run or write files (shown in progress).
@@ -1095,12 +997,8 @@ fn onbuild_steps(
 ) -> Result<Vec<instructions::Step>, BuildError> {
     let mut steps = Vec::new();
     for t in triggers {
-        let fail = |m: String| {
-            step_error(
-                from_step,
-                format!("ONBUILD trigger {t:?} of the base image: {m}"),
-            )
-        };
+        let fail =
+            |m: String| fail(format!("ONBUILD trigger {t:?} of the base image: {m}")).at(from_step);
         let text = format!("# escape={escape}\nFROM scratch\n{t}\n");
         let source = Source::new("ONBUILD", text.as_bytes());
         let ast = parse(&source).map_err(|e| fail(e.to_string()))?;
@@ -1190,7 +1088,7 @@ fn dir_state(store: &Store, path: &Path, name: &str) -> Result<State, String> {
         layers: Vec::new(),
         key,
         cmd_set: false,
-        args: Vec::new(),
+        args: Scope::default(),
         declared: Vec::new(),
     };
     push_layer(&mut state, result, format!("FROM {name}"));
@@ -1213,7 +1111,7 @@ fn base_state(
             layers: Vec::new(),
             key: hash(&["scratch"]),
             cmd_set: false,
-            args: Vec::new(),
+            args: Scope::default(),
             declared: Vec::new(),
         };
         return Ok((state, Vec::new()));
@@ -1261,7 +1159,7 @@ fn base_state(
         key: hash(&["image", &image.id.to_string()]),
         config,
         cmd_set: false,
-        args: Vec::new(),
+        args: Scope::default(),
         declared: Vec::new(),
     };
     Ok((state, triggers))
@@ -1463,7 +1361,6 @@ impl Builder<'_> {
     /// Runs a RUN step's command in the sandbox, its output going to the
     /// step's log file and to progress; the overlay's upper directory
     /// becomes the layer.
-    #[allow(clippy::too_many_arguments)]
     fn run_step(
         &self,
         state: &State,
@@ -1471,11 +1368,10 @@ impl Builder<'_> {
         env: Vec<String>,
         no_network: bool,
         mounts: &mounts::Mounts,
-        step: &instructions::Step,
-        progress_id: Option<StepId>,
-    ) -> Result<StepResult, BuildError> {
+        cx: &StepCx,
+    ) -> Result<StepResult, StepError> {
         let store = self.store;
-        let fail = |m: String| step_error(step, m);
+        let progress_id = cx.id;
         let id = hash(&[
             &format!("{:?}", std::time::SystemTime::now()),
             &std::process::id().to_string(),
@@ -1530,7 +1426,7 @@ impl Builder<'_> {
             etc_dir: dirs.etc,
             // RUN steps run under Docker's default seccomp profile, as in
             // BuildKit's default sandbox; an allowed insecure step without.
-            seccomp: match &step.instruction {
+            seccomp: match &cx.step.instruction {
                 Instruction::Run(r) if r.security == instructions::Security::Insecure => {
                     sandbox::SeccompProfile::Unconfined
                 }
@@ -1563,21 +1459,20 @@ impl Builder<'_> {
                 let staged = store.temp_path("upper");
                 std::fs::rename(&upper, &staged)
                     .map_err(|e| fail(format!("moving the step's diff: {e}")))
-                    .and_then(|_| commit_dir(store, &staged))
+                    .and_then(|_| Ok(commit_dir(store, &staged)?))
             }
             Ok(code) => {
                 let message = format!(
                     "process \"{}\" did not complete successfully: exit code: {code}",
                     argv.join(" ")
                 );
-                let mut e = fail(message);
-                if let BuildError::Step { log: l, .. } = &mut e {
-                    *l = Some(Box::new(StepLog {
+                Err(StepError::Failed {
+                    message,
+                    log: Some(Box::new(StepLog {
                         path: log.path().to_path_buf(),
                         tail,
-                    }));
-                }
-                Err(e)
+                    })),
+                })
             }
             Err(e) => Err(fail(e.to_string())),
         };

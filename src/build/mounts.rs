@@ -3,11 +3,11 @@
 //! value never reaches a layer, the cache key or the history; the mount
 //! points a step had to create are removed from its diff, as BuildKit does.
 
-use super::copy::{Flattened, layers_of};
-use super::{BuildError, Options, Secret, State, hash, step_error};
+use super::copy::layers_of;
+use super::{Builder, Secret, State, StepCx, StepError, fail, hash};
 use crate::context::digest::StatCache;
 use crate::copier::{self, CopyOptions};
-use crate::dockerfile::instructions::{self, Stage};
+use crate::dockerfile::instructions;
 use crate::dockerfile::mount::{MountType, Sharing};
 use crate::sandbox::fs::{Root, remove_dir_all};
 use crate::sandbox::{Bind, Tmpfs};
@@ -15,7 +15,6 @@ use crate::store::Store;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, lchown};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// What a RUN's mounts amount to.
 #[derive(Default)]
@@ -65,21 +64,16 @@ impl Drop for Mounts {
 }
 
 /// Prepares the mounts of `run`.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn prepare(
-    store: &Store,
-    built: &[Option<State>],
-    stages: &[Stage],
+    b: &Builder,
+    cx: &StepCx,
     state: &State,
     run: &instructions::Run,
-    args: &[(String, String)],
-    opts: &Options,
-    (context, flattened): (&Arc<Root>, &Flattened),
-    escape: char,
-    step: &instructions::Step,
-) -> Result<Mounts, BuildError> {
-    let vars = super::variables(state, args);
-    let expand = |w: &str| super::expand_word(&vars, escape, step, w);
+) -> Result<Mounts, StepError> {
+    let (store, built, stages, opts) = (b.store, cx.built, b.stages, b.opts);
+    let (context, flattened) = (&b.context, &b.flattened);
+    let vars = super::variables(state);
+    let expand = |w: &str| super::expand_word(&vars, b.escape, w);
     let mut out = Mounts::default();
     let mut key = Vec::new();
     for m in &run.mounts {
@@ -87,7 +81,7 @@ pub(super) fn prepare(
         let m = match &m.deferred {
             Some(raw) => {
                 expanded = crate::dockerfile::mount::parse(&expand(raw)?)
-                    .map_err(|e| step_error(step, format!("invalid --mount: {e}")))?;
+                    .map_err(|e| fail(format!("invalid --mount: {e}")))?;
                 &expanded
             }
             None => m,
@@ -109,20 +103,20 @@ pub(super) fn prepare(
                     (u, g, mode) => hash(&[&id, &format!("{u:?} {g:?} {mode:?}")]),
                 };
                 let mut dir = store.cache_dir().join("mounts").join(name);
-                let fail = |e: std::io::Error| step_error(step, format!("cache mount {id}: {e}"));
+                let io_fail = |e: std::io::Error| fail(format!("cache mount {id}: {e}"));
                 // sharing=locked waits for the mount; sharing=private gets
                 // a new, empty one while another step holds it; shared
                 // mounts take no lock at all.
                 if m.sharing != Sharing::Shared {
-                    fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(fail)?;
+                    fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(io_fail)?;
                     let lock = fs::File::options()
                         .create(true)
                         .truncate(false)
                         .write(true)
                         .open(dir.with_extension("lock"))
-                        .map_err(fail)?;
+                        .map_err(io_fail)?;
                     if m.sharing == Sharing::Locked {
-                        lock.lock().map_err(fail)?;
+                        lock.lock().map_err(io_fail)?;
                         out.locks.push(lock);
                     } else if lock.try_lock().is_ok() {
                         out.locks.push(lock);
@@ -132,8 +126,7 @@ pub(super) fn prepare(
                     }
                 }
                 if !dir.exists() {
-                    fs::create_dir_all(&dir)
-                        .map_err(|e| step_error(step, format!("cache mount {id}: {e}")))?;
+                    fs::create_dir_all(&dir).map_err(io_fail)?;
                     let _ = fs::set_permissions(
                         &dir,
                         fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
@@ -148,24 +141,21 @@ pub(super) fn prepare(
                 let source = expand(m.source.as_deref().unwrap_or("."))?;
                 let root = match &m.from {
                     Some(from) => flattened
-                        .get(store, built, stages, &expand(from)?)
-                        .map_err(|e| step_error(step, e))?,
+                        .get(store, built, stages, cx.stage, &expand(from)?)
+                        .map_err(fail)?,
                     None => context.clone(),
                 };
                 // The source is resolved inside its root (the context, or
                 // the stage): a symlink in it leads nowhere else.
                 let not_found = |e: std::io::Error| {
-                    step_error(
-                        step,
-                        format!(
-                            "--mount source {source:?} not found in the {}: {e}",
-                            if m.from.is_some() {
-                                "source stage"
-                            } else {
-                                "build context"
-                            }
-                        ),
-                    )
+                    fail(format!(
+                        "--mount source {source:?} not found in the {}: {e}",
+                        if m.from.is_some() {
+                            "source stage"
+                        } else {
+                            "build context"
+                        }
+                    ))
                 };
                 let rel = root.resolve(&source).map_err(not_found)?;
                 let path = root.real_path(&rel).map_err(not_found)?;
@@ -191,8 +181,7 @@ pub(super) fn prepare(
                         copier::copy_tree(&root, &rel, &dst, "src", &opts)?;
                         dst.real_path("src")
                     });
-                    copied
-                        .map_err(|e| step_error(step, format!("--mount source {source:?}: {e}")))?
+                    copied.map_err(|e| fail(format!("--mount source {source:?}: {e}")))?
                 };
                 out.bind(source_path, target, m.read_only, true);
             }
@@ -209,26 +198,19 @@ pub(super) fn prepare(
                 let id = m.id.clone().unwrap_or_default();
                 let value = match opts.secrets.iter().find(|(i, _)| *i == id).map(|(_, s)| s) {
                     Some(Secret::File(path)) => fs::read(path).map_err(|e| {
-                        step_error(
-                            step,
-                            format!("secret {id}: reading {}: {e}", path.display()),
-                        )
+                        fail(format!("secret {id}: reading {}: {e}", path.display()))
                     })?,
                     Some(Secret::Env(var)) => std::env::var(var)
                         .map_err(|_| {
-                            step_error(
-                                step,
-                                format!("secret {id}: environment variable {var} is not set"),
-                            )
+                            fail(format!(
+                                "secret {id}: environment variable {var} is not set"
+                            ))
                         })?
                         .into_bytes(),
                     None if m.required => {
-                        return Err(step_error(
-                            step,
-                            format!(
-                                "secret {id} is required but was not provided: pass --secret id={id},src=FILE"
-                            ),
-                        ));
+                        return Err(fail(format!(
+                            "secret {id} is required but was not provided: pass --secret id={id},src=FILE"
+                        )));
                     }
                     None => continue,
                 };
@@ -240,8 +222,7 @@ pub(super) fn prepare(
                 }
                 if let Some(target) = target {
                     let file = store.temp_path("secret");
-                    fs::write(&file, &value)
-                        .map_err(|e| step_error(step, format!("secret {id}: {e}")))?;
+                    fs::write(&file, &value).map_err(|e| fail(format!("secret {id}: {e}")))?;
                     let _ = fs::set_permissions(
                         &file,
                         fs::Permissions::from_mode(m.mode.unwrap_or(0o400)),
@@ -256,12 +237,9 @@ pub(super) fn prepare(
                 let target = target.unwrap_or_else(|| "/run/buildkit/ssh_agent.0".into());
                 let Some((_, socket)) = opts.ssh.iter().find(|(i, _)| *i == id) else {
                     if m.required {
-                        return Err(step_error(
-                            step,
-                            format!(
-                                "ssh {id} is required but was not forwarded: pass --ssh {id}[=SOCKET]"
-                            ),
-                        ));
+                        return Err(fail(format!(
+                            "ssh {id} is required but was not forwarded: pass --ssh {id}[=SOCKET]"
+                        )));
                     }
                     continue;
                 };

@@ -439,9 +439,12 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             Ok(ExitCode::FAILURE)
         }
         Err(BuildError::Canceled) => Ok(ExitCode::FAILURE),
-        Err(e @ (BuildError::NoTarget { .. } | BuildError::Context(_) | BuildError::Cache(_))) => {
-            Err(Error::Usage(e.to_string()))
-        }
+        Err(
+            e @ (BuildError::NoTarget { .. }
+            | BuildError::Context(_)
+            | BuildError::Cache(_)
+            | BuildError::Invalid(_)),
+        ) => Err(Error::Usage(e.to_string())),
         Err(BuildError::Store(e)) => Err(e.into()),
         Err(BuildError::Image(e)) => Err(e.into()),
     }

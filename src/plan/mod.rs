@@ -5,46 +5,222 @@
 //! and the checks BuildKit makes on them (stage order, `--platform`). Pure
 //! functions of the typed Dockerfile: unit-tested without root or a store.
 
-use crate::dockerfile::instructions::{Instruction, Stage, Step};
+mod epoch;
+mod scope;
+
+pub use epoch::Epoch;
+pub use scope::Scope;
+
+use crate::dockerfile::instructions::{Dockerfile, Instruction, Stage, Step};
 use crate::dockerfile::shell::Lexer;
 use crate::image::config;
 
-/// Why a Dockerfile cannot be planned: the message and the step it is about.
+/// Why a Dockerfile cannot be planned.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct PlanError {
-    /// The step at fault (its span is where the error points).
-    pub step: Box<Step>,
-    /// What is wrong.
-    pub message: String,
+pub enum PlanError {
+    /// A step is at fault (its span is where the error points).
+    #[error("{message}")]
+    Step {
+        /// The step.
+        step: Box<Step>,
+        /// What is wrong.
+        message: String,
+    },
+    /// `--target` names no stage.
+    #[error("target stage {name:?} could not be found")]
+    NoTarget {
+        /// The name asked for.
+        name: String,
+        /// The stage names there are.
+        stages: Vec<String>,
+        /// The stage name nearest to it, when one is near.
+        suggestion: Option<String>,
+    },
+    /// A build input is not valid (no step to point at).
+    #[error("{0}")]
+    Invalid(String),
 }
 
-/// Each stage's FROM expanded with the global ARGs (then the automatic
+impl PlanError {
+    fn at(step: &Step, message: impl Into<String>) -> PlanError {
+        PlanError::Step {
+            step: Box::new(step.clone()),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a plan is made from besides the Dockerfile.
+#[derive(Debug, Default, Clone)]
+pub struct Inputs<'a> {
+    /// `--target`, when given.
+    pub target: Option<&'a str>,
+    /// `--build-arg` values, last one winning.
+    pub build_args: &'a [(String, String)],
+}
+
+/// Everything a build decides before a stage runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The stage built.
+    pub target: usize,
+    /// The global ARGs (before the first FROM) with their values.
+    pub global: Scope,
+    /// The ARGs the build defines without a declaration (platform, TARGETSTAGE).
+    pub automatic: Scope,
+    /// Each stage's FROM, expanded with the global ARGs.
+    pub bases: Vec<String>,
+    /// The earlier stages each stage reads.
+    pub deps: Vec<Vec<usize>>,
+    /// The target and the stages it needs, in file order.
+    pub needed: Vec<usize>,
+    /// Where SOURCE_DATE_EPOCH comes from, when the build sets it.
+    pub epoch: Option<Epoch>,
+}
+
+impl Plan {
+    /// Plans `file`: the target, the global ARGs, every FROM, the stage
+    /// graph and BuildKit's checks on them.
+    pub fn new(file: &Dockerfile, inputs: &Inputs) -> Result<Plan, PlanError> {
+        let stages = &file.stages;
+        let target = match inputs.target {
+            Some(t) => stage_named(stages, stages.len(), t).ok_or_else(|| {
+                let names: Vec<String> =
+                    stages.iter().filter_map(|s| s.from.name.clone()).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                PlanError::NoTarget {
+                    suggestion: crate::dockerfile::flags::suggest(&t.to_lowercase(), &refs)
+                        .map(str::to_string),
+                    name: t.to_string(),
+                    stages: names,
+                }
+            })?,
+            None => stages.len() - 1,
+        };
+        // TARGETSTAGE names the stage built ("default" when it has no name).
+        let mut automatic = platform_args();
+        automatic.set(
+            "TARGETSTAGE",
+            stages[target].from.name.as_deref().unwrap_or("default"),
+        );
+        let mut global = Scope::default();
+        for step in &file.global_args {
+            if let Instruction::Arg(decls) = &step.instruction {
+                for d in decls {
+                    let value = arg_value(
+                        &d.name,
+                        d.default.as_deref(),
+                        inputs.build_args,
+                        &global,
+                        &automatic,
+                        file.escape,
+                    )
+                    .map_err(|m| PlanError::at(step, m))?;
+                    if let Some(v) = value {
+                        global.set(&d.name, &v);
+                    }
+                }
+            }
+        }
+        let bases = bases(stages, &global, &automatic, file.escape)?;
+        for stage in stages {
+            if let Some(raw) = &stage.from.platform {
+                check_platform(raw, &global, &automatic, file.escape)
+                    .map_err(|m| PlanError::at(&stage.from_step, m))?;
+            }
+        }
+        check_stage_order(stages)?;
+        let deps: Vec<Vec<usize>> = (0..stages.len())
+            .map(|i| stage_deps(stages, &bases, i))
+            .collect();
+        let needed = needed_stages(&deps, target);
+        let epoch = epoch::resolve(file, inputs.build_args, &mut global)?;
+        Ok(Plan {
+            target,
+            global,
+            automatic,
+            bases,
+            deps,
+            needed,
+            epoch,
+        })
+    }
+}
+
+/// The stage `name` refers to from a stage at index `before` (a FROM,
+/// `--from`, `--target`): a stage of that name (names are not case
+/// sensitive) before it, the latest when names repeat; a number is a
+/// stage's index only for `--from`, see [`from_ref`].
+pub fn stage_named(stages: &[Stage], before: usize, name: &str) -> Option<usize> {
+    let lower = name.to_lowercase();
+    stages[..before.min(stages.len())]
+        .iter()
+        .rposition(|s| s.from.name.as_deref() == Some(lower.as_str()))
+}
+
+/// The stage a `COPY --from` or `RUN --mount=from=` in stage `before`
+/// names: by name, or by index (`--from=0`); None means an image.
+pub fn from_ref(stages: &[Stage], before: usize, name: &str) -> Option<usize> {
+    stage_named(stages, before, name).or_else(|| name.parse::<usize>().ok().filter(|&n| n < before))
+}
+
+/// The value of ARG `name`: a --build-arg, else the default expanded
+/// with `scope`, else the value `scope` or `automatic` has.
+pub fn arg_value(
+    name: &str,
+    default: Option<&str>,
+    build_args: &[(String, String)],
+    scope: &Scope,
+    automatic: &Scope,
+    escape: char,
+) -> Result<Option<String>, String> {
+    if let Some((_, v)) = build_args.iter().rev().find(|(k, _)| k == name) {
+        return Ok(Some(v.clone()));
+    }
+    if let Some(d) = default {
+        return scope.expand(d, escape).map(Some);
+    }
+    Ok(scope
+        .get(name)
+        .or_else(|| automatic.get(name))
+        .map(str::to_string))
+}
+
+/// ARG values the build defines without a declaration.
+pub fn platform_args() -> Scope {
+    let arch = config::host_architecture();
+    let platform = format!("linux/{arch}");
+    let mut scope = Scope::default();
+    for (k, v) in [
+        ("TARGETPLATFORM", platform.as_str()),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", arch),
+        ("TARGETVARIANT", ""),
+        ("BUILDPLATFORM", platform.as_str()),
+        ("BUILDOS", "linux"),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", ""),
+    ] {
+        scope.set(k, v);
+    }
+    scope
+}
+
+/// Each stage's FROM expanded with the global ARGs (over the automatic
 /// ones): `FROM $BASE` may name a stage.
 pub fn bases(
     stages: &[Stage],
-    global: &[(String, String)],
-    automatic: &[(String, String)],
+    global: &Scope,
+    automatic: &Scope,
     escape: char,
 ) -> Result<Vec<String>, PlanError> {
+    let scope = automatic.overlaid(global);
     stages
         .iter()
         .map(|stage| {
-            let lookup = |k: &str| {
-                global
-                    .iter()
-                    .chain(automatic)
-                    .rev()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| v.as_str())
-            };
-            Lexer::new(escape)
-                .process_word(&stage.from.image, &lookup)
-                .map(|w| w.value)
-                .map_err(|e| PlanError {
-                    step: Box::new(stage.from_step.clone()),
-                    message: e.to_string(),
-                })
+            scope
+                .expand(&stage.from.image, escape)
+                .map_err(|e| PlanError::at(&stage.from_step, e))
         })
         .collect()
 }
@@ -53,24 +229,17 @@ pub fn bases(
 /// platform, and (until multi-platform builds exist) this machine's.
 pub fn check_platform(
     raw: &str,
-    global: &[(String, String)],
-    automatic: &[(String, String)],
+    global: &Scope,
+    automatic: &Scope,
     escape: char,
 ) -> Result<(), String> {
-    let scope: Vec<&(String, String)> = global.iter().chain(automatic).collect();
-    let lookup = |k: &str| {
-        scope
-            .iter()
-            .rev()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let scope = automatic.overlaid(global);
     let expansion = Lexer::new(escape)
-        .process_word(raw, &lookup)
+        .process_word(raw, &|k: &str| scope.get(k))
         .map_err(|e| e.to_string())?;
     let value = expansion.value;
     if value.is_empty() {
-        let names: Vec<&str> = scope.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = scope.iter().map(|(n, _)| n).collect();
         let hint = expansion
             .unset
             .iter()
@@ -107,25 +276,20 @@ pub fn check_stage_order(stages: &[Stage]) -> Result<(), PlanError> {
                 _ => Vec::new(),
             };
             for from in froms {
-                let lower = from.to_lowercase();
-                let earlier = stages[..i]
-                    .iter()
-                    .any(|s| s.from.name.as_deref() == Some(lower.as_str()));
-                let later = stages[i..]
-                    .iter()
-                    .any(|s| s.from.name.as_deref() == Some(lower.as_str()));
+                let earlier = stage_named(stages, i, from).is_some();
+                let later = stage_named(stages, stages.len(), from).is_some_and(|j| j >= i);
                 if later && !earlier {
                     let current = stage
                         .from
                         .name
                         .clone()
                         .unwrap_or_else(|| format!("stage-{i}"));
-                    return Err(PlanError {
-                        step: Box::new(step.clone()),
-                        message: format!(
+                    return Err(PlanError::at(
+                        step,
+                        format!(
                             "cannot copy from stage {from:?}, it needs to be defined before current stage {current:?}"
                         ),
-                    });
+                    ));
                 }
             }
         }
@@ -136,13 +300,7 @@ pub fn check_stage_order(stages: &[Stage]) -> Result<(), PlanError> {
 /// The earlier stages stage `i` reads: its FROM, `COPY --from` and
 /// `RUN --mount=from=`.
 pub fn stage_deps(stages: &[Stage], bases: &[String], i: usize) -> Vec<usize> {
-    let find = |name: &str| -> Option<usize> {
-        let lower = name.to_lowercase();
-        stages[..i]
-            .iter()
-            .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().filter(|&n| n < i))
-    };
+    let find = |name: &str| from_ref(stages, i, name);
     let base = from_stage(stages, bases, i);
     let mut deps: Vec<usize> = base.into_iter().collect();
     // A stage FROM a stage runs that stage's ONBUILD triggers, whose
@@ -173,11 +331,7 @@ pub fn stage_deps(stages: &[Stage], bases: &[String], i: usize) -> Vec<usize> {
 /// The earlier stage stage `i` is FROM, if it is FROM a stage: by name
 /// only (`FROM 0` is an image, as in BuildKit), after expansion.
 pub fn from_stage(stages: &[Stage], bases: &[String], i: usize) -> Option<usize> {
-    let lower = bases[i].to_lowercase();
-    // The latest stage of that name before this one (names may repeat).
-    stages[..i]
-        .iter()
-        .rposition(|s| s.from.name.as_deref() == Some(lower.as_str()))
+    stage_named(stages, i, &bases[i])
 }
 
 /// The target and every stage it depends on, in file order.
@@ -206,11 +360,11 @@ mod tests {
 
     fn plan(text: &str, global: &[(&str, &str)]) -> (Vec<Stage>, Vec<String>, Vec<Vec<usize>>) {
         let stages = stages(text);
-        let global: Vec<(String, String)> = global
+        let global: Scope = global
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let bases = bases(&stages, &global, &[], '\\').unwrap();
+        let bases = bases(&stages, &global, &Scope::default(), '\\').unwrap();
         let deps = (0..stages.len())
             .map(|i| stage_deps(&stages, &bases, i))
             .collect();
@@ -248,12 +402,14 @@ mod tests {
     #[test]
     fn copy_from_a_later_stage_is_an_error() {
         let s = stages("FROM a AS first\nCOPY --from=build /x /x\nFROM a AS build\n");
-        let e = check_stage_order(&s).unwrap_err();
+        let Err(PlanError::Step { step, message }) = check_stage_order(&s) else {
+            panic!("no error");
+        };
         assert_eq!(
-            e.message,
+            message,
             "cannot copy from stage \"build\", it needs to be defined before current stage \"first\""
         );
-        assert_eq!(e.step.line, 2);
+        assert_eq!(step.line, 2);
         assert!(
             check_stage_order(&stages(
                 "FROM a AS build\nFROM a\nCOPY --from=build /x /x\n"
@@ -264,22 +420,20 @@ mod tests {
 
     #[test]
     fn platform_values_are_checked_as_buildkit_does() {
-        let auto = vec![(
-            "BUILDPLATFORM".to_string(),
-            format!("linux/{}", config::host_architecture()),
-        )];
-        assert!(check_platform("$BUILDPLATFORM", &[], &auto, '\\').is_ok());
+        let auto = platform_args();
+        let none = Scope::default();
+        assert!(check_platform("$BUILDPLATFORM", &none, &auto, '\\').is_ok());
         assert_eq!(
-            check_platform("$BULIDPLATFORM", &[], &auto, '\\').unwrap_err(),
+            check_platform("$BULIDPLATFORM", &none, &auto, '\\').unwrap_err(),
             "empty platform value from expression $BULIDPLATFORM (did you mean BUILDPLATFORM?)"
         );
         assert!(
-            check_platform("linux/${MYARCH}", &[], &auto, '\\')
+            check_platform("linux/${MYARCH}", &none, &auto, '\\')
                 .unwrap_err()
                 .starts_with("failed to parse platform linux/${MYARCH}")
         );
         assert!(
-            check_platform("windows/amd64", &[], &auto, '\\')
+            check_platform("windows/amd64", &none, &auto, '\\')
                 .unwrap_err()
                 .contains("this machine's platform")
         );

@@ -1,0 +1,211 @@
+//! SOURCE_DATE_EPOCH as BuildKit's dockerfile2llb (epoch.go) resolves it:
+//! from `--build-arg SOURCE_DATE_EPOCH` or the Dockerfile's global ARG of
+//! that name, as seconds, `context`, or the name of a source-only stage
+//! (FROM scratch and one remote ADD) whose source's time it takes.
+
+use super::{PlanError, Scope};
+use crate::dockerfile::instructions::{Dockerfile, Instruction, SourceKind, Stage, source_kind};
+
+const NAME: &str = "SOURCE_DATE_EPOCH";
+
+/// Where a build's SOURCE_DATE_EPOCH comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Epoch {
+    /// Seconds since 1970.
+    Seconds(i64),
+    /// The Last-Modified time of the file at this URL (a source stage's ADD).
+    Url(String),
+}
+
+/// The epoch the build args or the global ARGs set, checked as BuildKit
+/// checks it; a number replaces the global ARG's value, as BuildKit's
+/// `setBuildArgValue` does.
+pub(super) fn resolve(
+    file: &Dockerfile,
+    build_args: &[(String, String)],
+    global: &mut Scope,
+) -> Result<Option<Epoch>, PlanError> {
+    let value = match build_args.iter().rev().find(|(k, _)| k == NAME) {
+        Some((_, v)) => v.clone(),
+        None => match global.get(NAME) {
+            Some(v) => v.to_string(),
+            None => return Ok(None),
+        },
+    };
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(secs) = value.trim().parse::<i64>() {
+        if global.get(NAME).is_some() {
+            global.set(NAME, &secs.to_string());
+        }
+        return Ok(Some(Epoch::Seconds(secs)));
+    }
+    // A local context carries no source time (BuildKit's MainContext has
+    // no metadata for one): no epoch.
+    if value == "context" {
+        if global.get(NAME).is_some() {
+            global.set(NAME, "");
+        }
+        return Ok(None);
+    }
+    let Some(stage) = file.stages.iter().find(|s| {
+        s.from
+            .name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&value))
+    }) else {
+        return Err(PlanError::Invalid(format!(
+            "invalid SOURCE_DATE_EPOCH: {value}"
+        )));
+    };
+    let mut args = global.clone();
+    args.remove(NAME);
+    let url = source_stage(stage, build_args, args, file.escape)
+        .map_err(|m| PlanError::at(&stage.from_step, m))?;
+    Ok(Some(Epoch::Url(url)))
+}
+
+/// The URL of a source-only stage's one remote ADD.
+fn source_stage(
+    stage: &Stage,
+    build_args: &[(String, String)],
+    mut args: Scope,
+    escape: char,
+) -> Result<String, String> {
+    let base = args.expand(&stage.from.image, escape).map_err(|e| {
+        format!(
+            "failed to process source stage base name {:?}: {e}",
+            stage.from.image
+        )
+    })?;
+    if base != "scratch" {
+        return Err(format!("{NAME} stage must use FROM scratch"));
+    }
+    let mut url = None;
+    for step in &stage.steps {
+        match &step.instruction {
+            Instruction::Arg(decls) => {
+                for d in decls {
+                    let v = match build_args.iter().rev().find(|(k, _)| *k == d.name) {
+                        Some((_, v)) => v.clone(),
+                        None => match &d.default {
+                            Some(raw) => args.expand(raw, escape)?,
+                            None => continue,
+                        },
+                    };
+                    args.set(&d.name, &v);
+                }
+            }
+            Instruction::Add(c) => {
+                if url.is_some() {
+                    return Err(format!("{NAME} stage must contain exactly one remote ADD"));
+                }
+                if !c.heredocs.is_empty() || c.sources.len() != 1 {
+                    return Err(format!(
+                        "{NAME} stage must contain exactly one remote ADD source"
+                    ));
+                }
+                let src = args.expand(&c.sources[0], escape)?;
+                match source_kind(&src) {
+                    SourceKind::Http => url = Some(src),
+                    SourceKind::Git => {
+                        return Err(format!(
+                            "{NAME} from a git source is not supported by kiln yet: give the commit time as a number"
+                        ));
+                    }
+                    SourceKind::Local => {
+                        return Err(format!(
+                            "{NAME} stage source must be a single HTTP(S) or Git ADD"
+                        ));
+                    }
+                }
+            }
+            _ => {
+                let name = step
+                    .original
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_lowercase();
+                return Err(format!(
+                    "{NAME} stage does not meet source-only requirements: unsupported {name} instruction"
+                ));
+            }
+        }
+    }
+    url.ok_or_else(|| format!("{NAME} stage must contain exactly one remote ADD"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::{Source, instructions, parse};
+
+    fn resolve_text(text: &str, build_args: &[(&str, &str)]) -> Result<Option<Epoch>, String> {
+        let ast = parse(&Source::new("Dockerfile", text.as_bytes())).unwrap();
+        let (file, errors) = instructions::typed(&ast);
+        assert!(errors.is_empty(), "{errors:?}");
+        let args: Vec<(String, String)> = build_args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut global = Scope::default();
+        for step in &file.global_args {
+            if let Instruction::Arg(decls) = &step.instruction {
+                for d in decls {
+                    global.set(&d.name, d.default.as_deref().unwrap_or(""));
+                }
+            }
+        }
+        resolve(&file, &args, &mut global).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn epochs_come_from_numbers_context_or_a_source_stage() {
+        assert_eq!(resolve_text("FROM scratch\n", &[]), Ok(None));
+        assert_eq!(
+            resolve_text("ARG SOURCE_DATE_EPOCH=42\nFROM scratch\n", &[]),
+            Ok(Some(Epoch::Seconds(42)))
+        );
+        assert_eq!(
+            resolve_text("ARG SOURCE_DATE_EPOCH=42\nFROM scratch\n", &[(NAME, "7")]),
+            Ok(Some(Epoch::Seconds(7)))
+        );
+        assert_eq!(
+            resolve_text("FROM scratch\n", &[(NAME, "context")]),
+            Ok(None)
+        );
+        assert_eq!(
+            resolve_text(
+                "ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nARG V=1\nADD https://h/x-$V.tar /\nFROM scratch\n",
+                &[]
+            ),
+            Ok(Some(Epoch::Url("https://h/x-1.tar".into())))
+        );
+        assert_eq!(
+            resolve_text("ARG SOURCE_DATE_EPOCH=nope\nFROM scratch\n", &[]),
+            Err("invalid SOURCE_DATE_EPOCH: nope".into())
+        );
+        for (stage, want) in [
+            ("FROM busybox AS s\n", "stage must use FROM scratch"),
+            (
+                "FROM scratch AS s\nCOPY a /\n",
+                "unsupported copy instruction",
+            ),
+            ("FROM scratch AS s\n", "must contain exactly one remote ADD"),
+            (
+                "FROM scratch AS s\nADD a b /\n",
+                "exactly one remote ADD source",
+            ),
+            (
+                "FROM scratch AS s\nADD a /\n",
+                "must be a single HTTP(S) or Git ADD",
+            ),
+        ] {
+            let text = format!("ARG SOURCE_DATE_EPOCH=s\n{stage}FROM scratch\n");
+            let got = resolve_text(&text, &[]).unwrap_err();
+            assert!(got.contains(want), "{stage:?}: {got}");
+        }
+    }
+}
