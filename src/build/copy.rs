@@ -708,20 +708,25 @@ impl Flattened {
                 .map_err(|e| format!("build context {from} ({}): {e}", path.display()));
         }
         let found = match named {
-            Some(super::NamedContext::Image(_)) => None,
+            Some(super::NamedContext::Image(_) | super::NamedContext::OciLayout { .. }) => None,
             _ => crate::plan::from_ref(stages, stage, from),
         };
         let image_ref = match named {
             Some(super::NamedContext::Image(r)) => r.as_str(),
             _ => from,
         };
-        let (key, layers) = match found {
-            Some(i) => built
+        let (key, layers) = match (found, named) {
+            (Some(i), _) => built
                 .get(i)
                 .and_then(|b| b.as_ref())
                 .map(|s| (s.key.clone(), s.layers.clone()))
                 .ok_or_else(|| format!("stage {from} is not built yet"))?,
-            None => {
+            (None, Some(super::NamedContext::OciLayout { path, reference })) => {
+                let image = crate::image::archive::load_layout(store, path, reference.as_deref())
+                    .map_err(|e| format!("build context {from}: {e}"))?;
+                (image.id.to_string(), image.layers())
+            }
+            (None, _) => {
                 let image = crate::image::Image::resolve(store, image_ref).map_err(|_| {
                     format!("--from={from}: no such stage, and no such image in the store")
                 })?;

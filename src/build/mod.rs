@@ -132,6 +132,8 @@ pub struct Options {
     pub ulimits: Vec<sandbox::Rlimit>,
     /// `--annotation`: annotations of the image's manifest.
     pub annotations: Vec<(String, String)>,
+    /// `--cgroup-parent`: the cgroup every RUN step's groups are made in.
+    pub cgroup_parent: Option<String>,
 }
 
 /// A `--build-context NAME=...`: what `FROM NAME` and `--from=NAME` read
@@ -142,6 +144,14 @@ pub enum NamedContext {
     Dir(PathBuf),
     /// An image (`NAME=docker-image://REF`), from the store or pulled.
     Image(String),
+    /// An image of an OCI layout directory
+    /// (`NAME=oci-layout://PATH[:TAG|@DIGEST]`).
+    OciLayout {
+        /// The layout directory.
+        path: PathBuf,
+        /// The tag or manifest digest that picks the image.
+        reference: Option<String>,
+    },
 }
 
 impl NamedContext {
@@ -150,12 +160,25 @@ impl NamedContext {
         if let Some(r) = value.strip_prefix("docker-image://") {
             return Ok(NamedContext::Image(r.to_string()));
         }
-        if let Some(scheme) = ["oci-layout://", "target:", "http://", "https://", "git@"]
+        if let Some(rest) = value.strip_prefix("oci-layout://") {
+            let (path, reference) = match rest.rsplit_once('@') {
+                Some((p, d)) => (p, Some(d)),
+                None => match rest.rsplit_once(':') {
+                    Some((p, t)) if !t.contains('/') => (p, Some(t)),
+                    _ => (rest, None),
+                },
+            };
+            return Ok(NamedContext::OciLayout {
+                path: PathBuf::from(path),
+                reference: reference.map(str::to_string),
+            });
+        }
+        if let Some(scheme) = ["target:", "http://", "https://", "git@"]
             .iter()
             .find(|p| value.starts_with(*p))
         {
             return Err(format!(
-                "{scheme} build contexts are not supported by kiln yet: use a directory or docker-image://REF"
+                "{scheme} build contexts are not supported by kiln yet: use a directory, docker-image://REF or oci-layout://PATH"
             ));
         }
         Ok(NamedContext::Dir(PathBuf::from(value)))
@@ -709,6 +732,11 @@ impl Builder<'_> {
             Some(NamedContext::Image(r)) => {
                 base_state(store, self.stages, built, None, r, self.opts)
             }
+            Some(NamedContext::OciLayout { path, reference }) => {
+                image::archive::load_layout(store, path, reference.as_deref())
+                    .map_err(|e| e.to_string())
+                    .map(image_state)
+            }
             None => base_state(store, self.stages, built, parent, base, self.opts),
         };
         let (mut state, triggers) = started
@@ -1150,6 +1178,12 @@ fn base_state(
         (_, _) => pull_base(store, base, opts)?,
     };
     image.snapshots(store).map_err(|e| e.to_string())?;
+    Ok(image_state(image))
+}
+
+/// The state a stage FROM `image` starts with, and the image's ONBUILD
+/// triggers.
+fn image_state(image: Image) -> (State, Vec<String>) {
     let mut config = image.config.clone();
     let triggers = config.config.on_build.take().unwrap_or_default();
     let state = State {
@@ -1162,7 +1196,7 @@ fn base_state(
         args: Scope::default(),
         declared: Vec::new(),
     };
-    Ok((state, triggers))
+    (state, triggers)
 }
 
 /// Where a `RUN <<EOF` script that starts with `#!` is mounted (BuildKit's
@@ -1443,7 +1477,10 @@ impl Builder<'_> {
             let relay = scope.spawn(|| log.relay(reader, self.progress, progress_id));
             let code = sandbox::run(
                 &spec,
-                &Default::default(),
+                &sandbox::Limits {
+                    parent: self.opts.cgroup_parent.clone(),
+                    ..Default::default()
+                },
                 &id,
                 sandbox::Io {
                     stdin: false,

@@ -12,118 +12,138 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments of `kiln build`.
+/// Arguments of `kiln build`, in `docker build --help`'s order and words
+/// where they fit (kiln's own options last).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The build context.
     context: PathBuf,
-    /// The Dockerfile [default: CONTEXT/Dockerfile]; `-` reads standard input.
-    #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
-    /// Name the result (repeatable).
-    #[arg(short = 't', long = "tag")]
-    tags: Vec<String>,
-    /// `KEY=value`, or `KEY` to take it from the environment (repeatable).
-    #[arg(long = "build-arg")]
-    build_args: Vec<String>,
-    /// Build up to this stage.
-    #[arg(long)]
-    target: Option<String>,
-    /// Set a label on the image: `KEY=VALUE` (repeatable).
-    #[arg(long = "label", value_parser = parse_label)]
-    labels: Vec<(String, String)>,
-    /// The platform to build for; kiln builds for this machine's only
-    /// (linux/<arch>), and says so for any other.
-    #[arg(long)]
-    platform: Option<String>,
-    /// The network of every RUN step that does not choose its own:
-    /// `default` (the host's, as BuildKit), `host` or `none`.
-    #[arg(long, value_parser = ["default", "host", "none"])]
-    network: Option<String>,
-    /// A named context, `NAME=DIR` or `NAME=docker-image://REF`: `FROM NAME`
-    /// and `--from=NAME` read it instead of a stage or image (repeatable).
-    #[arg(long = "build-context", value_parser = parse_build_context)]
-    build_contexts: Vec<(String, build::NamedContext)>,
-    /// Size of /dev/shm in every RUN step (`64m`, `1g`; binary units as
-    /// docker's; default 64m).
-    #[arg(long = "shm-size", value_parser = parse_shm_size)]
-    shm_size: Option<u64>,
-    /// A resource limit of every RUN step: `NAME=SOFT[:HARD]` (`nofile`,
-    /// `nproc`, `core`, ...; repeatable).
-    #[arg(long = "ulimit", value_parser = kiln::sandbox::Rlimit::parse)]
-    ulimits: Vec<kiln::sandbox::Rlimit>,
-    /// An annotation of the image's manifest: `KEY=VALUE` or
-    /// `manifest:KEY=VALUE` (repeatable).
-    #[arg(long = "annotation", value_parser = parse_annotation)]
-    annotations: Vec<(String, String)>,
-    /// Add `HOST:IP` to /etc/hosts of every RUN step (repeatable).
+    /// Add a custom host-to-IP mapping to every RUN's /etc/hosts (format:
+    /// "host:ip"; repeatable).
     #[arg(long = "add-host", value_parser = parse_add_host)]
     add_hosts: Vec<(String, String)>,
-    /// Allow an entitlement: `security.insecure` lets `RUN
+    /// Allow extra privileged entitlement: "security.insecure" lets `RUN
     /// --security=insecure` run without the seccomp filter.
     #[arg(long, value_parser = ["security.insecure", "network.host"])]
     allow: Vec<String>,
-    /// Run the Dockerfile's checks (the lint rules) instead of building;
-    /// exits 1 when there are findings, as `docker build --check`.
-    #[arg(long)]
-    check: bool,
-    /// `check` runs the checks instead of building (`--call=check`);
-    /// `build` is the default.
-    #[arg(long, value_parser = ["build", "check"])]
-    call: Option<String>,
-    /// Run every step, ignoring the cache.
-    #[arg(long)]
-    no_cache: bool,
-    /// Ignore the cache for these stages only (name or number; repeatable
-    /// or comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    no_cache_filter: Vec<String>,
-    /// A secret for `RUN --mount=type=secret`: `id=X,src=FILE` or
-    /// `id=X,env=VAR` (`id=X` alone reads the variable X); repeatable.
-    #[arg(long = "secret", value_parser = parse_secret)]
-    secrets: Vec<(String, Secret)>,
-    /// Forward an ssh-agent to `RUN --mount=type=ssh`: `default` (the
-    /// agent of $SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
-    #[arg(long = "ssh", value_parser = parse_ssh)]
-    ssh: Vec<(String, PathBuf)>,
-    /// When FROM bases are pulled: `missing` (not in the store), `always`,
-    /// `never`; `--pull` alone means always.
-    #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
-    pull: build::Pull,
-    /// Export the step cache: `type=local,dest=DIR` or
-    /// `type=registry,ref=REF`, with `mode=min` (the final image's steps) or
-    /// `mode=max` (every stage's).
-    #[arg(long, value_parser = parse_cache)]
-    cache_to: Option<(build::CacheSpec, build::CacheMode)>,
-    /// Import a step cache before building: `type=local,src=DIR` or
+    /// Add annotation to the image's manifest: `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` (repeatable).
+    #[arg(long = "annotation", value_parser = parse_annotation)]
+    annotations: Vec<(String, String)>,
+    /// Set build-time variables: `KEY=value`, or `KEY` to take it from the
+    /// environment (repeatable).
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Additional build contexts (e.g., name=path, name=docker-image://REF,
+    /// name=oci-layout://PATH[:TAG|@DIGEST]): `FROM name` and `--from=name`
+    /// read them instead of a stage or image (repeatable).
+    #[arg(long = "build-context", value_parser = parse_build_context)]
+    build_contexts: Vec<(String, build::NamedContext)>,
+    /// External cache sources: `type=local,src=DIR` or
     /// `type=registry,ref=REF` (repeatable).
     #[arg(long, value_parser = parse_cache)]
     cache_from: Vec<(build::CacheSpec, build::CacheMode)>,
-    /// Push the tags (-t) to their registries once built.
+    /// Cache export destination: `type=local,dest=DIR` or
+    /// `type=registry,ref=REF`, with `mode=min` (the final image's steps)
+    /// or `mode=max` (every stage's).
+    #[arg(long, value_parser = parse_cache)]
+    cache_to: Option<(build::CacheSpec, build::CacheMode)>,
+    /// Set method for evaluating build: "check" runs the Dockerfile's
+    /// checks instead of building (default "build").
+    #[arg(long, value_parser = ["build", "check"])]
+    call: Option<String>,
+    /// Set the parent cgroup for the RUN instructions during build (a path
+    /// below the cgroup root; root only).
+    #[arg(long = "cgroup-parent", value_parser = kiln::sandbox::cgroup::check_parent)]
+    cgroup_parent: Option<String>,
+    /// Shorthand for "--call=check": exits 1 when there are findings.
     #[arg(long)]
-    push: bool,
-    /// A registry that may be reached over plain HTTP (repeatable).
-    #[arg(long = "insecure-registry")]
-    insecure: Vec<String>,
-    /// Write the image id to this file.
+    check: bool,
+    /// Name of the Dockerfile (default: "PATH/Dockerfile"); `-` reads
+    /// standard input.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Write the image ID to a file.
     #[arg(long)]
     iidfile: Option<PathBuf>,
-    /// Print only the image id.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Also export the result: `type=local,dest=DIR` (its filesystem),
+    /// Set metadata for an image: `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Accepted for scripts written for buildx: every image kiln builds is
+    /// in its store already (`kiln run` and `kiln save` read it there).
+    #[arg(long)]
+    load: bool,
+    /// Write build result metadata to a file.
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+    /// Set the networking mode for the RUN instructions during build:
+    /// "default" (the host's, as BuildKit), "host" or "none".
+    #[arg(long, value_parser = ["default", "host", "none"])]
+    network: Option<String>,
+    /// Do not use cache when building the image.
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not cache specified stages (name or number; repeatable or
+    /// comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Output destination: `type=local,dest=DIR` (its filesystem),
     /// `type=oci,dest=FILE` or `type=docker,dest=FILE` (an archive); a bare
     /// path means `type=local`.
     #[arg(short = 'o', long = "output", value_parser = parse_output)]
     output: Vec<Output>,
-    /// Write the image's digests and names as JSON to this file.
+    /// Set target platform for build: this machine's only (linux/<arch>);
+    /// any other is an error until multi-platform builds exist.
     #[arg(long)]
-    metadata_file: Option<PathBuf>,
-    /// How to show progress: a live view on a terminal (`tty`), numbered
-    /// lines (`plain`, the default without a terminal), `json` lines or
-    /// nothing (`quiet`).
+    platform: Option<String>,
+    /// Set type of progress output: a live view on a terminal (`tty`),
+    /// numbered lines (`plain`, the default without a terminal), `json`
+    /// lines or nothing (`quiet`).
     #[arg(long, value_enum, default_value = "auto")]
     progress: Mode,
+    /// Shorthand for "--attest=type=provenance": only "false" (no
+    /// attestation, what kiln writes) is accepted.
+    #[arg(long, value_parser = ["false", "0"])]
+    provenance: Option<String>,
+    /// When FROM bases are pulled: `missing` (not in the store), `always`,
+    /// `never`; `--pull` alone means always.
+    #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
+    pull: build::Pull,
+    /// Push the tags (-t) to their registries once built.
+    #[arg(long)]
+    push: bool,
+    /// Suppress the build output and print image ID on success.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Shorthand for "--attest=type=sbom": only "false" (no SBOM, what
+    /// kiln writes) is accepted.
+    #[arg(long, value_parser = ["false", "0"])]
+    sbom: Option<String>,
+    /// Secret to expose to the build: `id=X,src=FILE` or `id=X,env=VAR`
+    /// (`id=X` alone reads the variable X); repeatable.
+    #[arg(long = "secret", value_parser = parse_secret)]
+    secrets: Vec<(String, Secret)>,
+    /// Shared memory size for build containers (`64m`, `1g`; binary units
+    /// as docker's; default 64m).
+    #[arg(long = "shm-size", value_parser = parse_shm_size)]
+    shm_size: Option<u64>,
+    /// SSH agent socket to expose to the build: `default` (the agent of
+    /// $SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
+    #[arg(long = "ssh", value_parser = parse_ssh)]
+    ssh: Vec<(String, PathBuf)>,
+    /// Name and optionally a tag (format: "name:tag"; repeatable).
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Set the target build stage to build.
+    #[arg(long)]
+    target: Option<String>,
+    /// Set ulimit options for every RUN: `NAME=SOFT[:HARD]` (`nofile`,
+    /// `nproc`, `core`, ...; repeatable).
+    #[arg(long = "ulimit", value_parser = kiln::sandbox::Rlimit::parse)]
+    ulimits: Vec<kiln::sandbox::Rlimit>,
+    /// A registry that may be reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
 }
 
 /// Where `--output` sends the result.
@@ -170,16 +190,20 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// Parses `--build-context NAME=DIR|docker-image://REF`; a directory must exist.
+/// Parses `--build-context NAME=DIR|docker-image://REF|oci-layout://PATH`;
+/// a directory must exist.
 fn parse_build_context(text: &str) -> Result<(String, build::NamedContext), String> {
     let (name, value) = text
         .split_once('=')
         .filter(|(n, v)| !n.is_empty() && !v.is_empty())
         .ok_or_else(|| {
-            format!("invalid --build-context {text:?}: use NAME=DIR or NAME=docker-image://REF")
+            format!(
+                "invalid --build-context {text:?}: use NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://PATH[:TAG]"
+            )
         })?;
     let context = build::NamedContext::parse(value)?;
-    if let build::NamedContext::Dir(dir) = &context
+    if let build::NamedContext::Dir(dir) | build::NamedContext::OciLayout { path: dir, .. } =
+        &context
         && !dir.is_dir()
     {
         return Err(format!(
@@ -359,6 +383,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         shm_size: args.shm_size,
         ulimits: args.ulimits.clone(),
         annotations: args.annotations.clone(),
+        cgroup_parent: args.cgroup_parent.clone(),
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());

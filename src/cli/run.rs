@@ -49,6 +49,10 @@ pub struct Args {
     /// Maximum number of processes.
     #[arg(long = "pids-limit")]
     pids_limit: Option<u64>,
+    /// The cgroup the container's groups are made in (a path below the
+    /// cgroup root; root only).
+    #[arg(long = "cgroup-parent", value_parser = kiln::sandbox::cgroup::check_parent)]
+    cgroup_parent: Option<String>,
     /// Mount the root filesystem read-only.
     #[arg(long = "read-only")]
     read_only: bool,
@@ -330,6 +334,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         memory: args.memory,
         cpus: args.cpus,
         pids: args.pids_limit,
+        parent: args.cgroup_parent.clone(),
     };
     let result = sandbox::run(
         &spec,

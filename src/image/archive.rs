@@ -234,6 +234,96 @@ pub fn load<R: Read>(store: &Store, input: R) -> Result<Loaded> {
     Ok(loaded)
 }
 
+/// Reads one image of the OCI layout directory `dir` into the store (its
+/// blobs verified against their digests) and unpacks its snapshots:
+/// `reference` picks it by tag (`org.opencontainers.image.ref.name`) or by
+/// manifest digest; without one the layout must hold one image. Nothing is
+/// tagged. Every path is resolved inside `dir`.
+pub fn load_layout(store: &Store, dir: &std::path::Path, reference: Option<&str>) -> Result<Image> {
+    let fail =
+        |what: String| ImageError::BadArchive(format!("OCI layout {}: {what}", dir.display()));
+    let root = crate::sandbox::fs::Root::open(dir).map_err(|e| fail(e.to_string()))?;
+    let mut bytes = Vec::new();
+    root.open_read("index.json")
+        .and_then(|f| f.take(MAX_METADATA).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("index.json: {e}")))?;
+    let index: ImageIndex = serde_json::from_slice(&bytes)
+        .map_err(|e| fail(format!("index.json is not an OCI index: {e}")))?;
+    let tag_of = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let picked: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| match reference {
+            None => true,
+            Some(r) if r.starts_with("sha256:") => d.digest().to_string() == r,
+            Some(r) => {
+                let tag = tag_of(d);
+                tag == r || tag.rsplit_once(':').is_some_and(|(_, t)| t == r)
+            }
+        })
+        .collect();
+    let d = match picked.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(fail(format!(
+                "no image {:?} in index.json",
+                reference.unwrap_or("")
+            )));
+        }
+        _ => {
+            let tags: Vec<String> = picked.iter().map(|d| tag_of(d)).collect();
+            return Err(fail(format!(
+                "it holds several images ({}): name one with oci-layout://PATH:TAG or @DIGEST",
+                tags.join(", ")
+            )));
+        }
+    };
+    let copy = |digest: &Digest| -> Result<()> {
+        if store.has_blob(digest) {
+            return Ok(());
+        }
+        let rel = format!("blobs/{}/{}", digest.algorithm(), digest.hex());
+        let mut file = root
+            .open_read(&rel)
+            .map_err(|e| fail(format!("{rel}: {e}")))?;
+        let mut w = store.blob_writer()?;
+        io::copy(&mut file, &mut w).map_err(|e| fail(format!("{rel}: {e}")))?;
+        w.commit(Some(digest))?;
+        Ok(())
+    };
+    let mut digest = manifest_digest(&d)?;
+    copy(&digest)?;
+    if d.media_type() == &MediaType::ImageIndex {
+        let inner: ImageIndex = store.read_json(&digest, "index")?;
+        let arch = super::config::host_architecture();
+        let pick = inner
+            .manifests()
+            .iter()
+            .find(|m| {
+                m.platform().as_ref().is_none_or(|p| {
+                    p.architecture().to_string() == arch && p.os().to_string() == "linux"
+                })
+            })
+            .ok_or_else(|| fail(format!("index {digest} has no linux/{arch} image")))?;
+        digest = manifest_digest(pick)?;
+        copy(&digest)?;
+    }
+    let manifest: oci_spec::image::ImageManifest = store.read_json(&digest, "manifest")?;
+    copy(&manifest_digest(manifest.config())?)?;
+    for layer in manifest.layers() {
+        copy(&manifest_digest(layer)?)?;
+    }
+    let image = Image::load(store, &digest)?;
+    image.snapshots(store)?;
+    Ok(image)
+}
+
 /// Resolves a path in the archive through symlinks (docker save links
 /// repeated layers) to the blob stored for it.
 fn archive_file(

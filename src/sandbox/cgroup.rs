@@ -60,14 +60,18 @@ impl Cgroup {
         // waits for an RCU grace period): groups are made only for limits.
         // Device nodes are unusable through nodev mounts anyway (see
         // rootfs.rs); the rules here are a second wall where a group exists.
-        if limits.memory.is_none() && limits.cpus.is_none() && limits.pids.is_none() {
-            return Ok(cg);
-        }
+        let parent = match &limits.parent {
+            Some(p) => check_parent(p).map_err(io::Error::other)?,
+            None if limits.memory.is_none() && limits.cpus.is_none() && limits.pids.is_none() => {
+                return Ok(cg);
+            }
+            None => "kiln".to_string(),
+        };
         let devices = devices && !unified() && Path::new(ROOT).join("devices").is_dir();
         let result = if unified() {
-            cg.create_v2(id, limits, pid)
+            cg.create_v2(&parent, id, limits, pid)
         } else {
-            cg.create_v1(id, limits, pid, devices)
+            cg.create_v1(&parent, id, limits, pid, devices)
         };
         if let Err(e) = result {
             cg.remove();
@@ -76,7 +80,14 @@ impl Cgroup {
         Ok(cg)
     }
 
-    fn create_v1(&mut self, id: &str, limits: &Limits, pid: u32, devices: bool) -> io::Result<()> {
+    fn create_v1(
+        &mut self,
+        parent: &str,
+        id: &str,
+        limits: &Limits,
+        pid: u32,
+        devices: bool,
+    ) -> io::Result<()> {
         let mut wanted: Vec<(&str, Vec<(&str, String)>)> = Vec::new();
         if devices {
             // Deny everything first, then allow rule by rule (v1 applies
@@ -112,8 +123,19 @@ impl Cgroup {
         if let Some(pids) = limits.pids {
             wanted.push(("pids", vec![("pids.max", pids.to_string())]));
         }
+        // Under a --cgroup-parent the process joins the usual controllers'
+        // groups even without limits: the parent's limits and accounting
+        // apply to it.
+        for controller in ["memory", "cpu", "pids"] {
+            if limits.parent.is_some()
+                && !wanted.iter().any(|(c, _)| *c == controller)
+                && Path::new(ROOT).join(controller).is_dir()
+            {
+                wanted.push((controller, Vec::new()));
+            }
+        }
         for (controller, files) in wanted {
-            let dir = Path::new(ROOT).join(controller).join("kiln").join(id);
+            let dir = Path::new(ROOT).join(controller).join(parent).join(id);
             fs::create_dir_all(&dir)?;
             self.dirs.push(dir.clone());
             for (file, value) in files {
@@ -128,8 +150,8 @@ impl Cgroup {
         Ok(())
     }
 
-    fn create_v2(&mut self, id: &str, limits: &Limits, pid: u32) -> io::Result<()> {
-        let parent = Path::new(ROOT).join("kiln");
+    fn create_v2(&mut self, parent: &str, id: &str, limits: &Limits, pid: u32) -> io::Result<()> {
+        let parent = Path::new(ROOT).join(parent);
         fs::create_dir_all(&parent)?;
         let _ = write(
             Path::new(ROOT),
@@ -170,6 +192,24 @@ impl Cgroup {
     }
 }
 
+/// A `--cgroup-parent` as a path below the cgroup root: relative (a
+/// leading `/` is dropped, as docker's systemd-less driver does), with no
+/// `.`, `..` or empty component, so it cannot name a group elsewhere.
+pub fn check_parent(parent: &str) -> Result<String, String> {
+    let trimmed = parent.trim_matches('/');
+    let bad = trimmed.is_empty()
+        || trimmed.contains('\0')
+        || trimmed
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(format!(
+            "invalid cgroup parent {parent:?}: use a path of plain names below the cgroup root, such as ci/builds"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// Removes the groups of container `id` that a kiln which died left
 /// behind, killing whatever still runs in them first.
 pub fn reclaim(id: &str) {
@@ -198,5 +238,18 @@ pub fn reclaim(id: &str) {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_parent;
+
+    #[test]
+    fn a_parent_cannot_leave_the_cgroup_root() {
+        assert_eq!(check_parent("/ci/builds/").unwrap(), "ci/builds");
+        for bad in ["", "/", "..", "a/../../b", "a//b", "./a", "a/."] {
+            assert!(check_parent(bad).is_err(), "{bad:?}");
+        }
     }
 }

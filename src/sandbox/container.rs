@@ -126,9 +126,13 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
     let (spec_r, status_w) = (high(spec_r)?, high(status_w)?);
     let (flags, init_flags) = namespaces(spec);
-    if spec.rootless && (limits.memory.is_some() || limits.cpus.is_some() || limits.pids.is_some())
+    if spec.rootless
+        && (limits.memory.is_some()
+            || limits.cpus.is_some()
+            || limits.pids.is_some()
+            || limits.parent.is_some())
     {
-        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --cpus and --pids-limit".into()));
+        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --cpus, --pids-limit and --cgroup-parent".into()));
     }
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));

@@ -3,7 +3,7 @@
 //! overlay, pivot_root, cgroups, capabilities, signals) and the few
 //! filesystem calls std does not offer.
 
-mod cgroup;
+pub mod cgroup;
 pub mod container;
 pub mod fs;
 pub mod init;

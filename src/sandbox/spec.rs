@@ -75,6 +75,10 @@ pub struct Limits {
     pub cpus: Option<f64>,
     /// Maximum number of processes.
     pub pids: Option<u64>,
+    /// The cgroup the container's groups are made in (`--cgroup-parent`,
+    /// checked by [`super::cgroup::check_parent`]) instead of `kiln`.
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// Everything the init needs to set up and start the container's process.

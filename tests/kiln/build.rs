@@ -1543,13 +1543,102 @@ fn named_build_contexts() {
         "hello\n"
     );
 
+    // An OCI layout directory (what `kiln save` writes, unpacked) is a
+    // context too: FROM it and --from it, picked by tag or alone.
+    let archive = c.join("../box.oci.tar");
+    let out = k(
+        root.path(),
+        &["save", "box:1", "-o", archive.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let layout = tempfile::tempdir().unwrap();
+    let untar = std::process::Command::new("tar")
+        .args(["-xf", archive.to_str().unwrap(), "-C"])
+        .arg(layout.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    std::fs::remove_file(&archive).unwrap();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM lay\nCOPY --from=lay2 /etc/passwd /passwd2\nRUN cp /etc/passwd /passwd1\n",
+        )],
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "--build-context",
+            &format!("lay=oci-layout://{}", layout.path().display()),
+            "--build-context",
+            &format!("lay2=oci-layout://{}:1", layout.path().display()),
+            &format!("--output=type=local,dest={}", out_dir.path().display()),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in ["passwd1", "passwd2"] {
+        assert!(
+            std::fs::read_to_string(out_dir.path().join(f))
+                .unwrap()
+                .starts_with("root:"),
+            "{f}"
+        );
+    }
+    // A tag the layout lacks, and an index.json that points out of the
+    // layout (resolved inside it: nothing there), are clear errors.
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "--build-context",
+            &format!("lay=oci-layout://{}:nope", layout.path().display()),
+            "--build-context",
+            &format!("lay2=oci-layout://{}", layout.path().display()),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no image \"nope\" in index.json"),
+        "{}",
+        text(&out.stderr)
+    );
+    let index = layout.path().join("index.json");
+    std::fs::remove_file(&index).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &index).unwrap();
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "--build-context",
+            &format!("lay=oci-layout://{}", layout.path().display()),
+            "--build-context",
+            &format!("lay2=oci-layout://{}", layout.path().display()),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("index.json: No such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+
     for (value, want) in [
         (
-            "x=oci-layout:///a",
-            "oci-layout:// build contexts are not supported",
+            "x=git@github.com:a/b.git",
+            "git@ build contexts are not supported",
         ),
         ("x=/nonexistent/dir", "/nonexistent/dir is not a directory"),
-        ("=dir", "use NAME=DIR or NAME=docker-image://REF"),
+        (
+            "=dir",
+            "use NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://PATH[:TAG]",
+        ),
     ] {
         let out = k(
             root.path(),
@@ -1659,4 +1748,115 @@ fn annotations_go_to_the_manifest() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("only manifest annotations are supported"));
+}
+
+#[test]
+fn cgroup_parent_and_buildx_flags() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN grep -c kiln-test-parent/ /proc/self/cgroup > /in-parent\n",
+        )],
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    // --load and --provenance/--sbom=false are what buildx scripts pass.
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "--cgroup-parent",
+            "/kiln-test-parent",
+            "--load",
+            "--provenance=false",
+            "--sbom=false",
+            &format!("--output=type=local,dest={}", out_dir.path().display()),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let n: u32 = std::fs::read_to_string(out_dir.path().join("in-parent"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(n >= 1, "the RUN ran in no group under the parent");
+    // Its groups are gone once the step is done.
+    for controller in ["memory", "pids", "cpu"] {
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("kiln-test-parent");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let left: Vec<_> = entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name())
+                .collect();
+            assert!(left.is_empty(), "{controller}: {left:?}");
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+    for (flag, want) in [
+        ("--cgroup-parent=../escape", "invalid cgroup parent"),
+        ("--provenance=true", "invalid value 'true'"),
+    ] {
+        let out = k(root.path(), &["build", flag, c.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{flag}: {}",
+            text(&out.stderr)
+        );
+    }
+    // --help lists the options in docker build's order.
+    let help = text(&k(root.path(), &["build", "--help"]).stdout);
+    // Where option `o` (the whole word, not a prefix of a longer one) is.
+    let at = |o: &str| {
+        help.match_indices(o)
+            .find(|(i, _)| {
+                !help[i + o.len()..].starts_with(|c: char| c == '-' || c.is_alphanumeric())
+            })
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("{o} not in --help"))
+    };
+    let order = [
+        "--add-host",
+        "--allow",
+        "--annotation",
+        "--build-arg",
+        "--build-context",
+        "--cache-from",
+        "--cache-to",
+        "--call",
+        "--cgroup-parent",
+        "--check",
+        "--file",
+        "--iidfile",
+        "--label",
+        "--load",
+        "--metadata-file",
+        "--network",
+        "--no-cache",
+        "--no-cache-filter",
+        "--output",
+        "--platform",
+        "--progress",
+        "--provenance",
+        "--pull",
+        "--push",
+        "--quiet",
+        "--sbom",
+        "--secret",
+        "--shm-size",
+        "--ssh",
+        "--tag",
+        "--target",
+        "--ulimit",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{} before {}", pair[0], pair[1]);
+    }
 }
