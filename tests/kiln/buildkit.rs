@@ -5,6 +5,9 @@
 //! fields; history; or the error the build must end with). The format is
 //! documented in tests/buildkit/README.md.
 //!
+//! `KILN_CASES_DIR=DIR` reads the cases from DIR instead (cases being
+//! ported, before they join the suite).
+//!
 //! Each case is built with kiln and checked. A case marked `docker = true`
 //! (docker 20.10's Dockerfile frontend can build it) is also built with
 //! `docker build` and the two images compared file by file and by config,
@@ -34,6 +37,18 @@ struct Case {
     build_args: BTreeMap<String, String>,
     target: Option<String>,
     dockerignore: Option<String>,
+    /// The Dockerfile's name in the context (default `Dockerfile`).
+    dockerfile_name: Option<String>,
+    /// More `build` flags (`--shm-size=128m`), given to docker too.
+    #[serde(default)]
+    flags: Vec<String>,
+    /// `--build-context NAME=...`: an image, or a directory made like the
+    /// context (docker 20.10 has no named contexts: such cases say
+    /// `docker = false`).
+    #[serde(default)]
+    build_contexts: BTreeMap<String, NamedContext>,
+    /// The image's `created` time (RFC 3339).
+    created: Option<String>,
     #[serde(default)]
     context: BTreeMap<String, Entry>,
     error: Option<String>,
@@ -50,6 +65,16 @@ struct Case {
     #[serde(default)]
     #[allow(dead_code)]
     note: Option<String>,
+}
+
+/// A named context: `image = "busybox:latest"`, or a `[...context]`
+/// table of entries.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedContext {
+    image: Option<String>,
+    #[serde(default)]
+    context: BTreeMap<String, Entry>,
 }
 
 /// A context entry: file content, or a table.
@@ -84,6 +109,8 @@ struct FileCheck {
     owner: Option<String>,
     target: Option<String>,
     same_as: Option<String>,
+    /// Modification time, seconds since 1970.
+    mtime: Option<i64>,
 }
 
 fn file_type() -> String {
@@ -111,9 +138,14 @@ fn case_files() -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&repo().join("tests/buildkit"), &mut out);
+    walk(&cases_dir(), &mut out);
     out.sort();
     out
+}
+
+/// Where the cases are: tests/buildkit, or `KILN_CASES_DIR`.
+fn cases_dir() -> PathBuf {
+    std::env::var_os("KILN_CASES_DIR").map_or_else(|| repo().join("tests/buildkit"), PathBuf::from)
 }
 
 fn load(path: &Path) -> Case {
@@ -127,12 +159,22 @@ fn octal(s: &str) -> u32 {
 
 /// Writes the case's context (and Dockerfile, .dockerignore) into `dir`.
 fn make_context(case: &Case, dir: &Path) {
+    write_entries(&case.context, dir);
+    let name = case.dockerfile_name.as_deref().unwrap_or("Dockerfile");
+    std::fs::write(dir.join(name), &case.dockerfile).unwrap();
+    if let Some(ignore) = &case.dockerignore {
+        std::fs::write(dir.join(".dockerignore"), ignore).unwrap();
+    }
+}
+
+/// Writes context entries into `dir`.
+fn write_entries(entries: &BTreeMap<String, Entry>, dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).unwrap();
     let mode = |p: &Path, m: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     };
-    for (name, entry) in &case.context {
+    for (name, entry) in entries {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let table = match entry {
@@ -158,10 +200,6 @@ fn make_context(case: &Case, dir: &Path) {
             let (u, g) = owner.split_once(':').expect("owner is uid:gid");
             std::os::unix::fs::lchown(&path, u.parse().ok(), g.parse().ok()).unwrap();
         }
-    }
-    std::fs::write(dir.join("Dockerfile"), &case.dockerfile).unwrap();
-    if let Some(ignore) = &case.dockerignore {
-        std::fs::write(dir.join(".dockerignore"), ignore).unwrap();
     }
 }
 
@@ -225,6 +263,11 @@ fn check_files(case: &Case, root: &Path) -> Vec<String> {
                 wrong.push(format!("{}: -> {}, want {want}", f.path, got.display()));
             }
         }
+        if let Some(want) = f.mtime
+            && meta.mtime() != want
+        {
+            wrong.push(format!("{}: mtime {}, want {want}", f.path, meta.mtime()));
+        }
         if let Some(other) = &f.same_as {
             let ino = std::fs::symlink_metadata(root.join(other.trim_start_matches('/')))
                 .map(|m| m.ino())
@@ -251,6 +294,11 @@ fn blank(v: Option<&Value>) -> bool {
 /// The case's [config] and [history] assertions against `inspect` output.
 fn check_config(case: &Case, inspected: &Value, history: &[String]) -> Vec<String> {
     let mut wrong = Vec::new();
+    if let Some(want) = &case.created
+        && inspected["Created"].as_str() != Some(want.as_str())
+    {
+        wrong.push(format!("created {}, want {want}", inspected["Created"]));
+    }
     let config = &inspected["Config"];
     for (key, want) in &case.config {
         let got = config.get(key);
@@ -300,13 +348,32 @@ fn build_args(case: &Case) -> Vec<String> {
         args.push("--target".into());
         args.push(t.clone());
     }
+    args.extend(case.flags.iter().cloned());
+    args
+}
+
+/// `--build-context` flags of the case, its directories made under `dir`.
+fn named_contexts(case: &Case, dir: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    for (name, named) in &case.build_contexts {
+        let value = match &named.image {
+            Some(image) => format!("docker-image://{image}"),
+            None => {
+                let path = dir.join(format!("named-{name}"));
+                write_entries(&named.context, &path);
+                path.display().to_string()
+            }
+        };
+        args.push("--build-context".into());
+        args.push(format!("{name}={value}"));
+    }
     args
 }
 
 /// Builds and checks one case; Err holds every difference found.
 fn run_case(file: &Path, store: &Path, scratch: &Path, docker: bool) -> Result<(), String> {
     let name = file
-        .strip_prefix(repo().join("tests/buildkit"))
+        .strip_prefix(cases_dir())
         .unwrap()
         .with_extension("")
         .display()
@@ -323,6 +390,10 @@ fn run_case(file: &Path, store: &Path, scratch: &Path, docker: bool) -> Result<(
         .args(["build", "-q", "-t", &tag])
         .arg(format!("--output=type=local,dest={}", rootfs.display()))
         .args(build_args(&case))
+        .args(named_contexts(
+            &case,
+            &scratch.join(format!("named-{slug}")),
+        ))
         .arg(&ctx)
         .output()
         .expect("running kiln");
@@ -372,6 +443,7 @@ fn run_case(file: &Path, store: &Path, scratch: &Path, docker: bool) -> Result<(
     }
     let _ = std::fs::remove_dir_all(&ctx);
     let _ = std::fs::remove_dir_all(&rootfs);
+    let _ = std::fs::remove_dir_all(scratch.join(format!("named-{slug}")));
     if let Some(gap) = &case.known_gap {
         return match wrong.is_empty() {
             true => Err(format!(
@@ -503,6 +575,11 @@ fn every_case_names_its_buildkit_test() {
         assert!(
             case.error.is_none() || case.file.is_empty() && case.config.is_empty(),
             "{}: a case expects an error or an image, not both",
+            file.display()
+        );
+        assert!(
+            !case.docker || case.build_contexts.is_empty(),
+            "{}: docker 20.10 has no --build-context: say docker = false",
             file.display()
         );
     }
