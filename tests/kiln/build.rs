@@ -1591,43 +1591,27 @@ fn named_build_contexts() {
     }
     // A tag the layout lacks, and an index.json that points out of the
     // layout (resolved inside it: nothing there), are clear errors.
-    let out = k(
-        root.path(),
-        &[
-            "build",
-            "--build-context",
-            &format!("lay=oci-layout://{}:nope", layout.path().display()),
-            "--build-context",
-            &format!("lay2=oci-layout://{}", layout.path().display()),
-            c.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("no image \"nope\" in index.json"),
-        "{}",
-        text(&out.stderr)
-    );
+    let fails_with = |tag: &str, want: &str| {
+        let layout = layout.path().display();
+        let out = k(
+            root.path(),
+            &[
+                "build",
+                "--build-context",
+                &format!("lay=oci-layout://{layout}{tag}"),
+                "--build-context",
+                &format!("lay2=oci-layout://{layout}"),
+                c.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    };
+    fails_with(":nope", "no image \"nope\" in index.json");
     let index = layout.path().join("index.json");
     std::fs::remove_file(&index).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", &index).unwrap();
-    let out = k(
-        root.path(),
-        &[
-            "build",
-            "--build-context",
-            &format!("lay=oci-layout://{}", layout.path().display()),
-            "--build-context",
-            &format!("lay2=oci-layout://{}", layout.path().display()),
-            c.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("index.json: No such file or directory"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with("", "index.json: No such file or directory");
 
     for (value, want) in [
         (
