@@ -144,23 +144,23 @@ pub(super) fn step<'a>(
         }
     };
 
-    // Where sources come from.
-    let (root, from_context) = match &c.from {
-        Some(from) => (
-            b.flattened
-                .get(store, built, stages, cx.stage, &expand(from)?)
-                .map_err(fail)?,
-            false,
-        ),
-        None => (b.context.clone(), true),
+    // Where sources come from, and the ignore file that applies there:
+    // the context's, or a named directory's own.
+    let (root, from_context, ignore) = match &c.from {
+        Some(from) => {
+            let from = expand(from)?;
+            let root = b
+                .flattened
+                .get(store, built, stages, cx.stage, &from)
+                .map_err(fail)?;
+            (root, false, b.flattened.ignore_of(&from))
+        }
+        None => (b.context.clone(), true, Some(b.ignore)),
     };
     // Downloads are removed when the work is done or dropped unrun (a
     // cache hit).
     let mut cleanup = Cleanup(Vec::new());
-    let filter = Filter {
-        ignore: from_context.then_some(b.ignore),
-        exclude,
-    };
+    let filter = Filter { ignore, exclude };
     let checksum = c.checksum.as_deref().map(&expand).transpose()?;
     let mut sources = Vec::new();
     // Heredoc sources as (file name, content): an unquoted opener's body is
@@ -669,6 +669,8 @@ pub(super) struct Flattened {
     dirs: std::sync::Mutex<std::collections::HashMap<String, Arc<Root>>>,
     /// `--build-context` names: they come before stages and images.
     pub(super) named: Vec<(String, super::NamedContext)>,
+    /// The `.dockerignore` of each named directory.
+    ignores: std::collections::HashMap<String, Matcher>,
 }
 
 impl Drop for Flattened {
@@ -681,12 +683,29 @@ impl Drop for Flattened {
 }
 
 impl Flattened {
-    /// None flattened yet; `named` are the build's `--build-context`s.
-    pub(super) fn with_named(named: Vec<(String, super::NamedContext)>) -> Flattened {
-        Flattened {
+    /// None flattened yet; `named` are the build's `--build-context`s,
+    /// a directory's `.dockerignore` read now.
+    pub(super) fn with_named(
+        named: Vec<(String, super::NamedContext)>,
+    ) -> Result<Flattened, String> {
+        let mut ignores = std::collections::HashMap::new();
+        for (name, context) in &named {
+            if let super::NamedContext::Dir(path) = context {
+                let m = Matcher::for_build(path, None)
+                    .map_err(|e| format!("build context {name}: {e}"))?;
+                ignores.insert(name.clone(), m);
+            }
+        }
+        Ok(Flattened {
             dirs: Default::default(),
             named,
-        }
+            ignores,
+        })
+    }
+
+    /// The `.dockerignore` of named directory `name`, if it is one.
+    pub(super) fn ignore_of(&self, name: &str) -> Option<&Matcher> {
+        self.ignores.get(name)
     }
 
     /// The root of stage or image `from`, as named in stage `stage` (read

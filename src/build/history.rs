@@ -139,18 +139,20 @@ fn go_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
-/// Go's `%q` of a `*HealthConfig` (Test, Interval, Timeout, StartPeriod,
-/// Retries): `&{["CMD-SHELL" "true"] "5s" "0s" "0s" '\x02'}`.
+/// Go's `%+v` of a HealthcheckConfig, as current BuildKit writes it:
+/// `{Test:[CMD-SHELL true] Interval:5s Timeout:0s StartPeriod:0s
+/// StartInterval:0s Retries:2}`.
 fn healthcheck(h: &Healthcheck) -> String {
-    let (test, interval, timeout, start, retries) = match h {
-        Healthcheck::None => (vec!["NONE".to_string()], None, None, None, None),
+    let none = (vec!["NONE".to_string()], None, None, None, None, None);
+    let (test, interval, timeout, start, start_interval, retries) = match h {
+        Healthcheck::None => none,
         Healthcheck::Cmd {
             command,
             interval,
             timeout,
             start_period,
+            start_interval,
             retries,
-            ..
         } => {
             let test = match command {
                 crate::dockerfile::instructions::Command::Exec(v) => {
@@ -162,17 +164,25 @@ fn healthcheck(h: &Healthcheck) -> String {
                     vec!["CMD-SHELL".to_string(), s.clone()]
                 }
             };
-            (test, *interval, *timeout, *start_period, *retries)
+            (
+                test,
+                *interval,
+                *timeout,
+                *start_period,
+                *start_interval,
+                *retries,
+            )
         }
     };
-    let d = |d: Option<Duration>| go_quote(&go_duration(d.unwrap_or_default()));
+    let d = |d: Option<Duration>| go_duration(d.unwrap_or_default());
     format!(
-        "HEALTHCHECK &{{{} {} {} {} {}}}",
-        go_list(&test),
+        "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        test.join(" "),
         d(interval),
         d(timeout),
         d(start),
-        go_rune(retries.unwrap_or(0))
+        d(start_interval),
+        retries.unwrap_or(0)
     )
 }
 
@@ -211,24 +221,6 @@ fn go_duration(d: Duration) -> String {
     }
 }
 
-/// Go's `%q` of a small integer: a quoted rune (`'\x02'`, `'A'`).
-fn go_rune(n: u32) -> String {
-    match char::from_u32(n) {
-        Some('\'') => "'\\''".into(),
-        Some('\\') => "'\\\\'".into(),
-        Some('\u{07}') => "'\\a'".into(),
-        Some('\u{08}') => "'\\b'".into(),
-        Some('\u{0C}') => "'\\f'".into(),
-        Some('\n') => "'\\n'".into(),
-        Some('\r') => "'\\r'".into(),
-        Some('\t') => "'\\t'".into(),
-        Some('\u{0B}') => "'\\v'".into(),
-        Some(c) if (' '..='~').contains(&c) => format!("'{c}'"),
-        _ if n < 0x80 => format!("'\\x{n:02x}'"),
-        _ => format!("'\\u{n:04x}'"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,8 +233,6 @@ mod tests {
         assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(go_duration(Duration::ZERO), "0s");
-        assert_eq!(go_rune(2), "'\\x02'");
-        assert_eq!(go_rune(65), "'A'");
         assert_eq!(go_list(&["sh".into(), "-c".into()]), r#"["sh" "-c"]"#);
         assert_eq!(
             run_entry(

@@ -386,6 +386,18 @@ fn is_proxy_arg(name: &str) -> bool {
     PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(name))
 }
 
+/// The Dockerfile of `context` when none is named: `Dockerfile`, else
+/// `dockerfile` when only that exists (as docker's and BuildKit's
+/// dockerui fall back to it).
+pub fn default_dockerfile(context: &Path) -> PathBuf {
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if !upper.exists() && lower.exists() {
+        return lower;
+    }
+    upper
+}
+
 /// Builds `source` (the Dockerfile) in `opts.context`; returns the image.
 /// The stages the target needs are built, independent ones in parallel;
 /// `progress` hears of every step.
@@ -417,26 +429,35 @@ pub fn build(
     // the stage graph, SOURCE_DATE_EPOCH.
     let Plan {
         target,
-        global,
+        mut global,
         automatic,
         bases,
         deps,
         needed,
         epoch,
+        mut build_args,
     } = Plan::new(
         &file,
         &plan::Inputs {
             target: opts.target.as_deref(),
             build_args: &opts.build_args,
+            named: &opts
+                .build_contexts
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>(),
         },
     )
     .map_err(plan_error)?;
     match epoch {
         Some(plan::Epoch::Seconds(secs)) => config::set_source_date_epoch(secs),
         Some(plan::Epoch::Url(url)) => {
-            if let Some(secs) = fetch::modified(&url).map_err(BuildError::Invalid)? {
+            let secs = fetch::modified(&url).map_err(BuildError::Invalid)?;
+            if let Some(secs) = secs {
                 config::set_source_date_epoch(secs);
             }
+            let value = secs.map(|s| s.to_string()).unwrap_or_default();
+            plan::settle_epoch(&mut build_args, &mut global, &value);
         }
         None => {}
     }
@@ -447,6 +468,7 @@ pub fn build(
         ignore: &ignore,
         escape,
         global,
+        build_args,
         bases: bases.clone(),
         automatic,
         progress,
@@ -454,7 +476,8 @@ pub fn build(
         canceled: AtomicBool::new(false),
         stat: StatCache::load(&context_real, stat_cache_file(store, &context_real)),
         records: Mutex::new(Vec::new()),
-        flattened: copy::Flattened::with_named(opts.build_contexts.clone()),
+        flattened: copy::Flattened::with_named(opts.build_contexts.clone())
+            .map_err(BuildError::Context)?,
         context,
     };
     for from in &opts.cache_from {
@@ -578,6 +601,8 @@ struct Builder<'a> {
     escape: char,
     /// The global ARGs, with their values.
     global: Scope,
+    /// The build args as ARG lines see them.
+    build_args: Vec<(String, String)>,
     /// Each stage's FROM, expanded with the global ARGs.
     bases: Vec<String>,
     /// The ARGs the build defines without a declaration.
@@ -728,7 +753,10 @@ impl Builder<'_> {
             .progress
             .start(&self.step_name(i, n, total, &format!("FROM {base}")));
         let started = match named {
-            Some(NamedContext::Dir(path)) => dir_state(store, path, base).map(|s| (s, Vec::new())),
+            Some(NamedContext::Dir(path)) => {
+                dir_state(store, path, base, self.flattened.ignore_of(base))
+                    .map(|s| (s, Vec::new()))
+            }
             Some(NamedContext::Image(r)) => {
                 base_state(store, self.stages, built, None, r, self.opts)
             }
@@ -812,6 +840,16 @@ impl Builder<'_> {
         key: &str,
         work: impl FnOnce() -> Result<StepResult, StepError>,
     ) -> Result<(StepResult, bool), StepError> {
+        // SOURCE_DATE_EPOCH changes what a step makes (mtimes clamped): a
+        // result made without it, or with another, is another step's.
+        let epoch_key;
+        let key = match config::source_date_epoch() {
+            Some(secs) => {
+                epoch_key = hash(&[key, "SOURCE_DATE_EPOCH", &secs.to_string()]);
+                epoch_key.as_str()
+            }
+            None => key,
+        };
         let hit = cx.use_cache.then(|| cached(self.store, key)).flatten();
         let was_hit = hit.is_some();
         let result = match hit {
@@ -838,7 +876,7 @@ impl Builder<'_> {
                     let v = plan::arg_value(
                         &d.name,
                         d.default.as_deref(),
-                        &opts.build_args,
+                        &self.build_args,
                         &state.args,
                         &self.global.overlaid(&self.automatic),
                         escape,
@@ -1084,7 +1122,12 @@ fn empty_image() -> ImageConfig {
 
 /// `FROM NAME` of a `--build-context NAME=DIR`: the directory's tree as
 /// the one layer of an otherwise empty image (BuildKit's emptyImage).
-fn dir_state(store: &Store, path: &Path, name: &str) -> Result<State, String> {
+fn dir_state(
+    store: &Store,
+    path: &Path,
+    name: &str,
+    ignore: Option<&Matcher>,
+) -> Result<State, String> {
     let src =
         Root::open(path).map_err(|e| format!("build context {name} ({}): {e}", path.display()))?;
     let staging_path = store.temp_path("context");
@@ -1092,7 +1135,14 @@ fn dir_state(store: &Store, path: &Path, name: &str) -> Result<State, String> {
         let opts = crate::copier::CopyOptions {
             owner: None,
             mode: None,
-            take: &|_| crate::copier::Take::Entry,
+            // The directory's own .dockerignore, as for the context.
+            take: &|rel: &str| match ignore {
+                Some(m) if m.is_ignored(rel) && !m.may_take_below(rel) => {
+                    crate::copier::Take::Nothing
+                }
+                Some(m) if m.is_ignored(rel) => crate::copier::Take::Below,
+                _ => crate::copier::Take::Entry,
+            },
             links: &crate::copier::Links::default(),
         };
         for n in src.read_dir("")? {

@@ -355,7 +355,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let file = args
         .file
         .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
+        .unwrap_or_else(|| build::default_dockerfile(&args.context));
     let (name, bytes) = read_dockerfile(&file)?;
     let source = Source::new(name, &bytes);
     let store = open_store(root)?;

@@ -41,7 +41,7 @@ pub fn for_build(file: Option<PathBuf>, context: PathBuf) -> Result<ExitCode, Er
 fn report(args: Args, warnings_fail: bool) -> Result<ExitCode, Error> {
     let file = match (&args.file, &args.context) {
         (Some(file), _) => file.clone(),
-        (None, Some(context)) => context.join("Dockerfile"),
+        (None, Some(context)) => kiln::build::default_dockerfile(context),
         (None, None) => PathBuf::from("Dockerfile"),
     };
     let (name, bytes) = read_dockerfile(&file)?;

@@ -18,35 +18,34 @@ pub enum Epoch {
 }
 
 /// The epoch the build args or the global ARGs set, checked as BuildKit
-/// checks it; a number replaces the global ARG's value, as BuildKit's
-/// `setBuildArgValue` does.
+/// checks it. The build arg and the global ARG then hold the epoch in
+/// seconds, or are gone when there is none (`context` of a local
+/// directory, an empty value), as BuildKit's `setBuildArgValue` leaves them.
 pub(super) fn resolve(
     file: &Dockerfile,
-    build_args: &[(String, String)],
+    build_args: &mut Vec<(String, String)>,
     global: &mut Scope,
 ) -> Result<Option<Epoch>, PlanError> {
     let value = match build_args.iter().rev().find(|(k, _)| k == NAME) {
         Some((_, v)) => v.clone(),
         None => match global.get(NAME) {
-            Some(v) => v.to_string(),
-            None => return Ok(None),
+            Some(v) if !v.is_empty() => v.to_string(),
+            _ => return Ok(None),
         },
     };
+    let mut settle = |value: &str| settle(build_args, global, value);
     if value.is_empty() {
+        settle("");
         return Ok(None);
     }
     if let Ok(secs) = value.trim().parse::<i64>() {
-        if global.get(NAME).is_some() {
-            global.set(NAME, &secs.to_string());
-        }
+        settle(&secs.to_string());
         return Ok(Some(Epoch::Seconds(secs)));
     }
     // A local context carries no source time (BuildKit's MainContext has
     // no metadata for one): no epoch.
     if value == "context" {
-        if global.get(NAME).is_some() {
-            global.set(NAME, "");
-        }
+        settle("");
         return Ok(None);
     }
     let Some(stage) = file.stages.iter().find(|s| {
@@ -63,7 +62,27 @@ pub(super) fn resolve(
     args.remove(NAME);
     let url = source_stage(stage, build_args, args, file.escape)
         .map_err(|m| PlanError::at(&stage.from_step, m))?;
+    // The seconds are known once the URL's time is read, when the build
+    // starts: the build settles the values then.
     Ok(Some(Epoch::Url(url)))
+}
+
+/// Sets SOURCE_DATE_EPOCH where the build args and the global ARGs have
+/// it to `value` (seconds), or removes it there when `value` is empty.
+pub fn settle(build_args: &mut Vec<(String, String)>, global: &mut Scope, value: &str) {
+    if value.is_empty() {
+        build_args.retain(|(k, _)| k != NAME);
+    } else {
+        for (_, v) in build_args.iter_mut().filter(|(k, _)| k == NAME) {
+            *v = value.to_string();
+        }
+    }
+    if global.get(NAME).is_some() {
+        match value.is_empty() {
+            true => global.remove(NAME),
+            false => global.set(NAME, value),
+        }
+    }
 }
 
 /// The URL of a source-only stage's one remote ADD.
@@ -146,7 +165,7 @@ mod tests {
         let ast = parse(&Source::new("Dockerfile", text.as_bytes())).unwrap();
         let (file, errors) = instructions::typed(&ast);
         assert!(errors.is_empty(), "{errors:?}");
-        let args: Vec<(String, String)> = build_args
+        let mut args: Vec<(String, String)> = build_args
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
@@ -158,7 +177,7 @@ mod tests {
                 }
             }
         }
-        resolve(&file, &args, &mut global).map_err(|e| e.to_string())
+        resolve(&file, &mut args, &mut global).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod epoch;
 mod scope;
 
-pub use epoch::Epoch;
+pub use epoch::{Epoch, settle as settle_epoch};
 pub use scope::Scope;
 
 use crate::dockerfile::instructions::{Dockerfile, Instruction, Stage, Step};
@@ -57,6 +57,9 @@ pub struct Inputs<'a> {
     pub target: Option<&'a str>,
     /// `--build-arg` values, last one winning.
     pub build_args: &'a [(String, String)],
+    /// The names of `--build-context`s: they replace stages of that name,
+    /// which are then never built for them.
+    pub named: &'a [String],
 }
 
 /// Everything a build decides before a stage runs.
@@ -76,6 +79,8 @@ pub struct Plan {
     pub needed: Vec<usize>,
     /// Where SOURCE_DATE_EPOCH comes from, when the build sets it.
     pub epoch: Option<Epoch>,
+    /// The build args as ARG lines see them (SOURCE_DATE_EPOCH resolved).
+    pub build_args: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -131,10 +136,11 @@ impl Plan {
         }
         check_stage_order(stages)?;
         let deps: Vec<Vec<usize>> = (0..stages.len())
-            .map(|i| stage_deps(stages, &bases, i))
+            .map(|i| stage_deps(stages, &bases, i, inputs.named))
             .collect();
         let needed = needed_stages(&deps, target);
-        let epoch = epoch::resolve(file, inputs.build_args, &mut global)?;
+        let mut build_args = inputs.build_args.to_vec();
+        let epoch = epoch::resolve(file, &mut build_args, &mut global)?;
         Ok(Plan {
             target,
             global,
@@ -143,6 +149,7 @@ impl Plan {
             deps,
             needed,
             epoch,
+            build_args,
         })
     }
 }
@@ -298,10 +305,18 @@ pub fn check_stage_order(stages: &[Stage]) -> Result<(), PlanError> {
 }
 
 /// The earlier stages stage `i` reads: its FROM, `COPY --from` and
-/// `RUN --mount=from=`.
-pub fn stage_deps(stages: &[Stage], bases: &[String], i: usize) -> Vec<usize> {
-    let find = |name: &str| from_ref(stages, i, name);
-    let base = from_stage(stages, bases, i);
+/// `RUN --mount=from=`; a name in `named` (a `--build-context`) is not a
+/// stage.
+pub fn stage_deps(stages: &[Stage], bases: &[String], i: usize, named: &[String]) -> Vec<usize> {
+    let is_named = |name: &str| named.iter().any(|n| n == name);
+    let find = |name: &str| match is_named(name) {
+        true => None,
+        false => from_ref(stages, i, name),
+    };
+    let base = match is_named(&bases[i]) {
+        true => None,
+        false => from_stage(stages, bases, i),
+    };
     let mut deps: Vec<usize> = base.into_iter().collect();
     // A stage FROM a stage runs that stage's ONBUILD triggers, whose
     // sources are this build's stages too.
@@ -366,7 +381,7 @@ mod tests {
             .collect();
         let bases = bases(&stages, &global, &Scope::default(), '\\').unwrap();
         let deps = (0..stages.len())
-            .map(|i| stage_deps(&stages, &bases, i))
+            .map(|i| stage_deps(&stages, &bases, i, &[]))
             .collect();
         (stages, bases, deps)
     }

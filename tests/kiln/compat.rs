@@ -289,6 +289,7 @@ fn kiln_and_docker_build_the_same_images() {
         // BuildKit (kiln's target) writes the list: `EXPOSE [53/udp 80/tcp]`.
         let mut theirs: Vec<String> = listed
             .lines()
+            .map(healthcheck_as_buildkit_writes_it)
             .map(|l| match l.strip_prefix("EXPOSE map[") {
                 Some(ports) => format!(
                     "EXPOSE [{}]",
@@ -317,4 +318,34 @@ fn kiln_and_docker_build_the_same_images() {
         "kiln's images differ from docker build's:\n{}",
         differences.join("\n")
     );
+}
+
+/// docker 20.10's BuildKit wrote HEALTHCHECK's history as Go's `%q`
+/// (`HEALTHCHECK &{["CMD-SHELL" "true"] "5s" "0s" "0s" '\x02'}`); current
+/// BuildKit (kiln's target) writes `%+v` with StartInterval:
+/// `HEALTHCHECK {Test:[CMD-SHELL true] Interval:5s Timeout:0s
+/// StartPeriod:0s StartInterval:0s Retries:2}`. Other lines pass unchanged.
+fn healthcheck_as_buildkit_writes_it(line: &str) -> String {
+    let Some(rest) = line.strip_prefix("HEALTHCHECK &{[") else {
+        return line.to_string();
+    };
+    let Some((list, rest)) = rest.split_once("] ") else {
+        return line.to_string();
+    };
+    let test: Vec<&str> = list.trim_matches('"').split("\" \"").collect();
+    let fields: Vec<&str> = rest.trim_end_matches('}').split(' ').collect();
+    let [interval, timeout, start, retries] = fields[..] else {
+        return line.to_string();
+    };
+    let retries = match retries.trim_matches('\'') {
+        r if r.starts_with("\\x") => u32::from_str_radix(&r[2..], 16).unwrap_or(0),
+        r => r.chars().next().map_or(0, |c| c as u32),
+    };
+    format!(
+        "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:0s Retries:{retries}}}",
+        test.join(" "),
+        interval.trim_matches('"'),
+        timeout.trim_matches('"'),
+        start.trim_matches('"'),
+    )
 }
