@@ -14,8 +14,8 @@ pub struct Args {
 
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
-    let config = kiln::serve::config::Config::load(&args.config)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let config =
+        kiln::serve::config::Config::load(&args.config).map_err(|e| Error::Usage(e.to_string()))?;
     let root = root
         .or_else(|| config.store.root.clone())
         .unwrap_or_else(|| kiln::store::Store::default_root(kiln::sandbox::fs::is_root()));

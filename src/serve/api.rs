@@ -29,7 +29,10 @@ impl IntoResponse for ApiError {
 
 impl From<super::db::DbError> for ApiError {
     fn from(e: super::db::DbError) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("state database: {e}"))
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("state database: {e}"),
+        )
     }
 }
 
@@ -101,7 +104,12 @@ fn target_json(s: &Service, t: &super::config::Target) -> Result<serde_json::Val
 }
 
 async fn targets(State(s): Shared) -> Answer {
-    let list: Result<Vec<_>, _> = s.config.targets.iter().map(|t| target_json(&s, t)).collect();
+    let list: Result<Vec<_>, _> = s
+        .config
+        .targets
+        .iter()
+        .map(|t| target_json(&s, t))
+        .collect();
     Ok(Json(list?).into_response())
 }
 
@@ -117,7 +125,10 @@ async fn warm(State(s): Shared, headers: HeaderMap, Path(name): Path<String>) ->
     authorize(&s, &headers)?;
     match s.enqueue(&name, "api")? {
         Some((job, _)) => Ok((StatusCode::ACCEPTED, Json(job)).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no target {name:?}"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no target {name:?}"),
+        )),
     }
 }
 
@@ -126,8 +137,12 @@ async fn jobs(State(s): Shared) -> Answer {
 }
 
 fn job_id(id: &str) -> Result<i64, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("job id {id:?} is not a number")))
+    id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("job id {id:?} is not a number"),
+        )
+    })
 }
 
 async fn job(State(s): Shared, Path(id): Path<String>) -> Answer {
@@ -146,7 +161,10 @@ async fn cancel(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) ->
         (Some(_), true) => Ok(Json(s.job(id)?).into_response()),
         (Some(j), false) => Err(ApiError(
             StatusCode::CONFLICT,
-            format!("job {id} is {}: only a queued job can be canceled", j.status),
+            format!(
+                "job {id} is {}: only a queued job can be canceled",
+                j.status
+            ),
         )),
     }
 }
@@ -169,10 +187,17 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
                 let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
                 let lines: Vec<String> = text.lines().map(str::to_string).collect();
                 // Only whole lines (a line being written has no newline yet).
-                let whole = if text.ends_with('\n') { lines.len() } else { lines.len().saturating_sub(1) };
+                let whole = if text.ends_with('\n') {
+                    lines.len()
+                } else {
+                    lines.len().saturating_sub(1)
+                };
                 if whole > sent {
                     let event = Event::default().event("step").data(lines[sent].clone());
-                    return Some((Ok::<_, std::convert::Infallible>(event), (s, sent + 1, false)));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (s, sent + 1, false),
+                    ));
                 }
                 let done = s
                     .job(id)
@@ -180,7 +205,12 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
                     .flatten()
                     .is_none_or(|j| !matches!(j.status.as_str(), "queued" | "running"));
                 if done {
-                    let status = s.job(id).ok().flatten().map(|j| j.status).unwrap_or_default();
+                    let status = s
+                        .job(id)
+                        .ok()
+                        .flatten()
+                        .map(|j| j.status)
+                        .unwrap_or_default();
                     let event = Event::default().event("end").data(status);
                     return Some((Ok(event), (s, sent, true)));
                 }
@@ -188,7 +218,9 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Queues every push-triggered target `push` is for, signed by its
@@ -228,7 +260,11 @@ fn on_push(s: &Service, kind: &str, push: &hooks::Push, signed: impl Fn(&str) ->
             "no push-triggered target of this repository and ref accepts this signature".into(),
         ));
     }
-    count(if queued.is_empty() { "ignored" } else { "accepted" });
+    count(if queued.is_empty() {
+        "ignored"
+    } else {
+        "accepted"
+    });
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "queued": queued, "unchanged": ignored })),
@@ -237,7 +273,10 @@ fn on_push(s: &Service, kind: &str, push: &hooks::Push, signed: impl Fn(&str) ->
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 async fn github(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
@@ -256,7 +295,9 @@ async fn gitlab(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
     let token = header_str(&headers, "x-gitlab-token");
     let push = hooks::parse_push(&body)
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "not a push event payload".into()))?;
-    on_push(&s, "gitlab", &push, |secret| hooks::gitlab_signed(secret, token))
+    on_push(&s, "gitlab", &push, |secret| {
+        hooks::gitlab_signed(secret, token)
+    })
 }
 
 /// Escapes text for HTML.
@@ -289,11 +330,15 @@ async fn page(State(s): Shared) -> Answer {
             .unwrap_or_default()
             .iter()
             .filter_map(|tr| match tr {
-                super::config::Trigger::Cron(c) => c.find_next_occurrence(&chrono::Utc::now(), false).ok(),
+                super::config::Trigger::Cron(c) => {
+                    c.find_next_occurrence(&chrono::Utc::now(), false).ok()
+                }
                 _ => None,
             })
             .min()
-            .map_or("-".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            .map_or("-".to_string(), |t| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            });
         rows.push_str(&format!(
             "<tr><td>{}</td><td class=\"status\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&t.name),

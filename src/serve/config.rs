@@ -178,7 +178,10 @@ impl Config {
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("listen = {:?}: {e} (use IP:PORT)", self.listen))?;
-        for size in [&self.store.max_size, &self.store.min_free].into_iter().flatten() {
+        for size in [&self.store.max_size, &self.store.min_free]
+            .into_iter()
+            .flatten()
+        {
             parse_size(size)?;
         }
         for base in &self.bases {
@@ -229,7 +232,10 @@ impl Config {
                     .map_err(|e| format!("target {:?}: cache_to = {r:?}: {e}", t.name))?;
             }
             if t.keep_generations == 0 {
-                return Err(format!("target {:?}: keep_generations must be at least 1", t.name));
+                return Err(format!(
+                    "target {:?}: keep_generations must be at least 1",
+                    t.name
+                ));
             }
             t.parsed_triggers()
                 .map_err(|e| format!("target {:?}: {e}", t.name))?;
@@ -343,7 +349,10 @@ webhook_secret = "hmac-secret"
     fn the_issues_example_parses() {
         let c = parse(EXAMPLE).unwrap();
         assert_eq!(c.max_jobs, 2);
-        assert_eq!(parse_size(c.store.max_size.as_deref().unwrap()), Ok(50_000_000_000));
+        assert_eq!(
+            parse_size(c.store.max_size.as_deref().unwrap()),
+            Ok(50_000_000_000)
+        );
         let t = c.target("app").unwrap();
         assert_eq!(t.build_args["VERSION"], "1");
         assert_eq!(t.parsed_triggers().unwrap().len(), 3);
@@ -356,8 +365,14 @@ webhook_secret = "hmac-secret"
             "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`"
         );
         for (text, want) in [
-            ("[[target]]\nname = \"a b\"\ncontext = \"/x\"\n", "target name \"a b\""),
-            ("[[target]]\nname = \"a\"\n", "give either context = DIR or git = URL"),
+            (
+                "[[target]]\nname = \"a b\"\ncontext = \"/x\"\n",
+                "target name \"a b\"",
+            ),
+            (
+                "[[target]]\nname = \"a\"\n",
+                "give either context = DIR or git = URL",
+            ),
             (
                 "[[target]]\nname = \"a\"\ncontext = \"/x\"\ntriggers = [\"cron:61 * * * *\"]\n",
                 "trigger \"cron:61 * * * *\"",

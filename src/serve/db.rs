@@ -220,7 +220,12 @@ mod tests {
         drop(db);
         // A restart: the running job is queued again, before the newer one.
         let db = Db::open(&path).unwrap();
-        let again: Vec<i64> = db.requeue_unfinished().unwrap().iter().map(|j| j.id).collect();
+        let again: Vec<i64> = db
+            .requeue_unfinished()
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
         assert_eq!(again, [a.id, c.id]);
         assert!(db.cancel(c.id).unwrap());
         assert!(!db.start(c.id).unwrap(), "a canceled job does not start");

@@ -26,8 +26,14 @@ pub fn parse_push(body: &[u8]) -> Option<Push> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let mut urls = Vec::new();
     for (object, keys) in [
-        ("repository", &["clone_url", "ssh_url", "git_url", "html_url", "url"][..]),
-        ("project", &["git_http_url", "git_ssh_url", "web_url", "http_url"][..]),
+        (
+            "repository",
+            &["clone_url", "ssh_url", "git_url", "html_url", "url"][..],
+        ),
+        (
+            "project",
+            &["git_http_url", "git_ssh_url", "web_url", "http_url"][..],
+        ),
     ] {
         for k in keys {
             if let Some(u) = v[object][k].as_str() {
@@ -148,7 +154,9 @@ pub fn feeds_build(target: &Target, checkout: &Path, paths: &[String]) -> bool {
         if ignore.as_ref().is_some_and(|m| m.is_ignored(p)) {
             return false;
         }
-        patterns.iter().any(|pat| pat.contains('$') || names(pat, p))
+        patterns
+            .iter()
+            .any(|pat| pat.contains('$') || names(pat, p))
     })
 }
 
@@ -192,9 +200,17 @@ mod tests {
         // GitHub's documented example: secret "It's a Secret to Everybody",
         // payload "Hello, World!".
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert!(github_signed("It's a Secret to Everybody", b"Hello, World!", sig));
+        assert!(github_signed(
+            "It's a Secret to Everybody",
+            b"Hello, World!",
+            sig
+        ));
         assert!(!github_signed("another", b"Hello, World!", sig));
-        assert!(!github_signed("It's a Secret to Everybody", b"Hello, World?", sig));
+        assert!(!github_signed(
+            "It's a Secret to Everybody",
+            b"Hello, World?",
+            sig
+        ));
         assert!(!github_signed("x", b"", "sha1=00"));
         assert!(gitlab_signed("tok", "tok") && !gitlab_signed("tok", "tok2"));
     }

@@ -63,18 +63,35 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("kiln");
         let jobs = Family::<JobLabels, Counter>::default();
-        registry.register("jobs", "Jobs finished, by target, trigger and result", jobs.clone());
-        let job_seconds =
-            Family::<Vec<(String, String)>, Histogram>::new_with_constructor(job_histogram as fn() -> Histogram);
-        registry.register("job_duration_seconds", "How long jobs took, by target", job_seconds.clone());
+        registry.register(
+            "jobs",
+            "Jobs finished, by target, trigger and result",
+            jobs.clone(),
+        );
+        let job_seconds = Family::<Vec<(String, String)>, Histogram>::new_with_constructor(
+            job_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "job_duration_seconds",
+            "How long jobs took, by target",
+            job_seconds.clone(),
+        );
         let steps = Family::<StepLabels, Counter>::default();
-        registry.register("steps", "Build steps, by target and cache result", steps.clone());
+        registry.register(
+            "steps",
+            "Build steps, by target and cache result",
+            steps.clone(),
+        );
         let queued = Gauge::default();
         registry.register("queue_length", "Jobs waiting to run", queued.clone());
         let running = Gauge::default();
         registry.register("running_jobs", "Jobs running", running.clone());
         let webhooks = Family::<HookLabels, Counter>::default();
-        registry.register("webhooks", "Webhooks received, by kind and result", webhooks.clone());
+        registry.register(
+            "webhooks",
+            "Webhooks received, by kind and result",
+            webhooks.clone(),
+        );
         Metrics {
             registry,
             jobs,

@@ -172,7 +172,11 @@ impl Service {
 
     /// The oldest queued job whose target has none running, marked running.
     fn next_job(&self) -> Option<Job> {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let db = self.db();
         let queued = db.queued().ok()?;
         let job = queued.into_iter().find(|j| !running.contains(&j.target))?;
@@ -252,7 +256,10 @@ impl Service {
         let text = std::fs::read(&dockerfile)
             .map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
         let source = Source::new(&target.dockerfile, &text);
-        let cache = target.cache_to.as_ref().map(|r| CacheSpec::Registry(r.clone()));
+        let cache = target
+            .cache_to
+            .as_ref()
+            .map(|r| CacheSpec::Registry(r.clone()));
         let opts = build::Options {
             context: context.clone(),
             dockerfile: Some(dockerfile),
