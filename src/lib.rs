@@ -15,4 +15,5 @@ pub mod progress;
 pub mod registry;
 #[allow(unsafe_code)]
 pub mod sandbox;
+pub mod serve;
 pub mod store;

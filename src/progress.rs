@@ -92,6 +92,11 @@ impl Progress {
         Progress::with_sink(Sink::Plain(out))
     }
 
+    /// A JSON-lines reporter writing to `out` (`kiln serve`'s job events).
+    pub fn json(out: Box<dyn Write + Send>) -> Progress {
+        Progress::with_sink(Sink::Json(out))
+    }
+
     /// A reporter that shows nothing.
     pub fn quiet() -> Progress {
         Progress::with_sink(Sink::Quiet)

@@ -19,6 +19,7 @@ mod push;
 mod rmi;
 mod run;
 mod save;
+mod serve;
 mod tag;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +78,8 @@ enum Command {
     Logout(login::LogoutArgs),
     /// Run a command in a new container from an image.
     Run(Box<run::Args>),
+    /// Keep build caches warm for a fleet of CI builders (an HTTP service).
+    Serve(serve::Args),
     /// The container's init (started by kiln itself).
     #[command(name = "__init", hide = true)]
     Init,
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Login(args) => login::run(args),
         Command::Logout(args) => login::logout(args),
         Command::Run(args) => run::run(root, *args),
+        Command::Serve(args) => serve::run(root, args),
         Command::Init => kiln::sandbox::init::main(),
     }
 }

@@ -68,6 +68,12 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Bytes free for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
 /// Major and minor numbers of a device number (`st_rdev`).
 pub fn split_dev(rdev: u64) -> (u64, u64) {
     (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))

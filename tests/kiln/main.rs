@@ -16,5 +16,6 @@ mod realworld;
 mod registry;
 mod rootless;
 mod run;
+mod serve;
 mod store;
 mod util;

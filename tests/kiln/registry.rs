@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 /// A registry process, stopped when dropped.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -21,7 +21,7 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,7 +38,7 @@ fn sh(cmd: &mut Command) -> Output {
 impl Registry {
     /// Starts one; with `secure`, htpasswd auth (user `kiln`, password
     /// `s3cret`) over TLS with a certificate from a CA in `certs_d()`.
-    fn start(secure: bool) -> Option<Registry> {
+    pub(crate) fn start(secure: bool) -> Option<Registry> {
         let tools = [
             (
                 "docker-registry",
@@ -138,7 +138,7 @@ impl Registry {
         panic!("docker-registry did not start on port {port}");
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -149,7 +149,7 @@ impl Registry {
 
 /// `kiln --root ROOT args...`, with docker's config in `docker_config` and
 /// the registry's CA in `certs_d`.
-fn k(root: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
+pub(crate) fn k(root: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
     let mut cmd = kiln();
     cmd.arg("--root").arg(root).args(args);
     for (k, v) in env {
@@ -158,7 +158,7 @@ fn k(root: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
     cmd.output().expect("kiln")
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "{}{}",
@@ -169,7 +169,7 @@ fn ok(out: Output) -> String {
 }
 
 /// A store with busybox imported as `box:1`.
-fn store_with_box() -> Option<tempfile::TempDir> {
+pub(crate) fn store_with_box() -> Option<tempfile::TempDir> {
     let tar = busybox_tar()?;
     let root = tempfile::tempdir().unwrap();
     ok(k(

@@ -1,0 +1,30 @@
+//! `kiln serve`: the cache-warming service (see `kiln::serve`).
+
+use super::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kiln serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service's config (TOML; see README's `kiln serve` section).
+    #[arg(long, default_value = "kiln-serve.toml")]
+    config: PathBuf,
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    let config =
+        kiln::serve::config::Config::load(&args.config).map_err(|e| Error::Usage(e.to_string()))?;
+    let root = root
+        .or_else(|| config.store.root.clone())
+        .unwrap_or_else(|| kiln::store::Store::default_root(kiln::sandbox::fs::is_root()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Write)?;
+    match runtime.block_on(kiln::serve::serve(config, root)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(Error::Usage(e.to_string())),
+    }
+}

@@ -1,0 +1,376 @@
+//! The service's HTTP API (JSON), metrics, webhooks and status page.
+//! Mutating endpoints need the config's bearer token; webhooks are checked
+//! by their target's secret instead. Errors are `{"message": ...}`.
+
+use super::Service;
+use super::hooks;
+use super::metrics::HookLabels;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::sync::Arc;
+
+type Shared = State<Arc<Service>>;
+
+/// An error answer: its status and `{"message": ...}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "message": self.1 }))).into_response()
+    }
+}
+
+impl From<super::db::DbError> for ApiError {
+    fn from(e: super::db::DbError) -> Self {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("state database: {e}"),
+        )
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+/// Every route.
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/targets", get(targets))
+        .route("/v1/targets/{name}", get(target))
+        .route("/v1/targets/{name}/warm", post(warm))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{id}", get(job).delete(cancel))
+        .route("/v1/jobs/{id}/events", get(events))
+        .route("/v1/hooks/github", post(github))
+        .route("/v1/hooks/gitlab", post(gitlab))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(service)
+}
+
+/// Refuses a mutating request without the configured bearer token.
+fn authorize(service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &service.config.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    match hooks::gitlab_signed(token, given) {
+        true => Ok(()),
+        false => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs the service's token: Authorization: Bearer TOKEN".into(),
+        )),
+    }
+}
+
+async fn metrics(State(s): Shared) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// A target as the API shows it, with its last job.
+fn target_json(s: &Service, t: &super::config::Target) -> Result<serde_json::Value, ApiError> {
+    let last = s.jobs(Some(&t.name), 1)?.pop();
+    Ok(json!({
+        "name": t.name,
+        "context": t.context,
+        "git": t.git,
+        "ref": t.git_ref,
+        "dockerfile": t.dockerfile,
+        "target": t.target,
+        "cache_to": t.cache_to,
+        "triggers": t.triggers,
+        "last_job": last,
+    }))
+}
+
+async fn targets(State(s): Shared) -> Answer {
+    let list: Result<Vec<_>, _> = s
+        .config
+        .targets
+        .iter()
+        .map(|t| target_json(&s, t))
+        .collect();
+    Ok(Json(list?).into_response())
+}
+
+async fn target(State(s): Shared, Path(name): Path<String>) -> Answer {
+    let t = s
+        .config
+        .target(&name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no target {name:?}")))?;
+    Ok(Json(target_json(&s, t)?).into_response())
+}
+
+async fn warm(State(s): Shared, headers: HeaderMap, Path(name): Path<String>) -> Answer {
+    authorize(&s, &headers)?;
+    match s.enqueue(&name, "api")? {
+        Some((job, _)) => Ok((StatusCode::ACCEPTED, Json(job)).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no target {name:?}"),
+        )),
+    }
+}
+
+async fn jobs(State(s): Shared) -> Answer {
+    Ok(Json(s.jobs(None, 100)?).into_response())
+}
+
+fn job_id(id: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("job id {id:?} is not a number"),
+        )
+    })
+}
+
+async fn job(State(s): Shared, Path(id): Path<String>) -> Answer {
+    let id = job_id(&id)?;
+    match s.job(id)? {
+        Some(j) => Ok(Json(j).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
+    }
+}
+
+async fn cancel(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    authorize(&s, &headers)?;
+    let id = job_id(&id)?;
+    match (s.job(id)?, s.cancel(id)?) {
+        (None, _) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
+        (Some(_), true) => Ok(Json(s.job(id)?).into_response()),
+        (Some(j), false) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "job {id} is {}: only a queued job can be canceled",
+                j.status
+            ),
+        )),
+    }
+}
+
+/// The job's events as server-sent events: what happened so far, then
+/// each new event until the job ends.
+async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    if s.job(id)?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
+    }
+    let path = s.events_path(id);
+    let stream = futures::stream::unfold((s, 0usize, false), move |(s, sent, ended)| {
+        let path = path.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+                let lines: Vec<String> = text.lines().map(str::to_string).collect();
+                // Only whole lines (a line being written has no newline yet).
+                let whole = if text.ends_with('\n') {
+                    lines.len()
+                } else {
+                    lines.len().saturating_sub(1)
+                };
+                if whole > sent {
+                    let event = Event::default().event("step").data(lines[sent].clone());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (s, sent + 1, false),
+                    ));
+                }
+                let done = s
+                    .job(id)
+                    .ok()
+                    .flatten()
+                    .is_none_or(|j| !matches!(j.status.as_str(), "queued" | "running"));
+                if done {
+                    let status = s
+                        .job(id)
+                        .ok()
+                        .flatten()
+                        .map(|j| j.status)
+                        .unwrap_or_default();
+                    let event = Event::default().event("end").data(status);
+                    return Some((Ok(event), (s, sent, true)));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Queues every push-triggered target `push` is for, signed by its
+/// secret and changing a file its build reads.
+fn on_push(s: &Service, kind: &str, push: &hooks::Push, signed: impl Fn(&str) -> bool) -> Answer {
+    let mut signed_for = 0;
+    let (mut queued, mut ignored) = (Vec::new(), Vec::new());
+    for t in &s.config.targets {
+        if !t.triggers.iter().any(|x| x == "push") || !hooks::is_for(t, push) {
+            continue;
+        }
+        if !t.webhook_secret.as_deref().is_some_and(&signed) {
+            continue;
+        }
+        signed_for += 1;
+        if push.paths.is_empty() || hooks::feeds_build(t, &s.checkout_dir(t), &push.paths) {
+            if let Some((job, _)) = s.enqueue(&t.name, "push")? {
+                queued.push(job);
+            }
+        } else {
+            ignored.push(t.name.clone());
+        }
+    }
+    let count = |result: &str| {
+        s.metrics
+            .webhooks
+            .get_or_create(&HookLabels {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
+    };
+    if signed_for == 0 {
+        count("refused");
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "no push-triggered target of this repository and ref accepts this signature".into(),
+        ));
+    }
+    count(if queued.is_empty() {
+        "ignored"
+    } else {
+        "accepted"
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "queued": queued, "unchanged": ignored })),
+    )
+        .into_response())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+async fn github(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
+    let signature = header_str(&headers, "x-hub-signature-256");
+    if header_str(&headers, "x-github-event") == "ping" {
+        return Ok((StatusCode::OK, Json(json!({ "message": "pong" }))).into_response());
+    }
+    let push = hooks::parse_push(&body)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "not a push event payload".into()))?;
+    on_push(&s, "github", &push, |secret| {
+        hooks::github_signed(secret, &body, signature)
+    })
+}
+
+async fn gitlab(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
+    let token = header_str(&headers, "x-gitlab-token");
+    let push = hooks::parse_push(&body)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "not a push event payload".into()))?;
+    on_push(&s, "gitlab", &push, |secret| {
+        hooks::gitlab_signed(secret, token)
+    })
+}
+
+/// Escapes text for HTML.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The status page: targets with their last job and hit rate, the jobs
+/// running, the store. Server-rendered; it refreshes itself every 5 s.
+async fn page(State(s): Shared) -> Answer {
+    let mut rows = String::new();
+    for t in &s.config.targets {
+        let last = s.jobs(Some(&t.name), 1)?.pop();
+        let (status, hits) = match &last {
+            Some(j) => {
+                let total = j.hits + j.misses;
+                let rate = match total {
+                    0 => "-".to_string(),
+                    n => format!("{}%", j.hits * 100 / n),
+                };
+                (format!("#{} {}", j.id, j.status), rate)
+            }
+            None => ("never".into(), "-".into()),
+        };
+        let next = t
+            .parsed_triggers()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|tr| match tr {
+                super::config::Trigger::Cron(c) => {
+                    c.find_next_occurrence(&chrono::Utc::now(), false).ok()
+                }
+                _ => None,
+            })
+            .min()
+            .map_or("-".to_string(), |t| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            });
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td class=\"status\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(&t.name),
+            esc(&status),
+            esc(&hits),
+            esc(&next),
+            esc(t.cache_to.as_deref().unwrap_or("-")),
+        ));
+    }
+    let mut running = String::new();
+    for j in s.jobs(None, 100)?.iter().filter(|j| j.status == "running") {
+        running.push_str(&format!(
+            "<li>job #{} {} (since {})</li>\n",
+            j.id,
+            esc(&j.target),
+            esc(j.started_at.as_deref().unwrap_or(""))
+        ));
+    }
+    if running.is_empty() {
+        running.push_str("<li>none</li>\n");
+    }
+    let cap = s.config.store.max_size.as_deref().unwrap_or("no cap");
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+<title>kiln serve</title>\
+<style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>\n<body>\
+<h1>kiln serve</h1>\n<h2>Targets</h2>\n<table><tr><th>target</th><th>last job</th><th>hit rate</th>\
+<th>next trigger</th><th>cache</th></tr>\n{rows}</table>\n<h2>Running</h2>\n<ul>{running}</ul>\n\
+<h2>Store</h2>\n<p>cap: {}</p>\n<p>up {} s</p>\n</body></html>\n",
+        esc(cap),
+        s.uptime().as_secs()
+    );
+    Ok(Html(html).into_response())
+}

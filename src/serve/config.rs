@@ -1,0 +1,395 @@
+//! `kiln-serve.toml`: what the service keeps warm, read and checked once at
+//! start; a mistake is an error naming the line and column.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Why a config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key is wrong.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Where (1-based).
+        line: usize,
+        /// Where (1-based).
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is not valid.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// The whole config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the API listens.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The bearer token every mutating endpoint asks for.
+    pub token: Option<String>,
+    /// How many builds run at once.
+    #[serde(default = "default_max_jobs")]
+    pub max_jobs: usize,
+    /// The store and its limits.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Base images to keep fresh.
+    #[serde(default, rename = "base")]
+    pub bases: Vec<Base>,
+    /// Builds to keep warm.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<Target>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The store's directory (default: as every kiln command).
+    pub root: Option<PathBuf>,
+    /// The cap on the store's size (`50GB`).
+    pub max_size: Option<String>,
+    /// No job starts when the store's filesystem has less free (`5GB`).
+    pub min_free: Option<String>,
+}
+
+/// `[[base]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    /// The image reference.
+    pub image: String,
+    /// When its digest is checked (cron).
+    pub check: Option<String>,
+}
+
+/// `[[target]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Its name in the API (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// A local context directory.
+    pub context: Option<PathBuf>,
+    /// A git repository to build instead.
+    pub git: Option<String>,
+    /// The git ref (branch, tag or commit) to build.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// The Dockerfile, relative to the context.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    /// Build args.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// The stage to build.
+    pub target: Option<String>,
+    /// The registry ref its cache is exported to (mode max) and imported from.
+    pub cache_to: Option<String>,
+    /// How many cache generations to keep in the registry.
+    #[serde(default = "default_generations")]
+    pub keep_generations: usize,
+    /// RUN cache mounts travel with the cache.
+    #[serde(default)]
+    pub mounts: bool,
+    /// What starts a job: `cron:EXPR`, `base`, `push`.
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    /// The secret of push webhooks (GitHub's HMAC key, GitLab's token).
+    pub webhook_secret: Option<String>,
+}
+
+/// A parsed trigger of a target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// A cron schedule.
+    Cron(Box<croner::Cron>),
+    /// A tracked base's digest changed.
+    Base,
+    /// A git push webhook.
+    Push,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_jobs() -> usize {
+    1
+}
+fn default_dockerfile() -> String {
+    "Dockerfile".into()
+}
+fn default_generations() -> usize {
+    3
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks `text` (read from `path`).
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.max_jobs == 0 {
+            return Err("max_jobs must be at least 1".into());
+        }
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen = {:?}: {e} (use IP:PORT)", self.listen))?;
+        for size in [&self.store.max_size, &self.store.min_free]
+            .into_iter()
+            .flatten()
+        {
+            parse_size(size)?;
+        }
+        for base in &self.bases {
+            if let Some(c) = &base.check {
+                cron(c).map_err(|e| format!("[[base]] {}: check = {c:?}: {e}", base.image))?;
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for t in &self.targets {
+            let ok = !t.name.is_empty()
+                && t.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "target name {:?}: use letters, digits, '-', '_' and '.'",
+                    t.name
+                ));
+            }
+            if !names.insert(&t.name) {
+                return Err(format!("target {:?} is defined twice", t.name));
+            }
+            match (&t.context, &t.git) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "target {:?}: give either context = DIR or git = URL",
+                        t.name
+                    ));
+                }
+            }
+            if t.git.is_none() && t.git_ref.is_some() {
+                return Err(format!("target {:?}: ref needs git", t.name));
+            }
+            let dockerfile = std::path::Path::new(&t.dockerfile);
+            if dockerfile.is_absolute()
+                || dockerfile
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(format!(
+                    "target {:?}: dockerfile = {:?} must be relative to the context, without ..",
+                    t.name, t.dockerfile
+                ));
+            }
+            if let Some(r) = &t.cache_to {
+                crate::registry::Reference::parse(r)
+                    .map_err(|e| format!("target {:?}: cache_to = {r:?}: {e}", t.name))?;
+            }
+            if t.keep_generations == 0 {
+                return Err(format!(
+                    "target {:?}: keep_generations must be at least 1",
+                    t.name
+                ));
+            }
+            t.parsed_triggers()
+                .map_err(|e| format!("target {:?}: {e}", t.name))?;
+            if t.triggers.iter().any(|x| x == "push") && t.webhook_secret.is_none() {
+                return Err(format!(
+                    "target {:?}: the push trigger needs webhook_secret",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The target named `name`.
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+impl Target {
+    /// Its triggers, parsed.
+    pub fn parsed_triggers(&self) -> Result<Vec<Trigger>, String> {
+        self.triggers
+            .iter()
+            .map(|t| match t.as_str() {
+                "base" => Ok(Trigger::Base),
+                "push" => Ok(Trigger::Push),
+                t => match t.strip_prefix("cron:") {
+                    Some(expr) => cron(expr)
+                        .map(|c| Trigger::Cron(Box::new(c)))
+                        .map_err(|e| format!("trigger {t:?}: {e}")),
+                    None => Err(format!(
+                        "trigger {t:?}: use \"cron:EXPR\", \"base\" or \"push\""
+                    )),
+                },
+            })
+            .collect()
+    }
+}
+
+/// A 5-field cron expression (minute hour day month weekday).
+pub fn cron(expr: &str) -> Result<croner::Cron, String> {
+    expr.parse::<croner::Cron>().map_err(|e| e.to_string())
+}
+
+/// A size: bytes, or a number with KB/MB/GB/TB (powers of 1000) or
+/// KiB/MiB/GiB/TiB (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("size {text:?}: use a number with B, KB, MB, GB, TB or KiB..TiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(format!("size {text:?}: unknown unit {unit:?}")),
+    };
+    Ok((n * factor as f64) as u64)
+}
+
+/// 1-based line and column of byte `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+listen = "127.0.0.1:8080"
+token = "s3cret"
+max_jobs = 2
+[store]
+max_size = "50GB"
+min_free = "5GB"
+[[base]]
+image = "127.0.0.1:5000/library/debian:bookworm"
+check = "*/15 * * * *"
+[[target]]
+name = "app"
+context = "/srv/app"
+dockerfile = "Dockerfile"
+build_args = { VERSION = "1" }
+cache_to = "127.0.0.1:5000/cache/app:main"
+keep_generations = 3
+mounts = true
+triggers = ["cron:0 5 * * 1-5", "base", "push"]
+webhook_secret = "hmac-secret"
+"#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, std::path::Path::new("kiln-serve.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_issues_example_parses() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.max_jobs, 2);
+        assert_eq!(
+            parse_size(c.store.max_size.as_deref().unwrap()),
+            Ok(50_000_000_000)
+        );
+        let t = c.target("app").unwrap();
+        assert_eq!(t.build_args["VERSION"], "1");
+        assert_eq!(t.parsed_triggers().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn mistakes_name_the_place_or_the_key() {
+        assert_eq!(
+            parse("listen = \"127.0.0.1:8080\"\nmax_job = 2\n").unwrap_err(),
+            "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`"
+        );
+        for (text, want) in [
+            (
+                "[[target]]\nname = \"a b\"\ncontext = \"/x\"\n",
+                "target name \"a b\"",
+            ),
+            (
+                "[[target]]\nname = \"a\"\n",
+                "give either context = DIR or git = URL",
+            ),
+            (
+                "[[target]]\nname = \"a\"\ncontext = \"/x\"\ntriggers = [\"cron:61 * * * *\"]\n",
+                "trigger \"cron:61 * * * *\"",
+            ),
+            (
+                "[[target]]\nname = \"a\"\ncontext = \"/x\"\ntriggers = [\"push\"]\n",
+                "the push trigger needs webhook_secret",
+            ),
+            (
+                "[[target]]\nname = \"a\"\ncontext = \"/x\"\ndockerfile = \"../D\"\n",
+                "must be relative to the context",
+            ),
+            ("[store]\nmax_size = \"5 parsecs\"\n", "unknown unit"),
+            ("listen = \"localhost\"\n", "use IP:PORT"),
+        ] {
+            let got = parse(text).unwrap_err();
+            assert!(got.contains(want), "{text:?}: {got}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The service's state across restarts: jobs, their triggers, results and
+//! step counts, in SQLite in the store (`serve/state.db`). Every write is
+//! one statement or one transaction: a kill -9 leaves the last committed
+//! state.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::path::Path;
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Job {
+    /// Its number.
+    pub id: i64,
+    /// The target it warms.
+    pub target: String,
+    /// What asked for it (`api`, `cron`, `push`, `base`), coalesced.
+    pub triggers: Vec<String>,
+    /// `queued`, `running`, `warm` (nothing to build), `built`, `failed`
+    /// or `canceled`.
+    pub status: String,
+    /// When it was queued, started and finished (RFC 3339).
+    pub queued_at: String,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// When it finished.
+    pub finished_at: Option<String>,
+    /// Steps that came from the cache.
+    pub hits: i64,
+    /// Steps that ran.
+    pub misses: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Why the state cannot be read or written.
+pub type DbError = rusqlite::Error;
+
+/// The state database.
+pub struct Db(Connection);
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn job(row: &rusqlite::Row) -> rusqlite::Result<Job> {
+    let triggers: String = row.get(2)?;
+    Ok(Job {
+        id: row.get(0)?,
+        target: row.get(1)?,
+        triggers: triggers
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        status: row.get(3)?,
+        queued_at: row.get(4)?,
+        started_at: row.get(5)?,
+        finished_at: row.get(6)?,
+        hits: row.get(7)?,
+        misses: row.get(8)?,
+        error: row.get(9)?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, target, triggers, status, queued_at, started_at, finished_at, hits, misses, error";
+
+impl Db {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        // WAL: readers (the API) never wait for the writer (a job's end).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                target TEXT NOT NULL,
+                triggers TEXT NOT NULL,
+                status TEXT NOT NULL,
+                queued_at TEXT NOT NULL,
+                started_at TEXT,
+                finished_at TEXT,
+                hits INTEGER NOT NULL DEFAULT 0,
+                misses INTEGER NOT NULL DEFAULT 0,
+                error TEXT
+            );
+            CREATE INDEX IF NOT EXISTS jobs_target ON jobs (target, id);",
+        )?;
+        Ok(Db(conn))
+    }
+
+    /// Jobs a service that died left queued or running: queued again, in
+    /// their order (a running job starts over).
+    pub fn requeue_unfinished(&self) -> Result<Vec<Job>, DbError> {
+        self.0.execute(
+            "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
+            [],
+        )?;
+        self.query("WHERE status = 'queued' ORDER BY id", [])
+    }
+
+    /// Queues a job for `target`, or adds `trigger` to the one already
+    /// queued for it (triggers coalesce); returns the job and whether it is new.
+    pub fn enqueue(&mut self, target: &str, trigger: &str) -> Result<(Job, bool), DbError> {
+        let tx = self.0.transaction()?;
+        let queued: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, triggers FROM jobs WHERE target = ?1 AND status = 'queued'",
+                params![target],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (id, new) = match queued {
+            Some((id, triggers)) => {
+                if !triggers.split(',').any(|t| t == trigger) {
+                    tx.execute(
+                        "UPDATE jobs SET triggers = ?1 WHERE id = ?2",
+                        params![format!("{triggers},{trigger}"), id],
+                    )?;
+                }
+                (id, false)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO jobs (target, triggers, status, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+                    params![target, trigger, now()],
+                )?;
+                (tx.last_insert_rowid(), true)
+            }
+        };
+        tx.commit()?;
+        let job = self.get(id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        Ok((job, new))
+    }
+
+    /// Marks job `id` running, unless it was canceled; true when it is.
+    pub fn start(&self, id: i64) -> Result<bool, DbError> {
+        let n = self.0.execute(
+            "UPDATE jobs SET status = 'running', started_at = ?1 WHERE id = ?2 AND status = 'queued'",
+            params![now(), id],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Records how job `id` ended.
+    pub fn finish(
+        &self,
+        id: i64,
+        status: &str,
+        (hits, misses): (i64, i64),
+        error: Option<&str>,
+    ) -> Result<(), DbError> {
+        self.0.execute(
+            "UPDATE jobs SET status = ?1, finished_at = ?2, hits = ?3, misses = ?4, error = ?5 WHERE id = ?6",
+            params![status, now(), hits, misses, error, id],
+        )?;
+        Ok(())
+    }
+
+    /// Cancels job `id` if it is still queued; true when it was.
+    pub fn cancel(&self, id: i64) -> Result<bool, DbError> {
+        let n = self.0.execute(
+            "UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND status = 'queued'",
+            params![now(), id],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The queued jobs, oldest first.
+    pub fn queued(&self) -> Result<Vec<Job>, DbError> {
+        self.query("WHERE status = 'queued' ORDER BY id", [])
+    }
+
+    /// Job `id`.
+    pub fn get(&self, id: i64) -> Result<Option<Job>, DbError> {
+        Ok(self.query("WHERE id = ?1", params![id])?.pop())
+    }
+
+    /// The latest `limit` jobs, newest first (of one target when given).
+    pub fn list(&self, target: Option<&str>, limit: i64) -> Result<Vec<Job>, DbError> {
+        match target {
+            Some(t) => self.query(
+                "WHERE target = ?1 ORDER BY id DESC LIMIT ?2",
+                params![t, limit],
+            ),
+            None => self.query("ORDER BY id DESC LIMIT ?1", params![limit]),
+        }
+    }
+
+    fn query(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Job>, DbError> {
+        let mut stmt = self
+            .0
+            .prepare(&format!("SELECT {COLUMNS} FROM jobs {tail}"))?;
+        let rows = stmt.query_map(args, job)?;
+        rows.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_coalesce_into_the_queued_job_and_unfinished_jobs_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut db = Db::open(&path).unwrap();
+        let (a, new) = db.enqueue("app", "api").unwrap();
+        assert!(new);
+        let (b, new) = db.enqueue("app", "push").unwrap();
+        assert!(!new);
+        assert_eq!(a.id, b.id);
+        assert_eq!(b.triggers, ["api", "push"]);
+        assert!(db.start(a.id).unwrap());
+        // Running: a new trigger queues a new job.
+        let (c, new) = db.enqueue("app", "cron").unwrap();
+        assert!(new && c.id != a.id);
+        drop(db);
+        // A restart: the running job is queued again, before the newer one.
+        let db = Db::open(&path).unwrap();
+        let again: Vec<i64> = db
+            .requeue_unfinished()
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(again, [a.id, c.id]);
+        assert!(db.cancel(c.id).unwrap());
+        assert!(!db.start(c.id).unwrap(), "a canceled job does not start");
+        db.finish(a.id, "built", (1, 2), None).unwrap();
+        let j = db.get(a.id).unwrap().unwrap();
+        assert_eq!((j.status.as_str(), j.hits, j.misses), ("built", 1, 2));
+        assert_eq!(db.list(Some("app"), 10).unwrap().len(), 2);
+    }
+}

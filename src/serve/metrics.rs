@@ -1,0 +1,119 @@
+//! The service's Prometheus metrics (OpenMetrics text at `/metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A job's target, what triggered it and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// The target.
+    pub target: String,
+    /// The first trigger (`api`, `cron`, `push`, `base`).
+    pub trigger: String,
+    /// `warm`, `built`, `failed`, `canceled`.
+    pub result: String,
+}
+
+/// A target and whether steps hit the cache.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// The target.
+    pub target: String,
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
+/// A webhook kind and whether it was accepted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// `github`, `gitlab`, `registry`.
+    pub kind: String,
+    /// `accepted`, `ignored` or `refused`.
+    pub result: String,
+}
+
+/// Every metric, registered once.
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs finished.
+    pub jobs: Family<JobLabels, Counter>,
+    /// How long jobs took.
+    pub job_seconds: Family<Vec<(String, String)>, Histogram>,
+    /// Steps by target and cache result.
+    pub steps: Family<StepLabels, Counter>,
+    /// Jobs waiting.
+    pub queued: Gauge,
+    /// Jobs running.
+    pub running: Gauge,
+    /// Webhooks received.
+    pub webhooks: Family<HookLabels, Counter>,
+}
+
+fn job_histogram() -> Histogram {
+    // 1 s to about an hour.
+    Histogram::new(exponential_buckets(1.0, 2.0, 12))
+}
+
+impl Metrics {
+    /// All metrics at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("kiln");
+        let jobs = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "jobs",
+            "Jobs finished, by target, trigger and result",
+            jobs.clone(),
+        );
+        let job_seconds = Family::<Vec<(String, String)>, Histogram>::new_with_constructor(
+            job_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "job_duration_seconds",
+            "How long jobs took, by target",
+            job_seconds.clone(),
+        );
+        let steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "steps",
+            "Build steps, by target and cache result",
+            steps.clone(),
+        );
+        let queued = Gauge::default();
+        registry.register("queue_length", "Jobs waiting to run", queued.clone());
+        let running = Gauge::default();
+        registry.register("running_jobs", "Jobs running", running.clone());
+        let webhooks = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhooks received, by kind and result",
+            webhooks.clone(),
+        );
+        Metrics {
+            registry,
+            jobs,
+            job_seconds,
+            steps,
+            queued,
+            running,
+            webhooks,
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,426 @@
+//! `kiln serve`: the cache-warming service for a fleet of CI builders.
+//!
+//! One process holds the config, a job queue in SQLite (`db`), the
+//! triggers (the API, cron schedules, push webhooks) and the HTTP API
+//! (`api`). A job builds its target with the same library call as
+//! `kiln build`, importing and exporting the target's cache ref, on its own
+//! thread (a build blocks); at most `max_jobs` run at once, one per target.
+//! The registry is the only state shared with other machines.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod hooks;
+pub mod metrics;
+
+use crate::build::{self, CacheMode, CacheSpec};
+use crate::dockerfile::Source;
+use crate::progress::Progress;
+use crate::store::Store;
+use config::{Config, Target, Trigger};
+use db::{Db, Job};
+use metrics::{JobLabels, Metrics, StepLabels};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Why the service cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The config is not valid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The state database failed.
+    #[error("state database {path}: {source}")]
+    Db {
+        /// Where it is.
+        path: PathBuf,
+        /// Why.
+        source: db::DbError,
+    },
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The listener failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The running service, shared by the API, the triggers and the jobs.
+pub struct Service {
+    /// The config it was started with.
+    pub config: Config,
+    store_root: PathBuf,
+    db: Mutex<Db>,
+    /// Its metrics.
+    pub metrics: Metrics,
+    /// Targets with a job running.
+    running: Mutex<BTreeSet<String>>,
+    /// Woken when a job is queued or one ends.
+    wake: tokio::sync::Notify,
+    registry: crate::registry::Options,
+    started: Instant,
+    /// Set on SIGTERM: no job starts any more.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Service {
+    /// Opens the store and the state for `config`; jobs a previous run
+    /// left unfinished are queued again.
+    pub fn open(config: Config, store_root: PathBuf) -> Result<Arc<Service>, ServeError> {
+        let store = Store::open(&store_root)?;
+        let dir = store.root().join("serve");
+        let path = dir.join("state.db");
+        let db_err = |source| ServeError::Db {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir.join("jobs")).map_err(|e| ServeError::Db {
+            path: path.clone(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+        let db = Db::open(&path).map_err(db_err)?;
+        let requeued = db.requeue_unfinished().map_err(db_err)?;
+        let service = Arc::new(Service {
+            config,
+            store_root,
+            db: Mutex::new(db),
+            metrics: Metrics::new(),
+            running: Mutex::new(BTreeSet::new()),
+            wake: tokio::sync::Notify::new(),
+            registry: crate::registry::Options::from_env(),
+            started: Instant::now(),
+            stopping: Default::default(),
+        });
+        service.metrics.queued.set(requeued.len() as i64);
+        Ok(service)
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long the service has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Queues a job for `target` because of `trigger`, coalescing with one
+    /// already queued; None when there is no such target.
+    pub fn enqueue(&self, target: &str, trigger: &str) -> Result<Option<(Job, bool)>, db::DbError> {
+        if self.config.target(target).is_none() {
+            return Ok(None);
+        }
+        let (job, new) = self.db().enqueue(target, trigger)?;
+        if new {
+            self.metrics.queued.inc();
+        }
+        self.wake.notify_one();
+        Ok(Some((job, new)))
+    }
+
+    /// Job `id`.
+    pub fn job(&self, id: i64) -> Result<Option<Job>, db::DbError> {
+        self.db().get(id)
+    }
+
+    /// The latest jobs (of one target).
+    pub fn jobs(&self, target: Option<&str>, limit: i64) -> Result<Vec<Job>, db::DbError> {
+        self.db().list(target, limit)
+    }
+
+    /// Cancels a queued job; true when it was queued.
+    pub fn cancel(&self, id: i64) -> Result<bool, db::DbError> {
+        let canceled = self.db().cancel(id)?;
+        if canceled {
+            self.metrics.queued.dec();
+        }
+        Ok(canceled)
+    }
+
+    /// Where job `id`'s events (JSON lines, as `--progress=json`) are.
+    pub fn events_path(&self, id: i64) -> PathBuf {
+        self.store_root
+            .join("serve")
+            .join("jobs")
+            .join(format!("{id}.jsonl"))
+    }
+
+    /// Runs queued jobs for ever: at most `max_jobs` at once, one per
+    /// target, oldest first.
+    pub async fn dispatch(self: Arc<Self>) {
+        loop {
+            while self.running_count() < self.config.max_jobs
+                && !self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                let Some(job) = self.next_job() else { break };
+                self.start_job(job);
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    fn running_count(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The oldest queued job whose target has none running, marked running.
+    fn next_job(&self) -> Option<Job> {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let db = self.db();
+        let queued = db.queued().ok()?;
+        let job = queued.into_iter().find(|j| !running.contains(&j.target))?;
+        match db.start(job.id) {
+            Ok(true) => Some(job),
+            _ => None,
+        }
+    }
+
+    fn start_job(self: &Arc<Self>, job: Job) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.target.clone());
+        self.metrics.queued.dec();
+        self.metrics.running.inc();
+        let service = self.clone();
+        // A build blocks (and makes its own runtimes for registry calls):
+        // a thread of its own, never one of tokio's.
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let outcome = service.run_job(&job);
+            let (status, counts, error) = match &outcome {
+                Ok((hits, 0)) => ("warm", (*hits, 0), None),
+                Ok(counts) => ("built", *counts, None),
+                Err(e) => ("failed", (0, 0), Some(e.as_str())),
+            };
+            if let Err(e) = service.db().finish(job.id, status, counts, error) {
+                eprintln!("kiln serve: recording job {}: {e}", job.id);
+            }
+            let m = &service.metrics;
+            m.jobs
+                .get_or_create(&JobLabels {
+                    target: job.target.clone(),
+                    trigger: job.triggers.first().cloned().unwrap_or_default(),
+                    result: status.into(),
+                })
+                .inc();
+            m.job_seconds
+                .get_or_create(&vec![("target".to_string(), job.target.clone())])
+                .observe(started.elapsed().as_secs_f64());
+            for (result, n) in [("hit", counts.0), ("miss", counts.1)] {
+                m.steps
+                    .get_or_create(&StepLabels {
+                        target: job.target.clone(),
+                        result: result.into(),
+                    })
+                    .inc_by(n as u64);
+            }
+            m.running.dec();
+            service
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&job.target);
+            service.wake.notify_one();
+        });
+    }
+
+    /// Builds job's target; the steps that hit and missed the cache.
+    fn run_job(&self, job: &Job) -> Result<(i64, i64), String> {
+        let target = self
+            .config
+            .target(&job.target)
+            .ok_or_else(|| format!("target {} is no longer configured", job.target))?;
+        if let Some(min) = &self.config.store.min_free {
+            let min = config::parse_size(min)?;
+            let free = free_bytes(&self.store_root)?;
+            if free < min {
+                return Err(format!(
+                    "the store's filesystem has {free} bytes free, under min_free ({min})"
+                ));
+            }
+        }
+        let context = self.checkout(target)?;
+        let dockerfile = context.join(&target.dockerfile);
+        let text = std::fs::read(&dockerfile)
+            .map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
+        let source = Source::new(&target.dockerfile, &text);
+        let cache = target
+            .cache_to
+            .as_ref()
+            .map(|r| CacheSpec::Registry(r.clone()));
+        let opts = build::Options {
+            context: context.clone(),
+            dockerfile: Some(dockerfile),
+            build_args: target
+                .build_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            target: target.target.clone(),
+            cache_to: cache.clone().map(|c| (c, CacheMode::Max)),
+            cache_from: cache.into_iter().collect(),
+            registry: self.registry.clone(),
+            ..Default::default()
+        };
+        let events = std::fs::File::create(self.events_path(job.id))
+            .map_err(|e| format!("job events: {e}"))?;
+        let progress = Progress::json(Box::new(events));
+        let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
+        let built = build::build(&store, &source, &opts, &progress);
+        drop(progress);
+        built.map_err(|e| e.to_string())?;
+        Ok(step_counts(&self.events_path(job.id)))
+    }
+
+    /// The target's context: its directory, or its git ref checked out in
+    /// the store (`serve/git/<name>`), fetched anew for every job.
+    fn checkout(&self, target: &Target) -> Result<PathBuf, String> {
+        if let Some(dir) = &target.context {
+            return Ok(dir.clone());
+        }
+        let url = target.git.as_deref().unwrap_or_default();
+        let dir = self.checkout_dir(target);
+        let git = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .output()
+                .map_err(|e| format!("running git: {e} (install git for git targets)"))?;
+            match out.status.success() {
+                true => Ok(()),
+                false => Err(format!(
+                    "git {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            }
+        };
+        let d = dir.to_string_lossy().into_owned();
+        if !dir.join(".git").is_dir() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            git(&["init", "--quiet", &d])?;
+        }
+        let what = target.git_ref.as_deref().unwrap_or("HEAD");
+        git(&["-C", &d, "fetch", "--quiet", "--depth=1", "--", url, what])?;
+        git(&["-C", &d, "checkout", "--quiet", "--force", "FETCH_HEAD"])?;
+        git(&["-C", &d, "clean", "-fdxq"])?;
+        Ok(dir)
+    }
+
+    /// Where a git target is checked out.
+    pub fn checkout_dir(&self, target: &Target) -> PathBuf {
+        self.store_root.join("serve").join("git").join(&target.name)
+    }
+
+    /// Queues every target with a cron trigger at its times, for ever.
+    pub async fn schedule(self: Arc<Self>) {
+        let mut crons: Vec<(String, croner::Cron)> = Vec::new();
+        for t in &self.config.targets {
+            for trigger in t.parsed_triggers().unwrap_or_default() {
+                if let Trigger::Cron(c) = trigger {
+                    crons.push((t.name.clone(), *c));
+                }
+            }
+        }
+        if crons.is_empty() {
+            return;
+        }
+        loop {
+            let now = chrono::Utc::now();
+            let next = crons
+                .iter()
+                .filter_map(|(name, c)| Some((c.find_next_occurrence(&now, false).ok()?, name)))
+                .min_by_key(|(at, _)| *at);
+            let Some((at, _)) = next else { return };
+            let wait = (at - now).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            // Every schedule due at that minute.
+            for (name, c) in &crons {
+                if c.is_time_matching(&at).unwrap_or(false)
+                    && let Err(e) = self.enqueue(name, "cron")
+                {
+                    eprintln!("kiln serve: queueing {name}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Steps that came from the cache and steps that ran, from a job's events
+/// (FROM lines are neither).
+fn step_counts(events: &Path) -> (i64, i64) {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let (mut hits, mut misses) = (0, 0);
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = v["name"].as_str().unwrap_or_default();
+        match v["status"].as_str() {
+            Some("cached") => hits += 1,
+            Some("done") if !name.contains("] FROM ") => misses += 1,
+            _ => {}
+        }
+    }
+    (hits, misses)
+}
+
+/// Free bytes on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Result<u64, String> {
+    crate::sandbox::fs::free_bytes(path).map_err(|e| format!("statvfs {}: {e}", path.display()))
+}
+
+/// Serves `config` with the store at `store_root` until the process ends.
+pub async fn serve(config: Config, store_root: PathBuf) -> Result<(), ServeError> {
+    let addr = config.listen.clone();
+    let service = Service::open(config, store_root)?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    eprintln!("kiln serve: listening on http://{addr}");
+    tokio::spawn(service.clone().dispatch());
+    tokio::spawn(service.clone().schedule());
+    axum::serve(listener, api::router(service.clone()))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    // Stopping: no job starts any more; those running finish, so the store
+    // is left whole and their results are recorded.
+    service
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if service.running_count() > 0 {
+        eprintln!("kiln serve: waiting for the running jobs to finish");
+    }
+    while service.running_count() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

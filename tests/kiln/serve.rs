@@ -1,0 +1,337 @@
+//! `kiln serve` as a fleet uses it: a service warms targets (a local
+//! directory and a git repository) into a registry cache (Debian's
+//! docker-registry on 127.0.0.1); a fresh runner store then builds with
+//! `--cache-from` and runs no step. Its API, webhooks, metrics, page and
+//! restart after kill -9 are driven over HTTP on 127.0.0.1.
+
+use crate::registry::{Registry, free_port, k, ok, store_with_box};
+use crate::util::{kiln, need_root, need_tool, text};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `kiln serve` process, killed when dropped.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    fn start(root: &Path, config: &Path, port: u16) -> Served {
+        let child = kiln()
+            .arg("--root")
+            .arg(root)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln serve");
+        let served = Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if served.get("/healthz").0 == 200 {
+                return served;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kiln serve did not answer /healthz");
+    }
+
+    fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        match Self::client().get(format!("{}{path}", self.base)).send() {
+            Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+        let mut req = Self::client()
+            .post(format!("{}{path}", self.base))
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().expect("POST");
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&r.text().unwrap_or_default()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Waits for job `id` to end; its JSON.
+    fn wait(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let (_, body) = self.get(&format!("/v1/jobs/{id}"));
+            let job: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if !matches!(job["status"].as_str(), Some("queued" | "running") | None) {
+                return job;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("job {id} did not end");
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+#[test]
+fn serve_warms_targets_for_a_fleet() {
+    if !need_root("builds run steps in containers")
+        || !need_tool("git", "git targets are checked out with it")
+    {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let base = format!("{}/kiln/base:1", reg.host());
+    ok(k(a.path(), &[], &["push", "box:1", &base]));
+
+    // The git target: src/ feeds the build, README.md does not.
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "--quiet", "-b", "main"]);
+    std::fs::create_dir_all(r.join("src")).unwrap();
+    std::fs::write(r.join("src/a"), "one\n").unwrap();
+    std::fs::write(r.join("README.md"), "docs\n").unwrap();
+    std::fs::write(
+        r.join("Dockerfile"),
+        format!("FROM {base}\nCOPY src/ /src/\nRUN cat /src/a > /out\nRUN echo two > /two\n"),
+    )
+    .unwrap();
+    git(r, &["add", "."]);
+    git(r, &["commit", "--quiet", "-m", "one"]);
+    // The local target: slow enough that jobs queue behind it.
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(
+        local.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN sleep 3\n"),
+    )
+    .unwrap();
+
+    let port = free_port();
+    let cache = format!("{}/cache/app:main", reg.host());
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+token = "s3cret"
+max_jobs = 1
+[[target]]
+name = "app"
+git = "{repo}"
+ref = "main"
+cache_to = "{cache}"
+triggers = ["push"]
+webhook_secret = "hook-secret"
+[[target]]
+name = "slow"
+context = "{local}"
+"#,
+            repo = r.display(),
+            local = local.path().display()
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let served = Served::start(store.path(), config.path(), port);
+    let auth = [("authorization", "Bearer s3cret")];
+
+    // Mutating endpoints need the token.
+    let (status, body) = served.post("/v1/targets/app/warm", &[], b"");
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("token"));
+    assert_eq!(served.post("/v1/targets/nope/warm", &auth, b"").0, 404);
+
+    // One job at a time: while `slow` runs, three triggers for `app`
+    // coalesce into one queued job.
+    let (status, slow) = served.post("/v1/targets/slow/warm", &auth, b"");
+    assert_eq!(status, 202, "{slow}");
+    std::thread::sleep(Duration::from_millis(300));
+    let ids: Vec<i64> = (0..3)
+        .map(|_| {
+            served.post("/v1/targets/app/warm", &auth, b"").1["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(ids.iter().all(|&i| i == ids[0]), "{ids:?}");
+    assert_eq!(served.wait(slow["id"].as_i64().unwrap())["status"], "built");
+    let first = served.wait(ids[0]);
+    assert_eq!(first["status"], "built", "{first}");
+    assert_eq!(first["misses"], 3, "{first}");
+
+    // Nothing changed: the next job finds every step cached.
+    let (_, again) = served.post("/v1/targets/app/warm", &auth, b"");
+    let again = served.wait(again["id"].as_i64().unwrap());
+    assert_eq!(
+        (again["status"].as_str(), again["misses"].as_i64()),
+        (Some("warm"), Some(0)),
+        "{again}"
+    );
+
+    // A fresh runner store builds the same commit from the cache: no step runs.
+    let runner = tempfile::tempdir().unwrap();
+    let out = k(
+        runner.path(),
+        &[],
+        &[
+            "build",
+            "--progress=plain",
+            &format!("--cache-from=type=registry,ref={cache}"),
+            r.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cached = text(&out.stderr)
+        .lines()
+        .filter(|l| l.ends_with(" CACHED"))
+        .count();
+    assert_eq!(cached, 3, "{}", text(&out.stderr));
+
+    // Webhooks: a forged signature warms nothing; a README-only push is
+    // accepted and warms nothing; a push touching src/ warms.
+    let push = |paths: &[&str]| {
+        serde_json::to_vec(&serde_json::json!({
+            "ref": "refs/heads/main",
+            "repository": {"clone_url": r.display().to_string()},
+            "commits": [{"added": [], "modified": paths, "removed": []}],
+        }))
+        .unwrap()
+    };
+    let before = served.get("/v1/jobs").1;
+    let body = push(&["src/a"]);
+    let (status, _) = served.post(
+        "/v1/hooks/github",
+        &[("x-hub-signature-256", &sign("forged", &body))],
+        &body,
+    );
+    assert_eq!(status, 401);
+    let body = push(&["README.md"]);
+    let (status, answer) = served.post(
+        "/v1/hooks/github",
+        &[("x-hub-signature-256", &sign("hook-secret", &body))],
+        &body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["queued"], serde_json::json!([]), "{answer}");
+    assert_eq!(served.get("/v1/jobs").1, before, "no job was queued");
+    std::fs::write(r.join("src/a"), "changed\n").unwrap();
+    git(r, &["commit", "--quiet", "-am", "two"]);
+    let body = push(&["src/a"]);
+    let (status, answer) = served.post(
+        "/v1/hooks/github",
+        &[("x-hub-signature-256", &sign("hook-secret", &body))],
+        &body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let pushed = served.wait(answer["queued"][0]["id"].as_i64().unwrap());
+    assert_eq!(pushed["status"], "built", "{pushed}");
+    assert_eq!(pushed["triggers"], serde_json::json!(["push"]));
+    // src/a changed: the COPY and both RUNs after it ran again.
+    assert_eq!(
+        (pushed["hits"].as_i64(), pushed["misses"].as_i64()),
+        (Some(0), Some(3)),
+        "{pushed}"
+    );
+
+    // Metrics and the page.
+    let metrics = served.get("/metrics").1;
+    for want in [
+        r#"kiln_jobs_total{target="app",trigger="api",result="built"} 1"#,
+        r#"kiln_jobs_total{target="app",trigger="api",result="warm"} 1"#,
+        r#"kiln_webhooks_total{kind="github",result="refused"} 1"#,
+        r#"kiln_webhooks_total{kind="github",result="ignored"} 1"#,
+        r#"kiln_steps_total{target="app",result="hit"}"#,
+    ] {
+        assert!(metrics.contains(want), "{want} not in:\n{metrics}");
+    }
+    let (status, page) = served.get("/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<td>app</td>") && page.contains("built"),
+        "{page}"
+    );
+
+    // kill -9 while a job runs: restarted, the history is there and the
+    // job runs again to its end.
+    std::fs::write(
+        local.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN sleep 3; echo again\n"),
+    )
+    .unwrap();
+    let (_, running) = served.post("/v1/targets/slow/warm", &auth, b"");
+    let id = running["id"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(served);
+    let served = Served::start(store.path(), config.path(), port);
+    let jobs: Value = serde_json::from_str(&served.get("/v1/jobs").1).unwrap();
+    assert!(jobs.as_array().unwrap().len() >= 5, "{jobs}");
+    assert_eq!(served.wait(id)["status"], "built");
+    drop(served);
+    ok(k(store.path(), &[], &["fsck"]));
+}
+
+#[test]
+fn serve_refuses_a_bad_config_naming_the_line() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "listen = \"127.0.0.1:1\"\nmax_job = 2\n").unwrap();
+    let out = kiln()
+        .args(["serve", "--config"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2:1: unknown field `max_job`",
+            config.path().display()
+        )),
+        "{err}"
+    );
+}
