@@ -10,12 +10,19 @@ pub struct Args {
     /// The service's config (TOML; see README's `kiln serve` section).
     #[arg(long, default_value = "kiln-serve.toml")]
     config: PathBuf,
+    /// Check the config and exit (0 when it is valid).
+    #[arg(long)]
+    check: bool,
 }
 
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let config =
         kiln::serve::config::Config::load(&args.config).map_err(|e| Error::Usage(e.to_string()))?;
+    if args.check {
+        eprintln!("{}: valid", args.config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let root = root
         .or_else(|| config.store.root.clone())
         .unwrap_or_else(|| kiln::store::Store::default_root(kiln::sandbox::fs::is_root()));

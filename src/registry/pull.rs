@@ -240,6 +240,53 @@ pub(super) fn origin(store: &Store, digest: &Digest) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// What a registry says `reference` is now, without downloading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The manifest's digest (an index's when it is one).
+    pub digest: Digest,
+    /// Docker Hub's `ratelimit-remaining` (pulls left), when it says.
+    pub ratelimit_remaining: Option<u64>,
+}
+
+/// The digest `reference` has now, asked with a HEAD request (free under
+/// Docker Hub's pull limits); a registry that gives no
+/// `Docker-Content-Digest` is asked for the manifest itself.
+pub async fn head(client: &Client, reference: &Reference) -> Result<Head, RegistryError> {
+    let repository = &reference.repository;
+    let what = reference.manifest_ref();
+    let scope = format!("repository:{repository}:pull");
+    let url = client.url(&format!("{repository}/manifests/{what}"));
+    let r = client
+        .send(&scope, &|h| h.head(&url).header("Accept", MANIFEST_ACCEPT))
+        .await?;
+    if !r.status().is_success() {
+        return Err(RegistryError::status(
+            &client.registry,
+            repository,
+            &format!("manifest {what}"),
+            r.status().as_u16(),
+        ));
+    }
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // `ratelimit-remaining: 76;w=21600`
+    let ratelimit_remaining = header("ratelimit-remaining")
+        .and_then(|v| v.split(';').next().and_then(|n| n.trim().parse().ok()));
+    let digest = match header("docker-content-digest").and_then(|d| d.parse::<Digest>().ok()) {
+        Some(d) => d,
+        None => fetch_manifest(client, repository, &what).await?.digest,
+    };
+    Ok(Head {
+        digest,
+        ratelimit_remaining,
+    })
+}
+
 /// Pulls `reference` through the mirrors configured for its registry, in
 /// order, then from the registry itself; the image is named as asked.
 pub async fn pull_via_mirrors(

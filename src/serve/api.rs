@@ -48,6 +48,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/targets", get(targets))
         .route("/v1/targets/{name}", get(target))
         .route("/v1/targets/{name}/warm", post(warm))
+        .route("/v1/bases", get(bases))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
@@ -130,6 +131,10 @@ async fn warm(State(s): Shared, headers: HeaderMap, Path(name): Path<String>) ->
             format!("no target {name:?}"),
         )),
     }
+}
+
+async fn bases(State(s): Shared) -> Answer {
+    Ok(Json(s.bases()?).into_response())
 }
 
 async fn jobs(State(s): Shared) -> Answer {

@@ -33,6 +33,31 @@ pub struct Job {
     pub error: Option<String>,
 }
 
+/// A tracked base as last checked.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BaseState {
+    /// The image reference.
+    pub image: String,
+    /// Its digest at the last successful check.
+    pub digest: Option<String>,
+    /// When it was last checked.
+    pub checked_at: Option<String>,
+    /// When its digest last changed (or was first seen).
+    pub changed_at: Option<String>,
+    /// Why the last check failed.
+    pub error: Option<String>,
+}
+
+fn base(row: &rusqlite::Row) -> rusqlite::Result<BaseState> {
+    Ok(BaseState {
+        image: row.get(0)?,
+        digest: row.get(1)?,
+        checked_at: row.get(2)?,
+        changed_at: row.get(3)?,
+        error: row.get(4)?,
+    })
+}
+
 /// Why the state cannot be read or written.
 pub type DbError = rusqlite::Error;
 
@@ -86,7 +111,14 @@ impl Db {
                 misses INTEGER NOT NULL DEFAULT 0,
                 error TEXT
             );
-            CREATE INDEX IF NOT EXISTS jobs_target ON jobs (target, id);",
+            CREATE INDEX IF NOT EXISTS jobs_target ON jobs (target, id);
+            CREATE TABLE IF NOT EXISTS bases (
+                image TEXT PRIMARY KEY,
+                digest TEXT,
+                checked_at TEXT,
+                changed_at TEXT,
+                error TEXT
+            );",
         )?;
         Ok(Db(conn))
     }
@@ -189,6 +221,47 @@ impl Db {
         }
     }
 
+    /// What was last seen of base `image`.
+    pub fn base(&self, image: &str) -> Result<Option<BaseState>, DbError> {
+        self.0
+            .query_row(
+                "SELECT image, digest, checked_at, changed_at, error FROM bases WHERE image = ?1",
+                params![image],
+                base,
+            )
+            .optional()
+    }
+
+    /// Every base seen.
+    pub fn bases(&self) -> Result<Vec<BaseState>, DbError> {
+        let mut stmt = self.0.prepare(
+            "SELECT image, digest, checked_at, changed_at, error FROM bases ORDER BY image",
+        )?;
+        let rows = stmt.query_map([], base)?;
+        rows.collect()
+    }
+
+    /// Records a check of base `image`: its digest now (and when it
+    /// changed), or why the check failed (keeping the digest last seen).
+    pub fn record_base(&self, image: &str, seen: Result<&str, &str>) -> Result<(), DbError> {
+        let now = now();
+        match seen {
+            Ok(digest) => self.0.execute(
+                "INSERT INTO bases (image, digest, checked_at, changed_at, error) VALUES (?1, ?2, ?3, ?3, NULL)
+                 ON CONFLICT(image) DO UPDATE SET
+                   changed_at = CASE WHEN digest IS ?2 THEN changed_at ELSE ?3 END,
+                   digest = ?2, checked_at = ?3, error = NULL",
+                params![image, digest, now],
+            )?,
+            Err(e) => self.0.execute(
+                "INSERT INTO bases (image, checked_at, error) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(image) DO UPDATE SET checked_at = ?2, error = ?3",
+                params![image, now, e],
+            )?,
+        };
+        Ok(())
+    }
+
     fn query(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Job>, DbError> {
         let mut stmt = self
             .0
@@ -233,5 +306,25 @@ mod tests {
         let j = db.get(a.id).unwrap().unwrap();
         assert_eq!((j.status.as_str(), j.hits, j.misses), ("built", 1, 2));
         assert_eq!(db.list(Some("app"), 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_base_remembers_its_digest_and_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        db.record_base("b:1", Ok("sha256:a")).unwrap();
+        let first = db.base("b:1").unwrap().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        db.record_base("b:1", Ok("sha256:a")).unwrap();
+        db.record_base("b:1", Err("unreachable")).unwrap();
+        let same = db.base("b:1").unwrap().unwrap();
+        assert_eq!(same.changed_at, first.changed_at, "unchanged digest");
+        assert_eq!(same.digest.as_deref(), Some("sha256:a"));
+        assert_eq!(same.error.as_deref(), Some("unreachable"));
+        db.record_base("b:1", Ok("sha256:b")).unwrap();
+        let changed = db.base("b:1").unwrap().unwrap();
+        assert_ne!(changed.changed_at, first.changed_at);
+        assert_eq!(changed.error, None);
+        assert_eq!(db.bases().unwrap().len(), 1);
     }
 }

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub running: Gauge,
     /// Webhooks received.
     pub webhooks: Family<HookLabels, Counter>,
+    /// Base digest changes, by image.
+    pub base_changes: Family<Vec<(String, String)>, Counter>,
+    /// Docker Hub's `ratelimit-remaining`, by registry.
+    pub ratelimit_remaining: Family<Vec<(String, String)>, Gauge>,
 }
 
 fn job_histogram() -> Histogram {
@@ -92,8 +96,22 @@ impl Metrics {
             "Webhooks received, by kind and result",
             webhooks.clone(),
         );
+        let base_changes = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "base_digest_changes",
+            "Tracked base images whose digest changed",
+            base_changes.clone(),
+        );
+        let ratelimit_remaining = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "registry_ratelimit_remaining",
+            "Pulls left as the registry's ratelimit-remaining header says",
+            ratelimit_remaining.clone(),
+        );
         Metrics {
             registry,
+            base_changes,
+            ratelimit_remaining,
             jobs,
             job_seconds,
             steps,

@@ -8,6 +8,7 @@
 //! The registry is the only state shared with other machines.
 
 pub mod api;
+mod bases;
 pub mod config;
 pub mod db;
 pub mod hooks;
@@ -123,6 +124,11 @@ impl Service {
         }
         self.wake.notify_one();
         Ok(Some((job, new)))
+    }
+
+    /// The tracked bases as last checked.
+    pub fn bases(&self) -> Result<Vec<db::BaseState>, db::DbError> {
+        self.db().bases()
     }
 
     /// Job `id`.
@@ -395,6 +401,7 @@ pub async fn serve(config: Config, store_root: PathBuf) -> Result<(), ServeError
     eprintln!("kiln serve: listening on http://{addr}");
     tokio::spawn(service.clone().dispatch());
     tokio::spawn(service.clone().schedule());
+    tokio::spawn(service.clone().watch_bases());
     axum::serve(listener, api::router(service.clone()))
         .with_graceful_shutdown(shutdown())
         .await

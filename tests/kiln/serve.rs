@@ -5,7 +5,7 @@
 //! restart after kill -9 are driven over HTTP on 127.0.0.1.
 
 use crate::registry::{Registry, free_port, k, ok, store_with_box};
-use crate::util::{kiln, need_root, need_tool, text};
+use crate::util::{kiln, need_root, need_tool, repo, text};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use std::path::Path;
@@ -161,12 +161,15 @@ fn serve_warms_targets_for_a_fleet() {
             r#"listen = "127.0.0.1:{port}"
 token = "s3cret"
 max_jobs = 1
+[[base]]
+image = "{base}"
+check = "*/2 * * * * *"
 [[target]]
 name = "app"
 git = "{repo}"
 ref = "main"
 cache_to = "{cache}"
-triggers = ["push"]
+triggers = ["push", "base"]
 webhook_secret = "hook-secret"
 [[target]]
 name = "slow"
@@ -279,6 +282,53 @@ context = "{local}"
         "{pushed}"
     );
 
+    // A new base pushed to the registry re-warms the target with no
+    // other trigger: the base check (every 2 s) sees its digest change.
+    let new_base = tempfile::tempdir().unwrap();
+    std::fs::write(
+        new_base.path().join("Dockerfile"),
+        "FROM box:1\nRUN echo new > /new-base\n",
+    )
+    .unwrap();
+    ok(k(
+        a.path(),
+        &[],
+        &[
+            "build",
+            "-q",
+            "-t",
+            &base,
+            new_base.path().to_str().unwrap(),
+        ],
+    ));
+    ok(k(a.path(), &[], &["push", &base, &base]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rewarm = loop {
+        let jobs: Value = serde_json::from_str(&served.get("/v1/jobs").1).unwrap();
+        let found = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["target"] == "app" && j["triggers"] == serde_json::json!(["base"]));
+        if let Some(j) = found {
+            break j["id"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no job for the new base: {jobs}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let rewarmed = served.wait(rewarm);
+    assert_eq!(rewarmed["status"], "built", "{rewarmed}");
+    assert_eq!(
+        rewarmed["misses"], 3,
+        "every step is on a new base: {rewarmed}"
+    );
+    let bases: Value = serde_json::from_str(&served.get("/v1/bases").1).unwrap();
+    assert_eq!(bases[0]["image"], base.as_str());
+    assert!(
+        bases[0]["digest"].as_str().unwrap().starts_with("sha256:"),
+        "{bases}"
+    );
+
     // Metrics and the page.
     let metrics = served.get("/metrics").1;
     for want in [
@@ -287,6 +337,7 @@ context = "{local}"
         r#"kiln_webhooks_total{kind="github",result="refused"} 1"#,
         r#"kiln_webhooks_total{kind="github",result="ignored"} 1"#,
         r#"kiln_steps_total{target="app",result="hit"}"#,
+        r#"kiln_base_digest_changes_total{image="#,
     ] {
         assert!(metrics.contains(want), "{want} not in:\n{metrics}");
     }
@@ -333,5 +384,52 @@ fn serve_refuses_a_bad_config_naming_the_line() {
             config.path().display()
         )),
         "{err}"
+    );
+}
+
+/// The configs people copy (README's example, the Kubernetes ConfigMap)
+/// are valid, and kiln's own image's Dockerfile passes `kiln check`.
+#[test]
+fn documented_configs_and_the_deploy_dockerfile_are_valid() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### `kiln serve`")
+        .expect("README has kiln serve")..];
+    let start = section.find("```toml\n").expect("an example config") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let yaml = std::fs::read_to_string(repo().join("deploy/kubernetes/kiln-serve.yaml")).unwrap();
+    let configmap: String = yaml
+        .split("kiln-serve.toml: |\n")
+        .nth(1)
+        .expect("the ConfigMap's config")
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    for (name, config) in [("README", example.to_string()), ("ConfigMap", configmap)] {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &config).unwrap();
+        let out = kiln()
+            .args(["serve", "--check", "--config"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}\n{config}",
+            text(&out.stderr)
+        );
+    }
+    let out = kiln()
+        .args(["check", "-f"])
+        .arg(repo().join("deploy/Dockerfile"))
+        .arg(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
     );
 }

@@ -1,0 +1,179 @@
+//! Tracked base images: their digests checked with HEAD requests on their
+//! schedules; a changed digest pulls the new base into the store (so builds
+//! use it) and warms every target whose Dockerfile is FROM it.
+
+use super::Service;
+use super::config::Target;
+use crate::dockerfile::instructions;
+use crate::registry::{self, Client, Platform, Reference};
+use std::path::Path;
+use std::sync::Arc;
+
+impl Service {
+    /// Checks every `[[base]]` once now, then each on its schedule, for ever.
+    pub async fn watch_bases(self: Arc<Self>) {
+        let bases: Vec<(String, Option<croner::Cron>)> = self
+            .config
+            .bases
+            .iter()
+            .map(|b| {
+                let cron = b.check.as_deref().and_then(|c| super::config::cron(c).ok());
+                (b.image.clone(), cron)
+            })
+            .collect();
+        for (image, _) in &bases {
+            self.check_base(image).await;
+        }
+        let scheduled: Vec<&(String, Option<croner::Cron>)> =
+            bases.iter().filter(|(_, c)| c.is_some()).collect();
+        if scheduled.is_empty() {
+            return;
+        }
+        loop {
+            let now = chrono::Utc::now();
+            let next = scheduled
+                .iter()
+                .filter_map(|(_, c)| c.as_ref()?.find_next_occurrence(&now, false).ok())
+                .min();
+            let Some(at) = next else { return };
+            tokio::time::sleep((at - now).to_std().unwrap_or_default()).await;
+            for (image, cron) in &scheduled {
+                if cron
+                    .as_ref()
+                    .is_some_and(|c| c.is_time_matching(&at).unwrap_or(false))
+                {
+                    self.check_base(image).await;
+                }
+            }
+        }
+    }
+
+    /// One check of base `image`: record its digest; when it changed since
+    /// the last check (or the store lacks it), pull it; when it changed,
+    /// queue the targets built on it.
+    pub async fn check_base(&self, image: &str) {
+        let outcome = self.head_base(image).await;
+        let previous = self.db().base(image).ok().flatten().and_then(|b| b.digest);
+        let digest = match &outcome {
+            Ok(d) => d.clone(),
+            Err(e) => {
+                eprintln!("kiln serve: checking base {image}: {e}");
+                let _ = self.db().record_base(image, Err(e));
+                return;
+            }
+        };
+        let _ = self.db().record_base(image, Ok(&digest));
+        let changed = previous.as_ref().is_some_and(|p| *p != digest);
+        let store = crate::store::Store::open(&self.store_root);
+        let missing = store
+            .as_ref()
+            .is_ok_and(|s| crate::image::Image::resolve(s, image).is_err());
+        if !(changed || missing) {
+            return;
+        }
+        if let Err(e) = self.pull_base(image).await {
+            eprintln!("kiln serve: pulling base {image}: {e}");
+            let _ = self.db().record_base(image, Err(&e));
+            return;
+        }
+        if !changed {
+            return;
+        }
+        self.metrics
+            .base_changes
+            .get_or_create(&vec![("image".to_string(), image.to_string())])
+            .inc();
+        for t in &self.config.targets {
+            let wants = t.triggers.iter().any(|x| x == "base");
+            if wants
+                && built_on(t, &self.context_dir(t), image)
+                && let Err(e) = self.enqueue(&t.name, "base")
+            {
+                eprintln!("kiln serve: queueing {}: {e}", t.name);
+            }
+        }
+    }
+
+    async fn head_base(&self, image: &str) -> Result<String, String> {
+        let reference = Reference::parse(image)?;
+        let client = Client::connect(&reference.registry, &self.registry, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head = registry::pull::head(&client, &reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(n) = head.ratelimit_remaining {
+            self.metrics
+                .ratelimit_remaining
+                .get_or_create(&vec![("registry".to_string(), reference.registry.clone())])
+                .set(n as i64);
+        }
+        Ok(head.digest.to_string())
+    }
+
+    async fn pull_base(&self, image: &str) -> Result<(), String> {
+        let reference = Reference::parse(image)?;
+        let store = crate::store::Store::open(&self.store_root).map_err(|e| e.to_string())?;
+        let transfer = registry::Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
+        registry::pull::pull_via_mirrors(
+            &store,
+            &self.registry,
+            &reference,
+            &Platform::host(),
+            &transfer,
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    /// Where a target's Dockerfile can be read: its directory, or its
+    /// checkout (absent until its first job).
+    pub fn context_dir(&self, target: &Target) -> std::path::PathBuf {
+        match &target.context {
+            Some(dir) => dir.clone(),
+            None => self.checkout_dir(target),
+        }
+    }
+}
+
+/// True when a stage of the target's Dockerfile is FROM `image` (names
+/// compared as references: `debian` is `docker.io/library/debian:latest`).
+/// A Dockerfile that cannot be read yet (a git target never checked out)
+/// counts as built on it.
+fn built_on(target: &Target, context: &Path, image: &str) -> bool {
+    let Ok(text) = std::fs::read(context.join(&target.dockerfile)) else {
+        return true;
+    };
+    let source = crate::dockerfile::Source::new(&target.dockerfile, &text);
+    let Ok(ast) = crate::dockerfile::parse(&source) else {
+        return true;
+    };
+    let (file, _) = instructions::typed(&ast);
+    let want = Reference::parse(image).map(|r| r.to_string());
+    file.stages.iter().any(|s| {
+        // A FROM with a variable may name it: rather warm than miss.
+        s.from.image.contains('$')
+            || Reference::parse(&s.from.image).map(|r| r.to_string()).ok() == want.clone().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_built_on_the_bases_its_stages_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM debian AS a\nFROM 127.0.0.1:5000/kiln/base:1\n",
+        )
+        .unwrap();
+        let t: Target = toml::from_str("name = \"t\"\ncontext = \"/x\"\n").unwrap();
+        assert!(built_on(&t, dir.path(), "docker.io/library/debian:latest"));
+        assert!(built_on(&t, dir.path(), "127.0.0.1:5000/kiln/base:1"));
+        assert!(!built_on(&t, dir.path(), "127.0.0.1:5000/kiln/base:2"));
+        assert!(built_on(&t, Path::new("/nonexistent"), "anything"));
+    }
+}
