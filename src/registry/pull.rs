@@ -32,16 +32,21 @@ fn is_index(media: &str) -> bool {
     media.contains("manifest.list") || media.contains("image.index")
 }
 
-/// Fetches the manifest `what` (a tag or a digest) of `repository`.
-pub(super) async fn fetch_manifest(
+/// Asks for manifest `what` of `repository` (GET or HEAD) with the media
+/// types kiln reads; a status other than success is an error naming it.
+async fn ask_manifest(
     client: &Client,
     repository: &str,
     what: &str,
-) -> Result<Fetched, RegistryError> {
+    method: reqwest::Method,
+) -> Result<reqwest::Response, RegistryError> {
     let scope = format!("repository:{repository}:pull");
     let url = client.url(&format!("{repository}/manifests/{what}"));
     let r = client
-        .send(&scope, &|h| h.get(&url).header("Accept", MANIFEST_ACCEPT))
+        .send(&scope, &|h| {
+            h.request(method.clone(), &url)
+                .header("Accept", MANIFEST_ACCEPT)
+        })
         .await?;
     if !r.status().is_success() {
         return Err(RegistryError::status(
@@ -51,6 +56,16 @@ pub(super) async fn fetch_manifest(
             r.status().as_u16(),
         ));
     }
+    Ok(r)
+}
+
+/// Fetches the manifest `what` (a tag or a digest) of `repository`.
+pub(super) async fn fetch_manifest(
+    client: &Client,
+    repository: &str,
+    what: &str,
+) -> Result<Fetched, RegistryError> {
+    let r = ask_manifest(client, repository, what, reqwest::Method::GET).await?;
     let header_type = r
         .headers()
         .get("content-type")
@@ -255,19 +270,7 @@ pub struct Head {
 pub async fn head(client: &Client, reference: &Reference) -> Result<Head, RegistryError> {
     let repository = &reference.repository;
     let what = reference.manifest_ref();
-    let scope = format!("repository:{repository}:pull");
-    let url = client.url(&format!("{repository}/manifests/{what}"));
-    let r = client
-        .send(&scope, &|h| h.head(&url).header("Accept", MANIFEST_ACCEPT))
-        .await?;
-    if !r.status().is_success() {
-        return Err(RegistryError::status(
-            &client.registry,
-            repository,
-            &format!("manifest {what}"),
-            r.status().as_u16(),
-        ));
-    }
+    let r = ask_manifest(client, repository, &what, reqwest::Method::HEAD).await?;
     let header = |name: &str| {
         r.headers()
             .get(name)

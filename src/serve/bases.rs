@@ -12,38 +12,21 @@ use std::sync::Arc;
 impl Service {
     /// Checks every `[[base]]` once now, then each on its schedule, for ever.
     pub async fn watch_bases(self: Arc<Self>) {
-        let bases: Vec<(String, Option<croner::Cron>)> = self
+        for base in &self.config.bases {
+            self.check_base(&base.image).await;
+        }
+        let scheduled: Vec<(String, croner::Cron)> = self
             .config
             .bases
             .iter()
-            .map(|b| {
-                let cron = b.check.as_deref().and_then(|c| super::config::cron(c).ok());
-                (b.image.clone(), cron)
+            .filter_map(|b| {
+                let cron = super::config::cron(b.check.as_deref()?).ok()?;
+                Some((b.image.clone(), cron))
             })
             .collect();
-        for (image, _) in &bases {
-            self.check_base(image).await;
-        }
-        let scheduled: Vec<&(String, Option<croner::Cron>)> =
-            bases.iter().filter(|(_, c)| c.is_some()).collect();
-        if scheduled.is_empty() {
-            return;
-        }
-        loop {
-            let now = chrono::Utc::now();
-            let next = scheduled
-                .iter()
-                .filter_map(|(_, c)| c.as_ref()?.find_next_occurrence(&now, false).ok())
-                .min();
-            let Some(at) = next else { return };
-            tokio::time::sleep((at - now).to_std().unwrap_or_default()).await;
-            for (image, cron) in &scheduled {
-                if cron
-                    .as_ref()
-                    .is_some_and(|c| c.is_time_matching(&at).unwrap_or(false))
-                {
-                    self.check_base(image).await;
-                }
+        while let Some(due) = super::next_due(&scheduled).await {
+            for image in due {
+                self.check_base(image).await;
             }
         }
     }

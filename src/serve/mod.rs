@@ -340,28 +340,32 @@ impl Service {
                 }
             }
         }
-        if crons.is_empty() {
-            return;
-        }
-        loop {
-            let now = chrono::Utc::now();
-            let next = crons
-                .iter()
-                .filter_map(|(name, c)| Some((c.find_next_occurrence(&now, false).ok()?, name)))
-                .min_by_key(|(at, _)| *at);
-            let Some((at, _)) = next else { return };
-            let wait = (at - now).to_std().unwrap_or_default();
-            tokio::time::sleep(wait).await;
-            // Every schedule due at that minute.
-            for (name, c) in &crons {
-                if c.is_time_matching(&at).unwrap_or(false)
-                    && let Err(e) = self.enqueue(name, "cron")
-                {
+        while let Some(due) = next_due(&crons).await {
+            for name in due {
+                if let Err(e) = self.enqueue(name, "cron") {
                     eprintln!("kiln serve: queueing {name}: {e}");
                 }
             }
         }
     }
+}
+
+/// Sleeps until the next time one of `schedules` is due; the items due
+/// then. None when nothing is ever due (no schedules).
+pub(crate) async fn next_due<T>(schedules: &[(T, croner::Cron)]) -> Option<Vec<&T>> {
+    let now = chrono::Utc::now();
+    let at = schedules
+        .iter()
+        .filter_map(|(_, c)| c.find_next_occurrence(&now, false).ok())
+        .min()?;
+    tokio::time::sleep((at - now).to_std().unwrap_or_default()).await;
+    Some(
+        schedules
+            .iter()
+            .filter(|(_, c)| c.is_time_matching(&at).unwrap_or(false))
+            .map(|(item, _)| item)
+            .collect(),
+    )
 }
 
 /// Steps that came from the cache and steps that ran, from a job's events
