@@ -4,7 +4,6 @@
 
 use super::Service;
 use super::config::Target;
-use crate::dockerfile::instructions;
 use crate::registry::{self, Client, Platform, Reference};
 use std::path::Path;
 use std::sync::Arc;
@@ -125,14 +124,9 @@ impl Service {
 /// A Dockerfile that cannot be read yet (a git target never checked out)
 /// counts as built on it.
 fn built_on(target: &Target, context: &Path, image: &str) -> bool {
-    let Ok(text) = std::fs::read(context.join(&target.dockerfile)) else {
+    let Some(file) = target.typed_dockerfile(context) else {
         return true;
     };
-    let source = crate::dockerfile::Source::new(&target.dockerfile, &text);
-    let Ok(ast) = crate::dockerfile::parse(&source) else {
-        return true;
-    };
-    let (file, _) = instructions::typed(&ast);
     let want = Reference::parse(image).map(|r| r.to_string());
     file.stages.iter().any(|s| {
         // A FROM with a variable may name it: rather warm than miss.

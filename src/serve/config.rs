@@ -256,6 +256,28 @@ impl Config {
 }
 
 impl Target {
+    /// Its Dockerfile's bytes, read inside `context` (a git checkout's
+    /// symlinks cannot lead out of it).
+    pub fn read_dockerfile(&self, context: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        crate::sandbox::fs::Root::open(context)?
+            .open_read(&self.dockerfile)?
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Its Dockerfile, typed; None when it cannot be read or parsed.
+    pub fn typed_dockerfile(
+        &self,
+        context: &std::path::Path,
+    ) -> Option<crate::dockerfile::instructions::Dockerfile> {
+        let text = self.read_dockerfile(context).ok()?;
+        let source = crate::dockerfile::Source::new(&self.dockerfile, &text);
+        let ast = crate::dockerfile::parse(&source).ok()?;
+        Some(crate::dockerfile::instructions::typed(&ast).0)
+    }
+
     /// Its triggers, parsed.
     pub fn parsed_triggers(&self) -> Result<Vec<Trigger>, String> {
         self.triggers

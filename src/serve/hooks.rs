@@ -4,7 +4,7 @@
 
 use super::config::Target;
 use crate::context::ignore::Matcher;
-use crate::dockerfile::instructions::{self, Instruction, SourceKind, source_kind};
+use crate::dockerfile::instructions::{Instruction, SourceKind, source_kind};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -111,16 +111,10 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// ignored that a COPY/ADD source or a bind mount of the context names.
 /// Without a checkout to read the Dockerfile from, every push counts.
 pub fn feeds_build(target: &Target, checkout: &Path, paths: &[String]) -> bool {
-    let dockerfile = checkout.join(&target.dockerfile);
-    let Ok(text) = std::fs::read(&dockerfile) else {
+    let Some(file) = target.typed_dockerfile(checkout) else {
         return true;
     };
-    let source = crate::dockerfile::Source::new(&target.dockerfile, &text);
-    let Ok(ast) = crate::dockerfile::parse(&source) else {
-        return true;
-    };
-    let (file, _) = instructions::typed(&ast);
-    let ignore = Matcher::for_build(checkout, Some(&dockerfile)).ok();
+    let ignore = Matcher::for_build(checkout, Some(&checkout.join(&target.dockerfile))).ok();
     let mut patterns: Vec<String> = Vec::new();
     for step in file.stages.iter().flat_map(|s| &s.steps) {
         match &step.instruction {
@@ -245,5 +239,18 @@ mod tests {
         assert!(!feeds("README.md"));
         assert!(!feeds("src/notes.md"), "ignored");
         assert!(!feeds("docs/Cargo.toml"));
+    }
+
+    #[test]
+    fn a_dockerfile_symlinked_out_of_the_checkout_is_not_read() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "FROM scratch\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("Dockerfile"))
+            .unwrap();
+        let t = target("x", None);
+        // Resolved inside the checkout, the absolute link names nothing.
+        assert!(t.read_dockerfile(dir.path()).is_err());
+        assert!(t.typed_dockerfile(dir.path()).is_none());
     }
 }

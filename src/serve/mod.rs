@@ -259,7 +259,8 @@ impl Service {
         }
         let context = self.checkout(target)?;
         let dockerfile = context.join(&target.dockerfile);
-        let text = std::fs::read(&dockerfile)
+        let text = target
+            .read_dockerfile(&context)
             .map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
         let source = Source::new(&target.dockerfile, &text);
         let cache = target
