@@ -212,6 +212,24 @@ impl Progress {
         }
     }
 
+    /// Why the step missed the cache (`--explain`).
+    pub fn explain(&self, id: StepId, why: &str) {
+        let mut inner = self.lock();
+        match &mut inner.sink {
+            Sink::Plain(w) => {
+                let _ = writeln!(w, "#{} cache miss: {why}", id.0);
+            }
+            Sink::Tty(multi) => {
+                let _ = multi.println(format!("#{} cache miss: {why}", id.0));
+            }
+            Sink::Json(w) => {
+                let line = serde_json::json!({ "step": id.0, "explain": why });
+                let _ = writeln!(w, "{line}");
+            }
+            Sink::Quiet => {}
+        }
+    }
+
     /// A warning about the build as a whole.
     pub fn warn(&self, text: &str) {
         self.line("warning", text);

@@ -8,15 +8,17 @@
 use super::{StepResult, record};
 use crate::image::{self, Image, ImageConfig, config};
 use crate::progress::Mode;
-use crate::registry::{self, Client, Platform, Reference, Transfer};
+use crate::registry::{self, Client, Platform, Reference, RegistryError, Transfer};
 use crate::store::{Digest, Store};
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 /// The config label that holds the key map.
 const LABEL: &str = "dev.kiln.cache.v1";
+/// The config label that names the cache mounts' layers (`mounts=true`).
+const MOUNTS_LABEL: &str = "dev.kiln.cache.mounts.v1";
 /// The name the cache has in a `type=local` directory.
 const LOCAL_NAME: &str = "kiln-cache:latest";
 
@@ -48,13 +50,18 @@ impl CacheSpec {
         }
     }
 
-    /// Parses `type=local,dest=DIR|src=DIR[,mode=min|max]` or
-    /// `type=registry,ref=REF[,mode=...]`; a bare value is a registry ref.
-    pub fn parse(text: &str) -> Result<(CacheSpec, CacheMode), String> {
+    /// Parses `type=local,dest=DIR|src=DIR[,mode=min|max][,mounts=true]`
+    /// or `type=registry,ref=REF[,...]`; a bare value is a registry ref.
+    pub fn parse(text: &str) -> Result<CacheTo, String> {
         if !text.contains('=') {
-            return Ok((CacheSpec::Registry(text.to_string()), CacheMode::Min));
+            return Ok(CacheTo {
+                spec: CacheSpec::Registry(text.to_string()),
+                mode: CacheMode::Min,
+                mounts: false,
+            });
         }
         let (mut kind, mut path, mut reference, mut mode) = (None, None, None, CacheMode::Min);
+        let mut mounts = false;
         for field in text.split(',') {
             match field.split_once('=') {
                 Some(("type", v)) => kind = Some(v.to_string()),
@@ -62,28 +69,47 @@ impl CacheSpec {
                 Some(("ref", v)) => reference = Some(v.to_string()),
                 Some(("mode", "min")) => mode = CacheMode::Min,
                 Some(("mode", "max")) => mode = CacheMode::Max,
+                Some(("mounts", "true")) => mounts = true,
+                Some(("mounts", "false")) => mounts = false,
                 _ => {
                     return Err(format!(
-                        "invalid cache {text:?}: use type=local,dest=DIR (src=DIR) or type=registry,ref=REF, with mode=min|max"
+                        "invalid cache {text:?}: use type=local,dest=DIR (src=DIR) or type=registry,ref=REF, with mode=min|max and mounts=true|false"
                     ));
                 }
             }
         }
-        match (kind.as_deref(), path, reference) {
-            (Some("local"), Some(p), _) => Ok((CacheSpec::Local(p), mode)),
-            (Some("registry"), _, Some(r)) => Ok((CacheSpec::Registry(r), mode)),
-            (Some("local"), None, _) => Err(format!(
-                "invalid cache {text:?}: type=local needs dest= or src="
-            )),
-            (Some("registry"), _, None) => {
-                Err(format!("invalid cache {text:?}: type=registry needs ref="))
+        let spec = match (kind.as_deref(), path, reference) {
+            (Some("local"), Some(p), _) => CacheSpec::Local(p),
+            (Some("registry"), _, Some(r)) => CacheSpec::Registry(r),
+            (Some("local"), None, _) => {
+                return Err(format!(
+                    "invalid cache {text:?}: type=local needs dest= or src="
+                ));
             }
-            (other, _, _) => Err(format!(
-                "invalid cache {text:?}: unsupported type {:?} (kiln has local and registry)",
-                other.unwrap_or("")
-            )),
-        }
+            (Some("registry"), _, None) => {
+                return Err(format!("invalid cache {text:?}: type=registry needs ref="));
+            }
+            (other, _, _) => {
+                return Err(format!(
+                    "invalid cache {text:?}: unsupported type {:?} (kiln has local and registry)",
+                    other.unwrap_or("")
+                ));
+            }
+        };
+        Ok(CacheTo { spec, mode, mounts })
     }
+}
+
+/// A `--cache-to` (or `--cache-from`, which reads only the place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTo {
+    /// Where.
+    pub spec: CacheSpec,
+    /// Which steps.
+    pub mode: CacheMode,
+    /// `mounts=true`: the contents of the `RUN --mount=type=cache`
+    /// directories the build used travel with the cache.
+    pub mounts: bool,
 }
 
 /// A step's cache key as it names a file in the store: 64 lowercase hex
@@ -148,13 +174,142 @@ fn copy_blob(from: &Store, to: &Store, d: &Digest) -> Result<(), String> {
     Ok(())
 }
 
-/// Exports `records` (step key → result) to `to`.
-pub(super) fn export(
+/// How `--cache-to` publishes to a registry ref.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// The ref's manifest digest when this build imported it (`Some(None)`:
+    /// it had none then); None when the build did not import it. A ref that
+    /// changed since is merged into, not overwritten.
+    pub seen: Option<Option<Digest>>,
+    /// Generations to keep: each export is also tagged `TAG-gen-N`, and the
+    /// manifests of older generations are deleted where the registry allows.
+    pub keep: Option<usize>,
+    /// The cache mounts (names in the store) whose contents travel with
+    /// the cache (`mounts=true`).
+    pub mounts: Vec<String>,
+}
+
+/// What an export did.
+#[derive(Debug, Default)]
+pub struct Exported {
+    /// Step keys the cache holds.
+    pub steps: usize,
+    /// Steps merged in from a cache another writer published meanwhile.
+    pub merged: usize,
+    /// Older generations deleted.
+    pub deleted: usize,
+    /// Older generations the registry would not let kiln delete.
+    pub kept_back: usize,
+}
+
+/// A cache mount's directory in the cache image.
+#[derive(Serialize, Deserialize)]
+struct MountEntry {
+    /// The mount's name in the store (`cache/mounts/NAME`).
+    name: StepKey,
+    /// Index into the cache image's layers.
+    layer: usize,
+}
+
+/// The layer of cache mount directory `dir` (a plain tar blob in
+/// `store`), made while the mount's lock is held so no step writes it
+/// meanwhile.
+fn mount_layer(store: &Store, dir: &std::path::Path) -> Result<(Descriptor, Digest), String> {
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.with_extension("lock"))
+        .map_err(|e| format!("cache mount {}: {e}", dir.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cache mount {}: {e}", dir.display()))?;
+    let writer = store.blob_writer_prehashed().map_err(|e| e.to_string())?;
+    let (writer, diff_id, _) =
+        crate::layer::generate(dir, writer, crate::layer::Options { mtime_clamp: None })
+            .map_err(|e| format!("cache mount {}: {e}", dir.display()))?;
+    let (digest, size) = writer.commit(Some(&diff_id)).map_err(|e| e.to_string())?;
+    Ok((
+        Descriptor::new(
+            oci_spec::image::MediaType::ImageLayer,
+            size,
+            digest.to_oci(),
+        ),
+        diff_id,
+    ))
+}
+
+/// Where cache mount `name` lives in `store`.
+pub(super) fn mount_dir(store: &Store, name: &str) -> PathBuf {
+    store.cache_dir().join("mounts").join(name)
+}
+
+/// Puts the cache mounts a cache image carries into `store`, each one the
+/// store does not have yet (a mount this machine has is its own, newer).
+fn restore_mounts(store: &Store, cache: &Image) -> Result<usize, String> {
+    let Some(map) = cache
+        .config
+        .config
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MOUNTS_LABEL))
+    else {
+        return Ok(0);
+    };
+    let mounts: Vec<MountEntry> =
+        serde_json::from_str(map).map_err(|e| format!("the cache's mount map: {e}"))?;
+    let layers = cache.layers();
+    let mut restored = 0;
+    for m in mounts {
+        let dest = mount_dir(store, m.name.as_str());
+        let Some((desc, diff_id)) = layers.get(m.layer) else {
+            return Err(format!("cache mount {} names no layer", m.name.as_str()));
+        };
+        if dest.exists() {
+            continue;
+        }
+        let blob = image::manifest_digest(desc).map_err(|e| e.to_string())?;
+        let tmp = store.temp_path("cache-mount");
+        let unpacked = std::fs::create_dir_all(&tmp)
+            .map_err(|e| e.to_string())
+            .and_then(|_| store.open_blob(&blob).map_err(|e| e.to_string()))
+            .and_then(|b| {
+                crate::layer::apply(b, &tmp, crate::layer::Mode::Flatten).map_err(|e| e.to_string())
+            });
+        match unpacked {
+            Ok((got, _)) if got == *diff_id => {}
+            Ok((got, _)) => {
+                let _ = crate::sandbox::fs::remove_dir_all(&tmp);
+                return Err(format!(
+                    "cache mount {}: the layer hashes to {got}, not {diff_id}",
+                    m.name.as_str()
+                ));
+            }
+            Err(e) => {
+                let _ = crate::sandbox::fs::remove_dir_all(&tmp);
+                return Err(format!("cache mount {}: {e}", m.name.as_str()));
+            }
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        // Another build may have made it meanwhile: its own is kept.
+        match std::fs::rename(&tmp, &dest) {
+            Ok(()) => restored += 1,
+            Err(_) => {
+                let _ = crate::sandbox::fs::remove_dir_all(&tmp);
+            }
+        }
+    }
+    Ok(restored)
+}
+
+/// The cache image of `records` (step key → result) and of the cache
+/// mounts `mounts` (names in the store), written to `store`.
+fn cache_image(
     store: &Store,
     records: &[(String, StepResult)],
-    to: &CacheSpec,
-    opts: &registry::Options,
-) -> Result<usize, String> {
+    mounts: &[String],
+) -> Result<Image, String> {
     let mut layers: Vec<(Descriptor, Digest)> = Vec::new();
     let mut entries = Vec::new();
     for (key, r) in records {
@@ -189,9 +344,28 @@ pub(super) fn export(
         os: "linux".into(),
         ..Default::default()
     };
+    let mut mount_entries = Vec::new();
+    for name in mounts {
+        let dir = mount_dir(store, name);
+        if !dir.is_dir() {
+            continue;
+        }
+        layers.push(mount_layer(store, &dir)?);
+        mount_entries.push(MountEntry {
+            name: StepKey::parse(name)?,
+            layer: layers.len() - 1,
+        });
+    }
     config.rootfs.diff_ids = layers.iter().map(|(_, d)| d.clone()).collect();
     let map = serde_json::to_string(&entries).map_err(|e| e.to_string())?;
-    config.config.labels = Some(BTreeMap::from([(LABEL.to_string(), map)]));
+    let mut labels = BTreeMap::from([(LABEL.to_string(), map)]);
+    if !mount_entries.is_empty() {
+        labels.insert(
+            MOUNTS_LABEL.to_string(),
+            serde_json::to_string(&mount_entries).map_err(|e| e.to_string())?,
+        );
+    }
+    config.config.labels = Some(labels);
     let manifest = image::write_image(
         store,
         &config,
@@ -199,19 +373,101 @@ pub(super) fn export(
     )
     .map_err(|e| e.to_string())?;
     let digest = image::manifest_digest(&manifest).map_err(|e| e.to_string())?;
-    let cache = Image::load(store, &digest).map_err(|e| e.to_string())?;
+    Image::load(store, &digest).map_err(|e| e.to_string())
+}
+
+/// The step keys of a cache image's config, each with its layer index.
+fn entries_of(config: &ImageConfig) -> Result<Vec<Entry>, String> {
+    let map = config
+        .config
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL))
+        .ok_or("the image is not a kiln cache (no dev.kiln.cache.v1 label)")?;
+    serde_json::from_str(map).map_err(|e| format!("the cache's key map: {e}"))
+}
+
+/// The step results a cache image holds.
+fn results_of(cache: &Image) -> Result<Vec<(String, StepResult)>, String> {
+    let layers = cache.layers();
+    let mut out = Vec::new();
+    for e in entries_of(&cache.config)? {
+        let r = match e.layer.and_then(|i| layers.get(i)) {
+            Some((desc, diff_id)) => {
+                let blob = image::manifest_digest(desc).map_err(|e| e.to_string())?;
+                let compressed =
+                    (blob != *diff_id).then(|| (diff_id.clone(), desc.media_type().to_string()));
+                StepResult {
+                    layer: Some((blob, desc.size())),
+                    compressed,
+                }
+            }
+            None => StepResult::default(),
+        };
+        out.push((String::from(e.key), r));
+    }
+    Ok(out)
+}
+
+/// The step keys the cache at `spec` holds, read without its layers (a
+/// manifest and a config); None when there is no cache there yet.
+pub fn keys(spec: &CacheSpec, opts: &registry::Options) -> Result<Option<HashSet<String>>, String> {
+    let config: ImageConfig = match spec {
+        CacheSpec::Local(dir) => {
+            if !dir.join("index.json").is_file() {
+                return Ok(None);
+            }
+            let src = Store::open(dir).map_err(|e| e.to_string())?;
+            Image::resolve(&src, LOCAL_NAME)
+                .map_err(|e| e.to_string())?
+                .config
+        }
+        CacheSpec::Registry(r) => {
+            let reference = Reference::parse(r)?;
+            let described = runtime()?
+                .block_on(async {
+                    let client = Client::connect(&reference.registry, opts, None).await?;
+                    registry::manage::describe(&client, &reference).await
+                })
+                .map_err(|e| e.to_string())?;
+            match described {
+                Some(d) => serde_json::from_slice(&d.config)
+                    .map_err(|e| format!("the cache's config: {e}"))?,
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok(Some(
+        entries_of(&config)?
+            .into_iter()
+            .map(|e| String::from(e.key))
+            .collect(),
+    ))
+}
+
+/// Exports `records` (step key → result) to `to`.
+pub(super) fn export(
+    store: &Store,
+    records: &[(String, StepResult)],
+    to: &CacheSpec,
+    opts: &registry::Options,
+    publish: &Publish,
+) -> Result<Exported, String> {
+    let mut out = Exported::default();
     match to {
         CacheSpec::Local(dir) => {
+            let cache = cache_image(store, records, &publish.mounts)?;
+            out.steps = records.len();
             let dest = Store::open(dir).map_err(|e| e.to_string())?;
             copy_blob(store, &dest, &cache.id)?;
-            for (layer, _) in &layers {
+            for (layer, _) in cache.layers() {
                 copy_blob(
                     store,
                     &dest,
-                    &image::manifest_digest(layer).map_err(|e| e.to_string())?,
+                    &image::manifest_digest(&layer).map_err(|e| e.to_string())?,
                 )?;
             }
-            copy_blob(store, &dest, &digest)?;
+            copy_blob(store, &dest, &cache.manifest_digest)?;
             dest.tag(LOCAL_NAME, cache.descriptor(store))
                 .map_err(|e| e.to_string())?;
         }
@@ -221,21 +477,129 @@ pub(super) fn export(
             runtime()?
                 .block_on(async {
                     let client = Client::connect(&reference.registry, opts, None).await?;
-                    registry::push::push(store, &client, &cache, &reference, &transfers).await
+                    let mut records = records.to_vec();
+                    // Re-read the ref just before replacing it: a cache
+                    // another writer published since this build read it is
+                    // merged in (its steps this build lacks), not lost.
+                    if let Some(seen) = &publish.seen {
+                        let now = match registry::pull::head(&client, &reference).await {
+                            Ok(h) => Some(h.digest),
+                            Err(RegistryError::Status { status: 404, .. }) => None,
+                            Err(e) => return Err(e),
+                        };
+                        if now.is_some() && now != *seen {
+                            let theirs = registry::pull::pull(
+                                store,
+                                &client,
+                                &reference,
+                                &Platform::host(),
+                                &transfers,
+                            )
+                            .await?;
+                            let theirs = results_of(&theirs).map_err(RegistryError::Manifest)?;
+                            for (key, r) in theirs {
+                                if !records.iter().any(|(k, _)| *k == key) {
+                                    records.push((key, r));
+                                    out.merged += 1;
+                                }
+                            }
+                        }
+                    }
+                    let cache = cache_image(store, &records, &publish.mounts)
+                        .map_err(RegistryError::Manifest)?;
+                    out.steps = records.len();
+                    let pushed =
+                        registry::push::push(store, &client, &cache, &reference, &transfers)
+                            .await?;
+                    if let (Some(keep), Some(digest)) = (publish.keep, &pushed.digest) {
+                        let (deleted, kept_back) =
+                            generations(store, &client, &reference, digest, keep).await?;
+                        out.deleted = deleted;
+                        out.kept_back = kept_back;
+                    }
+                    Ok::<_, RegistryError>(())
                 })
                 .map_err(|e| e.to_string())?;
         }
     }
-    Ok(entries.len())
+    Ok(out)
 }
 
-/// Imports the cache at `from` into `store`'s step records; returns how
-/// many steps it holds.
+/// Tags the manifest just pushed (`digest`) as the next generation of
+/// `reference`'s tag and deletes the manifests of generations older than
+/// the `keep` newest (never the one the tag names). Returns how many were
+/// deleted and how many the registry would not delete.
+async fn generations(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    digest: &Digest,
+    keep: usize,
+) -> Result<(usize, usize), RegistryError> {
+    let repo = &reference.repository;
+    let prefix = format!("{}-gen-", reference.manifest_ref());
+    let mut gens: Vec<(u64, String)> = registry::manage::tags(client, repo)
+        .await?
+        .into_iter()
+        .filter_map(|t| Some((t.strip_prefix(&prefix)?.parse().ok()?, t)))
+        .collect();
+    let next = gens.iter().map(|(n, _)| n + 1).max().unwrap_or(1);
+    let bytes = store.read_blob(digest)?;
+    let media = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
+    let tag = format!("{prefix}{next}");
+    registry::manage::put_manifest(client, repo, &tag, &media, &bytes).await?;
+    gens.push((next, tag));
+    gens.sort_by_key(|g| std::cmp::Reverse(g.0));
+    let mut kept = vec![digest.clone()];
+    for (_, tag) in gens.iter().take(keep.max(1)) {
+        let r = reference.with_tag(tag);
+        if let Ok(h) = registry::pull::head(client, &r).await {
+            kept.push(h.digest);
+        }
+    }
+    let (mut deleted, mut kept_back) = (0, 0);
+    for (_, tag) in gens.iter().skip(keep.max(1)) {
+        let r = reference.with_tag(tag);
+        let old = match registry::pull::head(client, &r).await {
+            Ok(h) => h.digest,
+            Err(RegistryError::Status { status: 404, .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if kept.contains(&old) {
+            continue;
+        }
+        match registry::manage::delete_manifest(client, repo, &old).await? {
+            registry::manage::Deleted::Yes => deleted += 1,
+            registry::manage::Deleted::Absent => {}
+            registry::manage::Deleted::Refused => kept_back += 1,
+        }
+    }
+    Ok((deleted, kept_back))
+}
+
+/// What an import found.
+#[derive(Debug, Default)]
+pub(super) struct Imported {
+    /// Step keys the cache holds (0 when there is none yet).
+    pub steps: usize,
+    /// The registry manifest read (None for a local cache, or a registry
+    /// ref that names nothing yet).
+    pub digest: Option<Digest>,
+    /// True when a registry ref names nothing yet (a first build).
+    pub missing: bool,
+    /// Cache mounts restored from it.
+    pub mounts: usize,
+}
+
+/// Imports the cache at `from` into `store`'s step records.
 pub(super) fn import(
     store: &Store,
     from: &CacheSpec,
     opts: &registry::Options,
-) -> Result<usize, String> {
+) -> Result<Imported, String> {
     let cache = match from {
         CacheSpec::Local(dir) => {
             if !dir.join("index.json").is_file() {
@@ -257,42 +621,43 @@ pub(super) fn import(
         CacheSpec::Registry(r) => {
             let reference = Reference::parse(r)?;
             let transfers = Transfer::stderr(Mode::Quiet, "pulled");
-            runtime()?
-                .block_on(async {
-                    let client = Client::connect(&reference.registry, opts, None).await?;
-                    registry::pull::pull(store, &client, &reference, &Platform::host(), &transfers)
-                        .await
-                })
-                .map_err(|e| e.to_string())?
+            let pulled = runtime()?.block_on(async {
+                let client = Client::connect(&reference.registry, opts, None).await?;
+                registry::pull::pull(store, &client, &reference, &Platform::host(), &transfers)
+                    .await
+            });
+            match pulled {
+                Ok(image) => image,
+                Err(RegistryError::Status { status: 404, .. }) => {
+                    return Ok(Imported {
+                        missing: true,
+                        ..Default::default()
+                    });
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     };
-    cache.snapshots(store).map_err(|e| e.to_string())?;
-    let map = cache
-        .config
-        .config
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL))
-        .ok_or("the image is not a kiln cache (no dev.kiln.cache.v1 label)")?;
-    let entries: Vec<Entry> =
-        serde_json::from_str(map).map_err(|e| format!("the cache's key map: {e}"))?;
+    // Step layers become snapshots (steps read them); mount layers are
+    // unpacked into their mounts only.
     let layers = cache.layers();
-    for e in &entries {
-        let r = match e.layer.and_then(|i| layers.get(i)) {
-            Some((desc, diff_id)) => {
-                let blob = image::manifest_digest(desc).map_err(|e| e.to_string())?;
-                let compressed =
-                    (blob != *diff_id).then(|| (diff_id.clone(), desc.media_type().to_string()));
-                StepResult {
-                    layer: Some((blob, desc.size())),
-                    compressed,
-                }
-            }
-            None => StepResult::default(),
-        };
-        record(store, e.key.as_str(), &r).map_err(|e| e.to_string())?;
+    for i in entries_of(&cache.config)?.iter().filter_map(|e| e.layer) {
+        if let Some((desc, diff_id)) = layers.get(i) {
+            let blob = image::manifest_digest(desc).map_err(|e| e.to_string())?;
+            image::ensure_snapshot(store, &blob, diff_id).map_err(|e| e.to_string())?;
+        }
     }
-    Ok(entries.len())
+    let mounts = restore_mounts(store, &cache)?;
+    let results = results_of(&cache)?;
+    for (key, r) in &results {
+        record(store, key, r).map_err(|e| e.to_string())?;
+    }
+    Ok(Imported {
+        mounts,
+        steps: results.len(),
+        digest: matches!(from, CacheSpec::Registry(_)).then(|| cache.manifest_digest.clone()),
+        missing: false,
+    })
 }
 
 #[cfg(test)]
@@ -301,27 +666,33 @@ mod tests {
 
     #[test]
     fn specs() {
+        let parse = |t: &str| CacheSpec::parse(t).map(|c| (c.spec, c.mode, c.mounts));
         assert_eq!(
-            CacheSpec::parse("type=local,dest=/c,mode=max").unwrap(),
-            (CacheSpec::Local("/c".into()), CacheMode::Max)
+            parse("type=local,dest=/c,mode=max").unwrap(),
+            (CacheSpec::Local("/c".into()), CacheMode::Max, false)
         );
         assert_eq!(
-            CacheSpec::parse("type=registry,ref=r:5000/c:1").unwrap(),
-            (CacheSpec::Registry("r:5000/c:1".into()), CacheMode::Min)
+            parse("type=registry,ref=r:5000/c:1,mounts=true").unwrap(),
+            (
+                CacheSpec::Registry("r:5000/c:1".into()),
+                CacheMode::Min,
+                true
+            )
         );
         assert_eq!(
-            CacheSpec::parse("r/c:1").unwrap().0,
+            parse("r/c:1").unwrap().0,
             CacheSpec::Registry("r/c:1".into())
         );
         assert!(
-            CacheSpec::parse("type=s3,ref=x")
+            parse("type=s3,ref=x")
                 .unwrap_err()
                 .contains("unsupported type")
         );
+        assert!(parse("type=local").unwrap_err().contains("needs dest="));
         assert!(
-            CacheSpec::parse("type=local")
+            parse("type=local,dest=/c,mounts=yes")
                 .unwrap_err()
-                .contains("needs dest=")
+                .contains("mounts=true|false")
         );
     }
 }

@@ -3,6 +3,7 @@
 //! local tar extraction. The cache key hashes names, modes and contents,
 //! never mtimes, so a fresh checkout of the same context hits the cache.
 
+use super::explain::KeyInputs;
 use super::{Builder, State, StepCx, StepError, StepResult, commit_dir, fail, hash};
 use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
@@ -93,7 +94,7 @@ pub(super) fn step<'a>(
     state: &'a State,
     c: &'a Copy,
     add: bool,
-) -> Result<(String, Run<'a>), StepError> {
+) -> Result<(KeyInputs, Run<'a>), StepError> {
     let (store, built, stages) = (b.store, cx.built, b.stages);
     let vars = super::variables(state);
     let expand = |w: &str| super::expand_word(&vars, b.escape, w);
@@ -108,6 +109,7 @@ pub(super) fn step<'a>(
             cmd_set: false,
             args: Default::default(),
             declared: Vec::new(),
+            since_layer: Vec::new(),
         }
     } else {
         state.clone()
@@ -298,18 +300,26 @@ pub(super) fn step<'a>(
     }
 
     let no_stat = StatCache::none();
-    let mut key_parts = vec![
-        view.key.clone(),
-        kw.to_string(),
-        dest.clone(),
-        format!("{chown:?}"),
-        format!("{chmod:?}"),
-        format!("{:?}", c.from),
-        format!("{:?} {:?} {}", c.exclude, c.parents, c.link),
-        format!("unpack {:?}", c.unpack),
+    let parts = vec![
+        ("parent", view.key.clone()),
+        ("", kw.to_string()),
+        ("destination", dest.clone()),
+        ("--chown", format!("{chown:?}")),
+        ("--chmod", format!("{chmod:?}")),
+        ("--from", format!("{:?}", c.from)),
+        (
+            "--exclude, --parents, --link",
+            format!("{:?} {:?} {}", c.exclude, c.parents, c.link),
+        ),
+        ("--unpack", format!("unpack {:?}", c.unpack)),
     ];
+    let mut files = Vec::new();
+    let mut names = Vec::new();
     for s in &sources {
-        key_parts.push(format!("{} {} {}", s.name, s.strip, s.remote));
+        names.push((
+            format!("source {}", s.name),
+            format!("{} {} {}", s.name, s.strip, s.remote),
+        ));
         let digests = if from_context && !s.remote {
             &b.stat
         } else {
@@ -330,16 +340,41 @@ pub(super) fn step<'a>(
                 .map(|r| r.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        key_parts.push(digests.tree_digest(&real, &|p| {
-            filter.take(&s.rel, &rel_of(p)) == copier::Take::Nothing
-        }));
+        let skip = |p: &Path| filter.take(&s.rel, &rel_of(p)) == copier::Take::Nothing;
+        names.push((
+            format!("source content {}", s.name),
+            digests.tree_digest(&real, &skip),
+        ));
+        // A miss explained names the file: the tree's entries, by path
+        // (the stat cache makes the second walk cheap).
+        if b.opts.explain {
+            let under = s.rel.trim_matches('/').trim_start_matches("./");
+            for (rel, value) in digests.tree_listing(&real, &skip) {
+                let path = match (under, rel.as_str()) {
+                    ("" | ".", r) => r.to_string(),
+                    (u, "") => u.to_string(),
+                    (u, r) => format!("{u}/{r}"),
+                };
+                files.push((
+                    format!("file {}", if path.is_empty() { "." } else { &path }),
+                    value,
+                ));
+            }
+        }
     }
     for (name, content) in &heredocs {
-        key_parts.push(name.clone());
-        key_parts.push(content.clone());
+        names.push((format!("heredoc {name}"), name.clone()));
+        names.push((format!("heredoc {name} content"), content.clone()));
     }
-    let refs: Vec<&str> = key_parts.iter().map(String::as_str).collect();
-    let key = hash(&refs);
+    let mut inputs = KeyInputs::new(
+        parts
+            .into_iter()
+            .chain(names.iter().map(|(n, v)| (n.as_str(), v.clone())))
+            .collect(),
+    );
+    for (name, value) in files {
+        inputs.detail(name, value);
+    }
 
     let work: Run<'a> = Box::new(move || {
         let _cleanup = cleanup;
@@ -479,7 +514,7 @@ pub(super) fn step<'a>(
         }
         Ok(commit_dir(store, &staging_path)?)
     });
-    Ok((key, work))
+    Ok((inputs, work))
 }
 
 /// The image `state` describes, seen through its layer snapshots.

@@ -10,12 +10,13 @@
 
 mod cache;
 mod copy;
+mod explain;
 mod fetch;
 mod history;
 mod log;
 mod mounts;
 
-pub use cache::{CacheMode, CacheSpec};
+pub use cache::{CacheMode, CacheSpec, CacheTo, keys as cache_keys};
 pub use log::StepLog;
 
 use crate::context::digest::StatCache;
@@ -78,6 +79,14 @@ pub enum BuildError {
     /// Another stage failed first; this one stopped.
     #[error("canceled: another stage failed")]
     Canceled,
+    /// A warm check found a step the cache lacks.
+    #[error("not warm: {step}: {why}")]
+    Cold {
+        /// The step, as progress shows it.
+        step: String,
+        /// Why it missed.
+        why: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -87,7 +96,7 @@ pub enum BuildError {
 }
 
 /// What to build.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Options {
     /// The build context directory.
     pub context: PathBuf,
@@ -112,7 +121,7 @@ pub struct Options {
     /// How registries are reached.
     pub registry: crate::registry::Options,
     /// `--cache-to`: where to export the step cache, and which steps.
-    pub cache_to: Option<(CacheSpec, CacheMode)>,
+    pub cache_to: Option<CacheTo>,
     /// `--cache-from`: caches to import before building.
     pub cache_from: Vec<CacheSpec>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run
@@ -134,6 +143,17 @@ pub struct Options {
     pub annotations: Vec<(String, String)>,
     /// `--cgroup-parent`: the cgroup every RUN step's groups are made in.
     pub cgroup_parent: Option<String>,
+    /// `--explain`: every step that misses the cache says why (the first
+    /// input that differs from the step's last recorded build), naming
+    /// the file when a source changed.
+    pub explain: bool,
+    /// A warm check (`kiln serve`'s plan-only path): the step keys a cache
+    /// holds. Nothing runs: the build fails with `BuildError::Cold` at the
+    /// first step whose key is not among them or not in the store.
+    pub warm_check: Option<std::collections::HashSet<String>>,
+    /// Cache generations `--cache-to` keeps in a registry (`TAG-gen-N`
+    /// tags; older manifests deleted where the registry allows).
+    pub cache_generations: Option<usize>,
 }
 
 /// A `--build-context NAME=...`: what `FROM NAME` and `--from=NAME` read
@@ -231,6 +251,10 @@ struct State {
     /// Every ARG declared in scope, valued or not, in the order first
     /// declared: RUN's history lists them (`|3 A=1 B= C=3`).
     declared: Vec<String>,
+    /// The config steps since the last layer step, named (`build arg V`,
+    /// `ENV ...`): the key holds them through the parent; the next layer
+    /// step's miss is explained by them first.
+    since_layer: Vec<(String, String)>,
 }
 
 impl State {
@@ -479,14 +503,40 @@ pub fn build(
         flattened: copy::Flattened::with_named(opts.build_contexts.clone())
             .map_err(BuildError::Context)?,
         context,
+        cache_mounts: Mutex::new(Default::default()),
+        identity: hash(&[
+            &context_real.to_string_lossy(),
+            &opts
+                .dockerfile
+                .as_deref()
+                .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
+                .unwrap_or_default()
+                .to_string_lossy(),
+        ]),
     };
+    // The registry refs imported, with what they named then: the export to
+    // one of them re-reads it and merges what another writer put there.
+    let mut seen: Vec<(CacheSpec, Option<Digest>)> = Vec::new();
     for from in &opts.cache_from {
         // A cache that cannot be read only costs the work it would save.
         match cache::import(store, from, &opts.registry) {
-            Ok(n) => progress.note(&format!(
-                "imported {n} cached steps from {}",
-                from.describe()
-            )),
+            Ok(i) if i.missing => {
+                progress.note(&format!("no cache at {} yet", from.describe()));
+                seen.push((from.clone(), None));
+            }
+            Ok(i) => {
+                progress.note(&format!(
+                    "imported {} cached steps from {}",
+                    i.steps,
+                    from.describe()
+                ));
+                if i.mounts > 0 {
+                    progress.note(&format!("restored {} cache mounts", i.mounts));
+                }
+                if let Some(d) = i.digest {
+                    seen.push((from.clone(), Some(d)));
+                }
+            }
             Err(e) => progress.warn(&format!(
                 "[Warning] importing cache from {}: {e}",
                 from.describe()
@@ -534,7 +584,12 @@ pub fn build(
             unused.join(" ")
         ));
     }
-    if let Some((to, mode)) = &opts.cache_to {
+    if let Some(CacheTo {
+        spec: to,
+        mode,
+        mounts,
+    }) = &opts.cache_to
+    {
         // mode=min: the stages the final image is made of (its FROM chain).
         let mut chain = vec![target];
         while let Some(base) = chain
@@ -551,8 +606,44 @@ pub fn build(
             .filter(|(stage, _, _)| *mode == CacheMode::Max || chain.contains(stage))
             .map(|(_, k, r)| (k.clone(), r.clone()))
             .collect();
-        match cache::export(store, &records, to, &opts.registry) {
-            Ok(n) => progress.note(&format!("exported {n} cached steps to {}", to.describe())),
+        let publish = cache::Publish {
+            seen: seen.iter().find(|(s, _)| s == to).map(|(_, d)| d.clone()),
+            keep: opts.cache_generations,
+            mounts: match mounts {
+                true => builder
+                    .cache_mounts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect(),
+                false => Vec::new(),
+            },
+        };
+        match cache::export(store, &records, to, &opts.registry, &publish) {
+            Ok(e) => {
+                progress.note(&format!(
+                    "exported {} cached steps to {}",
+                    e.steps,
+                    to.describe()
+                ));
+                if e.merged > 0 {
+                    progress.note(&format!(
+                        "merged {} cached steps another build published to {} meanwhile",
+                        e.merged,
+                        to.describe()
+                    ));
+                }
+                if e.deleted > 0 {
+                    progress.note(&format!("deleted {} older cache generations", e.deleted));
+                }
+                if e.kept_back > 0 {
+                    progress.warn(&format!(
+                        "[Warning] {} older cache generations kept: the registry does not allow deletes",
+                        e.kept_back
+                    ));
+                }
+            }
             Err(e) => progress.warn(&format!(
                 "[Warning] exporting cache to {} failed: {e}",
                 to.describe()
@@ -620,6 +711,12 @@ struct Builder<'a> {
     flattened: copy::Flattened,
     /// The build context: every source path is resolved inside it.
     context: Arc<Root>,
+    /// The cache mounts (names in the store) RUN steps used, for
+    /// `--cache-to ...,mounts=true`.
+    cache_mounts: Mutex<std::collections::BTreeSet<String>>,
+    /// This context and Dockerfile, from one build to the next (steps are
+    /// explained against the last build of the same line).
+    identity: String,
 }
 
 /// Where the stat cache of a context directory is kept.
@@ -788,7 +885,7 @@ impl Builder<'_> {
                 stage.from.name.as_deref() == Some(f.to_lowercase().as_str())
                     || f.parse::<usize>() == Ok(i)
             });
-        for step in triggered.iter().chain(&stage.steps) {
+        for (index, step) in triggered.iter().chain(&stage.steps).enumerate() {
             if self.canceled.load(Ordering::SeqCst) {
                 return Err(BuildError::Canceled);
             }
@@ -803,6 +900,7 @@ impl Builder<'_> {
                 text: &text,
                 id,
                 stage: i,
+                identity: hash(&[&self.identity, &i.to_string(), &index.to_string()]),
                 use_cache,
             };
             // The one place a step's span is attached to its error.
@@ -831,40 +929,64 @@ impl Builder<'_> {
     }
 
     /// The cache protocol every step that makes a layer follows: the
-    /// result recorded under `key` when there is one (and the stage uses
-    /// the cache), else `work` run and its result recorded; either way
-    /// remembered for `--cache-to`. True when it came from the cache.
+    /// result recorded under the key of `inputs` when there is one (and
+    /// the stage uses the cache), else `work` run and its result
+    /// recorded; either way remembered for `--cache-to`. Returns the
+    /// result, true when it came from the cache, and the key.
     fn get_or_run(
         &self,
         cx: &StepCx,
-        key: &str,
+        inputs: explain::KeyInputs,
         work: impl FnOnce() -> Result<StepResult, StepError>,
-    ) -> Result<(StepResult, bool), StepError> {
+    ) -> Result<(StepResult, bool, String), StepError> {
+        let chain_key = inputs.key();
         // SOURCE_DATE_EPOCH changes what a step makes (mtimes clamped): a
         // result made without it, or with another, is another step's.
-        let epoch_key;
-        let key = match config::source_date_epoch() {
-            Some(secs) => {
-                epoch_key = hash(&[key, "SOURCE_DATE_EPOCH", &secs.to_string()]);
-                epoch_key.as_str()
-            }
-            None => key,
+        let inputs = match config::source_date_epoch() {
+            Some(secs) => inputs.then(vec![
+                ("", "SOURCE_DATE_EPOCH".to_string()),
+                ("SOURCE_DATE_EPOCH", secs.to_string()),
+            ]),
+            None => inputs,
         };
-        let hit = cx.use_cache.then(|| cached(self.store, key)).flatten();
+        let key = inputs.key();
+        let hit = cx.use_cache.then(|| cached(self.store, &key)).flatten();
+        let hit = match (&self.opts.warm_check, hit) {
+            (Some(keys), Some(r)) if keys.contains(&key) => Some(r),
+            (Some(_), _) => {
+                let why = explain::note(self.store, &cx.identity, &key, &inputs, true, false)
+                    .unwrap_or_default();
+                let why = match why.as_str() {
+                    "its result is no longer in the store" | "" => {
+                        "its key is not in the cache".to_string()
+                    }
+                    _ => why,
+                };
+                return Err(StepError::Build(BuildError::Cold {
+                    step: cx.text.to_string(),
+                    why,
+                }));
+            }
+            (None, hit) => hit,
+        };
+        let why = explain::note(self.store, &cx.identity, &key, &inputs, hit.is_none(), true);
+        if let (Some(why), Some(id), true) = (why, cx.id, self.opts.explain) {
+            self.progress.explain(id, &why);
+        }
         let was_hit = hit.is_some();
         let result = match hit {
             Some(r) => r,
             None => {
                 let r = work()?;
-                record(self.store, key, &r)?;
+                record(self.store, &key, &r)?;
                 r
             }
         };
         self.records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((cx.stage, key.to_string(), result.clone()));
-        Ok((result, was_hit))
+            .push((cx.stage, key, result.clone()));
+        Ok((result, was_hit, chain_key))
     }
 
     /// Runs one step on `state`; true when its result came from the cache.
@@ -882,6 +1004,10 @@ impl Builder<'_> {
                         escape,
                     )
                     .map_err(fail)?;
+                    state.since_layer.push((
+                        format!("build arg {}", d.name),
+                        v.clone().unwrap_or_else(|| "(unset)".into()),
+                    ));
                     if let Some(v) = v {
                         state.args.set(&d.name, &v);
                     }
@@ -917,20 +1043,23 @@ impl Builder<'_> {
                     }
                 }
                 let c = &state.config.config;
-                let key = hash(&[
-                    &state.key,
-                    "RUN",
-                    &format!("{argv:?}"),
-                    &format!("{env:?}"),
-                    c.user.as_deref().unwrap_or(""),
-                    c.working_dir.as_deref().unwrap_or(""),
-                    &match (run.network, opts.network) {
-                        // `--network none` for the build: not the same step.
-                        (instructions::Network::Default, DefaultNetwork::None) => {
-                            "Default(none)".to_string()
-                        }
-                        (n, _) => format!("{n:?}"),
-                    },
+                let inputs = explain::KeyInputs::new(vec![
+                    ("parent", state.key.clone()),
+                    ("", "RUN".to_string()),
+                    ("command", format!("{argv:?}")),
+                    ("environment", format!("{env:?}")),
+                    ("USER", c.user.clone().unwrap_or_default()),
+                    ("WORKDIR", c.working_dir.clone().unwrap_or_default()),
+                    (
+                        "network",
+                        match (run.network, opts.network) {
+                            // `--network none` for the build: not the same step.
+                            (instructions::Network::Default, DefaultNetwork::None) => {
+                                "Default(none)".to_string()
+                            }
+                            (n, _) => format!("{n:?}"),
+                        },
+                    ),
                 ]);
                 let created_by = history::run_entry(
                     &argv,
@@ -941,15 +1070,20 @@ impl Builder<'_> {
                 // Mounts: in the key by what they are (never by a secret's
                 // value); secrets given as env reach only the process.
                 let mut mounts = mounts::prepare(self, cx, state, run)?;
-                let key = hash(&[&key, &mounts.key]);
+                let inputs = inputs.then(vec![("mounts", mounts.key.clone())]);
                 // argv names a #! script by its path only: its text is
                 // part of what the step runs.
-                let key = match &script {
-                    Some(s) => hash(&[&key, PIPES_DIR, &s.name, &s.data]),
-                    None => key,
+                let inputs = match &script {
+                    Some(s) => inputs.then(vec![
+                        ("", PIPES_DIR.to_string()),
+                        ("script name", s.name.clone()),
+                        ("script", s.data.clone()),
+                    ]),
+                    None => inputs,
                 };
                 env.extend(mounts.env.iter().cloned());
-                let (result, hit) = self.get_or_run(cx, &key, || {
+                let inputs = inputs.explained_by(&state.since_layer);
+                let (result, hit, key) = self.get_or_run(cx, inputs, || {
                     let network = match run.network {
                         instructions::Network::None => true,
                         instructions::Network::Host => false,
@@ -963,16 +1097,19 @@ impl Builder<'_> {
                 })?;
                 push_layer(state, result, created_by);
                 state.key = key;
+                state.since_layer.clear();
                 Ok(hit)
             }
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let add = matches!(cx.step.instruction, Instruction::Add(_));
-                let (key, work) = copy::step(self, cx, state, c, add)?;
-                let (result, hit) = self.get_or_run(cx, &key, work)?;
+                let (inputs, work) = copy::step(self, cx, state, c, add)?;
+                let inputs = inputs.explained_by(&state.since_layer);
+                let (result, hit, key) = self.get_or_run(cx, inputs, work)?;
                 let vars = variables(state);
                 let expand = |w: &str| expand_word(&vars, escape, w).ok();
                 push_layer(state, result, history::copy_entry(add, c, &expand));
                 state.key = key;
+                state.since_layer.clear();
                 Ok(hit)
             }
             Instruction::Workdir(_) => {
@@ -987,17 +1124,27 @@ impl Builder<'_> {
                 let created_by = format!("WORKDIR {wd}");
                 if wd.is_empty() || wd == "/" {
                     push_layer(state, StepResult::default(), created_by);
+                    state
+                        .since_layer
+                        .push(("instruction before it".into(), text.to_string()));
                     return Ok(false);
                 }
                 // The directory is made (with its missing parents, owned by
                 // USER) as BuildKit makes it: a layer when it was missing.
                 let user = state.config.config.user.clone().unwrap_or_default();
-                let key = hash(&[&state.key, "WORKDIR", &wd, &user]);
-                let (result, hit) = self.get_or_run(cx, &key, || {
+                let inputs = explain::KeyInputs::new(vec![
+                    ("parent", state.key.clone()),
+                    ("", "WORKDIR".to_string()),
+                    ("WORKDIR", wd.clone()),
+                    ("USER", user.clone()),
+                ])
+                .explained_by(&state.since_layer);
+                let (result, hit, key) = self.get_or_run(cx, inputs, || {
                     copy::mkdir_layer(store, state, &wd, &user).map_err(fail)
                 })?;
                 push_layer(state, result, created_by);
                 state.key = key;
+                state.since_layer.clear();
                 Ok(hit)
             }
             other => {
@@ -1021,6 +1168,9 @@ impl Builder<'_> {
                     let created_by = history::config_entry(other, &state.config, &expand, text);
                     push_layer(state, StepResult::default(), created_by);
                 }
+                state
+                    .since_layer
+                    .push(("instruction before it".into(), text.to_string()));
                 state.key = hash(&[&state.key, text, &format!("{:?}", state.args.pairs())]);
                 Ok(false)
             }
@@ -1041,6 +1191,9 @@ struct StepCx<'a> {
     id: Option<StepId>,
     /// The index of its stage.
     stage: usize,
+    /// The same line of the same Dockerfile in the same context, from one
+    /// build to the next (what a miss is explained against).
+    identity: String,
     /// False under `--no-cache` (or a `--no-cache-filter` naming the stage).
     use_cache: bool,
 }
@@ -1168,6 +1321,7 @@ fn dir_state(
         cmd_set: false,
         args: Scope::default(),
         declared: Vec::new(),
+        since_layer: Vec::new(),
     };
     push_layer(&mut state, result, format!("FROM {name}"));
     Ok(state)
@@ -1191,6 +1345,7 @@ fn base_state(
             cmd_set: false,
             args: Scope::default(),
             declared: Vec::new(),
+            since_layer: Vec::new(),
         };
         return Ok((state, Vec::new()));
     }
@@ -1202,6 +1357,7 @@ fn base_state(
         };
         let mut state = State {
             cmd_set: false,
+            since_layer: Vec::new(),
             ..state.clone()
         };
         // The stage's own ONBUILD lines are the triggers; its config keeps
@@ -1245,6 +1401,7 @@ fn image_state(image: Image) -> (State, Vec<String>) {
         cmd_set: false,
         args: Scope::default(),
         declared: Vec::new(),
+        since_layer: Vec::new(),
     };
     (state, triggers)
 }

@@ -102,7 +102,7 @@ pub(super) fn prepare(
                     (None, None, None) => hash(&[&id]),
                     (u, g, mode) => hash(&[&id, &format!("{u:?} {g:?} {mode:?}")]),
                 };
-                let mut dir = store.cache_dir().join("mounts").join(name);
+                let mut dir = super::cache::mount_dir(store, &name);
                 let io_fail = |e: std::io::Error| fail(format!("cache mount {id}: {e}"));
                 // sharing=locked waits for the mount; sharing=private gets
                 // a new, empty one while another step holds it; shared
@@ -132,6 +132,12 @@ pub(super) fn prepare(
                         fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
                     );
                     let _ = lchown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
+                }
+                if !out.temps.contains(&dir) {
+                    b.cache_mounts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name);
                 }
                 key.push(format!("cache {id} {target} {}", m.read_only));
                 out.bind(dir, target, m.read_only, false);

@@ -42,12 +42,13 @@ pub struct Args {
     /// External cache sources: `type=local,src=DIR` or
     /// `type=registry,ref=REF` (repeatable).
     #[arg(long, value_parser = parse_cache)]
-    cache_from: Vec<(build::CacheSpec, build::CacheMode)>,
+    cache_from: Vec<build::CacheTo>,
     /// Cache export destination: `type=local,dest=DIR` or
     /// `type=registry,ref=REF`, with `mode=min` (the final image's steps)
-    /// or `mode=max` (every stage's).
+    /// or `mode=max` (every stage's), and `mounts=true` (the contents of
+    /// the RUN cache mounts used travel with it).
     #[arg(long, value_parser = parse_cache)]
-    cache_to: Option<(build::CacheSpec, build::CacheMode)>,
+    cache_to: Option<build::CacheTo>,
     /// Set method for evaluating build: "check" runs the Dockerfile's
     /// checks instead of building (default "build").
     #[arg(long, value_parser = ["build", "check"])]
@@ -59,6 +60,11 @@ pub struct Args {
     /// Shorthand for "--call=check": exits 1 when there are findings.
     #[arg(long)]
     check: bool,
+    /// Say why each step that misses the cache missed: the first input
+    /// that differs from its last build (the step before it, the command,
+    /// an argument, a file by its path).
+    #[arg(long)]
+    explain: bool,
     /// Name of the Dockerfile (default: "PATH/Dockerfile"); `-` reads
     /// standard input.
     #[arg(short = 'f', long = "file")]
@@ -271,7 +277,7 @@ fn parse_add_host(text: &str) -> Result<(String, String), String> {
     Ok((host.to_string(), ip.to_string()))
 }
 
-fn parse_cache(text: &str) -> Result<(build::CacheSpec, build::CacheMode), String> {
+fn parse_cache(text: &str) -> Result<build::CacheTo, String> {
     build::CacheSpec::parse(text)
 }
 
@@ -371,7 +377,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         ssh: args.ssh.clone(),
         pull: args.pull,
         cache_to: args.cache_to.clone(),
-        cache_from: args.cache_from.iter().map(|(s, _)| s.clone()).collect(),
+        cache_from: args.cache_from.iter().map(|c| c.spec.clone()).collect(),
         allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
         labels: args.labels.clone(),
         network: match args.network.as_deref() {
@@ -384,6 +390,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         ulimits: args.ulimits.clone(),
         annotations: args.annotations.clone(),
         cgroup_parent: args.cgroup_parent.clone(),
+        explain: args.explain,
+        warm_check: None,
+        cache_generations: None,
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());
@@ -468,7 +477,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             e @ (BuildError::NoTarget { .. }
             | BuildError::Context(_)
             | BuildError::Cache(_)
-            | BuildError::Invalid(_)),
+            | BuildError::Invalid(_)
+            | BuildError::Cold { .. }),
         ) => Err(Error::Usage(e.to_string())),
         Err(BuildError::Store(e)) => Err(e.into()),
         Err(BuildError::Image(e)) => Err(e.into()),

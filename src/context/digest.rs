@@ -122,15 +122,43 @@ impl StatCache {
     /// `skip` says.
     pub fn tree_digest(&self, path: &Path, skip: &dyn Fn(&Path) -> bool) -> String {
         let mut h = Sha256::new();
-        self.walk(&mut h, path, "", skip);
+        self.walk(path, skip, &mut |rel, mode, content| {
+            h.update((rel.len() as u64).to_le_bytes());
+            h.update(rel.as_bytes());
+            h.update(mode.to_le_bytes());
+            if let Some(c) = content {
+                h.update(c.as_bytes());
+            }
+        });
         format!("{:x}", h.finalize())
     }
 
-    /// Hashes every entry under `path` in name order, without recursion:
-    /// a tree's depth is bounded by memory, not by the stack. Symlinks are
-    /// hashed by their target and never followed.
-    fn walk(&self, h: &mut Sha256, path: &Path, rel: &str, skip: &dyn Fn(&Path) -> bool) {
-        let mut todo = vec![(path.to_path_buf(), rel.to_string())];
+    /// What `tree_digest` hashes, entry by entry: each path under `path`
+    /// (relative, without a leading `/`) with its mode in octal and its
+    /// content digest or symlink target (`cache miss` explanations name
+    /// the file that changed).
+    pub fn tree_listing(&self, path: &Path, skip: &dyn Fn(&Path) -> bool) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.walk(path, skip, &mut |rel, mode, content| {
+            out.push((
+                rel.trim_start_matches('/').to_string(),
+                format!("{mode:o} {}", content.unwrap_or("")),
+            ));
+        });
+        out
+    }
+
+    /// Visits every entry under `path` in name order (its relative name,
+    /// mode, and file digest or symlink target), without recursion: a
+    /// tree's depth is bounded by memory, not by the stack. Symlinks are
+    /// never followed.
+    fn walk(
+        &self,
+        path: &Path,
+        skip: &dyn Fn(&Path) -> bool,
+        visit: &mut dyn FnMut(&str, u32, Option<&str>),
+    ) {
+        let mut todo = vec![(path.to_path_buf(), String::new())];
         while let Some((path, rel)) = todo.pop() {
             if skip(&path) {
                 continue;
@@ -138,10 +166,8 @@ impl StatCache {
             let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
-            h.update((rel.len() as u64).to_le_bytes());
-            h.update(rel.as_bytes());
-            h.update(meta.mode().to_le_bytes());
             if meta.is_dir() {
+                visit(&rel, meta.mode(), None);
                 let mut names: Vec<_> = fs::read_dir(&path)
                     .into_iter()
                     .flatten()
@@ -155,9 +181,11 @@ impl StatCache {
                 }
             } else if meta.file_type().is_symlink() {
                 let target = fs::read_link(&path).unwrap_or_default();
-                h.update(target.to_string_lossy().as_bytes());
+                visit(&rel, meta.mode(), Some(&target.to_string_lossy()));
             } else if meta.is_file() {
-                h.update(self.file_digest(&path, &meta).as_bytes());
+                visit(&rel, meta.mode(), Some(&self.file_digest(&path, &meta)));
+            } else {
+                visit(&rel, meta.mode(), None);
             }
         }
     }

@@ -111,27 +111,7 @@ pub async fn push(
         MediaType::Other(s) => s.clone(),
         m => m.to_string(),
     };
-    let tag = reference.manifest_ref();
-    let url = client.url(&format!("{repo}/manifests/{tag}"));
-    let scope = format!("repository:{repo}:pull,push");
-    let r = client
-        .send(&scope, &|h| {
-            h.put(&url)
-                .header("Content-Type", media.clone())
-                .body(bytes.clone())
-        })
-        .await?;
-    if !r.status().is_success() {
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap_or_default();
-        return Err(RegistryError::Rejected {
-            registry: client.registry.clone(),
-            repository: repo.clone(),
-            what: "the manifest".into(),
-            status,
-            body,
-        });
-    }
+    super::manage::put_manifest(client, repo, &reference.manifest_ref(), &media, &bytes).await?;
     pushed.digest = Some(digest);
     pushed.size = bytes.len() as u64;
     Ok(pushed)

@@ -66,6 +66,15 @@ impl Reference {
         }
     }
 
+    /// The same repository at `tag` (no digest).
+    pub fn with_tag(&self, tag: &str) -> Reference {
+        Reference {
+            tag: Some(tag.to_string()),
+            digest: None,
+            ..self.clone()
+        }
+    }
+
     /// The name kiln's store keeps it under, as docker shows it: Docker
     /// Hub's `library/` and domain left out (`debian:bookworm`).
     pub fn local_name(&self) -> String {

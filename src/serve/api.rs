@@ -52,8 +52,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
+        .route("/v1/jobs/{id}/explain", get(explain))
         .route("/v1/hooks/github", post(github))
         .route("/v1/hooks/gitlab", post(gitlab))
+        .route("/v1/hooks/registry", post(registry))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(service)
 }
@@ -226,6 +228,80 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Why the job's steps missed the cache: for each step that ran, the
+/// first input that differs from its last build; and, when the warm
+/// check found the cache cold, the step where it stopped.
+async fn explain(State(s): Shared, Path(id): Path<String>) -> Answer {
+    let id = job_id(&id)?;
+    if s.job(id)?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
+    }
+    let text = tokio::fs::read_to_string(s.events_path(id))
+        .await
+        .unwrap_or_default();
+    let mut names = std::collections::HashMap::new();
+    let (mut steps, mut check) = (Vec::new(), None);
+    let mut phase = String::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(p) = v["phase"].as_str() {
+            phase = p.to_string();
+            names.clear();
+        }
+        if let (Some(n), Some(name)) = (v["step"].as_u64(), v["name"].as_str()) {
+            names.insert(n, name.to_string());
+        }
+        if let (Some(n), Some(why)) = (v["step"].as_u64(), v["explain"].as_str())
+            && phase != "check"
+        {
+            steps.push(json!({ "step": n, "name": names.get(&n), "why": why }));
+        }
+        if let Some(note) = v["note"].as_str()
+            && note.starts_with("not warm: ")
+        {
+            check = Some(note.to_string());
+        }
+    }
+    Ok(Json(json!({ "job": id, "check": check, "steps": steps })).into_response())
+}
+
+/// A registry's notifications (the distribution registry's envelope): a
+/// push of a tracked base's tag checks that base now, as its schedule
+/// would (a changed digest pulls it and warms the targets built on it).
+async fn registry(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
+    authorize(&s, &headers)?;
+    let pushed = hooks::parse_registry_events(&body).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "not a registry notification envelope ({\"events\": [...]})".into(),
+        )
+    })?;
+    let mut checked = Vec::new();
+    for base in &s.config.bases {
+        if pushed.iter().any(|p| p.names(&base.image)) && !checked.contains(&base.image) {
+            checked.push(base.image.clone());
+        }
+    }
+    s.metrics
+        .webhooks
+        .get_or_create(&HookLabels {
+            kind: "registry".into(),
+            result: if checked.is_empty() {
+                "ignored"
+            } else {
+                "accepted"
+            }
+            .into(),
+        })
+        .inc();
+    for image in &checked {
+        s.check_base(image).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "checked": checked }))).into_response())
 }
 
 /// Queues every push-triggered target `push` is for, signed by its

@@ -172,6 +172,23 @@ fn names(pattern: &str, path: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn registry_notifications_name_the_tags_pushed() {
+        let body = br#"{"events":[
+            {"action":"pull","target":{"repository":"library/debian","tag":"bookworm"}},
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+              "repository":"library/debian","tag":"bookworm","digest":"sha256:00"},
+             "request":{"host":"127.0.0.1:5000"}},
+            {"action":"push","target":{"repository":"library/debian","digest":"sha256:11"}}]}"#;
+        let pushed = parse_registry_events(body).unwrap();
+        assert_eq!(pushed.len(), 1);
+        assert!(pushed[0].names("127.0.0.1:5000/library/debian:bookworm"));
+        assert!(!pushed[0].names("127.0.0.1:5001/library/debian:bookworm"));
+        assert!(!pushed[0].names("127.0.0.1:5000/library/debian:trixie"));
+        assert!(parse_registry_events(b"{}").is_none());
+        assert!(parse_registry_events(b"not json").is_none());
+    }
+
     fn target(git: &str, r: Option<&str>) -> Target {
         Target {
             name: "t".into(),
@@ -253,4 +270,49 @@ mod tests {
         assert!(t.read_dockerfile(dir.path()).is_err());
         assert!(t.typed_dockerfile(dir.path()).is_none());
     }
+}
+
+/// A manifest push a registry notified (`action: push` with a tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryPush {
+    /// The registry's host as its client addressed it (`request.host`).
+    pub host: Option<String>,
+    /// The repository (`library/debian`).
+    pub repository: String,
+    /// The tag pushed.
+    pub tag: String,
+}
+
+impl RegistryPush {
+    /// True when this push is of `image` (a reference): the same
+    /// repository and tag, and the same registry when the event says.
+    pub fn names(&self, image: &str) -> bool {
+        let Ok(r) = crate::registry::Reference::parse(image) else {
+            return false;
+        };
+        r.repository == self.repository
+            && r.tag.as_deref() == Some(self.tag.as_str())
+            && self.host.as_deref().is_none_or(|h| h == r.registry)
+    }
+}
+
+/// The tagged manifest pushes of a distribution registry's notification
+/// envelope (`{"events": [{"action": "push", "target": {"repository",
+/// "tag", ...}, "request": {"host"}}]}`); None when it is not one.
+pub fn parse_registry_events(body: &[u8]) -> Option<Vec<RegistryPush>> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let events = v["events"].as_array()?;
+    Some(
+        events
+            .iter()
+            .filter(|e| e["action"] == "push")
+            .filter_map(|e| {
+                Some(RegistryPush {
+                    host: e["request"]["host"].as_str().map(str::to_string),
+                    repository: e["target"]["repository"].as_str()?.to_string(),
+                    tag: e["target"]["tag"].as_str()?.to_string(),
+                })
+            })
+            .collect(),
+    )
 }

@@ -22,6 +22,7 @@ use config::{Config, Target, Trigger};
 use db::{Db, Job};
 use metrics::{JobLabels, Metrics, StepLabels};
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -276,19 +277,60 @@ impl Service {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             target: target.target.clone(),
-            cache_to: cache.clone().map(|c| (c, CacheMode::Max)),
-            cache_from: cache.into_iter().collect(),
             registry: self.registry.clone(),
+            explain: true,
             ..Default::default()
         };
-        let events = std::fs::File::create(self.events_path(job.id))
-            .map_err(|e| format!("job events: {e}"))?;
-        let progress = Progress::json(Box::new(events));
+        let events_path = self.events_path(job.id);
+        let mut events =
+            std::fs::File::create(&events_path).map_err(|e| format!("job events: {e}"))?;
         let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
+        // Plan before building: the step keys computed with nothing run,
+        // checked against the keys the cache ref holds (its manifest and
+        // config, no layer). All there: the job is warm, nothing is
+        // imported, built or pushed.
+        if let Some(spec) = &cache {
+            match build::cache_keys(spec, &self.registry) {
+                Ok(Some(keys)) => {
+                    phase(&mut events, "check");
+                    let check = build::Options {
+                        warm_check: Some(keys),
+                        ..opts.clone()
+                    };
+                    let progress = Progress::json(Box::new(
+                        events.try_clone().map_err(|e| format!("job events: {e}"))?,
+                    ));
+                    let checked = build::build(&store, &source, &check, &progress);
+                    match checked {
+                        Ok(_) => return Ok(step_counts(&events_path)),
+                        Err(e @ build::BuildError::Cold { .. }) => progress.note(&e.to_string()),
+                        // A check that cannot be made is a build to do.
+                        Err(e) => progress.warn(&format!("[Warning] warm check: {e}")),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let line = serde_json::json!({ "warning": format!("[Warning] reading {}: {e}", spec.describe()) });
+                    let _ = writeln!(events, "{line}");
+                }
+            }
+        }
+        phase(&mut events, "build");
+        let opts = build::Options {
+            cache_to: cache.clone().map(|spec| build::CacheTo {
+                spec,
+                mode: CacheMode::Max,
+                mounts: target.mounts,
+            }),
+            cache_from: cache.into_iter().collect(),
+            cache_generations: Some(target.keep_generations).filter(|&n| n > 0),
+            ..opts
+        };
+        let progress = Progress::json(Box::new(events));
         let built = build::build(&store, &source, &opts, &progress);
         drop(progress);
         built.map_err(|e| e.to_string())?;
-        Ok(step_counts(&self.events_path(job.id)))
+        Ok(step_counts(&events_path))
     }
 
     /// The target's context: its directory, or its git ref checked out in
@@ -378,6 +420,11 @@ fn step_counts(events: &Path) -> (i64, i64) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        // Each phase (the warm check, the build) counts anew: the last one
+        // is the job's.
+        if v["phase"].is_string() {
+            (hits, misses) = (0, 0);
+        }
         let name = v["name"].as_str().unwrap_or_default();
         match v["status"].as_str() {
             Some("cached") => hits += 1,
@@ -386,6 +433,11 @@ fn step_counts(events: &Path) -> (i64, i64) {
         }
     }
     (hits, misses)
+}
+
+/// Marks the start of a job's phase in its events (`check`, `build`).
+fn phase(events: &mut std::fs::File, name: &str) {
+    let _ = writeln!(events, "{}", serde_json::json!({ "phase": name }));
 }
 
 /// Free bytes on the filesystem holding `path`.

@@ -189,6 +189,66 @@ fn unchanged_steps_are_cached_by_content_not_mtime() {
     );
 }
 
+/// `--explain`: each step that misses says why, against its last build:
+/// the file by path, an argument, the step before it.
+#[test]
+fn explain_names_what_made_each_step_miss() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1\nARG V=1\nCOPY src /src\nRUN echo $V > /v\nCOPY z.txt /z.txt\n",
+            ),
+            ("src/a.rs", "a"),
+            ("src/deep/b.rs", "b"),
+            ("z.txt", "z"),
+        ],
+    );
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "--explain"];
+        args.extend(extra);
+        args.push(c.to_str().unwrap());
+        let out = k(root.path(), &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let misses = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| {
+                l.split_once(" cache miss: ")
+                    .map(|(_, why)| why.to_string())
+            })
+            .collect()
+    };
+    assert_eq!(
+        misses(&build(&[])),
+        ["no earlier build of this step is recorded"; 3]
+    );
+    assert!(misses(&build(&[])).is_empty(), "a rebuild misses nothing");
+    std::fs::write(c.join("src/deep/b.rs"), "changed").unwrap();
+    let log = build(&[]);
+    let why = misses(&log);
+    assert!(
+        why[0].starts_with("file src/deep/b.rs changed (content sha256:"),
+        "{log}"
+    );
+    assert_eq!(why[1..], ["the step before it changed"; 2], "{log}");
+    std::fs::remove_file(c.join("src/a.rs")).unwrap();
+    assert_eq!(misses(&build(&[]))[0], "file src/a.rs was removed");
+    let log = build(&["--build-arg", "V=2"]);
+    let why = misses(&log);
+    assert_eq!(why[0], "build arg V changed: 1 -> 2", "{log}");
+    // Without --explain nothing is said, and nothing else changes.
+    let out = k(
+        root.path(),
+        &["build", "--progress=plain", c.to_str().unwrap()],
+    );
+    assert!(!text(&out.stderr).contains("cache miss"));
+}
+
 #[test]
 fn multi_stage_with_target_builds_only_what_it_needs() {
     let Some((root, ctx)) = setup() else { return };

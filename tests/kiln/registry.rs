@@ -39,6 +39,12 @@ impl Registry {
     /// Starts one; with `secure`, htpasswd auth (user `kiln`, password
     /// `s3cret`) over TLS with a certificate from a CA in `certs_d()`.
     pub(crate) fn start(secure: bool) -> Option<Registry> {
+        Registry::start_with(secure, "")
+    }
+
+    /// Starts one with `extra` appended to its config (top-level YAML
+    /// sections such as `notifications:`).
+    pub(crate) fn start_with(secure: bool, extra: &str) -> Option<Registry> {
         let tools = [
             (
                 "docker-registry",
@@ -120,6 +126,7 @@ impl Registry {
                 d.join("htpasswd").display()
             ));
         }
+        config.push_str(extra);
         std::fs::write(d.join("config.yml"), config).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -523,6 +530,77 @@ fn a_registry_cache_lets_a_fresh_store_run_nothing() {
         )),
         "one\ntwo\n"
     );
+}
+
+/// Two builders share a cache ref: one imports it, and while it builds
+/// the other publishes its own steps there. The first re-reads the ref
+/// before replacing it and merges: both builds' steps stay in the cache.
+#[test]
+fn a_cache_ref_changed_underneath_is_merged_not_overwritten() {
+    if !need_root("builds run steps in containers") {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(slow) = base_and_context(&reg, "RUN sleep 3; echo slow > /slow\n") else {
+        return;
+    };
+    let Some(quick) = base_and_context(&reg, "RUN echo quick > /quick\n") else {
+        return;
+    };
+    let cache = format!("type=registry,ref={}/kiln/shared:1,mode=max", reg.host());
+    let build = |store: &Path, ctx: &Path, flags: &[String]| {
+        let mut cmd = kiln();
+        cmd.arg("--root")
+            .arg(store)
+            .args(["build", "--progress=plain"])
+            .args(flags)
+            .arg(ctx);
+        cmd
+    };
+    let (s1, s2, s3) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let both = [
+        format!("--cache-from={cache}"),
+        format!("--cache-to={cache}"),
+    ];
+    let first = build(s1.path(), slow.path(), &both)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = build(s2.path(), quick.path(), &[format!("--cache-to={cache}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = first.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("no cache at {}/kiln/shared:1 yet", reg.host())),
+        "{err}"
+    );
+    assert!(
+        err.contains("merged 1 cached steps another build published to"),
+        "{err}"
+    );
+    // A fresh store runs neither build's step.
+    for ctx in [&slow, &quick] {
+        let out = build(s3.path(), ctx.path(), &[format!("--cache-from={cache}")])
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.ends_with(" CACHED")).count(),
+            1,
+            "{err}"
+        );
+    }
 }
 
 #[test]

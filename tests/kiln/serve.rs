@@ -93,6 +93,32 @@ impl Served {
     }
 }
 
+/// The registry's tags of `repo`, sorted.
+fn reg_tags(reg: &Registry, repo: &str) -> Vec<String> {
+    let url = format!("http://{}/v2/{repo}/tags/list", reg.host());
+    let v: Value = serde_json::from_str(&reqwest::blocking::get(url).unwrap().text().unwrap())
+        .unwrap_or(Value::Null);
+    let mut tags: Vec<String> = v["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+/// The digest of `repo:tag` in the registry.
+fn manifest_digest(reg: &Registry, repo: &str, tag: &str) -> String {
+    let r = Served::client()
+        .head(format!("http://{}/v2/{repo}/manifests/{tag}", reg.host()))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    r.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .arg("-C")
@@ -123,7 +149,13 @@ fn serve_warms_targets_for_a_fleet() {
     {
         return;
     }
-    let Some(reg) = Registry::start(false) else {
+    // The registry tells the service of every push (its notification
+    // endpoint), so a new base is seen at once, not on a schedule.
+    let port = free_port();
+    let notify = format!(
+        "notifications:\n  endpoints:\n    - name: kiln\n      url: http://127.0.0.1:{port}/v1/hooks/registry\n      headers:\n        Authorization: [Bearer s3cret]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+    );
+    let Some(reg) = Registry::start_with(false, &notify) else {
         return;
     };
     let Some(a) = store_with_box() else { return };
@@ -139,7 +171,10 @@ fn serve_warms_targets_for_a_fleet() {
     std::fs::write(r.join("README.md"), "docs\n").unwrap();
     std::fs::write(
         r.join("Dockerfile"),
-        format!("FROM {base}\nCOPY src/ /src/\nRUN cat /src/a > /out\nRUN echo two > /two\n"),
+        format!(
+            "FROM {base}\nCOPY src/ /src/\nRUN cat /src/a > /out\n\
+             RUN --mount=type=cache,target=/var/cache/app sh -c 'test -f /var/cache/app/fetched || cat /src/a > /var/cache/app/fetched; cp /var/cache/app/fetched /two'\n"
+        ),
     )
     .unwrap();
     git(r, &["add", "."]);
@@ -152,7 +187,6 @@ fn serve_warms_targets_for_a_fleet() {
     )
     .unwrap();
 
-    let port = free_port();
     let cache = format!("{}/cache/app:main", reg.host());
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -163,12 +197,14 @@ token = "s3cret"
 max_jobs = 1
 [[base]]
 image = "{base}"
-check = "*/2 * * * * *"
+check = "0 0 1 1 *"
 [[target]]
 name = "app"
 git = "{repo}"
 ref = "main"
 cache_to = "{cache}"
+keep_generations = 2
+mounts = true
 triggers = ["push", "base"]
 webhook_secret = "hook-secret"
 [[target]]
@@ -208,13 +244,23 @@ context = "{local}"
     assert_eq!(first["status"], "built", "{first}");
     assert_eq!(first["misses"], 3, "{first}");
 
-    // Nothing changed: the next job finds every step cached.
+    // Nothing changed: the next job plans the build, finds every step's
+    // key in the cache ref, and ends warm without building or pushing.
+    let tags_before = reg_tags(&reg, "cache/app");
+    assert_eq!(tags_before, ["main", "main-gen-1"], "one generation so far");
+    let digest_before = manifest_digest(&reg, "cache/app", "main");
     let (_, again) = served.post("/v1/targets/app/warm", &auth, b"");
     let again = served.wait(again["id"].as_i64().unwrap());
     assert_eq!(
         (again["status"].as_str(), again["misses"].as_i64()),
         (Some("warm"), Some(0)),
         "{again}"
+    );
+    assert_eq!(manifest_digest(&reg, "cache/app", "main"), digest_before);
+    assert_eq!(
+        reg_tags(&reg, "cache/app"),
+        tags_before,
+        "nothing was pushed"
     );
 
     // A fresh runner store builds the same commit from the cache: no step runs.
@@ -235,6 +281,35 @@ context = "{local}"
         .filter(|l| l.ends_with(" CACHED"))
         .count();
     assert_eq!(cached, 3, "{}", text(&out.stderr));
+    // The cache mount came with the cache (`mounts = true`): a step of
+    // another Dockerfile on this runner, which nothing cached, reads it.
+    assert!(
+        text(&out.stderr).contains("restored 1 cache mounts"),
+        "{}",
+        text(&out.stderr)
+    );
+    let reader = tempfile::tempdir().unwrap();
+    std::fs::write(
+        reader.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN --mount=type=cache,target=/var/cache/app cp /var/cache/app/fetched /got\n"),
+    )
+    .unwrap();
+    let got = tempfile::tempdir().unwrap();
+    ok(k(
+        runner.path(),
+        &[],
+        &[
+            "build",
+            "-q",
+            "-o",
+            got.path().to_str().unwrap(),
+            reader.path().to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(got.path().join("got")).unwrap(),
+        "one\n"
+    );
 
     // Webhooks: a forged signature warms nothing; a README-only push is
     // accepted and warms nothing; a push touching src/ warms.
@@ -272,8 +347,31 @@ context = "{local}"
         &body,
     );
     assert_eq!(status, 202, "{answer}");
-    let pushed = served.wait(answer["queued"][0]["id"].as_i64().unwrap());
+    let pushed_id = answer["queued"][0]["id"].as_i64().unwrap();
+    let pushed = served.wait(pushed_id);
     assert_eq!(pushed["status"], "built", "{pushed}");
+    // Why it missed: the warm check stopped at the COPY, and the build
+    // names the file.
+    let explained: Value =
+        serde_json::from_str(&served.get(&format!("/v1/jobs/{pushed_id}/explain")).1).unwrap();
+    assert!(
+        explained["check"]
+            .as_str()
+            .unwrap()
+            .starts_with("not warm: COPY src/ /src/: file src/a changed (content sha256:"),
+        "{explained}"
+    );
+    assert!(
+        explained["steps"][0]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("file src/a changed (content sha256:"),
+        "{explained}"
+    );
+    assert_eq!(
+        explained["steps"][1]["why"], "the step before it changed",
+        "{explained}"
+    );
     assert_eq!(pushed["triggers"], serde_json::json!(["push"]));
     // src/a changed: the COPY and both RUNs after it ran again.
     assert_eq!(
@@ -283,7 +381,8 @@ context = "{local}"
     );
 
     // A new base pushed to the registry re-warms the target with no
-    // other trigger: the base check (every 2 s) sees its digest change.
+    // other trigger: the registry's notification makes the service check
+    // the base's digest now (its schedule is once a year).
     let new_base = tempfile::tempdir().unwrap();
     std::fs::write(
         new_base.path().join("Dockerfile"),
@@ -322,6 +421,12 @@ context = "{local}"
         rewarmed["misses"], 3,
         "every step is on a new base: {rewarmed}"
     );
+    // Three generations pushed (the first build, the push, the base), two
+    // kept: the first one's manifest is deleted from the registry.
+    assert_eq!(
+        reg_tags(&reg, "cache/app"),
+        ["main", "main-gen-2", "main-gen-3"]
+    );
     let bases: Value = serde_json::from_str(&served.get("/v1/bases").1).unwrap();
     assert_eq!(bases[0]["image"], base.as_str());
     assert!(
@@ -338,6 +443,7 @@ context = "{local}"
         r#"kiln_webhooks_total{kind="github",result="ignored"} 1"#,
         r#"kiln_steps_total{target="app",result="hit"}"#,
         r#"kiln_base_digest_changes_total{image="#,
+        r#"kiln_webhooks_total{kind="registry",result="accepted"}"#,
     ] {
         assert!(metrics.contains(want), "{want} not in:\n{metrics}");
     }
