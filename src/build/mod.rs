@@ -10,6 +10,7 @@
 
 mod cache;
 mod copy;
+pub mod evict;
 mod explain;
 mod fetch;
 mod history;
@@ -1533,14 +1534,18 @@ impl StepResult {
 fn cached(store: &Store, key: &str) -> Option<StepResult> {
     let key = cache::StepKey::parse(key).ok()?;
     let path = store.cache_dir().join("steps").join(key.as_str());
-    let r: StepResult = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let r: StepResult = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
     match (&r.layer, r.diff_id()) {
         (Some((d, _)), Some(diff_id))
             if !store.has_blob(d) || !store.snapshot_path(diff_id).is_dir() =>
         {
             None
         }
-        _ => Some(r),
+        _ => {
+            // A hit is a use: eviction (`evict::fit`) goes by this time.
+            let _ = filetime::set_file_mtime(&path, filetime::FileTime::now());
+            Some(r)
+        }
     }
 }
 

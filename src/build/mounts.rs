@@ -133,6 +133,8 @@ pub(super) fn prepare(
                     );
                     let _ = lchown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
                 }
+                // A use: eviction (`evict::fit`) goes by this time.
+                let _ = filetime::set_file_mtime(&dir, filetime::FileTime::now());
                 if !out.temps.contains(&dir) {
                     b.cache_mounts
                         .lock()

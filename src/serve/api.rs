@@ -49,6 +49,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/targets/{name}", get(target))
         .route("/v1/targets/{name}/warm", post(warm))
         .route("/v1/bases", get(bases))
+        .route("/v1/cache", get(cache))
+        .route("/v1/cache/prune", post(prune))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
@@ -131,6 +133,82 @@ async fn warm(State(s): Shared, headers: HeaderMap, Path(name): Path<String>) ->
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no target {name:?}"),
+        )),
+    }
+}
+
+/// The store's disk use by kind and, per target, its git checkout; the
+/// cap.
+async fn cache(State(s): Shared) -> Answer {
+    let answer = tokio::task::spawn_blocking(move || {
+        let usage = s.usage();
+        let targets: Vec<_> = s
+            .config
+            .targets
+            .iter()
+            .map(|t| {
+                let checkout = match t.git {
+                    Some(_) => crate::build::evict::dir_size(&s.checkout_dir(t)),
+                    None => 0,
+                };
+                json!({ "name": t.name, "checkout_bytes": checkout })
+            })
+            .collect();
+        let max = s
+            .config
+            .store
+            .max_size
+            .as_deref()
+            .and_then(|m| super::config::parse_size(m).ok());
+        json!({
+            "max_size": max,
+            "total": usage.total(),
+            "usage": usage,
+            "targets": targets,
+        })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(answer).into_response())
+}
+
+/// Evicts build cache down to `{"max_size": "10GB"}` (default: the
+/// config's); 409 while another kiln holds the store.
+async fn prune(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
+    authorize(&s, &headers)?;
+    let max = match body.is_empty() {
+        true => None,
+        false => {
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not JSON: {e}"),
+                )
+            })?;
+            match v["max_size"].as_str() {
+                Some(m) => Some(
+                    super::config::parse_size(m)
+                        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+                ),
+                None => None,
+            }
+        }
+    };
+    if max.is_none() && s.config.store.max_size.is_none() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "no size to prune to: give {\"max_size\": \"10GB\"} or set [store] max_size".into(),
+        ));
+    }
+    let evicted = tokio::task::spawn_blocking(move || s.keep_under_cap(max))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    match evicted {
+        Some(e) => Ok(Json(e).into_response()),
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            "another kiln has the store open (a job is running): try again when it ends".into(),
         )),
     }
 }

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub base_changes: Family<Vec<(String, String)>, Counter>,
     /// Docker Hub's `ratelimit-remaining`, by registry.
     pub ratelimit_remaining: Family<Vec<(String, String)>, Gauge>,
+    /// The store's bytes by kind, as last measured.
+    pub store_bytes: Family<Vec<(String, String)>, Gauge>,
+    /// Bytes evicted to keep the store under `max_size`.
+    pub evicted_bytes: Counter,
+    /// Mirror requests, by result (`hit`, `miss`).
+    pub mirror_requests: Family<Vec<(String, String)>, Counter>,
 }
 
 fn job_histogram() -> Histogram {
@@ -108,8 +114,29 @@ impl Metrics {
             "Pulls left as the registry's ratelimit-remaining header says",
             ratelimit_remaining.clone(),
         );
+        let store_bytes = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "store_bytes",
+            "Bytes the store holds, by kind, as last measured",
+            store_bytes.clone(),
+        );
+        let evicted_bytes = Counter::default();
+        registry.register(
+            "evicted_bytes",
+            "Bytes of build cache evicted to keep the store under max_size",
+            evicted_bytes.clone(),
+        );
+        let mirror_requests = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "mirror_requests",
+            "Base-image mirror requests, by result",
+            mirror_requests.clone(),
+        );
         Metrics {
             registry,
+            store_bytes,
+            evicted_bytes,
+            mirror_requests,
             base_changes,
             ratelimit_remaining,
             jobs,

@@ -151,6 +151,47 @@ impl Service {
         Ok(canceled)
     }
 
+    /// The store's use by kind (and the gauges that show it).
+    pub fn usage(&self) -> build::evict::Usage {
+        let usage = Store::open(&self.store_root)
+            .map(|s| build::evict::usage(&s))
+            .unwrap_or_default();
+        for (kind, bytes) in [
+            ("blobs", usage.blobs),
+            ("snapshots", usage.snapshots),
+            ("cache_mounts", usage.cache_mounts),
+            ("other", usage.other),
+        ] {
+            self.metrics
+                .store_bytes
+                .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+                .set(bytes as i64);
+        }
+        usage
+    }
+
+    /// Evicts build cache, least recently used first, until the store
+    /// fits `max` (default: `[store] max_size`); None when there is no cap
+    /// or another kiln has the store open.
+    pub fn keep_under_cap(
+        &self,
+        max: Option<u64>,
+    ) -> Result<Option<build::evict::Evicted>, String> {
+        let max = match (max, &self.config.store.max_size) {
+            (Some(m), _) => m,
+            (None, Some(text)) => config::parse_size(text)?,
+            (None, None) => return Ok(None),
+        };
+        let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
+        let evicted = build::evict::fit(&store, max).map_err(|e| e.to_string())?;
+        drop(store);
+        if let Some(e) = &evicted {
+            self.metrics.evicted_bytes.inc_by(e.bytes);
+        }
+        self.usage();
+        Ok(evicted)
+    }
+
     /// Where job `id`'s events (JSON lines, as `--progress=json`) are.
     pub fn events_path(&self, id: i64) -> PathBuf {
         self.store_root
@@ -234,11 +275,16 @@ impl Service {
                     .inc_by(n as u64);
             }
             m.running.dec();
-            service
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&job.target);
+            let idle = {
+                let mut running = service.running.lock().unwrap_or_else(|e| e.into_inner());
+                running.remove(&job.target);
+                running.is_empty()
+            };
+            // The cap is kept between jobs: eviction needs the store to
+            // itself.
+            if idle && let Err(e) = service.keep_under_cap(None) {
+                eprintln!("kiln serve: keeping the store under max_size: {e}");
+            }
             service.wake.notify_one();
         });
     }

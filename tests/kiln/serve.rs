@@ -473,6 +473,76 @@ context = "{local}"
     ok(k(store.path(), &[], &["fsck"]));
 }
 
+/// `[store] max_size`: after a job, build cache is evicted least recently
+/// used first until the store fits; what a tag reaches stays.
+#[test]
+fn serve_keeps_the_store_under_max_size() {
+    if !need_root("builds run steps in containers") {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM box:1\nRUN dd if=/dev/zero of=/big bs=1M count=4 2>/dev/null\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[store]\nmax_size = \"1MB\"\n[[target]]\nname = \"big\"\ncontext = \"{}\"\n",
+            ctx.path().display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(store.path(), config.path(), port);
+    let (_, job) = served.post("/v1/targets/big/warm", &[], b"");
+    let first = served.wait(job["id"].as_i64().unwrap());
+    assert_eq!(first["status"], "built", "{first}");
+    // The 4 MB layer went (its record, blob and snapshot): the next job
+    // runs the step again.
+    let metrics = served.get("/metrics").1;
+    let evicted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kiln_evicted_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        evicted >= 8 << 20,
+        "blob and snapshot of 4 MiB each: {metrics}"
+    );
+    let cache: Value = serde_json::from_str(&served.get("/v1/cache").1).unwrap();
+    assert_eq!(cache["max_size"], 1_000_000, "{cache}");
+    assert!(
+        cache["usage"]["snapshots"].as_u64().unwrap() < 4 << 20,
+        "{cache}"
+    );
+    let (_, job) = served.post("/v1/targets/big/warm", &[], b"");
+    let second = served.wait(job["id"].as_i64().unwrap());
+    assert_eq!(
+        (second["status"].as_str(), second["misses"].as_i64()),
+        (Some("built"), Some(1)),
+        "{second}"
+    );
+    // A prune to a size given in the request; a bad one is refused.
+    let (status, body) = served.post("/v1/cache/prune", &[], br#"{"max_size": "1XB"}"#);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = served.post("/v1/cache/prune", &[], br#"{"max_size": "1TB"}"#);
+    assert_eq!(
+        (status, &body["steps"]),
+        (200, &serde_json::json!(0)),
+        "{body}"
+    );
+    drop(served);
+    // The tagged base is untouched and the store is whole.
+    ok(k(store.path(), &[], &["run", "--rm", "box:1", "true"]));
+    ok(k(store.path(), &[], &["fsck"]));
+}
+
 #[test]
 fn serve_refuses_a_bad_config_naming_the_line() {
     let config = tempfile::NamedTempFile::new().unwrap();
