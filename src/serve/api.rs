@@ -9,10 +9,10 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ type Answer = Result<Response, ApiError>;
 
 /// Every route.
 pub fn router(service: Arc<Service>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
@@ -57,7 +57,14 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/jobs/{id}/explain", get(explain))
         .route("/v1/hooks/github", post(github))
         .route("/v1/hooks/gitlab", post(gitlab))
-        .route("/v1/hooks/registry", post(registry))
+        .route("/v1/hooks/registry", post(registry));
+    let router = match service.config.mirror {
+        Some(_) => router
+            .route("/v2/", any(mirror_root))
+            .route("/v2/{*rest}", any(mirror)),
+        None => router,
+    };
+    router
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(service)
 }
@@ -306,6 +313,19 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+async fn mirror_root(State(s): Shared, method: Method, headers: HeaderMap) -> Response {
+    super::mirror::handle(s, method, String::new(), headers).await
+}
+
+async fn mirror(
+    State(s): Shared,
+    method: Method,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+) -> Response {
+    super::mirror::handle(s, method, rest, headers).await
 }
 
 /// Why the job's steps missed the cache: for each step that ran, the

@@ -59,7 +59,14 @@ pub struct Config {
     /// Builds to keep warm.
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
+    /// `[mirror]`: serve the tracked bases read-only under `/v2/`.
+    pub mirror: Option<Mirror>,
 }
+
+/// `[mirror]` (no keys yet: its presence turns the mirror on).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {}
 
 /// `[store]`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod hooks;
 pub mod metrics;
+mod mirror;
 
 use crate::build::{self, CacheMode, CacheSpec};
 use crate::dockerfile::Source;
@@ -106,6 +107,11 @@ impl Service {
 
     fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store's directory.
+    pub fn store_root(&self) -> &Path {
+        &self.store_root
     }
 
     /// How long the service has run.

@@ -543,6 +543,90 @@ fn serve_keeps_the_store_under_max_size() {
     ok(k(store.path(), &[], &["fsck"]));
 }
 
+/// `[mirror]`: the tracked bases, pulled once by the service, are served
+/// read-only under `/v2/` to kiln, skopeo and docker, with the upstream
+/// registry gone; nothing else in the store is served.
+#[test]
+fn serve_mirrors_tracked_bases() {
+    if !need_tool("skopeo", "it pulls from the mirror") {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(a) = store_with_box() else { return };
+    let base = format!("{}/kiln/base:1", reg.host());
+    ok(k(a.path(), &[], &["push", "box:1", &base]));
+    let port = free_port();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ntoken = \"t\"\n[mirror]\n[[base]]\nimage = \"{base}\"\ncheck = \"0 0 1 1 *\"\n"
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let served = Served::start(store.path(), config.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served.get("/v2/kiln/base/manifests/1").0 != 200 {
+        assert!(Instant::now() < deadline, "the base was not pulled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(reg);
+    let mirror = format!("127.0.0.1:{port}/kiln/base:1");
+
+    let fresh = tempfile::tempdir().unwrap();
+    ok(k(fresh.path(), &[], &["pull", &mirror]));
+    ok(k(fresh.path(), &[], &["run", "--rm", &mirror, "true"]));
+    let inspect = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{mirror}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let digest = v["Digest"].as_str().unwrap().to_string();
+    let listed: Value = serde_json::from_str(&served.get("/v1/bases").1).unwrap();
+    assert_eq!(listed[0]["digest"], digest.as_str(), "{listed}");
+    if crate::util::docker_ready() {
+        let pull = crate::util::docker_cmd()
+            .args(["pull", &mirror])
+            .output()
+            .unwrap();
+        assert!(pull.status.success(), "{}", text(&pull.stderr));
+        let _ = crate::util::docker_cmd().args(["rmi", &mirror]).output();
+    }
+
+    // Only tracked bases, only reads.
+    let (status, body) = served.get("/v2/kiln/other/manifests/1");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("MANIFEST_UNKNOWN"), "{body}");
+    let config_digest = v["Layers"][0].as_str().unwrap();
+    assert_eq!(
+        served
+            .get(&format!("/v2/kiln/base/blobs/{config_digest}"))
+            .0,
+        200
+    );
+    assert_eq!(
+        served
+            .get(&format!("/v2/kiln/other/blobs/{config_digest}"))
+            .0,
+        404
+    );
+    let (status, _) = served.post("/v2/kiln/base/blobs/uploads/", &[], b"");
+    assert_eq!(status, 405);
+    let metrics = served.get("/metrics").1;
+    assert!(
+        metrics.contains(r#"kiln_mirror_requests_total{result="hit"}"#),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn serve_refuses_a_bad_config_naming_the_line() {
     let config = tempfile::NamedTempFile::new().unwrap();
