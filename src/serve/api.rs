@@ -487,9 +487,86 @@ fn esc(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The status page: targets with their last job and hit rate, the jobs
-/// running, the store. Server-rendered; it refreshes itself every 5 s.
+/// The steps of a job's events so far (the last phase's): name → status.
+fn job_steps(text: &str) -> Vec<(u64, String, String)> {
+    let mut steps: Vec<(u64, String, String)> = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["phase"].is_string() {
+            steps.clear();
+        }
+        if let (Some(n), Some(name), Some(status)) =
+            (v["step"].as_u64(), v["name"].as_str(), v["status"].as_str())
+        {
+            match steps.iter_mut().find(|(i, _, _)| *i == n) {
+                Some(step) => step.2 = status.to_string(),
+                None => steps.push((n, name.to_string(), status.to_string())),
+            }
+        }
+    }
+    steps
+}
+
+/// Renders bytes as people read them (powers of 1000, as `max_size`).
+fn human(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{bytes} B"),
+        _ => format!("{v:.1} {}", units[u]),
+    }
+}
+
+/// The page's script: each running job's steps are updated live from its
+/// events stream (the same events as `--progress=json`) until it ends.
+/// Without JavaScript the page refreshes itself instead.
+const LIVE_SCRIPT: &str = r#"<script>
+document.body.dataset.live = "on";
+for (const list of document.querySelectorAll("ol[data-events]")) {
+  const source = new EventSource(list.dataset.events);
+  source.addEventListener("step", (e) => {
+    const v = JSON.parse(e.data);
+    if (v.phase) { list.replaceChildren(); return; }
+    if (v.step === undefined || v.name === undefined) return;
+    let item = list.querySelector(`li[data-step="${v.step}"]`);
+    if (!item) {
+      item = document.createElement("li");
+      item.dataset.step = v.step;
+      list.appendChild(item);
+    }
+    item.textContent = `${v.name}: ${v.status}`;
+    item.className = v.status;
+  });
+  source.addEventListener("end", (e) => {
+    source.close();
+    list.dataset.ended = e.data;
+    const item = document.createElement("li");
+    item.textContent = `ended: ${e.data}`;
+    list.appendChild(item);
+  });
+}
+</script>"#;
+
+/// The status page: targets with their last job, hit rate, next trigger
+/// and cache size; the running jobs with their steps, live; the store's
+/// use against its cap. Server-rendered: it works without JavaScript
+/// (refreshing itself every 5 s); with it, running jobs update live.
 async fn page(State(s): Shared) -> Answer {
+    let page = tokio::task::spawn_blocking(move || render_page(&s))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Html(page).into_response())
+}
+
+fn render_page(s: &Service) -> Result<String, ApiError> {
+    let store = crate::store::Store::open(s.store_root()).ok();
     let mut rows = String::new();
     for t in &s.config.targets {
         let last = s.jobs(Some(&t.name), 1)?.pop();
@@ -518,38 +595,63 @@ async fn page(State(s): Shared) -> Answer {
             .map_or("-".to_string(), |t| {
                 t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             });
+        // The cache's size: the copy of its ref the last import left.
+        let size = match (&t.cache_to, &store) {
+            (Some(r), Some(store)) => crate::registry::Reference::parse(r)
+                .ok()
+                .and_then(|r| crate::image::Image::resolve(store, &r.local_name()).ok())
+                .map_or("-".to_string(), |i| human(i.size())),
+            _ => "-".to_string(),
+        };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td class=\"status\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td class=\"status\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&t.name),
             esc(&status),
             esc(&hits),
             esc(&next),
             esc(t.cache_to.as_deref().unwrap_or("-")),
+            esc(&size),
         ));
     }
     let mut running = String::new();
     for j in s.jobs(None, 100)?.iter().filter(|j| j.status == "running") {
+        let text = std::fs::read_to_string(s.events_path(j.id)).unwrap_or_default();
+        let mut steps = String::new();
+        for (n, name, status) in job_steps(&text) {
+            steps.push_str(&format!(
+                "<li data-step=\"{n}\" class=\"{}\">{}: {}</li>",
+                esc(&status),
+                esc(&name),
+                esc(&status)
+            ));
+        }
         running.push_str(&format!(
-            "<li>job #{} {} (since {})</li>\n",
+            "<li>job #{} {} (since {})<ol data-events=\"/v1/jobs/{}/events\">{steps}</ol></li>\n",
             j.id,
             esc(&j.target),
-            esc(j.started_at.as_deref().unwrap_or(""))
+            esc(j.started_at.as_deref().unwrap_or("")),
+            j.id,
         ));
     }
     if running.is_empty() {
         running.push_str("<li>none</li>\n");
     }
-    let cap = s.config.store.max_size.as_deref().unwrap_or("no cap");
-    let html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+    let used = human(s.last_usage().total());
+    let cap = match &s.config.store.max_size {
+        Some(m) => format!("{used} of {}", m),
+        None => format!("{used} (no cap)"),
+    };
+    Ok(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
+<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>\
 <title>kiln serve</title>\
 <style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>\n<body>\
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
+li.started{{color:#a60}}li.cached{{color:#666}}li.done{{color:#070}}li.error{{color:#b00}}</style></head>\n<body>\
 <h1>kiln serve</h1>\n<h2>Targets</h2>\n<table><tr><th>target</th><th>last job</th><th>hit rate</th>\
-<th>next trigger</th><th>cache</th></tr>\n{rows}</table>\n<h2>Running</h2>\n<ul>{running}</ul>\n\
-<h2>Store</h2>\n<p>cap: {}</p>\n<p>up {} s</p>\n</body></html>\n",
-        esc(cap),
+<th>next trigger</th><th>cache</th><th>cache size</th></tr>\n{rows}</table>\n<h2>Running</h2>\n<ul id=\"running\">{running}</ul>\n\
+<h2>Store</h2>\n<p id=\"store\">{}</p>\n<p>up {} s</p>\n{LIVE_SCRIPT}\n</body></html>\n",
+        esc(&cap),
         s.uptime().as_secs()
-    );
-    Ok(Html(html).into_response())
+    ))
 }

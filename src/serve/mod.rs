@@ -71,6 +71,8 @@ pub struct Service {
     started: Instant,
     /// Set on SIGTERM: no job starts any more.
     stopping: std::sync::atomic::AtomicBool,
+    /// The store's use as last measured.
+    last_usage: Mutex<Option<build::evict::Usage>>,
 }
 
 impl Service {
@@ -100,6 +102,7 @@ impl Service {
             registry: crate::registry::Options::from_env(),
             started: Instant::now(),
             stopping: Default::default(),
+            last_usage: Mutex::new(None),
         });
         service.metrics.queued.set(requeued.len() as i64);
         Ok(service)
@@ -173,7 +176,18 @@ impl Service {
                 .get_or_create(&vec![("kind".to_string(), kind.to_string())])
                 .set(bytes as i64);
         }
+        *self.last_usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(usage.clone());
         usage
+    }
+
+    /// The store's use as last measured (measured now the first time).
+    pub fn last_usage(&self) -> build::evict::Usage {
+        let known = self
+            .last_usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        known.unwrap_or_else(|| self.usage())
     }
 
     /// Evicts build cache, least recently used first, until the store
@@ -288,8 +302,14 @@ impl Service {
             };
             // The cap is kept between jobs: eviction needs the store to
             // itself.
-            if idle && let Err(e) = service.keep_under_cap(None) {
-                eprintln!("kiln serve: keeping the store under max_size: {e}");
+            if idle {
+                match service.keep_under_cap(None) {
+                    Ok(None) => {
+                        service.usage();
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("kiln serve: keeping the store under max_size: {e}"),
+                }
             }
             service.wake.notify_one();
         });

@@ -627,6 +627,118 @@ fn serve_mirrors_tracked_bases() {
     );
 }
 
+/// Headless Chromium, as on this machine it must be started.
+fn chromium(profile: &Path) -> Command {
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stderr(Stdio::null());
+    cmd
+}
+
+/// The status page in a real browser: a running job's steps arrive live
+/// through its events stream (steps the server had not rendered when the
+/// page loaded), then its end; a screenshot of the page is kept in
+/// `target/tmp/kiln-serve-page.png`.
+#[test]
+fn serve_status_page_updates_live_in_chromium() {
+    if !need_root("builds run steps in containers")
+        || !need_tool("chromium", "it opens the status page")
+    {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM box:1\nRUN sleep 1; echo a > /a\nRUN sleep 1; echo b > /b\nRUN sleep 2; echo c > /c\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[store]\nmax_size = \"10GB\"\n[[target]]\nname = \"page\"\ncontext = \"{}\"\n",
+            ctx.path().display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(store.path(), config.path(), port);
+    let (_, job) = served.post("/v1/targets/page/warm", &[], b"");
+    let id = job["id"].as_i64().unwrap();
+    // Once the first RUN runs, the page as the server renders it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rendered = loop {
+        let (_, page) = served.get("/");
+        if page.contains("RUN sleep 1; echo a &gt; /a: started") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "the job did not start: {page}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!rendered.contains("data-step=\"4\""), "{rendered}");
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(profile.path())
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("{}/", served.base))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dom = text(&out.stdout);
+    assert!(dom.contains("data-live=\"on\""), "{dom}");
+    assert!(
+        dom.contains(&format!(
+            "data-events=\"/v1/jobs/{id}/events\" data-ended=\"built\""
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(
+            "<li data-step=\"4\" class=\"done\">[4/4] RUN sleep 2; echo c &gt; /c: done</li>"
+        ),
+        "{dom}"
+    );
+    assert_eq!(served.wait(id)["status"], "built");
+
+    // The page once the job is over, as a person sees it.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-serve-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(profile.path())
+        .args(["--window-size=1000,700", "--hide-scrollbars"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{}/", served.base))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dom = text(
+        &chromium(profile.path())
+            .arg("--dump-dom")
+            .arg(format!("{}/", served.base))
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        dom.contains("<td>page</td><td class=\"status\">#1 built</td><td>0%</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains(" of 10GB</p>"), "{dom}");
+}
+
 #[test]
 fn serve_refuses_a_bad_config_naming_the_line() {
     let config = tempfile::NamedTempFile::new().unwrap();
