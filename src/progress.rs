@@ -230,6 +230,26 @@ impl Progress {
         }
     }
 
+    /// The build cache was exported: `steps` step keys, `bytes` of layers,
+    /// to `to` (a note for people; a structured event in JSON).
+    pub fn exported(&self, steps: usize, bytes: u64, to: &str) {
+        let text = format!("exported {steps} cached steps to {to}");
+        let mut inner = self.lock();
+        match &mut inner.sink {
+            Sink::Json(w) => {
+                let line = serde_json::json!({
+                    "note": text,
+                    "exported": { "steps": steps, "bytes": bytes, "to": to },
+                });
+                let _ = writeln!(w, "{line}");
+            }
+            _ => {
+                drop(inner);
+                self.note(&text);
+            }
+        }
+    }
+
     /// A warning about the build as a whole.
     pub fn warn(&self, text: &str) {
         self.line("warning", text);

@@ -194,6 +194,8 @@ pub struct Publish {
 pub struct Exported {
     /// Step keys the cache holds.
     pub steps: usize,
+    /// Bytes of the cache image's layers.
+    pub bytes: u64,
     /// Steps merged in from a cache another writer published meanwhile.
     pub merged: usize,
     /// Older generations deleted.
@@ -458,6 +460,7 @@ pub(super) fn export(
         CacheSpec::Local(dir) => {
             let cache = cache_image(store, records, &publish.mounts)?;
             out.steps = records.len();
+            out.bytes = cache.size();
             let dest = Store::open(dir).map_err(|e| e.to_string())?;
             copy_blob(store, &dest, &cache.id)?;
             for (layer, _) in cache.layers() {
@@ -508,6 +511,7 @@ pub(super) fn export(
                     let cache = cache_image(store, &records, &publish.mounts)
                         .map_err(RegistryError::Manifest)?;
                     out.steps = records.len();
+                    out.bytes = cache.size();
                     let pushed =
                         registry::push::push(store, &client, &cache, &reference, &transfers)
                             .await?;

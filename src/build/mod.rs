@@ -623,11 +623,7 @@ pub fn build(
         };
         match cache::export(store, &records, to, &opts.registry, &publish) {
             Ok(e) => {
-                progress.note(&format!(
-                    "exported {} cached steps to {}",
-                    e.steps,
-                    to.describe()
-                ));
+                progress.exported(e.steps, e.bytes, &to.describe());
                 if e.merged > 0 {
                     progress.note(&format!(
                         "merged {} cached steps another build published to {} meanwhile",

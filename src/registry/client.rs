@@ -8,7 +8,7 @@ use super::auth::{Challenge, Credentials, parse_challenge};
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -207,7 +207,12 @@ impl Client {
             if let Some(h) = self.tokens.lock().await.get(scope) {
                 req = req.header(AUTHORIZATION, h.clone());
             }
-            match req.send().await {
+            let sent = req.send().await;
+            count_request(
+                &self.registry,
+                sent.as_ref().map_or(0, |r| r.status().as_u16()),
+            );
+            match sent {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !challenged => {
                     challenged = true;
                     let header = r
@@ -315,6 +320,27 @@ impl Client {
 
 async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(250 << attempt.min(5))).await;
+}
+
+/// Requests this process sent, by registry and status (0: no answer).
+static REQUESTS: std::sync::Mutex<BTreeMap<(String, u16), u64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn count_request(registry: &str, status: u16) {
+    let mut counts = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    *counts.entry((registry.to_string(), status)).or_default() += 1;
+}
+
+/// How many requests this process sent to each registry, by status (0:
+/// no answer); `kiln serve`'s metrics read it. Process-wide by nature:
+/// every client of every build counts.
+pub fn request_counts() -> Vec<((String, u16), u64)> {
+    REQUESTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
 }
 
 /// An error with its causes, which reqwest keeps apart.

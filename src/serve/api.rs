@@ -8,7 +8,7 @@ use super::metrics::HookLabels;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -89,6 +89,30 @@ fn authorize(service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 async fn metrics(State(s): Shared) -> Response {
+    // What is read, not counted, here: registry requests (counted by the
+    // registry client for the whole process) and the bases' age.
+    for ((host, status), total) in crate::registry::client::request_counts() {
+        let c = s.metrics.registry_requests.get_or_create(&vec![
+            ("registry".to_string(), host),
+            ("status".to_string(), status.to_string()),
+        ]);
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+    if let Ok(bases) = s.bases() {
+        let now = chrono::Utc::now();
+        for b in bases {
+            let changed = b
+                .changed_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if let Some(t) = changed {
+                s.metrics
+                    .base_age
+                    .get_or_create(&vec![("image".to_string(), b.image.clone())])
+                    .set((now - t.with_timezone(&chrono::Utc)).num_seconds());
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -224,8 +248,18 @@ async fn bases(State(s): Shared) -> Answer {
     Ok(Json(s.bases()?).into_response())
 }
 
-async fn jobs(State(s): Shared) -> Answer {
-    Ok(Json(s.jobs(None, 100)?).into_response())
+/// `GET /v1/jobs?target=NAME&limit=N`.
+#[derive(serde::Deserialize)]
+struct JobsQuery {
+    target: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The latest jobs (100 unless `limit` says, at most 10,000), of one
+/// target when `target` says.
+async fn jobs(State(s): Shared, Query(q): Query<JobsQuery>) -> Answer {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(s.jobs(q.target.as_deref(), limit)?).into_response())
 }
 
 fn job_id(id: &str) -> Result<i64, ApiError> {

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub evicted_bytes: Counter,
     /// Mirror requests, by result (`hit`, `miss`).
     pub mirror_requests: Family<Vec<(String, String)>, Counter>,
+    /// Registry requests, by registry and status.
+    pub registry_requests: Family<Vec<(String, String)>, Counter>,
+    /// Seconds since each base's digest last changed.
+    pub base_age: Family<Vec<(String, String)>, Gauge>,
+    /// Bytes of cache exported (the layers of the cache images pushed).
+    pub cache_export_bytes: Family<Vec<(String, String)>, Counter>,
 }
 
 fn job_histogram() -> Histogram {
@@ -132,8 +138,29 @@ impl Metrics {
             "Base-image mirror requests, by result",
             mirror_requests.clone(),
         );
+        let registry_requests = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "registry_requests",
+            "Requests sent to registries, by registry and status (0: no answer)",
+            registry_requests.clone(),
+        );
+        let base_age = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "base_age_seconds",
+            "Seconds since a tracked base's digest last changed",
+            base_age.clone(),
+        );
+        let cache_export_bytes = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "cache_export_bytes",
+            "Bytes of cache exported, by target",
+            cache_export_bytes.clone(),
+        );
         Metrics {
             registry,
+            registry_requests,
+            base_age,
+            cache_export_bytes,
             store_bytes,
             evicted_bytes,
             mirror_requests,

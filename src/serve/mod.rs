@@ -286,6 +286,9 @@ impl Service {
             m.job_seconds
                 .get_or_create(&vec![("target".to_string(), job.target.clone())])
                 .observe(started.elapsed().as_secs_f64());
+            m.cache_export_bytes
+                .get_or_create(&vec![("target".to_string(), job.target.clone())])
+                .inc_by(exported_bytes(&service.events_path(job.id)));
             for (result, n) in [("hit", counts.0), ("miss", counts.1)] {
                 m.steps
                     .get_or_create(&StepLabels {
@@ -505,6 +508,16 @@ fn step_counts(events: &Path) -> (i64, i64) {
         }
     }
     (hits, misses)
+}
+
+/// Bytes of cache a job's events say it exported.
+fn exported_bytes(events: &Path) -> u64 {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["exported"]["bytes"].as_u64())
+        .sum()
 }
 
 /// Marks the start of a job's phase in its events (`check`, `build`).

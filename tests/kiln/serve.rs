@@ -436,6 +436,11 @@ context = "{local}"
 
     // Metrics and the page.
     let metrics = served.get("/metrics").1;
+    let requests = format!(
+        r#"kiln_registry_requests_total{{registry="{}",status="200"}}"#,
+        reg.host()
+    );
+    let age = format!(r#"kiln_base_age_seconds{{image="{base}"}}"#);
     for want in [
         r#"kiln_jobs_total{target="app",trigger="api",result="built"} 1"#,
         r#"kiln_jobs_total{target="app",trigger="api",result="warm"} 1"#,
@@ -444,6 +449,10 @@ context = "{local}"
         r#"kiln_steps_total{target="app",result="hit"}"#,
         r#"kiln_base_digest_changes_total{image="#,
         r#"kiln_webhooks_total{kind="registry",result="accepted"}"#,
+        requests.as_str(),
+        age.as_str(),
+        r#"kiln_cache_export_bytes_total{target="app"}"#,
+        r#"kiln_store_bytes{kind="snapshots"}"#,
     ] {
         assert!(metrics.contains(want), "{want} not in:\n{metrics}");
     }
@@ -737,6 +746,136 @@ fn serve_status_page_updates_live_in_chromium() {
         "{dom}"
     );
     assert!(dom.contains(" of 10GB</p>"), "{dom}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Load: four clients send signed push webhooks and API reads, a bounded
+/// number each (they stop by themselves): no request fails, every job a
+/// webhook was given exists and ends built or warm, no job was made that
+/// no webhook was given (none lost, none duplicated), and the service's
+/// memory stays flat. `bench/serve.sh` runs the same load for 30 s and
+/// reports requests/s and peak RSS.
+#[test]
+fn serve_takes_a_load_of_webhooks_and_reads() {
+    if !need_root("builds run steps in containers")
+        || !need_tool("git", "git targets are checked out with it")
+    {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(r.join("a"), "a\n").unwrap();
+    std::fs::write(r.join("Dockerfile"), "FROM box:1\nCOPY a /a\n").unwrap();
+    git(r, &["add", "."]);
+    git(r, &["commit", "--quiet", "-m", "one"]);
+    let port = free_port();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ntoken = \"t\"\n[[target]]\nname = \"hooked\"\ngit = \"{}\"\nref = \"main\"\ntriggers = [\"push\"]\nwebhook_secret = \"s\"\n",
+            r.display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(store.path(), config.path(), port);
+    let pid = served.child.id();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main",
+        "repository": {"clone_url": r.display().to_string()},
+        "commits": [{"added": [], "modified": ["a"], "removed": []}],
+    }))
+    .unwrap();
+    let signature = sign("s", &body);
+    let base = served.base.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let load = |count: usize| {
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (base, body, signature) = (base.clone(), body.clone(), signature.clone());
+                std::thread::spawn(move || {
+                    let client = Served::client();
+                    let (mut failed, mut jobs) = (Vec::new(), Vec::new());
+                    for i in 0..count {
+                        if Instant::now() > deadline {
+                            break;
+                        }
+                        let r = match (c + i) % 4 {
+                            0 => client
+                                .post(format!("{base}/v1/hooks/github"))
+                                .header("x-hub-signature-256", &signature)
+                                .body(body.clone())
+                                .send(),
+                            1 => client.get(format!("{base}/v1/jobs")).send(),
+                            2 => client.get(format!("{base}/v1/targets/hooked")).send(),
+                            _ => client.get(format!("{base}/metrics")).send(),
+                        };
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                let v: Value = serde_json::from_str(&r.text().unwrap_or_default())
+                                    .unwrap_or(Value::Null);
+                                if let Some(id) = v["queued"][0]["id"].as_i64() {
+                                    jobs.push(id);
+                                }
+                            }
+                            Ok(r) => failed.push(format!("{}", r.status())),
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                    }
+                    (failed, jobs)
+                })
+            })
+            .collect();
+        let mut all = (Vec::new(), std::collections::BTreeSet::new());
+        for c in clients {
+            let (failed, jobs) = c.join().unwrap();
+            all.0.extend(failed);
+            all.1.extend(jobs);
+        }
+        all
+    };
+    let (failed, mut ids) = load(50);
+    assert!(failed.is_empty(), "{failed:?}");
+    let warm = rss_kib(pid);
+    let (failed, more) = load(400);
+    assert!(failed.is_empty(), "{failed:?}");
+    ids.extend(more);
+    assert!(
+        ids.len() >= 2,
+        "webhooks queued jobs one after another: {ids:?}"
+    );
+    let after = rss_kib(pid);
+    assert!(
+        after < warm + 30 * 1024,
+        "memory grew from {warm} KiB to {after} KiB"
+    );
+    for &id in &ids {
+        let job = served.wait(id);
+        assert!(
+            matches!(job["status"].as_str(), Some("built" | "warm")),
+            "{job}"
+        );
+    }
+    let jobs: Value = serde_json::from_str(&served.get("/v1/jobs").1).unwrap();
+    let made: std::collections::BTreeSet<i64> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(made, ids, "every job made was one a webhook was given");
 }
 
 #[test]
