@@ -6,6 +6,7 @@
 //! bases, imported caches) is never evicted.
 
 use super::StepResult;
+use crate::image::prune::dir_size;
 use crate::image::{Image, manifest_digest};
 use crate::store::{Digest, Store, StoreError};
 use serde::Serialize;
@@ -43,26 +44,6 @@ pub struct Evicted {
     pub cache_mounts: usize,
     /// Bytes freed.
     pub bytes: u64,
-}
-
-/// Bytes under `path`, walked without recursion and without following
-/// symlinks (a directory's depth is bounded by memory, not the stack).
-pub fn dir_size(path: &Path) -> u64 {
-    let mut total = 0;
-    let mut todo = vec![path.to_path_buf()];
-    while let Some(path) = todo.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.is_dir() {
-            total += meta.len();
-            continue;
-        }
-        if let Ok(entries) = fs::read_dir(&path) {
-            todo.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
-        }
-    }
-    total
 }
 
 /// What `store` holds, by kind.

@@ -111,7 +111,11 @@ pub(super) fn note(
     let dir = dir(store);
     let step_file = dir.join("steps").join(identity);
     let key_file = dir.join("keys").join(key);
-    let previous = std::fs::read_to_string(&step_file).ok();
+    // Only what is a key names a file (the record is the store's own, but
+    // a store is not trusted to be whole).
+    let previous = std::fs::read_to_string(&step_file)
+        .ok()
+        .filter(|k| super::cache::StepKey::parse(k).is_ok());
     let now = inputs.named();
     let why = missed.then(|| match previous.as_deref() {
         Some(prev) if prev != key => {

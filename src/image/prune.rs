@@ -50,7 +50,7 @@ fn records(store: &Store) -> Vec<Record> {
 
 /// Bytes under `path`, walked without recursion (a snapshot's depth is
 /// bounded by memory, not by the stack) and without following symlinks.
-fn dir_size(path: &Path) -> u64 {
+pub fn dir_size(path: &Path) -> u64 {
     let mut total = 0;
     let mut todo = vec![path.to_path_buf()];
     while let Some(path) = todo.pop() {

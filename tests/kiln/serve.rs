@@ -482,6 +482,30 @@ context = "{local}"
     ok(k(store.path(), &[], &["fsck"]));
 }
 
+/// A service on `store` with one local target `name` building
+/// `dockerfile`, with `extra` config lines before it; the context and
+/// config are dropped with it.
+fn serve_local(
+    store: &Path,
+    name: &str,
+    dockerfile: &str,
+    extra: &str,
+) -> (Served, tempfile::TempDir, tempfile::NamedTempFile) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let port = free_port();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n{extra}[[target]]\nname = \"{name}\"\ncontext = \"{}\"\n",
+            ctx.path().display()
+        ),
+    )
+    .unwrap();
+    (Served::start(store, config.path(), port), ctx, config)
+}
+
 /// `[store] max_size`: after a job, build cache is evicted least recently
 /// used first until the store fits; what a tag reaches stays.
 #[test]
@@ -492,23 +516,12 @@ fn serve_keeps_the_store_under_max_size() {
     let Some(store) = store_with_box() else {
         return;
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let (served, _ctx, _config) = serve_local(
+        store.path(),
+        "big",
         "FROM box:1\nRUN dd if=/dev/zero of=/big bs=1M count=4 2>/dev/null\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        config.path(),
-        format!(
-            "listen = \"127.0.0.1:{port}\"\n[store]\nmax_size = \"1MB\"\n[[target]]\nname = \"big\"\ncontext = \"{}\"\n",
-            ctx.path().display()
-        ),
-    )
-    .unwrap();
-    let served = Served::start(store.path(), config.path(), port);
+        "[store]\nmax_size = \"1MB\"\n",
+    );
     let (_, job) = served.post("/v1/targets/big/warm", &[], b"");
     let first = served.wait(job["id"].as_i64().unwrap());
     assert_eq!(first["status"], "built", "{first}");
@@ -668,23 +681,12 @@ fn serve_status_page_updates_live_in_chromium() {
     let Some(store) = store_with_box() else {
         return;
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let (served, _ctx, _config) = serve_local(
+        store.path(),
+        "page",
         "FROM box:1\nRUN sleep 1; echo a > /a\nRUN sleep 1; echo b > /b\nRUN sleep 2; echo c > /c\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        config.path(),
-        format!(
-            "listen = \"127.0.0.1:{port}\"\n[store]\nmax_size = \"10GB\"\n[[target]]\nname = \"page\"\ncontext = \"{}\"\n",
-            ctx.path().display()
-        ),
-    )
-    .unwrap();
-    let served = Served::start(store.path(), config.path(), port);
+        "[store]\nmax_size = \"10GB\"\n",
+    );
     let (_, job) = served.post("/v1/targets/page/warm", &[], b"");
     let id = job["id"].as_i64().unwrap();
     // Once the first RUN runs, the page as the server renders it.
