@@ -189,6 +189,77 @@ fn unchanged_steps_are_cached_by_content_not_mtime() {
     );
 }
 
+/// `--cache-to ...,mounts=true` carries the RUN cache mounts the build
+/// used; `--cache-from` puts them in a store that lacks them, and keeps
+/// a store's own.
+#[test]
+fn cache_mounts_travel_with_a_local_cache() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN --mount=type=cache,id=dl,target=/dl echo fetched > /dl/pkg && touch /done\n",
+        )],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let dest = format!(
+        "--cache-to=type=local,dest={},mounts=true",
+        cache.path().display()
+    );
+    let out = k(root.path(), &["build", "-q", &dest, c.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A fresh store: the mount is there before a step that only reads it.
+    let (fresh, reader) = setup().unwrap();
+    write(
+        reader.path(),
+        &[(
+            "Dockerfile",
+            "FROM box:1\nRUN --mount=type=cache,id=dl,target=/dl cp /dl/pkg /got\n",
+        )],
+    );
+    let src = format!("--cache-from=type=local,src={}", cache.path().display());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = k(
+        fresh.path(),
+        &[
+            "build",
+            "--progress=plain",
+            &src,
+            "-o",
+            out_dir.path().to_str().unwrap(),
+            reader.path().to_str().unwrap(),
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("restored 1 cache mounts"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("got")).unwrap(),
+        "fetched\n"
+    );
+    // Without mounts=true the cache carries none.
+    let plain = tempfile::tempdir().unwrap();
+    let dest = format!("--cache-to=type=local,dest={}", plain.path().display());
+    assert!(
+        k(root.path(), &["build", "-q", &dest, c.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (other, _) = setup().unwrap();
+    let src = format!("--cache-from=type=local,src={}", plain.path().display());
+    let out = k(
+        other.path(),
+        &["build", "--progress=plain", &src, c.to_str().unwrap()],
+    );
+    assert!(
+        !text(&out.stderr).contains("cache mounts"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `--explain`: each step that misses says why, against its last build:
 /// the file by path, an argument, the step before it.
 #[test]
