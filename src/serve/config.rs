@@ -391,7 +391,7 @@ webhook_secret = "hmac-secret"
     fn mistakes_name_the_place_or_the_key() {
         assert_eq!(
             parse("listen = \"127.0.0.1:8080\"\nmax_job = 2\n").unwrap_err(),
-            "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`"
+            "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`, `mirror`"
         );
         for (text, want) in [
             (
