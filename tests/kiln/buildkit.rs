@@ -556,7 +556,8 @@ fn compare_with_docker(
             ));
         }
     }
-    let _ = docker_cmd().args(["rmi", tag]).output();
+    // The tag stays until every case is done: two cases may build the same
+    // image, and removing it under the other's build fails that build.
     let _ = std::fs::remove_dir_all(&docker_root);
     wrong
 }
@@ -655,6 +656,22 @@ fn buildkit_cases_build_as_buildkit_asserts() {
             });
         }
     });
+    if docker {
+        let listed = docker_cmd()
+            .args([
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "--filter",
+                "reference=bk-*",
+            ])
+            .output()
+            .unwrap();
+        let tags: Vec<String> = text(&listed.stdout).lines().map(str::to_string).collect();
+        if !tags.is_empty() {
+            let _ = docker_cmd().arg("rmi").args(&tags).output();
+        }
+    }
     let mut failures = failures.into_inner().unwrap();
     failures.sort();
     assert!(
