@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod build;
+pub mod container;
 pub mod context;
 pub mod copier;
 pub mod dockerfile;

@@ -1691,8 +1691,8 @@ impl Builder<'_> {
                 },
                 &id,
                 sandbox::Io {
-                    stdin: false,
                     output: Some(writer.into()),
+                    ..Default::default()
                 },
             );
             (code, relay.join().unwrap_or_default())

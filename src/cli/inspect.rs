@@ -1,4 +1,5 @@
-//! `kiln inspect`: an image's config, layers and manifest, as JSON.
+//! `kiln inspect`: an image's config, layers and manifest, or a container's
+//! record and state, as JSON in `docker inspect`'s shapes.
 
 use super::{Error, open_store};
 use kiln::image::Image;
@@ -9,9 +10,12 @@ use std::process::ExitCode;
 /// Arguments of `kiln inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Images: names or ids.
+    /// Images or containers: names or ids (an image first, as docker).
     #[arg(required = true)]
     images: Vec<String>,
+    /// Only `image` or `container`.
+    #[arg(long = "type", value_parser = ["image", "container"])]
+    kind: Option<String>,
 }
 
 /// Prints a JSON array, one object per image, in `docker inspect`'s shape.
@@ -19,7 +23,23 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
     let mut out = Vec::new();
     for reference in &args.images {
-        let image = Image::resolve(&store, reference)?;
+        let image = match args.kind.as_deref() {
+            Some("container") => None,
+            Some(_) => Some(Image::resolve(&store, reference)?),
+            None => match Image::resolve(&store, reference) {
+                Ok(i) => Some(i),
+                Err(e) => match kiln::container::find(&store, reference) {
+                    Ok(_) => None,
+                    Err(kiln::container::ContainerError::NotFound(_)) => return Err(e.into()),
+                    Err(e) => return Err(super::container_error(e)),
+                },
+            },
+        };
+        let Some(image) = image else {
+            let c = kiln::container::find(&store, reference).map_err(super::container_error)?;
+            out.push(container_json(&c));
+            continue;
+        };
         let c = &image.config;
         out.push(serde_json::json!({
             "Id": image.id.to_string(),
@@ -42,4 +62,58 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let text = serde_json::to_string_pretty(&out).map_err(std::io::Error::other)? + "\n";
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A container in `docker inspect`'s shape.
+fn container_json(c: &kiln::container::Container) -> serde_json::Value {
+    let st = c.state();
+    let r = &c.record;
+    let restart_max = match r.restart {
+        kiln::container::Restart::OnFailure(Some(n)) => n,
+        _ => 0,
+    };
+    serde_json::json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": r.argv.first(),
+        "Args": r.argv.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": st.status.as_str(),
+            "Running": st.status == kiln::container::state::Status::Running,
+            "Restarting": st.status == kiln::container::state::Status::Restarting,
+            "Dead": st.status == kiln::container::state::Status::Dead,
+            "Pid": st.init.map_or(0, |p| p.pid),
+            "ExitCode": st.exit_code.unwrap_or(0),
+            "Error": st.error.clone().unwrap_or_default(),
+            "StartedAt": st.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": st.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+        "Image": r.image_id,
+        "Name": format!("/{}", r.name),
+        "RestartCount": st.restart_count,
+        "LogPath": kiln::container::logs::path(&c.dir),
+        "HostConfig": {
+            "AutoRemove": r.auto_remove,
+            "RestartPolicy": { "Name": r.restart.name(), "MaximumRetryCount": restart_max },
+            "NetworkMode": match r.spec.network {
+                kiln::sandbox::Network::Host => "host",
+                kiln::sandbox::Network::None => "none",
+            },
+            "ReadonlyRootfs": r.spec.read_only,
+            "Memory": r.limits.memory.unwrap_or(0),
+            "PidsLimit": r.limits.pids,
+        },
+        "Config": {
+            "Hostname": r.spec.hostname,
+            "User": r.spec.user,
+            "Env": r.spec.env,
+            "Cmd": r.argv,
+            "Image": r.image,
+            "WorkingDir": r.spec.cwd,
+            "Labels": r.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "StopSignal": r.stop_signal,
+            "StopTimeout": r.stop_timeout,
+            "Tty": r.spec.tty,
+        },
+    })
 }

@@ -3,6 +3,7 @@
 
 mod build;
 mod check;
+mod container;
 mod diagnostic;
 mod format;
 mod fsck;
@@ -78,11 +79,35 @@ enum Command {
     Logout(login::LogoutArgs),
     /// Run a command in a new container from an image.
     Run(Box<run::Args>),
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Show a container's output (stdout and stderr kept apart).
+    Logs(container::LogsArgs),
+    /// Stop running containers (their stop signal, then SIGKILL).
+    Stop(container::StopArgs),
+    /// Send a signal to running containers (default SIGKILL).
+    Kill(container::KillArgs),
+    /// Start stopped containers.
+    Start(container::StartArgs),
+    /// Stop and start containers.
+    Restart(container::StopArgs),
+    /// Wait for containers to stop; print their exit codes.
+    Wait(container::WaitArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// Manage containers (`prune`, `ls`).
+    Container(container::ContainerArgs),
     /// Keep build caches warm for a fleet of CI builders (an HTTP service).
     Serve(serve::Args),
     /// The container's init (started by kiln itself).
     #[command(name = "__init", hide = true)]
     Init,
+    /// A detached container's monitor (started by kiln itself).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// The container's id.
+        id: String,
+    },
 }
 
 /// Runs the chosen subcommand.
@@ -107,6 +132,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Login(args) => login::run(args),
         Command::Logout(args) => login::logout(args),
         Command::Run(args) => run::run(root, *args),
+        Command::Ps(args) => container::ps(root, args),
+        Command::Logs(args) => container::logs(root, args),
+        Command::Stop(args) => container::stop(root, args),
+        Command::Kill(args) => container::kill(root, args),
+        Command::Start(args) => container::start(root, args),
+        Command::Restart(args) => container::restart(root, args),
+        Command::Wait(args) => container::wait(root, args),
+        Command::Rm(args) => container::rm(root, args),
+        Command::Container(args) => container::container_cmd(root, args),
+        Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),
         Command::Init => kiln::sandbox::init::main(),
     }
@@ -158,6 +193,21 @@ pub enum Error {
     /// A registry operation failed.
     #[error(transparent)]
     Registry(#[from] kiln::registry::RegistryError),
+    /// A container operation failed.
+    #[error(transparent)]
+    Container(kiln::container::ContainerError),
+}
+
+/// A container error as the CLI reports it (a bad request is a usage
+/// error, as docker's 125 for `run`).
+fn container_error(e: kiln::container::ContainerError) -> Error {
+    use kiln::container::ContainerError as C;
+    match e {
+        C::Image(e) => Error::Image(e),
+        C::Store(e) => Error::Store(e),
+        e @ (C::NameInUse { .. } | C::Invalid(_)) => Error::Run(125, e.to_string()),
+        e => Error::Container(e),
+    }
 }
 
 /// The tokio runtime registry commands run on.
@@ -184,7 +234,11 @@ impl Error {
             | Error::ReadDockerfile { .. }
             | Error::Dockerfile(_)
             | Error::Ignore(_) => 1,
-            Error::Store(_) | Error::Image(_) | Error::Busy(_) | Error::Registry(_) => 1,
+            Error::Store(_)
+            | Error::Image(_)
+            | Error::Busy(_)
+            | Error::Registry(_)
+            | Error::Container(_) => 1,
             Error::Usage(_) | Error::Write(_) => 2,
             Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),
         }

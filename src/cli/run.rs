@@ -1,18 +1,40 @@
 //! `kiln run`: an image from the store in a container, like `docker run`.
 
 use super::{Error, open_store};
-use kiln::image::Image;
 use kiln::sandbox::seccomp::Profile;
-use kiln::sandbox::{self, Bind, Limits, Network, SeccompProfile, Spec};
+use kiln::sandbox::{Bind, Limits, Network, SeccompProfile};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `kiln run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Run in the background (a monitor watches it) and print its id.
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// Remove the container's files when it exits.
     #[arg(long)]
     rm: bool,
+    /// Restart policy: `no`, `on-failure[:N]`, `always`, `unless-stopped`
+    /// (needs -d).
+    #[arg(long, value_parser = kiln::container::Restart::parse)]
+    restart: Option<kiln::container::Restart>,
+    /// Signal `kiln stop` sends (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    /// Seconds `kiln stop` waits before SIGKILL (default 10).
+    #[arg(long = "stop-timeout")]
+    stop_timeout: Option<u64>,
+    /// Log options: `max-size=10m`, `max-file=3`.
+    #[arg(long = "log-opt")]
+    log_opts: Vec<String>,
+    /// Set metadata on the container (`KEY=VALUE`).
+    #[arg(short = 'l', long = "label")]
+    labels: Vec<String>,
+    /// Write the container's id to this file.
+    #[arg(long)]
+    cidfile: Option<PathBuf>,
     /// A name for the container (its hostname unless --hostname).
     #[arg(long)]
     name: Option<String>,
@@ -112,8 +134,20 @@ fn security_options(opts: &[String]) -> Result<(SeccompProfile, bool), Error> {
     Ok((seccomp, nnp))
 }
 
-/// Docker's memory units: b, k, m, g (powers of 1024).
+/// Docker's memory units: b, k, m, g (powers of 1024), at least 6 MB.
 fn parse_memory(text: &str) -> Result<u64, String> {
+    let bytes = parse_memory_unchecked(text)?;
+    // No process starts in less: docker refuses it with the same words.
+    if bytes < MIN_MEMORY {
+        return Err(format!(
+            "invalid memory {text:?}: Minimum memory limit allowed is 6MB"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Docker's units: b, k, m, g (powers of 1024).
+fn parse_memory_unchecked(text: &str) -> Result<u64, String> {
     let t = text.trim().to_ascii_lowercase();
     let (num, scale) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => {
@@ -137,48 +171,11 @@ fn parse_memory(text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(scale))
         .ok_or_else(|| format!("invalid memory {text:?}: use a number with b, k, m or g"))?;
-    // No process starts in less: docker refuses it with the same words.
-    if bytes < MIN_MEMORY {
-        return Err(format!(
-            "invalid memory {text:?}: Minimum memory limit allowed is 6MB"
-        ));
-    }
     Ok(bytes)
 }
 
 /// The smallest memory limit docker accepts.
 const MIN_MEMORY: u64 = 6 << 20;
-
-/// Removes a container's directory. Overlay creates its `work/work` with
-/// mode 000: root removes it anyway, a rootless kiln must give itself access
-/// first.
-fn remove_container_dir(dir: &std::path::Path) {
-    if kiln::sandbox::fs::remove_dir_all(dir).is_ok() {
-        return;
-    }
-    // Iterative: a container's tree may be deeper than the stack allows.
-    let open_up = |dir: &std::path::Path| {
-        use std::os::unix::fs::PermissionsExt;
-        let mut todo = vec![dir.to_path_buf()];
-        while let Some(path) = todo.pop() {
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
-                let entries = std::fs::read_dir(&path).into_iter().flatten().flatten();
-                todo.extend(entries.map(|e| e.path()));
-            }
-        }
-    };
-    open_up(dir);
-    let _ = kiln::sandbox::fs::remove_dir_all(dir);
-}
-
-fn random_id() -> String {
-    let mut bytes = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn set_env(env: &mut Vec<String>, entry: String) {
     let key = entry.split('=').next().unwrap_or_default().to_string();
@@ -191,49 +188,58 @@ fn set_env(env: &mut Vec<String>, entry: String) {
     }
 }
 
-/// Runs the container; the exit code is the container's, as docker run's.
-pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
-    let store = open_store(root)?;
-    let image = Image::resolve(&store, &args.image)?;
-    let c = &image.config.config;
+/// `--log-opt max-size=10m` (docker's units) and `max-file=N`.
+fn log_options(opts: &[String]) -> Result<(Option<u64>, Option<usize>), Error> {
+    let (mut size, mut files) = (None, None);
+    for o in opts {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                size = Some(
+                    parse_memory_unchecked(v)
+                        .map_err(|e| Error::Usage(format!("--log-opt {o}: {e}")))?,
+                )
+            }
+            Some(("max-file", v)) => {
+                files = Some(v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Error::Usage(format!("--log-opt {o}: max-file must be a positive number"))
+                })?)
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--log-opt {o}: kiln's log takes max-size=SIZE and max-file=N"
+                )));
+            }
+        }
+    }
+    Ok((size, files))
+}
 
-    // Entrypoint and Cmd exactly as docker run combines them.
-    let entrypoint: Vec<String> = match &args.entrypoint {
-        Some(e) if e.is_empty() => Vec::new(),
-        Some(e) => vec![e.clone()],
-        None => c.entrypoint.clone().unwrap_or_default(),
-    };
-    let cmd: Vec<String> = if !args.command.is_empty() {
-        args.command.clone()
-    } else if args.entrypoint.is_some() {
-        Vec::new()
-    } else {
-        c.cmd.clone().unwrap_or_default()
-    };
-    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if argv.is_empty() {
-        return Err(Error::Run(
-            125,
-            format!(
-                "no command specified: image {} has no CMD or ENTRYPOINT; give one after the image name",
-                args.image
-            ),
+/// Runs the container; the exit code is the container's, as docker run's.
+/// With `-d`, a monitor runs it and its id is printed.
+pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    if args
+        .restart
+        .is_some_and(|r| r != kiln::container::Restart::No)
+    {
+        if !args.detach {
+            return Err(Error::Usage(
+                "--restart needs -d: a foreground kiln run has no monitor to restart the container"
+                    .into(),
+            ));
+        }
+        if args.rm {
+            return Err(Error::Usage(
+                "Conflicting options: --restart and --rm".into(),
+            ));
+        }
+    }
+    if args.detach && (args.interactive || args.tty) {
+        return Err(Error::Usage(
+            "-d with -i or -t is not supported yet: kiln attach does not exist".into(),
         ));
     }
-
-    let id = random_id();
-    let hostname = args
-        .hostname
-        .clone()
-        .or(args.name.clone())
-        .unwrap_or_else(|| id[..12].to_string());
-    let mut env: Vec<String> = vec![
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        format!("HOSTNAME={hostname}"),
-    ];
-    for e in c.env.iter().flatten() {
-        set_env(&mut env, e.clone());
-    }
+    let store = open_store(root)?;
+    let mut env: Vec<String> = Vec::new();
     for file in &args.env_file {
         let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
             path: file.clone(),
@@ -287,68 +293,66 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             nodev: false,
         });
     }
-
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect();
     let (seccomp, no_new_privileges) = security_options(&args.security_opt)?;
-    // Layers as overlay lowerdirs, top first.
-    let mut lower = image.snapshots(&store)?;
-    lower.reverse();
-    let dir = store.container_dir(&id);
-    let dirs = sandbox::ContainerDirs::create(&dir, &hostname, &[])
-        .map_err(|e| Error::Run(125, format!("creating {}: {e}", dir.display())))?;
-    if lower.is_empty() {
-        lower.push(dirs.empty.clone());
-    }
-    let spec = Spec {
-        lower,
-        upper: dirs.upper,
-        work: dirs.work,
-        rootfs: dirs.rootfs,
-        volatile: args.rm,
-        read_only: args.read_only,
-        argv,
+    let (log_max_size, log_max_files) = log_options(&args.log_opts)?;
+    let create = kiln::container::Create {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.clone(),
         env,
-        cwd: args
-            .workdir
-            .clone()
-            .or(c.working_dir.clone())
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into()),
-        user: args.user.clone().or(c.user.clone()).unwrap_or_default(),
-        hostname,
+        binds,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
         network: if args.network == "none" {
             Network::None
         } else {
             Network::Host
         },
-        binds,
-        tty: args.tty,
-        tmpfs: Vec::new(),
-        rootless: !kiln::sandbox::fs::is_root(),
-        etc_dir: dirs.etc,
+        limits: Limits {
+            memory: args.memory,
+            cpus: args.cpus,
+            pids: args.pids_limit,
+            parent: args.cgroup_parent.clone(),
+        },
+        read_only: args.read_only,
         seccomp,
         no_new_privileges,
-        shm_size: None,
-        rlimits: Vec::new(),
+        tty: args.tty,
+        auto_remove: args.rm,
+        restart: args.restart.unwrap_or_default(),
+        stop_signal: args.stop_signal.clone(),
+        stop_timeout: args.stop_timeout,
+        log_max_size,
+        log_max_files,
+        labels,
     };
-    let limits = Limits {
-        memory: args.memory,
-        cpus: args.cpus,
-        pids: args.pids_limit,
-        parent: args.cgroup_parent.clone(),
-    };
-    let result = sandbox::run(
-        &spec,
-        &limits,
-        &id,
-        sandbox::Io {
-            stdin: args.interactive,
-            output: None,
-        },
-    );
-    if args.rm {
-        remove_container_dir(&dir);
+    let (container, dirs) =
+        kiln::container::create(&store, &create).map_err(super::container_error)?;
+    if let Some(path) = &args.cidfile {
+        std::fs::write(path, &container.record.id).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
     }
-    match result {
+    if args.detach {
+        // The monitor takes the lock once this process lets it go.
+        drop(dirs);
+        kiln::container::monitor::spawn(store.root(), &container)
+            .map_err(|e| Error::Run(e.code, e.message))?;
+        writeln!(std::io::stdout(), "{}", container.record.id)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match kiln::container::monitor::run_foreground(&container, dirs, args.interactive) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
         Err(e) => Err(Error::Run(e.exit_code(), e.to_string())),
     }

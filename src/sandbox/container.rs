@@ -99,6 +99,10 @@ pub struct Io {
     /// Send stdout and stderr here (a build step's log pipe) instead of
     /// this process's own.
     pub output: Option<OwnedFd>,
+    /// Send stderr here instead (a monitor keeps the streams apart).
+    pub stderr: Option<OwnedFd>,
+    /// Told the init's pid once the container's process is set to start.
+    pub started: Option<std::sync::mpsc::Sender<u32>>,
 }
 
 /// Runs a container; returns its exit code (128+N when killed by signal N).
@@ -146,7 +150,10 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
         Stdio::null()
     });
     if let Some(out) = io.output {
-        let err = out.try_clone().map_err(setup("dup"))?;
+        let err = match io.stderr {
+            Some(err) => err,
+            None => out.try_clone().map_err(setup("dup"))?,
+        };
         cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
     }
     // SAFETY: dup2 and unshare are async-signal-safe system calls; nothing
@@ -211,6 +218,9 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
         return Err(SandboxError::Setup(format!("sending the spec: {e}")));
     }
     drop(w);
+    if let Some(started) = io.started {
+        let _ = started.send(pid);
+    }
 
     let forwarder = forward_signals(pid);
     if let Some(socket) = console {

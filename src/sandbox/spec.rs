@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Network mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// The host's network stack.
+    #[default]
     Host,
     /// A new network namespace with only loopback.
     None,
@@ -238,15 +239,23 @@ pub struct ContainerLock {
 }
 
 impl ContainerLock {
-    /// Creates and locks `dir/lock`.
-    fn take(dir: &std::path::Path) -> std::io::Result<ContainerLock> {
+    /// Creates and locks `dir/lock` (a monitor takes it for the
+    /// container it runs); fails when a live kiln holds it. The file is
+    /// locked before it has its name: another kiln's `Store::open` never
+    /// sees it unheld, which would mean a dead kiln's container to reclaim.
+    pub fn take(dir: &std::path::Path) -> std::io::Result<ContainerLock> {
         let path = dir.join("lock");
+        if ContainerLock::held(dir) == Some(true) {
+            return Err(std::io::Error::other("the container is in use"));
+        }
+        let tmp = dir.join(format!(".lock.{}", std::process::id()));
         let file = std::fs::File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)?;
+            .open(&tmp)?;
         file.try_lock().map_err(std::io::Error::other)?;
+        std::fs::rename(&tmp, &path)?;
         Ok(ContainerLock { path, _file: file })
     }
 

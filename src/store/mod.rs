@@ -170,6 +170,11 @@ impl Store {
             if crate::sandbox::ContainerLock::held(&path) != Some(false) {
                 continue;
             }
+            // A container with a record outlives its kiln (`ps` shows how
+            // it ended, `rm` removes it), unless it was run with --rm.
+            if path.join("config.json").exists() && !path.join("auto-remove").exists() {
+                continue;
+            }
             let id = entry.file_name().to_string_lossy().into_owned();
             crate::sandbox::reclaim(&id);
             let _ = crate::sandbox::fs::remove_dir_all(&path);

@@ -10,6 +10,7 @@ mod check_golden;
 mod cli;
 mod compat;
 mod conformance;
+mod containers;
 mod fuzz;
 mod parse_golden;
 mod realworld;

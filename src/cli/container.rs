@@ -1,0 +1,570 @@
+//! The container verbs, with docker's flags, output and exit codes: `ps`,
+//! `logs`, `stop`, `kill`, `start`, `restart`, `wait`, `rm`, `container
+//! prune`; and `__monitor`, the per-container monitor.
+
+use super::format::table;
+use super::{Error, open_store};
+use kiln::container::logs::{self, Stream};
+use kiln::container::state::Status;
+use kiln::container::{self, Container, monitor};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kiln ps`.
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only ids.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Do not truncate ids and commands.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// The last N containers made (all states).
+    #[arg(short = 'n', long = "last")]
+    last: Option<usize>,
+    /// The last container made (all states).
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Filter: `status=`, `name=`, `ancestor=`, `id=`, `label=` (repeatable).
+    #[arg(short = 'f', long = "filter")]
+    filters: Vec<String>,
+    /// `table` (default), `json`, or a template with `{{.ID}}`, `{{.Names}}`,
+    /// `{{.Image}}`, `{{.Command}}`, `{{.Status}}`, `{{.State}}`, `{{.CreatedAt}}`.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// One container as `ps` shows it.
+struct Row {
+    id: String,
+    image: String,
+    command: String,
+    created: String,
+    created_at: String,
+    status: String,
+    state: &'static str,
+    names: String,
+}
+
+/// Docker's STATUS text: `Up 2 minutes`, `Exited (0) 5 seconds ago`.
+fn status_text(st: &container::state::State) -> String {
+    match st.status {
+        Status::Running => format!("Up {}", up_for(st.started_at.as_deref())),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code.unwrap_or(0),
+            up_for(st.finished_at.as_deref())
+        ),
+        Status::Exited | Status::Dead => format!(
+            "Exited ({}) {} ago",
+            st.exit_code.unwrap_or(0),
+            up_for(st.finished_at.as_deref())
+        ),
+        Status::Created => "Created".into(),
+    }
+}
+
+/// Docker's duration words (`units.HumanDuration`): `Up ...`, `... ago`.
+fn up_for(since: Option<&str>) -> String {
+    let Some(t) = since.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return "Less than a second".into();
+    };
+    let secs = (chrono::Utc::now().timestamp() - t.timestamp()).max(0);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+fn row(c: &Container, no_trunc: bool) -> Row {
+    let st = c.state();
+    let command = c
+        .record
+        .argv
+        .iter()
+        .map(|a| match a.contains(' ') {
+            true => format!("'{a}'"),
+            false => a.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let command = match (no_trunc, command.chars().count() > 20) {
+        (false, true) => format!("\"{}…\"", command.chars().take(19).collect::<String>()),
+        _ => format!("\"{command}\""),
+    };
+    Row {
+        id: match no_trunc {
+            true => c.record.id.clone(),
+            false => c.short_id().to_string(),
+        },
+        image: c.record.image.clone(),
+        command,
+        created: format!("{} ago", up_for(Some(&c.record.created))),
+        created_at: c.record.created.clone(),
+        status: status_text(&st),
+        state: st.status.as_str(),
+        names: c.record.name.clone(),
+    }
+}
+
+fn matches(c: &Container, filters: &[(String, String)]) -> bool {
+    let st = c.state();
+    // Filters of one key are alternatives; different keys all apply.
+    let keys: std::collections::BTreeSet<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
+    keys.into_iter().all(|key| {
+        filters
+            .iter()
+            .filter(|(k, _)| k == key)
+            .any(|(_, v)| match key {
+                "status" => st.status.as_str() == v,
+                "name" => c.record.name.contains(v.as_str()),
+                "id" => c.record.id.starts_with(v.as_str()),
+                "ancestor" => c.record.image == *v || c.record.image_id.contains(v.as_str()),
+                "label" => match v.split_once('=') {
+                    Some((lk, lv)) => c.record.labels.iter().any(|(k, v)| k == lk && v == lv),
+                    None => c.record.labels.iter().any(|(k, _)| k == v),
+                },
+                _ => false,
+            })
+    })
+}
+
+/// `kiln ps`.
+pub fn ps(root: Option<PathBuf>, args: PsArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let mut filters = Vec::new();
+    for f in &args.filters {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            Error::Usage(format!("bad format of filter (expected name=value): {f}"))
+        })?;
+        if !["status", "name", "id", "ancestor", "label"].contains(&k) {
+            return Err(Error::Usage(format!("invalid filter '{k}'")));
+        }
+        filters.push((k.to_string(), v.to_string()));
+    }
+    let mut all = container::list(&store).map_err(super::container_error)?;
+    // Newest first, as docker lists them.
+    all.reverse();
+    let last = if args.latest { Some(1) } else { args.last };
+    let shown: Vec<&Container> = all
+        .iter()
+        .filter(|c| {
+            args.all
+                || last.is_some()
+                || filters.iter().any(|(k, _)| k == "status")
+                || c.state().is_running()
+        })
+        .filter(|c| matches(c, &filters))
+        .take(last.unwrap_or(usize::MAX))
+        .collect();
+    let rows: Vec<Row> = shown.iter().map(|c| row(c, args.no_trunc)).collect();
+    let mut out = String::new();
+    match (args.quiet, args.format.as_deref()) {
+        (true, _) => {
+            for r in &rows {
+                out.push_str(&r.id);
+                out.push('\n');
+            }
+        }
+        (false, Some("json")) => {
+            for r in &rows {
+                let v = serde_json::json!({
+                    "ID": r.id, "Image": r.image, "Command": r.command, "CreatedAt": r.created_at,
+                    "RunningFor": r.created, "Status": r.status, "State": r.state, "Names": r.names,
+                    "Ports": "",
+                });
+                out.push_str(&v.to_string());
+                out.push('\n');
+            }
+        }
+        (false, Some(t)) if t != "table" => {
+            let t = t.strip_prefix("table ").unwrap_or(t);
+            for r in &rows {
+                let line = t
+                    .replace("{{.ID}}", &r.id)
+                    .replace("{{.Image}}", &r.image)
+                    .replace("{{.Command}}", &r.command)
+                    .replace("{{.CreatedAt}}", &r.created_at)
+                    .replace("{{.RunningFor}}", &r.created)
+                    .replace("{{.Status}}", &r.status)
+                    .replace("{{.State}}", r.state)
+                    .replace("{{.Names}}", &r.names)
+                    .replace("{{.Ports}}", "")
+                    .replace("\\t", "\t");
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        _ => {
+            let mut table_rows = vec![
+                [
+                    "CONTAINER ID",
+                    "IMAGE",
+                    "COMMAND",
+                    "CREATED",
+                    "STATUS",
+                    "PORTS",
+                    "NAMES",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            for r in rows {
+                table_rows.push(vec![
+                    r.id,
+                    r.image,
+                    r.command,
+                    r.created,
+                    r.status,
+                    String::new(),
+                    r.names,
+                ]);
+            }
+            out = table(&table_rows);
+        }
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Follow the log until the container stops.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Show each line's time.
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Lines since this time (RFC 3339) or duration ago (`10s`, `5m`, `2h`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Lines until this time or duration ago.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only the last N lines (`all` for every one).
+    #[arg(short = 'n', long = "tail")]
+    tail: Option<String>,
+    /// The container.
+    container: String,
+}
+
+/// A `--since`/`--until` value as an RFC 3339 time to compare log times
+/// with.
+fn time_bound(text: &str) -> Result<String, Error> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
+    let (n, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = n.parse().map_err(|_| {
+        Error::Usage(format!(
+            "invalid time {text:?}: use RFC 3339 or 10s, 5m, 2h"
+        ))
+    })?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => {
+            return Err(Error::Usage(format!(
+                "invalid time {text:?}: use RFC 3339 or 10s, 5m, 2h"
+            )));
+        }
+    };
+    Ok((chrono::Utc::now() - chrono::Duration::seconds(secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+}
+
+fn print_entry(e: &logs::Entry, timestamps: bool) -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    if timestamps {
+        bytes.extend_from_slice(e.time.as_bytes());
+        bytes.push(b' ');
+    }
+    bytes.extend_from_slice(&e.text);
+    match e.stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()
+        }
+        Stream::Stderr => std::io::stderr().write_all(&bytes),
+    }
+}
+
+/// `kiln logs`.
+pub fn logs(root: Option<PathBuf>, args: LogsArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    let since = args.since.as_deref().map(time_bound).transpose()?;
+    let until = args.until.as_deref().map(time_bound).transpose()?;
+    let tail = match args.tail.as_deref() {
+        None | Some("all") | Some("-1") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| Error::Usage(format!("invalid --tail {n:?}: a number or all")))?,
+        ),
+    };
+    let keep = |e: &logs::Entry| {
+        since.as_ref().is_none_or(|s| e.time >= *s) && until.as_ref().is_none_or(|u| e.time <= *u)
+    };
+    let entries: Vec<logs::Entry> = logs::read(&c.dir).into_iter().filter(|e| keep(e)).collect();
+    let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
+    for e in &entries[skip..] {
+        print_entry(e, args.timestamps)?;
+    }
+    if args.follow {
+        let mut offset = std::fs::metadata(logs::path(&c.dir))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        loop {
+            let running = c.state().is_running();
+            let (more, next) = logs::read_from(&c.dir, offset);
+            offset = next;
+            for e in more.iter().filter(|e| keep(e)) {
+                print_entry(e, args.timestamps)?;
+            }
+            if !running {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln stop` and `kiln restart`.
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing it (default: the container's, 10).
+    #[arg(short = 't', long = "time")]
+    time: Option<u64>,
+    /// Signal to send (default: the container's stop signal).
+    #[arg(short = 's', long)]
+    signal: Option<String>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Runs `each` on every container named; errors are printed, the exit
+/// code is 1 when any failed (docker's way with several names).
+fn for_each(
+    root: Option<PathBuf>,
+    names: &[String],
+    each: impl Fn(&kiln::store::Store, &Container) -> Result<(), Error>,
+) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let mut failed = false;
+    for name in names {
+        let result = container::find(&store, name)
+            .map_err(super::container_error)
+            .and_then(|c| each(&store, &c));
+        match result {
+            Ok(()) => writeln!(std::io::stdout(), "{name}")?,
+            Err(e) => {
+                failed = true;
+                eprintln!("Error response from kiln: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `kiln stop`.
+pub fn stop(root: Option<PathBuf>, args: StopArgs) -> Result<ExitCode, Error> {
+    for_each(root, &args.containers, |_, c| {
+        c.stop(args.time, args.signal.as_deref())
+            .map_err(super::container_error)
+    })
+}
+
+/// `kiln restart`.
+pub fn restart(root: Option<PathBuf>, args: StopArgs) -> Result<ExitCode, Error> {
+    for_each(root, &args.containers, |store, c| {
+        c.stop(args.time, args.signal.as_deref())
+            .map_err(super::container_error)?;
+        monitor::spawn(store.root(), c).map_err(|e| Error::Run(e.code, e.message))
+    })
+}
+
+/// Arguments of `kiln kill`.
+#[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    /// Signal to send.
+    #[arg(short = 's', long, default_value = "KILL")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kiln kill`.
+pub fn kill(root: Option<PathBuf>, args: KillArgs) -> Result<ExitCode, Error> {
+    let sig = kiln::sandbox::process::signal_number(&args.signal)
+        .ok_or_else(|| Error::Usage(format!("invalid signal: {}", args.signal)))?;
+    for_each(root, &args.containers, |_, c| {
+        if sig == 9 {
+            let _ = container::state::update(&c.dir, |s| s.stopped_by_user = true);
+        }
+        match c.signal(sig).map_err(super::container_error)? {
+            true => Ok(()),
+            false => Err(Error::Usage(format!(
+                "cannot kill container: {}: container {} is not running",
+                c.record.name, c.record.id
+            ))),
+        }
+    })
+}
+
+/// Arguments of `kiln start`.
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Start every container whose restart policy asks for it (`always`,
+    /// and `unless-stopped` ones not stopped by a user): for boot time.
+    #[arg(long = "all-restartable", conflicts_with = "containers")]
+    all_restartable: bool,
+    /// Containers.
+    #[arg(required_unless_present = "all_restartable")]
+    containers: Vec<String>,
+}
+
+/// `kiln start`.
+pub fn start(root: Option<PathBuf>, args: StartArgs) -> Result<ExitCode, Error> {
+    let names = match args.all_restartable {
+        false => args.containers.clone(),
+        true => {
+            let store = open_store(root.clone())?;
+            container::list(&store)
+                .map_err(super::container_error)?
+                .into_iter()
+                .filter(|c| {
+                    let st = c.state();
+                    !st.is_running()
+                        && match c.record.restart {
+                            container::Restart::Always => true,
+                            container::Restart::UnlessStopped => !st.stopped_by_user,
+                            _ => false,
+                        }
+                })
+                .map(|c| c.record.name)
+                .collect()
+        }
+    };
+    for_each(root, &names, |store, c| {
+        if c.state().is_running() {
+            return Ok(());
+        }
+        monitor::spawn(store.root(), c).map_err(|e| Error::Run(e.code, e.message))
+    })
+}
+
+/// Arguments of `kiln wait`.
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kiln wait`: prints each container's exit code once it stops.
+pub fn wait(root: Option<PathBuf>, args: WaitArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    for name in &args.containers {
+        let c = container::find(&store, name).map_err(super::container_error)?;
+        let code = monitor::wait(&c).map_err(super::container_error)?;
+        writeln!(std::io::stdout(), "{code}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln rm`.
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// Kill and remove a running container.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Remove its anonymous volumes too (it has none yet).
+    #[arg(short = 'v', long)]
+    volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kiln rm`.
+pub fn rm(root: Option<PathBuf>, args: RmArgs) -> Result<ExitCode, Error> {
+    for_each(root, &args.containers, |_, c| {
+        c.remove(args.force).map_err(super::container_error)
+    })
+}
+
+/// Arguments of `kiln container`.
+#[derive(Debug, clap::Args)]
+pub struct ContainerArgs {
+    #[command(subcommand)]
+    command: ContainerCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ContainerCommand {
+    /// Remove every stopped container.
+    Prune {
+        /// Do not ask (kiln never asks).
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// List containers (as `kiln ps`).
+    Ls(PsArgs),
+}
+
+/// `kiln container ...`.
+pub fn container_cmd(root: Option<PathBuf>, args: ContainerArgs) -> Result<ExitCode, Error> {
+    match args.command {
+        ContainerCommand::Ls(a) => ps(root, a),
+        ContainerCommand::Prune { .. } => {
+            let store = open_store(root)?;
+            let mut out = String::from("Deleted Containers:\n");
+            for c in container::list(&store).map_err(super::container_error)? {
+                if !c.state().is_running() {
+                    c.remove(false).map_err(super::container_error)?;
+                    out.push_str(&c.record.id);
+                    out.push('\n');
+                }
+            }
+            std::io::stdout().write_all(out.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `kiln __monitor ID`.
+pub fn monitor(root: Option<PathBuf>, id: String) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let root = store.root().to_path_buf();
+    // The monitor holds no store handle while the container runs: another
+    // kiln's prune must not wait on it for ever (the container's snapshots
+    // are kept by its image's tag, as for a foreground run).
+    drop(store);
+    let code = monitor::main(&root, &id);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}

@@ -1,0 +1,231 @@
+//! A container's log, in the k8s-file format Podman and CRI runtimes
+//! write (`TIME STREAM F|P TEXT`, one line each: `F` a full line, `P` a
+//! part of a longer one): stdout and stderr kept apart, readable after the
+//! monitor is gone, capped in size with rotation (`ctr.log`, `ctr.log.1`,
+//! ...).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// The longest piece written as one line; longer lines are split into
+/// `P` parts.
+const PIECE: usize = 16 << 10;
+
+/// Where the log is in a container's directory.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("ctr.log")
+}
+
+/// Appends lines to a container's log, rotating it at `max_size` bytes
+/// into at most `max_files` files (the current one included).
+pub struct Writer {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: Option<u64>,
+    max_files: usize,
+}
+
+impl Writer {
+    /// Opens (appends to) the log in `dir`.
+    pub fn open(dir: &Path, max_size: Option<u64>, max_files: usize) -> std::io::Result<Writer> {
+        let path = path(dir);
+        let file = File::options().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer {
+            path,
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+        })
+    }
+
+    /// Writes `data` from `stream` (whole lines, or a last piece without
+    /// its newline, written as a part).
+    pub fn write(&mut self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
+        let time = super::state::now();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (line, full, next) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= PIECE => (&rest[..i], true, &rest[i + 1..]),
+                _ if rest.len() > PIECE => (&rest[..PIECE], false, &rest[PIECE..]),
+                _ => (rest, false, &rest[rest.len()..]),
+            };
+            let mut out = Vec::with_capacity(line.len() + 48);
+            out.extend_from_slice(time.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(stream.as_str().as_bytes());
+            out.extend_from_slice(if full { b" F " } else { b" P " });
+            out.extend_from_slice(line);
+            out.push(b'\n');
+            self.file.write_all(&out)?;
+            self.size += out.len() as u64;
+            rest = next;
+            if self.max_size.is_some_and(|m| self.size >= m) {
+                self.rotate()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files == 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(numbered(self.max_files - 1));
+        for n in (1..self.max_files - 1).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        std::fs::rename(&self.path, numbered(1))?;
+        self.file = File::options().create(true).append(true).open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// One line of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// When it was written (RFC 3339, nanoseconds).
+    pub time: String,
+    /// Its stream.
+    pub stream: Stream,
+    /// Its text, with its newline when it ended one.
+    pub text: Vec<u8>,
+}
+
+fn parse(line: &[u8]) -> Option<Entry> {
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let time = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let stream = match parts.next()? {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let full = parts.next()? == b"F";
+    let mut text = parts.next().unwrap_or_default().to_vec();
+    if full {
+        text.push(b'\n');
+    }
+    Some(Entry { time, stream, text })
+}
+
+/// The files of the log in `dir`, oldest first.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let current = path(dir);
+    let mut rotated: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("ctr.log.")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    rotated
+        .into_iter()
+        .map(|(_, p)| p)
+        .chain(std::iter::once(current))
+        .collect()
+}
+
+/// Every entry of the log in `dir`, oldest first.
+pub fn read(dir: &Path) -> Vec<Entry> {
+    files(dir)
+        .into_iter()
+        .filter_map(|p| File::open(p).ok())
+        .flat_map(|f| {
+            BufReader::new(f)
+                .split(b'\n')
+                .map_while(Result::ok)
+                .filter_map(|l| parse(&l))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Entries of the current log file from byte `offset` on, and the offset
+/// after them (`logs -f` reads on from there).
+pub fn read_from(dir: &Path, offset: u64) -> (Vec<Entry>, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = File::open(path(dir)) else {
+        return (Vec::new(), offset);
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // Rotated since: start again from the new file's beginning.
+    let offset = if len < offset { 0 } else { offset };
+    if f.seek(SeekFrom::Start(offset)).is_err() {
+        return (Vec::new(), offset);
+    }
+    let mut bytes = Vec::new();
+    let _ = f.read_to_end(&mut bytes);
+    // Only whole lines: one being written waits for the next read.
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let entries = bytes[..whole]
+        .split(|&b| b == b'\n')
+        .filter_map(parse)
+        .collect();
+    (entries, offset + whole as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_keep_their_stream_and_the_log_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), Some(200), 3).unwrap();
+        w.write(Stream::Stdout, b"one\ntwo\n").unwrap();
+        w.write(Stream::Stderr, b"oops\n").unwrap();
+        w.write(Stream::Stdout, b"no newline").unwrap();
+        let got = read(dir.path());
+        let texts: Vec<(Stream, &[u8])> =
+            got.iter().map(|e| (e.stream, e.text.as_slice())).collect();
+        assert_eq!(
+            texts,
+            [
+                (Stream::Stdout, &b"one\n"[..]),
+                (Stream::Stdout, b"two\n"),
+                (Stream::Stderr, b"oops\n"),
+                (Stream::Stdout, b"no newline"),
+            ]
+        );
+        for i in 0..20 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        // Three files at most; the newest lines are kept.
+        assert!(dir.path().join("ctr.log.2").exists());
+        assert!(!dir.path().join("ctr.log.3").exists());
+        let all = read(dir.path());
+        assert_eq!(all.last().unwrap().text, b"line 19\n");
+        let (tail, _) = read_from(dir.path(), 0);
+        assert!(tail.len() < 20);
+    }
+}

@@ -1,0 +1,556 @@
+//! Containers that outlive the command: each one a directory in the store
+//! (`containers/<id>/`) with its immutable record (`config.json`: the
+//! image, the spec the sandbox runs, limits, restart policy, stop signal),
+//! its state (`state.json`, [`state`]), its log ([`logs`]) and its overlay
+//! directories. A foreground `kiln run` watches its own container; `kiln
+//! run -d` and `kiln start` leave it to a monitor ([`monitor`]): kiln
+//! itself, re-executed in a session of its own. No daemon: every command
+//! reads the directory.
+
+pub mod logs;
+pub mod monitor;
+mod names;
+pub mod state;
+
+use crate::image::Image;
+use crate::sandbox::{self, Bind, ContainerDirs, Limits, Network, SeccompProfile, Spec};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a container operation failed.
+#[derive(Debug, Error)]
+pub enum ContainerError {
+    /// No container has that name or id (prefix).
+    #[error("No such container: {0}")]
+    NotFound(String),
+    /// An id prefix names several containers.
+    #[error("multiple containers match {0:?}: give more of the id")]
+    Ambiguous(String),
+    /// The name is taken.
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// Its container.
+        id: String,
+    },
+    /// The request does not fit the container or its options.
+    #[error("{0}")]
+    Invalid(String),
+    /// The image cannot be used.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A file of the container could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let path = path.to_path_buf();
+    move |source| ContainerError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `--restart`: when the monitor starts the container again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Never (the default).
+    #[default]
+    No,
+    /// When it exits non-zero, at most this many times (unlimited: None).
+    OnFailure(Option<u32>),
+    /// Whenever it exits, unless a user stopped it.
+    Always,
+    /// As `always`; a user's stop is also remembered by `start --all-restartable`.
+    UnlessStopped,
+}
+
+impl Restart {
+    /// Parses docker's `no|on-failure[:N]|always|unless-stopped`.
+    pub fn parse(text: &str) -> Result<Restart, String> {
+        match text.split_once(':') {
+            None if text == "no" => Ok(Restart::No),
+            None if text == "always" => Ok(Restart::Always),
+            None if text == "unless-stopped" => Ok(Restart::UnlessStopped),
+            None if text == "on-failure" => Ok(Restart::OnFailure(None)),
+            Some(("on-failure", n)) => {
+                n.parse().map(|n| Restart::OnFailure(Some(n))).map_err(|_| {
+                    format!("invalid restart policy {text:?}: the count must be a number")
+                })
+            }
+            Some((p @ ("no" | "always" | "unless-stopped"), _)) => Err(format!(
+                "invalid restart policy {text:?}: maximum retry count cannot be used with restart policy '{p}'"
+            )),
+            _ => Err(format!(
+                "invalid restart policy {text:?}: use no, on-failure[:N], always or unless-stopped"
+            )),
+        }
+    }
+
+    /// Docker's name of it (`on-failure`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::OnFailure(_) => "on-failure",
+            Restart::Always => "always",
+            Restart::UnlessStopped => "unless-stopped",
+        }
+    }
+}
+
+/// What a new container is made of (what `kiln run`'s flags say).
+#[derive(Debug, Clone, Default)]
+pub struct Create {
+    /// The image, as given.
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// The command after the image (replaces CMD).
+    pub command: Vec<String>,
+    /// `--entrypoint` (`""` clears it).
+    pub entrypoint: Option<String>,
+    /// `KEY=VALUE` entries in the order given (env files, then `-e`).
+    pub env: Vec<String>,
+    /// Bind mounts.
+    pub binds: Vec<Bind>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--network`.
+    pub network: Network,
+    /// Cgroup limits.
+    pub limits: Limits,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// The seccomp profile.
+    pub seccomp: SeccompProfile,
+    /// `--security-opt no-new-privileges`.
+    pub no_new_privileges: bool,
+    /// `-t`.
+    pub tty: bool,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// `--restart`.
+    pub restart: Restart,
+    /// `--stop-signal` (default: the image's STOPSIGNAL, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` in seconds (default 10).
+    pub stop_timeout: Option<u64>,
+    /// `--log-opt max-size`.
+    pub log_max_size: Option<u64>,
+    /// `--log-opt max-file` (default 1: the log is cut, not kept).
+    pub log_max_files: Option<usize>,
+    /// `-l`: labels.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A container's immutable record (`config.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// 64 hex digits.
+    pub id: String,
+    /// Its name (docker's `/name` without the slash).
+    pub name: String,
+    /// The image as given.
+    pub image: String,
+    /// The image's id.
+    pub image_id: String,
+    /// When it was made.
+    pub created: String,
+    /// What it runs (entrypoint and command).
+    pub argv: Vec<String>,
+    /// What the sandbox runs.
+    pub spec: Spec,
+    /// Its cgroup limits.
+    pub limits: Limits,
+    /// `--restart`.
+    pub restart: Restart,
+    /// The signal `kiln stop` sends.
+    pub stop_signal: String,
+    /// Seconds `kiln stop` waits before SIGKILL.
+    pub stop_timeout: u64,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// Log rotation: bytes per file.
+    pub log_max_size: Option<u64>,
+    /// Log rotation: files kept.
+    pub log_max_files: usize,
+    /// Labels.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A container: its record and directory.
+#[derive(Clone, Debug)]
+pub struct Container {
+    /// The record.
+    pub record: Record,
+    /// `containers/<id>/`.
+    pub dir: PathBuf,
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn set_env(env: &mut Vec<String>, entry: String) {
+    let key = entry.split('=').next().unwrap_or_default().to_string();
+    match env
+        .iter_mut()
+        .find(|e| e.split('=').next() == Some(key.as_str()))
+    {
+        Some(slot) => *slot = entry,
+        None => env.push(entry),
+    }
+}
+
+/// True for a name docker accepts (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Makes a container from `opts`: its directories, record and state
+/// (`created`). The container's lock is returned held: the caller runs it
+/// (foreground) or drops it for a monitor to take.
+pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs), ContainerError> {
+    let image = Image::resolve(store, &opts.image)?;
+    let c = &image.config.config;
+    // Entrypoint and Cmd exactly as docker run combines them.
+    let entrypoint: Vec<String> = match &opts.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => c.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !opts.command.is_empty() {
+        opts.command.clone()
+    } else if opts.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        c.cmd.clone().unwrap_or_default()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(ContainerError::Invalid(format!(
+            "no command specified: image {} has no CMD or ENTRYPOINT; give one after the image name",
+            opts.image
+        )));
+    }
+    let existing = list(store)?;
+    let name = match &opts.name {
+        Some(n) if !valid_name(n) => {
+            return Err(ContainerError::Invalid(format!(
+                "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        Some(n) => n.clone(),
+        None => names::unused(
+            &existing
+                .iter()
+                .map(|c| c.record.name.as_str())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    if let Some(other) = existing.iter().find(|c| c.record.name == name) {
+        return Err(ContainerError::NameInUse {
+            name,
+            id: other.record.id.clone(),
+        });
+    }
+    let id = random_id();
+    let hostname = opts
+        .hostname
+        .clone()
+        .or(opts.name.clone())
+        .unwrap_or_else(|| id[..12].to_string());
+    let mut env: Vec<String> = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        format!("HOSTNAME={hostname}"),
+    ];
+    for e in c.env.iter().flatten().chain(&opts.env) {
+        set_env(&mut env, e.clone());
+    }
+    // Layers as overlay lowerdirs, top first.
+    let mut lower = image.snapshots(store)?;
+    lower.reverse();
+    let dir = store.container_dir(&id);
+    let dirs = ContainerDirs::create(&dir, &hostname, &[]).map_err(io_err("creating", &dir))?;
+    if lower.is_empty() {
+        lower.push(dirs.empty.clone());
+    }
+    let spec = Spec {
+        lower,
+        upper: dirs.upper.clone(),
+        work: dirs.work.clone(),
+        rootfs: dirs.rootfs.clone(),
+        volatile: opts.auto_remove,
+        read_only: opts.read_only,
+        argv: argv.clone(),
+        env,
+        cwd: opts
+            .workdir
+            .clone()
+            .or(c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        user: opts.user.clone().or(c.user.clone()).unwrap_or_default(),
+        hostname,
+        network: opts.network,
+        binds: opts.binds.clone(),
+        tty: opts.tty,
+        tmpfs: Vec::new(),
+        rootless: !sandbox::fs::is_root(),
+        etc_dir: dirs.etc.clone(),
+        seccomp: opts.seccomp.clone(),
+        no_new_privileges: opts.no_new_privileges,
+        shm_size: None,
+        rlimits: Vec::new(),
+    };
+    let stop_signal = opts
+        .stop_signal
+        .clone()
+        .or(c.stop_signal.clone())
+        .unwrap_or_else(|| "SIGTERM".into());
+    if sandbox::process::signal_number(&stop_signal).is_none() {
+        return Err(ContainerError::Invalid(format!(
+            "invalid stop signal {stop_signal:?}"
+        )));
+    }
+    let record = Record {
+        id: id.clone(),
+        name,
+        image: opts.image.clone(),
+        image_id: image.id.to_string(),
+        created: state::now(),
+        argv,
+        spec,
+        limits: opts.limits.clone(),
+        restart: opts.restart,
+        stop_signal,
+        stop_timeout: opts.stop_timeout.unwrap_or(10),
+        auto_remove: opts.auto_remove,
+        log_max_size: opts.log_max_size,
+        log_max_files: opts.log_max_files.unwrap_or(1),
+        labels: opts.labels.clone(),
+    };
+    let path = dir.join("config.json");
+    let bytes =
+        serde_json::to_vec_pretty(&record).map_err(|e| io_err("writing", &path)(e.into()))?;
+    std::fs::write(&path, bytes).map_err(io_err("writing", &path))?;
+    state::write(&dir, &state::State::default()).map_err(io_err("writing", &dir))?;
+    if opts.auto_remove {
+        // Store::open reclaims a --rm container whose kiln died.
+        let marker = dir.join("auto-remove");
+        std::fs::write(&marker, b"").map_err(io_err("writing", &marker))?;
+    }
+    Ok((Container { record, dir }, dirs))
+}
+
+/// The container in `dir`, if it has a record.
+pub fn load(dir: &Path) -> Option<Container> {
+    let bytes = std::fs::read(dir.join("config.json")).ok()?;
+    let record: Record = serde_json::from_slice(&bytes).ok()?;
+    Some(Container {
+        record,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Every container with a record, oldest first.
+pub fn list(store: &Store) -> Result<Vec<Container>, ContainerError> {
+    let dir = store.root().join("containers");
+    let mut out: Vec<Container> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| load(&e.path()))
+        .collect();
+    out.sort_by(|a, b| a.record.created.cmp(&b.record.created));
+    Ok(out)
+}
+
+/// The container `what` names: its id, its name, or a unique id prefix.
+pub fn find(store: &Store, what: &str) -> Result<Container, ContainerError> {
+    let all = list(store)?;
+    if let Some(c) = all
+        .iter()
+        .find(|c| c.record.id == what || c.record.name == what.trim_start_matches('/'))
+    {
+        return Ok(c.clone());
+    }
+    let matching: Vec<&Container> = all
+        .iter()
+        .filter(|c| !what.is_empty() && c.record.id.starts_with(what))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ContainerError::NotFound(what.to_string())),
+        _ => Err(ContainerError::Ambiguous(what.to_string())),
+    }
+}
+
+impl Container {
+    /// Its state, truthfully (a dead monitor's container is not running).
+    pub fn state(&self) -> state::State {
+        state::read(&self.dir).truthful()
+    }
+
+    /// Its id's first 12 digits, as docker shows it.
+    pub fn short_id(&self) -> &str {
+        &self.record.id[..12]
+    }
+
+    /// Sends signal `sig` to its process; false when it does not run.
+    pub fn signal(&self, sig: i32) -> Result<bool, ContainerError> {
+        let st = self.state();
+        match (st.is_running(), st.init) {
+            (true, Some(init)) => init.signal(sig).map_err(|e| {
+                ContainerError::Invalid(format!("signalling {}: {e}", self.record.name))
+            }),
+            _ => Ok(false),
+        }
+    }
+
+    /// Waits until it is not running, at most `timeout`; true when it
+    /// stopped.
+    pub fn wait_stopped(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if !self.state().is_running() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it as `docker stop` does: its stop signal (or `signal`), then
+    /// after `timeout` seconds (default: its own) SIGKILL. The user's stop
+    /// is remembered: no restart policy brings it back.
+    pub fn stop(&self, timeout: Option<u64>, signal: Option<&str>) -> Result<(), ContainerError> {
+        let sig_name = signal.unwrap_or(&self.record.stop_signal);
+        let sig = sandbox::process::signal_number(sig_name)
+            .ok_or_else(|| ContainerError::Invalid(format!("invalid signal {sig_name:?}")))?;
+        state::update(&self.dir, |s| s.stopped_by_user = true)
+            .map_err(io_err("writing the state of", &self.dir))?;
+        if !self.state().is_running() {
+            return Ok(());
+        }
+        self.signal(sig)?;
+        let wait = std::time::Duration::from_secs(timeout.unwrap_or(self.record.stop_timeout));
+        if !self.wait_stopped(wait) {
+            self.signal(9)?;
+            self.wait_stopped(std::time::Duration::from_secs(10));
+        }
+        Ok(())
+    }
+
+    /// Kills it for good: its monitor and process, then its cgroups (what a
+    /// dead kiln left included).
+    pub fn kill_all(&self) -> Result<(), ContainerError> {
+        let _ = state::update(&self.dir, |s| s.stopped_by_user = true);
+        let st = state::read(&self.dir);
+        // The monitor first, so it starts nothing again; its container dies
+        // with it (the init's parent-death signal).
+        if let Some(m) = st.monitor {
+            let _ = m.signal(9);
+        }
+        if let Some(i) = st.init {
+            let _ = i.signal(9);
+        }
+        self.wait_stopped(std::time::Duration::from_secs(10));
+        sandbox::reclaim(&self.record.id);
+        Ok(())
+    }
+
+    /// Removes it: refused while it runs unless `force` (then killed).
+    pub fn remove(&self, force: bool) -> Result<(), ContainerError> {
+        if self.state().is_running() {
+            if !force {
+                return Err(ContainerError::Invalid(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    self.record.name
+                )));
+            }
+            self.kill_all()?;
+        } else {
+            sandbox::reclaim(&self.record.id);
+        }
+        remove_dir(&self.dir);
+        Ok(())
+    }
+}
+
+/// Removes a container's directory. Overlay creates its `work/work` with
+/// mode 000: root removes it anyway, a rootless kiln must give itself access
+/// first.
+pub fn remove_dir(dir: &Path) {
+    if sandbox::fs::remove_dir_all(dir).is_ok() {
+        return;
+    }
+    // Iterative: a container's tree may be deeper than the stack allows.
+    let open_up = |dir: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(path) = todo.pop() {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+                let entries = std::fs::read_dir(&path).into_iter().flatten().flatten();
+                todo.extend(entries.map(|e| e.path()));
+            }
+        }
+    };
+    open_up(dir);
+    let _ = sandbox::fs::remove_dir_all(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_as_docker_reads_them() {
+        assert_eq!(Restart::parse("no"), Ok(Restart::No));
+        assert_eq!(
+            Restart::parse("on-failure:3"),
+            Ok(Restart::OnFailure(Some(3)))
+        );
+        assert_eq!(Restart::parse("on-failure"), Ok(Restart::OnFailure(None)));
+        assert_eq!(Restart::parse("unless-stopped"), Ok(Restart::UnlessStopped));
+        assert!(
+            Restart::parse("always:2")
+                .unwrap_err()
+                .contains("cannot be used")
+        );
+        assert!(Restart::parse("sometimes").is_err());
+        assert!(valid_name("web-1") && !valid_name("-x") && !valid_name("a") && !valid_name("a/b"));
+    }
+}

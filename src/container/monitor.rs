@@ -1,0 +1,358 @@
+//! The per-container monitor (kiln re-executed as `kiln __monitor ID`, in
+//! a session of its own, a subreaper): it holds the container's lock,
+//! starts the container with the sandbox, writes its stdout and stderr to
+//! the log, records every start and end in its state, applies the restart
+//! policy with docker's growing back-off, and exits when the container is
+//! finally stopped. It tells the command that started it how the first
+//! start went on its standard output: `started`, or `error CODE MESSAGE`.
+//! A foreground `kiln run` does the same for its own container, without a
+//! monitor ([`run_foreground`]).
+
+use super::logs::{self, Stream};
+use super::state::{self, Status};
+use super::{Container, ContainerError, Restart};
+use crate::sandbox::{self, ContainerDirs, ContainerLock, SandboxError, process};
+use std::io::{BufRead, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// Why `kiln start` (or `run -d`) could not start a container.
+#[derive(Debug)]
+pub struct StartError {
+    /// docker's exit code (125 set-up, 126/127 the command).
+    pub code: i32,
+    /// What happened.
+    pub message: String,
+}
+
+/// Starts a monitor for `c` and waits until the container runs (or could
+/// not start).
+pub fn spawn(store_root: &Path, c: &Container) -> Result<(), StartError> {
+    let fail = |message: String| StartError { code: 125, message };
+    let exe =
+        std::fs::read_link("/proc/self/exe").map_err(|e| fail(format!("finding kiln: {e}")))?;
+    let log = std::fs::File::create(c.dir.join("monitor.log"))
+        .map_err(|e| fail(format!("creating the monitor's log: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root")
+        .arg(store_root)
+        .arg("__monitor")
+        .arg(&c.record.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    process::new_session(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("starting the monitor: {e}")))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    // The monitor lives on in its session; it is reaped by init when it
+    // ends (this process is gone by then), or here if it already did.
+    let _ = child.try_wait();
+    match line.trim_end().split_once(' ') {
+        _ if line.trim_end() == "started" => Ok(()),
+        Some(("error", rest)) => {
+            let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+            Err(StartError {
+                code: code.parse().unwrap_or(125),
+                message: message.to_string(),
+            })
+        }
+        _ => {
+            let mut why = String::new();
+            let _ = std::fs::File::open(c.dir.join("monitor.log"))
+                .and_then(|mut f| f.read_to_string(&mut why));
+            Err(fail(format!(
+                "the container's monitor exited before it started: {}",
+                why.trim()
+            )))
+        }
+    }
+}
+
+/// Copies a pipe into the log as `stream` until every writer closed it.
+fn pump(reader: std::io::PipeReader, stream: Stream, log: Arc<Mutex<logs::Writer>>) {
+    let mut reader = reader;
+    let mut buf = vec![0u8; 32 << 10];
+    // Lines are written whole: a piece without its newline waits for the
+    // rest (up to the buffer's size).
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                let cut = match pending.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if pending.len() >= buf.len() => pending.len(),
+                    None => continue,
+                };
+                let mut w = log.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = w.write(stream, &pending[..cut]);
+                pending.drain(..cut);
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(stream, &pending);
+    }
+}
+
+/// Records each start of the container: running, with its init.
+fn record_start(dir: &Path, pid: u32) {
+    let _ = state::update(dir, |s| {
+        s.status = Status::Running;
+        s.init = process::record(pid);
+        s.started_at = Some(state::now());
+        s.exit_code = None;
+        s.error = None;
+    });
+}
+
+/// Runs the container once, its output into the log; its exit code.
+fn run_once(
+    c: &Container,
+    log: &Arc<Mutex<logs::Writer>>,
+    ready: &mut Option<std::io::Stdout>,
+) -> Result<i32, SandboxError> {
+    let setup = |e: std::io::Error| SandboxError::Setup(format!("log pipes: {e}"));
+    let (out_r, out_w) = std::io::pipe().map_err(setup)?;
+    let (err_r, err_w) = std::io::pipe().map_err(setup)?;
+    let pumps = [(out_r, Stream::Stdout), (err_r, Stream::Stderr)].map(|(r, s)| {
+        let log = log.clone();
+        std::thread::spawn(move || pump(r, s, log))
+    });
+    let (tx, rx) = mpsc::channel::<u32>();
+    let dir = c.dir.clone();
+    let mut ready_out = ready.take();
+    let watcher = std::thread::spawn(move || {
+        if let Ok(pid) = rx.recv() {
+            record_start(&dir, pid);
+            if let Some(out) = ready_out.as_mut() {
+                let _ = writeln!(out, "started");
+                let _ = out.flush();
+            }
+            ready_out = None;
+        }
+        ready_out
+    });
+    let result = sandbox::run(
+        &c.record.spec,
+        &c.record.limits,
+        &c.record.id,
+        sandbox::Io {
+            stdin: false,
+            output: Some(OwnedFd::from(out_w)),
+            stderr: Some(OwnedFd::from(err_w)),
+            started: Some(tx),
+        },
+    );
+    // Not started: the readiness pipe is still ours, to say why.
+    *ready = watcher.join().unwrap_or(None);
+    for p in pumps {
+        let _ = p.join();
+    }
+    result
+}
+
+/// Docker's restart back-off: 100 ms, doubled each time, at most a
+/// minute; a run that lasted 10 s starts it over.
+fn backoff(previous: Option<Duration>, ran: Duration) -> Duration {
+    match previous {
+        Some(d) if ran < Duration::from_secs(10) => (d * 2).min(Duration::from_secs(60)),
+        _ => Duration::from_millis(100),
+    }
+}
+
+/// `kiln __monitor ID`: watches the container until it is finally stopped.
+pub fn main(store_root: &Path, id: &str) -> i32 {
+    let mut ready = Some(std::io::stdout());
+    let say = |ready: &mut Option<std::io::Stdout>, code: i32, message: &str| {
+        if let Some(out) = ready.as_mut() {
+            let _ = writeln!(out, "error {code} {}", message.replace('\n', " "));
+            let _ = out.flush();
+        }
+        *ready = None;
+    };
+    let dir = store_root.join("containers").join(id);
+    let Some(c) = super::load(&dir) else {
+        say(&mut ready, 125, &format!("no container {id}"));
+        return 125;
+    };
+    let _lock = match ContainerLock::take(&dir) {
+        Ok(l) => l,
+        Err(_) => {
+            say(
+                &mut ready,
+                125,
+                &format!("container {} is already running", c.record.name),
+            );
+            return 125;
+        }
+    };
+    // Orphans of the container (a double-forked daemon) are reaped here.
+    let _ = process::become_subreaper();
+    let me = process::record(std::process::id());
+    let _ = state::update(&dir, |s| {
+        s.monitor = me;
+        s.boot_id = process::boot_id();
+        s.stopped_by_user = false;
+    });
+    let log = match logs::Writer::open(&dir, c.record.log_max_size, c.record.log_max_files) {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            say(&mut ready, 125, &format!("opening the log: {e}"));
+            return 125;
+        }
+    };
+    let mut delay = None;
+    loop {
+        let started = Instant::now();
+        let result = run_once(&c, &log, &mut ready);
+        let (code, error) = match &result {
+            Ok(code) => (*code, None),
+            Err(e) => (e.exit_code(), Some(e.to_string())),
+        };
+        if let Some(message) = &error {
+            say(&mut ready, code, message);
+        }
+        let st = state::update(&dir, |s| {
+            s.status = Status::Exited;
+            s.exit_code = Some(code);
+            s.error = error.clone();
+            s.finished_at = Some(state::now());
+            s.init = None;
+            s.clone()
+        })
+        .unwrap_or_default();
+        let again = !st.stopped_by_user
+            && match c.record.restart {
+                Restart::No => false,
+                Restart::OnFailure(max) => code != 0 && max.is_none_or(|m| st.restart_count < m),
+                Restart::Always | Restart::UnlessStopped => true,
+            };
+        if !again {
+            break;
+        }
+        let wait = backoff(delay, started.elapsed());
+        delay = Some(wait);
+        let _ = state::update(&dir, |s| s.status = Status::Restarting);
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if state::read(&dir).stopped_by_user {
+                let _ = state::update(&dir, |s| s.status = Status::Exited);
+                return code;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = state::update(&dir, |s| s.restart_count += 1);
+    }
+    if c.record.auto_remove {
+        drop(_lock);
+        sandbox::reclaim(&c.record.id);
+        super::remove_dir(&dir);
+    }
+    0
+}
+
+/// Runs `c` in the foreground, this process its watcher: standard streams
+/// passed through, its state kept as a monitor keeps it. Returns the exit
+/// code; removes the container after with `--rm`.
+pub fn run_foreground(
+    c: &Container,
+    dirs: ContainerDirs,
+    stdin: bool,
+) -> Result<i32, SandboxError> {
+    let me = process::record(std::process::id());
+    let _ = state::update(&c.dir, |s| {
+        s.monitor = me;
+        s.boot_id = process::boot_id();
+    });
+    let (tx, rx) = mpsc::channel::<u32>();
+    let dir = c.dir.clone();
+    let watcher = std::thread::spawn(move || {
+        if let Ok(pid) = rx.recv() {
+            record_start(&dir, pid);
+        }
+    });
+    let result = sandbox::run(
+        &c.record.spec,
+        &c.record.limits,
+        &c.record.id,
+        sandbox::Io {
+            stdin,
+            output: None,
+            stderr: None,
+            started: Some(tx),
+        },
+    );
+    let _ = watcher.join();
+    let (code, error) = match &result {
+        Ok(code) => (*code, None),
+        Err(e) => (e.exit_code(), Some(e.to_string())),
+    };
+    let _ = state::update(&c.dir, |s| {
+        s.status = Status::Exited;
+        s.exit_code = Some(code);
+        s.error = error;
+        s.finished_at = Some(state::now());
+        s.init = None;
+    });
+    drop(dirs);
+    if c.record.auto_remove {
+        super::remove_dir(&c.dir);
+    }
+    result
+}
+
+/// Waits for `c` to stop running; its exit code (`kiln wait`).
+pub fn wait(c: &Container) -> Result<i32, ContainerError> {
+    loop {
+        let st = c.state();
+        if !st.is_running() && st.status != Status::Created {
+            return Ok(st.exit_code.unwrap_or(0));
+        }
+        if !c.dir.exists() {
+            return Err(ContainerError::NotFound(c.record.name.clone()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_starts_over_after_a_long_run() {
+        let short = Duration::from_secs(1);
+        let a = backoff(None, short);
+        let b = backoff(Some(a), short);
+        let c = backoff(Some(b), short);
+        assert_eq!(
+            (a, b, c),
+            (
+                Duration::from_millis(100),
+                Duration::from_millis(200),
+                Duration::from_millis(400)
+            )
+        );
+        assert_eq!(
+            backoff(Some(Duration::from_secs(50)), short),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            backoff(Some(c), Duration::from_secs(11)),
+            Duration::from_millis(100)
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Processes by pid, safely: a pid is only signalled when its start time
+//! (from `/proc/PID/stat`) and the machine's boot id are the ones
+//! recorded with it, so a pid the kernel gave to another process since is
+//! never touched. And the detaching a container's monitor needs: a new
+//! session, a subreaper.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// A process as recorded: its pid and start time (clock ticks since boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recorded {
+    /// The pid.
+    pub pid: u32,
+    /// Its start time, field 22 of `/proc/PID/stat`.
+    pub start: u64,
+}
+
+/// The start time of `pid` (clock ticks since boot), if it runs.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (state) is rest's first; start time is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `pid` with its start time now; None when it does not run.
+pub fn record(pid: u32) -> Option<Recorded> {
+    Some(Recorded {
+        pid,
+        start: start_time(pid)?,
+    })
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Recorded {
+    /// True when this very process still runs (not a zombie, not a new
+    /// process with its pid).
+    pub fn alive(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        let zombie = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|s| s == "Z" || s == "X");
+        !zombie && start_time(self.pid) == Some(self.start)
+    }
+
+    /// Sends `signal` (a number) if the process is still this one; false
+    /// when it is gone.
+    pub fn signal(&self, signal: i32) -> std::io::Result<bool> {
+        if !self.alive() {
+            return Ok(false);
+        }
+        let sig = Signal::try_from(signal).map_err(std::io::Error::from)?;
+        match kill(Pid::from_raw(self.pid as i32), sig) {
+            Ok(()) => Ok(true),
+            Err(nix::Error::ESRCH) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A signal's number from its name (`SIGTERM`, `TERM`, `term`) or number.
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n).ok().map(|s| s as i32);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = match upper.starts_with("SIG") {
+        true => upper,
+        false => format!("SIG{upper}"),
+    };
+    full.parse::<Signal>().ok().map(|s| s as i32)
+}
+
+/// Makes `cmd` start in a session of its own (no controlling terminal: a
+/// closed terminal does not reach it).
+pub fn new_session(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants.
+pub fn become_subreaper() -> std::io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_recorded_and_alive() {
+        let me = record(std::process::id()).unwrap();
+        assert!(me.alive());
+        let other = Recorded {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!other.alive(), "another start time is another process");
+        assert!(!other.signal(0).unwrap());
+        assert_eq!(signal_number("TERM"), Some(15));
+        assert_eq!(signal_number("SIGKILL"), Some(9));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("NOPE"), None);
+        assert_eq!(boot_id().len(), 36);
+    }
+}
