@@ -568,3 +568,104 @@ pub fn monitor(root: Option<PathBuf>, id: String) -> Result<ExitCode, Error> {
     let code = monitor::main(&root, &id);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
+
+/// Arguments of `kiln exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Run it in the background.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Keep standard input open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set an environment variable (`KEY=value`, or `KEY` to take the host's).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// `user[:group]`.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// The container.
+    container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `kiln exec`: the process's exit code is kiln's.
+pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root.clone())?;
+    let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    if args.detach {
+        // The same command in a session of its own, not waited for.
+        let exe = std::fs::read_link("/proc/self/exe")?;
+        let mut cmd = std::process::Command::new(exe);
+        if let Some(r) = &root {
+            cmd.arg("--root").arg(r);
+        }
+        cmd.arg("exec");
+        for e in &args.env {
+            cmd.args(["-e", e]);
+        }
+        for f in &args.env_file {
+            cmd.arg("--env-file").arg(f);
+        }
+        if let Some(u) = &args.user {
+            cmd.args(["-u", u]);
+        }
+        if let Some(w) = &args.workdir {
+            cmd.args(["-w", w]);
+        }
+        cmd.arg(&c.record.id).arg("--").args(&args.command);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        kiln::sandbox::process::new_session(&mut cmd);
+        cmd.spawn()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+            path: file.clone(),
+            source,
+        })?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    for e in &args.env {
+        match e.split_once('=') {
+            Some(_) => env.push(e.clone()),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    env.push(format!("{e}={v}"));
+                }
+            }
+        }
+    }
+    let opts = container::Exec {
+        argv: args.command.clone(),
+        env,
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        tty: args.tty,
+        interactive: args.interactive,
+    };
+    match c.exec(&opts) {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
+        Err(container::ExecError::NotRunning(m)) => Err(Error::Run(1, m)),
+        Err(container::ExecError::Sandbox(e)) => Err(Error::Run(e.exit_code(), e.to_string())),
+    }
+}

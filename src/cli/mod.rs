@@ -95,6 +95,8 @@ enum Command {
     Wait(container::WaitArgs),
     /// Remove containers.
     Rm(container::RmArgs),
+    /// Run a command in a running container.
+    Exec(container::ExecArgs),
     /// Manage containers (`prune`, `ls`).
     Container(container::ContainerArgs),
     /// Keep build caches warm for a fleet of CI builders (an HTTP service).
@@ -140,6 +142,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Restart(args) => container::restart(root, args),
         Command::Wait(args) => container::wait(root, args),
         Command::Rm(args) => container::rm(root, args),
+        Command::Exec(args) => container::exec(root, args),
         Command::Container(args) => container::container_cmd(root, args),
         Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),

@@ -13,7 +13,9 @@ mod names;
 pub mod state;
 
 use crate::image::Image;
-use crate::sandbox::{self, Bind, ContainerDirs, Limits, Network, SeccompProfile, Spec};
+use crate::sandbox::{
+    self, Bind, ContainerDirs, Limits, Network, SandboxError, SeccompProfile, Spec,
+};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -163,6 +165,35 @@ pub struct Create {
     pub log_max_files: Option<usize>,
     /// `-l`: labels.
     pub labels: Vec<(String, String)>,
+}
+
+/// What `kiln exec` runs.
+#[derive(Debug, Clone, Default)]
+pub struct Exec {
+    /// The command.
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` entries over the container's environment.
+    pub env: Vec<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+}
+
+/// Why `kiln exec` could not run its process.
+#[derive(Debug, Error)]
+pub enum ExecError {
+    /// The container does not run.
+    #[error("{0}")]
+    NotRunning(String),
+    /// The sandbox could not run it (125), or the command could not be
+    /// started (126, 127).
+    #[error(transparent)]
+    Sandbox(SandboxError),
 }
 
 /// A container's immutable record (`config.json`).
@@ -471,6 +502,41 @@ impl Container {
             self.wait_stopped(std::time::Duration::from_secs(10));
         }
         Ok(())
+    }
+
+    /// Runs a process in it (`kiln exec`): its namespaces, cgroups, user,
+    /// capabilities and seccomp filter, with `opts` over its own settings.
+    /// The process's exit code.
+    pub fn exec(&self, opts: &Exec) -> Result<i32, ExecError> {
+        let st = self.state();
+        let not_running =
+            || ExecError::NotRunning(format!("Container {} is not running", self.record.id));
+        if st.status != state::Status::Running {
+            return Err(not_running());
+        }
+        let init = st.init.filter(|i| i.alive()).ok_or_else(not_running)?;
+        let pid1 = sandbox::container::container_pid1(init.pid).ok_or_else(not_running)?;
+        let mut spec = self.record.spec.clone();
+        spec.argv = opts.argv.clone();
+        for e in &opts.env {
+            set_env(&mut spec.env, e.clone());
+        }
+        if let Some(u) = &opts.user {
+            spec.user = u.clone();
+        }
+        if let Some(w) = &opts.workdir {
+            spec.cwd = w.clone();
+        }
+        spec.tty = opts.tty;
+        sandbox::container::exec(
+            &spec,
+            pid1,
+            sandbox::Io {
+                stdin: opts.interactive,
+                ..Default::default()
+            },
+        )
+        .map_err(ExecError::Sandbox)
     }
 
     /// Kills it for good: its monitor and process, then its cgroups (what a

@@ -192,6 +192,42 @@ impl Cgroup {
     }
 }
 
+/// Moves `pid` into every group `of` is in (`kiln exec`: the process
+/// joins its container's limits and accounting).
+pub fn join_same(of: u32, pid: u32) -> io::Result<()> {
+    let groups = fs::read_to_string(format!("/proc/{of}/cgroup"))?;
+    for line in groups.lines() {
+        // `ID:CONTROLLERS:PATH`; v2's single line is `0::PATH`.
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        let path = path.trim_start_matches('/');
+        if path.is_empty() || path.split('/').any(|c| c == "..") {
+            continue;
+        }
+        let hierarchy = match controllers {
+            "" => Path::new(ROOT).to_path_buf(),
+            c => {
+                let first = c.split(',').next().unwrap_or(c);
+                let name = first.strip_prefix("name=").unwrap_or(first);
+                let dir = Path::new(ROOT).join(name);
+                // Co-mounted controllers (cpu,cpuacct) share one directory.
+                match dir.is_dir() {
+                    true => dir,
+                    false => Path::new(ROOT).join(c),
+                }
+            }
+        };
+        let dir = hierarchy.join(path);
+        if dir.is_dir() {
+            write(&dir, "cgroup.procs", &pid.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// A `--cgroup-parent` as a path below the cgroup root: relative (a
 /// leading `/` is dropped, as docker's systemd-less driver does), with no
 /// `.`, `..` or empty component, so it cannot name a group elsewhere.

@@ -109,6 +109,39 @@ pub struct Io {
 /// `id` names its cgroups; `io.stdin` passes standard input through (`-i`);
 /// with `spec.tty` the process gets a pty relayed to this terminal (`-t`).
 pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, SandboxError> {
+    launch(spec, limits, id, io, None)
+}
+
+/// Runs `spec`'s process in the running container whose PID 1 is
+/// `container_pid1` (a host pid): its namespaces and cgroups, with the
+/// spec's user, capabilities and seccomp filter (`kiln exec`); returns its
+/// exit code.
+pub fn exec(spec: &Spec, container_pid1: u32, io: Io) -> Result<i32, SandboxError> {
+    if spec.rootless {
+        return Err(SandboxError::Setup(
+            "kiln exec needs root for now (joining a rootless container's user namespace is not done yet)".into(),
+        ));
+    }
+    launch(spec, &Limits::default(), "", io, Some(container_pid1))
+}
+
+/// The PID 1 of the container whose init (stage 1, host side) is `init`.
+pub fn container_pid1(init: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn launch(
+    spec: &Spec,
+    limits: &Limits,
+    id: &str,
+    io: Io,
+    join: Option<u32>,
+) -> Result<i32, SandboxError> {
     let stdin = io.stdin;
     // The container's end of the console socket, like every descriptor the
     // child remaps, lives above the numbers it is remapped onto.
@@ -129,7 +162,12 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
     let (spec_r, status_w) = (high(spec_r)?, high(status_w)?);
-    let (flags, init_flags) = namespaces(spec);
+    let (flags, init_flags) = match join {
+        // Joining a container: its namespaces are entered by the init
+        // itself (setns), none made.
+        Some(_) => (CloneFlags::empty(), CloneFlags::empty()),
+        None => namespaces(spec),
+    };
     if spec.rootless
         && (limits.memory.is_some()
             || limits.cpus.is_some()
@@ -141,8 +179,11 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
     cmd.arg0("kiln-init").arg("__init").env_clear();
-    if spec.rootless {
+    if spec.rootless && join.is_none() {
         cmd.env(super::init::USERNS_ENV, init_flags.bits().to_string());
+    }
+    if let Some(pid1) = join {
+        cmd.env(super::init::EXEC_ENV, pid1.to_string());
     }
     cmd.stdin(if stdin && !spec.tty {
         Stdio::inherit()
@@ -192,6 +233,7 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
     drop(status_w);
     let pid = child.id();
     if spec.rootless
+        && join.is_none()
         && let Err(e) = map_caller_to_root(pid)
     {
         let _ = child.kill();
@@ -200,7 +242,11 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
             "mapping the user namespace: {e}"
         )));
     }
-    let mut cgroup = match Cgroup::create(id, limits, pid, !spec.rootless) {
+    let made = match join {
+        Some(pid1) => super::cgroup::join_same(pid1, pid).map(|()| Cgroup::default()),
+        None => Cgroup::create(id, limits, pid, !spec.rootless),
+    };
+    let mut cgroup = match made {
         Ok(c) => c,
         Err(e) => {
             let _ = child.kill();

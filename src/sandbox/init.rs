@@ -35,6 +35,8 @@ pub const CONSOLE_FD: i32 = 5;
 /// Rootless: the namespaces (clone flags) the init unshares itself, after
 /// creating its user namespace.
 pub const USERNS_ENV: &str = "KILN_INIT_NAMESPACES";
+/// `kiln exec`: the host pid of the PID 1 of the container to join.
+pub const EXEC_ENV: &str = "KILN_INIT_EXEC";
 
 /// Signals an init passes on to the process it runs.
 const FORWARDED: [Signal; 7] = [
@@ -129,6 +131,9 @@ pub fn main() -> ! {
     drop(input);
     let spec: Spec = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| fail(125, format!("bad container spec: {e}")));
+    if let Some(target) = std::env::var(EXEC_ENV).ok().and_then(|p| p.parse().ok()) {
+        exec_into(target, &spec);
+    }
     if let Some(bits) = later
         && let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::from_bits_truncate(bits))
     {
@@ -156,6 +161,76 @@ pub fn main() -> ! {
         }
         Ok(ForkResult::Parent { child }) => relay(child, &all, None),
         Err(e) => fail(125, format!("forking the container's init: {e}")),
+    }
+}
+
+/// `kiln exec`: joins the namespaces of the container whose PID 1 is
+/// `target` (a host pid), then runs the spec's process there as PID 1
+/// runs the container's own (user, capabilities, seccomp, working
+/// directory); this process stays outside the PID namespace, relaying
+/// signals and exiting with the process's status.
+fn exec_into(target: i32, spec: &Spec) -> ! {
+    use nix::sched::{CloneFlags, setns};
+    // Every descriptor first: once in the container's mount namespace,
+    // /proc is the container's own.
+    let namespaces: Vec<(&str, File)> = ["ipc", "uts", "net", "pid", "mnt"]
+        .into_iter()
+        .map(|ns| {
+            File::open(format!("/proc/{target}/ns/{ns}"))
+                .map(|f| (ns, f))
+                .unwrap_or_else(|e| fail(125, format!("the container is not running ({ns}: {e})")))
+        })
+        .collect();
+    for (ns, file) in &namespaces {
+        if let Err(e) = setns(file, CloneFlags::empty()) {
+            fail(125, format!("joining the container's {ns} namespace: {e}"));
+        }
+    }
+    drop(namespaces);
+    let mut forwarded = SigSet::empty();
+    FORWARDED.iter().for_each(|s| forwarded.add(*s));
+    let mut all = forwarded;
+    all.add(Signal::SIGCHLD);
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None) {
+        fail(125, format!("blocking signals: {e}"));
+    }
+    // SAFETY: this process is single-threaded here.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                fail(125, format!("setting the parent-death signal: {e}"));
+            }
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            let user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
+            let mut env = spec.env.clone();
+            if !env.iter().any(|e| e.starts_with("HOME=")) {
+                env.push(format!("HOME={}", user.home));
+            }
+            if let Err(e) = enter_workdir(&spec.cwd) {
+                fail(
+                    126,
+                    format!("changing to working directory {}: {e}", spec.cwd),
+                );
+            }
+            let program = find_program(&spec.argv, &env);
+            if spec.tty {
+                let slave = super::tty::open_in_container(CONSOLE_FD)
+                    .unwrap_or_else(|e| fail(125, format!("opening a pty: {e}")));
+                for fd in 0..3 {
+                    // SAFETY: dup2 onto the standard descriptors of this process.
+                    if unsafe { nix::libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+                        fail(125, format!("dup2: {}", std::io::Error::last_os_error()));
+                    }
+                }
+                // SAFETY: the console socket is ours and no longer needed.
+                unsafe { nix::libc::close(CONSOLE_FD) };
+            }
+            let (code, message) = exec_user(&program, spec, &env, &user);
+            fail(code, message)
+        }
+        Ok(ForkResult::Parent { child }) => relay(child, &all, None),
+        Err(e) => fail(125, format!("forking the exec'd process: {e}")),
     }
 }
 
