@@ -503,7 +503,7 @@ pub struct RmArgs {
     /// Kill and remove a running container.
     #[arg(short = 'f', long)]
     force: bool,
-    /// Remove its anonymous volumes too (it has none yet).
+    /// Remove its anonymous volumes (its image's VOLUMEs) too.
     #[arg(short = 'v', long)]
     volumes: bool,
     /// Containers.
@@ -513,8 +513,9 @@ pub struct RmArgs {
 
 /// `kiln rm`.
 pub fn rm(root: Option<PathBuf>, args: RmArgs) -> Result<ExitCode, Error> {
-    for_each(root, &args.containers, |_, c| {
-        c.remove(args.force).map_err(super::container_error)
+    for_each(root, &args.containers, |store, c| {
+        c.remove_with_volumes(store, args.force, args.volumes)
+            .map_err(super::container_error)
     })
 }
 
@@ -668,4 +669,160 @@ pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<ExitCode, Error> {
         Err(container::ExecError::NotRunning(m)) => Err(Error::Run(1, m)),
         Err(container::ExecError::Sandbox(e)) => Err(Error::Run(e.exit_code(), e.to_string())),
     }
+}
+
+/// Arguments of `kiln commit`.
+#[derive(Debug, clap::Args)]
+pub struct CommitArgs {
+    /// Author (`Name <email>`).
+    #[arg(short = 'a', long)]
+    author: Option<String>,
+    /// Commit message.
+    #[arg(short = 'm', long)]
+    message: Option<String>,
+    /// Apply a Dockerfile instruction to the image's config (repeatable).
+    #[arg(short = 'c', long = "change")]
+    changes: Vec<String>,
+    /// Accepted for docker's scripts: kiln reads the container's changes
+    /// without pausing it (a file written meanwhile may be caught half
+    /// written).
+    #[arg(short = 'p', long, default_value = "true", action = clap::ArgAction::Set)]
+    pause: bool,
+    /// The container.
+    container: String,
+    /// `NAME[:TAG]` for the image.
+    name: Option<String>,
+}
+
+/// `kiln commit`: prints the new image's id.
+pub fn commit(root: Option<PathBuf>, args: CommitArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    let name = args
+        .name
+        .as_deref()
+        .map(|n| n.parse::<kiln::image::Name>().map_err(Error::Usage))
+        .transpose()?;
+    let opts = container::Commit {
+        name,
+        author: args.author.clone(),
+        message: args.message.clone(),
+        changes: args.changes.clone(),
+    };
+    let image = c.commit(&store, &opts).map_err(super::container_error)?;
+    writeln!(std::io::stdout(), "{}", image.id)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln volume`.
+#[derive(Debug, clap::Args)]
+pub struct VolumeArgs {
+    #[command(subcommand)]
+    command: VolumeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum VolumeCommand {
+    /// Make a volume (a fresh name when none is given).
+    Create {
+        /// Its name.
+        name: Option<String>,
+    },
+    /// List volumes.
+    Ls {
+        /// Only names.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (refused while a container uses one, unless -f).
+    Rm {
+        /// Remove even when a container uses it.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove the volumes no container uses (anonymous ones; -a: all).
+    Prune {
+        /// Named ones too.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Do not ask (kiln never asks).
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+/// `kiln volume ...`.
+pub fn volume(root: Option<PathBuf>, args: VolumeArgs) -> Result<ExitCode, Error> {
+    use kiln::container::volume;
+    let store = open_store(root)?;
+    let mut out = String::new();
+    let mut failed = false;
+    match args.command {
+        VolumeCommand::Create { name } => {
+            let (v, _) = volume::create(&store, name.as_deref()).map_err(super::container_error)?;
+            out = format!("{}\n", v.name);
+        }
+        VolumeCommand::Ls { quiet } => {
+            let vols = volume::list(&store);
+            if quiet {
+                for v in vols {
+                    out.push_str(&v.name);
+                    out.push('\n');
+                }
+            } else {
+                let mut rows = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
+                rows.extend(vols.into_iter().map(|v| vec![v.driver, v.name]));
+                out = table(&rows);
+            }
+        }
+        VolumeCommand::Inspect { names } => {
+            let mut found = Vec::new();
+            for n in &names {
+                match volume::get(&store, n) {
+                    Some(v) => found.push(v),
+                    None => {
+                        failed = true;
+                        eprintln!("Error: No such volume: {n}");
+                    }
+                }
+            }
+            out = serde_json::to_string_pretty(&found).map_err(std::io::Error::other)? + "\n";
+        }
+        VolumeCommand::Rm { force, names } => {
+            for n in &names {
+                match volume::remove(&store, n, force) {
+                    Ok(()) => {
+                        out.push_str(n);
+                        out.push('\n');
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("Error response from kiln: {e}");
+                    }
+                }
+            }
+        }
+        VolumeCommand::Prune { all, .. } => {
+            out.push_str("Deleted Volumes:\n");
+            for n in volume::prune(&store, all) {
+                out.push_str(&n);
+                out.push('\n');
+            }
+        }
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -97,6 +97,10 @@ enum Command {
     Rm(container::RmArgs),
     /// Run a command in a running container.
     Exec(container::ExecArgs),
+    /// Make an image of a container's changes.
+    Commit(container::CommitArgs),
+    /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
+    Volume(container::VolumeArgs),
     /// Manage containers (`prune`, `ls`).
     Container(container::ContainerArgs),
     /// Keep build caches warm for a fleet of CI builders (an HTTP service).
@@ -143,6 +147,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Wait(args) => container::wait(root, args),
         Command::Rm(args) => container::rm(root, args),
         Command::Exec(args) => container::exec(root, args),
+        Command::Commit(args) => container::commit(root, args),
+        Command::Volume(args) => container::volume(root, args),
         Command::Container(args) => container::container_cmd(root, args),
         Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),

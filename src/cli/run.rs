@@ -44,7 +44,8 @@ pub struct Args {
     /// Read environment variables from a file (`KEY=value` lines).
     #[arg(long = "env-file")]
     env_file: Vec<PathBuf>,
-    /// Bind mount `HOST:CONTAINER[:ro|rw]`.
+    /// Bind mount `HOST:CONTAINER[:ro|rw]`, or a volume `NAME:CONTAINER[:ro|rw]`
+    /// (made on first use, filled from the image).
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<String>,
     /// Working directory inside the container.
@@ -264,7 +265,26 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         }
     }
     let mut binds = Vec::new();
+    let mut named = Vec::new();
     for v in &args.volumes {
+        // `NAME:/path[:ro]`: a volume in the store, not a host path.
+        if let [name, target, rest @ ..] = v.split(':').collect::<Vec<_>>().as_slice()
+            && !name.starts_with('/')
+            && !name.starts_with('.')
+        {
+            let mode = rest.first().copied().unwrap_or("rw");
+            if !kiln::container::volume::valid_name(name)
+                || !target.starts_with('/')
+                || rest.len() > 1
+                || !["ro", "rw"].contains(&mode)
+            {
+                return Err(Error::Usage(format!(
+                    "invalid volume {v:?}: use NAME:/PATH[:ro|rw] (a name of [a-zA-Z0-9][a-zA-Z0-9_.-]) or HOST:CONTAINER[:ro|rw]"
+                )));
+            }
+            named.push((name.to_string(), target.to_string(), mode == "ro"));
+            continue;
+        }
         let parts: Vec<&str> = v.split(':').collect();
         let (source, target, mode) = match parts.as_slice() {
             [s, t] => (*s, *t, "rw"),
@@ -310,6 +330,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         entrypoint: args.entrypoint.clone(),
         env,
         binds,
+        volumes: named,
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         hostname: args.hostname.clone(),

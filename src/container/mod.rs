@@ -11,6 +11,7 @@ pub mod logs;
 pub mod monitor;
 mod names;
 pub mod state;
+pub mod volume;
 
 use crate::image::Image;
 use crate::sandbox::{
@@ -133,6 +134,8 @@ pub struct Create {
     pub env: Vec<String>,
     /// Bind mounts.
     pub binds: Vec<Bind>,
+    /// Named volumes: (name, path in the container, read-only).
+    pub volumes: Vec<(String, String, bool)>,
     /// `-w`.
     pub workdir: Option<String>,
     /// `-u`.
@@ -184,6 +187,19 @@ pub struct Exec {
     pub interactive: bool,
 }
 
+/// What `kiln commit` makes.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// `NAME[:TAG]` to tag it with.
+    pub name: Option<crate::image::Name>,
+    /// `-a`.
+    pub author: Option<String>,
+    /// `-m`.
+    pub message: Option<String>,
+    /// `-c` Dockerfile instructions.
+    pub changes: Vec<String>,
+}
+
 /// Why `kiln exec` could not run its process.
 #[derive(Debug, Error)]
 pub enum ExecError {
@@ -211,6 +227,12 @@ pub struct Record {
     pub created: String,
     /// What it runs (entrypoint and command).
     pub argv: Vec<String>,
+    /// Its entrypoint, as `commit` keeps it.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// Its command, as `commit` keeps it.
+    #[serde(default)]
+    pub cmd: Vec<String>,
     /// What the sandbox runs.
     pub spec: Spec,
     /// Its cgroup limits.
@@ -229,6 +251,10 @@ pub struct Record {
     pub log_max_files: usize,
     /// Labels.
     pub labels: Vec<(String, String)>,
+    /// The anonymous volumes made for the image's VOLUMEs (`rm -v`
+    /// removes them).
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
 }
 
 /// A container: its record and directory.
@@ -286,7 +312,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     } else {
         c.cmd.clone().unwrap_or_default()
     };
-    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    let argv: Vec<String> = entrypoint.iter().chain(&cmd).cloned().collect();
     if argv.is_empty() {
         return Err(ContainerError::Invalid(format!(
             "no command specified: image {} has no CMD or ENTRYPOINT; give one after the image name",
@@ -327,6 +353,42 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     for e in c.env.iter().flatten().chain(&opts.env) {
         set_env(&mut env, e.clone());
     }
+    // Volumes: named ones made on first use, the image's VOLUMEs not
+    // covered given anonymous ones; a new, empty one gets the image's
+    // content at its path.
+    let mut binds = opts.binds.clone();
+    let mut anonymous = Vec::new();
+    let image_volumes: Vec<String> = c
+        .volumes
+        .iter()
+        .flatten()
+        .map(|(path, _)| path.clone())
+        .filter(|p| {
+            !opts.volumes.iter().any(|(_, t, _)| t == p)
+                && !opts.binds.iter().any(|b| b.target == *p)
+        })
+        .collect();
+    let wanted = opts
+        .volumes
+        .iter()
+        .map(|(n, t, ro)| (Some(n.as_str()), t.clone(), *ro))
+        .chain(image_volumes.iter().map(|p| (None, p.clone(), false)));
+    for (name, target, read_only) in wanted {
+        let (v, new) = volume::create(store, name)?;
+        if v.anonymous {
+            anonymous.push(v.name.clone());
+        }
+        if new || volume::is_empty(&v.mountpoint) {
+            volume::copy_up(store, &image, &target, &v)?;
+        }
+        binds.push(Bind {
+            source: v.mountpoint.clone(),
+            target: target.into(),
+            read_only,
+            exact: true,
+            nodev: false,
+        });
+    }
     // Layers as overlay lowerdirs, top first.
     let mut lower = image.snapshots(store)?;
     lower.reverse();
@@ -353,7 +415,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         user: opts.user.clone().or(c.user.clone()).unwrap_or_default(),
         hostname,
         network: opts.network,
-        binds: opts.binds.clone(),
+        binds,
         tty: opts.tty,
         tmpfs: Vec::new(),
         rootless: !sandbox::fs::is_root(),
@@ -380,6 +442,8 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         image_id: image.id.to_string(),
         created: state::now(),
         argv,
+        entrypoint,
+        cmd,
         spec,
         limits: opts.limits.clone(),
         restart: opts.restart,
@@ -389,6 +453,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         log_max_size: opts.log_max_size,
         log_max_files: opts.log_max_files.unwrap_or(1),
         labels: opts.labels.clone(),
+        anonymous_volumes: anonymous,
     };
     let path = dir.join("config.json");
     let bytes =
@@ -539,6 +604,60 @@ impl Container {
         .map_err(ExecError::Sandbox)
     }
 
+    /// Makes an image of it (`kiln commit`): its image's layers and one
+    /// more, its overlay upper directory (whiteouts included); the config
+    /// its image's with the container's command, environment, user and
+    /// working directory, then `changes` (Dockerfile instructions), and a
+    /// history entry. Tagged `name` when given.
+    pub fn commit(&self, store: &Store, opts: &Commit) -> Result<Image, ContainerError> {
+        let base = Image::resolve(store, &self.record.image_id)?;
+        let mut config = base.config.clone();
+        let c = &mut config.config;
+        c.env = Some(self.record.spec.env.clone());
+        c.cmd = (!self.record.cmd.is_empty()).then(|| self.record.cmd.clone());
+        c.entrypoint = (!self.record.entrypoint.is_empty()).then(|| self.record.entrypoint.clone());
+        c.user = (!self.record.spec.user.is_empty()).then(|| self.record.spec.user.clone());
+        c.working_dir = Some(self.record.spec.cwd.clone()).filter(|w| w != "/");
+        crate::image::apply_changes(c, &opts.changes)?;
+        let writer = store.blob_writer_prehashed()?;
+        let upper = &self.record.spec.upper;
+        let (writer, diff_id, _) =
+            crate::layer::generate(upper, writer, crate::layer::Options { mtime_clamp: None })
+                .map_err(|e| {
+                    ContainerError::Invalid(format!("reading the container's changes: {e}"))
+                })?;
+        let (digest, size) = writer.commit(Some(&diff_id))?;
+        config.rootfs.diff_ids.push(diff_id);
+        config.created = Some(crate::image::config::created_now());
+        if let Some(a) = &opts.author {
+            config.author = Some(a.clone());
+        }
+        config.history.push(crate::image::History {
+            created: config.created.clone(),
+            created_by: Some(format!(
+                "/bin/sh -c #(nop) kiln commit {}",
+                self.record.name
+            )),
+            comment: opts.message.clone(),
+            author: opts.author.clone(),
+            ..Default::default()
+        });
+        let mut layers: Vec<oci_spec::image::Descriptor> = base.manifest.layers().to_vec();
+        layers.push(oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageLayer,
+            size,
+            digest.to_oci(),
+        ));
+        let manifest = crate::image::write_image(store, &config, layers)?;
+        if let Some(name) = &opts.name {
+            store.tag(&name.to_string(), manifest.clone())?;
+        }
+        Ok(Image::load(
+            store,
+            &crate::image::manifest_digest(&manifest)?,
+        )?)
+    }
+
     /// Kills it for good: its monitor and process, then its cgroups (what a
     /// dead kiln left included).
     pub fn kill_all(&self) -> Result<(), ContainerError> {
@@ -554,6 +673,23 @@ impl Container {
         }
         self.wait_stopped(std::time::Duration::from_secs(10));
         sandbox::reclaim(&self.record.id);
+        Ok(())
+    }
+
+    /// Removes it: refused while it runs unless `force` (then killed);
+    /// with `volumes`, its anonymous volumes too.
+    pub fn remove_with_volumes(
+        &self,
+        store: &Store,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), ContainerError> {
+        self.remove(force)?;
+        if volumes {
+            for v in &self.record.anonymous_volumes {
+                volume::remove(store, v, false)?;
+            }
+        }
         Ok(())
     }
 
