@@ -383,7 +383,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         }
         binds.push(Bind {
             source: v.mountpoint.clone(),
-            target: target.into(),
+            target,
             read_only,
             exact: true,
             nodev: false,
