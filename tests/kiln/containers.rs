@@ -427,3 +427,292 @@ fn a_log_rotates_at_its_size() {
     );
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `exec` joins the running container: its processes, files and network;
+/// exit codes pass through (126/127 as docker). `commit` makes an image of
+/// its changes (a whiteout included) that kiln and docker both run.
+#[test]
+fn exec_into_a_running_container_and_commit_it() {
+    if !need_root("containers need namespaces") {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let root = store.path();
+    let port = free_port();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "served\n").unwrap();
+    let volume = format!("{}:/www:ro", www.path().display());
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "box",
+            "-v",
+            &volume,
+            "box:1",
+            "httpd",
+            "-f",
+            "-p",
+            &format!("127.0.0.1:{port}"),
+            "-h",
+            "/www",
+        ],
+    ));
+    wait_for("the server", || get(port, "/").is_some());
+    // wget inside the container reaches the server (the same network).
+    let fetched = ok(k(
+        root,
+        &[],
+        &[
+            "exec",
+            "box",
+            "wget",
+            "-qO-",
+            &format!("http://127.0.0.1:{port}/"),
+        ],
+    ));
+    assert_eq!(fetched, "served\n");
+    // The same PID namespace: the server is there, kiln's init is PID 1.
+    let ps = ok(k(root, &[], &["exec", "box", "ps", "-o", "pid,args"]));
+    assert!(ps.contains("httpd -f"), "{ps}");
+    assert!(ps.lines().nth(1).unwrap().trim().starts_with("1 "), "{ps}");
+    assert_eq!(
+        ok(k(
+            root,
+            &[],
+            &["exec", "-u", "1000:1000", "box", "id", "-u"]
+        )),
+        "1000\n"
+    );
+    assert_eq!(
+        ok(k(
+            root,
+            &[],
+            &[
+                "exec",
+                "-w",
+                "/tmp",
+                "-e",
+                "A=b",
+                "box",
+                "sh",
+                "-c",
+                "pwd; echo $A"
+            ]
+        )),
+        "/tmp\nb\n"
+    );
+    assert_eq!(
+        k(root, &[], &["exec", "box", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let missing = k(root, &[], &["exec", "box", "no-such-command"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(text(&missing.stderr).contains("executable file not found in $PATH"));
+
+    // Changes made through exec, committed: a new file, a removed one.
+    ok(k(
+        root,
+        &[],
+        &[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "echo committed > /note; rm /bin/vi",
+        ],
+    ));
+    let id = ok(k(
+        root,
+        &[],
+        &[
+            "commit",
+            "-m",
+            "a note",
+            "-c",
+            "CMD [\"cat\", \"/note\"]",
+            "box",
+            "noted:1",
+        ],
+    ));
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(ok(k(root, &[], &["run", "--rm", "noted:1"])), "committed\n");
+    let gone = k(root, &[], &["run", "--rm", "noted:1", "ls", "/bin/vi"]);
+    assert_ne!(gone.status.code(), Some(0), "the removal is in the layer");
+    let history = ok(k(root, &[], &["history", "noted:1"]));
+    assert!(
+        history.lines().nth(1).unwrap().contains("a note"),
+        "{history}"
+    );
+    if crate::util::docker_ready() {
+        let tar = tempfile::tempdir().unwrap();
+        let archive = tar.path().join("noted.tar");
+        ok(k(
+            root,
+            &[],
+            &[
+                "save",
+                "--format",
+                "docker",
+                "-o",
+                archive.to_str().unwrap(),
+                "noted:1",
+            ],
+        ));
+        let load = crate::util::docker_cmd()
+            .args(["load", "-i"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(load.status.success(), "{}", text(&load.stderr));
+        let run = crate::util::docker_cmd()
+            .args(["run", "--rm", "--network", "none", "noted:1"])
+            .output()
+            .unwrap();
+        assert_eq!(text(&run.stdout), "committed\n", "{}", text(&run.stderr));
+        let _ = crate::util::docker_cmd().args(["rmi", "noted:1"]).output();
+    }
+    ok(k(root, &[], &["rm", "-f", "box"]));
+    let not_running = k(root, &[], &["exec", "box", "true"]);
+    assert_eq!(not_running.status.code(), Some(1));
+}
+
+/// A named volume keeps what one container wrote for the next; a new one
+/// starts with the image's content at its path; one in use is not removed;
+/// an image's VOLUME gets an anonymous volume that `rm -v` removes.
+#[test]
+fn volumes_keep_data_beyond_a_container() {
+    if !need_root("containers need namespaces") {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let root = store.path();
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data",
+            "box:1",
+            "sh",
+            "-c",
+            "echo kept > /data/f",
+        ],
+    ));
+    assert_eq!(
+        ok(k(
+            root,
+            &[],
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "data:/data:ro",
+                "box:1",
+                "cat",
+                "/data/f"
+            ]
+        )),
+        "kept\n"
+    );
+    let ro = k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data:ro",
+            "box:1",
+            "sh",
+            "-c",
+            "echo x > /data/g",
+        ],
+    );
+    assert_ne!(ro.status.code(), Some(0));
+    // Copy-up: a new volume over /etc starts with the image's /etc.
+    assert!(
+        ok(k(
+            root,
+            &[],
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "etc:/etc",
+                "box:1",
+                "cat",
+                "/etc/passwd"
+            ]
+        ))
+        .starts_with("root:")
+    );
+    assert_eq!(ok(k(root, &[], &["volume", "ls", "-q"])), "data\netc\n");
+    let inspected: Value =
+        serde_json::from_str(&ok(k(root, &[], &["volume", "inspect", "data"]))).unwrap();
+    assert_eq!(inspected[0]["Name"], "data");
+    assert!(
+        inspected[0]["Mountpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/volumes/data/_data")
+    );
+
+    ok(k(
+        root,
+        &[],
+        &["run", "--name", "user", "-v", "data:/data", "box:1", "true"],
+    ));
+    let refused = k(root, &[], &["volume", "rm", "data"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("volume is in use"));
+    ok(k(root, &[], &["rm", "user"]));
+    // kiln prune leaves volumes alone.
+    ok(k(root, &[], &["prune"]));
+    assert_eq!(ok(k(root, &[], &["volume", "rm", "data"])), "data\n");
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM box:1\nRUN mkdir /v && echo seed > /v/seed\nVOLUME /v\n",
+    )
+    .unwrap();
+    ok(k(
+        root,
+        &[],
+        &["build", "-q", "-t", "vol:1", ctx.path().to_str().unwrap()],
+    ));
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--name",
+            "anon",
+            "vol:1",
+            "sh",
+            "-c",
+            "cat /v/seed; echo more > /v/more",
+        ],
+    ));
+    assert_eq!(ok(k(root, &[], &["volume", "ls", "-q"])).lines().count(), 2);
+    ok(k(root, &[], &["rm", "-v", "anon"]));
+    assert_eq!(ok(k(root, &[], &["volume", "ls", "-q"])), "etc\n");
+    let bad = k(
+        root,
+        &[],
+        &["run", "--rm", "-v", "bad/name:/x", "box:1", "true"],
+    );
+    assert_ne!(bad.status.code(), Some(0));
+}
