@@ -29,7 +29,8 @@ pub struct PsArgs {
     /// The last container made (all states).
     #[arg(short = 'l', long)]
     latest: bool,
-    /// Filter: `status=`, `name=`, `ancestor=`, `id=`, `label=` (repeatable).
+    /// Filter: `status=`, `name=`, `ancestor=`, `id=`, `label=`,
+    /// `health=starting|healthy|unhealthy|none` (repeatable).
     #[arg(short = 'f', long = "filter")]
     filters: Vec<String>,
     /// `table` (default), `json`, or a template with `{{.ID}}`, `{{.Names}}`,
@@ -53,7 +54,15 @@ struct Row {
 /// Docker's STATUS text: `Up 2 minutes`, `Exited (0) 5 seconds ago`.
 fn status_text(st: &container::state::State) -> String {
     match st.status {
-        Status::Running => format!("Up {}", up_for(st.started_at.as_deref())),
+        Status::Running => {
+            let health = match st.health.as_ref().map(|h| h.status.as_str()) {
+                Some("starting") => " (health: starting)",
+                Some("healthy") => " (healthy)",
+                Some("unhealthy") => " (unhealthy)",
+                _ => "",
+            };
+            format!("Up {}{health}", up_for(st.started_at.as_deref()))
+        }
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
             st.exit_code.unwrap_or(0),
@@ -130,6 +139,10 @@ fn matches(c: &Container, filters: &[(String, String)]) -> bool {
                 "name" => c.record.name.contains(v.as_str()),
                 "id" => c.record.id.starts_with(v.as_str()),
                 "ancestor" => c.record.image == *v || c.record.image_id.contains(v.as_str()),
+                "health" => match &st.health {
+                    Some(h) if st.status == Status::Running => h.status == *v,
+                    _ => v == "none",
+                },
                 "label" => match v.split_once('=') {
                     Some((lk, lv)) => c.record.labels.iter().any(|(k, v)| k == lk && v == lv),
                     None => c.record.labels.iter().any(|(k, _)| k == v),
@@ -147,7 +160,7 @@ pub fn ps(root: Option<PathBuf>, args: PsArgs) -> Result<ExitCode, Error> {
         let (k, v) = f.split_once('=').ok_or_else(|| {
             Error::Usage(format!("bad format of filter (expected name=value): {f}"))
         })?;
-        if !["status", "name", "id", "ancestor", "label"].contains(&k) {
+        if !["status", "name", "id", "ancestor", "label", "health"].contains(&k) {
             return Err(Error::Usage(format!("invalid filter '{k}'")));
         }
         filters.push((k.to_string(), v.to_string()));

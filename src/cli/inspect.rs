@@ -87,6 +87,13 @@ fn container_json(c: &kiln::container::Container) -> serde_json::Value {
             "Error": st.error.clone().unwrap_or_default(),
             "StartedAt": st.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             "FinishedAt": st.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "Health": st.health.as_ref().map(|h| serde_json::json!({
+                "Status": h.status,
+                "FailingStreak": h.failing_streak,
+                "Log": h.log.iter().map(|p| serde_json::json!({
+                    "Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output,
+                })).collect::<Vec<_>>(),
+            })),
         },
         "Image": r.image_id,
         "Name": format!("/{}", r.name),

@@ -35,6 +35,24 @@ pub struct Args {
     /// Write the container's id to this file.
     #[arg(long)]
     cidfile: Option<PathBuf>,
+    /// Command to run to check health (run with /bin/sh -c).
+    #[arg(long = "health-cmd")]
+    health_cmd: Option<String>,
+    /// Time between checks (`30s`, `1m`, `500ms`).
+    #[arg(long = "health-interval", value_parser = parse_duration)]
+    health_interval: Option<i64>,
+    /// Maximum time one check may take.
+    #[arg(long = "health-timeout", value_parser = parse_duration)]
+    health_timeout: Option<i64>,
+    /// Failures in a row that make the container unhealthy.
+    #[arg(long = "health-retries")]
+    health_retries: Option<i64>,
+    /// Time after a start when failures do not count.
+    #[arg(long = "health-start-period", value_parser = parse_duration)]
+    health_start_period: Option<i64>,
+    /// Disable any healthcheck the image has.
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     /// A name for the container (its hostname unless --hostname).
     #[arg(long)]
     name: Option<String>,
@@ -189,6 +207,38 @@ fn set_env(env: &mut Vec<String>, entry: String) {
     }
 }
 
+/// A Go duration (`1m30s`, `500ms`, `2h`) in nanoseconds.
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let bad = || format!("invalid duration {text:?}: use 30s, 1m, 500ms, 1h30m");
+    let mut total: f64 = 0.0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Ok(total as i64)
+}
+
 /// `--log-opt max-size=10m` (docker's units) and `max-file=N`.
 fn log_options(opts: &[String]) -> Result<(Option<u64>, Option<usize>), Error> {
     let (mut size, mut files) = (None, None);
@@ -213,6 +263,33 @@ fn log_options(opts: &[String]) -> Result<(Option<u64>, Option<usize>), Error> {
         }
     }
     Ok((size, files))
+}
+
+/// The `--health-*` flags as a healthcheck over the image's.
+fn health_flags(args: &Args) -> Option<kiln::image::config::Healthcheck> {
+    if args.no_healthcheck {
+        return Some(kiln::image::config::Healthcheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        });
+    }
+    let any = args.health_cmd.is_some()
+        || args.health_interval.is_some()
+        || args.health_timeout.is_some()
+        || args.health_retries.is_some()
+        || args.health_start_period.is_some();
+    any.then(|| kiln::image::config::Healthcheck {
+        test: args
+            .health_cmd
+            .as_ref()
+            .map(|c| vec!["CMD-SHELL".to_string(), c.clone()])
+            .unwrap_or_default(),
+        interval: args.health_interval,
+        timeout: args.health_timeout,
+        start_period: args.health_start_period,
+        retries: args.health_retries,
+        ..Default::default()
+    })
 }
 
 /// Runs the container; the exit code is the container's, as docker run's.
@@ -356,6 +433,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         log_max_size,
         log_max_files,
         labels,
+        health: health_flags(&args),
     };
     let (container, dirs) =
         kiln::container::create(&store, &create).map_err(super::container_error)?;

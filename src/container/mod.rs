@@ -7,6 +7,7 @@
 //! itself, re-executed in a session of its own. No daemon: every command
 //! reads the directory.
 
+pub mod health;
 pub mod logs;
 pub mod monitor;
 mod names;
@@ -168,6 +169,9 @@ pub struct Create {
     pub log_max_files: Option<usize>,
     /// `-l`: labels.
     pub labels: Vec<(String, String)>,
+    /// `--health-*` over the image's HEALTHCHECK (`test: ["NONE"]` for
+    /// `--no-healthcheck`).
+    pub health: Option<crate::image::config::Healthcheck>,
 }
 
 /// What `kiln exec` runs.
@@ -255,6 +259,9 @@ pub struct Record {
     /// removes them).
     #[serde(default)]
     pub anonymous_volumes: Vec<String>,
+    /// Its healthcheck.
+    #[serde(default)]
+    pub healthcheck: Option<health::Check>,
 }
 
 /// A container: its record and directory.
@@ -291,6 +298,26 @@ fn valid_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() >= 2
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// The image's HEALTHCHECK with the `--health-*` flags over it: a flag's
+/// test replaces the image's, each duration or count given replaces its.
+fn merge_health(
+    image: Option<&crate::image::config::Healthcheck>,
+    flags: Option<&crate::image::config::Healthcheck>,
+) -> Option<crate::image::config::Healthcheck> {
+    let Some(flags) = flags else {
+        return image.cloned();
+    };
+    let mut out = image.cloned().unwrap_or_default();
+    if !flags.test.is_empty() {
+        out.test = flags.test.clone();
+    }
+    out.interval = flags.interval.or(out.interval);
+    out.timeout = flags.timeout.or(out.timeout);
+    out.start_period = flags.start_period.or(out.start_period);
+    out.retries = flags.retries.or(out.retries);
+    Some(out)
 }
 
 /// Makes a container from `opts`: its directories, record and state
@@ -454,6 +481,9 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         log_max_files: opts.log_max_files.unwrap_or(1),
         labels: opts.labels.clone(),
         anonymous_volumes: anonymous,
+        healthcheck: health::resolve(
+            merge_health(c.healthcheck.as_ref(), opts.health.as_ref()).as_ref(),
+        ),
     };
     let path = dir.join("config.json");
     let bytes =

@@ -134,9 +134,19 @@ fn run_once(
     let (tx, rx) = mpsc::channel::<u32>();
     let dir = c.dir.clone();
     let mut ready_out = ready.take();
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = c
+        .record
+        .healthcheck
+        .clone()
+        .map(|check| (c.clone(), check, ended.clone()));
     let watcher = std::thread::spawn(move || {
         if let Ok(pid) = rx.recv() {
             record_start(&dir, pid);
+            // The healthcheck runs beside the container, for this run.
+            if let Some((c, check, ended)) = health {
+                std::thread::spawn(move || super::health::watch(c, check, pid, ended));
+            }
             if let Some(out) = ready_out.as_mut() {
                 let _ = writeln!(out, "started");
                 let _ = out.flush();
@@ -156,6 +166,7 @@ fn run_once(
             started: Some(tx),
         },
     );
+    ended.store(true, std::sync::atomic::Ordering::SeqCst);
     // Not started: the readiness pipe is still ours, to say why.
     *ready = watcher.join().unwrap_or(None);
     for p in pumps {

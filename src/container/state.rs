@@ -62,6 +62,9 @@ pub struct State {
     /// A user stopped it (`kiln stop`, `kill`, `rm -f`): no restart policy
     /// brings it back, and `unless-stopped` remembers it.
     pub stopped_by_user: bool,
+    /// Its healthcheck's results, when it has one.
+    #[serde(default)]
+    pub health: Option<super::health::Health>,
 }
 
 /// The time now as state records it.

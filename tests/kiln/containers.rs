@@ -716,3 +716,91 @@ fn volumes_keep_data_beyond_a_container() {
     );
     assert_ne!(bad.status.code(), Some(0));
 }
+
+/// A healthcheck (the image's HEALTHCHECK, or --health-* over it) run by
+/// the monitor: starting, unhealthy after its retries, healthy once the
+/// check passes, unhealthy again; `ps` and its `health=` filter and
+/// `inspect` show it.
+#[test]
+fn a_healthcheck_flips_between_unhealthy_and_healthy() {
+    if !need_root("containers need namespaces") {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let root = store.path();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM box:1\nHEALTHCHECK --interval=1h --retries=2 CMD test -f /ok\n",
+    )
+    .unwrap();
+    ok(k(
+        root,
+        &[],
+        &[
+            "build",
+            "-q",
+            "-t",
+            "checked:1",
+            ctx.path().to_str().unwrap(),
+        ],
+    ));
+    // The image's check with a shorter interval from the flags.
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hc",
+            "--health-interval",
+            "200ms",
+            "checked:1",
+            "sleep",
+            "100",
+        ],
+    ));
+    let health = |root: &Path| inspect(root, "hc")["State"]["Health"].clone();
+    assert_eq!(health(root)["Status"], "starting");
+    wait_for("unhealthy", || health(root)["Status"] == "unhealthy");
+    let ps = ok(k(root, &[], &["ps", "--format", "{{.Status}}"]));
+    assert!(ps.trim_end().ends_with("(unhealthy)"), "{ps}");
+    assert!(health(root)["FailingStreak"].as_i64() >= Some(2));
+    ok(k(root, &[], &["exec", "hc", "touch", "/ok"]));
+    wait_for("healthy", || health(root)["Status"] == "healthy");
+    assert_eq!(
+        ok(k(root, &[], &["ps", "-q", "--filter", "health=healthy"]))
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        ok(k(root, &[], &["ps", "-q", "--filter", "health=unhealthy"])),
+        ""
+    );
+    let log = health(root)["Log"].clone();
+    assert!(log.as_array().unwrap().len() <= 5);
+    assert_eq!(log.as_array().unwrap().last().unwrap()["ExitCode"], 0);
+    ok(k(root, &[], &["exec", "hc", "rm", "/ok"]));
+    wait_for("unhealthy again", || health(root)["Status"] == "unhealthy");
+    // --no-healthcheck: none at all.
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "plain",
+            "--no-healthcheck",
+            "checked:1",
+            "sleep",
+            "100",
+        ],
+    ));
+    assert_eq!(inspect(root, "plain")["State"]["Health"], Value::Null);
+    ok(k(root, &[], &["rm", "-f", "hc", "plain"]));
+}
