@@ -839,3 +839,154 @@ pub fn volume(root: Option<PathBuf>, args: VolumeArgs) -> Result<ExitCode, Error
         ExitCode::SUCCESS
     })
 }
+
+/// Arguments of `kiln top`.
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// The container.
+    container: String,
+}
+
+/// `kiln top`: the container's processes, as `ps -ef` shows them.
+pub fn top(root: Option<PathBuf>, args: TopArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    let procs = c.processes();
+    if procs.is_empty() {
+        return Err(Error::Run(
+            1,
+            format!("Container {} is not running", c.record.id),
+        ));
+    }
+    let hz = kiln::sandbox::process::ticks_per_second();
+    let boot = std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    let mut rows = vec![
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for p in procs {
+        let started = chrono::DateTime::from_timestamp(boot + (p.start / hz) as i64, 0)
+            .map(|t| t.with_timezone(&chrono::Local).format("%H:%M").to_string())
+            .unwrap_or_default();
+        let cpu = p.cpu_ticks / hz;
+        rows.push(vec![
+            match p.uid {
+                0 => "root".to_string(),
+                u => u.to_string(),
+            },
+            p.pid.to_string(),
+            p.ppid.to_string(),
+            "0".into(),
+            started,
+            "?".into(),
+            format!("{:02}:{:02}:{:02}", cpu / 3600, cpu / 60 % 60, cpu % 60),
+            p.cmd,
+        ]);
+    }
+    std::io::stdout().write_all(table(&rows).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// One sample, then exit (the only mode kiln has).
+    #[arg(long = "no-stream")]
+    no_stream: bool,
+    /// Running containers, or these.
+    containers: Vec<String>,
+}
+
+/// `kiln stats --no-stream`: CPU over a short sample, memory (resident)
+/// against the limit or the machine's, processes.
+pub fn stats(root: Option<PathBuf>, args: StatsArgs) -> Result<ExitCode, Error> {
+    if !args.no_stream {
+        return Err(Error::Usage(
+            "kiln stats streams nothing yet: pass --no-stream".into(),
+        ));
+    }
+    let store = open_store(root)?;
+    let targets: Vec<Container> = match args.containers.is_empty() {
+        true => container::list(&store)
+            .map_err(super::container_error)?
+            .into_iter()
+            .filter(|c| c.state().is_running())
+            .collect(),
+        false => args
+            .containers
+            .iter()
+            .map(|n| container::find(&store, n).map_err(super::container_error))
+            .collect::<Result<_, _>>()?,
+    };
+    let ticks = |c: &Container| c.processes().iter().map(|p| p.cpu_ticks).sum::<u64>();
+    let before: Vec<u64> = targets.iter().map(ticks).collect();
+    let interval = std::time::Duration::from_millis(500);
+    std::thread::sleep(interval);
+    let hz = kiln::sandbox::process::ticks_per_second() as f64;
+    let total_mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .trim()
+                .trim_end_matches(" kB")
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0)
+        * 1024;
+    let mut rows = vec![
+        [
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (c, before) in targets.iter().zip(before) {
+        let procs = c.processes();
+        let now: u64 = procs.iter().map(|p| p.cpu_ticks).sum();
+        let cpu = (now.saturating_sub(before) as f64 / hz) / interval.as_secs_f64() * 100.0;
+        let mem: u64 = procs.iter().map(|p| p.rss).sum();
+        let limit = c.record.limits.memory.unwrap_or(total_mem);
+        let pct = if limit > 0 {
+            mem as f64 * 100.0 / limit as f64
+        } else {
+            0.0
+        };
+        rows.push(vec![
+            c.short_id().to_string(),
+            c.record.name.clone(),
+            format!("{cpu:.2}%"),
+            format!("{} / {}", mib(mem), mib(limit)),
+            format!("{pct:.2}%"),
+            "0B / 0B".into(),
+            "0B / 0B".into(),
+            procs.len().to_string(),
+        ]);
+    }
+    std::io::stdout().write_all(table(&rows).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes as docker's stats shows them (`1.5MiB`).
+fn mib(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        b0 if b0 < 1024 => format!("{bytes}B"),
+        b0 if b0 < 1 << 20 => format!("{:.3}KiB", b / 1024.0),
+        b0 if b0 < 1 << 30 => format!("{:.3}MiB", b / 1048576.0),
+        _ => format!("{:.3}GiB", b / 1073741824.0),
+    }
+}

@@ -101,6 +101,10 @@ enum Command {
     Commit(container::CommitArgs),
     /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
     Volume(container::VolumeArgs),
+    /// Show a running container's processes.
+    Top(container::TopArgs),
+    /// Show running containers' CPU, memory and process counts.
+    Stats(container::StatsArgs),
     /// Manage containers (`prune`, `ls`).
     Container(container::ContainerArgs),
     /// Keep build caches warm for a fleet of CI builders (an HTTP service).
@@ -149,6 +153,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Exec(args) => container::exec(root, args),
         Command::Commit(args) => container::commit(root, args),
         Command::Volume(args) => container::volume(root, args),
+        Command::Top(args) => container::top(root, args),
+        Command::Stats(args) => container::stats(root, args),
         Command::Container(args) => container::container_cmd(root, args),
         Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),

@@ -688,6 +688,21 @@ impl Container {
         )?)
     }
 
+    /// Its processes (`top`, `stats`): those in its PID namespace, kiln's
+    /// init as PID 1 among them; none when it does not run.
+    pub fn processes(&self) -> Vec<sandbox::process::Info> {
+        let st = self.state();
+        match st
+            .init
+            .filter(|i| st.status == state::Status::Running && i.alive())
+        {
+            Some(init) => sandbox::container::container_pid1(init.pid)
+                .map(sandbox::process::in_pid_namespace)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
     /// Kills it for good: its monitor and process, then its cgroups (what a
     /// dead kiln left included).
     pub fn kill_all(&self) -> Result<(), ContainerError> {

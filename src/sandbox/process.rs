@@ -72,6 +72,88 @@ impl Recorded {
     }
 }
 
+/// A process as `top` and `stats` see it.
+#[derive(Clone, Debug, Default)]
+pub struct Info {
+    /// Its pid (the host's).
+    pub pid: u32,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its real uid.
+    pub uid: u32,
+    /// User and system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Start time, in clock ticks since boot.
+    pub start: u64,
+    /// Resident memory, bytes.
+    pub rss: u64,
+    /// Its command line (or its name in brackets).
+    pub cmd: String,
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+pub fn ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |t| t as u64)
+}
+
+/// Every process in the PID namespace `of` is in (`of` included).
+pub fn in_pid_namespace(of: u32) -> Vec<Info> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{of}/ns/pid")) else {
+        return Vec::new();
+    };
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64);
+    let mut out: Vec<Info> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+        })
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let close = stat.rfind(')')?;
+            let name = stat[stat.find('(')? + 1..close].to_string();
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = match cmdline.is_empty() {
+                true => format!("[{name}]"),
+                false => String::from_utf8_lossy(&cmdline)
+                    .trim_end_matches('\0')
+                    .replace('\0', " "),
+            };
+            Some(Info {
+                pid,
+                ppid: num(1) as u32,
+                uid,
+                // utime and stime are fields 14 and 15 (11, 12 after state).
+                cpu_ticks: num(11) + num(12),
+                start: num(19),
+                rss: num(21) * page,
+                cmd,
+            })
+        })
+        .collect();
+    out.sort_by_key(|i| i.pid);
+    out
+}
+
 /// A signal's number from its name (`SIGTERM`, `TERM`, `term`) or number.
 pub fn signal_number(name: &str) -> Option<i32> {
     if let Ok(n) = name.parse::<i32>() {

@@ -481,6 +481,15 @@ fn exec_into_a_running_container_and_commit_it() {
     let ps = ok(k(root, &[], &["exec", "box", "ps", "-o", "pid,args"]));
     assert!(ps.contains("httpd -f"), "{ps}");
     assert!(ps.lines().nth(1).unwrap().trim().starts_with("1 "), "{ps}");
+    // top and stats see the same processes from the host.
+    let top = ok(k(root, &[], &["top", "box"]));
+    assert!(
+        top.starts_with("UID ") && top.contains("httpd -f -p"),
+        "{top}"
+    );
+    let stats = ok(k(root, &[], &["stats", "--no-stream", "box"]));
+    let row: Vec<&str> = stats.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((row[1], row.last().copied()), ("box", Some("2")), "{stats}");
     assert_eq!(
         ok(k(
             root,
