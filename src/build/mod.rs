@@ -1677,6 +1677,7 @@ impl Builder<'_> {
             no_new_privileges: false,
             shm_size: self.opts.shm_size,
             rlimits: self.opts.ulimits.clone(),
+            capabilities: None,
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

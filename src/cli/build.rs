@@ -222,7 +222,7 @@ fn parse_build_context(text: &str) -> Result<(String, build::NamedContext), Stri
 
 /// Parses `--shm-size` as docker does: a number with an optional binary
 /// unit (`b`, `k`, `m`, `g`, with or without a trailing `b`).
-fn parse_shm_size(text: &str) -> Result<u64, String> {
+pub(super) fn parse_shm_size(text: &str) -> Result<u64, String> {
     let t = text.trim().to_ascii_lowercase();
     let t = t
         .strip_suffix('b')
@@ -263,7 +263,7 @@ fn parse_annotation(text: &str) -> Result<(String, String), String> {
 }
 
 /// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too).
-fn parse_add_host(text: &str) -> Result<(String, String), String> {
+pub(super) fn parse_add_host(text: &str) -> Result<(String, String), String> {
     let (host, ip) = text
         .split_once('=')
         .or_else(|| text.split_once(':'))

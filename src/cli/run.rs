@@ -53,6 +53,51 @@ pub struct Args {
     /// Disable any healthcheck the image has.
     #[arg(long = "no-healthcheck")]
     no_healthcheck: bool,
+    /// Size of /dev/shm (`64m`; binary units as docker's).
+    #[arg(long = "shm-size", value_parser = super::build::parse_shm_size)]
+    shm_size: Option<u64>,
+    /// Resource limit `NAME=SOFT[:HARD]` (`nofile`, `nproc`, ...).
+    #[arg(long = "ulimit", value_parser = kiln::sandbox::Rlimit::parse)]
+    ulimits: Vec<kiln::sandbox::Rlimit>,
+    /// Add `HOST:IP` to /etc/hosts.
+    #[arg(long = "add-host", value_parser = super::build::parse_add_host)]
+    add_hosts: Vec<(String, String)>,
+    /// A nameserver for /etc/resolv.conf (replaces the host's).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// A tmpfs at `PATH[:size=N]`.
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// A mount: `type=bind,source=S,target=T[,readonly]`,
+    /// `type=volume,source=NAME,target=T[,readonly]` or `type=tmpfs,target=T[,tmpfs-size=N]`.
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Add a capability (`NET_ADMIN`, `ALL`).
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a capability (`CHOWN`, `ALL`).
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Every capability and no seccomp filter. Not Docker's whole
+    /// --privileged: /dev stays minimal, /proc and /sys stay masked.
+    #[arg(long)]
+    privileged: bool,
+    /// Accepted: kiln's init is always the container's PID 1 (it reaps
+    /// zombies and forwards signals, as docker-init does).
+    #[arg(long)]
+    init: bool,
+    /// When the image is pulled: `missing` (default), `always`, `never`.
+    #[arg(long, value_parser = ["missing", "always", "never"])]
+    pull: Option<String>,
+    /// Memory plus swap (`-1`: unlimited swap); needs -m.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// CPUs to run on (`0-1`, `0,2`).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
     /// A name for the container (its hostname unless --hostname).
     #[arg(long)]
     name: Option<String>,
@@ -207,6 +252,85 @@ fn set_env(env: &mut Vec<String>, entry: String) {
     }
 }
 
+/// `CHOWN`, `cap_chown`, `CAP_CHOWN` → `CAP_CHOWN`.
+fn cap_name(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    match upper.starts_with("CAP_") {
+        true => upper,
+        false => format!("CAP_{upper}"),
+    }
+}
+
+/// The capabilities a container keeps: Docker's default set, with
+/// `--cap-drop` then `--cap-add` (`ALL` for every one), or all with
+/// `--privileged`; None when nothing changes the default.
+fn capabilities(args: &Args) -> Result<Option<Vec<String>>, Error> {
+    let all = kiln::sandbox::init::all_capabilities();
+    if args.privileged {
+        return Ok(Some(all));
+    }
+    if args.cap_add.is_empty() && args.cap_drop.is_empty() {
+        return Ok(None);
+    }
+    let mut set = kiln::sandbox::init::default_capabilities();
+    for d in &args.cap_drop {
+        match cap_name(d).as_str() {
+            "CAP_ALL" => set.clear(),
+            c if all.iter().any(|a| a == c) => set.retain(|s| s != c),
+            c => {
+                return Err(Error::Usage(format!(
+                    "--cap-drop {d}: unknown capability {c}"
+                )));
+            }
+        }
+    }
+    for a in &args.cap_add {
+        match cap_name(a).as_str() {
+            "CAP_ALL" => set = all.clone(),
+            c if all.iter().any(|x| x == c) => {
+                if !set.iter().any(|s| s == c) {
+                    set.push(c.to_string());
+                }
+            }
+            c => {
+                return Err(Error::Usage(format!(
+                    "--cap-add {a}: unknown capability {c}"
+                )));
+            }
+        }
+    }
+    Ok(Some(set))
+}
+
+/// `--tmpfs PATH[:size=N,...]`.
+fn parse_tmpfs(text: &str) -> Result<kiln::sandbox::Tmpfs, Error> {
+    let (target, opts) = text.split_once(':').unwrap_or((text, ""));
+    if !target.starts_with('/') {
+        return Err(Error::Usage(format!(
+            "invalid --tmpfs {text:?}: the path must be absolute"
+        )));
+    }
+    let mut size = None;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", v)) => {
+                size = Some(super::build::parse_shm_size(v).map_err(Error::Usage)?);
+            }
+            // Docker's other options (mode, noexec, ...) are kiln's defaults
+            // or not taken yet.
+            _ => {
+                return Err(Error::Usage(format!(
+                    "invalid --tmpfs {text:?}: kiln takes size=N only"
+                )));
+            }
+        }
+    }
+    Ok(kiln::sandbox::Tmpfs {
+        target: target.to_string(),
+        size,
+    })
+}
+
 /// A Go duration (`1m30s`, `500ms`, `2h`) in nanoseconds.
 fn parse_duration(text: &str) -> Result<i64, String> {
     let bad = || format!("invalid duration {text:?}: use 30s, 1m, 500ms, 1h30m");
@@ -263,6 +387,36 @@ fn log_options(opts: &[String]) -> Result<(Option<u64>, Option<usize>), Error> {
         }
     }
     Ok((size, files))
+}
+
+/// `--pull`: the image fetched from its registry when missing (or always);
+/// `never` only looks in the store.
+fn pull_image(store: &kiln::store::Store, image: &str, policy: &str) -> Result<(), Error> {
+    let have = kiln::image::Image::resolve(store, image).is_ok();
+    if policy == "never" || (policy == "missing" && have) {
+        return Ok(());
+    }
+    // A local id or a name never pushed is not a reference to pull.
+    let Ok(reference) = kiln::registry::Reference::parse(image) else {
+        return Ok(());
+    };
+    let pulled = super::runtime()?.block_on(async {
+        let transfer = kiln::registry::Transfer::stderr(kiln::progress::Mode::Quiet, "pulled");
+        kiln::registry::pull::pull_via_mirrors(
+            store,
+            &kiln::registry::Options::from_env(),
+            &reference,
+            &kiln::registry::Platform::host(),
+            &transfer,
+        )
+        .await
+    });
+    match (pulled, have) {
+        (Ok(_), _) => Ok(()),
+        // An image the store has is used when its registry cannot be reached.
+        (Err(_), true) => Ok(()),
+        (Err(e), false) => Err(e.into()),
+    }
 }
 
 /// The `--health-*` flags as a healthcheck over the image's.
@@ -390,6 +544,95 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             nodev: false,
         });
     }
+    let mut tmpfs = Vec::new();
+    for t in &args.tmpfs {
+        tmpfs.push(parse_tmpfs(t)?);
+    }
+    for m in &args.mount {
+        let bad = |why: &str| Error::Usage(format!("invalid --mount {m:?}: {why}"));
+        let mut fields = std::collections::BTreeMap::new();
+        let mut readonly = false;
+        for f in m.split(',') {
+            match f.split_once('=') {
+                Some((k, v)) => {
+                    fields.insert(k.to_string(), v.to_string());
+                }
+                None if f == "readonly" || f == "ro" => readonly = true,
+                None => return Err(bad("fields are KEY=VALUE")),
+            }
+        }
+        if fields
+            .get("readonly")
+            .is_some_and(|v| v == "true" || v == "1")
+        {
+            readonly = true;
+        }
+        let target = fields
+            .get("target")
+            .or(fields.get("dst"))
+            .or(fields.get("destination"))
+            .cloned()
+            .ok_or_else(|| bad("target= is required"))?;
+        let source = fields.get("source").or(fields.get("src")).cloned();
+        match fields.get("type").map(String::as_str).unwrap_or("volume") {
+            "bind" => {
+                let source = source.ok_or_else(|| bad("a bind needs source="))?;
+                if !source.starts_with('/') || !target.starts_with('/') {
+                    return Err(bad("both paths must be absolute"));
+                }
+                if !std::path::Path::new(&source).exists() {
+                    return Err(bad(&format!("bind source path does not exist: {source}")));
+                }
+                binds.push(Bind {
+                    source: source.into(),
+                    target,
+                    read_only: readonly,
+                    exact: false,
+                    nodev: false,
+                });
+            }
+            "volume" => match source {
+                Some(name) => named.push((name, target, readonly)),
+                None => return Err(bad("kiln's volume mounts need source=NAME")),
+            },
+            "tmpfs" => {
+                let size = fields
+                    .get("tmpfs-size")
+                    .map(|v| super::build::parse_shm_size(v).map_err(Error::Usage))
+                    .transpose()?;
+                tmpfs.push(kiln::sandbox::Tmpfs { target, size });
+            }
+            other => {
+                return Err(bad(&format!(
+                    "type {other:?}: kiln takes bind, volume and tmpfs"
+                )));
+            }
+        }
+    }
+    let memory_swap = match args.memory_swap.as_deref() {
+        None => None,
+        Some("-1") => Some(-1),
+        Some(v) => Some(parse_memory_unchecked(v).map_err(Error::Usage)? as i64),
+    };
+    if memory_swap.is_some() && args.memory.is_none() {
+        return Err(Error::Usage(
+            "You should always set the Memory limit when using Memoryswap limit, see usage.".into(),
+        ));
+    }
+    if let (Some(swap), Some(mem)) = (memory_swap, args.memory)
+        && swap >= 0
+        && (swap as u64) < mem
+    {
+        return Err(Error::Usage(
+            "Minimum memoryswap limit should be larger than memory limit, see usage.".into(),
+        ));
+    }
+    let capabilities = capabilities(&args)?;
+    pull_image(
+        &store,
+        &args.image,
+        args.pull.as_deref().unwrap_or("missing"),
+    )?;
     let labels = args
         .labels
         .iter()
@@ -421,9 +664,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             cpus: args.cpus,
             pids: args.pids_limit,
             parent: args.cgroup_parent.clone(),
+            memory_swap,
+            cpu_shares: args.cpu_shares,
+            cpuset_cpus: args.cpuset_cpus.clone(),
         },
         read_only: args.read_only,
-        seccomp,
+        seccomp: match args.privileged {
+            true => SeccompProfile::Unconfined,
+            false => seccomp,
+        },
         no_new_privileges,
         tty: args.tty,
         auto_remove: args.rm,
@@ -434,6 +683,12 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         log_max_files,
         labels,
         health: health_flags(&args),
+        shm_size: args.shm_size,
+        rlimits: args.ulimits.clone(),
+        extra_hosts: args.add_hosts.clone(),
+        dns: args.dns.clone(),
+        tmpfs,
+        capabilities,
     };
     let (container, dirs) =
         kiln::container::create(&store, &create).map_err(super::container_error)?;

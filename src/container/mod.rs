@@ -172,6 +172,18 @@ pub struct Create {
     /// `--health-*` over the image's HEALTHCHECK (`test: ["NONE"]` for
     /// `--no-healthcheck`).
     pub health: Option<crate::image::config::Healthcheck>,
+    /// `--shm-size`.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`.
+    pub rlimits: Vec<sandbox::Rlimit>,
+    /// `--add-host`: (host, IP) lines of /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--dns`: the nameservers of /etc/resolv.conf (default: the host's).
+    pub dns: Vec<String>,
+    /// `--tmpfs`.
+    pub tmpfs: Vec<sandbox::Tmpfs>,
+    /// The capabilities kept (None: Docker's default set).
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// What `kiln exec` runs.
@@ -420,7 +432,17 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     let mut lower = image.snapshots(store)?;
     lower.reverse();
     let dir = store.container_dir(&id);
-    let dirs = ContainerDirs::create(&dir, &hostname, &[]).map_err(io_err("creating", &dir))?;
+    let dirs = ContainerDirs::create(&dir, &hostname, &opts.extra_hosts)
+        .map_err(io_err("creating", &dir))?;
+    if !opts.dns.is_empty() {
+        let resolv = dirs.etc.join("resolv.conf");
+        let text: String = opts
+            .dns
+            .iter()
+            .map(|ns| format!("nameserver {ns}\n"))
+            .collect();
+        std::fs::write(&resolv, text).map_err(io_err("writing", &resolv))?;
+    }
     if lower.is_empty() {
         lower.push(dirs.empty.clone());
     }
@@ -444,13 +466,14 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         network: opts.network,
         binds,
         tty: opts.tty,
-        tmpfs: Vec::new(),
+        tmpfs: opts.tmpfs.clone(),
         rootless: !sandbox::fs::is_root(),
         etc_dir: dirs.etc.clone(),
         seccomp: opts.seccomp.clone(),
         no_new_privileges: opts.no_new_privileges,
-        shm_size: None,
-        rlimits: Vec::new(),
+        shm_size: opts.shm_size,
+        rlimits: opts.rlimits.clone(),
+        capabilities: opts.capabilities.clone(),
     };
     let stop_signal = opts
         .stop_signal

@@ -62,7 +62,7 @@ impl Cgroup {
         // rootfs.rs); the rules here are a second wall where a group exists.
         let parent = match &limits.parent {
             Some(p) => check_parent(p).map_err(io::Error::other)?,
-            None if limits.memory.is_none() && limits.cpus.is_none() && limits.pids.is_none() => {
+            None if limits.is_empty() => {
                 return Ok(cg);
             }
             None => "kiln".to_string(),
@@ -102,21 +102,42 @@ impl Cgroup {
             wanted.push(("devices", rules));
         }
         if let Some(mem) = limits.memory {
+            // Docker's default swap is as much again (memory-swap = 2 ×
+            // memory); kiln's is none unless --memory-swap says.
+            let swap = match limits.memory_swap {
+                Some(-1) => "-1".to_string(),
+                Some(total) => total.to_string(),
+                None => mem.to_string(),
+            };
             wanted.push((
                 "memory",
                 vec![
                     ("memory.limit_in_bytes", mem.to_string()),
-                    ("memory.memsw.limit_in_bytes", mem.to_string()),
+                    ("memory.memsw.limit_in_bytes", swap),
                 ],
             ));
         }
+        let mut cpu = Vec::new();
         if let Some(cpus) = limits.cpus {
             let quota = (cpus * 100_000.0).round() as u64;
+            cpu.push(("cpu.cfs_period_us", "100000".to_string()));
+            cpu.push(("cpu.cfs_quota_us", quota.to_string()));
+        }
+        if let Some(shares) = limits.cpu_shares {
+            cpu.push(("cpu.shares", shares.to_string()));
+        }
+        if !cpu.is_empty() {
+            wanted.push(("cpu", cpu));
+        }
+        if let Some(set) = &limits.cpuset_cpus {
+            // A cpuset group needs its memory nodes too: the parent's.
+            let mems = fs::read_to_string(Path::new(ROOT).join("cpuset/cpuset.mems"))
+                .unwrap_or_else(|_| "0".into());
             wanted.push((
-                "cpu",
+                "cpuset",
                 vec![
-                    ("cpu.cfs_period_us", "100000".into()),
-                    ("cpu.cfs_quota_us", quota.to_string()),
+                    ("cpuset.cpus", set.clone()),
+                    ("cpuset.mems", mems.trim().to_string()),
                 ],
             ));
         }
@@ -137,6 +158,22 @@ impl Cgroup {
         for (controller, files) in wanted {
             let dir = Path::new(ROOT).join(controller).join(parent).join(id);
             fs::create_dir_all(&dir)?;
+            if controller == "cpuset" {
+                // Each new cpuset level starts empty: the parent's set
+                // and nodes are copied down first.
+                let top = Path::new(ROOT).join("cpuset");
+                let mut at = top.clone();
+                for part in Path::new(parent).components() {
+                    at.push(part);
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        if fs::read_to_string(at.join(f)).is_ok_and(|v| v.trim().is_empty()) {
+                            let up = fs::read_to_string(at.parent().unwrap_or(&top).join(f))
+                                .unwrap_or_default();
+                            let _ = write(&at, f, up.trim());
+                        }
+                    }
+                }
+            }
             self.dirs.push(dir.clone());
             for (file, value) in files {
                 // Without swap accounting there is no memsw file: no swap to limit.
@@ -172,6 +209,24 @@ impl Cgroup {
                 "cpu.max",
                 &format!("{} 100000", (cpus * 100_000.0).round() as u64),
             )?;
+        }
+        if let Some(shares) = limits.cpu_shares {
+            // v1 shares (2..262144) to v2 weight (1..10000), as runc maps them.
+            let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            write(&dir, "cpu.weight", &weight.to_string())?;
+        }
+        if let Some(set) = &limits.cpuset_cpus {
+            write(&dir, "cpuset.cpus", set)?;
+        }
+        match limits.memory_swap {
+            Some(-1) => {
+                let _ = write(&dir, "memory.swap.max", "max");
+            }
+            Some(total) => {
+                let swap = (total as u64).saturating_sub(limits.memory.unwrap_or(0));
+                let _ = write(&dir, "memory.swap.max", &swap.to_string());
+            }
+            None => {}
         }
         if let Some(pids) = limits.pids {
             write(&dir, "pids.max", &pids.to_string())?;

@@ -168,13 +168,8 @@ fn launch(
         Some(_) => (CloneFlags::empty(), CloneFlags::empty()),
         None => namespaces(spec),
     };
-    if spec.rootless
-        && (limits.memory.is_some()
-            || limits.cpus.is_some()
-            || limits.pids.is_some()
-            || limits.parent.is_some())
-    {
-        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --cpus, --pids-limit and --cgroup-parent".into()));
+    if spec.rootless && (!limits.is_empty() || limits.parent.is_some()) {
+        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit and --cgroup-parent".into()));
     }
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
@@ -305,7 +300,14 @@ fn compiled(spec: &Spec) -> Result<std::borrow::Cow<'_, Spec>, SandboxError> {
     use super::spec::SeccompProfile;
     static DEFAULT: std::sync::OnceLock<Result<(u32, Vec<u64>), String>> =
         std::sync::OnceLock::new();
+    let caps = super::init::capabilities(spec).map_err(SandboxError::Setup)?;
+    let default_caps = spec.capabilities.is_none();
     let words = match &spec.seccomp {
+        // Docker's profile allows some calls by capability: another set
+        // compiles another filter.
+        SeccompProfile::Default if !default_caps => seccomp::filter(&caps)
+            .map(|p| p.to_words())
+            .map_err(|e| SandboxError::Setup(format!("seccomp profile: {e}")))?,
         SeccompProfile::Default => DEFAULT
             .get_or_init(|| {
                 seccomp::filter(&super::init::DEFAULT_CAPS)
@@ -315,7 +317,7 @@ fn compiled(spec: &Spec) -> Result<std::borrow::Cow<'_, Spec>, SandboxError> {
             .clone()
             .map_err(|e| SandboxError::Setup(format!("seccomp profile: {e}")))?,
         SeccompProfile::Json(text) => {
-            match seccomp::from_json(text).and_then(|p| p.compile(&super::init::DEFAULT_CAPS)) {
+            match seccomp::from_json(text).and_then(|p| p.compile(&caps)) {
                 Ok(Some(p)) => p.to_words(),
                 Ok(None) => return Ok(std::borrow::Cow::Borrowed(spec)),
                 Err(e) => return Err(SandboxError::Setup(format!("seccomp profile: {e}"))),
@@ -433,6 +435,7 @@ mod tests {
             no_new_privileges: false,
             shm_size: None,
             rlimits: Vec::new(),
+            capabilities: None,
         }
     }
 

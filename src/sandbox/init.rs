@@ -67,6 +67,43 @@ pub(super) const DEFAULT_CAPS: [Capability; 14] = [
     Capability::CAP_AUDIT_WRITE,
 ];
 
+/// The capabilities `spec` keeps: its own list, else Docker's default.
+pub(super) fn capabilities(spec: &Spec) -> Result<Vec<Capability>, String> {
+    match &spec.capabilities {
+        None => Ok(DEFAULT_CAPS.to_vec()),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                n.parse::<Capability>()
+                    .map_err(|_| format!("unknown capability {n:?}"))
+            })
+            .collect(),
+    }
+}
+
+/// Every capability this kernel and this process have, by name, as
+/// `--privileged` keeps them all (others cannot be set).
+pub fn all_capabilities() -> Vec<String> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .unwrap_or(40);
+    // Nor can one this process's bounding set lacks (a machine that runs
+    // kiln without all of them).
+    let bounding = caps::read(None, CapSet::Bounding).unwrap_or_else(|_| caps::all());
+    caps::all()
+        .iter()
+        .filter(|c| c.index() <= last && bounding.contains(c))
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// Docker's default capability set, by name (what `--cap-add` and
+/// `--cap-drop` change).
+pub fn default_capabilities() -> Vec<String> {
+    DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+}
+
 /// A failure before the user's process ran: docker run's exit codes.
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 pub struct Failure {
@@ -361,12 +398,11 @@ fn confine(spec: &Spec) -> Result<(), String> {
     if spec.no_new_privileges {
         seccomp::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
     }
+    let caps = capabilities(spec)?;
     let program = match &spec.seccomp {
-        SeccompProfile::Default => seccomp::filter(&DEFAULT_CAPS).map(Some),
+        SeccompProfile::Default => seccomp::filter(&caps).map(Some),
         SeccompProfile::Unconfined => Ok(None),
-        SeccompProfile::Json(text) => {
-            seccomp::from_json(text).and_then(|p| p.compile(&DEFAULT_CAPS))
-        }
+        SeccompProfile::Json(text) => seccomp::from_json(text).and_then(|p| p.compile(&caps)),
         SeccompProfile::Compiled { flags, program } => {
             Ok(Some(seccomp::Program::from_words(*flags, program)))
         }
@@ -477,7 +513,10 @@ fn exec_user(
             );
         }
     }
-    let defaults: CapsHashSet = DEFAULT_CAPS.iter().copied().collect();
+    let defaults: CapsHashSet = match capabilities(spec) {
+        Ok(c) => c.into_iter().collect(),
+        Err(e) => return (125, e),
+    };
     for cap in caps::all() {
         if !defaults.contains(&cap) && caps::drop(None, CapSet::Bounding, cap).is_err() {
             return (125, format!("dropping capability {cap}"));

@@ -322,6 +322,7 @@ mod tests {
             no_new_privileges: false,
             shm_size: None,
             rlimits: Vec::new(),
+            capabilities: None,
         }
     }
 

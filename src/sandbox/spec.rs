@@ -80,6 +80,27 @@ pub struct Limits {
     /// checked by [`super::cgroup::check_parent`]) instead of `kiln`.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Memory plus swap in bytes (`--memory-swap`; -1: unlimited swap).
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// CPU shares, the relative weight (`--cpu-shares`).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the processes may run on (`--cpuset-cpus 0-1`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+}
+
+impl Limits {
+    /// True when no limit is set (no group is made).
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none()
+            && self.cpus.is_none()
+            && self.pids.is_none()
+            && self.memory_swap.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
+    }
 }
 
 /// Everything the init needs to set up and start the container's process.
@@ -136,6 +157,10 @@ pub struct Spec {
     /// Resource limits set before exec (`--ulimit`).
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// The capabilities the process keeps (`CAP_CHOWN`, ...); None:
+    /// Docker's default set (`--cap-add`, `--cap-drop`, `--privileged`).
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// One `--ulimit NAME=SOFT[:HARD]`.

@@ -813,3 +813,132 @@ fn a_healthcheck_flips_between_unhealthy_and_healthy() {
     assert_eq!(inspect(root, "plain")["State"]["Health"], Value::Null);
     ok(k(root, &[], &["rm", "-f", "hc", "plain"]));
 }
+
+/// The `docker run` flags scripts pass, each doing what docker does.
+#[test]
+fn docker_run_flags_scripts_pass() {
+    if !need_root("containers need namespaces") {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let root = store.path();
+    let run = |flags: &[&str], script: &str| {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags);
+        args.extend(["box:1", "sh", "-c", script]);
+        ok(k(root, &[], &args))
+    };
+    let bnd = |flags: &[&str]| {
+        run(flags, "grep CapBnd /proc/self/status")
+            .trim()
+            .rsplit('\t')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // Docker's default set, then changed by name (with or without CAP_).
+    assert_eq!(bnd(&[]), "00000000a80425fb");
+    assert_eq!(
+        bnd(&["--cap-drop", "ALL", "--cap-add", "chown"]),
+        "0000000000000001"
+    );
+    assert_eq!(bnd(&["--cap-add", "CAP_NET_ADMIN"]), "00000000a80435fb");
+    assert_ne!(bnd(&["--privileged"]), "00000000a80425fb");
+    let bad = k(
+        root,
+        &[],
+        &["run", "--rm", "--cap-add", "NOPE", "box:1", "true"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("unknown capability CAP_NOPE"));
+    // /etc/hosts, /etc/resolv.conf, /dev/shm, tmpfs, ulimits.
+    assert_eq!(
+        run(
+            &["--add-host", "db:10.0.0.5", "--dns", "192.0.2.53"],
+            "tail -1 /etc/hosts; cat /etc/resolv.conf"
+        ),
+        "10.0.0.5\tdb\nnameserver 192.0.2.53\n"
+    );
+    let df = run(
+        &["--shm-size", "1m", "--tmpfs", "/scratch:size=2m"],
+        "df -k /dev/shm /scratch | tail -2 | awk '{print $2}'",
+    );
+    assert_eq!(df, "1024\n2048\n");
+    assert_eq!(
+        run(&["--ulimit", "nofile=100:200"], "ulimit -n; ulimit -Hn"),
+        "100\n200\n"
+    );
+    // --mount: a volume, read-only the second time; a bind; a tmpfs.
+    run(
+        &["--mount", "type=volume,source=mv,target=/m"],
+        "echo ok > /m/f",
+    );
+    assert_eq!(
+        run(
+            &["--mount", "type=volume,source=mv,target=/m,readonly"],
+            "cat /m/f"
+        ),
+        "ok\n"
+    );
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("h"), "host\n").unwrap();
+    let bind = format!(
+        "type=bind,source={},target=/h,readonly",
+        host.path().display()
+    );
+    assert_eq!(run(&["--mount", &bind], "cat /h/h"), "host\n");
+    assert_eq!(
+        run(
+            &["--mount", "type=tmpfs,target=/t"],
+            "mount | grep ' /t ' | cut -d' ' -f1"
+        ),
+        "tmpfs\n"
+    );
+    let bad = k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            "type=nfs,target=/x",
+            "box:1",
+            "true",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    // cgroup limits: swap, shares, cpuset.
+    let groups = run(
+        &[
+            "-m",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "--cpu-shares",
+            "512",
+            "--cpuset-cpus",
+            "0",
+        ],
+        "cat /proc/self/cgroup",
+    );
+    let id_of = |controller: &str| {
+        groups
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some(controller))
+            .map(|l| l.rsplit(':').next().unwrap().to_string())
+    };
+    assert!(
+        id_of("cpuset").is_some_and(|p| p.starts_with("/kiln/")),
+        "{groups}"
+    );
+    let bad = k(
+        root,
+        &[],
+        &["run", "--rm", "--memory-swap", "1g", "box:1", "true"],
+    );
+    assert!(text(&bad.stderr).contains("You should always set the Memory limit"));
+    // Accepted for scripts: --init; --pull never finds the image here.
+    assert_eq!(run(&["--init", "--pull", "never"], "echo fine"), "fine\n");
+}
