@@ -241,17 +241,6 @@ fn parse_memory_unchecked(text: &str) -> Result<u64, String> {
 /// The smallest memory limit docker accepts.
 const MIN_MEMORY: u64 = 6 << 20;
 
-fn set_env(env: &mut Vec<String>, entry: String) {
-    let key = entry.split('=').next().unwrap_or_default().to_string();
-    match env
-        .iter_mut()
-        .find(|e| e.split('=').next() == Some(key.as_str()))
-    {
-        Some(slot) => *slot = entry,
-        None => env.push(entry),
-    }
-}
-
 /// `CHOWN`, `cap_chown`, `CAP_CHOWN` → `CAP_CHOWN`.
 fn cap_name(name: &str) -> String {
     let upper = name.to_ascii_uppercase();
@@ -482,15 +471,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
         {
-            set_env(&mut env, line.to_string());
+            kiln::container::set_env(&mut env, line.to_string());
         }
     }
     for e in &args.env {
         match e.split_once('=') {
-            Some(_) => set_env(&mut env, e.clone()),
+            Some(_) => kiln::container::set_env(&mut env, e.clone()),
             None => {
                 if let Ok(v) = std::env::var(e) {
-                    set_env(&mut env, format!("{e}={v}"));
+                    kiln::container::set_env(&mut env, format!("{e}={v}"));
                 }
             }
         }

@@ -293,7 +293,9 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn set_env(env: &mut Vec<String>, entry: String) {
+/// Sets `KEY=VALUE` in `env`, replacing the entry of the same key (in
+/// its place) or adding it at the end.
+pub fn set_env(env: &mut Vec<String>, entry: String) {
     let key = entry.split('=').next().unwrap_or_default().to_string();
     match env
         .iter_mut()

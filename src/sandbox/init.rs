@@ -201,6 +201,48 @@ pub fn main() -> ! {
     }
 }
 
+/// What the container's process needs once this process is inside the
+/// container's root: its user (from the container's /etc/passwd and
+/// /etc/group), its environment with HOME, its working directory entered
+/// (a failure exits with `cwd_code`), its program looked up in PATH, and
+/// with `-t` the pty as 0, 1 and 2.
+fn prepare_process(
+    spec: &Spec,
+    cwd_code: i32,
+) -> (user::User, Vec<String>, Result<String, (i32, String)>) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    // The working directory is resolved inside the new root, refusing
+    // magic links: `WORKDIR /proc/self/fd/N` cannot reach a descriptor
+    // into the host (runc's CVE-2024-21626).
+    if let Err(e) = enter_workdir(&spec.cwd) {
+        fail(
+            cwd_code,
+            format!("changing to working directory {}: {e}", spec.cwd),
+        );
+    }
+    let program = find_program(&spec.argv, &env);
+    // With -t: a pty from the container's own devpts becomes 0, 1 and 2.
+    if spec.tty {
+        let slave = super::tty::open_in_container(CONSOLE_FD)
+            .unwrap_or_else(|e| fail(125, format!("opening a pty: {e}")));
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            if unsafe { nix::libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+                fail(125, format!("dup2: {}", std::io::Error::last_os_error()));
+            }
+        }
+        // SAFETY: the console socket is ours and no longer needed.
+        unsafe { nix::libc::close(CONSOLE_FD) };
+    }
+    (user, env, program)
+}
+
 /// `kiln exec`: joins the namespaces of the container whose PID 1 is
 /// `target` (a host pid), then runs the spec's process there as PID 1
 /// runs the container's own (user, capabilities, seccomp, working
@@ -237,32 +279,7 @@ fn exec_into(target: i32, spec: &Spec) -> ! {
             if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
                 fail(125, format!("setting the parent-death signal: {e}"));
             }
-            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-            let user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
-            let mut env = spec.env.clone();
-            if !env.iter().any(|e| e.starts_with("HOME=")) {
-                env.push(format!("HOME={}", user.home));
-            }
-            if let Err(e) = enter_workdir(&spec.cwd) {
-                fail(
-                    126,
-                    format!("changing to working directory {}: {e}", spec.cwd),
-                );
-            }
-            let program = find_program(&spec.argv, &env);
-            if spec.tty {
-                let slave = super::tty::open_in_container(CONSOLE_FD)
-                    .unwrap_or_else(|e| fail(125, format!("opening a pty: {e}")));
-                for fd in 0..3 {
-                    // SAFETY: dup2 onto the standard descriptors of this process.
-                    if unsafe { nix::libc::dup2(slave.as_raw_fd(), fd) } < 0 {
-                        fail(125, format!("dup2: {}", std::io::Error::last_os_error()));
-                    }
-                }
-                // SAFETY: the console socket is ours and no longer needed.
-                unsafe { nix::libc::close(CONSOLE_FD) };
-            }
+            let (user, env, program) = prepare_process(spec, 126);
             let (code, message) = exec_user(&program, spec, &env, &user);
             fail(code, message)
         }
@@ -307,36 +324,7 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
     if let Err(e) = rootfs::setup(&Real, spec) {
         fail(125, format!("setting up the container's root: {e}"));
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
-    let mut env = spec.env.clone();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
-    }
-    // The working directory is resolved inside the new root, refusing
-    // magic links: `WORKDIR /proc/self/fd/N` cannot reach a descriptor
-    // into the host (runc's CVE-2024-21626).
-    if let Err(e) = enter_workdir(&spec.cwd) {
-        fail(
-            125,
-            format!("changing to working directory {}: {e}", spec.cwd),
-        );
-    }
-    let program = find_program(&spec.argv, &env);
-    // With -t: a pty from the container's own devpts becomes 0, 1 and 2.
-    if spec.tty {
-        let slave = super::tty::open_in_container(CONSOLE_FD)
-            .unwrap_or_else(|e| fail(125, format!("opening a pty: {e}")));
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors of this process.
-            if unsafe { nix::libc::dup2(slave.as_raw_fd(), fd) } < 0 {
-                fail(125, format!("dup2: {}", std::io::Error::last_os_error()));
-            }
-        }
-        // SAFETY: the console socket is ours and no longer needed.
-        unsafe { nix::libc::close(CONSOLE_FD) };
-    }
+    let (user, env, program) = prepare_process(spec, 125);
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .unwrap_or_else(|e| fail(125, format!("pipe: {e}")));
     // SAFETY: PID 1 is single-threaded; the child only execs or exits.
