@@ -156,12 +156,6 @@ fn record(s: &mut State, check: &Check, since_start: Duration, p: Probe) {
 /// Checks `c` every interval until `stop` is set (its run ended).
 pub fn watch(c: Container, check: Check, init: u32, stop: Arc<AtomicBool>) {
     let started = Instant::now();
-    let _ = state::update(&c.dir, |s| {
-        s.health = Some(Health {
-            status: "starting".into(),
-            ..Default::default()
-        });
-    });
     let Some(pid1) = (0..100).find_map(|_| {
         sandbox::container::container_pid1(init).or_else(|| {
             std::thread::sleep(Duration::from_millis(10));

@@ -107,14 +107,20 @@ fn pump(reader: std::io::PipeReader, stream: Stream, log: Arc<Mutex<logs::Writer
     }
 }
 
-/// Records each start of the container: running, with its init.
-fn record_start(dir: &Path, pid: u32) {
+/// Records each start of the container: running, with its init, and
+/// `starting` health when it has a healthcheck (before anyone is told it
+/// runs).
+fn record_start(dir: &Path, pid: u32, checked: bool) {
     let _ = state::update(dir, |s| {
         s.status = Status::Running;
         s.init = process::record(pid);
         s.started_at = Some(state::now());
         s.exit_code = None;
         s.error = None;
+        s.health = checked.then(|| super::health::Health {
+            status: "starting".into(),
+            ..Default::default()
+        });
     });
 }
 
@@ -142,7 +148,7 @@ fn run_once(
         .map(|check| (c.clone(), check, ended.clone()));
     let watcher = std::thread::spawn(move || {
         if let Ok(pid) = rx.recv() {
-            record_start(&dir, pid);
+            record_start(&dir, pid, health.is_some());
             // The healthcheck runs beside the container, for this run.
             if let Some((c, check, ended)) = health {
                 std::thread::spawn(move || super::health::watch(c, check, pid, ended));
@@ -292,7 +298,7 @@ pub fn run_foreground(
     let dir = c.dir.clone();
     let watcher = std::thread::spawn(move || {
         if let Ok(pid) = rx.recv() {
-            record_start(&dir, pid);
+            record_start(&dir, pid, false);
         }
     });
     let result = sandbox::run(

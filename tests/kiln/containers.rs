@@ -773,7 +773,23 @@ fn a_healthcheck_flips_between_unhealthy_and_healthy() {
         ],
     ));
     let health = |root: &Path| inspect(root, "hc")["State"]["Health"].clone();
-    assert_eq!(health(root)["Status"], "starting");
+    // Before its first check (the image's interval is an hour) it is
+    // starting.
+    ok(k(
+        root,
+        &[],
+        &["run", "-d", "--name", "early", "checked:1", "sleep", "100"],
+    ));
+    assert_eq!(
+        inspect(root, "early")["State"]["Health"]["Status"],
+        "starting"
+    );
+    let ps = ok(k(
+        root,
+        &[],
+        &["ps", "--filter", "name=early", "--format", "{{.Status}}"],
+    ));
+    assert!(ps.trim_end().ends_with("(health: starting)"), "{ps}");
     wait_for("unhealthy", || health(root)["Status"] == "unhealthy");
     let ps = ok(k(root, &[], &["ps", "--format", "{{.Status}}"]));
     assert!(ps.trim_end().ends_with("(unhealthy)"), "{ps}");
@@ -811,7 +827,7 @@ fn a_healthcheck_flips_between_unhealthy_and_healthy() {
         ],
     ));
     assert_eq!(inspect(root, "plain")["State"]["Health"], Value::Null);
-    ok(k(root, &[], &["rm", "-f", "hc", "plain"]));
+    ok(k(root, &[], &["rm", "-f", "hc", "plain", "early"]));
 }
 
 /// The `docker run` flags scripts pass, each doing what docker does.
