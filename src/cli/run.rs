@@ -459,6 +459,14 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             "-d with -i or -t is not supported yet: kiln attach does not exist".into(),
         ));
     }
+    if let Some(n) = &args.name
+        && !kiln::container::valid_name(n)
+    {
+        return Err(Error::Run(
+            125,
+            format!("Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
+        ));
+    }
     let store = open_store(root)?;
     let mut env: Vec<String> = Vec::new();
     for file in &args.env_file {

@@ -307,7 +307,7 @@ pub fn set_env(env: &mut Vec<String>, entry: String) {
 }
 
 /// True for a name docker accepts (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() >= 2

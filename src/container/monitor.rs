@@ -200,6 +200,11 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         }
         *ready = None;
     };
+    // The id names a directory: 64 hex digits and nothing else.
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        say(&mut ready, 125, &format!("{id:?} is not a container id"));
+        return 125;
+    }
     let dir = store_root.join("containers").join(id);
     let Some(c) = super::load(&dir) else {
         say(&mut ready, 125, &format!("no container {id}"));

@@ -958,3 +958,35 @@ fn docker_run_flags_scripts_pass() {
     // Accepted for scripts: --init; --pull never finds the image here.
     assert_eq!(run(&["--init", "--pull", "never"], "echo fine"), "fine\n");
 }
+
+/// Names and ids that try to leave the store are refused before any path
+/// is made of them.
+#[test]
+fn names_that_leave_the_store_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for (args, want) in [
+        (
+            &["volume", "create", "../escape"][..],
+            "invalid characters for a local volume name",
+        ),
+        (
+            &["run", "--name", "../escape", "box:1", "true"][..],
+            "Invalid container name",
+        ),
+        (
+            &["run", "--rm", "-v", "../escape:/x", "box:1", "true"][..],
+            "invalid volume",
+        ),
+        (&["logs", "../../etc"][..], "No such container: ../../etc"),
+        (&["rm", "/../../etc"][..], "No such container"),
+        (&["__monitor", "../../../etc"][..], "is not a container id"),
+    ] {
+        let out = k(r, &[], args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(said.contains(want), "{args:?}: {said}");
+    }
+    assert!(!r.join("escape").exists() && !r.parent().unwrap().join("escape").exists());
+    assert!(!r.join("volumes").join("..").join("escape").exists());
+}

@@ -143,3 +143,73 @@ fn rootless_network_readonly_volumes_and_exit_codes() {
         0
     );
 }
+
+/// The container lifecycle as a user: `run -d` with its monitor, `ps`,
+/// `logs`, a restart policy, `stop`, `rm`, volumes; `exec` is refused with
+/// a clear error (joining a rootless container's user namespace is not
+/// done yet).
+#[test]
+fn rootless_containers_outlive_the_command() {
+    let Some(dir) = home() else { return };
+    let ok = |args: &[&str]| {
+        let out = as_user(dir, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let id = ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r-web",
+        "box:1",
+        "sh",
+        "-c",
+        "echo up; exec sleep 100",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    let ps = ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.lines().any(|l| l.starts_with("r-web Up ")), "{ps}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ok(&["logs", "r-web"]) != "up\n" {
+        assert!(std::time::Instant::now() < deadline, "no log");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let exec = as_user(dir, &["exec", "r-web", "true"]);
+    assert_eq!(exec.status.code(), Some(125));
+    assert!(
+        text(&exec.stderr).contains("kiln exec needs root for now"),
+        "{}",
+        text(&exec.stderr)
+    );
+    assert_eq!(ok(&["stop", "-t", "1", "r-web"]), "r-web\n");
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r-flaky",
+        "--restart",
+        "on-failure:2",
+        "box:1",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    assert_eq!(ok(&["wait", "r-flaky"]).trim(), "1");
+    ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "r-data:/d",
+        "box:1",
+        "sh",
+        "-c",
+        "echo kept > /d/f",
+    ]);
+    assert_eq!(
+        ok(&["run", "--rm", "-v", "r-data:/d", "box:1", "cat", "/d/f"]),
+        "kept\n"
+    );
+    ok(&["rm", "-f", "r-web", "r-flaky"]);
+    ok(&["volume", "rm", "r-data"]);
+    assert!(!ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("r-"));
+}
