@@ -696,9 +696,7 @@ pub struct CommitArgs {
     /// Apply a Dockerfile instruction to the image's config (repeatable).
     #[arg(short = 'c', long = "change")]
     changes: Vec<String>,
-    /// Accepted for docker's scripts: kiln reads the container's changes
-    /// without pausing it (a file written meanwhile may be caught half
-    /// written).
+    /// Freeze the container (cgroup freezer) while its changes are read.
     #[arg(short = 'p', long, default_value = "true", action = clap::ArgAction::Set)]
     pause: bool,
     /// The container.
@@ -721,6 +719,7 @@ pub fn commit(root: Option<PathBuf>, args: CommitArgs) -> Result<ExitCode, Error
         author: args.author.clone(),
         message: args.message.clone(),
         changes: args.changes.clone(),
+        pause: args.pause,
     };
     let image = c.commit(&store, &opts).map_err(super::container_error)?;
     writeln!(std::io::stdout(), "{}", image.id)?;

@@ -214,6 +214,8 @@ pub struct Commit {
     pub message: Option<String>,
     /// `-c` Dockerfile instructions.
     pub changes: Vec<String>,
+    /// `--pause`: freeze the container while its changes are read.
+    pub pause: bool,
 }
 
 /// Why `kiln exec` could not run its process.
@@ -674,6 +676,23 @@ impl Container {
         c.user = (!self.record.spec.user.is_empty()).then(|| self.record.spec.user.clone());
         c.working_dir = Some(self.record.spec.cwd.clone()).filter(|w| w != "/");
         crate::image::apply_changes(c, &opts.changes)?;
+        // Paused while its changes are read, so no file is caught half
+        // written (`--pause=false` reads it running).
+        let pids: Vec<u32> = match opts.pause {
+            true => self.processes().iter().map(|p| p.pid).collect(),
+            false => Vec::new(),
+        };
+        let _frozen = match pids.is_empty() {
+            true => None,
+            false => Some(
+                sandbox::cgroup::freeze(&self.record.id, &pids).map_err(|e| {
+                    ContainerError::Invalid(format!(
+                        "pausing {} to commit it: {e}",
+                        self.record.name
+                    ))
+                })?,
+            ),
+        };
         let writer = store.blob_writer_prehashed()?;
         let upper = &self.record.spec.upper;
         let (writer, diff_id, _) =

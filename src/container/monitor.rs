@@ -301,9 +301,18 @@ pub fn run_foreground(
     });
     let (tx, rx) = mpsc::channel::<u32>();
     let dir = c.dir.clone();
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = c
+        .record
+        .healthcheck
+        .clone()
+        .map(|check| (c.clone(), check, ended.clone()));
     let watcher = std::thread::spawn(move || {
         if let Ok(pid) = rx.recv() {
-            record_start(&dir, pid, false);
+            record_start(&dir, pid, health.is_some());
+            if let Some((c, check, ended)) = health {
+                std::thread::spawn(move || super::health::watch(c, check, pid, ended));
+            }
         }
     });
     let result = sandbox::run(
@@ -317,6 +326,7 @@ pub fn run_foreground(
             started: Some(tx),
         },
     );
+    ended.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = watcher.join();
     let (code, error) = match &result {
         Ok(code) => (*code, None),

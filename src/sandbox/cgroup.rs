@@ -247,6 +247,57 @@ impl Cgroup {
     }
 }
 
+/// Processes frozen by the cgroup freezer while this lives (`kiln commit`
+/// reads a container's files without them changing underneath); thawed
+/// when dropped.
+#[derive(Debug)]
+pub struct Frozen {
+    dir: PathBuf,
+    v2: bool,
+}
+
+/// Freezes `pids` (a container's processes) in a freezer group of their
+/// own named for container `id`: v1's freezer hierarchy, or v2's
+/// `cgroup.freeze` in the group they are in.
+pub fn freeze(id: &str, pids: &[u32]) -> io::Result<Frozen> {
+    let first = pids
+        .first()
+        .ok_or_else(|| io::Error::other("no process to freeze"))?;
+    if unified() {
+        let own = fs::read_to_string(format!("/proc/{first}/cgroup"))?;
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or_else(|| io::Error::other("not in a v2 group"))?;
+        let dir = Path::new(ROOT).join(path.trim_start_matches('/'));
+        write(&dir, "cgroup.freeze", "1")?;
+        return Ok(Frozen { dir, v2: true });
+    }
+    let dir = Path::new(ROOT).join("freezer").join("kiln").join(id);
+    fs::create_dir_all(&dir)?;
+    for pid in pids {
+        write(&dir, "cgroup.procs", &pid.to_string())?;
+    }
+    write(&dir, "freezer.state", "FROZEN")?;
+    // The kernel freezes asynchronously: wait until it says so.
+    for _ in 0..500 {
+        if fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(Frozen { dir, v2: false })
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = match self.v2 {
+            true => write(&self.dir, "cgroup.freeze", "0"),
+            false => write(&self.dir, "freezer.state", "THAWED"),
+        };
+    }
+}
+
 /// Moves `pid` into every group `of` is in (`kiln exec`: the process
 /// joins its container's limits and accounting).
 pub fn join_same(of: u32, pid: u32) -> io::Result<()> {

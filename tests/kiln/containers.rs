@@ -552,6 +552,15 @@ fn exec_into_a_running_container_and_commit_it() {
         ],
     ));
     assert!(id.starts_with("sha256:"), "{id}");
+    // Frozen while read, thawed after: it still serves.
+    assert!(get(port, "/").unwrap().ends_with("served\n"));
+    let box_id = inspect(root, "box")["Id"].as_str().unwrap().to_string();
+    let state = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/freezer/kiln/{box_id}/freezer.state"
+    ));
+    if let Ok(state) = state {
+        assert_eq!(state.trim(), "THAWED");
+    }
     assert_eq!(ok(k(root, &[], &["run", "--rm", "noted:1"])), "committed\n");
     let gone = k(root, &[], &["run", "--rm", "noted:1", "ls", "/bin/vi"]);
     assert_ne!(gone.status.code(), Some(0), "the removal is in the layer");
