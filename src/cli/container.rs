@@ -989,3 +989,47 @@ fn mib(bytes: u64) -> String {
         _ => format!("{:.3}GiB", b / 1073741824.0),
     }
 }
+
+/// Arguments of `kiln system`.
+#[derive(Debug, clap::Args)]
+pub struct SystemArgs {
+    #[command(subcommand)]
+    command: SystemCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SystemCommand {
+    /// Show what images, containers, volumes and the build cache use.
+    Df,
+}
+
+/// `kiln system df`.
+pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error> {
+    let SystemCommand::Df = args.command;
+    let store = open_store(root)?;
+    let rows_in = container::disk_use(&store).map_err(super::container_error)?;
+    let mut rows = vec![
+        ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in rows_in {
+        let pct = match r.size {
+            0 => 0,
+            s => r.reclaimable * 100 / s,
+        };
+        let reclaim = match r.kind {
+            "Build Cache" => super::format::size(r.reclaimable),
+            _ => format!("{} ({pct}%)", super::format::size(r.reclaimable)),
+        };
+        rows.push(vec![
+            r.kind.to_string(),
+            r.total.to_string(),
+            r.active.to_string(),
+            super::format::size(r.size),
+            reclaim,
+        ]);
+    }
+    std::io::stdout().write_all(table(&rows).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -105,6 +105,8 @@ enum Command {
     Top(container::TopArgs),
     /// Show running containers' CPU, memory and process counts.
     Stats(container::StatsArgs),
+    /// The store as a whole (`df`).
+    System(container::SystemArgs),
     /// Manage containers (`prune`, `ls`).
     Container(container::ContainerArgs),
     /// Keep build caches warm for a fleet of CI builders (an HTTP service).
@@ -155,6 +157,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Volume(args) => container::volume(root, args),
         Command::Top(args) => container::top(root, args),
         Command::Stats(args) => container::stats(root, args),
+        Command::System(args) => container::system(root, args),
         Command::Container(args) => container::container_cmd(root, args),
         Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),

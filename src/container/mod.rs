@@ -800,6 +800,109 @@ impl Container {
     }
 }
 
+/// One row of `kiln system df`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiskUse {
+    /// `Images`, `Containers`, `Local Volumes`, `Build Cache`.
+    pub kind: &'static str,
+    /// How many.
+    pub total: usize,
+    /// How many a container uses (or runs).
+    pub active: usize,
+    /// Bytes.
+    pub size: u64,
+    /// Bytes that removing what nothing uses would free.
+    pub reclaimable: u64,
+}
+
+/// What the store's images, containers, volumes and build cache use, as
+/// `docker system df` counts them.
+pub fn disk_use(store: &Store) -> Result<Vec<DiskUse>, ContainerError> {
+    use crate::image::prune::dir_size;
+    let containers = list(store)?;
+    let used_images: std::collections::BTreeSet<String> = containers
+        .iter()
+        .map(|c| c.record.image_id.clone())
+        .collect();
+    // Images: by id, each layer blob counted once.
+    let mut images: std::collections::BTreeMap<String, Image> = Default::default();
+    for (_, d) in store.tags()? {
+        if let Ok(i) = crate::image::manifest_digest(&d).and_then(|m| Image::load(store, &m)) {
+            images.insert(i.id.to_string(), i);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut size, mut reclaimable, mut layer_bytes) = (0, 0, 0);
+    for (id, image) in &images {
+        let mut own = 0;
+        for l in image.manifest.layers() {
+            if seen.insert(l.digest().to_string()) {
+                own += l.size();
+            }
+        }
+        layer_bytes += own;
+        size += own;
+        if !used_images.contains(id) {
+            reclaimable += own;
+        }
+    }
+    let mut rows = vec![DiskUse {
+        kind: "Images",
+        total: images.len(),
+        active: images.keys().filter(|id| used_images.contains(*id)).count(),
+        size,
+        reclaimable,
+    }];
+    let (mut size, mut reclaimable, mut active) = (0, 0, 0);
+    for c in &containers {
+        let bytes = dir_size(&c.record.spec.upper);
+        size += bytes;
+        match c.state().is_running() {
+            true => active += 1,
+            false => reclaimable += bytes,
+        }
+    }
+    rows.push(DiskUse {
+        kind: "Containers",
+        total: containers.len(),
+        active,
+        size,
+        reclaimable,
+    });
+    let vols = volume::list(store);
+    let (mut size, mut reclaimable, mut active) = (0, 0, 0);
+    for v in &vols {
+        let bytes = dir_size(&v.mountpoint);
+        size += bytes;
+        match volume::users(store, v).is_empty() {
+            true => reclaimable += bytes,
+            false => active += 1,
+        }
+    }
+    rows.push(DiskUse {
+        kind: "Local Volumes",
+        total: vols.len(),
+        active,
+        size,
+        reclaimable,
+    });
+    // Build cache: step records, and the blobs and snapshots beyond what
+    // the images' layers take.
+    let steps = std::fs::read_dir(store.cache_dir().join("steps"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let cache = (dir_size(&store.root().join("blobs")) + dir_size(&store.root().join("snapshots")))
+        .saturating_sub(layer_bytes);
+    rows.push(DiskUse {
+        kind: "Build Cache",
+        total: steps,
+        active: 0,
+        size: cache,
+        reclaimable: cache,
+    });
+    Ok(rows)
+}
+
 /// Removes a container's directory. Overlay creates its `work/work` with
 /// mode 000: root removes it anyway, a rootless kiln must give itself access
 /// first.

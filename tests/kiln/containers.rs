@@ -677,6 +677,18 @@ fn volumes_keep_data_beyond_a_container() {
         .starts_with("root:")
     );
     assert_eq!(ok(k(root, &[], &["volume", "ls", "-q"])), "data\netc\n");
+    let df = ok(k(root, &[], &["system", "df"]));
+    let vols: Vec<&str> = df
+        .lines()
+        .find(|l| l.starts_with("Local Volumes"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (vols[2], vols[3]),
+        ("2", "0"),
+        "two volumes, none in use: {df}"
+    );
     let inspected: Value =
         serde_json::from_str(&ok(k(root, &[], &["volume", "inspect", "data"]))).unwrap();
     assert_eq!(inspected[0]["Name"], "data");
