@@ -1678,6 +1678,7 @@ impl Builder<'_> {
             shm_size: self.opts.shm_size,
             rlimits: self.opts.ulimits.clone(),
             capabilities: None,
+            extra_groups: Vec::new(),
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

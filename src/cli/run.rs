@@ -75,6 +75,9 @@ pub struct Args {
     /// Add a capability (`NET_ADMIN`, `ALL`).
     #[arg(long = "cap-add")]
     cap_add: Vec<String>,
+    /// Add a supplementary group (a name in the image's /etc/group, or a gid).
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
     /// Drop a capability (`CHOWN`, `ALL`).
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
@@ -686,6 +689,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         dns: args.dns.clone(),
         tmpfs,
         capabilities,
+        extra_groups: args.group_add.clone(),
     };
     let (container, dirs) =
         kiln::container::create(&store, &create).map_err(super::container_error)?;

@@ -184,6 +184,8 @@ pub struct Create {
     pub tmpfs: Vec<sandbox::Tmpfs>,
     /// The capabilities kept (None: Docker's default set).
     pub capabilities: Option<Vec<String>>,
+    /// `--group-add`.
+    pub extra_groups: Vec<String>,
 }
 
 /// What `kiln exec` runs.
@@ -478,6 +480,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         shm_size: opts.shm_size,
         rlimits: opts.rlimits.clone(),
         capabilities: opts.capabilities.clone(),
+        extra_groups: opts.extra_groups.clone(),
     };
     let stop_signal = opts
         .stop_signal

@@ -436,6 +436,7 @@ mod tests {
             shm_size: None,
             rlimits: Vec::new(),
             capabilities: None,
+            extra_groups: Vec::new(),
         }
     }
 

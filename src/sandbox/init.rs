@@ -212,7 +212,10 @@ fn prepare_process(
 ) -> (user::User, Vec<String>, Result<String, (i32, String)>) {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
+    let mut user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
+    if let Err(e) = user::add_groups(&mut user, &spec.extra_groups, &group) {
+        fail(125, e);
+    }
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));

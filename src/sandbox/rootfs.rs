@@ -323,6 +323,7 @@ mod tests {
             shm_size: None,
             rlimits: Vec::new(),
             capabilities: None,
+            extra_groups: Vec::new(),
         }
     }
 

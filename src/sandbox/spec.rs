@@ -161,6 +161,9 @@ pub struct Spec {
     /// Docker's default set (`--cap-add`, `--cap-drop`, `--privileged`).
     #[serde(default)]
     pub capabilities: Option<Vec<String>>,
+    /// Supplementary groups added (`--group-add`: names or gids).
+    #[serde(default)]
+    pub extra_groups: Vec<String>,
 }
 
 /// One `--ulimit NAME=SOFT[:HARD]`.

@@ -108,6 +108,28 @@ pub fn resolve(spec: &str, passwd_text: &str, group_text: &str) -> Result<User, 
     })
 }
 
+/// `--group-add` values (names from the container's /etc/group, or
+/// numbers) added to `user`'s supplementary groups.
+pub fn add_groups(user: &mut User, extra: &[String], group_text: &str) -> Result<(), String> {
+    let groups = group(group_text);
+    for g in extra {
+        let id = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|e| e.name == g)
+                .map(|e| e.id)
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+        };
+        if !user.groups.contains(&id) {
+            user.groups.push(id);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

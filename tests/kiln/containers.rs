@@ -976,6 +976,28 @@ fn docker_run_flags_scripts_pass() {
         &["run", "--rm", "--memory-swap", "1g", "box:1", "true"],
     );
     assert!(text(&bad.stderr).contains("You should always set the Memory limit"));
+    // Supplementary groups by number and by name.
+    assert_eq!(
+        run(
+            &["-u", "1000", "--group-add", "50", "--group-add", "root"],
+            "id -G"
+        ),
+        "1000 0 50\n"
+    );
+    let bad = k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "--group-add",
+            "nogroup-here",
+            "box:1",
+            "true",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(text(&bad.stderr).contains("unable to find group nogroup-here"));
     // Accepted for scripts: --init; --pull never finds the image here.
     assert_eq!(run(&["--init", "--pull", "never"], "echo fine"), "fine\n");
 }
