@@ -1679,6 +1679,7 @@ impl Builder<'_> {
             rlimits: self.opts.ulimits.clone(),
             capabilities: None,
             extra_groups: Vec::new(),
+            sysctls: Vec::new(),
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

@@ -75,6 +75,10 @@ pub struct Args {
     /// Add a capability (`NET_ADMIN`, `ALL`).
     #[arg(long = "cap-add")]
     cap_add: Vec<String>,
+    /// Set a namespaced sysctl `KEY=VALUE` (IPC ones; `net.*` with
+    /// `--network none`).
+    #[arg(long = "sysctl")]
+    sysctls: Vec<String>,
     /// Add a supplementary group (a name in the image's /etc/group, or a gid).
     #[arg(long = "group-add")]
     group_add: Vec<String>,
@@ -690,6 +694,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         tmpfs,
         capabilities,
         extra_groups: args.group_add.clone(),
+        sysctls: args
+            .sysctls
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| Error::Usage(format!("invalid --sysctl {kv:?}: use KEY=VALUE")))
+            })
+            .collect::<Result<_, _>>()?,
     };
     let (container, dirs) =
         kiln::container::create(&store, &create).map_err(super::container_error)?;

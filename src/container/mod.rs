@@ -186,6 +186,8 @@ pub struct Create {
     pub capabilities: Option<Vec<String>>,
     /// `--group-add`.
     pub extra_groups: Vec<String>,
+    /// `--sysctl`.
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// What `kiln exec` runs.
@@ -481,7 +483,12 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         rlimits: opts.rlimits.clone(),
         capabilities: opts.capabilities.clone(),
         extra_groups: opts.extra_groups.clone(),
+        sysctls: opts.sysctls.clone(),
     };
+    for (key, _) in &opts.sysctls {
+        sandbox::spec::check_sysctl(key, opts.network == Network::None)
+            .map_err(ContainerError::Invalid)?;
+    }
     let stop_signal = opts
         .stop_signal
         .clone()

@@ -437,6 +437,7 @@ mod tests {
             rlimits: Vec::new(),
             capabilities: None,
             extra_groups: Vec::new(),
+            sysctls: Vec::new(),
         }
     }
 

@@ -176,6 +176,18 @@ pub fn main() -> ! {
     {
         fail(125, format!("creating namespaces: {e}"));
     }
+    // Namespaced sysctls, written from here: this process is in the
+    // container's IPC and network namespaces, and /proc/sys shows those of
+    // the process that reads it.
+    for (key, value) in &spec.sysctls {
+        if let Err(e) = super::spec::check_sysctl(key, spec.network == super::spec::Network::None) {
+            fail(125, e);
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        if let Err(e) = std::fs::write(&path, value) {
+            fail(125, format!("setting sysctl {key}={value}: {e}"));
+        }
+    }
 
     let mut forwarded = SigSet::empty();
     FORWARDED.iter().for_each(|s| forwarded.add(*s));

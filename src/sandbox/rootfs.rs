@@ -324,6 +324,7 @@ mod tests {
             rlimits: Vec::new(),
             capabilities: None,
             extra_groups: Vec::new(),
+            sysctls: Vec::new(),
         }
     }
 

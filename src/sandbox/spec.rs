@@ -164,6 +164,50 @@ pub struct Spec {
     /// Supplementary groups added (`--group-add`: names or gids).
     #[serde(default)]
     pub extra_groups: Vec<String>,
+    /// Namespaced sysctls set before the process starts (`--sysctl`),
+    /// checked by [`check_sysctl`].
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// Checks a `--sysctl KEY=VALUE` as docker does: only the sysctls the
+/// container's own namespaces hold (IPC: `kernel.msg*`, `kernel.sem`,
+/// `kernel.shm*`, `fs.mqueue.*`; network: `net.*`, and only with a network
+/// namespace of its own).
+pub fn check_sysctl(key: &str, own_network: bool) -> Result<(), String> {
+    let ipc = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let safe_name = !key.is_empty()
+        && key.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if !safe_name {
+        return Err(format!("sysctl {key:?} is not a sysctl name"));
+    }
+    if ipc.contains(&key) || key.starts_with("fs.mqueue.") {
+        return Ok(());
+    }
+    if key.starts_with("net.") {
+        return match own_network {
+            true => Ok(()),
+            false => Err(format!(
+                "sysctl {key:?} is not allowed in the host's network namespace (use --network none)"
+            )),
+        };
+    }
+    Err(format!(
+        "sysctl {key:?} is not allowed: it is not namespaced (only IPC and network sysctls are)"
+    ))
 }
 
 /// One `--ulimit NAME=SOFT[:HARD]`.

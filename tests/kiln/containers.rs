@@ -976,6 +976,42 @@ fn docker_run_flags_scripts_pass() {
         &["run", "--rm", "--memory-swap", "1g", "box:1", "true"],
     );
     assert!(text(&bad.stderr).contains("You should always set the Memory limit"));
+    // Namespaced sysctls only, the host's untouched.
+    let host = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
+    assert_eq!(
+        run(
+            &[
+                "--network",
+                "none",
+                "--sysctl",
+                "kernel.shmmax=1000000",
+                "--sysctl",
+                "net.ipv4.ip_forward=1"
+            ],
+            "cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_forward"
+        ),
+        "1000000\n1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(),
+        host
+    );
+    for (sysctl, why) in [
+        (
+            "net.ipv4.ip_forward=1",
+            "not allowed in the host's network namespace",
+        ),
+        ("kernel.hostname=x", "it is not namespaced"),
+        ("kernel.shmmax/../x=1", "is not a sysctl name"),
+    ] {
+        let bad = k(
+            root,
+            &[],
+            &["run", "--rm", "--sysctl", sysctl, "box:1", "true"],
+        );
+        assert_eq!(bad.status.code(), Some(125), "{sysctl}");
+        assert!(text(&bad.stderr).contains(why), "{}", text(&bad.stderr));
+    }
     // Supplementary groups by number and by name.
     assert_eq!(
         run(
