@@ -79,6 +79,9 @@ pub struct Args {
     /// `--network none`).
     #[arg(long = "sysctl")]
     sysctls: Vec<String>,
+    /// Give the container a host device: `/dev/HOST[:/dev/CTR[:rwm]]`.
+    #[arg(long)]
+    device: Vec<String>,
     /// Add a supplementary group (a name in the image's /etc/group, or a gid).
     #[arg(long = "group-add")]
     group_add: Vec<String>,
@@ -613,6 +616,56 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             }
         }
     }
+    let mut device_rules = Vec::new();
+    for d in &args.device {
+        let parts: Vec<&str> = d.split(':').collect();
+        let (host, ctr, perms) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, c] if c.starts_with('/') => (*h, *c, "rwm"),
+            [h, p] => (*h, *h, *p),
+            [h, c, p] => (*h, *c, *p),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "invalid --device {d:?}: use HOST[:CONTAINER[:rwm]]"
+                )));
+            }
+        };
+        let is_device = std::fs::metadata(host).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_char_device() || m.file_type().is_block_device()
+        });
+        if !is_device
+            || !ctr.starts_with("/dev/")
+            || perms.is_empty()
+            || !perms.chars().all(|c| "rwm".contains(c))
+        {
+            return Err(Error::Usage(format!(
+                "invalid --device {d:?}: {host} must be a device node, the container path under /dev/, the permissions of r, w, m"
+            )));
+        }
+        // Where the container has a devices group (limits), the node is
+        // allowed there too.
+        let meta = std::fs::metadata(host)?;
+        let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
+        let kind = match std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+            true => 'b',
+            false => 'c',
+        };
+        let (major, minor) = (
+            (rdev >> 8) & 0xfff,
+            (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+        );
+        device_rules.push(format!("{kind} {major}:{minor} {perms}"));
+        // The node itself, bound in with device access kept (nodev off for
+        // this one mount); read-only without w.
+        binds.push(Bind {
+            source: host.into(),
+            target: ctr.to_string(),
+            read_only: !perms.contains('w'),
+            exact: true,
+            nodev: false,
+        });
+    }
     let memory_swap = match args.memory_swap.as_deref() {
         None => None,
         Some("-1") => Some(-1),
@@ -671,6 +724,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             memory_swap,
             cpu_shares: args.cpu_shares,
             cpuset_cpus: args.cpuset_cpus.clone(),
+            devices: device_rules,
         },
         read_only: args.read_only,
         seccomp: match args.privileged {

@@ -99,6 +99,7 @@ impl Cgroup {
                     .chain([&PTS_RULE])
                     .map(|r| ("devices.allow", r.to_string())),
             );
+            rules.extend(limits.devices.iter().map(|r| ("devices.allow", r.clone())));
             wanted.push(("devices", rules));
         }
         if let Some(mem) = limits.memory {

@@ -89,6 +89,9 @@ pub struct Limits {
     /// CPUs the processes may run on (`--cpuset-cpus 0-1`).
     #[serde(default)]
     pub cpuset_cpus: Option<String>,
+    /// Device rules allowed beyond Docker's defaults (`--device`: `c 10:229 rwm`).
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 impl Limits {

@@ -976,6 +976,52 @@ fn docker_run_flags_scripts_pass() {
         &["run", "--rm", "--memory-swap", "1g", "box:1", "true"],
     );
     assert!(text(&bad.stderr).contains("You should always set the Memory limit"));
+    // --device: the node usable inside, a devices cgroup allowing it; the
+    // same node bound with -v is not.
+    if Path::new("/dev/fuse").exists() {
+        assert_eq!(
+            run(
+                &["--device", "/dev/fuse"],
+                "head -c 0 /dev/fuse && echo opened"
+            ),
+            "opened\n"
+        );
+        assert_eq!(
+            run(
+                &["-m", "64m", "--device", "/dev/fuse:/dev/fuse:rw"],
+                "head -c 0 /dev/fuse && echo opened"
+            ),
+            "opened\n"
+        );
+        let plain = k(
+            root,
+            &[],
+            &[
+                "run",
+                "--rm",
+                "-m",
+                "64m",
+                "-v",
+                "/dev/fuse:/dev/fuse",
+                "box:1",
+                "head",
+                "-c",
+                "0",
+                "/dev/fuse",
+            ],
+        );
+        assert_ne!(
+            plain.status.code(),
+            Some(0),
+            "a bound node is not a device grant"
+        );
+    }
+    let bad = k(
+        root,
+        &[],
+        &["run", "--rm", "--device", "/etc/passwd", "box:1", "true"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
     // Namespaced sysctls only, the host's untouched.
     let host = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
     assert_eq!(
