@@ -117,11 +117,6 @@ pub fn run(spec: &Spec, limits: &Limits, id: &str, io: Io) -> Result<i32, Sandbo
 /// spec's user, capabilities and seccomp filter (`kiln exec`); returns its
 /// exit code.
 pub fn exec(spec: &Spec, container_pid1: u32, io: Io) -> Result<i32, SandboxError> {
-    if spec.rootless {
-        return Err(SandboxError::Setup(
-            "kiln exec needs root for now (joining a rootless container's user namespace is not done yet)".into(),
-        ));
-    }
     launch(spec, &Limits::default(), "", io, Some(container_pid1))
 }
 
@@ -238,6 +233,8 @@ fn launch(
         )));
     }
     let made = match join {
+        // A rootless container has no groups of its own to join.
+        Some(_) if spec.rootless => Ok(Cgroup::default()),
         Some(pid1) => super::cgroup::join_same(pid1, pid).map(|()| Cgroup::default()),
         None => Cgroup::create(id, limits, pid, !spec.rootless),
     };

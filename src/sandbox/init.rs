@@ -267,8 +267,21 @@ fn exec_into(target: i32, spec: &Spec) -> ! {
     use nix::sched::{CloneFlags, setns};
     // Every descriptor first: once in the container's mount namespace,
     // /proc is the container's own.
-    let namespaces: Vec<(&str, File)> = ["ipc", "uts", "net", "pid", "mnt"]
-        .into_iter()
+    // Rootless, its user namespace first: the others belong to it.
+    let kinds: &[&str] = match spec.rootless {
+        true => &["user", "ipc", "uts", "net", "pid", "mnt"],
+        false => &["ipc", "uts", "net", "pid", "mnt"],
+    };
+    // A namespace the container shares with the host (its network,
+    // without --network none) is already this process's: not joined again.
+    let same = |ns: &str| {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+        ours.is_some() && ours == std::fs::read_link(format!("/proc/{target}/ns/{ns}")).ok()
+    };
+    let namespaces: Vec<(&str, File)> = kinds
+        .iter()
+        .copied()
+        .filter(|ns| !same(ns))
         .map(|ns| {
             File::open(format!("/proc/{target}/ns/{ns}"))
                 .map(|f| (ns, f))

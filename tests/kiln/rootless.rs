@@ -145,9 +145,7 @@ fn rootless_network_readonly_volumes_and_exit_codes() {
 }
 
 /// The container lifecycle as a user: `run -d` with its monitor, `ps`,
-/// `logs`, a restart policy, `stop`, `rm`, volumes; `exec` is refused with
-/// a clear error (joining a rootless container's user namespace is not
-/// done yet).
+/// `logs`, `exec`, a restart policy, `stop`, `rm`, volumes.
 #[test]
 fn rootless_containers_outlive_the_command() {
     let Some(dir) = home() else { return };
@@ -174,12 +172,22 @@ fn rootless_containers_outlive_the_command() {
         assert!(std::time::Instant::now() < deadline, "no log");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let exec = as_user(dir, &["exec", "r-web", "true"]);
-    assert_eq!(exec.status.code(), Some(125));
-    assert!(
-        text(&exec.stderr).contains("kiln exec needs root for now"),
-        "{}",
-        text(&exec.stderr)
+    // exec joins its user namespace first, then the others.
+    assert_eq!(
+        ok(&[
+            "exec",
+            "r-web",
+            "sh",
+            "-c",
+            "id -u; ps -o args | grep -c '^sleep'"
+        ]),
+        "0\n1\n"
+    );
+    assert_eq!(
+        as_user(dir, &["exec", "r-web", "sh", "-c", "exit 5"])
+            .status
+            .code(),
+        Some(5)
     );
     assert_eq!(ok(&["stop", "-t", "1", "r-web"]), "r-web\n");
     ok(&[
