@@ -894,21 +894,17 @@ pub fn top(root: Option<PathBuf>, args: TopArgs) -> Result<ExitCode, Error> {
 /// Arguments of `kiln stats`.
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
-    /// One sample, then exit (the only mode kiln has).
+    /// One sample, then exit (otherwise a table every second until the
+    /// containers stop).
     #[arg(long = "no-stream")]
     no_stream: bool,
     /// Running containers, or these.
     containers: Vec<String>,
 }
 
-/// `kiln stats --no-stream`: CPU over a short sample, memory (resident)
-/// against the limit or the machine's, processes.
+/// `kiln stats`: CPU over a short sample, memory (resident) against the
+/// limit or the machine's, processes.
 pub fn stats(root: Option<PathBuf>, args: StatsArgs) -> Result<ExitCode, Error> {
-    if !args.no_stream {
-        return Err(Error::Usage(
-            "kiln stats streams nothing yet: pass --no-stream".into(),
-        ));
-    }
     let store = open_store(root)?;
     let targets: Vec<Container> = match args.containers.is_empty() {
         true => container::list(&store)
@@ -922,9 +918,30 @@ pub fn stats(root: Option<PathBuf>, args: StatsArgs) -> Result<ExitCode, Error> 
             .map(|n| container::find(&store, n).map_err(super::container_error))
             .collect::<Result<_, _>>()?,
     };
+    // Streaming: a table every second, redrawn in place on a terminal,
+    // until every container has stopped (or the user interrupts).
+    let interval = std::time::Duration::from_millis(match args.no_stream {
+        true => 500,
+        false => 1000,
+    });
+    loop {
+        let table = stats_table(&targets, interval);
+        let mut out = std::io::stdout().lock();
+        if !args.no_stream && std::io::IsTerminal::is_terminal(&out) {
+            out.write_all(b"\x1b[2J\x1b[H")?;
+        }
+        out.write_all(table.as_bytes())?;
+        out.flush()?;
+        if args.no_stream || !targets.iter().any(|c| c.state().is_running()) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// One `stats` table: CPU over `interval`, memory, processes.
+fn stats_table(targets: &[Container], interval: std::time::Duration) -> String {
     let ticks = |c: &Container| c.processes().iter().map(|p| p.cpu_ticks).sum::<u64>();
     let before: Vec<u64> = targets.iter().map(ticks).collect();
-    let interval = std::time::Duration::from_millis(500);
     std::thread::sleep(interval);
     let hz = kiln::sandbox::process::ticks_per_second() as f64;
     let total_mem = std::fs::read_to_string("/proc/meminfo")
@@ -975,8 +992,7 @@ pub fn stats(root: Option<PathBuf>, args: StatsArgs) -> Result<ExitCode, Error> 
             procs.len().to_string(),
         ]);
     }
-    std::io::stdout().write_all(table(&rows).as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    table(&rows)
 }
 
 /// Bytes as docker's stats shows them (`1.5MiB`).
