@@ -244,9 +244,6 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
             Ok(code) => (*code, None),
             Err(e) => (e.exit_code(), Some(e.to_string())),
         };
-        if let Some(message) = &error {
-            say(&mut ready, code, message);
-        }
         let st = state::update(&dir, |s| {
             s.status = Status::Exited;
             s.exit_code = Some(code);
@@ -256,6 +253,11 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
             s.clone()
         })
         .unwrap_or_default();
+        // Said after the state is written: the command told of the failure
+        // finds the container exited.
+        if let Some(message) = &error {
+            say(&mut ready, code, message);
+        }
         let again = !st.stopped_by_user
             && match c.record.restart {
                 Restart::No => false,

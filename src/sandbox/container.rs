@@ -256,9 +256,35 @@ fn launch(
         return Err(SandboxError::Setup(format!("sending the spec: {e}")));
     }
     drop(w);
-    if let Some(started) = io.started {
-        let _ = started.send(pid);
-    }
+    // Told when the process runs: for a container, once PID 1 says its
+    // exec succeeded (a command not found never counts as started); for
+    // an exec, once the spec is sent.
+    let started = match (io.started, join) {
+        (Some(tx), Some(_)) => {
+            let _ = tx.send(pid);
+            None
+        }
+        (started, _) => started,
+    };
+    let mut status_file = File::from(status_r);
+    let status_reader = std::thread::spawn(move || {
+        let mut report = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut started = started;
+        loop {
+            match status_file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => report.extend_from_slice(&buf[..n]),
+            }
+            if report.starts_with(super::init::STARTED)
+                && let Some(tx) = started.take()
+            {
+                let _ = tx.send(pid);
+            }
+        }
+        let text = String::from_utf8_lossy(&report).into_owned();
+        text.strip_prefix("started\n").unwrap_or(&text).to_string()
+    });
 
     let forwarder = forward_signals(pid);
     if let Some(socket) = console {
@@ -273,8 +299,7 @@ fn launch(
     drop(forwarder);
     cgroup.remove();
     let status = status?;
-    let mut report = String::new();
-    let _ = File::from(status_r).read_to_string(&mut report);
+    let report = status_reader.join().unwrap_or_default();
     if let Ok(failure) = serde_json::from_str::<Failure>(&report) {
         return Err(match failure.code {
             126 | 127 => SandboxError::Exec {

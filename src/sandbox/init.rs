@@ -35,6 +35,9 @@ pub const CONSOLE_FD: i32 = 5;
 /// Rootless: the namespaces (clone flags) the init unshares itself, after
 /// creating its user namespace.
 pub const USERNS_ENV: &str = "KILN_INIT_NAMESPACES";
+/// What PID 1 writes on the status descriptor once the container's
+/// process has started (a failure is JSON instead).
+pub const STARTED: &[u8] = b"started\n";
 /// `kiln exec`: the host pid of the PID 1 of the container to join.
 pub const EXEC_ENV: &str = "KILN_INIT_EXEC";
 
@@ -374,6 +377,13 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
                 let _ = waitpid(child, None);
                 fail(code.parse().unwrap_or(125), message.to_string());
             }
+            // The process runs (its exec closed the error pipe): the host
+            // hears it on the status descriptor, where a failure would be.
+            let _ = nix::unistd::write(
+                // SAFETY: fd 4 is this process's status descriptor.
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(STATUS_FD) },
+                STARTED,
+            );
             relay(child, all, Some(()))
         }
         Err(e) => fail(125, format!("forking the container's process: {e}")),

@@ -189,6 +189,21 @@ fn stop_waits_then_kills_and_wait_prints_the_code() {
     assert_eq!(not_running.status.code(), Some(1));
     assert!(text(&not_running.stderr).contains("is not running"));
 
+    // run -d of a command that is not there fails as docker's does (127),
+    // its container left exited.
+    let missing = k(
+        root,
+        &[],
+        &["run", "-d", "--name", "nx", "box:1", "no-such-command"],
+    );
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(text(&missing.stderr).contains("executable file not found in $PATH"));
+    let nx = ok(k(
+        root,
+        &[],
+        &["ps", "-a", "--filter", "name=nx", "--format", "{{.Status}}"],
+    ));
+    assert!(nx.starts_with("Exited (127)"), "{nx}");
     // A foreground run is a container too; --rm leaves none.
     let fg = k(
         root,
@@ -219,7 +234,7 @@ fn stop_waits_then_kills_and_wait_prints_the_code() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(text(&refused.stderr).contains("--restart needs -d"));
     let pruned = ok(k(root, &[], &["container", "prune", "-f"]));
-    assert_eq!(pruned.lines().count(), 4, "{pruned}");
+    assert_eq!(pruned.lines().count(), 5, "{pruned}");
     assert_eq!(ok(k(root, &[], &["ps", "-aq"])), "");
 }
 
