@@ -88,8 +88,8 @@ pub struct Args {
     /// Drop a capability (`CHOWN`, `ALL`).
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
-    /// Every capability and no seccomp filter. Not Docker's whole
-    /// --privileged: /dev stays minimal, /proc and /sys stay masked.
+    /// Every capability, every host device, no seccomp filter. Not all of
+    /// Docker's --privileged: /proc and /sys stay masked and read-only.
     #[arg(long)]
     privileged: bool,
     /// Accepted: kiln's init is always the container's PID 1 (it reaps
@@ -665,6 +665,36 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             exact: true,
             nodev: false,
         });
+    }
+    if args.privileged {
+        // Every device node of the host's /dev, as docker's --privileged
+        // gives them (its own tty, console and ptmx stay the container's:
+        // the host's would reach the host's terminals).
+        for entry in std::fs::read_dir("/dev").into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let is_device = {
+                use std::os::unix::fs::FileTypeExt;
+                kind.is_char_device() || kind.is_block_device()
+            };
+            if !is_device || ["tty", "console", "ptmx"].contains(&name.as_str()) {
+                continue;
+            }
+            let path = format!("/dev/{name}");
+            if binds.iter().any(|b| b.target == path) {
+                continue;
+            }
+            binds.push(Bind {
+                source: entry.path(),
+                target: path,
+                read_only: false,
+                exact: true,
+                nodev: false,
+            });
+        }
+        device_rules.push("a *:* rwm".into());
     }
     let memory_swap = match args.memory_swap.as_deref() {
         None => None,

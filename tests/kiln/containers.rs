@@ -898,6 +898,14 @@ fn docker_run_flags_scripts_pass() {
     );
     assert_eq!(bnd(&["--cap-add", "CAP_NET_ADMIN"]), "00000000a80435fb");
     assert_ne!(bnd(&["--privileged"]), "00000000a80425fb");
+    // --privileged: the host's device nodes too (not its terminals).
+    if Path::new("/dev/loop0").exists() {
+        assert_eq!(
+            run(&["--privileged"], "test -b /dev/loop0 && echo block"),
+            "block\n"
+        );
+    }
+    assert_eq!(run(&[], "test -e /dev/loop0 || echo none"), "none\n");
     let bad = k(
         root,
         &[],
