@@ -96,9 +96,10 @@ fn steps(store: &Store) -> Vec<Step> {
 }
 
 /// Evicts build cache from `store`, least recently used first, until it
-/// holds at most `max` bytes (or nothing evictable is left). None when
-/// another kiln has the store open (it may be about to use what would go).
-pub fn fit(store: &Store, max: u64) -> Result<Option<Evicted>, StoreError> {
+/// holds at most `max` bytes (or nothing evictable is left); the snapshots
+/// in `in_use` (containers' layers) stay. None when another kiln has the
+/// store open (it may be about to use what would go).
+pub fn fit(store: &Store, max: u64, in_use: &[PathBuf]) -> Result<Option<Evicted>, StoreError> {
     store.exclusive(|| -> Result<Evicted, StoreError> {
         let _lock = store.lock()?;
         let mut out = Evicted::default();
@@ -158,6 +159,9 @@ pub fn fit(store: &Store, max: u64) -> Result<Option<Evicted>, StoreError> {
             }
             if let Some(d) = &s.diff_id
                 && !live_diffs.contains(d)
+                && !in_use
+                    .iter()
+                    .any(|p| p.file_name() == Some(std::ffi::OsStr::new(d.hex())))
             {
                 let snap = store.snapshot_path(d);
                 let size = dir_size(&snap);

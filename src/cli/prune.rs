@@ -17,7 +17,10 @@ pub struct Args {
 /// Prunes, and says what it freed.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
-    let Some(p) = prune(&store, args.keep_storage)? else {
+    // Containers' layers stay: a running one has them mounted, a stopped
+    // one starts from them again.
+    let in_use = kiln::container::snapshots_in_use(&store);
+    let Some(p) = prune(&store, args.keep_storage, &in_use)? else {
         return Err(Error::Busy(store.root().to_path_buf()));
     };
     let text = format!(

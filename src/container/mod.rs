@@ -810,6 +810,16 @@ impl Container {
     }
 }
 
+/// The layer snapshots containers are made of (their overlay lower
+/// directories): `prune` and eviction keep them.
+pub fn snapshots_in_use(store: &Store) -> Vec<PathBuf> {
+    list(store)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|c| c.record.spec.lower)
+        .collect()
+}
+
 /// One row of `kiln system df`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DiskUse {

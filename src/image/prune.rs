@@ -70,8 +70,14 @@ pub fn dir_size(path: &Path) -> u64 {
 
 /// Removes blobs, snapshots and cache records no tag reaches; then, with
 /// `keep_storage`, removes cache records least recently used first until
-/// what the cache holds fits. None when another kiln has the store open.
-pub fn prune(store: &Store, keep_storage: Option<u64>) -> Result<Option<Pruned>> {
+/// what the cache holds fits. The snapshots in `in_use` (containers' layers,
+/// which a running container has mounted) stay whatever reaches them.
+/// None when another kiln has the store open.
+pub fn prune(
+    store: &Store,
+    keep_storage: Option<u64>,
+    in_use: &[std::path::PathBuf],
+) -> Result<Option<Pruned>> {
     store.exclusive(|| -> Result<Pruned> {
         let _lock = store.lock()?;
         let mut live: BTreeSet<Digest> = BTreeSet::new();
@@ -145,7 +151,10 @@ pub fn prune(store: &Store, keep_storage: Option<u64>) -> Result<Option<Pruned>>
         })? {
             let Ok(entry) = entry else { continue };
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !diff_ids.iter().any(|d| d.hex() == name) {
+            let used = in_use
+                .iter()
+                .any(|p| p.file_name() == Some(std::ffi::OsStr::new(&name)));
+            if !diff_ids.iter().any(|d| d.hex() == name) && !used {
                 let size = dir_size(&entry.path());
                 if crate::sandbox::fs::remove_dir_all(&entry.path()).is_ok() {
                     pruned.snapshots += 1;
@@ -178,7 +187,7 @@ mod tests {
         let (layer, diff_id) = gone.layers().remove(0);
         super::super::compress::for_export(&store, &layer, Compression::Gzip).unwrap();
         store.untag("gone:1").unwrap();
-        let pruned = prune(&store, None)
+        let pruned = prune(&store, None, &[])
             .unwrap()
             .expect("sole user of the store");
         // gone's manifest, config, layer and its gzip copy; its snapshot; its record.
@@ -197,7 +206,7 @@ mod tests {
         // keep-storage 0 drops the cache records of live images too.
         let (layer, _) = keep.layers().remove(0);
         let gz = super::super::compress::for_export(&store, &layer, Compression::Gzip).unwrap();
-        let pruned = prune(&store, Some(0)).unwrap().unwrap();
+        let pruned = prune(&store, Some(0), &[]).unwrap().unwrap();
         assert_eq!((pruned.blobs, pruned.cache_records), (1, 1));
         assert!(!store.has_blob(&manifest_digest(&gz).unwrap()));
     }

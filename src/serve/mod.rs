@@ -203,7 +203,8 @@ impl Service {
             (None, None) => return Ok(None),
         };
         let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
-        let evicted = build::evict::fit(&store, max).map_err(|e| e.to_string())?;
+        let in_use = crate::container::snapshots_in_use(&store);
+        let evicted = build::evict::fit(&store, max, &in_use).map_err(|e| e.to_string())?;
         drop(store);
         if let Some(e) = &evicted {
             self.metrics.evicted_bytes.inc_by(e.bytes);

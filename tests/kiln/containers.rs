@@ -1138,3 +1138,55 @@ fn names_that_leave_the_store_are_refused() {
     assert!(!r.join("escape").exists() && !r.parent().unwrap().join("escape").exists());
     assert!(!r.join("volumes").join("..").join("escape").exists());
 }
+
+/// `kiln prune` keeps the layers containers are made of, even of an image
+/// no name reaches any more: a running container keeps running, a stopped
+/// one starts again.
+#[test]
+fn prune_keeps_what_containers_are_made_of() {
+    if !need_root("containers need namespaces") {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let root = store.path();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM box:1\nRUN echo layer > /layer\n",
+    )
+    .unwrap();
+    ok(k(
+        root,
+        &[],
+        &["build", "-q", "-t", "gone:1", ctx.path().to_str().unwrap()],
+    ));
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "keeper",
+            "gone:1",
+            "sh",
+            "-c",
+            "cat /layer; sleep 100",
+        ],
+    ));
+    ok(k(root, &[], &["rmi", "gone:1"]));
+    ok(k(root, &[], &["prune"]));
+    assert_eq!(
+        ok(k(root, &[], &["exec", "keeper", "cat", "/layer"])),
+        "layer\n",
+        "the running container's layers are there"
+    );
+    ok(k(root, &[], &["stop", "-t", "1", "keeper"]));
+    ok(k(root, &[], &["prune"]));
+    ok(k(root, &[], &["start", "keeper"]));
+    ok(k(root, &[], &["stop", "-t", "1", "keeper"]));
+    assert_eq!(ok(k(root, &[], &["logs", "keeper"])), "layer\nlayer\n");
+    ok(k(root, &[], &["rm", "keeper"]));
+}
