@@ -124,6 +124,46 @@ fn record_start(dir: &Path, pid: u32, checked: bool) {
     });
 }
 
+/// Waits (on its own thread) for the container's process to start: then
+/// records the start, starts the healthcheck for this run and says
+/// `started` on `ready`. Returns the sender the sandbox tells, the thread
+/// (which gives `ready` back when the process never started), and the
+/// flag that ends the healthcheck.
+fn watch_start(
+    c: &Container,
+    ready: Option<std::io::Stdout>,
+) -> (
+    mpsc::Sender<u32>,
+    std::thread::JoinHandle<Option<std::io::Stdout>>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (tx, rx) = mpsc::channel::<u32>();
+    let dir = c.dir.clone();
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = c
+        .record
+        .healthcheck
+        .clone()
+        .map(|check| (c.clone(), check, ended.clone()));
+    let mut ready = ready;
+    let watcher = std::thread::spawn(move || {
+        if let Ok(pid) = rx.recv() {
+            record_start(&dir, pid, health.is_some());
+            // The healthcheck runs beside the container, for this run.
+            if let Some((c, check, ended)) = health {
+                std::thread::spawn(move || super::health::watch(c, check, pid, ended));
+            }
+            if let Some(out) = ready.as_mut() {
+                let _ = writeln!(out, "started");
+                let _ = out.flush();
+            }
+            ready = None;
+        }
+        ready
+    });
+    (tx, watcher, ended)
+}
+
 /// Runs the container once, its output into the log; its exit code.
 fn run_once(
     c: &Container,
@@ -137,30 +177,7 @@ fn run_once(
         let log = log.clone();
         std::thread::spawn(move || pump(r, s, log))
     });
-    let (tx, rx) = mpsc::channel::<u32>();
-    let dir = c.dir.clone();
-    let mut ready_out = ready.take();
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let health = c
-        .record
-        .healthcheck
-        .clone()
-        .map(|check| (c.clone(), check, ended.clone()));
-    let watcher = std::thread::spawn(move || {
-        if let Ok(pid) = rx.recv() {
-            record_start(&dir, pid, health.is_some());
-            // The healthcheck runs beside the container, for this run.
-            if let Some((c, check, ended)) = health {
-                std::thread::spawn(move || super::health::watch(c, check, pid, ended));
-            }
-            if let Some(out) = ready_out.as_mut() {
-                let _ = writeln!(out, "started");
-                let _ = out.flush();
-            }
-            ready_out = None;
-        }
-        ready_out
-    });
+    let (tx, watcher, ended) = watch_start(c, ready.take());
     let result = sandbox::run(
         &c.record.spec,
         &c.record.limits,
@@ -301,22 +318,7 @@ pub fn run_foreground(
         s.monitor = me;
         s.boot_id = process::boot_id();
     });
-    let (tx, rx) = mpsc::channel::<u32>();
-    let dir = c.dir.clone();
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let health = c
-        .record
-        .healthcheck
-        .clone()
-        .map(|check| (c.clone(), check, ended.clone()));
-    let watcher = std::thread::spawn(move || {
-        if let Ok(pid) = rx.recv() {
-            record_start(&dir, pid, health.is_some());
-            if let Some((c, check, ended)) = health {
-                std::thread::spawn(move || super::health::watch(c, check, pid, ended));
-            }
-        }
-    });
+    let (tx, watcher, ended) = watch_start(c, None);
     let result = sandbox::run(
         &c.record.spec,
         &c.record.limits,

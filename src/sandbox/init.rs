@@ -192,14 +192,7 @@ pub fn main() -> ! {
         }
     }
 
-    let mut forwarded = SigSet::empty();
-    FORWARDED.iter().for_each(|s| forwarded.add(*s));
-    let mut all = forwarded;
-    all.add(Signal::SIGCHLD);
-    // Signals wait in a signalfd instead of interrupting anything.
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None) {
-        fail(125, format!("blocking signals: {e}"));
-    }
+    let (forwarded, all) = block_signals();
     // SAFETY: this process is single-threaded here, so the child may run
     // any code.
     match unsafe { fork() } {
@@ -261,6 +254,19 @@ fn prepare_process(
     (user, env, program)
 }
 
+/// Blocks the signals an init forwards, and SIGCHLD: they wait in a
+/// signalfd instead of interrupting anything. Returns (forwarded, all).
+fn block_signals() -> (SigSet, SigSet) {
+    let mut forwarded = SigSet::empty();
+    FORWARDED.iter().for_each(|s| forwarded.add(*s));
+    let mut all = forwarded;
+    all.add(Signal::SIGCHLD);
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None) {
+        fail(125, format!("blocking signals: {e}"));
+    }
+    (forwarded, all)
+}
+
 /// `kiln exec`: joins the namespaces of the container whose PID 1 is
 /// `target` (a host pid), then runs the spec's process there as PID 1
 /// runs the container's own (user, capabilities, seccomp, working
@@ -297,13 +303,7 @@ fn exec_into(target: i32, spec: &Spec) -> ! {
         }
     }
     drop(namespaces);
-    let mut forwarded = SigSet::empty();
-    FORWARDED.iter().for_each(|s| forwarded.add(*s));
-    let mut all = forwarded;
-    all.add(Signal::SIGCHLD);
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None) {
-        fail(125, format!("blocking signals: {e}"));
-    }
+    let (_, all) = block_signals();
     // SAFETY: this process is single-threaded here.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {

@@ -59,6 +59,18 @@ fn group(text: &str) -> Vec<Entry<'_>> {
         .collect()
 }
 
+/// A group by number, or by name in the group file.
+fn group_id(g: &str, groups: &[Entry<'_>]) -> Result<u32, String> {
+    match g.parse::<u32>() {
+        Ok(n) => Ok(n),
+        Err(_) => groups
+            .iter()
+            .find(|e| e.name == g)
+            .map(|e| e.id)
+            .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file")),
+    }
+}
+
 /// Resolves `spec` (empty means root) against the two files' contents.
 pub fn resolve(spec: &str, passwd_text: &str, group_text: &str) -> Result<User, String> {
     let (user, group_spec) = match spec.split_once(':') {
@@ -77,16 +89,7 @@ pub fn resolve(spec: &str, passwd_text: &str, group_text: &str) -> Result<User, 
     let uid = entry.map_or_else(|| user.parse().unwrap_or(0), |e| e.id);
     let mut gid = entry.map_or(0, |e| e.gid);
     if let Some(g) = group_spec.filter(|g| !g.is_empty()) {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .iter()
-                .find(|e| e.name == g)
-                .map(|e| e.id)
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?,
-        };
+        gid = group_id(g, &groups)?;
     }
     // The primary group first, always (BuildKit's ensureAdditionalGids,
     // Docker's daemon alike): `id` shows it in groups=.
@@ -113,16 +116,7 @@ pub fn resolve(spec: &str, passwd_text: &str, group_text: &str) -> Result<User, 
 pub fn add_groups(user: &mut User, extra: &[String], group_text: &str) -> Result<(), String> {
     let groups = group(group_text);
     for g in extra {
-        let id = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .iter()
-                .find(|e| e.name == g)
-                .map(|e| e.id)
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?,
-        };
+        let id = group_id(g, &groups)?;
         if !user.groups.contains(&id) {
             user.groups.push(id);
         }
