@@ -537,6 +537,44 @@ fn exec_into_a_running_container_and_commit_it() {
             .code(),
         Some(3)
     );
+    // -i passes standard input; -t gives the process a pty of the
+    // container's own devpts (`script` gives this test a terminal).
+    let mut cat = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cat.arg("--root")
+        .arg(root)
+        .args(["exec", "-i", "box", "cat"]);
+    let piped = {
+        use std::io::Write;
+        let mut child = cat
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"through stdin\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(text(&piped.stdout), "through stdin\n");
+    if crate::util::need_tool("script", "it gives exec -t a terminal") {
+        let line = format!(
+            "{} --root {} exec -t box tty",
+            env!("CARGO_BIN_EXE_kiln"),
+            root.display()
+        );
+        let tty = std::process::Command::new("script")
+            .args(["-qc", &line, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(
+            text(&tty.stdout).starts_with("/dev/pts/"),
+            "{}",
+            text(&tty.stdout)
+        );
+    }
     let missing = k(root, &[], &["exec", "box", "no-such-command"]);
     assert_eq!(missing.status.code(), Some(127));
     assert!(text(&missing.stderr).contains("executable file not found in $PATH"));
