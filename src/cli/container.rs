@@ -48,6 +48,7 @@ struct Row {
     created_at: String,
     status: String,
     state: &'static str,
+    ports: String,
     names: String,
 }
 
@@ -122,6 +123,16 @@ fn row(c: &Container, no_trunc: bool) -> Row {
         created_at: c.record.created.clone(),
         status: status_text(&st),
         state: st.status.as_str(),
+        ports: match st.is_running() {
+            true => c
+                .record
+                .ports
+                .iter()
+                .map(|p| p.display())
+                .collect::<Vec<_>>()
+                .join(", "),
+            false => String::new(),
+        },
         names: c.record.name.clone(),
     }
 }
@@ -194,7 +205,7 @@ pub fn ps(root: Option<PathBuf>, args: PsArgs) -> Result<ExitCode, Error> {
                 let v = serde_json::json!({
                     "ID": r.id, "Image": r.image, "Command": r.command, "CreatedAt": r.created_at,
                     "RunningFor": r.created, "Status": r.status, "State": r.state, "Names": r.names,
-                    "Ports": "",
+                    "Ports": r.ports,
                 });
                 out.push_str(&v.to_string());
                 out.push('\n');
@@ -212,7 +223,7 @@ pub fn ps(root: Option<PathBuf>, args: PsArgs) -> Result<ExitCode, Error> {
                     .replace("{{.Status}}", &r.status)
                     .replace("{{.State}}", r.state)
                     .replace("{{.Names}}", &r.names)
-                    .replace("{{.Ports}}", "")
+                    .replace("{{.Ports}}", &r.ports)
                     .replace("\\t", "\t");
                 out.push_str(&line);
                 out.push('\n');
@@ -1047,5 +1058,53 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
         ]);
     }
     std::io::stdout().write_all(table(&rows).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln port`.
+#[derive(Debug, clap::Args)]
+pub struct PortArgs {
+    /// The container.
+    container: String,
+    /// Only this container port (`80` or `80/tcp`).
+    port: Option<String>,
+}
+
+/// `kiln port`: the container's published ports (`80/tcp -> 127.0.0.1:8080`).
+pub fn port(root: Option<PathBuf>, args: PortArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    let want = args
+        .port
+        .as_deref()
+        .map(|p| p.trim_end_matches("/tcp").parse::<u16>())
+        .transpose()
+        .map_err(|_| Error::Usage("the port is a number (80 or 80/tcp)".into()))?;
+    let mut out = String::new();
+    for p in c
+        .record
+        .ports
+        .iter()
+        .filter(|p| want.is_none_or(|w| w == p.port))
+    {
+        match want {
+            Some(_) => out.push_str(&format!("{}:{}\n", p.host_ip, p.host_port)),
+            None => out.push_str(&format!(
+                "{}/tcp -> {}:{}\n",
+                p.port, p.host_ip, p.host_port
+            )),
+        }
+    }
+    if out.is_empty() && want.is_some() {
+        return Err(Error::Run(
+            1,
+            format!(
+                "no public port '{}/tcp' published for {}",
+                want.unwrap_or(0),
+                c.record.name
+            ),
+        ));
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

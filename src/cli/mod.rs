@@ -107,6 +107,8 @@ enum Command {
     Stats(container::StatsArgs),
     /// The store as a whole (`df`).
     System(container::SystemArgs),
+    /// Show a container's published ports.
+    Port(container::PortArgs),
     /// Manage containers (`prune`, `ls`).
     Container(container::ContainerArgs),
     /// Keep build caches warm for a fleet of CI builders (an HTTP service).
@@ -158,6 +160,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Top(args) => container::top(root, args),
         Command::Stats(args) => container::stats(root, args),
         Command::System(args) => container::system(root, args),
+        Command::Port(args) => container::port(root, args),
         Command::Container(args) => container::container_cmd(root, args),
         Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),

@@ -133,9 +133,17 @@ pub struct Args {
     /// The container's hostname.
     #[arg(long)]
     hostname: Option<String>,
-    /// `host` (default) or `none` (loopback only).
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
-    network: String,
+    /// `host` (the default, without -p) or `none` (loopback only; the
+    /// default with -p).
+    #[arg(long, value_parser = ["host", "none"])]
+    network: Option<String>,
+    /// Publish a port: `[IP:]HOST:CTR[/tcp]` (ranges; `CTR` alone takes a
+    /// free host port).
+    #[arg(short = 'p', long = "publish", value_parser = kiln::container::ports::parse)]
+    publish: Vec<Vec<kiln::container::ports::Port>>,
+    /// Publish every EXPOSEd port on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// Memory limit (`32m`, `1g`); the process is killed beyond it.
     #[arg(short = 'm', long, value_parser = parse_memory)]
     memory: Option<u64>,
@@ -715,6 +723,26 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         ));
     }
     let capabilities = capabilities(&args)?;
+    let mut ports: Vec<kiln::container::ports::Port> =
+        args.publish.iter().flatten().cloned().collect();
+    if args.publish_all
+        && let Ok(image) = kiln::image::Image::resolve(&store, &args.image)
+    {
+        for exposed in image
+            .config
+            .config
+            .exposed_ports
+            .iter()
+            .flatten()
+            .map(|(p, _)| p)
+        {
+            if let Ok(found) = kiln::container::ports::parse(exposed)
+                && !ports.iter().any(|p| p.port == found[0].port)
+            {
+                ports.extend(found);
+            }
+        }
+    }
     pull_image(
         &store,
         &args.image,
@@ -741,10 +769,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         hostname: args.hostname.clone(),
-        network: if args.network == "none" {
-            Network::None
-        } else {
-            Network::Host
+        network: match (args.network.as_deref(), ports.is_empty()) {
+            (Some("none"), _) | (None, false) => Network::None,
+            _ => Network::Host,
         },
         limits: Limits {
             memory: args.memory,
@@ -778,6 +805,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         tmpfs,
         capabilities,
         extra_groups: args.group_add.clone(),
+        ports,
         sysctls: args
             .sysctls
             .iter()

@@ -11,6 +11,7 @@ pub mod health;
 pub mod logs;
 pub mod monitor;
 mod names;
+pub mod ports;
 pub mod state;
 pub mod volume;
 
@@ -188,6 +189,9 @@ pub struct Create {
     pub extra_groups: Vec<String>,
     /// `--sysctl`.
     pub sysctls: Vec<(String, String)>,
+    /// `-p`: published ports (the container then gets a network namespace
+    /// of its own).
+    pub ports: Vec<ports::Port>,
 }
 
 /// What `kiln exec` runs.
@@ -280,6 +284,9 @@ pub struct Record {
     /// Its healthcheck.
     #[serde(default)]
     pub healthcheck: Option<health::Check>,
+    /// Its published ports.
+    #[serde(default)]
+    pub ports: Vec<ports::Port>,
 }
 
 /// A container: its record and directory.
@@ -387,6 +394,19 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
             id: other.record.id.clone(),
         });
     }
+    if !opts.ports.is_empty() && opts.network != Network::None {
+        return Err(ContainerError::Invalid(
+            "published ports need the container's own network namespace: -p goes without --network host".into(),
+        ));
+    }
+    if !opts.ports.is_empty() && !sandbox::fs::is_root() {
+        return Err(ContainerError::Invalid(
+            "-p needs root for now (a rootless container's network namespace is not joined yet)"
+                .into(),
+        ));
+    }
+    let mut published = opts.ports.clone();
+    ports::choose_free(&mut published).map_err(ContainerError::Invalid)?;
     let id = random_id();
     let hostname = opts
         .hostname
@@ -518,6 +538,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         log_max_files: opts.log_max_files.unwrap_or(1),
         labels: opts.labels.clone(),
         anonymous_volumes: anonymous,
+        ports: published,
         healthcheck: health::resolve(
             merge_health(c.healthcheck.as_ref(), opts.health.as_ref()).as_ref(),
         ),

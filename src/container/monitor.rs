@@ -246,6 +246,15 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         s.boot_id = process::boot_id();
         s.stopped_by_user = false;
     });
+    if let Err(e) = super::ports::publish(&c) {
+        let _ = state::update(&dir, |s| {
+            s.status = Status::Exited;
+            s.exit_code = Some(125);
+            s.error = Some(e.clone());
+        });
+        say(&mut ready, 125, &e);
+        return 125;
+    }
     let log = match logs::Writer::open(&dir, c.record.log_max_size, c.record.log_max_files) {
         Ok(w) => Arc::new(Mutex::new(w)),
         Err(e) => {
@@ -313,6 +322,7 @@ pub fn run_foreground(
     dirs: ContainerDirs,
     stdin: bool,
 ) -> Result<i32, SandboxError> {
+    super::ports::publish(c).map_err(SandboxError::Setup)?;
     let me = process::record(std::process::id());
     let _ = state::update(&c.dir, |s| {
         s.monitor = me;

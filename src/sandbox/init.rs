@@ -179,6 +179,13 @@ pub fn main() -> ! {
     {
         fail(125, format!("creating namespaces: {e}"));
     }
+    // A network namespace of its own has loopback, up (as docker's
+    // --network none, and published ports reach the container there).
+    if spec.network == super::spec::Network::None
+        && let Err(e) = loopback_up()
+    {
+        fail(125, format!("bringing up loopback: {e}"));
+    }
     // Namespaced sysctls, written from here: this process is in the
     // container's IPC and network namespaces, and /proc/sys shows those of
     // the process that reads it.
@@ -252,6 +259,40 @@ fn prepare_process(
         unsafe { nix::libc::close(CONSOLE_FD) };
     }
     (user, env, program)
+}
+
+/// Sets `lo` up in this process's network namespace (SIOCSIFFLAGS).
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a datagram socket only carries the two ioctls below.
+    let fd = unsafe {
+        nix::libc::socket(
+            nix::libc::AF_INET,
+            nix::libc::SOCK_DGRAM | nix::libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just made and is owned here.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zero is a valid value.
+    let mut req: nix::libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as nix::libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write `req`, which
+    // lives across both calls.
+    unsafe {
+        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (nix::libc::IFF_UP | nix::libc::IFF_RUNNING) as i16;
+        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Blocks the signals an init forwards, and SIGCHLD: they wait in a

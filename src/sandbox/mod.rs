@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod container;
 pub mod fs;
 pub mod init;
+pub mod net;
 pub mod process;
 mod rootfs;
 pub mod seccomp;

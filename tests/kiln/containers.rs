@@ -1228,3 +1228,142 @@ fn prune_keeps_what_containers_are_made_of() {
     assert_eq!(ok(k(root, &[], &["logs", "keeper"])), "layer\nlayer\n");
     ok(k(root, &[], &["rm", "keeper"]));
 }
+
+/// `-p 127.0.0.1:HOST:CTR` (issue 14's first scene): a server that listens
+/// only on the container's own loopback answers on the host's port; the
+/// container has a network namespace of its own; `ps` and `port` show the
+/// mapping; a port in use is an error before the container starts; `-P`
+/// publishes EXPOSEd ports on free ones.
+#[test]
+fn published_ports_reach_a_server_on_the_containers_loopback() {
+    if !need_root("containers need namespaces") {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let root = store.path();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "published\n").unwrap();
+    let volume = format!("{}:/www:ro", www.path().display());
+    let port = free_port();
+    let mapping = format!("127.0.0.1:{port}:80");
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pub",
+            "-p",
+            &mapping,
+            "-v",
+            &volume,
+            "box:1",
+            "httpd",
+            "-f",
+            "-p",
+            "127.0.0.1:80",
+            "-h",
+            "/www",
+        ],
+    ));
+    wait_for("the published port", || {
+        get(port, "/").is_some_and(|b| b.ends_with("published\n"))
+    });
+    // Its own network namespace: loopback only.
+    let links = ok(k(root, &[], &["exec", "pub", "cat", "/proc/net/dev"]));
+    let names: Vec<&str> = links
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(names, ["lo"], "{links}");
+    let ps = ok(k(root, &[], &["ps", "--format", "{{.Names}} {{.Ports}}"]));
+    assert_eq!(ps, format!("pub 127.0.0.1:{port}->80/tcp\n"));
+    assert_eq!(
+        ok(k(root, &[], &["port", "pub"])),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+    assert_eq!(
+        ok(k(root, &[], &["port", "pub", "80"])),
+        format!("127.0.0.1:{port}\n")
+    );
+    // The same host port again: refused before anything runs.
+    let taken = k(
+        root,
+        &[],
+        &[
+            "run", "-d", "--name", "second", "-p", &mapping, "box:1", "sleep", "5",
+        ],
+    );
+    assert_eq!(taken.status.code(), Some(125));
+    assert!(
+        text(&taken.stderr).contains("port is already allocated"),
+        "{}",
+        text(&taken.stderr)
+    );
+    ok(k(root, &[], &["rm", "-f", "pub", "second"]));
+    assert!(
+        get(port, "/").is_none(),
+        "the port is closed with its container"
+    );
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM box:1\nEXPOSE 80\n").unwrap();
+    ok(k(
+        root,
+        &[],
+        &[
+            "build",
+            "-q",
+            "-t",
+            "exposed:1",
+            ctx.path().to_str().unwrap(),
+        ],
+    ));
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "all",
+            "-P",
+            "-v",
+            &volume,
+            "exposed:1",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    ));
+    let line = ok(k(root, &[], &["port", "all", "80"]));
+    let chosen: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(line.starts_with("0.0.0.0:"), "{line}");
+    wait_for("the -P port", || {
+        get(chosen, "/").is_some_and(|b| b.ends_with("published\n"))
+    });
+    ok(k(root, &[], &["rm", "-f", "all"]));
+    let hostnet = k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-p",
+            "80",
+            "box:1",
+            "true",
+        ],
+    );
+    assert_eq!(hostnet.status.code(), Some(125));
+}
