@@ -430,8 +430,13 @@ async fn registry(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
             .into(),
         })
         .inc();
-    for image in &checked {
-        s.check_base(image).await;
+    // Checked on tasks of their own: the registry waits for this answer
+    // only so long (its endpoint timeout) and a check cut short by its
+    // hanging up would leave a new digest seen but its pull and its jobs
+    // never done.
+    for image in checked.clone() {
+        let s = s.clone();
+        tokio::spawn(async move { s.check_base(&image).await });
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "checked": checked }))).into_response())
 }

@@ -44,20 +44,22 @@ impl Service {
                 return;
             }
         };
-        let _ = self.db().record_base(image, Ok(&digest));
         let changed = previous.as_ref().is_some_and(|p| *p != digest);
         let store = crate::store::Store::open(&self.store_root);
         let missing = store
             .as_ref()
             .is_ok_and(|s| crate::image::Image::resolve(s, image).is_err());
-        if !(changed || missing) {
-            return;
+        if changed || missing {
+            // The new digest is recorded only once its image is here: a
+            // pull that fails is tried again at the next check, not
+            // forgotten as a change already seen.
+            if let Err(e) = self.pull_base(image).await {
+                eprintln!("kiln serve: pulling base {image}: {e}");
+                let _ = self.db().record_base(image, Err(&e));
+                return;
+            }
         }
-        if let Err(e) = self.pull_base(image).await {
-            eprintln!("kiln serve: pulling base {image}: {e}");
-            let _ = self.db().record_base(image, Err(&e));
-            return;
-        }
+        let _ = self.db().record_base(image, Ok(&digest));
         if !changed {
             return;
         }
