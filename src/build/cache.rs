@@ -669,6 +669,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cache_cannot_name_a_mount_outside_the_store() {
+        // Mount names become `cache/mounts/NAME`: only a key-shaped name
+        // is read from a cache's label.
+        for name in ["../../etc", "/etc/passwd", "", "ABC"] {
+            let map = serde_json::json!([{ "name": name, "layer": 0 }]).to_string();
+            assert!(
+                serde_json::from_str::<Vec<MountEntry>>(&map).is_err(),
+                "{name}"
+            );
+        }
+        let ok = serde_json::json!([{ "name": "a".repeat(64), "layer": 0 }]).to_string();
+        assert!(serde_json::from_str::<Vec<MountEntry>>(&ok).is_ok());
+    }
+
+    #[test]
     fn specs() {
         let parse = |t: &str| CacheSpec::parse(t).map(|c| (c.spec, c.mode, c.mounts));
         assert_eq!(

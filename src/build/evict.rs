@@ -44,6 +44,8 @@ pub struct Evicted {
     pub cache_mounts: usize,
     /// Bytes freed.
     pub bytes: u64,
+    /// What the store held before (its use still, when nothing went).
+    pub before: Usage,
 }
 
 /// What `store` holds, by kind.
@@ -102,8 +104,11 @@ fn steps(store: &Store) -> Vec<Step> {
 pub fn fit(store: &Store, max: u64, in_use: &[PathBuf]) -> Result<Option<Evicted>, StoreError> {
     store.exclusive(|| -> Result<Evicted, StoreError> {
         let _lock = store.lock()?;
-        let mut out = Evicted::default();
-        let mut total = usage(store).total();
+        let mut out = Evicted {
+            before: usage(store),
+            ..Default::default()
+        };
+        let mut total = out.before.total();
         if total <= max {
             return Ok(out);
         }

@@ -69,7 +69,7 @@ fn status_text(st: &container::state::State) -> String {
             st.exit_code.unwrap_or(0),
             up_for(st.finished_at.as_deref())
         ),
-        Status::Exited | Status::Dead => format!(
+        Status::Exited => format!(
             "Exited ({}) {} ago",
             st.exit_code.unwrap_or(0),
             up_for(st.finished_at.as_deref())

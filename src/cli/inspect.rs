@@ -81,7 +81,7 @@ fn container_json(c: &kiln::container::Container) -> serde_json::Value {
             "Status": st.status.as_str(),
             "Running": st.status == kiln::container::state::Status::Running,
             "Restarting": st.status == kiln::container::state::Status::Restarting,
-            "Dead": st.status == kiln::container::state::Status::Dead,
+            "Dead": false,
             "Pid": st.init.map_or(0, |p| p.pid),
             "ExitCode": st.exit_code.unwrap_or(0),
             "Error": st.error.clone().unwrap_or_default(),

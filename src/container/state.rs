@@ -19,10 +19,8 @@ pub enum Status {
     Running,
     /// Waiting to start again (restart policy).
     Restarting,
-    /// It ended.
+    /// It ended (or its watcher died with it: see [`State::truthful`]).
     Exited,
-    /// Its monitor died without recording how it ended.
-    Dead,
 }
 
 impl Status {
@@ -33,7 +31,6 @@ impl Status {
             Status::Running => "running",
             Status::Restarting => "restarting",
             Status::Exited => "exited",
-            Status::Dead => "dead",
         }
     }
 }

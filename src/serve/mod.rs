@@ -165,6 +165,11 @@ impl Service {
         let usage = Store::open(&self.store_root)
             .map(|s| build::evict::usage(&s))
             .unwrap_or_default();
+        self.record_usage(usage)
+    }
+
+    /// Shows `usage` in the gauges and keeps it as the last measured.
+    fn record_usage(&self, usage: build::evict::Usage) -> build::evict::Usage {
         for (kind, bytes) in [
             ("blobs", usage.blobs),
             ("snapshots", usage.snapshots),
@@ -206,10 +211,19 @@ impl Service {
         let in_use = crate::container::snapshots_in_use(&store);
         let evicted = build::evict::fit(&store, max, &in_use).map_err(|e| e.to_string())?;
         drop(store);
-        if let Some(e) = &evicted {
-            self.metrics.evicted_bytes.inc_by(e.bytes);
+        match &evicted {
+            // Nothing went: the use fit measured is the use now.
+            Some(e) if e.bytes == 0 => {
+                self.record_usage(e.before.clone());
+            }
+            Some(e) => {
+                self.metrics.evicted_bytes.inc_by(e.bytes);
+                self.usage();
+            }
+            None => {
+                self.usage();
+            }
         }
-        self.usage();
         Ok(evicted)
     }
 

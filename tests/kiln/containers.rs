@@ -10,6 +10,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// A store with busybox as `box:1`, when containers can run here.
+fn box_store() -> Option<tempfile::TempDir> {
+    if !need_root("containers need namespaces") {
+        return None;
+    }
+    store_with_box()
+}
+
 fn inspect(root: &Path, name: &str) -> Value {
     let out = ok(k(root, &[], &["inspect", "--type", "container", name]));
     serde_json::from_str::<Value>(&out).unwrap()[0].clone()
@@ -37,10 +45,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 /// logs, stopped, started again, stopped for good and removed.
 #[test]
 fn a_detached_web_server_lives_its_whole_life() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -135,10 +140,7 @@ fn a_detached_web_server_lives_its_whole_life() {
 /// `kill` sends what it is told; `wait` prints the exit code.
 #[test]
 fn stop_waits_then_kills_and_wait_prints_the_code() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -242,10 +244,7 @@ fn stop_waits_then_kills_and_wait_prints_the_code() {
 /// wait; a user's stop is never undone.
 #[test]
 fn on_failure_restarts_three_times_with_growing_delays() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -337,10 +336,7 @@ fn on_failure_restarts_three_times_with_growing_delays() {
 /// started at once all run.
 #[test]
 fn a_killed_monitor_is_reported_and_twenty_start_at_once() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -400,10 +396,7 @@ fn a_killed_monitor_is_reported_and_twenty_start_at_once() {
 /// at most, the newest lines kept.
 #[test]
 fn a_log_rotates_at_its_size() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -448,10 +441,7 @@ fn a_log_rotates_at_its_size() {
 /// its changes (a whiteout included) that kiln and docker both run.
 #[test]
 fn exec_into_a_running_container_and_commit_it() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -660,10 +650,7 @@ fn exec_into_a_running_container_and_commit_it() {
 /// an image's VOLUME gets an anonymous volume that `rm -v` removes.
 #[test]
 fn volumes_keep_data_beyond_a_container() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -806,10 +793,7 @@ fn volumes_keep_data_beyond_a_container() {
 /// `inspect` show it.
 #[test]
 fn a_healthcheck_flips_between_unhealthy_and_healthy() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -907,10 +891,7 @@ fn a_healthcheck_flips_between_unhealthy_and_healthy() {
 /// The `docker run` flags scripts pass, each doing what docker does.
 #[test]
 fn docker_run_flags_scripts_pass() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -1182,10 +1163,7 @@ fn names_that_leave_the_store_are_refused() {
 /// one starts again.
 #[test]
 fn prune_keeps_what_containers_are_made_of() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
@@ -1236,10 +1214,7 @@ fn prune_keeps_what_containers_are_made_of() {
 /// publishes EXPOSEd ports on free ones.
 #[test]
 fn published_ports_reach_a_server_on_the_containers_loopback() {
-    if !need_root("containers need namespaces") {
-        return;
-    }
-    let Some(store) = store_with_box() else {
+    let Some(store) = box_store() else {
         return;
     };
     let root = store.path();
