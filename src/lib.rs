@@ -11,6 +11,7 @@ pub mod copier;
 pub mod dockerfile;
 pub mod image;
 pub mod layer;
+pub mod network;
 pub mod plan;
 pub mod progress;
 pub mod registry;

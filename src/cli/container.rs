@@ -1070,37 +1070,48 @@ pub struct PortArgs {
     port: Option<String>,
 }
 
-/// `kiln port`: the container's published ports (`80/tcp -> 127.0.0.1:8080`).
+/// `kiln port`: the container's published ports (`80/tcp -> 127.0.0.1:8080`, `53/udp -> …`).
 pub fn port(root: Option<PathBuf>, args: PortArgs) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
     let c = container::find(&store, &args.container).map_err(super::container_error)?;
     let want = args
         .port
         .as_deref()
-        .map(|p| p.trim_end_matches("/tcp").parse::<u16>())
-        .transpose()
-        .map_err(|_| Error::Usage("the port is a number (80 or 80/tcp)".into()))?;
+        .map(|p| {
+            let (n, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            match (n.parse::<u16>(), proto) {
+                (Ok(n), "tcp" | "udp") => Ok((n, proto)),
+                _ => Err(Error::Usage(
+                    "the port is a number and a protocol (80, 80/tcp or 53/udp)".into(),
+                )),
+            }
+        })
+        .transpose()?;
     let mut out = String::new();
     for p in c
         .record
         .ports
         .iter()
-        .filter(|p| want.is_none_or(|w| w == p.port))
+        .filter(|p| want.is_none_or(|(n, proto)| n == p.port && proto == p.proto.as_str()))
     {
         match want {
             Some(_) => out.push_str(&format!("{}:{}\n", p.host_ip, p.host_port)),
             None => out.push_str(&format!(
-                "{}/tcp -> {}:{}\n",
-                p.port, p.host_ip, p.host_port
+                "{}/{} -> {}:{}\n",
+                p.port,
+                p.proto.as_str(),
+                p.host_ip,
+                p.host_port
             )),
         }
     }
-    if out.is_empty() && want.is_some() {
+    if let Some((n, proto)) = want
+        && out.is_empty()
+    {
         return Err(Error::Run(
             1,
             format!(
-                "no public port '{}/tcp' published for {}",
-                want.unwrap_or(0),
+                "no public port '{n}/{proto}' published for {}",
                 c.record.name
             ),
         ));

@@ -102,13 +102,31 @@ fn container_json(c: &kiln::container::Container) -> serde_json::Value {
         "HostConfig": {
             "AutoRemove": r.auto_remove,
             "RestartPolicy": { "Name": r.restart.name(), "MaximumRetryCount": restart_max },
-            "NetworkMode": match r.spec.network {
-                kiln::sandbox::Network::Host => "host",
-                kiln::sandbox::Network::None => "none",
+            "NetworkMode": match (r.networks.first(), r.spec.network) {
+                (Some(a), _) => a.network.as_str(),
+                (None, kiln::sandbox::Network::Host) => "host",
+                (None, kiln::sandbox::Network::None) => "none",
             },
             "ReadonlyRootfs": r.spec.read_only,
             "Memory": r.limits.memory.unwrap_or(0),
             "PidsLimit": r.limits.pids,
+        },
+        "NetworkSettings": {
+            "Networks": kiln::container::networks::settings(c)
+                .into_iter()
+                .map(|(a, net, e)| {
+                    let v = serde_json::json!({
+                        "Aliases": a.aliases,
+                        "NetworkID": net.as_ref().map(|n| n.id.clone()).unwrap_or_default(),
+                        "EndpointID": e.as_ref().map(|e| e.host_if.clone()).unwrap_or_default(),
+                        "Gateway": net.as_ref().and_then(|n| n.gateway).map(|g| g.to_string()).unwrap_or_default(),
+                        "IPAddress": e.as_ref().map(|e| e.ip.to_string()).unwrap_or_default(),
+                        "IPPrefixLen": match (&e, &net) { (Some(_), Some(n)) => n.subnet.prefix, _ => 0 },
+                        "MacAddress": e.as_ref().map(|e| e.mac.clone()).unwrap_or_default(),
+                    });
+                    (a.network, v)
+                })
+                .collect::<serde_json::Map<_, _>>(),
         },
         "Config": {
             "Hostname": r.spec.hostname,

@@ -13,6 +13,7 @@ mod import;
 mod inspect;
 mod load;
 mod login;
+mod network;
 mod parse;
 mod prune;
 mod pull;
@@ -101,6 +102,8 @@ enum Command {
     Commit(container::CommitArgs),
     /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
     Volume(container::VolumeArgs),
+    /// Manage networks (`create`, `ls`, `inspect`, `rm`, `prune`, `connect`, `disconnect`).
+    Network(network::Args),
     /// Show a running container's processes.
     Top(container::TopArgs),
     /// Show running containers' CPU, memory and process counts.
@@ -157,6 +160,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Exec(args) => container::exec(root, args),
         Command::Commit(args) => container::commit(root, args),
         Command::Volume(args) => container::volume(root, args),
+        Command::Network(args) => network::run(root, args),
         Command::Top(args) => container::top(root, args),
         Command::Stats(args) => container::stats(root, args),
         Command::System(args) => container::system(root, args),

@@ -133,10 +133,17 @@ pub struct Args {
     /// The container's hostname.
     #[arg(long)]
     hostname: Option<String>,
-    /// `host` (the default, without -p) or `none` (loopback only; the
-    /// default with -p).
-    #[arg(long, value_parser = ["host", "none"])]
+    /// `host` (the default, without -p), `none` (loopback only; the
+    /// default with -p), or a network made by `kiln network create`.
+    #[arg(long, visible_alias = "net")]
     network: Option<String>,
+    /// A name other containers on the user network resolve to this one
+    /// (repeatable; shared by several, answered in round robin).
+    #[arg(long = "network-alias", visible_alias = "net-alias")]
+    network_aliases: Vec<String>,
+    /// The container's IPv4 address on its user network.
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
     /// Publish a port: `[IP:]HOST:CTR[/tcp]` (ranges; `CTR` alone takes a
     /// free host port).
     #[arg(short = 'p', long = "publish", value_parser = kiln::container::ports::parse)]
@@ -737,7 +744,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             .map(|(p, _)| p)
         {
             if let Ok(found) = kiln::container::ports::parse(exposed)
-                && !ports.iter().any(|p| p.port == found[0].port)
+                && !ports
+                    .iter()
+                    .any(|p| p.port == found[0].port && p.proto == found[0].proto)
             {
                 ports.extend(found);
             }
@@ -758,6 +767,26 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         .collect();
     let (seccomp, no_new_privileges) = security_options(&args.security_opt)?;
     let (log_max_size, log_max_files) = log_options(&args.log_opts)?;
+    let networks = match args.network.as_deref() {
+        Some("host" | "none") | None => {
+            if !args.network_aliases.is_empty() || args.ip.is_some() {
+                return Err(Error::Usage(
+                    "network-scoped aliases and --ip are supported only for containers in user defined networks".into(),
+                ));
+            }
+            Vec::new()
+        }
+        Some("bridge") => {
+            return Err(Error::Usage(
+                "kiln has no default bridge: make a network with `kiln network create NAME` and use --network NAME".into(),
+            ));
+        }
+        Some(name) => vec![kiln::network::Attachment {
+            network: name.to_string(),
+            aliases: args.network_aliases.clone(),
+            ip: args.ip,
+        }],
+    };
     let create = kiln::container::Create {
         image: args.image.clone(),
         name: args.name.clone(),
@@ -770,9 +799,12 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         user: args.user.clone(),
         hostname: args.hostname.clone(),
         network: match (args.network.as_deref(), ports.is_empty()) {
-            (Some("none"), _) | (None, false) => Network::None,
-            _ => Network::Host,
+            // Docker's default for `run` is its bridge; kiln's is the
+            // host's network, unless ports are published.
+            (Some("host"), _) | (None, true) => Network::Host,
+            _ => Network::None,
         },
+        networks,
         limits: Limits {
             memory: args.memory,
             cpus: args.cpus,

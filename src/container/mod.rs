@@ -11,11 +11,13 @@ pub mod health;
 pub mod logs;
 pub mod monitor;
 mod names;
+pub mod networks;
 pub mod ports;
 pub mod state;
 pub mod volume;
 
 use crate::image::Image;
+use crate::network;
 use crate::sandbox::{
     self, Bind, ContainerDirs, Limits, Network, SandboxError, SeccompProfile, Spec,
 };
@@ -192,6 +194,10 @@ pub struct Create {
     /// `-p`: published ports (the container then gets a network namespace
     /// of its own).
     pub ports: Vec<ports::Port>,
+    /// `--network NAME` (with `--network-alias`, `--ip`): user networks,
+    /// joined in this order as eth0, eth1… (the container then gets a
+    /// network namespace of its own).
+    pub networks: Vec<crate::network::Attachment>,
 }
 
 /// What `kiln exec` runs.
@@ -238,7 +244,8 @@ pub enum ExecError {
     Sandbox(SandboxError),
 }
 
-/// A container's immutable record (`config.json`).
+/// A container's record (`config.json`): fixed at create but for its
+/// networks, which `network connect` and `disconnect` change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
     /// 64 hex digits.
@@ -287,6 +294,13 @@ pub struct Record {
     /// Its published ports.
     #[serde(default)]
     pub ports: Vec<ports::Port>,
+    /// The user networks it joins at each start.
+    #[serde(default)]
+    pub networks: Vec<crate::network::Attachment>,
+    /// The nameservers its resolver asks for names not on its networks
+    /// (`--dns`, else the host's).
+    #[serde(default)]
+    pub dns_upstream: Vec<String>,
 }
 
 /// A container: its record and directory.
@@ -405,6 +419,14 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
                 .into(),
         ));
     }
+    if !opts.networks.is_empty() && opts.network != Network::None {
+        return Err(ContainerError::Invalid(
+            "a user network needs the container's own network namespace: not with --network host"
+                .into(),
+        ));
+    }
+    networks::check(store.root(), &opts.networks)
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let mut published = opts.ports.clone();
     ports::choose_free(&mut published).map_err(ContainerError::Invalid)?;
     let id = random_id();
@@ -462,7 +484,12 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     let dir = store.container_dir(&id);
     let dirs = ContainerDirs::create(&dir, &hostname, &opts.extra_hosts)
         .map_err(io_err("creating", &dir))?;
-    if !opts.dns.is_empty() {
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if !opts.networks.is_empty() {
+        let resolv = dirs.etc.join("resolv.conf");
+        std::fs::write(&resolv, networks::resolv_conf(&host_resolv))
+            .map_err(io_err("writing", &resolv))?;
+    } else if !opts.dns.is_empty() {
         let resolv = dirs.etc.join("resolv.conf");
         let text: String = opts
             .dns
@@ -539,6 +566,14 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         labels: opts.labels.clone(),
         anonymous_volumes: anonymous,
         ports: published,
+        networks: opts.networks.clone(),
+        dns_upstream: match opts.dns.is_empty() {
+            true => network::dns::nameservers(&host_resolv)
+                .iter()
+                .map(|a| a.ip().to_string())
+                .collect(),
+            false => opts.dns.clone(),
+        },
         healthcheck: health::resolve(
             merge_health(c.healthcheck.as_ref(), opts.health.as_ref()).as_ref(),
         ),
@@ -554,6 +589,18 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         std::fs::write(&marker, b"").map_err(io_err("writing", &marker))?;
     }
     Ok((Container { record, dir }, dirs))
+}
+
+impl Container {
+    /// Writes the record back (atomically: a reader sees the old or the new).
+    pub fn save_record(&self) -> Result<(), ContainerError> {
+        let path = self.dir.join("config.json");
+        let tmp = self.dir.join(".config.json.tmp");
+        let bytes = serde_json::to_vec_pretty(&self.record)
+            .map_err(|e| io_err("writing", &path)(e.into()))?;
+        std::fs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("writing", &path))
+    }
 }
 
 /// The container in `dir`, if it has a record.
@@ -793,6 +840,7 @@ impl Container {
         }
         self.wait_stopped(std::time::Duration::from_secs(10));
         sandbox::reclaim(&self.record.id);
+        networks::release(self);
         Ok(())
     }
 
@@ -825,6 +873,7 @@ impl Container {
             self.kill_all()?;
         } else {
             sandbox::reclaim(&self.record.id);
+            networks::release(self);
         }
         remove_dir(&self.dir);
         Ok(())

@@ -178,6 +178,7 @@ fn run_once(
         std::thread::spawn(move || pump(r, s, log))
     });
     let (tx, watcher, ended) = watch_start(c, ready.take());
+    let joined = Arc::new(Mutex::new(None));
     let result = sandbox::run(
         &c.record.spec,
         &c.record.limits,
@@ -187,8 +188,11 @@ fn run_once(
             output: Some(OwnedFd::from(out_w)),
             stderr: Some(OwnedFd::from(err_w)),
             started: Some(tx),
+            prestart: super::networks::prestart(c, &joined),
         },
     );
+    // The run is over: off its networks.
+    drop(joined.lock().map(|mut j| j.take()));
     ended.store(true, std::sync::atomic::Ordering::SeqCst);
     // Not started: the readiness pipe is still ours, to say why.
     *ready = watcher.join().unwrap_or(None);
@@ -329,6 +333,7 @@ pub fn run_foreground(
         s.boot_id = process::boot_id();
     });
     let (tx, watcher, ended) = watch_start(c, None);
+    let joined = Arc::new(Mutex::new(None));
     let result = sandbox::run(
         &c.record.spec,
         &c.record.limits,
@@ -338,8 +343,10 @@ pub fn run_foreground(
             output: None,
             stderr: None,
             started: Some(tx),
+            prestart: super::networks::prestart(c, &joined),
         },
     );
+    drop(joined.lock().map(|mut j| j.take()));
     ended.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = watcher.join();
     let (code, error) = match &result {

@@ -1,12 +1,37 @@
-//! Published ports (`-p [IP:]HOST:CTR[/tcp]`, `-P`): the container has a
-//! network namespace of its own (loopback only); its monitor listens on
-//! the host's address and forwards each connection into the container's
-//! namespace, where the connecting socket is made ([`crate::sandbox::net`]).
-//! No bridge, no address, no iptables: a server that listens only on the
-//! container's 127.0.0.1 is reached too.
+//! Published ports (`-p [IP:]HOST:CTR[/tcp|/udp]`, `-P`): the container
+//! has a network namespace of its own; its monitor listens on the host's
+//! address and forwards each connection (each UDP flow: a client address)
+//! into the container's namespace, where the socket to the container's
+//! 127.0.0.1 is made ([`crate::sandbox::net`]). No bridge, no address, no
+//! iptables: a server that listens only on the container's 127.0.0.1 is
+//! reached too.
 
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A port's protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP (the default).
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
 
 /// One published port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,12 +42,21 @@ pub struct Port {
     pub host_port: u16,
     /// The container's port.
     pub port: u16,
+    /// Its protocol.
+    #[serde(default)]
+    pub proto: Proto,
 }
 
 impl Port {
     /// As docker's PORTS column shows it: `127.0.0.1:8080->80/tcp`.
     pub fn display(&self) -> String {
-        format!("{}:{}->{}/tcp", self.host_ip, self.host_port, self.port)
+        format!(
+            "{}:{}->{}/{}",
+            self.host_ip,
+            self.host_port,
+            self.port,
+            self.proto.as_str()
+        )
     }
 }
 
@@ -36,15 +70,19 @@ fn range(text: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-/// Parses `-p [IP:]HOST:CTR[/tcp]` (ranges `8080-8081:80-81`); `CTR` alone
-/// takes a free host port.
+/// Parses `-p [IP:]HOST:CTR[/tcp|/udp]` (ranges `8080-8081:80-81`);
+/// `CTR` alone takes a free host port.
 pub fn parse(text: &str) -> Result<Vec<Port>, String> {
     let (spec, proto) = text.split_once('/').unwrap_or((text, "tcp"));
-    if proto != "tcp" {
-        return Err(format!(
-            "invalid -p {text:?}: kiln publishes tcp ports (udp is not done yet)"
-        ));
-    }
+    let proto = match proto {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        _ => {
+            return Err(format!(
+                "invalid -p {text:?}: the protocol is tcp or udp (sctp is not supported)"
+            ));
+        }
+    };
     let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
     let (ip, host, ctr) = match parts.as_slice() {
         [c] => ("0.0.0.0", "", *c),
@@ -75,42 +113,63 @@ pub fn parse(text: &str) -> Result<Vec<Port>, String> {
             host_ip,
             host_port,
             port,
+            proto,
         })
         .collect())
+}
+
+/// A port's host side, bound.
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+fn bind(p: &Port) -> std::io::Result<(Listener, u16)> {
+    Ok(match p.proto {
+        Proto::Tcp => {
+            let l = TcpListener::bind((p.host_ip, p.host_port))?;
+            let port = l.local_addr()?.port();
+            (Listener::Tcp(l), port)
+        }
+        Proto::Udp => {
+            let l = UdpSocket::bind((p.host_ip, p.host_port))?;
+            let port = l.local_addr()?.port();
+            (Listener::Udp(l), port)
+        }
+    })
 }
 
 /// Binds every port's host side (a port given as 0 gets a free one, and
 /// the port records it): a port in use is an error before the container
 /// starts.
-pub fn listen(ports: &mut [Port]) -> Result<Vec<TcpListener>, String> {
+fn listen(ports: &mut [Port]) -> Result<Vec<Listener>, String> {
     ports
         .iter_mut()
         .map(|p| {
-            let l = TcpListener::bind((p.host_ip, p.host_port)).map_err(|e| {
+            let (l, port) = bind(p).map_err(|e| {
                 format!(
                     "Bind for {}:{} failed: port is already allocated ({e})",
                     p.host_ip, p.host_port
                 )
             })?;
-            p.host_port = l.local_addr().map_err(|e| e.to_string())?.port();
+            p.host_port = port;
             Ok(l)
         })
         .collect()
 }
 
 /// Copies both ways between the client and the container until either
-/// side closes.
+/// side closes (splice: the bytes stay in the kernel).
 fn relay(client: TcpStream, inner: TcpStream) {
-    let (Ok(mut c2), Ok(mut i2)) = (client.try_clone(), inner.try_clone()) else {
+    use crate::sandbox::net::splice_copy;
+    let (Ok(c2), Ok(i2)) = (client.try_clone(), inner.try_clone()) else {
         return;
     };
     let up = std::thread::spawn(move || {
-        let mut client = client;
-        let mut inner = inner;
-        let _ = std::io::copy(&mut client, &mut inner);
+        let _ = splice_copy(&client, &inner);
         let _ = inner.shutdown(std::net::Shutdown::Write);
     });
-    let _ = std::io::copy(&mut i2, &mut c2);
+    let _ = splice_copy(&i2, &c2);
     let _ = c2.shutdown(std::net::Shutdown::Write);
     let _ = up.join();
 }
@@ -120,16 +179,79 @@ fn relay(client: TcpStream, inner: TcpStream) {
 /// its network namespace); refused while it does not.
 fn forward(listener: TcpListener, port: u16, dir: std::path::PathBuf) {
     for client in listener.incoming().flatten() {
-        let st = super::state::read(&dir);
-        let Some(init) = st.init.filter(|i| st.is_running() && i.alive()) else {
+        let Some(pid) = running_init(&dir) else {
             continue;
         };
         std::thread::spawn(move || {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if let Ok(inner) = crate::sandbox::net::connect_in(init.pid, addr) {
+            if let Ok(inner) = crate::sandbox::net::connect_in(pid, addr) {
                 relay(client, inner);
             }
         });
+    }
+}
+
+/// The pid of the running init of the container in `dir`: its network
+/// namespace is the container's.
+fn running_init(dir: &std::path::Path) -> Option<u32> {
+    let st = super::state::read(dir);
+    st.init
+        .filter(|i| st.is_running() && i.alive())
+        .map(|i| i.pid)
+}
+
+/// Relays datagrams for ever: each client address is a flow with a
+/// socket of its own in the container's namespace, connected to `port` on
+/// its 127.0.0.1, whose answers go back to that client; a flow idle for
+/// a minute ends.
+fn forward_udp(sock: UdpSocket, port: u16, dir: std::path::PathBuf) {
+    let flows: Arc<Mutex<HashMap<SocketAddr, UdpSocket>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, client)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let known = flows
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&client).and_then(|s| s.try_clone().ok()));
+        let inner = match known {
+            Some(s) => s,
+            None => {
+                let Some(pid) = running_init(&dir) else {
+                    continue;
+                };
+                let made = crate::sandbox::net::in_namespace(pid, move || {
+                    let s = UdpSocket::bind(("127.0.0.1", 0))?;
+                    s.connect(("127.0.0.1", port))?;
+                    Ok(s)
+                });
+                let Ok(inner) = made else {
+                    continue;
+                };
+                let (Ok(back), Ok(reader), Ok(kept)) =
+                    (sock.try_clone(), inner.try_clone(), inner.try_clone())
+                else {
+                    continue;
+                };
+                if let Ok(mut f) = flows.lock() {
+                    f.insert(client, kept);
+                }
+                let flows = flows.clone();
+                std::thread::spawn(move || {
+                    let _ = reader.set_read_timeout(Some(Duration::from_secs(60)));
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = reader.recv(&mut buf) {
+                        let _ = back.send_to(&buf[..n], client);
+                    }
+                    if let Ok(mut f) = flows.lock() {
+                        f.remove(&client);
+                    }
+                });
+                inner
+            }
+        };
+        let _ = inner.send(&buf[..n]);
     }
 }
 
@@ -140,7 +262,10 @@ pub fn publish(c: &super::Container) -> Result<(), String> {
     let mut ports = c.record.ports.clone();
     for (listener, p) in listen(&mut ports)?.into_iter().zip(&ports) {
         let (port, dir) = (p.port, c.dir.clone());
-        std::thread::spawn(move || forward(listener, port, dir));
+        match listener {
+            Listener::Tcp(l) => std::thread::spawn(move || forward(l, port, dir)),
+            Listener::Udp(s) => std::thread::spawn(move || forward_udp(s, port, dir)),
+        };
     }
     Ok(())
 }
@@ -149,9 +274,8 @@ pub fn publish(c: &super::Container) -> Result<(), String> {
 /// it (`kiln port`, `ps`).
 pub fn choose_free(ports: &mut [Port]) -> Result<(), String> {
     for p in ports.iter_mut().filter(|p| p.host_port == 0) {
-        let l =
-            TcpListener::bind((p.host_ip, 0)).map_err(|e| format!("finding a free port: {e}"))?;
-        p.host_port = l.local_addr().map_err(|e| e.to_string())?.port();
+        let (_, port) = bind(p).map_err(|e| format!("finding a free port: {e}"))?;
+        p.host_port = port;
     }
     Ok(())
 }
@@ -171,7 +295,12 @@ mod tests {
         assert_eq!(parse("80").unwrap()[0].host_port, 0);
         let r = parse("127.0.0.1:9000-9001:80-81").unwrap();
         assert_eq!((r.len(), r[1].host_port, r[1].port), (2, 9001, 81));
-        assert!(parse("53:53/udp").unwrap_err().contains("udp"));
+        let u = parse("127.0.0.1:5353:53/udp").unwrap();
+        assert_eq!(
+            (u[0].proto, u[0].display().as_str()),
+            (Proto::Udp, "127.0.0.1:5353->53/udp")
+        );
+        assert!(parse("53:53/sctp").unwrap_err().contains("tcp or udp"));
         assert!(parse("9000-9002:80-81").unwrap_err().contains("differ"));
         assert!(parse("x:80:80").unwrap_err().contains("not an IP"));
     }

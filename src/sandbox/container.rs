@@ -103,6 +103,20 @@ pub struct Io {
     pub stderr: Option<OwnedFd>,
     /// Told the init's pid once the container's process is set to start.
     pub started: Option<std::sync::mpsc::Sender<u32>>,
+    /// Run with the init's pid once its namespaces exist and before it
+    /// starts anything: a container network's interfaces and resolver
+    /// are made here, so the process starts with its network up.
+    pub prestart: Option<Prestart>,
+}
+
+/// A step run between a container's namespaces being made and its
+/// process starting, given the init's pid; its error fails the start.
+pub struct Prestart(pub Box<dyn FnOnce(u32) -> Result<(), String> + Send>);
+
+impl std::fmt::Debug for Prestart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prestart")
+    }
 }
 
 /// Runs a container; returns its exit code (128+N when killed by signal N).
@@ -246,6 +260,14 @@ fn launch(
             return Err(SandboxError::Setup(format!("setting resource limits: {e}")));
         }
     };
+    if let Some(Prestart(step)) = io.prestart
+        && let Err(e) = step(pid)
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        cgroup.remove();
+        return Err(SandboxError::Setup(e));
+    }
     // The spec goes last: the init starts nothing before it has it, so
     // every process of the container starts inside its cgroups.
     let json = serde_json::to_vec(&compiled(spec)?).map_err(setup("encoding the spec"))?;

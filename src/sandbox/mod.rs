@@ -8,6 +8,7 @@ pub mod container;
 pub mod fs;
 pub mod init;
 pub mod net;
+pub mod netlink;
 pub mod process;
 mod rootfs;
 pub mod seccomp;
@@ -16,7 +17,7 @@ mod sys;
 pub mod tty;
 pub mod user;
 
-pub use container::{Io, SandboxError, run};
+pub use container::{Io, Prestart, SandboxError, run};
 pub use spec::{
     Bind, ContainerDirs, ContainerLock, Limits, Network, Rlimit, SeccompProfile, Spec, Tmpfs,
 };

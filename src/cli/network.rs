@@ -1,0 +1,267 @@
+//! `kiln network`: create, list, inspect, remove and prune container
+//! networks; connect and disconnect containers.
+
+use super::format::table;
+use super::{Error, open_store};
+use kiln::network::{self, Network};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `kiln network`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Make a network: a bridge, a subnet, names resolved by its containers.
+    Create {
+        /// Its name.
+        name: String,
+        /// Its subnet (default: the first free 10.89.N.0/24).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// The bridge's address (default: the subnet's first).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No way out: no gateway, no route, no names but its own.
+        #[arg(long)]
+        internal: bool,
+        /// Only `bridge`.
+        #[arg(short = 'd', long, default_value = "bridge", value_parser = ["bridge"])]
+        driver: String,
+        /// A label `KEY=VALUE`.
+        #[arg(long)]
+        label: Vec<String>,
+    },
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only ids.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Whole ids.
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+    },
+    /// Show networks as JSON, as docker's inspect does.
+    Inspect {
+        /// Names or ids.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks no running container uses.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Names or ids.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove every network no running container uses, and what killed
+    /// kilns left of theirs.
+    Prune {
+        /// Do not ask (kiln never asks).
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Connect a container to a network.
+    Connect {
+        /// A name other containers on the network resolve to it.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Its IPv4 address there.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// Also when it is not connected (kiln ignores it).
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+}
+
+fn network_error(e: network::NetworkError) -> Error {
+    Error::Run(1, format!("Error response from kiln: {e}"))
+}
+
+/// A network in `docker network inspect`'s shape.
+fn inspect_json(root: &Path, n: &Network) -> serde_json::Value {
+    let containers: serde_json::Map<String, serde_json::Value> = n
+        .endpoints(root)
+        .into_iter()
+        .map(|e| {
+            (
+                e.container.clone(),
+                serde_json::json!({
+                    "Name": e.name,
+                    "MacAddress": e.mac,
+                    "IPv4Address": format!("{}/{}", e.ip, n.subnet.prefix),
+                    "IPv6Address": "",
+                }),
+            )
+        })
+        .collect();
+    let mut config = serde_json::json!({ "Subnet": n.subnet.to_string() });
+    if let Some(g) = n.gateway {
+        config["Gateway"] = g.to_string().into();
+    }
+    serde_json::json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created,
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": false,
+        "IPAM": { "Driver": "default", "Options": {}, "Config": [config] },
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "Containers": containers,
+        "Options": { "com.docker.network.bridge.name": n.bridge },
+        "Labels": n.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+    })
+}
+
+/// `kiln network ...`.
+pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let root = store.root();
+    let mut out = String::new();
+    let mut failed = false;
+    match args.command {
+        Command::Create {
+            name,
+            subnet,
+            gateway,
+            internal,
+            label,
+            ..
+        } => {
+            let labels = label
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                })
+                .collect();
+            let n = network::create(
+                root,
+                &network::Create {
+                    name,
+                    subnet,
+                    gateway,
+                    internal,
+                    labels,
+                },
+            )
+            .map_err(network_error)?;
+            out = format!("{}\n", n.id);
+        }
+        Command::Ls { quiet, no_trunc } => {
+            let all = network::list(root).map_err(network_error)?;
+            let id = |n: &Network| match no_trunc {
+                true => n.id.clone(),
+                false => n.id[..12].to_string(),
+            };
+            if quiet {
+                for n in &all {
+                    out.push_str(&id(n));
+                    out.push('\n');
+                }
+            } else {
+                let mut rows = vec![
+                    ["NETWORK ID", "NAME", "DRIVER", "SCOPE"]
+                        .map(String::from)
+                        .to_vec(),
+                ];
+                for n in &all {
+                    rows.push(vec![id(n), n.name.clone(), "bridge".into(), "local".into()]);
+                }
+                out = table(&rows);
+            }
+        }
+        Command::Inspect { networks } => {
+            let mut found = Vec::new();
+            for what in &networks {
+                match network::find(root, what) {
+                    Ok(n) => found.push(inspect_json(root, &n)),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("Error: {e}");
+                    }
+                }
+            }
+            out = serde_json::to_string_pretty(&found).map_err(std::io::Error::other)? + "\n";
+        }
+        Command::Rm { networks } => {
+            for what in &networks {
+                match network::find(root, what).and_then(|n| network::remove(root, &n)) {
+                    Ok(()) => {
+                        out.push_str(what);
+                        out.push('\n');
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("Error response from kiln: {e}");
+                    }
+                }
+            }
+        }
+        Command::Prune { .. } => {
+            let removed = network::prune(root).map_err(network_error)?;
+            if !removed.is_empty() {
+                out.push_str("Deleted Networks:\n");
+                for n in removed {
+                    out.push_str(&n);
+                    out.push('\n');
+                }
+            }
+        }
+        Command::Connect {
+            alias,
+            ip,
+            network,
+            container,
+        } => {
+            let mut c =
+                kiln::container::find(&store, &container).map_err(super::container_error)?;
+            let a = network::Attachment {
+                network,
+                aliases: alias,
+                ip,
+            };
+            kiln::container::networks::connect(&mut c, a).map_err(super::container_error)?;
+        }
+        Command::Disconnect {
+            force,
+            network,
+            container,
+        } => {
+            let mut c =
+                kiln::container::find(&store, &container).map_err(super::container_error)?;
+            if let Err(e) = kiln::container::networks::disconnect(&mut c, &network)
+                && !force
+            {
+                return Err(super::container_error(e));
+            }
+        }
+    }
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,258 @@
+//! A container on user networks (`--network NAME`): at each start, once
+//! its namespaces exist, it joins each network (address, veth, endpoint)
+//! and gets its resolver; when the run ends, it leaves them.
+
+use super::Container;
+use crate::network::{self, Attachment, Network, dns};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// What one run of a container holds on its networks; dropped when the
+/// run ends, it stops the resolver and leaves the networks.
+#[derive(Debug)]
+pub struct Joined {
+    root: PathBuf,
+    id: String,
+    networks: Vec<Network>,
+    resolver: Option<dns::Server>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        // The resolver first: its sockets hold the namespace.
+        self.resolver = None;
+        leave_all(&self.root, &self.id, &self.networks);
+    }
+}
+
+/// Takes container `id` off `known` and every other network it has an
+/// endpoint on (one `network connect` added while it ran).
+fn leave_all(root: &Path, id: &str, known: &[Network]) {
+    let mut nets = known.to_vec();
+    for n in network::list(root).unwrap_or_default() {
+        if n.endpoint(root, id).is_some() && !nets.iter().any(|m| m.id == n.id) {
+            nets.push(n);
+        }
+    }
+    for n in &nets {
+        let _ = n.leave(root, id);
+    }
+}
+
+/// Takes a container that no longer runs off its networks: what its
+/// killed monitor could not do (`kill`, `rm -f`).
+pub fn release(c: &Container) {
+    leave_all(&store_root(c), &c.record.id, &[]);
+}
+
+/// The store root of a container's directory (`ROOT/containers/ID`).
+fn store_root(c: &Container) -> PathBuf {
+    c.dir
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Checks that every network `attachments` names exists.
+pub fn check(root: &Path, attachments: &[Attachment]) -> Result<(), network::NetworkError> {
+    if !attachments.is_empty() && !crate::sandbox::fs::is_root() {
+        return Err(network::NetworkError::Rootless);
+    }
+    for a in attachments {
+        network::find(root, &a.network)?;
+    }
+    Ok(())
+}
+
+/// Joins `c`'s networks as the container whose init is `pid`: interfaces
+/// `eth0`, `eth1`… in the order given, /etc/hosts naming its first
+/// address, and the resolver on 127.0.0.11.
+fn join(c: &Container, pid: u32) -> Result<Joined, String> {
+    let root = store_root(c);
+    let mut joined = Joined {
+        root: root.clone(),
+        id: c.record.id.clone(),
+        networks: Vec::new(),
+        resolver: None,
+    };
+    crate::sandbox::netlink::loopback_up(pid)?;
+    let mut first = None;
+    for (i, a) in c.record.networks.iter().enumerate() {
+        let net = network::find(&root, &a.network).map_err(|e| e.to_string())?;
+        let e = net
+            .join(
+                &root,
+                (&c.record.id, &c.record.name),
+                a,
+                pid,
+                &format!("eth{i}"),
+            )
+            .map_err(|e| e.to_string())?;
+        first.get_or_insert(e.ip);
+        joined.networks.push(net);
+    }
+    if let Some(ip) = first {
+        hosts_name_address(&c.record.spec.etc_dir, &c.record.spec.hostname, ip)
+            .map_err(|e| format!("writing /etc/hosts: {e}"))?;
+    }
+    let upstream = c
+        .record
+        .dns_upstream
+        .iter()
+        .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .collect();
+    let resolver = dns::Resolver::new(root, c.record.id.clone(), upstream);
+    joined.resolver =
+        Some(dns::serve(resolver, pid).map_err(|e| format!("starting the resolver: {e}"))?);
+    Ok(joined)
+}
+
+/// The step that joins `c`'s networks before its process starts; what it
+/// joined is kept in `slot` for the length of the run. None when `c` is
+/// on no user network.
+pub fn prestart(
+    c: &Container,
+    slot: &Arc<Mutex<Option<Joined>>>,
+) -> Option<crate::sandbox::Prestart> {
+    if c.record.networks.is_empty() {
+        return None;
+    }
+    let (mut c, slot) = (c.clone(), slot.clone());
+    Some(crate::sandbox::Prestart(Box::new(move |pid| {
+        // The networks as they are now: `network connect` may have
+        // changed them since the watcher read the record.
+        if let Some(now) = super::load(&c.dir) {
+            c.record.networks = now.record.networks;
+        }
+        let joined = join(&c, pid)?;
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(joined);
+        Ok(())
+    })))
+}
+
+/// Rewrites the line of /etc/hosts that names the container's hostname
+/// with its address on its first network, as docker's does.
+fn hosts_name_address(etc: &Path, hostname: &str, ip: std::net::Ipv4Addr) -> std::io::Result<()> {
+    let path = etc.join("hosts");
+    let text = std::fs::read_to_string(&path)?;
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t');
+            let (a, n) = (f.next().unwrap_or(""), f.next());
+            if !done
+                && n == Some(hostname)
+                && f.next().is_none()
+                && a.parse::<std::net::Ipv4Addr>().is_ok()
+            {
+                done = true;
+                format!("{ip}\t{hostname}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n")
+}
+
+/// The resolv.conf of a container on user networks: kiln's resolver, and
+/// the host's search domains.
+pub fn resolv_conf(host: &str) -> String {
+    let mut text = format!("nameserver {}\n", dns::ADDRESS);
+    for l in host.lines() {
+        if l.starts_with("search ") {
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    text.push_str("options ndots:0\n");
+    text
+}
+
+/// `network connect`: a stopped container joins at its next start; a
+/// running one on a user network joins now (its resolver already runs).
+pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerError> {
+    use super::ContainerError::Invalid;
+    let root = store_root(c);
+    check(&root, std::slice::from_ref(&a)).map_err(|e| Invalid(e.to_string()))?;
+    let net = network::find(&root, &a.network).map_err(|e| Invalid(e.to_string()))?;
+    if c.record.spec.network == crate::sandbox::Network::Host {
+        return Err(Invalid(
+            "container cannot be disconnected from host network or connected to host network"
+                .into(),
+        ));
+    }
+    if c.record.networks.iter().any(|n| n.network == net.name) {
+        return Err(Invalid(format!(
+            "endpoint with name {} already exists in network {}",
+            c.record.name, net.name
+        )));
+    }
+    let st = c.state();
+    if let Some(init) = st.init.filter(|i| st.is_running() && i.alive()) {
+        if c.record.networks.is_empty() {
+            return Err(Invalid(format!(
+                "container {} runs on no user network, so it has no resolver: stop it, connect it, and start it again",
+                c.record.name
+            )));
+        }
+        // The init runs in the container's network namespace.
+        net.join(
+            &root,
+            (&c.record.id, &c.record.name),
+            &a,
+            init.pid,
+            &format!("eth{}", c.record.networks.len()),
+        )
+        .map_err(|e| Invalid(e.to_string()))?;
+    }
+    c.record.networks.push(Attachment {
+        network: net.name,
+        ..a
+    });
+    c.save_record()
+}
+
+/// `network disconnect`: off the network now if it runs, and at its
+/// next starts.
+pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerError> {
+    use super::ContainerError::Invalid;
+    let root = store_root(c);
+    let net = network::find(&root, name).map_err(|e| Invalid(e.to_string()))?;
+    let Some(at) = c.record.networks.iter().position(|n| n.network == net.name) else {
+        return Err(Invalid(format!(
+            "container {} is not connected to network {}",
+            c.record.name, net.name
+        )));
+    };
+    if let Some(e) = net.endpoint(&root, &c.record.id) {
+        if e.live() {
+            crate::sandbox::netlink::detach(e.init.pid, &e.inner_if).map_err(Invalid)?;
+        }
+        net.leave(&root, &c.record.id)
+            .map_err(|e| Invalid(e.to_string()))?;
+    }
+    c.record.networks.remove(at);
+    c.save_record()
+}
+
+/// Each network `c` is attached to, with its endpoint while it runs
+/// (`inspect`'s NetworkSettings).
+pub fn settings(c: &Container) -> Vec<(Attachment, Option<Network>, Option<network::Endpoint>)> {
+    let root = store_root(c);
+    c.record
+        .networks
+        .iter()
+        .map(|a| {
+            let net = network::find(&root, &a.network).ok();
+            let e = net
+                .as_ref()
+                .and_then(|n| n.endpoint(&root, &c.record.id))
+                .filter(network::Endpoint::live);
+            (a.clone(), net, e)
+        })
+        .collect()
+}

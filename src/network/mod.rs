@@ -1,0 +1,642 @@
+//! Container networks (`kiln network create`, `kiln run --network NAME`):
+//! a bridge per network, a veth pair per container, addresses from the
+//! network's own small IPAM (the endpoint files, under the network's
+//! lock), and a DNS resolver per container that answers the network's
+//! names and aliases in round robin ([`dns`]).
+//!
+//! A network is a directory `networks/NAME/` of the store: `network.json`
+//! (what `create` was given), `lock`, and `endpoints/CONTAINER-ID.json`,
+//! one per connected, running container with the pid and start time of
+//! its init. An endpoint whose init is gone is stale: the next allocation
+//! takes its address back and `prune` removes what it left, so a kiln
+//! killed anywhere leaves nothing that the next one does not reclaim.
+
+pub mod dns;
+
+use crate::sandbox::netlink;
+use crate::sandbox::process::Recorded;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// What went wrong with a network.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    /// No network has that name or id.
+    #[error("network {0} not found")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    /// The request does not fit.
+    #[error("{0}")]
+    Invalid(String),
+    /// A container still uses it.
+    #[error(
+        "error while removing network: network {name} id {id} has active endpoints ({containers})"
+    )]
+    InUse {
+        /// Its name.
+        name: String,
+        /// Its id.
+        id: String,
+        /// The containers on it.
+        containers: String,
+    },
+    /// Every address of the subnet is taken.
+    #[error("no address left in {0}")]
+    Full(String),
+    /// Netlink refused a change.
+    #[error("{0}")]
+    Link(String),
+    /// Networks need root.
+    #[error(
+        "container networks need root for now: rootless networks (a per-user namespace with pasta) are not done yet; use -p to publish ports, which works rootless"
+    )]
+    Rootless,
+    /// A file of the network could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NetworkError {
+    let path = path.to_path_buf();
+    move |source| NetworkError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// An IPv4 subnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    /// The network address.
+    pub addr: Ipv4Addr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// Parses `A.B.C.D/N` (8 ≤ N ≤ 30, no host bits set).
+    pub fn parse(text: &str) -> Result<Subnet, String> {
+        let bad = || format!("invalid subnet {text:?}: use A.B.C.D/N");
+        let (a, n) = text.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = n.parse().map_err(|_| bad())?;
+        if !(8..=30).contains(&prefix) {
+            return Err(format!(
+                "invalid subnet {text:?}: the prefix must be between /8 and /30"
+            ));
+        }
+        let s = Subnet { addr, prefix };
+        if s.network() != addr {
+            return Err(format!(
+                "invalid subnet {text:?}: host bits are set (the network is {}/{prefix})",
+                s.network()
+            ));
+        }
+        Ok(s)
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX << (32 - self.prefix)
+    }
+
+    fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    /// True when `ip` is in the subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    /// True when the two subnets share an address.
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let m = self.mask().min(other.mask());
+        u32::from(self.addr) & m == u32::from(other.addr) & m
+    }
+
+    /// The host addresses, first to last (no network or broadcast address).
+    pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let base = u32::from(self.addr);
+        let size = 1u32 << (32 - self.prefix);
+        (base + 1..base + size - 1).map(Ipv4Addr::from)
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A network as `create` made it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    /// Its name.
+    pub name: String,
+    /// 64 hex digits.
+    pub id: String,
+    /// Its subnet.
+    pub subnet: Subnet,
+    /// The bridge's address (none on an internal network: no way out).
+    pub gateway: Option<Ipv4Addr>,
+    /// The bridge's name (`kb-` and 12 digits of the id).
+    pub bridge: String,
+    /// `--internal`: no gateway, no route out, no forwarding of other names.
+    pub internal: bool,
+    /// When it was made.
+    pub created: String,
+    /// `--label`.
+    #[serde(default)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// A container on a network.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The container's id.
+    pub container: String,
+    /// The container's name.
+    pub name: String,
+    /// `--network-alias`.
+    pub aliases: Vec<String>,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC address (02:42 and the address, as docker makes them).
+    pub mac: String,
+    /// The veth end on the bridge.
+    pub host_if: String,
+    /// The interface in the container.
+    pub inner_if: String,
+    /// The container's init: the endpoint lives while it does.
+    pub init: Recorded,
+}
+
+impl Endpoint {
+    /// True while the container it belongs to runs.
+    pub fn live(&self) -> bool {
+        self.init.alive()
+    }
+}
+
+/// What `kiln network create` takes.
+#[derive(Clone, Debug, Default)]
+pub struct Create {
+    /// Its name.
+    pub name: String,
+    /// `--subnet` (default: the first free 10.89.N.0/24).
+    pub subnet: Option<String>,
+    /// `--gateway` (default: the subnet's first address).
+    pub gateway: Option<String>,
+    /// `--internal`.
+    pub internal: bool,
+    /// `--label`.
+    pub labels: Vec<(String, String)>,
+}
+
+/// How a container asks to join a network (`--network`, `--network-alias`,
+/// `--ip`): kept in its record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The network's name.
+    pub network: String,
+    /// Its aliases on that network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The address asked for.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// The reserved names that are modes, not networks.
+pub const MODES: [&str; 3] = ["host", "none", "bridge"];
+
+fn networks_dir(root: &Path) -> PathBuf {
+    root.join("networks")
+}
+
+impl Network {
+    /// `networks/NAME/`.
+    pub fn dir(&self, root: &Path) -> PathBuf {
+        networks_dir(root).join(&self.name)
+    }
+
+    /// The network's lock, held while its endpoints change.
+    fn lock(&self, root: &Path) -> Result<std::fs::File, NetworkError> {
+        let path = self.dir(root).join("lock");
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        f.lock().map_err(io_err("locking", &path))?;
+        Ok(f)
+    }
+
+    fn endpoint_path(&self, root: &Path, container: &str) -> PathBuf {
+        self.dir(root)
+            .join("endpoints")
+            .join(format!("{container}.json"))
+    }
+
+    /// The endpoint file of container `id`, live or stale.
+    pub fn endpoint(&self, root: &Path, id: &str) -> Option<Endpoint> {
+        let bytes = std::fs::read(self.endpoint_path(root, id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every endpoint file, live or stale.
+    fn all_endpoints(&self, root: &Path) -> Vec<Endpoint> {
+        let dir = self.dir(root).join("endpoints");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// The endpoints of running containers, by address.
+    pub fn endpoints(&self, root: &Path) -> Vec<Endpoint> {
+        let mut live: Vec<Endpoint> = self
+            .all_endpoints(root)
+            .into_iter()
+            .filter(Endpoint::live)
+            .collect();
+        live.sort_by_key(|e| e.ip);
+        live
+    }
+
+    /// Removes stale endpoints (their container died without leaving) and
+    /// the veth ends they left; called under the lock.
+    fn reclaim(&self, root: &Path) {
+        for e in self.all_endpoints(root) {
+            if !e.live() {
+                let _ = netlink::delete_link(&e.host_if);
+                let _ = std::fs::remove_file(self.endpoint_path(root, &e.container));
+            }
+        }
+    }
+
+    /// Connects the running container `container` (init `pid`) to this
+    /// network as `inner_if`: an address, the veth pair, the endpoint file.
+    pub fn join(
+        &self,
+        root: &Path,
+        container: (&str, &str),
+        attachment: &Attachment,
+        pid: u32,
+        inner_if: &str,
+    ) -> Result<Endpoint, NetworkError> {
+        let (id, name) = container;
+        let _lock = self.lock(root)?;
+        self.reclaim(root);
+        let taken: Vec<Ipv4Addr> = self.all_endpoints(root).iter().map(|e| e.ip).collect();
+        let free = |ip: &Ipv4Addr| !taken.contains(ip) && Some(*ip) != self.gateway;
+        let ip = match attachment.ip {
+            Some(ip) if !self.subnet.contains(ip) => {
+                return Err(NetworkError::Invalid(format!(
+                    "invalid address {ip}: it is not in network {}'s subnet {}",
+                    self.name, self.subnet
+                )));
+            }
+            Some(ip) if !free(&ip) || !self.subnet.hosts().any(|h| h == ip) => {
+                return Err(NetworkError::Invalid(format!(
+                    "Address already in use: {ip} on network {}",
+                    self.name
+                )));
+            }
+            Some(ip) => ip,
+            None => self
+                .subnet
+                .hosts()
+                .find(free)
+                .ok_or_else(|| NetworkError::Full(self.subnet.to_string()))?,
+        };
+        let o = ip.octets();
+        let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
+        let init = crate::sandbox::process::record(pid)
+            .ok_or_else(|| NetworkError::Link(format!("the container's init ({pid}) is gone")))?;
+        let e = Endpoint {
+            container: id.to_string(),
+            name: name.to_string(),
+            aliases: attachment.aliases.clone(),
+            ip,
+            mac: mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+            host_if: format!("kv{}{}", &id[..7.min(id.len())], &self.id[..5]),
+            inner_if: inner_if.to_string(),
+            init,
+        };
+        // The endpoint is written first: killed from here on, what the
+        // veth set-up left is found by its file.
+        let path = self.endpoint_path(root, id);
+        write_json(&path, &e)?;
+        let made =
+            netlink::ensure_bridge(&self.bridge, self.gateway.map(|g| (g, self.subnet.prefix)))
+                .and_then(|()| {
+                    netlink::attach(
+                        pid,
+                        &netlink::Attach {
+                            bridge: self.bridge.clone(),
+                            host_if: e.host_if.clone(),
+                            inner_if: inner_if.to_string(),
+                            address: ip,
+                            subnet: (self.subnet.addr, self.subnet.prefix),
+                            gateway: self.gateway,
+                            mac,
+                        },
+                    )
+                });
+        if let Err(m) = made {
+            let _ = std::fs::remove_file(&path);
+            return Err(NetworkError::Link(m));
+        }
+        Ok(e)
+    }
+
+    /// Takes the container `id` off this network; the bridge goes with
+    /// the last container.
+    pub fn leave(&self, root: &Path, id: &str) -> Result<(), NetworkError> {
+        let _lock = self.lock(root)?;
+        let path = self.endpoint_path(root, id);
+        if let Some(e) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Endpoint>(&b).ok())
+        {
+            let _ = netlink::delete_link(&e.host_if);
+        }
+        let _ = std::fs::remove_file(&path);
+        self.reclaim(root);
+        if self.all_endpoints(root).is_empty() {
+            netlink::delete_link(&self.bridge).map_err(NetworkError::Link)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NetworkError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    std::fs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err("renaming", path))
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Makes a network.
+pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
+    if !crate::sandbox::fs::is_root() {
+        return Err(NetworkError::Rootless);
+    }
+    if MODES.contains(&opts.name.as_str()) {
+        return Err(NetworkError::Invalid(format!(
+            "{:?} is a pre-defined network mode and cannot be created",
+            opts.name
+        )));
+    }
+    if !crate::container::valid_name(&opts.name) || opts.name.len() > 64 {
+        return Err(NetworkError::Invalid(format!(
+            "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+            opts.name
+        )));
+    }
+    let dir = networks_dir(root);
+    std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    // One lock for all networks while names and subnets are chosen.
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("opening", &lock_path))?;
+    lock.lock().map_err(io_err("locking", &lock_path))?;
+    let existing = list(root)?;
+    if existing.iter().any(|n| n.name == opts.name) {
+        return Err(NetworkError::Exists(opts.name.clone()));
+    }
+    let host: Vec<Subnet> = netlink::addresses()
+        .map_err(NetworkError::Link)?
+        .into_iter()
+        .filter(|(ip, _)| !ip.is_loopback())
+        .map(|(ip, prefix)| Subnet {
+            addr: Ipv4Addr::from(u32::from(ip) & (u32::MAX << (32 - prefix.clamp(1, 32)))),
+            prefix,
+        })
+        .collect();
+    let clash = |s: &Subnet| {
+        existing
+            .iter()
+            .map(|n| n.subnet)
+            .chain(host.iter().copied())
+            .find(|o| o.overlaps(s))
+    };
+    let subnet = match &opts.subnet {
+        Some(text) => {
+            let s = Subnet::parse(text).map_err(NetworkError::Invalid)?;
+            if let Some(o) = clash(&s) {
+                return Err(NetworkError::Invalid(format!(
+                    "Pool overlaps with other one on this address space: {s} overlaps {o}"
+                )));
+            }
+            s
+        }
+        None => (0..=255u8)
+            .map(|n| Subnet {
+                addr: Ipv4Addr::new(10, 89, n, 0),
+                prefix: 24,
+            })
+            .find(|s| clash(s).is_none())
+            .ok_or_else(|| NetworkError::Full("10.89.0.0/16".into()))?,
+    };
+    let gateway = match (&opts.gateway, opts.internal) {
+        (Some(_), true) => {
+            return Err(NetworkError::Invalid(
+                "an internal network has no gateway: drop --gateway or --internal".into(),
+            ));
+        }
+        (_, true) => None,
+        (Some(g), false) => {
+            let ip: Ipv4Addr = g
+                .parse()
+                .map_err(|_| NetworkError::Invalid(format!("invalid gateway {g:?}")))?;
+            if !subnet.hosts().any(|h| h == ip) {
+                return Err(NetworkError::Invalid(format!(
+                    "gateway {ip} is not a host address of {subnet}"
+                )));
+            }
+            Some(ip)
+        }
+        (None, false) => subnet.hosts().next(),
+    };
+    let id = random_id();
+    let net = Network {
+        name: opts.name.clone(),
+        bridge: format!("kb-{}", &id[..12]),
+        id,
+        subnet,
+        gateway,
+        internal: opts.internal,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        labels: opts.labels.clone(),
+    };
+    let ndir = net.dir(root);
+    std::fs::create_dir_all(ndir.join("endpoints")).map_err(io_err("creating", &ndir))?;
+    write_json(&ndir.join("network.json"), &net)?;
+    Ok(net)
+}
+
+/// Every network, by name.
+pub fn list(root: &Path) -> Result<Vec<Network>, NetworkError> {
+    let dir = networks_dir(root);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut all: Vec<Network> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("network.json")).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// The network named `what`, or whose id starts with it.
+pub fn find(root: &Path, what: &str) -> Result<Network, NetworkError> {
+    let all = list(root)?;
+    if let Some(n) = all.iter().find(|n| n.name == what || n.id == what) {
+        return Ok(n.clone());
+    }
+    let by_id: Vec<&Network> = all.iter().filter(|n| n.id.starts_with(what)).collect();
+    match by_id.as_slice() {
+        [n] if !what.is_empty() => Ok((*n).clone()),
+        _ => Err(NetworkError::NotFound(what.to_string())),
+    }
+}
+
+/// Removes a network no running container uses: its bridge and directory.
+pub fn remove(root: &Path, net: &Network) -> Result<(), NetworkError> {
+    let lock = net.lock(root)?;
+    net.reclaim(root);
+    let live = net.endpoints(root);
+    if !live.is_empty() {
+        return Err(NetworkError::InUse {
+            name: net.name.clone(),
+            id: net.id.clone(),
+            containers: live
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    netlink::delete_link(&net.bridge).map_err(NetworkError::Link)?;
+    drop(lock);
+    let dir = net.dir(root);
+    std::fs::remove_dir_all(&dir).map_err(io_err("removing", &dir))
+}
+
+/// True for the name of a link kiln makes: `kb-` and 12 hex digits (a
+/// bridge), `kv` and 12 (a veth end), with `p` (its peer before it moves).
+fn is_kilns(link: &str) -> bool {
+    let hex = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match (link.strip_prefix("kb-"), link.strip_prefix("kv")) {
+        (Some(rest), _) => hex(rest),
+        (_, Some(rest)) => hex(rest.strip_suffix('p').unwrap_or(rest)),
+        _ => false,
+    }
+}
+
+/// Removes every network no running container uses, and links kiln made
+/// that no network or endpoint accounts for (a kiln killed mid set-up);
+/// the names of the networks removed.
+pub fn prune(root: &Path) -> Result<Vec<String>, NetworkError> {
+    let mut removed = Vec::new();
+    for net in list(root)? {
+        if remove(root, &net).is_ok() {
+            removed.push(net.name);
+        }
+    }
+    let left = list(root)?;
+    let known: Vec<String> = left
+        .iter()
+        .flat_map(|n| {
+            let mut names = vec![n.bridge.clone()];
+            names.extend(n.endpoints(root).into_iter().map(|e| e.host_if));
+            names
+        })
+        .collect();
+    for prefix in ["kb-", "kv"] {
+        for link in netlink::links_named(prefix).map_err(NetworkError::Link)? {
+            if is_kilns(&link) && !known.contains(&link) {
+                let _ = netlink::delete_link(&link);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_parse_and_overlap() {
+        let s = Subnet::parse("10.89.3.0/24").unwrap();
+        assert!(s.contains("10.89.3.7".parse().unwrap()));
+        assert!(!s.contains("10.89.4.1".parse().unwrap()));
+        assert_eq!(s.hosts().count(), 254);
+        assert_eq!(s.hosts().next(), Some("10.89.3.1".parse().unwrap()));
+        assert!(s.overlaps(&Subnet::parse("10.89.0.0/16").unwrap()));
+        assert!(!s.overlaps(&Subnet::parse("10.89.4.0/24").unwrap()));
+        assert!(
+            Subnet::parse("10.89.3.1/24")
+                .unwrap_err()
+                .contains("host bits are set (the network is 10.89.3.0/24)")
+        );
+        assert!(Subnet::parse("10.0.0.0/31").unwrap_err().contains("/30"));
+        assert!(Subnet::parse("10.0.0.0").is_err());
+    }
+
+    #[test]
+    fn only_links_kiln_names_are_kilns() {
+        assert!(is_kilns("kb-0123456789ab"));
+        assert!(is_kilns("kv0123456789ab"));
+        assert!(is_kilns("kv0123456789abp"));
+        for other in [
+            "kvm0",
+            "kb-docker",
+            "eth0",
+            "kv0123456789abx",
+            "br-0123456789ab",
+        ] {
+            assert!(!is_kilns(other), "{other}");
+        }
+    }
+}
