@@ -86,7 +86,7 @@ fn join(c: &Container, pid: u32) -> Result<Joined, String> {
                 (&c.record.id, &c.record.name),
                 a,
                 pid,
-                &format!("eth{i}"),
+                (&format!("eth{i}"), i == 0),
             )
             .map_err(|e| e.to_string())?;
         first.get_or_insert(e.ip);
@@ -205,7 +205,7 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
             (&c.record.id, &c.record.name),
             &a,
             init.pid,
-            &format!("eth{}", c.record.networks.len()),
+            (&format!("eth{}", c.record.networks.len()), false),
         )
         .map_err(|e| Invalid(e.to_string()))?;
     }

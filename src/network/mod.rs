@@ -293,14 +293,16 @@ impl Network {
     }
 
     /// Connects the running container `container` (init `pid`) to this
-    /// network as `inner_if`: an address, the veth pair, the endpoint file.
+    /// network as `inner_if`: an address, the veth pair, the endpoint file;
+    /// the default route goes through this network's gateway when
+    /// `default_route` (the container's first network only, as docker's).
     pub fn join(
         &self,
         root: &Path,
         container: (&str, &str),
         attachment: &Attachment,
         pid: u32,
-        inner_if: &str,
+        (inner_if, default_route): (&str, bool),
     ) -> Result<Endpoint, NetworkError> {
         let (id, name) = container;
         let _lock = self.lock(root)?;
@@ -360,7 +362,7 @@ impl Network {
                             inner_if: inner_if.to_string(),
                             address: ip,
                             subnet: (self.subnet.addr, self.subnet.prefix),
-                            gateway: self.gateway,
+                            gateway: self.gateway.filter(|_| default_route),
                             mac,
                         },
                     )
@@ -420,7 +422,10 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
             opts.name
         )));
     }
-    if !crate::container::valid_name(&opts.name) || opts.name.len() > 64 {
+    let mut chars = opts.name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !valid || opts.name.len() > 64 {
         return Err(NetworkError::Invalid(format!(
             "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
             opts.name

@@ -320,8 +320,14 @@ impl ContainerLock {
     /// sees it unheld, which would mean a dead kiln's container to reclaim.
     pub fn take(dir: &std::path::Path) -> std::io::Result<ContainerLock> {
         let path = dir.join("lock");
-        if ContainerLock::held(dir) == Some(true) {
-            return Err(std::io::Error::other("the container is in use"));
+        // A monitor killed a moment ago holds its lock until the last of
+        // its threads is gone: give it that moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while ContainerLock::held(dir) == Some(true) {
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other("the container is in use"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let tmp = dir.join(format!(".lock.{}", std::process::id()));
         let file = std::fs::File::options()

@@ -12,6 +12,7 @@ mod compat;
 mod conformance;
 mod containers;
 mod fuzz;
+mod networks;
 mod parse_golden;
 mod realworld;
 mod registry;
