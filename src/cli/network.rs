@@ -30,6 +30,11 @@ enum Command {
         /// No way out: no gateway, no route, no names but its own.
         #[arg(long)]
         internal: bool,
+        /// Masquerade what leaves the network (nftables; turns IPv4
+        /// forwarding on). Without it, containers reach the host and
+        /// each other, and nothing beyond.
+        #[arg(long)]
+        nat: bool,
         /// Only `bridge`.
         #[arg(short = 'd', long, default_value = "bridge", value_parser = ["bridge"])]
         driver: String,
@@ -129,7 +134,10 @@ fn inspect_json(root: &Path, n: &Network) -> serde_json::Value {
         "Attachable": false,
         "Ingress": false,
         "Containers": containers,
-        "Options": { "com.docker.network.bridge.name": n.bridge },
+        "Options": {
+            "com.docker.network.bridge.name": n.bridge,
+            "com.docker.network.bridge.enable_ip_masquerade": n.nat.to_string(),
+        },
         "Labels": n.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
@@ -146,6 +154,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             subnet,
             gateway,
             internal,
+            nat,
             label,
             ..
         } => {
@@ -163,6 +172,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                     subnet,
                     gateway,
                     internal,
+                    nat,
                     labels,
                 },
             )

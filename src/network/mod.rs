@@ -12,6 +12,7 @@
 //! killed anywhere leaves nothing that the next one does not reclaim.
 
 pub mod dns;
+mod nat;
 
 use crate::sandbox::netlink;
 use crate::sandbox::process::Recorded;
@@ -155,6 +156,9 @@ pub struct Network {
     pub bridge: String,
     /// `--internal`: no gateway, no route out, no forwarding of other names.
     pub internal: bool,
+    /// `--nat`: what leaves the subnet is masqueraded (nftables).
+    #[serde(default)]
+    pub nat: bool,
     /// When it was made.
     pub created: String,
     /// `--label`.
@@ -201,6 +205,8 @@ pub struct Create {
     pub gateway: Option<String>,
     /// `--internal`.
     pub internal: bool,
+    /// `--nat`.
+    pub nat: bool,
     /// `--label`.
     pub labels: Vec<(String, String)>,
 }
@@ -353,6 +359,10 @@ impl Network {
         write_json(&path, &e)?;
         let made =
             netlink::ensure_bridge(&self.bridge, self.gateway.map(|g| (g, self.subnet.prefix)))
+                .and_then(|()| match self.nat {
+                    true => nat::enable(self),
+                    false => Ok(()),
+                })
                 .and_then(|()| {
                     netlink::attach(
                         pid,
@@ -374,6 +384,15 @@ impl Network {
         Ok(e)
     }
 
+    /// Removes the bridge and the NAT rules (the last container left).
+    fn take_down(&self) -> Result<(), NetworkError> {
+        if self.nat {
+            nat::disable(self).map_err(NetworkError::Link)?;
+        }
+        netlink::delete_link(&self.bridge).map_err(NetworkError::Link)?;
+        Ok(())
+    }
+
     /// Takes the container `id` off this network; the bridge goes with
     /// the last container.
     pub fn leave(&self, root: &Path, id: &str) -> Result<(), NetworkError> {
@@ -388,7 +407,7 @@ impl Network {
         let _ = std::fs::remove_file(&path);
         self.reclaim(root);
         if self.all_endpoints(root).is_empty() {
-            netlink::delete_link(&self.bridge).map_err(NetworkError::Link)?;
+            self.take_down()?;
         }
         Ok(())
     }
@@ -480,6 +499,16 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
             .find(|s| clash(s).is_none())
             .ok_or_else(|| NetworkError::Full("10.89.0.0/16".into()))?,
     };
+    if opts.nat && opts.internal {
+        return Err(NetworkError::Invalid(
+            "an internal network has no way out to translate: drop --nat or --internal".into(),
+        ));
+    }
+    if opts.nat && !nat::available() {
+        return Err(NetworkError::Invalid(
+            "--nat needs nftables' nft command: install nftables (apt-get install nftables)".into(),
+        ));
+    }
     let gateway = match (&opts.gateway, opts.internal) {
         (Some(_), true) => {
             return Err(NetworkError::Invalid(
@@ -508,6 +537,7 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
         subnet,
         gateway,
         internal: opts.internal,
+        nat: opts.nat,
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         labels: opts.labels.clone(),
     };
@@ -561,7 +591,7 @@ pub fn remove(root: &Path, net: &Network) -> Result<(), NetworkError> {
                 .join(", "),
         });
     }
-    netlink::delete_link(&net.bridge).map_err(NetworkError::Link)?;
+    net.take_down()?;
     drop(lock);
     let dir = net.dir(root);
     std::fs::remove_dir_all(&dir).map_err(io_err("removing", &dir))

@@ -679,3 +679,105 @@ fn a_published_udp_port_carries_flows_both_ways() {
     let _ = server.wait();
     ok(k(root, &[], &["rm", "-f", "udp1"]));
 }
+
+/// `--nat`: a container reaches a server in a second namespace (the
+/// "outside", with no route back to the container's subnet) only when its
+/// network masquerades; the rule lives in kiln's own nftables table and
+/// goes with the network, and a rule of someone else's stays.
+#[test]
+fn nat_masquerades_only_networks_that_ask_and_cleans_up_after() {
+    if !need_tool("nft", "nftables makes --nat's masquerade rule") {
+        return;
+    }
+    let Some((ns, store)) = setup() else {
+        return;
+    };
+    let root = store.path();
+    let outside = Netns::new().unwrap();
+    // A link from the test's namespace to the outside, TEST-NET-1 addresses.
+    let link = format!(
+        "ip link add up0 type veth peer name up1 netns {o} && ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up && ip -n {o} addr add 192.0.2.2/24 dev up1 && ip -n {o} link set up1 up && nft add table ip someone && nft add chain ip someone c",
+        o = outside.name
+    );
+    assert!(ns.sh(&link).status().unwrap().success());
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "outside\n").unwrap();
+    let mut server = outside
+        .sh(&format!(
+            "exec busybox httpd -f -p 192.0.2.2:8000 -h {}",
+            www.path().display()
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    ns.ok(
+        root,
+        &[
+            "network",
+            "create",
+            "--nat",
+            "--subnet",
+            "10.89.40.0/24",
+            "natted",
+        ],
+    );
+    ns.ok(
+        root,
+        &["network", "create", "--subnet", "10.89.41.0/24", "plain"],
+    );
+    let fetch = |net: &str| {
+        ns.kiln(
+            root,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                net,
+                "box:1",
+                "sh",
+                "-c",
+                "timeout 3 wget -q -O - http://192.0.2.2:8000/",
+            ],
+        )
+    };
+    let out = fetch("natted");
+    assert_eq!(text(&out.stdout), "outside\n", "{}", text(&out.stderr));
+    let out = fetch("plain");
+    assert!(
+        !out.status.success(),
+        "no NAT, no way back: {}",
+        text(&out.stdout)
+    );
+    // While a container is on it, the rule is there, tagged.
+    ns.ok(
+        root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "held",
+            "--network",
+            "natted",
+            "box:1",
+            "sleep",
+            "60",
+        ],
+    );
+    let rules = |ns: &Netns| {
+        let out = ns.sh("nft list ruleset").output().unwrap();
+        text(&out.stdout)
+    };
+    let during = rules(&ns);
+    assert!(
+        during.contains("ip saddr 10.89.40.0/24 oifname != \"kb-")
+            && during.contains("masquerade comment \"kiln:"),
+        "{during}"
+    );
+    ns.ok(root, &["rm", "-f", "held"]);
+    ns.ok(root, &["network", "rm", "natted", "plain"]);
+    let after = rules(&ns);
+    assert!(!after.contains("table ip kiln"), "{after}");
+    assert!(after.contains("table ip someone"), "{after}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
