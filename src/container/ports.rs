@@ -178,13 +178,25 @@ fn relay(client: TcpStream, inner: TcpStream) {
 /// on the loopback of the container in `dir` while it runs (its init is in
 /// its network namespace); refused while it does not.
 fn forward(listener: TcpListener, port: u16, dir: std::path::PathBuf) {
+    use crate::sandbox::net::SocketMaker;
+    // The maker of the container's current run: made again when the
+    // container was restarted (a new init, a new namespace).
+    let mut maker: Option<(crate::sandbox::process::Recorded, Arc<SocketMaker>)> = None;
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
     for client in listener.incoming().flatten() {
-        let Some(pid) = running_init(&dir) else {
+        if !maker.as_ref().is_some_and(|(init, _)| init.alive()) {
+            let st = super::state::read(&dir);
+            maker = st
+                .init
+                .filter(|i| st.is_running() && i.alive())
+                .and_then(|i| Some((i, Arc::new(SocketMaker::new(i.pid).ok()?))));
+        }
+        let Some((_, m)) = &maker else {
             continue;
         };
+        let m = m.clone();
         std::thread::spawn(move || {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if let Ok(inner) = crate::sandbox::net::connect_in(pid, addr) {
+            if let Ok(inner) = m.connect(addr) {
                 relay(client, inner);
             }
         });
