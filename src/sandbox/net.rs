@@ -44,16 +44,16 @@ impl SocketMaker {
             let r = nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
             let ok = r.is_ok();
             let _ = joined_tx.send(r);
+            if !ok {
+                return;
+            }
             // Ends once the maker is dropped (the send fails).
-            while ok {
-                let Ok(fd) = socket(
-                    AddressFamily::Inet,
-                    SockType::Stream,
-                    SockFlag::SOCK_CLOEXEC,
-                    None,
-                ) else {
-                    break;
-                };
+            while let Ok(fd) = socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            ) {
                 if tx.send(fd).is_err() {
                     break;
                 }
