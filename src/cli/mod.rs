@@ -119,6 +119,12 @@ enum Command {
     /// The container's init (started by kiln itself).
     #[command(name = "__init", hide = true)]
     Init,
+    /// The per-user network namespace's pause process (rootless networks).
+    #[command(name = "__netns-holder", hide = true)]
+    NetnsHolder,
+    /// A helper in that namespace (started by kiln itself).
+    #[command(name = "__netns-helper", hide = true)]
+    NetnsHelper,
     /// A detached container's monitor (started by kiln itself).
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -169,6 +175,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),
         Command::Init => kiln::sandbox::init::main(),
+        Command::NetnsHolder => std::process::exit(kiln::sandbox::netns::holder_main()),
+        Command::NetnsHelper => std::process::exit(kiln::network::rootless::helper_main()),
     }
 }
 

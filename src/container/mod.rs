@@ -413,12 +413,6 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
             "published ports need the container's own network namespace: -p goes without --network host".into(),
         ));
     }
-    if !opts.ports.is_empty() && !sandbox::fs::is_root() {
-        return Err(ContainerError::Invalid(
-            "-p needs root for now (a rootless container's network namespace is not joined yet)"
-                .into(),
-        ));
-    }
     if !opts.networks.is_empty() && opts.network != Network::None {
         return Err(ContainerError::Invalid(
             "a user network needs the container's own network namespace: not with --network host"

@@ -177,6 +177,7 @@ fn run_once(
         let log = log.clone();
         std::thread::spawn(move || pump(r, s, log))
     });
+    let userns = super::networks::userns(c).map_err(SandboxError::Setup)?;
     let (tx, watcher, ended) = watch_start(c, ready.take());
     let joined = Arc::new(Mutex::new(None));
     let result = sandbox::run(
@@ -188,6 +189,7 @@ fn run_once(
             output: Some(OwnedFd::from(out_w)),
             stderr: Some(OwnedFd::from(err_w)),
             started: Some(tx),
+            userns,
             prestart: super::networks::prestart(c, &joined),
         },
     );
@@ -332,6 +334,7 @@ pub fn run_foreground(
         s.monitor = me;
         s.boot_id = process::boot_id();
     });
+    let userns = super::networks::userns(c).map_err(SandboxError::Setup)?;
     let (tx, watcher, ended) = watch_start(c, None);
     let joined = Arc::new(Mutex::new(None));
     let result = sandbox::run(
@@ -343,6 +346,7 @@ pub fn run_foreground(
             output: None,
             stderr: None,
             started: Some(tx),
+            userns,
             prestart: super::networks::prestart(c, &joined),
         },
     );

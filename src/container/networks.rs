@@ -54,11 +54,19 @@ fn store_root(c: &Container) -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Rootless: the user namespace `c`'s namespaces are made in when it is
+/// on a network or publishes ports (the network holder's, started if
+/// needed), so that the holder's helper can reach them.
+pub fn userns(c: &Container) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    if crate::sandbox::fs::is_root() || (c.record.networks.is_empty() && c.record.ports.is_empty())
+    {
+        return Ok(None);
+    }
+    network::rootless::userns(&store_root(c)).map(Some)
+}
+
 /// Checks that every network `attachments` names exists.
 pub fn check(root: &Path, attachments: &[Attachment]) -> Result<(), network::NetworkError> {
-    if !attachments.is_empty() && !crate::sandbox::fs::is_root() {
-        return Err(network::NetworkError::Rootless);
-    }
     for a in attachments {
         network::find(root, &a.network)?;
     }
@@ -76,7 +84,11 @@ fn join(c: &Container, pid: u32) -> Result<Joined, String> {
         networks: Vec::new(),
         resolver: None,
     };
-    crate::sandbox::netlink::loopback_up(pid)?;
+    // Loopback up before the resolver binds there (root: here; rootless:
+    // the helper that makes the resolver's sockets brings it up).
+    if crate::sandbox::fs::is_root() {
+        crate::sandbox::netlink::loopback_up(pid)?;
+    }
     let mut first = None;
     for (i, a) in c.record.networks.iter().enumerate() {
         let net = network::find(&root, &a.network).map_err(|e| e.to_string())?;
@@ -103,9 +115,13 @@ fn join(c: &Container, pid: u32) -> Result<Joined, String> {
         .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
         .map(|ip| std::net::SocketAddr::new(ip, 53))
         .collect();
+    let sockets = match crate::sandbox::fs::is_root() {
+        true => dns::sockets(pid).map_err(|e| format!("starting the resolver: {e}"))?,
+        false => network::rootless::resolver_sockets(&root, pid)?,
+    };
     let resolver = dns::Resolver::new(root, c.record.id.clone(), upstream);
     joined.resolver =
-        Some(dns::serve(resolver, pid).map_err(|e| format!("starting the resolver: {e}"))?);
+        Some(dns::serve(resolver, sockets).map_err(|e| format!("starting the resolver: {e}"))?);
     Ok(joined)
 }
 
@@ -230,7 +246,18 @@ pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerE
     };
     if let Some(e) = net.endpoint(&root, &c.record.id) {
         if e.live() {
-            crate::sandbox::netlink::detach(e.init.pid, &e.inner_if).map_err(Invalid)?;
+            match crate::sandbox::fs::is_root() {
+                true => {
+                    crate::sandbox::netlink::detach(e.init.pid, &e.inner_if).map_err(Invalid)?
+                }
+                false => {
+                    let request = network::rootless::Request::Detach {
+                        pid: e.init.pid,
+                        name: e.inner_if.clone(),
+                    };
+                    network::rootless::call(&root, &request).map_err(|e| Invalid(e.to_string()))?;
+                }
+            }
         }
         net.leave(&root, &c.record.id)
             .map_err(|e| Invalid(e.to_string()))?;

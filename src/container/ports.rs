@@ -177,11 +177,49 @@ fn relay(client: TcpStream, inner: TcpStream) {
 /// Accepts on `listener` for ever, forwarding each connection to `port`
 /// on the loopback of the container in `dir` while it runs (its init is in
 /// its network namespace); refused while it does not.
+/// Where a published port's sockets in the container come from: a thread
+/// of this process living in the container's namespace (root), or a helper
+/// in the network holder's namespaces (rootless).
+enum Maker {
+    Here(crate::sandbox::net::SocketMaker),
+    Helper(Mutex<crate::sandbox::netns::Helper>),
+}
+
+impl Maker {
+    fn new(c_dir: &std::path::Path, pid: u32) -> Option<Maker> {
+        match crate::sandbox::fs::is_root() {
+            true => crate::sandbox::net::SocketMaker::new(pid)
+                .ok()
+                .map(Maker::Here),
+            false => crate::network::rootless::socket_helper(&store_root(c_dir), pid)
+                .ok()
+                .map(|h| Maker::Helper(Mutex::new(h))),
+        }
+    }
+
+    fn socket(&self) -> Option<std::os::fd::OwnedFd> {
+        match self {
+            Maker::Here(m) => m.socket().ok(),
+            Maker::Helper(h) => h.lock().ok()?.ask().ok(),
+        }
+    }
+}
+
+/// The store root of a container's directory (`ROOT/containers/ID`).
+fn store_root(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.parent()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Accepts on `listener` for ever, forwarding each connection to `port`
+/// on the loopback of the container in `dir` while it runs; refused while
+/// it does not.
 fn forward(listener: TcpListener, port: u16, dir: std::path::PathBuf) {
-    use crate::sandbox::net::SocketMaker;
     // The maker of the container's current run: made again when the
     // container was restarted (a new init, a new namespace).
-    let mut maker: Option<(crate::sandbox::process::Recorded, Arc<SocketMaker>)> = None;
+    let mut maker: Option<(crate::sandbox::process::Recorded, Arc<Maker>)> = None;
     let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
     for client in listener.incoming().flatten() {
         if !maker.as_ref().is_some_and(|(init, _)| init.alive()) {
@@ -189,14 +227,13 @@ fn forward(listener: TcpListener, port: u16, dir: std::path::PathBuf) {
             maker = st
                 .init
                 .filter(|i| st.is_running() && i.alive())
-                .and_then(|i| Some((i, Arc::new(SocketMaker::new(i.pid).ok()?))));
+                .and_then(|i| Some((i, Arc::new(Maker::new(&dir, i.pid)?))));
         }
-        let Some((_, m)) = &maker else {
+        let Some(socket) = maker.as_ref().and_then(|(_, m)| m.socket()) else {
             continue;
         };
-        let m = m.clone();
         std::thread::spawn(move || {
-            if let Ok(inner) = m.connect(addr) {
+            if let Ok(inner) = crate::sandbox::net::connect(socket, addr) {
                 relay(client, inner);
             }
         });
@@ -233,12 +270,18 @@ fn forward_udp(sock: UdpSocket, port: u16, dir: std::path::PathBuf) {
                 let Some(pid) = running_init(&dir) else {
                     continue;
                 };
-                let made = crate::sandbox::net::in_namespace(pid, move || {
-                    let s = UdpSocket::bind(("127.0.0.1", 0))?;
-                    s.connect(("127.0.0.1", port))?;
-                    Ok(s)
-                });
-                let Ok(inner) = made else {
+                let made = match crate::sandbox::fs::is_root() {
+                    true => crate::sandbox::net::in_namespace(pid, move || {
+                        let s = UdpSocket::bind(("127.0.0.1", 0))?;
+                        s.connect(("127.0.0.1", port))?;
+                        Ok(s)
+                    })
+                    .ok(),
+                    false => {
+                        crate::network::rootless::udp_socket(&store_root(&dir), pid, port).ok()
+                    }
+                };
+                let Some(inner) = made else {
                     continue;
                 };
                 let (Ok(back), Ok(reader), Ok(kept)) =

@@ -207,14 +207,18 @@ impl Drop for Server {
     }
 }
 
-/// Serves `resolver` on 127.0.0.11:53 inside the network namespace of the
-/// process `pid` (the container's init), UDP and TCP.
-pub fn serve(resolver: Resolver, pid: u32) -> std::io::Result<Server> {
-    let (udp, tcp) = crate::sandbox::net::in_namespace(pid, || {
+/// The resolver's sockets, UDP and TCP on 127.0.0.11:53, inside the
+/// network namespace of the process `pid` (the container's init).
+pub fn sockets(pid: u32) -> std::io::Result<(UdpSocket, TcpListener)> {
+    crate::sandbox::net::in_namespace(pid, || {
         let udp = UdpSocket::bind((ADDRESS, 53))?;
         let tcp = TcpListener::bind((ADDRESS, 53))?;
         Ok((udp, tcp))
-    })?;
+    })
+}
+
+/// Serves `resolver` on its sockets ([`sockets`]).
+pub fn serve(resolver: Resolver, (udp, tcp): (UdpSocket, TcpListener)) -> std::io::Result<Server> {
     let resolver = Arc::new(resolver);
     let stop = Arc::new(AtomicBool::new(false));
     udp.set_read_timeout(Some(Duration::from_millis(200)))?;

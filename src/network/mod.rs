@@ -13,6 +13,7 @@
 
 pub mod dns;
 mod nat;
+pub mod rootless;
 
 use crate::sandbox::netlink;
 use crate::sandbox::process::Recorded;
@@ -51,9 +52,9 @@ pub enum NetworkError {
     /// Netlink refused a change.
     #[error("{0}")]
     Link(String),
-    /// Networks need root.
+    /// What rootless networks cannot do yet.
     #[error(
-        "container networks need root for now: rootless networks (a per-user namespace with pasta) are not done yet; use -p to publish ports, which works rootless"
+        "--nat needs root for now: a rootless network's way out (pasta attached to the per-user network namespace) is not done yet"
     )]
     Rootless,
     /// A file of the network could not be read or written.
@@ -308,6 +309,33 @@ impl Network {
         container: (&str, &str),
         attachment: &Attachment,
         pid: u32,
+        inner_if: (&str, bool),
+    ) -> Result<Endpoint, NetworkError> {
+        if crate::sandbox::fs::is_root() {
+            return self.join_here(root, container, attachment, pid, inner_if);
+        }
+        let answer = rootless::call(
+            root,
+            &rootless::Request::Join {
+                root: root.to_path_buf(),
+                network: self.name.clone(),
+                container: (container.0.to_string(), container.1.to_string()),
+                attachment: attachment.clone(),
+                pid,
+                inner_if: (inner_if.0.to_string(), inner_if.1),
+            },
+        )?;
+        serde_json::from_str(&answer)
+            .map_err(|e| NetworkError::Link(format!("the helper's answer: {e}")))
+    }
+
+    /// [`Network::join`] in this process (root, or the rootless helper).
+    pub fn join_here(
+        &self,
+        root: &Path,
+        container: (&str, &str),
+        attachment: &Attachment,
+        pid: u32,
         (inner_if, default_route): (&str, bool),
     ) -> Result<Endpoint, NetworkError> {
         let (id, name) = container;
@@ -396,6 +424,22 @@ impl Network {
     /// Takes the container `id` off this network; the bridge goes with
     /// the last container.
     pub fn leave(&self, root: &Path, id: &str) -> Result<(), NetworkError> {
+        if crate::sandbox::fs::is_root() {
+            return self.leave_here(root, id);
+        }
+        rootless::call(
+            root,
+            &rootless::Request::Leave {
+                root: root.to_path_buf(),
+                network: self.name.clone(),
+                container: id.to_string(),
+            },
+        )
+        .map(drop)
+    }
+
+    /// [`Network::leave`] in this process (root, or the rootless helper).
+    pub fn leave_here(&self, root: &Path, id: &str) -> Result<(), NetworkError> {
         let _lock = self.lock(root)?;
         let path = self.endpoint_path(root, id);
         if let Some(e) = std::fs::read(&path)
@@ -432,7 +476,7 @@ fn random_id() -> String {
 
 /// Makes a network.
 pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
-    if !crate::sandbox::fs::is_root() {
+    if opts.nat && !crate::sandbox::fs::is_root() {
         return Err(NetworkError::Rootless);
     }
     if MODES.contains(&opts.name.as_str()) {
@@ -577,6 +621,21 @@ pub fn find(root: &Path, what: &str) -> Result<Network, NetworkError> {
 
 /// Removes a network no running container uses: its bridge and directory.
 pub fn remove(root: &Path, net: &Network) -> Result<(), NetworkError> {
+    if crate::sandbox::fs::is_root() {
+        return remove_here(root, net);
+    }
+    rootless::call(
+        root,
+        &rootless::Request::Remove {
+            root: root.to_path_buf(),
+            network: net.name.clone(),
+        },
+    )
+    .map(drop)
+}
+
+/// [`remove`] in this process (root, or the rootless helper).
+pub fn remove_here(root: &Path, net: &Network) -> Result<(), NetworkError> {
     let lock = net.lock(root)?;
     net.reclaim(root);
     let live = net.endpoints(root);
@@ -612,9 +671,23 @@ fn is_kilns(link: &str) -> bool {
 /// that no network or endpoint accounts for (a kiln killed mid set-up);
 /// the names of the networks removed.
 pub fn prune(root: &Path) -> Result<Vec<String>, NetworkError> {
+    if crate::sandbox::fs::is_root() {
+        return prune_here(root);
+    }
+    let answer = rootless::call(
+        root,
+        &rootless::Request::Prune {
+            root: root.to_path_buf(),
+        },
+    )?;
+    Ok(answer.lines().map(String::from).collect())
+}
+
+/// [`prune`] in this process (root, or the rootless helper).
+pub fn prune_here(root: &Path) -> Result<Vec<String>, NetworkError> {
     let mut removed = Vec::new();
     for net in list(root)? {
-        if remove(root, &net).is_ok() {
+        if remove_here(root, &net).is_ok() {
             removed.push(net.name);
         }
     }

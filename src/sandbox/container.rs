@@ -103,6 +103,10 @@ pub struct Io {
     pub stderr: Option<OwnedFd>,
     /// Told the init's pid once the container's process is set to start.
     pub started: Option<std::sync::mpsc::Sender<u32>>,
+    /// Rootless: the user namespace (an open `/proc/PID/ns/user`) the
+    /// container's namespaces are made in instead of a new one: the network
+    /// holder's, so that its helper can reach them ([`super::netns`]).
+    pub userns: Option<OwnedFd>,
     /// Run with the init's pid once its namespaces exist and before it
     /// starts anything: a container network's interfaces and resolver
     /// are made here, so the process starts with its network up.
@@ -171,19 +175,31 @@ fn launch(
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
     let (spec_r, status_w) = (high(spec_r)?, high(status_w)?);
-    let (flags, init_flags) = match join {
+    let userns = match (join, io.userns) {
+        (None, Some(fd)) if spec.rootless => Some(high(fd)?),
+        _ => None,
+    };
+    let (flags, init_flags) = match (join, &userns) {
         // Joining a container: its namespaces are entered by the init
         // itself (setns), none made.
-        Some(_) => (CloneFlags::empty(), CloneFlags::empty()),
-        None => namespaces(spec),
+        (Some(_), _) => (CloneFlags::empty(), CloneFlags::empty()),
+        // In the holder's user namespace, already mapped: every namespace
+        // is made between fork and exec, as a rootful container's are.
+        (None, Some(_)) => {
+            let (outer, inner) = namespaces(spec);
+            (outer | inner, CloneFlags::empty())
+        }
+        (None, None) => namespaces(spec),
     };
+    let userns_raw = userns.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let new_userns = spec.rootless && join.is_none() && userns.is_none();
     if spec.rootless && (!limits.is_empty() || limits.parent.is_some()) {
         return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit and --cgroup-parent".into()));
     }
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
     cmd.arg0("kiln-init").arg("__init").env_clear();
-    if spec.rootless && join.is_none() {
+    if new_userns {
         cmd.env(super::init::USERNS_ENV, init_flags.bits().to_string());
     }
     if let Some(pid1) = join {
@@ -219,7 +235,9 @@ fn launch(
                     return Err(io::Error::last_os_error());
                 }
             }
-            if flags.is_empty() {
+            if userns_raw >= 0 {
+                super::netns::join_then_unshare(userns_raw, flags)
+            } else if flags.is_empty() {
                 Ok(())
             } else {
                 unshare(flags).map_err(io::Error::from)
@@ -236,10 +254,7 @@ fn launch(
     drop(spec_r);
     drop(status_w);
     let pid = child.id();
-    if spec.rootless
-        && join.is_none()
-        && let Err(e) = map_caller_to_root(pid)
-    {
+    if new_userns && let Err(e) = map_caller_to_root(pid) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(SandboxError::Setup(format!(
@@ -402,7 +417,7 @@ fn namespaces(spec: &Spec) -> (CloneFlags, CloneFlags) {
 /// Maps the caller's uid and gid to root in the child's new user namespace
 /// (one id each; setgroups denied, as an unprivileged map requires), once
 /// the child has created it.
-fn map_caller_to_root(pid: u32) -> io::Result<()> {
+pub(super) fn map_caller_to_root(pid: u32) -> io::Result<()> {
     let ours = std::fs::read_link("/proc/self/ns/user")?;
     let theirs = format!("/proc/{pid}/ns/user");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

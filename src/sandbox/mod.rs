@@ -9,6 +9,7 @@ pub mod fs;
 pub mod init;
 pub mod net;
 pub mod netlink;
+pub mod netns;
 pub mod process;
 mod rootfs;
 pub mod seccomp;

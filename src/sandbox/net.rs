@@ -68,20 +68,26 @@ impl SocketMaker {
         })
     }
 
-    /// A connection to `addr` from a socket of the namespace.
-    pub fn connect(&self, addr: std::net::SocketAddrV4) -> std::io::Result<TcpStream> {
-        let fd = self
-            .made
+    /// A socket of the namespace, not yet connected.
+    pub fn socket(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.made
             .lock()
             .map_err(|_| std::io::Error::other("the socket maker failed"))?
             .recv()
-            .map_err(|_| std::io::Error::other("the namespace thread ended"))?;
-        nix::sys::socket::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &nix::sys::socket::SockaddrIn::from(addr),
-        )?;
-        Ok(TcpStream::from(fd))
+            .map_err(|_| std::io::Error::other("the namespace thread ended"))
     }
+}
+
+/// Connects `socket` (made by a [`SocketMaker`]) to `addr`.
+pub fn connect(
+    socket: std::os::fd::OwnedFd,
+    addr: std::net::SocketAddrV4,
+) -> std::io::Result<TcpStream> {
+    nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &nix::sys::socket::SockaddrIn::from(addr),
+    )?;
+    Ok(TcpStream::from(socket))
 }
 
 /// Copies from `from` to `to` until `from` ends, through a pipe with

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 /// A network namespace made for one test, deleted (with whatever still
 /// runs in it) when dropped.
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    fn new() -> Option<Netns> {
+    pub(crate) fn new() -> Option<Netns> {
         if !need_root("network namespaces and bridges need root")
             || !need_tool("ip", "iproute2 makes the test's network namespace")
         {
@@ -58,7 +58,7 @@ impl Netns {
     }
 
     /// The namespace's link names.
-    fn links(&self) -> Vec<String> {
+    pub(crate) fn links(&self) -> Vec<String> {
         let out = Command::new("ip")
             .args(["-n", &self.name, "-o", "link"])
             .output()
@@ -71,7 +71,7 @@ impl Netns {
     }
 
     /// `cmd` run in the namespace, outside any container.
-    fn sh(&self, script: &str) -> Command {
+    pub(crate) fn sh(&self, script: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name, "sh", "-c", script]);
         c

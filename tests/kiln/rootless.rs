@@ -236,3 +236,99 @@ fn rootless_containers_outlive_the_command() {
     ok(&["volume", "rm", "r-data"]);
     assert!(!ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("r-"));
 }
+
+/// Networks and published ports as a user (inside a network namespace the
+/// test makes): the bridge lives in kiln's per-user network namespace,
+/// held by a pause process, and the containers' namespaces are made in its
+/// user namespace; names and aliases resolve, a web server answers by its
+/// alias and through a published port, and nothing is left in the test's
+/// namespace.
+#[test]
+fn rootless_networks_and_published_ports() {
+    let Some(dir) = home() else { return };
+    let Some(ns) = crate::networks::Netns::new() else {
+        return;
+    };
+    let user = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "runuser", "-u", USER, "--"])
+            .arg(dir.join("kiln"))
+            .arg("--root")
+            .arg(dir.join("store"))
+            .args(args)
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("runuser")
+    };
+    let ok = |args: &[&str]| {
+        let out = user(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "rootless web\n").unwrap();
+    let www = format!("{}:/www:ro", dir.join("www").display());
+    ok(&["network", "create", "--subnet", "10.89.60.0/24", "r-net"]);
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nsrv",
+        "--network",
+        "r-net",
+        "--network-alias",
+        "web",
+        "-p",
+        "127.0.0.1:18581:80",
+        "-v",
+        &www,
+        "box:1",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "r-net",
+        "box:1",
+        "sh",
+        "-c",
+        "id -u; ip -4 -o addr show eth0 | tr -s ' ' | cut -d' ' -f4; wget -q -O - http://web/; nslookup nsrv.r-net | grep -A1 ^Name",
+    ]);
+    assert_eq!(
+        out,
+        "0\n10.89.60.3/32\nrootless web\nName:\tnsrv.r-net\nAddress: 10.89.60.2\n"
+    );
+    let got = ns
+        .sh("busybox wget -q -O - http://127.0.0.1:18581/")
+        .output()
+        .unwrap();
+    assert_eq!(text(&got.stdout), "rootless web\n", "{}", text(&got.stderr));
+    assert!(
+        !ns.links()
+            .iter()
+            .any(|l| l.starts_with("kb-") || l.starts_with("kv")),
+        "the bridge is in the holder's namespace: {:?}",
+        ns.links()
+    );
+    ok(&["rm", "-f", "nsrv"]);
+    assert_eq!(ok(&["network", "rm", "r-net"]), "r-net\n");
+    let holder: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("store/networks/holder.json")).unwrap())
+            .unwrap();
+    let _ = Command::new("kill")
+        .args(["-9", &holder["pid"].to_string()])
+        .status();
+    let nat = user(&["network", "create", "--nat", "r-out"]);
+    assert!(
+        text(&nat.stderr).contains("--nat needs root for now"),
+        "{}",
+        text(&nat.stderr)
+    );
+}
