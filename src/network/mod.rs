@@ -52,11 +52,11 @@ pub enum NetworkError {
     /// Netlink refused a change.
     #[error("{0}")]
     Link(String),
-    /// What rootless networks cannot do yet.
+    /// A rootless `--nat` network needs pasta.
     #[error(
-        "--nat needs root for now: a rootless network's way out (pasta attached to the per-user network namespace) is not done yet"
+        "--nat as a user that is not root needs pasta (the way out of kiln's per-user network namespace): install passt (apt-get install passt)"
     )]
-    Rootless,
+    NoPasta,
     /// A file of the network could not be read or written.
     #[error("{action} {path}: {source}")]
     Io {
@@ -314,6 +314,9 @@ impl Network {
         if crate::sandbox::fs::is_root() {
             return self.join_here(root, container, attachment, pid, inner_if);
         }
+        if self.nat {
+            rootless::ensure_pasta(root).map_err(NetworkError::Link)?;
+        }
         let answer = rootless::call(
             root,
             &rootless::Request::Join {
@@ -387,9 +390,10 @@ impl Network {
         write_json(&path, &e)?;
         let made =
             netlink::ensure_bridge(&self.bridge, self.gateway.map(|g| (g, self.subnet.prefix)))
-                .and_then(|()| match self.nat {
-                    true => nat::enable(self),
-                    false => Ok(()),
+                .and_then(|()| match (self.nat, rootless::in_helper()) {
+                    (true, _) => nat::enable(self),
+                    (false, true) if nat::available() => nat::isolate(self),
+                    (false, _) => Ok(()),
                 })
                 .and_then(|()| {
                     netlink::attach(
@@ -414,7 +418,7 @@ impl Network {
 
     /// Removes the bridge and the NAT rules (the last container left).
     fn take_down(&self) -> Result<(), NetworkError> {
-        if self.nat {
+        if self.nat || (rootless::in_helper() && nat::available()) {
             nat::disable(self).map_err(NetworkError::Link)?;
         }
         netlink::delete_link(&self.bridge).map_err(NetworkError::Link)?;
@@ -476,8 +480,8 @@ fn random_id() -> String {
 
 /// Makes a network.
 pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
-    if opts.nat && !crate::sandbox::fs::is_root() {
-        return Err(NetworkError::Rootless);
+    if opts.nat && !crate::sandbox::fs::is_root() && !rootless::pasta_available() {
+        return Err(NetworkError::NoPasta);
     }
     if MODES.contains(&opts.name.as_str()) {
         return Err(NetworkError::Invalid(format!(
@@ -548,7 +552,7 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
             "an internal network has no way out to translate: drop --nat or --internal".into(),
         ));
     }
-    if opts.nat && !nat::available() {
+    if opts.nat && crate::sandbox::fs::is_root() && !nat::available() {
         return Err(NetworkError::Invalid(
             "--nat needs nftables' nft command: install nftables (apt-get install nftables)".into(),
         ));

@@ -1,6 +1,7 @@
 //! Outbound NAT for networks made with `--nat`: one nftables table of
 //! kiln's own (`ip kiln`), one masquerade rule per network tagged with its
-//! id, and IPv4 forwarding on. Nothing kiln did not create is touched: its
+//! id, and IPv4 forwarding on; in kiln's namespace as root, in the
+//! per-user one (run by the helper, out through pasta) rootless. Nothing kiln did not create is touched: its
 //! rules are found and deleted by their tag, the table only when empty.
 //! Through the `nft` command: nftables' own front end, where the rules'
 //! syntax is defined (no Rust crate speaks nftables' netlink without
@@ -40,18 +41,26 @@ fn nft(script: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The handles of this network's rules in kiln's table.
-fn handles(net: &Network) -> Result<Vec<String>, String> {
+/// This network's rules in kiln's table, as (chain, handle).
+fn handles(net: &Network) -> Result<Vec<(String, String)>, String> {
     let listing = nft("list table ip kiln\n").unwrap_or_default();
     let tag = format!("comment \"{}\"", tag(net));
-    Ok(listing
-        .lines()
-        .filter(|l| l.contains(&tag))
-        .filter_map(|l| {
-            l.rsplit_once("# handle ")
-                .map(|(_, h)| h.trim().to_string())
-        })
-        .collect())
+    let mut chain = String::new();
+    let mut found = Vec::new();
+    for l in listing.lines() {
+        if let Some(rest) = l.trim().strip_prefix("chain ") {
+            chain = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        } else if l.contains(&tag)
+            && let Some((_, h)) = l.rsplit_once("# handle ")
+        {
+            found.push((chain.clone(), h.trim().to_string()));
+        }
+    }
+    Ok(found)
 }
 
 /// True when `nft` can be run (checked when a `--nat` network is made).
@@ -81,10 +90,27 @@ pub fn enable(net: &Network) -> Result<(), String> {
         .map_err(|e| format!("turning IPv4 forwarding on: {e}"))
 }
 
+/// Keeps what comes from `net`'s bridge from being routed anywhere else:
+/// in kiln's per-user namespace, where pasta would carry anything that
+/// reaches its tap out, a network without `--nat` has no way out this way.
+/// Bridged traffic between the network's own containers is not routed,
+/// so it is not touched. Idempotent.
+pub fn isolate(net: &Network) -> Result<(), String> {
+    if !handles(net)?.is_empty() {
+        return Ok(());
+    }
+    let script = format!(
+        "table ip kiln {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n  }}\n}}\nadd rule ip kiln forward iifname \"{b}\" oifname != \"{b}\" drop comment \"{}\"\n",
+        tag(net),
+        b = net.bridge,
+    );
+    nft(&script).map(drop)
+}
+
 /// Deletes `net`'s rules, and kiln's table when no rule is left in it.
 pub fn disable(net: &Network) -> Result<(), String> {
-    for h in handles(net)? {
-        nft(&format!("delete rule ip kiln postrouting handle {h}\n"))?;
+    for (chain, h) in handles(net)? {
+        nft(&format!("delete rule ip kiln {chain} handle {h}\n"))?;
     }
     let listing = nft("list table ip kiln\n").unwrap_or_default();
     if !listing.contains("comment \"kiln:") && listing.contains("table ip kiln") {

@@ -96,6 +96,69 @@ pub fn userns(root: &Path) -> Result<OwnedFd, String> {
     netns::holder_userns(&holder(root)?)
 }
 
+/// True when `pasta` (from passt) can be run.
+pub fn pasta_available() -> bool {
+    std::process::Command::new("pasta")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Attaches pasta to the holder's network namespace unless it runs: a tap
+/// interface there with the host's address and default route, through
+/// which pasta carries what leaves (the way out of `--nat` networks, whose
+/// masquerade rule the helper adds in the holder's namespace). Gateway
+/// mapping is off: the gateway's address is the gateway, not this host.
+pub fn ensure_pasta(root: &Path) -> Result<(), String> {
+    let holder = holder(root)?;
+    let record = root.join("networks").join("pasta.json");
+    let running = std::fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(Recorded, Recorded)>(&b).ok())
+        .is_some_and(|(p, h)| p.alive() && h == holder);
+    if running {
+        return Ok(());
+    }
+    let pid_file = root.join("networks").join("pasta.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let out = std::process::Command::new("pasta")
+        .args(["--config-net", "--no-map-gw", "--quiet"])
+        .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none", "-P"])
+        .arg(&pid_file)
+        .arg(holder.pid.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running pasta: {e}"))?;
+    let said: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("Failed to send"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !out.status.success() {
+        let hint = match said.contains("tun") {
+            true => {
+                " (pasta opens /dev/net/tun, which must be open to users: mode 0666, as Debian's udev makes it)"
+            }
+            false => "",
+        };
+        return Err(format!(
+            "pasta could not connect kiln's network namespace: {said}{hint}"
+        ));
+    }
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or("pasta started but wrote no pid")?;
+    let p = crate::sandbox::process::record(pid).ok_or("pasta exited")?;
+    std::fs::write(
+        &record,
+        serde_json::to_vec(&(p, holder)).unwrap_or_default(),
+    )
+    .map_err(|e| format!("recording pasta: {e}"))
+}
+
 fn start(root: &Path, request: &Request) -> Result<Helper, String> {
     let line = serde_json::to_string(request).map_err(|e| e.to_string())?;
     Helper::start(&holder(root)?, &kiln(), &line)
@@ -209,10 +272,18 @@ fn handle(request: Request) -> Result<String, String> {
     }
 }
 
+static IN_HELPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True in a helper: this process works in kiln's per-user namespace.
+pub fn in_helper() -> bool {
+    IN_HELPER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `kiln __netns-helper`: one request on standard input, done in the
 /// holder's namespaces; the answer on standard output, an error on
 /// standard error (exit 1).
 pub fn helper_main() -> i32 {
+    IN_HELPER.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
         return 1;

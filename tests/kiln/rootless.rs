@@ -249,6 +249,7 @@ fn rootless_networks_and_published_ports() {
     let Some(ns) = crate::networks::Netns::new() else {
         return;
     };
+    let _holder = KillHolder(dir.to_path_buf());
     let user = |args: &[&str]| {
         Command::new("ip")
             .args(["netns", "exec", &ns.name, "runuser", "-u", USER, "--"])
@@ -319,16 +320,74 @@ fn rootless_networks_and_published_ports() {
     );
     ok(&["rm", "-f", "nsrv"]);
     assert_eq!(ok(&["network", "rm", "r-net"]), "r-net\n");
-    let holder: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("store/networks/holder.json")).unwrap())
+
+    // --nat: out through pasta, to a server in a second namespace that is
+    // the test namespace's default gateway (TEST-NET-1 addresses).
+    if crate::util::need_tool("pasta", "passt's pasta is a rootless network's way out") {
+        let outside = crate::networks::Netns::new().unwrap();
+        let link = format!(
+            "ip link add up0 type veth peer name up1 netns {o} && ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up && ip -n {o} addr add 192.0.2.2/24 dev up1 && ip -n {o} link set up1 up && ip route add default via 192.0.2.2",
+            o = outside.name
+        );
+        assert!(ns.sh(&link).status().unwrap().success());
+        let mut server = outside
+            .sh(&format!(
+                "exec busybox httpd -f -p 192.0.2.2:8000 -h {}",
+                dir.join("www").display()
+            ))
+            .spawn()
             .unwrap();
-    let _ = Command::new("kill")
-        .args(["-9", &holder["pid"].to_string()])
-        .status();
-    let nat = user(&["network", "create", "--nat", "r-out"]);
-    assert!(
-        text(&nat.stderr).contains("--nat needs root for now"),
-        "{}",
-        text(&nat.stderr)
-    );
+        // pasta opens /dev/net/tun as the user: Debian's udev makes it
+        // 0666; this machine may not. Its mode is put back after.
+        let tun = std::path::Path::new("/dev/net/tun");
+        let mode = std::fs::metadata(tun).unwrap().permissions();
+        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o20666)).unwrap();
+        ok(&[
+            "network",
+            "create",
+            "--nat",
+            "--subnet",
+            "10.89.61.0/24",
+            "r-out",
+        ]);
+        ok(&["network", "create", "--subnet", "10.89.62.0/24", "r-closed"]);
+        let fetch = |net: &str| {
+            user(&[
+                "run",
+                "--rm",
+                "--network",
+                net,
+                "box:1",
+                "sh",
+                "-c",
+                "timeout 5 wget -q -O - http://192.0.2.2:8000/",
+            ])
+        };
+        let out = fetch("r-out");
+        let closed = fetch("r-closed");
+        std::fs::set_permissions(tun, mode).unwrap();
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(text(&out.stdout), "rootless web\n", "{}", text(&out.stderr));
+        assert!(!closed.status.success(), "no --nat, no way out");
+        ok(&["network", "rm", "r-out", "r-closed"]);
+    }
+}
+
+/// Kills the network holder of the store in its directory when dropped
+/// (a test that fails leaves no pause process).
+struct KillHolder(PathBuf);
+
+impl Drop for KillHolder {
+    fn drop(&mut self) {
+        let Ok(bytes) = std::fs::read(self.0.join("store/networks/holder.json")) else {
+            return;
+        };
+        let Ok(holder) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-9", &holder["pid"].to_string()])
+            .status();
+    }
 }
