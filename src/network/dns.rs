@@ -296,6 +296,7 @@ fn serve_conn(mut conn: TcpStream, resolver: &Resolver) {
 mod tests {
     use super::*;
     use crate::sandbox::process::Recorded;
+    use hickory_proto::rr::Name;
 
     fn endpoint(name: &str, aliases: &[&str]) -> Endpoint {
         Endpoint {
@@ -326,6 +327,92 @@ mod tests {
         for n in ["web2", "web1.other", "appnet", "web1appnet", "0123456789a"] {
             assert!(!matches(&e, "appnet", n), "{n}");
         }
+    }
+
+    fn ask(r: &Resolver, name: &str, t: RecordType) -> Message {
+        let mut q = Message::query();
+        q.queries.push(hickory_proto::op::Query::query(
+            Name::from_ascii(name).unwrap(),
+            t,
+        ));
+        Message::from_vec(&r.answer(&q.to_vec().unwrap()).unwrap()).unwrap()
+    }
+
+    fn addresses(m: &Message) -> Vec<String> {
+        m.answers
+            .iter()
+            .map(|a| match &a.data {
+                RData::A(ip) => ip.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// Three live endpoints sharing an alias on an internal network, in a
+    /// store made here: every A query rotates the answer by one.
+    #[test]
+    fn a_shared_alias_is_answered_in_turn_and_other_names_fail() {
+        let root = tempfile::tempdir().unwrap();
+        let net = Network {
+            name: "appnet".into(),
+            id: "ab".repeat(32),
+            subnet: super::super::Subnet::parse("10.89.0.0/24").unwrap(),
+            gateway: None,
+            bridge: "kb-abababababab".into(),
+            internal: true,
+            nat: false,
+            created: String::new(),
+            labels: Vec::new(),
+        };
+        let dir = root.path().join("networks/appnet/endpoints");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            root.path().join("networks/appnet/network.json"),
+            serde_json::to_vec(&net).unwrap(),
+        )
+        .unwrap();
+        let me = crate::sandbox::process::record(std::process::id()).unwrap();
+        for (i, name) in ["web3", "web1", "web2", "client"].iter().enumerate() {
+            let mut e = endpoint(name, if *name == "client" { &[] } else { &["web"] });
+            e.container = format!("{i}").repeat(64);
+            e.ip = Ipv4Addr::new(10, 89, 0, [4, 2, 3, 9][i]);
+            e.init = me;
+            std::fs::write(
+                dir.join(format!("{}.json", e.container)),
+                serde_json::to_vec(&e).unwrap(),
+            )
+            .unwrap();
+        }
+        let r = Resolver::new(root.path().to_path_buf(), "3".repeat(64), Vec::new());
+        let turns: Vec<Vec<String>> = (0..4)
+            .map(|_| addresses(&ask(&r, "web.", RecordType::A)))
+            .collect();
+        assert_eq!(
+            turns,
+            [
+                ["10.89.0.2", "10.89.0.3", "10.89.0.4"],
+                ["10.89.0.3", "10.89.0.4", "10.89.0.2"],
+                ["10.89.0.4", "10.89.0.2", "10.89.0.3"],
+                ["10.89.0.2", "10.89.0.3", "10.89.0.4"],
+            ]
+        );
+        let one = ask(&r, "WEB1.appnet.", RecordType::A);
+        assert_eq!(addresses(&one), ["10.89.0.2"]);
+        assert_eq!(one.answers[0].ttl, TTL);
+        let v6 = ask(&r, "web1.", RecordType::AAAA);
+        assert_eq!(
+            (v6.metadata.response_code, v6.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        // Internal: a name not on the network is not forwarded.
+        let other = ask(&r, "example.org.", RecordType::A);
+        assert_eq!(other.metadata.response_code, ResponseCode::NXDomain);
+        // A container that is not on the network resolves nothing there.
+        let outsider = Resolver::new(root.path().to_path_buf(), "f".repeat(64), Vec::new());
+        assert_eq!(
+            ask(&outsider, "web.", RecordType::A).metadata.response_code,
+            ResponseCode::NXDomain
+        );
     }
 
     #[test]

@@ -781,3 +781,62 @@ fn nat_masquerades_only_networks_that_ask_and_cleans_up_after() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `kill -9` of a foreground `kiln run` at moments spread over its network
+/// set-up (before, during and after the links, the endpoint and the
+/// resolver): `rm -f` and `network prune` then leave no link, endpoint,
+/// network or process behind.
+#[test]
+fn kiln_killed_anywhere_in_network_setup_leaves_nothing_behind() {
+    let Some((ns, store)) = setup() else {
+        return;
+    };
+    let root = store.path();
+    ns.ok(root, &["network", "create", "n"]);
+    for i in 0..12u64 {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_kiln")])
+            .arg("--root")
+            .arg(root)
+            .args(["run", "--network", "n", "box:1", "sleep", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(i * 9));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let ids = ns.ok(root, &["ps", "-aq"]);
+    let ids: Vec<&str> = ids.lines().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(&ids);
+        ns.ok(root, &args);
+    }
+    assert_eq!(
+        std::fs::read_dir(root.join("networks/n/endpoints"))
+            .unwrap()
+            .count(),
+        0,
+        "every endpoint was taken back"
+    );
+    assert_eq!(ns.ok(root, &["network", "prune"]), "Deleted Networks:\nn\n");
+    assert_eq!(kiln_links(&ns), Vec::<String>::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &ns.name])
+            .output()
+            .unwrap();
+        if text(&pids.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left running: {}",
+            text(&pids.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
