@@ -249,6 +249,9 @@ fn running_init(dir: &std::path::Path) -> Option<u32> {
         .map(|i| i.pid)
 }
 
+/// UDP flows relayed at once, per published port.
+const MAX_UDP_FLOWS: usize = 1024;
+
 /// Relays datagrams for ever: each client address is a flow with a
 /// socket of its own in the container's namespace, connected to `port` on
 /// its 127.0.0.1, whose answers go back to that client; a flow idle for
@@ -266,6 +269,9 @@ fn forward_udp(sock: UdpSocket, port: u16, dir: std::path::PathBuf) {
             .and_then(|f| f.get(&client).and_then(|s| s.try_clone().ok()));
         let inner = match known {
             Some(s) => s,
+            // Each flow is a thread and a socket in the container: a
+            // bounded number, as docker-proxy bounds its UDP connections.
+            None if flows.lock().map_or(true, |f| f.len() >= MAX_UDP_FLOWS) => continue,
             None => {
                 let Some(pid) = running_init(&dir) else {
                     continue;

@@ -237,19 +237,45 @@ pub fn serve(resolver: Resolver, (udp, tcp): (UdpSocket, TcpListener)) -> std::i
     })
 }
 
+/// Queries answered at once, at the most: the container is not trusted,
+/// and each one in progress is a thread of its monitor (one waiting on the
+/// host's resolvers holds up no other). Beyond it a query is dropped, as a
+/// busy resolver drops; the client asks again.
+const IN_FLIGHT: usize = 64;
+
+/// A count of what is in progress, taken back when the guard is dropped.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Slot> {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(count.clone());
+        (before < IN_FLIGHT).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn serve_udp(sock: UdpSocket, resolver: Arc<Resolver>, stop: Arc<AtomicBool>) {
+    let busy = Arc::default();
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let Some(slot) = Slot::take(&busy) else {
             continue;
         };
         let query = buf[..n].to_vec();
         let (Ok(sock), resolver) = (sock.try_clone(), resolver.clone()) else {
             continue;
         };
-        // A thread per query: one waiting on the host's resolvers holds
-        // up no other.
         std::thread::spawn(move || {
+            let _slot = slot;
             if let Some(answer) = resolver.answer(&query) {
                 let _ = sock.send_to(&answer, from);
             }
@@ -258,11 +284,19 @@ fn serve_udp(sock: UdpSocket, resolver: Arc<Resolver>, stop: Arc<AtomicBool>) {
 }
 
 fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, stop: Arc<AtomicBool>) {
+    let busy = Arc::default();
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((conn, _)) => {
+                // Beyond the bound the connection is closed at once.
+                let Some(slot) = Slot::take(&busy) else {
+                    continue;
+                };
                 let resolver = resolver.clone();
-                std::thread::spawn(move || serve_conn(conn, &resolver));
+                std::thread::spawn(move || {
+                    let _slot = slot;
+                    serve_conn(conn, &resolver)
+                });
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
@@ -413,6 +447,15 @@ mod tests {
             ask(&outsider, "web.", RecordType::A).metadata.response_code,
             ResponseCode::NXDomain
         );
+    }
+
+    #[test]
+    fn queries_in_flight_are_bounded() {
+        let busy = Arc::default();
+        let held: Vec<Slot> = (0..IN_FLIGHT).map(|_| Slot::take(&busy).unwrap()).collect();
+        assert!(Slot::take(&busy).is_none(), "one more than the bound");
+        drop(held);
+        assert!(Slot::take(&busy).is_some(), "slots are given back");
     }
 
     #[test]

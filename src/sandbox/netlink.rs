@@ -128,8 +128,14 @@ pub fn ensure_bridge(name: &str, gateway: Option<(Ipv4Addr, u8)>) -> Result<(), 
 
 /// Deletes the link `name` in this namespace; false when there was none.
 pub fn delete_link(name: &str) -> Result<bool, String> {
+    delete_in(None, name)
+}
+
+/// Deletes the link `name` in the network namespace of `pid` (or this
+/// one); false when there was none.
+fn delete_in(pid: Option<u32>, name: &str) -> Result<bool, String> {
     let name = name.to_string();
-    with_handle(None, move |h| async move {
+    with_handle(pid, move |h| async move {
         match index_of(&h, &name).await? {
             Some(index) => h
                 .link()
@@ -290,18 +296,7 @@ pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
 /// Deletes the interface `name` inside the network namespace of `pid`
 /// (`network disconnect`): its veth peer goes with it.
 pub fn detach(pid: u32, name: &str) -> Result<(), String> {
-    let name = name.to_string();
-    with_handle(Some(pid), move |h| async move {
-        match index_of(&h, &name).await? {
-            Some(index) => h
-                .link()
-                .del(index)
-                .execute()
-                .await
-                .map_err(|e| format!("deleting {name}: {e}")),
-            None => Ok(()),
-        }
-    })
+    delete_in(Some(pid), name).map(drop)
 }
 
 /// Brings up `lo` in the network namespace of `pid` (before the init does,
