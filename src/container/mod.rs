@@ -419,7 +419,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
                 .into(),
         ));
     }
-    networks::check(store.root(), &opts.networks)
+    let attachments = networks::check(store.root(), &opts.networks)
         .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let mut published = opts.ports.clone();
     ports::choose_free(&mut published).map_err(ContainerError::Invalid)?;
@@ -560,7 +560,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         labels: opts.labels.clone(),
         anonymous_volumes: anonymous,
         ports: published,
-        networks: opts.networks.clone(),
+        networks: attachments,
         dns_upstream: match opts.dns.is_empty() {
             true => network::dns::nameservers(&host_resolv)
                 .iter()

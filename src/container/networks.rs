@@ -65,12 +65,21 @@ pub fn userns(c: &Container) -> Result<Option<std::os::fd::OwnedFd>, String> {
     network::rootless::userns(&store_root(c)).map(Some)
 }
 
-/// Checks that every network `attachments` names exists.
-pub fn check(root: &Path, attachments: &[Attachment]) -> Result<(), network::NetworkError> {
-    for a in attachments {
-        network::find(root, &a.network)?;
-    }
-    Ok(())
+/// `attachments` with each network by its name (a network given by an id
+/// prefix is recorded by name); an error for a network that does not exist.
+pub fn check(
+    root: &Path,
+    attachments: &[Attachment],
+) -> Result<Vec<Attachment>, network::NetworkError> {
+    attachments
+        .iter()
+        .map(|a| {
+            Ok(Attachment {
+                network: network::find(root, &a.network)?.name,
+                ..a.clone()
+            })
+        })
+        .collect()
 }
 
 /// Joins `c`'s networks as the container whose init is `pid`: interfaces
@@ -151,8 +160,15 @@ pub fn prestart(
 /// Rewrites the line of /etc/hosts that names the container's hostname
 /// with its address on its first network, as docker's does.
 fn hosts_name_address(etc: &Path, hostname: &str, ip: std::net::Ipv4Addr) -> std::io::Result<()> {
+    use std::io::Read;
+    // The container can write this file: read no more than a hosts file
+    // needs, whatever its bytes.
     let path = etc.join("hosts");
-    let text = std::fs::read_to_string(&path)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)?
+        .take(64 * 1024)
+        .read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut done = false;
     let lines: Vec<String> = text
         .lines()
@@ -193,7 +209,6 @@ pub fn resolv_conf(host: &str) -> String {
 pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerError> {
     use super::ContainerError::Invalid;
     let root = store_root(c);
-    check(&root, std::slice::from_ref(&a)).map_err(|e| Invalid(e.to_string()))?;
     let net = network::find(&root, &a.network).map_err(|e| Invalid(e.to_string()))?;
     if c.record.spec.network == crate::sandbox::Network::Host {
         return Err(Invalid(
@@ -215,13 +230,22 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
                 c.record.name
             )));
         }
+        // The lowest ethN none of its live endpoints has.
+        let used: Vec<String> = settings(c)
+            .into_iter()
+            .filter_map(|(_, _, e)| e.map(|e| e.inner_if))
+            .collect();
+        let name = (0..)
+            .map(|n| format!("eth{n}"))
+            .find(|n| !used.contains(n))
+            .unwrap_or_default();
         // The init runs in the container's network namespace.
         net.join(
             &root,
             (&c.record.id, &c.record.name),
             &a,
             init.pid,
-            (&format!("eth{}", c.record.networks.len()), false),
+            (&name, false),
         )
         .map_err(|e| Invalid(e.to_string()))?;
     }

@@ -249,24 +249,28 @@ fn running_init(dir: &std::path::Path) -> Option<u32> {
         .map(|i| i.pid)
 }
 
-/// UDP flows relayed at once, per published port.
-const MAX_UDP_FLOWS: usize = 1024;
+/// UDP flows relayed at once, per published port (each holds one
+/// descriptor and one thread for up to [`UDP_IDLE`]).
+const MAX_UDP_FLOWS: usize = 256;
+
+/// A UDP flow with no answer for this long ends.
+const UDP_IDLE: Duration = Duration::from_secs(30);
 
 /// Relays datagrams for ever: each client address is a flow with a
 /// socket of its own in the container's namespace, connected to `port` on
 /// its 127.0.0.1, whose answers go back to that client; a flow idle for
 /// a minute ends.
 fn forward_udp(sock: UdpSocket, port: u16, dir: std::path::PathBuf) {
-    let flows: Arc<Mutex<HashMap<SocketAddr, UdpSocket>>> = Arc::default();
+    // One descriptor per flow (its socket in the container, shared by the
+    // thread that reads its answers); the host socket is shared by all.
+    let sock = Arc::new(sock);
+    let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, client)) = sock.recv_from(&mut buf) else {
             continue;
         };
-        let known = flows
-            .lock()
-            .ok()
-            .and_then(|f| f.get(&client).and_then(|s| s.try_clone().ok()));
+        let known = flows.lock().ok().and_then(|f| f.get(&client).cloned());
         let inner = match known {
             Some(s) => s,
             // Each flow is a thread and a socket in the container: a
@@ -287,28 +291,29 @@ fn forward_udp(sock: UdpSocket, port: u16, dir: std::path::PathBuf) {
                         crate::network::rootless::udp_socket(&store_root(&dir), pid, port).ok()
                     }
                 };
-                let Some(inner) = made else {
+                let Some(inner) = made.map(Arc::new) else {
                     continue;
                 };
-                let (Ok(back), Ok(reader), Ok(kept)) =
-                    (sock.try_clone(), inner.try_clone(), inner.try_clone())
-                else {
-                    continue;
-                };
+                let _ = inner.set_read_timeout(Some(UDP_IDLE));
                 if let Ok(mut f) = flows.lock() {
-                    f.insert(client, kept);
+                    f.insert(client, inner.clone());
                 }
-                let flows = flows.clone();
-                std::thread::spawn(move || {
-                    let _ = reader.set_read_timeout(Some(Duration::from_secs(60)));
+                let (all, back, reader) = (flows.clone(), sock.clone(), inner.clone());
+                let spawned = std::thread::Builder::new().spawn(move || {
                     let mut buf = vec![0u8; 65536];
                     while let Ok(n) = reader.recv(&mut buf) {
                         let _ = back.send_to(&buf[..n], client);
                     }
-                    if let Ok(mut f) = flows.lock() {
+                    if let Ok(mut f) = all.lock() {
                         f.remove(&client);
                     }
                 });
+                if spawned.is_err()
+                    && let Ok(mut f) = flows.lock()
+                {
+                    f.remove(&client);
+                    continue;
+                }
                 inner
             }
         };

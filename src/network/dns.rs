@@ -38,7 +38,15 @@ pub struct Resolver {
     container: String,
     upstream: Vec<SocketAddr>,
     turns: Mutex<HashMap<String, usize>>,
+    view: Mutex<Option<(std::time::Instant, View)>>,
 }
+
+/// The networks a container is on, each with its running endpoints.
+type View = Arc<Vec<(Network, Vec<Endpoint>)>>;
+
+/// How long a read of the endpoints answers for (a stopped container
+/// leaves the answers within it).
+const VIEW_FOR: Duration = Duration::from_millis(100);
 
 /// The nameservers of a resolv.conf's text.
 pub fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
@@ -59,7 +67,31 @@ impl Resolver {
             container,
             upstream,
             turns: Mutex::new(HashMap::new()),
+            view: Mutex::new(None),
         }
+    }
+
+    /// The networks this container is on and their running endpoints,
+    /// read at most every [`VIEW_FOR`]: a container querying in a loop
+    /// costs its monitor no more than ten reads of the store a second.
+    fn view(&self) -> View {
+        let mut cache = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, view)) = cache.as_ref()
+            && at.elapsed() < VIEW_FOR
+        {
+            return view.clone();
+        }
+        let view: View = Arc::new(
+            self.networks()
+                .into_iter()
+                .map(|n| {
+                    let e = n.endpoints(&self.root);
+                    (n, e)
+                })
+                .collect(),
+        );
+        *cache = Some((std::time::Instant::now(), view.clone()));
+        view
     }
 
     /// The networks this container is on now (it has an endpoint there).
@@ -80,12 +112,14 @@ impl Resolver {
     /// and whether every network is internal.
     pub fn lookup(&self, name: &str) -> (Vec<Ipv4Addr>, bool) {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let nets = self.networks();
-        let internal = !nets.is_empty() && nets.iter().all(|n| n.internal);
+        let view = self.view();
+        // On no network any more (disconnected from its last): nothing
+        // is forwarded either.
+        let internal = view.iter().all(|(n, _)| n.internal);
         let mut found = Vec::new();
-        for net in &nets {
-            for e in net.endpoints(&self.root) {
-                if matches(&e, &net.name, &name) && !found.contains(&e.ip) {
+        for (net, endpoints) in view.iter() {
+            for e in endpoints {
+                if matches(e, &net.name, &name) && !found.contains(&e.ip) {
                     found.push(e.ip);
                 }
             }
@@ -274,7 +308,8 @@ fn serve_udp(sock: UdpSocket, resolver: Arc<Resolver>, stop: Arc<AtomicBool>) {
         let (Ok(sock), resolver) = (sock.try_clone(), resolver.clone()) else {
             continue;
         };
-        std::thread::spawn(move || {
+        // A thread that cannot be made drops the query (never the loop).
+        let _ = std::thread::Builder::new().spawn(move || {
             let _slot = slot;
             if let Some(answer) = resolver.answer(&query) {
                 let _ = sock.send_to(&answer, from);
@@ -293,7 +328,7 @@ fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>, stop: Arc<AtomicBoo
                     continue;
                 };
                 let resolver = resolver.clone();
-                std::thread::spawn(move || {
+                let _ = std::thread::Builder::new().spawn(move || {
                     let _slot = slot;
                     serve_conn(conn, &resolver)
                 });

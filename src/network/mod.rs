@@ -99,6 +99,12 @@ impl Subnet {
                 "invalid subnet {text:?}: the prefix must be between /8 and /30"
             ));
         }
+        let first = addr.octets()[0];
+        if first == 0 || first >= 224 || addr.is_loopback() {
+            return Err(format!(
+                "invalid subnet {text:?}: not a unicast range a network can use"
+            ));
+        }
         let s = Subnet { addr, prefix };
         if s.network() != addr {
             return Err(format!(
@@ -110,7 +116,10 @@ impl Subnet {
     }
 
     fn mask(&self) -> u32 {
-        u32::MAX << (32 - self.prefix)
+        match self.prefix {
+            0 => 0,
+            p => u32::MAX << (32 - p.min(32)),
+        }
     }
 
     fn network(&self) -> Ipv4Addr {
@@ -130,9 +139,10 @@ impl Subnet {
 
     /// The host addresses, first to last (no network or broadcast address).
     pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
-        let base = u32::from(self.addr);
-        let size = 1u32 << (32 - self.prefix);
-        (base + 1..base + size - 1).map(Ipv4Addr::from)
+        let base = u64::from(u32::from(self.addr));
+        let size = 1u64 << (32 - self.prefix.min(32));
+        // u64: the last range's end (255.255.255.255 + 1) fits.
+        (base + 1..(base + size).saturating_sub(1)).map(|a| Ipv4Addr::from(a as u32))
     }
 }
 
@@ -272,8 +282,14 @@ impl Network {
         };
         entries
             .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let id = name.strip_suffix(".json")?;
+                let hex = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+                let e: Endpoint =
+                    serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+                (hex && e.container == id).then_some(e)
+            })
             .collect()
     }
 
@@ -297,6 +313,23 @@ impl Network {
                 let _ = std::fs::remove_file(self.endpoint_path(root, &e.container));
             }
         }
+        // What a kiln killed between writing and renaming an endpoint left.
+        if let Ok(entries) = std::fs::read_dir(self.dir(root).join("endpoints")) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains(".tmp.") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
+    /// True while the network's directory is this network's (it was not
+    /// removed, or removed and made again, while a lock was waited for).
+    fn still_there(&self, root: &Path) -> bool {
+        std::fs::read(self.dir(root).join("network.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Network>(&b).ok())
+            .is_some_and(|n| n.id == self.id)
     }
 
     /// Connects the running container `container` (init `pid`) to this
@@ -343,7 +376,16 @@ impl Network {
     ) -> Result<Endpoint, NetworkError> {
         let (id, name) = container;
         let _lock = self.lock(root)?;
+        if !self.still_there(root) {
+            return Err(NetworkError::NotFound(self.name.clone()));
+        }
         self.reclaim(root);
+        if self.endpoint(root, id).is_some_and(|e| e.live()) {
+            return Err(NetworkError::Invalid(format!(
+                "endpoint with name {name} already exists in network {}",
+                self.name
+            )));
+        }
         let taken: Vec<Ipv4Addr> = self.all_endpoints(root).iter().map(|e| e.ip).collect();
         let free = |ip: &Ipv4Addr| !taken.contains(ip) && Some(*ip) != self.gateway;
         let ip = match attachment.ip {
@@ -380,7 +422,7 @@ impl Network {
                 .map(|b| format!("{b:02x}"))
                 .collect::<Vec<_>>()
                 .join(":"),
-            host_if: format!("kv{}{}", &id[..7.min(id.len())], &self.id[..5]),
+            host_if: host_if(id, &self.id),
             inner_if: inner_if.to_string(),
             init,
         };
@@ -390,10 +432,9 @@ impl Network {
         write_json(&path, &e)?;
         let made =
             netlink::ensure_bridge(&self.bridge, self.gateway.map(|g| (g, self.subnet.prefix)))
-                .and_then(|()| match (self.nat, rootless::in_helper()) {
-                    (true, _) => nat::enable(self),
-                    (false, true) if nat::available() => nat::isolate(self),
-                    (false, _) => Ok(()),
+                .and_then(|()| match nat::available() {
+                    true => nat::apply(self),
+                    false => Ok(()),
                 })
                 .and_then(|()| {
                     netlink::attach(
@@ -418,7 +459,7 @@ impl Network {
 
     /// Removes the bridge and the NAT rules (the last container left).
     fn take_down(&self) -> Result<(), NetworkError> {
-        if self.nat || (rootless::in_helper() && nat::available()) {
+        if nat::available() {
             nat::disable(self).map_err(NetworkError::Link)?;
         }
         netlink::delete_link(&self.bridge).map_err(NetworkError::Link)?;
@@ -517,9 +558,12 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
         .map_err(NetworkError::Link)?
         .into_iter()
         .filter(|(ip, _)| !ip.is_loopback())
-        .map(|(ip, prefix)| Subnet {
-            addr: Ipv4Addr::from(u32::from(ip) & (u32::MAX << (32 - prefix.clamp(1, 32)))),
-            prefix,
+        .map(|(ip, prefix)| {
+            let prefix = prefix.clamp(1, 32);
+            Subnet {
+                addr: Ipv4Addr::from(u32::from(ip) & (u32::MAX << (32 - prefix))),
+                prefix,
+            }
         })
         .collect();
     let clash = |s: &Subnet| {
@@ -552,7 +596,7 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
             "an internal network has no way out to translate: drop --nat or --internal".into(),
         ));
     }
-    if opts.nat && crate::sandbox::fs::is_root() && !nat::available() {
+    if opts.nat && !nat::available() {
         return Err(NetworkError::Invalid(
             "--nat needs nftables' nft command: install nftables (apt-get install nftables)".into(),
         ));
@@ -603,6 +647,8 @@ pub fn list(root: &Path) -> Result<Vec<Network>, NetworkError> {
     };
     let mut all: Vec<Network> = entries
         .flatten()
+        // `.removed-ID`: a network being removed, or a dead kiln's.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| std::fs::read(e.path().join("network.json")).ok())
         .filter_map(|b| serde_json::from_slice(&b).ok())
         .collect();
@@ -655,25 +701,29 @@ pub fn remove_here(root: &Path, net: &Network) -> Result<(), NetworkError> {
         });
     }
     net.take_down()?;
-    drop(lock);
+    // Renamed away while the lock is held: a join that waited for it
+    // finds no network (it checks), never a half-removed one.
     let dir = net.dir(root);
-    std::fs::remove_dir_all(&dir).map_err(io_err("removing", &dir))
+    let gone = networks_dir(root).join(format!(".removed-{}", net.id));
+    std::fs::rename(&dir, &gone).map_err(io_err("removing", &dir))?;
+    drop(lock);
+    std::fs::remove_dir_all(&gone).map_err(io_err("removing", &gone))
 }
 
-/// True for the name of a link kiln makes: `kb-` and 12 hex digits (a
-/// bridge), `kv` and 12 (a veth end), with `p` (its peer before it moves).
-fn is_kilns(link: &str) -> bool {
-    let hex = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    match (link.strip_prefix("kb-"), link.strip_prefix("kv")) {
-        (Some(rest), _) => hex(rest),
-        (_, Some(rest)) => hex(rest.strip_suffix('p').unwrap_or(rest)),
-        _ => false,
-    }
+/// The veth end of container `id` on network `net_id`, on the bridge:
+/// `kv`, 7 digits of the container's id, 5 of the network's.
+fn host_if(id: &str, net_id: &str) -> String {
+    format!(
+        "kv{}{}",
+        &id[..7.min(id.len())],
+        &net_id[..5.min(net_id.len())]
+    )
 }
 
-/// Removes every network no running container uses, and links kiln made
-/// that no network or endpoint accounts for (a kiln killed mid set-up);
-/// the names of the networks removed.
+/// Removes every network no running container uses, and the links of
+/// this store's networks that nothing accounts for (what a kiln killed in
+/// the middle of set-up left); the names of the networks removed. Links of
+/// other stores' networks, and links kiln did not make, are left alone.
 pub fn prune(root: &Path) -> Result<Vec<String>, NetworkError> {
     if crate::sandbox::fs::is_root() {
         return prune_here(root);
@@ -689,26 +739,30 @@ pub fn prune(root: &Path) -> Result<Vec<String>, NetworkError> {
 
 /// [`prune`] in this process (root, or the rootless helper).
 pub fn prune_here(root: &Path) -> Result<Vec<String>, NetworkError> {
+    let links = netlink::links_named("k").map_err(NetworkError::Link)?;
     let mut removed = Vec::new();
     for net in list(root)? {
+        {
+            // Under the network's lock no join is half done: a veth with
+            // no endpoint (its peer too, `p`) is a dead kiln's.
+            let _lock = net.lock(root)?;
+            net.reclaim(root);
+            let live: Vec<String> = net.endpoints(root).into_iter().map(|e| e.host_if).collect();
+            let suffix = &net.id[..5];
+            for link in &links {
+                let veth = link
+                    .strip_prefix("kv")
+                    .map(|r| r.strip_suffix('p').unwrap_or(r));
+                let ours = veth.is_some_and(|v| {
+                    v.len() == 12 && v.ends_with(suffix) && v.bytes().all(|b| b.is_ascii_hexdigit())
+                });
+                if ours && !live.iter().any(|l| link.starts_with(l.as_str())) {
+                    let _ = netlink::delete_link(link);
+                }
+            }
+        }
         if remove_here(root, &net).is_ok() {
             removed.push(net.name);
-        }
-    }
-    let left = list(root)?;
-    let known: Vec<String> = left
-        .iter()
-        .flat_map(|n| {
-            let mut names = vec![n.bridge.clone()];
-            names.extend(n.endpoints(root).into_iter().map(|e| e.host_if));
-            names
-        })
-        .collect();
-    for prefix in ["kb-", "kv"] {
-        for link in netlink::links_named(prefix).map_err(NetworkError::Link)? {
-            if is_kilns(&link) && !known.contains(&link) {
-                let _ = netlink::delete_link(&link);
-            }
         }
     }
     Ok(removed)
@@ -734,21 +788,21 @@ mod tests {
         );
         assert!(Subnet::parse("10.0.0.0/31").unwrap_err().contains("/30"));
         assert!(Subnet::parse("10.0.0.0").is_err());
+        assert!(
+            Subnet::parse("255.255.255.0/24")
+                .unwrap_err()
+                .contains("unicast")
+        );
+        assert!(Subnet::parse("0.0.0.0/8").unwrap_err().contains("unicast"));
+        let top = Subnet::parse("223.255.255.0/24").unwrap();
+        assert_eq!(top.hosts().last(), Some("223.255.255.254".parse().unwrap()));
     }
 
     #[test]
-    fn only_links_kiln_names_are_kilns() {
-        assert!(is_kilns("kb-0123456789ab"));
-        assert!(is_kilns("kv0123456789ab"));
-        assert!(is_kilns("kv0123456789abp"));
-        for other in [
-            "kvm0",
-            "kb-docker",
-            "eth0",
-            "kv0123456789abx",
-            "br-0123456789ab",
-        ] {
-            assert!(!is_kilns(other), "{other}");
-        }
+    fn veth_names_carry_both_ids() {
+        assert_eq!(
+            host_if(&"0123456789".repeat(7), &"abcdef".repeat(11)),
+            "kv0123456abcde"
+        );
     }
 }

@@ -1,8 +1,13 @@
-//! Outbound NAT for networks made with `--nat`: one nftables table of
-//! kiln's own (`ip kiln`), one masquerade rule per network tagged with its
-//! id, and IPv4 forwarding on; in kiln's namespace as root, in the
-//! per-user one (run by the helper, out through pasta) rootless. Nothing kiln did not create is touched: its
-//! rules are found and deleted by their tag, the table only when empty.
+//! A network's rules, in one nftables table of kiln's own (`ip kiln`),
+//! each tagged with the network's id: outbound NAT for networks made with
+//! `--nat` (a masquerade rule, and IPv4 forwarding on), and for every
+//! network, isolation (what comes from its bridge is not routed elsewhere
+//! unless it masquerades; nothing from elsewhere opens connections into
+//! it; a `--nat` network's traffic leaves with its own subnet's sources
+//! only). In kiln's namespace as root, in the per-user one (run by the
+//! helper, out through pasta) rootless. Nothing kiln did not create is
+//! touched: its rules are found and deleted by their tag, the table only
+//! when empty. Without `nft` installed, a network has no such rules.
 //! Through the `nft` command: nftables' own front end, where the rules'
 //! syntax is defined (no Rust crate speaks nftables' netlink without
 //! libnftnl).
@@ -63,48 +68,47 @@ fn handles(net: &Network) -> Result<Vec<(String, String)>, String> {
     Ok(found)
 }
 
-/// True when `nft` can be run (checked when a `--nat` network is made).
+/// True when `nft` can be run (asked once per process).
 pub fn available() -> bool {
-    Command::new("nft")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        Command::new("nft")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
-/// Masquerades what leaves `net`'s subnet by another interface than its
-/// bridge; turns IPv4 forwarding on. Idempotent.
-pub fn enable(net: &Network) -> Result<(), String> {
-    if !handles(net)?.is_empty() {
-        return Ok(());
-    }
-    let script = format!(
-        "table ip kiln {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n  }}\n}}\nadd rule ip kiln postrouting ip saddr {} oifname != \"{}\" masquerade comment \"{}\"\n",
-        net.subnet,
-        net.bridge,
-        tag(net)
-    );
-    nft(&script)?;
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        .map_err(|e| format!("turning IPv4 forwarding on: {e}"))
-}
-
-/// Keeps what comes from `net`'s bridge from being routed anywhere else:
-/// in kiln's per-user namespace, where pasta would carry anything that
-/// reaches its tap out, a network without `--nat` has no way out this way.
+/// Puts `net`'s rules in place (idempotent): isolation for every
+/// network, masquerading for `--nat` ones (with IPv4 forwarding on).
 /// Bridged traffic between the network's own containers is not routed,
-/// so it is not touched. Idempotent.
-pub fn isolate(net: &Network) -> Result<(), String> {
+/// so it is not touched; neither is traffic to or from this host.
+pub fn apply(net: &Network) -> Result<(), String> {
     if !handles(net)?.is_empty() {
         return Ok(());
     }
-    let script = format!(
-        "table ip kiln {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n  }}\n}}\nadd rule ip kiln forward iifname \"{b}\" oifname != \"{b}\" drop comment \"{}\"\n",
-        tag(net),
-        b = net.bridge,
+    let (b, t) = (&net.bridge, tag(net));
+    let mut script = format!(
+        "table ip kiln {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n  }}\n}}\nadd rule ip kiln forward oifname \"{b}\" iifname != \"{b}\" ct state new drop comment \"{t}\"\n"
     );
-    nft(&script).map(drop)
+    if net.nat {
+        script.push_str(&format!(
+            "add rule ip kiln forward iifname \"{b}\" ip saddr != {s} drop comment \"{t}\"\nadd rule ip kiln postrouting ip saddr {s} oifname != \"{b}\" masquerade comment \"{t}\"\n",
+            s = net.subnet
+        ));
+    } else {
+        script.push_str(&format!(
+            "add rule ip kiln forward iifname \"{b}\" oifname != \"{b}\" drop comment \"{t}\"\n"
+        ));
+    }
+    nft(&script)?;
+    if net.nat {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| format!("turning IPv4 forwarding on: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Deletes `net`'s rules, and kiln's table when no rule is left in it.

@@ -87,7 +87,7 @@ fn kiln() -> PathBuf {
 
 /// The holder of the store at `root`, started when none runs.
 pub fn holder(root: &Path) -> Result<Recorded, String> {
-    netns::ensure_holder(&root.join("networks").join("holder.json"), &kiln())
+    netns::ensure_holder(&root.join("networks").join(".holder.json"), &kiln())
 }
 
 /// The holder's user namespace, for a rootless container to make its
@@ -113,7 +113,17 @@ pub fn pasta_available() -> bool {
 /// mapping is off: the gateway's address is the gateway, not this host.
 pub fn ensure_pasta(root: &Path) -> Result<(), String> {
     let holder = holder(root)?;
-    let record = root.join("networks").join("pasta.json");
+    // One pasta per holder, even when two joins ask at once.
+    let lock_path = root.join("networks").join(".pasta.lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    let record = root.join("networks").join(".pasta.json");
     let running = std::fs::read(&record)
         .ok()
         .and_then(|b| serde_json::from_slice::<(Recorded, Recorded)>(&b).ok())
@@ -121,7 +131,7 @@ pub fn ensure_pasta(root: &Path) -> Result<(), String> {
     if running {
         return Ok(());
     }
-    let pid_file = root.join("networks").join("pasta.pid");
+    let pid_file = root.join("networks").join(".pasta.pid");
     let _ = std::fs::remove_file(&pid_file);
     let out = std::process::Command::new("pasta")
         .args(["--config-net", "--no-map-gw", "--quiet"])

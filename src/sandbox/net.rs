@@ -47,15 +47,22 @@ impl SocketMaker {
             if !ok {
                 return;
             }
-            // Ends once the maker is dropped (the send fails).
-            while let Ok(fd) = socket(
-                AddressFamily::Inet,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            ) {
-                if tx.send(fd).is_err() {
-                    break;
+            // Ends once the maker is dropped (the send fails). A socket
+            // that cannot be made now (descriptors all in use) is tried
+            // again: the port works again once clients go.
+            loop {
+                match socket(
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                    None,
+                ) {
+                    Ok(fd) => {
+                        if tx.send(fd).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
                 }
             }
         });

@@ -201,14 +201,21 @@ pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
     // A temporary name for the container's end while it is still here:
     // `ethN` may exist on the host.
     let peer = format!("{}p", &a.host_if[..a.host_if.len().min(14)]);
-    let made = {
+    // The pair is made first and alone: when that fails (a link of that
+    // name exists), nothing is deleted, since nothing here was made.
+    {
         let (a, peer) = (a.clone(), peer.clone());
         with_handle(None, move |h| async move {
             h.link()
                 .add(LinkVeth::new(&a.host_if, &peer).build())
                 .execute()
                 .await
-                .map_err(|e| format!("creating veth {}: {e}", a.host_if))?;
+                .map_err(|e| format!("creating veth {}: {e}", a.host_if))
+        })?;
+    }
+    let made = {
+        let (a, peer) = (a.clone(), peer.clone());
+        with_handle(None, move |h| async move {
             let host = index_of(&h, &a.host_if).await?.ok_or("the veth vanished")?;
             let bridge = index_of(&h, &a.bridge)
                 .await?

@@ -521,7 +521,8 @@ fn what_a_killed_kiln_leaves_is_reclaimed() {
         return;
     };
     let root = store.path();
-    ns.ok(root, &["network", "create", "n"]);
+    let id = ns.ok(root, &["network", "create", "n"]);
+    let id = id.trim();
     ns.ok(
         root,
         &[
@@ -583,13 +584,18 @@ fn what_a_killed_kiln_leaves_is_reclaimed() {
     assert_eq!(kiln_links(&ns), Vec::<String>::new());
 
     // What a kiln killed between making a veth pair and moving its end,
-    // or after making a bridge, leaves; and links of others.
+    // or after making the bridge, leaves; links of another store's
+    // network (another suffix) and links kiln did not make stay.
     let made = ns
-        .sh(
-            "ip link add kv0123456789ab type veth peer name kv0123456789abp && \
+        .sh(&format!(
+            "ip link add kv0123456{s} type veth peer name kv0123456{s}p && \
+             ip link add kb-{b} type bridge && \
+             ip link add kv0123456789ab type veth peer name kv0123456789abp && \
              ip link add kb-0123456789ab type bridge && \
              ip link add kvm0 type veth peer name kvm1 && ip link add kb-other type bridge",
-        )
+            s = &id[..5],
+            b = &id[..12]
+        ))
         .status()
         .unwrap();
     assert!(made.success());
@@ -598,8 +604,15 @@ fn what_a_killed_kiln_leaves_is_reclaimed() {
     left.sort();
     assert_eq!(
         left,
-        ["kb-other", "kvm0", "kvm1"],
-        "only what kiln made is removed"
+        [
+            "kb-0123456789ab",
+            "kb-other",
+            "kv0123456789ab",
+            "kv0123456789abp",
+            "kvm0",
+            "kvm1"
+        ],
+        "only what this store's networks made is removed"
     );
 }
 

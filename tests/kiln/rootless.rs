@@ -87,7 +87,7 @@ fn rootless_container_is_isolated_and_root_inside() {
     let out = sh(
         dir,
         &["--hostname", "rl"],
-        "id -u; hostname; ps -o pid,comm > /tmp/ps; tail -n +2 /tmp/ps | tr -s ' ' | tr '\\n' ,; echo; echo hi > /tmp/f; cat /tmp/f; ls /proc/$$/fd | tr '\\n' ' '; echo; exit 4",
+        "id -u; hostname; ps -o pid,comm > /tmp/ps; tail -n +2 /tmp/ps | tr -s ' ' | tr '\\n' ,; echo; echo hi > /tmp/f; cat /tmp/f; ls /proc/$$/fd > /tmp/fds; tr '\\n' ' ' < /tmp/fds; echo; exit 4",
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
@@ -380,7 +380,7 @@ struct KillHolder(PathBuf);
 
 impl Drop for KillHolder {
     fn drop(&mut self) {
-        let Ok(bytes) = std::fs::read(self.0.join("store/networks/holder.json")) else {
+        let Ok(bytes) = std::fs::read(self.0.join("store/networks/.holder.json")) else {
             return;
         };
         let Ok(holder) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
