@@ -53,49 +53,6 @@ struct Row {
 }
 
 /// Docker's STATUS text: `Up 2 minutes`, `Exited (0) 5 seconds ago`.
-fn status_text(st: &container::state::State) -> String {
-    match st.status {
-        Status::Running => {
-            let health = match st.health.as_ref().map(|h| h.status.as_str()) {
-                Some("starting") => " (health: starting)",
-                Some("healthy") => " (healthy)",
-                Some("unhealthy") => " (unhealthy)",
-                _ => "",
-            };
-            format!("Up {}{health}", up_for(st.started_at.as_deref()))
-        }
-        Status::Restarting => format!(
-            "Restarting ({}) {} ago",
-            st.exit_code.unwrap_or(0),
-            up_for(st.finished_at.as_deref())
-        ),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            st.exit_code.unwrap_or(0),
-            up_for(st.finished_at.as_deref())
-        ),
-        Status::Created => "Created".into(),
-    }
-}
-
-/// Docker's duration words (`units.HumanDuration`): `Up ...`, `... ago`.
-fn up_for(since: Option<&str>) -> String {
-    let Some(t) = since.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
-        return "Less than a second".into();
-    };
-    let secs = (chrono::Utc::now().timestamp() - t.timestamp()).max(0);
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".into(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".into(),
-        s if s < 172_800 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86_400),
-    }
-}
-
 fn row(c: &Container, no_trunc: bool) -> Row {
     let st = c.state();
     let command = c
@@ -119,9 +76,9 @@ fn row(c: &Container, no_trunc: bool) -> Row {
         },
         image: c.record.image.clone(),
         command,
-        created: format!("{} ago", up_for(Some(&c.record.created))),
+        created: format!("{} ago", container::state::up_for(Some(&c.record.created))),
         created_at: c.record.created.clone(),
-        status: status_text(&st),
+        status: st.docker_status(),
         state: st.status.as_str(),
         ports: match st.is_running() {
             true => c

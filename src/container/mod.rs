@@ -8,6 +8,7 @@
 //! reads the directory.
 
 pub mod health;
+pub mod inspect;
 pub mod logs;
 pub mod monitor;
 mod names;

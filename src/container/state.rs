@@ -136,6 +136,52 @@ impl State {
     pub fn is_running(&self) -> bool {
         matches!(self.status, Status::Running | Status::Restarting)
     }
+
+    /// docker's STATUS words: `Up 5 seconds (healthy)`, `Exited (0) 2
+    /// minutes ago`, `Created`.
+    pub fn docker_status(&self) -> String {
+        let st = self;
+        match st.status {
+            Status::Running => {
+                let health = match st.health.as_ref().map(|h| h.status.as_str()) {
+                    Some("starting") => " (health: starting)",
+                    Some("healthy") => " (healthy)",
+                    Some("unhealthy") => " (unhealthy)",
+                    _ => "",
+                };
+                format!("Up {}{health}", up_for(st.started_at.as_deref()))
+            }
+            Status::Restarting => format!(
+                "Restarting ({}) {} ago",
+                st.exit_code.unwrap_or(0),
+                up_for(st.finished_at.as_deref())
+            ),
+            Status::Exited => format!(
+                "Exited ({}) {} ago",
+                st.exit_code.unwrap_or(0),
+                up_for(st.finished_at.as_deref())
+            ),
+            Status::Created => "Created".into(),
+        }
+    }
+}
+
+/// Docker's duration words (`units.HumanDuration`): `Up ...`, `... ago`.
+pub fn up_for(since: Option<&str>) -> String {
+    let Some(t) = since.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return "Less than a second".into();
+    };
+    let secs = (chrono::Utc::now().timestamp() - t.timestamp()).max(0);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
 }
 
 #[cfg(test)]

@@ -131,6 +131,29 @@ impl Image {
         Err(ImageError::NotFound(reference.to_string()))
     }
 
+    /// The image as `docker inspect` shows it (`kiln inspect`, the Docker API).
+    pub fn docker_json(&self, store: &Store) -> Result<serde_json::Value> {
+        let image = self;
+        let c = &image.config;
+        Ok(serde_json::json!({
+            "Id": image.id.to_string(),
+            "RepoTags": image.names(&store)?,
+            "Created": c.created,
+            "Author": c.author.clone().unwrap_or_default(),
+            "Architecture": c.architecture,
+            "Os": c.os,
+            "Variant": c.variant,
+            "Config": c.config,
+            "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
+            "History": c.history,
+            "Size": image.size(),
+            "Manifest": {
+                "Digest": image.manifest_digest.to_string(),
+                "Layers": image.manifest.layers(),
+            },
+        }))
+    }
+
     /// The names that point at this image's manifest.
     pub fn names(&self, store: &Store) -> Result<Vec<String>> {
         Ok(store
