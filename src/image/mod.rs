@@ -137,7 +137,7 @@ impl Image {
         let c = &image.config;
         Ok(serde_json::json!({
             "Id": image.id.to_string(),
-            "RepoTags": image.names(&store)?,
+            "RepoTags": image.names(store)?,
             "Created": c.created,
             "Author": c.author.clone().unwrap_or_default(),
             "Architecture": c.architecture,
