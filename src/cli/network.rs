@@ -5,7 +5,7 @@ use super::format::table;
 use super::{Error, open_store};
 use kiln::network::{self, Network};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `kiln network`.
@@ -101,47 +101,6 @@ fn network_error(e: network::NetworkError) -> Error {
     Error::Run(1, format!("Error response from kiln: {e}"))
 }
 
-/// A network in `docker network inspect`'s shape.
-fn inspect_json(root: &Path, n: &Network) -> serde_json::Value {
-    let containers: serde_json::Map<String, serde_json::Value> = n
-        .endpoints(root)
-        .into_iter()
-        .map(|e| {
-            (
-                e.container.clone(),
-                serde_json::json!({
-                    "Name": e.name,
-                    "MacAddress": e.mac,
-                    "IPv4Address": format!("{}/{}", e.ip, n.subnet.prefix),
-                    "IPv6Address": "",
-                }),
-            )
-        })
-        .collect();
-    let mut config = serde_json::json!({ "Subnet": n.subnet.to_string() });
-    if let Some(g) = n.gateway {
-        config["Gateway"] = g.to_string().into();
-    }
-    serde_json::json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": n.created,
-        "Scope": "local",
-        "Driver": "bridge",
-        "EnableIPv6": false,
-        "IPAM": { "Driver": "default", "Options": {}, "Config": [config] },
-        "Internal": n.internal,
-        "Attachable": false,
-        "Ingress": false,
-        "Containers": containers,
-        "Options": {
-            "com.docker.network.bridge.name": n.bridge,
-            "com.docker.network.bridge.enable_ip_masquerade": n.nat.to_string(),
-        },
-        "Labels": n.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-    })
-}
-
 /// `kiln network ...`.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
@@ -206,7 +165,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             let mut found = Vec::new();
             for what in &networks {
                 match network::find(root, what) {
-                    Ok(n) => found.push(inspect_json(root, &n)),
+                    Ok(n) => found.push(n.docker_json(root)),
                     Err(e) => {
                         failed = true;
                         eprintln!("Error: {e}");

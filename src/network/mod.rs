@@ -249,6 +249,49 @@ impl Network {
         networks_dir(root).join(&self.name)
     }
 
+    /// The network in `docker network inspect`'s shape (`kiln network
+    /// inspect`, the Docker API).
+    pub fn docker_json(&self, root: &Path) -> serde_json::Value {
+        let n = self;
+        let containers: serde_json::Map<String, serde_json::Value> = n
+            .endpoints(root)
+            .into_iter()
+            .map(|e| {
+                (
+                    e.container.clone(),
+                    serde_json::json!({
+                        "Name": e.name,
+                        "MacAddress": e.mac,
+                        "IPv4Address": format!("{}/{}", e.ip, n.subnet.prefix),
+                        "IPv6Address": "",
+                    }),
+                )
+            })
+            .collect();
+        let mut config = serde_json::json!({ "Subnet": n.subnet.to_string() });
+        if let Some(g) = n.gateway {
+            config["Gateway"] = g.to_string().into();
+        }
+        serde_json::json!({
+            "Name": n.name,
+            "Id": n.id,
+            "Created": n.created,
+            "Scope": "local",
+            "Driver": "bridge",
+            "EnableIPv6": false,
+            "IPAM": { "Driver": "default", "Options": {}, "Config": [config] },
+            "Internal": n.internal,
+            "Attachable": false,
+            "Ingress": false,
+            "Containers": containers,
+            "Options": {
+                "com.docker.network.bridge.name": n.bridge,
+                "com.docker.network.bridge.enable_ip_masquerade": n.nat.to_string(),
+            },
+            "Labels": n.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        })
+    }
+
     /// The network's lock, held while its endpoints change.
     fn lock(&self, root: &Path) -> Result<std::fs::File, NetworkError> {
         let path = self.dir(root).join("lock");
