@@ -520,51 +520,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let mut binds = Vec::new();
     let mut named = Vec::new();
     for v in &args.volumes {
-        // `NAME:/path[:ro]`: a volume in the store, not a host path.
-        if let [name, target, rest @ ..] = v.split(':').collect::<Vec<_>>().as_slice()
-            && !name.starts_with('/')
-            && !name.starts_with('.')
-        {
-            let mode = rest.first().copied().unwrap_or("rw");
-            if !kiln::container::volume::valid_name(name)
-                || !target.starts_with('/')
-                || rest.len() > 1
-                || !["ro", "rw"].contains(&mode)
-            {
-                return Err(Error::Usage(format!(
-                    "invalid volume {v:?}: use NAME:/PATH[:ro|rw] (a name of [a-zA-Z0-9][a-zA-Z0-9_.-]) or HOST:CONTAINER[:ro|rw]"
-                )));
+        match kiln::container::volume::parse_flag(v).map_err(Error::Usage)? {
+            kiln::container::volume::Flag::Named(name, target, ro) => {
+                named.push((name, target, ro))
             }
-            named.push((name.to_string(), target.to_string(), mode == "ro"));
-            continue;
-        }
-        let parts: Vec<&str> = v.split(':').collect();
-        let (source, target, mode) = match parts.as_slice() {
-            [s, t] => (*s, *t, "rw"),
-            [s, t, m] => (*s, *t, *m),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "invalid volume {v:?}: use HOST:CONTAINER[:ro|rw]"
-                )));
+            kiln::container::volume::Flag::Bind(b) => {
+                kiln::container::volume::ensure_source(&b).map_err(|e| Error::Run(125, e))?;
+                binds.push(b);
             }
-        };
-        if !source.starts_with('/') || !target.starts_with('/') || !["ro", "rw"].contains(&mode) {
-            return Err(Error::Usage(format!(
-                "invalid volume {v:?}: both paths must be absolute, the mode ro or rw"
-            )));
         }
-        if !std::path::Path::new(source).exists() {
-            std::fs::create_dir_all(source)
-                .map_err(|e| Error::Run(125, format!("creating {source}: {e}")))?;
-        }
-        binds.push(Bind {
-            source: source.into(),
-            target: target.into(),
-            read_only: mode == "ro",
-            // A host path the user named: followed as docker follows it.
-            exact: false,
-            nodev: false,
-        });
     }
     let mut tmpfs = Vec::new();
     for t in &args.tmpfs {

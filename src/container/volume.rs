@@ -37,6 +37,67 @@ fn dir(store: &Store) -> PathBuf {
     store.root().join("volumes")
 }
 
+/// What one `-v` (or the API's `Binds` entry) asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flag {
+    /// `NAME:/path[:ro|rw]`: a volume in the store (name, path, read-only).
+    Named(String, String, bool),
+    /// `/host:/path[:ro|rw]`: a host path.
+    Bind(crate::sandbox::Bind),
+}
+
+/// Parses `-v NAME:/PATH[:ro|rw]` or `-v HOST:CONTAINER[:ro|rw]`.
+pub fn parse_flag(v: &str) -> Result<Flag, String> {
+    let parts: Vec<&str> = v.split(':').collect();
+    if let [name, target, rest @ ..] = parts.as_slice()
+        && !name.starts_with('/')
+        && !name.starts_with('.')
+    {
+        let mode = rest.first().copied().unwrap_or("rw");
+        if !valid_name(name)
+            || !target.starts_with('/')
+            || rest.len() > 1
+            || !["ro", "rw"].contains(&mode)
+        {
+            return Err(format!(
+                "invalid volume {v:?}: use NAME:/PATH[:ro|rw] (a name of [a-zA-Z0-9][a-zA-Z0-9_.-]) or HOST:CONTAINER[:ro|rw]"
+            ));
+        }
+        return Ok(Flag::Named(
+            name.to_string(),
+            target.to_string(),
+            mode == "ro",
+        ));
+    }
+    let (source, target, mode) = match parts.as_slice() {
+        [s, t] => (*s, *t, "rw"),
+        [s, t, m] => (*s, *t, *m),
+        _ => return Err(format!("invalid volume {v:?}: use HOST:CONTAINER[:ro|rw]")),
+    };
+    if !source.starts_with('/') || !target.starts_with('/') || !["ro", "rw"].contains(&mode) {
+        return Err(format!(
+            "invalid volume {v:?}: both paths must be absolute, the mode ro or rw"
+        ));
+    }
+    Ok(Flag::Bind(crate::sandbox::Bind {
+        source: source.into(),
+        target: target.into(),
+        read_only: mode == "ro",
+        // A host path the user named: followed as docker follows it.
+        exact: false,
+        nodev: false,
+    }))
+}
+
+/// Makes a bind's missing host directory, as docker does.
+pub fn ensure_source(b: &crate::sandbox::Bind) -> Result<(), String> {
+    if !b.source.exists() {
+        std::fs::create_dir_all(&b.source)
+            .map_err(|e| format!("creating {}: {e}", b.source.display()))?;
+    }
+    Ok(())
+}
+
 /// True for a name docker accepts for a volume.
 pub fn valid_name(name: &str) -> bool {
     super::valid_name(name)
