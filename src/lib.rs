@@ -4,6 +4,7 @@
 //! Every `unsafe` block and raw syscall lives in `sandbox`.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod build;
 pub mod container;
 pub mod context;

@@ -985,11 +985,44 @@ pub struct SystemArgs {
 enum SystemCommand {
     /// Show what images, containers, volumes and the build cache use.
     Df,
+    /// Serve Docker's Engine API (1.41) for the docker CLI, docker-py and
+    /// docker-compose, until idle for --timeout.
+    Service {
+        /// The unix socket (default: /run/kiln/docker.sock as root,
+        /// $XDG_RUNTIME_DIR/kiln/docker.sock otherwise).
+        #[arg(long, conflicts_with = "listen")]
+        socket: Option<PathBuf>,
+        /// A loopback TCP address instead, `127.0.0.1:PORT`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Stop after this many seconds without a request (0: never).
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
-/// `kiln system df`.
+/// `kiln system df` and `kiln system service`.
 pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error> {
-    let SystemCommand::Df = args.command;
+    if let SystemCommand::Service {
+        socket,
+        listen,
+        timeout,
+    } = args.command
+    {
+        let store = open_store(root)?;
+        let opts = kiln::api::Options {
+            socket: match listen {
+                Some(_) => None,
+                None => Some(socket.unwrap_or_else(kiln::api::default_socket)),
+            },
+            listen,
+            timeout: std::time::Duration::from_secs(timeout),
+        };
+        super::runtime()?
+            .block_on(kiln::api::serve(store, opts))
+            .map_err(|e| Error::Run(1, e))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(root)?;
     let rows_in = container::disk_use(&store).map_err(super::container_error)?;
     let mut rows = vec![

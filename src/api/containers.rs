@@ -1,0 +1,666 @@
+//! `/containers/...`: list, create, start, stop, kill, restart, wait,
+//! inspect, logs, remove, prune.
+
+use super::{ApiError, Shared, blocking, flag};
+use crate::container::{self, Container, logs, monitor, ports, volume};
+use crate::sandbox::{Limits, Network};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::Value;
+use std::collections::HashMap;
+
+type Q = Query<HashMap<String, String>>;
+
+pub(super) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/containers/json", get(list))
+        .route("/containers/create", post(create))
+        .route("/containers/prune", post(prune))
+        .route("/containers/{id}/json", get(inspect))
+        .route("/containers/{id}/start", post(start))
+        .route("/containers/{id}/stop", post(stop))
+        .route("/containers/{id}/restart", post(restart))
+        .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/wait", post(wait))
+        .route("/containers/{id}/logs", get(logs_of))
+        .route("/containers/{id}", delete(remove))
+}
+
+fn unix(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp())
+}
+
+/// A container as `GET /containers/json` lists it.
+fn summary(c: &Container) -> Value {
+    let st = c.state();
+    let r = &c.record;
+    let ports: Vec<Value> = match st.is_running() {
+        true => r
+            .ports
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "IP": p.host_ip.to_string(), "PrivatePort": p.port,
+                    "PublicPort": p.host_port, "Type": p.proto.as_str(),
+                })
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    let networks: serde_json::Map<String, Value> = container::networks::settings(c)
+        .into_iter()
+        .map(|(a, net, e)| {
+            (
+                a.network,
+                serde_json::json!({
+                    "NetworkID": net.map(|n| n.id).unwrap_or_default(),
+                    "IPAddress": e.map(|e| e.ip.to_string()).unwrap_or_default(),
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "Id": r.id,
+        "Names": [format!("/{}", r.name)],
+        "Image": r.image,
+        "ImageID": r.image_id,
+        "Command": r.argv.join(" "),
+        "Created": unix(&r.created),
+        "Ports": ports,
+        "Labels": r.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "State": st.status.as_str(),
+        "Status": st.docker_status(),
+        "HostConfig": { "NetworkMode": match (r.networks.first(), r.spec.network) {
+            (Some(a), _) => a.network.clone(),
+            (None, Network::Host) => "host".into(),
+            (None, Network::None) => "none".into(),
+        } },
+        "NetworkSettings": { "Networks": networks },
+        "Mounts": [],
+    })
+}
+
+/// Docker's `filters` query: `{"status":["running"],"name":["web"]}`.
+fn filtered(c: &Container, filters: &HashMap<String, Vec<String>>) -> bool {
+    let st = c.state();
+    filters.iter().all(|(k, vs)| {
+        vs.iter().any(|v| match k.as_str() {
+            "status" => st.status.as_str() == v,
+            "name" => c.record.name.contains(v.trim_start_matches('/')),
+            "id" => c.record.id.starts_with(v),
+            "ancestor" => c.record.image == *v || c.record.image_id.contains(v),
+            "label" => match v.split_once('=') {
+                Some((k, val)) => c.record.labels.iter().any(|(a, b)| a == k && b == val),
+                None => c.record.labels.iter().any(|(a, _)| a == v),
+            },
+            _ => false,
+        })
+    })
+}
+
+fn filters_of(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, ApiError> {
+    let Some(text) = q.get("filters").filter(|t| !t.is_empty()) else {
+        return Ok(HashMap::new());
+    };
+    // Old clients send {"status":{"running":true}}.
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?;
+    let mut out = HashMap::new();
+    for (k, vals) in v.as_object().into_iter().flatten() {
+        let list: Vec<String> = match vals {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+            Value::Object(o) => o.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        if !["status", "name", "id", "ancestor", "label"].contains(&k.as_str()) {
+            return Err(ApiError::bad(format!("invalid filter '{k}'")));
+        }
+        out.insert(k.clone(), list);
+    }
+    Ok(out)
+}
+
+async fn list(State(state): State<Shared>, Query(q): Q) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let filters = filters_of(&q)?;
+        let mut all = container::list(&state.store)?;
+        all.reverse();
+        let limit: Option<usize> = q
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > 0);
+        let shown: Vec<Value> = all
+            .iter()
+            .filter(|c| flag(q.get("all")) || limit.is_some() || c.state().is_running())
+            .filter(|c| filtered(c, &filters))
+            .take(limit.unwrap_or(usize::MAX))
+            .map(summary)
+            .collect();
+        Ok(Json(Value::Array(shown)))
+    })
+    .await
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// The body of `POST /containers/create` as kiln's `Create`; options kiln
+/// does not take are refused by name (501), never dropped.
+fn create_opts(
+    store: &crate::store::Store,
+    body: &Value,
+    name: Option<String>,
+) -> Result<container::Create, ApiError> {
+    let hc = &body["HostConfig"];
+    let mut unsupported = Vec::new();
+    for key in [
+        "CapAdd",
+        "CapDrop",
+        "Devices",
+        "SecurityOpt",
+        "Ulimits",
+        "Sysctls",
+        "Mounts",
+        "DeviceRequests",
+        "VolumesFrom",
+        "Links",
+    ] {
+        if hc[key].as_array().is_some_and(|a| !a.is_empty())
+            || hc[key].as_object().is_some_and(|o| !o.is_empty())
+        {
+            unsupported.push(format!("HostConfig.{key}"));
+        }
+    }
+    if hc["Privileged"].as_bool() == Some(true) {
+        unsupported.push("HostConfig.Privileged".into());
+    }
+    if body["AttachStdin"].as_bool() == Some(true) || body["OpenStdin"].as_bool() == Some(true) {
+        unsupported.push("OpenStdin (attach is not served yet: run with -d)".into());
+    }
+    if !unsupported.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("kiln's API does not take {} yet", unsupported.join(", ")),
+        ));
+    }
+    let image = text(&body["Image"]).ok_or_else(|| ApiError::bad("Image is required"))?;
+    let mut command = strings(&body["Cmd"]);
+    let entry = strings(&body["Entrypoint"]);
+    let entrypoint = match entry.split_first() {
+        Some((first, rest)) => {
+            // Docker's Entrypoint is a list; kiln's is one program, the
+            // rest of the list going before the command.
+            command = rest.iter().cloned().chain(command).collect();
+            Some(first.clone())
+        }
+        None if body["Entrypoint"].is_array() => Some(String::new()),
+        None => None,
+    };
+    let mut binds = Vec::new();
+    let mut volumes = Vec::new();
+    for b in strings(&hc["Binds"]) {
+        match volume::parse_flag(&b).map_err(ApiError::bad)? {
+            volume::Flag::Named(n, t, ro) => volumes.push((n, t, ro)),
+            volume::Flag::Bind(b) => {
+                volume::ensure_source(&b).map_err(ApiError::internal)?;
+                binds.push(b);
+            }
+        }
+    }
+    let mut published = Vec::new();
+    for (key, list) in hc["PortBindings"].as_object().into_iter().flatten() {
+        for binding in list.as_array().into_iter().flatten() {
+            let ip = text(&binding["HostIp"]).unwrap_or_else(|| "0.0.0.0".into());
+            let host = text(&binding["HostPort"]).unwrap_or_default();
+            published.extend(parse_binding(&ip, &host, key)?);
+        }
+    }
+    if hc["PublishAllPorts"].as_bool() == Some(true) {
+        let exposed: Vec<String> = body["ExposedPorts"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let from_image = crate::image::Image::resolve(store, &image)
+            .ok()
+            .and_then(|i| i.config.config.exposed_ports.clone())
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        for key in exposed.iter().chain(&from_image) {
+            let found = ports::parse(key).map_err(ApiError::bad)?;
+            if !published
+                .iter()
+                .any(|p: &ports::Port| p.port == found[0].port && p.proto == found[0].proto)
+            {
+                published.extend(found);
+            }
+        }
+    }
+    let mode = text(&hc["NetworkMode"]).unwrap_or_else(|| "default".into());
+    let (network, networks) = match mode.as_str() {
+        "host" => (Network::Host, Vec::new()),
+        "none" => (Network::None, Vec::new()),
+        // Docker's default is its bridge; kiln's is the host's network
+        // (a namespace of its own when ports are published).
+        "default" | "bridge" => match published.is_empty() {
+            true => (Network::Host, Vec::new()),
+            false => (Network::None, Vec::new()),
+        },
+        name => {
+            let ep = &body["NetworkingConfig"]["EndpointsConfig"][name];
+            let ip = ep["IPAMConfig"]["IPv4Address"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| ApiError::bad(format!("invalid address {s:?}")))
+                })
+                .transpose()?;
+            (
+                Network::None,
+                vec![crate::network::Attachment {
+                    network: name.to_string(),
+                    aliases: strings(&ep["Aliases"]),
+                    ip,
+                }],
+            )
+        }
+    };
+    let restart = match text(&hc["RestartPolicy"]["Name"]) {
+        None => container::Restart::No,
+        Some(n) => {
+            let max = hc["RestartPolicy"]["MaximumRetryCount"]
+                .as_u64()
+                .unwrap_or(0);
+            let spec = match (n.as_str(), max) {
+                ("on-failure", m) if m > 0 => format!("on-failure:{m}"),
+                _ => n,
+            };
+            container::Restart::parse(&spec).map_err(ApiError::bad)?
+        }
+    };
+    let labels = body["Labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let memory = hc["Memory"].as_u64().filter(|&m| m > 0);
+    Ok(container::Create {
+        image,
+        name,
+        command,
+        entrypoint,
+        env: strings(&body["Env"]),
+        binds,
+        volumes,
+        workdir: text(&body["WorkingDir"]),
+        user: text(&body["User"]),
+        hostname: text(&body["Hostname"]),
+        network,
+        networks,
+        limits: Limits {
+            memory,
+            cpus: hc["NanoCpus"]
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| n as f64 / 1e9),
+            pids: hc["PidsLimit"]
+                .as_i64()
+                .filter(|&p| p > 0)
+                .map(|p| p as u64),
+            cpu_shares: hc["CpuShares"].as_u64().filter(|&s| s > 0),
+            cpuset_cpus: text(&hc["CpusetCpus"]),
+            ..Limits::default()
+        },
+        read_only: hc["ReadonlyRootfs"].as_bool() == Some(true),
+        tty: body["Tty"].as_bool() == Some(true),
+        auto_remove: hc["AutoRemove"].as_bool() == Some(true),
+        restart,
+        stop_signal: text(&body["StopSignal"]),
+        stop_timeout: body["StopTimeout"].as_u64(),
+        labels,
+        shm_size: hc["ShmSize"].as_u64().filter(|&s| s > 0),
+        extra_hosts: strings(&hc["ExtraHosts"])
+            .iter()
+            .filter_map(|h| {
+                h.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect(),
+        dns: strings(&hc["Dns"]),
+        ports: published,
+        ..container::Create::default()
+    })
+}
+
+/// One `PortBindings` entry: `80/tcp` with a host address and port.
+fn parse_binding(ip: &str, host: &str, key: &str) -> Result<Vec<ports::Port>, ApiError> {
+    let spec = match host {
+        "" => key.to_string(),
+        h => format!("{ip}:{h}:{key}"),
+    };
+    let mut found = ports::parse(&spec).map_err(ApiError::bad)?;
+    if host.is_empty() {
+        let ip = ip
+            .parse()
+            .map_err(|_| ApiError::bad(format!("invalid HostIp {ip:?}")))?;
+        for p in &mut found {
+            p.host_ip = ip;
+        }
+    }
+    Ok(found)
+}
+
+async fn create(
+    State(state): State<Shared>,
+    Query(q): Q,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    blocking(move || {
+        let name = q.get("name").filter(|n| !n.is_empty()).cloned();
+        let opts = create_opts(&state.store, &body, name)?;
+        if crate::image::Image::resolve(&state.store, &opts.image).is_err() {
+            return Err(ApiError::not_found(format!(
+                "No such image: {}",
+                opts.image
+            )));
+        }
+        let (c, dirs) = container::create(&state.store, &opts)?;
+        drop(dirs);
+        Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "Id": c.record.id, "Warnings": [] })),
+        ))
+    })
+    .await
+}
+
+fn find(state: &Shared, id: &str) -> Result<Container, ApiError> {
+    Ok(container::find(&state.store, id)?)
+}
+
+async fn inspect(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || Ok(Json(container::inspect::docker_json(&find(&state, &id)?)))).await
+}
+
+async fn start(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let c = find(&state, &id)?;
+        if c.state().is_running() {
+            return Ok(StatusCode::NOT_MODIFIED);
+        }
+        monitor::spawn(state.store.root(), &c).map_err(|e| ApiError::internal(e.message))?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+async fn stop(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let c = find(&state, &id)?;
+        if !c.state().is_running() {
+            return Ok(StatusCode::NOT_MODIFIED);
+        }
+        let t = q.get("t").and_then(|t| t.parse().ok());
+        c.stop(t, q.get("signal").map(String::as_str))?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+async fn restart(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let c = find(&state, &id)?;
+        let t = q.get("t").and_then(|t| t.parse().ok());
+        c.stop(t, None)?;
+        monitor::spawn(state.store.root(), &c).map_err(|e| ApiError::internal(e.message))?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+async fn kill(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let c = find(&state, &id)?;
+        if !c.state().is_running() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Container {} is not running", c.record.id),
+            ));
+        }
+        let name = q.get("signal").cloned().unwrap_or_else(|| "SIGKILL".into());
+        let sig = crate::sandbox::process::signal_number(&name)
+            .ok_or_else(|| ApiError::bad(format!("Invalid signal: {name}")))?;
+        if sig == 9 {
+            c.kill_all()?;
+        } else {
+            c.signal(sig)?;
+        }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `POST /containers/ID/wait?condition=not-running|next-exit|removed`:
+/// the status line and headers at once (a client starts the container
+/// only once its wait is answered), the exit code in the body when the
+/// condition is met.
+async fn wait(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let c = blocking({
+        let state = state.clone();
+        move || find(&state, &id)
+    })
+    .await?;
+    let condition = q
+        .get("condition")
+        .cloned()
+        .unwrap_or_else(|| "not-running".into());
+    if !["not-running", "next-exit", "removed"].contains(&condition.as_str()) {
+        return Err(ApiError::bad(format!("invalid condition: {condition:?}")));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tokio::task::spawn_blocking(move || {
+        let first = c.state();
+        let code = loop {
+            let st = c.state();
+            let exited = !st.is_running() && st.status != crate::container::state::Status::Created;
+            let gone = !c.dir.exists();
+            let done = match condition.as_str() {
+                "removed" => gone,
+                // A new exit: not the one already recorded when asked.
+                "next-exit" => gone || (exited && st.finished_at != first.finished_at),
+                _ => gone || !st.is_running(),
+            };
+            if done {
+                break st.exit_code.unwrap_or(0);
+            }
+            if tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let body = serde_json::json!({ "StatusCode": code, "Error": null }).to_string() + "\n";
+        let _ = tx.blocking_send(Ok(body.into_bytes()));
+    });
+    Ok((
+        [("content-type", "application/json")],
+        Body::from_stream(tokio_stream(rx)),
+    )
+        .into_response())
+}
+
+/// Docker's multiplexed stream frame: the stream (1 stdout, 2 stderr),
+/// three zero bytes, the payload's length (big-endian), the payload.
+fn frame(stream: logs::Stream, text: &[u8]) -> Vec<u8> {
+    let kind = match stream {
+        logs::Stream::Stdout => 1u8,
+        logs::Stream::Stderr => 2u8,
+    };
+    let mut out = vec![kind, 0, 0, 0];
+    out.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    out.extend_from_slice(text);
+    out
+}
+
+async fn logs_of(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let c = blocking({
+        let state = state.clone();
+        move || find(&state, &id)
+    })
+    .await?;
+    let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
+    let tty = c.record.spec.tty;
+    let timestamps = flag(q.get("timestamps"));
+    let tail: Option<usize> = q.get("tail").and_then(|t| t.parse().ok());
+    let follow = flag(q.get("follow"));
+    let render = move |e: &logs::Entry| -> Option<Vec<u8>> {
+        let wanted = match e.stream {
+            logs::Stream::Stdout => out,
+            logs::Stream::Stderr => err,
+        };
+        if !wanted {
+            return None;
+        }
+        let mut text = Vec::new();
+        if timestamps {
+            text.extend_from_slice(e.time.as_bytes());
+            text.push(b' ');
+        }
+        text.extend_from_slice(&e.text);
+        Some(match tty {
+            true => text,
+            false => frame(e.stream, &text),
+        })
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let entries = logs::read(&c.dir);
+        let skip = tail.map_or(0, |t| entries.len().saturating_sub(t));
+        for e in entries.iter().skip(skip) {
+            if let Some(b) = render(e)
+                && tx.blocking_send(Ok(b)).is_err()
+            {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        let mut offset = std::fs::metadata(logs::path(&c.dir)).map_or(0, |m| m.len());
+        loop {
+            let (more, next) = logs::read_from(&c.dir, offset);
+            offset = next;
+            for e in &more {
+                if let Some(b) = render(e)
+                    && tx.blocking_send(Ok(b)).is_err()
+                {
+                    return;
+                }
+            }
+            if more.is_empty() && !c.state().is_running() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let body = Body::from_stream(tokio_stream(rx));
+    let kind = match tty {
+        true => "application/vnd.docker.raw-stream",
+        false => "application/vnd.docker.multiplexed-stream",
+    };
+    Ok(([("content-type", kind)], body).into_response())
+}
+
+/// A stream of the channel's items.
+fn tokio_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn remove(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let store = &state.store;
+        let c = find(&state, &id)?;
+        if c.state().is_running() && !flag(q.get("force")) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    c.record.id
+                ),
+            ));
+        }
+        match flag(q.get("v")) {
+            true => c.remove_with_volumes(store, true, true)?,
+            false => c.remove(true)?,
+        }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+async fn prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let mut deleted = Vec::new();
+        for c in container::list(&state.store)? {
+            if !c.state().is_running() {
+                c.remove(false)?;
+                deleted.push(c.record.id);
+            }
+        }
+        Ok(Json(
+            serde_json::json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }),
+        ))
+    })
+    .await
+}

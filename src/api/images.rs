@@ -1,0 +1,156 @@
+//! `/images/...`: list, inspect, history, tag, remove.
+
+use super::{ApiError, Shared, blocking};
+use crate::image::{Image, manifest_digest};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use std::collections::HashMap;
+
+pub(super) fn routes() -> axum::Router<Shared> {
+    axum::Router::new().route("/images/json", get(list)).route(
+        "/images/{*rest}",
+        get(by_name).post(by_name_post).delete(remove),
+    )
+}
+
+fn unix(rfc3339: Option<&str>) -> i64 {
+    rfc3339
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp())
+}
+
+async fn list(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(move || {
+        let store = &state.store;
+        // One entry per image, with every name it has.
+        let mut by_id: Vec<(Image, Vec<String>)> = Vec::new();
+        for (name, d) in store.tags()? {
+            let image = Image::load(store, &manifest_digest(&d)?)?;
+            match by_id.iter_mut().find(|(i, _)| i.id == image.id) {
+                Some((_, names)) => names.push(name),
+                None => by_id.push((image, vec![name])),
+            }
+        }
+        let out: Vec<serde_json::Value> = by_id
+            .into_iter()
+            .map(|(image, names)| {
+                serde_json::json!({
+                    "Id": image.id.to_string(),
+                    "ParentId": "",
+                    "RepoTags": names,
+                    "RepoDigests": [],
+                    "Created": unix(image.config.created.as_deref()),
+                    "Size": image.size(),
+                    "VirtualSize": image.size(),
+                    "SharedSize": -1,
+                    "Labels": image.config.config.labels.clone().unwrap_or_default(),
+                    "Containers": -1,
+                })
+            })
+            .collect();
+        Ok(Json(serde_json::Value::Array(out)))
+    })
+    .await
+}
+
+/// `NAME/json` or `NAME/history` (names hold slashes).
+async fn by_name(
+    State(state): State<Shared>,
+    Path(rest): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(move || {
+        let store = &state.store;
+        if let Some(name) = rest.strip_suffix("/json") {
+            let image = Image::resolve(store, name)
+                .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
+            return Ok(Json(image.docker_json(store)?));
+        }
+        if let Some(name) = rest.strip_suffix("/history") {
+            let image = Image::resolve(store, name)
+                .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
+            let history: Vec<serde_json::Value> = image
+                .config
+                .history
+                .iter()
+                .rev()
+                .map(|h| {
+                    serde_json::json!({
+                        "Id": "<missing>",
+                        "Created": unix(h.created.as_deref()),
+                        "CreatedBy": h.created_by.clone().unwrap_or_default(),
+                        "Tags": null,
+                        "Size": 0,
+                        "Comment": h.comment.clone().unwrap_or_default(),
+                    })
+                })
+                .collect();
+            return Ok(Json(serde_json::Value::Array(history)));
+        }
+        Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("kiln does not implement GET /images/{rest} of Docker's API"),
+        ))
+    })
+    .await
+}
+
+/// `NAME/tag?repo=R&tag=T`.
+async fn by_name_post(
+    State(state): State<Shared>,
+    Path(rest): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let Some(name) = rest.strip_suffix("/tag").map(str::to_string) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "kiln does not implement POST /images/{rest} of Docker's API (pulls, pushes and loads are not served yet)"
+            ),
+        ));
+    };
+    blocking(move || {
+        let store = &state.store;
+        let image = Image::resolve(store, &name)
+            .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
+        let repo = q
+            .get("repo")
+            .ok_or_else(|| ApiError::bad("repo is required"))?;
+        let target = match q.get("tag").filter(|t| !t.is_empty()) {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo.clone(),
+        };
+        let target: crate::image::Name = target.parse().map_err(ApiError::bad)?;
+        store.tag(&target.to_string(), image.descriptor(store))?;
+        Ok(StatusCode::CREATED)
+    })
+    .await
+}
+
+/// `DELETE /images/NAME`: its names go; what no name reaches is pruned
+/// later (`kiln prune`), as kiln's `rmi`.
+async fn remove(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(move || {
+        let store = &state.store;
+        let mut out = Vec::new();
+        if let Ok(n) = name.parse::<crate::image::Name>()
+            && store.untag(&n.to_string())?.is_some()
+        {
+            out.push(serde_json::json!({ "Untagged": n.to_string() }));
+            return Ok(Json(serde_json::Value::Array(out)));
+        }
+        let image = Image::resolve(store, &name)
+            .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
+        for n in image.names(store)? {
+            store.untag(&n)?;
+            out.push(serde_json::json!({ "Untagged": n }));
+        }
+        out.push(serde_json::json!({ "Deleted": image.id.to_string() }));
+        Ok(Json(serde_json::Value::Array(out)))
+    })
+    .await
+}

@@ -1,0 +1,307 @@
+//! Docker's Engine API (version 1.41, what docker 20.10 speaks) on a unix
+//! socket or a loopback port, served by `kiln system service` only while
+//! something calls it: a thin layer of HTTP over the same library calls as
+//! the CLI. What it does not implement answers 501 with a message naming
+//! it, never a silent success.
+
+mod containers;
+mod images;
+mod objects;
+mod system;
+
+use crate::store::Store;
+use axum::Router;
+use axum::http::{Request, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The API version served (docker 20.10's).
+pub const API_VERSION: &str = "1.41";
+
+/// Where and how long to serve.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A unix socket to listen on.
+    pub socket: Option<PathBuf>,
+    /// A TCP address to listen on (loopback only).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Stop after this long without a request (zero: never).
+    pub timeout: Duration,
+}
+
+/// What every handler shares.
+pub(crate) struct State {
+    store: Store,
+    /// Seconds since the epoch of the last request's end.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+type Shared = Arc<State>;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An error as Docker's API answers it: a status and `{"message": ...}`.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, message.into())
+    }
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "message": self.1 }))).into_response()
+    }
+}
+
+impl From<crate::container::ContainerError> for ApiError {
+    fn from(e: crate::container::ContainerError) -> ApiError {
+        use crate::container::ContainerError as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::NameInUse { .. } => StatusCode::CONFLICT,
+            E::Invalid(_) | E::Ambiguous(_) => StatusCode::BAD_REQUEST,
+            E::Image(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::network::NetworkError> for ApiError {
+    fn from(e: crate::network::NetworkError) -> ApiError {
+        use crate::network::NetworkError as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Exists(_) | E::InUse { .. } => StatusCode::CONFLICT,
+            E::Invalid(_) | E::Full(_) | E::NoPasta => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError::internal(e.to_string())
+    }
+}
+
+impl From<crate::image::ImageError> for ApiError {
+    fn from(e: crate::image::ImageError) -> ApiError {
+        ApiError::not_found(e.to_string())
+    }
+}
+
+/// Runs blocking library work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's work failed: {e}")))?
+}
+
+/// `/v1.41/containers/json` is `/containers/json`: clients put the version
+/// they speak first.
+fn strip_version<B>(mut req: Request<B>) -> Request<B> {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/v")
+        && let Some(i) = rest.find('/')
+        && rest[..i].chars().all(|c| c.is_ascii_digit() || c == '.')
+        && !rest[..i].is_empty()
+    {
+        let mut new = rest[i..].to_string();
+        if let Some(q) = req.uri().query() {
+            new.push('?');
+            new.push_str(q);
+        }
+        if let Ok(uri) = new.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// 501 for what kiln does not implement, naming it.
+async fn not_implemented(req: Request<axum::body::Body>) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "kiln does not implement {} {} of Docker's API",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .merge(system::routes())
+        .merge(images::routes())
+        .merge(containers::routes())
+        .merge(objects::routes())
+        .fallback(not_implemented)
+        .with_state(state)
+}
+
+/// Counts a request in flight and stamps its end (the idle timeout).
+async fn track(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    state.in_flight.fetch_add(1, Ordering::SeqCst);
+    if std::env::var_os("KILN_API_LOG").is_some() {
+        eprintln!("{} {}", req.method(), req.uri());
+    }
+    let res = next.run(req).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    state.last.store(now_secs(), Ordering::SeqCst);
+    res
+}
+
+/// Resolves when the service has been idle for `timeout` (never for 0).
+async fn idle(state: Shared, timeout: Duration) {
+    if timeout.is_zero() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let quiet = now_secs().saturating_sub(state.last.load(Ordering::SeqCst));
+        if state.in_flight.load(Ordering::SeqCst) == 0 && quiet >= timeout.as_secs() {
+            return;
+        }
+    }
+}
+
+/// Serves the API until idle for `opts.timeout`.
+pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
+    use tower::Layer;
+    let state = Arc::new(State {
+        store,
+        last: AtomicU64::new(now_secs()),
+        in_flight: AtomicUsize::new(0),
+    });
+    let app =
+        router(state.clone()).layer(axum::middleware::from_fn_with_state(state.clone(), track));
+    let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
+    let service = axum::ServiceExt::<Request<axum::body::Body>>::into_make_service(app);
+    let done = idle(state, opts.timeout);
+    match (&opts.socket, opts.listen) {
+        (_, Some(addr)) => {
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "--listen {addr}: the API is served on loopback only (TLS client certificates are not supported yet), or on a unix socket"
+                ));
+            }
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("listening on {addr}: {e}"))?;
+            axum::serve(l, service)
+                .with_graceful_shutdown(done)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        (Some(path), None) => {
+            let l = bind_socket(path)?;
+            let served = axum::serve(l, service)
+                .with_graceful_shutdown(done)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = std::fs::remove_file(path);
+            served
+        }
+        (None, None) => Err("give --socket PATH or --listen 127.0.0.1:PORT".into()),
+    }
+}
+
+/// Binds the unix socket at `path`: its directory made, a stale socket
+/// (nobody listening) replaced, and the socket only for its owner and
+/// group (root:root 0660 as root; the user's own, 0600, rootless).
+fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "{} is in use: another service answers there",
+            path.display()
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .map_err(|e| format!("listening on {}: {e}", path.display()))?;
+    let mode = if crate::sandbox::fs::is_root() {
+        0o660
+    } else {
+        0o600
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("setting {}'s mode: {e}", path.display()))?;
+    Ok(l)
+}
+
+/// The default socket: `/run/kiln/docker.sock` as root,
+/// `$XDG_RUNTIME_DIR/kiln/docker.sock` otherwise.
+pub fn default_socket() -> PathBuf {
+    match (
+        crate::sandbox::fs::is_root(),
+        std::env::var_os("XDG_RUNTIME_DIR"),
+    ) {
+        (false, Some(dir)) => PathBuf::from(dir).join("kiln/docker.sock"),
+        (false, None) => std::env::temp_dir().join(format!("kiln-{}/docker.sock", nix_uid())),
+        (true, _) => PathBuf::from("/run/kiln/docker.sock"),
+    }
+}
+
+fn nix_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(0)
+}
+
+/// A query string's flag as Docker reads it: `1`, `true`, `True`.
+pub(crate) fn flag(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_stripped_from_paths() {
+        let r = strip_version(
+            Request::builder()
+                .uri("/v1.41/containers/json?all=1")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(r.uri().to_string(), "/containers/json?all=1");
+        let r = strip_version(Request::builder().uri("/_ping").body(()).unwrap());
+        assert_eq!(r.uri().to_string(), "/_ping");
+        let r = strip_version(Request::builder().uri("/volumes/v1/x").body(()).unwrap());
+        assert_eq!(r.uri().to_string(), "/volumes/v1/x");
+    }
+}

@@ -1,0 +1,238 @@
+//! `/volumes/...` and `/networks/...`.
+
+use super::{ApiError, Shared, blocking};
+use crate::container::volume;
+use crate::network;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::Value;
+use std::collections::HashMap;
+
+pub(super) fn routes() -> axum::Router<Shared> {
+    axum::Router::new()
+        .route("/volumes", get(volumes))
+        .route("/volumes/create", post(volume_create))
+        .route("/volumes/prune", post(volume_prune))
+        .route("/volumes/{name}", get(volume_get).delete(volume_remove))
+        .route("/networks", get(networks))
+        .route("/networks/create", post(network_create))
+        .route("/networks/prune", post(network_prune))
+        .route("/networks/{id}", get(network_get).delete(network_remove))
+        .route("/networks/{id}/connect", post(network_connect))
+        .route("/networks/{id}/disconnect", post(network_disconnect))
+}
+
+fn volume_json(v: &volume::Volume) -> Value {
+    serde_json::json!({
+        "Name": v.name, "Driver": v.driver, "Mountpoint": v.mountpoint,
+        "CreatedAt": v.created, "Scope": "local", "Labels": {}, "Options": {},
+    })
+}
+
+async fn volumes(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let all: Vec<Value> = volume::list(&state.store).iter().map(volume_json).collect();
+        Ok(Json(serde_json::json!({ "Volumes": all, "Warnings": [] })))
+    })
+    .await
+}
+
+async fn volume_create(
+    State(state): State<Shared>,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    blocking(move || {
+        let name = body["Name"].as_str().filter(|n| !n.is_empty());
+        let (v, _) = volume::create(&state.store, name)?;
+        Ok((StatusCode::CREATED, Json(volume_json(&v))))
+    })
+    .await
+}
+
+async fn volume_get(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let v = volume::get(&state.store, &name)
+            .ok_or_else(|| ApiError::not_found(format!("get {name}: no such volume")))?;
+        Ok(Json(volume_json(&v)))
+    })
+    .await
+}
+
+async fn volume_remove(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        if volume::get(&state.store, &name).is_none() {
+            return Err(ApiError::not_found(format!("get {name}: no such volume")));
+        }
+        volume::remove(&state.store, &name, super::flag(q.get("force")))
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+async fn volume_prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let gone = volume::prune(&state.store, false);
+        Ok(Json(
+            serde_json::json!({ "VolumesDeleted": gone, "SpaceReclaimed": 0 }),
+        ))
+    })
+    .await
+}
+
+/// The modes docker lists as networks, as kiln has them.
+fn modes() -> Vec<Value> {
+    [("host", "host"), ("none", "null")]
+        .iter()
+        .map(|(name, driver)| {
+            serde_json::json!({
+                "Name": name, "Id": name, "Driver": driver, "Scope": "local",
+                "Internal": false, "IPAM": { "Driver": "default", "Config": [] },
+                "Containers": {}, "Options": {}, "Labels": {},
+            })
+        })
+        .collect()
+}
+
+async fn networks(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let root = state.store.root();
+        let mut all = modes();
+        all.extend(network::list(root)?.iter().map(|n| n.docker_json(root)));
+        Ok(Json(Value::Array(all)))
+    })
+    .await
+}
+
+async fn network_get(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let root = state.store.root();
+        if let Some(m) = modes().into_iter().find(|m| m["Name"] == id.as_str()) {
+            return Ok(Json(m));
+        }
+        Ok(Json(network::find(root, &id)?.docker_json(root)))
+    })
+    .await
+}
+
+async fn network_create(
+    State(state): State<Shared>,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    blocking(move || {
+        let driver = body["Driver"].as_str().unwrap_or("bridge");
+        if !driver.is_empty() && driver != "bridge" {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("kiln's networks are bridges: driver {driver:?} is not supported"),
+            ));
+        }
+        let config = &body["IPAM"]["Config"][0];
+        let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+        let nat = body["Options"]["com.docker.network.bridge.enable_ip_masquerade"].as_str()
+            == Some("true");
+        let n = network::create(
+            state.store.root(),
+            &network::Create {
+                name: body["Name"].as_str().unwrap_or_default().to_string(),
+                subnet: text(&config["Subnet"]),
+                gateway: text(&config["Gateway"]),
+                internal: body["Internal"].as_bool() == Some(true),
+                nat,
+                labels: body["Labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect(),
+            },
+        )?;
+        Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "Id": n.id, "Warning": "" })),
+        ))
+    })
+    .await
+}
+
+async fn network_remove(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let root = state.store.root();
+        network::remove(root, &network::find(root, &id)?)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+async fn network_prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let gone = network::prune(state.store.root())?;
+        Ok(Json(serde_json::json!({ "NetworksDeleted": gone })))
+    })
+    .await
+}
+
+async fn network_connect(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let cid = body["Container"].as_str().unwrap_or_default();
+        let mut c = crate::container::find(&state.store, cid)?;
+        let ep = &body["EndpointConfig"];
+        let ip = ep["IPAMConfig"]["IPv4Address"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ApiError::bad(format!("invalid address {s:?}")))
+            })
+            .transpose()?;
+        let aliases = ep["Aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        crate::container::networks::connect(
+            &mut c,
+            network::Attachment {
+                network: id,
+                aliases,
+                ip,
+            },
+        )?;
+        Ok(StatusCode::OK)
+    })
+    .await
+}
+
+async fn network_disconnect(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let cid = body["Container"].as_str().unwrap_or_default();
+        let mut c = crate::container::find(&state.store, cid)?;
+        crate::container::networks::disconnect(&mut c, &id)?;
+        Ok(StatusCode::OK)
+    })
+    .await
+}
