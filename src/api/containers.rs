@@ -27,6 +27,7 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/containers/{id}/kill", post(kill))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/logs", get(logs_of))
+        .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}", delete(remove))
 }
 
@@ -194,7 +195,7 @@ fn create_opts(
         unsupported.push("HostConfig.Privileged".into());
     }
     if body["AttachStdin"].as_bool() == Some(true) || body["OpenStdin"].as_bool() == Some(true) {
-        unsupported.push("OpenStdin (attach is not served yet: run with -d)".into());
+        unsupported.push("OpenStdin (standard input is not attached yet: run without -i)".into());
     }
     if !unsupported.is_empty() {
         return Err(ApiError::new(
@@ -203,6 +204,7 @@ fn create_opts(
         ));
     }
     let image = text(&body["Image"]).ok_or_else(|| ApiError::bad("Image is required"))?;
+    let image = super::images::familiar(&image).to_string();
     let mut command = strings(&body["Cmd"]);
     let entry = strings(&body["Entrypoint"]);
     let entrypoint = match entry.split_first() {
@@ -513,7 +515,15 @@ async fn wait(
                 _ => gone || !st.is_running(),
             };
             if done {
-                break st.exit_code.unwrap_or(0);
+                // Removed: its monitor left the exit code beside it.
+                let left = std::fs::read_to_string(container::exit_file(&c.dir)).ok();
+                if gone {
+                    let _ = std::fs::remove_file(container::exit_file(&c.dir));
+                }
+                break match (gone, left.and_then(|t| t.trim().parse().ok())) {
+                    (true, Some(code)) => code,
+                    _ => st.exit_code.unwrap_or(0),
+                };
             }
             if tx.is_closed() {
                 return;
@@ -614,6 +624,96 @@ async fn logs_of(
         false => "application/vnd.docker.multiplexed-stream",
     };
     Ok(([("content-type", kind)], body).into_response())
+}
+
+/// `POST /containers/ID/attach?stream=1&stdout=1&stderr=1`: the
+/// connection is taken over (101, `Upgrade: tcp`) and carries the
+/// container's output, multiplexed unless it has a tty, until its next exit
+/// (`docker run` attaches before it starts the container). Standard input
+/// is not carried yet (501).
+async fn attach(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+    mut req: axum::http::Request<Body>,
+) -> Result<Response, ApiError> {
+    if flag(q.get("stdin")) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "kiln's API does not attach standard input yet (docker run -i, docker attach)",
+        ));
+    }
+    let c = blocking({
+        let state = state.clone();
+        move || find(&state, &id)
+    })
+    .await?;
+    let tty = c.record.spec.tty;
+    let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
+    let past = flag(q.get("logs"));
+    let upgrade = hyper::upgrade::on(&mut req);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    tokio::task::spawn_blocking(move || {
+        let first = c.state();
+        // What is in the log now is an earlier run's: not this attach's.
+        let mut tail = match past {
+            true => logs::Tail::open(&c.dir),
+            false => logs::Tail::open_at_end(&c.dir),
+        };
+        loop {
+            if tail.is_none() {
+                tail = logs::Tail::open(&c.dir);
+            }
+            let st = c.state();
+            let ended = !c.dir.exists()
+                || (!st.is_running()
+                    && st.status != crate::container::state::Status::Created
+                    && st.finished_at != first.finished_at);
+            for e in tail.as_mut().map(logs::Tail::more).unwrap_or_default() {
+                let wanted = match e.stream {
+                    logs::Stream::Stdout => out,
+                    logs::Stream::Stderr => err,
+                };
+                let bytes = match tty {
+                    true => e.text.clone(),
+                    false => frame(e.stream, &e.text),
+                };
+                if wanted && tx.blocking_send(bytes).is_err() {
+                    return;
+                }
+            }
+            if ended || tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        while let Some(bytes) = rx.recv().await {
+            if io.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    let kind = match tty {
+        true => "application/vnd.docker.raw-stream",
+        false => "application/vnd.docker.multiplexed-stream",
+    };
+    Ok((
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            ("content-type", kind),
+            ("connection", "Upgrade"),
+            ("upgrade", "tcp"),
+        ],
+    )
+        .into_response())
 }
 
 /// A stream of the channel's items.

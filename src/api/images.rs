@@ -15,6 +15,14 @@ pub(super) fn routes() -> axum::Router<Shared> {
     )
 }
 
+/// A name as kiln keeps it: docker's clients may send the full form
+/// (`docker.io/library/box`), kiln stores the familiar one (`box`).
+pub(super) fn familiar(name: &str) -> &str {
+    name.strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .unwrap_or(name)
+}
+
 fn unix(rfc3339: Option<&str>) -> i64 {
     rfc3339
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -63,11 +71,13 @@ async fn by_name(
     blocking(move || {
         let store = &state.store;
         if let Some(name) = rest.strip_suffix("/json") {
+            let name = familiar(name);
             let image = Image::resolve(store, name)
                 .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
             return Ok(Json(image.docker_json(store)?));
         }
         if let Some(name) = rest.strip_suffix("/history") {
+            let name = familiar(name);
             let image = Image::resolve(store, name)
                 .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
             let history: Vec<serde_json::Value> = image
@@ -102,7 +112,7 @@ async fn by_name_post(
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
-    let Some(name) = rest.strip_suffix("/tag").map(str::to_string) else {
+    let Some(name) = rest.strip_suffix("/tag").map(|n| familiar(n).to_string()) else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             format!(
@@ -114,12 +124,13 @@ async fn by_name_post(
         let store = &state.store;
         let image = Image::resolve(store, &name)
             .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
-        let repo = q
-            .get("repo")
-            .ok_or_else(|| ApiError::bad("repo is required"))?;
+        let repo = familiar(
+            q.get("repo")
+                .ok_or_else(|| ApiError::bad("repo is required"))?,
+        );
         let target = match q.get("tag").filter(|t| !t.is_empty()) {
             Some(t) => format!("{repo}:{t}"),
-            None => repo.clone(),
+            None => repo.to_string(),
         };
         let target: crate::image::Name = target.parse().map_err(ApiError::bad)?;
         store.tag(&target.to_string(), image.descriptor(store))?;
@@ -136,6 +147,7 @@ async fn remove(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     blocking(move || {
         let store = &state.store;
+        let name = familiar(&name).to_string();
         let mut out = Vec::new();
         if let Ok(n) = name.parse::<crate::image::Name>()
             && store.untag(&n.to_string())?.is_some()

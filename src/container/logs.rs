@@ -169,6 +169,52 @@ pub fn read(dir: &Path) -> Vec<Entry> {
         .collect()
 }
 
+/// A log followed through an open handle: what is written after it was
+/// opened is read even after the file is removed (a `--rm` container's
+/// last lines).
+#[derive(Debug)]
+pub struct Tail {
+    file: File,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    /// Follows the current log file of the container in `dir` from its
+    /// start; None while it does not exist yet.
+    pub fn open(dir: &Path) -> Option<Tail> {
+        Some(Tail {
+            file: File::open(path(dir)).ok()?,
+            partial: Vec::new(),
+        })
+    }
+
+    /// Follows the current log file from its end: only what is written
+    /// from now on.
+    pub fn open_at_end(dir: &Path) -> Option<Tail> {
+        use std::io::{Seek, SeekFrom};
+        let mut t = Tail::open(dir)?;
+        t.file.seek(SeekFrom::End(0)).ok()?;
+        Some(t)
+    }
+
+    /// The whole entries written since the last call.
+    pub fn more(&mut self) -> Vec<Entry> {
+        use std::io::Read;
+        let _ = (&self.file).read_to_end(&mut self.partial);
+        let whole = self
+            .partial
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let entries = self.partial[..whole]
+            .split(|&b| b == b'\n')
+            .filter_map(parse)
+            .collect();
+        self.partial.drain(..whole);
+        entries
+    }
+}
+
 /// Entries of the current log file from byte `offset` on, and the offset
 /// after them (`logs -f` reads on from there).
 pub fn read_from(dir: &Path, offset: u64) -> (Vec<Entry>, u64) {

@@ -598,6 +598,13 @@ impl Container {
     }
 }
 
+/// Where a `--rm` container's exit code is left when it is removed
+/// (`containers/ID.exit`, beside its directory; read once by whoever waits
+/// for the removal).
+pub fn exit_file(dir: &Path) -> PathBuf {
+    dir.with_extension("exit")
+}
+
 /// The container in `dir`, if it has a record.
 pub fn load(dir: &Path) -> Option<Container> {
     let bytes = std::fs::read(dir.join("config.json")).ok()?;

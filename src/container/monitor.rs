@@ -269,6 +269,7 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         }
     };
     let mut delay = None;
+    let mut last_code;
     loop {
         let started = Instant::now();
         let result = run_once(&c, &log, &mut ready);
@@ -285,6 +286,7 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
             s.clone()
         })
         .unwrap_or_default();
+        last_code = code;
         // Said after the state is written: the command told of the failure
         // finds the container exited.
         if let Some(message) = &error {
@@ -313,6 +315,9 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         let _ = state::update(&dir, |s| s.restart_count += 1);
     }
     if c.record.auto_remove {
+        // Its exit code outlives it for a moment: a client waiting for
+        // its removal (`docker run --rm`) reads it there.
+        let _ = std::fs::write(super::exit_file(&dir), last_code.to_string());
         drop(_lock);
         sandbox::reclaim(&c.record.id);
         super::remove_dir(&dir);
