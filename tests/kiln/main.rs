@@ -3,6 +3,7 @@
 //! `KILN_BLESS=1 cargo test` rewrites kiln's own golden files under
 //! `fixtures/` from the current output (never the conformance data).
 
+mod api;
 mod attacks;
 mod build;
 mod buildkit;

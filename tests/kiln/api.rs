@@ -1,0 +1,269 @@
+//! Docker's API served by `kiln system service` (issue 15), driven by the
+//! real docker CLI: every command's output is checked, not only its exit
+//! code.
+
+use crate::registry::{free_port, k, ok, store_with_box};
+use crate::util::{need_root, need_tool, text};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `kiln system service` on a socket in a directory of its own,
+/// stopped when dropped.
+struct Service {
+    child: Child,
+    socket: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Service {
+    fn start(root: &Path, timeout: &str) -> Service {
+        let home = tempfile::tempdir().unwrap();
+        let socket = home.path().join("kiln.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(root)
+            .args(["system", "service", "--timeout", timeout, "--socket"])
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the service did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Service {
+            child,
+            socket,
+            home,
+        }
+    }
+
+    /// `docker args...` against this service, with a config of its own.
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.home.path())
+            .env("HOME", self.home.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup() -> Option<(tempfile::TempDir, Service)> {
+    if !need_root("containers need namespaces")
+        || !need_tool("docker", "the docker CLI is the client under test")
+    {
+        return None;
+    }
+    let store = store_with_box()?;
+    let svc = Service::start(store.path(), "0");
+    Some((store, svc))
+}
+
+/// The docker CLI's walk-through through kiln: version, images, a
+/// foreground run with its output and exit code, a detached web server
+/// published on loopback, ps, logs with the streams apart, stop, rm,
+/// volumes, inspect, tag and rmi; what kiln does not serve says so.
+#[test]
+fn the_docker_cli_drives_kiln() {
+    let Some((store, svc)) = setup() else {
+        return;
+    };
+    let root = store.path();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&svc.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "root:root 0660, as docker's socket");
+
+    assert_eq!(
+        svc.ok(&[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.Os}}"
+        ]),
+        "1.41 linux\n"
+    );
+    assert_eq!(
+        svc.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "box:1\n"
+    );
+
+    // Foreground: attach, wait for the removal, start; streams apart.
+    let out = svc.docker(&[
+        "run",
+        "--rm",
+        "box:1",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(svc.ok(&["ps", "-aq"]), "", "--rm removed it");
+
+    // Detached, published on loopback.
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "through the API\n").unwrap();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let vol = format!("{}:/www:ro", www.path().display());
+    let id = svc.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, "-v", &vol, "box:1", "httpd", "-f", "-p",
+        "80", "-h", "/www",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let got = Command::new("busybox")
+            .args([
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .output()
+            .unwrap();
+        if got.status.success() {
+            break text(&got.stdout);
+        }
+        assert!(Instant::now() < deadline, "the server never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(body, "through the API\n");
+    assert_eq!(
+        svc.ok(&["ps", "--format", "{{.Names}} {{.Ports}} {{.Status}}"])
+            .split(" Up ")
+            .next()
+            .unwrap(),
+        format!("web 127.0.0.1:{port}->80/tcp")
+    );
+    // kiln's own CLI sees the same container.
+    assert!(ok(k(root, &[], &["ps", "--format", "{{.Names}}"])).contains("web"));
+
+    svc.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "box:1",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; exec sleep 60",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = svc.docker(&["logs", "talker"]);
+        if text(&logs.stdout) == "hello\n" && text(&logs.stderr) == "oops\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "logs: {:?} {:?}",
+            text(&logs.stdout),
+            text(&logs.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inspect = svc.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.Name}} {{.Config.Image}}",
+        "talker",
+    ]);
+    assert_eq!(inspect, "true /talker box:1\n");
+
+    // Not served: said, never a silent success.
+    let exec = svc.docker(&["exec", "talker", "true"]);
+    assert!(!exec.status.success());
+    assert!(
+        text(&exec.stderr).contains("kiln does not implement POST /containers/talker/exec"),
+        "{}",
+        text(&exec.stderr)
+    );
+
+    assert_eq!(
+        svc.ok(&["stop", "-t", "1", "web", "talker"]),
+        "web\ntalker\n"
+    );
+    let ps = svc.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(
+        ps.contains("web Exited (143)") && ps.contains("talker Exited (143)"),
+        "{ps}"
+    );
+    assert_eq!(svc.ok(&["rm", "web", "talker"]), "web\ntalker\n");
+    let gone = svc.docker(&["rm", "web"]);
+    assert!(
+        text(&gone.stderr).contains("No such container: web"),
+        "{}",
+        text(&gone.stderr)
+    );
+
+    assert_eq!(svc.ok(&["volume", "create", "api-data"]), "api-data\n");
+    assert_eq!(svc.ok(&["volume", "ls", "-q"]), "api-data\n");
+    assert_eq!(svc.ok(&["volume", "rm", "api-data"]), "api-data\n");
+
+    let kiln_id: serde_json::Value =
+        serde_json::from_str(&ok(k(root, &[], &["inspect", "box:1"]))).unwrap();
+    assert_eq!(
+        svc.ok(&["image", "inspect", "--format", "{{.Id}}", "box:1"])
+            .trim(),
+        kiln_id[0]["Id"].as_str().unwrap()
+    );
+    svc.ok(&["tag", "box:1", "box:2"]);
+    assert_eq!(
+        svc.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "box:1\nbox:2\n"
+    );
+    assert!(svc.ok(&["rmi", "box:2"]).starts_with("Untagged: box:2\n"));
+    let nets = svc.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert_eq!(nets, "host host\nnone null\n");
+}
+
+/// `--timeout`: the service ends once nothing has asked for that long,
+/// and takes its socket with it.
+#[test]
+fn the_service_ends_when_idle() {
+    let Some((store, _svc)) = setup() else {
+        return;
+    };
+    let mut idle = Service::start(store.path(), "1");
+    assert_eq!(
+        idle.ok(&["version", "--format", "{{.Server.APIVersion}}"]),
+        "1.41\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = idle.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still serving after 10 s idle");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    assert!(!idle.socket.exists(), "the socket is removed");
+}
