@@ -144,14 +144,15 @@ fn strip_version<B>(mut req: Request<B>) -> Request<B> {
 
 /// 501 for what kiln does not implement, naming it.
 async fn not_implemented(req: Request<axum::body::Body>) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "kiln does not implement {} {} of Docker's API",
-            req.method(),
-            req.uri().path()
-        ),
-    )
+    let message = format!(
+        "kiln does not implement {} {} of Docker's API",
+        req.method(),
+        req.uri().path()
+    );
+    // The body is read (up to a bound) before the answer: a client still
+    // writing it would otherwise meet a closed connection, not the message.
+    let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+    ApiError::new(StatusCode::NOT_IMPLEMENTED, message)
 }
 
 fn router(state: Shared) -> Router {

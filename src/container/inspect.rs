@@ -40,6 +40,12 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
         "LogPath": crate::container::logs::path(&c.dir),
         "HostConfig": {
             "AutoRemove": r.auto_remove,
+            // The log is kiln's k8s-file; clients (docker-py's run) read
+            // a container's logs through the API only for drivers they
+            // know keep them, json-file among them, which is what this
+            // one does for them.
+            "LogConfig": { "Type": "json-file", "Config": {} },
+            "PortBindings": port_map(r),
             "RestartPolicy": { "Name": r.restart.name(), "MaximumRetryCount": restart_max },
             "NetworkMode": match (r.networks.first(), r.spec.network) {
                 (Some(a), _) => a.network.as_str(),
@@ -51,6 +57,7 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "PidsLimit": r.limits.pids,
         },
         "NetworkSettings": {
+            "Ports": port_map(r),
             "Networks": crate::container::networks::settings(c)
                 .into_iter()
                 .map(|(a, net, e)| {
@@ -80,4 +87,20 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "Tty": r.spec.tty,
         },
     })
+}
+
+/// Published ports as docker maps them: `{"80/tcp": [{"HostIp", "HostPort"}]}`.
+fn port_map(r: &super::Record) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for p in &r.ports {
+        let key = format!("{}/{}", p.port, p.proto.as_str());
+        let entry = serde_json::json!({ "HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string() });
+        match map.get_mut(&key).and_then(|v| v.as_array_mut()) {
+            Some(list) => list.push(entry),
+            None => {
+                map.insert(key, serde_json::Value::Array(vec![entry]));
+            }
+        }
+    }
+    serde_json::Value::Object(map)
 }

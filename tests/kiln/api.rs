@@ -267,3 +267,51 @@ fn the_service_ends_when_idle() {
     assert!(status.success());
     assert!(!idle.socket.exists(), "the socket is removed");
 }
+
+/// docker-py (Debian's python3-docker) through kiln: `containers.run` in
+/// the foreground (its output), detached with streamed logs, reload,
+/// stop, wait, remove.
+#[test]
+fn docker_py_drives_kiln() {
+    let Some((_store, svc)) = setup() else {
+        return;
+    };
+    let has_docker_py = Command::new("/usr/bin/python3")
+        .args(["-c", "import docker"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_docker_py {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-docker missing in CI: .ci/run must install it"
+        );
+        eprintln!("skipped: Debian's python3-docker is not installed");
+        return;
+    }
+    let script = r#"
+import docker, itertools, sys
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+print(c.version()["ApiVersion"])
+print(c.containers.run("box:1", ["sh", "-c", "echo hi; echo there"], remove=True))
+ctr = c.containers.run("box:1", ["sh", "-c", "echo one; sleep 0.3; echo two; exec sleep 30"], detach=True, name="py1")
+print(ctr.status)
+for line in itertools.islice(ctr.logs(stream=True, follow=True), 2):
+    print(line)
+ctr.reload()
+print(ctr.status, ctr.name)
+ctr.stop(timeout=1)
+print(ctr.wait()["StatusCode"])
+ctr.remove()
+print([x.name for x in c.containers.list(all=True)])
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&svc.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "1.41\nb'hi\\nthere\\n'\ncreated\nb'one\\n'\nb'two\\n'\nrunning py1\n143\n[]\n"
+    );
+}
