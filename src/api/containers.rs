@@ -28,6 +28,9 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/logs", get(logs_of))
         .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/exec", post(exec_create))
+        .route("/exec/{id}/start", post(exec_start))
+        .route("/exec/{id}/json", get(exec_inspect))
         .route("/containers/{id}", delete(remove))
 }
 
@@ -714,6 +717,204 @@ async fn attach(
         ],
     )
         .into_response())
+}
+
+/// An exec made by `POST /containers/ID/exec`, run by `/exec/ID/start`.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecInstance {
+    container: String,
+    opts: container::Exec,
+    running: bool,
+    exit: Option<i32>,
+}
+
+async fn exec_create(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if body["AttachStdin"].as_bool() == Some(true) || body["Tty"].as_bool() == Some(true) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "kiln's API does not run an exec with standard input or a tty yet (docker exec -i, -t)",
+        ));
+    }
+    let c = blocking({
+        let state = state.clone();
+        move || find(&state, &id)
+    })
+    .await?;
+    if !c.state().is_running() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Container {} is not running", c.record.id),
+        ));
+    }
+    let argv = strings(&body["Cmd"]);
+    if argv.is_empty() {
+        return Err(ApiError::bad("No exec command specified"));
+    }
+    let exec_id = format!(
+        "{:x}",
+        sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            format!(
+                "{}{:?}{:?}",
+                c.record.id,
+                argv,
+                std::time::SystemTime::now()
+            ),
+        ))
+    );
+    let instance = ExecInstance {
+        container: c.record.id.clone(),
+        opts: container::Exec {
+            argv,
+            env: strings(&body["Env"]),
+            user: text(&body["User"]),
+            workdir: text(&body["WorkingDir"]),
+            tty: false,
+            interactive: false,
+        },
+        running: false,
+        exit: None,
+    };
+    state
+        .execs
+        .lock()
+        .map_err(|_| ApiError::internal("exec table"))?
+        .insert(exec_id.clone(), instance);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "Id": exec_id })),
+    ))
+}
+
+/// Runs an exec; its output multiplexed over the connection taken over
+/// (or, detached, nowhere), its exit code kept for `/exec/ID/json`.
+async fn exec_start(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    mut req: axum::http::Request<Body>,
+) -> Result<Response, ApiError> {
+    let instance = {
+        let mut execs = state
+            .execs
+            .lock()
+            .map_err(|_| ApiError::internal("exec table"))?;
+        let e = execs
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
+        if e.running || e.exit.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("exec {id} has already run"),
+            ));
+        }
+        e.running = true;
+        e.clone()
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let detach = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b["Detach"].as_bool())
+        .unwrap_or(false);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let run_state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let code = (|| -> Option<i32> {
+            let c = container::find(&run_state.store, &instance.container).ok()?;
+            let (out_r, out_w) = std::io::pipe().ok()?;
+            let (err_r, err_w) = std::io::pipe().ok()?;
+            let pumps = [(out_r, logs::Stream::Stdout), (err_r, logs::Stream::Stderr)].map(
+                |(mut r, stream)| {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        use std::io::Read;
+                        let mut buf = vec![0u8; 32 * 1024];
+                        while let Ok(n) = r.read(&mut buf) {
+                            if n == 0 || tx.blocking_send(frame(stream, &buf[..n])).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                },
+            );
+            let result = c.exec_to(&instance.opts, out_w.into(), err_w.into());
+            for p in pumps {
+                let _ = p.join();
+            }
+            Some(match result {
+                Ok(code) => code,
+                // Said on its stderr, as docker says an exec's failure.
+                Err(e) => {
+                    let _ =
+                        tx.blocking_send(frame(logs::Stream::Stderr, format!("{e}\n").as_bytes()));
+                    match e {
+                        container::ExecError::Sandbox(s) => s.exit_code(),
+                        container::ExecError::NotRunning(_) => 126,
+                    }
+                }
+            })
+        })();
+        if let Ok(mut execs) = run_state.execs.lock()
+            && let Some(e) = execs.get_mut(&id)
+        {
+            e.running = false;
+            e.exit = Some(code.unwrap_or(126));
+        }
+    });
+    if detach {
+        return Ok(StatusCode::OK.into_response());
+    }
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        while let Some(bytes) = rx.recv().await {
+            if io.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    Ok((
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            ("content-type", "application/vnd.docker.multiplexed-stream"),
+            ("connection", "Upgrade"),
+            ("upgrade", "tcp"),
+        ],
+    )
+        .into_response())
+}
+
+async fn exec_inspect(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let execs = state
+        .execs
+        .lock()
+        .map_err(|_| ApiError::internal("exec table"))?;
+    let e = execs
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
+    Ok(Json(serde_json::json!({
+        "ID": id,
+        "Running": e.running,
+        "ExitCode": e.exit,
+        "ContainerID": e.container,
+        "ProcessConfig": { "entrypoint": e.opts.argv.first(), "arguments": e.opts.argv.get(1..).unwrap_or_default(), "tty": false },
+        "OpenStdin": false,
+        "OpenStdout": true,
+        "OpenStderr": true,
+    })))
 }
 
 /// A stream of the channel's items.

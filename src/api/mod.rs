@@ -35,6 +35,8 @@ pub struct Options {
 /// What every handler shares.
 pub(crate) struct State {
     store: Store,
+    /// Exec instances made by `POST /containers/ID/exec`, by id.
+    execs: std::sync::Mutex<std::collections::HashMap<String, containers::ExecInstance>>,
     /// Seconds since the epoch of the last request's end.
     last: AtomicU64,
     in_flight: AtomicUsize,
@@ -200,6 +202,7 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
     use tower::Layer;
     let state = Arc::new(State {
         store,
+        execs: Default::default(),
         last: AtomicU64::new(now_secs()),
         in_flight: AtomicUsize::new(0),
     });

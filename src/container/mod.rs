@@ -710,6 +710,39 @@ impl Container {
     /// capabilities and seccomp filter, with `opts` over its own settings.
     /// The process's exit code.
     pub fn exec(&self, opts: &Exec) -> Result<i32, ExecError> {
+        let (spec, pid1) = self.exec_spec(opts)?;
+        sandbox::container::exec(
+            &spec,
+            pid1,
+            sandbox::Io {
+                stdin: opts.interactive,
+                ..Default::default()
+            },
+        )
+        .map_err(ExecError::Sandbox)
+    }
+
+    /// [`Container::exec`] with the process's stdout and stderr written to
+    /// `out` and `err` (the Docker API's exec streams them), standard
+    /// input closed, no tty.
+    pub fn exec_to(
+        &self,
+        opts: &Exec,
+        out: std::os::fd::OwnedFd,
+        err: std::os::fd::OwnedFd,
+    ) -> Result<i32, ExecError> {
+        let (mut spec, pid1) = self.exec_spec(opts)?;
+        spec.tty = false;
+        let io = sandbox::Io {
+            output: Some(out),
+            stderr: Some(err),
+            ..Default::default()
+        };
+        sandbox::container::exec(&spec, pid1, io).map_err(ExecError::Sandbox)
+    }
+
+    /// The spec an exec runs with, and the PID 1 it joins.
+    fn exec_spec(&self, opts: &Exec) -> Result<(sandbox::Spec, u32), ExecError> {
         let st = self.state();
         let not_running =
             || ExecError::NotRunning(format!("Container {} is not running", self.record.id));
@@ -730,15 +763,7 @@ impl Container {
             spec.cwd = w.clone();
         }
         spec.tty = opts.tty;
-        sandbox::container::exec(
-            &spec,
-            pid1,
-            sandbox::Io {
-                stdin: opts.interactive,
-                ..Default::default()
-            },
-        )
-        .map_err(ExecError::Sandbox)
+        Ok((spec, pid1))
     }
 
     /// Makes an image of it (`kiln commit`): its image's layers and one

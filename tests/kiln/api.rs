@@ -197,13 +197,27 @@ fn the_docker_cli_drives_kiln() {
     ]);
     assert_eq!(inspect, "true /talker box:1\n");
 
-    // Not served: said, never a silent success.
-    let exec = svc.docker(&["exec", "talker", "true"]);
-    assert!(!exec.status.success());
-    assert!(
-        text(&exec.stderr).contains("kiln does not implement POST /containers/talker/exec"),
+    // exec: its streams apart and its exit code; a missing command 127.
+    let out = svc.docker(&["exec", "talker", "sh", "-c", "echo in; echo e >&2; exit 5"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        (Some(5), "in\n".to_string(), "e\n".to_string())
+    );
+    let missing = svc.docker(&["exec", "talker", "nosuchcmd"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(127),
         "{}",
-        text(&exec.stderr)
+        text(&missing.stderr)
+    );
+
+    // Not served: said, never a silent success.
+    let top = svc.docker(&["top", "talker"]);
+    assert!(!top.status.success());
+    assert!(
+        text(&top.stderr).contains("kiln does not implement GET /containers/talker/top"),
+        "{}",
+        text(&top.stderr)
     );
 
     assert_eq!(
