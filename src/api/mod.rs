@@ -4,6 +4,7 @@
 //! the CLI. What it does not implement answers 501 with a message naming
 //! it, never a silent success.
 
+mod build;
 mod containers;
 mod images;
 mod objects;
@@ -160,6 +161,7 @@ async fn not_implemented(req: Request<axum::body::Body>) -> ApiError {
 fn router(state: Shared) -> Router {
     Router::new()
         .merge(system::routes())
+        .merge(build::routes())
         .merge(images::routes())
         .merge(containers::routes())
         .merge(objects::routes())
@@ -210,7 +212,23 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
         router(state.clone()).layer(axum::middleware::from_fn_with_state(state.clone(), track));
     let app = tower::util::MapRequestLayer::new(strip_version).layer(app);
     let service = axum::ServiceExt::<Request<axum::body::Body>>::into_make_service(app);
-    let done = idle(state, opts.timeout);
+    // Idle for the timeout, or told to stop (SIGTERM, SIGINT): either
+    // ends the service gracefully, its socket removed.
+    let done = async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => return idle(state, opts.timeout).await,
+        };
+        tokio::select! {
+            () = idle(state, opts.timeout) => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
     match (&opts.socket, opts.listen) {
         (_, Some(addr)) => {
             if !addr.ip().is_loopback() {

@@ -111,6 +111,35 @@ fn the_docker_cli_drives_kiln() {
         "box:1\n"
     );
 
+    // The classic builder's API: a multi-stage build from a context tar,
+    // its steps streamed, its image run.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM box:1 AS base\nRUN echo built > /built\nFROM base\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\", \"/built\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("hello.txt"), "from the context\n").unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-t", "apibuilt:1"])
+        .arg(ctx.path())
+        .env("DOCKER_HOST", format!("unix://{}", svc.socket.display()))
+        .env("DOCKER_CONFIG", svc.home.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    let log = text(&built.stdout);
+    assert!(built.status.success(), "{log}{}", text(&built.stderr));
+    assert!(
+        log.contains("RUN echo built > /built") && log.contains("Successfully tagged apibuilt:1"),
+        "{log}"
+    );
+    assert_eq!(
+        svc.ok(&["run", "--rm", "apibuilt:1"]),
+        "from the context\nbuilt\n"
+    );
+    svc.ok(&["rmi", "apibuilt:1"]);
+
     // Foreground: attach, wait for the removal, start; streams apart.
     let out = svc.docker(&[
         "run",

@@ -1,0 +1,208 @@
+//! `POST /build`: the classic builder's API (what `DOCKER_BUILDKIT=0 docker
+//! build` and docker-py's `images.build` call). The context arrives as a
+//! tar (plain or gzip), unpacked with the same escape checks as a layer;
+//! kiln's own builder builds it; its plain progress goes back as the
+//! classic builder's JSON lines, then the image id.
+
+use super::{ApiError, Shared, flag};
+use crate::build::{self, Options};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::io::Write;
+
+pub(super) fn routes() -> axum::Router<Shared> {
+    axum::Router::new().route("/build", axum::routing::post(build_image))
+}
+
+/// A writer whose lines go to the response as `{"stream": line}`.
+struct Lines(tokio::sync::mpsc::Sender<Vec<u8>>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf).into_owned();
+        let line = serde_json::json!({ "stream": text }).to_string() + "\n";
+        self.0
+            .blocking_send(line.into_bytes())
+            .map_err(|_| std::io::Error::other("the client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn json_map(q: &HashMap<String, String>, key: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(text) = q.get(key).filter(|t| !t.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid {key}: {e}")))?;
+    Ok(v.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .collect())
+}
+
+async fn build_image(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    raw: axum::http::Request<Body>,
+) -> Result<Response, ApiError> {
+    // Every `t=` of the query (axum's map keeps one).
+    let tags: Vec<String> = raw
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("t="))
+        .map(percent_decode)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut names = Vec::new();
+    for t in &tags {
+        names.push(
+            super::images::familiar(t)
+                .parse::<crate::image::Name>()
+                .map_err(ApiError::bad)?,
+        );
+    }
+    if let Some(remote) = q.get("remote").filter(|r| !r.is_empty()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            format!("kiln's API builds a context sent as a tar, not remote {remote:?} yet"),
+        ));
+    }
+    // The context, streamed to a file: it may be large.
+    let work = tempfile::Builder::new()
+        .prefix("kiln-api-build")
+        .tempdir()
+        .map_err(|e| ApiError::internal(format!("a directory for the context: {e}")))?;
+    let tar_path = work.path().join("context.tar");
+    {
+        let mut file = std::fs::File::create(&tar_path)
+            .map_err(|e| ApiError::internal(format!("writing the context: {e}")))?;
+        let mut body = raw.into_body().into_data_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the context: {e}")))?;
+            file.write_all(&chunk)
+                .map_err(|e| ApiError::internal(format!("writing the context: {e}")))?;
+        }
+    }
+    let opts = Options {
+        context: work.path().join("context"),
+        tags: names,
+        build_args: json_map(&q, "buildargs")?,
+        labels: json_map(&q, "labels")?,
+        target: q.get("target").filter(|t| !t.is_empty()).cloned(),
+        no_cache: flag(q.get("nocache")),
+        network: match q.get("networkmode").map(String::as_str) {
+            Some("none") => build::DefaultNetwork::None,
+            _ => build::DefaultNetwork::Host,
+        },
+        registry: crate::registry::Options::from_env(),
+        ..Options::default()
+    };
+    let dockerfile = q
+        .get("dockerfile")
+        .filter(|d| !d.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "Dockerfile".into());
+    let quiet = flag(q.get("q"));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    tokio::task::spawn_blocking(move || {
+        let say = |v: serde_json::Value| {
+            let _ = tx.blocking_send((v.to_string() + "\n").into_bytes());
+        };
+        let fail = |message: String| {
+            say(serde_json::json!({ "errorDetail": { "message": message }, "error": message }));
+        };
+        let context = work.path().join("context");
+        if let Err(e) = std::fs::create_dir(&context) {
+            return fail(format!("unpacking the context: {e}"));
+        }
+        let unpacked = std::fs::File::open(&tar_path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                crate::layer::apply(f, &context, crate::layer::Mode::Flatten)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = unpacked {
+            return fail(format!("unpacking the context: {e}"));
+        }
+        // The Dockerfile is found inside the context, never outside it.
+        let root = match crate::sandbox::fs::Root::open(&context) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("opening the context: {e}")),
+        };
+        let read = root.open_read(&dockerfile).and_then(|mut f| {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+        });
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                return fail(format!(
+                    "Cannot locate specified Dockerfile: {dockerfile} ({e})"
+                ));
+            }
+        };
+        let source = crate::dockerfile::Source::new(dockerfile.clone(), &bytes);
+        let mut opts = opts;
+        opts.dockerfile = root.real_path(&dockerfile).ok();
+        let progress = match quiet {
+            true => crate::progress::Progress::quiet(),
+            false => crate::progress::Progress::plain(Box::new(Lines(tx.clone()))),
+        };
+        let built = build::build(&state.store, &source, &opts, &progress);
+        drop(progress);
+        match built {
+            Ok(image) => {
+                say(serde_json::json!({ "aux": { "ID": image.id.to_string() } }));
+                say(
+                    serde_json::json!({ "stream": format!("Successfully built {}\n", image.id.short()) }),
+                );
+                for t in &tags {
+                    say(serde_json::json!({ "stream": format!("Successfully tagged {t}\n") }));
+                }
+            }
+            Err(e) => fail(e.to_string()),
+        }
+    });
+    let stream = futures::stream::poll_fn({
+        let mut rx = rx;
+        move |cx| rx.poll_recv(cx)
+    })
+    .map(Ok::<_, std::io::Error>);
+    Ok((
+        [("content-type", "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `%XX` and `+` of a query value.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
