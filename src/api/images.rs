@@ -9,10 +9,13 @@ use axum::routing::get;
 use std::collections::HashMap;
 
 pub(super) fn routes() -> axum::Router<Shared> {
-    axum::Router::new().route("/images/json", get(list)).route(
-        "/images/{*rest}",
-        get(by_name).post(by_name_post).delete(remove),
-    )
+    axum::Router::new()
+        .route("/images/json", get(list))
+        .route("/images/create", axum::routing::post(pull))
+        .route(
+            "/images/{*rest}",
+            get(by_name).post(by_name_post).delete(remove),
+        )
 }
 
 /// A name as kiln keeps it: docker's clients may send the full form
@@ -106,18 +109,97 @@ async fn by_name(
     .await
 }
 
+/// JSON lines of a pull or push, as docker's progress shows them.
+fn lines(values: &[serde_json::Value]) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body: String = values.iter().map(|v| v.to_string() + "\n").collect();
+    ([("content-type", "application/json")], body).into_response()
+}
+
+/// `POST /images/create?fromImage=NAME&tag=TAG`: a pull, through kiln's
+/// registry client (mirrors, credentials, HTTP on loopback).
+async fn pull(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    use crate::registry::{Options, Platform, Reference, Transfer};
+    if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "kiln's API does not import a tarball yet (docker import): use kiln import",
+        ));
+    }
+    let from = q
+        .get("fromImage")
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::bad("fromImage is required"))?;
+    let name = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.clone(),
+    };
+    let reference = Reference::parse(familiar(&name)).map_err(ApiError::bad)?;
+    let transfer = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
+    let image = crate::registry::pull::pull_via_mirrors(
+        &state.store,
+        &Options::from_env(),
+        &reference,
+        &Platform::host(),
+        &transfer,
+    )
+    .await
+    .map_err(|e| ApiError::not_found(e.to_string()))?;
+    Ok(lines(&[
+        serde_json::json!({ "status": format!("Pulling from {}", reference.repository), "id": reference.manifest_ref() }),
+        serde_json::json!({ "status": format!("Digest: {}", image.manifest_digest) }),
+        serde_json::json!({ "status": format!("Status: Downloaded newer image for {name}") }),
+    ]))
+}
+
+/// `POST /images/NAME/push?tag=T`: a push of a name the store has.
+async fn push(
+    state: Shared,
+    name: String,
+    q: HashMap<String, String>,
+) -> Result<axum::response::Response, ApiError> {
+    use crate::registry::{Client, Options, Reference, Transfer};
+    let target = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{}:{t}", familiar(&name)),
+        None => familiar(&name).to_string(),
+    };
+    let image = Image::resolve(&state.store, &target)
+        .map_err(|_| ApiError::not_found(format!("No such image: {target}")))?;
+    let reference = Reference::parse(&target).map_err(ApiError::bad)?;
+    let transfer = Transfer::stderr(crate::progress::Mode::Quiet, "pushed");
+    let opts = Options::from_env();
+    let client = Client::connect(&reference.registry, &opts, None)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let pushed = crate::registry::push::push(&state.store, &client, &image, &reference, &transfer)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let digest = pushed.digest.map(|d| d.to_string()).unwrap_or_default();
+    Ok(lines(&[
+        serde_json::json!({ "status": format!("The push refers to repository [{}/{}]", reference.registry, reference.repository) }),
+        serde_json::json!({ "status": format!("{}: digest: {digest} size: {}", reference.manifest_ref(), pushed.size) }),
+        serde_json::json!({ "aux": { "Tag": reference.manifest_ref(), "Digest": digest, "Size": pushed.size } }),
+    ]))
+}
+
 /// `NAME/tag?repo=R&tag=T`.
 async fn by_name_post(
     State(state): State<Shared>,
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if let Some(name) = rest.strip_suffix("/push") {
+        return push(state, name.to_string(), q).await;
+    }
     let Some(name) = rest.strip_suffix("/tag").map(|n| familiar(n).to_string()) else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "kiln does not implement POST /images/{rest} of Docker's API (pulls, pushes and loads are not served yet)"
-            ),
+            format!("kiln does not implement POST /images/{rest} of Docker's API"),
         ));
     };
     blocking(move || {
@@ -134,7 +216,7 @@ async fn by_name_post(
         };
         let target: crate::image::Name = target.parse().map_err(ApiError::bad)?;
         store.tag(&target.to_string(), image.descriptor(store))?;
-        Ok(StatusCode::CREATED)
+        Ok(StatusCode::CREATED.into_response())
     })
     .await
 }

@@ -358,3 +358,35 @@ print([x.name for x in c.containers.list(all=True)])
         "1.41\nb'hi\\nthere\\n'\ncreated\nb'one\\n'\nb'two\\n'\nrunning py1\n143\n[]\n"
     );
 }
+
+/// `docker push` and `docker pull` through kiln, against a real
+/// docker-registry on 127.0.0.1: a tag pushed, removed, pulled back and
+/// run.
+#[test]
+fn docker_push_and_pull_through_kiln() {
+    let Some((_store, svc)) = setup() else {
+        return;
+    };
+    let Some(reg) = crate::registry::Registry::start(false) else {
+        return;
+    };
+    let target = format!("{}/api/box:1", reg.host());
+    svc.ok(&["tag", "box:1", &target]);
+    let pushed = svc.ok(&["push", &target]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    assert!(
+        svc.ok(&["rmi", &target])
+            .contains(&format!("Untagged: {target}"))
+    );
+    let pulled = svc.ok(&["pull", &target]);
+    assert!(
+        pulled.contains(&format!("Status: Downloaded newer image for {target}")),
+        "{pulled}"
+    );
+    assert_eq!(
+        svc.ok(&["run", "--rm", &target, "echo", "pulled"]),
+        "pulled\n"
+    );
+    let missing = svc.docker(&["pull", &format!("{}/api/nosuch:1", reg.host())]);
+    assert!(!missing.status.success());
+}
