@@ -91,16 +91,20 @@ fn summary(c: &Container) -> Value {
 /// Docker's `filters` query: `{"status":["running"],"name":["web"]}`.
 fn filtered(c: &Container, filters: &HashMap<String, Vec<String>>) -> bool {
     let st = c.state();
+    let label = |v: &String| match v.split_once('=') {
+        Some((k, val)) => c.record.labels.iter().any(|(a, b)| a == k && b == val),
+        None => c.record.labels.iter().any(|(a, _)| a == v),
+    };
     filters.iter().all(|(k, vs)| {
+        // Labels must all match; other keys' values are alternatives.
+        if k == "label" {
+            return vs.iter().all(label);
+        }
         vs.iter().any(|v| match k.as_str() {
             "status" => st.status.as_str() == v,
             "name" => c.record.name.contains(v.trim_start_matches('/')),
             "id" => c.record.id.starts_with(v),
             "ancestor" => c.record.image == *v || c.record.image_id.contains(v),
-            "label" => match v.split_once('=') {
-                Some((k, val)) => c.record.labels.iter().any(|(a, b)| a == k && b == val),
-                None => c.record.labels.iter().any(|(a, _)| a == v),
-            },
             _ => false,
         })
     })

@@ -390,3 +390,119 @@ fn docker_push_and_pull_through_kiln() {
     let missing = svc.docker(&["pull", &format!("{}/api/nosuch:1", reg.host())]);
     assert!(!missing.status.success());
 }
+
+/// The seeds' compose scene through kiln (Debian's docker-compose 1.29):
+/// a web server and a client that calls it by its service name on the
+/// project's network; `up -d`, `ps`, `logs`, `down`. The service runs in
+/// a network namespace the test makes, where the project's bridge lives.
+#[test]
+fn docker_compose_brings_an_application_up_and_down() {
+    if !need_root("containers need namespaces")
+        || !need_tool(
+            "docker-compose",
+            "Debian's docker-compose is the client under test",
+        )
+    {
+        return;
+    }
+    let Some(ns) = crate::networks::Netns::new() else {
+        return;
+    };
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served to compose\n").unwrap();
+    let project = dir.path().join("app");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("docker-compose.yml"),
+        format!(
+            "version: \"3\"\nservices:\n  web:\n    image: box:1\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n    volumes:\n      - {}:/www:ro\n  client:\n    image: box:1\n    command: [\"sh\", \"-c\", \"sleep 1; wget -q -O - http://web/\"]\n    depends_on: [web]\n",
+            www.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("kiln.sock");
+    let mut service = Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_kiln")])
+        .arg("--root")
+        .arg(store.path())
+        .args(["system", "service", "--timeout", "0", "--socket"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .args(args)
+            .current_dir(&project)
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let up = compose(&["up", "-d"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(
+        text(&up.stderr).contains("Creating app_client_1"),
+        "{}",
+        text(&up.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logs = loop {
+        let out = compose(&["logs", "--no-color", "client"]);
+        let t = text(&out.stdout);
+        if t.contains("served to compose") {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never got an answer: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(logs.contains("client_1  | served to compose"), "{logs}");
+    // The client exits once it has its answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = text(&compose(&["ps"]).stdout);
+        let rows: Vec<&str> = ps.lines().filter(|l| l.starts_with("app_")).collect();
+        assert_eq!(rows.len(), 2, "{ps}");
+        let client_done = rows
+            .iter()
+            .any(|r| r.starts_with("app_client_1") && r.contains("Exit 0"));
+        let web_up = rows
+            .iter()
+            .any(|r| r.starts_with("app_web_1") && r.contains(" Up"));
+        if client_done && web_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ps}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let down = compose(&["down"]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(
+        text(&down.stderr).contains("Removing network app_default"),
+        "{}",
+        text(&down.stderr)
+    );
+    assert!(
+        !ns.links()
+            .iter()
+            .any(|l| l.starts_with("kb-") || l.starts_with("kv")),
+        "down leaves no link: {:?}",
+        ns.links()
+    );
+    let _ = service.kill();
+    let _ = service.wait();
+}
