@@ -596,30 +596,34 @@ async fn logs_of(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::task::spawn_blocking(move || {
-        let entries = logs::read(&c.dir);
-        let skip = tail.map_or(0, |t| entries.len().saturating_sub(t));
-        for e in entries.iter().skip(skip) {
-            if let Some(b) = render(e)
-                && tx.blocking_send(Ok(b)).is_err()
-            {
-                return;
-            }
-        }
+        let send = |entries: &[logs::Entry]| {
+            entries
+                .iter()
+                .filter_map(&render)
+                .all(|b| tx.blocking_send(Ok(b)).is_ok())
+        };
         if !follow {
+            let entries = logs::read(&c.dir);
+            let skip = tail.map_or(0, |t| entries.len().saturating_sub(t));
+            send(&entries[skip..]);
             return;
         }
-        let mut offset = std::fs::metadata(logs::path(&c.dir)).map_or(0, |m| m.len());
+        // Followed through one open handle: what is read and what comes
+        // after meet at the same offset, nothing written between skipped.
+        let mut handle = logs::Tail::open(&c.dir);
+        let mut first = true;
         loop {
-            let (more, next) = logs::read_from(&c.dir, offset);
-            offset = next;
-            for e in &more {
-                if let Some(b) = render(e)
-                    && tx.blocking_send(Ok(b)).is_err()
-                {
-                    return;
-                }
+            if handle.is_none() {
+                handle = logs::Tail::open(&c.dir);
             }
-            if more.is_empty() && !c.state().is_running() {
+            let running = c.state().is_running();
+            let mut more = handle.as_mut().map(logs::Tail::more).unwrap_or_default();
+            if first {
+                first = false;
+                let skip = tail.map_or(0, |t| more.len().saturating_sub(t));
+                more.drain(..skip);
+            }
+            if !send(&more) || (more.is_empty() && !running) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -304,15 +304,13 @@ pub fn logs(root: Option<PathBuf>, args: LogsArgs) -> Result<ExitCode, Error> {
     let keep = |e: &logs::Entry| {
         since.as_ref().is_none_or(|s| e.time >= *s) && until.as_ref().is_none_or(|u| e.time <= *u)
     };
-    let entries: Vec<logs::Entry> = logs::read(&c.dir).into_iter().filter(|e| keep(e)).collect();
+    let (entries, mut offset) = logs::read_to_offset(&c.dir);
+    let entries: Vec<logs::Entry> = entries.into_iter().filter(|e| keep(e)).collect();
     let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
     for e in &entries[skip..] {
         print_entry(e, args.timestamps)?;
     }
     if args.follow {
-        let mut offset = std::fs::metadata(logs::path(&c.dir))
-            .map(|m| m.len())
-            .unwrap_or(0);
         loop {
             let running = c.state().is_running();
             let (more, next) = logs::read_from(&c.dir, offset);

@@ -56,6 +56,10 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "Memory": r.limits.memory.unwrap_or(0),
             "PidsLimit": r.limits.pids,
         },
+        "Mounts": r.spec.binds.iter().map(|b| serde_json::json!({
+            "Type": "bind", "Source": b.source, "Destination": b.target,
+            "RW": !b.read_only, "Mode": if b.read_only { "ro" } else { "" }, "Propagation": "rprivate",
+        })).collect::<Vec<_>>(),
         "NetworkSettings": {
             "Ports": port_map(r),
             "Networks": crate::container::networks::settings(c)

@@ -215,6 +215,28 @@ impl Tail {
     }
 }
 
+/// Every entry of the log in `dir`, oldest first, and the offset in the
+/// current file after them: `logs -f` reads on from there, so that nothing
+/// written between the two reads is lost or shown twice.
+pub fn read_to_offset(dir: &Path) -> (Vec<Entry>, u64) {
+    let current = path(dir);
+    let mut entries: Vec<Entry> = files(dir)
+        .into_iter()
+        .filter(|p| *p != current)
+        .filter_map(|p| File::open(p).ok())
+        .flat_map(|f| {
+            BufReader::new(f)
+                .split(b'\n')
+                .map_while(Result::ok)
+                .filter_map(|l| parse(&l))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (more, offset) = read_from(dir, 0);
+    entries.extend(more);
+    (entries, offset)
+}
+
 /// Entries of the current log file from byte `offset` on, and the offset
 /// after them (`logs -f` reads on from there).
 pub fn read_from(dir: &Path, offset: u64) -> (Vec<Entry>, u64) {

@@ -506,3 +506,286 @@ fn docker_compose_brings_an_application_up_and_down() {
     let _ = service.kill();
     let _ = service.wait();
 }
+
+/// One HTTP/1.0 request on a unix socket: the status, the raw headers and
+/// the body.
+fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), rest.to_string())
+}
+
+/// The JSON type of the value at `path` (`a.b.c`), or None when missing.
+fn kind_at(v: &serde_json::Value, path: &str) -> Option<&'static str> {
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = match part.parse::<usize>() {
+            Ok(i) => cur.get(i)?,
+            Err(_) => cur.get(part)?,
+        };
+    }
+    Some(match cur {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    })
+}
+
+/// The same requests to docker 20.10's own daemon and to kiln: the keys
+/// clients read are there in both, with the same JSON types.
+#[test]
+fn the_api_answers_in_dockerds_shapes() {
+    let dockerd = Path::new("/var/run/docker.sock");
+    if !need_root("containers need namespaces") || !need_tool("docker", "dockerd is the reference")
+    {
+        return;
+    }
+    if std::os::unix::net::UnixStream::connect(dockerd).is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "dockerd is not running in CI"
+        );
+        eprintln!("skipped: dockerd is not running");
+        return;
+    }
+    let Some((store, svc)) = setup() else {
+        return;
+    };
+    // The same image in both: kiln's box, loaded into dockerd.
+    // A name no other test gives dockerd.
+    let name = "kiln-api-conformance/box:1";
+    ok(k(store.path(), &[], &["tag", "box:1", name]));
+    let tar = store.path().join("box-docker.tar");
+    ok(k(
+        store.path(),
+        &[],
+        &[
+            "save",
+            name,
+            "-o",
+            tar.to_str().unwrap(),
+            "--format",
+            "docker",
+        ],
+    ));
+    let loaded = Command::new("docker")
+        .args(["load", "-i"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", text(&loaded.stderr));
+    let create = r#"{"Image":"kiln-api-conformance/box:1","Cmd":["true"],"Labels":{"kiln-api-conformance":"1"},"HostConfig":{"NetworkMode":"none"}}"#;
+    let mut made = Vec::new();
+    for sock in [dockerd, svc.socket.as_path()] {
+        let (status, _, body) = http(sock, "POST", "/v1.41/containers/create", Some(create));
+        assert_eq!(status, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        made.push(v["Id"].as_str().unwrap().to_string());
+    }
+    let checks: &[(&str, &[&str])] = &[
+        (
+            "/v1.41/version",
+            &[
+                "Version",
+                "ApiVersion",
+                "MinAPIVersion",
+                "Os",
+                "Arch",
+                "KernelVersion",
+                "Components",
+            ],
+        ),
+        (
+            "/v1.41/info",
+            &[
+                "ID",
+                "Containers",
+                "ContainersRunning",
+                "ContainersStopped",
+                "Images",
+                "Driver",
+                "Name",
+                "ServerVersion",
+                "OperatingSystem",
+                "OSType",
+                "Architecture",
+                "NCPU",
+                "MemTotal",
+                "DockerRootDir",
+                "Plugins",
+                "Swarm",
+            ],
+        ),
+        (
+            "/v1.41/images/json",
+            &[
+                "0.Id",
+                "0.RepoTags",
+                "0.RepoDigests",
+                "0.Created",
+                "0.Size",
+                "0.Labels",
+            ],
+        ),
+        (
+            "/v1.41/containers/json?all=1&filters=%7B%22label%22%3A%5B%22kiln-api-conformance%3D1%22%5D%7D",
+            &[
+                "0.Id",
+                "0.Names",
+                "0.Image",
+                "0.ImageID",
+                "0.Command",
+                "0.Created",
+                "0.Ports",
+                "0.Labels",
+                "0.State",
+                "0.Status",
+                "0.HostConfig.NetworkMode",
+                "0.NetworkSettings.Networks",
+                "0.Mounts",
+            ],
+        ),
+        (
+            "/v1.41/containers/ID/json",
+            &[
+                "Id",
+                "Created",
+                "Path",
+                "Args",
+                "State.Status",
+                "State.Running",
+                "State.ExitCode",
+                "State.Pid",
+                "State.StartedAt",
+                "State.FinishedAt",
+                "Image",
+                "Name",
+                "RestartCount",
+                "HostConfig.NetworkMode",
+                "HostConfig.AutoRemove",
+                "HostConfig.RestartPolicy.Name",
+                "HostConfig.LogConfig.Type",
+                "Config.Hostname",
+                "Config.Env",
+                "Config.Cmd",
+                "Config.Image",
+                "Config.WorkingDir",
+                "Config.Labels",
+                "Config.Tty",
+                "NetworkSettings.Networks",
+                "Mounts",
+            ],
+        ),
+        ("/v1.41/volumes", &["Volumes", "Warnings"]),
+        (
+            "/v1.41/networks",
+            &[
+                "0.Name",
+                "0.Id",
+                "0.Driver",
+                "0.Scope",
+                "0.IPAM",
+                "0.Containers",
+            ],
+        ),
+    ];
+    let mut differences = Vec::new();
+    for (path, keys) in checks {
+        let mut answers = Vec::new();
+        for (sock, id) in [(dockerd, &made[0]), (svc.socket.as_path(), &made[1])] {
+            let (status, _, body) = http(sock, "GET", &path.replace("ID", id), None);
+            assert_eq!(status, 200, "{path}: {body}");
+            answers.push(serde_json::from_str::<serde_json::Value>(&body).unwrap());
+        }
+        for key in *keys {
+            let theirs = kind_at(&answers[0], key);
+            let ours = kind_at(&answers[1], key);
+            assert!(
+                theirs.is_some(),
+                "dockerd has no {key} in {path}: the list is wrong"
+            );
+            // An empty list or object docker sends may be null in one.
+            let same = theirs == ours
+                || matches!(
+                    (theirs, ours),
+                    (Some("null"), Some("array" | "object"))
+                        | (Some("array" | "object"), Some("null"))
+                );
+            if !same {
+                differences.push(format!("{path} {key}: dockerd {theirs:?}, kiln {ours:?}"));
+            }
+        }
+    }
+    // The ping's headers clients negotiate with.
+    let (_, head, _) = http(&svc.socket, "GET", "/_ping", None);
+    assert!(
+        head.to_ascii_lowercase().contains("api-version: 1.41"),
+        "{head}"
+    );
+    for (sock, id) in [(dockerd, &made[0]), (svc.socket.as_path(), &made[1])] {
+        http(
+            sock,
+            "DELETE",
+            &format!("/v1.41/containers/{id}?force=1"),
+            None,
+        );
+    }
+    let _ = Command::new("docker").args(["rmi", name]).output();
+    assert!(differences.is_empty(), "{differences:#?}");
+}
+
+/// 200 clients at once on the socket, each listing containers and images
+/// five times: every request answered 200.
+#[test]
+fn the_service_takes_two_hundred_clients_at_once() {
+    let Some((_store, svc)) = setup() else {
+        return;
+    };
+    let socket = svc.socket.clone();
+    let clients: Vec<_> = (0..200)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|j| {
+                        let path = match (i + j) % 2 {
+                            0 => "/v1.41/containers/json?all=1",
+                            _ => "/v1.41/images/json",
+                        };
+                        http(&socket, "GET", path, None).0
+                    })
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 1000);
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "{:?}",
+        statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
+    );
+}
