@@ -185,7 +185,7 @@ async fn build_image(
 }
 
 /// `%XX` and `+` of a query value.
-fn percent_decode(text: &str) -> String {
+pub(super) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;

@@ -29,6 +29,8 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/containers/{id}/logs", get(logs_of))
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}/exec", post(exec_create))
+        .route("/containers/{id}/top", get(top))
+        .route("/commit", post(commit))
         .route("/exec/{id}/start", post(exec_start))
         .route("/exec/{id}/json", get(exec_inspect))
         .route("/containers/{id}", delete(remove))
@@ -923,6 +925,106 @@ async fn exec_inspect(
         "OpenStdout": true,
         "OpenStderr": true,
     })))
+}
+
+/// `GET /containers/ID/top`: its processes, as `ps -ef` columns.
+async fn top(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let c = find(&state, &id)?;
+        let procs = c.processes();
+        if procs.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Container {} is not running", c.record.id),
+            ));
+        }
+        let hz = crate::sandbox::process::ticks_per_second().max(1);
+        let rows: Vec<Vec<String>> = procs
+            .into_iter()
+            .map(|p| {
+                let cpu = p.cpu_ticks / hz;
+                vec![
+                    match p.uid {
+                        0 => "root".to_string(),
+                        u => u.to_string(),
+                    },
+                    p.pid.to_string(),
+                    p.ppid.to_string(),
+                    "0".into(),
+                    "?".into(),
+                    format!("{:02}:{:02}:{:02}", cpu / 3600, cpu / 60 % 60, cpu % 60),
+                    p.cmd,
+                ]
+            })
+            .collect();
+        Ok(Json(serde_json::json!({
+            "Titles": ["UID", "PID", "PPID", "C", "TTY", "TIME", "CMD"],
+            "Processes": rows,
+        })))
+    })
+    .await
+}
+
+/// `POST /commit?container=ID&repo=R&tag=T&author=A&comment=C`: an image
+/// of the container's changes (`changes` as Dockerfile instructions).
+async fn commit(
+    State(state): State<Shared>,
+    raw: axum::http::Request<Body>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let query = raw.uri().query().unwrap_or_default().to_string();
+    let pairs: Vec<(String, String)> = url_pairs(&query);
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let changes: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "changes")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let id = get("container").ok_or_else(|| ApiError::bad("container is required"))?;
+    let name = match (get("repo"), get("tag")) {
+        (Some(r), Some(t)) => Some(format!("{}:{t}", super::images::familiar(&r))),
+        (Some(r), None) => Some(super::images::familiar(&r).to_string()),
+        _ => None,
+    };
+    let name = name
+        .map(|n| n.parse::<crate::image::Name>().map_err(ApiError::bad))
+        .transpose()?;
+    let opts = container::Commit {
+        name,
+        author: get("author"),
+        message: get("comment"),
+        changes,
+        pause: get("pause").is_none_or(|p| p != "0" && p != "false"),
+    };
+    blocking(move || {
+        let c = find(&state, &id)?;
+        let image = c.commit(&state.store, &opts)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "Id": image.id.to_string() })),
+        ))
+    })
+    .await
+}
+
+/// A query string's pairs, decoded (keys repeat: `changes=...&changes=...`).
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (
+                super::build::percent_decode(k),
+                super::build::percent_decode(v),
+            )
+        })
+        .collect()
 }
 
 /// A stream of the channel's items.

@@ -202,7 +202,7 @@ fn the_docker_cli_drives_kiln() {
         "box:1",
         "sh",
         "-c",
-        "echo hello; echo oops >&2; exec sleep 60",
+        "echo hello; echo oops >&2; echo made > /made; exec sleep 60",
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -241,12 +241,26 @@ fn the_docker_cli_drives_kiln() {
     );
 
     // Not served: said, never a silent success.
-    let top = svc.docker(&["top", "talker"]);
-    assert!(!top.status.success());
+    // top lists its processes; commit makes an image of its changes.
+    let top = svc.ok(&["top", "talker"]);
+    assert!(top.starts_with("UID") && top.contains("sleep 60"), "{top}");
+    let committed = svc.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/made\"]",
+        "talker",
+        "committed:1",
+    ]);
+    assert!(committed.starts_with("sha256:"), "{committed}");
+    assert_eq!(svc.ok(&["run", "--rm", "committed:1"]), "made\n");
+    svc.ok(&["rmi", "committed:1"]);
+
+    let export = svc.docker(&["export", "talker"]);
+    assert!(!export.status.success());
     assert!(
-        text(&top.stderr).contains("kiln does not implement GET /containers/talker/top"),
+        text(&export.stderr).contains("kiln does not implement GET /containers/talker/export"),
         "{}",
-        text(&top.stderr)
+        text(&export.stderr)
     );
 
     assert_eq!(
