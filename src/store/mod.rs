@@ -167,6 +167,20 @@ impl Store {
         let dir = self.root.join("containers");
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
+            // A removed --rm container's exit code, left for whoever waited
+            // for its removal: nobody waits ten minutes.
+            if path.extension().is_some_and(|e| e == "exit") {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(600));
+                if old {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
             if crate::sandbox::ContainerLock::held(&path) != Some(false) {
                 continue;
             }

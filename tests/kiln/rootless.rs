@@ -142,14 +142,24 @@ fn rootless_network_readonly_volumes_and_exit_codes() {
     // --rm leaves nothing, even overlay's mode-000 work directory (the
     // containers left are the lifecycle test's, kept on purpose, in the
     // same store).
-    let left: Vec<_> = std::fs::read_dir(dir.join("store/containers"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| !p.join("config.json").exists() || p.join("auto-remove").exists())
-        .collect();
-    assert_eq!(left, Vec::<std::path::PathBuf>::new());
+    // Other tests of this store run --rm containers of their own at the
+    // same time: theirs are gone moments later, so the store is asked
+    // again for a while before anything left counts.
+    let leftovers = || -> Vec<PathBuf> {
+        std::fs::read_dir(dir.join("store/containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .filter(|p| !p.join("config.json").exists() || p.join("auto-remove").exists())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !leftovers().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(leftovers(), Vec::<PathBuf>::new());
 }
 
 /// The container lifecycle as a user: `run -d` with its monitor, `ps`,
