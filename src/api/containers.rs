@@ -665,7 +665,7 @@ async fn attach(
     let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
     let past = flag(q.get("logs"));
     let upgrade = hyper::upgrade::on(&mut req);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     tokio::task::spawn_blocking(move || {
         let first = c.state();
         // What is in the log now is an earlier run's: not this attach's.
@@ -701,6 +701,20 @@ async fn attach(
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     });
+    let kind = match tty {
+        true => "application/vnd.docker.raw-stream",
+        false => "application/vnd.docker.multiplexed-stream",
+    };
+    Ok(hijack(upgrade, rx, kind))
+}
+
+/// Takes the connection over (101, `Upgrade: tcp`, as docker's attach and
+/// exec answer) and writes what `rx` brings to it until it ends.
+fn hijack(
+    upgrade: hyper::upgrade::OnUpgrade,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    kind: &'static str,
+) -> Response {
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let Ok(upgraded) = upgrade.await else {
@@ -714,11 +728,7 @@ async fn attach(
         }
         let _ = io.shutdown().await;
     });
-    let kind = match tty {
-        true => "application/vnd.docker.raw-stream",
-        false => "application/vnd.docker.multiplexed-stream",
-    };
-    Ok((
+    (
         StatusCode::SWITCHING_PROTOCOLS,
         [
             ("content-type", kind),
@@ -726,7 +736,7 @@ async fn attach(
             ("upgrade", "tcp"),
         ],
     )
-        .into_response())
+        .into_response()
 }
 
 /// An exec made by `POST /containers/ID/exec`, run by `/exec/ID/start`.
@@ -832,7 +842,7 @@ async fn exec_start(
         .ok()
         .and_then(|b| b["Detach"].as_bool())
         .unwrap_or(false);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let run_state = state.clone();
     tokio::task::spawn_blocking(move || {
         let code = (|| -> Option<i32> {
@@ -880,28 +890,11 @@ async fn exec_start(
     if detach {
         return Ok(StatusCode::OK.into_response());
     }
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let Ok(upgraded) = upgrade.await else {
-            return;
-        };
-        let mut io = hyper_util::rt::TokioIo::new(upgraded);
-        while let Some(bytes) = rx.recv().await {
-            if io.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-        let _ = io.shutdown().await;
-    });
-    Ok((
-        StatusCode::SWITCHING_PROTOCOLS,
-        [
-            ("content-type", "application/vnd.docker.multiplexed-stream"),
-            ("connection", "Upgrade"),
-            ("upgrade", "tcp"),
-        ],
-    )
-        .into_response())
+    Ok(hijack(
+        upgrade,
+        rx,
+        "application/vnd.docker.multiplexed-stream",
+    ))
 }
 
 async fn exec_inspect(
