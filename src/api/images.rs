@@ -12,6 +12,8 @@ pub(super) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/images/json", get(list))
         .route("/images/create", axum::routing::post(pull))
+        .route("/images/get", get(save))
+        .route("/images/load", axum::routing::post(load))
         .route(
             "/images/{*rest}",
             get(by_name).post(by_name_post).delete(remove),
@@ -105,6 +107,134 @@ async fn by_name(
             StatusCode::NOT_IMPLEMENTED,
             format!("kiln does not implement GET /images/{rest} of Docker's API"),
         ))
+    })
+    .await
+}
+
+/// A writer whose bytes go to a response body, chunk by chunk.
+struct Chunks(tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>);
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::other("the client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `GET /images/get?names=A&names=B` (`docker save`): a docker-archive
+/// of the images, streamed as it is written.
+async fn save(
+    State(state): State<Shared>,
+    raw: axum::http::Request<axum::body::Body>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let names: Vec<String> = raw
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("names="))
+        .map(super::build::percent_decode)
+        .map(|n| familiar(&n).to_string())
+        .collect();
+    save_names(state, names)
+        .await
+        .map(IntoResponse::into_response)
+}
+
+async fn save_names(
+    state: Shared,
+    names: Vec<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if names.is_empty() {
+        return Err(ApiError::bad("names is required"));
+    }
+    let images = blocking({
+        let state = state.clone();
+        move || {
+            names
+                .iter()
+                .map(|n| {
+                    Image::resolve(&state.store, n)
+                        .map(|i| (n.clone(), i))
+                        .map_err(|_| ApiError::not_found(format!("No such image: {n}")))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+        }
+    })
+    .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(1 << 20, Chunks(tx.clone()));
+        let saved = crate::image::archive::save(
+            &state.store,
+            &images,
+            out,
+            crate::image::archive::Format::Docker,
+            crate::layer::Compression::None,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|w| {
+            w.into_inner()
+                .map(drop)
+                .map_err(|e| e.into_error().to_string())
+        });
+        // A failure midway ends the body with an error: the client sees a
+        // broken archive, never a short one taken for whole.
+        if let Err(e) = saved {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok((
+        [("content-type", "application/x-tar")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `POST /images/load` (`docker load`): a docker-archive or OCI archive,
+/// plain or compressed.
+async fn load(
+    State(state): State<Shared>,
+    raw: axum::http::Request<axum::body::Body>,
+) -> Result<axum::response::Response, ApiError> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::internal(format!("a file for the archive: {e}")))?;
+    {
+        let mut file = tmp.as_file();
+        let mut body = raw.into_body().into_data_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the archive: {e}")))?;
+            file.write_all(&chunk)
+                .map_err(|e| ApiError::internal(format!("writing the archive: {e}")))?;
+        }
+    }
+    blocking(move || {
+        let file = std::fs::File::open(tmp.path())
+            .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?;
+        let loaded = crate::image::archive::load(&state.store, file)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
+        let mut out: Vec<serde_json::Value> = loaded
+            .names
+            .iter()
+            .map(|n| serde_json::json!({ "stream": format!("Loaded image: {n}\n") }))
+            .collect();
+        out.extend(
+            loaded
+                .untagged
+                .iter()
+                .map(|id| serde_json::json!({ "stream": format!("Loaded image ID: {id}\n") })),
+        );
+        Ok(lines(&out))
     })
     .await
 }

@@ -299,6 +299,22 @@ fn the_docker_cli_drives_kiln() {
     assert!(svc.ok(&["rmi", "box:2"]).starts_with("Untagged: box:2\n"));
     let nets = svc.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
     assert_eq!(nets, "host host\nnone null\n");
+
+    // save, rmi, load: the same image back under its name.
+    let tar = svc.home.path().join("box.tar");
+    svc.ok(&["save", "-o", tar.to_str().unwrap(), "box:1"]);
+    assert!(std::fs::metadata(&tar).unwrap().len() > 1_000_000);
+    svc.ok(&["rmi", "box:1"]);
+    assert_eq!(svc.ok(&["images", "-q"]), "");
+    assert_eq!(
+        svc.ok(&["load", "-i", tar.to_str().unwrap()]),
+        "Loaded image: box:1\n"
+    );
+    assert_eq!(
+        svc.ok(&["image", "inspect", "--format", "{{.Id}}", "box:1"])
+            .trim(),
+        kiln_id[0]["Id"].as_str().unwrap()
+    );
 }
 
 /// `--timeout`: the service ends once nothing has asked for that long,
