@@ -30,6 +30,7 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}/exec", post(exec_create))
         .route("/containers/{id}/top", get(top))
+        .route("/containers/{id}/stats", get(stats))
         .route("/commit", post(commit))
         .route("/exec/{id}/start", post(exec_start))
         .route("/exec/{id}/json", get(exec_inspect))
@@ -953,6 +954,85 @@ async fn top(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json
         Ok(Json(serde_json::json!({
             "Titles": ["UID", "PID", "PPID", "C", "TTY", "TIME", "CMD"],
             "Processes": rows,
+        })))
+    })
+    .await
+}
+
+/// The machine's CPU time in nanoseconds (`/proc/stat`'s first line).
+fn system_cpu_ns(hz: u64) -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+        })
+        .unwrap_or(0)
+        * (1_000_000_000 / hz.max(1))
+}
+
+/// `GET /containers/ID/stats?stream=false`: one sample of its CPU (two
+/// readings a second apart, as docker's one-shot gives precpu), memory and
+/// processes. Streaming samples is not served yet.
+async fn stats(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let streaming = q.get("stream").is_none_or(|v| v != "0" && v != "false");
+    if streaming && !flag(q.get("one-shot")) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "kiln's API serves one stats sample (stream=false), not a stream yet",
+        ));
+    }
+    blocking(move || {
+        let c = find(&state, &id)?;
+        let hz = crate::sandbox::process::ticks_per_second().max(1);
+        let sample = |c: &Container| {
+            let procs = c.processes();
+            let cpu: u64 = procs.iter().map(|p| p.cpu_ticks).sum::<u64>() * (1_000_000_000 / hz);
+            (cpu, system_cpu_ns(hz), procs)
+        };
+        let then = chrono::Utc::now();
+        let (cpu0, sys0, _) = sample(&c);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = chrono::Utc::now();
+        let (cpu1, sys1, procs) = sample(&c);
+        let mem: u64 = procs.iter().map(|p| p.rss).sum();
+        let total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu_stats = |cpu: u64, sys: u64| {
+            serde_json::json!({
+                "cpu_usage": { "total_usage": cpu, "usage_in_kernelmode": 0, "usage_in_usermode": cpu },
+                "system_cpu_usage": sys,
+                "online_cpus": cpus,
+                "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+            })
+        };
+        Ok(Json(serde_json::json!({
+            "read": now.to_rfc3339(),
+            "preread": then.to_rfc3339(),
+            "id": c.record.id,
+            "name": format!("/{}", c.record.name),
+            "pids_stats": { "current": procs.len() },
+            "cpu_stats": cpu_stats(cpu1, sys1),
+            "precpu_stats": cpu_stats(cpu0, sys0),
+            "memory_stats": { "usage": mem, "limit": c.record.limits.memory.unwrap_or(total), "stats": {} },
+            "blkio_stats": {},
+            "networks": {},
         })))
     })
     .await

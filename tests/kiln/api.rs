@@ -241,6 +241,17 @@ fn the_docker_cli_drives_kiln() {
     );
 
     // Not served: said, never a silent success.
+    // stats: one sample (kiln's init and sleep are its processes).
+    assert_eq!(
+        svc.ok(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "talker"
+        ]),
+        "talker 2\n"
+    );
     // top lists its processes; commit makes an image of its changes.
     let top = svc.ok(&["top", "talker"]);
     assert!(top.starts_with("UID") && top.contains("sleep 60"), "{top}");
