@@ -747,7 +747,13 @@ pub(crate) struct ExecInstance {
     opts: container::Exec,
     running: bool,
     exit: Option<i32>,
+    /// When it ended: ended ones are forgotten after a while, so a
+    /// long-lived service does not keep every exec it ever ran.
+    ended: Option<std::time::Instant>,
 }
+
+/// How long an ended exec stays inspectable.
+const EXEC_KEPT: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn exec_create(
     State(state): State<Shared>,
@@ -799,12 +805,15 @@ async fn exec_create(
         },
         running: false,
         exit: None,
+        ended: None,
     };
-    state
+    let mut execs = state
         .execs
         .lock()
-        .map_err(|_| ApiError::internal("exec table"))?
-        .insert(exec_id.clone(), instance);
+        .map_err(|_| ApiError::internal("exec table"))?;
+    execs.retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < EXEC_KEPT));
+    execs.insert(exec_id.clone(), instance);
+    drop(execs);
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "Id": exec_id })),
@@ -886,6 +895,7 @@ async fn exec_start(
         {
             e.running = false;
             e.exit = Some(code.unwrap_or(126));
+            e.ended = Some(std::time::Instant::now());
         }
     });
     if detach {
