@@ -40,11 +40,7 @@ fn json_map(q: &HashMap<String, String>, key: &str) -> Result<Vec<(String, Strin
     };
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid {key}: {e}")))?;
-    Ok(v.as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-        .collect())
+    Ok(super::containers::string_pairs(&v))
 }
 
 async fn build_image(

@@ -276,25 +276,13 @@ fn create_opts(
             true => (Network::Host, Vec::new()),
             false => (Network::None, Vec::new()),
         },
-        name => {
-            let ep = &body["NetworkingConfig"]["EndpointsConfig"][name];
-            let ip = ep["IPAMConfig"]["IPv4Address"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse()
-                        .map_err(|_| ApiError::bad(format!("invalid address {s:?}")))
-                })
-                .transpose()?;
-            (
-                Network::None,
-                vec![crate::network::Attachment {
-                    network: name.to_string(),
-                    aliases: strings(&ep["Aliases"]),
-                    ip,
-                }],
-            )
-        }
+        name => (
+            Network::None,
+            vec![attachment(
+                name,
+                &body["NetworkingConfig"]["EndpointsConfig"][name],
+            )?],
+        ),
     };
     let restart = match text(&hc["RestartPolicy"]["Name"]) {
         None => container::Restart::No,
@@ -309,12 +297,7 @@ fn create_opts(
             container::Restart::parse(&spec).map_err(ApiError::bad)?
         }
     };
-    let labels = body["Labels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-        .collect();
+    let labels = string_pairs(&body["Labels"]);
     let memory = hc["Memory"].as_u64().filter(|&m| m > 0);
     Ok(container::Create {
         image,
@@ -362,6 +345,33 @@ fn create_opts(
         ports: published,
         ..container::Create::default()
     })
+}
+
+/// How a container joins network `name`, from Docker's EndpointConfig
+/// (`Aliases`, `IPAMConfig.IPv4Address`): create's and connect's.
+pub(super) fn attachment(name: &str, ep: &Value) -> Result<crate::network::Attachment, ApiError> {
+    let ip = ep["IPAMConfig"]["IPv4Address"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| ApiError::bad(format!("invalid address {s:?}")))
+        })
+        .transpose()?;
+    Ok(crate::network::Attachment {
+        network: name.to_string(),
+        aliases: strings(&ep["Aliases"]),
+        ip,
+    })
+}
+
+/// A JSON object of strings (`Labels`) as pairs.
+pub(super) fn string_pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect()
 }
 
 /// One `PortBindings` entry: `80/tcp` with a host address and port.

@@ -151,12 +151,7 @@ async fn network_create(
                 gateway: text(&config["Gateway"]),
                 internal: body["Internal"].as_bool() == Some(true),
                 nat,
-                labels: body["Labels"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect(),
+                labels: super::containers::string_pairs(&body["Labels"]),
             },
         )?;
         Ok((
@@ -195,29 +190,8 @@ async fn network_connect(
     blocking(move || {
         let cid = body["Container"].as_str().unwrap_or_default();
         let mut c = crate::container::find(&state.store, cid)?;
-        let ep = &body["EndpointConfig"];
-        let ip = ep["IPAMConfig"]["IPv4Address"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| ApiError::bad(format!("invalid address {s:?}")))
-            })
-            .transpose()?;
-        let aliases = ep["Aliases"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str().map(String::from))
-            .collect();
-        crate::container::networks::connect(
-            &mut c,
-            network::Attachment {
-                network: id,
-                aliases,
-                ip,
-            },
-        )?;
+        let a = super::containers::attachment(&id, &body["EndpointConfig"])?;
+        crate::container::networks::connect(&mut c, a)?;
         Ok(StatusCode::OK)
     })
     .await

@@ -548,19 +548,40 @@ fn docker_compose_brings_an_application_up_and_down() {
     let _ = service.wait();
 }
 
-/// One HTTP/1.0 request on a unix socket: the status, the raw headers and
-/// the body.
+/// One HTTP/1.0 request on a unix socket with a JSON body: the status,
+/// the raw headers and the body.
 fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String, String) {
+    request(
+        socket,
+        method,
+        path,
+        "application/json",
+        body.unwrap_or("").as_bytes(),
+    )
+}
+
+/// A POST of raw bytes (a tar) on a unix socket.
+fn post_bytes(socket: &Path, path: &str, body: &[u8]) -> (u16, String, String) {
+    request(socket, "POST", path, "application/x-tar", body)
+}
+
+fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.unwrap_or("");
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let raw = String::from_utf8_lossy(&raw).into_owned();
@@ -829,4 +850,75 @@ fn the_service_takes_two_hundred_clients_at_once() {
         "{:?}",
         statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
     );
+}
+
+/// A hostile build context: a tar entry climbing out of the context, one
+/// written through a symlink pointing out, and a Dockerfile named outside
+/// the context. Each is refused with a message, and nothing is written
+/// outside.
+#[test]
+fn a_hostile_build_context_stays_inside() {
+    let Some((_store, svc)) = setup() else {
+        return;
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let escape = outside.path().join("escaped");
+    // A header whose name is written raw: the tar crate refuses `..`.
+    let entry = |name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        h.set_cksum();
+        (h, data.to_vec())
+    };
+    let tar_of = |entries: Vec<(tar::Header, Vec<u8>)>| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (h, data) in entries {
+            b.append(&h, data.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let dockerfile = entry("Dockerfile", tar::EntryType::Regular, None, b"FROM box:1\n");
+    let climb = format!("../../../../../../..{}", escape.display());
+    let cases = [
+        tar_of(vec![
+            dockerfile.clone(),
+            entry(&climb, tar::EntryType::Regular, None, b"out"),
+        ]),
+        tar_of(vec![
+            dockerfile.clone(),
+            entry(
+                "link",
+                tar::EntryType::Symlink,
+                Some(outside.path().to_str().unwrap()),
+                b"",
+            ),
+            entry("link/escaped", tar::EntryType::Regular, None, b"out"),
+        ]),
+    ];
+    for body in cases {
+        let (status, _, answer) = post_bytes(&svc.socket, "/v1.41/build?t=hostile:1", &body);
+        assert_eq!(status, 200);
+        assert!(
+            answer.contains("\"error\"") && answer.contains("unpacking the context"),
+            "{answer}"
+        );
+        assert!(!escape.exists(), "written outside the context: {answer}");
+    }
+    let body = tar_of(vec![dockerfile]);
+    let (_, _, answer) = post_bytes(
+        &svc.socket,
+        "/v1.41/build?dockerfile=..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        &body,
+    );
+    assert!(
+        answer.contains("Cannot locate specified Dockerfile: ../../../../etc/passwd"),
+        "{answer}"
+    );
+    assert_eq!(svc.ok(&["images", "--format", "{{.Repository}}"]), "box\n");
 }
