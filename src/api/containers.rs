@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 type Q = Query<HashMap<String, String>>;
 
@@ -28,12 +29,14 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/logs", get(logs_of))
         .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/resize", post(resize))
         .route("/containers/{id}/exec", post(exec_create))
         .route("/containers/{id}/top", get(top))
         .route("/containers/{id}/stats", get(stats))
         .route("/commit", post(commit))
         .route("/exec/{id}/start", post(exec_start))
         .route("/exec/{id}/json", get(exec_inspect))
+        .route("/exec/{id}/resize", post(exec_resize))
         .route("/containers/{id}", delete(remove))
 }
 
@@ -92,7 +95,7 @@ fn summary(c: &Container) -> Value {
 }
 
 /// Docker's `filters` query: `{"status":["running"],"name":["web"]}`.
-fn filtered(c: &Container, filters: &HashMap<String, Vec<String>>) -> bool {
+fn filtered(c: &Container, filters: &std::collections::BTreeMap<String, Vec<String>>) -> bool {
     let st = c.state();
     let label = |v: &String| match v.split_once('=') {
         Some((k, val)) => c.record.labels.iter().any(|(a, b)| a == k && b == val),
@@ -113,34 +116,9 @@ fn filtered(c: &Container, filters: &HashMap<String, Vec<String>>) -> bool {
     })
 }
 
-fn filters_of(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, ApiError> {
-    let Some(text) = q.get("filters").filter(|t| !t.is_empty()) else {
-        return Ok(HashMap::new());
-    };
-    // Old clients send {"status":{"running":true}}.
-    let v: Value =
-        serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?;
-    let mut out = HashMap::new();
-    for (k, vals) in v.as_object().into_iter().flatten() {
-        let list: Vec<String> = match vals {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect(),
-            Value::Object(o) => o.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
-        if !["status", "name", "id", "ancestor", "label"].contains(&k.as_str()) {
-            return Err(ApiError::bad(format!("invalid filter '{k}'")));
-        }
-        out.insert(k.clone(), list);
-    }
-    Ok(out)
-}
-
 async fn list(State(state): State<Shared>, Query(q): Q) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let filters = filters_of(&q)?;
+        let filters = super::filters_of(&q, &["status", "name", "id", "ancestor", "label"])?;
         let mut all = container::list(&state.store)?;
         all.reverse();
         let limit: Option<usize> = q
@@ -203,9 +181,6 @@ fn create_opts(
     }
     if hc["Privileged"].as_bool() == Some(true) {
         unsupported.push("HostConfig.Privileged".into());
-    }
-    if body["AttachStdin"].as_bool() == Some(true) || body["OpenStdin"].as_bool() == Some(true) {
-        unsupported.push("OpenStdin (standard input is not attached yet: run without -i)".into());
     }
     if !unsupported.is_empty() {
         return Err(ApiError::new(
@@ -328,6 +303,8 @@ fn create_opts(
         },
         read_only: hc["ReadonlyRootfs"].as_bool() == Some(true),
         tty: body["Tty"].as_bool() == Some(true),
+        open_stdin: body["OpenStdin"].as_bool() == Some(true),
+        stdin_once: body["StdinOnce"].as_bool() == Some(true),
         auto_remove: hc["AutoRemove"].as_bool() == Some(true),
         restart,
         stop_signal: text(&body["StopSignal"]),
@@ -650,23 +627,83 @@ async fn logs_of(
     Ok(([("content-type", kind)], body).into_response())
 }
 
-/// `POST /containers/ID/attach?stream=1&stdout=1&stderr=1`: the
+/// What a hijacked connection's client sends: bytes, then None at its
+/// end (a half-close: `docker run -i`'s input ran out).
+type Input = tokio::sync::mpsc::Receiver<Option<Vec<u8>>>;
+
+/// Docker's `detachKeys` (`ctrl-p,ctrl-q` by default) as the bytes that
+/// end an attach when a client types them.
+fn detach_keys(spec: Option<&String>) -> Result<Vec<u8>, ApiError> {
+    let spec = spec.map_or("ctrl-p,ctrl-q", String::as_str);
+    spec.split(',')
+        .map(|key| match key.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => match c.as_bytes()[0].to_ascii_lowercase() {
+                l @ b'a'..=b'z' => Ok(l - b'a' + 1),
+                b'@' => Ok(0),
+                b'[' => Ok(27),
+                b'\\' => Ok(28),
+                b']' => Ok(29),
+                b'^' => Ok(30),
+                b'_' => Ok(31),
+                _ => Err(ApiError::bad(format!(
+                    "Invalid escape keys ({spec}) provided"
+                ))),
+            },
+            None if key.len() == 1 => Ok(key.as_bytes()[0]),
+            _ => Err(ApiError::bad(format!(
+                "Invalid escape keys ({spec}) provided"
+            ))),
+        })
+        .collect()
+}
+
+/// Finds `keys` typed in a client's input: what is held back while it may
+/// be their start, and whether they were all typed.
+#[derive(Debug, Default)]
+struct Escape {
+    keys: Vec<u8>,
+    held: Vec<u8>,
+}
+
+impl Escape {
+    /// The bytes of `chunk` to pass on, and whether the keys were typed
+    /// (what follows them is not passed on).
+    fn scan(&mut self, chunk: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(chunk.len());
+        for &b in chunk {
+            if self.keys.is_empty() {
+                out.push(b);
+                continue;
+            }
+            if b == self.keys[self.held.len()] {
+                self.held.push(b);
+                if self.held.len() == self.keys.len() {
+                    return (out, true);
+                }
+                continue;
+            }
+            out.append(&mut self.held);
+            match b == self.keys[0] {
+                true => self.held.push(b),
+                false => out.push(b),
+            }
+        }
+        (out, false)
+    }
+}
+
+/// `POST /containers/ID/attach?stream=1&stdout=1&stderr=1[&stdin=1]`: the
 /// connection is taken over (101, `Upgrade: tcp`) and carries the
 /// container's output, multiplexed unless it has a tty, until its next exit
-/// (`docker run` attaches before it starts the container). Standard input
-/// is not carried yet (501).
+/// (`docker run` attaches before it starts the container); with `stdin`,
+/// what the client sends goes to the container's input through its
+/// monitor, until the client's detach keys.
 async fn attach(
     State(state): State<Shared>,
     Path(id): Path<String>,
     Query(q): Q,
     mut req: axum::http::Request<Body>,
 ) -> Result<Response, ApiError> {
-    if flag(q.get("stdin")) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "kiln's API does not attach standard input yet (docker run -i, docker attach)",
-        ));
-    }
     let c = blocking({
         let state = state.clone();
         move || find(&state, &id)
@@ -675,8 +712,19 @@ async fn attach(
     let tty = c.record.spec.tty;
     let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
     let past = flag(q.get("logs"));
+    let with_input = flag(q.get("stdin")) && c.record.open_stdin;
+    let keys = detach_keys(q.get("detachKeys"))?;
     let upgrade = hyper::upgrade::on(&mut req);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    // Set when the output ends (the input has nowhere to go) or when the
+    // client types its detach keys (the output stops).
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let input = with_input.then(|| {
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel(64);
+        let (dir, over) = (c.dir.clone(), over.clone());
+        tokio::task::spawn_blocking(move || feed(&dir, in_rx, &over, keys));
+        in_tx
+    });
     tokio::task::spawn_blocking(move || {
         let first = c.state();
         // What is in the log now is an earlier run's: not this attach's.
@@ -684,6 +732,7 @@ async fn attach(
             true => logs::Tail::open(&c.dir),
             false => logs::Tail::open_at_end(&c.dir),
         };
+        let stop = || over.store(true, std::sync::atomic::Ordering::SeqCst);
         loop {
             if tail.is_none() {
                 tail = logs::Tail::open(&c.dir);
@@ -703,41 +752,132 @@ async fn attach(
                     false => frame(e.stream, &e.text),
                 };
                 if wanted && tx.blocking_send(bytes).is_err() {
-                    return;
+                    return stop();
                 }
             }
-            if ended || tx.is_closed() {
-                return;
+            if ended || tx.is_closed() || over.load(std::sync::atomic::Ordering::SeqCst) {
+                return stop();
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     });
     let kind = match tty {
         true => "application/vnd.docker.raw-stream",
         false => "application/vnd.docker.multiplexed-stream",
     };
-    Ok(hijack(upgrade, rx, kind))
+    Ok(hijack(upgrade, rx, kind, input))
+}
+
+/// Passes an attached client's input to the container's monitor (once it
+/// listens: the client attaches before the start), until the client's
+/// input ends (said to the monitor, which closes the container's with
+/// `StdinOnce`), its detach keys (`over` is set), or the output's end.
+fn feed(
+    dir: &std::path::Path,
+    mut input: Input,
+    over: &std::sync::atomic::AtomicBool,
+    keys: Vec<u8>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut escape = Escape {
+        keys,
+        held: Vec::new(),
+    };
+    let mut monitor: Option<container::attach::Attached> = None;
+    while let Some(message) = input.blocking_recv() {
+        while monitor.is_none() {
+            match container::attach::Attached::connect(dir) {
+                Ok(m) => monitor = Some(m),
+                Err(_) if over.load(Ordering::SeqCst) => return,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        let Some(m) = monitor.as_mut() else { return };
+        let Some(bytes) = message else {
+            let _ = m.close_input();
+            return;
+        };
+        let (pass, detached) = escape.scan(&bytes);
+        if m.send(&pass).is_err() || detached {
+            over.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+/// `POST /containers/ID/resize?h=ROWS&w=COLUMNS`: its tty's new size,
+/// through its monitor.
+async fn resize(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    let (rows, cols) = size_of(&q)?;
+    blocking(move || {
+        let c = find(&state, &id)?;
+        container::attach::Attached::connect(&c.dir)
+            .and_then(|mut m| m.resize(rows, cols))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("Container {} is not running", c.record.id),
+                )
+            })
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+/// The `h` and `w` of a resize.
+fn size_of(q: &HashMap<String, String>) -> Result<(u16, u16), ApiError> {
+    let get = |k: &str| -> Result<u16, ApiError> {
+        q.get(k)
+            .map_or(Ok(0), |v| v.parse())
+            .map_err(|_| ApiError::bad(format!("invalid {k} {:?}: a number up to 65535", q[k])))
+    };
+    Ok((get("h")?, get("w")?))
 }
 
 /// Takes the connection over (101, `Upgrade: tcp`, as docker's attach and
-/// exec answer) and writes what `rx` brings to it until it ends.
+/// exec answer) and writes what `rx` brings to it until it ends; with
+/// `input`, what the client sends is passed there, then None at its end.
 fn hijack(
     upgrade: hyper::upgrade::OnUpgrade,
     mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     kind: &'static str,
+    input: Option<tokio::sync::mpsc::Sender<Option<Vec<u8>>>>,
 ) -> Response {
     tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let Ok(upgraded) = upgrade.await else {
             return;
         };
-        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let reading = input.map(|input| {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 << 10];
+                loop {
+                    match reader.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if input.send(Some(buf[..n].to_vec())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = input.send(None).await;
+            })
+        });
         while let Some(bytes) = rx.recv().await {
-            if io.write_all(&bytes).await.is_err() {
-                return;
+            if writer.write_all(&bytes).await.is_err() {
+                break;
             }
         }
-        let _ = io.shutdown().await;
+        let _ = writer.shutdown().await;
+        if let Some(r) = reading {
+            r.abort();
+        }
     });
     (
         StatusCode::SWITCHING_PROTOCOLS,
@@ -760,6 +900,17 @@ pub(crate) struct ExecInstance {
     /// When it ended: ended ones are forgotten after a while, so a
     /// long-lived service does not keep every exec it ever ran.
     ended: Option<std::time::Instant>,
+    /// Its tty while it runs, for `/exec/ID/resize`.
+    tty: Arc<std::sync::Mutex<ExecTty>>,
+}
+
+/// A running exec's tty: its master once it exists, and the last size a
+/// client asked for (given to the master when it comes: clients resize
+/// as soon as they started the exec).
+#[derive(Debug, Default)]
+struct ExecTty {
+    master: Option<std::os::fd::OwnedFd>,
+    size: Option<(u16, u16)>,
 }
 
 /// How long an ended exec stays inspectable.
@@ -770,12 +921,6 @@ async fn exec_create(
     Path(id): Path<String>,
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if body["AttachStdin"].as_bool() == Some(true) || body["Tty"].as_bool() == Some(true) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "kiln's API does not run an exec with standard input or a tty yet (docker exec -i, -t)",
-        ));
-    }
     let c = blocking({
         let state = state.clone();
         move || find(&state, &id)
@@ -810,12 +955,13 @@ async fn exec_create(
             env: strings(&body["Env"]),
             user: text(&body["User"]),
             workdir: text(&body["WorkingDir"]),
-            tty: false,
-            interactive: false,
+            tty: body["Tty"].as_bool() == Some(true),
+            interactive: body["AttachStdin"].as_bool() == Some(true),
         },
         running: false,
         exit: None,
         ended: None,
+        tty: Arc::default(),
     };
     let mut execs = state
         .execs
@@ -830,8 +976,9 @@ async fn exec_create(
     ))
 }
 
-/// Runs an exec; its output multiplexed over the connection taken over
-/// (or, detached, nowhere), its exit code kept for `/exec/ID/json`.
+/// Runs an exec; its output over the connection taken over (multiplexed
+/// unless it has a tty), its input from it with `AttachStdin` (or,
+/// detached, neither), its exit code kept for `/exec/ID/json`.
 async fn exec_start(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -863,43 +1010,12 @@ async fn exec_start(
         .and_then(|b| b["Detach"].as_bool())
         .unwrap_or(false);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(64);
+    let interactive = instance.opts.interactive && !detach;
+    let tty = instance.opts.tty;
     let run_state = state.clone();
     tokio::task::spawn_blocking(move || {
-        let code = (|| -> Option<i32> {
-            let c = container::find(&run_state.store, &instance.container).ok()?;
-            let (out_r, out_w) = std::io::pipe().ok()?;
-            let (err_r, err_w) = std::io::pipe().ok()?;
-            let pumps = [(out_r, logs::Stream::Stdout), (err_r, logs::Stream::Stderr)].map(
-                |(mut r, stream)| {
-                    let tx = tx.clone();
-                    std::thread::spawn(move || {
-                        use std::io::Read;
-                        let mut buf = vec![0u8; 32 * 1024];
-                        while let Ok(n) = r.read(&mut buf) {
-                            if n == 0 || tx.blocking_send(frame(stream, &buf[..n])).is_err() {
-                                break;
-                            }
-                        }
-                    })
-                },
-            );
-            let result = c.exec_to(&instance.opts, out_w.into(), err_w.into());
-            for p in pumps {
-                let _ = p.join();
-            }
-            Some(match result {
-                Ok(code) => code,
-                // Said on its stderr, as docker says an exec's failure.
-                Err(e) => {
-                    let _ =
-                        tx.blocking_send(frame(logs::Stream::Stderr, format!("{e}\n").as_bytes()));
-                    match e {
-                        container::ExecError::Sandbox(s) => s.exit_code(),
-                        container::ExecError::NotRunning(_) => 126,
-                    }
-                }
-            })
-        })();
+        let code = run_exec(&run_state, &instance, tx, interactive.then_some(in_rx));
         if let Ok(mut execs) = run_state.execs.lock()
             && let Some(e) = execs.get_mut(&id)
         {
@@ -911,11 +1027,144 @@ async fn exec_start(
     if detach {
         return Ok(StatusCode::OK.into_response());
     }
-    Ok(hijack(
-        upgrade,
-        rx,
-        "application/vnd.docker.multiplexed-stream",
-    ))
+    let kind = match tty {
+        true => "application/vnd.docker.raw-stream",
+        false => "application/vnd.docker.multiplexed-stream",
+    };
+    Ok(hijack(upgrade, rx, kind, interactive.then_some(in_tx)))
+}
+
+/// Writes a client's input to `to` until it ends (then `to` is closed).
+fn copy_input(mut input: Input, mut to: std::fs::File) {
+    use std::io::Write;
+    while let Some(Some(bytes)) = input.blocking_recv() {
+        if to.write_all(&bytes).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs an exec to its end: its output sent to `tx` (framed without a
+/// tty), `input` to its stdin or tty; its exit code.
+fn run_exec(
+    state: &Shared,
+    instance: &ExecInstance,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    input: Option<Input>,
+) -> Option<i32> {
+    use std::io::Read;
+    let c = container::find(&state.store, &instance.container).ok()?;
+    let (out_r, out_w) = std::io::pipe().ok()?;
+    let (err_r, err_w) = std::io::pipe().ok()?;
+    let pumps =
+        [(out_r, logs::Stream::Stdout), (err_r, logs::Stream::Stderr)].map(|(mut r, stream)| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 || tx.blocking_send(frame(stream, &buf[..n])).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+    let mut io = crate::sandbox::Io {
+        output: Some(out_w.into()),
+        stderr: Some(err_w.into()),
+        ..Default::default()
+    };
+    let mut feeder = None;
+    // With a tty, its master carries both ways: read here to the client
+    // (raw), written from the client's input.
+    let tty_reader = Arc::new(std::sync::Mutex::new(None));
+    if instance.opts.tty {
+        let (slot, tx, tty) = (tty_reader.clone(), tx.clone(), instance.tty.clone());
+        let mut input = input;
+        io.console = Some(crate::sandbox::Console(Box::new(move |master| {
+            if let Ok(mut t) = tty.lock() {
+                if let Some((rows, cols)) = t.size {
+                    let _ =
+                        crate::sandbox::tty::resize(std::os::fd::AsFd::as_fd(&master), rows, cols);
+                }
+                t.master = master.try_clone().ok();
+            }
+            if let (Some(input), Ok(to)) = (input.take(), master.try_clone()) {
+                std::thread::spawn(move || copy_input(input, to.into()));
+            }
+            let mut from = std::fs::File::from(master);
+            let reader = std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                // EIO once every slave is closed: the exec is over.
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
+        })));
+    } else if let Some(input) = input {
+        let (r, w) = std::io::pipe().ok()?;
+        io.stdin = crate::sandbox::Stdin::Fd(r.into());
+        feeder = Some(std::thread::spawn(move || {
+            copy_input(input, std::fs::File::from(std::os::fd::OwnedFd::from(w)))
+        }));
+    }
+    let result = c.exec_with(&instance.opts, io);
+    if let Ok(mut t) = instance.tty.lock() {
+        t.master = None;
+    }
+    let reader = tty_reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    for p in pumps {
+        let _ = p.join();
+    }
+    // The feeder ends with the client's input, or stays blocked on a pipe
+    // nobody reads until the client goes: not waited for.
+    drop(feeder);
+    Some(match result {
+        Ok(code) => code,
+        // Said on its stderr, as docker says an exec's failure.
+        Err(e) => {
+            let _ = tx.blocking_send(frame(logs::Stream::Stderr, format!("{e}\n").as_bytes()));
+            match e {
+                container::ExecError::Sandbox(s) => s.exit_code(),
+                container::ExecError::NotRunning(_) => 126,
+            }
+        }
+    })
+}
+
+/// `POST /exec/ID/resize?h=ROWS&w=COLUMNS`: a running exec's tty's size.
+async fn exec_resize(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    let (rows, cols) = size_of(&q)?;
+    let execs = state
+        .execs
+        .lock()
+        .map_err(|_| ApiError::internal("exec table"))?;
+    let e = execs
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))?;
+    if !e.opts.tty || e.exit.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("exec {id} is not running with a tty"),
+        ));
+    }
+    let mut tty = e.tty.lock().map_err(|_| ApiError::internal("exec tty"))?;
+    tty.size = Some((rows, cols));
+    match tty.master.as_ref() {
+        Some(m) => crate::sandbox::tty::resize(std::os::fd::AsFd::as_fd(m), rows, cols)
+            .map(|()| StatusCode::OK)
+            .map_err(|e| ApiError::internal(format!("resizing the exec's tty: {e}"))),
+        None => Ok(StatusCode::OK),
+    }
 }
 
 async fn exec_inspect(
@@ -934,8 +1183,8 @@ async fn exec_inspect(
         "Running": e.running,
         "ExitCode": e.exit,
         "ContainerID": e.container,
-        "ProcessConfig": { "entrypoint": e.opts.argv.first(), "arguments": e.opts.argv.get(1..).unwrap_or_default(), "tty": false },
-        "OpenStdin": false,
+        "ProcessConfig": { "entrypoint": e.opts.argv.first(), "arguments": e.opts.argv.get(1..).unwrap_or_default(), "tty": e.opts.tty },
+        "OpenStdin": e.opts.interactive,
         "OpenStdout": true,
         "OpenStderr": true,
     })))
@@ -1121,7 +1370,7 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 /// A stream of the channel's items.
-fn tokio_stream(
+pub(super) fn tokio_stream(
     mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
@@ -1167,4 +1416,35 @@ async fn prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
         ))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_are_docker_s() {
+        assert_eq!(detach_keys(None).unwrap(), vec![16, 17]);
+        assert_eq!(
+            detach_keys(Some(&"ctrl-a,x,ctrl-@".into())).unwrap(),
+            vec![1, b'x', 0]
+        );
+        assert_eq!(
+            detach_keys(Some(&"ctrl-".into())).unwrap_err().1,
+            "Invalid escape keys (ctrl-) provided"
+        );
+    }
+
+    #[test]
+    fn typed_detach_keys_end_the_input_and_a_false_start_is_passed_on() {
+        let mut e = Escape {
+            keys: vec![16, 17],
+            held: Vec::new(),
+        };
+        assert_eq!(e.scan(b"ab\x10"), (b"ab".to_vec(), false));
+        // ctrl-p then not ctrl-q: both are the input's.
+        assert_eq!(e.scan(b"c"), (b"\x10c".to_vec(), false));
+        assert_eq!(e.scan(b"\x10\x10"), (b"\x10".to_vec(), false));
+        assert_eq!(e.scan(b"\x11rest"), (Vec::new(), true));
+    }
 }

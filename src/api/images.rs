@@ -346,6 +346,7 @@ async fn by_name_post(
         };
         let target: crate::image::Name = target.parse().map_err(ApiError::bad)?;
         store.tag(&target.to_string(), image.descriptor(store))?;
+        store.image_event("tag", &image.id.to_string(), &target.to_string());
         Ok(StatusCode::CREATED.into_response())
     })
     .await

@@ -6,6 +6,7 @@
 
 mod build;
 mod containers;
+mod events;
 mod images;
 mod objects;
 mod system;
@@ -165,6 +166,7 @@ fn router(state: Shared) -> Router {
         .merge(images::routes())
         .merge(containers::routes())
         .merge(objects::routes())
+        .merge(events::routes())
         .fallback(not_implemented)
         .with_state(state)
 }
@@ -301,6 +303,36 @@ fn nix_uid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .unwrap_or(0)
+}
+
+/// A query's `filters` (JSON: `{"key": ["value", ...]}`, or old clients'
+/// `{"key": {"value": true}}`), refused when a key is not in `allowed`.
+pub(crate) fn filters_of(
+    q: &std::collections::HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, ApiError> {
+    use serde_json::Value;
+    let mut out = std::collections::BTreeMap::new();
+    let Some(text) = q.get("filters").filter(|t| !t.is_empty()) else {
+        return Ok(out);
+    };
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?;
+    for (k, vals) in v.as_object().into_iter().flatten() {
+        let list: Vec<String> = match vals {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+            Value::Object(o) => o.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad(format!("invalid filter '{k}'")));
+        }
+        out.insert(k.clone(), list);
+    }
+    Ok(out)
 }
 
 /// A query string's flag as Docker reads it: `1`, `true`, `True`.

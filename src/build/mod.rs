@@ -674,10 +674,12 @@ pub fn build(
             )?
         }
     };
+    let image = Image::load(store, &image::manifest_digest(&manifest)?)?;
     for tag in &opts.tags {
         store.tag(&tag.to_string(), manifest.clone())?;
+        store.image_event("tag", &image.id.to_string(), &tag.to_string());
     }
-    Ok(Image::load(store, &image::manifest_digest(&manifest)?)?)
+    Ok(image)
 }
 
 /// What every stage of one build shares.

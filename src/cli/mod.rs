@@ -5,6 +5,7 @@ mod build;
 mod check;
 mod container;
 mod diagnostic;
+mod events;
 mod format;
 mod fsck;
 mod history;
@@ -112,6 +113,8 @@ enum Command {
     System(container::SystemArgs),
     /// Show a container's published ports.
     Port(container::PortArgs),
+    /// Show what happened to containers, images, networks and volumes.
+    Events(events::Args),
     /// Manage containers (`prune`, `ls`).
     Container(container::ContainerArgs),
     /// Keep build caches warm for a fleet of CI builders (an HTTP service).
@@ -171,6 +174,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Stats(args) => container::stats(root, args),
         Command::System(args) => container::system(root, args),
         Command::Port(args) => container::port(root, args),
+        Command::Events(args) => events::run(root, args),
         Command::Container(args) => container::container_cmd(root, args),
         Command::Monitor { id } => container::monitor(root, id),
         Command::Serve(args) => serve::run(root, args),

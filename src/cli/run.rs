@@ -479,11 +479,6 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             ));
         }
     }
-    if args.detach && (args.interactive || args.tty) {
-        return Err(Error::Usage(
-            "-d with -i or -t is not supported yet: kiln attach does not exist".into(),
-        ));
-    }
     if let Some(n) = &args.name
         && !kiln::container::valid_name(n)
     {
@@ -786,6 +781,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         },
         no_new_privileges,
         tty: args.tty,
+        // Detached, the monitor holds it open for `kiln attach` and the
+        // API; in the foreground it is this process's own.
+        open_stdin: args.interactive,
+        stdin_once: args.interactive && !args.detach,
         auto_remove: args.rm,
         restart: args.restart.unwrap_or_default(),
         stop_signal: args.stop_signal.clone(),

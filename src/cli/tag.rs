@@ -20,5 +20,6 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
     let image = Image::resolve(&store, &args.source)?;
     store.tag(&target.to_string(), image.descriptor(&store))?;
+    store.image_event("tag", &image.id.to_string(), &target.to_string());
     Ok(ExitCode::SUCCESS)
 }

@@ -89,6 +89,8 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "StopSignal": r.stop_signal,
             "StopTimeout": r.stop_timeout,
             "Tty": r.spec.tty,
+            "OpenStdin": r.open_stdin,
+            "StdinOnce": r.stdin_once,
         },
     })
 }

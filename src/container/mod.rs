@@ -7,6 +7,7 @@
 //! itself, re-executed in a session of its own. No daemon: every command
 //! reads the directory.
 
+pub mod attach;
 pub mod health;
 pub mod inspect;
 pub mod logs;
@@ -159,6 +160,12 @@ pub struct Create {
     pub no_new_privileges: bool,
     /// `-t`.
     pub tty: bool,
+    /// `-i` on a detached container: its standard input is a pipe its
+    /// monitor holds, written by whoever attaches (Docker's `OpenStdin`).
+    pub open_stdin: bool,
+    /// Its standard input is closed when the first attached client's ends
+    /// (Docker's `StdinOnce`: `docker run -i`).
+    pub stdin_once: bool,
     /// `--rm`.
     pub auto_remove: bool,
     /// `--restart`.
@@ -302,6 +309,12 @@ pub struct Record {
     /// (`--dns`, else the host's).
     #[serde(default)]
     pub dns_upstream: Vec<String>,
+    /// Its standard input stays open for attached clients (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Its standard input closes when the first attached client's ends.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// A container: its record and directory.
@@ -572,6 +585,8 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         healthcheck: health::resolve(
             merge_health(c.healthcheck.as_ref(), opts.health.as_ref()).as_ref(),
         ),
+        open_stdin: opts.open_stdin,
+        stdin_once: opts.stdin_once,
     };
     let path = dir.join("config.json");
     let bytes =
@@ -583,10 +598,31 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         let marker = dir.join("auto-remove");
         std::fs::write(&marker, b"").map_err(io_err("writing", &marker))?;
     }
-    Ok((Container { record, dir }, dirs))
+    let c = Container { record, dir };
+    c.event("create", []);
+    Ok((c, dirs))
 }
 
 impl Container {
+    /// Records `action` about it in its store's event journal, with its
+    /// name, image and labels (and `extra`), as docker's events carry.
+    pub fn event(&self, action: &str, extra: impl IntoIterator<Item = (String, String)>) {
+        let Some(root) = self.dir.parent().and_then(Path::parent) else {
+            return;
+        };
+        let mut attributes = self.record.labels.clone();
+        attributes.push(("name".into(), self.record.name.clone()));
+        attributes.push(("image".into(), self.record.image.clone()));
+        attributes.extend(extra);
+        crate::events::record(
+            root,
+            crate::events::Kind::Container,
+            action,
+            &self.record.id,
+            attributes,
+        );
+    }
+
     /// Writes the record back (atomically: a reader sees the old or the new).
     pub fn save_record(&self) -> Result<(), ContainerError> {
         let path = self.dir.join("config.json");
@@ -662,12 +698,16 @@ impl Container {
     /// Sends signal `sig` to its process; false when it does not run.
     pub fn signal(&self, sig: i32) -> Result<bool, ContainerError> {
         let st = self.state();
-        match (st.is_running(), st.init) {
+        let sent = match (st.is_running(), st.init) {
             (true, Some(init)) => init.signal(sig).map_err(|e| {
                 ContainerError::Invalid(format!("signalling {}: {e}", self.record.name))
-            }),
-            _ => Ok(false),
+            })?,
+            _ => false,
+        };
+        if sent {
+            self.event("kill", [("signal".into(), sig.to_string())]);
         }
+        Ok(sent)
     }
 
     /// Waits until it is not running, at most `timeout`; true when it
@@ -703,6 +743,7 @@ impl Container {
             self.signal(9)?;
             self.wait_stopped(std::time::Duration::from_secs(10));
         }
+        self.event("stop", []);
         Ok(())
     }
 
@@ -715,29 +756,21 @@ impl Container {
             &spec,
             pid1,
             sandbox::Io {
-                stdin: opts.interactive,
+                stdin: match opts.interactive {
+                    true => sandbox::Stdin::Inherit,
+                    false => sandbox::Stdin::Null,
+                },
                 ..Default::default()
             },
         )
         .map_err(ExecError::Sandbox)
     }
 
-    /// [`Container::exec`] with the process's stdout and stderr written to
-    /// `out` and `err` (the Docker API's exec streams them), standard
-    /// input closed, no tty.
-    pub fn exec_to(
-        &self,
-        opts: &Exec,
-        out: std::os::fd::OwnedFd,
-        err: std::os::fd::OwnedFd,
-    ) -> Result<i32, ExecError> {
-        let (mut spec, pid1) = self.exec_spec(opts)?;
-        spec.tty = false;
-        let io = sandbox::Io {
-            output: Some(out),
-            stderr: Some(err),
-            ..Default::default()
-        };
+    /// [`Container::exec`] with its streams where `io` says (the Docker
+    /// API's exec: stdout and stderr to the client, stdin from it, a tty's
+    /// master taken by it).
+    pub fn exec_with(&self, opts: &Exec, io: sandbox::Io) -> Result<i32, ExecError> {
+        let (spec, pid1) = self.exec_spec(opts)?;
         sandbox::container::exec(&spec, pid1, io).map_err(ExecError::Sandbox)
     }
 
@@ -828,6 +861,7 @@ impl Container {
             digest.to_oci(),
         ));
         let manifest = crate::image::write_image(store, &config, layers)?;
+        self.event("commit", []);
         if let Some(name) = &opts.name {
             store.tag(&name.to_string(), manifest.clone())?;
         }
@@ -902,6 +936,8 @@ impl Container {
             sandbox::reclaim(&self.record.id);
             networks::release(self);
         }
+        // Said before the directory goes: the journal is found from it.
+        self.event("destroy", []);
         remove_dir(&self.dir);
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! A foreground `kiln run` does the same for its own container, without a
 //! monitor ([`run_foreground`]).
 
+use super::attach;
 use super::logs::{self, Stream};
 use super::state::{self, Status};
 use super::{Container, ContainerError, Restart};
@@ -76,9 +77,10 @@ pub fn spawn(store_root: &Path, c: &Container) -> Result<(), StartError> {
     }
 }
 
-/// Copies a pipe into the log as `stream` until every writer closed it.
-fn pump(reader: std::io::PipeReader, stream: Stream, log: Arc<Mutex<logs::Writer>>) {
-    let mut reader = reader;
+/// Copies a pipe (or a pty's master) into the log as `stream` until every
+/// writer closed it; with `whole_lines`, a line is written once it ends (a
+/// tty's prompt is written as it comes).
+fn pump(mut reader: impl Read, stream: Stream, log: Arc<Mutex<logs::Writer>>, whole_lines: bool) {
     let mut buf = vec![0u8; 32 << 10];
     // Lines are written whole: a piece without its newline waits for the
     // rest (up to the buffer's size).
@@ -89,6 +91,7 @@ fn pump(reader: std::io::PipeReader, stream: Stream, log: Arc<Mutex<logs::Writer
             Ok(n) => {
                 pending.extend_from_slice(&buf[..n]);
                 let cut = match pending.iter().rposition(|&b| b == b'\n') {
+                    _ if !whole_lines => pending.len(),
                     Some(i) => i + 1,
                     None if pending.len() >= buf.len() => pending.len(),
                     None => continue,
@@ -146,9 +149,11 @@ fn watch_start(
         .clone()
         .map(|check| (c.clone(), check, ended.clone()));
     let mut ready = ready;
+    let who = c.clone();
     let watcher = std::thread::spawn(move || {
         if let Ok(pid) = rx.recv() {
             record_start(&dir, pid, health.is_some());
+            who.event("start", []);
             // The healthcheck runs beside the container, for this run.
             if let Some((c, check, ended)) = health {
                 std::thread::spawn(move || super::health::watch(c, check, pid, ended));
@@ -164,10 +169,13 @@ fn watch_start(
     (tx, watcher, ended)
 }
 
-/// Runs the container once, its output into the log; its exit code.
+/// Runs the container once, its output into the log, its input from
+/// attached clients (`input`); its exit code.
 fn run_once(
     c: &Container,
     log: &Arc<Mutex<logs::Writer>>,
+    input: &attach::Shared,
+    stdin: Option<std::io::PipeReader>,
     ready: &mut Option<std::io::Stdout>,
 ) -> Result<i32, SandboxError> {
     let setup = |e: std::io::Error| SandboxError::Setup(format!("log pipes: {e}"));
@@ -175,7 +183,28 @@ fn run_once(
     let (err_r, err_w) = std::io::pipe().map_err(setup)?;
     let pumps = [(out_r, Stream::Stdout), (err_r, Stream::Stderr)].map(|(r, s)| {
         let log = log.clone();
-        std::thread::spawn(move || pump(r, s, log))
+        std::thread::spawn(move || pump(r, s, log, true))
+    });
+    let tty = c.record.spec.tty;
+    let stdin = match stdin {
+        Some(r) => sandbox::Stdin::Fd(r.into()),
+        None => sandbox::Stdin::Null,
+    };
+    // A tty's output is the master's: read into the log by a thread the
+    // run waits for once it ends.
+    let tty_pump = Arc::new(Mutex::new(None));
+    let console = tty.then(|| {
+        let (log, input, slot) = (log.clone(), input.clone(), tty_pump.clone());
+        let open_stdin = c.record.open_stdin;
+        sandbox::Console(Box::new(move |master: OwnedFd| {
+            let writer = open_stdin
+                .then(|| master.try_clone().ok().map(std::fs::File::from))
+                .flatten();
+            attach::set(&input, writer, master.try_clone().ok());
+            let reader = std::fs::File::from(master);
+            let pump = std::thread::spawn(move || pump(reader, Stream::Stdout, log, false));
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pump);
+        }))
     });
     let userns = super::networks::userns(c).map_err(SandboxError::Setup)?;
     let (tx, watcher, ended) = watch_start(c, ready.take());
@@ -185,7 +214,8 @@ fn run_once(
         &c.record.limits,
         &c.record.id,
         sandbox::Io {
-            stdin: false,
+            stdin,
+            console,
             output: Some(OwnedFd::from(out_w)),
             stderr: Some(OwnedFd::from(err_w)),
             started: Some(tx),
@@ -198,6 +228,11 @@ fn run_once(
     ended.store(true, std::sync::atomic::Ordering::SeqCst);
     // Not started: the readiness pipe is still ours, to say why.
     *ready = watcher.join().unwrap_or(None);
+    attach::clear(input);
+    let tty_pump = tty_pump.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(p) = tty_pump {
+        let _ = p.join();
+    }
     for p in pumps {
         let _ = p.join();
     }
@@ -268,11 +303,35 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
             return 125;
         }
     };
+    // Attached clients reach the container's input (and a tty's size)
+    // through this monitor, whichever run is current. Each run's stdin
+    // pipe is made before anyone can attach, so no early input is lost.
+    let input = attach::Shared::default();
+    let pipe_stdin = c.record.open_stdin && !c.record.spec.tty;
+    let stdin_pipe = || -> Option<std::io::PipeReader> {
+        let (r, w) = std::io::pipe().ok()?;
+        attach::set(&input, Some(std::fs::File::from(OwnedFd::from(w))), None);
+        Some(r)
+    };
+    let mut stdin = pipe_stdin.then(stdin_pipe).flatten();
+    if (c.record.open_stdin || c.record.spec.tty)
+        && let Err(e) = attach::serve(&dir, input.clone(), c.record.stdin_once)
+    {
+        say(
+            &mut ready,
+            125,
+            &format!("listening for attached clients: {e}"),
+        );
+        return 125;
+    }
     let mut delay = None;
     let mut last_code;
     loop {
         let started = Instant::now();
-        let result = run_once(&c, &log, &mut ready);
+        if stdin.is_none() && pipe_stdin {
+            stdin = stdin_pipe();
+        }
+        let result = run_once(&c, &log, &input, stdin.take(), &mut ready);
         let (code, error) = match &result {
             Ok(code) => (*code, None),
             Err(e) => (e.exit_code(), Some(e.to_string())),
@@ -286,6 +345,7 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
             s.clone()
         })
         .unwrap_or_default();
+        c.event("die", [("exitCode".into(), code.to_string())]);
         last_code = code;
         // Said after the state is written: the command told of the failure
         // finds the container exited.
@@ -320,6 +380,7 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         let _ = std::fs::write(super::exit_file(&dir), last_code.to_string());
         drop(_lock);
         sandbox::reclaim(&c.record.id);
+        c.event("destroy", []);
         super::remove_dir(&dir);
     }
     0
@@ -347,7 +408,11 @@ pub fn run_foreground(
         &c.record.limits,
         &c.record.id,
         sandbox::Io {
-            stdin,
+            stdin: match stdin {
+                true => sandbox::Stdin::Inherit,
+                false => sandbox::Stdin::Null,
+            },
+            console: None,
             output: None,
             stderr: None,
             started: Some(tx),
@@ -369,8 +434,10 @@ pub fn run_foreground(
         s.finished_at = Some(state::now());
         s.init = None;
     });
+    c.event("die", [("exitCode".into(), code.to_string())]);
     drop(dirs);
     if c.record.auto_remove {
+        c.event("destroy", []);
         super::remove_dir(&c.dir);
     }
     result

@@ -249,6 +249,7 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
         )
         .map_err(|e| Invalid(e.to_string()))?;
     }
+    network_event(&root, "connect", &net, c);
     c.record.networks.push(Attachment {
         network: net.name,
         ..a
@@ -286,8 +287,25 @@ pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerE
         net.leave(&root, &c.record.id)
             .map_err(|e| Invalid(e.to_string()))?;
     }
+    network_event(&root, "disconnect", &net, c);
     c.record.networks.remove(at);
     c.save_record()
+}
+
+/// Records a network's `connect` or `disconnect` of `c`, as docker's
+/// events say them (the network the actor, the container an attribute).
+fn network_event(root: &Path, action: &str, net: &Network, c: &Container) {
+    crate::events::record(
+        root,
+        crate::events::Kind::Network,
+        action,
+        &net.id,
+        [
+            ("container".to_string(), c.record.id.clone()),
+            ("name".to_string(), net.name.clone()),
+            ("type".to_string(), "bridge".to_string()),
+        ],
+    );
 }
 
 /// Each network `c` is attached to, with its endpoint while it runs

@@ -140,6 +140,13 @@ pub fn create(store: &Store, name: Option<&str>) -> Result<(Volume, bool), Conta
     let path = home.join("volume.json");
     let bytes = serde_json::to_vec_pretty(&v).map_err(|e| io_err("writing", &path)(e.into()))?;
     std::fs::write(&path, bytes).map_err(io_err("writing", &path))?;
+    crate::events::record(
+        store.root(),
+        crate::events::Kind::Volume,
+        "create",
+        &v.name,
+        [("driver".into(), "local".into())],
+    );
     Ok((v, true))
 }
 
@@ -181,6 +188,13 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), ContainerErr
         )));
     }
     super::remove_dir(&dir(store).join(name));
+    crate::events::record(
+        store.root(),
+        crate::events::Kind::Volume,
+        "destroy",
+        name,
+        [],
+    );
     Ok(())
 }
 
@@ -191,6 +205,13 @@ pub fn prune(store: &Store, all: bool) -> Vec<String> {
     for v in list(store) {
         if (all || v.anonymous) && users(store, &v).is_empty() {
             super::remove_dir(&dir(store).join(&v.name));
+            crate::events::record(
+                store.root(),
+                crate::events::Kind::Volume,
+                "destroy",
+                &v.name,
+                [],
+            );
             removed.push(v.name);
         }
     }

@@ -406,11 +406,12 @@ fn load_docker_entry(
     let descriptor = super::write_manifest(store, config, layers, None)?;
     let tags = entry.repo_tags.clone().unwrap_or_default();
     if tags.is_empty() {
-        loaded.untagged.push(config_digest);
+        loaded.untagged.push(config_digest.clone());
     }
     for tag in tags {
         let name: Name = tag.parse().map_err(ImageError::BadName)?;
         store.tag(&name.to_string(), descriptor.clone())?;
+        store.image_event("load", &config_digest.to_string(), &name.to_string());
         loaded.names.push(name.to_string());
     }
     Ok(())
@@ -446,6 +447,7 @@ fn load_oci_entry(store: &Store, d: &Descriptor, loaded: &mut Loaded) -> Result<
     match name {
         Some(name) => {
             store.tag(&name.to_string(), image.descriptor(store))?;
+            store.image_event("load", &image.id.to_string(), &name.to_string());
             loaded.names.push(name.to_string());
         }
         None => loaded.untagged.push(image.id),

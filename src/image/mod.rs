@@ -367,7 +367,9 @@ pub fn import<R: Read>(
     let manifest = write_image(store, &config, vec![layer])?;
     let manifest_digest = manifest_digest(&manifest)?;
     store.tag(&name.to_string(), manifest)?;
-    Image::load(store, &manifest_digest)
+    let image = Image::load(store, &manifest_digest)?;
+    store.image_event("import", &image.id.to_string(), &name.to_string());
+    Ok(image)
 }
 
 #[cfg(test)]

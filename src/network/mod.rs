@@ -679,6 +679,16 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
     let ndir = net.dir(root);
     std::fs::create_dir_all(ndir.join("endpoints")).map_err(io_err("creating", &ndir))?;
     write_json(&ndir.join("network.json"), &net)?;
+    crate::events::record(
+        root,
+        crate::events::Kind::Network,
+        "create",
+        &net.id,
+        [
+            ("name".to_string(), net.name.clone()),
+            ("type".to_string(), "bridge".to_string()),
+        ],
+    );
     Ok(net)
 }
 
@@ -750,6 +760,16 @@ pub fn remove_here(root: &Path, net: &Network) -> Result<(), NetworkError> {
     let gone = networks_dir(root).join(format!(".removed-{}", net.id));
     std::fs::rename(&dir, &gone).map_err(io_err("removing", &dir))?;
     drop(lock);
+    crate::events::record(
+        root,
+        crate::events::Kind::Network,
+        "destroy",
+        &net.id,
+        [
+            ("name".to_string(), net.name.clone()),
+            ("type".to_string(), "bridge".to_string()),
+        ],
+    );
     std::fs::remove_dir_all(&gone).map_err(io_err("removing", &gone))
 }
 

@@ -168,6 +168,7 @@ pub async fn pull(
     );
     store.tag(&reference.local_name(), descriptor)?;
     let image = Image::load(store, &digest)?;
+    store.image_event("pull", &image.id.to_string(), &reference.local_name());
     for blob in std::iter::once(image.manifest.config()).chain(image.manifest.layers()) {
         record_origin(
             store,

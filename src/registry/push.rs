@@ -114,6 +114,7 @@ pub async fn push(
     super::manage::put_manifest(client, repo, &reference.manifest_ref(), &media, &bytes).await?;
     pushed.digest = Some(digest);
     pushed.size = bytes.len() as u64;
+    store.image_event("push", &image.id.to_string(), &reference.to_string());
     Ok(pushed)
 }
 

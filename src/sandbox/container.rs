@@ -91,11 +91,37 @@ fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
+/// Where a container's standard input comes from.
+#[derive(Debug, Default)]
+pub enum Stdin {
+    /// /dev/null.
+    #[default]
+    Null,
+    /// This process's own (`-i` in the foreground).
+    Inherit,
+    /// This descriptor (a monitor's pipe, an API client's stream).
+    Fd(OwnedFd),
+}
+
+/// Takes a `-t` container's pty master instead of it being relayed to
+/// this process's terminal (a monitor logs it, the API relays it to a
+/// client); the container runs on while the taker reads it.
+pub struct Console(pub Box<dyn FnOnce(OwnedFd) + Send>);
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Console")
+    }
+}
+
 /// Where a container's standard streams go.
 #[derive(Debug, Default)]
 pub struct Io {
-    /// Pass standard input through (`-i`); otherwise it reads /dev/null.
-    pub stdin: bool,
+    /// Its standard input (without a tty; a tty's input is the pty's).
+    pub stdin: Stdin,
+    /// With `spec.tty`: who takes the pty master (default: relayed to
+    /// this process's terminal).
+    pub console: Option<Console>,
     /// Send stdout and stderr here (a build step's log pipe) instead of
     /// this process's own.
     pub output: Option<OwnedFd>,
@@ -155,7 +181,8 @@ fn launch(
     io: Io,
     join: Option<u32>,
 ) -> Result<i32, SandboxError> {
-    let stdin = io.stdin;
+    let relay_input = matches!(io.stdin, Stdin::Inherit);
+    let taker = io.console;
     // The container's end of the console socket, like every descriptor the
     // child remaps, lives above the numbers it is remapped onto.
     let console = match spec.tty {
@@ -205,10 +232,11 @@ fn launch(
     if let Some(pid1) = join {
         cmd.env(super::init::EXEC_ENV, pid1.to_string());
     }
-    cmd.stdin(if stdin && !spec.tty {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
+    cmd.stdin(match io.stdin {
+        _ if spec.tty => Stdio::null(),
+        Stdin::Null => Stdio::null(),
+        Stdin::Inherit => Stdio::inherit(),
+        Stdin::Fd(fd) => Stdio::from(fd),
     });
     if let Some(out) = io.output {
         let err = match io.stderr {
@@ -327,9 +355,18 @@ fn launch(
     if let Some(socket) = console {
         // The init sends the pty once the root is set up (or fails and
         // closes the socket); the relay returns when the container is done.
-        if let Ok(pty) = super::tty::Pty::receive(&socket) {
-            drop(socket);
-            let _ = pty.relay(stdin);
+        match taker {
+            Some(Console(take)) => {
+                if let Ok(master) = super::tty::receive_master(&socket) {
+                    take(master);
+                }
+            }
+            None => {
+                if let Ok(pty) = super::tty::Pty::receive(&socket) {
+                    drop(socket);
+                    let _ = pty.relay(relay_input);
+                }
+            }
         }
     }
     let status = child.wait().map_err(setup("waiting for the container"));

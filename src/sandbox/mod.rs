@@ -18,7 +18,7 @@ mod sys;
 pub mod tty;
 pub mod user;
 
-pub use container::{Io, Prestart, SandboxError, run};
+pub use container::{Console, Io, Prestart, SandboxError, Stdin, run};
 pub use spec::{
     Bind, ContainerDirs, ContainerLock, Limits, Network, Rlimit, SeccompProfile, Spec, Tmpfs,
 };

@@ -59,6 +59,45 @@ pub fn open_in_container(socket: RawFd) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(slave))
 }
 
+/// Receives the pty master the container's init sends over `socket`.
+pub fn receive_master(socket: &UnixStream) -> io::Result<OwnedFd> {
+    let mut buf = [0u8; 3];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let fd = msg
+        .cmsgs()
+        .map_err(io::Error::from)?
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("the container sent no pty"))?;
+    // SAFETY: SCM_RIGHTS just gave this process a new descriptor it owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the window size of the pty whose master is `master` (docker's
+/// resize: the container's processes get SIGWINCH).
+pub fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one Winsize we own.
+    unsafe { set_winsize(master.as_raw_fd(), &ws) }
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
 /// The host's side: the pty master received from the container.
 pub struct Pty {
     master: OwnedFd,
@@ -69,26 +108,7 @@ impl Pty {
     /// Receives the master from the container, sizes it like the host's
     /// terminal, and makes that terminal raw.
     pub fn receive(socket: &UnixStream) -> io::Result<Pty> {
-        let mut buf = [0u8; 3];
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let msg = recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
-        let fd = msg
-            .cmsgs()
-            .map_err(io::Error::from)?
-            .find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                _ => None,
-            })
-            .ok_or_else(|| io::Error::other("the container sent no pty"))?;
-        // SAFETY: SCM_RIGHTS just gave this process a new descriptor it owns.
-        let master = unsafe { OwnedFd::from_raw_fd(fd) };
+        let master = receive_master(socket)?;
         let stdin = io::stdin();
         if let Some(ws) = window_size(stdin.as_fd()) {
             // SAFETY: TIOCSWINSZ reads one Winsize we own.

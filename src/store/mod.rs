@@ -412,10 +412,48 @@ impl Store {
 
     /// Removes the name; returns the manifest it pointed at.
     pub fn untag(&self, name: &str) -> Result<Option<Descriptor>> {
-        self.update_index(|list| {
-            let pos = list.iter().position(|d| ref_name(d) == Some(name))?;
-            Some(list.remove(pos))
-        })
+        let (removed, last) = self.update_index(|list| {
+            let pos = list.iter().position(|d| ref_name(d) == Some(name));
+            let removed = pos.map(|p| list.remove(p));
+            let last = removed
+                .as_ref()
+                .is_some_and(|r| !list.iter().any(|d| d.digest() == r.digest()));
+            (removed, last)
+        })?;
+        if let Some(d) = &removed {
+            let id = self.image_id(d);
+            self.image_event("untag", &id, name);
+            // Its last name gone, the image is, for docker's clients.
+            if last {
+                self.image_event("delete", &id, name);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The image id (its config's digest) of a manifest, as events name
+    /// images; the manifest's own digest when it cannot be read.
+    pub fn image_id(&self, manifest: &Descriptor) -> String {
+        let digest = manifest.digest().to_string();
+        digest
+            .parse::<Digest>()
+            .ok()
+            .and_then(|d| {
+                self.read_json::<oci_spec::image::ImageManifest>(&d, "manifest")
+                    .ok()
+            })
+            .map_or(digest, |m| m.config().digest().to_string())
+    }
+
+    /// Records an image event in the store's journal.
+    pub fn image_event(&self, action: &str, id: &str, name: &str) {
+        crate::events::record(
+            self.root(),
+            crate::events::Kind::Image,
+            action,
+            id,
+            [("name".to_string(), name.to_string())],
+        );
     }
 
     /// Every tagged manifest: (name, descriptor).

@@ -54,6 +54,50 @@ impl Service {
             .expect("docker")
     }
 
+    /// `docker args...` with `input` on its standard input.
+    fn docker_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.home.path())
+            .env("HOME", self.home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// `docker args...` on a 30×100 pseudo-terminal, typing each step's
+    /// text once the one before it is printed: what it printed (as
+    /// Python's repr) and its exit line.
+    fn docker_on_a_terminal(&self, args: &[&str], steps: &[(Option<&str>, &str)]) -> String {
+        let argv: Vec<&str> = std::iter::once("docker")
+            .chain(args.iter().copied())
+            .collect();
+        let out = Command::new("/usr/bin/python3")
+            .arg(crate::util::repo().join("fixtures/api/pty-drive.py"))
+            .arg(serde_json::to_string(&argv).unwrap())
+            .arg(serde_json::to_string(steps).unwrap())
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.home.path())
+            .env("HOME", self.home.path())
+            .output()
+            .expect("pty-drive.py");
+        assert!(
+            out.status.success(),
+            "docker {args:?} on a terminal: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.docker(args);
         assert!(
@@ -330,6 +374,217 @@ fn the_docker_cli_drives_kiln() {
 
 /// `--timeout`: the service ends once nothing has asked for that long,
 /// and takes its socket with it.
+/// Standard input and terminals through the API: `docker run -i` with
+/// piped input (closed at its end: StdinOnce), `docker run -it` and
+/// `docker exec -it` on a terminal (the pty's size is the client's),
+/// `docker exec -i`, and `docker attach` to a detached `-dit` shell, left
+/// with ctrl-p ctrl-q while the shell runs on.
+#[test]
+fn the_docker_cli_runs_interactively_through_kiln() {
+    let Some((_store, svc)) = setup() else {
+        return;
+    };
+    let out = svc.docker_with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "box:1",
+            "sh",
+            "-c",
+            "cat; echo done >&2; exit 3",
+        ],
+        b"hello there\n",
+    );
+    assert_eq!(
+        (text(&out.stdout), text(&out.stderr), out.status.code()),
+        ("hello there\n".into(), "done\n".into(), Some(3))
+    );
+    // Without -i, standard input is closed: cat ends at once.
+    let out = svc.docker_with_input(&["run", "--rm", "box:1", "cat"], b"not read\n");
+    assert_eq!(
+        (text(&out.stdout), out.status.code()),
+        (String::new(), Some(0))
+    );
+
+    let shown = svc.docker_on_a_terminal(
+        &["run", "-it", "--rm", "box:1", "sh"],
+        &[
+            (Some("# "), "stty size; tty; echo $((6*7))\r"),
+            (Some("42"), "exit 3\r"),
+        ],
+    );
+    assert!(shown.contains(r"30 100\r\n/dev/pts/0\r\n42\r\n"), "{shown}");
+    assert!(shown.ends_with("exit 3\n"), "{shown}");
+
+    let id = svc.ok(&["run", "-dit", "--name", "shell", "box:1", "sh"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let v: serde_json::Value = serde_json::from_str(&svc.ok(&["inspect", "shell"])).unwrap();
+    assert_eq!(
+        (
+            &v[0]["Config"]["Tty"],
+            &v[0]["Config"]["OpenStdin"],
+            &v[0]["Config"]["StdinOnce"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(false)
+        )
+    );
+    let out = svc.docker_with_input(
+        &["exec", "-i", "shell", "sh", "-c", "cat; exit 4"],
+        b"piped\n",
+    );
+    assert_eq!(
+        (text(&out.stdout), out.status.code()),
+        ("piped\n".into(), Some(4))
+    );
+    let shown = svc.docker_on_a_terminal(
+        &["exec", "-it", "shell", "sh"],
+        &[
+            (Some("# "), "stty size; tty\r"),
+            (Some("/dev/pts/"), "exit 5\r"),
+        ],
+    );
+    assert!(shown.contains(r"30 100\r\n/dev/pts/1\r\n"), "{shown}");
+    assert!(shown.ends_with("exit 5\n"), "{shown}");
+    // Attached to the shell the container runs: typed lines reach it, its
+    // answers come back, and ctrl-p ctrl-q leaves it running.
+    let shown = svc.docker_on_a_terminal(
+        &["attach", "shell"],
+        &[
+            (None, "echo attached-$((1+1))\r"),
+            (Some("attached-2"), "\u{10}\u{11}"),
+        ],
+    );
+    assert!(shown.contains(r"attached-2\r\n"), "{shown}");
+    assert_eq!(
+        svc.ok(&["ps", "--format", "{{.Names}} {{.Status}}"])
+            .split(' ')
+            .next(),
+        Some("shell")
+    );
+    assert!(svc.ok(&["logs", "shell"]).contains("attached-2"));
+    svc.ok(&["rm", "-f", "shell"]);
+}
+
+/// `docker events` through kiln: what the CLI, the API and kiln's own
+/// commands did, in order, with docker's attributes; filtered; and
+/// followed as it happens.
+#[test]
+fn docker_events_tell_what_happened() {
+    let Some((store, svc)) = setup() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+    // Followed from now: the start of a container made later arrives.
+    let mut follower = Command::new("docker")
+        .args([
+            "events",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", svc.socket.display()))
+        .env("DOCKER_CONFIG", svc.home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = svc.docker(&["run", "--name", "once", "box:1", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    svc.ok(&["tag", "box:1", "box:other"]);
+    svc.ok(&["rmi", "box:other"]);
+    svc.ok(&["volume", "create", "vol1"]);
+    svc.ok(&["rm", "once"]);
+    // kiln's own commands are in the same journal: there is no daemon.
+    ok(k(store.path(), &[], &["volume", "rm", "vol1"]));
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(follower.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(first, "once\n");
+    // The CLI sends `--until 0s` as whole seconds: the events of this
+    // second would be after it.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let seen = svc.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        "0s",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+    ]);
+    assert_eq!(
+        seen.lines().map(str::trim_end).collect::<Vec<_>>(),
+        [
+            "container create once <no value>",
+            "container start once <no value>",
+            "container die once 7",
+            "image tag box:other <no value>",
+            "image untag box:other <no value>",
+            "volume create <no value> <no value>",
+            "container destroy once <no value>",
+            "volume destroy <no value> <no value>",
+        ]
+    );
+    let dies = svc.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        "0s",
+        "--filter",
+        "container=once",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.ID}}",
+    ]);
+    assert_eq!(dies.lines().count(), 1, "{dies}");
+    let images = svc.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        "0s",
+        "--filter",
+        "type=image",
+        "--format",
+        "{{json .}}",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(images.lines().next().unwrap()).unwrap();
+    let id = svc.ok(&["image", "inspect", "--format", "{{.Id}}", "box:1"]);
+    assert_eq!(v["Actor"]["ID"].as_str(), Some(id.trim()));
+    assert_eq!(v["status"], "tag");
+    // A bad filter is refused with docker's words.
+    let out = svc.docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        "0s",
+        "--filter",
+        "colour=red",
+    ]);
+    assert!(
+        text(&out.stderr).contains("invalid filter 'colour'"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn the_service_ends_when_idle() {
     let Some((store, _svc)) = setup() else {

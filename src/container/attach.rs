@@ -1,0 +1,243 @@
+//! A detached container's standard input and window size, reached by
+//! whoever attaches (`docker run -i`, `docker attach`, the API's resize):
+//! its monitor listens on `attach.sock` in the container's directory and
+//! writes what clients send into the container's stdin (a pipe, or the
+//! pty's master with `-t`). Output is not carried here: attached clients
+//! follow the log, which the monitor writes as it reads.
+//!
+//! A client's messages are frames: one byte of kind, a big-endian u32
+//! length, the payload. Kinds: [`DATA`] (bytes of input), [`CLOSE`] (the
+//! client's input ended: the container's is closed with `StdinOnce`),
+//! [`RESIZE`] (rows and columns, two big-endian u16).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Bytes of input.
+const DATA: u8 = 0;
+/// The client's input ended.
+const CLOSE: u8 = 1;
+/// The window's new size.
+const RESIZE: u8 = 2;
+/// The largest frame a client may send (a client's read buffer's worth).
+const MAX_FRAME: u32 = 1 << 20;
+
+/// The socket's name in the container's directory.
+const SOCKET: &str = "attach.sock";
+
+/// What the current run of the container takes input through.
+#[derive(Debug, Default)]
+pub(super) struct Input {
+    /// Its stdin's writing end (a pipe, or a clone of the pty's master);
+    /// None between runs and once closed.
+    writer: Option<File>,
+    /// The pty's master, for resizes.
+    master: Option<OwnedFd>,
+    /// A client's input ended with `StdinOnce`: later runs get none.
+    closed: bool,
+    /// The last size asked for: a run's pty gets it when it comes (a
+    /// client resizes as soon as it started the container).
+    size: Option<(u16, u16)>,
+}
+
+/// The input of a container's current run, shared by its monitor's
+/// attach server and the run.
+pub(super) type Shared = Arc<Mutex<Input>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Input> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets the current run's input (`writer`) and pty (`master`).
+pub(super) fn set(shared: &Shared, writer: Option<File>, master: Option<OwnedFd>) {
+    let mut i = lock(shared);
+    // Dropped when closed already: the container reads the end at once.
+    if writer.is_some() && !i.closed {
+        i.writer = writer;
+    }
+    if let Some(m) = master {
+        if let Some((rows, cols)) = i.size {
+            let _ = crate::sandbox::tty::resize(m.as_fd(), rows, cols);
+        }
+        i.master = Some(m);
+    }
+}
+
+/// Forgets the run's input: it ended.
+pub(super) fn clear(shared: &Shared) {
+    let mut i = lock(shared);
+    i.writer = None;
+    i.master = None;
+}
+
+/// The socket's path, through the directory's descriptor: a store's path
+/// can be longer than a unix socket's name may be (108 bytes).
+fn through(dir: &File) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}/{SOCKET}", dir.as_raw_fd())
+}
+
+/// Listens on the container's `attach.sock` (mode 0600) for the life of
+/// the monitor; `stdin_once`: a client's [`CLOSE`] closes the input.
+pub(super) fn serve(dir: &Path, shared: Shared, stdin_once: bool) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let handle = File::open(dir)?;
+    let _ = std::fs::remove_file(dir.join(SOCKET));
+    let listener = UnixListener::bind(through(&handle))?;
+    std::fs::set_permissions(dir.join(SOCKET), std::fs::Permissions::from_mode(0o600))?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let shared = shared.clone();
+            std::thread::spawn(move || client(stream, &shared, stdin_once));
+        }
+    });
+    Ok(())
+}
+
+/// Serves one attached client until it goes.
+fn client(mut stream: UnixStream, shared: &Shared, stdin_once: bool) {
+    let mut head = [0u8; 5];
+    loop {
+        if stream.read_exact(&mut head).is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        if len > MAX_FRAME {
+            return;
+        }
+        let mut payload = vec![0u8; len as usize];
+        if stream.read_exact(&mut payload).is_err() {
+            return;
+        }
+        match head[0] {
+            DATA => {
+                // Written through a copy of the writer, outside the lock:
+                // a full pipe blocks this client only.
+                let writer = lock(shared)
+                    .writer
+                    .as_ref()
+                    .and_then(|w| w.try_clone().ok());
+                if let Some(mut w) = writer {
+                    let _ = w.write_all(&payload);
+                }
+            }
+            CLOSE if stdin_once => {
+                let mut i = lock(shared);
+                // A pty is not hung up for it: its input ends with ^D.
+                if i.master.is_none() {
+                    i.writer = None;
+                    i.closed = true;
+                }
+            }
+            RESIZE if payload.len() == 4 => {
+                let rows = u16::from_be_bytes([payload[0], payload[1]]);
+                let cols = u16::from_be_bytes([payload[2], payload[3]]);
+                let mut i = lock(shared);
+                i.size = Some((rows, cols));
+                if let Some(m) = &i.master {
+                    let _ = crate::sandbox::tty::resize(m.as_fd(), rows, cols);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A client of a running container's monitor: sends it input and sizes.
+#[derive(Debug)]
+pub struct Attached {
+    stream: UnixStream,
+}
+
+impl Attached {
+    /// Connects to the monitor of the container in `dir`; fails while it
+    /// has none (not started yet, or ended).
+    pub fn connect(dir: &Path) -> io::Result<Attached> {
+        let handle = File::open(dir)?;
+        Ok(Attached {
+            stream: UnixStream::connect(through(&handle))?,
+        })
+    }
+
+    fn frame(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
+        for chunk in payload.chunks(MAX_FRAME as usize) {
+            let mut out = Vec::with_capacity(chunk.len() + 5);
+            out.push(kind);
+            out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+            out.extend_from_slice(chunk);
+            self.stream.write_all(&out)?;
+        }
+        if payload.is_empty() {
+            self.stream.write_all(&[kind, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+
+    /// Bytes for the container's standard input.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        match data.is_empty() {
+            true => Ok(()),
+            false => self.frame(DATA, data),
+        }
+    }
+
+    /// This client's input ended.
+    pub fn close_input(&mut self) -> io::Result<()> {
+        self.frame(CLOSE, &[])
+    }
+
+    /// The container's pty is `rows` × `cols` from now on.
+    pub fn resize(&mut self, rows: u16, cols: u16) -> io::Result<()> {
+        let mut p = rows.to_be_bytes().to_vec();
+        p.extend_from_slice(&cols.to_be_bytes());
+        self.frame(RESIZE, &p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_reaches_the_writer_and_close_closes_it_only_once_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared: Shared = Arc::default();
+        serve(dir.path(), shared.clone(), true).unwrap();
+        let (mut r, w) = std::io::pipe().unwrap();
+        set(&shared, Some(File::from(OwnedFd::from(w))), None);
+        let mut a = Attached::connect(dir.path()).unwrap();
+        a.send(b"hello\n").unwrap();
+        let mut got = [0u8; 6];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello\n");
+        a.close_input().unwrap();
+        // The writer is dropped: the reader sees the end.
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        let mode = std::fs::metadata(dir.path().join(SOCKET)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn without_stdin_once_the_input_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared: Shared = Arc::default();
+        serve(dir.path(), shared.clone(), false).unwrap();
+        let (mut r, w) = std::io::pipe().unwrap();
+        set(&shared, Some(File::from(OwnedFd::from(w))), None);
+        let mut a = Attached::connect(dir.path()).unwrap();
+        a.close_input().unwrap();
+        drop(a);
+        let mut b = Attached::connect(dir.path()).unwrap();
+        b.send(b"again").unwrap();
+        let mut got = [0u8; 5];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"again");
+    }
+}
