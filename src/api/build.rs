@@ -109,7 +109,9 @@ async fn build_image(
         .unwrap_or_else(|| "Dockerfile".into());
     let quiet = flag(q.get("q"));
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let gc = state.gc.clone().read_owned().await;
     tokio::task::spawn_blocking(move || {
+        let _gc = gc;
         let say = |v: serde_json::Value| {
             let _ = tx.blocking_send((v.to_string() + "\n").into_bytes());
         };
@@ -156,6 +158,12 @@ async fn build_image(
         let built = build::build(&state.store, &source, &opts, &progress);
         drop(progress);
         match built {
+            // Quiet, the id alone is the output: docker's CLI prints what
+            // the stream says as the build's id.
+            Ok(image) if quiet => {
+                say(serde_json::json!({ "aux": { "ID": image.id.to_string() } }));
+                say(serde_json::json!({ "stream": format!("{}\n", image.id) }));
+            }
             Ok(image) => {
                 say(serde_json::json!({ "aux": { "ID": image.id.to_string() } }));
                 say(

@@ -1343,7 +1343,9 @@ async fn commit(
         changes,
         pause: get("pause").is_none_or(|p| p != "0" && p != "false"),
     };
+    let gc = state.gc.clone().read_owned().await;
     blocking(move || {
+        let _gc = gc;
         let c = find(&state, &id)?;
         let image = c.commit(&state.store, &opts)?;
         Ok((

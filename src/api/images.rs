@@ -14,6 +14,7 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/images/create", axum::routing::post(pull))
         .route("/images/get", get(save))
         .route("/images/load", axum::routing::post(load))
+        .route("/images/prune", axum::routing::post(prune))
         .route(
             "/images/{*rest}",
             get(by_name).post(by_name_post).delete(remove),
@@ -218,7 +219,9 @@ async fn load(
                 .map_err(|e| ApiError::internal(format!("writing the archive: {e}")))?;
         }
     }
+    let gc = state.gc.clone().read_owned().await;
     blocking(move || {
+        let _gc = gc;
         let file = std::fs::File::open(tmp.path())
             .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?;
         let loaded = crate::image::archive::load(&state.store, file)
@@ -235,6 +238,63 @@ async fn load(
                 .map(|id| serde_json::json!({ "stream": format!("Loaded image ID: {id}\n") })),
         );
         Ok(lines(&out))
+    })
+    .await
+}
+
+/// `POST /images/prune` (`docker image prune`): what no name reaches goes
+/// (kiln's images without a name are docker's dangling ones); with
+/// `dangling=false` (`-a`), every image no container was made from loses
+/// its names first. Waits for the builds, pulls and loads in flight.
+async fn prune(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filters = super::filters_of(&q, &["dangling", "until", "label", "label!"])?;
+    if let Some(k) = ["until", "label", "label!"]
+        .iter()
+        .find(|k| filters.contains_key(**k))
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("kiln's API does not prune images by {k} yet"),
+        ));
+    }
+    let all = filters
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|x| x == "false" || x == "0"));
+    let gc = state.gc.clone().write_owned().await;
+    blocking(move || {
+        let _gc = gc;
+        let store = &state.store;
+        let mut deleted = Vec::new();
+        if all {
+            let used: std::collections::HashSet<String> = crate::container::list(store)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .into_iter()
+                .map(|c| c.record.image_id)
+                .collect();
+            for (name, d) in store.tags()? {
+                if !used.contains(&store.image_id(&d)) && store.untag(&name)?.is_some() {
+                    deleted.push(serde_json::json!({ "Untagged": name }));
+                }
+            }
+        }
+        let in_use = crate::container::snapshots_in_use(store);
+        let pruned = crate::image::prune::prune(store, None, &in_use)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "another kiln process has the store open: prune when it is done",
+            )
+        })?;
+        for id in &pruned.images {
+            store.image_event("delete", &id.to_string(), "");
+            deleted.push(serde_json::json!({ "Deleted": id.to_string() }));
+        }
+        Ok(Json(serde_json::json!({
+            "ImagesDeleted": if deleted.is_empty() { serde_json::Value::Null } else { deleted.into() },
+            "SpaceReclaimed": pruned.bytes,
+        })))
     })
     .await
 }
@@ -270,6 +330,7 @@ async fn pull(
     };
     let reference = Reference::parse(familiar(&name)).map_err(ApiError::bad)?;
     let transfer = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
+    let _gc = state.gc.read().await;
     let image = crate::registry::pull::pull_via_mirrors(
         &state.store,
         &Options::from_env(),

@@ -39,6 +39,11 @@ pub(crate) struct State {
     store: Store,
     /// Exec instances made by `POST /containers/ID/exec`, by id.
     execs: std::sync::Mutex<std::collections::HashMap<String, containers::ExecInstance>>,
+    /// Held shared by every request that writes blobs no name reaches yet
+    /// (a build, a pull, a load, a commit) and exclusively by
+    /// `/images/prune`, which would take them for garbage: the store's own
+    /// lock tells other kiln processes apart, not this one's requests.
+    gc: Arc<tokio::sync::RwLock<()>>,
     /// Seconds since the epoch of the last request's end.
     last: AtomicU64,
     in_flight: AtomicUsize,
@@ -207,6 +212,7 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
     let state = Arc::new(State {
         store,
         execs: Default::default(),
+        gc: Default::default(),
         last: AtomicU64::new(now_secs()),
         in_flight: AtomicUsize::new(0),
     });

@@ -31,9 +31,45 @@ fn volume_json(v: &volume::Volume) -> Value {
     })
 }
 
-async fn volumes(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+/// Docker's list filters on an object's JSON: `name` (a part of it),
+/// `id` (a prefix), `driver`, `label` (`KEY` or `KEY=VALUE`), `type`
+/// (`builtin` or `custom` networks); every key must match one of its
+/// values.
+fn listed(v: &Value, filters: &std::collections::BTreeMap<String, Vec<String>>) -> bool {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    filters.iter().all(|(key, values)| {
+        values.iter().any(|want| match key.as_str() {
+            "name" => s("Name").contains(want.as_str()),
+            "id" => s("Id").starts_with(want.as_str()),
+            "driver" => s("Driver") == *want,
+            "label" => match want.split_once('=') {
+                Some((k, val)) => v["Labels"][k].as_str() == Some(val),
+                None => v["Labels"].get(want).is_some(),
+            },
+            "type" => {
+                let builtin = ["host", "none", "bridge"].contains(&s("Name").as_str());
+                (want == "builtin") == builtin
+            }
+            _ => false,
+        })
+    })
+}
+
+async fn volumes(
+    State(state): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut filters = super::filters_of(&q, &["name", "driver", "label", "dangling"])?;
+    let dangling = filters
+        .remove("dangling")
+        .map(|v| v.iter().any(|x| x == "true" || x == "1"));
     blocking(move || {
-        let all: Vec<Value> = volume::list(&state.store).iter().map(volume_json).collect();
+        let all: Vec<Value> = volume::list(&state.store)
+            .iter()
+            .filter(|v| dangling.is_none_or(|d| volume::users(&state.store, v).is_empty() == d))
+            .map(volume_json)
+            .filter(|v| listed(v, &filters))
+            .collect();
         Ok(Json(serde_json::json!({ "Volumes": all, "Warnings": [] })))
     })
     .await
@@ -103,11 +139,16 @@ fn modes() -> Vec<Value> {
         .collect()
 }
 
-async fn networks(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn networks(
+    State(state): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let filters = super::filters_of(&q, &["name", "id", "driver", "label", "type"])?;
     blocking(move || {
         let root = state.store.root();
         let mut all = modes();
         all.extend(network::list(root)?.iter().map(|n| n.docker_json(root)));
+        all.retain(|v| listed(v, &filters));
         Ok(Json(Value::Array(all)))
     })
     .await

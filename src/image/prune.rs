@@ -18,6 +18,20 @@ pub struct Pruned {
     pub cache_records: usize,
     /// Bytes freed (blobs and snapshot files).
     pub bytes: u64,
+    /// The ids of the images whose manifests went (docker's
+    /// `ImagesDeleted`).
+    pub images: Vec<Digest>,
+}
+
+/// The image id (config digest) a blob holds the manifest of, if it is
+/// one: only small blobs are read.
+fn manifest_config(path: &Path, size: u64) -> Option<Digest> {
+    if size > 64 << 10 {
+        return None;
+    }
+    let bytes = fs::read(path).ok()?;
+    let m: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes).ok()?;
+    manifest_digest(m.config()).ok()
 }
 
 /// A cache record: a compressed copy of a layer, and when it was last made or used.
@@ -137,7 +151,9 @@ pub fn prune(
                 .is_ok_and(|d| live.contains(&d));
             if !keep {
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                let image = manifest_config(&entry.path(), size);
                 if fs::remove_file(entry.path()).is_ok() {
+                    pruned.images.extend(image);
                     pruned.blobs += 1;
                     pruned.bytes += size;
                 }

@@ -335,9 +335,71 @@ fn the_docker_cli_drives_kiln() {
         text(&gone.stderr)
     );
 
+    // A named volume outlives the container that wrote to it.
     assert_eq!(svc.ok(&["volume", "create", "api-data"]), "api-data\n");
+    svc.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "api-data:/data",
+        "box:1",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        svc.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "api-data:/data:ro",
+            "box:1",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
     assert_eq!(svc.ok(&["volume", "ls", "-q"]), "api-data\n");
+    assert_eq!(
+        svc.ok(&["volume", "ls", "-q", "--filter", "name=other"]),
+        ""
+    );
     assert_eq!(svc.ok(&["volume", "rm", "api-data"]), "api-data\n");
+
+    // A rebuild leaves its first image without a name; prune takes it,
+    // and with -a every image no container uses.
+    std::fs::write(ctx.path().join("hello.txt"), "changed\n").unwrap();
+    let rebuilt = Command::new("docker")
+        .args(["build", "-q", "-t", "multi:1"])
+        .arg(ctx.path())
+        .env("DOCKER_HOST", format!("unix://{}", svc.socket.display()))
+        .env("DOCKER_CONFIG", svc.home.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    let rebuilt = text(&rebuilt.stdout);
+    assert!(
+        rebuilt.starts_with("sha256:") && rebuilt.lines().count() == 1,
+        "{rebuilt}"
+    );
+    let pruned = svc.ok(&["image", "prune", "-f"]);
+    assert!(
+        pruned.starts_with("Deleted Images:\ndeleted: sha256:"),
+        "{pruned}"
+    );
+    assert_eq!(
+        svc.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "box:1\nmulti:1\n"
+    );
+    svc.ok(&["run", "-d", "--name", "holder", "box:1", "sleep", "60"]);
+    let pruned = svc.ok(&["image", "prune", "-a", "-f"]);
+    assert!(pruned.contains("untagged: multi:1\n"), "{pruned}");
+    assert!(!pruned.contains("box:1"), "{pruned}");
+    assert_eq!(
+        svc.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "box:1\n"
+    );
+    svc.ok(&["rm", "-f", "holder"]);
 
     let kiln_id: serde_json::Value =
         serde_json::from_str(&ok(k(root, &[], &["inspect", "box:1"]))).unwrap();
@@ -372,8 +434,6 @@ fn the_docker_cli_drives_kiln() {
     );
 }
 
-/// `--timeout`: the service ends once nothing has asked for that long,
-/// and takes its socket with it.
 /// Standard input and terminals through the API: `docker run -i` with
 /// piped input (closed at its end: StdinOnce), `docker run -it` and
 /// `docker exec -it` on a terminal (the pty's size is the client's),
@@ -585,6 +645,8 @@ fn docker_events_tell_what_happened() {
     );
 }
 
+/// `--timeout`: the service ends once nothing has asked for that long,
+/// and takes its socket with it.
 #[test]
 fn the_service_ends_when_idle() {
     let Some((store, _svc)) = setup() else {
@@ -628,7 +690,7 @@ fn docker_py_drives_kiln() {
         return;
     }
     let script = r#"
-import docker, itertools, sys
+import docker, io, itertools, sys
 c = docker.DockerClient(base_url="unix://" + sys.argv[1])
 print(c.version()["ApiVersion"])
 print(c.containers.run("box:1", ["sh", "-c", "echo hi; echo there"], remove=True))
@@ -638,10 +700,25 @@ for line in itertools.islice(ctr.logs(stream=True, follow=True), 2):
     print(line)
 ctr.reload()
 print(ctr.status, ctr.name)
+print(ctr.exec_run(["sh", "-c", "echo in; exit 2"]))
 ctr.stop(timeout=1)
 print(ctr.wait()["StatusCode"])
 ctr.remove()
 print([x.name for x in c.containers.list(all=True)])
+# Built from a Dockerfile alone (docker-py sends it as the context).
+df = io.BytesIO(b"FROM box:1\nRUN echo py > /py\nLABEL made=by-py\nCMD [\"cat\", \"/py\"]\n")
+img, logs = c.images.build(fileobj=df, tag="pybuilt:1", rm=True)
+print(img.tags, img.labels["made"], any("RUN echo py" in l.get("stream", "") for l in logs))
+print(c.containers.run("pybuilt:1", remove=True))
+vol = c.volumes.create("pyvol")
+c.containers.run("box:1", ["sh", "-c", "echo in-volume > /v/f"], volumes={"pyvol": {"bind": "/v", "mode": "rw"}}, remove=True)
+print(c.containers.run("box:1", ["cat", "/v/f"], volumes=["pyvol:/v:ro"], remove=True))
+vol.remove()
+img.tag("pybuilt", "2")
+print(sorted(t for i in c.images.list() for t in i.tags))
+c.images.remove("pybuilt:2")
+c.images.remove("pybuilt:1")
+print(sorted(t for i in c.images.list() for t in i.tags))
 "#;
     let out = Command::new("/usr/bin/python3")
         .args(["-c", script])
@@ -651,7 +728,8 @@ print([x.name for x in c.containers.list(all=True)])
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "1.41\nb'hi\\nthere\\n'\ncreated\nb'one\\n'\nb'two\\n'\nrunning py1\n143\n[]\n"
+        "1.41\nb'hi\\nthere\\n'\ncreated\nb'one\\n'\nb'two\\n'\nrunning py1\nExecResult(exit_code=2, output=b'in\\n')\n143\n[]\n\
+         ['pybuilt:1'] by-py True\nb'py\\n'\nb'in-volume\\n'\n['box:1', 'pybuilt:1', 'pybuilt:2']\n['box:1']\n"
     );
 }
 
@@ -688,9 +766,12 @@ fn docker_push_and_pull_through_kiln() {
 }
 
 /// The seeds' compose scene through kiln (Debian's docker-compose 1.29):
-/// a web server and a client that calls it by its service name on the
-/// project's network; `up -d`, `ps`, `logs`, `down`. The service runs in
-/// a network namespace the test makes, where the project's bridge lives.
+/// a web server built from a Dockerfile (`build:`, through `/build`) and a
+/// client that calls it by its service name on the project's network;
+/// `up -d`, `ps`, `logs`, `down`. Then the docker CLI's own networks: two
+/// containers on a `network create`d network, one calling the other by
+/// name. The service runs in a network namespace the test makes, where
+/// the bridges live.
 #[test]
 fn docker_compose_brings_an_application_up_and_down() {
     if !need_root("containers need namespaces")
@@ -708,17 +789,18 @@ fn docker_compose_brings_an_application_up_and_down() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let www = dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("index.html"), "served to compose\n").unwrap();
     let project = dir.path().join("app");
-    std::fs::create_dir(&project).unwrap();
+    let web = project.join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("index.html"), "served to compose\n").unwrap();
+    std::fs::write(
+        web.join("Dockerfile"),
+        "FROM box:1\nCOPY index.html /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
     std::fs::write(
         project.join("docker-compose.yml"),
-        format!(
-            "version: \"3\"\nservices:\n  web:\n    image: box:1\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n    volumes:\n      - {}:/www:ro\n  client:\n    image: box:1\n    command: [\"sh\", \"-c\", \"sleep 1; wget -q -O - http://web/\"]\n    depends_on: [web]\n",
-            www.display()
-        ),
+        "version: \"3\"\nservices:\n  web:\n    build: ./web\n  client:\n    image: box:1\n    command: [\"sh\", \"-c\", \"sleep 1; wget -q -O - http://web/\"]\n    depends_on: [web]\n",
     )
     .unwrap();
     let socket = dir.path().join("kiln.sock");
@@ -742,12 +824,19 @@ fn docker_compose_brings_an_application_up_and_down() {
             .current_dir(&project)
             .env("DOCKER_HOST", format!("unix://{}", socket.display()))
             .env("HOME", dir.path())
+            // docker-py's build (the API's /build), not the docker CLI's.
+            .env("COMPOSE_DOCKER_CLI_BUILD", "0")
             .stdin(Stdio::null())
             .output()
             .unwrap()
     };
     let up = compose(&["up", "-d"]);
     assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(
+        text(&up.stderr).contains("Building web"),
+        "{}",
+        text(&up.stderr)
+    );
     assert!(
         text(&up.stderr).contains("Creating app_client_1"),
         "{}",
@@ -798,6 +887,58 @@ fn docker_compose_brings_an_application_up_and_down() {
             .any(|l| l.starts_with("kb-") || l.starts_with("kv")),
         "down leaves no link: {:?}",
         ns.links()
+    );
+
+    // The docker CLI's networks: a server and a client on a network of
+    // their own, the client calling the server by its name.
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env("DOCKER_CONFIG", dir.path())
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    docker(&["network", "create", "appnet"]);
+    docker(&[
+        "run",
+        "-d",
+        "--network",
+        "appnet",
+        "--name",
+        "srv",
+        "app_web",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let got = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "appnet",
+        "box:1",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://srv/ && exit; sleep 0.2; done; exit 1",
+    ]);
+    assert_eq!(got, "served to compose\n");
+    docker(&["rm", "-f", "srv"]);
+    docker(&["network", "rm", "appnet"]);
+    assert_eq!(
+        docker(&["network", "ls", "--filter", "name=appnet", "-q"]),
+        ""
     );
     let _ = service.kill();
     let _ = service.wait();
