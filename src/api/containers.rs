@@ -1244,35 +1244,77 @@ fn system_cpu_ns(hz: u64) -> u64 {
         * (1_000_000_000 / hz.max(1))
 }
 
-/// `GET /containers/ID/stats?stream=false`: one sample of its CPU (two
-/// readings a second apart, as docker's one-shot gives precpu), memory and
-/// processes. Streaming samples is not served yet.
+/// `GET /containers/ID/stats`: samples of its CPU, memory and processes,
+/// one a second, each with the one before as its precpu, until it stops;
+/// with `stream=false`, one sample (two readings a second apart, as
+/// docker's gives precpu).
 async fn stats(
     State(state): State<Shared>,
     Path(id): Path<String>,
     Query(q): Q,
-) -> Result<Json<Value>, ApiError> {
-    let streaming = q.get("stream").is_none_or(|v| v != "0" && v != "false");
-    if streaming && !flag(q.get("one-shot")) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "kiln's API serves one stats sample (stream=false), not a stream yet",
-        ));
+) -> Result<Response, ApiError> {
+    let streaming =
+        q.get("stream").is_none_or(|v| v != "0" && v != "false") && !flag(q.get("one-shot"));
+    let c = blocking({
+        let state = state.clone();
+        move || find(&state, &id)
+    })
+    .await?;
+    if !streaming {
+        return blocking(move || {
+            let first = Sample::take(&c);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            Ok(Json(Sample::take(&c).docker_json(&c, &first)).into_response())
+        })
+        .await;
     }
-    blocking(move || {
-        let c = find(&state, &id)?;
+    // A sample a second, each with the one before as its precpu, until
+    // the container stops or the client goes (`docker stats`).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut before = Sample::take(&c);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let now = Sample::take(&c);
+            let mut line = now.docker_json(&c, &before).to_string().into_bytes();
+            line.push(b'\n');
+            if tx.blocking_send(Ok(line)).is_err() || !c.state().is_running() {
+                return;
+            }
+            before = now;
+        }
+    });
+    Ok((
+        [("content-type", "application/json")],
+        Body::from_stream(tokio_stream(rx)),
+    )
+        .into_response())
+}
+
+/// One reading of a container's CPU time, the machine's, and its
+/// processes.
+struct Sample {
+    at: chrono::DateTime<chrono::Utc>,
+    cpu: u64,
+    system: u64,
+    procs: Vec<crate::sandbox::process::Info>,
+}
+
+impl Sample {
+    fn take(c: &Container) -> Sample {
         let hz = crate::sandbox::process::ticks_per_second().max(1);
-        let sample = |c: &Container| {
-            let procs = c.processes();
-            let cpu: u64 = procs.iter().map(|p| p.cpu_ticks).sum::<u64>() * (1_000_000_000 / hz);
-            (cpu, system_cpu_ns(hz), procs)
-        };
-        let then = chrono::Utc::now();
-        let (cpu0, sys0, _) = sample(&c);
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        let now = chrono::Utc::now();
-        let (cpu1, sys1, procs) = sample(&c);
-        let mem: u64 = procs.iter().map(|p| p.rss).sum();
+        let procs = c.processes();
+        Sample {
+            at: chrono::Utc::now(),
+            cpu: procs.iter().map(|p| p.cpu_ticks).sum::<u64>() * (1_000_000_000 / hz),
+            system: system_cpu_ns(hz),
+            procs,
+        }
+    }
+
+    /// Docker's stats object: this sample, `before` as its precpu.
+    fn docker_json(&self, c: &Container, before: &Sample) -> Value {
+        let mem: u64 = self.procs.iter().map(|p| p.rss).sum();
         let total = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
@@ -1283,28 +1325,27 @@ async fn stats(
             .unwrap_or(0)
             * 1024;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let cpu_stats = |cpu: u64, sys: u64| {
+        let cpu_stats = |s: &Sample| {
             serde_json::json!({
-                "cpu_usage": { "total_usage": cpu, "usage_in_kernelmode": 0, "usage_in_usermode": cpu },
-                "system_cpu_usage": sys,
+                "cpu_usage": { "total_usage": s.cpu, "usage_in_kernelmode": 0, "usage_in_usermode": s.cpu },
+                "system_cpu_usage": s.system,
                 "online_cpus": cpus,
                 "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
             })
         };
-        Ok(Json(serde_json::json!({
-            "read": now.to_rfc3339(),
-            "preread": then.to_rfc3339(),
+        serde_json::json!({
+            "read": self.at.to_rfc3339(),
+            "preread": before.at.to_rfc3339(),
             "id": c.record.id,
             "name": format!("/{}", c.record.name),
-            "pids_stats": { "current": procs.len() },
-            "cpu_stats": cpu_stats(cpu1, sys1),
-            "precpu_stats": cpu_stats(cpu0, sys0),
+            "pids_stats": { "current": self.procs.len() },
+            "cpu_stats": cpu_stats(self),
+            "precpu_stats": cpu_stats(before),
             "memory_stats": { "usage": mem, "limit": c.record.limits.memory.unwrap_or(total), "stats": {} },
             "blkio_stats": {},
             "networks": {},
-        })))
-    })
-    .await
+        })
+    }
 }
 
 /// `POST /commit?container=ID&repo=R&tag=T&author=A&comment=C`: an image

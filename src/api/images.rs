@@ -11,7 +11,7 @@ use std::collections::HashMap;
 pub(super) fn routes() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/images/json", get(list))
-        .route("/images/create", axum::routing::post(pull))
+        .route("/images/create", axum::routing::post(create))
         .route("/images/get", get(save))
         .route("/images/load", axum::routing::post(load))
         .route("/images/prune", axum::routing::post(prune))
@@ -69,11 +69,23 @@ async fn list(State(state): State<Shared>) -> Result<Json<serde_json::Value>, Ap
     .await
 }
 
-/// `NAME/json` or `NAME/history` (names hold slashes).
+/// `NAME/json`, `NAME/history` or `NAME/get` (names hold slashes).
 async fn by_name(
     State(state): State<Shared>,
     Path(rest): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    // `docker save NAME` of one image, as `/images/get?names=NAME`.
+    if let Some(name) = rest.strip_suffix("/get") {
+        return save_names(state, vec![familiar(name).to_string()]).await;
+    }
+    by_name_json(state, rest)
+        .await
+        .map(IntoResponse::into_response)
+}
+
+/// `NAME/json` or `NAME/history`.
+async fn by_name_json(state: Shared, rest: String) -> Result<Json<serde_json::Value>, ApiError> {
     blocking(move || {
         let store = &state.store;
         if let Some(name) = rest.strip_suffix("/json") {
@@ -306,6 +318,87 @@ fn lines(values: &[serde_json::Value]) -> axum::response::Response {
     ([("content-type", "application/json")], body).into_response()
 }
 
+/// `POST /images/create`: a pull (`fromImage`), or an import of the
+/// tarball in the body (`fromSrc=-`, `docker import`).
+async fn create(
+    State(state): State<Shared>,
+    raw: axum::http::Request<axum::body::Body>,
+) -> Result<axum::response::Response, ApiError> {
+    let query = raw.uri().query().unwrap_or_default().to_string();
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (
+                super::build::percent_decode(k),
+                super::build::percent_decode(v),
+            )
+        })
+        .collect();
+    if pairs.iter().any(|(k, v)| k == "fromSrc" && v == "-") {
+        return import(state, &pairs, raw.into_body()).await;
+    }
+    pull(State(state), Query(pairs.into_iter().collect())).await
+}
+
+/// `docker import FILE NAME`: the body is a root filesystem tarball (plain
+/// or compressed), `changes` Dockerfile instructions for its config.
+async fn import(
+    state: Shared,
+    pairs: &[(String, String)],
+    body: axum::body::Body,
+) -> Result<axum::response::Response, ApiError> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let repo = get("repo").ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "kiln imports into a name: give one (docker import FILE NAME)",
+        )
+    })?;
+    let name = match get("tag") {
+        Some(t) => format!("{}:{t}", familiar(&repo)),
+        None => familiar(&repo).to_string(),
+    };
+    let name: crate::image::Name = name.parse().map_err(ApiError::bad)?;
+    let changes: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "changes")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::internal(format!("a file for the tarball: {e}")))?;
+    {
+        let mut file = tmp.as_file();
+        let mut body = body.into_data_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the tarball: {e}")))?;
+            file.write_all(&chunk)
+                .map_err(|e| ApiError::internal(format!("writing the tarball: {e}")))?;
+        }
+    }
+    let gc = state.gc.clone().read_owned().await;
+    blocking(move || {
+        let _gc = gc;
+        let file = std::fs::File::open(tmp.path())
+            .map_err(|e| ApiError::internal(format!("reading the tarball: {e}")))?;
+        let image = crate::image::import(&state.store, file, "-", &name, &changes)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
+        Ok(lines(&[
+            serde_json::json!({ "status": image.id.to_string() }),
+        ]))
+    })
+    .await
+}
+
 /// `POST /images/create?fromImage=NAME&tag=TAG`: a pull, through kiln's
 /// registry client (mirrors, credentials, HTTP on loopback).
 async fn pull(
@@ -316,7 +409,7 @@ async fn pull(
     if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
-            "kiln's API does not import a tarball yet (docker import): use kiln import",
+            "kiln's API imports only a tarball sent in the request (fromSrc=-), not one from a URL",
         ));
     }
     let from = q

@@ -701,6 +701,9 @@ for line in itertools.islice(ctr.logs(stream=True, follow=True), 2):
 ctr.reload()
 print(ctr.status, ctr.name)
 print(ctr.exec_run(["sh", "-c", "echo in; exit 2"]))
+stats = ctr.stats(stream=True, decode=True)
+a, b = next(stats), next(stats)
+print(b["precpu_stats"]["cpu_usage"]["total_usage"] == a["cpu_stats"]["cpu_usage"]["total_usage"], b["pids_stats"]["current"])
 ctr.stop(timeout=1)
 print(ctr.wait()["StatusCode"])
 ctr.remove()
@@ -719,6 +722,19 @@ print(sorted(t for i in c.images.list() for t in i.tags))
 c.images.remove("pybuilt:2")
 c.images.remove("pybuilt:1")
 print(sorted(t for i in c.images.list() for t in i.tags))
+# One image saved by its name (GET /images/NAME/get): a tar archive.
+tar = b"".join(c.images.get("box:1").save())
+print(len(tar) > 1000000, tar[257:262] == b"ustar")
+# A root filesystem imported from the request's body, with a change.
+import tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    info = tarfile.TarInfo("hello.txt")
+    info.size = 9
+    t.addfile(info, io.BytesIO(b"imported\n"))
+r = c.api.import_image_from_data(buf.getvalue(), repository="imp", tag="1", changes=["LABEL src=py"])
+imp = c.images.get("imp:1")
+print(imp.labels, imp.id in r)
 "#;
     let out = Command::new("/usr/bin/python3")
         .args(["-c", script])
@@ -728,8 +744,8 @@ print(sorted(t for i in c.images.list() for t in i.tags))
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "1.41\nb'hi\\nthere\\n'\ncreated\nb'one\\n'\nb'two\\n'\nrunning py1\nExecResult(exit_code=2, output=b'in\\n')\n143\n[]\n\
-         ['pybuilt:1'] by-py True\nb'py\\n'\nb'in-volume\\n'\n['box:1', 'pybuilt:1', 'pybuilt:2']\n['box:1']\n"
+        "1.41\nb'hi\\nthere\\n'\ncreated\nb'one\\n'\nb'two\\n'\nrunning py1\nExecResult(exit_code=2, output=b'in\\n')\nTrue 2\n143\n[]\n\
+         ['pybuilt:1'] by-py True\nb'py\\n'\nb'in-volume\\n'\n['box:1', 'pybuilt:1', 'pybuilt:2']\n['box:1']\nTrue True\n{'src': 'py'} True\n"
     );
 }
 
