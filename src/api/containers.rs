@@ -631,67 +631,6 @@ async fn logs_of(
 /// end (a half-close: `docker run -i`'s input ran out).
 type Input = tokio::sync::mpsc::Receiver<Option<Vec<u8>>>;
 
-/// Docker's `detachKeys` (`ctrl-p,ctrl-q` by default) as the bytes that
-/// end an attach when a client types them.
-fn detach_keys(spec: Option<&String>) -> Result<Vec<u8>, ApiError> {
-    let spec = spec.map_or("ctrl-p,ctrl-q", String::as_str);
-    spec.split(',')
-        .map(|key| match key.strip_prefix("ctrl-") {
-            Some(c) if c.len() == 1 => match c.as_bytes()[0].to_ascii_lowercase() {
-                l @ b'a'..=b'z' => Ok(l - b'a' + 1),
-                b'@' => Ok(0),
-                b'[' => Ok(27),
-                b'\\' => Ok(28),
-                b']' => Ok(29),
-                b'^' => Ok(30),
-                b'_' => Ok(31),
-                _ => Err(ApiError::bad(format!(
-                    "Invalid escape keys ({spec}) provided"
-                ))),
-            },
-            None if key.len() == 1 => Ok(key.as_bytes()[0]),
-            _ => Err(ApiError::bad(format!(
-                "Invalid escape keys ({spec}) provided"
-            ))),
-        })
-        .collect()
-}
-
-/// Finds `keys` typed in a client's input: what is held back while it may
-/// be their start, and whether they were all typed.
-#[derive(Debug, Default)]
-struct Escape {
-    keys: Vec<u8>,
-    held: Vec<u8>,
-}
-
-impl Escape {
-    /// The bytes of `chunk` to pass on, and whether the keys were typed
-    /// (what follows them is not passed on).
-    fn scan(&mut self, chunk: &[u8]) -> (Vec<u8>, bool) {
-        let mut out = Vec::with_capacity(chunk.len());
-        for &b in chunk {
-            if self.keys.is_empty() {
-                out.push(b);
-                continue;
-            }
-            if b == self.keys[self.held.len()] {
-                self.held.push(b);
-                if self.held.len() == self.keys.len() {
-                    return (out, true);
-                }
-                continue;
-            }
-            out.append(&mut self.held);
-            match b == self.keys[0] {
-                true => self.held.push(b),
-                false => out.push(b),
-            }
-        }
-        (out, false)
-    }
-}
-
 /// `POST /containers/ID/attach?stream=1&stdout=1&stderr=1[&stdin=1]`: the
 /// connection is taken over (101, `Upgrade: tcp`) and carries the
 /// container's output, multiplexed unless it has a tty, until its next exit
@@ -713,7 +652,8 @@ async fn attach(
     let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
     let past = flag(q.get("logs"));
     let with_input = flag(q.get("stdin")) && c.record.open_stdin;
-    let keys = detach_keys(q.get("detachKeys"))?;
+    let keys = container::attach::detach_keys(q.get("detachKeys").map(String::as_str))
+        .map_err(ApiError::bad)?;
     let upgrade = hyper::upgrade::on(&mut req);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     // Set when the output ends (the input has nowhere to go) or when the
@@ -726,40 +666,19 @@ async fn attach(
         in_tx
     });
     tokio::task::spawn_blocking(move || {
-        let first = c.state();
-        // What is in the log now is an earlier run's: not this attach's.
-        let mut tail = match past {
-            true => logs::Tail::open(&c.dir),
-            false => logs::Tail::open_at_end(&c.dir),
-        };
-        let stop = || over.store(true, std::sync::atomic::Ordering::SeqCst);
-        loop {
-            if tail.is_none() {
-                tail = logs::Tail::open(&c.dir);
-            }
-            let st = c.state();
-            let ended = !c.dir.exists()
-                || (!st.is_running()
-                    && st.status != crate::container::state::Status::Created
-                    && st.finished_at != first.finished_at);
-            for e in tail.as_mut().map(logs::Tail::more).unwrap_or_default() {
-                let wanted = match e.stream {
-                    logs::Stream::Stdout => out,
-                    logs::Stream::Stderr => err,
-                };
-                let bytes = match tty {
-                    true => e.text.clone(),
-                    false => frame(e.stream, &e.text),
-                };
-                if wanted && tx.blocking_send(bytes).is_err() {
-                    return stop();
-                }
-            }
-            if ended || tx.is_closed() || over.load(std::sync::atomic::Ordering::SeqCst) {
-                return stop();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        container::attach::follow_run(&c, past, &over, |e| {
+            let wanted = match e.stream {
+                logs::Stream::Stdout => out,
+                logs::Stream::Stderr => err,
+            };
+            let bytes = match tty {
+                true => e.text.clone(),
+                false => frame(e.stream, &e.text),
+            };
+            !(wanted && tx.blocking_send(bytes).is_err()) && !tx.is_closed()
+        });
+        // The output is over: the input has nowhere to go.
+        over.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     let kind = match tty {
         true => "application/vnd.docker.raw-stream",
@@ -779,10 +698,7 @@ fn feed(
     keys: Vec<u8>,
 ) {
     use std::sync::atomic::Ordering;
-    let mut escape = Escape {
-        keys,
-        held: Vec::new(),
-    };
+    let mut escape = container::attach::Escape::new(keys);
     let mut monitor: Option<container::attach::Attached> = None;
     while let Some(message) = input.blocking_recv() {
         while monitor.is_none() {
@@ -1459,35 +1375,4 @@ async fn prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
         ))
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detach_keys_are_docker_s() {
-        assert_eq!(detach_keys(None).unwrap(), vec![16, 17]);
-        assert_eq!(
-            detach_keys(Some(&"ctrl-a,x,ctrl-@".into())).unwrap(),
-            vec![1, b'x', 0]
-        );
-        assert_eq!(
-            detach_keys(Some(&"ctrl-".into())).unwrap_err().1,
-            "Invalid escape keys (ctrl-) provided"
-        );
-    }
-
-    #[test]
-    fn typed_detach_keys_end_the_input_and_a_false_start_is_passed_on() {
-        let mut e = Escape {
-            keys: vec![16, 17],
-            held: Vec::new(),
-        };
-        assert_eq!(e.scan(b"ab\x10"), (b"ab".to_vec(), false));
-        // ctrl-p then not ctrl-q: both are the input's.
-        assert_eq!(e.scan(b"c"), (b"\x10c".to_vec(), false));
-        assert_eq!(e.scan(b"\x10\x10"), (b"\x10".to_vec(), false));
-        assert_eq!(e.scan(b"\x11rest"), (Vec::new(), true));
-    }
 }

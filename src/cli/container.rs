@@ -549,6 +549,100 @@ pub fn monitor(root: Option<PathBuf>, id: String) -> Result<ExitCode, Error> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
+/// Arguments of `kiln attach`.
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Do not send standard input to it.
+    #[arg(long)]
+    no_stdin: bool,
+    /// The keys that leave it running (`ctrl-p,ctrl-q`).
+    #[arg(long)]
+    detach_keys: Option<String>,
+    /// The container.
+    container: String,
+}
+
+/// `kiln attach`: this terminal joined to a running container's output
+/// and, opened with `-i`, its input, until it ends (its exit code is
+/// kiln's) or the detach keys are typed (0, the container runs on).
+pub fn attach(root: Option<PathBuf>, args: AttachArgs) -> Result<ExitCode, Error> {
+    use kiln::container::attach::{Attached, Escape, detach_keys, follow_run};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let store = open_store(root)?;
+    let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    drop(store);
+    if !c.state().is_running() {
+        return Err(Error::Run(
+            1,
+            "You cannot attach to a stopped container, start it first".into(),
+        ));
+    }
+    let keys = detach_keys(args.detach_keys.as_deref()).map_err(Error::Usage)?;
+    let tty = c.record.spec.tty;
+    let stop = Arc::new(AtomicBool::new(false));
+    let detached = Arc::new(AtomicBool::new(false));
+    let _raw = tty.then(kiln::sandbox::tty::RawMode::enter);
+    if tty && let Ok(mut m) = Attached::connect(&c.dir) {
+        if let Some((rows, cols)) = kiln::sandbox::tty::terminal_size() {
+            let _ = m.resize(rows, cols);
+        }
+        // The window's later sizes follow it.
+        if let Ok(mut signals) =
+            signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH])
+        {
+            std::thread::spawn(move || {
+                for _ in signals.forever() {
+                    if let Some((rows, cols)) = kiln::sandbox::tty::terminal_size() {
+                        let _ = m.resize(rows, cols);
+                    }
+                }
+            });
+        }
+    }
+    if c.record.open_stdin && !args.no_stdin {
+        let mut monitor = Attached::connect(&c.dir)
+            .map_err(|e| Error::Run(1, format!("attaching to {}: {e}", c.record.name)))?;
+        let (stop, detached) = (stop.clone(), detached.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut escape = Escape::new(keys);
+            let mut buf = [0u8; 8192];
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = monitor.close_input();
+                        return;
+                    }
+                    Ok(n) => {
+                        let (pass, done) = escape.scan(&buf[..n]);
+                        if monitor.send(&pass).is_err() || done {
+                            detached.store(done, Ordering::SeqCst);
+                            stop.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    follow_run(&c, false, &stop, |e| {
+        let to: &mut dyn Write = match (tty, e.stream) {
+            (false, kiln::container::logs::Stream::Stderr) => &mut err,
+            _ => &mut out,
+        };
+        to.write_all(&e.text).and_then(|()| to.flush()).is_ok()
+    });
+    drop(_raw);
+    if detached.load(Ordering::SeqCst) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = c.state().exit_code.unwrap_or(0);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
 /// Arguments of `kiln exec`.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {

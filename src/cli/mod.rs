@@ -99,6 +99,8 @@ enum Command {
     Rm(container::RmArgs),
     /// Run a command in a running container.
     Exec(container::ExecArgs),
+    /// Join a running container's output and input (leave: ctrl-p ctrl-q).
+    Attach(container::AttachArgs),
     /// Make an image of a container's changes.
     Commit(container::CommitArgs),
     /// Manage volumes (`create`, `ls`, `inspect`, `rm`, `prune`).
@@ -167,6 +169,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Wait(args) => container::wait(root, args),
         Command::Rm(args) => container::rm(root, args),
         Command::Exec(args) => container::exec(root, args),
+        Command::Attach(args) => container::attach(root, args),
         Command::Commit(args) => container::commit(root, args),
         Command::Volume(args) => container::volume(root, args),
         Command::Network(args) => network::run(root, args),

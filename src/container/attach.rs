@@ -147,6 +147,111 @@ fn client(mut stream: UnixStream, shared: &Shared, stdin_once: bool) {
     }
 }
 
+/// Follows the output of the container's current run (or of its next one,
+/// while it is created: clients attach before they start it) from now, or
+/// from the log's start with `past`; hands each entry to `emit` until the
+/// run ends, `emit` returns false, or `stop` is set.
+pub fn follow_run(
+    c: &super::Container,
+    past: bool,
+    stop: &std::sync::atomic::AtomicBool,
+    mut emit: impl FnMut(&super::logs::Entry) -> bool,
+) {
+    use super::logs::Tail;
+    use std::sync::atomic::Ordering;
+    let first = c.state();
+    // What is in the log now is an earlier run's: not this attach's.
+    let mut tail = match past {
+        true => Tail::open(&c.dir),
+        false => Tail::open_at_end(&c.dir),
+    };
+    loop {
+        if tail.is_none() {
+            tail = Tail::open(&c.dir);
+        }
+        let st = c.state();
+        let ended = !c.dir.exists()
+            || (!st.is_running()
+                && st.status != super::state::Status::Created
+                && st.finished_at != first.finished_at);
+        for e in tail.as_mut().map(Tail::more).unwrap_or_default() {
+            if !emit(&e) {
+                return;
+            }
+        }
+        if ended || stop.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Docker's detach keys (`ctrl-p,ctrl-q` when None) as the bytes that end
+/// an attach when a client types them.
+pub fn detach_keys(spec: Option<&str>) -> Result<Vec<u8>, String> {
+    let spec = spec.unwrap_or("ctrl-p,ctrl-q");
+    let bad = || format!("Invalid escape keys ({spec}) provided");
+    spec.split(',')
+        .map(|key| match key.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => match c.as_bytes()[0].to_ascii_lowercase() {
+                l @ b'a'..=b'z' => Ok(l - b'a' + 1),
+                b'@' => Ok(0),
+                b'[' => Ok(27),
+                b'\\' => Ok(28),
+                b']' => Ok(29),
+                b'^' => Ok(30),
+                b'_' => Ok(31),
+                _ => Err(bad()),
+            },
+            None if key.len() == 1 => Ok(key.as_bytes()[0]),
+            _ => Err(bad()),
+        })
+        .collect()
+}
+
+/// Finds the detach keys typed in a client's input: what is held back
+/// while it may be their start, and whether they were all typed.
+#[derive(Debug, Default)]
+pub struct Escape {
+    keys: Vec<u8>,
+    held: Vec<u8>,
+}
+
+impl Escape {
+    /// Looks for `keys` (none: never detaches).
+    pub fn new(keys: Vec<u8>) -> Escape {
+        Escape {
+            keys,
+            held: Vec::new(),
+        }
+    }
+
+    /// The bytes of `chunk` to pass on, and whether the keys were typed
+    /// (what follows them is not passed on).
+    pub fn scan(&mut self, chunk: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(chunk.len());
+        for &b in chunk {
+            if self.keys.is_empty() {
+                out.push(b);
+                continue;
+            }
+            if b == self.keys[self.held.len()] {
+                self.held.push(b);
+                if self.held.len() == self.keys.len() {
+                    return (out, true);
+                }
+                continue;
+            }
+            out.append(&mut self.held);
+            match b == self.keys[0] {
+                true => self.held.push(b),
+                false => out.push(b),
+            }
+        }
+        (out, false)
+    }
+}
+
 /// A client of a running container's monitor: sends it input and sizes.
 #[derive(Debug)]
 pub struct Attached {
@@ -222,6 +327,29 @@ mod tests {
         let mode = std::fs::metadata(dir.path().join(SOCKET)).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn detach_keys_are_docker_s() {
+        assert_eq!(detach_keys(None).unwrap(), vec![16, 17]);
+        assert_eq!(
+            detach_keys(Some("ctrl-a,x,ctrl-@")).unwrap(),
+            vec![1, b'x', 0]
+        );
+        assert_eq!(
+            detach_keys(Some("ctrl-")).unwrap_err(),
+            "Invalid escape keys (ctrl-) provided"
+        );
+    }
+
+    #[test]
+    fn typed_detach_keys_end_the_input_and_a_false_start_is_passed_on() {
+        let mut e = Escape::new(vec![16, 17]);
+        assert_eq!(e.scan(b"ab\x10"), (b"ab".to_vec(), false));
+        // ctrl-p then not ctrl-q: both are the input's.
+        assert_eq!(e.scan(b"c"), (b"\x10c".to_vec(), false));
+        assert_eq!(e.scan(b"\x10\x10"), (b"\x10".to_vec(), false));
+        assert_eq!(e.scan(b"\x11rest"), (Vec::new(), true));
     }
 
     #[test]

@@ -98,6 +98,39 @@ pub fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+/// This process's terminal's size (rows, columns), if stdin is one.
+pub fn terminal_size() -> Option<(u16, u16)> {
+    window_size(io::stdin().as_fd()).map(|w| (w.ws_row, w.ws_col))
+}
+
+/// This process's terminal in raw mode until dropped (`kiln attach` to a
+/// `-t` container: keys go to it as typed); nothing when stdin is no
+/// terminal.
+#[derive(Debug)]
+pub struct RawMode(Option<Termios>);
+
+impl RawMode {
+    /// Makes the terminal on stdin raw, remembering how it was.
+    pub fn enter() -> RawMode {
+        let stdin = io::stdin();
+        let saved = tcgetattr(stdin.as_fd()).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            cfmakeraw(&mut raw);
+            let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
+        }
+        RawMode(saved)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = tcsetattr(io::stdin().as_fd(), SetArg::TCSANOW, t);
+        }
+    }
+}
+
 /// The host's side: the pty master received from the container.
 pub struct Pty {
     master: OwnedFd,

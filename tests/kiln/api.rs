@@ -73,29 +73,21 @@ impl Service {
         child.wait_with_output().unwrap()
     }
 
-    /// `docker args...` on a 30×100 pseudo-terminal, typing each step's
-    /// text once the one before it is printed: what it printed (as
-    /// Python's repr) and its exit line.
+    /// `docker args...` on a 30×100 pseudo-terminal (see [`on_a_terminal`]).
     fn docker_on_a_terminal(&self, args: &[&str], steps: &[(Option<&str>, &str)]) -> String {
         let argv: Vec<&str> = std::iter::once("docker")
             .chain(args.iter().copied())
             .collect();
-        let out = Command::new("/usr/bin/python3")
-            .arg(crate::util::repo().join("fixtures/api/pty-drive.py"))
-            .arg(serde_json::to_string(&argv).unwrap())
-            .arg(serde_json::to_string(steps).unwrap())
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.home.path())
-            .env("HOME", self.home.path())
-            .output()
-            .expect("pty-drive.py");
-        assert!(
-            out.status.success(),
-            "docker {args:?} on a terminal: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        let host = format!("unix://{}", self.socket.display());
+        on_a_terminal(
+            &argv,
+            steps,
+            &[
+                ("DOCKER_HOST", host.as_str()),
+                ("DOCKER_CONFIG", self.home.path().to_str().unwrap()),
+                ("HOME", self.home.path().to_str().unwrap()),
+            ],
+        )
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -108,6 +100,26 @@ impl Service {
         );
         text(&out.stdout)
     }
+}
+
+/// `argv` on a 30×100 pseudo-terminal, typing each step's text once the
+/// one before it is printed: what it printed (as Python's repr) and its
+/// exit line.
+fn on_a_terminal(argv: &[&str], steps: &[(Option<&str>, &str)], env: &[(&str, &str)]) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .arg(crate::util::repo().join("fixtures/api/pty-drive.py"))
+        .arg(serde_json::to_string(&argv).unwrap())
+        .arg(serde_json::to_string(steps).unwrap())
+        .envs(env.iter().copied())
+        .output()
+        .expect("pty-drive.py");
+    assert!(
+        out.status.success(),
+        "{argv:?} on a terminal: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
 }
 
 impl Drop for Service {
@@ -441,7 +453,7 @@ fn the_docker_cli_drives_kiln() {
 /// with ctrl-p ctrl-q while the shell runs on.
 #[test]
 fn the_docker_cli_runs_interactively_through_kiln() {
-    let Some((_store, svc)) = setup() else {
+    let Some((store, svc)) = setup() else {
         return;
     };
     let out = svc.docker_with_input(
@@ -526,6 +538,34 @@ fn the_docker_cli_runs_interactively_through_kiln() {
         Some("shell")
     );
     assert!(svc.ok(&["logs", "shell"]).contains("attached-2"));
+    // kiln's own attach: the same shell, its window's size given to it.
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let root = store.path().to_str().unwrap();
+    let shown = on_a_terminal(
+        &[kiln, "--root", root, "attach", "shell"],
+        &[
+            (None, "stty size; echo kiln-$((2+3))\r"),
+            (Some("kiln-5"), "\u{10}\u{11}"),
+        ],
+        &[],
+    );
+    assert!(shown.contains(r"30 100\r\nkiln-5\r\n"), "{shown}");
+    assert!(shown.ends_with("exit 0\n"), "{shown}");
+    // Its exit ends an attach with its code.
+    let shown = on_a_terminal(
+        &[kiln, "--root", root, "attach", "shell"],
+        &[(None, "exit 4\r")],
+        &[],
+    );
+    assert!(shown.ends_with("exit 4\n"), "{shown}");
+    let out = k(store.path(), &[], &["attach", "shell"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(1),
+            "error: You cannot attach to a stopped container, start it first\n".into()
+        )
+    );
     svc.ok(&["rm", "-f", "shell"]);
 }
 
