@@ -675,7 +675,8 @@ async fn attach(
                 true => e.text.clone(),
                 false => frame(e.stream, &e.text),
             };
-            !(wanted && tx.blocking_send(bytes).is_err()) && !tx.is_closed()
+            let sent = !wanted || tx.blocking_send(bytes).is_ok();
+            sent && !tx.is_closed()
         });
         // The output is over: the input has nowhere to go.
         over.store(true, std::sync::atomic::Ordering::SeqCst);
