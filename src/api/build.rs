@@ -95,6 +95,12 @@ async fn build_image(
         labels: json_map(&q, "labels")?,
         target: q.get("target").filter(|t| !t.is_empty()).cloned(),
         no_cache: flag(q.get("nocache")),
+        // docker build --pull: the bases are fetched again, the
+        // registry's tag may have moved.
+        pull: match flag(q.get("pull")) {
+            true => build::Pull::Always,
+            false => build::Pull::Missing,
+        },
         network: match q.get("networkmode").map(String::as_str) {
             Some("none") => build::DefaultNetwork::None,
             _ => build::DefaultNetwork::Host,

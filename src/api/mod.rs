@@ -10,6 +10,7 @@ mod events;
 mod images;
 mod objects;
 mod system;
+pub mod tls;
 
 use crate::store::Store;
 use axum::Router;
@@ -28,8 +29,10 @@ pub const API_VERSION: &str = "1.41";
 pub struct Options {
     /// A unix socket to listen on.
     pub socket: Option<PathBuf>,
-    /// A TCP address to listen on (loopback only).
+    /// A TCP address to listen on (loopback only, unless `tls`).
     pub listen: Option<std::net::SocketAddr>,
+    /// TLS with client certificates for `listen`.
+    pub tls: Option<tls::TlsFiles>,
     /// Stop after this long without a request (zero: never).
     pub timeout: Duration,
 }
@@ -239,18 +242,31 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
     };
     match (&opts.socket, opts.listen) {
         (_, Some(addr)) => {
-            if !addr.ip().is_loopback() {
+            // Anyone who reaches the API owns the machine: beyond
+            // loopback, only clients with a certificate the CA signed.
+            let acceptor = opts.tls.as_ref().map(tls::acceptor).transpose()?;
+            if !addr.ip().is_loopback() && acceptor.is_none() {
                 return Err(format!(
-                    "--listen {addr}: the API is served on loopback only (TLS client certificates are not supported yet), or on a unix socket"
+                    "--listen {addr}: beyond loopback the API is served only with --tlsverify (client certificates); or use 127.0.0.1 or a unix socket"
                 ));
             }
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("listening on {addr}: {e}"))?;
-            axum::serve(l, service)
-                .with_graceful_shutdown(done)
-                .await
-                .map_err(|e| e.to_string())
+            match acceptor {
+                Some(acceptor) => {
+                    let l = tls::Listener::new(l, acceptor)
+                        .map_err(|e| format!("listening on {addr}: {e}"))?;
+                    axum::serve(l, service)
+                        .with_graceful_shutdown(done)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                None => axum::serve(l, service)
+                    .with_graceful_shutdown(done)
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
         }
         (Some(path), None) => {
             let l = bind_socket(path)?;

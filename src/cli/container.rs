@@ -1084,9 +1084,23 @@ enum SystemCommand {
         /// $XDG_RUNTIME_DIR/kiln/docker.sock otherwise).
         #[arg(long, conflicts_with = "listen")]
         socket: Option<PathBuf>,
-        /// A loopback TCP address instead, `127.0.0.1:PORT`.
+        /// A TCP address instead: `127.0.0.1:PORT`, or any address with
+        /// --tlsverify.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Serve TCP over TLS, only to clients whose certificate
+        /// --tlscacert signed.
+        #[arg(long, requires_all = ["listen", "tlscacert", "tlscert", "tlskey"])]
+        tlsverify: bool,
+        /// The CA that signs clients' certificates (PEM).
+        #[arg(long, requires = "tlsverify")]
+        tlscacert: Option<PathBuf>,
+        /// The service's certificate (PEM).
+        #[arg(long, requires = "tlsverify")]
+        tlscert: Option<PathBuf>,
+        /// The service's private key (PEM).
+        #[arg(long, requires = "tlsverify")]
+        tlskey: Option<PathBuf>,
         /// Stop after this many seconds without a request (0: never).
         #[arg(long, default_value_t = 5)]
         timeout: u64,
@@ -1098,6 +1112,10 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
     if let SystemCommand::Service {
         socket,
         listen,
+        tlsverify,
+        tlscacert,
+        tlscert,
+        tlskey,
         timeout,
     } = args.command
     {
@@ -1108,6 +1126,12 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
                 None => Some(socket.unwrap_or_else(kiln::api::default_socket)),
             },
             listen,
+            tls: match (tlsverify, tlscacert, tlscert, tlskey) {
+                (true, Some(ca), Some(cert), Some(key)) => {
+                    Some(kiln::api::tls::TlsFiles { ca, cert, key })
+                }
+                _ => None,
+            },
             timeout: std::time::Duration::from_secs(timeout),
         };
         super::runtime()?

@@ -685,6 +685,167 @@ fn docker_events_tell_what_happened() {
     );
 }
 
+/// A TCP listener beyond loopback needs TLS with client certificates
+/// (dockerd's `--tlsverify`): refused without it; with it, the docker CLI
+/// holding a certificate the CA signed is served, one without a
+/// certificate or with another CA's is not.
+#[test]
+fn tcp_beyond_loopback_needs_client_certificates() {
+    if !need_tool("openssl", "openssl makes the test's certificates")
+        || !need_tool("docker", "the docker CLI is the client under test")
+    {
+        return;
+    }
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let out = k(
+        store.path(),
+        &[],
+        &[
+            "system",
+            "service",
+            "--listen",
+            "0.0.0.0:2376",
+            "--timeout",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("beyond loopback the API is served only with --tlsverify"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .args(["-ec", script])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    };
+    let ca = |name: &str| {
+        format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout {name}-key.pem -out {name}.pem -days 1 -subj /CN={name} 2>/dev/null"
+        )
+    };
+    let signed = |name: &str, ca: &str, ext: &str| {
+        format!(
+            "openssl req -newkey rsa:2048 -nodes -keyout {name}-key.pem -out {name}.csr -subj /CN={name} 2>/dev/null\n\
+             printf '{ext}\\n' > {name}.ext\n\
+             openssl x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}-key.pem -CAcreateserial -out {name}-cert.pem -days 1 -extfile {name}.ext 2>/dev/null"
+        )
+    };
+    sh(&ca("ca"));
+    sh(&ca("otherca"));
+    sh(&signed("server", "ca", "subjectAltName=IP:127.0.0.1"));
+    sh(&signed("client", "ca", "extendedKeyUsage=clientAuth"));
+    sh(&signed(
+        "stranger",
+        "otherca",
+        "extendedKeyUsage=clientAuth",
+    ));
+
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(store.path())
+        .args([
+            "system",
+            "service",
+            "--timeout",
+            "0",
+            "--listen",
+            &addr,
+            "--tlsverify",
+        ])
+        .arg("--tlscacert")
+        .arg(d.join("ca.pem"))
+        .arg("--tlscert")
+        .arg(d.join("server-cert.pem"))
+        .arg("--tlskey")
+        .arg(d.join("server-key.pem"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let docker = |who: Option<&str>| {
+        let mut cmd = Command::new("docker");
+        cmd.env("DOCKER_CONFIG", d)
+            .env("HOME", d)
+            .env_remove("DOCKER_HOST");
+        cmd.args(["-H", &format!("tcp://{addr}"), "--tlscacert"])
+            .arg(d.join("ca.pem"));
+        match who {
+            Some(name) => {
+                cmd.arg("--tlsverify")
+                    .arg("--tlscert")
+                    .arg(d.join(format!("{name}-cert.pem")))
+                    .arg("--tlskey")
+                    .arg(d.join(format!("{name}-key.pem")));
+            }
+            None => {
+                cmd.arg("--tlsverify");
+            }
+        }
+        cmd.args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+            .unwrap()
+    };
+    let served = docker(Some("client"));
+    assert!(served.status.success(), "{}", text(&served.stderr));
+    assert_eq!(text(&served.stdout), "box:1\n");
+    for who in [None, Some("stranger")] {
+        let refused = docker(who);
+        assert!(!refused.status.success(), "{who:?} was served");
+        // Refused in the handshake (Go sends no certificate another CA
+        // signed: the service asks for one of its CA's).
+        assert!(
+            text(&refused.stderr).contains("remote error: tls: certificate required"),
+            "{who:?}: {}",
+            text(&refused.stderr)
+        );
+        assert_eq!(text(&refused.stdout), "", "{who:?}");
+    }
+    // A client that presents another CA's certificate anyway (Python's
+    // ssl does) is refused by the service's verification, not served.
+    let script = r#"
+import socket, ssl, sys
+d, port, who = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=d + "/ca.pem")
+ctx.load_cert_chain(d + "/" + who + "-cert.pem", d + "/" + who + "-key.pem")
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+    s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+    print(s.recv(1000).split(b"\r\n")[0].decode())
+except (ssl.SSLError, ConnectionResetError) as e:
+    print("refused:", type(e).__name__)
+"#;
+    let ping = |who: &str| {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(d)
+            .arg(port.to_string())
+            .arg(who)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert_eq!(ping("client"), "HTTP/1.0 200 OK\n");
+    assert!(ping("stranger").starts_with("refused: "), "{}", ping("stranger"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// `--timeout`: the service ends once nothing has asked for that long,
 /// and takes its socket with it.
 #[test]
