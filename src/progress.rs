@@ -284,6 +284,9 @@ pub struct Transfers {
     multi: Option<MultiProgress>,
     out: Mutex<Option<Box<dyn Write + Send>>>,
     verb: &'static str,
+    /// Docker's JSON progress messages instead of lines (the API's pull
+    /// and push).
+    docker: bool,
 }
 
 /// One blob being transferred.
@@ -292,7 +295,12 @@ pub struct Transfer<'a> {
     bar: Option<ProgressBar>,
     name: String,
     size: u64,
+    /// Bytes so far (Docker's progress messages say them).
+    sent: std::sync::atomic::AtomicU64,
 }
+
+/// How many bytes pass between two of Docker's progress messages.
+const DOCKER_STEP: u64 = 1 << 20;
 
 impl Transfers {
     /// A reporter on standard error; `verb` is "pulled" or "pushed".
@@ -310,6 +318,27 @@ impl Transfers {
                     .then(|| Box::new(std::io::stderr()) as Box<dyn Write + Send>),
             ),
             verb,
+            docker: false,
+        }
+    }
+
+    /// A reporter writing Docker's JSON progress messages to `out`, one
+    /// per line (`Downloading`/`Pushing` with `progressDetail`, `Pull
+    /// complete`/`Pushed`, `Already exists`), as docker's API streams a
+    /// pull or push; `verb` is "pulled" or "pushed".
+    pub fn docker(out: Box<dyn Write + Send>, verb: &'static str) -> Transfers {
+        Transfers {
+            multi: None,
+            out: Mutex::new(Some(out)),
+            verb,
+            docker: true,
+        }
+    }
+
+    fn docker_message(&self, id: &str, status: &str, detail: serde_json::Value) {
+        let line = serde_json::json!({ "status": status, "progressDetail": detail, "id": id });
+        if let Some(w) = self.out.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let _ = writeln!(w, "{line}");
         }
     }
 
@@ -323,6 +352,13 @@ impl Transfers {
 
     /// A blob the other side already has.
     pub fn exists(&self, digest: &impl std::fmt::Display) {
+        if self.docker {
+            let status = match self.verb {
+                "pushed" => "Layer already exists",
+                _ => "Already exists",
+            };
+            return self.docker_message(&short(digest), status, serde_json::json!({}));
+        }
         self.line(&format!("{}: already exists", short(digest)));
     }
 
@@ -340,12 +376,21 @@ impl Transfers {
             bar.set_prefix(short(digest));
             bar
         });
-        Transfer {
+        let t = Transfer {
             parent: self,
             bar,
             name: short(digest),
             size,
+            sent: std::sync::atomic::AtomicU64::new(0),
+        };
+        if self.docker {
+            self.docker_message(
+                &t.name,
+                t.doing(),
+                serde_json::json!({ "current": 0, "total": size }),
+            );
         }
+        t
     }
 }
 
@@ -355,12 +400,37 @@ impl Transfer<'_> {
         if let Some(b) = &self.bar {
             b.inc(n);
         }
+        let before = self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        // One message a MiB: a client redraws its bar from them.
+        if self.parent.docker && (before + n) / DOCKER_STEP != before / DOCKER_STEP {
+            self.parent.docker_message(
+                &self.name,
+                self.doing(),
+                serde_json::json!({ "current": before + n, "total": self.size }),
+            );
+        }
+    }
+
+    fn doing(&self) -> &'static str {
+        match self.parent.verb {
+            "pushed" => "Pushing",
+            _ => "Downloading",
+        }
     }
 
     /// The blob is done.
     pub fn done(self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+        if self.parent.docker {
+            let status = match self.parent.verb {
+                "pushed" => "Pushed",
+                _ => "Pull complete",
+            };
+            return self
+                .parent
+                .docker_message(&self.name, status, serde_json::json!({}));
         }
         self.parent.line(&format!(
             "{}: {} {:.1} MB",

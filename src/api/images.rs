@@ -311,6 +311,88 @@ async fn prune(
     .await
 }
 
+/// A writer whose bytes go down a channel (a transfer's progress, from
+/// async code: it never blocks).
+struct Sink(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::other("the client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs a pull or push (`work`, given Docker's progress reporter) with its
+/// progress streamed to the client as docker streams it: `head` first,
+/// each blob's messages as they come, then what `finish` makes of the
+/// result. A failure before any progress is answered with `status` (a
+/// pull of a missing image is docker's 404); after it, in the stream as
+/// docker's `errorDetail`.
+async fn streamed<T, Fut>(
+    verb: &'static str,
+    head: Vec<serde_json::Value>,
+    status: StatusCode,
+    work: impl FnOnce(std::sync::Arc<crate::progress::Transfers>) -> Fut,
+    finish: impl FnOnce(T) -> Vec<serde_json::Value> + Send + 'static,
+) -> Result<axum::response::Response, ApiError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    use axum::response::IntoResponse;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let transfers =
+        std::sync::Arc::new(crate::progress::Transfers::docker(Box::new(Sink(tx)), verb));
+    let mut task = tokio::spawn(work(transfers));
+    // The first progress, or the end: which decides the status.
+    let (first_chunk, ended) = tokio::select! {
+        chunk = rx.recv() => (chunk, None),
+        done = &mut task => match done {
+            Ok(Err(e)) => return Err(ApiError::new(status, e)),
+            done => (None, Some(done)),
+        },
+    };
+    let (btx, brx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let line = |v: serde_json::Value| Ok((v.to_string() + "\n").into_bytes());
+        for v in head {
+            let _ = btx.send(line(v)).await;
+        }
+        // The progress, in order, until the work (and its reporter) ends.
+        if let Some(c) = first_chunk {
+            let _ = btx.send(Ok(c)).await;
+        }
+        while let Some(c) = rx.recv().await {
+            let _ = btx.send(Ok(c)).await;
+        }
+        let result = match ended {
+            Some(done) => done,
+            None => task.await,
+        };
+        let tail = match result {
+            Ok(Ok(v)) => finish(v),
+            Ok(Err(e)) => vec![serde_json::json!({ "errorDetail": { "message": e }, "error": e })],
+            Err(e) => {
+                let e = e.to_string();
+                vec![serde_json::json!({ "errorDetail": { "message": e }, "error": e })]
+            }
+        };
+        for v in tail {
+            let _ = btx.send(line(v)).await;
+        }
+    });
+    Ok((
+        [("content-type", "application/json")],
+        axum::body::Body::from_stream(super::containers::tokio_stream(brx)),
+    )
+        .into_response())
+}
+
 /// JSON lines of a pull or push, as docker's progress shows them.
 fn lines(values: &[serde_json::Value]) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -405,7 +487,7 @@ async fn pull(
     State(state): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<axum::response::Response, ApiError> {
-    use crate::registry::{Options, Platform, Reference, Transfer};
+    use crate::registry::{Options, Platform, Reference};
     if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -422,22 +504,34 @@ async fn pull(
         None => from.clone(),
     };
     let reference = Reference::parse(familiar(&name)).map_err(ApiError::bad)?;
-    let transfer = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
-    let _gc = state.gc.read().await;
-    let image = crate::registry::pull::pull_via_mirrors(
-        &state.store,
-        &Options::from_env(),
-        &reference,
-        &Platform::host(),
-        &transfer,
+    let gc = state.gc.clone().read_owned().await;
+    let head = vec![
+        serde_json::json!({ "status": format!("Pulling from {}", reference.repository), "id": reference.manifest_ref() }),
+    ];
+    streamed(
+        "pulled",
+        head,
+        StatusCode::NOT_FOUND,
+        move |transfers| async move {
+            let _gc = gc;
+            crate::registry::pull::pull_via_mirrors(
+                &state.store,
+                &Options::from_env(),
+                &reference,
+                &Platform::host(),
+                &transfers,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        },
+        move |image: Image| {
+            vec![
+                serde_json::json!({ "status": format!("Digest: {}", image.manifest_digest) }),
+                serde_json::json!({ "status": format!("Status: Downloaded newer image for {name}") }),
+            ]
+        },
     )
     .await
-    .map_err(|e| ApiError::not_found(e.to_string()))?;
-    Ok(lines(&[
-        serde_json::json!({ "status": format!("Pulling from {}", reference.repository), "id": reference.manifest_ref() }),
-        serde_json::json!({ "status": format!("Digest: {}", image.manifest_digest) }),
-        serde_json::json!({ "status": format!("Status: Downloaded newer image for {name}") }),
-    ]))
 }
 
 /// `POST /images/NAME/push?tag=T`: a push of a name the store has.
@@ -446,7 +540,7 @@ async fn push(
     name: String,
     q: HashMap<String, String>,
 ) -> Result<axum::response::Response, ApiError> {
-    use crate::registry::{Client, Options, Reference, Transfer};
+    use crate::registry::{Client, Options, Reference};
     let target = match q.get("tag").filter(|t| !t.is_empty()) {
         Some(t) => format!("{}:{t}", familiar(&name)),
         None => familiar(&name).to_string(),
@@ -454,20 +548,33 @@ async fn push(
     let image = Image::resolve(&state.store, &target)
         .map_err(|_| ApiError::not_found(format!("No such image: {target}")))?;
     let reference = Reference::parse(&target).map_err(ApiError::bad)?;
-    let transfer = Transfer::stderr(crate::progress::Mode::Quiet, "pushed");
-    let opts = Options::from_env();
-    let client = Client::connect(&reference.registry, &opts, None)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let pushed = crate::registry::push::push(&state.store, &client, &image, &reference, &transfer)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let digest = pushed.digest.map(|d| d.to_string()).unwrap_or_default();
-    Ok(lines(&[
-        serde_json::json!({ "status": format!("The push refers to repository [{}/{}]", reference.registry, reference.repository) }),
-        serde_json::json!({ "status": format!("{}: digest: {digest} size: {}", reference.manifest_ref(), pushed.size) }),
-        serde_json::json!({ "aux": { "Tag": reference.manifest_ref(), "Digest": digest, "Size": pushed.size } }),
-    ]))
+    let head = vec![serde_json::json!({ "status": format!(
+        "The push refers to repository [{}/{}]",
+        reference.registry, reference.repository
+    ) })];
+    let tag = reference.manifest_ref();
+    streamed(
+        "pushed",
+        head,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        move |transfers| async move {
+            let opts = Options::from_env();
+            let client = Client::connect(&reference.registry, &opts, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            crate::registry::push::push(&state.store, &client, &image, &reference, &transfers)
+                .await
+                .map_err(|e| e.to_string())
+        },
+        move |pushed: crate::registry::push::Pushed| {
+            let digest = pushed.digest.map(|d| d.to_string()).unwrap_or_default();
+            vec![
+                serde_json::json!({ "status": format!("{tag}: digest: {digest} size: {}", pushed.size) }),
+                serde_json::json!({ "aux": { "Tag": tag, "Digest": digest, "Size": pushed.size } }),
+            ]
+        },
+    )
+    .await
 }
 
 /// `NAME/tag?repo=R&tag=T`.

@@ -841,7 +841,11 @@ except (ssl.SSLError, ConnectionResetError) as e:
         text(&out.stdout)
     };
     assert_eq!(ping("client"), "HTTP/1.0 200 OK\n");
-    assert!(ping("stranger").starts_with("refused: "), "{}", ping("stranger"));
+    assert!(
+        ping("stranger").starts_with("refused: "),
+        "{}",
+        ping("stranger")
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -964,12 +968,36 @@ fn docker_push_and_pull_through_kiln() {
     let target = format!("{}/api/box:1", reg.host());
     svc.ok(&["tag", "box:1", &target]);
     let pushed = svc.ok(&["push", &target]);
-    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    assert!(
+        pushed.starts_with(&format!(
+            "The push refers to repository [{}/api/box]\n",
+            reg.host()
+        )),
+        "{pushed}"
+    );
+    // Each blob's progress, as docker's push shows it.
+    assert!(
+        pushed.lines().filter(|l| l.ends_with(": Pushed")).count() >= 2,
+        "{pushed}"
+    );
+    assert!(pushed.contains("1: digest: sha256:"), "{pushed}");
     assert!(
         svc.ok(&["rmi", &target])
             .contains(&format!("Untagged: {target}"))
     );
+    // Nothing of it left: the pull downloads every blob.
+    svc.ok(&["rmi", "box:1"]);
+    svc.ok(&["image", "prune", "-f"]);
     let pulled = svc.ok(&["pull", &target]);
+    assert!(pulled.starts_with("1: Pulling from api/box\n"), "{pulled}");
+    assert!(
+        pulled
+            .lines()
+            .filter(|l| l.ends_with(": Pull complete"))
+            .count()
+            >= 1,
+        "{pulled}"
+    );
     assert!(
         pulled.contains(&format!("Status: Downloaded newer image for {target}")),
         "{pulled}"
@@ -980,6 +1008,11 @@ fn docker_push_and_pull_through_kiln() {
     );
     let missing = svc.docker(&["pull", &format!("{}/api/nosuch:1", reg.host())]);
     assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("api/nosuch has no manifest 1 there"),
+        "{}",
+        text(&missing.stderr)
+    );
 }
 
 /// The seeds' compose scene through kiln (Debian's docker-compose 1.29):
