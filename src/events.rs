@@ -4,10 +4,11 @@
 //! hear them), read back and followed by `kiln events` and the API's
 //! `/events`, as podman's file backend keeps them.
 //!
-//! Each event is one `write` on a file opened with `O_APPEND`: writers in
-//! several processes never interleave a line. At 1 MiB the journal is
-//! renamed to `events.log.1` (the one before is dropped), so it never
-//! grows without bound.
+//! Each event is one `write` on a file opened with `O_APPEND`, under the
+//! journal's lock (`events.lock`): writers in several processes never
+//! interleave a line, and only one of them rotates it. At 1 MiB the
+//! journal is renamed to `events.log.1` (the one before is dropped), so it
+//! never grows without bound; followers notice by its inode.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -117,9 +118,15 @@ pub fn record(
     };
     line.push(b'\n');
     let file = path(store_root);
+    // The size is looked at under the lock: two writers never both rotate
+    // (the second would rename a fresh journal over the first's).
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(store_root.join("events.lock"));
+    let _held = lock.as_ref().ok().filter(|l| l.lock().is_ok());
     if std::fs::metadata(&file).is_ok_and(|m| m.len() >= MAX_SIZE) {
-        // Two writers may both rotate: the second renames a journal of a
-        // few lines over the first's, which loses those lines only.
         let _ = std::fs::rename(&file, store_root.join(format!("{FILE}.1")));
     }
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -136,12 +143,7 @@ pub fn read(store_root: &Path) -> Vec<Event> {
     [store_root.join(format!("{FILE}.1")), path(store_root)]
         .iter()
         .filter_map(|p| std::fs::read(p).ok())
-        .flat_map(|bytes| {
-            bytes
-                .split(|&b| b == b'\n')
-                .filter_map(|l| serde_json::from_slice::<Event>(l).ok())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|bytes| parse(&bytes))
         .collect()
 }
 
@@ -149,20 +151,27 @@ pub fn read(store_root: &Path) -> Vec<Event> {
 /// event recorded between the two is lost or told twice.
 pub fn read_then_follow(store_root: &Path) -> (Vec<Event>, Follow) {
     let current = path(store_root);
-    let parse = |bytes: &[u8]| -> Vec<Event> {
-        bytes
-            .split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice::<Event>(l).ok())
-            .collect()
-    };
     let mut events = std::fs::read(store_root.join(format!("{FILE}.1")))
         .map(|b| parse(&b))
         .unwrap_or_default();
-    let bytes = std::fs::read(&current).unwrap_or_default();
+    // Read through one handle: its inode is the one the offset is in.
+    let (bytes, ino) = match std::fs::File::open(&current) {
+        Ok(mut f) => {
+            let mut bytes = Vec::new();
+            let _ = f.read_to_end(&mut bytes);
+            let ino = f
+                .metadata()
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            (bytes, ino)
+        }
+        Err(_) => (Vec::new(), None),
+    };
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     events.extend(parse(&bytes[..whole]));
     let follow = Follow {
         path: current,
+        ino,
         offset: whole as u64,
         partial: Vec::new(),
     };
@@ -173,6 +182,8 @@ pub fn read_then_follow(store_root: &Path) -> (Vec<Event>, Follow) {
 /// since the epoch: Unix seconds (`1700000000`, `1700000000.5`), RFC 3339,
 /// or a duration before `now` (`10m`, `1h30m`, `45s`).
 pub fn parse_time(text: &str, now: i128) -> Option<i128> {
+    // Every sum and product checked: a hostile query is refused, never a
+    // panic or a wrapped time.
     if let Some((secs, frac)) = text.split_once('.').or(Some((text, ""))) {
         let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
         if digits(secs) && (frac.is_empty() || digits(frac)) {
@@ -181,7 +192,7 @@ pub fn parse_time(text: &str, now: i128) -> Option<i128> {
                 true => 0,
                 false => format!("{frac:0<9}")[..9].parse().ok()?,
             };
-            return Some(whole * 1_000_000_000 + nanos);
+            return whole.checked_mul(1_000_000_000)?.checked_add(nanos);
         }
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
@@ -203,9 +214,9 @@ pub fn parse_time(text: &str, now: i128) -> Option<i128> {
             _ => return None,
         };
         rest = &rest[unit..];
-        total += value * nanos;
+        total = total.checked_add(value.checked_mul(nanos)?)?;
     }
-    (!text.is_empty()).then_some(now - total)
+    (!text.is_empty()).then_some(now.checked_sub(total)?)
 }
 
 /// Now, in nanoseconds since the epoch.
@@ -218,18 +229,35 @@ pub fn now() -> i128 {
 #[derive(Debug)]
 pub struct Follow {
     path: PathBuf,
+    /// The inode of the file `offset` is in: another one is a rotation.
+    ino: Option<u64>,
     offset: u64,
     partial: Vec<u8>,
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+/// Whole lines of `bytes` as events; a broken line is skipped.
+fn parse(bytes: &[u8]) -> Vec<Event> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Event>(l).ok())
+        .collect()
 }
 
 impl Follow {
     /// Follows the journal of the store at `store_root` from its end.
     pub fn from_end(store_root: &Path) -> Follow {
         let path = path(store_root);
-        let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let meta = std::fs::metadata(&path).ok();
         Follow {
+            ino: meta.as_ref().map(std::os::unix::fs::MetadataExt::ino),
+            offset: meta.map_or(0, |m| m.len()),
             path,
-            offset,
             partial: Vec::new(),
         }
     }
@@ -239,19 +267,25 @@ impl Follow {
         let Ok(mut f) = std::fs::File::open(&self.path) else {
             return Vec::new();
         };
-        let len = f.metadata().map_or(0, |m| m.len());
-        if len < self.offset {
+        let ino = f
+            .metadata()
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let mut events = Vec::new();
+        if self.ino.is_some() && ino != self.ino {
             // Rotated: what was written to the old file after our offset
-            // is in `.1`; read it from there first.
-            let mut events = self.rest_of(&self.path.with_extension("log.1"));
+            // is in `.1` (when it is still that file); read it first.
+            let rotated = self.path.with_extension("log.1");
+            if inode(&rotated) == self.ino {
+                events = self.rest_of(&rotated);
+            }
             self.offset = 0;
             self.partial.clear();
-            events.extend(self.more());
-            return events;
         }
+        self.ino = ino;
         let mut bytes = Vec::new();
         if f.seek(SeekFrom::Start(self.offset)).is_err() || f.read_to_end(&mut bytes).is_err() {
-            return Vec::new();
+            return events;
         }
         self.offset += bytes.len() as u64;
         self.partial.extend_from_slice(&bytes);
@@ -260,10 +294,7 @@ impl Follow {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
-        let events = self.partial[..whole]
-            .split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice(l).ok())
-            .collect();
+        events.extend(parse(&self.partial[..whole]));
         self.partial.drain(..whole);
         events
     }
@@ -279,9 +310,7 @@ impl Follow {
         }
         let mut all = self.partial.clone();
         all.extend_from_slice(&bytes);
-        all.split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice(l).ok())
-            .collect()
+        parse(&all)
     }
 }
 
@@ -382,6 +411,9 @@ mod tests {
         assert_eq!(parse_time("1h30s", now), Some(now - 3_630_000_000_000));
         assert_eq!(parse_time("soon", now), None);
         assert_eq!(parse_time("", now), None);
+        // Too large for any clock: refused, not wrapped.
+        assert_eq!(parse_time(&"9".repeat(32), now), None);
+        assert_eq!(parse_time(&format!("{}h", "9".repeat(30)), now), None);
     }
 
     #[test]

@@ -336,9 +336,12 @@ impl Transfers {
     }
 
     fn docker_message(&self, id: &str, status: &str, detail: serde_json::Value) {
-        let line = serde_json::json!({ "status": status, "progressDetail": detail, "id": id });
+        let mut line =
+            serde_json::json!({ "status": status, "progressDetail": detail, "id": id }).to_string();
+        line.push('\n');
+        // One write a message: a client may read each chunk as one.
         if let Some(w) = self.out.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            let _ = writeln!(w, "{line}");
+            let _ = w.write_all(line.as_bytes());
         }
     }
 

@@ -446,6 +446,7 @@ async fn restart(
         let t = q.get("t").and_then(|t| t.parse().ok());
         c.stop(t, None)?;
         monitor::spawn(state.store.root(), &c).map_err(|e| ApiError::internal(e.message))?;
+        c.event("restart", []);
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -652,8 +653,17 @@ async fn attach(
     let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
     let past = flag(q.get("logs"));
     let with_input = flag(q.get("stdin")) && c.record.open_stdin;
-    let keys = container::attach::detach_keys(q.get("detachKeys").map(String::as_str))
-        .map_err(ApiError::bad)?;
+    // Keys are looked for on a terminal's input only, as docker's: piped
+    // bytes pass as they are.
+    let keys = match tty {
+        true => container::attach::detach_keys(
+            q.get("detachKeys")
+                .map(String::as_str)
+                .filter(|k| !k.is_empty()),
+        )
+        .map_err(ApiError::bad)?,
+        false => Vec::new(),
+    };
     let upgrade = hyper::upgrade::on(&mut req);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     // Set when the output ends (the input has nowhere to go) or when the
@@ -666,7 +676,8 @@ async fn attach(
         in_tx
     });
     tokio::task::spawn_blocking(move || {
-        container::attach::follow_run(&c, past, &over, |e| {
+        let stop = || over.load(std::sync::atomic::Ordering::SeqCst) || tx.is_closed();
+        container::attach::follow_run(&c, past, &stop, |e| {
             let wanted = match e.stream {
                 logs::Stream::Stdout => out,
                 logs::Stream::Stderr => err,
@@ -711,6 +722,8 @@ fn feed(
         }
         let Some(m) = monitor.as_mut() else { return };
         let Some(bytes) = message else {
+            // A held start of the keys that never finished is input too.
+            let _ = m.send(&escape.rest());
             let _ = m.close_input();
             return;
         };
@@ -932,7 +945,7 @@ async fn exec_start(
     let tty = instance.opts.tty;
     let run_state = state.clone();
     tokio::task::spawn_blocking(move || {
-        let code = run_exec(&run_state, &instance, tx, interactive.then_some(in_rx));
+        let code = run_exec(&run_state, &instance, &tx, interactive.then_some(in_rx));
         if let Ok(mut execs) = run_state.execs.lock()
             && let Some(e) = execs.get_mut(&id)
         {
@@ -940,6 +953,9 @@ async fn exec_start(
             e.exit = Some(code.unwrap_or(126));
             e.ended = Some(std::time::Instant::now());
         }
+        // The output ends only now: a client reads the exit code as soon
+        // as it ends (`docker exec`'s own exit code).
+        drop(tx);
     });
     if detach {
         return Ok(StatusCode::OK.into_response());
@@ -961,29 +977,44 @@ fn copy_input(mut input: Input, mut to: std::fs::File) {
     }
 }
 
+/// Copies `from` to the client through `tx` (each chunk made by `wrap`)
+/// until its end; once the client is gone the rest is read and dropped,
+/// so the exec never meets a closed pipe (SIGPIPE) or a full pty.
+fn drain(
+    mut from: impl std::io::Read,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    wrap: impl Fn(&[u8]) -> Vec<u8>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut tx = Some(tx);
+    // A pty's master reads EIO once every slave is closed: the end.
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        if let Some(t) = &tx
+            && t.blocking_send(wrap(&buf[..n])).is_err()
+        {
+            tx = None;
+        }
+    }
+}
+
 /// Runs an exec to its end: its output sent to `tx` (framed without a
 /// tty), `input` to its stdin or tty; its exit code.
 fn run_exec(
     state: &Shared,
     instance: &ExecInstance,
-    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
     input: Option<Input>,
 ) -> Option<i32> {
-    use std::io::Read;
     let c = container::find(&state.store, &instance.container).ok()?;
     let (out_r, out_w) = std::io::pipe().ok()?;
     let (err_r, err_w) = std::io::pipe().ok()?;
     let pumps =
-        [(out_r, logs::Stream::Stdout), (err_r, logs::Stream::Stderr)].map(|(mut r, stream)| {
+        [(out_r, logs::Stream::Stdout), (err_r, logs::Stream::Stderr)].map(|(r, stream)| {
             let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 32 * 1024];
-                while let Ok(n) = r.read(&mut buf) {
-                    if n == 0 || tx.blocking_send(frame(stream, &buf[..n])).is_err() {
-                        break;
-                    }
-                }
-            })
+            std::thread::spawn(move || drain(r, tx, |b| frame(stream, b)))
         });
     let mut io = crate::sandbox::Io {
         output: Some(out_w.into()),
@@ -1008,16 +1039,8 @@ fn run_exec(
             if let (Some(input), Ok(to)) = (input.take(), master.try_clone()) {
                 std::thread::spawn(move || copy_input(input, to.into()));
             }
-            let mut from = std::fs::File::from(master);
-            let reader = std::thread::spawn(move || {
-                let mut buf = vec![0u8; 32 * 1024];
-                // EIO once every slave is closed: the exec is over.
-                while let Ok(n) = from.read(&mut buf) {
-                    if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            });
+            let from = std::fs::File::from(master);
+            let reader = std::thread::spawn(move || drain(from, tx, <[u8]>::to_vec));
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
         })));
     } else if let Some(input) = input {
@@ -1038,8 +1061,8 @@ fn run_exec(
     for p in pumps {
         let _ = p.join();
     }
-    // The feeder ends with the client's input, or stays blocked on a pipe
-    // nobody reads until the client goes: not waited for.
+    // The feeder ends with the client's input (its writes fail once the
+    // exec is gone), which may outlive the exec: not waited for.
     drop(feeder);
     Some(match result {
         Ok(code) => code,

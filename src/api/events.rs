@@ -60,8 +60,8 @@ async fn stream(
             tx.blocking_send(Ok(line)).is_ok()
         };
         let (past, mut follow) = events::read_then_follow(&root);
-        // Past events only when asked for (`since`), as docker's.
-        if since.is_some() && !past.iter().filter(|e| wanted(e)).all(send) {
+        // Past events only when a time is given, as docker's.
+        if (since.is_some() || until.is_some()) && !past.iter().filter(|e| wanted(e)).all(send) {
             return;
         }
         loop {

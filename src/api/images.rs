@@ -279,6 +279,16 @@ async fn prune(
     blocking(move || {
         let _gc = gc;
         let store = &state.store;
+        let busy = || {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "another kiln process has the store open: prune when it is done",
+            )
+        };
+        // Asked first: no name is taken for a prune that cannot run.
+        if store.exclusive(|| Ok::<_, crate::store::StoreError>(()))?.is_none() {
+            return Err(busy());
+        }
         let mut deleted = Vec::new();
         if all {
             let used: std::collections::HashSet<String> = crate::container::list(store)
@@ -293,14 +303,9 @@ async fn prune(
             }
         }
         let in_use = crate::container::snapshots_in_use(store);
-        let pruned = crate::image::prune::prune(store, None, &in_use)?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "another kiln process has the store open: prune when it is done",
-            )
-        })?;
+        let pruned = crate::image::prune::prune(store, None, &in_use)?.ok_or_else(busy)?;
+        // Their `delete` events were told when their last names went.
         for id in &pruned.images {
-            store.image_event("delete", &id.to_string(), "");
             deleted.push(serde_json::json!({ "Deleted": id.to_string() }));
         }
         Ok(Json(serde_json::json!({
@@ -350,9 +355,19 @@ where
         std::sync::Arc::new(crate::progress::Transfers::docker(Box::new(Sink(tx)), verb));
     let mut task = tokio::spawn(work(transfers));
     // The first progress, or the end: which decides the status.
-    let (first_chunk, ended) = tokio::select! {
-        chunk = rx.recv() => (chunk, None),
-        done = &mut task => match done {
+    let first = tokio::select! {
+        // The end first when both are ready.
+        biased;
+        done = &mut task => Err(done),
+        chunk = rx.recv() => Ok(chunk),
+    };
+    let (first_chunk, ended) = match first {
+        Err(Ok(Err(e))) => return Err(ApiError::new(status, e)),
+        Err(done) => (None, Some(done)),
+        Ok(Some(chunk)) => (Some(chunk), None),
+        // The reporter is gone without a word: the work ended (its end
+        // may not be told yet); it decides.
+        Ok(None) => match (&mut task).await {
             Ok(Err(e)) => return Err(ApiError::new(status, e)),
             done => (None, Some(done)),
         },
@@ -553,11 +568,14 @@ async fn push(
         reference.registry, reference.repository
     ) })];
     let tag = reference.manifest_ref();
+    // Its compressed blobs and cache records are written as it goes.
+    let gc = state.gc.clone().read_owned().await;
     streamed(
         "pushed",
         head,
         StatusCode::INTERNAL_SERVER_ERROR,
         move |transfers| async move {
+            let _gc = gc;
             let opts = Options::from_env();
             let client = Client::connect(&reference.registry, &opts, None)
                 .await

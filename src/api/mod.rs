@@ -185,14 +185,21 @@ async fn track(
     req: Request<axum::body::Body>,
     next: axum::middleware::Next,
 ) -> Response {
+    /// Ends the count however the request ends: a handler that panicked
+    /// (its task dropped mid-way) must not keep the service from idling.
+    struct InFlight(Shared);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.0.last.store(now_secs(), Ordering::SeqCst);
+        }
+    }
     state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _counted = InFlight(state);
     if std::env::var_os("KILN_API_LOG").is_some() {
         eprintln!("{} {}", req.method(), req.uri());
     }
-    let res = next.run(req).await;
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    state.last.store(now_secs(), Ordering::SeqCst);
-    res
+    next.run(req).await
 }
 
 /// Resolves when the service has been idle for `timeout` (never for 0).

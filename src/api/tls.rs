@@ -25,6 +25,8 @@ pub struct TlsFiles {
 
 /// How long a client has to finish its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How many handshakes run at once: more clients wait in the backlog.
+const HANDSHAKES: usize = 256;
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let read: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
@@ -77,8 +79,12 @@ impl Listener {
     pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Listener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let Ok((stream, addr)) = tcp.accept().await else {
                     // Out of descriptors, say: wait, as axum's own loop does.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -86,6 +92,7 @@ impl Listener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // A failed or late handshake is dropped: nothing is served.
                     if let Ok(Ok(tls)) =
                         tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await

@@ -382,7 +382,9 @@ pub fn restart(root: Option<PathBuf>, args: StopArgs) -> Result<ExitCode, Error>
     for_each(root, &args.containers, |store, c| {
         c.stop(args.time, args.signal.as_deref())
             .map_err(super::container_error)?;
-        monitor::spawn(store.root(), c).map_err(|e| Error::Run(e.code, e.message))
+        monitor::spawn(store.root(), c).map_err(|e| Error::Run(e.code, e.message))?;
+        c.event("restart", []);
+        Ok(())
     })
 }
 
@@ -578,11 +580,18 @@ pub fn attach(root: Option<PathBuf>, args: AttachArgs) -> Result<ExitCode, Error
             "You cannot attach to a stopped container, start it first".into(),
         ));
     }
-    let keys = detach_keys(args.detach_keys.as_deref()).map_err(Error::Usage)?;
+    // The keys are looked for on a terminal's input only: piped bytes
+    // pass as they are, as docker's.
+    let keys = match c.record.spec.tty {
+        true => detach_keys(args.detach_keys.as_deref()).map_err(Error::Usage)?,
+        false => Vec::new(),
+    };
+    let input = c.record.open_stdin && !args.no_stdin;
     let tty = c.record.spec.tty;
     let stop = Arc::new(AtomicBool::new(false));
     let detached = Arc::new(AtomicBool::new(false));
-    let _raw = tty.then(kiln::sandbox::tty::RawMode::enter);
+    // Raw only when keys typed here go to it (^C stays ours otherwise).
+    let _raw = (tty && input).then(kiln::sandbox::tty::RawMode::enter);
     if tty && let Ok(mut m) = Attached::connect(&c.dir) {
         if let Some((rows, cols)) = kiln::sandbox::tty::terminal_size() {
             let _ = m.resize(rows, cols);
@@ -600,7 +609,7 @@ pub fn attach(root: Option<PathBuf>, args: AttachArgs) -> Result<ExitCode, Error
             });
         }
     }
-    if c.record.open_stdin && !args.no_stdin {
+    if input {
         let mut monitor = Attached::connect(&c.dir)
             .map_err(|e| Error::Run(1, format!("attaching to {}: {e}", c.record.name)))?;
         let (stop, detached) = (stop.clone(), detached.clone());
@@ -612,6 +621,7 @@ pub fn attach(root: Option<PathBuf>, args: AttachArgs) -> Result<ExitCode, Error
             loop {
                 match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => {
+                        let _ = monitor.send(&escape.rest());
                         let _ = monitor.close_input();
                         return;
                     }
@@ -628,7 +638,7 @@ pub fn attach(root: Option<PathBuf>, args: AttachArgs) -> Result<ExitCode, Error
         });
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    follow_run(&c, false, &stop, |e| {
+    follow_run(&c, false, &|| stop.load(Ordering::SeqCst), |e| {
         let to: &mut dyn Write = match (tty, e.stream) {
             (false, kiln::container::logs::Stream::Stderr) => &mut err,
             _ => &mut out,
@@ -639,7 +649,14 @@ pub fn attach(root: Option<PathBuf>, args: AttachArgs) -> Result<ExitCode, Error
     if detached.load(Ordering::SeqCst) {
         return Ok(ExitCode::SUCCESS);
     }
-    let code = c.state().exit_code.unwrap_or(0);
+    // A `--rm` container is gone by now: its code was left beside it.
+    let code = match c.dir.exists() {
+        true => c.state().exit_code.unwrap_or(0),
+        false => std::fs::read_to_string(container::exit_file(&c.dir))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0),
+    };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 

@@ -88,7 +88,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     };
     let (past, mut follow) = events::read_then_follow(store.root());
     drop(store);
-    if since.is_some() {
+    // Past events only when a time is given, as docker's.
+    if since.is_some() || until.is_some() {
         for e in past.iter().filter(|e| wanted(e)) {
             print(e)?;
         }

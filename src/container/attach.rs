@@ -42,7 +42,13 @@ pub(super) struct Input {
     /// The last size asked for: a run's pty gets it when it comes (a
     /// client resizes as soon as it started the container).
     size: Option<(u16, u16)>,
+    /// Input sent before a tty's master came (a client sends as soon as
+    /// it is attached, before the start): given to it when it comes.
+    early: Vec<u8>,
 }
+
+/// The most input kept for a pty that is not there yet.
+const MAX_EARLY: usize = 64 << 10;
 
 /// The input of a container's current run, shared by its monitor's
 /// attach server and the run.
@@ -56,8 +62,15 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Input> {
 pub(super) fn set(shared: &Shared, writer: Option<File>, master: Option<OwnedFd>) {
     let mut i = lock(shared);
     // Dropped when closed already: the container reads the end at once.
-    if writer.is_some() && !i.closed {
-        i.writer = writer;
+    if let Some(w) = writer.filter(|_| !i.closed) {
+        let early = std::mem::take(&mut i.early);
+        // Written beside: a pty nobody reads yet may not take it all now.
+        if !early.is_empty()
+            && let Ok(mut copy) = w.try_clone()
+        {
+            std::thread::spawn(move || copy.write_all(&early));
+        }
+        i.writer = Some(w);
     }
     if let Some(m) = master {
         if let Some((rows, cols)) = i.size {
@@ -82,8 +95,9 @@ fn through(dir: &File) -> String {
 }
 
 /// Listens on the container's `attach.sock` (mode 0600) for the life of
-/// the monitor; `stdin_once`: a client's [`CLOSE`] closes the input.
-pub(super) fn serve(dir: &Path, shared: Shared, stdin_once: bool) -> io::Result<()> {
+/// the monitor; `stdin_once`: a client's [`CLOSE`] closes the input (not a
+/// `tty`'s: its input ends with ^D).
+pub(super) fn serve(dir: &Path, shared: Shared, stdin_once: bool, tty: bool) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let handle = File::open(dir)?;
     let _ = std::fs::remove_file(dir.join(SOCKET));
@@ -92,7 +106,7 @@ pub(super) fn serve(dir: &Path, shared: Shared, stdin_once: bool) -> io::Result<
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let shared = shared.clone();
-            std::thread::spawn(move || client(stream, &shared, stdin_once));
+            std::thread::spawn(move || client(stream, &shared, stdin_once && !tty));
         }
     });
     Ok(())
@@ -117,21 +131,22 @@ fn client(mut stream: UnixStream, shared: &Shared, stdin_once: bool) {
             DATA => {
                 // Written through a copy of the writer, outside the lock:
                 // a full pipe blocks this client only.
-                let writer = lock(shared)
-                    .writer
-                    .as_ref()
-                    .and_then(|w| w.try_clone().ok());
+                let writer = {
+                    let mut i = lock(shared);
+                    if i.writer.is_none() && !i.closed && i.early.len() < MAX_EARLY {
+                        i.early.extend_from_slice(&payload);
+                    }
+                    i.writer.as_ref().and_then(|w| w.try_clone().ok())
+                };
                 if let Some(mut w) = writer {
                     let _ = w.write_all(&payload);
                 }
             }
             CLOSE if stdin_once => {
                 let mut i = lock(shared);
-                // A pty is not hung up for it: its input ends with ^D.
-                if i.master.is_none() {
-                    i.writer = None;
-                    i.closed = true;
-                }
+                i.writer = None;
+                i.early.clear();
+                i.closed = true;
             }
             RESIZE if payload.len() == 4 => {
                 let rows = u16::from_be_bytes([payload[0], payload[1]]);
@@ -150,15 +165,15 @@ fn client(mut stream: UnixStream, shared: &Shared, stdin_once: bool) {
 /// Follows the output of the container's current run (or of its next one,
 /// while it is created: clients attach before they start it) from now, or
 /// from the log's start with `past`; hands each entry to `emit` until the
-/// run ends, `emit` returns false, or `stop` is set.
+/// run ends, `emit` returns false, or `stop` says so (looked at between
+/// reads, entries or not: a client gone while nothing is written).
 pub fn follow_run(
     c: &super::Container,
     past: bool,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &dyn Fn() -> bool,
     mut emit: impl FnMut(&super::logs::Entry) -> bool,
 ) {
     use super::logs::Tail;
-    use std::sync::atomic::Ordering;
     let first = c.state();
     // What is in the log now is an earlier run's: not this attach's.
     let mut tail = match past {
@@ -179,7 +194,7 @@ pub fn follow_run(
                 return;
             }
         }
-        if ended || stop.load(Ordering::SeqCst) {
+        if ended || stop() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -238,6 +253,7 @@ impl Escape {
             if b == self.keys[self.held.len()] {
                 self.held.push(b);
                 if self.held.len() == self.keys.len() {
+                    self.held.clear();
                     return (out, true);
                 }
                 continue;
@@ -249,6 +265,12 @@ impl Escape {
             }
         }
         (out, false)
+    }
+
+    /// What is held back at the input's end (a start of the keys that
+    /// never finished): the input's own bytes.
+    pub fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
     }
 }
 
@@ -311,7 +333,7 @@ mod tests {
     fn input_reaches_the_writer_and_close_closes_it_only_once_asked() {
         let dir = tempfile::tempdir().unwrap();
         let shared: Shared = Arc::default();
-        serve(dir.path(), shared.clone(), true).unwrap();
+        serve(dir.path(), shared.clone(), true, false).unwrap();
         let (mut r, w) = std::io::pipe().unwrap();
         set(&shared, Some(File::from(OwnedFd::from(w))), None);
         let mut a = Attached::connect(dir.path()).unwrap();
@@ -320,13 +342,44 @@ mod tests {
         r.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello\n");
         a.close_input().unwrap();
-        // The writer is dropped: the reader sees the end.
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).unwrap();
+        // The writer is dropped: the reader sees the end (within seconds,
+        // or the test fails rather than hangs).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = tx.send(r.read_to_end(&mut rest).map(|_| rest));
+        });
+        let rest = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the input was not closed")
+            .unwrap();
         assert!(rest.is_empty());
         let mode = std::fs::metadata(dir.path().join(SOCKET)).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_ttys_early_input_waits_for_it_and_close_does_not_end_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared: Shared = Arc::default();
+        serve(dir.path(), shared.clone(), true, true).unwrap();
+        let mut a = Attached::connect(dir.path()).unwrap();
+        a.send(b"typed ahead").unwrap();
+        a.close_input().unwrap();
+        // Served in order: once a resize is seen, so were the frames before.
+        a.resize(3, 4).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while lock(&shared).size.is_none() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let (mut r, w) = std::io::pipe().unwrap();
+        set(&shared, Some(File::from(OwnedFd::from(w))), None);
+        let mut got = [0u8; 11];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"typed ahead");
+        assert!(lock(&shared).writer.is_some(), "a tty's CLOSE closed it");
     }
 
     #[test]
@@ -350,20 +403,27 @@ mod tests {
         assert_eq!(e.scan(b"c"), (b"\x10c".to_vec(), false));
         assert_eq!(e.scan(b"\x10\x10"), (b"\x10".to_vec(), false));
         assert_eq!(e.scan(b"\x11rest"), (Vec::new(), true));
+        // Scanned on after a match, it starts over.
+        assert_eq!(e.scan(b"\x10"), (Vec::new(), false));
+        assert_eq!(e.rest(), b"\x10");
+        assert_eq!(
+            Escape::new(Vec::new()).scan(b"\x10\x11"),
+            (b"\x10\x11".to_vec(), false)
+        );
     }
 
     #[test]
     fn without_stdin_once_the_input_stays_open() {
         let dir = tempfile::tempdir().unwrap();
         let shared: Shared = Arc::default();
-        serve(dir.path(), shared.clone(), false).unwrap();
+        serve(dir.path(), shared.clone(), false, false).unwrap();
         let (mut r, w) = std::io::pipe().unwrap();
         set(&shared, Some(File::from(OwnedFd::from(w))), None);
+        // One connection, so its frames are served in order: the close
+        // comes first, and the input is still open after it.
         let mut a = Attached::connect(dir.path()).unwrap();
         a.close_input().unwrap();
-        drop(a);
-        let mut b = Attached::connect(dir.path()).unwrap();
-        b.send(b"again").unwrap();
+        a.send(b"again").unwrap();
         let mut got = [0u8; 5];
         r.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"again");

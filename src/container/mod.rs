@@ -890,6 +890,7 @@ impl Container {
     /// dead kiln left included).
     pub fn kill_all(&self) -> Result<(), ContainerError> {
         let _ = state::update(&self.dir, |s| s.stopped_by_user = true);
+        let running = self.state().is_running();
         let st = state::read(&self.dir);
         // The monitor first, so it starts nothing again; its container dies
         // with it (the init's parent-death signal).
@@ -898,6 +899,11 @@ impl Container {
         }
         if let Some(i) = st.init {
             let _ = i.signal(9);
+        }
+        // The monitor that would have told of the end is gone: told here.
+        if running {
+            self.event("kill", [("signal".into(), "9".into())]);
+            self.event("die", [("exitCode".into(), "137".into())]);
         }
         self.wait_stopped(std::time::Duration::from_secs(10));
         sandbox::reclaim(&self.record.id);
@@ -936,7 +942,6 @@ impl Container {
             sandbox::reclaim(&self.record.id);
             networks::release(self);
         }
-        // Said before the directory goes: the journal is found from it.
         self.event("destroy", []);
         remove_dir(&self.dir);
         Ok(())

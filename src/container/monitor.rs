@@ -305,7 +305,8 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
     };
     // Attached clients reach the container's input (and a tty's size)
     // through this monitor, whichever run is current. Each run's stdin
-    // pipe is made before anyone can attach, so no early input is lost.
+    // pipe is made before anyone can attach, so no early input is lost (a
+    // tty's, sent before its pty exists, is kept for it: attach.rs).
     let input = attach::Shared::default();
     let pipe_stdin = c.record.open_stdin && !c.record.spec.tty;
     let stdin_pipe = || -> Option<std::io::PipeReader> {
@@ -315,7 +316,7 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
     };
     let mut stdin = pipe_stdin.then(stdin_pipe).flatten();
     if (c.record.open_stdin || c.record.spec.tty)
-        && let Err(e) = attach::serve(&dir, input.clone(), c.record.stdin_once)
+        && let Err(e) = attach::serve(&dir, input.clone(), c.record.stdin_once, c.record.spec.tty)
     {
         say(
             &mut ready,
@@ -336,6 +337,9 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
             Ok(code) => (*code, None),
             Err(e) => (e.exit_code(), Some(e.to_string())),
         };
+        // Told before the state says so: a `stop` waiting for the state
+        // records its own event after this one, docker's order.
+        c.event("die", [("exitCode".into(), code.to_string())]);
         let st = state::update(&dir, |s| {
             s.status = Status::Exited;
             s.exit_code = Some(code);
@@ -345,7 +349,6 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
             s.clone()
         })
         .unwrap_or_default();
-        c.event("die", [("exitCode".into(), code.to_string())]);
         last_code = code;
         // Said after the state is written: the command told of the failure
         // finds the container exited.
@@ -427,6 +430,7 @@ pub fn run_foreground(
         Ok(code) => (*code, None),
         Err(e) => (e.exit_code(), Some(e.to_string())),
     };
+    c.event("die", [("exitCode".into(), code.to_string())]);
     let _ = state::update(&c.dir, |s| {
         s.status = Status::Exited;
         s.exit_code = Some(code);
@@ -434,7 +438,6 @@ pub fn run_foreground(
         s.finished_at = Some(state::now());
         s.init = None;
     });
-    c.event("die", [("exitCode".into(), code.to_string())]);
     drop(dirs);
     if c.record.auto_remove {
         c.event("destroy", []);

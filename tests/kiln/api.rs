@@ -472,6 +472,12 @@ fn the_docker_cli_runs_interactively_through_kiln() {
         (text(&out.stdout), text(&out.stderr), out.status.code()),
         ("hello there\n".into(), "done\n".into(), Some(3))
     );
+    // Piped bytes pass as they are: ctrl-p ctrl-q detach only a terminal.
+    let out = svc.docker_with_input(
+        &["run", "-i", "--rm", "box:1", "od", "-An", "-tx1"],
+        b"a\x10\x11b\x10",
+    );
+    assert_eq!(text(&out.stdout).trim(), "61 10 11 62 10");
     // Without -i, standard input is closed: cat ends at once.
     let out = svc.docker_with_input(&["run", "--rm", "box:1", "cat"], b"not read\n");
     assert_eq!(
@@ -504,6 +510,27 @@ fn the_docker_cli_runs_interactively_through_kiln() {
             &serde_json::json!(false)
         )
     );
+    // A detached exec's output goes nowhere, and it runs to its end.
+    svc.ok(&[
+        "exec",
+        "-d",
+        "shell",
+        "sh",
+        "-c",
+        "echo up; echo more >&2; touch /ready",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !svc
+        .docker(&["exec", "shell", "test", "-e", "/ready"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the detached exec did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = svc.docker_with_input(
         &["exec", "-i", "shell", "sh", "-c", "cat; exit 4"],
         b"piped\n",
@@ -602,6 +629,10 @@ fn docker_events_tell_what_happened() {
     svc.ok(&["rmi", "box:other"]);
     svc.ok(&["volume", "create", "vol1"]);
     svc.ok(&["rm", "once"]);
+    // A forced removal kills the monitor that would have told of the end:
+    // the kill and the death are told all the same.
+    svc.ok(&["run", "-d", "--name", "bg", "box:1", "sleep", "60"]);
+    svc.ok(&["rm", "-f", "bg"]);
     // kiln's own commands are in the same journal: there is no daemon.
     ok(k(store.path(), &[], &["volume", "rm", "vol1"]));
     let mut first = String::new();
@@ -636,6 +667,11 @@ fn docker_events_tell_what_happened() {
             "image untag box:other <no value>",
             "volume create <no value> <no value>",
             "container destroy once <no value>",
+            "container create bg <no value>",
+            "container start bg <no value>",
+            "container kill bg <no value>",
+            "container die bg 137",
+            "container destroy bg <no value>",
             "volume destroy <no value> <no value>",
         ]
     );
