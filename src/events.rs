@@ -314,6 +314,18 @@ impl Follow {
     }
 }
 
+/// The filter keys [`matches`] takes.
+pub const FILTERS: [&str; 8] = [
+    "type",
+    "event",
+    "action",
+    "container",
+    "image",
+    "network",
+    "volume",
+    "label",
+];
+
 /// Docker's filters on events (`type`, `event`, `container`, `image`,
 /// `network`, `volume`, `label`): every key given must match one of its
 /// values.

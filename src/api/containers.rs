@@ -1338,7 +1338,7 @@ async fn commit(
 }
 
 /// A query string's pairs, decoded (keys repeat: `changes=...&changes=...`).
-fn url_pairs(query: &str) -> Vec<(String, String)> {
+pub(super) fn url_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|kv| !kv.is_empty())

@@ -33,19 +33,7 @@ async fn stream(
             .transpose()
     };
     let (since, until) = (time("since")?, time("until")?);
-    let filters = super::filters_of(
-        &q,
-        &[
-            "type",
-            "event",
-            "action",
-            "container",
-            "image",
-            "network",
-            "volume",
-            "label",
-        ],
-    )?;
+    let filters = super::filters_of(&q, &events::FILTERS)?;
     let root = state.store.root().to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::task::spawn_blocking(move || {

@@ -421,18 +421,7 @@ async fn create(
     State(state): State<Shared>,
     raw: axum::http::Request<axum::body::Body>,
 ) -> Result<axum::response::Response, ApiError> {
-    let query = raw.uri().query().unwrap_or_default().to_string();
-    let pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (
-                super::build::percent_decode(k),
-                super::build::percent_decode(v),
-            )
-        })
-        .collect();
+    let pairs = super::containers::url_pairs(raw.uri().query().unwrap_or_default());
     if pairs.iter().any(|(k, v)| k == "fromSrc" && v == "-") {
         return import(state, &pairs, raw.into_body()).await;
     }

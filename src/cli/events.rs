@@ -46,17 +46,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         let (k, v) = f.split_once('=').ok_or_else(|| {
             Error::Usage(format!("bad format of filter {f:?} (expected name=value)"))
         })?;
-        const KEYS: [&str; 8] = [
-            "type",
-            "event",
-            "action",
-            "container",
-            "image",
-            "network",
-            "volume",
-            "label",
-        ];
-        if !KEYS.contains(&k) {
+        if !events::FILTERS.contains(&k) {
             return Err(Error::Usage(format!("invalid filter '{k}'")));
         }
         filters
