@@ -444,6 +444,20 @@ fn the_docker_cli_drives_kiln() {
             .trim(),
         kiln_id[0]["Id"].as_str().unwrap()
     );
+    // And through a pipe, as `docker save | docker load` is written.
+    svc.ok(&["tag", "box:1", "piped:1"]);
+    let piped = Command::new("sh")
+        .args(["-c", "docker save piped:1 | docker load"])
+        .env("DOCKER_HOST", format!("unix://{}", svc.socket.display()))
+        .env("DOCKER_CONFIG", svc.home.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        (text(&piped.stdout), piped.status.success()),
+        ("Loaded image: piped:1\n".into(), true),
+        "{}",
+        text(&piped.stderr)
+    );
 }
 
 /// Standard input and terminals through the API: `docker run -i` with
