@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -56,6 +56,121 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '
 
 /// A sealed, executable in-memory copy of this program.
 fn sealed_self() -> Result<OwnedFd, SandboxError> {
+    // Made once per process: a build's steps and a monitor's restarts
+    // start from the same handle.
+    static OVERLAY: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    if let Some(fd) = OVERLAY.get_or_init(|| read_only_self().ok()) {
+        return fd.try_clone().map_err(setup("dup"));
+    }
+    copied_self()
+}
+
+/// kiln's binary opened through a read-only overlayfs mount made with the
+/// new mount API and attached nowhere (runc 1.2's answer to
+/// CVE-2019-5736): a write through the container's `/proc/PID/exe`
+/// meets EROFS, and nothing is copied (the memfd copy of a 28 MB binary
+/// was most of a container's start). Needs CAP_SYS_ADMIN here (root);
+/// None otherwise, and the caller copies.
+fn read_only_self() -> io::Result<OwnedFd> {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
+        return Err(io::Error::other("kiln's path has no directory"));
+    };
+    // Without an upper layer overlayfs wants two lower ones: the second is
+    // an empty directory, gone once the mount holds it.
+    let empty = tempfile::tempdir()?;
+    let layers = [dir, empty.path()];
+    if layers
+        .iter()
+        .any(|p| p.as_os_str().as_bytes().iter().any(|b| b":,\\".contains(b)))
+    {
+        return Err(io::Error::other("a layer's path holds ':' or ','"));
+    }
+    let lowerdir = CString::new(format!("{}:{}", dir.display(), empty.path().display()))?;
+    let cstr = |s: &str| CString::new(s).map_err(io::Error::other);
+    let check = |r: libc::c_long| -> io::Result<libc::c_long> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+    let overlay = cstr("overlay")?;
+    let key = cstr("lowerdir")?;
+    // SAFETY: fsopen, fsconfig and fsmount take the NUL-terminated strings
+    // and descriptors above, which outlive the calls; each returned
+    // descriptor is owned at once.
+    let context = unsafe {
+        OwnedFd::from_raw_fd(check(libc::syscall(
+            libc::SYS_fsopen,
+            overlay.as_ptr(),
+            FSOPEN_CLOEXEC,
+        ))? as RawFd)
+    };
+    // SAFETY: as above.
+    unsafe {
+        check(libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            lowerdir.as_ptr(),
+            0,
+        ))?;
+        check(libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        ))?;
+    }
+    // SAFETY: as above.
+    let mount = unsafe {
+        OwnedFd::from_raw_fd(check(libc::syscall(
+            libc::SYS_fsmount,
+            context.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        ))? as RawFd)
+    };
+    let file = nix::fcntl::openat(
+        &mount,
+        std::path::Path::new(name),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // The copy must be kiln itself, not what the directory holds now.
+    let ours = std::fs::metadata("/proc/self/exe")?;
+    let theirs = nix::sys::stat::fstat(&file)?;
+    use std::os::unix::fs::MetadataExt;
+    // (Overlayfs may number inodes its own way: size and mtime tell.)
+    if ours.size() != theirs.st_size as u64
+        || ours.mtime() != theirs.st_mtime
+        || ours.mtime_nsec() != theirs.st_mtime_nsec
+    {
+        return Err(io::Error::other(
+            "kiln's binary was replaced since it started",
+        ));
+    }
+    Ok(file)
+}
+
+/// A sealed in-memory copy of kiln's binary (rootless, or where the
+/// overlay cannot be made).
+fn copied_self() -> Result<OwnedFd, SandboxError> {
     let fd = memfd_create(
         "kiln-init",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,

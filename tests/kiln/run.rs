@@ -334,6 +334,48 @@ fn regression_proc_1_exe_is_not_the_host_binary() {
     );
 }
 
+/// CVE-2019-5736 as it was done: hold the init's `/proc/PID/exe` (O_PATH)
+/// while it runs, then write through it once it has ended and the file
+/// is no longer busy. kiln's init runs from kiln's binary opened through
+/// a read-only mount (or a sealed copy), so the write fails and the
+/// host's kiln is unchanged.
+#[test]
+fn regression_the_inits_exe_cannot_be_written_once_it_ends() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(root) = store() else { return };
+    let host_kiln = PathBuf::from(env!("CARGO_BIN_EXE_kiln"));
+    let before = std::fs::read(&host_kiln).unwrap();
+    let k = |args: &[&str]| kiln().arg("--root").arg(root).args(args).output().unwrap();
+    let out = k(&["run", "-d", "--name", "exe-guard", "box:1", "sleep", "30"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&k(&["inspect", "exe-guard"]).stdout).unwrap();
+    let pid = inspect[0]["State"]["Pid"].as_u64().unwrap();
+    assert!(pid > 0, "{inspect}");
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap();
+    assert!(k(&["rm", "-f", "exe-guard"]).status.success());
+    use std::os::fd::AsRawFd;
+    let through = format!("/proc/self/fd/{}", held.as_raw_fd());
+    let wrote = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&through)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"pwned"));
+    let e = wrote.expect_err("the init's binary took a write");
+    assert!(
+        [nix::libc::EROFS, nix::libc::EPERM].contains(&e.raw_os_error().unwrap_or(0)),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&host_kiln).unwrap(),
+        before,
+        "the host's kiln is unchanged"
+    );
+}
+
 /// A symlink in the image must not redirect a bind mount onto the host:
 /// targets are resolved inside the container's root.
 #[test]
