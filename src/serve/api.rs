@@ -436,7 +436,16 @@ async fn registry(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
     // never done.
     for image in checked.clone() {
         let s = s.clone();
-        tokio::spawn(async move { s.check_base(&image).await });
+        // A registry busy with the push just notified may not answer the
+        // first check: tried again for a while, not left to the schedule.
+        tokio::spawn(async move {
+            for wait in [1, 2, 4, 8, 16] {
+                if s.check_base(&image).await {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            }
+        });
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "checked": checked }))).into_response())
 }

@@ -32,8 +32,9 @@ impl Service {
 
     /// One check of base `image`: record its digest; when it changed since
     /// the last check (or the store lacks it), pull it; when it changed,
-    /// queue the targets built on it.
-    pub async fn check_base(&self, image: &str) {
+    /// queue the targets built on it. False when the registry could not
+    /// be asked or the pull failed (a later check tries again).
+    pub async fn check_base(&self, image: &str) -> bool {
         let outcome = self.head_base(image).await;
         let previous = self.db().base(image).ok().flatten().and_then(|b| b.digest);
         let digest = match &outcome {
@@ -41,7 +42,7 @@ impl Service {
             Err(e) => {
                 eprintln!("kiln serve: checking base {image}: {e}");
                 let _ = self.db().record_base(image, Err(e));
-                return;
+                return false;
             }
         };
         let changed = previous.as_ref().is_some_and(|p| *p != digest);
@@ -56,12 +57,12 @@ impl Service {
             if let Err(e) = self.pull_base(image).await {
                 eprintln!("kiln serve: pulling base {image}: {e}");
                 let _ = self.db().record_base(image, Err(&e));
-                return;
+                return false;
             }
         }
         let _ = self.db().record_base(image, Ok(&digest));
         if !changed {
-            return;
+            return true;
         }
         self.metrics
             .base_changes
@@ -76,6 +77,7 @@ impl Service {
                 eprintln!("kiln serve: queueing {}: {e}", t.name);
             }
         }
+        true
     }
 
     async fn head_base(&self, image: &str) -> Result<String, String> {

@@ -153,7 +153,7 @@ fn serve_warms_targets_for_a_fleet() {
     // endpoint), so a new base is seen at once, not on a schedule.
     let port = free_port();
     let notify = format!(
-        "notifications:\n  endpoints:\n    - name: kiln\n      url: http://127.0.0.1:{port}/v1/hooks/registry\n      headers:\n        Authorization: [Bearer s3cret]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+        "notifications:\n  endpoints:\n    - name: kiln\n      url: http://127.0.0.1:{port}/v1/hooks/registry\n      headers:\n        Authorization: [Bearer s3cret]\n      timeout: 10s\n      threshold: 3\n      backoff: 1s\n"
     );
     let Some(reg) = Registry::start_with(false, &notify) else {
         return;
@@ -526,17 +526,24 @@ fn serve_keeps_the_store_under_max_size() {
     let first = served.wait(job["id"].as_i64().unwrap());
     assert_eq!(first["status"], "built", "{first}");
     // The 4 MB layer went (its record, blob and snapshot): the next job
-    // runs the step again.
-    let metrics = served.get("/metrics").1;
-    let evicted: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("kiln_evicted_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(
-        evicted >= 8 << 20,
-        "blob and snapshot of 4 MiB each: {metrics}"
-    );
+    // runs the step again. Eviction follows the job's end: waited for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = served.get("/metrics").1;
+        let evicted: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("kiln_evicted_bytes_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if evicted >= 8 << 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "blob and snapshot of 4 MiB each: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let cache: Value = serde_json::from_str(&served.get("/v1/cache").1).unwrap();
     assert_eq!(cache["max_size"], 1_000_000, "{cache}");
     assert!(
