@@ -54,15 +54,21 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '
     move |e| SandboxError::Setup(format!("{what}: {e}"))
 }
 
-/// A sealed, executable in-memory copy of this program.
+/// This program as a handle to exec that no container can write through:
+/// through a read-only mount, or a sealed copy. Made once per process: a
+/// build's steps and a monitor's restarts start from the same handle.
 fn sealed_self() -> Result<OwnedFd, SandboxError> {
-    // Made once per process: a build's steps and a monitor's restarts
-    // start from the same handle.
-    static OVERLAY: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
-    if let Some(fd) = OVERLAY.get_or_init(|| read_only_self().ok()) {
+    static SEALED: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = SEALED.get() {
         return fd.try_clone().map_err(setup("dup"));
     }
-    copied_self()
+    let fd = match read_only_self() {
+        Ok(fd) => fd,
+        Err(_) => copied_self()?,
+    };
+    // Two threads may both make one: either is kept, both are sound.
+    let kept = SEALED.get_or_init(|| fd);
+    kept.try_clone().map_err(setup("dup"))
 }
 
 /// kiln's binary opened through a read-only overlayfs mount made with the
@@ -169,7 +175,8 @@ fn read_only_self() -> io::Result<OwnedFd> {
 }
 
 /// A sealed in-memory copy of kiln's binary (rootless, or where the
-/// overlay cannot be made).
+/// overlay cannot be made): sealed, it is as safe to share as the overlay's
+/// handle.
 fn copied_self() -> Result<OwnedFd, SandboxError> {
     let fd = memfd_create(
         "kiln-init",
