@@ -155,10 +155,12 @@ fn read_only_self() -> io::Result<OwnedFd> {
     let file = nix::fcntl::openat(
         &mount,
         std::path::Path::new(name),
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        // A symlink put there since is not followed: its own size and
+        // mtime then fail the check below.
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    // The copy must be kiln itself, not what the directory holds now.
+    // The handle must be kiln itself, not what the directory holds now.
     let ours = std::fs::metadata("/proc/self/exe")?;
     let theirs = nix::sys::stat::fstat(&file)?;
     use std::os::unix::fs::MetadataExt;
