@@ -78,16 +78,10 @@ async fn build_image(
         .tempdir()
         .map_err(|e| ApiError::internal(format!("a directory for the context: {e}")))?;
     let tar_path = work.path().join("context.tar");
-    {
-        let mut file = std::fs::File::create(&tar_path)
-            .map_err(|e| ApiError::internal(format!("writing the context: {e}")))?;
-        let mut body = raw.into_body().into_data_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the context: {e}")))?;
-            file.write_all(&chunk)
-                .map_err(|e| ApiError::internal(format!("writing the context: {e}")))?;
-        }
-    }
+    let file = std::fs::File::create(&tar_path)
+        .map_err(|e| ApiError::internal(format!("writing the context: {e}")))?;
+    super::body_to_file(raw.into_body(), &file, "context").await?;
+    drop(file);
     let opts = Options {
         context: work.path().join("context"),
         tags: names,

@@ -1255,15 +1255,7 @@ impl Sample {
     /// Docker's stats object: this sample, `before` as its precpu.
     fn docker_json(&self, c: &Container, before: &Sample) -> Value {
         let mem: u64 = self.procs.iter().map(|p| p.rss).sum();
-        let total = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1024;
+        let total = crate::sandbox::process::memory_total();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cpu_stats = |s: &Sample| {
             serde_json::json!({
@@ -1296,18 +1288,8 @@ async fn commit(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let query = raw.uri().query().unwrap_or_default().to_string();
     let pairs: Vec<(String, String)> = url_pairs(&query);
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
-    let changes: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "changes")
-        .map(|(_, v)| v.clone())
-        .collect();
+    let get = |k: &str| first(&pairs, k);
+    let changes = every(&pairs, "changes");
     let id = get("container").ok_or_else(|| ApiError::bad("container is required"))?;
     let name = match (get("repo"), get("tag")) {
         (Some(r), Some(t)) => Some(format!("{}:{t}", super::images::familiar(&r))),
@@ -1335,6 +1317,24 @@ async fn commit(
         ))
     })
     .await
+}
+
+/// The first non-empty value of `key` among a query's pairs.
+pub(super) fn first(pairs: &[(String, String)], key: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty())
+}
+
+/// Every value of `key` among a query's pairs, in order.
+pub(super) fn every(pairs: &[(String, String)], key: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 /// A query string's pairs, decoded (keys repeat: `changes=...&changes=...`).

@@ -218,19 +218,9 @@ async fn load(
     State(state): State<Shared>,
     raw: axum::http::Request<axum::body::Body>,
 ) -> Result<axum::response::Response, ApiError> {
-    use futures::StreamExt;
-    use std::io::Write;
     let tmp = tempfile::NamedTempFile::new()
         .map_err(|e| ApiError::internal(format!("a file for the archive: {e}")))?;
-    {
-        let mut file = tmp.as_file();
-        let mut body = raw.into_body().into_data_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the archive: {e}")))?;
-            file.write_all(&chunk)
-                .map_err(|e| ApiError::internal(format!("writing the archive: {e}")))?;
-        }
-    }
+    super::body_to_file(raw.into_body(), tmp.as_file(), "archive").await?;
     let gc = state.gc.clone().read_owned().await;
     blocking(move || {
         let _gc = gc;
@@ -435,15 +425,7 @@ async fn import(
     pairs: &[(String, String)],
     body: axum::body::Body,
 ) -> Result<axum::response::Response, ApiError> {
-    use futures::StreamExt;
-    use std::io::Write;
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |k: &str| super::containers::first(pairs, k);
     let repo = get("repo").ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -455,22 +437,10 @@ async fn import(
         None => familiar(&repo).to_string(),
     };
     let name: crate::image::Name = name.parse().map_err(ApiError::bad)?;
-    let changes: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "changes")
-        .map(|(_, v)| v.clone())
-        .collect();
+    let changes = super::containers::every(pairs, "changes");
     let tmp = tempfile::NamedTempFile::new()
         .map_err(|e| ApiError::internal(format!("a file for the tarball: {e}")))?;
-    {
-        let mut file = tmp.as_file();
-        let mut body = body.into_data_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the tarball: {e}")))?;
-            file.write_all(&chunk)
-                .map_err(|e| ApiError::internal(format!("writing the tarball: {e}")))?;
-        }
-    }
+    super::body_to_file(body, tmp.as_file(), "tarball").await?;
     let gc = state.gc.clone().read_owned().await;
     blocking(move || {
         let _gc = gc;

@@ -364,6 +364,24 @@ pub(crate) fn filters_of(
     Ok(out)
 }
 
+/// Writes a request's body to `file` as it arrives (a context, an archive,
+/// a tarball: they may be large); `what` names it in errors.
+pub(crate) async fn body_to_file(
+    body: axum::body::Body,
+    mut file: &std::fs::File,
+    what: &str,
+) -> Result<(), ApiError> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let mut body = body.into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the {what}: {e}")))?;
+        file.write_all(&chunk)
+            .map_err(|e| ApiError::internal(format!("writing the {what}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// A query string's flag as Docker reads it: `1`, `true`, `True`.
 pub(crate) fn flag(v: Option<&String>) -> bool {
     v.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))

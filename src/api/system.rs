@@ -73,15 +73,7 @@ async fn info(State(state): State<Shared>) -> Result<Json<serde_json::Value>, su
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        let mem = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1024;
+        let mem = crate::sandbox::process::memory_total();
         let cgroup2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         Ok(Json(serde_json::json!({
             "ID": "kiln",

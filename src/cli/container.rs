@@ -1021,18 +1021,7 @@ fn stats_table(targets: &[Container], interval: std::time::Duration) -> String {
     let before: Vec<u64> = targets.iter().map(ticks).collect();
     std::thread::sleep(interval);
     let hz = kiln::sandbox::process::ticks_per_second() as f64;
-    let total_mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:")?
-                .trim()
-                .trim_end_matches(" kB")
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0)
-        * 1024;
+    let total_mem = kiln::sandbox::process::memory_total();
     let mut rows = vec![
         [
             "CONTAINER ID",

@@ -99,6 +99,24 @@ pub fn ticks_per_second() -> u64 {
         .map_or(100, |t| t as u64)
 }
 
+/// The machine's memory in bytes (`MemTotal` of /proc/meminfo; 0 when
+/// unreadable).
+pub fn memory_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
 /// Every process in the PID namespace `of` is in (`of` included).
 pub fn in_pid_namespace(of: u32) -> Vec<Info> {
     let Ok(ns) = std::fs::read_link(format!("/proc/{of}/ns/pid")) else {

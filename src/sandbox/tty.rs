@@ -7,12 +7,12 @@
 //! window size is passed on at start and on every SIGWINCH.
 
 use nix::pty::{PtyMaster, Winsize, grantpt, posix_openpt, ptsname_r, unlockpt};
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 use std::fs::File;
 use std::io::IoSlice;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 
@@ -59,28 +59,10 @@ pub fn open_in_container(socket: RawFd) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(slave))
 }
 
-/// Receives the pty master the container's init sends over `socket`.
+/// Receives the pty master the container's init sends over `socket`
+/// (one descriptor, as every other passed between kiln's processes).
 pub fn receive_master(socket: &UnixStream) -> io::Result<OwnedFd> {
-    let mut buf = [0u8; 3];
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let fd = msg
-        .cmsgs()
-        .map_err(io::Error::from)?
-        .find_map(|c| match c {
-            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        })
-        .ok_or_else(|| io::Error::other("the container sent no pty"))?;
-    // SAFETY: SCM_RIGHTS just gave this process a new descriptor it owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    super::netns::receive_fd(socket)
 }
 
 /// Sets the window size of the pty whose master is `master` (docker's
