@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 struct Served {
     child: Child,
     base: String,
+    /// Its standard error: what a failing test shows.
+    log: tempfile::NamedTempFile,
 }
 
 impl Drop for Served {
@@ -27,18 +29,20 @@ impl Drop for Served {
 
 impl Served {
     fn start(root: &Path, config: &Path, port: u16) -> Served {
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = kiln()
             .arg("--root")
             .arg(root)
             .args(["serve", "--config"])
             .arg(config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
             .expect("kiln serve");
         let served = Served {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            log,
         };
         for _ in 0..200 {
             if served.get("/healthz").0 == 200 {
@@ -47,6 +51,11 @@ impl Served {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("kiln serve did not answer /healthz");
+    }
+
+    /// What it wrote to its standard error so far.
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     fn client() -> reqwest::blocking::Client {
@@ -412,7 +421,12 @@ context = "{local}"
         if let Some(j) = found {
             break j["id"].as_i64().unwrap();
         }
-        assert!(Instant::now() < deadline, "no job for the new base: {jobs}");
+        assert!(
+            Instant::now() < deadline,
+            "no job for the new base: {jobs}\nbases: {}\nservice's stderr:\n{}",
+            served.get("/v1/bases").1,
+            served.log_text()
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     let rewarmed = served.wait(rewarm);
