@@ -412,10 +412,15 @@ async fn registry(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
             "not a registry notification envelope ({\"events\": [...]})".into(),
         )
     })?;
-    let mut checked = Vec::new();
+    // Each base pushed, with the digest the event says its tag now names
+    // (the last such event's).
+    let mut checked: Vec<(String, Option<String>)> = Vec::new();
     for base in &s.config.bases {
-        if pushed.iter().any(|p| p.names(&base.image)) && !checked.contains(&base.image) {
-            checked.push(base.image.clone());
+        for p in pushed.iter().filter(|p| p.names(&base.image)) {
+            match checked.iter_mut().find(|(image, _)| *image == base.image) {
+                Some(entry) => entry.1 = p.digest.clone().or(entry.1.take()),
+                None => checked.push((base.image.clone(), p.digest.clone())),
+            }
         }
     }
     s.metrics
@@ -434,19 +439,23 @@ async fn registry(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
     // only so long (its endpoint timeout) and a check cut short by its
     // hanging up would leave a new digest seen but its pull and its jobs
     // never done.
-    for image in checked.clone() {
+    for (image, pushed) in checked.clone() {
         let s = s.clone();
-        // A registry busy with the push just notified may not answer the
-        // first check: tried again for a while, not left to the schedule.
+        // The distribution registry queues its event before it moves the
+        // tag, and a registry busy with the push may not answer at all: a
+        // check that fails, or still sees another digest than the one
+        // pushed, is tried again for a while, not left to the schedule.
         tokio::spawn(async move {
             for wait in [1, 2, 4, 8, 16] {
-                if s.check_base(&image).await {
+                let seen = s.check_base(&image).await;
+                if seen.is_some() && (pushed.is_none() || seen == pushed) {
                     return;
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
             }
         });
     }
+    let checked: Vec<String> = checked.into_iter().map(|(image, _)| image).collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "checked": checked }))).into_response())
 }
 

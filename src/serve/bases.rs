@@ -32,9 +32,10 @@ impl Service {
 
     /// One check of base `image`: record its digest; when it changed since
     /// the last check (or the store lacks it), pull it; when it changed,
-    /// queue the targets built on it. False when the registry could not
-    /// be asked or the pull failed (a later check tries again).
-    pub async fn check_base(&self, image: &str) -> bool {
+    /// queue the targets built on it. The digest seen; None when the
+    /// registry could not be asked or the pull failed (a later check tries
+    /// again).
+    pub async fn check_base(&self, image: &str) -> Option<String> {
         let outcome = self.head_base(image).await;
         let previous = self.db().base(image).ok().flatten().and_then(|b| b.digest);
         let digest = match &outcome {
@@ -42,7 +43,7 @@ impl Service {
             Err(e) => {
                 eprintln!("kiln serve: checking base {image}: {e}");
                 let _ = self.db().record_base(image, Err(e));
-                return false;
+                return None;
             }
         };
         let changed = previous.as_ref().is_some_and(|p| *p != digest);
@@ -57,12 +58,12 @@ impl Service {
             if let Err(e) = self.pull_base(image).await {
                 eprintln!("kiln serve: pulling base {image}: {e}");
                 let _ = self.db().record_base(image, Err(&e));
-                return false;
+                return None;
             }
         }
         let _ = self.db().record_base(image, Ok(&digest));
         if !changed {
-            return true;
+            return Some(digest);
         }
         self.metrics
             .base_changes
@@ -77,7 +78,7 @@ impl Service {
                 eprintln!("kiln serve: queueing {}: {e}", t.name);
             }
         }
-        true
+        Some(digest)
     }
 
     async fn head_base(&self, image: &str) -> Result<String, String> {

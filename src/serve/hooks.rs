@@ -182,6 +182,7 @@ mod tests {
             {"action":"push","target":{"repository":"library/debian","digest":"sha256:11"}}]}"#;
         let pushed = parse_registry_events(body).unwrap();
         assert_eq!(pushed.len(), 1);
+        assert_eq!(pushed[0].digest.as_deref(), Some("sha256:00"));
         assert!(pushed[0].names("127.0.0.1:5000/library/debian:bookworm"));
         assert!(!pushed[0].names("127.0.0.1:5001/library/debian:bookworm"));
         assert!(!pushed[0].names("127.0.0.1:5000/library/debian:trixie"));
@@ -281,6 +282,8 @@ pub struct RegistryPush {
     pub repository: String,
     /// The tag pushed.
     pub tag: String,
+    /// The manifest's digest the tag now names, when the event says.
+    pub digest: Option<String>,
 }
 
 impl RegistryPush {
@@ -311,6 +314,7 @@ pub fn parse_registry_events(body: &[u8]) -> Option<Vec<RegistryPush>> {
                     host: e["request"]["host"].as_str().map(str::to_string),
                     repository: e["target"]["repository"].as_str()?.to_string(),
                     tag: e["target"]["tag"].as_str()?.to_string(),
+                    digest: e["target"]["digest"].as_str().map(str::to_string),
                 })
             })
             .collect(),
