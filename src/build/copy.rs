@@ -340,7 +340,17 @@ pub(super) fn step<'a>(
                 .map(|r| r.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        let skip = |p: &Path| filter.take(&s.rel, &rel_of(p)) == copier::Take::Nothing;
+        // The walk names entries from the source: the filter wants them
+        // from the context.
+        let under = rel_of(&real);
+        let skip = |r: &str| {
+            let rel = match (under.as_str(), r) {
+                (u, "") => u.to_string(),
+                ("", r) => r.to_string(),
+                (u, r) => format!("{u}/{r}"),
+            };
+            filter.take(&s.rel, &rel) == copier::Take::Nothing
+        };
         names.push((
             format!("source content {}", s.name),
             digests.tree_digest(&real, &skip),

@@ -282,6 +282,9 @@ impl Matcher {
     /// True when `path` (relative to the context, `/`-separated) is excluded
     /// from the context: by a pattern matching it or one of its parents.
     pub fn is_ignored(&self, path: &str) -> bool {
+        if self.patterns.is_empty() {
+            return false;
+        }
         let path = clean(path);
         let parents: Vec<&str> = match path.rfind('/') {
             Some(i) => path[..i].split('/').collect(),

@@ -306,6 +306,7 @@ impl Store {
             path,
             hasher: Some(Sha256::new()),
             size: 0,
+            flushing: 0,
         })
     }
 
@@ -534,7 +535,12 @@ pub struct BlobWriter<'s> {
     /// None for a prehashed writer (`Store::blob_writer_prehashed`).
     hasher: Option<Sha256>,
     size: u64,
+    /// Bytes whose writeback has been started (`start_writeback`).
+    flushing: u64,
 }
+
+/// A blob writer starts the writeback of each this many new bytes.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl BlobWriter<'_> {
     /// Bytes written so far.
@@ -593,6 +599,13 @@ impl Write for BlobWriter<'_> {
             hasher.update(&buf[..n]);
         }
         self.size += n as u64;
+        if self.size - self.flushing >= WRITEBACK_STEP {
+            // Only a head start for `commit`'s fsync, which still waits
+            // for every page: a failure here changes nothing.
+            let _ =
+                crate::sandbox::fs::start_writeback(file, self.flushing, self.size - self.flushing);
+            self.flushing = self.size;
+        }
         Ok(n)
     }
 
