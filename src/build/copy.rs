@@ -300,6 +300,8 @@ pub(super) fn step<'a>(
     }
 
     let no_stat = StatCache::none();
+    let context_modes = b.opts.context_modes;
+    let context_perm = move |m: u32, is_dir: bool| context_modes.apply(m, is_dir);
     let parts = vec![
         ("parent", view.key.clone()),
         ("", kw.to_string()),
@@ -320,10 +322,10 @@ pub(super) fn step<'a>(
             format!("source {}", s.name),
             format!("{} {} {}", s.name, s.strip, s.remote),
         ));
-        let digests = if from_context && !s.remote {
-            &b.stat
+        let (digests, perm): (_, &dyn Fn(u32, bool) -> u32) = if from_context && !s.remote {
+            (&b.stat, &context_perm)
         } else {
-            &no_stat
+            (&no_stat, &|m, _| m)
         };
         // The walk is given the source's real path (no symlink in it) and
         // never follows a symlink below it.
@@ -353,13 +355,13 @@ pub(super) fn step<'a>(
         };
         names.push((
             format!("source content {}", s.name),
-            digests.tree_digest(&real, &skip),
+            digests.tree_digest(&real, &skip, perm),
         ));
         // A miss explained names the file: the tree's entries, by path
         // (the stat cache makes the second walk cheap).
         if b.opts.explain {
             let under = s.rel.trim_matches('/').trim_start_matches("./");
-            for (rel, value) in digests.tree_listing(&real, &skip) {
+            for (rel, value) in digests.tree_listing(&real, &skip, perm) {
                 let path = match (under, rel.as_str()) {
                     ("" | ".", r) => r.to_string(),
                     (u, "") => u.to_string(),
@@ -481,12 +483,18 @@ pub(super) fn step<'a>(
                 (None, true) => Some(Chmod::Octal(0o600)),
                 (c, _) => c.clone(),
             };
-            let mode = |m: u32, is_dir: bool| chmod.as_ref().map_or(m, |c| c.apply(m, is_dir));
+            // --chmod, else the modes --context-modes gives context files.
+            let modes = Some(b.opts.context_modes)
+                .filter(|m| from_context && !s.remote && *m != super::ContextModes::Docker);
+            let mode = |m: u32, is_dir: bool| match (&chmod, modes) {
+                (Some(c), _) => c.apply(m, is_dir),
+                (None, Some(modes)) => modes.apply(m, is_dir),
+                (None, None) => m,
+            };
             let take = |rel: &str| filter.take(&s.rel, rel);
             let opts = copier::CopyOptions {
                 owner,
-                mode: chmod
-                    .is_some()
+                mode: (chmod.is_some() || modes.is_some())
                     .then_some(&mode as &dyn Fn(u32, bool) -> u32),
                 take: &take,
                 links: &links,
@@ -522,7 +530,7 @@ pub(super) fn step<'a>(
                 .map_err(io_fail)?;
             staging.chmod(&to, mode).map_err(io_fail)?;
         }
-        Ok(commit_dir(store, &staging_path)?)
+        Ok(commit_dir(store, &staging_path, b.epoch)?)
     });
     Ok((inputs, work))
 }
@@ -683,13 +691,14 @@ pub(super) fn mkdir_layer(
     state: &State,
     dir: &str,
     user: &str,
+    epoch: Option<i64>,
 ) -> Result<StepResult, String> {
     let image = layers_of(store, state).map_err(|e| e.to_string())?;
     let resolved = image.resolve(dir);
     if resolved == "/" || image.is_dir(&resolved) {
         let staging = store.temp_path("workdir");
         std::fs::create_dir(&staging).map_err(|e| format!("creating {dir}: {e}"))?;
-        return commit_dir(store, &staging).map_err(|e| e.to_string());
+        return commit_dir(store, &staging, epoch).map_err(|e| e.to_string());
     }
     let owner = if user.is_empty() {
         (0, 0)
@@ -703,7 +712,7 @@ pub(super) fn mkdir_layer(
         let _ = remove_dir_all(&staging);
         return Err(format!("creating {dir}: {e}"));
     }
-    commit_dir(store, &staging).map_err(|e| e.to_string())
+    commit_dir(store, &staging, epoch).map_err(|e| e.to_string())
 }
 
 /// Stages and images flattened into directories for `COPY --from` and

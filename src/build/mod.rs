@@ -16,6 +16,7 @@ mod fetch;
 mod history;
 mod log;
 mod mounts;
+pub mod verify;
 
 pub use cache::{CacheMode, CacheSpec, CacheTo, keys as cache_keys};
 pub use log::StepLog;
@@ -155,6 +156,35 @@ pub struct Options {
     /// Cache generations `--cache-to` keeps in a registry (`TAG-gen-N`
     /// tags; older manifests deleted where the registry allows).
     pub cache_generations: Option<usize>,
+    /// `--source-date-epoch`: the build's SOURCE_DATE_EPOCH (seconds) when
+    /// no `SOURCE_DATE_EPOCH` build arg says otherwise; as buildx passes
+    /// its environment's, it is also the build arg `ARG` lines see.
+    pub source_date_epoch: Option<i64>,
+    /// `--context-modes`: the modes files copied from the context get.
+    pub context_modes: ContextModes,
+}
+
+/// The modes of files copied from the build context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContextModes {
+    /// The files' own modes, as docker copies them.
+    #[default]
+    Docker,
+    /// The modes git stores: 0755 for a file its owner may execute, 0644
+    /// for any other file, 0755 for directories; so that checkouts made
+    /// under different umasks give the same layers and the same cache keys.
+    Git,
+}
+
+impl ContextModes {
+    /// The permission bits (`mode & 0o7777`) an entry gets.
+    pub fn apply(self, mode: u32, is_dir: bool) -> u32 {
+        match self {
+            ContextModes::Docker => mode,
+            ContextModes::Git if is_dir || mode & 0o100 != 0 => 0o755,
+            ContextModes::Git => 0o644,
+        }
+    }
 }
 
 /// A `--build-context NAME=...`: what `FROM NAME` and `--from=NAME` read
@@ -465,7 +495,7 @@ pub fn build(
         &file,
         &plan::Inputs {
             target: opts.target.as_deref(),
-            build_args: &opts.build_args,
+            build_args: &build_args_of(opts),
             named: &opts
                 .build_contexts
                 .iter()
@@ -474,20 +504,21 @@ pub fn build(
         },
     )
     .map_err(plan_error)?;
-    match epoch {
-        Some(plan::Epoch::Seconds(secs)) => config::set_source_date_epoch(secs),
+    // The build's own epoch: builds in one process (`kiln serve`, the
+    // API) each have theirs.
+    let epoch = match epoch {
+        Some(plan::Epoch::Seconds(secs)) => Some(secs),
         Some(plan::Epoch::Url(url)) => {
             let secs = fetch::modified(&url).map_err(BuildError::Invalid)?;
-            if let Some(secs) = secs {
-                config::set_source_date_epoch(secs);
-            }
             let value = secs.map(|s| s.to_string()).unwrap_or_default();
             plan::settle_epoch(&mut build_args, &mut global, &value);
+            secs
         }
-        None => {}
-    }
+        None => None,
+    };
     let builder = Builder {
         store,
+        epoch,
         stages: &file.stages,
         opts,
         ignore: &ignore,
@@ -656,7 +687,7 @@ pub fn build(
             .get_or_insert_with(Default::default)
             .insert(k.clone(), v.clone());
     }
-    config.created = Some(config::created_now());
+    config.created = Some(config::created_at(epoch));
     config.rootfs.diff_ids = state.layers.iter().map(|(_, d)| d.clone()).collect();
     let layers: Vec<Descriptor> = state.layers.into_iter().map(|(d, _)| d).collect();
     let manifest = match opts.annotations.is_empty() {
@@ -685,6 +716,9 @@ pub fn build(
 /// What every stage of one build shares.
 struct Builder<'a> {
     store: &'a Store,
+    /// SOURCE_DATE_EPOCH: layer mtimes are clamped to it, `created` times
+    /// are it, and it is an input of every step's key.
+    epoch: Option<i64>,
     stages: &'a [Stage],
     opts: &'a Options,
     ignore: &'a Matcher,
@@ -716,6 +750,18 @@ struct Builder<'a> {
     /// This context and Dockerfile, from one build to the next (steps are
     /// explained against the last build of the same line).
     identity: String,
+}
+
+/// The build args a build plans with: `--build-arg`s, and the epoch of
+/// `--source-date-epoch` as `SOURCE_DATE_EPOCH` unless one of them sets it.
+fn build_args_of(opts: &Options) -> Vec<(String, String)> {
+    let mut args = opts.build_args.clone();
+    if let Some(secs) = opts.source_date_epoch
+        && !args.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
+    {
+        args.push(("SOURCE_DATE_EPOCH".into(), secs.to_string()));
+    }
+    args
 }
 
 /// Where the stat cache of a context directory is kept.
@@ -849,10 +895,14 @@ impl Builder<'_> {
             .progress
             .start(&self.step_name(i, n, total, &format!("FROM {base}")));
         let started = match named {
-            Some(NamedContext::Dir(path)) => {
-                dir_state(store, path, base, self.flattened.ignore_of(base))
-                    .map(|s| (s, Vec::new()))
-            }
+            Some(NamedContext::Dir(path)) => dir_state(
+                store,
+                path,
+                base,
+                self.flattened.ignore_of(base),
+                self.epoch,
+            )
+            .map(|s| (s, Vec::new())),
             Some(NamedContext::Image(r)) => {
                 base_state(store, self.stages, built, None, r, self.opts)
             }
@@ -941,7 +991,7 @@ impl Builder<'_> {
         let chain_key = inputs.key();
         // SOURCE_DATE_EPOCH changes what a step makes (mtimes clamped): a
         // result made without it, or with another, is another step's.
-        let inputs = match config::source_date_epoch() {
+        let inputs = match self.epoch {
             Some(secs) => inputs.then(vec![
                 ("", "SOURCE_DATE_EPOCH".to_string()),
                 ("SOURCE_DATE_EPOCH", secs.to_string()),
@@ -1018,7 +1068,7 @@ impl Builder<'_> {
                 let expand = |w: &str| expand_word(&vars, escape, w).ok();
                 let created_by =
                     history::config_entry(&cx.step.instruction, &state.config, &expand, text);
-                push_layer(state, StepResult::default(), created_by);
+                push_layer(state, StepResult::default(), created_by, self.epoch);
                 state.key = hash(&[&state.key, text, &format!("{:?}", state.args.pairs())]);
                 Ok(false)
             }
@@ -1094,7 +1144,7 @@ impl Builder<'_> {
                     };
                     self.run_step(state, argv, env, network, &mounts, cx)
                 })?;
-                push_layer(state, result, created_by);
+                push_layer(state, result, created_by, self.epoch);
                 state.key = key;
                 state.since_layer.clear();
                 Ok(hit)
@@ -1106,7 +1156,12 @@ impl Builder<'_> {
                 let (result, hit, key) = self.get_or_run(cx, inputs, work)?;
                 let vars = variables(state);
                 let expand = |w: &str| expand_word(&vars, escape, w).ok();
-                push_layer(state, result, history::copy_entry(add, c, &expand));
+                push_layer(
+                    state,
+                    result,
+                    history::copy_entry(add, c, &expand),
+                    self.epoch,
+                );
                 state.key = key;
                 state.since_layer.clear();
                 Ok(hit)
@@ -1122,7 +1177,7 @@ impl Builder<'_> {
                 let wd = state.config.config.working_dir.clone().unwrap_or_default();
                 let created_by = format!("WORKDIR {wd}");
                 if wd.is_empty() || wd == "/" {
-                    push_layer(state, StepResult::default(), created_by);
+                    push_layer(state, StepResult::default(), created_by, self.epoch);
                     state
                         .since_layer
                         .push(("instruction before it".into(), text.to_string()));
@@ -1139,9 +1194,9 @@ impl Builder<'_> {
                 ])
                 .explained_by(&state.since_layer);
                 let (result, hit, key) = self.get_or_run(cx, inputs, || {
-                    copy::mkdir_layer(store, state, &wd, &user).map_err(fail)
+                    copy::mkdir_layer(store, state, &wd, &user, self.epoch).map_err(fail)
                 })?;
-                push_layer(state, result, created_by);
+                push_layer(state, result, created_by, self.epoch);
                 state.key = key;
                 state.since_layer.clear();
                 Ok(hit)
@@ -1165,7 +1220,7 @@ impl Builder<'_> {
                 // but ONBUILD.
                 if !matches!(other, Instruction::Onbuild(..)) {
                     let created_by = history::config_entry(other, &state.config, &expand, text);
-                    push_layer(state, StepResult::default(), created_by);
+                    push_layer(state, StepResult::default(), created_by, self.epoch);
                 }
                 state
                     .since_layer
@@ -1279,6 +1334,7 @@ fn dir_state(
     path: &Path,
     name: &str,
     ignore: Option<&Matcher>,
+    epoch: Option<i64>,
 ) -> Result<State, String> {
     let src =
         Root::open(path).map_err(|e| format!("build context {name} ({}): {e}", path.display()))?;
@@ -1307,7 +1363,7 @@ fn dir_state(
         let _ = sandbox::fs::remove_dir_all(&staging_path);
         return Err(format!("build context {name} ({}): {e}", path.display()));
     }
-    let result = commit_dir(store, &staging_path).map_err(|e| e.to_string())?;
+    let result = commit_dir(store, &staging_path, epoch).map_err(|e| e.to_string())?;
     let config = empty_image();
     let key = hash(&[
         "context-dir",
@@ -1322,7 +1378,7 @@ fn dir_state(
         declared: Vec::new(),
         since_layer: Vec::new(),
     };
-    push_layer(&mut state, result, format!("FROM {name}"));
+    push_layer(&mut state, result, format!("FROM {name}"), epoch);
     Ok(state)
 }
 
@@ -1561,7 +1617,7 @@ fn record(store: &Store, key: &str, r: &StepResult) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn push_layer(state: &mut State, r: StepResult, created_by: String) {
+fn push_layer(state: &mut State, r: StepResult, created_by: String, epoch: Option<i64>) {
     let empty = r.layer.is_none();
     let diff_id = r.diff_id().cloned();
     if let (Some((digest, size)), Some(diff_id)) = (r.layer, diff_id) {
@@ -1574,7 +1630,7 @@ fn push_layer(state: &mut State, r: StepResult, created_by: String) {
             .push((Descriptor::new(media, size, digest.to_oci()), diff_id));
     }
     state.config.history.push(History {
-        created: Some(config::created_now()),
+        created: Some(config::created_at(epoch)),
         created_by: Some(created_by),
         comment: Some("buildkit.dockerfile.v0".into()),
         empty_layer: empty.then_some(true),
@@ -1587,8 +1643,12 @@ fn push_layer(state: &mut State, r: StepResult, created_by: String) {
 /// layer's snapshot.
 /// A step that changed nothing still gets its (empty) layer, as in
 /// BuildKit: `RUN true` is a layer in the image and in its history.
-pub(crate) fn commit_dir(store: &Store, dir: &Path) -> Result<StepResult, BuildError> {
-    let clamp = config::source_date_epoch().and_then(|s| u64::try_from(s).ok());
+pub(crate) fn commit_dir(
+    store: &Store,
+    dir: &Path,
+    epoch: Option<i64>,
+) -> Result<StepResult, BuildError> {
+    let clamp = epoch.and_then(|s| u64::try_from(s).ok());
     // The generator hashes the tar it writes: that digest is the blob's.
     let writer = store.blob_writer_prehashed()?;
     let (writer, diff_id, _) = layer::generate(dir, writer, layer::Options { mtime_clamp: clamp })
@@ -1709,7 +1769,7 @@ impl Builder<'_> {
                 let staged = store.temp_path("upper");
                 std::fs::rename(&upper, &staged)
                     .map_err(|e| fail(format!("moving the step's diff: {e}")))
-                    .and_then(|_| Ok(commit_dir(store, &staged)?))
+                    .and_then(|_| Ok(commit_dir(store, &staged, self.epoch)?))
             }
             Ok(code) => {
                 let message = format!(

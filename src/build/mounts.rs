@@ -170,7 +170,7 @@ pub(super) fn prepare(
                 key.push(format!(
                     "bind {source} {target} {:?} {}",
                     m.from,
-                    StatCache::none().tree_digest(&path, &|_| false)
+                    StatCache::none().tree_digest(&path, &|_| false, &|m, _| m)
                 ));
                 let source_path = if m.read_only {
                     path

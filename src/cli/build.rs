@@ -65,6 +65,22 @@ pub struct Args {
     /// an argument, a file by its path).
     #[arg(long)]
     explain: bool,
+    /// The build's SOURCE_DATE_EPOCH: seconds since 1970, or "git" for the
+    /// commit time of the context's HEAD (default: the SOURCE_DATE_EPOCH
+    /// environment variable; a `--build-arg SOURCE_DATE_EPOCH` wins).
+    #[arg(long = "source-date-epoch", value_name = "SECONDS|git")]
+    source_date_epoch: Option<String>,
+    /// After the build, build the same inputs again in a scratch store
+    /// with no cache and compare the two images; print the first
+    /// difference and exit 1 when they differ.
+    #[arg(long = "verify-repro")]
+    verify_repro: bool,
+    /// The modes of files copied from the context: "docker" (their own,
+    /// as docker copies them) or "git" (0644, 0755 when executable, as git
+    /// stores them: checkouts made under any umask build alike)
+    /// [env: KILN_CONTEXT_MODES]
+    #[arg(long = "context-modes", value_enum)]
+    context_modes: Option<build::ContextModes>,
     /// Name of the Dockerfile (default: "PATH/Dockerfile"); `-` reads
     /// standard input.
     #[arg(short = 'f', long = "file")]
@@ -330,6 +346,71 @@ fn parse_secret(text: &str) -> Result<(String, Secret), String> {
     Ok((id, secret))
 }
 
+/// The epoch `--source-date-epoch` gives (`git`: the context's HEAD's
+/// commit time), else the SOURCE_DATE_EPOCH environment variable's (an
+/// empty one is none, as buildx reads it).
+fn source_date_epoch(args: &Args) -> Result<Option<i64>, Error> {
+    let (value, from) = match (&args.source_date_epoch, std::env::var("SOURCE_DATE_EPOCH")) {
+        (Some(v), _) => (v.clone(), "--source-date-epoch"),
+        (None, Ok(v)) if !v.trim().is_empty() => (v, "SOURCE_DATE_EPOCH"),
+        (None, _) => return Ok(None),
+    };
+    if value == "git" {
+        return kiln::context::git_commit_time(&args.context)
+            .map(Some)
+            .map_err(|e| Error::Usage(format!("{from}=git: {e}")));
+    }
+    value.trim().parse::<i64>().map(Some).map_err(|_| {
+        Error::Usage(format!(
+            "{from}={value}: expected seconds since 1970 (as `date +%s` prints) or \"git\""
+        ))
+    })
+}
+
+/// `--verify-repro`: builds again in a scratch store and says whether
+/// the image is the same; exit status 1 when it is not.
+fn verify_repro(
+    store: &kiln::store::Store,
+    source: &Source,
+    opts: &Options,
+    args: &Args,
+    image: &kiln::image::Image,
+) -> Result<ExitCode, Error> {
+    let progress = Progress::stderr(if args.quiet {
+        Mode::Quiet
+    } else {
+        args.progress
+    });
+    let verdict = build::verify::verify(store, source, opts, &progress, image);
+    drop(progress);
+    let mut err = std::io::stderr();
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e) => return build_failed(source, e),
+    };
+    match verdict {
+        build::verify::Verdict::Same => {
+            writeln!(
+                err,
+                "reproducible: {} again from the same inputs in a scratch store with no cache",
+                image.manifest_digest
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        build::verify::Verdict::Differs { again, first } => {
+            writeln!(
+                err,
+                "kiln: not reproducible: {}, then {again} built again from the same inputs in a scratch store with no cache",
+                image.manifest_digest
+            )?;
+            for line in first {
+                writeln!(err, "{line}")?;
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// Builds and prints the image id.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     if args.check || args.call.as_deref() == Some("check") {
@@ -358,6 +439,18 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             }
         }
     }
+    let source_date_epoch = source_date_epoch(&args)?;
+    let context_modes = match (&args.context_modes, std::env::var("KILN_CONTEXT_MODES")) {
+        (Some(m), _) => *m,
+        (None, Ok(v)) if !v.is_empty() => {
+            <build::ContextModes as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
+                Error::Usage(format!(
+                    "KILN_CONTEXT_MODES={v}: expected \"docker\" or \"git\""
+                ))
+            })?
+        }
+        (None, _) => build::ContextModes::Docker,
+    };
     let file = args
         .file
         .clone()
@@ -393,6 +486,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         explain: args.explain,
         warm_check: None,
         cache_generations: None,
+        source_date_epoch,
+        context_modes,
         registry: {
             let mut r = kiln::registry::Options::from_env();
             r.insecure.extend(args.insecure.iter().cloned());
@@ -438,19 +533,30 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 write_file(path, image.id.to_string().as_bytes())?;
             }
             writeln!(std::io::stdout(), "{}", image.id)?;
+            if args.verify_repro {
+                return verify_repro(&store, &source, &opts, &args, &image);
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Err(BuildError::Dockerfile(errors)) => {
+        Err(e) => build_failed(&source, e),
+    }
+}
+
+/// How a failed build is told: the Dockerfile's errors and a failed
+/// step's with their lines, others as messages.
+fn build_failed(source: &Source, e: BuildError) -> Result<ExitCode, Error> {
+    match e {
+        BuildError::Dockerfile(errors) => {
             let mut out = String::new();
             for e in errors {
                 out.push_str(
-                    &Located::with(&source, e, Severity::Error, None).render(super::color_stderr()),
+                    &Located::with(source, e, Severity::Error, None).render(super::color_stderr()),
                 );
             }
             std::io::stderr().write_all(out.as_bytes())?;
             Ok(ExitCode::FAILURE)
         }
-        Err(BuildError::Step { error, log, .. }) => {
+        BuildError::Step { error, log, .. } => {
             let mut text = String::new();
             if let Some(log) = &log {
                 // BuildKit's report: the command's last lines between rules.
@@ -461,7 +567,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 text.push_str("------\n");
             }
             text.push_str(
-                &Located::with(&source, error, Severity::Error, None).render(super::color_stderr()),
+                &Located::with(source, error, Severity::Error, None).render(super::color_stderr()),
             );
             if let Some(log) = &log {
                 text.push_str(&format!(
@@ -472,16 +578,14 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             std::io::stderr().write_all(text.as_bytes())?;
             Ok(ExitCode::FAILURE)
         }
-        Err(BuildError::Canceled) => Ok(ExitCode::FAILURE),
-        Err(
-            e @ (BuildError::NoTarget { .. }
-            | BuildError::Context(_)
-            | BuildError::Cache(_)
-            | BuildError::Invalid(_)
-            | BuildError::Cold { .. }),
-        ) => Err(Error::Usage(e.to_string())),
-        Err(BuildError::Store(e)) => Err(e.into()),
-        Err(BuildError::Image(e)) => Err(e.into()),
+        BuildError::Canceled => Ok(ExitCode::FAILURE),
+        e @ (BuildError::NoTarget { .. }
+        | BuildError::Context(_)
+        | BuildError::Cache(_)
+        | BuildError::Invalid(_)
+        | BuildError::Cold { .. }) => Err(Error::Usage(e.to_string())),
+        BuildError::Store(e) => Err(e.into()),
+        BuildError::Image(e) => Err(e.into()),
     }
 }
 

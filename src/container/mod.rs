@@ -840,7 +840,9 @@ impl Container {
                 })?;
         let (digest, size) = writer.commit(Some(&diff_id))?;
         config.rootfs.diff_ids.push(diff_id);
-        config.created = Some(crate::image::config::created_now());
+        config.created = Some(crate::image::config::created_at(
+            crate::image::config::env_epoch(),
+        ));
         if let Some(a) = &opts.author {
             config.author = Some(a.clone());
         }

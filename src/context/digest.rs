@@ -193,10 +193,17 @@ impl StatCache {
     }
 
     /// Digest of names, modes and contents under `path`, leaving out what
-    /// `skip` says.
-    pub fn tree_digest(&self, path: &Path, skip: &(dyn Fn(&str) -> bool + Sync)) -> String {
+    /// `skip` says; the permission bits of files and directories are what
+    /// `perm` makes of them (`perm(bits, is_dir)`), as the copy gives them.
+    pub fn tree_digest(
+        &self,
+        path: &Path,
+        skip: &(dyn Fn(&str) -> bool + Sync),
+        perm: &dyn Fn(u32, bool) -> u32,
+    ) -> String {
         let mut h = Sha256::new();
         self.walk(path, skip, &mut |rel, mode, content| {
+            let mode = copied_mode(mode, perm);
             h.update((rel.len() as u64).to_le_bytes());
             h.update(rel.as_bytes());
             h.update(mode.to_le_bytes());
@@ -215,9 +222,11 @@ impl StatCache {
         &self,
         path: &Path,
         skip: &(dyn Fn(&str) -> bool + Sync),
+        perm: &dyn Fn(u32, bool) -> u32,
     ) -> Vec<(String, String)> {
         let mut out = Vec::new();
         self.walk(path, skip, &mut |rel, mode, content| {
+            let mode = copied_mode(mode, perm);
             out.push((
                 rel.trim_start_matches('/').to_string(),
                 format!("{mode:o} {}", content.unwrap_or("")),
@@ -357,6 +366,16 @@ impl StatCache {
     }
 }
 
+/// `st_mode` with the permission bits a copy gives a file or directory
+/// (`perm`); other entries' as they are.
+fn copied_mode(mode: u32, perm: &dyn Fn(u32, bool) -> u32) -> u32 {
+    let kind = mode & 0o170000;
+    match kind {
+        0o040000 | 0o100000 => kind | perm(mode & 0o7777, kind == 0o040000),
+        _ => mode,
+    }
+}
+
 /// An entry of a walk: its name from the walk's start (with a leading
 /// `/`), its stat, its file digest or symlink target.
 type Entry = (String, EntryStat, Option<String>);
@@ -377,7 +396,7 @@ mod tests {
         fs::write(ctx.join("sub/a"), "one").unwrap();
         let cache_file = dir.join("cache.json");
         let cache = StatCache::load(&ctx, cache_file.clone());
-        let first = cache.tree_digest(&ctx, &|_| false);
+        let first = cache.tree_digest(&ctx, &|_| false, &|m, _| m);
         cache.save(|p, b| fs::write(p, b));
         assert!(cache_file.is_file());
 
@@ -388,7 +407,7 @@ mod tests {
             .unwrap();
         f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
         let cache = StatCache::load(&ctx, cache_file.clone());
-        assert_eq!(cache.tree_digest(&ctx, &|_| false), first);
+        assert_eq!(cache.tree_digest(&ctx, &|_| false, &|m, _| m), first);
 
         // A remembered digest is used while the stat is unchanged: a
         // forged entry shows it (nothing re-reads the file).
@@ -404,14 +423,14 @@ mod tests {
         entries.files.insert("sub/a".into(), (stat, [7; 32]));
         fs::write(&cache_file, encode(&entries)).unwrap();
         let cache = StatCache::load(&ctx, cache_file.clone());
-        assert_ne!(cache.tree_digest(&ctx, &|_| false), first);
+        assert_ne!(cache.tree_digest(&ctx, &|_| false, &|m, _| m), first);
 
         // Changed content changes the stat, so the file is read again.
         fs::write(ctx.join("sub/a"), "two").unwrap();
-        let changed = cache.tree_digest(&ctx, &|_| false);
+        let changed = cache.tree_digest(&ctx, &|_| false, &|m, _| m);
         assert_ne!(changed, first);
         fs::write(ctx.join("sub/a"), "one").unwrap();
-        assert_eq!(cache.tree_digest(&ctx, &|_| false), first);
+        assert_eq!(cache.tree_digest(&ctx, &|_| false, &|m, _| m), first);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -435,7 +454,7 @@ mod tests {
         }
         std::os::unix::fs::symlink("/etc", dir.join("e/link")).unwrap();
         std::os::unix::fs::symlink("../b", dir.join("a/up")).unwrap();
-        let listing = StatCache::none().tree_listing(&dir, &|r| r == "c/skip");
+        let listing = StatCache::none().tree_listing(&dir, &|r| r == "c/skip", &|m, _| m);
         let names: Vec<&str> = listing.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,

@@ -154,27 +154,19 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
-static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-
-/// Sets `SOURCE_DATE_EPOCH` for this process (`--build-arg
-/// SOURCE_DATE_EPOCH=...`); the first value set wins.
-pub fn set_source_date_epoch(secs: i64) {
-    let _ = EPOCH.set(secs);
+/// `SOURCE_DATE_EPOCH` from the environment, for images made outside a
+/// build (`kiln import`, `kiln commit`): a build takes its epoch from its
+/// own options only, so that builds in one process never share one.
+pub fn env_epoch() -> Option<i64> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
 }
 
-/// `SOURCE_DATE_EPOCH`: as set for this process, else from the environment.
-pub fn source_date_epoch() -> Option<i64> {
-    EPOCH.get().copied().or_else(|| {
-        std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-    })
-}
-
-/// An RFC 3339 time (UTC, seconds) for `created`: `SOURCE_DATE_EPOCH` when
-/// set, so that two builds of the same inputs match, else now.
-pub fn created_now() -> String {
-    let secs = source_date_epoch().unwrap_or_else(|| chrono::Utc::now().timestamp());
+/// An RFC 3339 time (UTC, seconds) for `created`: `epoch` when there is
+/// one, so that two builds of the same inputs match, else now.
+pub fn created_at(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
     chrono::DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

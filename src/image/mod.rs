@@ -333,7 +333,7 @@ pub fn import<R: Read>(
 ) -> Result<Image> {
     let source_name = source;
     let mut config = ImageConfig {
-        created: Some(config::created_now()),
+        created: Some(config::created_at(config::env_epoch())),
         architecture: config::host_architecture().into(),
         os: "linux".into(),
         ..Default::default()

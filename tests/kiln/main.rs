@@ -17,6 +17,7 @@ mod networks;
 mod parse_golden;
 mod realworld;
 mod registry;
+mod repro;
 mod rootless;
 mod run;
 mod serve;
