@@ -7,8 +7,8 @@
 #   - a rebuild of the 20,000-file context with nothing changed.
 # Anchors: docker build (BuildKit, Debian's docker 20.10), buildah bud, runc
 # (an umoci bundle). Floors, as rows of their own: a stat walk of the tree
-# (find), tar + sha256 of the tree, the RUN's command on the host, and a bare
-# unshare of a container's namespaces.
+# (find), tar + sha256 of the tree with one synced write of it, the RUN's
+# command on the host, and a bare unshare of a container's namespaces.
 #
 #   bench/paths.sh       (root; busybox-static, dockerd running, buildah,
 #                         umoci, runc)
@@ -131,7 +131,8 @@ rows = {
         ("kiln", "kiln", lambda: kiln_build(next(cold_store), ctx, True), settle),
         ("docker build", "anchor", lambda: docker_build(ctx, True), None),
         ("buildah bud", "anchor", lambda: buildah_bud(ctx, True), None),
-        ("floor: tar + sha256 of the tree", "floor", lambda: f"tar -C {ctx} -cf - . | openssl dgst -sha256", None),
+        ("floor: tar + sha256 + one synced write of the tree", "floor",
+         lambda: f"tar -C {ctx} -cf - . | tee {work}/floor.tar | openssl dgst -sha256 && sync {work}/floor.tar && rm {work}/floor.tar", None),
     ],
     "one RUN writing 2 GiB, build and commit": [
         ("kiln", "kiln", lambda: kiln_build(big_store(), big, True), None),

@@ -258,18 +258,7 @@ impl Root {
     /// The names in directory `rel` (symlinks followed inside the root),
     /// sorted by bytes.
     pub fn read_dir(&self, rel: &str) -> io::Result<Vec<OsString>> {
-        let fd = self.open_at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        let mut dir = nix::dir::Dir::from_fd(fd).map_err(errno)?;
-        let mut names: Vec<OsString> = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry.map_err(errno)?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_os_string());
-            }
-        }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        Ok(names)
+        sorted_names(self.open_at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?)
     }
 
     /// `rel` with every symlink resolved inside the root, as a clean path
@@ -606,6 +595,22 @@ fn with_rel(e: io::Error, action: &str, rel: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{action} {rel}: {e}"))
 }
 
+/// The names in the directory `fd` is open on, but `.` and `..`, sorted by
+/// bytes (the same order on every machine and locale).
+fn sorted_names(fd: OwnedFd) -> io::Result<Vec<OsString>> {
+    let mut dir = nix::dir::Dir::from_fd(fd).map_err(errno)?;
+    let mut names: Vec<OsString> = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(errno)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
 /// What a walk needs of an entry's `lstat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryStat {
@@ -658,17 +663,7 @@ impl Dir {
 
     /// The entries' names, sorted by bytes.
     pub fn names(&self) -> io::Result<Vec<OsString>> {
-        let mut dir = nix::dir::Dir::from_fd(self.0.try_clone()?).map_err(errno)?;
-        let mut names: Vec<OsString> = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry.map_err(errno)?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_os_string());
-            }
-        }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        Ok(names)
+        sorted_names(self.0.try_clone()?)
     }
 
     /// The `lstat` of entry `name`.
