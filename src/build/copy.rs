@@ -486,10 +486,10 @@ pub(super) fn step<'a>(
             // --chmod, else the modes --context-modes gives context files.
             let modes = Some(b.opts.context_modes)
                 .filter(|m| from_context && !s.remote && *m != super::ContextModes::Docker);
-            let mode = |m: u32, is_dir: bool| match (&chmod, modes) {
-                (Some(c), _) => c.apply(m, is_dir),
-                (None, Some(modes)) => modes.apply(m, is_dir),
-                (None, None) => m,
+            // A symbolic --chmod (`o+w`) works on the mode the key saw.
+            let mode = |m: u32, is_dir: bool| {
+                let m = modes.map_or(m, |modes| modes.apply(m, is_dir));
+                chmod.as_ref().map_or(m, |c| c.apply(m, is_dir))
             };
             let take = |rel: &str| filter.take(&s.rel, rel);
             let opts = copier::CopyOptions {

@@ -172,7 +172,9 @@ pub enum ContextModes {
     Docker,
     /// The modes git stores: 0755 for a file its owner may execute, 0644
     /// for any other file, 0755 for directories; so that checkouts made
-    /// under different umasks give the same layers and the same cache keys.
+    /// under different umasks give COPY and ADD the same layers and the
+    /// same cache keys (a RUN's bind mount of the context, and
+    /// `--build-context` directories, see the files as they are).
     Git,
 }
 

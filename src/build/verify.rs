@@ -16,11 +16,11 @@ use std::io::Read;
 /// What the second build showed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The same image (manifest digest).
+    /// The same image (image id: the same layers' diffIDs and config).
     Same,
     /// Another image.
     Differs {
-        /// The second build's manifest digest.
+        /// The second build's image id.
         again: String,
         /// The first difference, a line each: where, then what.
         first: Vec<String>,
@@ -58,11 +58,14 @@ pub fn verify(
             ..opts.clone()
         };
         let again = build(&scratch, source, &again_opts, progress)?;
-        if again.manifest_digest == built.manifest_digest {
+        // The image id (the config's digest) names the content: layers
+        // that came from a cache compressed make another manifest of the
+        // same image.
+        if again.id == built.id {
             return Ok(Verdict::Same);
         }
         Ok(Verdict::Differs {
-            again: again.manifest_digest.to_string(),
+            again: again.id.to_string(),
             first: first_difference((store, built), (&scratch, &again))?,
         })
     })();

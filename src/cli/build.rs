@@ -348,8 +348,16 @@ fn parse_secret(text: &str) -> Result<(String, Secret), String> {
 
 /// The epoch `--source-date-epoch` gives (`git`: the context's HEAD's
 /// commit time), else the SOURCE_DATE_EPOCH environment variable's (an
-/// empty one is none, as buildx reads it).
+/// empty one is none, as buildx reads it); none when a build arg sets it.
 fn source_date_epoch(args: &Args) -> Result<Option<i64>, Error> {
+    // A `--build-arg SOURCE_DATE_EPOCH` wins: nothing else is read.
+    if args
+        .build_args
+        .iter()
+        .any(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k) == "SOURCE_DATE_EPOCH")
+    {
+        return Ok(None);
+    }
     let (value, from) = match (&args.source_date_epoch, std::env::var("SOURCE_DATE_EPOCH")) {
         (Some(v), _) => (v.clone(), "--source-date-epoch"),
         (None, Ok(v)) if !v.trim().is_empty() => (v, "SOURCE_DATE_EPOCH"),
@@ -393,7 +401,7 @@ fn verify_repro(
             writeln!(
                 err,
                 "reproducible: {} again from the same inputs in a scratch store with no cache",
-                image.manifest_digest
+                image.id
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -401,7 +409,7 @@ fn verify_repro(
             writeln!(
                 err,
                 "kiln: not reproducible: {}, then {again} built again from the same inputs in a scratch store with no cache",
-                image.manifest_digest
+                image.id
             )?;
             for line in first {
                 writeln!(err, "{line}")?;
@@ -504,6 +512,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     drop(progress);
     match result {
         Ok(image) => {
+            // Verified first: an image that is not what it claims is
+            // neither exported nor pushed.
+            if args.verify_repro {
+                let code = verify_repro(&store, &source, &opts, &args, &image)?;
+                if code != ExitCode::SUCCESS {
+                    writeln!(std::io::stdout(), "{}", image.id)?;
+                    return Ok(code);
+                }
+            }
             for output in &args.output {
                 match output {
                     Output::Local(dir) => image.export_rootfs(&store, dir)?,
@@ -533,9 +550,6 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 write_file(path, image.id.to_string().as_bytes())?;
             }
             writeln!(std::io::stdout(), "{}", image.id)?;
-            if args.verify_repro {
-                return verify_repro(&store, &source, &opts, &args, &image);
-            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => build_failed(&source, e),

@@ -4,8 +4,8 @@
 //! ctime, inode, mode) in a [`StatCache`] kept in the store, so an
 //! unchanged context of tens of thousands of files is not read again.
 //!
-//! The cache is a flat file of fixed records (see [`encode`]): as JSON,
-//! parsing it was a third of a 20,000-file context's no-change rebuild.
+//! The cache is a flat file of length-prefixed records (see [`encode`]): as
+//! JSON, parsing it was a third of a 20,000-file context's no-change rebuild.
 
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -49,8 +49,8 @@ struct Entries {
 const MAGIC: &[u8; 16] = b"kiln-statcache1\n";
 
 /// The cache file: [`MAGIC`], then per file its key's length (u32) and
-/// bytes, size, mtime and ctime (seconds and nanoseconds), inode (u64 or
-/// i64, little-endian), mode (u32) and sha256 (32 bytes).
+/// bytes, then size (u64), mtime and ctime (seconds and nanoseconds, i64),
+/// inode (u64), mode (u32), all little-endian, and the sha256 (32 bytes).
 fn encode(entries: &Entries) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + entries.files.len() * 120);
     out.extend_from_slice(MAGIC);
@@ -289,49 +289,62 @@ impl StatCache {
         let Ok(top) = Dir::open(path) else {
             return;
         };
-        let list = |dir: &Dir, rel: &str, out: &mut Vec<Entry>| {
+        let list = |dir: &Dir, parent: &Entry, out: &mut Vec<Entry>| {
             let start = out.len();
             for name in dir.names().unwrap_or_default() {
-                let child = format!("{rel}/{}", name.to_string_lossy());
-                if skip(&child[1..]) {
+                let rel = format!("{}/{}", parent.rel, name.to_string_lossy());
+                if skip(&rel[1..]) {
                     continue;
                 }
-                let Ok(st) = dir.lstat(&name) else {
+                let Ok(stat) = dir.lstat(&name) else {
                     continue;
                 };
-                let content = if st.is_symlink() {
+                let content = if stat.is_symlink() {
                     let target = dir.read_link(&name).unwrap_or_default();
                     Some(target.to_string_lossy().into_owned())
-                } else if st.is_file() {
-                    Some(self.file_digest(key(&child), &st, || dir.open_file(&name)))
+                } else if stat.is_file() {
+                    Some(self.file_digest(key(&rel), &stat, || dir.open_file(&name)))
                 } else {
                     None
                 };
-                out.push((child, st, content));
+                let raw = parent.raw.join(&name);
+                out.push(Entry {
+                    rel,
+                    raw,
+                    stat,
+                    content,
+                });
             }
             out[start..].reverse();
         };
-        // The entries under directory `rel`, in the order they are visited.
-        let subtree = |rel: &str| {
+        // The entries under directory `parent`, in the order they are
+        // visited.
+        let subtree = |parent: &Entry| {
             let mut out = Vec::new();
-            let Ok(dir) = top.open_beneath(&rel[1..]) else {
+            let Ok(dir) = top.open_beneath(&parent.raw) else {
                 return out;
             };
             // Entries listed and not yet gone through, the next one last.
             let mut todo = Vec::new();
-            list(&dir, rel, &mut todo);
+            list(&dir, parent, &mut todo);
             while let Some(entry) = todo.pop() {
-                if entry.1.is_dir()
-                    && let Ok(dir) = top.open_beneath(&entry.0[1..])
+                if entry.stat.is_dir()
+                    && let Ok(dir) = top.open_beneath(&entry.raw)
                 {
-                    list(&dir, &entry.0, &mut todo);
+                    list(&dir, &entry, &mut todo);
                 }
                 out.push(entry);
             }
             out
         };
+        let start = Entry {
+            rel: String::new(),
+            raw: PathBuf::new(),
+            stat: top_stat,
+            content: None,
+        };
         let mut children = Vec::new();
-        list(&top, "", &mut children);
+        list(&top, &start, &mut children);
         children.reverse();
         // The top directories' subtrees are walked on two threads: the
         // walk is a stat per entry, and two cores stat twice as fast.
@@ -341,26 +354,27 @@ impl StatCache {
         let work = || {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((rel, st, _)) = children.get(i) else {
+                let Some(child) = children.get(i) else {
                     break;
                 };
-                if st.is_dir() {
-                    *lock(&slots[i]) = Some(subtree(rel));
+                if child.stat.is_dir() {
+                    *lock(&slots[i]) = Some(subtree(child));
                 }
             }
         };
-        let dirs = children.iter().filter(|c| c.1.is_dir()).count();
+        let dirs = children.iter().filter(|c| c.stat.is_dir()).count();
         std::thread::scope(|scope| {
+            // A thread that cannot be had leaves the work to this one.
             if dirs > 1 {
-                scope.spawn(work);
+                let _ = std::thread::Builder::new().spawn_scoped(scope, work);
             }
             work();
         });
-        for ((rel, st, content), slot) in children.iter().zip(slots) {
-            visit(rel, st.mode, content.as_deref());
+        for (child, slot) in children.iter().zip(slots) {
+            visit(&child.rel, child.stat.mode, child.content.as_deref());
             let below = slot.into_inner().unwrap_or_else(|e| e.into_inner());
-            for (rel, st, content) in below.unwrap_or_default() {
-                visit(&rel, st.mode, content.as_deref());
+            for e in below.unwrap_or_default() {
+                visit(&e.rel, e.stat.mode, e.content.as_deref());
             }
         }
     }
@@ -376,9 +390,17 @@ fn copied_mode(mode: u32, perm: &dyn Fn(u32, bool) -> u32) -> u32 {
     }
 }
 
-/// An entry of a walk: its name from the walk's start (with a leading
-/// `/`), its stat, its file digest or symlink target.
-type Entry = (String, EntryStat, Option<String>);
+/// An entry of a walk.
+struct Entry {
+    /// Its name from the walk's start, with a leading `/` (lossy UTF-8:
+    /// what the digest hashes).
+    rel: String,
+    /// The same name as it is (what is opened).
+    raw: PathBuf,
+    stat: EntryStat,
+    /// Its file digest or symlink target.
+    content: Option<String>,
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -436,6 +458,7 @@ mod tests {
 
     #[test]
     fn the_walk_lists_in_name_order_on_two_threads_and_follows_no_symlink() {
+        use std::os::unix::ffi::OsStrExt;
         let dir = tempfile_dir().join("walk");
         let _ = fs::remove_dir_all(&dir);
         for d in ["a/x/y", "a.d", "b", "c/skip/deep", "e"] {
@@ -467,6 +490,15 @@ mod tests {
         assert_eq!(of("e/link"), "120777 /etc");
         assert_eq!(of("a/up"), "120777 ../b");
         let sha = |c: &str| format!("{:x}", Sha256::digest(c));
+        // A directory whose name is not UTF-8 is walked too.
+        let odd = std::ffi::OsStr::from_bytes(b"n\xff");
+        fs::create_dir(dir.join(odd)).unwrap();
+        fs::write(dir.join(odd).join("in"), "in").unwrap();
+        let listing = StatCache::none().tree_listing(&dir, &|r| r == "c/skip", &|m, _| m);
+        assert!(
+            listing.iter().any(|(n, _)| n == "n\u{fffd}/in"),
+            "{listing:?}"
+        );
         let mode = fs::metadata(dir.join("a/x/y/f")).unwrap().mode();
         assert_eq!(*of("a/x/y/f"), format!("{mode:o} {}", sha("a/x/y/f")));
         fs::remove_dir_all(&dir).unwrap();

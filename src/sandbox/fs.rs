@@ -691,21 +691,9 @@ impl Dir {
         .map_err(errno)
     }
 
-    /// Opens subdirectory `name`, refusing a symlink.
-    pub fn open_dir(&self, name: &OsStr) -> io::Result<Dir> {
-        nix::fcntl::openat(
-            &self.0,
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map(Dir)
-        .map_err(errno)
-    }
-
     /// Opens directory `rel` below this one: beneath it, and through no
     /// symlink at all.
-    pub fn open_beneath(&self, rel: &str) -> io::Result<Dir> {
+    pub fn open_beneath(&self, rel: &Path) -> io::Result<Dir> {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
             .resolve(

@@ -54,7 +54,10 @@ fn two_epochs_in_one_process_give_two_reproducible_digests() {
     };
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("f"), "file\n").unwrap();
-    let dockerfile = "FROM box:1\nCOPY f /f\nRUN echo made > /made\n";
+    // No RUN: a RUN's container starts this process's own binary as its
+    // init, and this test binary is not kiln. The COPY's mtime is clamped
+    // to the epoch, and `created` is the epoch.
+    let dockerfile = "FROM box:1\nCOPY f /f\nENV A=1\n";
     let source = Source::new("Dockerfile", dockerfile.as_bytes());
     let digest = |root: &Path, epoch: Option<i64>| {
         let store = Store::open(root).unwrap();
@@ -190,7 +193,11 @@ fn context_modes_git_makes_umasks_alike() {
         let ctx = tempfile::tempdir().unwrap();
         let c = ctx.path();
         std::fs::create_dir(c.join("src")).unwrap();
-        std::fs::write(c.join("Dockerfile"), "FROM box:1\nCOPY . /app/\n").unwrap();
+        std::fs::write(
+            c.join("Dockerfile"),
+            "FROM box:1\nCOPY . /app/\nCOPY --chmod=o+w src/lib.txt /chmod.txt\n",
+        )
+        .unwrap();
         std::fs::write(c.join("src/lib.txt"), "lib\n").unwrap();
         std::fs::write(c.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
         let set = |p: &str, m: u32| {
@@ -228,7 +235,8 @@ fn context_modes_git_makes_umasks_alike() {
     );
     assert_eq!(one, two, "the same image from both checkouts");
     assert!(
-        log.contains("#2 [2/2] COPY . /app/\n#2 CACHED\n"),
+        log.contains("#2 [2/3] COPY . /app/\n#2 CACHED\n")
+            && log.contains("#3 [3/3] COPY --chmod=o+w src/lib.txt /chmod.txt\n#3 CACHED\n"),
         "the COPY came from the cache:\n{log}"
     );
     let modes = ok(k(
@@ -250,6 +258,13 @@ fn context_modes_git_makes_umasks_alike() {
         modes,
         "/app/src 755\n/app/src/lib.txt 644\n/app/run.sh 755\n/app/Dockerfile 644\n"
     );
+    // A symbolic --chmod works on the mode git gives, which the key saw:
+    // the loose checkout's 0664 would have made 0666.
+    let modes = ok(k(
+        b.path(),
+        &["run", "--rm", "app:1", "stat", "-c", "%a", "/chmod.txt"],
+    ));
+    assert_eq!(modes, "646\n");
     // The environment sets the default too.
     let from_env = ok(kiln()
         .arg("--root")
