@@ -25,7 +25,9 @@ for case in "$cases"/*/; do
   name=$(basename "$case")
   # A checkout of the case, as git would make it (0644, 0755 scripts).
   cp -r "$case" "$work/$name"
-  chmod -R u+w,go-w "$work/$name"
+  find "$work/$name" -type d -exec chmod 755 {} +
+  find "$work/$name" -type f -perm -u+x -exec chmod 755 {} +
+  find "$work/$name" -type f ! -perm -u+x -exec chmod 644 {} +
   total=$((total + 1))
   if out=$("$kiln" --root "$work/store" build -q --source-date-epoch "$epoch" --verify-repro \
       --progress quiet "$work/$name" 2>&1); then

@@ -270,12 +270,36 @@ fn layer_difference(
         };
         differs("xattrs", names(&x), names(&y));
         if !what.is_empty() {
+            if let Some(hint) = culprit(&x.path) {
+                what.push(format!("hint: {hint}"));
+            }
             return Ok(what);
         }
     }
     // The same entries: the tars differ in their bytes only (padding, the
     // header format).
     Ok(vec!["  the same entries, in other tar bytes".into()])
+}
+
+/// What is known to differ from build to build at `path`, and the cure.
+fn culprit(path: &str) -> Option<&'static str> {
+    let path = path.trim_start_matches("./");
+    if path.starts_with("var/cache/apt/") || path.starts_with("var/log/") {
+        Some(
+            "apt's binary caches and the package tools' logs are written anew by every run: \
+             remove /var/cache/apt/*.bin, /var/log/apt and /var/log/dpkg.log in the same RUN",
+        )
+    } else if path.starts_with("var/cache/ldconfig/") {
+        Some(
+            "ldconfig's aux-cache records times: remove /var/cache/ldconfig/aux-cache in the same RUN",
+        )
+    } else if path.contains("__pycache__/") || path.ends_with(".pyc") {
+        Some(
+            "Python's bytecode records source times: set SOURCE_DATE_EPOCH for the RUN (ARG SOURCE_DATE_EPOCH) or PYTHONDONTWRITEBYTECODE=1",
+        )
+    } else {
+        None
+    }
 }
 
 /// An entry's metadata, and the sha256 of its content.
@@ -311,6 +335,18 @@ fn describe<R: Read>(mut e: tar::Entry<'_, R>) -> std::io::Result<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_culprits_get_a_hint() {
+        assert!(
+            culprit("var/cache/apt/pkgcache.bin")
+                .unwrap()
+                .contains("/var/cache/apt/*.bin")
+        );
+        assert!(culprit("var/log/dpkg.log").is_some());
+        assert!(culprit("usr/lib/python3/x/__pycache__/a.cpython-311.pyc").is_some());
+        assert_eq!(culprit("etc/hostname"), None);
+    }
 
     #[test]
     fn the_first_differing_json_field_is_named() {
