@@ -26,6 +26,7 @@ docker=/usr/bin/docker
 work=$(mktemp -d /var/tmp/kiln-paths-bench.XXXXXX)
 cleanup() {
   "$docker" rmi -f localhost/kpaths/box:1 kpaths/out:1 >/dev/null 2>&1 || true
+  "$docker" image prune -f >/dev/null 2>&1 || true
   "$docker" builder prune -af >/dev/null 2>&1 || true
   buildah rmi -af >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -107,6 +108,9 @@ def settle():
     subprocess.run(["sync"], check=True)
     time.sleep(35)
 def prune():
+    # The images each `docker build -t` left dangling go too: twelve 2 GiB
+    # ones fill a disk.
+    subprocess.run([docker, "image", "prune", "-f"], stdout=subprocess.DEVNULL, check=True)
     subprocess.run([docker, "builder", "prune", "-af"], stdout=subprocess.DEVNULL, check=True)
     subprocess.run("buildah rm -a; buildah rmi -f kpaths/out:1", shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
