@@ -28,23 +28,30 @@ fn debian_tar() -> PathBuf {
     tar
 }
 
+/// The `debian:local` tarball for a slow test doing `what`; None (the test
+/// skips, saying why) unless CI runs it or KILN_REALWORLD=1 asks, as root
+/// with debootstrap.
+fn debian_tar_for(what: &str) -> Option<PathBuf> {
+    if std::env::var_os("CI").is_none() && std::env::var_os("KILN_REALWORLD").is_none() {
+        eprintln!("skipped: slow (debootstrap and {what}); CI runs it, or set KILN_REALWORLD=1");
+        return None;
+    }
+    if !need_root("debootstrap and build steps run as root")
+        || !need_tool("debootstrap", "it makes the debian:local base")
+    {
+        return None;
+    }
+    Some(debian_tar())
+}
+
 #[test]
 fn realworld_dockerfiles_build_as_docker_builds_them() {
     let Some(dir) = conformance("realworld") else {
         return;
     };
-    if std::env::var_os("CI").is_none() && std::env::var_os("KILN_REALWORLD").is_none() {
-        eprintln!(
-            "skipped: slow (debootstrap and 22 apt-get builds); CI runs it, or set KILN_REALWORLD=1"
-        );
+    let Some(tar) = debian_tar_for("22 apt-get builds") else {
         return;
-    }
-    if !need_root("debootstrap and build steps run as root")
-        || !need_tool("debootstrap", "it makes the debian:local base")
-    {
-        return;
-    }
-    let tar = debian_tar();
+    };
     let store = tempfile::tempdir().expect("tempdir");
     let root = store.path().to_str().expect("utf-8 path").to_string();
     let out = kiln()
@@ -319,18 +326,9 @@ fn lstat(rootfs: &Path, path: &str) -> Option<std::fs::Metadata> {
 /// same RUN, the Debian image is byte for byte reproducible.
 #[test]
 fn an_apt_get_image_is_reproducible_once_apts_caches_and_logs_go() {
-    if std::env::var_os("CI").is_none() && std::env::var_os("KILN_REALWORLD").is_none() {
-        eprintln!(
-            "skipped: slow (debootstrap and four apt-get builds); CI runs it, or set KILN_REALWORLD=1"
-        );
+    let Some(tar) = debian_tar_for("four apt-get builds") else {
         return;
-    }
-    if !need_root("debootstrap and build steps run as root")
-        || !need_tool("debootstrap", "it makes the debian:local base")
-    {
-        return;
-    }
-    let tar = debian_tar();
+    };
     let store = tempfile::tempdir().expect("tempdir");
     let k = |args: &[&str]| {
         kiln()
