@@ -267,9 +267,9 @@ impl<W: Write> Walker<W> {
 }
 
 /// Reads exactly `left` bytes of a file through the walker's buffer: the
-/// tar writer copies in 8 KiB pieces, and a read syscall per piece cost a
-/// big layer's commit a quarter of its time. A file that shrank while being
-/// read is padded with zeros rather than corrupting the archive.
+/// tar writer copies in 8 KiB pieces, and a read syscall per piece is a
+/// quarter of a million of them per GiB of layer. A file that shrank while
+/// being read is padded with zeros rather than corrupting the archive.
 struct Exact<'b, R> {
     inner: R,
     left: u64,
