@@ -40,7 +40,7 @@ pub fn verify(
     let root = store.temp_path("repro");
     let result = (|| {
         let scratch = Store::open(&root)?;
-        seed(store, &scratch)?;
+        store.share_images_with(&scratch)?;
         progress.note("verifying: the same inputs built again in a scratch store with no cache");
         let again_opts = Options {
             no_cache: true,
@@ -71,33 +71,6 @@ pub fn verify(
     })();
     let _ = crate::sandbox::fs::remove_dir_all(&root);
     result
-}
-
-/// Gives `scratch` every image `store` names: the index, and every blob as
-/// a hard link (a copy across filesystems). Snapshots are unpacked there
-/// when a build needs them; the step cache is not brought.
-fn seed(store: &Store, scratch: &Store) -> Result<(), BuildError> {
-    let blobs = store.root().join("blobs/sha256");
-    let read = |e: std::io::Error| BuildError::Invalid(format!("reading {}: {e}", blobs.display()));
-    for entry in std::fs::read_dir(&blobs).map_err(read)? {
-        let name = entry.map_err(read)?.file_name();
-        let (from, to) = (
-            blobs.join(&name),
-            scratch.root().join("blobs/sha256").join(&name),
-        );
-        if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).map_err(|e| {
-                BuildError::Invalid(format!(
-                    "copying {} to {}: {e}",
-                    from.display(),
-                    to.display()
-                ))
-            })?;
-        }
-    }
-    let manifests = store.index()?.manifests().clone();
-    scratch.update_index(|m| *m = manifests)?;
-    Ok(())
 }
 
 /// The first difference between two images: the first layer whose diffID

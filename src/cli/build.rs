@@ -75,9 +75,10 @@ pub struct Args {
     /// difference and exit 1 when they differ.
     #[arg(long = "verify-repro")]
     verify_repro: bool,
-    /// The modes of files copied from the context: "docker" (their own,
-    /// as docker copies them) or "git" (0644, 0755 when executable, as git
-    /// stores them: checkouts made under any umask build alike)
+    /// The modes of files COPY and ADD take from the context: "docker"
+    /// (their own, as docker copies them) or "git" (0644, 0755 when
+    /// executable, as git stores them: checkouts made under any umask
+    /// build alike)
     /// [env: KILN_CONTEXT_MODES]
     #[arg(long = "context-modes", value_enum)]
     context_modes: Option<build::ContextModes>,

@@ -10,38 +10,16 @@
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use crate::sandbox::fs::{Dir, EntryStat};
 
-/// What identifies an unchanged file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stat {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-    mode: u32,
-}
-
-impl Stat {
-    fn of(m: &EntryStat) -> Stat {
-        Stat {
-            size: m.size,
-            mtime: m.mtime,
-            ctime: m.ctime,
-            ino: m.ino,
-            mode: m.mode,
-        }
-    }
-}
-
 #[derive(Default)]
 struct Entries {
     /// Path relative to the context → its stat and content digest.
-    files: HashMap<String, (Stat, [u8; 32])>,
+    /// (The stat says the file is unchanged: size, times, inode, mode.)
+    files: HashMap<String, (EntryStat, [u8; 32])>,
 }
 
 /// The cache file's first bytes. A file without them (a JSON cache of an
@@ -84,7 +62,7 @@ fn decode(bytes: &[u8]) -> Option<Entries> {
         let key = std::str::from_utf8(take(len)?).ok()?.to_string();
         let fixed = take(8 * 6 + 4 + 32)?;
         let word = |i: usize| -> [u8; 8] { fixed[i * 8..i * 8 + 8].try_into().unwrap_or_default() };
-        let stat = Stat {
+        let stat = EntryStat {
             size: u64::from_le_bytes(word(0)),
             mtime: (i64::from_le_bytes(word(1)), i64::from_le_bytes(word(2))),
             ctime: (i64::from_le_bytes(word(3)), i64::from_le_bytes(word(4))),
@@ -164,7 +142,7 @@ impl StatCache {
         meta: &EntryStat,
         open: impl FnOnce() -> std::io::Result<fs::File>,
     ) -> String {
-        let stat = Stat::of(meta);
+        let stat = *meta;
         if let Some(key) = &key
             && let Some((known, digest)) = self
                 .entries
@@ -266,13 +244,7 @@ impl StatCache {
         let Ok(meta) = fs::symlink_metadata(path) else {
             return;
         };
-        let top_stat = EntryStat {
-            mode: meta.mode(),
-            size: meta.size(),
-            ino: meta.ino(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        };
+        let top_stat = EntryStat::from(&meta);
         if meta.is_file() {
             let digest = self.file_digest(key(""), &top_stat, || fs::File::open(path));
             visit("", top_stat.mode, Some(&digest));
@@ -434,14 +406,7 @@ mod tests {
         // A remembered digest is used while the stat is unchanged: a
         // forged entry shows it (nothing re-reads the file).
         let mut entries = decode(&fs::read(&cache_file).unwrap()).unwrap();
-        let m = fs::symlink_metadata(ctx.join("sub/a")).unwrap();
-        let stat = Stat {
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            ino: m.ino(),
-            mode: m.mode(),
-        };
+        let stat = EntryStat::from(&fs::symlink_metadata(ctx.join("sub/a")).unwrap());
         entries.files.insert("sub/a".into(), (stat, [7; 32]));
         fs::write(&cache_file, encode(&entries)).unwrap();
         let cache = StatCache::load(&ctx, cache_file.clone());
@@ -499,7 +464,7 @@ mod tests {
             listing.iter().any(|(n, _)| n == "n\u{fffd}/in"),
             "{listing:?}"
         );
-        let mode = fs::metadata(dir.join("a/x/y/f")).unwrap().mode();
+        let mode = EntryStat::from(&fs::metadata(dir.join("a/x/y/f")).unwrap()).mode;
         assert_eq!(*of("a/x/y/f"), format!("{mode:o} {}", sha("a/x/y/f")));
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -507,14 +472,14 @@ mod tests {
     #[test]
     fn the_cache_file_round_trips_and_anything_else_is_empty() {
         let mut entries = Entries::default();
-        let stat = Stat {
+        let stat = EntryStat {
             size: 5,
             mtime: (-1, 999_999_999),
             ctime: (1_700_000_000, 0),
             ino: u64::MAX,
             mode: 0o100644,
         };
-        entries.files.insert("d/é".into(), (stat.clone(), [9; 32]));
+        entries.files.insert("d/é".into(), (stat, [9; 32]));
         entries.files.insert(String::new(), (stat, [0; 32]));
         let bytes = encode(&entries);
         assert_eq!(decode(&bytes).unwrap().files, entries.files);

@@ -626,6 +626,19 @@ pub struct EntryStat {
     pub ctime: (i64, i64),
 }
 
+impl From<&Metadata> for EntryStat {
+    fn from(m: &Metadata) -> EntryStat {
+        use std::os::unix::fs::MetadataExt;
+        EntryStat {
+            mode: m.mode(),
+            size: m.size(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
 impl EntryStat {
     /// True for a directory.
     pub fn is_dir(&self) -> bool {

@@ -397,6 +397,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Gives `other` (a new store) every blob of this one, as hard links
+    /// (copies across filesystems), and this index: the same images, none
+    /// of the snapshots (unpacked there when needed) or the cache.
+    pub fn share_images_with(&self, other: &Store) -> Result<()> {
+        let blobs = self.root.join("blobs/sha256");
+        for entry in fs::read_dir(&blobs).map_err(io_err("reading", &blobs))? {
+            let name = entry.map_err(io_err("reading", &blobs))?.file_name();
+            let (from, to) = (
+                blobs.join(&name),
+                other.root.join("blobs/sha256").join(&name),
+            );
+            if fs::hard_link(&from, &to).is_err() {
+                fs::copy(&from, &to).map_err(io_err("copying", &from))?;
+            }
+        }
+        let manifests = self.index()?.manifests().clone();
+        other.update_index(|m| *m = manifests)
+    }
+
     /// Points `name` (a full `repo:tag`) at a manifest, replacing any
     /// previous image of that name.
     pub fn tag(&self, name: &str, manifest: Descriptor) -> Result<()> {
