@@ -288,14 +288,20 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
     }
 }
 
-/// Binds the unix socket at `path`: its directory made, a stale socket
-/// (nobody listening) replaced, and the socket only for its owner and
-/// group (root:root 0660 as root; the user's own, 0600, rootless).
+/// Binds the unix socket at `path`: its directory made only for its owner
+/// (0700) or refused when another user owns it or can write there (they
+/// could have put their own socket in its place and answered the owner's
+/// docker client, registry credentials included), a stale socket (nobody
+/// listening) replaced, and the socket only for its owner and group
+/// (root:root 0660 as root; the user's own, 0600, rootless).
 fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    crate::sandbox::fs::private_dir(dir, crate::sandbox::fs::Loose::Refuse)
+        .map_err(|e| format!("the socket's directory: {e}"))?;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(format!(
             "{} is in use: another service answers there",
@@ -316,22 +322,20 @@ fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, Strin
 }
 
 /// The default socket: `/run/kiln/docker.sock` as root,
-/// `$XDG_RUNTIME_DIR/kiln/docker.sock` otherwise.
-pub fn default_socket() -> PathBuf {
+/// `$XDG_RUNTIME_DIR/kiln/docker.sock` otherwise. Never a shared temp
+/// directory, where another user could make the directory first.
+pub fn default_socket() -> Result<PathBuf, String> {
     match (
         crate::sandbox::fs::is_root(),
-        std::env::var_os("XDG_RUNTIME_DIR"),
+        std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()),
     ) {
-        (false, Some(dir)) => PathBuf::from(dir).join("kiln/docker.sock"),
-        (false, None) => std::env::temp_dir().join(format!("kiln-{}/docker.sock", nix_uid())),
-        (true, _) => PathBuf::from("/run/kiln/docker.sock"),
+        (false, Some(dir)) => Ok(PathBuf::from(dir).join("kiln/docker.sock")),
+        (false, None) => Err(
+            "XDG_RUNTIME_DIR is not set, and a rootless socket is never put in a shared temp directory: log in through a session that sets it (systemd-logind does), or give --socket PATH in a directory of your own"
+                .into(),
+        ),
+        (true, _) => Ok(PathBuf::from("/run/kiln/docker.sock")),
     }
-}
-
-fn nix_uid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(0)
 }
 
 /// A query's `filters` (JSON: `{"key": ["value", ...]}`, or old clients'

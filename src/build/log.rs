@@ -85,7 +85,15 @@ impl LogFile {
             .path
             .parent()
             .and_then(|d| fs::create_dir_all(d).ok())
-            .and_then(|_| File::create(&self.path).ok());
+            .and_then(|_| {
+                // A step's output may hold what its secrets printed.
+                std::os::unix::fs::OpenOptionsExt::mode(
+                    File::options().write(true).create(true).truncate(true),
+                    0o600,
+                )
+                .open(&self.path)
+                .ok()
+            });
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES + 1);
         let mut line: Vec<u8> = Vec::new();
         let mut emit = |line: &mut Vec<u8>| {

@@ -1129,7 +1129,10 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
         let opts = kiln::api::Options {
             socket: match listen {
                 Some(_) => None,
-                None => Some(socket.unwrap_or_else(kiln::api::default_socket)),
+                None => Some(match socket {
+                    Some(s) => s,
+                    None => kiln::api::default_socket().map_err(Error::Usage)?,
+                }),
             },
             listen,
             tls: match (tlsverify, tlscacert, tlscert, tlskey) {

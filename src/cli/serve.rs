@@ -19,6 +19,9 @@ pub struct Args {
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let config =
         kiln::serve::config::Config::load(&args.config).map_err(|e| Error::Usage(e.to_string()))?;
+    for w in config.warnings() {
+        eprintln!("warning: {}: {w}", args.config.display());
+    }
     if args.check {
         eprintln!("{}: valid", args.config.display());
         return Ok(ExitCode::SUCCESS);

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Which stream a line came from.
@@ -49,7 +50,12 @@ impl Writer {
     /// Opens (appends to) the log in `dir`.
     pub fn open(dir: &Path, max_size: Option<u64>, max_files: usize) -> std::io::Result<Writer> {
         let path = path(dir);
-        let file = File::options().create(true).append(true).open(&path)?;
+        // Only the store's owner reads what a container printed.
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
         let size = file.metadata()?.len();
         Ok(Writer {
             path,
@@ -100,7 +106,11 @@ impl Writer {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
         std::fs::rename(&self.path, numbered(1))?;
-        self.file = File::options().create(true).append(true).open(&self.path)?;
+        self.file = File::options()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
         self.size = 0;
         Ok(())
     }

@@ -591,7 +591,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     let path = dir.join("config.json");
     let bytes =
         serde_json::to_vec_pretty(&record).map_err(|e| io_err("writing", &path)(e.into()))?;
-    std::fs::write(&path, bytes).map_err(io_err("writing", &path))?;
+    crate::store::write_private(&path, &bytes).map_err(io_err("writing", &path))?;
     state::write(&dir, &state::State::default()).map_err(io_err("writing", &dir))?;
     if opts.auto_remove {
         // Store::open reclaims a --rm container whose kiln died.
@@ -629,7 +629,7 @@ impl Container {
         let tmp = self.dir.join(".config.json.tmp");
         let bytes = serde_json::to_vec_pretty(&self.record)
             .map_err(|e| io_err("writing", &path)(e.into()))?;
-        std::fs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
+        crate::store::write_private(&tmp, &bytes).map_err(io_err("writing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("writing", &path))
     }
 }
@@ -816,20 +816,12 @@ impl Container {
         crate::image::apply_changes(c, &opts.changes)?;
         // Paused while its changes are read, so no file is caught half
         // written (`--pause=false` reads it running).
-        let pids: Vec<u32> = match opts.pause {
-            true => self.processes().iter().map(|p| p.pid).collect(),
-            false => Vec::new(),
-        };
-        let _frozen = match pids.is_empty() {
+        let pids = || -> Vec<u32> { self.processes().iter().map(|p| p.pid).collect() };
+        let _frozen = match !opts.pause || pids().is_empty() {
             true => None,
-            false => Some(
-                sandbox::cgroup::freeze(&self.record.id, &pids).map_err(|e| {
-                    ContainerError::Invalid(format!(
-                        "pausing {} to commit it: {e}",
-                        self.record.name
-                    ))
-                })?,
-            ),
+            false => Some(sandbox::cgroup::freeze(&self.record.id, pids).map_err(|e| {
+                ContainerError::Invalid(format!("pausing {} to commit it: {e}", self.record.name))
+            })?),
         };
         let writer = store.blob_writer_prehashed()?;
         let upper = &self.record.spec.upper;

@@ -101,7 +101,7 @@ pub fn read(dir: &Path) -> State {
 /// Writes `state` atomically (a reader sees the old or the new file).
 pub fn write(dir: &Path, state: &State) -> std::io::Result<()> {
     let tmp = dir.join(".state.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    crate::store::write_private(&tmp, &serde_json::to_vec_pretty(state)?)?;
     std::fs::rename(tmp, path(dir))
 }
 

@@ -1,10 +1,11 @@
 //! Directory → deterministic layer tar.
 
 use super::{HashingWriter, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
-use crate::sandbox::fs::split_dev;
+use crate::sandbox::fs::{Dir, split_dev};
 use crate::store::Digest;
 use std::collections::HashMap;
-use std::fs::{self, File, Metadata};
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,13 @@ pub enum GenerateError {
     /// Writing the tar failed.
     #[error("writing layer tar: {0}")]
     Write(#[source] io::Error),
+    /// A file's name begins with `.wh.`, which a layer reserves for
+    /// deletions (OCI whiteouts): written as is, applying the layer would
+    /// delete instead of create.
+    #[error(
+        "{0}: a name beginning with .wh. cannot be put in a layer (it would mean a deletion, an OCI whiteout); rename it"
+    )]
+    WhiteoutName(String),
 }
 
 /// How to generate.
@@ -39,26 +47,38 @@ fn is_overlay_xattr(name: &str) -> bool {
     name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 
-fn is_opaque(path: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"))
+/// True when a directory's xattrs mark it opaque (overlayfs).
+fn is_opaque(xattrs: &[(OsString, Vec<u8>)]) -> bool {
+    xattrs.iter().any(|(k, v)| {
+        (k == "trusted.overlay.opaque" || k == "user.overlay.opaque") && v.as_slice() == b"y"
+    })
 }
 
 /// Writes the tar of `dir` to `out`; returns `out`, the diffID (sha256 of
 /// the tar) and its size.
+///
+/// `dir` may be the upper directory of a container that still runs (a
+/// commit with `--pause=false`, or a process the freezer missed): it is
+/// walked through descriptors only, each entry held before it is stat'ed
+/// and opened as what it was stat'ed as, so a name swapped for a symlink
+/// never leads a read onto the host.
 pub fn generate<W: Write>(
     dir: &Path,
     out: W,
     options: Options,
 ) -> Result<(W, Digest, u64), GenerateError> {
+    let top = Dir::open(dir).map_err(|source| GenerateError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut walker = Walker {
         builder: tar::Builder::new(HashingWriter::new(out)),
         options,
         links: HashMap::new(),
         buf: Vec::new(),
+        top: dir.to_path_buf(),
     };
-    walker.dir(dir, "")?;
+    walker.walk(top)?;
     let hashing = walker.builder.into_inner().map_err(GenerateError::Write)?;
     hashing.finish().map_err(GenerateError::Write)
 }
@@ -70,55 +90,75 @@ struct Walker<W: Write> {
     links: HashMap<(u64, u64), String>,
     /// Regular files are read through this (allocated at the first one).
     buf: Vec<u8>,
+    /// The directory walked (for messages).
+    top: PathBuf,
 }
 
 /// The size of the walker's read buffer.
 const READ_BUF: usize = 1 << 20;
 
+/// A directory being written: its descriptor, its name in the tar with a
+/// trailing `/` (empty for the top), and its names left, last first.
+struct Frame {
+    dir: Dir,
+    prefix: String,
+    left: Vec<OsString>,
+}
+
 impl<W: Write> Walker<W> {
-    /// The names in `dir`, in byte order (the same on every machine and
-    /// locale), as (path, name in the tar) pairs.
-    fn children(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, String)>, GenerateError> {
-        let read = |source| GenerateError::Read {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .map_err(read)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(read)?;
-        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-        Ok(names
-            .into_iter()
-            .map(|n| (dir.join(&n), format!("{prefix}{}", n.to_string_lossy())))
-            .collect())
+    fn read_err(&self, rel: &str) -> impl FnOnce(io::Error) -> GenerateError + use<W> {
+        let path = self.top.join(rel);
+        move |source| GenerateError::Read { path, source }
     }
 
-    /// Writes every entry under `dir`, depth first in name order, without
-    /// recursion: a tree's depth is bounded by memory, not by the stack.
-    fn dir(&mut self, dir: &Path, prefix: &str) -> Result<(), GenerateError> {
-        let mut todo = Self::children(dir, prefix)?;
-        todo.reverse();
-        while let Some((path, rel)) = todo.pop() {
-            let (parent, name) = match rel.rsplit_once('/') {
-                Some((p, n)) => (format!("{p}/"), n.to_string()),
-                None => (String::new(), rel.clone()),
+    fn frame(&self, dir: Dir, prefix: String) -> Result<Frame, GenerateError> {
+        // Byte order: the same on every machine and locale.
+        let mut left = dir.names().map_err(self.read_err(&prefix))?;
+        left.reverse();
+        Ok(Frame { dir, prefix, left })
+    }
+
+    /// Writes every entry below `top`, depth first in name order, without
+    /// recursion (a tree's depth is bounded by memory, not by the stack).
+    fn walk(&mut self, top: Dir) -> Result<(), GenerateError> {
+        let mut stack = vec![self.frame(top, String::new())?];
+        while let Some(frame) = stack.last_mut() {
+            let Some(name) = frame.left.pop() else {
+                stack.pop();
+                continue;
             };
-            let meta = fs::symlink_metadata(&path).map_err(|source| GenerateError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let rel = format!("{}{}", frame.prefix, name.to_string_lossy());
+            if name
+                .as_encoded_bytes()
+                .starts_with(WHITEOUT_PREFIX.as_bytes())
+            {
+                // Such a name in a layer deletes what it names when the
+                // layer is applied; kiln would refuse its own image.
+                return Err(GenerateError::WhiteoutName(rel));
+            }
+            let (held, meta) = match frame.dir.hold(&name) {
+                Ok(h) => h,
+                // Removed since the listing (a container still running).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.read_err(&rel)(e)),
+            };
             let ft = meta.file_type();
             if ft.is_char_device() && meta.rdev() == 0 {
                 // An overlay whiteout: the name was deleted.
-                let wh = format!("{parent}{WHITEOUT_PREFIX}{name}");
+                let wh = format!(
+                    "{}{WHITEOUT_PREFIX}{}",
+                    frame.prefix,
+                    name.to_string_lossy()
+                );
                 self.plain(&wh, &meta, EntryType::Regular, 0)?;
                 continue;
             }
             if ft.is_dir() {
-                self.entry(&path, &format!("{rel}/"), &meta, EntryType::Directory)?;
-                if is_opaque(&path) {
+                let sub = held.open_dir().map_err(self.read_err(&rel))?;
+                let xattrs = sub.own_xattrs().map_err(self.read_err(&rel))?;
+                let dir_name = format!("{rel}/");
+                self.entry(&dir_name, &meta, EntryType::Directory, &xattrs, Body::None)?;
+                if is_opaque(&xattrs) {
                     self.plain(
                         &format!("{rel}/{OPAQUE_WHITEOUT}"),
                         &meta,
@@ -126,12 +166,11 @@ impl<W: Write> Walker<W> {
                         0,
                     )?;
                 }
-                let mut children = Self::children(&path, &format!("{rel}/"))?;
-                children.reverse();
-                todo.extend(children);
-            } else if ft.is_symlink() {
-                self.entry(&path, &rel, &meta, EntryType::Symlink)?;
-            } else if ft.is_file() {
+                let next = self.frame(sub, dir_name)?;
+                stack.push(next);
+                continue;
+            }
+            if ft.is_file() {
                 if meta.nlink() > 1 {
                     let key = (meta.dev(), meta.ino());
                     if let Some(first) = self.links.get(&key).cloned() {
@@ -143,15 +182,29 @@ impl<W: Write> Walker<W> {
                     }
                     self.links.insert(key, rel.clone());
                 }
-                self.entry(&path, &rel, &meta, EntryType::Regular)?;
-            } else if ft.is_char_device() {
-                self.entry(&path, &rel, &meta, EntryType::Char)?;
-            } else if ft.is_block_device() {
-                self.entry(&path, &rel, &meta, EntryType::Block)?;
-            } else if ft.is_fifo() {
-                self.entry(&path, &rel, &meta, EntryType::Fifo)?;
+                let file = held.open_file().map_err(self.read_err(&rel))?;
+                let xattrs = crate::sandbox::fs::file_xattrs(&file).map_err(self.read_err(&rel))?;
+                self.entry(&rel, &meta, EntryType::Regular, &xattrs, Body::File(file))?;
+                continue;
             }
-            // Sockets cannot be represented in a tar; Docker skips them too.
+            let kind = if ft.is_symlink() {
+                EntryType::Symlink
+            } else if ft.is_char_device() {
+                EntryType::Char
+            } else if ft.is_block_device() {
+                EntryType::Block
+            } else if ft.is_fifo() {
+                EntryType::Fifo
+            } else {
+                // Sockets cannot be represented in a tar; Docker skips them too.
+                continue;
+            };
+            let xattrs = frame.dir.xattrs(&name).map_err(self.read_err(&rel))?;
+            let body = match kind {
+                EntryType::Symlink => Body::Link(held.read_link().map_err(self.read_err(&rel))?),
+                _ => Body::None,
+            };
+            self.entry(&rel, &meta, kind, &xattrs, body)?;
         }
         Ok(())
     }
@@ -191,30 +244,21 @@ impl<W: Write> Walker<W> {
 
     fn entry(
         &mut self,
-        path: &Path,
         name: &str,
         meta: &Metadata,
         kind: EntryType,
+        xattrs: &[(OsString, Vec<u8>)],
+        body: Body,
     ) -> Result<(), GenerateError> {
-        let read = |source| GenerateError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
-        for attr in xattr::list(path).map_err(read)? {
-            let attr_name = attr.to_string_lossy().into_owned();
-            if is_overlay_xattr(&attr_name) {
-                continue;
-            }
-            if let Some(value) = xattr::get(path, &attr).map_err(read)? {
-                xattrs.push((format!("SCHILY.xattr.{attr_name}"), value));
-            }
-        }
-        if !xattrs.is_empty() {
-            xattrs.sort();
-            let records = xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+        let records: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.as_slice()))
+            .filter(|(k, _)| !is_overlay_xattr(k))
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v))
+            .collect();
+        if !records.is_empty() {
             self.builder
-                .append_pax_extensions(records)
+                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
                 .map_err(GenerateError::Write)?;
         }
         let size = if kind == EntryType::Regular {
@@ -223,15 +267,12 @@ impl<W: Write> Walker<W> {
             0
         };
         let mut h = self.header(meta, kind, size);
-        match kind {
-            EntryType::Symlink => {
-                let target = fs::read_link(path).map_err(read)?;
-                self.builder
-                    .append_link(&mut h, name, &target)
-                    .map_err(GenerateError::Write)
-            }
-            EntryType::Regular => {
-                let file = File::open(path).map_err(read)?;
+        match body {
+            Body::Link(target) => self
+                .builder
+                .append_link(&mut h, name, &target)
+                .map_err(GenerateError::Write),
+            Body::File(file) => {
                 // The size in the header must match what is read, even if the
                 // file changes under us.
                 if self.buf.is_empty() && size > 0 {
@@ -248,22 +289,29 @@ impl<W: Write> Walker<W> {
                     .append_data(&mut h, name, &mut padded)
                     .map_err(GenerateError::Write)
             }
-            EntryType::Char | EntryType::Block => {
-                let (major, minor) = split_dev(meta.rdev());
-                h.set_device_major(u32::try_from(major).unwrap_or(0))
-                    .map_err(GenerateError::Write)?;
-                h.set_device_minor(u32::try_from(minor).unwrap_or(0))
-                    .map_err(GenerateError::Write)?;
+            Body::None => {
+                if matches!(kind, EntryType::Char | EntryType::Block) {
+                    let (major, minor) = split_dev(meta.rdev());
+                    h.set_device_major(u32::try_from(major).unwrap_or(0))
+                        .map_err(GenerateError::Write)?;
+                    h.set_device_minor(u32::try_from(minor).unwrap_or(0))
+                        .map_err(GenerateError::Write)?;
+                }
                 self.builder
                     .append_data(&mut h, name, io::empty())
                     .map_err(GenerateError::Write)
             }
-            _ => self
-                .builder
-                .append_data(&mut h, name, io::empty())
-                .map_err(GenerateError::Write),
         }
     }
+}
+
+/// What an entry carries besides its header.
+enum Body {
+    None,
+    /// A regular file's content, opened through its hold.
+    File(File),
+    /// A symlink's target.
+    Link(PathBuf),
 }
 
 /// Reads exactly `left` bytes of a file through the walker's buffer: the

@@ -257,13 +257,20 @@ pub struct Frozen {
     v2: bool,
 }
 
-/// Freezes `pids` (a container's processes) in a freezer group of their
-/// own named for container `id`: v1's freezer hierarchy, or v2's
-/// `cgroup.freeze` in the group they are in.
-pub fn freeze(id: &str, pids: &[u32]) -> io::Result<Frozen> {
-    let first = pids
+/// Freezes a container's processes (`pids` lists them, called again
+/// until it names no process left out) in a freezer group of their own
+/// named for container `id`: v1's freezer hierarchy, or v2's
+/// `cgroup.freeze` in the group they are in. Returns once the kernel says
+/// every one is frozen: a process that forked while the others were being
+/// moved is moved too (a frozen group freezes what joins it), so a commit
+/// never reads files a running process still changes, nor fails because
+/// one forked.
+pub fn freeze(id: &str, pids: impl Fn() -> Vec<u32>) -> io::Result<Frozen> {
+    let first = *pids()
         .first()
         .ok_or_else(|| io::Error::other("no process to freeze"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(2));
     if unified() {
         let own = fs::read_to_string(format!("/proc/{first}/cgroup"))?;
         let path = own
@@ -272,22 +279,58 @@ pub fn freeze(id: &str, pids: &[u32]) -> io::Result<Frozen> {
             .ok_or_else(|| io::Error::other("not in a v2 group"))?;
         let dir = Path::new(ROOT).join(path.trim_start_matches('/'));
         write(&dir, "cgroup.freeze", "1")?;
-        return Ok(Frozen { dir, v2: true });
+        let frozen = Frozen { dir, v2: true };
+        // Children inherit the group, so every process is in it; the
+        // kernel reports when all of them stopped.
+        while !fs::read_to_string(frozen.dir.join("cgroup.events"))
+            .is_ok_and(|s| s.lines().any(|l| l == "frozen 1"))
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(io::Error::other("the processes did not freeze within 10 s"));
+            }
+            pause();
+        }
+        return Ok(frozen);
     }
     let dir = Path::new(ROOT).join("freezer").join("kiln").join(id);
     fs::create_dir_all(&dir)?;
-    for pid in pids {
-        write(&dir, "cgroup.procs", &pid.to_string())?;
-    }
-    write(&dir, "freezer.state", "FROZEN")?;
-    // The kernel freezes asynchronously: wait until it says so.
-    for _ in 0..500 {
-        if fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN") {
-            break;
+    let frozen = Frozen { dir, v2: false };
+    let mut frozen_once = false;
+    loop {
+        let inside: std::collections::BTreeSet<u32> =
+            fs::read_to_string(frozen.dir.join("cgroup.procs"))?
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+        let outside: Vec<u32> = pids().into_iter().filter(|p| !inside.contains(p)).collect();
+        for pid in &outside {
+            // One that exited meanwhile cannot be moved, nor needs to be.
+            if let Err(e) = write(&frozen.dir, "cgroup.procs", &pid.to_string())
+                && Path::new(&format!("/proc/{pid}")).exists()
+            {
+                return Err(e);
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        if !frozen_once {
+            write(&frozen.dir, "freezer.state", "FROZEN")?;
+            frozen_once = true;
+        }
+        // The kernel freezes asynchronously: FREEZING until every task
+        // stopped, FROZEN then.
+        let state = fs::read_to_string(frozen.dir.join("freezer.state")).unwrap_or_default();
+        if outside.is_empty() && state.trim() == "FROZEN" {
+            return Ok(frozen);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "the processes did not freeze within 10 s (freezer.state {})",
+                state.trim()
+            )));
+        }
+        if outside.is_empty() {
+            pause();
+        }
     }
-    Ok(Frozen { dir, v2: false })
 }
 
 impl Drop for Frozen {

@@ -68,6 +68,96 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The process's effective uid.
+pub fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// How [`private_dir`] treats a directory that exists with looser modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loose {
+    /// Take group and other read and write away (a store made by an older
+    /// kiln); a directory of another owner or a symlink stays refused.
+    Repair,
+    /// Refuse it, naming the fix (a socket's directory: whoever could
+    /// write there could have replaced what is in it already).
+    Refuse,
+}
+
+/// Makes `dir` only for its owner: created 0700 (missing parents 0755,
+/// whatever the umask), or checked when it exists: owned by this user (or
+/// by anyone when root repairs), not a symlink, and no read or write bits
+/// for group or others when repaired (0711 is allowed: search only, as
+/// docker's own root), no write bits when refused.
+/// Other users of the host must never reach a set-uid file of an image,
+/// a container's config or a socket through it.
+pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| with_path(e, "creating", parent))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            // The umask can only take bits away, but say it once more: a
+            // umask of 0 must not matter and neither must an odd one.
+            return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| with_path(e, "setting the mode of", dir));
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(with_path(e, "creating", dir)),
+    }
+    let meta = match loose {
+        // A store's root may be a symlink its admin made (/var/lib/kiln
+        // on another disk); what it points at is checked.
+        Loose::Repair => std::fs::metadata(dir),
+        Loose::Refuse => std::fs::symlink_metadata(dir),
+    }
+    .map_err(|e| with_path(e, "reading", dir))?;
+    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    if !meta.is_dir() {
+        return Err(refuse(format!(
+            "{} is not a directory (a symlink or a file someone else may have put there): remove it",
+            dir.display()
+        )));
+    }
+    let me = euid();
+    if meta.uid() != me && !(loose == Loose::Repair && me == 0) {
+        return Err(refuse(format!(
+            "{} belongs to uid {}, not to uid {me}: another user could replace what kiln keeps there (remove it, or choose another path)",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    // What it holds must not be read (a store) or replaced (a socket).
+    let open_bits = match loose {
+        Loose::Repair => 0o066,
+        Loose::Refuse => 0o022,
+    };
+    if mode & open_bits == 0 {
+        return Ok(());
+    }
+    match loose {
+        Loose::Repair => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| {
+                refuse(format!(
+                    "{} is mode {mode:o}, open to other users of the host, and cannot be made 0700 ({e}): run chmod 700 {}",
+                    dir.display(),
+                    dir.display()
+                ))
+            }),
+        Loose::Refuse => Err(refuse(format!(
+            "{} is mode {mode:o}: other users of the host can read or write it (chmod 700 {}, or choose another path)",
+            dir.display(),
+            dir.display()
+        ))),
+    }
+}
+
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
@@ -720,6 +810,95 @@ impl Dir {
     /// The target of symlink `name`.
     pub fn read_link(&self, name: &OsStr) -> io::Result<PathBuf> {
         nix::fcntl::readlinkat(&self.0, name)
+            .map(PathBuf::from)
+            .map_err(errno)
+    }
+
+    /// Holds entry `name` itself (`O_PATH`, a symlink not followed, a
+    /// device or FIFO not opened) and its metadata read from that hold:
+    /// what the caller then opens is what it stat'ed, even when the name
+    /// is swapped for a symlink meanwhile.
+    pub fn hold(&self, name: &OsStr) -> io::Result<(Held, Metadata)> {
+        let fd = nix::fcntl::openat(
+            &self.0,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let meta = File::from(fd.try_clone()?).metadata()?;
+        Ok((Held(fd), meta))
+    }
+
+    /// The extended attributes of entry `name` (a symlink's own), as
+    /// sorted (name, value) pairs. The directory is pinned by its
+    /// descriptor and the name is one component that l*xattr does not
+    /// follow.
+    pub fn xattrs(&self, name: &OsStr) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+        let path = Path::new(&format!("/proc/self/fd/{}", self.0.as_raw_fd())).join(name);
+        let mut out = Vec::new();
+        for key in xattr::list(&path)? {
+            if let Some(value) = xattr::get(&path, &key)? {
+                out.push((key, value));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The directory's own extended attributes, sorted.
+    pub fn own_xattrs(&self) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+        file_xattrs(&File::from(self.0.try_clone()?))
+    }
+}
+
+/// The extended attributes of an open file, as sorted (name, value) pairs.
+pub fn file_xattrs(file: &File) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    use xattr::FileExt;
+    let mut out = Vec::new();
+    for key in file.list_xattr()? {
+        if let Some(value) = file.get_xattr(&key)? {
+            out.push((key, value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// An entry held by [`Dir::hold`]: opened again only as the kind it was
+/// when it was stat'ed.
+pub struct Held(OwnedFd);
+
+impl Held {
+    /// The held directory, opened for listing.
+    pub fn open_dir(&self) -> io::Result<Dir> {
+        nix::fcntl::openat(
+            &self.0,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map(Dir)
+        .map_err(errno)
+    }
+
+    /// The held regular file, opened for reading: through its own
+    /// descriptor's magic link, so the inode read is the one held, never
+    /// what the name points at now.
+    pub fn open_file(&self) -> io::Result<File> {
+        let path = format!("/proc/self/fd/{}", self.0.as_raw_fd());
+        nix::fcntl::open(
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(errno)
+    }
+
+    /// The held symlink's target.
+    pub fn read_link(&self) -> io::Result<PathBuf> {
+        nix::fcntl::readlinkat(&self.0, "")
             .map(PathBuf::from)
             .map_err(errno)
     }

@@ -185,6 +185,13 @@ impl Config {
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("listen = {:?}: {e} (use IP:PORT)", self.listen))?;
+        // An empty secret would match a request that sends none at all.
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(
+                "token = \"\": an empty token would let any request through (remove the line, or set a long random string)"
+                    .into(),
+            );
+        }
         for size in [&self.store.max_size, &self.store.min_free]
             .into_iter()
             .flatten()
@@ -246,6 +253,15 @@ impl Config {
             }
             t.parsed_triggers()
                 .map_err(|e| format!("target {:?}: {e}", t.name))?;
+            if t.webhook_secret
+                .as_deref()
+                .is_some_and(|w| w.trim().is_empty())
+            {
+                return Err(format!(
+                    "target {:?}: webhook_secret = \"\": an empty secret would accept an unsigned push (set a long random string)",
+                    t.name
+                ));
+            }
             if t.triggers.iter().any(|x| x == "push") && t.webhook_secret.is_none() {
                 return Err(format!(
                     "target {:?}: the push trigger needs webhook_secret",
@@ -254,6 +270,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// What is allowed but unwise, one line each: today a listener beyond
+    /// loopback that asks no token.
+    pub fn warnings(&self) -> Vec<String> {
+        let exposed = self
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        match (exposed, &self.token) {
+            (true, None) => vec![format!(
+                "listen = {:?} is beyond loopback and no token is set: anyone who reaches it can queue builds (set token = \"...\")",
+                self.listen
+            )],
+            _ => Vec::new(),
+        }
     }
 
     /// The target named `name`.
@@ -416,9 +448,32 @@ webhook_secret = "hmac-secret"
             ),
             ("[store]\nmax_size = \"5 parsecs\"\n", "unknown unit"),
             ("listen = \"localhost\"\n", "use IP:PORT"),
+            (
+                "token = \"\"\n",
+                "an empty token would let any request through",
+            ),
+            (
+                "token = \"  \"\n",
+                "an empty token would let any request through",
+            ),
+            (
+                "[[target]]\nname = \"a\"\ncontext = \"/x\"\ntriggers = [\"push\"]\nwebhook_secret = \"\"\n",
+                "an empty secret would accept an unsigned push",
+            ),
         ] {
             let got = parse(text).unwrap_err();
             assert!(got.contains(want), "{text:?}: {got}");
         }
+    }
+
+    #[test]
+    fn a_listener_beyond_loopback_without_a_token_is_warned_of() {
+        let open = parse("listen = \"0.0.0.0:8080\"\n").unwrap();
+        assert_eq!(open.warnings().len(), 1);
+        assert!(open.warnings()[0].contains("no token is set"));
+        let tokened = parse("listen = \"0.0.0.0:8080\"\ntoken = \"t\"\n").unwrap();
+        assert!(tokened.warnings().is_empty());
+        let local = parse("listen = \"127.0.0.1:8080\"\n").unwrap();
+        assert!(local.warnings().is_empty());
     }
 }

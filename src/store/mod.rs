@@ -22,6 +22,7 @@ mod fsck;
 pub use digest::Digest;
 pub use fsck::{Problem, fsck};
 
+use crate::sandbox::fs::{Loose, private_dir};
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -105,6 +106,34 @@ impl Drop for Lock {
     }
 }
 
+/// The store's directories, each only for the store's owner even when the
+/// root is opened to search (0711): a second fence around what holds
+/// content, secrets and sockets.
+const PRIVATE_DIRS: [&str; 9] = [
+    "blobs",
+    "snapshots",
+    "cache",
+    "tmp",
+    "containers",
+    "volumes",
+    "networks",
+    "logs",
+    "serve",
+];
+
+/// Writes `bytes` to `path` as a file only its owner reads (0600 from
+/// its creation, whatever the umask): containers' configs and states.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
@@ -129,18 +158,25 @@ impl Store {
     /// interrupted writes left in `tmp/` when no other kiln holds the store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
+        // The store holds images' set-uid files, containers' roots and
+        // their configs (environment secrets among them): only its owner
+        // may reach them (docker's answer to CVE-2021-41091). An older
+        // store's 0755 is repaired here, each time it is opened.
+        // Checked first: a directory that is not a store keeps its modes.
         let layout = root.join("oci-layout");
-        if !layout.exists() {
-            let mut entries = fs::read_dir(&root).map_err(io_err("reading", &root))?;
-            if entries.next().is_some() {
-                return Err(StoreError::NotAStore(root));
-            }
+        if !layout.exists()
+            && let Ok(mut entries) = fs::read_dir(&root)
+            && entries.next().is_some()
+        {
+            return Err(StoreError::NotAStore(root));
         }
-        for dir in ["blobs/sha256", "snapshots", "cache", "tmp"] {
+        private_dir(&root, Loose::Repair).map_err(io_err("securing", &root))?;
+        for dir in PRIVATE_DIRS {
             let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
+            private_dir(&path, Loose::Repair).map_err(io_err("securing", &path))?;
         }
+        let blobs = root.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(io_err("creating", &blobs))?;
         let mut store = Store {
             root,
             _in_use: None,
