@@ -35,8 +35,15 @@ pub fn spawn(store_root: &Path, c: &Container) -> Result<(), StartError> {
     let fail = |message: String| StartError { code: 125, message };
     let exe =
         std::fs::read_link("/proc/self/exe").map_err(|e| fail(format!("finding kiln: {e}")))?;
-    let log = std::fs::File::create(c.dir.join("monitor.log"))
-        .map_err(|e| fail(format!("creating the monitor's log: {e}")))?;
+    let log = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o600,
+    )
+    .open(c.dir.join("monitor.log"))
+    .map_err(|e| fail(format!("creating the monitor's log: {e}")))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root")
         .arg(store_root)

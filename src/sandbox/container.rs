@@ -17,7 +17,7 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -356,18 +356,45 @@ fn launch(
     if let Some(pid1) = join {
         cmd.env(super::init::EXEC_ENV, pid1.to_string());
     }
+    // The caller's terminal is never handed to a container that has no
+    // pty of its own: a process inside could queue input that the caller's
+    // shell runs on the host when kiln returns (TIOCSTI). It gets pipes,
+    // relayed here, as docker's containers do; pipes and files pass as is.
+    let mut relays = Vec::new();
     cmd.stdin(match io.stdin {
         _ if spec.tty => Stdio::null(),
         Stdin::Null => Stdio::null(),
+        Stdin::Inherit if io::stdin().is_terminal() => {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
+            relay_input_pipe(w);
+            Stdio::from(r)
+        }
         Stdin::Inherit => Stdio::inherit(),
         Stdin::Fd(fd) => Stdio::from(fd),
     });
-    if let Some(out) = io.output {
-        let err = match io.stderr {
-            Some(err) => err,
-            None => out.try_clone().map_err(setup("dup"))?,
-        };
-        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+    match io.output {
+        Some(out) => {
+            let err = match io.stderr {
+                Some(err) => err,
+                None => out.try_clone().map_err(setup("dup"))?,
+            };
+            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        }
+        None if !spec.tty => {
+            if io::stdout().is_terminal() {
+                let (r, w) =
+                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
+                relays.push(relay_output_pipe(r, Output::Stdout));
+                cmd.stdout(Stdio::from(w));
+            }
+            if io::stderr().is_terminal() {
+                let (r, w) =
+                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
+                relays.push(relay_output_pipe(r, Output::Stderr));
+                cmd.stderr(Stdio::from(w));
+            }
+        }
+        None => {}
     }
     // SAFETY: dup2 and unshare are async-signal-safe system calls; nothing
     // else runs between fork and exec.
@@ -496,6 +523,11 @@ fn launch(
     let status = child.wait().map_err(setup("waiting for the container"));
     drop(forwarder);
     cgroup.remove();
+    // Every writer is gone with the container's processes: what they
+    // wrote is all on the terminal before kiln returns.
+    for relay in relays {
+        let _ = relay.join();
+    }
     let status = status?;
     let report = status_reader.join().unwrap_or_default();
     if let Ok(failure) = serde_json::from_str::<Failure>(&report) {
@@ -510,6 +542,57 @@ fn launch(
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Which of this process's outputs a relay writes to.
+#[derive(Clone, Copy)]
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// Copies what the container writes into pipe `r` to this process's
+/// terminal, flushed as it comes; ends when every writer is gone.
+fn relay_output_pipe(r: OwnedFd, to: Output) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut from = File::from(r);
+        let mut buf = [0u8; 16384];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let written = match to {
+                Output::Stdout => {
+                    let mut out = io::stdout().lock();
+                    out.write_all(&buf[..n]).and_then(|()| out.flush())
+                }
+                Output::Stderr => io::stderr().lock().write_all(&buf[..n]),
+            };
+            if written.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Copies this process's terminal input into pipe `w` until the terminal
+/// ends its input or the container stops reading. Not waited for: a read
+/// of a terminal cannot be interrupted, and the process ends soon after.
+fn relay_input_pipe(w: OwnedFd) {
+    std::thread::spawn(move || {
+        let mut to = File::from(w);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match io::stdin().lock().read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if to.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// `spec` with its seccomp profile compiled here, once per kiln process

@@ -566,9 +566,10 @@ fn exec_user(
     };
     default_signals();
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // A session of its own: no controlling terminal it could push input
+    // into (TIOCSTI needs it, or CAP_SYS_ADMIN), but its own pty with -t.
+    let _ = nix::unistd::setsid();
     if spec.tty {
-        // A session of its own, with the pty (stdin) as controlling terminal.
-        let _ = nix::unistd::setsid();
         // SAFETY: TIOCSCTTY takes an integer argument, no pointer.
         if unsafe { nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) } != 0 {
             return (
