@@ -535,6 +535,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         let mut readonly = false;
         for f in m.split(',') {
             match f.split_once('=') {
+                // Go's ParseBool, as docker reads it: a value it does not
+                // know is an error, never a read-write mount.
+                Some(("readonly" | "ro", v)) => {
+                    readonly = match v {
+                        "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+                        "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+                        _ => return Err(bad(&format!("invalid value for readonly: {v}"))),
+                    }
+                }
                 Some((k, v)) => {
                     fields.insert(k.to_string(), v.to_string());
                 }
@@ -542,11 +551,47 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 None => return Err(bad("fields are KEY=VALUE")),
             }
         }
-        if fields
-            .get("readonly")
-            .is_some_and(|v| v == "true" || v == "1")
+        let kind = fields.get("type").map(String::as_str).unwrap_or("volume");
+        // Every key is known and every value checked (Buildah's
+        // CVE-2024-9407: options passed through unvalidated).
+        let own: &[&str] = match kind {
+            "bind" => &["bind-propagation"],
+            "volume" => &["volume-driver"],
+            "tmpfs" => &["tmpfs-size"],
+            _ => &[],
+        };
+        for key in fields.keys() {
+            let common = [
+                "type",
+                "source",
+                "src",
+                "target",
+                "dst",
+                "destination",
+                "consistency",
+            ];
+            if !common.contains(&key.as_str()) && !own.contains(&key.as_str()) {
+                return Err(bad(&format!("unexpected key '{key}' for a {kind} mount")));
+            }
+        }
+        if let Some(p) = fields.get("bind-propagation")
+            && !["rprivate", "private"].contains(&p.as_str())
         {
-            readonly = true;
+            return Err(bad(&format!(
+                "bind-propagation={p:?}: kiln's binds are rprivate (shared and slave propagation are not supported)"
+            )));
+        }
+        if let Some(c) = fields.get("consistency")
+            && !["default", "consistent", "cached", "delegated"].contains(&c.as_str())
+        {
+            return Err(bad(&format!("invalid consistency: {c}")));
+        }
+        if let Some(d) = fields.get("volume-driver")
+            && d != "local"
+        {
+            return Err(bad(&format!(
+                "volume-driver={d:?}: kiln has the local driver only"
+            )));
         }
         let target = fields
             .get("target")
@@ -555,7 +600,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             .cloned()
             .ok_or_else(|| bad("target= is required"))?;
         let source = fields.get("source").or(fields.get("src")).cloned();
-        match fields.get("type").map(String::as_str).unwrap_or("volume") {
+        match kind {
             "bind" => {
                 let source = source.ok_or_else(|| bad("a bind needs source="))?;
                 if !source.starts_with('/') || !target.starts_with('/') {
@@ -569,7 +614,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                     target,
                     read_only: readonly,
                     exact: false,
-                    nodev: false,
+                    nodev: true,
                 });
             }
             "volume" => match source {

@@ -483,7 +483,10 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
             target,
             read_only,
             exact: true,
-            nodev: false,
+            // A device node the container makes in a volume must not
+            // open the host's device (cgroup v2 has no device filter of
+            // kiln's to stop it): docker's devices cgroup, by the mount.
+            nodev: true,
         });
     }
     // Layers as overlay lowerdirs, top first.

@@ -85,7 +85,8 @@ pub fn parse_flag(v: &str) -> Result<Flag, String> {
         read_only: mode == "ro",
         // A host path the user named: followed as docker follows it.
         exact: false,
-        nodev: false,
+        // No device node made in it opens a host device.
+        nodev: true,
     }))
 }
 

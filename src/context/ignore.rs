@@ -260,8 +260,19 @@ impl Matcher {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => Some(Err(IgnoreError::Read { path, source })),
         };
+        // `<Dockerfile>.dockerignore` is read in the Dockerfile's own
+        // directory: a symlink there cannot lead to a host file, a FIFO or
+        // a device.
+        let beside = |path: &Path| -> std::io::Result<Vec<u8>> {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let root = Root::open(dir.unwrap_or(Path::new(".")))?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let mut bytes = Vec::new();
+            root.open_regular(&name, true)?.read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
         if let Some(path) = specific
-            && let Some(m) = found(path.clone(), std::fs::read(&path))
+            && let Some(m) = found(path.clone(), beside(&path))
         {
             return m;
         }
@@ -270,7 +281,8 @@ impl Matcher {
         // finds nothing, as in BuildKit).
         let inside = Root::open(context).and_then(|root| {
             let mut bytes = Vec::new();
-            root.open_read(".dockerignore")?.read_to_end(&mut bytes)?;
+            root.open_regular(".dockerignore", true)?
+                .read_to_end(&mut bytes)?;
             Ok(bytes)
         });
         if let Some(m) = found(context.join(".dockerignore"), inside) {

@@ -467,7 +467,8 @@ impl Layers {
             .iter()
             .rev()
             .find_map(|r| {
-                let f = r.open_read_nofollow(&rel).ok()?;
+                // Not a FIFO (a hang) nor a device (the host's).
+                let f = r.open_regular(&rel, false).ok()?;
                 io::read_to_string(f).ok()
             })
             .unwrap_or_default()

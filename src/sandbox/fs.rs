@@ -338,6 +338,22 @@ impl Root {
         Ok(File::from(self.open_at(rel, OFlag::O_RDONLY)?))
     }
 
+    /// Opens `rel` for reading only if it is a regular file (symlinks
+    /// followed inside the root when `follow`): a FIFO would hang the
+    /// reader and a device node would open the host's device, so neither
+    /// is ever opened; the inode opened is the one checked.
+    pub fn open_regular(&self, rel: &str, follow: bool) -> io::Result<File> {
+        let held = Held(self.open_path(rel, follow)?);
+        let meta = File::from(held.0.try_clone()?).metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{rel} is not a regular file"),
+            ));
+        }
+        held.open_file()
+    }
+
     /// Opens `rel` for reading, refusing a symlink at the end.
     pub fn open_read_nofollow(&self, rel: &str) -> io::Result<File> {
         Ok(File::from(

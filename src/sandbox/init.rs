@@ -216,6 +216,31 @@ pub fn main() -> ! {
     }
 }
 
+/// The image's file at `path` when it is a regular file, else empty: a
+/// FIFO there would hang every start, a device would be opened.
+fn read_regular(path: &str) -> String {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Checked before the open (nothing of a device is opened) and after
+    // it (what was opened is what was checked).
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
+    let Ok(mut f) = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+    else {
+        return String::new();
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    s
+}
+
 /// What the container's process needs once this process is inside the
 /// container's root: its user (from the container's /etc/passwd and
 /// /etc/group), its environment with HOME, its working directory entered
@@ -225,8 +250,8 @@ fn prepare_process(
     spec: &Spec,
     cwd_code: i32,
 ) -> (user::User, Vec<String>, Result<String, (i32, String)>) {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let passwd = read_regular("/etc/passwd");
+    let group = read_regular("/etc/group");
     let mut user = user::resolve(&spec.user, &passwd, &group).unwrap_or_else(|e| fail(125, e));
     if let Err(e) = user::add_groups(&mut user, &spec.extra_groups, &group) {
         fail(125, e);

@@ -15,7 +15,7 @@ use crate::util::{busybox_tar, kiln, need_root, text};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -116,6 +116,8 @@ struct Canary {
     /// tests running meanwhile must not see their change.
     core_pattern: Option<Option<String>>,
     _serial: Option<std::sync::MutexGuard<'static, ()>>,
+    /// No test adds or removes a user while /etc is watched.
+    _etc: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 /// Held by the tests that attack host-global state (core_pattern).
@@ -144,7 +146,11 @@ impl Canary {
         std::fs::create_dir_all(d.join("sub/inner")).unwrap();
         std::fs::write(d.join("sub/inner/file"), "inner\n").unwrap();
         symlink("secret", d.join("link")).unwrap();
+        let etc = crate::util::ETC_USERS
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let mut c = Canary {
+            _etc: etc,
             secret,
             watched: Vec::new(),
             core_pattern: None,
@@ -2292,4 +2298,1644 @@ fn attack_37_secret_mounts_stay_out_of_layers() {
     );
     canary.assert_unchanged();
     fsck(root.path());
+}
+
+// ---------------------------------------------------------------------------
+// Issue 25: the host's other users, the caller's own shell, commit, sockets
+// ---------------------------------------------------------------------------
+
+/// A user of the host made for one test (no home, no login shell) and
+/// removed when dropped: never `nobody` with a shell left behind.
+struct ThrowawayUser {
+    name: String,
+    uid: u32,
+}
+
+impl ThrowawayUser {
+    fn new() -> Option<ThrowawayUser> {
+        if !crate::util::need_tool("useradd", "the other-user attacks make a user of their own") {
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kiln-atk-{}-{n}", std::process::id());
+        let _etc = crate::util::changing_users();
+        let out = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/usr/sbin/nologin", &name])
+            .output()
+            .expect("useradd");
+        assert!(out.status.success(), "useradd: {}", text(&out.stderr));
+        let id = Command::new("id").args(["-u", &name]).output().unwrap();
+        let uid = text(&id.stdout).trim().parse().expect("uid");
+        Some(ThrowawayUser { name, uid })
+    }
+
+    /// `runuser -u USER -- argv...`, bounded.
+    fn run(&self, argv: &[&str], env: &[(&str, &str)]) -> Ran {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", &self.name, "--"]).args(argv);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        bounded(&mut cmd, LIMIT)
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let _etc = crate::util::changing_users();
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .mode()
+        & 0o7777
+}
+
+/// Every path below `dir` whose name is `name` (as root).
+fn find_named(dir: &Path, name: &str, into: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if e.file_name() == name {
+            into.push(p.clone());
+        }
+        if ft.is_dir() && !ft.is_symlink() {
+            find_named(&p, name, into);
+        }
+    }
+}
+
+/// Issue 25.1 (moby's CVE-2021-41091 class): a set-uid-root file in an
+/// image snapshot, a running container's root or a named volume, and a
+/// container's config with a password, are out of reach of the host's
+/// other users; an old store's loose modes are repaired when it opens;
+/// the volume still works for the container's own non-root user.
+#[test]
+fn attack_38_other_users_cannot_run_set_uid_files_or_read_configs_in_the_store() {
+    if !need_root("the store attack needs root and a user of its own") {
+        return;
+    }
+    let Some(tar) = busybox_tar() else { return };
+    let Some(user) = ThrowawayUser::new() else {
+        return;
+    };
+    // A store where another user can reach its parent, as /var/lib is.
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = outer.path().join("store");
+    let ran = k(&root, &["import", tar.to_str().unwrap(), "box:1"]);
+    assert!(ran.ok(), "{}", ran.all());
+    // An older kiln left it open to everyone: repaired on the next open.
+    for d in ["", "snapshots", "containers"] {
+        let p = root.join(d);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let ctx = context("FROM box:1\nRUN cp /bin/busybox /bin/suid && chmod 4755 /bin/suid\n");
+    let ran = build(&root, ctx.path(), &["-t", "suid:1"]);
+    assert!(ran.ok(), "{}", ran.all());
+    let ran = k(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "victim",
+            "-e",
+            "PASSWORD=hunter2-canary",
+            "suid:1",
+            "sh",
+            "-c",
+            "cp /bin/suid /bin/suid-live && chmod 4755 /bin/suid-live && echo hunter2-canary && exec sleep 1000",
+        ],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let ran = sh(
+        &root,
+        &["-v", "vol1:/v"],
+        "suid:1",
+        "cp /bin/suid /v/suid-vol && chmod 4755 /v/suid-vol",
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    // The volume works for the container's own users all the same.
+    let ran = sh(&root, &["-u", "1000", "-v", "vol1:/v"], "suid:1", "ls /v");
+    assert!(
+        ran.ok() && ran.stdout().contains("suid-vol"),
+        "{}",
+        ran.all()
+    );
+    // Wait until the live copy exists (the container's log says so).
+    let deadline = Instant::now() + LIMIT;
+    while !k(&root, &["logs", "victim"]).stdout().contains("hunter2") {
+        assert!(Instant::now() < deadline, "the container did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut targets = Vec::new();
+    for name in ["suid", "suid-live", "suid-vol"] {
+        find_named(&root, name, &mut targets);
+    }
+    assert!(
+        targets.len() >= 3,
+        "the set-uid copies must be in the store: {targets:?}"
+    );
+    assert_eq!(mode_of(&root), 0o700, "the store's root");
+    for d in [
+        "snapshots",
+        "containers",
+        "volumes",
+        "blobs",
+        "tmp",
+        "cache",
+    ] {
+        assert_eq!(mode_of(&root.join(d)), 0o700, "{d}");
+    }
+    let mut configs = Vec::new();
+    find_named(&root.join("containers"), "config.json", &mut configs);
+    find_named(&root.join("containers"), "ctr.log", &mut configs);
+    assert!(configs.len() >= 2, "{configs:?}");
+    for c in &configs {
+        assert_eq!(mode_of(c), 0o600, "{}", c.display());
+    }
+    for t in &targets {
+        let ran = user.run(&[t.to_str().unwrap(), "id"], &[]);
+        assert!(
+            !ran.ok() && !ran.all().contains("euid=0"),
+            "another user ran {} as root: {}",
+            t.display(),
+            ran.all()
+        );
+    }
+    for c in &configs {
+        let ran = user.run(&["cat", c.to_str().unwrap()], &[]);
+        assert!(
+            !ran.ok() && !ran.all().contains("hunter2"),
+            "another user read {}: {}",
+            c.display(),
+            ran.all()
+        );
+    }
+    let _ = k(&root, &["rm", "-f", "victim"]);
+    fsck(&root);
+}
+
+/// A static program that pushes `echo INJECTED` into each of its standard
+/// descriptors with TIOCSTI and says, per descriptor, what the kernel did.
+fn tiocsti_program(dir: &Path) -> Option<PathBuf> {
+    if !crate::util::need_tool("cc", "the TIOCSTI attack compiles its program")
+        || !crate::util::need_tool("script", "the TIOCSTI attack runs under a pty")
+        || !crate::util::need_tool("bash", "the TIOCSTI attack reads the pty with bash")
+    {
+        return None;
+    }
+    let src = dir.join("sti.c");
+    std::fs::write(
+        &src,
+        r#"#include <sys/ioctl.h>
+#include <stdio.h>
+#include <string.h>
+#include <errno.h>
+int main(void) {
+    const char *cmd = "echo INJECTED\n";
+    for (int fd = 0; fd < 3; fd++) {
+        int ok = 1;
+        for (const char *c = cmd; *c; c++)
+            if (ioctl(fd, TIOCSTI, c) != 0) { ok = 0; break; }
+        printf("fd %d: %s\n", fd, ok ? "pushed" : strerror(errno));
+    }
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let bin = dir.join("sti");
+    let out = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("cc");
+    if !out.status.success() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cc -static failed: {}",
+            text(&out.stderr)
+        );
+        eprintln!(
+            "skipping: cc -static failed (libc6-dev?): {}",
+            text(&out.stderr)
+        );
+        return None;
+    }
+    Some(bin)
+}
+
+/// Runs `script` (a bash command line) under a fresh pty whose input stays
+/// open (no end of input is typed into it) until the command ends; returns
+/// what the pty showed.
+fn under_pty(script: &str) -> String {
+    let mut child = Command::new("script")
+        .args(["-qec", script, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let input = child.stdin.take();
+    let mut so = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        let _ = tx.send(b);
+    });
+    let out = match rx.recv_timeout(LIMIT) {
+        Ok(b) => b,
+        Err(_) => {
+            kill_tree(child.id());
+            panic!("{script} ran over {LIMIT:?}");
+        }
+    };
+    let _ = child.wait();
+    drop(input);
+    text(&out).replace('\r', "")
+}
+
+/// Issue 25.2: a container without `-t` (`run`, `run -i`, `exec`, `exec
+/// -i`) cannot queue input into the caller's terminal: its descriptors are
+/// pipes and its session is its own. The same program on the host does
+/// (else the kernel forbids TIOCSTI and there is nothing to test).
+#[test]
+fn attack_39_a_container_without_t_cannot_type_into_the_callers_shell() {
+    let Some(root) = store() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(sti) = tiocsti_program(dir.path()) else {
+        return;
+    };
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let check = "; if read -t 0; then read -r l; echo \"TTY-HAS-INPUT [$l]\"; else echo CLEAN; fi";
+    let host = under_pty(&format!("{} >/dev/null{check}", sti.display()));
+    if !host.contains("TTY-HAS-INPUT [echo INJECTED]") {
+        assert!(
+            std::env::var_os("CI").is_none() || !host.contains("CLEAN"),
+            "TIOCSTI is refused on this host: {host}"
+        );
+        eprintln!("skipping: this kernel refuses TIOCSTI outright: {host}");
+        return;
+    }
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let r = root.path().display();
+    let bind = format!("{}:/x:ro", dir.path().display());
+    let ran = k(
+        root.path(),
+        &[
+            "run", "-d", "--name", "held", "-v", &bind, "box:1", "sleep", "1000",
+        ],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    for how in [
+        format!("run --rm -v {bind} box:1 /x/sti"),
+        format!("run --rm -i -v {bind} box:1 /x/sti"),
+        "exec held /x/sti".to_string(),
+        "exec -i held /x/sti".to_string(),
+    ] {
+        let shown = under_pty(&format!("{kiln} --root {r} {how}{check}"));
+        assert!(
+            shown.contains("CLEAN") && !shown.contains("pushed"),
+            "kiln {how} let the container type into the caller's terminal:\n{shown}"
+        );
+        assert!(
+            shown.contains("fd 1: Inappropriate ioctl"),
+            "kiln {how}: the container's output must be a pipe:\n{shown}"
+        );
+    }
+    let _ = k(root.path(), &["rm", "-f", "held"]);
+}
+
+/// Issue 25.3: `commit --pause=false` of a container that keeps swapping a
+/// directory of its own for a symlink to a host directory reads nothing
+/// of the host: the upper directory is walked through held descriptors.
+/// Then a default (paused) commit of a container that keeps forking
+/// succeeds every time: the freeze holds.
+#[test]
+fn attack_40_commit_reads_no_host_file_through_a_swapped_symlink() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    // A big file first, so that the walk is inside /d long after listing
+    // it; the swap puts the canary directory (which holds `secret`) there.
+    let script = format!(
+        "mkdir /d && head -c 30000000 /dev/zero > /d/a-big && echo inside > /d/secret && echo ready && \
+         while :; do mv /d /e; ln -s {} /d; rm /d; mv /e /d; done",
+        canary.path_str()
+    );
+    let ran = k(
+        root.path(),
+        &[
+            "run", "-d", "--name", "swapper", "box:1", "sh", "-c", &script,
+        ],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let deadline = Instant::now() + LIMIT;
+    while !k(root.path(), &["logs", "swapper"])
+        .stdout()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "the swapper did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut committed = 0;
+    for i in 0..12 {
+        let tag = format!("swapped:{i}");
+        let ran = k(root.path(), &["commit", "--pause=false", "swapper", &tag]);
+        committed += usize::from(ran.ok());
+    }
+    assert!(committed > 0, "no commit succeeded");
+    let needle = canary.secret.as_bytes();
+    let mut blobs = Vec::new();
+    for e in std::fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+    {
+        let bytes = std::fs::read(e.path()).unwrap();
+        let bytes = gunzip_if(&bytes);
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "a committed layer holds the host's secret: {}",
+            e.path().display()
+        );
+        blobs.push(e.path());
+    }
+    let _ = k(root.path(), &["rm", "-f", "swapper"]);
+    // A container that forks all the time: the freezer catches them all.
+    let ran = k(
+        root.path(),
+        &[
+            "run",
+            "-d",
+            "--name",
+            "forker",
+            "box:1",
+            "sh",
+            "-c",
+            "echo ready; while :; do (true &) ; echo x > /f; done",
+        ],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let deadline = Instant::now() + LIMIT;
+    while !k(root.path(), &["logs", "forker"])
+        .stdout()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "the forker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..3 {
+        let tag = format!("forked:{i}");
+        let ran = k(root.path(), &["commit", "forker", &tag]);
+        assert!(ran.ok(), "a paused commit failed: {}", ran.all());
+    }
+    let _ = k(root.path(), &["rm", "-f", "forker"]);
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+/// Issue 25.4: a name that a layer reserves for deletions (`.wh.`), made by
+/// a RUN, a COPY or a container, is refused with its name when the layer
+/// is made (kiln would refuse its own image later); nothing is tagged.
+#[test]
+fn attack_41_whiteout_shaped_names_are_refused_when_a_layer_is_made() {
+    let Some(root) = store() else { return };
+    for (dockerfile, name) in [
+        ("FROM box:1\nRUN touch /tmp/.wh..\n", "tmp/.wh.."),
+        ("FROM box:1\nRUN touch '/.wh...'\n", ".wh..."),
+        ("FROM box:1\nRUN mkdir -p /a && touch /a/.wh.b\n", "a/.wh.b"),
+        ("FROM box:1\nCOPY . /ctx/\n", "ctx/.wh.x"),
+    ] {
+        let ctx = context(dockerfile);
+        write(ctx.path(), &[(".wh.x", "x")]);
+        let ran = build(root.path(), ctx.path(), &["-t", "wh:1"]);
+        refused(&ran, &[".wh."]);
+        assert!(
+            ran.stderr().contains(name),
+            "the error must name {name}: {}",
+            ran.stderr()
+        );
+        let images = k(root.path(), &["images"]);
+        assert!(!images.stdout().contains("wh "), "{}", images.all());
+    }
+    let ran = k(
+        root.path(),
+        &[
+            "run",
+            "--name",
+            "whc",
+            "box:1",
+            "sh",
+            "-c",
+            "touch /.wh..wh..opq2 '/.wh..'",
+        ],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let ran = k(root.path(), &["commit", "whc", "whc:1"]);
+    refused(&ran, &[".wh."]);
+    assert!(ran.stderr().contains(".wh.."), "{}", ran.stderr());
+    let _ = k(root.path(), &["rm", "-f", "whc"]);
+    fsck(root.path());
+}
+
+/// Starts `kiln system service --socket SOCKET` through `sh -c` with
+/// `prefix` (a umask), and waits until it listens or ends.
+fn service_at(root: &Path, socket: &Path, prefix: &str) -> (std::process::Child, bool) {
+    let cmd = format!(
+        "{prefix} exec {} --root {} system service --timeout 0 --socket {}",
+        env!("CARGO_BIN_EXE_kiln"),
+        root.display(),
+        socket.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &cmd])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return (child, true);
+        }
+        if child.try_wait().unwrap().is_some() {
+            return (child, false);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service neither listened nor ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 25.5: the API socket's directory is made 0700 even under
+/// `umask 000`; one another user owns, or anyone can write, is refused;
+/// rootless without XDG_RUNTIME_DIR, no shared temp directory is used.
+#[test]
+fn attack_42_the_api_socket_directory_is_the_owners_alone() {
+    let Some(root) = store() else { return };
+    let Some(user) = ThrowawayUser::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("a/b/docker.sock");
+    let (mut child, listening) = service_at(root.path(), &socket, "umask 000;");
+    assert!(listening, "the service did not listen");
+    assert_eq!(mode_of(&dir.path().join("a/b")), 0o700);
+    assert_eq!(mode_of(&dir.path().join("a")), 0o755);
+    assert_eq!(mode_of(&socket) & 0o007, 0, "the socket is not for others");
+    let _ = child.kill();
+    let _ = child.wait();
+    for (how, owner, mode, says) in [
+        ("another user's", Some(user.uid), 0o700, "belongs to uid"),
+        (
+            "a world-writable",
+            None,
+            0o777,
+            "other users of the host can read or write it",
+        ),
+    ] {
+        let d = dir.path().join(format!("dir-{mode:o}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&d, Some(uid), None).unwrap();
+        }
+        let socket = d.join("docker.sock");
+        let (child, listening) = service_at(root.path(), &socket, "");
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            !listening && !out.status.success(),
+            "{how} directory was used"
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{how} directory: {}",
+            text(&out.stderr)
+        );
+        assert!(!socket.exists(), "{how} directory got a socket");
+    }
+    // Rootless with no XDG_RUNTIME_DIR: refused, and no /tmp/kiln-UID.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store_dir = home.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    std::os::unix::fs::chown(&store_dir, Some(user.uid), None).unwrap();
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let ran = user.run(
+        &[
+            "env",
+            "-u",
+            "XDG_RUNTIME_DIR",
+            kiln,
+            "--root",
+            store_dir.to_str().unwrap(),
+            "system",
+            "service",
+            "--timeout",
+            "0",
+        ],
+        &[],
+    );
+    assert!(!ran.ok(), "{}", ran.all());
+    assert!(ran.stderr().contains("XDG_RUNTIME_DIR"), "{}", ran.all());
+    let shared = std::env::temp_dir().join(format!("kiln-{}", user.uid));
+    assert!(!shared.exists(), "{} was made", shared.display());
+}
+
+/// Issue 25.6: `kiln serve` refuses an empty token or webhook secret (one
+/// would let every request through) at `--check` and at start, and warns
+/// of a listener beyond loopback that asks no token.
+#[test]
+fn attack_43_kiln_serve_refuses_empty_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "listen = \"127.0.0.1:0\"\ntoken = \"\"\n",
+            "an empty token would let any request through",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\ntoken = \"t\"\n[[target]]\nname = \"a\"\ncontext = \"/x\"\ntriggers = [\"push\"]\nwebhook_secret = \"\"\n",
+            "an empty secret would accept an unsigned push",
+        ),
+    ];
+    for (config, says) in cases {
+        let path = dir.path().join("kiln-serve.toml");
+        std::fs::write(&path, config).unwrap();
+        for check in [true, false] {
+            let mut cmd = kiln();
+            cmd.arg("--root")
+                .arg(dir.path().join("store"))
+                .args(["serve", "--config"])
+                .arg(&path);
+            if check {
+                cmd.arg("--check");
+            }
+            let ran = bounded(&mut cmd, LIMIT);
+            assert!(!ran.ok(), "{config}: {}", ran.all());
+            assert!(ran.stderr().contains(says), "{config}: {}", ran.all());
+        }
+    }
+    let path = dir.path().join("open.toml");
+    std::fs::write(&path, "listen = \"0.0.0.0:8080\"\n").unwrap();
+    let ran = k(
+        dir.path(),
+        &["serve", "--config", path.to_str().unwrap(), "--check"],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    assert!(ran.stderr().contains("no token is set"), "{}", ran.all());
+}
+
+// ---------------------------------------------------------------------------
+// Issue 25.7: the container CVE classes of 2024-2026, one test per class
+// ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// 38-: one test per CVE class of issue 25 section 7 (runc, BuildKit, Buildah)
+// ---------------------------------------------------------------------------
+
+/// A container started with `run -d`, removed (killed) when dropped, even
+/// when the test panics.
+struct Detached<'a> {
+    root: &'a Path,
+    name: String,
+}
+
+impl<'a> Detached<'a> {
+    /// `kiln run -d --name NAME flags... box:1 sh -c script`.
+    fn start(root: &'a Path, name: &str, flags: &[&str], script: &str) -> Detached<'a> {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend(flags);
+        args.extend(["box:1", "sh", "-c", script]);
+        let ran = k(root, &args);
+        assert!(ran.ok(), "starting {name}: {}", ran.all());
+        Detached {
+            root,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let mut cmd = kiln();
+        cmd.arg("--root")
+            .arg(self.root)
+            .args(["rm", "-f", &self.name]);
+        let _ = bounded(&mut cmd, LIMIT);
+    }
+}
+
+/// The host directory of named volume `name` (`kiln volume inspect`).
+fn volume_path(root: &Path, name: &str) -> PathBuf {
+    let ran = k(root, &["volume", "inspect", name]);
+    assert!(ran.ok(), "{}", ran.all());
+    let v: serde_json::Value = serde_json::from_str(&ran.stdout()).unwrap();
+    PathBuf::from(v[0]["Mountpoint"].as_str().expect("a Mountpoint"))
+}
+
+/// Waits (bounded) until `path` exists: an event a container signals.
+fn wait_for_path(path: &Path, limit: Duration) {
+    let until = Instant::now() + limit;
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `kiln --root ROOT args...` stopped after `limit`, not asserted: the
+/// caller decides what a time-out means.
+fn k_within(root: &Path, args: &[&str], limit: Duration) -> Ran {
+    let mut cmd = kiln();
+    cmd.arg("--root").arg(root).args(args);
+    bounded(&mut cmd, limit)
+}
+
+/// A build that must end by itself within `limit` (a hang is the bug).
+fn build_within(root: &Path, ctx: &Path, extra: &[&str], limit: Duration, what: &str) -> Ran {
+    let mut args = vec!["build", "--progress=plain", "--no-cache"];
+    args.extend(extra);
+    args.push(ctx.to_str().unwrap());
+    let ran = k_within(root, &args, limit);
+    assert!(
+        !ran.timed_out,
+        "{what}: the build hung (killed after {limit:?}): {}",
+        ran.all()
+    );
+    ran
+}
+
+/// A directory under /tmp that kiln is told about only through an attack
+/// (a decoy or a host FIFO), watched by `canary` from now on.
+fn watched_dir(canary: &mut Canary, prefix: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    write(d.path(), files);
+    canary.watch(d.path(), 4, true);
+    d
+}
+
+// --- runc CVE-2024-45310: mkdir races in a shared volume ---------------------
+
+/// runc's CVE-2024-45310, the class: the mount point of a nested mount is
+/// made inside a volume that a running container shares, while that
+/// container swaps a directory on the way between a real one and a symlink
+/// out (absolute to the host, climbing, `/`). Whatever is made lands in the
+/// new container's root or nowhere, never on the host; nothing hangs.
+#[test]
+fn attack_44_mount_points_made_in_a_shared_volume_stay_in_the_container() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    let w = word();
+    let (vol, inner) = (format!("race-{w}"), format!("inner-{w}"));
+    assert!(k(root.path(), &["volume", "create", &vol]).ok());
+    let host = volume_path(root.path(), &vol);
+    let data = format!("{vol}:/data");
+    let victim = format!("{}/victim", canary.path_str());
+    let climb = format!("{}/victim", canary.climbing());
+    let swap = format!(
+        "touch /data/started; i=0; while [ ! -e /data/stop ] && [ $i -lt 20000 ]; do \
+         rm -rf /data/sub; ln -s {victim} /data/sub; rm -f /data/sub; \
+         ln -s {climb} /data/sub; rm -f /data/sub; ln -s / /data/sub; rm -f /data/sub; \
+         mkdir /data/sub; i=$((i+1)); done"
+    );
+    let swapper = Detached::start(root.path(), &format!("swapper-{w}"), &["-v", &data], &swap);
+    wait_for_path(&host.join("started"), Duration::from_secs(20));
+    let deeper = format!("{inner}:/data/sub/made/deeper");
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < 30 && start.elapsed() < Duration::from_secs(40) {
+        // It may fail (the path kept changing): it must not hang or land outside.
+        let _ = k(
+            root.path(),
+            &["run", "--rm", "-v", &data, "-v", &deeper, "box:1", "true"],
+        );
+        rounds += 1;
+    }
+    std::fs::write(host.join("stop"), "").unwrap();
+    drop(swapper);
+    assert!(
+        !canary.path().join("victim/made").exists(),
+        "a mount point was made on the host"
+    );
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+/// The same race in a build: two stages share a cache mount; one swaps
+/// /c/sub for symlinks out while the other's steps mount a tmpfs at
+/// /c/sub/made/t (its mount point made inside the shared cache).
+#[test]
+fn attack_44_mount_points_made_in_a_shared_cache_stay_in_the_step() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    let w = word();
+    let c = format!("type=cache,id=race-{w},target=/c");
+    let victim = format!("{}/victim", canary.path_str());
+    let climb = format!("{}/victim", canary.climbing());
+    let nested = format!("--mount={c} --mount=type=tmpfs,target=/c/sub/made/t");
+    let ctx = context(&format!(
+        "FROM box:1 AS swap\n\
+         RUN --mount={c} touch /c/started; i=0; while [ ! -e /c/stop ] && [ $i -lt 3000 ]; do rm -rf /c/sub; ln -s {victim} /c/sub; rm -f /c/sub; ln -s {climb} /c/sub; rm -f /c/sub; mkdir /c/sub; i=$((i+1)); done; echo swapped > /done\n\
+         FROM box:1 AS use\n\
+         RUN --mount={c} i=0; while [ ! -e /c/started ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n\
+         RUN {nested} echo 1 > /t1 || true\n\
+         RUN {nested} echo 2 > /t2 || true\n\
+         RUN {nested} echo 3 > /t3 || true\n\
+         RUN {nested} echo 4 > /t4 || true\n\
+         RUN --mount={c} touch /c/stop; echo used > /done\n\
+         FROM box:1\nCOPY --from=swap /done /a\nCOPY --from=use /done /b\n"
+    ));
+    let _ = build_within(root.path(), ctx.path(), &[], LIMIT, "shared cache race");
+    assert!(!canary.path().join("victim/made").exists());
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- runc CVE-2025-31133: masked paths from a swapped /dev/null --------------
+
+const MASKS_ARE_DEV_NULL: &str = "for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/latency_stats; do \
+     [ -e $p ] || continue; if [ -c $p ]; then echo $p char; else echo $p NOT-CHAR; fi; \
+     (echo '|/kiln-pwned-mask' > $p); done; true";
+
+/// runc's CVE-2025-31133, the class: the source of every masked path is a
+/// real /dev/null, never a /dev/null a container can replace. Here /dev of
+/// the new container is a volume whose `null`, `zero` and `full` point at
+/// core_pattern: first planted, then swapped by a running container while
+/// new containers start. Each mask stays a character device, and writing
+/// to it changes no host sysctl.
+#[test]
+fn attack_45_masked_paths_never_come_from_a_containers_dev_null() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new().with_core_pattern();
+    let w = word();
+    let vol = format!("dev-{w}");
+    assert!(k(root.path(), &["volume", "create", &vol]).ok());
+    let host = volume_path(root.path(), &vol);
+    for name in ["null", "zero", "full"] {
+        symlink("/proc/sys/kernel/core_pattern", host.join(name)).unwrap();
+    }
+    let dev = format!("{vol}:/dev");
+    let ran = sh(root.path(), &["-v", &dev], "box:1", MASKS_ARE_DEV_NULL);
+    assert!(!ran.stdout().contains("NOT-CHAR"), "{}", ran.all());
+    // Which masked paths exist depends on the kernel: one at least.
+    assert!(ran.stdout().contains(" char\n"), "{}", ran.all());
+    canary.assert_unchanged();
+    // The race: a container sharing that /dev swaps null to and fro.
+    let swap = "touch /dev/started; i=0; while [ ! -e /dev/stop ] && [ $i -lt 20000 ]; do \
+                rm -f /dev/null; ln -s /proc/sys/kernel/core_pattern /dev/null; rm -f /dev/null; \
+                ln -s /proc/self/fd/1 /dev/null; i=$((i+1)); done";
+    let swapper = Detached::start(root.path(), &format!("devswap-{w}"), &["-v", &dev], swap);
+    wait_for_path(&host.join("started"), Duration::from_secs(20));
+    for round in 0..10 {
+        let ran = sh(root.path(), &["-v", &dev], "box:1", MASKS_ARE_DEV_NULL);
+        assert!(
+            !ran.stdout().contains("NOT-CHAR"),
+            "round {round}: {}",
+            ran.all()
+        );
+    }
+    std::fs::write(host.join("stop"), "").unwrap();
+    drop(swapper);
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- runc CVE-2025-52565: /dev/console and the pty ---------------------------
+
+/// `kiln --root ROOT args...` on a terminal (`script` gives one), bounded.
+fn on_a_tty(root: &Path, args: &str) -> Ran {
+    let inner = format!(
+        "{} --root {} {args}; echo host-exit=$?",
+        env!("CARGO_BIN_EXE_kiln"),
+        root.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"]).env("NO_COLOR", "1");
+    bounded(&mut cmd, LIMIT)
+}
+
+/// runc's CVE-2025-52565, the class: with `-t`, nothing the container can
+/// replace (its /dev/console, /dev/ptmx, /dev/pts: planted through a /dev
+/// volume, or swapped by the container's own process while `exec -t`
+/// starts) turns the console set-up into a mount or an open of a
+/// procfs file: core_pattern stays, /proc/sys stays read-only and nothing
+/// is mounted on core_pattern.
+#[test]
+fn attack_46_console_set_up_cannot_be_redirected() {
+    let Some(root) = store() else { return };
+    if !crate::util::need_tool("script", "util-linux script gives the test a terminal") {
+        return;
+    }
+    let canary = Canary::new().with_core_pattern();
+    let w = word();
+    // Planted: /dev is a volume holding symlinks where the pty set-up looks.
+    let vol = format!("con-{w}");
+    assert!(k(root.path(), &["volume", "create", &vol]).ok());
+    let host = volume_path(root.path(), &vol);
+    for name in ["console", "ptmx", "tty"] {
+        symlink("/proc/sys/kernel/core_pattern", host.join(name)).unwrap();
+    }
+    symlink("/proc/sys/kernel", host.join("pts")).unwrap();
+    let ran = on_a_tty(
+        root.path(),
+        &format!("run --rm -t -v {vol}:/dev box:1 sh -c 'echo kiln-pwned-tty; tty'"),
+    );
+    assert!(!ran.timed_out, "{}", ran.all());
+    canary.assert_unchanged();
+    // Swapped: the container replaces its /dev/console and /dev/ptmx in a
+    // loop while `exec -t` opens a pty in it.
+    let swap = "touch /tmp/started; i=0; while [ $i -lt 100000 ]; do \
+                rm -f /dev/console /dev/ptmx; ln -s /proc/sys/kernel/core_pattern /dev/console; \
+                ln -s /proc/sys/kernel/core_pattern /dev/ptmx; rm -f /dev/console /dev/ptmx; \
+                ln -s pts/ptmx /dev/ptmx; i=$((i+1)); done";
+    let name = format!("con-{w}");
+    let c = Detached::start(root.path(), &name, &[], swap);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !k(root.path(), &["exec", &name, "test", "-e", "/tmp/started"]).ok() {
+        assert!(Instant::now() < until, "the container never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..5 {
+        let ran = on_a_tty(
+            root.path(),
+            &format!("exec -t {name} sh -c 'echo kiln-pwned-tty; tty'"),
+        );
+        assert!(!ran.timed_out, "{}", ran.all());
+    }
+    let ran = k(
+        root.path(),
+        &[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "grep -c core_pattern /proc/self/mountinfo; echo x > /proc/sys/kernel/core_pattern",
+        ],
+    );
+    assert_eq!(
+        ran.stdout().trim(),
+        "0",
+        "a mount on core_pattern: {}",
+        ran.all()
+    );
+    assert!(ran.err().contains("read-only file system"), "{}", ran.all());
+    drop(c);
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- runc CVE-2025-52881: procfs writes ---------------------------------------
+
+/// runc's CVE-2025-52881, the class: the only procfs files kiln writes for
+/// a container (its sysctls) are the container's namespaced ones, whatever
+/// the key spells and whatever the image's /proc is; a key that climbs or
+/// names a global sysctl is refused before anything is written.
+#[test]
+fn attack_47_procfs_writes_reach_only_the_containers_namespaces() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new().with_core_pattern();
+    for key in [
+        "kernel.core_pattern",
+        "net.ipv4/../../kernel/core_pattern",
+        "net/../kernel/core_pattern",
+        "fs.mqueue.././../kernel.core_pattern",
+        "kernel.shmmax/../core_pattern",
+        "net..ipv4",
+        "net.ipv4.conf.all.forwarding\n",
+    ] {
+        let kv = format!("{key}=|/kiln-pwned-sysctl");
+        let ran = k(
+            root.path(),
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--sysctl",
+                &kv,
+                "box:1",
+                "true",
+            ],
+        );
+        refused(&ran, &["sysctl"]);
+    }
+    canary.assert_unchanged();
+    // A namespaced one lands in the container's namespace, not the host's.
+    let file = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+    let before = std::fs::read_to_string(file).unwrap();
+    let value = if before.trim() == "1234" {
+        "1235"
+    } else {
+        "1234"
+    };
+    let kv = format!("net.ipv4.ip_unprivileged_port_start={value}");
+    let ran = sh(
+        root.path(),
+        &["--network", "none", "--sysctl", &kv],
+        "box:1",
+        &format!("cat {file}"),
+    );
+    assert_eq!(ran.stdout().trim(), value, "{}", ran.all());
+    assert_eq!(std::fs::read_to_string(file).unwrap(), before);
+    // An image whose /proc is a symlink gets no sysctl written either.
+    let ran = import_bytes(
+        root.path(),
+        &busybox_with_symlink("proc", "p"),
+        "evil:1",
+        &[],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let ran = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--sysctl",
+            &kv,
+            "evil:1",
+            "true",
+        ],
+    );
+    refused(&ran, &["/proc"]);
+    assert_eq!(std::fs::read_to_string(file).unwrap(), before);
+    // exec's working directory is made through the container's own procfs:
+    // the container cannot put anything over it.
+    let name = format!("procfs-{}", word());
+    let _c = Detached::start(root.path(), &name, &[], "sleep 1000");
+    let ran = k(
+        root.path(),
+        &[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "mount -t tmpfs none /proc/self/fd || mount --bind /tmp /proc/self",
+        ],
+    );
+    assert!(
+        !ran.ok(),
+        "the container mounted over its /proc: {}",
+        ran.all()
+    );
+    let ran = k(root.path(), &["exec", "-w", "/made/by/exec", &name, "pwd"]);
+    assert_eq!(ran.stdout(), "/made/by/exec\n", "{}", ran.all());
+    canary.assert_unchanged();
+}
+
+// --- CVE-2026-41579: /dev as a symlink in the image --------------------------
+
+/// CVE-2026-41579 (runc's /dev/ptmx and /dev symlinks made by path before
+/// pivot_root), the class: an image whose /dev is a symlink to a host
+/// directory is refused on every path that starts a container (run,
+/// create + start, a build step, -t), and that directory is untouched (its
+/// decoy `ptmx`, `fd`, `stdin` stay).
+#[test]
+fn attack_48_dev_symlink_to_a_host_directory_is_refused_everywhere() {
+    let Some(root) = store() else { return };
+    let mut canary = Canary::new();
+    let decoy = watched_dir(
+        &mut canary,
+        "kiln-devdecoy-",
+        &[
+            ("ptmx", "decoy\n"),
+            ("fd", "decoy\n"),
+            ("stdin", "decoy\n"),
+            ("null", "decoy\n"),
+        ],
+    );
+    let target = decoy
+        .path()
+        .to_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let ran = import_bytes(
+        root.path(),
+        &busybox_with_symlink("dev", &target),
+        "evil:1",
+        &[],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    refused(&sh(root.path(), &[], "evil:1", "ls -l /dev/"), &["/dev"]);
+    // Detached: refused, or at least never running.
+    let name = format!("devsym-{}", word());
+    let ran = k(
+        root.path(),
+        &["run", "-d", "--name", &name, "evil:1", "sleep", "100"],
+    );
+    if ran.ok() {
+        assert!(
+            !k(root.path(), &["exec", &name, "true"]).ok(),
+            "it runs: {}",
+            ran.all()
+        );
+    } else {
+        refused(&ran, &["/dev"]);
+    }
+    let _ = k(root.path(), &["rm", "-f", &name]);
+    let ctx = context("FROM evil:1\nRUN ls -l /dev/\n");
+    refused(&build(root.path(), ctx.path(), &[]), &["/dev"]);
+    if crate::util::need_tool("script", "util-linux script gives the test a terminal") {
+        let ran = on_a_tty(root.path(), "run --rm -t evil:1 true");
+        assert!(!ran.stdout().contains("host-exit=0"), "{}", ran.all());
+    }
+    assert_eq!(
+        std::fs::read_to_string(decoy.path().join("ptmx")).unwrap(),
+        "decoy\n"
+    );
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- BuildKit CVE-2024-23651: cache mount source= race ----------------------
+
+/// BuildKit's CVE-2024-23651, the class: two steps running at once share a
+/// cache mount; one swaps a directory in it for symlinks out while the
+/// other mounts that cache with `source=` the swapped path. The mount
+/// shows the cache (or fails), never the host.
+#[test]
+fn attack_49_cache_mount_source_race_between_parallel_stages() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    let w = word();
+    let id = format!("race-src-{w}");
+    let cp = canary.path_str();
+    let climb = canary.climbing();
+    let probe = |n: u32| {
+        format!(
+            "RUN --mount=type=cache,id={id},source=sub,target=/m,rw cat /m/secret /m/etc/shadow 2>&1 | head -c 400; touch /m/kiln-pwned-{n}; rm -rf /m/victim; true\n"
+        )
+    };
+    let ctx = context(&format!(
+        "FROM box:1 AS swap\n\
+         RUN --mount=type=cache,id={id},target=/c touch /c/started; i=0; while [ ! -e /c/stop ] && [ $i -lt 3000 ]; do rm -rf /c/sub; ln -s {cp} /c/sub; rm -f /c/sub; ln -s {climb} /c/sub; rm -f /c/sub; ln -s / /c/sub; rm -f /c/sub; mkdir /c/sub; i=$((i+1)); done; echo swapped > /done\n\
+         FROM box:1 AS use\n\
+         RUN --mount=type=cache,id={id},target=/c i=0; while [ ! -e /c/started ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n\
+         {}{}{}{}\
+         RUN --mount=type=cache,id={id},target=/c touch /c/stop; echo used > /done\n\
+         FROM box:1\nCOPY --from=swap /done /a\nCOPY --from=use /done /b\n",
+        probe(1),
+        probe(2),
+        probe(3),
+        probe(4)
+    ));
+    let ran = build_within(root.path(), ctx.path(), &[], LIMIT, "cache source race");
+    assert!(
+        !ran.all().contains(&canary.secret),
+        "the cache mount read the host: {}",
+        ran.all()
+    );
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- BuildKit CVE-2024-23652: the mount stub cleaner ------------------------
+
+/// BuildKit's CVE-2024-23652, the class: a step whose mount targets did not
+/// exist (kiln makes their mount points, then removes them from the
+/// step's diff) moves the stub's parent away and leaves a symlink out in
+/// its place, for every mount type. The clean-up removes nothing outside
+/// the step's own diff.
+#[test]
+fn attack_50_mount_stub_clean_up_does_not_follow_a_swapped_stub() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    let cp = canary.path_str();
+    let climb = canary.climbing();
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), "s\n").unwrap();
+    let mut steps = String::from("FROM box:1\n");
+    for (i, (mount, link)) in [
+        ("type=tmpfs,target=/stub{i}/a/b", format!("{cp}/victim")),
+        ("type=cache,target=/stub{i}/a/b", format!("{climb}/victim")),
+        ("type=bind,target=/stub{i}/a/b", "/".to_string()),
+        ("type=secret,id=s,target=/stub{i}/a/b", cp.clone()),
+        ("type=tmpfs,target=/stub{i}/a", format!("{cp}/victim")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mount = mount.replace("{i}", &i.to_string());
+        steps.push_str(&format!(
+            "RUN --mount={mount} mv /stub{i} /moved{i} && ln -s {link} /stub{i}; ls -la /stub{i}/ >/dev/null; true\n"
+        ));
+    }
+    let ctx = context(&steps);
+    let secret = format!("id=s,src={}", secret_file.path().display());
+    let ran = build(
+        root.path(),
+        ctx.path(),
+        &["--no-cache", "--secret", &secret],
+    );
+    canary.assert_unchanged();
+    assert!(canary.path().join("victim/keep").is_file());
+    assert!(ran.ok(), "{}", ran.all());
+    fsck(root.path());
+}
+
+// --- BuildKit CVE-2024-23653: one entitlement check for every path ----------
+
+/// `kiln system service` on a socket of its own, killed when dropped.
+struct ApiService {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ApiService {
+    fn start(root: &Path) -> ApiService {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("kiln.sock");
+        let child = kiln()
+            .arg("--root")
+            .arg(root)
+            .args(["system", "service", "--timeout", "0", "--socket"])
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < until, "the service did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ApiService {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// POSTs `tar` to `path`; the whole answer (HTTP/1.0: read to its end).
+    fn post_tar(&self, path: &str, tar: &[u8]) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+            tar.len()
+        )
+        .unwrap();
+        s.write_all(tar).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        text(&raw)
+    }
+}
+
+impl Drop for ApiService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// BuildKit's CVE-2024-23653, the class: `RUN --security=insecure` without
+/// `--allow security.insecure` is refused before it runs, whichever way
+/// the step arrives: the Dockerfile, a heredoc, a base image's ONBUILD, a
+/// step cached by an earlier allowed build, and the Engine API's /build
+/// (which has no way to grant it).
+#[test]
+fn attack_51_security_insecure_needs_the_entitlement_on_every_path() {
+    let Some(root) = store() else { return };
+    const DENIED: &str = "security.insecure is not allowed";
+    let step = "RUN --security=insecure echo RAN-''INSECURE";
+    let check = |ran: &Ran, what: &str| {
+        assert!(
+            !ran.all().contains("RAN-INSECURE"),
+            "{what}: it ran: {}",
+            ran.all()
+        );
+        refused(ran, &[DENIED]);
+    };
+    let plain = context(&format!("FROM box:1\n{step}\n"));
+    check(&build(root.path(), plain.path(), &[]), "Dockerfile");
+    let heredoc = context("FROM box:1\nRUN --security=insecure <<EOF\necho RAN-''INSECURE\nEOF\n");
+    check(&build(root.path(), heredoc.path(), &[]), "heredoc");
+    let base = std::fs::read(busybox_tar().unwrap()).unwrap();
+    let ran = import_bytes(
+        root.path(),
+        &base,
+        "onbuild:1",
+        &[&format!("ONBUILD {step}")],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let child = context("FROM onbuild:1\n");
+    check(&build(root.path(), child.path(), &[]), "ONBUILD");
+    // Allowed once (and cached), then asked again without the entitlement.
+    let ran = build(root.path(), plain.path(), &["--allow", "security.insecure"]);
+    assert!(ran.ok(), "{}", ran.all());
+    check(&build(root.path(), plain.path(), &[]), "cached step");
+    // The Engine API.
+    let api = ApiService::start(root.path());
+    let tar = raw_tar(&[E::File(
+        "Dockerfile",
+        format!("FROM box:1\n{step}\n").as_bytes(),
+    )]);
+    let answer = api.post_tar("/v1.41/build?t=insecure:1&nocache=1", &tar);
+    assert!(!answer.contains("RAN-INSECURE"), "{answer}");
+    assert!(answer.contains(DENIED), "{answer}");
+    assert!(!k(root.path(), &["inspect", "insecure:1"]).ok());
+}
+
+// --- FIFOs and device nodes where a regular file is expected ----------------
+
+/// A FIFO or a device node where kiln expects a regular file (a COPY or ADD
+/// source, a context's .dockerignore, `<Dockerfile>.dockerignore` through a
+/// symlink out, a stage's /etc/passwd read for `--chown` or at a step's
+/// start): nothing hangs, no host device is opened.
+#[test]
+fn attack_52_fifos_and_devices_where_files_are_expected() {
+    let Some(root) = store() else { return };
+    let mut canary = Canary::new();
+    let limit = Duration::from_secs(30);
+    let fifo =
+        |p: &Path| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // COPY and ADD sources, alone and in a copied directory.
+    let ctx =
+        context("FROM box:1\nCOPY . /ctx/\nCOPY pipe /pipe\nADD pipe /pipe2\nCOPY dir /dir/\n");
+    write(ctx.path(), &[("dir/keep", "k\n")]);
+    fifo(&ctx.path().join("pipe"));
+    fifo(&ctx.path().join("dir/pipe"));
+    let _ = build_within(root.path(), ctx.path(), &[], limit, "FIFO as a COPY source");
+    // The context's .dockerignore.
+    let ctx = context("FROM box:1\nCOPY . /ctx/\n");
+    fifo(&ctx.path().join(".dockerignore"));
+    let ran = build_within(root.path(), ctx.path(), &[], limit, "FIFO .dockerignore");
+    if !ran.ok() {
+        refused(&ran, &[".dockerignore", "regular file"]);
+    }
+    // <Dockerfile>.dockerignore, a symlink to a host FIFO.
+    let host = tempfile::Builder::new()
+        .prefix("kiln-fifo-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    fifo(&host.path().join("pipe"));
+    canary.watch(host.path(), 2, true);
+    let ctx = context("FROM box:1\nCOPY . /ctx/\n");
+    symlink(
+        host.path().join("pipe"),
+        ctx.path().join("Dockerfile.dockerignore"),
+    )
+    .unwrap();
+    let _ = build_within(
+        root.path(),
+        ctx.path(),
+        &[],
+        limit,
+        "Dockerfile.dockerignore -> host FIFO",
+    );
+    // A stage's /etc/passwd made a FIFO: a name looked up for --chown, and
+    // the next step's start.
+    for after in ["COPY --chown=app f.txt /y\n", "RUN true\n"] {
+        let ctx = context(&format!(
+            "FROM box:1\nRUN rm -f /etc/passwd && mkfifo /etc/passwd\n{after}"
+        ));
+        write(ctx.path(), &[("f.txt", "f\n")]);
+        let _ = build_within(root.path(), ctx.path(), &[], limit, after.trim());
+    }
+    // A stage's /etc/passwd made a device node: a loop device over a host
+    // file that names app 4242. Read on the host, --chown=app would give
+    // 4242.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("passwd.img");
+    let mut passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:4242:4242:app:/:/bin/sh\n".to_vec();
+    passwd.resize(4096, b'\n');
+    std::fs::write(&img, &passwd).unwrap();
+    let losetup = Command::new("losetup")
+        .args(["--find", "--show", "--read-only"])
+        .arg(&img)
+        .output();
+    match losetup {
+        Ok(out) if out.status.success() => {
+            let dev = text(&out.stdout).trim().to_string();
+            let rdev = std::fs::metadata(&dev).unwrap().rdev();
+            let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+            let ctx = context(&format!(
+                "FROM box:1\nRUN rm -f /etc/passwd && mknod /etc/passwd b {major} {minor}\nCOPY --chown=app f.txt /y\n"
+            ));
+            write(ctx.path(), &[("f.txt", "f\n")]);
+            let ran = build_within(
+                root.path(),
+                ctx.path(),
+                &["-t", "devpw:1"],
+                limit,
+                "device /etc/passwd",
+            );
+            let _ = Command::new("losetup").args(["-d", &dev]).status();
+            if ran.ok() {
+                let uid = sh(root.path(), &[], "devpw:1", "stat -c %u /y");
+                assert_ne!(
+                    uid.stdout().trim(),
+                    "4242",
+                    "the host device was read as /etc/passwd"
+                );
+            }
+        }
+        _ => eprintln!("no loop device: the device-node /etc/passwd case is skipped"),
+    }
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+/// A device node made on a mount kiln does not make nodev (a named
+/// volume, an image's anonymous VOLUME, a `-v` or `--mount` host bind)
+/// opens nothing: on cgroup v2 kiln loads no device filter, so nodev is
+/// the only thing between CAP_MKNOD and the host's disks.
+#[test]
+fn attack_53_devices_made_on_volumes_and_binds_cannot_be_opened() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    let w = word();
+    let ran = import_bytes(
+        root.path(),
+        &std::fs::read(busybox_tar().unwrap()).unwrap(),
+        "withvol:1",
+        &["VOLUME /anon"],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let host = tempfile::tempdir().unwrap();
+    let named = format!("devs-{w}:/named");
+    let bind = format!("{}:/bound", host.path().display());
+    let mount = format!("type=bind,src={},dst=/mounted", host.path().display());
+    for (image, flags, at) in [
+        ("box:1", vec!["-v", named.as_str()], "/named"),
+        ("withvol:1", vec![], "/anon"),
+        ("box:1", vec!["-v", bind.as_str()], "/bound"),
+        ("box:1", vec!["--mount", mount.as_str()], "/mounted"),
+    ] {
+        for (kind, major, minor, dir) in [("b", 7, 0, "<"), ("c", 1, 11, ">")] {
+            let node = format!("{at}/dev-{kind}");
+            let ran = sh(
+                root.path(),
+                &flags,
+                image,
+                &format!(
+                    "rm -f {node}; mknod {node} {kind} {major} {minor} || exit 0; if exec 3{dir}{node}; then echo OP''ENED; fi; rm -f {node}"
+                ),
+            );
+            assert!(
+                !ran.stdout().contains("OPENED"),
+                "{kind} {major}:{minor} made at {at} opened: {}",
+                ran.all()
+            );
+            assert!(
+                ran.err().contains("operation not permitted")
+                    || ran.err().contains("permission denied"),
+                "{kind} {major}:{minor} at {at}: {}",
+                ran.all()
+            );
+        }
+    }
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- Buildah CVE-2024-1753: bind source through a symlink to / --------------
+
+/// Buildah's CVE-2024-1753, the class: `RUN --mount=type=bind` whose source
+/// goes through a context symlink to `/` (or climbs, or names an absolute
+/// path): the mount shows the context (or is refused), read-only and
+/// read-write, and nothing of the host is read or written.
+#[test]
+fn attack_54_bind_source_through_a_symlink_to_root_is_the_context() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    let w = word();
+    for src in [
+        "l",
+        "l/",
+        "l/.",
+        "sub/up",
+        "sub/up/tmp",
+        "l/etc",
+        "/l/..",
+        "../../../..",
+        "c",
+        "c/victim",
+    ] {
+        for rw in ["", ",rw"] {
+            let ctx = context(&format!(
+                "FROM box:1\nRUN --mount=type=bind,source={src},target=/m{rw} ls -a /m > /seen; cat /m/secret /m/shadow /m/etc/shadow >> /seen 2>&1; touch /m/kiln-pwned-{w}; rm -rf /m/victim; true\n"
+            ));
+            write(ctx.path(), &[("kiln-context-marker", "m\n")]);
+            std::fs::create_dir(ctx.path().join("sub")).unwrap();
+            symlink("/", ctx.path().join("l")).unwrap();
+            symlink("../../../../../../../../..", ctx.path().join("sub/up")).unwrap();
+            symlink(canary.path(), ctx.path().join("c")).unwrap();
+            let out = tempfile::tempdir().unwrap();
+            let dest = format!("type=local,dest={}", out.path().display());
+            let ran = build(root.path(), ctx.path(), &["--no-cache", "-o", &dest]);
+            assert!(
+                !ran.all().contains(&canary.secret),
+                "{src}{rw}: {}",
+                ran.all()
+            );
+            if ran.ok() {
+                let seen = std::fs::read_to_string(out.path().join("seen")).unwrap_or_default();
+                assert!(
+                    !seen.contains(&canary.secret),
+                    "{src}{rw}: the host was read: {seen}"
+                );
+                let names: Vec<&str> = seen.lines().collect();
+                assert!(
+                    !names.contains(&"proc") && !names.contains(&"boot"),
+                    "{src}{rw}: the host's / was mounted: {seen}"
+                );
+            } else {
+                refused(&ran, &["not found"]);
+            }
+        }
+    }
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- Buildah CVE-2024-9675: cache source outside the cache ------------------
+
+/// Buildah's CVE-2024-9675, the class: a cache mount's `source=` (climbing,
+/// absolute, or through a symlink an earlier step left in the cache) never
+/// reaches outside the cache directory.
+#[test]
+fn attack_55_cache_mount_source_stays_in_the_cache() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    let w = word();
+    let id = format!("src-{w}");
+    let use_it = |source: &str| {
+        format!(
+            "RUN --mount=type=cache,id={id},source={source},target=/d cat /d/secret; touch /d/kiln-pwned; rm -rf /d/victim; ls /d; true\n"
+        )
+    };
+    let ctx = context(&format!(
+        "FROM box:1\n\
+         RUN --mount=type=cache,id={id},target=/c ln -sfn {cp} /c/out && ln -sfn {climb} /c/up && ln -sfn / /c/root\n\
+         {}{}{}{}{}",
+        use_it(&canary.climbing()),
+        use_it(&canary.path_str()),
+        use_it("out"),
+        use_it("up"),
+        use_it("root/tmp"),
+        cp = canary.path_str(),
+        climb = canary.climbing(),
+    ));
+    let ran = build(root.path(), ctx.path(), &["--no-cache"]);
+    assert!(!ran.timed_out);
+    assert!(!ran.all().contains(&canary.secret), "{}", ran.all());
+    canary.assert_unchanged();
+    fsck(root.path());
+}
+
+// --- Buildah CVE-2024-9407: mount options taken as given --------------------
+
+/// Buildah's CVE-2024-9407, the class: mount options reach no mount
+/// unvalidated. `RUN --mount` refuses every key it does not document (such
+/// as bind-propagation, also when it arrives through ARG expansion with a
+/// comma or a newline in it); `kiln run`'s `-v`, `--tmpfs` and `--mount`
+/// refuse unknown options and values, and a read-only request (`ro=true`,
+/// `readonly=true`) is never a read-write mount.
+#[test]
+fn attack_56_mount_options_accept_only_documented_values() {
+    let Some(root) = store() else { return };
+    let canary = Canary::new();
+    // RUN --mount, literal.
+    for opt in [
+        "bind-propagation=shared",
+        "bind-propagation=rshared",
+        "relabel=shared",
+        "bind-nonrecursive=true",
+        "z",
+        "Z",
+        "U",
+        "suid",
+        "dev",
+        "exec",
+    ] {
+        let ctx = context(&format!(
+            "FROM box:1\nRUN --mount=type=bind,target=/m,{opt} true\n"
+        ));
+        refused(
+            &build(root.path(), ctx.path(), &[]),
+            &["unexpected key", "invalid field"],
+        );
+    }
+    // RUN --mount, through ARG expansion.
+    for (dockerfile, arg) in [
+        (
+            "ARG P\nRUN --mount=type=bind,target=/m,bind-propagation=$P true\n",
+            "P=rshared",
+        ),
+        (
+            "ARG S\nRUN --mount=type=tmpfs,target=/t,size=$S true\n",
+            "S=1m,mode=4777",
+        ),
+        (
+            "ARG S\nRUN --mount=type=tmpfs,target=/t,size=$S true\n",
+            "S=1m\nexec",
+        ),
+        (
+            "ARG T\nRUN --mount=type=cache,target=/c,sharing=$T true\n",
+            "T=shared,dev",
+        ),
+    ] {
+        let ctx = context(&format!("FROM box:1\n{dockerfile}"));
+        let ran = build(root.path(), ctx.path(), &["--build-arg", arg]);
+        refused(
+            &ran,
+            &[
+                "unexpected key",
+                "invalid size",
+                "invalid field",
+                "unsupported sharing",
+            ],
+        );
+    }
+    // kiln run.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("keep"), "keep\n").unwrap();
+    let h = host.path().display().to_string();
+    for flags in [
+        vec!["-v".to_string(), format!("{h}:/m:rshared")],
+        vec!["-v".to_string(), format!("{h}:/m:ro,z")],
+        vec!["-v".to_string(), format!("{h}:/m:Z")],
+        vec!["--tmpfs".to_string(), "/t:mode=4777".to_string()],
+        vec!["--tmpfs".to_string(), "/t:size=1m,exec".to_string()],
+        vec![
+            "--mount".to_string(),
+            format!("type=bind,src={h},dst=/m,bind-propagation=bogus"),
+        ],
+        vec![
+            "--mount".to_string(),
+            format!("type=bind,src={h},dst=/m,bind-propagation=rshared\nro"),
+        ],
+        vec![
+            "--mount".to_string(),
+            format!("type=bind,src={h},dst=/m,no-such-key=1"),
+        ],
+        vec![
+            "--mount".to_string(),
+            "type=tmpfs,dst=/t,tmpfs-mode=4777,exec".to_string(),
+        ],
+    ] {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let ran = sh(root.path(), &flags, "box:1", "touch /m/kiln-pwned; true");
+        refused(
+            &ran,
+            &["invalid", "unexpected", "unknown", "bind-propagation"],
+        );
+    }
+    // A read-only request, spelled as docker allows: never read-write.
+    for ro in [
+        "ro",
+        "ro=true",
+        "readonly",
+        "readonly=true",
+        "readonly=1",
+        "ro=1",
+    ] {
+        let m = format!("type=bind,src={h},dst=/m,{ro}");
+        let ran = sh(
+            root.path(),
+            &["--mount", &m],
+            "box:1",
+            "touch /m/kiln-pwned-ro",
+        );
+        assert!(!ran.ok(), "{ro}: the bind was writable: {}", ran.all());
+        assert!(
+            !host.path().join("kiln-pwned-ro").exists(),
+            "{ro}: written through a read-only bind"
+        );
+    }
+    // A value docker refuses is refused, not read as read-write.
+    let m = format!("type=bind,src={h},dst=/m,readonly=yes");
+    let ran = sh(
+        root.path(),
+        &["--mount", &m],
+        "box:1",
+        "touch /m/kiln-pwned-yes",
+    );
+    assert!(
+        !host.path().join("kiln-pwned-yes").exists(),
+        "readonly=yes mounted read-write"
+    );
+    refused(&ran, &["readonly", "invalid"]);
+    canary.assert_unchanged();
 }

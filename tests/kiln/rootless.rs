@@ -26,6 +26,7 @@ fn home() -> Option<&'static Path> {
             .output()
             .is_ok_and(|o| o.status.success());
         if !exists {
+            let _etc = crate::util::changing_users();
             let out = Command::new("useradd")
                 .args(["--system", "--no-create-home", "--shell", "/bin/sh", USER])
                 .output()

@@ -193,3 +193,14 @@ pub fn docker_ready() -> bool {
             false
         }
 }
+
+/// Taken for reading by tests that watch `/etc` for changes (the attacks'
+/// canaries) and for writing while a test adds or removes a user:
+/// useradd and userdel rewrite /etc/passwd, /etc/group, /etc/shadow and
+/// their backups, which a canary would report as an attack's doing.
+pub static ETC_USERS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Holds [`ETC_USERS`] for writing (a poisoned lock is still a lock).
+pub fn changing_users() -> std::sync::RwLockWriteGuard<'static, ()> {
+    ETC_USERS.write().unwrap_or_else(|e| e.into_inner())
+}
