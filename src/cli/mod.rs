@@ -140,6 +140,7 @@ enum Command {
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    kiln::sandbox::process::raise_open_files();
     let root = cli.root;
     match cli.command {
         Command::Parse(args) => parse::run(args),

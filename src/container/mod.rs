@@ -347,6 +347,9 @@ pub fn set_env(env: &mut Vec<String>, entry: String) {
     }
 }
 
+/// The kernel's limit on a hostname's length (sethostname's EINVAL).
+const HOST_NAME_MAX: usize = 64;
+
 /// True for a name docker accepts (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -438,10 +441,19 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     let mut published = opts.ports.clone();
     ports::choose_free(&mut published).map_err(ContainerError::Invalid)?;
     let id = random_id();
+    if let Some(h) = &opts.hostname
+        && h.len() > HOST_NAME_MAX
+    {
+        return Err(ContainerError::Invalid(format!(
+            "invalid hostname {h:?}: a hostname has at most {HOST_NAME_MAX} characters (the kernel's limit)"
+        )));
+    }
+    // A name too long to be a hostname leaves the id's first digits
+    // there, as docker's containers always have.
     let hostname = opts
         .hostname
         .clone()
-        .or(opts.name.clone())
+        .or(opts.name.clone().filter(|n| n.len() <= HOST_NAME_MAX))
         .unwrap_or_else(|| id[..12].to_string());
     let mut env: Vec<String> = vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -906,6 +918,19 @@ impl Container {
         sandbox::reclaim(&self.record.id);
         networks::release(self);
         Ok(())
+    }
+
+    /// The end of a `--rm` container that ended: its directory and the
+    /// anonymous volumes of its image's VOLUMEs go, as docker's `run --rm`
+    /// removes them (named volumes stay).
+    pub fn auto_removed(&self) {
+        self.event("destroy", []);
+        remove_dir(&self.dir);
+        if let Some(root) = self.dir.parent().and_then(Path::parent) {
+            for v in &self.record.anonymous_volumes {
+                volume::remove_at(root, v);
+            }
+        }
     }
 
     /// Removes it: refused while it runs unless `force` (then killed);

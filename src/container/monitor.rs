@@ -52,6 +52,9 @@ pub fn spawn(store_root: &Path, c: &Container) -> Result<(), StartError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
+    if let Some((key, value)) = process::open_files_env() {
+        cmd.env(key, value);
+    }
     process::new_session(&mut cmd);
     let mut child = cmd
         .spawn()
@@ -390,8 +393,7 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         let _ = std::fs::write(super::exit_file(&dir), last_code.to_string());
         drop(_lock);
         sandbox::reclaim(&c.record.id);
-        c.event("destroy", []);
-        super::remove_dir(&dir);
+        c.auto_removed();
     }
     0
 }
@@ -447,8 +449,7 @@ pub fn run_foreground(
     });
     drop(dirs);
     if c.record.auto_remove {
-        c.event("destroy", []);
-        super::remove_dir(&c.dir);
+        c.auto_removed();
     }
     result
 }

@@ -221,7 +221,30 @@ fn forward(listener: TcpListener, port: u16, dir: std::path::PathBuf) {
     // container was restarted (a new init, a new namespace).
     let mut maker: Option<(crate::sandbox::process::Recorded, Arc<Maker>)> = None;
     let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
-    for client in listener.incoming().flatten() {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut warned = false;
+    loop {
+        let client = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(e) => {
+                // Out of descriptors: the connection waits in the backlog;
+                // say so once, and try again when relays have ended
+                // instead of spinning on the same error.
+                if !warned {
+                    eprintln!("published port {port}: accepting a connection: {e}");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        warned = false;
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
+            eprintln!(
+                "published port {port}: {MAX_TCP_CONNECTIONS} connections are relayed already; closing a new one"
+            );
+            continue;
+        }
         if !maker.as_ref().is_some_and(|(init, _)| init.alive()) {
             let st = super::state::read(&dir);
             maker = st
@@ -232,11 +255,17 @@ fn forward(listener: TcpListener, port: u16, dir: std::path::PathBuf) {
         let Some(socket) = maker.as_ref().and_then(|(_, m)| m.socket()) else {
             continue;
         };
-        std::thread::spawn(move || {
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let count = Arc::clone(&open);
+        let spawned = std::thread::Builder::new().spawn(move || {
             if let Ok(inner) = crate::sandbox::net::connect(socket, addr) {
                 relay(client, inner);
             }
+            count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
+        if spawned.is_err() {
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -248,6 +277,11 @@ fn running_init(dir: &std::path::Path) -> Option<u32> {
         .filter(|i| st.is_running() && i.alive())
         .map(|i| i.pid)
 }
+
+/// TCP connections relayed at once, per published port (each holds four
+/// descriptors and two threads): past it a new one is closed with a line
+/// in the monitor's log, so one client cannot take every descriptor.
+const MAX_TCP_CONNECTIONS: usize = 1024;
 
 /// UDP flows relayed at once, per published port (each holds one
 /// descriptor and one thread for up to [`UDP_IDLE`]).

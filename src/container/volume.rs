@@ -172,6 +172,16 @@ pub fn users(store: &Store, v: &Volume) -> Vec<Container> {
         .collect()
 }
 
+/// Removes volume `name` of the store at `root` (an ended `--rm`
+/// container's anonymous one, which no other container mounts).
+pub fn remove_at(root: &Path, name: &str) {
+    if !valid_name(name) {
+        return;
+    }
+    super::remove_dir(&root.join("volumes").join(name));
+    crate::events::record(root, crate::events::Kind::Volume, "destroy", name, []);
+}
+
 /// Removes volume `name`: refused while a container (running or not)
 /// mounts it, unless `force`.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), ContainerError> {

@@ -60,10 +60,16 @@ impl FromStr for Name {
             first = false;
             if is_host {
                 let (host, port) = part.split_once(':').unwrap_or((part, "1"));
-                let host_ok = !host.is_empty()
-                    && host
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+                // Docker's domain: labels of letters, digits and inner
+                // '-', joined by single dots (`..`, `.x`, `a..b` are no
+                // hosts: a path-shaped host would lead a request astray).
+                let host_ok = host.split('.').all(|label| {
+                    let b = label.as_bytes();
+                    !b.is_empty()
+                        && b[0].is_ascii_alphanumeric()
+                        && b[b.len() - 1].is_ascii_alphanumeric()
+                        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                });
                 if !host_ok || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad("bad registry host"));
                 }
@@ -131,6 +137,7 @@ mod tests {
             ),
             ("127.0.0.1:5000/app:v1_2", "127.0.0.1:5000/app", "v1_2"),
             ("a.b-c__d", "a.b-c__d", "latest"),
+            ("reg-1.example.com/app", "reg-1.example.com/app", "latest"),
         ];
         for (input, repo, tag) in ok {
             let n: Name = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -151,6 +158,14 @@ mod tests {
             "x@sha256:00",
             "a:b:c",
             "host:port/x",
+            "../x",
+            "../../x",
+            ".x/app",
+            "a..b/app",
+            "a./app",
+            "-a.b/app",
+            "a.b-/app",
+            "a.b:/app",
         ] {
             assert!(bad.parse::<Name>().is_err(), "{bad} should be refused");
         }

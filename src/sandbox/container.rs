@@ -464,7 +464,19 @@ fn launch(
     }
     // The spec goes last: the init starts nothing before it has it, so
     // every process of the container starts inside its cgroups.
-    let json = serde_json::to_vec(&compiled(spec)?).map_err(setup("encoding the spec"))?;
+    let mut sent = compiled(spec)?;
+    // kiln raised its own open-file limit; the container gets the one kiln
+    // was started with unless `--ulimit nofile` says otherwise.
+    if let Some((soft, hard)) = super::process::started_open_files()
+        && !sent.rlimits.iter().any(|l| l.name == "nofile")
+    {
+        sent.to_mut().rlimits.push(super::spec::Rlimit {
+            name: "nofile".into(),
+            soft,
+            hard,
+        });
+    }
+    let json = serde_json::to_vec(&sent).map_err(setup("encoding the spec"))?;
     let mut w = File::from(spec_w);
     if let Err(e) = w.write_all(&json) {
         let _ = child.kill();

@@ -2,7 +2,7 @@
 //! (from `/proc/PID/stat`) and the machine's boot id are the ones
 //! recorded with it, so a pid the kernel gave to another process since is
 //! never touched. And the detaching a container's monitor needs: a new
-//! session, a subreaper.
+//! session, a subreaper; and this process's open-file limit.
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -223,4 +223,48 @@ mod tests {
         assert_eq!(signal_number("NOPE"), None);
         assert_eq!(boot_id().len(), 36);
     }
+}
+
+/// This process's open-file limit (soft, hard) as it started, before
+/// [`raise_open_files`].
+static STARTED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises this process's soft open-file limit to its hard one, as dockerd
+/// and every Go program do: a few hundred idle connections to a published
+/// port must not leave kiln unable to accept the next. Containers get the
+/// limit kiln started with back ([`started_open_files`]).
+pub fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    // A kiln started by kiln (a container's monitor) was given the limit
+    // its starter began with.
+    let given = std::env::var(NOFILE_ENV).ok().and_then(|v| {
+        let (s, h) = v.split_once(':')?;
+        Some((s.parse().ok()?, h.parse().ok()?))
+    });
+    let _ = STARTED_NOFILE.set(given.unwrap_or((soft, hard)));
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// The environment variable that hands the limit kiln started with to a
+/// kiln it starts ("SOFT:HARD").
+pub const NOFILE_ENV: &str = "KILN_STARTED_NOFILE";
+
+/// `(NOFILE_ENV, "SOFT:HARD")` for a kiln this one starts, when this one
+/// raised its limit.
+pub fn open_files_env() -> Option<(&'static str, String)> {
+    started_open_files().map(|(s, h)| (NOFILE_ENV, format!("{s}:{h}")))
+}
+
+/// The open-file limit this process started with, when
+/// [`raise_open_files`] changed it.
+pub fn started_open_files() -> Option<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let started = *STARTED_NOFILE.get()?;
+    let now = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    (now != started).then_some(started)
 }

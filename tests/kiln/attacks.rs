@@ -3939,3 +3939,183 @@ fn attack_56_mount_options_accept_only_documented_values() {
     refused(&ran, &["readonly", "invalid"]);
     canary.assert_unchanged();
 }
+
+// ---------------------------------------------------------------------------
+// Issue 25, also seen: --rm's anonymous volumes, long names, registry hosts,
+// the open-file limit
+// ---------------------------------------------------------------------------
+
+/// `run --rm` (in the foreground and detached) removes the anonymous
+/// volumes of the image's VOLUMEs, as docker does; a named one stays.
+#[test]
+fn attack_57_run_rm_removes_its_anonymous_volumes() {
+    let Some(root) = store() else { return };
+    let ctx = context("FROM box:1\nVOLUME /data\n");
+    assert!(build(root.path(), ctx.path(), &["-t", "vol:1"]).ok());
+    let volumes = |root: &Path| -> usize {
+        std::fs::read_dir(root.join("volumes"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let ran = sh(root.path(), &[], "vol:1", "echo x > /data/x");
+    assert!(ran.ok(), "{}", ran.all());
+    assert_eq!(
+        volumes(root.path()),
+        0,
+        "run --rm left its anonymous volume"
+    );
+    let ran = k(
+        root.path(),
+        &[
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            "gone",
+            "vol:1",
+            "sh",
+            "-c",
+            "echo x > /data/x",
+        ],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let deadline = Instant::now() + LIMIT;
+    while volumes(root.path()) > 0 || k(root.path(), &["ps", "-a", "-q"]).stdout().trim() != "" {
+        assert!(
+            Instant::now() < deadline,
+            "run -d --rm left its anonymous volume"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ran = sh(
+        root.path(),
+        &["-v", "kept:/data"],
+        "vol:1",
+        "echo x > /data/x",
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    let ls = k(root.path(), &["volume", "ls", "-q"]);
+    assert_eq!(ls.stdout().trim(), "kept", "{}", ls.all());
+}
+
+/// A container name too long for a hostname runs (its hostname is then
+/// its id's first digits, as docker's always is); a `--hostname` past the
+/// kernel's 64 characters is refused before anything is made.
+#[test]
+fn attack_58_long_names_and_hostnames() {
+    let Some(root) = store() else { return };
+    let long = "a".repeat(300);
+    let ran = k(
+        root.path(),
+        &["run", "--rm", "--name", &long, "box:1", "hostname"],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    assert_eq!(ran.stdout().trim().len(), 12, "{}", ran.all());
+    let ran = k(
+        root.path(),
+        &["run", "--rm", "--hostname", &long, "box:1", "hostname"],
+    );
+    refused(&ran, &["a hostname has at most 64 characters"]);
+    let entries = std::fs::read_dir(root.path().join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 0, "a refused container left its directory");
+}
+
+/// Path-shaped registry hosts (`..`, `.x`, `a..b`) are no hosts: refused
+/// wherever a reference is read, before any request.
+#[test]
+fn attack_59_path_shaped_registry_hosts_are_refused() {
+    let Some(root) = store() else { return };
+    for bad in [
+        "../x",
+        "../../x:1",
+        ".x/app",
+        "a..b/app",
+        "a./app",
+        "a.-b/app",
+    ] {
+        for args in [
+            vec!["tag", "box:1", bad],
+            vec!["pull", bad],
+            vec!["push", bad],
+        ] {
+            let ran = k(root.path(), &args);
+            // push looks for the image first: no such image is no request.
+            refused(&ran, &["invalid", "no such image"]);
+            assert!(
+                !ran.err().contains("connect") && !ran.err().contains("http"),
+                "{args:?} got as far as a request: {}",
+                ran.stderr()
+            );
+        }
+    }
+    let images = k(root.path(), &["images"]);
+    assert_eq!(images.stdout().lines().count(), 2, "{}", images.all());
+}
+
+/// With a low soft open-file limit (`ulimit -n 256`, hard 8192), a few
+/// hundred idle connections to a published port do not stop the next
+/// one from being answered (kiln raises its soft limit to the hard one,
+/// as docker does), and the container still gets the limit kiln was
+/// started with.
+#[test]
+fn attack_60_idle_connections_do_not_stall_a_published_port() {
+    let Some(root) = store() else { return };
+    if !crate::util::need_tool("prlimit", "util-linux prlimit lowers the open-file limit") {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "served\n").unwrap();
+    std::fs::set_permissions(www.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bind = format!("{}:/www:ro", www.path().display());
+    let publish = format!("127.0.0.1:{port}:8080");
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=256:8192", "--"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "run", "-d", "--name", "web", "-p", &publish, "-v", &bind, "box:1",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "ulimit -n > /www-limit; exec httpd -f -p 8080 -h /www",
+        ]);
+    let ran = bounded(&mut cmd, LIMIT);
+    assert!(ran.ok(), "{}", ran.all());
+    let get = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let deadline = Instant::now() + LIMIT;
+    while !get().is_some_and(|b| b.contains("served")) {
+        assert!(Instant::now() < deadline, "the server did not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Idle connections, each relayed (a client socket, a container socket
+    // and their copies in kiln): well past 256 descriptors.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert_eq!(idle.len(), 300);
+    let body = get();
+    assert!(
+        body.as_deref().is_some_and(|b| b.contains("served")),
+        "a new connection was not answered with 300 idle ones open: {body:?}"
+    );
+    drop(idle);
+    let limit = k(root.path(), &["exec", "web", "cat", "/www-limit"]);
+    assert_eq!(limit.stdout().trim(), "256", "{}", limit.all());
+    let _ = k(root.path(), &["rm", "-f", "web"]);
+}
