@@ -203,28 +203,6 @@ pub fn become_subreaper() -> std::io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_is_recorded_and_alive() {
-        let me = record(std::process::id()).unwrap();
-        assert!(me.alive());
-        let other = Recorded {
-            start: me.start + 1,
-            ..me
-        };
-        assert!(!other.alive(), "another start time is another process");
-        assert!(!other.signal(0).unwrap());
-        assert_eq!(signal_number("TERM"), Some(15));
-        assert_eq!(signal_number("SIGKILL"), Some(9));
-        assert_eq!(signal_number("9"), Some(9));
-        assert_eq!(signal_number("NOPE"), None);
-        assert_eq!(boot_id().len(), 36);
-    }
-}
-
 /// This process's open-file limit (soft, hard) as it started, before
 /// [`raise_open_files`].
 static STARTED_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
@@ -267,4 +245,26 @@ pub fn started_open_files() -> Option<(u64, u64)> {
     let started = *STARTED_NOFILE.get()?;
     let now = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
     (now != started).then_some(started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_recorded_and_alive() {
+        let me = record(std::process::id()).unwrap();
+        assert!(me.alive());
+        let other = Recorded {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!other.alive(), "another start time is another process");
+        assert!(!other.signal(0).unwrap());
+        assert_eq!(signal_number("TERM"), Some(15));
+        assert_eq!(signal_number("SIGKILL"), Some(9));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("NOPE"), None);
+        assert_eq!(boot_id().len(), 36);
+    }
 }
