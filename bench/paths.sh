@@ -17,6 +17,9 @@
 # medians with the spread ((max - min) / median), kiln's ratio to the best
 # anchor, and kiln's peak memory (the largest resident set of kiln and what
 # it waited for, from wait4). ONLY=REGEX runs only the matching rows.
+# KILN_BEFORE=BINARY adds an earlier kiln to each row, interleaved, with a
+# column comparing the two; ANCHORS=0 leaves the anchors and floors out
+# (a before/after run of kiln alone).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 kiln=${KILN:-$here/target/release/kiln}
@@ -33,16 +36,22 @@ cleanup() {
 }
 trap cleanup EXIT
 [ -x "$kiln" ] || (cd "$here" && cargo build --release --locked -q)
-"$docker" info >/dev/null 2>&1 || { echo "dockerd is not running (dockerd --bridge=none --iptables=false &)" >&2; exit 1; }
-for t in buildah umoci runc; do
-  command -v $t >/dev/null || { echo "$t is not installed (apt-get install $t)" >&2; exit 1; }
-done
+before=${KILN_BEFORE:-}
+anchors=${ANCHORS:-1}
+if [ "$anchors" != 0 ]; then
+  "$docker" info >/dev/null 2>&1 || { echo "dockerd is not running (dockerd --bridge=none --iptables=false &)" >&2; exit 1; }
+  for t in buildah umoci runc; do
+    command -v $t >/dev/null || { echo "$t is not installed (apt-get install $t)" >&2; exit 1; }
+  done
+fi
 
 "$here/fixtures/images/busybox-rootfs.sh" "$work/busybox.tar"
 "$kiln" --root "$work/store" import "$work/busybox.tar" localhost/kpaths/box:1 -c 'CMD ["true"]' >/dev/null
 "$kiln" --root "$work/store" save --format docker --compression none -o "$work/base.tar" localhost/kpaths/box:1
-"$docker" load -i "$work/base.tar" >/dev/null
-buildah pull -q "docker-archive:$work/base.tar" >/dev/null
+if [ "$anchors" != 0 ]; then
+  "$docker" load -i "$work/base.tar" >/dev/null
+  buildah pull -q "docker-archive:$work/base.tar" >/dev/null
+fi
 umoci unpack --image "$work/store:localhost/kpaths/box:1" "$work/bundle" >/dev/null
 python3 - "$work/bundle/config.json" <<'PY'
 import json, sys
@@ -70,15 +79,16 @@ printf 'FROM localhost/kpaths/box:1\nRUN OUT=; %s\n' "$big_cmd" >"$work/big/Dock
 # A cold store per kiln run, made before any is timed; all are deleted only
 # at the end (ext4 allocates inodes slowly right after a mass deletion, and
 # that would be measuring the previous run).
-for i in $(seq 0 "$((runs + 1))"); do
+for i in $(seq 0 "$((2 * runs + 3))"); do
   "$kiln" --root "$work/cold$i" load -i "$work/base.tar" >/dev/null
 done
 rm -f "$work/base.tar"
 sync
 
-python3 - "$kiln" "$work" "$runs" "$docker" "$big_cmd" <<'PY'
+python3 - "$kiln" "$work" "$runs" "$docker" "$big_cmd" "$before" "$anchors" <<'PY'
 import os, re, statistics, subprocess, sys, time
 kiln, work, runs, docker, big_cmd = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+before_kiln, anchors = sys.argv[6], sys.argv[7] != "0"
 env = dict(os.environ, DOCKER_BUILDKIT="1")
 busybox = f"{work}/bundle/rootfs/bin/busybox"
 
@@ -94,8 +104,8 @@ def timed(cmd, shell=False):
         sys.exit(f"failed ({p.returncode}): {cmd}\n{err}")
     return elapsed, usage.ru_maxrss
 
-def kiln_build(store, ctx, cold):
-    return [kiln, "--root", store, "build", "-q", "-t", "kpaths/out:1"] + (["--no-cache"] if cold else []) + [ctx]
+def kiln_build(store, ctx, cold, binary=None):
+    return [binary or kiln, "--root", store, "build", "-q", "-t", "kpaths/out:1"] + (["--no-cache"] if cold else []) + [ctx]
 def docker_build(ctx, cold):
     return [docker, "build", "--network", "host", "-q", "-t", "kpaths/out:1"] + (["--no-cache"] if cold else []) + [ctx]
 def buildah_bud(ctx, cold):
@@ -108,6 +118,8 @@ def settle():
     subprocess.run(["sync"], check=True)
     time.sleep(35)
 def prune():
+    if not anchors:
+        return
     # The images each `docker build -t` left dangling go too: twelve 2 GiB
     # ones fill a disk.
     subprocess.run([docker, "image", "prune", "-f"], stdout=subprocess.DEVNULL, check=True)
@@ -115,6 +127,7 @@ def prune():
     subprocess.run("buildah rm -a; buildah rmi -f kpaths/out:1", shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 cold_store = iter(f"{work}/cold{i}" for i in range(runs + 1))
+cold_before = iter(f"{work}/cold{i}" for i in range(runs + 2, 2 * runs + 4))
 # (cold{runs + 1} is left as it is, a copy of which is each RUN row's store)
 runc_id = iter(range(10**6))
 def big_store():
@@ -157,6 +170,20 @@ rows = {
         ("floor: stat walk (find)", "floor", lambda: ["find", ctx, "-printf", "%s %T@ %m\\n"], None),
     ],
 }
+if before_kiln:
+    # The earlier kiln runs right after this one, on the same kind of store.
+    firsts = {
+        "COPY of a 20,000-file context, cold store": lambda: kiln_build(next(cold_before), ctx, True, before_kiln),
+        "one RUN writing 2 GiB, build and commit": lambda: kiln_build(big_store(), big, True, before_kiln),
+        "run --rm IMAGE true": lambda: [before_kiln, "--root", f"{work}/store", "run", "--rm", "--network", "none", "localhost/kpaths/box:1", "true"],
+        "rebuild of the 20,000-file context, no change": lambda: kiln_build(f"{work}/store", ctx, False, before_kiln),
+    }
+    for row, tools in rows.items():
+        # The cold COPY settles the disk before each kiln alike.
+        tools.insert(1, ("kiln before", "before", firsts[row], tools[0][3]))
+if not anchors:
+    for row in rows:
+        rows[row] = [t for t in rows[row] if t[1] in ("kiln", "before")]
 only = os.environ.get("ONLY")
 out = []
 for row, tools in rows.items():
@@ -185,9 +212,10 @@ for row, tools, times, peak in out:
         v = times[name]
         spread = (max(v) - min(v)) / med[name]
         unit = (lambda s: f"{s * 1000:.1f} ms") if med[name] < 1 else (lambda s: f"{s:.2f} s")
-        mem = f"{peak[name] / 1024:.1f} MiB" if kind == "kiln" else ""
+        mem = f"{peak[name] / 1024:.1f} MiB" if kind in ("kiln", "before") else ""
         ratio = "" if kind == "kiln" else f"{med['kiln'] / med[name]:.2f}"
         print(f"| {row} | {name} | {unit(med[name])} | {spread:.0%} | {ratio} | {mem} |")
-    best = min(med[n] for n, kind, _, _ in tools if kind == "anchor")
-    print(f"| {row} | **kiln / best anchor** | **{med['kiln'] / best:.2f}** | | | |")
+    anchored = [med[n] for n, kind, _, _ in tools if kind == "anchor"]
+    if anchored:
+        print(f"| {row} | **kiln / best anchor** | **{med['kiln'] / min(anchored):.2f}** | | | |")
 PY

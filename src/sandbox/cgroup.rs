@@ -258,80 +258,84 @@ pub struct Frozen {
 }
 
 /// Freezes a container's processes (`pids` lists them, called again
-/// until it names no process left out) in a freezer group of their own
-/// named for container `id`: v1's freezer hierarchy, or v2's
-/// `cgroup.freeze` in the group they are in. Returns once the kernel says
-/// every one is frozen: a process that forked while the others were being
-/// moved is moved too (a frozen group freezes what joins it), so a commit
-/// never reads files a running process still changes, nor fails because
-/// one forked.
+/// until it names no process left out) in a group of their own named for
+/// container `id`: v1's freezer hierarchy, or on v2 the container's own
+/// group (`kiln/ID`, made for its limits, else made here: the group a
+/// container without limits shares is its starter's, which must never be
+/// frozen). Returns once the kernel says every one is frozen: a process
+/// that forked while the others were being moved is moved too (a frozen
+/// group freezes what joins it), so a commit never reads files a running
+/// process still changes, nor fails because one forked.
 pub fn freeze(id: &str, pids: impl Fn() -> Vec<u32>) -> io::Result<Frozen> {
     let first = *pids()
         .first()
         .ok_or_else(|| io::Error::other("no process to freeze"))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let pause = || std::thread::sleep(std::time::Duration::from_millis(2));
-    if unified() {
-        let own = fs::read_to_string(format!("/proc/{first}/cgroup"))?;
-        let path = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .ok_or_else(|| io::Error::other("not in a v2 group"))?;
-        let dir = Path::new(ROOT).join(path.trim_start_matches('/'));
-        write(&dir, "cgroup.freeze", "1")?;
-        let frozen = Frozen { dir, v2: true };
-        // Children inherit the group, so every process is in it; the
-        // kernel reports when all of them stopped.
-        while !fs::read_to_string(frozen.dir.join("cgroup.events"))
-            .is_ok_and(|s| s.lines().any(|l| l == "frozen 1"))
-        {
-            if std::time::Instant::now() > deadline {
-                return Err(io::Error::other("the processes did not freeze within 10 s"));
-            }
-            pause();
-        }
-        return Ok(frozen);
-    }
-    let dir = Path::new(ROOT).join("freezer").join("kiln").join(id);
-    fs::create_dir_all(&dir)?;
-    let frozen = Frozen { dir, v2: false };
-    let mut frozen_once = false;
-    loop {
-        let inside: std::collections::BTreeSet<u32> =
-            fs::read_to_string(frozen.dir.join("cgroup.procs"))?
+    let v2 = unified();
+    let (dir, move_in) = match v2 {
+        true => {
+            let own = fs::read_to_string(format!("/proc/{first}/cgroup"))?;
+            let path = own
                 .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
-        let outside: Vec<u32> = pids()
-            .into_iter()
-            .filter(|p| !inside.contains(p) && !exited(*p))
-            .collect();
-        for pid in &outside {
-            // One that exited meanwhile cannot be moved, nor needs to be.
-            if let Err(e) = write(&frozen.dir, "cgroup.procs", &pid.to_string())
-                && Path::new(&format!("/proc/{pid}")).exists()
-            {
-                return Err(e);
+                .find_map(|l| l.strip_prefix("0::"))
+                .ok_or_else(|| io::Error::other("not in a v2 group"))?;
+            let dir = Path::new(ROOT).join(path.trim_start_matches('/'));
+            match dir.file_name().is_some_and(|n| n == id) {
+                true => (dir, false),
+                false => (Path::new(ROOT).join("kiln").join(id), true),
             }
         }
-        if !frozen_once {
-            write(&frozen.dir, "freezer.state", "FROZEN")?;
-            frozen_once = true;
+        false => (Path::new(ROOT).join("freezer").join("kiln").join(id), true),
+    };
+    fs::create_dir_all(&dir)?;
+    let frozen = Frozen { dir, v2 };
+    let mut asked = false;
+    loop {
+        let mut outside = Vec::new();
+        if move_in {
+            let inside: std::collections::BTreeSet<u32> =
+                fs::read_to_string(frozen.dir.join("cgroup.procs"))?
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+            outside = pids()
+                .into_iter()
+                .filter(|p| !inside.contains(p) && !exited(*p))
+                .collect();
+            for pid in &outside {
+                // One that exited meanwhile cannot be moved, nor needs to be.
+                if let Err(e) = write(&frozen.dir, "cgroup.procs", &pid.to_string())
+                    && !exited(*pid)
+                {
+                    return Err(e);
+                }
+            }
         }
-        // The kernel freezes asynchronously: FREEZING until every task
-        // stopped, FROZEN then.
-        let state = fs::read_to_string(frozen.dir.join("freezer.state")).unwrap_or_default();
-        if outside.is_empty() && state.trim() == "FROZEN" {
+        if !asked {
+            match v2 {
+                true => write(&frozen.dir, "cgroup.freeze", "1")?,
+                false => write(&frozen.dir, "freezer.state", "FROZEN")?,
+            }
+            asked = true;
+        }
+        // The kernel freezes asynchronously: v1 says FREEZING until every
+        // task stopped, v2's events say `frozen 1` then.
+        let done = match v2 {
+            true => fs::read_to_string(frozen.dir.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l == "frozen 1")),
+            false => fs::read_to_string(frozen.dir.join("freezer.state"))
+                .is_ok_and(|s| s.trim() == "FROZEN"),
+        };
+        if outside.is_empty() && done {
             return Ok(frozen);
         }
         if std::time::Instant::now() > deadline {
-            return Err(io::Error::other(format!(
-                "the processes did not freeze within 10 s (freezer.state {})",
-                state.trim()
-            )));
+            return Err(io::Error::other(
+                "the container's processes did not freeze within 10 s",
+            ));
         }
         if outside.is_empty() {
-            pause();
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 }

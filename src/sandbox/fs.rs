@@ -343,8 +343,9 @@ impl Root {
     /// reader and a device node would open the host's device, so neither
     /// is ever opened; the inode opened is the one checked.
     pub fn open_regular(&self, rel: &str, follow: bool) -> io::Result<File> {
-        let held = Held(self.open_path(rel, follow)?);
-        let meta = File::from(held.0.try_clone()?).metadata()?;
+        let file = File::from(self.open_path(rel, follow)?);
+        let meta = file.metadata()?;
+        let held = Held(OwnedFd::from(file));
         if !meta.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -842,8 +843,9 @@ impl Dir {
             Mode::empty(),
         )
         .map_err(errno)?;
-        let meta = File::from(fd.try_clone()?).metadata()?;
-        Ok((Held(fd), meta))
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        Ok((Held(OwnedFd::from(file)), meta))
     }
 
     /// The extended attributes of entry `name` (a symlink's own), as

@@ -1905,19 +1905,17 @@ fn cgroup_parent_and_buildx_flags() {
         .unwrap();
     assert!(n >= 1, "the RUN ran in no group under the parent");
     // Its groups are gone once the step is done.
-    for controller in ["memory", "pids", "cpu"] {
-        let dir = Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .join("kiln-test-parent");
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            let left: Vec<_> = entries
-                .flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name())
-                .collect();
-            assert!(left.is_empty(), "{controller}: {left:?}");
-            let _ = std::fs::remove_dir(&dir);
-        }
+    // The parent exists (the step ran in it) on the hierarchy mounted.
+    for dir in crate::util::cgroup_dirs(&["memory", "pids", "cpu"], "kiln-test-parent") {
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("the --cgroup-parent group {}: {e}", dir.display()));
+        let left: Vec<_> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", dir.display());
+        let _ = std::fs::remove_dir(&dir);
     }
     for (flag, want) in [
         ("--cgroup-parent=../escape", "invalid cgroup parent"),

@@ -598,12 +598,16 @@ fn exec_into_a_running_container_and_commit_it() {
     // Frozen while read, thawed after: it still serves.
     assert!(get(port, "/").unwrap().ends_with("served\n"));
     let box_id = inspect(root, "box")["Id"].as_str().unwrap().to_string();
-    let state = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/freezer/kiln/{box_id}/freezer.state"
-    ));
-    if let Ok(state) = state {
-        assert_eq!(state.trim(), "THAWED");
-    }
+    // Its freezer group, on the hierarchy mounted, says thawed.
+    let (file, thawed) = match crate::util::cgroup_v2() {
+        true => (format!("/sys/fs/cgroup/kiln/{box_id}/cgroup.freeze"), "0"),
+        false => (
+            format!("/sys/fs/cgroup/freezer/kiln/{box_id}/freezer.state"),
+            "THAWED",
+        ),
+    };
+    let state = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert_eq!(state.trim(), thawed, "{file}");
     assert_eq!(ok(k(root, &[], &["run", "--rm", "noted:1"])), "committed\n");
     let gone = k(root, &[], &["run", "--rm", "noted:1", "ls", "/bin/vi"]);
     assert_ne!(gone.status.code(), Some(0), "the removal is in the layer");

@@ -204,3 +204,28 @@ pub static ETC_USERS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 pub fn changing_users() -> std::sync::RwLockWriteGuard<'static, ()> {
     ETC_USERS.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// True on cgroup v2 (the unified hierarchy at /sys/fs/cgroup); false on
+/// v1; panics when neither is mounted, so a cgroup check never passes by
+/// finding nothing to look at.
+pub fn cgroup_v2() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return true;
+    }
+    assert!(
+        root.join("memory").is_dir() || root.join("pids").is_dir(),
+        "no cgroup hierarchy is mounted at /sys/fs/cgroup (neither v2 nor v1's controllers)"
+    );
+    false
+}
+
+/// The directories where kiln's groups named `rel` live for `controllers`:
+/// the one unified directory on v2, each controller's on v1.
+pub fn cgroup_dirs(controllers: &[&str], rel: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    match cgroup_v2() {
+        true => vec![root.join(rel)],
+        false => controllers.iter().map(|c| root.join(c).join(rel)).collect(),
+    }
+}
