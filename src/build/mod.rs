@@ -438,6 +438,18 @@ fn opts_proxy_args(opts: &Options) -> Scope {
     out
 }
 
+/// The stage's ARG values as step keys see them: without the proxy
+/// values BuildKit predefines (its ProxyEnv is no cache input) unless the
+/// Dockerfile declares them.
+fn keyed_args(state: &State) -> Vec<&(String, String)> {
+    state
+        .args
+        .pairs()
+        .iter()
+        .filter(|(k, _)| !is_proxy_arg(k) || state.declared.iter().any(|d| d == k))
+        .collect()
+}
+
 /// True for a proxy build arg's name, in any case.
 fn is_proxy_arg(name: &str) -> bool {
     PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(name))
@@ -1071,7 +1083,7 @@ impl Builder<'_> {
                 let created_by =
                     history::config_entry(&cx.step.instruction, &state.config, &expand, text);
                 push_layer(state, StepResult::default(), created_by, self.epoch);
-                state.key = hash(&[&state.key, text, &format!("{:?}", state.args.pairs())]);
+                state.key = hash(&[&state.key, text, &format!("{:?}", keyed_args(state))]);
                 Ok(false)
             }
             Instruction::Run(run) => {
@@ -1088,9 +1100,16 @@ impl Builder<'_> {
                     .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
                 let (argv, script) = run_argv(run, &shell);
                 let mut env = state.config.config.env.clone().unwrap_or_default();
+                // The proxy values BuildKit predefines reach the process but
+                // not the key (its ProxyEnv): a CI runner's proxy changing
+                // keeps the cache. One the Dockerfile declares is an ARG.
+                let mut key_env = env.clone();
                 for (k, v) in state.args.iter() {
                     if !env.iter().any(|e| e.split('=').next() == Some(k)) {
                         env.push(format!("{k}={v}"));
+                        if !is_proxy_arg(k) || state.declared.iter().any(|d| d == k) {
+                            key_env.push(format!("{k}={v}"));
+                        }
                     }
                 }
                 let c = &state.config.config;
@@ -1098,7 +1117,7 @@ impl Builder<'_> {
                     ("parent", state.key.clone()),
                     ("", "RUN".to_string()),
                     ("command", format!("{argv:?}")),
-                    ("environment", format!("{env:?}")),
+                    ("environment", format!("{key_env:?}")),
                     ("USER", c.user.clone().unwrap_or_default()),
                     ("WORKDIR", c.working_dir.clone().unwrap_or_default()),
                     (
@@ -1227,7 +1246,7 @@ impl Builder<'_> {
                 state
                     .since_layer
                     .push(("instruction before it".into(), text.to_string()));
-                state.key = hash(&[&state.key, text, &format!("{:?}", state.args.pairs())]);
+                state.key = hash(&[&state.key, text, &format!("{:?}", keyed_args(state))]);
                 Ok(false)
             }
         }

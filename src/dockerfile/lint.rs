@@ -191,6 +191,9 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
     let mut seen_from = false;
     let mut stage = StageState::default();
     let mut stage_names: BTreeSet<String> = BTreeSet::new();
+    // The stages that set a SHELL, and the current stage's name.
+    let mut shell_stages: BTreeSet<String> = BTreeSet::new();
+    let mut stage_name: Option<String> = None;
     for node in &ast.nodes {
         let name = node.name.clone();
         let want = if majority_upper {
@@ -230,6 +233,12 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
                 seen_from = true;
                 stage.flush(&mut push);
                 stage = StageState::default();
+                let base = node.args.first().map(|b| b.to_lowercase());
+                stage.shell = base.is_some_and(|b| shell_stages.contains(&b));
+                stage_name = match node.args.as_slice() {
+                    [_, _, name] => Some(name.to_lowercase()),
+                    _ => None,
+                };
                 lint_from(node, &global_args, &mut push);
             }
             "arg" if !seen_from => global_args.extend(
@@ -237,8 +246,14 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
                     .iter()
                     .map(|a| a.split('=').next().unwrap_or(a).to_string()),
             ),
+            "shell" => {
+                stage.shell = true;
+                if let Some(n) = &stage_name {
+                    shell_stages.insert(n.clone());
+                }
+            }
             "cmd" | "entrypoint" | "healthcheck" => {
-                if name != "healthcheck" && !node.json && !node.args.is_empty() {
+                if name != "healthcheck" && !node.json && !node.args.is_empty() && !stage.shell {
                     push(
                         "JSONArgsRecommended",
                         format!(
@@ -355,6 +370,10 @@ fn context_sources(node: &Node) -> Vec<String> {
 #[derive(Default)]
 struct StageState {
     absolute_workdir: bool,
+    /// A SHELL is in force (set in the stage or a stage it is FROM):
+    /// BuildKit recommends JSON arguments only when the shell is the
+    /// default one.
+    shell: bool,
     repeated: Vec<(String, Span)>,
 }
 
@@ -515,6 +534,31 @@ mod tests {
                 rule.name
             );
         }
+    }
+
+    /// BuildKit recommends JSON arguments only under the default shell: a
+    /// SHELL in the stage, or in a stage it is FROM, silences it.
+    #[test]
+    fn json_args_are_recommended_only_under_the_default_shell() {
+        let count = |text: &str| {
+            rules(text)
+                .iter()
+                .filter(|(r, _)| *r == "JSONArgsRecommended")
+                .count()
+        };
+        assert_eq!(count("FROM a\nCMD echo a\n"), 1);
+        assert_eq!(
+            count("FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo a\n"),
+            0
+        );
+        assert_eq!(
+            count("FROM a AS base\nSHELL [\"/bin/bash\", \"-c\"]\nFROM base\nENTRYPOINT echo a\n"),
+            0
+        );
+        assert_eq!(
+            count("FROM a AS base\nSHELL [\"/bin/bash\", \"-c\"]\nFROM other\nCMD echo a\n"),
+            1
+        );
     }
 
     #[test]

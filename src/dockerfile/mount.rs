@@ -102,9 +102,14 @@ pub fn parse(value: &str) -> Result<Mount, String> {
                 "secret" => MountType::Secret,
                 "ssh" => MountType::Ssh,
                 other => {
-                    return Err(format!(
-                        "unsupported mount type {other:?}: use bind, cache, tmpfs, secret or ssh"
-                    ));
+                    // BuildKit's suggest.WrapError: a near miss is named.
+                    let types = ["bind", "cache", "tmpfs", "secret", "ssh"];
+                    return Err(match super::flags::suggest(other, &types) {
+                        Some(s) => format!("unsupported mount type {other:?} (did you mean {s}?)"),
+                        None => format!(
+                            "unsupported mount type {other:?}: use bind, cache, tmpfs, secret or ssh"
+                        ),
+                    });
                 }
             };
         }
@@ -181,8 +186,34 @@ pub fn parse(value: &str) -> Result<Mount, String> {
                     "size" if m.kind == MountType::Tmpfs => m.size = Some(parse_size(&value)?),
                     "env" if m.kind == MountType::Secret => m.env = Some(value),
                     _ => {
+                        let keys = [
+                            "type",
+                            "target",
+                            "dst",
+                            "destination",
+                            "source",
+                            "src",
+                            "from",
+                            "id",
+                            "sharing",
+                            "mode",
+                            "uid",
+                            "gid",
+                            "size",
+                            "env",
+                            "readonly",
+                            "ro",
+                            "readwrite",
+                            "rw",
+                            "required",
+                        ];
+                        // A key of another mount type is no typo.
+                        let near = super::flags::suggest(&key, &keys)
+                            .filter(|s| *s != key)
+                            .map(|s| format!(" (did you mean {s}?)"))
+                            .unwrap_or_default();
                         return Err(format!(
-                            "unexpected key '{key}' in '{field}' for a {} mount",
+                            "unexpected key '{key}' in '{field}' for a {} mount{near}",
                             type_name(m.kind)
                         ));
                     }
@@ -332,6 +363,18 @@ mod tests {
                 .target
                 .as_deref(),
             Some("/a,b")
+        );
+    }
+
+    #[test]
+    fn near_misses_are_named() {
+        assert_eq!(
+            parse("type=tmpf,target=/x").unwrap_err(),
+            "unsupported mount type \"tmpf\" (did you mean tmpfs?)"
+        );
+        assert_eq!(
+            parse("type=cache,target=/x,sharng=locked").unwrap_err(),
+            "unexpected key 'sharng' in 'sharng=locked' for a cache mount (did you mean sharing?)"
         );
     }
 

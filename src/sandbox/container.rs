@@ -462,6 +462,9 @@ fn launch(
         cgroup.remove();
         return Err(SandboxError::Setup(e));
     }
+    // Signals to kiln are the container's from before it can start: one
+    // that came between its start and this would have ended kiln instead.
+    let forwarder = forward_signals(pid);
     // The spec goes last: the init starts nothing before it has it, so
     // every process of the container starts inside its cgroups.
     let mut sent = compiled(spec)?;
@@ -514,7 +517,6 @@ fn launch(
         text.strip_prefix("started\n").unwrap_or(&text).to_string()
     });
 
-    let forwarder = forward_signals(pid);
     if let Some(socket) = console {
         // The init sends the pty once the root is set up (or fails and
         // closes the socket); the relay returns when the container is done.

@@ -622,10 +622,13 @@ fn docker_events_tell_what_happened() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
-    // Followed from now: the start of a container made later arrives.
+    // Followed from `since` (replayed, then followed: no race with the
+    // subscription): the start of a container made later arrives.
     let mut follower = Command::new("docker")
         .args([
             "events",
+            "--since",
+            &since,
             "--filter",
             "event=start",
             "--format",
@@ -636,7 +639,6 @@ fn docker_events_tell_what_happened() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
     let out = svc.docker(&["run", "--name", "once", "box:1", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     svc.ok(&["tag", "box:1", "box:other"]);
@@ -649,12 +651,16 @@ fn docker_events_tell_what_happened() {
     svc.ok(&["rm", "-f", "bg"]);
     // kiln's own commands are in the same journal: there is no daemon.
     ok(k(store.path(), &[], &["volume", "rm", "vol1"]));
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(follower.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
+    // Read on a thread, waited for with a deadline: a missing event fails
+    // the test instead of blocking it for ever.
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let first = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
     let _ = follower.kill();
     let _ = follower.wait();
     assert_eq!(first, "once\n");
@@ -1100,7 +1106,7 @@ fn docker_compose_brings_an_application_up_and_down() {
     .unwrap();
     std::fs::write(
         project.join("docker-compose.yml"),
-        "version: \"3\"\nservices:\n  web:\n    build: ./web\n  client:\n    image: box:1\n    command: [\"sh\", \"-c\", \"sleep 1; wget -q -O - http://web/\"]\n    depends_on: [web]\n",
+        "version: \"3\"\nservices:\n  web:\n    build: ./web\n  client:\n    image: box:1\n    command: [\"sh\", \"-c\", \"i=0; until wget -q -O - http://web/; do i=$$((i+1)); [ $$i -gt 150 ] && exit 1; sleep 0.2; done\"]\n    depends_on: [web]\n",
     )
     .unwrap();
     let socket = dir.path().join("kiln.sock");

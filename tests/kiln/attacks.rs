@@ -761,7 +761,10 @@ fn attack_02_rw_bind_mount_of_context_symlink_writes_nothing_outside() {
             "FROM box:1\nRUN --mount=type=bind,source={link},target=/m,rw touch /m/kiln-pwned-{w}; echo x > /m/secret; rm -rf /m/victim; true\n"
         ));
         symlink(&target, ctx.path().join(link)).unwrap();
-        let _ = build(root.path(), ctx.path(), &[]);
+        // The symlink resolves inside the context, where nothing is there:
+        // refused for that reason, not for another that hid the attack.
+        let ran = build(root.path(), ctx.path(), &[]);
+        refused(&ran, &["not found in the build context"]);
     }
     canary.assert_unchanged();
     fsck(root.path());
@@ -1938,7 +1941,13 @@ fn attack_24_proc_pid_exe_overwrite_from_a_build() {
     let mut canary = Canary::new();
     watch_kiln_binary(&mut canary);
     let ctx = context(&format!("FROM box:1\nRUN {OVERWRITE_EXE}\n"));
-    let _ = build(root.path(), ctx.path(), &[]);
+    // The step ran its attack to the end (its `ls` of the init's exe).
+    let ran = build(root.path(), ctx.path(), &[]);
+    assert!(
+        ran.ok() && ran.all().contains("/proc/1/exe"),
+        "{}",
+        ran.all()
+    );
     canary.assert_unchanged();
     // kiln still works.
     assert!(k(root.path(), &["images"]).ok());
@@ -1949,7 +1958,12 @@ fn attack_24_proc_pid_exe_overwrite_from_run() {
     let Some(root) = store() else { return };
     let mut canary = Canary::new();
     watch_kiln_binary(&mut canary);
-    let _ = sh(root.path(), &[], "box:1", OVERWRITE_EXE);
+    let ran = sh(root.path(), &[], "box:1", OVERWRITE_EXE);
+    assert!(
+        ran.ok() && ran.stdout().contains("/proc/1/exe"),
+        "{}",
+        ran.all()
+    );
     canary.assert_unchanged();
     assert!(k(root.path(), &["images"]).ok());
 }

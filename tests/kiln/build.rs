@@ -189,6 +189,96 @@ fn unchanged_steps_are_cached_by_content_not_mtime() {
     );
 }
 
+/// BuildKit's testBuiltinArgs, its last build: proxy args are not part of
+/// a step's key, so changing only them keeps the RUN cached (and its
+/// output what the first build wrote).
+#[test]
+fn a_proxy_arg_change_keeps_the_cache() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[(
+            "Dockerfile",
+            "FROM box:1 AS build\nARG FOO\nARG BAR\nARG BAZ=bazcontent\nRUN echo -n $HTTP_PROXY::$NO_PROXY::$FOO::$BAR::$BAZ > /out\n",
+        )],
+    );
+    let build = |args: &[&str]| {
+        let mut all = vec!["build", "--progress=plain", "-t", "args:1"];
+        all.extend(args);
+        all.push(c.to_str().unwrap());
+        let out = k(root.path(), &all);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let cat = || text(&k(root.path(), &["run", "--rm", "args:1", "cat", "/out"]).stdout);
+    let step = "RUN echo -n $HTTP_PROXY::$NO_PROXY::$FOO::$BAR::$BAZ > /out";
+    build(&[
+        "--build-arg",
+        "FOO=foocontents",
+        "--build-arg",
+        "http_proxy=hpvalue",
+        "--build-arg",
+        "NO_PROXY=npvalue",
+    ]);
+    assert_eq!(cat(), "hpvalue::npvalue::foocontents::::bazcontent");
+    let log = build(&[
+        "--build-arg",
+        "FOO=foocontents",
+        "--build-arg",
+        "http_proxy=hpvalue2",
+        "--build-arg",
+        "no_proxy=npvalue2",
+    ]);
+    assert_eq!(status(&log, step), "CACHED", "{log}");
+    assert_eq!(cat(), "hpvalue::npvalue::foocontents::::bazcontent");
+    // A declared ARG's change is a miss.
+    let log = build(&[
+        "--build-arg",
+        "FOO=foocontents2",
+        "--build-arg",
+        "http_proxy=hpvalue2",
+    ]);
+    assert_eq!(status(&log, step), "DONE", "{log}");
+    assert_eq!(cat(), "hpvalue2::::foocontents2::::bazcontent");
+}
+
+/// BuildKit's testWildcardRenameCache, both halves in order in one store:
+/// `COPY file* /files/` of a context whose file1 (the same bytes) was
+/// renamed file2 misses the cache, so `RUN ls /files/file1` fails.
+#[test]
+fn wildcard_rename_invalidates_the_copy() {
+    let Some((root, ctx)) = setup() else { return };
+    let c = ctx.path();
+    write(
+        c,
+        &[
+            (
+                "Dockerfile",
+                "FROM box:1\nCOPY file* /files/\nRUN ls /files/file1\n",
+            ),
+            ("file1", "foo"),
+        ],
+    );
+    let out = k(
+        root.path(),
+        &["build", "--progress=plain", c.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::rename(c.join("file1"), c.join("file2")).unwrap();
+    let out = k(
+        root.path(),
+        &["build", "--progress=plain", c.to_str().unwrap()],
+    );
+    let log = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the renamed file hit the cache:\n{log}"
+    );
+    assert_eq!(status(&log, "COPY file* /files/"), "DONE", "{log}");
+    assert!(log.contains("/files/file1"), "{log}");
+}
+
 /// `--cache-to ...,mounts=true` carries the RUN cache mounts the build
 /// used; `--cache-from` puts them in a store that lacks them, and keeps
 /// a store's own.

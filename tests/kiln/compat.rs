@@ -108,7 +108,11 @@ pub fn tree(root: &Path) -> Tree {
             } else if ft.is_file() {
                 let bytes = std::fs::read(&path).unwrap();
                 if bytes.len() > 64 {
-                    format!("{} bytes", bytes.len())
+                    // Compared by content, shown short.
+                    use sha2::Digest as _;
+                    let sum = sha2::Sha256::digest(&bytes);
+                    let hex: String = sum.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                    format!("{} bytes sha256:{hex}", bytes.len())
                 } else {
                     format!("{:?}", String::from_utf8_lossy(&bytes))
                 }

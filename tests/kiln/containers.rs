@@ -33,6 +33,33 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(body)
 }
 
+/// Waits until the monitor of container `name` has ended: then nothing
+/// more can happen to it (no restart, no state change) but by a command.
+fn wait_monitor_gone(root: &Path, name: &str) {
+    let id = inspect(root, name)["Id"].as_str().unwrap().to_string();
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(root.join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = state["monitor"]["pid"]
+        .as_u64()
+        .expect("a monitor was recorded");
+    let start = state["monitor"]["start"].as_u64().unwrap();
+    wait_for("the monitor to end", || {
+        // Gone, or the pid is another process's now (its start differs).
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            let fields: Vec<&str> = s
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace()
+                .collect();
+            // Field 22 (start time) is the 20th after `)`; a zombie is gone too.
+            fields.first() == Some(&"Z")
+                || fields.get(19).and_then(|v| v.parse::<u64>().ok()) != Some(start)
+        })
+    });
+}
+
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
@@ -268,7 +295,9 @@ fn on_failure_restarts_three_times_with_growing_delays() {
         inspect(root, "flaky")["State"]["Status"] == "exited"
             && inspect(root, "flaky")["RestartCount"] == 3
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Its monitor gave up (the policy's limit) and ended: nothing more
+    // can happen, and what it left is final.
+    wait_monitor_gone(root, "flaky");
     let state = inspect(root, "flaky");
     assert_eq!(
         (
@@ -322,7 +351,7 @@ fn on_failure_restarts_three_times_with_growing_delays() {
     });
     ok(k(root, &[], &["stop", "always"]));
     let count = inspect(root, "always")["RestartCount"].clone();
-    std::thread::sleep(Duration::from_millis(800));
+    wait_monitor_gone(root, "always");
     let after = inspect(root, "always");
     assert_eq!(after["State"]["Status"], "exited");
     assert_eq!(

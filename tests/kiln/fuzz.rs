@@ -92,20 +92,37 @@ proptest! {
     }
 }
 
+/// `every_layer` of `bytes` on a thread of its own, which must end within a
+/// minute (on a busy machine too; the inputs take well under a second
+/// here): a hang fails the test instead of stalling the suite.
+fn every_layer_bounded(what: &str, bytes: Vec<u8>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The default stack, as a test's own thread has: no overflow either.
+    std::thread::spawn(move || {
+        every_layer(&bytes);
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: ran over 60 s"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
 #[test]
 fn pathological_inputs_do_not_overflow_or_hang() {
     let deep_onbuild = "FROM a\n".to_string() + &"ONBUILD ".repeat(10_000) + "RUN x\n";
-    every_layer(deep_onbuild.as_bytes());
+    every_layer_bounded("10,000 ONBUILDs", deep_onbuild.into_bytes());
     let deep_json = format!(
         "FROM a\nCMD {}{}\n",
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    every_layer(deep_json.as_bytes());
+    every_layer_bounded("JSON 100,000 deep", deep_json.into_bytes());
     let long_line = format!("FROM a\nRUN {}\n", "x \\\n".repeat(50_000));
-    every_layer(long_line.as_bytes());
+    every_layer_bounded("50,000 continuations", long_line.into_bytes());
     let many_heredocs = format!("FROM a\nRUN {}\n", "<<E ".repeat(2_000));
-    every_layer(many_heredocs.as_bytes());
+    every_layer_bounded("2,000 heredocs", many_heredocs.into_bytes());
     let nested_vars = format!("{}{}", "${A:-".repeat(5_000), "}".repeat(5_000));
-    every_layer(nested_vars.as_bytes());
+    every_layer_bounded("5,000 nested ${}", nested_vars.into_bytes());
 }

@@ -76,6 +76,31 @@ impl Netns {
         c.args(["netns", "exec", &self.name, "sh", "-c", script]);
         c
     }
+
+    /// Waits (30 s at most) until a TCP socket in this namespace listens
+    /// on `port`: a server started in the background is ready then.
+    pub(crate) fn wait_listening(&self, port: u16) {
+        // /proc/net/tcp: `sl local_address rem_address st ...`, the port in
+        // hex after the colon, 0A for LISTEN.
+        let want = format!(":{port:04X}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.sh("cat /proc/net/tcp").output().unwrap();
+            let listening = String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
+            });
+            if listening {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing listens on port {port} in {}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Netns {
@@ -333,7 +358,7 @@ fn an_internal_network_has_no_way_out() {
         ))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    ns.wait_listening(8000);
     let out = ns.ok(
         root,
         &[
@@ -722,7 +747,7 @@ fn nat_masquerades_only_networks_that_ask_and_cleans_up_after() {
         ))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    outside.wait_listening(8000);
     ns.ok(
         root,
         &[

@@ -543,7 +543,12 @@ fn a_cache_ref_changed_underneath_is_merged_not_overwritten() {
     let Some(reg) = Registry::start(false) else {
         return;
     };
-    let Some(slow) = base_and_context(&reg, "RUN sleep 3; echo slow > /slow\n") else {
+    // The slow step waits for the test's word (a file the test makes in
+    // its context, seen through the bind), not for a guessed time.
+    let Some(slow) = base_and_context(
+        &reg,
+        "RUN --mount=type=bind,target=/ctx i=0; while [ ! -e /ctx/go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; echo slow > /slow\n",
+    ) else {
         return;
     };
     let Some(quick) = base_and_context(&reg, "RUN echo quick > /quick\n") else {
@@ -568,18 +573,45 @@ fn a_cache_ref_changed_underneath_is_merged_not_overwritten() {
         format!("--cache-from={cache}"),
         format!("--cache-to={cache}"),
     ];
-    let first = build(s1.path(), slow.path(), &both)
+    let mut first = build(s1.path(), slow.path(), &both)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Its progress, line by line: the quick build publishes once the slow
+    // one has found no cache and its step runs.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = first.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = String::new();
+    while !seen.contains("RUN --mount=type=bind,target=/ctx") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => panic!("the slow build's step never started:\n{seen}"),
+        }
+    }
     let out = build(s2.path(), quick.path(), &[format!("--cache-to={cache}")])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = first.wait_with_output().unwrap();
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    std::fs::write(slow.path().join("go"), "").unwrap();
+    let status = first.wait().unwrap();
+    let err = reader.join().unwrap();
+    // The context as its key saw it, for the fresh store below.
+    std::fs::remove_file(slow.path().join("go")).unwrap();
+    assert!(status.success(), "{err}");
     assert!(
         err.contains(&format!("no cache at {}/kiln/shared:1 yet", reg.host())),
         "{err}"

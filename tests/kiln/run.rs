@@ -123,11 +123,26 @@ fn sigterm_reaches_the_process() {
     let child = kiln()
         .arg("--root")
         .arg(root)
-        .args(["run", "--rm", "box:1", "sleep", "30"])
+        .args([
+            "run",
+            "--rm",
+            "box:1",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 30",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Signalled once the container runs (it says so), not after a guess.
+    let mut child = child;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -420,7 +435,10 @@ fn regression_bind_target_symlink_stays_inside() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     for target in ["/evil/kiln-escape", "/evil-rel/kiln-escape"] {
         let vol = format!("{}:{target}", host.path().display());
-        let _ = run(root, &["-v", &vol, "evil:1", "/marker-does-not-matter"]);
+        // The container got as far as its command (not found: exit 127),
+        // so the bind was made, inside the image.
+        let out = run(root, &["-v", &vol, "evil:1", "/marker-does-not-matter"]);
+        assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
         assert!(
             !Path::new("/etc/kiln-escape").exists(),
             "bind through {target} landed on the host"

@@ -88,6 +88,22 @@ impl Served {
     }
 
     /// Waits for job `id` to end; its JSON.
+    /// Waits until job `id` runs (a minute at most).
+    fn wait_running(&self, id: i64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, body) = self.get(&format!("/v1/jobs/{id}"));
+            let job: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            match job["status"].as_str() {
+                Some("running") => return,
+                Some("queued") | None => {}
+                other => panic!("job {id} ended before it was seen running: {other:?} {job}"),
+            }
+            assert!(Instant::now() < deadline, "job {id} never ran: {job}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait(&self, id: i64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
@@ -239,7 +255,7 @@ context = "{local}"
     // coalesce into one queued job.
     let (status, slow) = served.post("/v1/targets/slow/warm", &auth, b"");
     assert_eq!(status, 202, "{slow}");
-    std::thread::sleep(Duration::from_millis(300));
+    served.wait_running(slow["id"].as_i64().unwrap());
     let ids: Vec<i64> = (0..3)
         .map(|_| {
             served.post("/v1/targets/app/warm", &auth, b"").1["id"]
@@ -486,7 +502,7 @@ context = "{local}"
     .unwrap();
     let (_, running) = served.post("/v1/targets/slow/warm", &auth, b"");
     let id = running["id"].as_i64().unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    served.wait_running(id);
     drop(served);
     let served = Served::start(store.path(), config.path(), port);
     let jobs: Value = serde_json::from_str(&served.get("/v1/jobs").1).unwrap();

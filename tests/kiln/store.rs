@@ -494,7 +494,19 @@ fn concurrent_kilns_on_one_store_both_succeed() {
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Until the holder has the store open (its shared lock on tmp.lock),
+    // an exclusive lock of it is ours to take.
+    let guard = std::fs::File::open(root.path().join("tmp.lock")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while guard.try_lock().is_ok() {
+        guard.unlock().unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never opened the store"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(guard);
     let busy = k(root.path(), &["prune"]);
     assert_eq!(busy.status.code(), Some(1));
     assert!(

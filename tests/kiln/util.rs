@@ -48,9 +48,28 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// True when golden files should be rewritten.
+/// True when golden files should be rewritten. Never in CI: a run that
+/// rewrites what it compares with passes whatever the code does.
 pub fn blessing() -> bool {
-    std::env::var_os("KILN_BLESS").is_some()
+    let bless = std::env::var_os("KILN_BLESS").is_some();
+    assert!(
+        !(bless && std::env::var_os("CI").is_some()),
+        "KILN_BLESS rewrites the goldens and cannot fail: it is refused when CI is set"
+    );
+    bless
+}
+
+/// Case directories under `dir`, sorted by name; at least `min` of them
+/// (a loop over no case asserts nothing).
+pub fn cases_at_least(dir: &Path, min: usize) -> Vec<PathBuf> {
+    let all = cases(dir);
+    assert!(
+        all.len() >= min,
+        "{}: at least {min} cases, found {}",
+        dir.display(),
+        all.len()
+    );
+    all
 }
 
 /// Case directories under `dir`, sorted by name.
