@@ -18,7 +18,7 @@ pub struct Rule {
 }
 
 /// Every rule kiln checks.
-pub const RULES: [Rule; 15] = [
+pub const RULES: [Rule; 18] = [
     Rule {
         name: "CopyIgnoredFile",
         description: "Attempting to Copy file that is excluded by .dockerignore",
@@ -78,6 +78,18 @@ pub const RULES: [Rule; 15] = [
     Rule {
         name: "FromPlatformFlagConstDisallowed",
         description: "FROM --platform flag should not use a constant value",
+    },
+    Rule {
+        name: "RedundantTargetPlatform",
+        description: "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+    },
+    Rule {
+        name: "ExposeProtoCasing",
+        description: "Protocol in EXPOSE instruction should be lowercase",
+    },
+    Rule {
+        name: "ExposeInvalidFormat",
+        description: "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
     },
 ];
 
@@ -282,6 +294,34 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
                     }
                 }
             }
+            "expose" => {
+                for port in &node.args {
+                    // Variables are checked once expanded, at build time.
+                    if port.contains('$') {
+                        continue;
+                    }
+                    if port.contains(':') {
+                        push(
+                            "ExposeInvalidFormat",
+                            format!(
+                                "EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'"
+                            ),
+                            node.args_span,
+                        );
+                    }
+                    if let Some((_, proto)) = port.rsplit_once('/')
+                        && proto != proto.to_lowercase()
+                    {
+                        push(
+                            "ExposeProtoCasing",
+                            format!(
+                                "Defined protocol '{port}' in EXPOSE instruction should be lowercase"
+                            ),
+                            node.args_span,
+                        );
+                    }
+                }
+            }
             "maintainer" => push(
                 "MaintainerDeprecated",
                 "Maintainer instruction is deprecated in favor of using label".into(),
@@ -459,6 +499,20 @@ fn lint_from(
             }
         }
     }
+    if let Some(p) = platform.filter(|p| ["$TARGETPLATFORM", "${TARGETPLATFORM}"].contains(p)) {
+        let flag = node
+            .flags
+            .iter()
+            .find(|f| f.text.starts_with("--platform="))
+            .map_or(node.span, |f| f.span);
+        push(
+            "RedundantTargetPlatform",
+            format!(
+                "Setting platform to predefined {p} in FROM is redundant as this is the default behavior"
+            ),
+            flag,
+        );
+    }
     if let Some(p) = platform.filter(|p| !p.contains('$')) {
         let flag = node
             .flags
@@ -525,6 +579,8 @@ mod tests {
             "FROM $NOPE AS scratch\n",
             "COPY ignored /x\n",
             "FROM a AS builder\n",
+            "FROM --platform=$TARGETPLATFORM a\n",
+            "EXPOSE 80/TCP 127.0.0.1:80:80\n",
         ));
         let names: Vec<&str> = found.iter().map(|(r, _)| *r).collect();
         for rule in RULES {
@@ -558,6 +614,23 @@ mod tests {
         assert_eq!(
             count("FROM a AS base\nSHELL [\"/bin/bash\", \"-c\"]\nFROM other\nCMD echo a\n"),
             1
+        );
+    }
+
+    /// BuildKit's messages, and nothing for what is fine.
+    #[test]
+    fn expose_and_target_platform_rules() {
+        let found = rules(
+            "FROM --platform=${TARGETPLATFORM} a\nEXPOSE 80/TcP 80:80 53/udp 8080 ${P}/TCP\nFROM --platform=$BUILDPLATFORM b\n",
+        );
+        let messages: Vec<&str> = found.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "Setting platform to predefined ${TARGETPLATFORM} in FROM is redundant as this is the default behavior",
+                "Defined protocol '80/TcP' in EXPOSE instruction should be lowercase",
+                "EXPOSE instruction should not define an IP address or host-port mapping, found '80:80'",
+            ]
         );
     }
 
