@@ -18,7 +18,7 @@ pub struct Rule {
 }
 
 /// Every rule kiln checks.
-pub const RULES: [Rule; 18] = [
+pub const RULES: [Rule; 19] = [
     Rule {
         name: "CopyIgnoredFile",
         description: "Attempting to Copy file that is excluded by .dockerignore",
@@ -78,6 +78,10 @@ pub const RULES: [Rule; 18] = [
     Rule {
         name: "FromPlatformFlagConstDisallowed",
         description: "FROM --platform flag should not use a constant value",
+    },
+    Rule {
+        name: "InvalidDefaultArgInFrom",
+        description: "Default value for global ARG results in an empty or invalid base image name",
     },
     Rule {
         name: "RedundantTargetPlatform",
@@ -200,6 +204,9 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
         .count();
     let majority_upper = uppercase * 2 >= ast.nodes.len();
     let mut global_args: BTreeSet<String> = BTreeSet::new();
+    // Their default values (an ARG without one expands to nothing).
+    let mut global_defaults: std::collections::BTreeMap<String, String> =
+        std::collections::BTreeMap::new();
     let mut seen_from = false;
     let mut stage = StageState::default();
     let mut stage_names: BTreeSet<String> = BTreeSet::new();
@@ -252,12 +259,25 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
                     _ => None,
                 };
                 lint_from(node, &global_args, &mut push);
+                lint_default_base(node, &global_defaults, &mut push);
             }
-            "arg" if !seen_from => global_args.extend(
-                node.args
-                    .iter()
-                    .map(|a| a.split('=').next().unwrap_or(a).to_string()),
-            ),
+            "arg" if !seen_from => {
+                let lexer = Lexer::new('\\');
+                for a in &node.args {
+                    let (name, default) = a.split_once('=').unwrap_or((a, ""));
+                    // A default's quotes are the shell's: `"box:"` is box:.
+                    let value = lexer
+                        .process_word(default, &|_| None)
+                        .map(|e| e.value)
+                        .unwrap_or_default();
+                    global_defaults.insert(name.to_string(), value);
+                }
+                global_args.extend(
+                    node.args
+                        .iter()
+                        .map(|a| a.split('=').next().unwrap_or(a).to_string()),
+                );
+            }
             "shell" => {
                 stage.shell = true;
                 if let Some(n) = &stage_name {
@@ -527,6 +547,35 @@ fn lint_from(
     }
 }
 
+/// InvalidDefaultArgInFrom: a FROM whose image, with the global ARGs'
+/// defaults alone (no --build-arg), is empty or no valid reference: a
+/// build that forgets the argument fails, and the check says why first.
+fn lint_default_base(
+    node: &Node,
+    defaults: &std::collections::BTreeMap<String, String>,
+    push: &mut impl FnMut(&'static str, String, Span),
+) {
+    let Some(base) = node.args.first().filter(|b| b.contains('$')) else {
+        return;
+    };
+    // The platform args have values only at build time.
+    if AUTOMATIC_ARGS.iter().any(|a| base.contains(a)) {
+        return;
+    }
+    let lexer = Lexer::new('\\');
+    let Ok(expanded) = lexer.process_word(base, &|name| defaults.get(name).map(String::as_str))
+    else {
+        return;
+    };
+    if expanded.value.is_empty() || crate::registry::Reference::parse(&expanded.value).is_err() {
+        push(
+            "InvalidDefaultArgInFrom",
+            format!("Default value for ARG {base} results in empty or invalid base image name"),
+            node.args_span,
+        );
+    }
+}
+
 /// True when `word` has no lower-case letter (`RUN`, `AS`).
 fn is_upper(word: &str) -> bool {
     !word.chars().any(char::is_lowercase)
@@ -581,6 +630,7 @@ mod tests {
             "FROM a AS builder\n",
             "FROM --platform=$TARGETPLATFORM a\n",
             "EXPOSE 80/TCP 127.0.0.1:80:80\n",
+            "FROM busybox:$NODEF\n",
         ));
         let names: Vec<&str> = found.iter().map(|(r, _)| *r).collect();
         for rule in RULES {
@@ -615,6 +665,32 @@ mod tests {
             count("FROM a AS base\nSHELL [\"/bin/bash\", \"-c\"]\nFROM other\nCMD echo a\n"),
             1
         );
+    }
+
+    /// BuildKit's testInvalidDefaultArgInFrom, its four Dockerfiles.
+    #[test]
+    fn invalid_default_args_in_from() {
+        let found = |text: &str| -> Vec<String> {
+            rules(text)
+                .into_iter()
+                .filter(|(r, _)| *r == "InvalidDefaultArgInFrom")
+                .map(|(_, m)| m)
+                .collect()
+        };
+        assert_eq!(
+            found("ARG VERSION\nFROM busybox:$VERSION\n"),
+            ["Default value for ARG busybox:$VERSION results in empty or invalid base image name"]
+        );
+        assert_eq!(
+            found("ARG IMAGE\nFROM $IMAGE\n"),
+            ["Default value for ARG $IMAGE results in empty or invalid base image name"]
+        );
+        assert_eq!(
+            found("ARG SFX=\"box:\"\nFROM busy${SFX}\n"),
+            ["Default value for ARG busy${SFX} results in empty or invalid base image name"]
+        );
+        assert!(found("ARG VERSION=\"latest\"\nFROM busybox:${VERSION}\n").is_empty());
+        assert!(found("FROM --platform=$BUILDPLATFORM a:$TARGETARCH\n").is_empty());
     }
 
     /// BuildKit's messages, and nothing for what is fine.
