@@ -265,9 +265,10 @@ pub fn lint_with_context(ast: &Ast, ignored: Option<&dyn Fn(&str) -> bool>) -> V
                 let lexer = Lexer::new('\\');
                 for a in &node.args {
                     let (name, default) = a.split_once('=').unwrap_or((a, ""));
-                    // A default's quotes are the shell's: `"box:"` is box:.
+                    // A default's quotes are the shell's (`"box:"` is box:),
+                    // and it may name an earlier global ARG.
                     let value = lexer
-                        .process_word(default, &|_| None)
+                        .process_word(default, &|n| global_defaults.get(n).map(String::as_str))
                         .map(|e| e.value)
                         .unwrap_or_default();
                     global_defaults.insert(name.to_string(), value);
@@ -690,6 +691,7 @@ mod tests {
             ["Default value for ARG busy${SFX} results in empty or invalid base image name"]
         );
         assert!(found("ARG VERSION=\"latest\"\nFROM busybox:${VERSION}\n").is_empty());
+        assert!(found("ARG V=latest\nARG TAG=$V\nFROM busybox:$TAG\n").is_empty());
         assert!(found("FROM --platform=$BUILDPLATFORM a:$TARGETARCH\n").is_empty());
     }
 
