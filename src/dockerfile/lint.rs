@@ -520,12 +520,12 @@ fn lint_from(
             }
         }
     }
+    let flag = node
+        .flags
+        .iter()
+        .find(|f| f.text.starts_with("--platform="))
+        .map_or(node.span, |f| f.span);
     if let Some(p) = platform.filter(|p| ["$TARGETPLATFORM", "${TARGETPLATFORM}"].contains(p)) {
-        let flag = node
-            .flags
-            .iter()
-            .find(|f| f.text.starts_with("--platform="))
-            .map_or(node.span, |f| f.span);
         push(
             "RedundantTargetPlatform",
             format!(
@@ -535,11 +535,6 @@ fn lint_from(
         );
     }
     if let Some(p) = platform.filter(|p| !p.contains('$')) {
-        let flag = node
-            .flags
-            .iter()
-            .find(|f| f.text.starts_with("--platform="))
-            .map_or(node.span, |f| f.span);
         push(
             "FromPlatformFlagConstDisallowed",
             format!("FROM --platform flag should not use constant value {p:?}"),
