@@ -300,12 +300,12 @@ pub fn freeze(id: &str, pids: impl Fn() -> Vec<u32>) -> io::Result<Frozen> {
                     .collect();
             outside = pids()
                 .into_iter()
-                .filter(|p| !inside.contains(p) && !exited(*p))
+                .filter(|p| !inside.contains(p) && super::process::running(*p))
                 .collect();
             for pid in &outside {
                 // One that exited meanwhile cannot be moved, nor needs to be.
                 if let Err(e) = write(&frozen.dir, "cgroup.procs", &pid.to_string())
-                    && !exited(*pid)
+                    && super::process::running(*pid)
                 {
                     return Err(e);
                 }
@@ -337,19 +337,6 @@ pub fn freeze(id: &str, pids: impl Fn() -> Vec<u32>) -> io::Result<Frozen> {
         if outside.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-    }
-}
-
-/// True for a process that ended and waits to be reaped (a zombie is in
-/// no cgroup, and its parent may be frozen already), or is gone.
-fn exited(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // `pid (comm) STATE ...`: comm may hold spaces and parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|s| s == "Z" || s == "X"),
-        Err(_) => true,
     }
 }
 

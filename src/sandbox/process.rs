@@ -28,6 +28,20 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// True when `pid` exists and has not ended (a zombie has: it only waits
+/// to be reaped).
+pub fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses: state follows the
+    // last ')'.
+    !stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|s| s == "Z" || s == "X")
+}
+
 /// `pid` with its start time now; None when it does not run.
 pub fn record(pid: u32) -> Option<Recorded> {
     Some(Recorded {
@@ -47,14 +61,7 @@ impl Recorded {
     /// True when this very process still runs (not a zombie, not a new
     /// process with its pid).
     pub fn alive(&self) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return false;
-        };
-        let zombie = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|s| s == "Z" || s == "X");
-        !zombie && start_time(self.pid) == Some(self.start)
+        running(self.pid) && start_time(self.pid) == Some(self.start)
     }
 
     /// Sends `signal` (a number) if the process is still this one; false

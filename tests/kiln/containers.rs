@@ -41,23 +41,10 @@ fn wait_monitor_gone(root: &Path, name: &str) {
         &std::fs::read(root.join("containers").join(&id).join("state.json")).unwrap(),
     )
     .unwrap();
-    let pid = state["monitor"]["pid"]
-        .as_u64()
-        .expect("a monitor was recorded");
-    let start = state["monitor"]["start"].as_u64().unwrap();
-    wait_for("the monitor to end", || {
-        // Gone, or the pid is another process's now (its start differs).
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-            let fields: Vec<&str> = s
-                .rsplit_once(')')
-                .map_or("", |(_, r)| r)
-                .split_whitespace()
-                .collect();
-            // Field 22 (start time) is the 20th after `)`; a zombie is gone too.
-            fields.first() == Some(&"Z")
-                || fields.get(19).and_then(|v| v.parse::<u64>().ok()) != Some(start)
-        })
-    });
+    let monitor: kiln::sandbox::process::Recorded =
+        serde_json::from_value(state["monitor"].clone()).expect("a monitor was recorded");
+    // Gone, a zombie, or its pid another process's now.
+    wait_for("the monitor to end", || !monitor.alive());
 }
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
