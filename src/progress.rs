@@ -250,6 +250,32 @@ impl Progress {
         }
     }
 
+    /// The Dockerfile's lint findings (`Rule: detail (line N)`), as buildx
+    /// lists them: shown in quiet mode too, as a build's warnings are.
+    pub fn lint(&self, findings: &[String]) {
+        if findings.is_empty() {
+            return;
+        }
+        let n = findings.len();
+        let mut text = format!("{n} warning{} found:", if n == 1 { "" } else { "s" });
+        for f in findings {
+            text.push_str("\n - ");
+            text.push_str(f);
+        }
+        let mut inner = self.lock();
+        match &mut inner.sink {
+            Sink::Quiet => eprintln!("{text}"),
+            Sink::Json(w) => {
+                let line = serde_json::json!({ "lint": findings });
+                let _ = writeln!(w, "{line}");
+            }
+            _ => {
+                drop(inner);
+                self.warn(&text);
+            }
+        }
+    }
+
     /// A warning about the build as a whole.
     pub fn warn(&self, text: &str) {
         self.line("warning", text);

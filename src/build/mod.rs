@@ -25,7 +25,7 @@ use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::dockerfile::heredoc;
 use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
-use crate::dockerfile::{Error as DfError, Source, parse};
+use crate::dockerfile::{Error as DfError, Source, lint, parse};
 use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
 use crate::layer;
 use crate::plan::{self, Plan, Scope};
@@ -478,7 +478,23 @@ pub fn build(
 ) -> Result<Image, BuildError> {
     let ast = parse(source).map_err(|e| BuildError::Dockerfile(vec![e]))?;
     let (file, errors) = instructions::typed(&ast);
+    // A build that cannot start still shows the checks of the file as
+    // written (BuildKit's warnings come before its error).
+    let lint_file_only = || {
+        if let Ok(config) = lint_config(&ast, opts) {
+            let findings = lint::lint_with(
+                &ast,
+                &lint::Inputs {
+                    stages: Some(&[]),
+                    config: Some(config),
+                    ..Default::default()
+                },
+            );
+            progress.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
+        }
+    };
     if !errors.is_empty() {
+        lint_file_only();
         return Err(BuildError::Dockerfile(errors));
     }
     let escape = file.escape;
@@ -517,7 +533,21 @@ pub fn build(
                 .collect::<Vec<_>>(),
         },
     )
-    .map_err(plan_error)?;
+    .map_err(plan_error)
+    .inspect_err(|_| lint_file_only())?;
+    // BuildKit's checks of the stages this build reaches, reported before
+    // anything runs; `error=true` stops the build here.
+    let findings = lint_build(store, &ast, &ignore, &needed, &bases, opts)?;
+    progress.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
+    if lint_is_error(&ast, opts)? && !findings.is_empty() {
+        let mut rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        return Err(BuildError::Invalid(format!(
+            "lint violation found for rules: {}",
+            rules.join(", ")
+        )));
+    }
     // The build's own epoch: builds in one process (`kiln serve`, the
     // API) each have theirs.
     let epoch = match epoch {
@@ -1307,6 +1337,87 @@ fn onbuild_steps(
         }
     }
     Ok(steps)
+}
+
+/// The configuration of the checks: `BUILDKIT_DOCKERFILE_CHECK` when the
+/// build sets it, else the file's `# check=` directive.
+fn lint_config(ast: &crate::dockerfile::Ast, opts: &Options) -> Result<lint::Config, BuildError> {
+    let arg = opts
+        .build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "BUILDKIT_DOCKERFILE_CHECK")
+        .map(|(_, v)| v.as_str());
+    lint::Config::for_file(ast, arg).map_err(BuildError::Invalid)
+}
+
+fn lint_is_error(ast: &crate::dockerfile::Ast, opts: &Options) -> Result<bool, BuildError> {
+    Ok(lint_config(ast, opts)?.error)
+}
+
+/// The lint findings of a build: every rule, the dispatch ones for the
+/// stages in `needed`, with the FROM images' variables (a base not in
+/// the store is pulled first, as BuildKit resolves it before it converts).
+fn lint_build(
+    store: &Store,
+    ast: &crate::dockerfile::Ast,
+    ignore: &Matcher,
+    needed: &[usize],
+    bases: &[String],
+    opts: &Options,
+) -> Result<Vec<lint::Finding>, BuildError> {
+    let config = lint_config(ast, opts)?;
+    let named: Vec<&str> = opts
+        .build_contexts
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let base = |reference: &str| -> Option<lint::BaseFacts> {
+        // A named context replaces the image: its variables are not one's.
+        if named.contains(&reference) || !bases.iter().any(|b| b == reference) {
+            return None;
+        }
+        let image = match Image::resolve(store, reference) {
+            Ok(image) => image,
+            Err(_) if opts.pull == Pull::Never => return None,
+            Err(_) => pull_base(store, reference, opts).ok()?,
+        };
+        Some(base_facts(&image.config))
+    };
+    let ignored = |path: &str| ignore.lint_excludes(path);
+    let build_args = build_args_of(opts);
+    Ok(lint::lint_with(
+        ast,
+        &lint::Inputs {
+            ignored: Some(&ignored),
+            base: Some(&base),
+            build_args: &build_args,
+            stages: Some(needed),
+            config: Some(config),
+        },
+    ))
+}
+
+/// What the checks need of an image's config.
+pub fn base_facts(config: &ImageConfig) -> lint::BaseFacts {
+    let env = config
+        .config
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.split('=').next().unwrap_or(e).to_string())
+        .collect();
+    let host = config::host_architecture();
+    let other_platform =
+        (config.architecture != host || config.os != "linux").then(|| match &config.variant {
+            Some(v) => format!("{}/{}/{v}", config.os, config.architecture),
+            None => format!("{}/{}", config.os, config.architecture),
+        });
+    lint::BaseFacts {
+        env,
+        shell: config.config.shell.as_ref().is_some_and(|s| !s.is_empty()),
+        other_platform,
+    }
 }
 
 /// Pulls a FROM base from its registry (quietly: the FROM step's line

@@ -50,9 +50,10 @@ pub struct Args {
     #[arg(long, value_parser = parse_cache)]
     cache_to: Option<build::CacheTo>,
     /// Set method for evaluating build: "check" runs the Dockerfile's
-    /// checks instead of building (default "build").
-    #[arg(long, value_parser = ["build", "check"])]
-    call: Option<String>,
+    /// checks instead of building (default "build"); "check,format=json"
+    /// prints BuildKit's lint result.
+    #[arg(long, value_parser = parse_call)]
+    call: Option<Call>,
     /// Set the parent cgroup for the RUN instructions during build (a path
     /// below the cgroup root; root only).
     #[arg(long = "cgroup-parent", value_parser = kiln::sandbox::cgroup::check_parent)]
@@ -420,10 +421,52 @@ fn verify_repro(
     }
 }
 
+/// `--call=METHOD[,format=text|json]`.
+#[derive(Clone, Debug, Default)]
+struct Call {
+    /// "check": the checks instead of a build.
+    check: bool,
+    /// `format=json`.
+    json: bool,
+}
+
+fn parse_call(text: &str) -> Result<Call, String> {
+    let mut parts = text.split(',');
+    let check = match parts.next().unwrap_or_default() {
+        "build" => false,
+        "check" => true,
+        other => {
+            return Err(format!(
+                "invalid --call method {other:?}: use build or check"
+            ));
+        }
+    };
+    let mut call = Call { check, json: false };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("format", "json")) => call.json = true,
+            Some(("format", "text")) => call.json = false,
+            _ => {
+                return Err(format!(
+                    "invalid --call option {part:?}: use format=text or format=json"
+                ));
+            }
+        }
+    }
+    Ok(call)
+}
+
 /// Builds and prints the image id.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
-    if args.check || args.call.as_deref() == Some("check") {
-        return super::check::for_build(args.file.clone(), args.context.clone());
+    let call = args.call.clone().unwrap_or_default();
+    if args.check || call.check {
+        return super::check::for_build(
+            root,
+            args.file.clone(),
+            args.context.clone(),
+            args.build_args.clone(),
+            call.json,
+        );
     }
     if let Some(p) = &args.platform {
         let host = format!("linux/{}", kiln::image::config::host_architecture());

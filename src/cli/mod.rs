@@ -144,7 +144,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let root = cli.root;
     match cli.command {
         Command::Parse(args) => parse::run(args),
-        Command::Check(args) => check::run(args),
+        Command::Check(args) => check::run(root, args),
         Command::Build(args) => build::run(root, *args),
         Command::Import(args) => import::run(root, args),
         Command::Images(args) => images::run(root, args),

@@ -319,6 +319,23 @@ impl Matcher {
         matched
     }
 
+    /// BuildKit's CopyIgnoredFile judgement of a COPY source (cleaned,
+    /// context-relative): none when an exception (`!pattern`) is present,
+    /// which a static check cannot judge; the context root (`.`) only when
+    /// a pattern excludes everything in it (`*`, `**`, `**/*`).
+    pub fn lint_excludes(&self, path: &str) -> bool {
+        if self.patterns.iter().any(|p| p.exclusion) {
+            return false;
+        }
+        if path == "." || path == "/" {
+            return self
+                .patterns
+                .iter()
+                .any(|p| ["*", "**", "**/*"].contains(&p.cleaned.as_str()));
+        }
+        self.is_ignored(path)
+    }
+
     /// True when an exception (`!pattern`) could take back something
     /// below the directory `dir`: a walk must then enter `dir` even though
     /// it is excluded (BuildKit's walker does, and makes the directory only

@@ -88,6 +88,11 @@ pub struct Node {
     pub keyword_span: Span,
     /// The argument text after the flags (empty span when there is none).
     pub args_span: Span,
+    /// The comment lines right above the instruction, `#` and blanks
+    /// trimmed (BuildKit's PrevComment: `# check=` per instruction, and
+    /// the descriptions of stages and ARGs).
+    #[serde(skip)]
+    pub comments: Vec<String>,
 }
 
 impl Node {
@@ -208,11 +213,28 @@ impl<'s> Scanner<'s> {
 
     fn run(mut self) -> Result<Ast, Error> {
         let mut nodes = Vec::new();
+        // As BuildKit's parser: a comment line adds to them, an empty
+        // comment (`#`) clears them, a directive is not one of them, and
+        // blank lines leave them as they are.
+        let mut comments: Vec<String> = Vec::new();
         while self.next < self.lines.len() {
             let first = self.next;
             self.next += 1;
             let line = self.lines[first];
+            let directives = self.directives.len();
+            if is_comment(line.text) {
+                let body = line.text.trim_start();
+                let comment = body[1..].trim();
+                if comment.is_empty() {
+                    comments.clear();
+                } else {
+                    comments.push(comment.to_string());
+                }
+            }
             let (text, offset) = self.process_line(&line, true)?;
+            if self.directives.len() > directives {
+                comments.pop();
+            }
             let mut logical = Logical::default();
             let (piece, mut at_end) = trim_continuation(text, self.escape);
             if at_end && piece.is_empty() {
@@ -280,6 +302,7 @@ impl<'s> Scanner<'s> {
             node.start_line = first + 1;
             node.end_line = self.next;
             node.span = whole_span(&self);
+            node.comments = std::mem::take(&mut comments);
             nodes.push(node);
         }
         if nodes.is_empty() {
@@ -482,6 +505,7 @@ fn build_node(
         span: logical.span(start, end),
         keyword_span: logical.span(base + keyword.1.start, base + keyword.1.end),
         args_span,
+        comments: Vec::new(),
     };
     match node.name.as_str() {
         "add" | "copy" | "volume" => match json_array(rest).map_err(err)? {

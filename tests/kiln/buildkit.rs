@@ -64,6 +64,12 @@ struct Case {
     /// with docker's by type, mode, owner and size, not by content.
     #[serde(default)]
     varies: Vec<String>,
+    /// The lint warnings BuildKit's build reports (its progress stream):
+    /// `[]` asserts there are none; absent, they are not looked at.
+    warnings: Option<Vec<LintWarning>>,
+    /// What the check (`--call=check`, every stage) reports, when it
+    /// differs from the build's (BuildKit's UnmarshalWarnings).
+    check_warnings: Option<Vec<LintWarning>>,
     /// Why a case is written differently from its BuildKit source, or why
     /// docker 20.10 is not asked; for people, not for the harness.
     #[serde(default)]
@@ -115,6 +121,192 @@ struct FileCheck {
     same_as: Option<String>,
     /// Modification time, seconds since 1970.
     mtime: Option<i64>,
+}
+
+/// One warning as BuildKit's lint tests expect it (the description and
+/// URL come from [`BUILDKIT_RULES`]).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+struct LintWarning {
+    line: usize,
+    detail: String,
+    rule: String,
+}
+
+/// BuildKit's rules, their descriptions and URLs, as its ruleset.go has
+/// them (the cases' expected warnings carry these).
+const BUILDKIT_RULES: [(&str, &str, &str); 22] = [
+    (
+        "StageNameCasing",
+        "Stage names should be lowercase",
+        "stage-name-casing",
+    ),
+    (
+        "FromAsCasing",
+        "The 'as' keyword should match the case of the 'from' keyword",
+        "from-as-casing",
+    ),
+    (
+        "NoEmptyContinuation",
+        "Empty continuation lines will become errors in a future release",
+        "no-empty-continuation",
+    ),
+    (
+        "ConsistentInstructionCasing",
+        "All commands within the Dockerfile should use the same casing (either upper or lower)",
+        "consistent-instruction-casing",
+    ),
+    (
+        "DuplicateStageName",
+        "Stage names should be unique",
+        "duplicate-stage-name",
+    ),
+    (
+        "ReservedStageName",
+        "Reserved words should not be used as stage names",
+        "reserved-stage-name",
+    ),
+    (
+        "JSONArgsRecommended",
+        "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+        "json-args-recommended",
+    ),
+    (
+        "MaintainerDeprecated",
+        "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
+        "maintainer-deprecated",
+    ),
+    (
+        "UndefinedArgInFrom",
+        "FROM command must use declared ARGs",
+        "undefined-arg-in-from",
+    ),
+    (
+        "WorkdirRelativePath",
+        "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
+        "workdir-relative-path",
+    ),
+    (
+        "UndefinedVar",
+        "Variables should be defined before their use",
+        "undefined-var",
+    ),
+    (
+        "MultipleInstructionsDisallowed",
+        "Multiple instructions of the same type should not be used in the same stage",
+        "multiple-instructions-disallowed",
+    ),
+    (
+        "LegacyKeyValueFormat",
+        "Legacy key/value format with whitespace separator should not be used",
+        "legacy-key-value-format",
+    ),
+    (
+        "InvalidBaseImagePlatform",
+        "Base image platform does not match expected target platform",
+        "",
+    ),
+    (
+        "RedundantTargetPlatform",
+        "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+        "redundant-target-platform",
+    ),
+    (
+        "SecretsUsedInArgOrEnv",
+        "Sensitive data should not be used in the ARG or ENV commands",
+        "secrets-used-in-arg-or-env",
+    ),
+    (
+        "InvalidDefaultArgInFrom",
+        "Default value for global ARG results in an empty or invalid base image name",
+        "invalid-default-arg-in-from",
+    ),
+    (
+        "FromPlatformFlagConstDisallowed",
+        "FROM --platform flag should not use a constant value",
+        "from-platform-flag-const-disallowed",
+    ),
+    (
+        "CopyIgnoredFile",
+        "Attempting to Copy file that is excluded by .dockerignore",
+        "copy-ignored-file",
+    ),
+    (
+        "InvalidDefinitionDescription",
+        "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.",
+        "invalid-definition-description",
+    ),
+    (
+        "ExposeProtoCasing",
+        "Protocol in EXPOSE instruction should be lowercase",
+        "expose-proto-casing",
+    ),
+    (
+        "ExposeInvalidFormat",
+        "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
+        "expose-invalid-format",
+    ),
+];
+
+/// The warnings a build printed (`N warnings found:` then ` - Rule:
+/// detail (line N)` lines), as BuildKit's short form.
+fn build_warnings(stderr: &str) -> Vec<String> {
+    let mut lines = stderr.lines();
+    let mut out = Vec::new();
+    while let Some(line) = lines.next() {
+        if line.ends_with(" found:") && line.contains(" warning") {
+            for item in lines.by_ref() {
+                match item.strip_prefix(" - ") {
+                    Some(w) => out.push(w.to_string()),
+                    None => break,
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Differences between the warnings expected and a check's JSON result.
+fn check_lint_json(want: &[LintWarning], result: &Value) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut got: Vec<LintWarning> = Vec::new();
+    for w in result["warnings"].as_array().into_iter().flatten() {
+        let rule = w["ruleName"].as_str().unwrap_or("").to_string();
+        let known = BUILDKIT_RULES.iter().find(|(n, _, _)| *n == rule);
+        let Some((_, description, slug)) = known else {
+            wrong.push(format!("check: a rule BuildKit does not have: {rule}"));
+            continue;
+        };
+        if w["description"].as_str() != Some(description) {
+            wrong.push(format!(
+                "check: {rule}'s description is {}",
+                w["description"]
+            ));
+        }
+        let url = match slug.is_empty() {
+            true => None,
+            false => Some(format!(
+                "https://docs.docker.com/go/dockerfile/rule/{slug}/"
+            )),
+        };
+        if w["url"].as_str().map(str::to_string) != url {
+            wrong.push(format!("check: {rule}'s url is {}", w["url"]));
+        }
+        got.push(LintWarning {
+            line: w["location"]["ranges"][0]["start"]["line"]
+                .as_u64()
+                .unwrap_or(0) as usize,
+            detail: w["detail"].as_str().unwrap_or("").to_string(),
+            rule,
+        });
+    }
+    got.sort();
+    let mut want = want.to_vec();
+    want.sort();
+    if got != want {
+        wrong.push(format!("check warnings: got {got:#?}\n    want {want:#?}"));
+    }
+    wrong
 }
 
 fn file_type() -> String {
@@ -406,6 +598,56 @@ fn run_case(file: &Path, store: &Path, scratch: &Path, docker: bool) -> Result<(
         stderr: text(&out.stderr),
     };
     let mut wrong = Vec::new();
+    if let Some(expected) = &case.warnings {
+        let mut want: Vec<LintWarning> = expected.clone();
+        want.sort();
+        let want: Vec<String> = want
+            .iter()
+            .map(|w| format!("{}: {} (line {})", w.rule, w.detail, w.line))
+            .collect();
+        let got = build_warnings(&built.stderr);
+        if got != want {
+            wrong.push(format!("build warnings: got {got:#?}\n    want {want:#?}"));
+        }
+        // The check: every stage, BuildKit's lint result JSON.
+        let out = kiln()
+            .arg("--root")
+            .arg(store)
+            .args(["build", "--call=check,format=json"])
+            .args(build_args(&case))
+            .arg(&ctx)
+            .output()
+            .expect("running kiln");
+        match serde_json::from_slice::<Value>(&out.stdout) {
+            Ok(result) => {
+                let want = case.check_warnings.as_ref().unwrap_or(expected);
+                wrong.extend(check_lint_json(want, &result));
+                // BuildKit's check ends with the lint error when the
+                // build does; a build error of another kind (a missing
+                // file) is no lint error.
+                let lint_error = case
+                    .error
+                    .as_deref()
+                    .filter(|e| e.to_lowercase().starts_with("lint violation"));
+                let message = result["buildError"]["message"].as_str();
+                match (lint_error, message) {
+                    (Some(e), Some(m)) if m.starts_with(e) => {}
+                    (Some(e), m) => {
+                        wrong.push(format!("check: buildError {m:?}, want {e:?}"));
+                    }
+                    (None, Some(m)) if case.error.is_none() => {
+                        wrong.push(format!("check: buildError {m:?}, want none"));
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => wrong.push(format!(
+                "check: no JSON ({e}): {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )),
+        }
+    }
     if let Some(want) = &case.error {
         if built.ok {
             wrong.push(format!("built, want an error containing {want:?}"));
@@ -613,7 +855,7 @@ fn buildkit_cases_build_as_buildkit_asserts() {
         .collect();
     // A filter that matches nothing, or an empty cases directory, is no
     // pass: "0 of 0 differ" asserts nothing.
-    let least = if only.is_some() { 1 } else { 290 };
+    let least = if only.is_some() { 1 } else { 320 };
     assert!(
         files.len() >= least,
         "{} BuildKit cases found (KILN_CASE={only:?}, in {}): at least {least} expected",
