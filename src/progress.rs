@@ -53,6 +53,10 @@ struct Inner {
 pub struct Progress {
     inner: Mutex<Inner>,
     start: Instant,
+    /// Quiet on a terminal's stderr (`build -q`): lint warnings still
+    /// show, as docker's do; a quiet reporter of the API or serve shows
+    /// nothing.
+    lint_to_stderr: bool,
 }
 
 #[derive(Serialize)]
@@ -84,7 +88,10 @@ impl Progress {
             Mode::Json => Sink::Json(Box::new(std::io::stderr())),
             Mode::Quiet => Sink::Quiet,
         };
-        Progress::with_sink(sink)
+        Progress {
+            lint_to_stderr: true,
+            ..Progress::with_sink(sink)
+        }
     }
 
     /// A plain-line reporter writing to `out` (tests, embedding).
@@ -109,6 +116,7 @@ impl Progress {
                 steps: Vec::new(),
             }),
             start: Instant::now(),
+            lint_to_stderr: false,
         }
     }
 
@@ -264,7 +272,8 @@ impl Progress {
         }
         let mut inner = self.lock();
         match &mut inner.sink {
-            Sink::Quiet => eprintln!("{text}"),
+            Sink::Quiet if self.lint_to_stderr => eprintln!("{text}"),
+            Sink::Quiet => {}
             Sink::Json(w) => {
                 let line = serde_json::json!({ "lint": findings });
                 let _ = writeln!(w, "{line}");

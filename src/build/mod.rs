@@ -1377,10 +1377,12 @@ fn lint_build(
         if named.contains(&reference) || !bases.iter().any(|b| b == reference) {
             return None;
         }
-        let image = match Image::resolve(store, reference) {
-            Ok(image) => image,
-            Err(_) if opts.pull == Pull::Never => return None,
-            Err(_) => pull_base(store, reference, opts).ok()?,
+        // Pulled here only when the stage would pull it anyway for being
+        // missing (`--pull=always` pulls it again when the stage starts).
+        let image = match (Image::resolve(store, reference), opts.pull) {
+            (Ok(image), _) => image,
+            (Err(_), Pull::Missing | Pull::Always) => pull_base(store, reference, opts).ok()?,
+            (Err(_), Pull::Never) => return None,
         };
         Some(base_facts(&image.config))
     };
