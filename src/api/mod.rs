@@ -154,8 +154,25 @@ fn strip_version<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
-/// 501 for what kiln does not implement, naming it.
+/// What a docker engine outside a swarm answers about swarm objects:
+/// clients (docker-py's test teardown, compose) expect this 503.
+const NOT_A_SWARM_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+
+/// True for the paths of swarm mode's objects.
+fn is_swarm_path(path: &str) -> bool {
+    ["swarm", "services", "nodes", "tasks", "secrets", "configs"]
+        .iter()
+        .any(|p| {
+            path.strip_prefix('/')
+                .and_then(|rest| rest.strip_prefix(p))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+}
+
+/// 501 for what kiln does not implement, naming it; 503 for swarm mode,
+/// as a docker engine that is not in a swarm says it.
 async fn not_implemented(req: Request<axum::body::Body>) -> ApiError {
+    let swarm = is_swarm_path(req.uri().path());
     let message = format!(
         "kiln does not implement {} {} of Docker's API",
         req.method(),
@@ -164,7 +181,10 @@ async fn not_implemented(req: Request<axum::body::Body>) -> ApiError {
     // The body is read (up to a bound) before the answer: a client still
     // writing it would otherwise meet a closed connection, not the message.
     let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, message)
+    match swarm {
+        true => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, NOT_A_SWARM_MANAGER),
+        false => ApiError::new(StatusCode::NOT_IMPLEMENTED, message),
+    }
 }
 
 fn router(state: Shared) -> Router {
@@ -408,5 +428,21 @@ mod tests {
         assert_eq!(r.uri().to_string(), "/_ping");
         let r = strip_version(Request::builder().uri("/volumes/v1/x").body(()).unwrap());
         assert_eq!(r.uri().to_string(), "/volumes/v1/x");
+    }
+
+    #[test]
+    fn swarm_paths_are_told_apart() {
+        for p in [
+            "/swarm",
+            "/swarm/init",
+            "/services",
+            "/nodes/x",
+            "/secrets/create",
+        ] {
+            assert!(is_swarm_path(p), "{p}");
+        }
+        for p in ["/swarmy", "/containers/json", "/servicesx", "/"] {
+            assert!(!is_swarm_path(p), "{p}");
+        }
     }
 }

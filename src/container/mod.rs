@@ -608,6 +608,10 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         serde_json::to_vec_pretty(&record).map_err(|e| io_err("writing", &path)(e.into()))?;
     crate::store::write_private(&path, &bytes).map_err(io_err("writing", &path))?;
     state::write(&dir, &state::State::default()).map_err(io_err("writing", &dir))?;
+    // The log exists from the start: an attach made before `start` holds
+    // it open, and reads what a short-lived `--rm` container printed even
+    // once its directory is gone.
+    logs::Writer::open(&dir, None, 1).map_err(io_err("creating the log in", &dir))?;
     if opts.auto_remove {
         // Store::open reclaims a --rm container whose kiln died.
         let marker = dir.join("auto-remove");

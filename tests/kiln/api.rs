@@ -329,6 +329,14 @@ fn the_docker_cli_drives_kiln() {
         "{}",
         text(&export.stderr)
     );
+    // Outside a swarm, as dockerd says it (clients' cleanup expects 503).
+    let services = svc.docker(&["service", "ls"]);
+    assert!(!services.status.success());
+    assert!(
+        text(&services.stderr).contains("This node is not a swarm manager."),
+        "{}",
+        text(&services.stderr)
+    );
 
     assert_eq!(
         svc.ok(&["stop", "-t", "1", "web", "talker"]),
@@ -1110,8 +1118,8 @@ fn docker_compose_brings_an_application_up_and_down() {
     )
     .unwrap();
     let socket = dir.path().join("kiln.sock");
-    let mut service = Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_kiln")])
+    let mut service = ns
+        .enter(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
         .arg(store.path())
         .args(["system", "service", "--timeout", "0", "--socket"])

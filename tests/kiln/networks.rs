@@ -40,17 +40,26 @@ impl Netns {
         Some(Netns { name })
     }
 
+    /// `program` to be run in the namespace's network (nsenter: `ip netns
+    /// exec` would remount /sys and hide the cgroup mounts kiln needs).
+    pub(crate) fn enter(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
     /// `kiln --root ROOT args...` inside the namespace.
     fn kiln(&self, root: &Path, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_kiln")])
+        self.enter(env!("CARGO_BIN_EXE_kiln"))
             .arg("--root")
             .arg(root)
             .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .output()
-            .expect("ip netns exec kiln")
+            .expect("nsenter kiln")
     }
 
     fn ok(&self, root: &Path, args: &[&str]) -> String {
@@ -72,8 +81,8 @@ impl Netns {
 
     /// `cmd` run in the namespace, outside any container.
     pub(crate) fn sh(&self, script: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, "sh", "-c", script]);
+        let mut c = self.enter("sh");
+        c.args(["-c", script]);
         c
     }
 
@@ -832,8 +841,8 @@ fn kiln_killed_anywhere_in_network_setup_leaves_nothing_behind() {
     let root = store.path();
     ns.ok(root, &["network", "create", "n"]);
     for i in 0..12u64 {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_kiln")])
+        let mut child = ns
+            .enter(env!("CARGO_BIN_EXE_kiln"))
             .arg("--root")
             .arg(root)
             .args(["run", "--network", "n", "box:1", "sleep", "30"])

@@ -266,8 +266,8 @@ fn rootless_networks_and_published_ports() {
     };
     let _holder = KillHolder(dir.to_path_buf());
     let user = |args: &[&str]| {
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name, "runuser", "-u", USER, "--"])
+        ns.enter("runuser")
+            .args(["-u", USER, "--"])
             .arg(dir.join("kiln"))
             .arg("--root")
             .arg(dir.join("store"))
