@@ -467,10 +467,10 @@ pub fn lint_with(ast: &Ast, inputs: &Inputs) -> Vec<Finding> {
         // The stage it starts from, as it was dispatched.
         let base_raw = from.args.first().map(String::as_str).unwrap_or("");
         let base = expand(&lexer, base_raw, &global);
+        // The nearest earlier stage of that name (FROM takes no index).
         let parent = names
             .iter()
-            .position(|n| n.as_deref() == Some(base.to_lowercase().as_str()))
-            .or_else(|| base.parse::<usize>().ok().filter(|&p| p < index));
+            .rposition(|n| n.as_deref() == Some(base.to_lowercase().as_str()));
         // A build looks at the images of the stages it builds only.
         let reached = inputs.stages.is_none_or(|s| s.contains(&index));
         let mut state = match parent {
