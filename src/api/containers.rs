@@ -26,6 +26,8 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/containers/{id}/stop", post(stop))
         .route("/containers/{id}/restart", post(restart))
         .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/pause", post(pause))
+        .route("/containers/{id}/unpause", post(unpause))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/logs", get(logs_of))
         .route("/containers/{id}/attach", post(attach))
@@ -82,7 +84,7 @@ fn summary(c: &Container) -> Value {
         "Created": unix(&r.created),
         "Ports": ports,
         "Labels": r.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-        "State": st.status.as_str(),
+        "State": st.docker_state(),
         "Status": st.docker_status(),
         "HostConfig": { "NetworkMode": match (r.networks.first(), r.spec.network) {
             (Some(a), _) => a.network.clone(),
@@ -107,7 +109,7 @@ fn filtered(c: &Container, filters: &std::collections::BTreeMap<String, Vec<Stri
             return vs.iter().all(label);
         }
         vs.iter().any(|v| match k.as_str() {
-            "status" => st.status.as_str() == v,
+            "status" => st.docker_state() == v,
             "name" => c.record.name.contains(v.trim_start_matches('/')),
             "id" => c.record.id.starts_with(v),
             "ancestor" => c.record.image == *v || c.record.image_id.contains(v),
@@ -478,6 +480,30 @@ async fn kill(
     .await
 }
 
+/// `POST /containers/ID/pause`: its processes frozen.
+async fn pause(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        find(&state, &id)?.pause()?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `POST /containers/ID/unpause`: its processes thawed.
+async fn unpause(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        find(&state, &id)?.unpause()?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
 /// `POST /containers/ID/wait?condition=not-running|next-exit|removed`:
 /// the status line and headers at once (a client starts the container
 /// only once its wait is answered), the exit code in the body when the
@@ -510,7 +536,13 @@ async fn wait(
                 "removed" => gone,
                 // A new exit: not the one already recorded when asked.
                 "next-exit" => gone || (exited && st.finished_at != first.finished_at),
-                _ => gone || !st.is_running(),
+                // As dockerd: a container between two runs of its restart
+                // policy is not running, and an exit since the call ends
+                // the wait even when the restart came too soon to be seen.
+                _ => {
+                    gone || st.status != crate::container::state::Status::Running
+                        || st.finished_at != first.finished_at
+                }
             };
             if done {
                 // Removed: its monitor left the exit code beside it.
@@ -652,6 +684,9 @@ async fn attach(
     let tty = c.record.spec.tty;
     let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
     let past = flag(q.get("logs"));
+    // `stream=0`: what was logged, then the end (docker's attach without
+    // a stream), not what comes after.
+    let live = flag(q.get("stream"));
     let with_input = flag(q.get("stdin")) && c.record.open_stdin;
     // Keys are looked for on a terminal's input only, as docker's: piped
     // bytes pass as they are.
@@ -676,7 +711,7 @@ async fn attach(
         in_tx
     });
     tokio::task::spawn_blocking(move || {
-        let stop = || over.load(std::sync::atomic::Ordering::SeqCst) || tx.is_closed();
+        let stop = || !live || over.load(std::sync::atomic::Ordering::SeqCst) || tx.is_closed();
         container::attach::follow_run(&c, past, &stop, |e| {
             let wanted = match e.stream {
                 logs::Stream::Stdout => out,

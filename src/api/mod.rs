@@ -90,7 +90,7 @@ impl From<crate::container::ContainerError> for ApiError {
         use crate::container::ContainerError as E;
         let status = match &e {
             E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::NameInUse { .. } => StatusCode::CONFLICT,
+            E::NameInUse { .. } | E::Conflict(_) => StatusCode::CONFLICT,
             E::Invalid(_) | E::Ambiguous(_) => StatusCode::BAD_REQUEST,
             E::Image(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

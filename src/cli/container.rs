@@ -103,7 +103,7 @@ fn matches(c: &Container, filters: &[(String, String)]) -> bool {
             .iter()
             .filter(|(k, _)| k == key)
             .any(|(_, v)| match key {
-                "status" => st.status.as_str() == v,
+                "status" => st.docker_state() == v,
                 "name" => c.record.name.contains(v.as_str()),
                 "id" => c.record.id.starts_with(v.as_str()),
                 "ancestor" => c.record.image == *v || c.record.image_id.contains(v.as_str()),
@@ -414,6 +414,25 @@ pub fn kill(root: Option<PathBuf>, args: KillArgs) -> Result<ExitCode, Error> {
                 c.record.name, c.record.id
             ))),
         }
+    })
+}
+
+/// Arguments of `kiln pause` and `kiln unpause`.
+#[derive(Debug, clap::Args)]
+pub struct PauseArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kiln pause` (`pause`) and `kiln unpause`: each name printed once done.
+pub fn pause(root: Option<PathBuf>, args: PauseArgs, pause: bool) -> Result<ExitCode, Error> {
+    for_each(root, &args.containers, |_, c| {
+        match pause {
+            true => c.pause(),
+            false => c.unpause(),
+        }
+        .map_err(super::container_error)
     })
 }
 

@@ -89,6 +89,10 @@ enum Command {
     Stop(container::StopArgs),
     /// Send a signal to running containers (default SIGKILL).
     Kill(container::KillArgs),
+    /// Pause all processes within one or more containers.
+    Pause(container::PauseArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(container::PauseArgs),
     /// Start stopped containers.
     Start(container::StartArgs),
     /// Stop and start containers.
@@ -165,6 +169,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Logs(args) => container::logs(root, args),
         Command::Stop(args) => container::stop(root, args),
         Command::Kill(args) => container::kill(root, args),
+        Command::Pause(args) => container::pause(root, args, true),
+        Command::Unpause(args) => container::pause(root, args, false),
         Command::Start(args) => container::start(root, args),
         Command::Restart(args) => container::restart(root, args),
         Command::Wait(args) => container::wait(root, args),

@@ -180,6 +180,8 @@ pub fn follow_run(
         true => Tail::open(&c.dir),
         false => Tail::open_at_end(&c.dir),
     };
+    // A container that ended before the attach has nothing more to say.
+    let over = !first.is_running() && first.status != super::state::Status::Created;
     loop {
         if tail.is_none() {
             tail = Tail::open(&c.dir);
@@ -194,7 +196,7 @@ pub fn follow_run(
                 return;
             }
         }
-        if ended || stop() {
+        if ended || over || stop() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -17,8 +17,9 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
         "Path": r.argv.first(),
         "Args": r.argv.get(1..).unwrap_or_default(),
         "State": {
-            "Status": st.status.as_str(),
+            "Status": st.docker_state(),
             "Running": st.status == crate::container::state::Status::Running,
+            "Paused": st.paused && st.status == crate::container::state::Status::Running,
             "Restarting": st.status == crate::container::state::Status::Restarting,
             "Dead": false,
             "Pid": st.init.map_or(0, |p| p.pid),

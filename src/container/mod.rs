@@ -50,6 +50,10 @@ pub enum ContainerError {
     /// The request does not fit the container or its options.
     #[error("{0}")]
     Invalid(String),
+    /// The container is not in the state the request needs (docker's
+    /// 409: not running, paused, already paused).
+    #[error("{0}")]
+    Conflict(String),
     /// The image cannot be used.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
@@ -714,9 +718,14 @@ impl Container {
         &self.record.id[..12]
     }
 
-    /// Sends signal `sig` to its process; false when it does not run.
+    /// Sends signal `sig` to its process; false when it does not run. A
+    /// paused container is thawed first: a frozen process would take the
+    /// signal only once thawed.
     pub fn signal(&self, sig: i32) -> Result<bool, ContainerError> {
         let st = self.state();
+        if let (true, Some(init)) = (st.paused, st.init) {
+            self.thaw(init.pid)?;
+        }
         let sent = match (st.is_running(), st.init) {
             (true, Some(init)) => init.signal(sig).map_err(|e| {
                 ContainerError::Invalid(format!("signalling {}: {e}", self.record.name))
@@ -727,6 +736,65 @@ impl Container {
             self.event("kill", [("signal".into(), sig.to_string())]);
         }
         Ok(sent)
+    }
+
+    /// Freezes its processes (`kiln pause`): they stay, using no CPU,
+    /// until [`Container::unpause`].
+    pub fn pause(&self) -> Result<(), ContainerError> {
+        let st = self.state();
+        let init = match (st.status, st.init) {
+            (state::Status::Running, Some(init)) if init.alive() => init,
+            _ => {
+                return Err(ContainerError::Conflict(format!(
+                    "Container {} is not running",
+                    self.record.id
+                )));
+            }
+        };
+        if st.paused {
+            return Err(ContainerError::Conflict(format!(
+                "Container {} is already paused",
+                self.record.id
+            )));
+        }
+        let pids = || -> Vec<u32> { self.processes().iter().map(|p| p.pid).collect() };
+        let pids = || match pids() {
+            p if p.is_empty() => vec![init.pid],
+            p => p,
+        };
+        sandbox::cgroup::freeze(&self.record.id, pids)
+            .map_err(|e| ContainerError::Invalid(format!("pausing {}: {e}", self.record.name)))?
+            .keep();
+        state::update(&self.dir, |s| s.paused = true)
+            .map_err(io_err("writing the state of", &self.dir))?;
+        self.event("pause", []);
+        Ok(())
+    }
+
+    /// Thaws what [`Container::pause`] froze (`kiln unpause`).
+    pub fn unpause(&self) -> Result<(), ContainerError> {
+        let st = self.state();
+        let init = match (st.paused, st.init) {
+            (true, Some(init)) if st.is_running() => init,
+            _ => {
+                return Err(ContainerError::Conflict(format!(
+                    "Container {} is not paused",
+                    self.record.id
+                )));
+            }
+        };
+        self.thaw(init.pid)?;
+        self.event("unpause", []);
+        Ok(())
+    }
+
+    /// Thaws it and says so in its state (a paused container that is
+    /// stopped or killed is thawed first, as docker does).
+    fn thaw(&self, pid: u32) -> Result<(), ContainerError> {
+        sandbox::cgroup::thaw(&self.record.id, pid)
+            .map_err(|e| ContainerError::Invalid(format!("unpausing {}: {e}", self.record.name)))?;
+        state::update(&self.dir, |s| s.paused = false)
+            .map_err(io_err("writing the state of", &self.dir))
     }
 
     /// Waits until it is not running, at most `timeout`; true when it
@@ -801,6 +869,12 @@ impl Container {
         if st.status != state::Status::Running {
             return Err(not_running());
         }
+        if st.paused {
+            return Err(ExecError::NotRunning(format!(
+                "Container {} is paused, unpause the container before exec",
+                self.record.id
+            )));
+        }
         let init = st.init.filter(|i| i.alive()).ok_or_else(not_running)?;
         let pid1 = sandbox::container::container_pid1(init.pid).ok_or_else(not_running)?;
         let mut spec = self.record.spec.clone();
@@ -836,7 +910,8 @@ impl Container {
         // Paused while its changes are read, so no file is caught half
         // written (`--pause=false` reads it running).
         let pids = || -> Vec<u32> { self.processes().iter().map(|p| p.pid).collect() };
-        let _frozen = match !opts.pause || pids().is_empty() {
+        // A paused container is frozen already (and stays so after).
+        let _frozen = match !opts.pause || self.state().paused || pids().is_empty() {
             true => None,
             false => Some(sandbox::cgroup::freeze(&self.record.id, pids).map_err(|e| {
                 ContainerError::Invalid(format!("pausing {} to commit it: {e}", self.record.name))
@@ -912,6 +987,10 @@ impl Container {
         }
         if let Some(i) = st.init {
             let _ = i.signal(9);
+            // A frozen process takes its SIGKILL once thawed.
+            if st.paused {
+                let _ = self.thaw(i.pid);
+            }
         }
         // The monitor that would have told of the end is gone: told here.
         if running {

@@ -456,9 +456,17 @@ pub fn run_foreground(
 
 /// Waits for `c` to stop running; its exit code (`kiln wait`).
 pub fn wait(c: &Container) -> Result<i32, ContainerError> {
+    let first = c.state();
     loop {
         let st = c.state();
-        if !st.is_running() && st.status != Status::Created {
+        // An exit ends the wait, as in docker: between two runs of its
+        // restart policy too, and one seen only by its time (the restart
+        // came between two looks).
+        let exited = matches!(st.status, Status::Exited | Status::Restarting)
+            || st.status == Status::Running
+                && first.status == Status::Running
+                && st.finished_at != first.finished_at;
+        if exited {
             return Ok(st.exit_code.unwrap_or(0));
         }
         if !c.dir.exists() {

@@ -62,6 +62,9 @@ pub struct State {
     /// Its healthcheck's results, when it has one.
     #[serde(default)]
     pub health: Option<super::health::Health>,
+    /// Its processes are frozen (`kiln pause`); it still runs.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The time now as state records it.
@@ -137,6 +140,14 @@ impl State {
         matches!(self.status, Status::Running | Status::Restarting)
     }
 
+    /// docker's state word: its status's, or `paused`.
+    pub fn docker_state(&self) -> &'static str {
+        match self.paused && self.status == Status::Running {
+            true => "paused",
+            false => self.status.as_str(),
+        }
+    }
+
     /// docker's STATUS words: `Up 5 seconds (healthy)`, `Exited (0) 2
     /// minutes ago`, `Created`.
     pub fn docker_status(&self) -> String {
@@ -144,6 +155,7 @@ impl State {
         match st.status {
             Status::Running => {
                 let health = match st.health.as_ref().map(|h| h.status.as_str()) {
+                    _ if st.paused => " (Paused)",
                     Some("starting") => " (health: starting)",
                     Some("healthy") => " (healthy)",
                     Some("unhealthy") => " (unhealthy)",

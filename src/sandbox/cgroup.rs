@@ -272,21 +272,7 @@ pub fn freeze(id: &str, pids: impl Fn() -> Vec<u32>) -> io::Result<Frozen> {
         .ok_or_else(|| io::Error::other("no process to freeze"))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let v2 = unified();
-    let (dir, move_in) = match v2 {
-        true => {
-            let own = fs::read_to_string(format!("/proc/{first}/cgroup"))?;
-            let path = own
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .ok_or_else(|| io::Error::other("not in a v2 group"))?;
-            let dir = Path::new(ROOT).join(path.trim_start_matches('/'));
-            match dir.file_name().is_some_and(|n| n == id) {
-                true => (dir, false),
-                false => (Path::new(ROOT).join("kiln").join(id), true),
-            }
-        }
-        false => (Path::new(ROOT).join("freezer").join("kiln").join(id), true),
-    };
+    let (dir, move_in) = freezer_dir(id, first)?;
     fs::create_dir_all(&dir)?;
     let frozen = Frozen { dir, v2 };
     let mut asked = false;
@@ -337,6 +323,41 @@ pub fn freeze(id: &str, pids: impl Fn() -> Vec<u32>) -> io::Result<Frozen> {
         if outside.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+    }
+}
+
+/// The group that freezes container `id` (whose process `pid` is), and
+/// whether its processes must be moved into it first.
+fn freezer_dir(id: &str, pid: u32) -> io::Result<(PathBuf, bool)> {
+    if !unified() {
+        return Ok((Path::new(ROOT).join("freezer").join("kiln").join(id), true));
+    }
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| io::Error::other("not in a v2 group"))?;
+    let dir = Path::new(ROOT).join(path.trim_start_matches('/'));
+    Ok(match dir.file_name().is_some_and(|n| n == id) {
+        true => (dir, false),
+        false => (Path::new(ROOT).join("kiln").join(id), true),
+    })
+}
+
+impl Frozen {
+    /// Leaves the processes frozen (`kiln pause`): [`thaw`] ends it.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+/// Thaws container `id` (whose process `pid` is) that [`Frozen::keep`]
+/// left frozen (`kiln unpause`).
+pub fn thaw(id: &str, pid: u32) -> io::Result<()> {
+    let (dir, _) = freezer_dir(id, pid)?;
+    match unified() {
+        true => write(&dir, "cgroup.freeze", "0"),
+        false => write(&dir, "freezer.state", "THAWED"),
     }
 }
 

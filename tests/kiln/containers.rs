@@ -1362,3 +1362,91 @@ fn published_ports_reach_a_server_on_the_containers_loopback() {
     );
     assert_eq!(hostnet.status.code(), Some(125));
 }
+
+/// `kiln pause` freezes every process of a container (the kernel's
+/// freezer says FROZEN), inspect and ps say so, exec is refused, a second
+/// pause and an unpause of a running one are refused with docker's words;
+/// `unpause` thaws it (its counter moves again), and a paused container
+/// stops when asked.
+#[test]
+fn pause_freezes_a_container_until_unpause() {
+    let Some(store) = box_store() else {
+        return;
+    };
+    let root = store.path();
+    let out = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/out", out.path().display());
+    let id = ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "-v",
+            &volume,
+            "box:1",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /out/n.tmp; mv /out/n.tmp /out/n; sleep 0.02; done",
+        ],
+    ));
+    let id = id.trim().to_string();
+    let count = || {
+        std::fs::read_to_string(out.path().join("n"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    wait_for("the counter", || count().is_some());
+    assert_eq!(ok(k(root, &[], &["pause", "ticker"])), "ticker\n");
+    // The kernel's word that every process is frozen.
+    let frozen = match crate::util::cgroup_v2() {
+        true => {
+            let events =
+                crate::util::cgroup_dirs(&[], &format!("kiln/{id}"))[0].join("cgroup.events");
+            std::fs::read_to_string(&events)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == "frozen 1")
+        }
+        false => {
+            let state = crate::util::cgroup_dirs(&["freezer"], &format!("kiln/{id}"))[0]
+                .join("freezer.state");
+            std::fs::read_to_string(&state).unwrap_or_default().trim() == "FROZEN"
+        }
+    };
+    assert!(frozen, "the container's group is not frozen");
+    let inspected: Value = serde_json::from_str(&ok(k(root, &[], &["inspect", "ticker"]))).unwrap();
+    assert_eq!(inspected[0]["State"]["Status"], "paused");
+    assert_eq!(inspected[0]["State"]["Paused"], true);
+    assert_eq!(inspected[0]["State"]["Running"], true);
+    assert!(ok(k(root, &[], &["ps"])).contains("(Paused)"));
+    let exec = k(root, &[], &["exec", "ticker", "true"]);
+    assert!(!exec.status.success());
+    assert!(
+        text(&exec.stderr).contains("is paused, unpause the container before exec"),
+        "{}",
+        text(&exec.stderr)
+    );
+    let again = k(root, &[], &["pause", "ticker"]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains(&format!("Container {id} is already paused")));
+
+    let frozen_at = count().unwrap();
+    assert_eq!(ok(k(root, &[], &["unpause", "ticker"])), "ticker\n");
+    wait_for("the counter to move again", || count() > Some(frozen_at));
+    let not_paused = k(root, &[], &["unpause", "ticker"]);
+    assert!(!not_paused.status.success());
+    assert!(text(&not_paused.stderr).contains(&format!("Container {id} is not paused")));
+    let inspected: Value = serde_json::from_str(&ok(k(root, &[], &["inspect", "ticker"]))).unwrap();
+    assert_eq!(inspected[0]["State"]["Status"], "running");
+
+    // Paused, then stopped: thawed so that it can end.
+    ok(k(root, &[], &["pause", "ticker"]));
+    ok(k(root, &[], &["stop", "-t", "1", "ticker"]));
+    let inspected: Value = serde_json::from_str(&ok(k(root, &[], &["inspect", "ticker"]))).unwrap();
+    assert_eq!(inspected[0]["State"]["Status"], "exited");
+    assert_eq!(inspected[0]["State"]["Paused"], false);
+    ok(k(root, &[], &["rm", "ticker"]));
+}

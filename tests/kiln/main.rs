@@ -12,6 +12,7 @@ mod cli;
 mod compat;
 mod conformance;
 mod containers;
+mod dockerpy;
 mod fuzz;
 mod networks;
 mod parse_golden;
