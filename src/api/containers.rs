@@ -276,6 +276,12 @@ fn create_opts(
     };
     let labels = string_pairs(&body["Labels"]);
     let memory = hc["Memory"].as_u64().filter(|&m| m > 0);
+    let log_config: Vec<(String, String)> = string_pairs(&hc["LogConfig"]["Config"]);
+    let log = container::options::log_options(
+        hc["LogConfig"]["Type"].as_str().unwrap_or(""),
+        log_config.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(ApiError::bad)?;
     Ok(container::Create {
         image,
         name,
@@ -301,6 +307,7 @@ fn create_opts(
                 .map(|p| p as u64),
             cpu_shares: hc["CpuShares"].as_u64().filter(|&s| s > 0),
             cpuset_cpus: text(&hc["CpusetCpus"]),
+            memory_swap: hc["MemorySwap"].as_i64().filter(|&s| s != 0),
             ..Limits::default()
         },
         read_only: hc["ReadonlyRootfs"].as_bool() == Some(true),
@@ -322,6 +329,9 @@ fn create_opts(
             .collect(),
         dns: strings(&hc["Dns"]),
         ports: published,
+        log_max_size: log.max_size,
+        log_max_files: log.max_files,
+        log_opts: log.given,
         ..container::Create::default()
     })
 }

@@ -27,7 +27,7 @@ pub(super) fn routes() -> axum::Router<Shared> {
 fn volume_json(v: &volume::Volume) -> Value {
     serde_json::json!({
         "Name": v.name, "Driver": v.driver, "Mountpoint": v.mountpoint,
-        "CreatedAt": v.created, "Scope": "local", "Labels": {}, "Options": {},
+        "CreatedAt": v.created, "Scope": "local", "Labels": v.labels, "Options": {},
     })
 }
 
@@ -81,7 +81,18 @@ async fn volume_create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     blocking(move || {
         let name = body["Name"].as_str().filter(|n| !n.is_empty());
-        let (v, _) = volume::create(&state.store, name)?;
+        // Only the local driver is there: another is a missing plugin.
+        if let Some(driver) = body["Driver"].as_str().filter(|d| !d.is_empty() && *d != "local") {
+            return Err(ApiError::not_found(format!(
+                "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+            )));
+        }
+        let labels = match &body["Labels"] {
+            Value::Null => Default::default(),
+            l => serde_json::from_value(l.clone())
+                .map_err(|_| ApiError::bad("Labels: a map of strings"))?,
+        };
+        let (v, _) = volume::create_labelled(&state.store, name, labels)?;
         Ok((StatusCode::CREATED, Json(volume_json(&v))))
     })
     .await

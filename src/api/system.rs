@@ -100,6 +100,8 @@ async fn info(State(state): State<Shared>) -> Result<Json<serde_json::Value>, su
             "SecurityOptions": ["name=seccomp,profile=default"],
             "Plugins": { "Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["k8s-file"] },
             "Swarm": { "LocalNodeState": "inactive" },
+            "Debug": false,
+            "ExperimentalBuild": false,
             "Warnings": [],
         })))
     })

@@ -835,6 +835,9 @@ enum VolumeCommand {
     Create {
         /// Its name.
         name: Option<String>,
+        /// Set metadata for a volume (KEY=VALUE; repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     /// List volumes.
     Ls {
@@ -875,8 +878,16 @@ pub fn volume(root: Option<PathBuf>, args: VolumeArgs) -> Result<ExitCode, Error
     let mut out = String::new();
     let mut failed = false;
     match args.command {
-        VolumeCommand::Create { name } => {
-            let (v, _) = volume::create(&store, name.as_deref()).map_err(super::container_error)?;
+        VolumeCommand::Create { name, labels } => {
+            let labels = labels
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                })
+                .collect();
+            let (v, _) = volume::create_labelled(&store, name.as_deref(), labels)
+                .map_err(super::container_error)?;
             out = format!("{}\n", v.name);
         }
         VolumeCommand::Ls { quiet } => {

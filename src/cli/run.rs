@@ -26,6 +26,10 @@ pub struct Args {
     /// Seconds `kiln stop` waits before SIGKILL (default 10).
     #[arg(long = "stop-timeout")]
     stop_timeout: Option<u64>,
+    /// Logging driver for the container ("json-file", "local": both are
+    /// kiln's own log).
+    #[arg(long = "log-driver", default_value = "")]
+    log_driver: String,
     /// Log options: `max-size=10m`, `max-file=3`.
     #[arg(long = "log-opt")]
     log_opts: Vec<String>,
@@ -225,7 +229,7 @@ fn security_options(opts: &[String]) -> Result<(SeccompProfile, bool), Error> {
 
 /// Docker's memory units: b, k, m, g (powers of 1024), at least 6 MB.
 fn parse_memory(text: &str) -> Result<u64, String> {
-    let bytes = parse_memory_unchecked(text)?;
+    let bytes = kiln::container::options::parse_ram(text)?;
     // No process starts in less: docker refuses it with the same words.
     if bytes < MIN_MEMORY {
         return Err(format!(
@@ -236,33 +240,6 @@ fn parse_memory(text: &str) -> Result<u64, String> {
 }
 
 /// Docker's units: b, k, m, g (powers of 1024).
-fn parse_memory_unchecked(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let (num, scale) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let scale = match &t[i..] {
-                "b" => 1,
-                "k" | "kb" => 1 << 10,
-                "m" | "mb" => 1 << 20,
-                "g" | "gb" => 1 << 30,
-                _ => {
-                    return Err(format!(
-                        "invalid memory {text:?}: use a number with b, k, m or g"
-                    ));
-                }
-            };
-            (&t[..i], scale)
-        }
-        None => (t.as_str(), 1),
-    };
-    let bytes = num
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("invalid memory {text:?}: use a number with b, k, m or g"))?;
-    Ok(bytes)
-}
-
 /// The smallest memory limit docker accepts.
 const MIN_MEMORY: u64 = 6 << 20;
 
@@ -375,32 +352,6 @@ fn parse_duration(text: &str) -> Result<i64, String> {
         rest = &rest[unit_end..];
     }
     Ok(total as i64)
-}
-
-/// `--log-opt max-size=10m` (docker's units) and `max-file=N`.
-fn log_options(opts: &[String]) -> Result<(Option<u64>, Option<usize>), Error> {
-    let (mut size, mut files) = (None, None);
-    for o in opts {
-        match o.split_once('=') {
-            Some(("max-size", v)) => {
-                size = Some(
-                    parse_memory_unchecked(v)
-                        .map_err(|e| Error::Usage(format!("--log-opt {o}: {e}")))?,
-                )
-            }
-            Some(("max-file", v)) => {
-                files = Some(v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    Error::Usage(format!("--log-opt {o}: max-file must be a positive number"))
-                })?)
-            }
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--log-opt {o}: kiln's log takes max-size=SIZE and max-file=N"
-                )));
-            }
-        }
-    }
-    Ok((size, files))
 }
 
 /// `--pull`: the image fetched from its registry when missing (or always);
@@ -718,7 +669,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let memory_swap = match args.memory_swap.as_deref() {
         None => None,
         Some("-1") => Some(-1),
-        Some(v) => Some(parse_memory_unchecked(v).map_err(Error::Usage)? as i64),
+        Some(v) => Some(kiln::container::options::parse_ram(v).map_err(Error::Usage)? as i64),
     };
     if memory_swap.is_some() && args.memory.is_none() {
         return Err(Error::Usage(
@@ -770,7 +721,13 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         })
         .collect();
     let (seccomp, no_new_privileges) = security_options(&args.security_opt)?;
-    let (log_max_size, log_max_files) = log_options(&args.log_opts)?;
+    let log = kiln::container::options::log_options(
+        &args.log_driver,
+        args.log_opts
+            .iter()
+            .map(|o| o.split_once('=').unwrap_or((o.as_str(), ""))),
+    )
+    .map_err(|e| Error::Usage(format!("--log-opt: {e}")))?;
     let networks = match args.network.as_deref() {
         Some("host" | "none") | None => {
             if !args.network_aliases.is_empty() || args.ip.is_some() {
@@ -834,8 +791,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         restart: args.restart.unwrap_or_default(),
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
-        log_max_size,
-        log_max_files,
+        log_max_size: log.max_size,
+        log_max_files: log.max_files,
+        log_opts: log.given,
         labels,
         health: health_flags(&args),
         shm_size: args.shm_size,

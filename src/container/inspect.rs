@@ -45,7 +45,7 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             // a container's logs through the API only for drivers they
             // know keep them, json-file among them, which is what this
             // one does for them.
-            "LogConfig": { "Type": "json-file", "Config": {} },
+            "LogConfig": { "Type": "json-file", "Config": r.log_opts },
             "PortBindings": port_map(r),
             "RestartPolicy": { "Name": r.restart.name(), "MaximumRetryCount": restart_max },
             "NetworkMode": match (r.networks.first(), r.spec.network) {
@@ -55,6 +55,10 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             },
             "ReadonlyRootfs": r.spec.read_only,
             "Memory": r.limits.memory.unwrap_or(0),
+            "MemorySwap": r.limits.memory_swap.unwrap_or(0),
+            "NanoCpus": r.limits.cpus.map_or(0, |c| (c * 1e9) as u64),
+            "CpuShares": r.limits.cpu_shares.unwrap_or(0),
+            "CpusetCpus": r.limits.cpuset_cpus.clone().unwrap_or_default(),
             "PidsLimit": r.limits.pids,
         },
         "Mounts": r.spec.binds.iter().map(|b| serde_json::json!({

@@ -12,6 +12,7 @@ pub mod health;
 pub mod inspect;
 pub mod logs;
 pub mod monitor;
+pub mod options;
 mod names;
 pub mod networks;
 pub mod ports;
@@ -182,6 +183,8 @@ pub struct Create {
     pub log_max_size: Option<u64>,
     /// `--log-opt max-file` (default 1: the log is cut, not kept).
     pub log_max_files: Option<usize>,
+    /// The log options as given (inspect shows them).
+    pub log_opts: std::collections::BTreeMap<String, String>,
     /// `-l`: labels.
     pub labels: Vec<(String, String)>,
     /// `--health-*` over the image's HEALTHCHECK (`test: ["NONE"]` for
@@ -294,6 +297,9 @@ pub struct Record {
     pub log_max_size: Option<u64>,
     /// Log rotation: files kept.
     pub log_max_files: usize,
+    /// The log options as given.
+    #[serde(default)]
+    pub log_opts: std::collections::BTreeMap<String, String>,
     /// Labels.
     pub labels: Vec<(String, String)>,
     /// The anonymous volumes made for the image's VOLUMEs (`rm -v`
@@ -590,6 +596,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         auto_remove: opts.auto_remove,
         log_max_size: opts.log_max_size,
         log_max_files: opts.log_max_files.unwrap_or(1),
+        log_opts: opts.log_opts.clone(),
         labels: opts.labels.clone(),
         anonymous_volumes: anonymous,
         ports: published,

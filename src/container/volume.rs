@@ -31,6 +31,9 @@ pub struct Volume {
     /// True for a VOLUME's volume made for one container.
     #[serde(rename = "Anonymous", default)]
     pub anonymous: bool,
+    /// Its labels (`--label`, the API's `Labels`).
+    #[serde(rename = "Labels", default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn dir(store: &Store) -> PathBuf {
@@ -116,6 +119,15 @@ pub fn get(store: &Store, name: &str) -> Option<Volume> {
 /// Makes volume `name` (a fresh anonymous name when None); an existing
 /// one is returned as it is. The bool is true when it was made now.
 pub fn create(store: &Store, name: Option<&str>) -> Result<(Volume, bool), ContainerError> {
+    create_labelled(store, name, Default::default())
+}
+
+/// [`create`] with labels (kept only when the volume is new, as docker).
+pub fn create_labelled(
+    store: &Store,
+    name: Option<&str>,
+    labels: std::collections::BTreeMap<String, String>,
+) -> Result<(Volume, bool), ContainerError> {
     let (name, anonymous) = match name {
         Some(n) if !valid_name(n) => {
             return Err(ContainerError::Invalid(format!(
@@ -137,6 +149,7 @@ pub fn create(store: &Store, name: Option<&str>) -> Result<(Volume, bool), Conta
         created: super::state::now(),
         driver: "local".into(),
         anonymous,
+        labels,
     };
     let path = home.join("volume.json");
     let bytes = serde_json::to_vec_pretty(&v).map_err(|e| io_err("writing", &path)(e.into()))?;

@@ -135,6 +135,12 @@ impl Image {
     pub fn docker_json(&self, store: &Store) -> Result<serde_json::Value> {
         let image = self;
         let c = &image.config;
+        // Docker names every field, OnBuild too (null when none): clients
+        // index it.
+        let mut config = serde_json::to_value(&c.config).unwrap_or_default();
+        if let Some(map) = config.as_object_mut() {
+            map.entry("OnBuild").or_insert(serde_json::Value::Null);
+        }
         Ok(serde_json::json!({
             "Id": image.id.to_string(),
             "RepoTags": image.names(store)?,
@@ -143,7 +149,7 @@ impl Image {
             "Architecture": c.architecture,
             "Os": c.os,
             "Variant": c.variant,
-            "Config": c.config,
+            "Config": config,
             "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
             "History": c.history,
             "Size": image.size(),
