@@ -2,6 +2,7 @@
 //! inspect, logs, remove, prune.
 
 use super::{ApiError, Shared, blocking, flag};
+use crate::container::options;
 use crate::container::{self, Container, logs, monitor, ports, volume};
 use crate::sandbox::{Limits, Network};
 use axum::Json;
@@ -164,13 +165,9 @@ fn create_opts(
     let hc = &body["HostConfig"];
     let mut unsupported = Vec::new();
     for key in [
-        "CapAdd",
-        "CapDrop",
         "Devices",
         "SecurityOpt",
         "Ulimits",
-        "Sysctls",
-        "Mounts",
         "DeviceRequests",
         "VolumesFrom",
         "Links",
@@ -215,6 +212,45 @@ fn create_opts(
             }
         }
     }
+    // Mounts and tmpfs as `kiln run`'s --mount and --tmpfs take them.
+    let mut tmpfs = Vec::new();
+    for m in hc["Mounts"].as_array().into_iter().flatten() {
+        let spec = options::MountSpec {
+            kind: text(&m["Type"]).unwrap_or_else(|| "volume".into()),
+            source: text(&m["Source"]),
+            target: text(&m["Target"]).unwrap_or_default(),
+            readonly: m["ReadOnly"].as_bool() == Some(true),
+            propagation: text(&m["BindOptions"]["Propagation"]),
+            driver: text(&m["VolumeOptions"]["DriverConfig"]["Name"]),
+            tmpfs_size: m["TmpfsOptions"]["SizeBytes"].as_u64().filter(|&n| n > 0),
+        };
+        match options::mount(&spec).map_err(|e| ApiError::bad(format!("invalid mount: {e}")))? {
+            options::Mounted::Bind(b) => {
+                volume::ensure_source(&b).map_err(ApiError::internal)?;
+                binds.push(b);
+            }
+            options::Mounted::Volume(n, t, ro) => volumes.push((n, t, ro)),
+            options::Mounted::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
+    let tmpfs_opts = string_pairs(&hc["Tmpfs"]);
+    for (target, opts) in &tmpfs_opts {
+        tmpfs.push(options::tmpfs(target, opts).map_err(ApiError::bad)?);
+    }
+    let capabilities =
+        options::capabilities(false, &strings(&hc["CapAdd"]), &strings(&hc["CapDrop"]))
+            .map_err(ApiError::bad)?;
+    // Ids or names, numbers too (docker-py sends ints).
+    let extra_groups: Vec<String> = hc["GroupAdd"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| match g {
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
     let mut published = Vec::new();
     for (key, list) in hc["PortBindings"].as_object().into_iter().flatten() {
         for binding in list.as_array().into_iter().flatten() {
@@ -332,6 +368,11 @@ fn create_opts(
         log_max_size: log.max_size,
         log_max_files: log.max_files,
         log_opts: log.given,
+        tmpfs,
+        tmpfs_opts: tmpfs_opts.into_iter().collect(),
+        capabilities,
+        extra_groups,
+        sysctls: string_pairs(&hc["Sysctls"]),
         ..container::Create::default()
     })
 }

@@ -82,7 +82,10 @@ async fn volume_create(
     blocking(move || {
         let name = body["Name"].as_str().filter(|n| !n.is_empty());
         // Only the local driver is there: another is a missing plugin.
-        if let Some(driver) = body["Driver"].as_str().filter(|d| !d.is_empty() && *d != "local") {
+        if let Some(driver) = body["Driver"]
+            .as_str()
+            .filter(|d| !d.is_empty() && *d != "local")
+        {
             return Err(ApiError::not_found(format!(
                 "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
             )));

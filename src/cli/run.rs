@@ -243,83 +243,18 @@ fn parse_memory(text: &str) -> Result<u64, String> {
 /// The smallest memory limit docker accepts.
 const MIN_MEMORY: u64 = 6 << 20;
 
-/// `CHOWN`, `cap_chown`, `CAP_CHOWN` → `CAP_CHOWN`.
-fn cap_name(name: &str) -> String {
-    let upper = name.to_ascii_uppercase();
-    match upper.starts_with("CAP_") {
-        true => upper,
-        false => format!("CAP_{upper}"),
-    }
-}
-
-/// The capabilities a container keeps: Docker's default set, with
-/// `--cap-drop` then `--cap-add` (`ALL` for every one), or all with
-/// `--privileged`; None when nothing changes the default.
+/// The capabilities a container keeps (`--privileged`, `--cap-add`,
+/// `--cap-drop`), as [`kiln::container::options::capabilities`] decides.
 fn capabilities(args: &Args) -> Result<Option<Vec<String>>, Error> {
-    let all = kiln::sandbox::init::all_capabilities();
-    if args.privileged {
-        return Ok(Some(all));
-    }
-    if args.cap_add.is_empty() && args.cap_drop.is_empty() {
-        return Ok(None);
-    }
-    let mut set = kiln::sandbox::init::default_capabilities();
-    for d in &args.cap_drop {
-        match cap_name(d).as_str() {
-            "CAP_ALL" => set.clear(),
-            c if all.iter().any(|a| a == c) => set.retain(|s| s != c),
-            c => {
-                return Err(Error::Usage(format!(
-                    "--cap-drop {d}: unknown capability {c}"
-                )));
-            }
-        }
-    }
-    for a in &args.cap_add {
-        match cap_name(a).as_str() {
-            "CAP_ALL" => set = all.clone(),
-            c if all.iter().any(|x| x == c) => {
-                if !set.iter().any(|s| s == c) {
-                    set.push(c.to_string());
-                }
-            }
-            c => {
-                return Err(Error::Usage(format!(
-                    "--cap-add {a}: unknown capability {c}"
-                )));
-            }
-        }
-    }
-    Ok(Some(set))
+    kiln::container::options::capabilities(args.privileged, &args.cap_add, &args.cap_drop)
+        .map_err(Error::Usage)
 }
 
-/// `--tmpfs PATH[:size=N,...]`.
+/// `--tmpfs PATH[:size=N]`.
 fn parse_tmpfs(text: &str) -> Result<kiln::sandbox::Tmpfs, Error> {
     let (target, opts) = text.split_once(':').unwrap_or((text, ""));
-    if !target.starts_with('/') {
-        return Err(Error::Usage(format!(
-            "invalid --tmpfs {text:?}: the path must be absolute"
-        )));
-    }
-    let mut size = None;
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o.split_once('=') {
-            Some(("size", v)) => {
-                size = Some(super::build::parse_shm_size(v).map_err(Error::Usage)?);
-            }
-            // Docker's other options (mode, noexec, ...) are kiln's defaults
-            // or not taken yet.
-            _ => {
-                return Err(Error::Usage(format!(
-                    "invalid --tmpfs {text:?}: kiln takes size=N only"
-                )));
-            }
-        }
-    }
-    Ok(kiln::sandbox::Tmpfs {
-        target: target.to_string(),
-        size,
-    })
+    kiln::container::options::tmpfs(target, opts)
+        .map_err(|e| Error::Usage(format!("invalid --tmpfs {text:?}: {e}")))
 }
 
 /// A Go duration (`1m30s`, `500ms`, `2h`) in nanoseconds.
@@ -503,8 +438,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             }
         }
         let kind = fields.get("type").map(String::as_str).unwrap_or("volume");
-        // Every key is known and every value checked (Buildah's
-        // CVE-2024-9407: options passed through unvalidated).
+        // Every key is known (Buildah's CVE-2024-9407: options passed
+        // through unvalidated); the values are checked where the API's
+        // mounts are too.
         let own: &[&str] = match kind {
             "bind" => &["bind-propagation"],
             "volume" => &["volume-driver"],
@@ -525,65 +461,32 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 return Err(bad(&format!("unexpected key '{key}' for a {kind} mount")));
             }
         }
-        if let Some(p) = fields.get("bind-propagation")
-            && !["rprivate", "private"].contains(&p.as_str())
-        {
-            return Err(bad(&format!(
-                "bind-propagation={p:?}: kiln's binds are rprivate (shared and slave propagation are not supported)"
-            )));
-        }
         if let Some(c) = fields.get("consistency")
             && !["default", "consistent", "cached", "delegated"].contains(&c.as_str())
         {
             return Err(bad(&format!("invalid consistency: {c}")));
         }
-        if let Some(d) = fields.get("volume-driver")
-            && d != "local"
-        {
-            return Err(bad(&format!(
-                "volume-driver={d:?}: kiln has the local driver only"
-            )));
-        }
-        let target = fields
-            .get("target")
-            .or(fields.get("dst"))
-            .or(fields.get("destination"))
-            .cloned()
-            .ok_or_else(|| bad("target= is required"))?;
-        let source = fields.get("source").or(fields.get("src")).cloned();
-        match kind {
-            "bind" => {
-                let source = source.ok_or_else(|| bad("a bind needs source="))?;
-                if !source.starts_with('/') || !target.starts_with('/') {
-                    return Err(bad("both paths must be absolute"));
-                }
-                if !std::path::Path::new(&source).exists() {
-                    return Err(bad(&format!("bind source path does not exist: {source}")));
-                }
-                binds.push(Bind {
-                    source: source.into(),
-                    target,
-                    read_only: readonly,
-                    exact: false,
-                    nodev: true,
-                });
-            }
-            "volume" => match source {
-                Some(name) => named.push((name, target, readonly)),
-                None => return Err(bad("kiln's volume mounts need source=NAME")),
-            },
-            "tmpfs" => {
-                let size = fields
-                    .get("tmpfs-size")
-                    .map(|v| super::build::parse_shm_size(v).map_err(Error::Usage))
-                    .transpose()?;
-                tmpfs.push(kiln::sandbox::Tmpfs { target, size });
-            }
-            other => {
-                return Err(bad(&format!(
-                    "type {other:?}: kiln takes bind, volume and tmpfs"
-                )));
-            }
+        let spec = kiln::container::options::MountSpec {
+            kind: kind.to_string(),
+            source: fields.get("source").or(fields.get("src")).cloned(),
+            target: fields
+                .get("target")
+                .or(fields.get("dst"))
+                .or(fields.get("destination"))
+                .cloned()
+                .unwrap_or_default(),
+            readonly,
+            propagation: fields.get("bind-propagation").cloned(),
+            driver: fields.get("volume-driver").cloned(),
+            tmpfs_size: fields
+                .get("tmpfs-size")
+                .map(|v| kiln::container::options::parse_ram(v).map_err(|e| bad(&e)))
+                .transpose()?,
+        };
+        match kiln::container::options::mount(&spec).map_err(|e| bad(&e))? {
+            kiln::container::options::Mounted::Bind(b) => binds.push(b),
+            kiln::container::options::Mounted::Volume(n, t, ro) => named.push((n, t, ro)),
+            kiln::container::options::Mounted::Tmpfs(t) => tmpfs.push(t),
         }
     }
     let mut device_rules = Vec::new();
@@ -801,6 +704,14 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         extra_hosts: args.add_hosts.clone(),
         dns: args.dns.clone(),
         tmpfs,
+        tmpfs_opts: args
+            .tmpfs
+            .iter()
+            .map(|t| {
+                let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+                (target.to_string(), opts.to_string())
+            })
+            .collect(),
         capabilities,
         extra_groups: args.group_add.clone(),
         ports,

@@ -60,6 +60,11 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "CpuShares": r.limits.cpu_shares.unwrap_or(0),
             "CpusetCpus": r.limits.cpuset_cpus.clone().unwrap_or_default(),
             "PidsLimit": r.limits.pids,
+            "Tmpfs": (!r.tmpfs_opts.is_empty()).then_some(&r.tmpfs_opts),
+            "GroupAdd": (!r.spec.extra_groups.is_empty()).then_some(&r.spec.extra_groups),
+            "Sysctls": (!r.spec.sysctls.is_empty()).then(|| {
+                r.spec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()
+            }),
         },
         "Mounts": r.spec.binds.iter().map(|b| serde_json::json!({
             "Type": "bind", "Source": b.source, "Destination": b.target,

@@ -12,9 +12,9 @@ pub mod health;
 pub mod inspect;
 pub mod logs;
 pub mod monitor;
-pub mod options;
 mod names;
 pub mod networks;
+pub mod options;
 pub mod ports;
 pub mod state;
 pub mod volume;
@@ -200,6 +200,8 @@ pub struct Create {
     pub dns: Vec<String>,
     /// `--tmpfs`.
     pub tmpfs: Vec<sandbox::Tmpfs>,
+    /// The tmpfs options as given, by path (inspect shows them).
+    pub tmpfs_opts: std::collections::BTreeMap<String, String>,
     /// The capabilities kept (None: Docker's default set).
     pub capabilities: Option<Vec<String>>,
     /// `--group-add`.
@@ -300,6 +302,9 @@ pub struct Record {
     /// The log options as given.
     #[serde(default)]
     pub log_opts: std::collections::BTreeMap<String, String>,
+    /// The tmpfs options as given, by path.
+    #[serde(default)]
+    pub tmpfs_opts: std::collections::BTreeMap<String, String>,
     /// Labels.
     pub labels: Vec<(String, String)>,
     /// The anonymous volumes made for the image's VOLUMEs (`rm -v`
@@ -597,6 +602,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         log_max_size: opts.log_max_size,
         log_max_files: opts.log_max_files.unwrap_or(1),
         log_opts: opts.log_opts.clone(),
+        tmpfs_opts: opts.tmpfs_opts.clone(),
         labels: opts.labels.clone(),
         anonymous_volumes: anonymous,
         ports: published,

@@ -51,7 +51,9 @@ pub fn log_options<'a>(
     opts: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<LogOptions, String> {
     if !driver.is_empty() && !LOG_DRIVERS.contains(&driver) {
-        return Err(format!("logger: no log driver named '{driver}' is registered"));
+        return Err(format!(
+            "logger: no log driver named '{driver}' is registered"
+        ));
     }
     let mut out = LogOptions::default();
     for (key, value) in opts {
@@ -71,6 +73,160 @@ pub fn log_options<'a>(
         out.given.insert(key.to_string(), value.to_string());
     }
     Ok(out)
+}
+
+/// `CHOWN`, `cap_chown`, `CAP_CHOWN` → `CAP_CHOWN`.
+fn cap_name(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    match upper.starts_with("CAP_") {
+        true => upper,
+        false => format!("CAP_{upper}"),
+    }
+}
+
+/// The capabilities a container keeps: Docker's default set, with `drop`
+/// then `add` applied (`ALL` for every one), or all when `privileged`;
+/// None when nothing changes the default.
+pub fn capabilities(
+    privileged: bool,
+    add: &[String],
+    drop: &[String],
+) -> Result<Option<Vec<String>>, String> {
+    let all = crate::sandbox::init::all_capabilities();
+    if privileged {
+        return Ok(Some(all));
+    }
+    if add.is_empty() && drop.is_empty() {
+        return Ok(None);
+    }
+    let mut set = crate::sandbox::init::default_capabilities();
+    for d in drop {
+        match cap_name(d).as_str() {
+            "CAP_ALL" => set.clear(),
+            c if all.iter().any(|a| a == c) => set.retain(|s| s != c),
+            c => return Err(format!("--cap-drop {d}: unknown capability {c}")),
+        }
+    }
+    for a in add {
+        match cap_name(a).as_str() {
+            "CAP_ALL" => set = all.clone(),
+            c if all.iter().any(|x| x == c) => {
+                if !set.iter().any(|s| s == c) {
+                    set.push(c.to_string());
+                }
+            }
+            c => return Err(format!("--cap-add {a}: unknown capability {c}")),
+        }
+    }
+    Ok(Some(set))
+}
+
+/// A tmpfs at `target` with docker's options (`--tmpfs PATH:OPTS`, the
+/// API's `Tmpfs` map): `size=N` is taken; the others are kiln's defaults
+/// or not taken, and refused.
+pub fn tmpfs(target: &str, opts: &str) -> Result<crate::sandbox::Tmpfs, String> {
+    if !target.starts_with('/') {
+        return Err(format!(
+            "invalid tmpfs {target:?}: the path must be absolute"
+        ));
+    }
+    let mut size = None;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", v)) => size = Some(parse_ram(v)?),
+            _ => {
+                return Err(format!(
+                    "invalid tmpfs option {o:?} for {target}: kiln takes size=N only"
+                ));
+            }
+        }
+    }
+    Ok(crate::sandbox::Tmpfs {
+        target: target.to_string(),
+        size,
+    })
+}
+
+/// One mount (`--mount`, the API's `HostConfig.Mounts`), its fields as
+/// docker names them.
+#[derive(Clone, Debug, Default)]
+pub struct MountSpec {
+    /// `bind`, `volume` or `tmpfs` (default `volume`).
+    pub kind: String,
+    /// The host path or the volume's name.
+    pub source: Option<String>,
+    /// The path in the container.
+    pub target: String,
+    /// Read-only.
+    pub readonly: bool,
+    /// A bind's propagation (kiln's are rprivate).
+    pub propagation: Option<String>,
+    /// A volume's driver.
+    pub driver: Option<String>,
+    /// A tmpfs's size in bytes.
+    pub tmpfs_size: Option<u64>,
+}
+
+/// What a mount becomes.
+#[derive(Clone, Debug)]
+pub enum Mounted {
+    /// A host path.
+    Bind(crate::sandbox::Bind),
+    /// A volume of the store: (name, target, read-only).
+    Volume(String, String, bool),
+    /// A tmpfs.
+    Tmpfs(crate::sandbox::Tmpfs),
+}
+
+/// Checks a mount as docker does and says what it becomes; every value is
+/// checked (Buildah's CVE-2024-9407: options passed through unvalidated).
+pub fn mount(m: &MountSpec) -> Result<Mounted, String> {
+    if let Some(p) = &m.propagation
+        && !["rprivate", "private", ""].contains(&p.as_str())
+    {
+        return Err(format!(
+            "bind-propagation={p:?}: kiln's binds are rprivate (shared and slave propagation are not supported)"
+        ));
+    }
+    if let Some(d) = &m.driver
+        && !["local", ""].contains(&d.as_str())
+    {
+        return Err(format!(
+            "volume-driver={d:?}: kiln has the local driver only"
+        ));
+    }
+    if m.target.is_empty() {
+        return Err("target= is required".into());
+    }
+    match m.kind.as_str() {
+        "bind" => {
+            let source = m.source.clone().ok_or("a bind needs source=")?;
+            if !source.starts_with('/') || !m.target.starts_with('/') {
+                return Err("both paths must be absolute".into());
+            }
+            if !std::path::Path::new(&source).exists() {
+                return Err(format!("bind source path does not exist: {source}"));
+            }
+            Ok(Mounted::Bind(crate::sandbox::Bind {
+                source: source.into(),
+                target: m.target.clone(),
+                read_only: m.readonly,
+                exact: false,
+                nodev: true,
+            }))
+        }
+        "volume" | "" => match &m.source {
+            Some(name) if !name.is_empty() => {
+                Ok(Mounted::Volume(name.clone(), m.target.clone(), m.readonly))
+            }
+            _ => Err("kiln's volume mounts need source=NAME".into()),
+        },
+        "tmpfs" => Ok(Mounted::Tmpfs(crate::sandbox::Tmpfs {
+            target: m.target.clone(),
+            size: m.tmpfs_size,
+        })),
+        other => Err(format!("type {other:?}: kiln takes bind, volume and tmpfs")),
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,8 @@ fn docker_pys_integration_suite_against_kiln() {
         text(&ran.stderr)
     );
     let junit = std::fs::read_to_string(out_dir.path().join("junit.xml")).unwrap();
+    // Kept for people: the errors behind the list's reasons.
+    let _ = std::fs::write(repo().join("target/dockerpy/kiln-junit.xml"), &junit);
     let results = outcomes(&junit);
     let passed = results.iter().filter(|(_, ok)| *ok).count();
     eprintln!(
