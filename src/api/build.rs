@@ -173,6 +173,14 @@ async fn build_image(
                     say(serde_json::json!({ "stream": format!("Successfully tagged {t}\n") }));
                 }
             }
+            // The classic builder's words for a RUN that failed, which
+            // its clients (docker-py's BuildError) look for.
+            Err(build::BuildError::Step {
+                exit: Some(exit), ..
+            }) => fail(format!(
+                "The command '{}' returned a non-zero code: {}",
+                exit.0, exit.1
+            )),
             Err(e) => fail(e.to_string()),
         }
     });

@@ -370,6 +370,13 @@ fn create_opts(
         log_opts: log.given,
         tmpfs,
         tmpfs_opts: tmpfs_opts.into_iter().collect(),
+        health: match &body["Healthcheck"] {
+            Value::Null => None,
+            h => Some(
+                serde_json::from_value(h.clone())
+                    .map_err(|e| ApiError::bad(format!("Healthcheck: {e}")))?,
+            ),
+        },
         capabilities,
         extra_groups,
         sysctls: string_pairs(&hc["Sysctls"]),
@@ -649,6 +656,18 @@ async fn logs_of(
     let timestamps = flag(q.get("timestamps"));
     let tail: Option<usize> = q.get("tail").and_then(|t| t.parse().ok());
     let follow = flag(q.get("follow"));
+    // `since` and `until`: UNIX times (seconds, a fraction allowed; 0 is
+    // no bound), as docker takes them.
+    let bound = |key: &str| -> Result<Option<f64>, ApiError> {
+        match q.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<f64>()
+                .map(|t| (t > 0.0).then_some(t))
+                .map_err(|_| ApiError::bad(format!("invalid {key} {v:?}: a UNIX time"))),
+        }
+    };
+    let (since, until) = (bound("since")?, bound("until")?);
     let render = move |e: &logs::Entry| -> Option<Vec<u8>> {
         let wanted = match e.stream {
             logs::Stream::Stdout => out,
@@ -656,6 +675,14 @@ async fn logs_of(
         };
         if !wanted {
             return None;
+        }
+        if since.is_some() || until.is_some() {
+            let at = chrono::DateTime::parse_from_rfc3339(&e.time)
+                .map(|t| t.timestamp_nanos_opt().unwrap_or(0) as f64 / 1e9)
+                .unwrap_or(0.0);
+            if since.is_some_and(|s| at < s) || until.is_some_and(|u| at >= u) {
+                return None;
+            }
         }
         let mut text = Vec::new();
         if timestamps {
@@ -1220,13 +1247,20 @@ async fn exec_inspect(
 async fn top(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let c = find(&state, &id)?;
-        let procs = c.processes();
+        let mut procs = c.processes();
         if procs.is_empty() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("Container {} is not running", c.record.id),
             ));
         }
+        // kiln's own init (the container's PID 1, which docker does not
+        // have) is not the container's work: docker's top lists that.
+        let pid1 = c
+            .state()
+            .init
+            .and_then(|i| crate::sandbox::container::container_pid1(i.pid));
+        procs.retain(|p| Some(p.pid) != pid1);
         let hz = crate::sandbox::process::ticks_per_second().max(1);
         let rows: Vec<Vec<String>> = procs
             .into_iter()
@@ -1279,8 +1313,9 @@ async fn stats(
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let streaming =
-        q.get("stream").is_none_or(|v| v != "0" && v != "false") && !flag(q.get("one-shot"));
+    // Streamed unless told not to (`stream=0`, `false`, docker-py's
+    // `False`).
+    let streaming = q.get("stream").is_none_or(|v| flag(Some(v))) && !flag(q.get("one-shot"));
     let c = blocking({
         let state = state.clone();
         move || find(&state, &id)

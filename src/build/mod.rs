@@ -55,6 +55,8 @@ pub enum BuildError {
         message: String,
         /// The failed command's output, when it ran.
         log: Option<Box<StepLog>>,
+        /// A RUN's command and its exit code, when that is what failed.
+        exit: Option<Box<(String, i32)>>,
     },
     /// `--target` names no stage.
     #[error("target stage {name:?} could not be found ({})", match suggestion {
@@ -341,6 +343,8 @@ enum StepError {
         message: String,
         /// The failed command's output.
         log: Option<Box<StepLog>>,
+        /// A RUN's command and its exit code, when that is what failed.
+        exit: Option<Box<(String, i32)>>,
     },
     /// The build failed under it (the store, the cache, a cancel).
     Build(BuildError),
@@ -350,13 +354,14 @@ impl StepError {
     /// The error as the build reports it, pointing at `step`.
     fn at(self, step: &instructions::Step) -> BuildError {
         match self {
-            StepError::Failed { message, log } => BuildError::Step {
+            StepError::Failed { message, log, exit } => BuildError::Step {
                 error: DfError::new(
                     crate::dockerfile::ErrorKind::Instruction(message.clone()),
                     step.span,
                 ),
                 message,
                 log,
+                exit,
             },
             StepError::Build(e) => e,
         }
@@ -403,6 +408,7 @@ fn fail(message: impl Into<String>) -> StepError {
     StepError::Failed {
         message: message.into(),
         log: None,
+        exit: None,
     }
 }
 
@@ -1916,6 +1922,7 @@ impl Builder<'_> {
                         path: log.path().to_path_buf(),
                         tail,
                     })),
+                    exit: Some(Box::new((argv.join(" "), code))),
                 })
             }
             Err(e) => Err(fail(e.to_string())),

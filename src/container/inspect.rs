@@ -101,6 +101,7 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "Tty": r.spec.tty,
             "OpenStdin": r.open_stdin,
             "StdinOnce": r.stdin_once,
+            "Healthcheck": r.healthcheck_config,
         },
     })
 }

@@ -314,6 +314,9 @@ pub struct Record {
     /// Its healthcheck.
     #[serde(default)]
     pub healthcheck: Option<health::Check>,
+    /// The same in docker's form (inspect's Config.Healthcheck).
+    #[serde(default)]
+    pub healthcheck_config: Option<crate::image::config::Healthcheck>,
     /// Its published ports.
     #[serde(default)]
     pub ports: Vec<ports::Port>,
@@ -614,6 +617,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
                 .collect(),
             false => opts.dns.clone(),
         },
+        healthcheck_config: merge_health(c.healthcheck.as_ref(), opts.health.as_ref()),
         healthcheck: health::resolve(
             merge_health(c.healthcheck.as_ref(), opts.health.as_ref()).as_ref(),
         ),
