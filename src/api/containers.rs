@@ -1048,17 +1048,24 @@ async fn exec_start(
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
-    let detach = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|b| b["Detach"].as_bool())
-        .unwrap_or(false);
+    let start = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let detach = start["Detach"].as_bool().unwrap_or(false);
+    // As dockerd: the start's `Tty` decides the framing of what the
+    // client reads (docker-py starts a tty exec with `Tty: false` and
+    // reads frames), the exec's own `Tty` whether it gets a terminal.
+    let raw = start["Tty"].as_bool().unwrap_or(instance.opts.tty);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(64);
     let interactive = instance.opts.interactive && !detach;
-    let tty = instance.opts.tty;
     let run_state = state.clone();
     tokio::task::spawn_blocking(move || {
-        let code = run_exec(&run_state, &instance, &tx, interactive.then_some(in_rx));
+        let code = run_exec(
+            &run_state,
+            &instance,
+            &tx,
+            interactive.then_some(in_rx),
+            raw,
+        );
         if let Ok(mut execs) = run_state.execs.lock()
             && let Some(e) = execs.get_mut(&id)
         {
@@ -1073,7 +1080,7 @@ async fn exec_start(
     if detach {
         return Ok(StatusCode::OK.into_response());
     }
-    let kind = match tty {
+    let kind = match raw {
         true => "application/vnd.docker.raw-stream",
         false => "application/vnd.docker.multiplexed-stream",
     };
@@ -1113,13 +1120,15 @@ fn drain(
     }
 }
 
-/// Runs an exec to its end: its output sent to `tx` (framed without a
-/// tty), `input` to its stdin or tty; its exit code.
+/// Runs an exec to its end: its output sent to `tx` (a tty's as it is
+/// when `raw`, else framed as stdout), `input` to its stdin or tty; its
+/// exit code.
 fn run_exec(
     state: &Shared,
     instance: &ExecInstance,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
     input: Option<Input>,
+    raw: bool,
 ) -> Option<i32> {
     let c = container::find(&state.store, &instance.container).ok()?;
     let (out_r, out_w) = std::io::pipe().ok()?;
@@ -1127,7 +1136,12 @@ fn run_exec(
     let pumps =
         [(out_r, logs::Stream::Stdout), (err_r, logs::Stream::Stderr)].map(|(r, stream)| {
             let tx = tx.clone();
-            std::thread::spawn(move || drain(r, tx, |b| frame(stream, b)))
+            std::thread::spawn(move || {
+                drain(r, tx, |b| match raw {
+                    true => b.to_vec(),
+                    false => frame(stream, b),
+                })
+            })
         });
     let mut io = crate::sandbox::Io {
         output: Some(out_w.into()),
@@ -1153,7 +1167,12 @@ fn run_exec(
                 std::thread::spawn(move || copy_input(input, to.into()));
             }
             let from = std::fs::File::from(master);
-            let reader = std::thread::spawn(move || drain(from, tx, <[u8]>::to_vec));
+            let reader = std::thread::spawn(move || {
+                drain(from, tx, |b| match raw {
+                    true => b.to_vec(),
+                    false => frame(logs::Stream::Stdout, b),
+                })
+            });
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
         })));
     } else if let Some(input) = input {

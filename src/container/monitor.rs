@@ -128,6 +128,8 @@ fn record_start(dir: &Path, pid: u32, checked: bool) {
         s.status = Status::Running;
         s.init = process::record(pid);
         s.started_at = Some(state::now());
+        // A new run is not frozen, whatever the last one was.
+        s.paused = false;
         s.exit_code = None;
         s.error = None;
         s.health = checked.then(|| super::health::Health {
