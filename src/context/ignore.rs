@@ -177,7 +177,7 @@ fn check_syntax(pattern: &str) -> Result<(), String> {
 }
 
 /// Go's `path.Clean`: collapse `//`, drop `.`, resolve `..` lexically.
-fn clean(path: &str) -> String {
+pub fn clean(path: &str) -> String {
     let rooted = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {

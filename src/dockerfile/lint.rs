@@ -1062,7 +1062,7 @@ impl Linter {
             if super::instructions::source_kind(&src) != super::instructions::SourceKind::Local {
                 continue;
             }
-            let clean = clean_path(&src);
+            let clean = crate::context::ignore::clean(&src);
             if ignored(&clean) {
                 self.push(
                     config,
@@ -1072,31 +1072,6 @@ impl Linter {
                 );
             }
         }
-    }
-}
-
-/// Go's filepath.Clean of a slash path.
-fn clean_path(p: &str) -> String {
-    let absolute = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !absolute {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (absolute, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
     }
 }
 
@@ -1184,6 +1159,15 @@ mod tests {
             .collect()
     }
 
+    /// The messages of one rule's findings.
+    fn messages_of(rule: &str, text: &str) -> Vec<String> {
+        rules(text)
+            .into_iter()
+            .filter(|(r, _)| *r == rule)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
     #[test]
     fn each_rule_fires() {
         let found = rules(concat!(
@@ -1246,12 +1230,7 @@ mod tests {
     /// SHELL in the stage, or in a stage it is FROM, silences it.
     #[test]
     fn json_args_are_recommended_only_under_the_default_shell() {
-        let count = |text: &str| {
-            rules(text)
-                .iter()
-                .filter(|(r, _)| *r == "JSONArgsRecommended")
-                .count()
-        };
+        let count = |text: &str| messages_of("JSONArgsRecommended", text).len();
         assert_eq!(count("FROM a\nCMD echo a\n"), 1);
         assert_eq!(
             count("FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo a\n"),
@@ -1270,13 +1249,7 @@ mod tests {
     /// BuildKit's testInvalidDefaultArgInFrom, its four Dockerfiles.
     #[test]
     fn invalid_default_args_in_from() {
-        let found = |text: &str| -> Vec<String> {
-            rules(text)
-                .into_iter()
-                .filter(|(r, _)| *r == "InvalidDefaultArgInFrom")
-                .map(|(_, m)| m)
-                .collect()
-        };
+        let found = |text: &str| messages_of("InvalidDefaultArgInFrom", text);
         assert_eq!(
             found("ARG VERSION\nFROM busybox:$VERSION\n"),
             ["Default value for ARG busybox:$VERSION results in empty or invalid base image name"]
@@ -1314,13 +1287,7 @@ mod tests {
     /// BuildKit's testUnmatchedVars, with a base image whose Env is PATH.
     #[test]
     fn undefined_variables_and_their_suggestions() {
-        let undefined = |text: &str| -> Vec<String> {
-            rules(text)
-                .into_iter()
-                .filter(|(r, _)| *r == "UndefinedVar")
-                .map(|(_, m)| m)
-                .collect()
-        };
+        let undefined = |text: &str| messages_of("UndefinedVar", text);
         assert!(undefined("FROM scratch\nARG foo\nCOPY Dockerfile${foo} .\n").is_empty());
         assert!(
             undefined("FROM a AS base\nARG foo=Dockerfile\nFROM base\nCOPY $foo .\n").is_empty()
@@ -1453,8 +1420,6 @@ mod tests {
             Some("MY_ARCH")
         );
         assert_eq!(search("version", &["TARGETOS"]), None);
-        assert_eq!(clean_path("./a/../b/"), "b");
-        assert_eq!(clean_path("."), ".");
         assert!(looks_secret("SECRET_PASSPHRASE") && !looks_secret("PUBLIC_KEY"));
     }
 }
