@@ -303,7 +303,9 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")));
     }
     let path = s.events_path(id);
-    let stream = futures::stream::unfold((s, 0usize, false), move |(s, sent, ended)| {
+    let open = OpenStream::new(&s.metrics.event_streams);
+    let start = (s, 0usize, false, open);
+    let stream = futures::stream::unfold(start, move |(s, sent, ended, open)| {
         let path = path.clone();
         async move {
             if ended {
@@ -322,7 +324,7 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
                     let event = Event::default().event("step").data(lines[sent].clone());
                     return Some((
                         Ok::<_, std::convert::Infallible>(event),
-                        (s, sent + 1, false),
+                        (s, sent + 1, false, open),
                     ));
                 }
                 let done = s
@@ -338,7 +340,7 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
                         .map(|j| j.status)
                         .unwrap_or_default();
                     let event = Event::default().event("end").data(status);
-                    return Some((Ok(event), (s, sent, true)));
+                    return Some((Ok(event), (s, sent, true, open)));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
@@ -347,6 +349,23 @@ async fn events(State(s): Shared, Path(id): Path<String>) -> Result<Response, Ap
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// One open event stream, counted in `kiln_event_streams` until the
+/// stream ends or its client goes (axum drops the stream either way).
+struct OpenStream(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenStream {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> OpenStream {
+        gauge.inc();
+        OpenStream(gauge.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn mirror_root(State(s): Shared, method: Method, headers: HeaderMap) -> Response {

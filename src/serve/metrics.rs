@@ -67,6 +67,8 @@ pub struct Metrics {
     pub base_age: Family<Vec<(String, String)>, Gauge>,
     /// Bytes of cache exported (the layers of the cache images pushed).
     pub cache_export_bytes: Family<Vec<(String, String)>, Counter>,
+    /// Job event streams open (status pages and `kiln serve` followers).
+    pub event_streams: Gauge,
 }
 
 fn job_histogram() -> Histogram {
@@ -156,8 +158,15 @@ impl Metrics {
             "Bytes of cache exported, by target",
             cache_export_bytes.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Job event streams open (status pages and followers)",
+            event_streams.clone(),
+        );
         Metrics {
             registry,
+            event_streams,
             registry_requests,
             base_age,
             cache_export_bytes,

@@ -718,16 +718,23 @@ fn serve_status_page_updates_live_in_chromium() {
     let Some(store) = store_with_box() else {
         return;
     };
+    // The last step waits at a gate the test opens only once the page's
+    // event stream is open: however slow chromium is to start, it sees
+    // the job running and follows it to its end.
+    let gate = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gate_port = gate.local_addr().unwrap().port();
     let (served, _ctx, _config) = serve_local(
         store.path(),
         "page",
-        "FROM box:1\nRUN sleep 1; echo a > /a\nRUN sleep 1; echo b > /b\nRUN sleep 2; echo c > /c\n",
+        &format!(
+            "FROM box:1\nRUN sleep 1; echo a > /a\nRUN echo b > /b\nRUN timeout 600 wget -q -O /c http://127.0.0.1:{gate_port}/\n"
+        ),
         "[store]\nmax_size = \"10GB\"\n",
     );
     let (_, job) = served.post("/v1/targets/page/warm", &[], b"");
     let id = job["id"].as_i64().unwrap();
     // Once the first RUN runs, the page as the server renders it.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let rendered = loop {
         let (_, page) = served.get("/");
         if page.contains("RUN sleep 1; echo a &gt; /a: started") {
@@ -739,14 +746,54 @@ fn serve_status_page_updates_live_in_chromium() {
     assert!(!rendered.contains("data-step=\"4\""), "{rendered}");
     let profile = tempfile::tempdir().unwrap();
     // Virtual time stands still while the page's event stream is open
-    // (a pending fetch), so the dump waits for the job's end however long
-    // the build takes on a busy machine; the budget is what runs after
-    // it, made ample so that no timer of the page is cut short.
-    let out = chromium(profile.path())
+    // (a pending fetch), so the dump waits for the job's end; the budget
+    // is what runs after it, made ample so that no timer of the page is
+    // cut short.
+    let page = chromium(profile.path())
         .args(["--virtual-time-budget=60000", "--dump-dom"])
         .arg(format!("{}/", served.base))
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let metrics = served.get("/metrics").1;
+        if metrics.lines().any(|l| l == "kiln_event_streams 1") {
+            break;
+        }
+        let (_, job) = served.get(&format!("/v1/jobs/{id}"));
+        assert!(!job.contains("\"failed\""), "{job}");
+        assert!(
+            Instant::now() < deadline,
+            "the page opened no event stream: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The page follows the job: the gate opens and the last step ends.
+    gate.set_nonblocking(true).unwrap();
+    let mut conn = loop {
+        match gate.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the last step never reached the gate"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("gate: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    let mut request = [0u8; 1024];
+    let _ = std::io::Read::read(&mut conn, &mut request).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nc\n",
+    )
+    .unwrap();
+    drop(conn);
+    let out = page.wait_with_output().unwrap();
     assert!(out.status.success());
     let dom = text(&out.stdout);
     assert!(dom.contains("data-live=\"on\""), "{dom}");
@@ -757,11 +804,25 @@ fn serve_status_page_updates_live_in_chromium() {
         "{dom}"
     );
     assert!(
-        dom.contains(
-            "<li data-step=\"4\" class=\"done\">[4/4] RUN sleep 2; echo c &gt; /c: done</li>"
-        ),
+        dom.contains(&format!(
+            "<li data-step=\"4\" class=\"done\">[4/4] RUN timeout 600 wget -q -O /c http://127.0.0.1:{gate_port}/: done</li>"
+        )),
         "{dom}"
     );
+    // The stream is let go once the page is gone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !served
+        .get("/metrics")
+        .1
+        .lines()
+        .any(|l| l == "kiln_event_streams 0")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the page's event stream stayed counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(served.wait(id)["status"], "built");
 
     // The page once the job is over, as a person sees it.
