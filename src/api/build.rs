@@ -157,6 +157,14 @@ async fn build_image(
         };
         let built = build::build(&state.store, &source, &opts, &progress);
         drop(progress);
+        // Without a name the image stays, as docker's `<none>:<none>`,
+        // found by its id until pruned.
+        if let Ok(image) = &built
+            && tags.is_empty()
+            && let Err(e) = state.store.keep_untagged(image.descriptor(&state.store))
+        {
+            return fail(e.to_string());
+        }
         match built {
             // Quiet, the id alone is the output: docker's CLI prints what
             // the stream says as the build's id.

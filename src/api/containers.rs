@@ -29,6 +29,13 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/containers/{id}/kill", post(kill))
         .route("/containers/{id}/pause", post(pause))
         .route("/containers/{id}/unpause", post(unpause))
+        .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/changes", get(changes))
+        .route("/containers/{id}/update", post(update))
+        .route(
+            "/containers/{id}/archive",
+            get(archive_get).head(archive_head).put(archive_put),
+        )
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/logs", get(logs_of))
         .route("/containers/{id}/attach", post(attach))
@@ -48,7 +55,7 @@ fn unix(rfc3339: &str) -> i64 {
 }
 
 /// A container as `GET /containers/json` lists it.
-fn summary(c: &Container) -> Value {
+pub(super) fn summary(c: &Container) -> Value {
     let st = c.state();
     let r = &c.record;
     let ports: Vec<Value> = match st.is_running() {
@@ -203,8 +210,14 @@ fn create_opts(
     };
     let mut binds = Vec::new();
     let mut volumes = Vec::new();
+    // `Config.Volumes` (`{"/data": {}}`): anonymous volumes there.
+    let mut anonymous: Vec<String> = body["Volumes"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     for b in strings(&hc["Binds"]) {
         match volume::parse_flag(&b).map_err(ApiError::bad)? {
+            volume::Flag::Anonymous(target) => anonymous.push(target),
             volume::Flag::Named(n, t, ro) => volumes.push((n, t, ro)),
             volume::Flag::Bind(b) => {
                 volume::ensure_source(&b).map_err(ApiError::internal)?;
@@ -312,6 +325,20 @@ fn create_opts(
     };
     let labels = string_pairs(&body["Labels"]);
     let memory = hc["Memory"].as_u64().filter(|&m| m > 0);
+    let host = options::HostOptions {
+        runtime: text(&hc["Runtime"]).unwrap_or_default(),
+        isolation: text(&hc["Isolation"]).unwrap_or_default(),
+        init: hc["Init"].as_bool(),
+        uts_mode: text(&hc["UTSMode"]).unwrap_or_default(),
+        pid_mode: text(&hc["PidMode"]).unwrap_or_default(),
+        ipc_mode: text(&hc["IpcMode"]).unwrap_or_default(),
+        cgroupns_mode: text(&hc["CgroupnsMode"]).unwrap_or_default(),
+        volume_driver: text(&hc["VolumeDriver"]).unwrap_or_default(),
+        mac_address: text(&body["MacAddress"]).unwrap_or_default(),
+        device_cgroup_rules: strings(&hc["DeviceCgroupRules"]),
+        memory_swappiness: hc["MemorySwappiness"].as_i64(),
+    };
+    host.check().map_err(ApiError::bad)?;
     let log_config: Vec<(String, String)> = string_pairs(&hc["LogConfig"]["Config"]);
     let log = container::options::log_options(
         hc["LogConfig"]["Type"].as_str().unwrap_or(""),
@@ -344,8 +371,11 @@ fn create_opts(
             cpu_shares: hc["CpuShares"].as_u64().filter(|&s| s > 0),
             cpuset_cpus: text(&hc["CpusetCpus"]),
             memory_swap: hc["MemorySwap"].as_i64().filter(|&s| s != 0),
+            devices: host.device_cgroup_rules.clone(),
+            swappiness: host.memory_swappiness.filter(|&s| s >= 0).map(|s| s as u64),
             ..Limits::default()
         },
+        host,
         read_only: hc["ReadonlyRootfs"].as_bool() == Some(true),
         tty: body["Tty"].as_bool() == Some(true),
         open_stdin: body["OpenStdin"].as_bool() == Some(true),
@@ -380,6 +410,7 @@ fn create_opts(
         capabilities,
         extra_groups,
         sysctls: string_pairs(&hc["Sysctls"]),
+        anonymous_volumes: anonymous,
         ..container::Create::default()
     })
 }
@@ -399,6 +430,7 @@ pub(super) fn attachment(name: &str, ep: &Value) -> Result<crate::network::Attac
         network: name.to_string(),
         aliases: strings(&ep["Aliases"]),
         ip,
+        mac: text(&ep["MacAddress"]).map(|m| m.to_ascii_lowercase()),
     })
 }
 
@@ -550,6 +582,223 @@ async fn pause(
     .await
 }
 
+/// The `X-Docker-Container-Path-Stat` header: the stat as base64 JSON.
+fn path_stat_header(stat: &container::archive::PathStat) -> (&'static str, String) {
+    use base64::Engine;
+    let json = serde_json::to_vec(stat).unwrap_or_default();
+    (
+        "X-Docker-Container-Path-Stat",
+        base64::engine::general_purpose::STANDARD.encode(json),
+    )
+}
+
+fn archive_path(q: &HashMap<String, String>) -> Result<String, ApiError> {
+    q.get("path")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .ok_or_else(|| ApiError::bad("path is required"))
+}
+
+/// `HEAD /containers/ID/archive?path=P`: what P is, in the header.
+async fn archive_head(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    blocking(move || {
+        let path = archive_path(&q)?;
+        let view = container::archive::open(&find(&state, &id)?)?;
+        let stat = view.stat(&path)?;
+        Ok([path_stat_header(&stat)].into_response())
+    })
+    .await
+}
+
+/// `GET /containers/ID/archive?path=P` (`docker cp CONTAINER:P ...`): P
+/// as a tar, streamed as it is written, with its stat in the header.
+async fn archive_get(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let (view, path, stat) = blocking(move || {
+        let path = archive_path(&q)?;
+        let view = container::archive::open(&find(&state, &id)?)?;
+        let stat = view.stat(&path)?;
+        Ok((view, path, stat))
+    })
+    .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(1 << 20, super::images::Chunks(tx.clone()));
+        let written = view
+            .tar(&path, out)
+            .map_err(|e| e.to_string())
+            .and_then(|w| {
+                w.into_inner()
+                    .map(drop)
+                    .map_err(|e| e.into_error().to_string())
+            });
+        // A failure midway ends the body with an error: never a short
+        // archive taken for whole.
+        if let Err(e) = written {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok((
+        [
+            ("content-type", "application/x-tar".to_string()),
+            path_stat_header(&stat),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `PUT /containers/ID/archive?path=DIR` (`docker cp ... CONTAINER:DIR`):
+/// the tar in the body put into DIR.
+async fn archive_put(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::internal(format!("a file for the archive: {e}")))?;
+    super::body_to_file(body, tmp.as_file(), "archive").await?;
+    blocking(move || {
+        let path = archive_path(&q)?;
+        let flag = |k: &str| q.get(k).is_some_and(|v| v == "1" || v == "true");
+        let opts = container::archive::PutOptions {
+            no_overwrite_dir_non_dir: flag("noOverwriteDirNonDir"),
+            copy_uid_gid: flag("copyUIDGID"),
+        };
+        let view = container::archive::open(&find(&state, &id)?)?;
+        let file = std::fs::File::open(tmp.path())
+            .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?;
+        view.put(&path, file, opts, &state.store.temp_path("cp"))?;
+        Ok(StatusCode::OK)
+    })
+    .await
+}
+
+/// `POST /containers/ID/update`: resources and the restart policy.
+async fn update(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        // Keys kiln keeps no setting for are refused by name, not dropped.
+        let known = [
+            "Memory",
+            "MemorySwap",
+            "NanoCpus",
+            "CpuShares",
+            "CpusetCpus",
+            "PidsLimit",
+            "RestartPolicy",
+        ];
+        let unsupported: Vec<&String> = body
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| !known.contains(&k.as_str()) && !is_unset(v))
+            .map(|(k, _)| k)
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("kiln cannot update {unsupported:?} yet"),
+            ));
+        }
+        let restart = match text(&body["RestartPolicy"]["Name"]) {
+            None => None,
+            Some(n) => {
+                let max = body["RestartPolicy"]["MaximumRetryCount"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let spec = match (n.as_str(), max) {
+                    ("on-failure", m) if m > 0 => format!("on-failure:{m}"),
+                    _ => n,
+                };
+                Some(container::Restart::parse(&spec).map_err(ApiError::bad)?)
+            }
+        };
+        let u = container::Update {
+            memory: body["Memory"].as_u64().filter(|&m| m > 0),
+            memory_swap: body["MemorySwap"].as_i64().filter(|&s| s != 0),
+            cpus: body["NanoCpus"]
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| n as f64 / 1e9),
+            cpu_shares: body["CpuShares"].as_u64().filter(|&s| s > 0),
+            cpuset_cpus: text(&body["CpusetCpus"]),
+            pids: body["PidsLimit"]
+                .as_i64()
+                .filter(|&p| p > 0)
+                .map(|p| p as u64),
+            restart,
+        };
+        let mut c = find(&state, &id)?;
+        c.update(&u)?;
+        Ok(Json(serde_json::json!({ "Warnings": [] })))
+    })
+    .await
+}
+
+/// A key docker-py sends with no value: zero, empty, null or false.
+fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// `GET /containers/ID/changes` (`docker diff`): `[{"Path", "Kind"}]`,
+/// null when nothing changed, as dockerd answers.
+async fn changes(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let found = container::changes::changes(&find(&state, &id)?)?;
+        Ok(Json(match found.is_empty() {
+            true => Value::Null,
+            false => found
+                .iter()
+                .map(|c| serde_json::json!({ "Path": c.path, "Kind": c.kind as u8 }))
+                .collect(),
+        }))
+    })
+    .await
+}
+
+/// `POST /containers/ID/rename?name=NEW`.
+async fn rename(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        let name = q
+            .get("name")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::bad("the new name is required (name=NEW)"))?;
+        let mut c = find(&state, &id)?;
+        container::rename(&state.store, &mut c, name)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
 /// `POST /containers/ID/unpause`: its processes thawed.
 async fn unpause(
     State(state): State<Shared>,
@@ -603,14 +852,16 @@ async fn wait(
                 }
             };
             if done {
-                // Removed: its monitor left the exit code beside it.
+                // Removed, or being removed (its state may be gone
+                // already): its monitor left the exit code beside it
+                // before the removal began.
                 let left = std::fs::read_to_string(container::exit_file(&c.dir)).ok();
                 if gone {
                     let _ = std::fs::remove_file(container::exit_file(&c.dir));
                 }
-                break match (gone, left.and_then(|t| t.trim().parse().ok())) {
-                    (true, Some(code)) => code,
-                    _ => st.exit_code.unwrap_or(0),
+                break match left.and_then(|t| t.trim().parse().ok()) {
+                    Some(code) => code,
+                    None => st.exit_code.unwrap_or(0),
                 };
             }
             if tx.is_closed() {
@@ -945,6 +1196,8 @@ pub(crate) struct ExecInstance {
     ended: Option<std::time::Instant>,
     /// Its tty while it runs, for `/exec/ID/resize`.
     tty: Arc<std::sync::Mutex<ExecTty>>,
+    /// The keys that detach a client from it (`ctrl-p,ctrl-q`).
+    detach_keys: Vec<u8>,
 }
 
 /// A running exec's tty: its master once it exists, and the last size a
@@ -979,6 +1232,9 @@ async fn exec_create(
     if argv.is_empty() {
         return Err(ApiError::bad("No exec command specified"));
     }
+    // dockerd reads JSON keys in any case: docker-py sends `detachKeys`.
+    let keys = text(&body["DetachKeys"]).or_else(|| text(&body["detachKeys"]));
+    let detach_keys = container::attach::detach_keys(keys.as_deref()).map_err(ApiError::bad)?;
     let exec_id = format!(
         "{:x}",
         sha2::Digest::finalize(sha2::Digest::chain_update(
@@ -1005,6 +1261,7 @@ async fn exec_create(
         exit: None,
         ended: None,
         tty: Arc::default(),
+        detach_keys,
     };
     let mut execs = state
         .execs
@@ -1054,18 +1311,16 @@ async fn exec_start(
     // client reads (docker-py starts a tty exec with `Tty: false` and
     // reads frames), the exec's own `Tty` whether it gets a terminal.
     let raw = start["Tty"].as_bool().unwrap_or(instance.opts.tty);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(64);
     let interactive = instance.opts.interactive && !detach;
     let run_state = state.clone();
+    // Told when the client types its detach keys: its connection ends,
+    // the exec runs on (what it prints then is read and dropped).
+    let detached = Arc::new(tokio::sync::Notify::new());
+    let input = interactive.then(|| (in_rx, instance.detach_keys.clone(), detached.clone()));
     tokio::task::spawn_blocking(move || {
-        let code = run_exec(
-            &run_state,
-            &instance,
-            &tx,
-            interactive.then_some(in_rx),
-            raw,
-        );
+        let code = run_exec(&run_state, &instance, &tx, input, raw);
         if let Ok(mut execs) = run_state.execs.lock()
             && let Some(e) = execs.get_mut(&id)
         {
@@ -1084,14 +1339,49 @@ async fn exec_start(
         true => "application/vnd.docker.raw-stream",
         false => "application/vnd.docker.multiplexed-stream",
     };
-    Ok(hijack(upgrade, rx, kind, interactive.then_some(in_tx)))
+    let (client_tx, client_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                next = rx.recv() => {
+                    let Some(bytes) = next else { return };
+                    if client_tx.send(bytes).await.is_err() {
+                        return;
+                    }
+                }
+                () = detached.notified() => return,
+            }
+        }
+    });
+    Ok(hijack(
+        upgrade,
+        client_rx,
+        kind,
+        interactive.then_some(in_tx),
+    ))
 }
 
-/// Writes a client's input to `to` until it ends (then `to` is closed).
-fn copy_input(mut input: Input, mut to: std::fs::File) {
+/// An exec's input: the client's bytes, its detach keys, and whom to tell
+/// when they are typed.
+type ExecInput = (Input, Vec<u8>, Arc<tokio::sync::Notify>);
+
+/// Writes a client's input to `to` until it ends (then `to` is closed) or
+/// the client types its detach keys.
+fn copy_input((mut input, keys, detached): ExecInput, mut to: std::fs::File) {
     use std::io::Write;
-    while let Some(Some(bytes)) = input.blocking_recv() {
-        if to.write_all(&bytes).is_err() {
+    let mut escape = container::attach::Escape::new(keys);
+    while let Some(message) = input.blocking_recv() {
+        let Some(bytes) = message else {
+            // A held start of the keys that never finished is input too.
+            let _ = to.write_all(&escape.rest());
+            return;
+        };
+        let (pass, over) = escape.scan(&bytes);
+        if to.write_all(&pass).is_err() {
+            return;
+        }
+        if over {
+            detached.notify_one();
             return;
         }
     }
@@ -1127,7 +1417,7 @@ fn run_exec(
     state: &Shared,
     instance: &ExecInstance,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
-    input: Option<Input>,
+    input: Option<ExecInput>,
     raw: bool,
 ) -> Option<i32> {
     let c = container::find(&state.store, &instance.container).ok()?;
@@ -1201,10 +1491,7 @@ fn run_exec(
         // Said on its stderr, as docker says an exec's failure.
         Err(e) => {
             let _ = tx.blocking_send(frame(logs::Stream::Stderr, format!("{e}\n").as_bytes()));
-            match e {
-                container::ExecError::Sandbox(s) => s.exit_code(),
-                container::ExecError::NotRunning(_) => 126,
-            }
+            e.exit_code()
         }
     })
 }
@@ -1528,14 +1815,18 @@ async fn remove(
 async fn prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let mut deleted = Vec::new();
+        let mut reclaimed = 0;
         for c in container::list(&state.store)? {
             if !c.state().is_running() {
+                // What its writable layer held is what its removal frees.
+                let bytes = crate::image::prune::dir_size(&c.record.spec.upper);
                 c.remove(false)?;
+                reclaimed += bytes;
                 deleted.push(c.record.id);
             }
         }
         Ok(Json(
-            serde_json::json!({ "ContainersDeleted": deleted, "SpaceReclaimed": 0 }),
+            serde_json::json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }),
         ))
     })
     .await

@@ -36,37 +36,38 @@ fn unix(rfc3339: Option<&str>) -> i64 {
 }
 
 async fn list(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    blocking(move || {
-        let store = &state.store;
-        // One entry per image, with every name it has.
-        let mut by_id: Vec<(Image, Vec<String>)> = Vec::new();
-        for (name, d) in store.tags()? {
-            let image = Image::load(store, &manifest_digest(&d)?)?;
-            match by_id.iter_mut().find(|(i, _)| i.id == image.id) {
-                Some((_, names)) => names.push(name),
-                None => by_id.push((image, vec![name])),
-            }
+    blocking(move || Ok(Json(serde_json::Value::Array(summaries(&state.store)?)))).await
+}
+
+/// Every image as `GET /images/json` lists it: one entry per image, with
+/// every name it has (`<none>:<none>` for one without).
+pub(super) fn summaries(store: &crate::store::Store) -> Result<Vec<serde_json::Value>, ApiError> {
+    let mut by_id: Vec<(Image, Vec<String>)> = Vec::new();
+    for (name, d) in store.images()? {
+        let image = Image::load(store, &manifest_digest(&d)?)?;
+        match by_id.iter_mut().find(|(i, _)| i.id == image.id) {
+            Some((_, names)) => names.extend(name),
+            None => by_id.push((image, name.into_iter().collect())),
         }
-        let out: Vec<serde_json::Value> = by_id
-            .into_iter()
-            .map(|(image, names)| {
-                serde_json::json!({
-                    "Id": image.id.to_string(),
-                    "ParentId": "",
-                    "RepoTags": names,
-                    "RepoDigests": [],
-                    "Created": unix(image.config.created.as_deref()),
-                    "Size": image.size(),
-                    "VirtualSize": image.size(),
-                    "SharedSize": -1,
-                    "Labels": image.config.config.labels.clone().unwrap_or_default(),
-                    "Containers": -1,
-                })
+    }
+    Ok(by_id
+        .into_iter()
+        .map(|(image, names)| {
+            serde_json::json!({
+                "Id": image.id.to_string(),
+                "ParentId": "",
+                // docker's words for an image without a name.
+                "RepoDigests": if names.is_empty() { vec!["<none>@<none>".to_string()] } else { Vec::new() },
+                "RepoTags": if names.is_empty() { vec!["<none>:<none>".to_string()] } else { names },
+                "Created": unix(image.config.created.as_deref()),
+                "Size": image.size(),
+                "VirtualSize": image.size(),
+                "SharedSize": -1,
+                "Labels": image.config.config.labels.clone().unwrap_or_default(),
+                "Containers": -1,
             })
-            .collect();
-        Ok(Json(serde_json::Value::Array(out)))
-    })
-    .await
+        })
+        .collect())
 }
 
 /// `NAME/json`, `NAME/history` or `NAME/get` (names hold slashes).
@@ -125,7 +126,7 @@ async fn by_name_json(state: Shared, rest: String) -> Result<Json<serde_json::Va
 }
 
 /// A writer whose bytes go to a response body, chunk by chunk.
-struct Chunks(tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>);
+pub(super) struct Chunks(pub(super) tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>);
 
 impl std::io::Write for Chunks {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -280,12 +281,15 @@ async fn prune(
             return Err(busy());
         }
         let mut deleted = Vec::new();
+        let used: std::collections::BTreeSet<String> = crate::container::list(store)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into_iter()
+            .map(|c| c.record.image_id)
+            .collect();
+        for id in crate::image::prune::forget_dangling(store, &used)? {
+            deleted.push(serde_json::json!({ "Deleted": id }));
+        }
         if all {
-            let used: std::collections::HashSet<String> = crate::container::list(store)
-                .map_err(|e| ApiError::internal(e.to_string()))?
-                .into_iter()
-                .map(|c| c.record.image_id)
-                .collect();
             for (name, d) in store.tags()? {
                 if !used.contains(&store.image_id(&d)) && store.untag(&name)?.is_some() {
                     deleted.push(serde_json::json!({ "Untagged": name }));
@@ -296,7 +300,10 @@ async fn prune(
         let pruned = crate::image::prune::prune(store, None, &in_use)?.ok_or_else(busy)?;
         // Their `delete` events were told when their last names went.
         for id in &pruned.images {
-            deleted.push(serde_json::json!({ "Deleted": id.to_string() }));
+            let entry = serde_json::json!({ "Deleted": id.to_string() });
+            if !deleted.contains(&entry) {
+                deleted.push(entry);
+            }
         }
         Ok(Json(serde_json::json!({
             "ImagesDeleted": if deleted.is_empty() { serde_json::Value::Null } else { deleted.into() },
@@ -611,6 +618,9 @@ async fn remove(
         for n in image.names(store)? {
             store.untag(&n)?;
             out.push(serde_json::json!({ "Untagged": n }));
+        }
+        if store.forget_untagged(&image.manifest_digest.to_string())? {
+            store.image_event("delete", &image.id.to_string(), "");
         }
         out.push(serde_json::json!({ "Deleted": image.id.to_string() }));
         Ok(Json(serde_json::Value::Array(out)))

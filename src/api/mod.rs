@@ -89,7 +89,7 @@ impl From<crate::container::ContainerError> for ApiError {
     fn from(e: crate::container::ContainerError) -> ApiError {
         use crate::container::ContainerError as E;
         let status = match &e {
-            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::NotFound(_) | E::NoSuchPath { .. } => StatusCode::NOT_FOUND,
             E::NameInUse { .. } | E::Conflict(_) => StatusCode::CONFLICT,
             E::Invalid(_) | E::Ambiguous(_) => StatusCode::BAD_REQUEST,
             E::Image(_) => StatusCode::NOT_FOUND,

@@ -24,7 +24,7 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/networks/{id}/disconnect", post(network_disconnect))
 }
 
-fn volume_json(v: &volume::Volume) -> Value {
+pub(super) fn volume_json(v: &volume::Volume) -> Value {
     serde_json::json!({
         "Name": v.name, "Driver": v.driver, "Mountpoint": v.mountpoint,
         "CreatedAt": v.created, "Scope": "local", "Labels": v.labels, "Options": {},
@@ -131,7 +131,9 @@ async fn volume_remove(
 
 async fn volume_prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let gone = volume::prune(&state.store, false);
+        // API 1.41's (docker 20.10's) prune: every unused volume, named
+        // ones too (only 1.42 keeps them without `all`).
+        let gone = volume::prune(&state.store, true);
         Ok(Json(
             serde_json::json!({ "VolumesDeleted": gone, "SpaceReclaimed": 0 }),
         ))

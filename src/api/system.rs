@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`.
+//! `/_ping`, `/version`, `/info`, `/system/df`.
 
 use super::{API_VERSION, Shared};
 use axum::Json;
@@ -12,6 +12,7 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/system/df", get(df))
 }
 
 /// What a client reads before anything else: the API version it may use.
@@ -69,7 +70,12 @@ async fn info(State(state): State<Shared>) -> Result<Json<serde_json::Value>, su
         let store = &state.store;
         let containers = crate::container::list(store)?;
         let running = containers.iter().filter(|c| c.state().is_running()).count();
-        let images = store.tags()?.len();
+        let images = store
+            .images()?
+            .iter()
+            .map(|(_, d)| d.digest().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -103,6 +109,47 @@ async fn info(State(state): State<Shared>) -> Result<Json<serde_json::Value>, su
             "Debug": false,
             "ExperimentalBuild": false,
             "Warnings": [],
+        })))
+    })
+    .await
+}
+
+/// `GET /system/df` (`docker system df -v`): the images, containers and
+/// volumes with what they take; the layers' bytes counted once.
+async fn df(State(state): State<Shared>) -> Result<Json<serde_json::Value>, super::ApiError> {
+    super::blocking(move || {
+        let store = &state.store;
+        let rows = crate::container::disk_use(store)?;
+        let layers = rows
+            .iter()
+            .find(|r| r.kind == "Images")
+            .map_or(0, |r| r.size);
+        let containers: Vec<serde_json::Value> = crate::container::list(store)?
+            .iter()
+            .map(|c| {
+                let mut v = super::containers::summary(c);
+                v["SizeRw"] = crate::image::prune::dir_size(&c.record.spec.upper).into();
+                v["SizeRootFs"] = 0.into();
+                v
+            })
+            .collect();
+        let volumes: Vec<serde_json::Value> = crate::container::volume::list(store)
+            .iter()
+            .map(|v| {
+                let mut j = super::objects::volume_json(v);
+                j["UsageData"] = serde_json::json!({
+                    "Size": crate::image::prune::dir_size(&v.mountpoint),
+                    "RefCount": crate::container::volume::users(store, v).len(),
+                });
+                j
+            })
+            .collect();
+        Ok(Json(serde_json::json!({
+            "LayersSize": layers,
+            "Images": super::images::summaries(store)?,
+            "Containers": containers,
+            "Volumes": volumes,
+            "BuildCache": [],
         })))
     })
     .await

@@ -112,9 +112,9 @@ pub fn fit(store: &Store, max: u64, in_use: &[PathBuf]) -> Result<Option<Evicted
         if total <= max {
             return Ok(out);
         }
-        // What tags reach stays.
+        // What the index's images reach stays.
         let (mut live, mut live_diffs) = (BTreeSet::new(), BTreeSet::new());
-        for (_, d) in store.tags()? {
+        for (_, d) in store.images()? {
             let Ok(digest) = manifest_digest(&d) else {
                 continue;
             };

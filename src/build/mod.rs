@@ -1882,6 +1882,8 @@ impl Builder<'_> {
             capabilities: None,
             extra_groups: Vec::new(),
             sysctls: Vec::new(),
+            host_uts: false,
+            host_ipc: false,
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

@@ -556,6 +556,11 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     drop(progress);
     match result {
         Ok(image) => {
+            // Without a name and not exported, the image stays as
+            // docker's `<none>:<none>`: `kiln run ID` finds it.
+            if opts.tags.is_empty() && args.output.is_empty() {
+                store.keep_untagged(image.descriptor(&store))?;
+            }
             // Verified first: an image that is not what it claims is
             // neither exported nor pushed.
             if args.verify_repro {

@@ -436,6 +436,91 @@ pub fn pause(root: Option<PathBuf>, args: PauseArgs, pause: bool) -> Result<Exit
     })
 }
 
+/// Arguments of `kiln update`.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// Memory limit (`32m`, `1g`).
+    #[arg(short = 'm', long, value_parser = super::run::parse_memory)]
+    memory: Option<u64>,
+    /// Memory plus swap (`-1`: unlimited swap).
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPU limit in CPUs (`1.5`).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// CPUs to run on (`0-1`, `0,2`).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<u64>,
+    /// Restart policy: `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+    #[arg(long, value_parser = container::Restart::parse)]
+    restart: Option<container::Restart>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kiln update` (`docker update`): each name printed once updated.
+pub fn update(root: Option<PathBuf>, args: UpdateArgs) -> Result<ExitCode, Error> {
+    let memory_swap = match args.memory_swap.as_deref() {
+        None => None,
+        Some("-1") => Some(-1),
+        Some(v) => Some(container::options::parse_ram(v).map_err(Error::Usage)? as i64),
+    };
+    let u = container::Update {
+        memory: args.memory,
+        memory_swap,
+        cpus: args.cpus,
+        cpu_shares: args.cpu_shares,
+        cpuset_cpus: args.cpuset_cpus.clone(),
+        pids: args.pids_limit,
+        restart: args.restart,
+    };
+    for_each(root, &args.containers, |_, c| {
+        c.clone().update(&u).map_err(super::container_error)
+    })
+}
+
+/// Arguments of `kiln diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The container.
+    container: String,
+}
+
+/// `kiln diff` (`docker diff`): `C /etc`, `A /etc/new`, `D /old`, a line each.
+pub fn diff(root: Option<PathBuf>, args: DiffArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    let mut out = std::io::stdout().lock();
+    for change in container::changes::changes(&c).map_err(super::container_error)? {
+        writeln!(out, "{} {}", change.kind.letter(), change.path)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `kiln rename`.
+#[derive(Debug, clap::Args)]
+pub struct RenameArgs {
+    /// The container.
+    container: String,
+    /// Its new name.
+    new_name: String,
+}
+
+/// `kiln rename` (`docker rename`): silent when done.
+pub fn rename(root: Option<PathBuf>, args: RenameArgs) -> Result<ExitCode, Error> {
+    let store = open_store(root)?;
+    let mut c = container::find(&store, &args.container).map_err(super::container_error)?;
+    container::rename(&store, &mut c, &args.new_name).map_err(super::container_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Arguments of `kiln start`.
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
@@ -776,7 +861,7 @@ pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<ExitCode, Error> {
     match c.exec(&opts) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
         Err(container::ExecError::NotRunning(m)) => Err(Error::Run(1, m)),
-        Err(container::ExecError::Sandbox(e)) => Err(Error::Run(e.exit_code(), e.to_string())),
+        Err(e @ container::ExecError::Sandbox(_)) => Err(Error::Run(e.exit_code(), e.to_string())),
     }
 }
 

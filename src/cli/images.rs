@@ -23,8 +23,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             .to_vec(),
     ];
     let mut json = Vec::new();
-    for (name, d) in store.tags()? {
+    for (name, d) in store.images()? {
         let image = Image::load(&store, &manifest_digest(&d)?)?;
+        // An image without a name is docker's `<none> <none>`.
+        let name = name.unwrap_or_else(|| "<none>:<none>".into());
         let (repo, tag) = name.rsplit_once(':').unwrap_or((&name, ""));
         rows.push(vec![
             repo.to_string(),

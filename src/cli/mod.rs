@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod container;
+mod cp;
 mod diagnostic;
 mod events;
 mod format;
@@ -93,6 +94,14 @@ enum Command {
     Pause(container::PauseArgs),
     /// Unpause all processes within one or more containers.
     Unpause(container::PauseArgs),
+    /// Rename a container.
+    Rename(container::RenameArgs),
+    /// Copy files between a container and the host.
+    Cp(cp::CpArgs),
+    /// Update the resources and restart policy of containers.
+    Update(container::UpdateArgs),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(container::DiffArgs),
     /// Start stopped containers.
     Start(container::StartArgs),
     /// Stop and start containers.
@@ -171,6 +180,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Kill(args) => container::kill(root, args),
         Command::Pause(args) => container::pause(root, args, true),
         Command::Unpause(args) => container::pause(root, args, false),
+        Command::Rename(args) => container::rename(root, args),
+        Command::Cp(args) => cp::cp(root, args),
+        Command::Update(args) => container::update(root, args),
+        Command::Diff(args) => container::diff(root, args),
         Command::Start(args) => container::start(root, args),
         Command::Restart(args) => container::restart(root, args),
         Command::Wait(args) => container::wait(root, args),

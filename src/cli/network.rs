@@ -210,6 +210,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 network,
                 aliases: alias,
                 ip,
+                mac: None,
             };
             kiln::container::networks::connect(&mut c, a).map_err(super::container_error)?;
         }

@@ -20,6 +20,13 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     // Containers' layers stay: a running one has them mounted, a stopped
     // one starts from them again.
     let in_use = kiln::container::snapshots_in_use(&store);
+    // Images without a name no container was made from go first.
+    let used = kiln::container::list(&store)
+        .map_err(super::container_error)?
+        .into_iter()
+        .map(|c| c.record.image_id)
+        .collect();
+    kiln::image::prune::forget_dangling(&store, &used)?;
     let Some(p) = prune(&store, args.keep_storage, &in_use)? else {
         return Err(Error::Busy(store.root().to_path_buf()));
     };

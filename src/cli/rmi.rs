@@ -32,6 +32,11 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             store.untag(&name)?;
             out.push_str(&format!("Untagged: {name}\n"));
         }
+        // An image without a name (`<none>`) is forgotten by its id.
+        if store.forget_untagged(&image.manifest_digest.to_string())? {
+            store.image_event("delete", &image.id.to_string(), "");
+            out.push_str(&format!("Deleted: {}\n", image.id));
+        }
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)

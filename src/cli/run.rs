@@ -100,6 +100,36 @@ pub struct Args {
     /// zombies and forwards signals, as docker-init does).
     #[arg(long)]
     init: bool,
+    /// The runtime: kiln's own (`runc` is taken as its name).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Isolation technology: `default` only, on Linux.
+    #[arg(long)]
+    isolation: Option<String>,
+    /// `host`: share the host's hostname (no UTS namespace).
+    #[arg(long)]
+    uts: Option<String>,
+    /// PID namespace: the container's own (`private`).
+    #[arg(long)]
+    pid: Option<String>,
+    /// IPC namespace: `private` (default), `shareable`, `host`.
+    #[arg(long)]
+    ipc: Option<String>,
+    /// Cgroup namespace: `host` (kiln's containers see the host's).
+    #[arg(long)]
+    cgroupns: Option<String>,
+    /// The volume driver for the container's volumes (`local`).
+    #[arg(long = "volume-driver")]
+    volume_driver: Option<String>,
+    /// The MAC address on the first network (`--network NAME`).
+    #[arg(long = "mac-address")]
+    mac_address: Option<String>,
+    /// Allow a device in the container's devices cgroup (`c 7:128 rwm`).
+    #[arg(long = "device-cgroup-rule")]
+    device_cgroup_rules: Vec<String>,
+    /// Swappiness of the container's memory (0-100; cgroup v1).
+    #[arg(long = "memory-swappiness", allow_hyphen_values = true)]
+    memory_swappiness: Option<i64>,
     /// When the image is pulled: `missing` (default), `always`, `never`.
     #[arg(long, value_parser = ["missing", "always", "never"])]
     pull: Option<String>,
@@ -228,7 +258,7 @@ fn security_options(opts: &[String]) -> Result<(SeccompProfile, bool), Error> {
 }
 
 /// Docker's memory units: b, k, m, g (powers of 1024), at least 6 MB.
-fn parse_memory(text: &str) -> Result<u64, String> {
+pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
     let bytes = kiln::container::options::parse_ram(text)?;
     // No process starts in less: docker refuses it with the same words.
     if bytes < MIN_MEMORY {
@@ -400,8 +430,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     }
     let mut binds = Vec::new();
     let mut named = Vec::new();
+    let mut anonymous = Vec::new();
     for v in &args.volumes {
         match kiln::container::volume::parse_flag(v).map_err(Error::Usage)? {
+            kiln::container::volume::Flag::Anonymous(target) => anonymous.push(target),
             kiln::container::volume::Flag::Named(name, target, ro) => {
                 named.push((name, target, ro))
             }
@@ -649,9 +681,11 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             network: name.to_string(),
             aliases: args.network_aliases.clone(),
             ip: args.ip,
+            mac: None,
         }],
     };
     let create = kiln::container::Create {
+        anonymous_volumes: anonymous,
         image: args.image.clone(),
         name: args.name.clone(),
         command: args.command.clone(),
@@ -677,7 +711,24 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             memory_swap,
             cpu_shares: args.cpu_shares,
             cpuset_cpus: args.cpuset_cpus.clone(),
-            devices: device_rules,
+            devices: device_rules
+                .into_iter()
+                .chain(args.device_cgroup_rules.iter().cloned())
+                .collect(),
+            swappiness: args.memory_swappiness.filter(|&s| s >= 0).map(|s| s as u64),
+        },
+        host: kiln::container::options::HostOptions {
+            runtime: args.runtime.clone().unwrap_or_default(),
+            isolation: args.isolation.clone().unwrap_or_default(),
+            init: args.init.then_some(true),
+            uts_mode: args.uts.clone().unwrap_or_default(),
+            pid_mode: args.pid.clone().unwrap_or_default(),
+            ipc_mode: args.ipc.clone().unwrap_or_default(),
+            cgroupns_mode: args.cgroupns.clone().unwrap_or_default(),
+            volume_driver: args.volume_driver.clone().unwrap_or_default(),
+            mac_address: args.mac_address.clone().unwrap_or_default(),
+            device_cgroup_rules: args.device_cgroup_rules.clone(),
+            memory_swappiness: args.memory_swappiness,
         },
         read_only: args.read_only,
         seccomp: match args.privileged {

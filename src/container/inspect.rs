@@ -7,6 +7,13 @@ use super::Container;
 pub fn docker_json(c: &Container) -> serde_json::Value {
     let st = c.state();
     let r = &c.record;
+    let h = &r.host;
+    let nets = crate::container::networks::settings(c);
+    // Docker's top-level MacAddress is the first network's.
+    let first_mac = nets
+        .first()
+        .and_then(|(_, _, e)| e.as_ref().map(|e| e.mac.clone()))
+        .unwrap_or_default();
     let restart_max = match r.restart {
         crate::container::Restart::OnFailure(Some(n)) => n,
         _ => 0,
@@ -65,14 +72,32 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "Sysctls": (!r.spec.sysctls.is_empty()).then(|| {
                 r.spec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()
             }),
+            "Runtime": if h.runtime.is_empty() { "runc" } else { h.runtime.as_str() },
+            "Isolation": h.isolation,
+            "Init": h.init,
+            "UTSMode": h.uts_mode,
+            "PidMode": h.pid_mode,
+            "IpcMode": if h.ipc_mode.is_empty() { "private" } else { h.ipc_mode.as_str() },
+            "CgroupnsMode": "host",
+            "VolumeDriver": h.volume_driver,
+            "DeviceCgroupRules": (!h.device_cgroup_rules.is_empty()).then_some(&h.device_cgroup_rules),
+            "MemorySwappiness": h.memory_swappiness,
         },
-        "Mounts": r.spec.binds.iter().map(|b| serde_json::json!({
-            "Type": "bind", "Source": b.source, "Destination": b.target,
-            "RW": !b.read_only, "Mode": if b.read_only { "ro" } else { "" }, "Propagation": "rprivate",
-        })).collect::<Vec<_>>(),
+        "Mounts": r.spec.binds.iter().map(|b| match volume_name(c, &b.source) {
+            Some(name) => serde_json::json!({
+                "Type": "volume", "Name": name, "Source": b.source, "Destination": b.target,
+                "Driver": "local", "Mode": if b.read_only { "ro" } else { "z" }, "RW": !b.read_only,
+                "Propagation": "",
+            }),
+            None => serde_json::json!({
+                "Type": "bind", "Source": b.source, "Destination": b.target,
+                "RW": !b.read_only, "Mode": if b.read_only { "ro" } else { "" }, "Propagation": "rprivate",
+            }),
+        }).collect::<Vec<_>>(),
         "NetworkSettings": {
             "Ports": port_map(r),
-            "Networks": crate::container::networks::settings(c)
+            "MacAddress": first_mac,
+            "Networks": nets
                 .into_iter()
                 .map(|(a, net, e)| {
                     let v = serde_json::json!({
@@ -102,8 +127,18 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "OpenStdin": r.open_stdin,
             "StdinOnce": r.stdin_once,
             "Healthcheck": r.healthcheck_config,
+            "MacAddress": h.mac_address,
         },
     })
+}
+
+/// The volume a bind's source is (`STORE/volumes/NAME/_data`), by name.
+fn volume_name(c: &Container, source: &std::path::Path) -> Option<String> {
+    let store = c.dir.parent()?.parent()?;
+    let home = source.strip_prefix(store.join("volumes")).ok()?;
+    let mut parts = home.components();
+    let name = parts.next()?.as_os_str().to_str()?.to_string();
+    (parts.next()?.as_os_str() == "_data" && parts.next().is_none()).then_some(name)
 }
 
 /// Published ports as docker maps them: `{"80/tcp": [{"HostIp", "HostPort"}]}`.

@@ -7,7 +7,9 @@
 //! itself, re-executed in a session of its own. No daemon: every command
 //! reads the directory.
 
+pub mod archive;
 pub mod attach;
+pub mod changes;
 pub mod health;
 pub mod inspect;
 pub mod logs;
@@ -35,6 +37,14 @@ pub enum ContainerError {
     /// No container has that name or id (prefix).
     #[error("No such container: {0}")]
     NotFound(String),
+    /// A path in the container does not exist (`docker cp`).
+    #[error("Could not find the file {path} in container {container}")]
+    NoSuchPath {
+        /// The path asked for.
+        path: String,
+        /// The container's name.
+        container: String,
+    },
     /// An id prefix names several containers.
     #[error("multiple containers match {0:?}: give more of the id")]
     Ambiguous(String),
@@ -215,6 +225,11 @@ pub struct Create {
     /// joined in this order as eth0, eth1… (the container then gets a
     /// network namespace of its own).
     pub networks: Vec<crate::network::Attachment>,
+    /// Runtime and namespace settings (`--runtime`, `--uts`, ...).
+    pub host: options::HostOptions,
+    /// Paths that get an anonymous volume, beside the image's VOLUMEs
+    /// (`-v /path`, the API's `Config.Volumes`).
+    pub anonymous_volumes: Vec<String>,
 }
 
 /// What `kiln exec` runs.
@@ -259,6 +274,21 @@ pub enum ExecError {
     /// started (126, 127).
     #[error(transparent)]
     Sandbox(SandboxError),
+}
+
+impl ExecError {
+    /// The exit code docker gives a failed exec: 126 for any process that
+    /// could not be started (not found included, where `run` says 127),
+    /// 125 for the runtime's own failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ExecError::NotRunning(_) => 126,
+            ExecError::Sandbox(s) => match s.exit_code() {
+                127 => 126,
+                code => code,
+            },
+        }
+    }
 }
 
 /// A container's record (`config.json`): fixed at create but for its
@@ -333,6 +363,9 @@ pub struct Record {
     /// Its standard input closes when the first attached client's ends.
     #[serde(default)]
     pub stdin_once: bool,
+    /// Runtime and namespace settings, as given.
+    #[serde(default)]
+    pub host: options::HostOptions,
 }
 
 /// A container: its record and directory.
@@ -454,7 +487,19 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
                 .into(),
         ));
     }
-    let attachments = networks::check(store.root(), &opts.networks)
+    opts.host.check().map_err(ContainerError::Invalid)?;
+    if !opts.host.mac_address.is_empty() && opts.networks.is_empty() {
+        return Err(ContainerError::Invalid(
+            "conflicting options: mac-address and the network mode: a MAC address is given on a user network (--network NAME)".into(),
+        ));
+    }
+    let mut asked = opts.networks.clone();
+    if let Some(first) = asked.first_mut()
+        && !opts.host.mac_address.is_empty()
+    {
+        first.mac = Some(opts.host.mac_address.to_ascii_lowercase());
+    }
+    let attachments = networks::check(store.root(), &asked)
         .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let mut published = opts.ports.clone();
     ports::choose_free(&mut published).map_err(ContainerError::Invalid)?;
@@ -490,6 +535,9 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         .iter()
         .flatten()
         .map(|(path, _)| path.clone())
+        .chain(opts.anonymous_volumes.iter().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .filter(|p| {
             !opts.volumes.iter().any(|(_, t, _)| t == p)
                 && !opts.binds.iter().any(|b| b.target == *p)
@@ -572,6 +620,8 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         capabilities: opts.capabilities.clone(),
         extra_groups: opts.extra_groups.clone(),
         sysctls: opts.sysctls.clone(),
+        host_uts: opts.host.uts_mode == "host",
+        host_ipc: opts.host.ipc_mode == "host",
     };
     for (key, _) in &opts.sysctls {
         sandbox::spec::check_sysctl(key, opts.network == Network::None)
@@ -623,11 +673,23 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         ),
         open_stdin: opts.open_stdin,
         stdin_once: opts.stdin_once,
+        host: opts.host.clone(),
     };
     let path = dir.join("config.json");
     let bytes =
         serde_json::to_vec_pretty(&record).map_err(|e| io_err("writing", &path)(e.into()))?;
+    // The name is taken under the names lock: a create or rename that
+    // checked it meanwhile does not get it too.
+    let names = names_lock(store)?;
+    if let Some(other) = list(store)?.iter().find(|c| c.record.name == record.name) {
+        remove_dir(&dir);
+        return Err(ContainerError::NameInUse {
+            name: record.name,
+            id: other.record.id.clone(),
+        });
+    }
     crate::store::write_private(&path, &bytes).map_err(io_err("writing", &path))?;
+    drop(names);
     state::write(&dir, &state::State::default()).map_err(io_err("writing", &dir))?;
     // The log exists from the start: an attach made before `start` holds
     // it open, and reads what a short-lived `--rm` container printed even
@@ -672,6 +734,145 @@ impl Container {
         crate::store::write_private(&tmp, &bytes).map_err(io_err("writing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("writing", &path))
     }
+}
+
+/// What `docker update` changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    /// `--memory`, bytes.
+    pub memory: Option<u64>,
+    /// `--memory-swap`, bytes (-1: unlimited).
+    pub memory_swap: Option<i64>,
+    /// `--cpus`.
+    pub cpus: Option<f64>,
+    /// `--cpu-shares`.
+    pub cpu_shares: Option<u64>,
+    /// `--cpuset-cpus`.
+    pub cpuset_cpus: Option<String>,
+    /// `--pids-limit`.
+    pub pids: Option<u64>,
+    /// `--restart`.
+    pub restart: Option<Restart>,
+}
+
+impl Container {
+    /// `docker update`: the record takes the new limits and restart
+    /// policy, and a running container's groups the limits at once (its
+    /// monitor applies the policy at the next exit).
+    pub fn update(&mut self, u: &Update) -> Result<(), ContainerError> {
+        let mut fresh =
+            load(&self.dir).ok_or_else(|| ContainerError::NotFound(self.record.id.clone()))?;
+        let l = &mut fresh.record.limits;
+        if let Some(m) = u.memory {
+            // dockerd's floor.
+            if m < 6 * 1024 * 1024 {
+                return Err(ContainerError::Invalid(
+                    "Minimum memory limit allowed is 6MB".into(),
+                ));
+            }
+            l.memory = Some(m);
+        }
+        if let Some(s) = u.memory_swap {
+            l.memory_swap = Some(s);
+        }
+        if let (Some(m), Some(s)) = (l.memory, l.memory_swap)
+            && s != -1
+            && s < m as i64
+        {
+            return Err(ContainerError::Invalid(
+                "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time".into(),
+            ));
+        }
+        if u.cpus.is_some() {
+            l.cpus = u.cpus;
+        }
+        if u.cpu_shares.is_some() {
+            l.cpu_shares = u.cpu_shares;
+        }
+        if u.cpuset_cpus.is_some() {
+            l.cpuset_cpus = u.cpuset_cpus.clone();
+        }
+        if u.pids.is_some() {
+            l.pids = u.pids;
+        }
+        if let Some(r) = u.restart {
+            if fresh.record.auto_remove && r != Restart::No {
+                return Err(ContainerError::Invalid(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container".into(),
+                ));
+            }
+            fresh.record.restart = r;
+        }
+        let st = fresh.state();
+        if let Some(init) = st.init.filter(|_| st.is_running()) {
+            let mut pids = vec![init.pid];
+            pids.extend(
+                fresh
+                    .processes()
+                    .iter()
+                    .map(|p| p.pid)
+                    .filter(|&p| p != init.pid),
+            );
+            sandbox::cgroup::update(&fresh.record.id, &fresh.record.limits, &pids).map_err(
+                |e| {
+                    ContainerError::Invalid(format!(
+                        "Cannot update container {}: {e}",
+                        fresh.record.id
+                    ))
+                },
+            )?;
+        }
+        fresh.save_record()?;
+        fresh.event("update", []);
+        *self = fresh;
+        Ok(())
+    }
+}
+
+/// Held while a container name is checked and taken (create, rename).
+fn names_lock(store: &Store) -> Result<std::fs::File, ContainerError> {
+    let path = store.root().join("containers/.names.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening", &path))?;
+    f.lock().map_err(io_err("locking", &path))?;
+    Ok(f)
+}
+
+/// `docker rename`: the container is known by `new` from now on, on its
+/// networks too (their DNS answers the new name while it runs); its
+/// hostname stays what it was, as docker's does.
+pub fn rename(store: &Store, c: &mut Container, new: &str) -> Result<(), ContainerError> {
+    let new = new.strip_prefix('/').unwrap_or(new);
+    if !valid_name(new) {
+        return Err(ContainerError::Invalid(format!(
+            "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    if new == c.record.name {
+        return Err(ContainerError::Invalid(
+            "Renaming a container with the same name as its current name".into(),
+        ));
+    }
+    let _names = names_lock(store)?;
+    if let Some(other) = list(store)?.iter().find(|o| o.record.name == new) {
+        return Err(ContainerError::NameInUse {
+            name: new.to_string(),
+            id: other.record.id.clone(),
+        });
+    }
+    // The record as it is now (a connect may have changed it since `c`
+    // was read), with the new name.
+    let mut fresh = load(&c.dir).ok_or_else(|| ContainerError::NotFound(c.record.id.clone()))?;
+    let old = std::mem::replace(&mut fresh.record.name, new.to_string());
+    fresh.save_record()?;
+    networks::renamed(&fresh);
+    fresh.event("rename", [("oldName".to_string(), format!("/{old}"))]);
+    *c = fresh;
+    Ok(())
 }
 
 /// Where a `--rm` container's exit code is left when it is removed
@@ -967,8 +1168,10 @@ impl Container {
         ));
         let manifest = crate::image::write_image(store, &config, layers)?;
         self.event("commit", []);
-        if let Some(name) = &opts.name {
-            store.tag(&name.to_string(), manifest.clone())?;
+        match &opts.name {
+            Some(name) => store.tag(&name.to_string(), manifest.clone())?,
+            // docker's `<none>:<none>`, found by its id.
+            None => store.keep_untagged(manifest.clone())?,
         }
         Ok(Image::load(
             store,
@@ -1106,7 +1309,7 @@ pub fn disk_use(store: &Store) -> Result<Vec<DiskUse>, ContainerError> {
         .collect();
     // Images: by id, each layer blob counted once.
     let mut images: std::collections::BTreeMap<String, Image> = Default::default();
-    for (_, d) in store.tags()? {
+    for (_, d) in store.images()? {
         if let Ok(i) = crate::image::manifest_digest(&d).and_then(|m| Image::load(store, &m)) {
             images.insert(i.id.to_string(), i);
         }

@@ -276,7 +276,7 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         return 125;
     }
     let dir = store_root.join("containers").join(id);
-    let Some(c) = super::load(&dir) else {
+    let Some(mut c) = super::load(&dir) else {
         say(&mut ready, 125, &format!("no container {id}"));
         return 125;
     };
@@ -366,6 +366,12 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         // finds the container exited.
         if let Some(message) = &error {
             say(&mut ready, code, message);
+        }
+        // `docker update` may have changed the policy and the limits
+        // while it ran: the next run follows the record as it is now.
+        if let Some(now) = super::load(&dir) {
+            c.record.restart = now.record.restart;
+            c.record.limits = now.record.limits;
         }
         let again = !st.stopped_by_user
             && match c.record.restart {
@@ -470,6 +476,12 @@ pub fn wait(c: &Container) -> Result<i32, ContainerError> {
                 && st.finished_at != first.finished_at;
         if exited {
             return Ok(st.exit_code.unwrap_or(0));
+        }
+        // A `--rm` container being removed: its code was left beside it.
+        if let Ok(text) = std::fs::read_to_string(super::exit_file(&c.dir))
+            && let Ok(code) = text.trim().parse()
+        {
+            return Ok(code);
         }
         if !c.dir.exists() {
             return Err(ContainerError::NotFound(c.record.name.clone()));

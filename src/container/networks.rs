@@ -257,6 +257,17 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
     c.save_record()
 }
 
+/// After a rename: the endpoints of the networks it is on carry the new
+/// name (a stopped container's have none; its next start makes them).
+pub fn renamed(c: &Container) {
+    let root = store_root(c);
+    for a in &c.record.networks {
+        if let Ok(net) = network::find(&root, &a.network) {
+            let _ = net.rename_endpoint(&root, &c.record.id, &c.record.name);
+        }
+    }
+}
+
 /// `network disconnect`: off the network now if it runs, and at its
 /// next starts.
 pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerError> {

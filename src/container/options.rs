@@ -229,6 +229,128 @@ pub fn mount(m: &MountSpec) -> Result<Mounted, String> {
     }
 }
 
+/// Docker's HostConfig settings that choose a runtime or a namespace
+/// (`--runtime`, `--isolation`, `--init`, `--uts`, `--pid`, `--ipc`,
+/// `--cgroupns`, `--volume-driver`, `--mac-address`): kept as given, shown
+/// by inspect, and refused where kiln cannot do what they ask.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct HostOptions {
+    /// `--runtime`: kiln's own runtime is runc's kind (`runc` or empty).
+    pub runtime: String,
+    /// `--isolation`: only `default` on Linux.
+    pub isolation: String,
+    /// `--init`: kiln's init is always the container's pid 1, reaping as
+    /// docker's tini does; kept to show.
+    pub init: Option<bool>,
+    /// `--uts`: `host` shares the host's hostname (no UTS namespace).
+    pub uts_mode: String,
+    /// `--pid`: only the container's own.
+    pub pid_mode: String,
+    /// `--ipc`: the container's own (`private`, `shareable`) or `host`.
+    pub ipc_mode: String,
+    /// `--cgroupns`: kiln leaves containers in the host's cgroup namespace.
+    pub cgroupns_mode: String,
+    /// `--volume-driver`: names a plugin; only `local` volumes are made.
+    pub volume_driver: String,
+    /// `--mac-address` (docker's Config.MacAddress) for the first network.
+    pub mac_address: String,
+    /// `--device-cgroup-rule`s, as given (applied through the limits).
+    pub device_cgroup_rules: Vec<String>,
+    /// `--memory-swappiness` (-1: the kernel's).
+    pub memory_swappiness: Option<i64>,
+}
+
+impl HostOptions {
+    /// Refuses what dockerd refuses, in its words, and what kiln cannot do.
+    pub fn check(&self) -> Result<(), String> {
+        if !matches!(self.runtime.as_str(), "" | "runc" | "kiln") {
+            return Err(format!("Unknown runtime specified {}", self.runtime));
+        }
+        if !matches!(self.isolation.as_str(), "" | "default") {
+            return Err(format!(
+                "Invalid isolation: {:?} - linux only supports 'default'",
+                self.isolation
+            ));
+        }
+        if !matches!(self.uts_mode.as_str(), "" | "host") {
+            return Err(format!("invalid UTS mode: {}", self.uts_mode));
+        }
+        match self.pid_mode.as_str() {
+            "" | "private" => {}
+            "host" => {
+                return Err(
+                    "--pid host is not supported: kiln's init is each container's pid 1 and ends what the container started, which the host's PID namespace would not allow".into(),
+                );
+            }
+            m if m.starts_with("container:") => {
+                return Err(format!(
+                    "--pid {m} is not supported: a container has its own PID namespace"
+                ));
+            }
+            m => return Err(format!("invalid PID mode: {m}")),
+        }
+        match self.ipc_mode.as_str() {
+            "" | "private" | "shareable" | "host" | "none" => {}
+            m if m.starts_with("container:") => {
+                return Err(format!(
+                    "--ipc {m} is not supported: a container has its own IPC namespace or the host's"
+                ));
+            }
+            m => return Err(format!("invalid IPC mode: {m}")),
+        }
+        match self.cgroupns_mode.as_str() {
+            "" | "host" => {}
+            "private" => {
+                return Err("--cgroupns private is not supported: kiln's containers see the host's cgroup namespace (docker's default on cgroup v1)".into());
+            }
+            m => return Err(format!("invalid cgroup namespace mode: {m}")),
+        }
+        if !self.mac_address.is_empty() && !is_mac(&self.mac_address) {
+            return Err(format!("invalid MAC address: {}", self.mac_address));
+        }
+        for rule in &self.device_cgroup_rules {
+            if !is_device_rule(rule) {
+                return Err(format!("invalid device cgroup format '{rule}'"));
+            }
+        }
+        if let Some(s) = self.memory_swappiness
+            && !(s == -1 || (0..=100).contains(&s))
+        {
+            return Err(format!(
+                "Invalid value: {s}, valid memory swappiness range is 0-100"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `02:42:ac:11:00:0a`: six hex pairs.
+fn is_mac(text: &str) -> bool {
+    let parts: Vec<&str> = text.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// docker's device cgroup rule: `[acb] MAJOR:MINOR [rwm]{1,3}`, `*` for any
+/// number.
+fn is_device_rule(rule: &str) -> bool {
+    let number = |n: &str| n == "*" || (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    match rule.split(' ').collect::<Vec<_>>().as_slice() {
+        [kind, numbers, access] => {
+            matches!(*kind, "a" | "b" | "c")
+                && numbers
+                    .split_once(':')
+                    .is_some_and(|(a, b)| number(a) && number(b))
+                && (1..=3).contains(&access.len())
+                && access.bytes().all(|b| b"rwm".contains(&b))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +369,62 @@ mod tests {
         );
         assert!(log_options("json-file", [("max-file", "0")]).is_err());
         assert!(log_options("json-file", [("compress", "true")]).is_err());
+    }
+
+    #[test]
+    fn host_options_are_refused_in_dockerds_words() {
+        let ok = HostOptions {
+            runtime: "runc".into(),
+            isolation: "default".into(),
+            uts_mode: "host".into(),
+            mac_address: "02:42:ac:11:00:0a".into(),
+            device_cgroup_rules: vec!["c 7:128 rwm".into(), "a *:* m".into()],
+            memory_swappiness: Some(40),
+            ..HostOptions::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let bad = |o: HostOptions| o.check().unwrap_err();
+        assert_eq!(
+            bad(HostOptions {
+                runtime: "kata".into(),
+                ..ok.clone()
+            }),
+            "Unknown runtime specified kata"
+        );
+        assert_eq!(
+            bad(HostOptions {
+                isolation: "hyperv".into(),
+                ..ok.clone()
+            }),
+            "Invalid isolation: \"hyperv\" - linux only supports 'default'"
+        );
+        assert_eq!(
+            bad(HostOptions {
+                device_cgroup_rules: vec!["c 7 rwm".into()],
+                ..ok.clone()
+            }),
+            "invalid device cgroup format 'c 7 rwm'"
+        );
+        assert_eq!(
+            bad(HostOptions {
+                memory_swappiness: Some(101),
+                ..ok.clone()
+            }),
+            "Invalid value: 101, valid memory swappiness range is 0-100"
+        );
+        assert!(
+            bad(HostOptions {
+                pid_mode: "host".into(),
+                ..ok.clone()
+            })
+            .contains("not supported")
+        );
+        assert!(
+            bad(HostOptions {
+                mac_address: "02:42".into(),
+                ..ok
+            })
+            .contains("MAC")
+        );
     }
 }

@@ -47,11 +47,18 @@ pub enum Flag {
     Named(String, String, bool),
     /// `/host:/path[:ro|rw]`: a host path.
     Bind(crate::sandbox::Bind),
+    /// `/path`: an anonymous volume there.
+    Anonymous(String),
 }
 
-/// Parses `-v NAME:/PATH[:ro|rw]` or `-v HOST:CONTAINER[:ro|rw]`.
+/// Parses `-v NAME:/PATH[:ro|rw]`, `-v HOST:CONTAINER[:ro|rw]` or `-v /PATH`.
 pub fn parse_flag(v: &str) -> Result<Flag, String> {
     let parts: Vec<&str> = v.split(':').collect();
+    if let [target] = parts.as_slice()
+        && target.starts_with('/')
+    {
+        return Ok(Flag::Anonymous(target.to_string()));
+    }
     if let [name, target, rest @ ..] = parts.as_slice()
         && !name.starts_with('/')
         && !name.starts_with('.')

@@ -116,7 +116,7 @@ impl Image {
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let mut found: Vec<Image> = Vec::new();
-            for (_, d) in &tags {
+            for (_, d) in &store.images()? {
                 let image = Image::load(store, &manifest_digest(d)?)?;
                 if image.id.hex().starts_with(hex) && !found.iter().any(|f| f.id == image.id) {
                     found.push(image);

@@ -82,7 +82,25 @@ pub fn dir_size(path: &Path) -> u64 {
     total
 }
 
-/// Removes blobs, snapshots and cache records no tag reaches; then, with
+/// Forgets the images without a name (docker's dangling `<none>:<none>`)
+/// that no container in `used` (image ids) was made from; returns their
+/// ids. What they alone reached goes at the next [`prune`].
+pub fn forget_dangling(store: &Store, used: &BTreeSet<String>) -> Result<Vec<String>> {
+    let mut forgotten = Vec::new();
+    for (name, d) in store.images()? {
+        let id = store.image_id(&d);
+        if name.is_none()
+            && !used.contains(&id)
+            && store.forget_untagged(d.digest().as_ref())?
+        {
+            store.image_event("delete", &id, "");
+            forgotten.push(id);
+        }
+    }
+    Ok(forgotten)
+}
+
+/// Removes blobs, snapshots and cache records no image of the index reaches; then, with
 /// `keep_storage`, removes cache records least recently used first until
 /// what the cache holds fits. The snapshots in `in_use` (containers' layers,
 /// which a running container has mounted) stay whatever reaches them.
@@ -96,7 +114,9 @@ pub fn prune(
         let _lock = store.lock()?;
         let mut live: BTreeSet<Digest> = BTreeSet::new();
         let mut diff_ids: BTreeSet<Digest> = BTreeSet::new();
-        for (_, d) in store.tags()? {
+        // Images without a name are kept too, until `image prune` or
+        // `rmi` forgets them.
+        for (_, d) in store.images()? {
             let image = Image::load(store, &manifest_digest(&d)?)?;
             live.insert(image.manifest_digest.clone());
             live.insert(image.id.clone());

@@ -234,10 +234,23 @@ pub struct Attachment {
     /// The address asked for.
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// The MAC address asked for (`--mac-address`, lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// The reserved names that are modes, not networks.
 pub const MODES: [&str; 3] = ["host", "none", "bridge"];
+
+/// `02:42:ac:11:00:0a` as bytes.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
 
 fn networks_dir(root: &Path) -> PathBuf {
     root.join("networks")
@@ -315,6 +328,16 @@ impl Network {
     pub fn endpoint(&self, root: &Path, id: &str) -> Option<Endpoint> {
         let bytes = std::fs::read(self.endpoint_path(root, id)).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Renames container `id`'s endpoint (`docker rename`), if it has one.
+    pub fn rename_endpoint(&self, root: &Path, id: &str, name: &str) -> Result<(), NetworkError> {
+        let _lock = self.lock(root)?;
+        let Some(mut e) = self.endpoint(root, id) else {
+            return Ok(());
+        };
+        e.name = name.to_string();
+        write_json(&self.endpoint_path(root, id), &e)
     }
 
     /// Every endpoint file, live or stale.
@@ -452,7 +475,10 @@ impl Network {
                 .ok_or_else(|| NetworkError::Full(self.subnet.to_string()))?,
         };
         let o = ip.octets();
-        let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
+        let mac = match attachment.mac.as_deref().and_then(parse_mac) {
+            Some(asked) => asked,
+            None => [0x02, 0x42, o[0], o[1], o[2], o[3]],
+        };
         let init = crate::sandbox::process::record(pid)
             .ok_or_else(|| NetworkError::Link(format!("the container's init ({pid}) is gone")))?;
         let e = Endpoint {

@@ -102,6 +102,7 @@ impl Cgroup {
             rules.extend(limits.devices.iter().map(|r| ("devices.allow", r.clone())));
             wanted.push(("devices", rules));
         }
+        let mut memory = Vec::new();
         if let Some(mem) = limits.memory {
             // Docker's default swap is as much again (memory-swap = 2 ×
             // memory); kiln's is none unless --memory-swap says.
@@ -110,13 +111,14 @@ impl Cgroup {
                 Some(total) => total.to_string(),
                 None => mem.to_string(),
             };
-            wanted.push((
-                "memory",
-                vec![
-                    ("memory.limit_in_bytes", mem.to_string()),
-                    ("memory.memsw.limit_in_bytes", swap),
-                ],
-            ));
+            memory.push(("memory.limit_in_bytes", mem.to_string()));
+            memory.push(("memory.memsw.limit_in_bytes", swap));
+        }
+        if let Some(s) = limits.swappiness {
+            memory.push(("memory.swappiness", s.to_string()));
+        }
+        if !memory.is_empty() {
+            wanted.push(("memory", memory));
         }
         let mut cpu = Vec::new();
         if let Some(cpus) = limits.cpus {
@@ -176,6 +178,18 @@ impl Cgroup {
                 }
             }
             self.dirs.push(dir.clone());
+            let mut files = files;
+            // Memory and memory+swap: the kernel keeps memory <= memsw at
+            // every write, so a raise (`docker update`) writes memsw first.
+            let current = fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let raised = files
+                .iter()
+                .any(|(f, v)| *f == "memory.limit_in_bytes" && v.parse::<u64>().ok() > current);
+            if controller == "memory" && raised {
+                files.sort_by_key(|(f, _)| !f.starts_with("memory.memsw"));
+            }
             for (file, value) in files {
                 // Without swap accounting there is no memsw file: no swap to limit.
                 if file.starts_with("memory.memsw") && !dir.join(file).exists() {
@@ -246,6 +260,24 @@ impl Cgroup {
             }
         }
     }
+}
+
+/// Applies `limits` to running container `id` (`docker update`): its
+/// groups, made if it had none, with the new values, and `pids` (its
+/// processes, its init first) moved into them. The device rules are left
+/// as they were made.
+pub fn update(id: &str, limits: &Limits, pids: &[u32]) -> io::Result<()> {
+    let Some((&first, rest)) = pids.split_first() else {
+        return Ok(());
+    };
+    let cg = Cgroup::create(id, limits, first, false)?;
+    for dir in &cg.dirs {
+        for pid in rest {
+            // A process that ended meanwhile has nothing to move.
+            let _ = write(dir, "cgroup.procs", &pid.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Processes frozen by the cgroup freezer while this lives (`kiln commit`

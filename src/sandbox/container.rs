@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -78,9 +78,6 @@ fn sealed_self() -> Result<OwnedFd, SandboxError> {
 /// was most of a container's start). Needs CAP_SYS_ADMIN here (root);
 /// None otherwise, and the caller copies.
 fn read_only_self() -> io::Result<OwnedFd> {
-    use nix::libc;
-    use std::ffi::CString;
-    use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
     let exe = std::fs::read_link("/proc/self/exe")?;
     let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
@@ -96,62 +93,8 @@ fn read_only_self() -> io::Result<OwnedFd> {
     {
         return Err(io::Error::other("a layer's path holds ':' or ','"));
     }
-    let lowerdir = CString::new(format!("{}:{}", dir.display(), empty.path().display()))?;
-    let cstr = |s: &str| CString::new(s).map_err(io::Error::other);
-    let check = |r: libc::c_long| -> io::Result<libc::c_long> {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
-    };
-    const FSOPEN_CLOEXEC: libc::c_uint = 1;
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-    const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
-    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-    let overlay = cstr("overlay")?;
-    let key = cstr("lowerdir")?;
-    // SAFETY: fsopen, fsconfig and fsmount take the NUL-terminated strings
-    // and descriptors above, which outlive the calls; each returned
-    // descriptor is owned at once.
-    let context = unsafe {
-        OwnedFd::from_raw_fd(check(libc::syscall(
-            libc::SYS_fsopen,
-            overlay.as_ptr(),
-            FSOPEN_CLOEXEC,
-        ))? as RawFd)
-    };
-    // SAFETY: as above.
-    unsafe {
-        check(libc::syscall(
-            libc::SYS_fsconfig,
-            context.as_raw_fd(),
-            FSCONFIG_SET_STRING,
-            key.as_ptr(),
-            lowerdir.as_ptr(),
-            0,
-        ))?;
-        check(libc::syscall(
-            libc::SYS_fsconfig,
-            context.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        ))?;
-    }
-    // SAFETY: as above.
-    let mount = unsafe {
-        OwnedFd::from_raw_fd(check(libc::syscall(
-            libc::SYS_fsmount,
-            context.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        ))? as RawFd)
-    };
+    let lowerdir = format!("{}:{}", dir.display(), empty.path().display());
+    let mount = super::fs::detached_overlay(&[("lowerdir", &lowerdir)], true)?;
     let file = nix::fcntl::openat(
         &mount,
         std::path::Path::new(name),
@@ -658,10 +601,13 @@ fn compiled(spec: &Spec) -> Result<std::borrow::Cow<'_, Spec>, SandboxError> {
 /// not-yet-mapped uid would drop every capability in it), then the others,
 /// which then belong to it.
 fn namespaces(spec: &Spec) -> (CloneFlags, CloneFlags) {
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    if !spec.host_uts {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    if !spec.host_ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
     if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -755,6 +701,8 @@ mod tests {
             capabilities: None,
             extra_groups: Vec::new(),
             sysctls: Vec::new(),
+            host_uts: false,
+            host_ipc: false,
         }
     }
 
@@ -781,6 +729,17 @@ mod tests {
         assert!(
             !after.contains(CloneFlags::CLONE_NEWUSER),
             "the user namespace is made separately, first"
+        );
+        // --uts host and --ipc host keep the host's.
+        let mut shared = spec(false, Network::Host);
+        shared.host_uts = true;
+        shared.host_ipc = true;
+        assert_eq!(
+            namespaces(&shared),
+            (
+                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID,
+                CloneFlags::empty()
+            )
         );
     }
 }

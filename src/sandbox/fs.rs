@@ -73,6 +73,11 @@ pub fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// The process's effective gid.
+pub fn egid() -> u32 {
+    nix::unistd::getegid().as_raw()
+}
+
 /// How [`private_dir`] treats a directory that exists with looser modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loose {
@@ -254,6 +259,15 @@ impl Root {
             fd,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The root of a mount held by descriptor (a [`detached_overlay`]);
+    /// `path` names it in messages.
+    pub fn from_mount(fd: OwnedFd, path: &Path) -> Root {
+        Root {
+            fd,
+            path: path.to_path_buf(),
+        }
     }
 
     /// Creates the directory at `path` (a trusted host path, with its
@@ -763,6 +777,85 @@ impl EntryStat {
     }
 }
 
+/// An overlayfs mount made with the new mount API (fsopen, fsconfig,
+/// fsmount) and attached nowhere: a descriptor of its root that no other
+/// process sees and that goes with its last descriptor. `options` are
+/// fsconfig's strings (`lowerdir`, `upperdir`, `workdir`); nosuid and
+/// nodev always, read-only with `read_only`. Needs CAP_SYS_ADMIN.
+pub fn detached_overlay(options: &[(&str, &str)], read_only: bool) -> io::Result<OwnedFd> {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::fd::{FromRawFd, RawFd};
+    let cstr = |s: &str| CString::new(s).map_err(io::Error::other);
+    let check = |r: libc::c_long| -> io::Result<libc::c_long> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+    let overlay = cstr("overlay")?;
+    let options: Vec<(CString, CString)> = options
+        .iter()
+        .map(|(k, v)| Ok((cstr(k)?, cstr(v)?)))
+        .collect::<io::Result<_>>()?;
+    // SAFETY: fsopen, fsconfig and fsmount take the NUL-terminated strings
+    // and descriptors above, which outlive the calls; each returned
+    // descriptor is owned at once.
+    let context = unsafe {
+        OwnedFd::from_raw_fd(check(libc::syscall(
+            libc::SYS_fsopen,
+            overlay.as_ptr(),
+            FSOPEN_CLOEXEC,
+        ))? as RawFd)
+    };
+    for (key, value) in &options {
+        // SAFETY: as above.
+        unsafe {
+            check(libc::syscall(
+                libc::SYS_fsconfig,
+                context.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            ))?;
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        check(libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        ))?;
+    }
+    let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if read_only {
+        attrs |= MOUNT_ATTR_RDONLY;
+    }
+    // SAFETY: as above.
+    let mount = unsafe {
+        OwnedFd::from_raw_fd(check(libc::syscall(
+            libc::SYS_fsmount,
+            context.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attrs,
+        ))? as RawFd)
+    };
+    Ok(mount)
+}
+
 /// A directory open for a walk: its entries are listed, stat'ed and
 /// opened by name relative to its descriptor, never by a path from `/`
 /// (a path walk per entry cost a 20,000-file context's no-change rebuild
@@ -797,6 +890,14 @@ impl Dir {
             mtime: (st.st_mtime, st.st_mtime_nsec),
             ctime: (st.st_ctime, st.st_ctime_nsec),
         })
+    }
+
+    /// True when entry `name` is an overlay whiteout (a 0:0 character
+    /// device): a deletion in an upper directory.
+    pub fn is_whiteout(&self, name: &OsStr) -> io::Result<bool> {
+        let st =
+            nix::sys::stat::fstatat(&self.0, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+        Ok(st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFCHR && st.st_rdev == 0)
     }
 
     /// Opens entry `name` for reading, refusing a symlink.

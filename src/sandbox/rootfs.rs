@@ -283,7 +283,11 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
             "",
         )?;
     }
-    sys.sethostname(&spec.hostname)
+    match spec.host_uts {
+        // The host's UTS namespace: its hostname is not the container's to set.
+        true => Ok(()),
+        false => sys.sethostname(&spec.hostname),
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +329,8 @@ mod tests {
             capabilities: None,
             extra_groups: Vec::new(),
             sysctls: Vec::new(),
+            host_uts: false,
+            host_ipc: false,
         }
     }
 

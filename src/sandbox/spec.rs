@@ -92,6 +92,9 @@ pub struct Limits {
     /// Device rules allowed beyond Docker's defaults (`--device`: `c 10:229 rwm`).
     #[serde(default)]
     pub devices: Vec<String>,
+    /// The memory's swappiness, 0-100 (`--memory-swappiness`; cgroup v1).
+    #[serde(default)]
+    pub swappiness: Option<u64>,
 }
 
 impl Limits {
@@ -103,6 +106,7 @@ impl Limits {
             && self.memory_swap.is_none()
             && self.cpu_shares.is_none()
             && self.cpuset_cpus.is_none()
+            && self.swappiness.is_none()
     }
 }
 
@@ -171,6 +175,12 @@ pub struct Spec {
     /// checked by [`check_sysctl`].
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+    /// The host's UTS namespace (`--uts host`): no hostname of its own.
+    #[serde(default)]
+    pub host_uts: bool,
+    /// The host's IPC namespace (`--ipc host`).
+    #[serde(default)]
+    pub host_ipc: bool,
 }
 
 /// Checks a `--sysctl KEY=VALUE` as docker does: only the sysctls the

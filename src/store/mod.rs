@@ -456,7 +456,11 @@ impl Store {
     /// previous image of that name.
     pub fn tag(&self, name: &str, manifest: Descriptor) -> Result<()> {
         self.update_index(|list| {
-            list.retain(|d| ref_name(d) != Some(name));
+            // The name moves here; the image loses its untagged entry.
+            list.retain(|d| {
+                ref_name(d) != Some(name)
+                    && !(ref_name(d).is_none() && d.digest() == manifest.digest())
+            });
             let mut d = manifest;
             let mut annotations = HashMap::new();
             annotations.insert(REF_NAME.to_string(), name.to_string());
@@ -510,6 +514,40 @@ impl Store {
             id,
             [("name".to_string(), name.to_string())],
         );
+    }
+
+    /// Keeps an image that has no name (`commit` or `build` without one,
+    /// docker's `<none>:<none>`): an index entry without a ref name, until
+    /// a name is given to it, or `image prune` or `rmi` removes it. An
+    /// image the index already holds is left as it is.
+    pub fn keep_untagged(&self, manifest: Descriptor) -> Result<()> {
+        self.update_index(|list| {
+            if !list.iter().any(|d| d.digest() == manifest.digest()) {
+                let mut d = manifest;
+                d.set_annotations(None);
+                list.push(d);
+            }
+        })
+    }
+
+    /// Every image the index keeps: its name, or None for one without
+    /// (a manifest with names is listed once per name).
+    pub fn images(&self) -> Result<Vec<(Option<String>, Descriptor)>> {
+        Ok(self
+            .index()?
+            .manifests()
+            .iter()
+            .map(|d| (ref_name(d).map(str::to_string), d.clone()))
+            .collect())
+    }
+
+    /// Removes the entries of manifest `digest` that have no name.
+    pub fn forget_untagged(&self, digest: &str) -> Result<bool> {
+        self.update_index(|list| {
+            let before = list.len();
+            list.retain(|d| ref_name(d).is_some() || d.digest().to_string() != digest);
+            list.len() != before
+        })
     }
 
     /// Every tagged manifest: (name, descriptor).

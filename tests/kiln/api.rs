@@ -282,7 +282,8 @@ fn the_docker_cli_drives_kiln() {
     ]);
     assert_eq!(inspect, "true /talker box:1\n");
 
-    // exec: its streams apart and its exit code; a missing command 127.
+    // exec: its streams apart and its exit code; a missing command 126,
+    // dockerd's code for an exec that could not start (run's is 127).
     let out = svc.docker(&["exec", "talker", "sh", "-c", "echo in; echo e >&2; exit 5"]);
     assert_eq!(
         (out.status.code(), text(&out.stdout), text(&out.stderr)),
@@ -291,7 +292,7 @@ fn the_docker_cli_drives_kiln() {
     let missing = svc.docker(&["exec", "talker", "nosuchcmd"]);
     assert_eq!(
         missing.status.code(),
-        Some(127),
+        Some(126),
         "{}",
         text(&missing.stderr)
     );
@@ -1631,4 +1632,80 @@ fn a_hostile_build_context_stays_inside() {
         "{answer}"
     );
     assert_eq!(svc.ok(&["images", "--format", "{{.Repository}}"]), "box\n");
+}
+
+/// The docker CLI's `cp` (both ways, through the archive endpoints),
+/// `rename`, `diff`, `update` and `system df`, through kiln's socket.
+#[test]
+fn the_docker_cli_copies_renames_diffs_and_updates_through_kiln() {
+    let Some((_store, svc)) = setup() else {
+        return;
+    };
+    svc.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "files",
+        "box:1",
+        "sh",
+        "-c",
+        "mkdir /srv && echo inside > /srv/f && touch /srv/ready && exec sleep 1000",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !svc
+        .docker(&["exec", "files", "test", "-e", "/srv/ready"])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container made no files"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let host = tempfile::tempdir().unwrap();
+    let h = host.path();
+    svc.ok(&["cp", "files:/srv", h.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(h.join("srv/f")).unwrap(),
+        "inside\n"
+    );
+    std::fs::write(h.join("in"), "from the host\n").unwrap();
+    svc.ok(&["cp", h.join("in").to_str().unwrap(), "files:/srv/in"]);
+    assert_eq!(
+        svc.ok(&["exec", "files", "cat", "/srv/in"]),
+        "from the host\n"
+    );
+    let missing = svc.docker(&["cp", "files:/nope", h.to_str().unwrap()]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("Could not find the file /nope in container files"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let diff = svc.ok(&["diff", "files"]);
+    for want in ["A /srv", "A /srv/f", "A /srv/in"] {
+        assert!(diff.lines().any(|l| l == want), "{want} not in {diff}");
+    }
+    svc.ok(&["rename", "files", "papers"]);
+    assert_eq!(
+        svc.ok(&["inspect", "-f", "{{.Name}}", "papers"]),
+        "/papers\n"
+    );
+    svc.ok(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "64m",
+        "papers",
+    ]);
+    assert_eq!(
+        svc.ok(&["inspect", "-f", "{{.HostConfig.Memory}}", "papers"]),
+        format!("{}\n", 64 << 20)
+    );
+    let df = svc.ok(&["system", "df"]);
+    assert!(df.starts_with("TYPE"), "{df}");
+    assert!(df.contains("Containers"), "{df}");
+    svc.ok(&["rm", "-f", "papers"]);
 }

@@ -581,8 +581,9 @@ fn exec_into_a_running_container_and_commit_it() {
             text(&tty.stdout)
         );
     }
+    // docker exec's code for a process that could not start: 126.
     let missing = k(root, &[], &["exec", "box", "no-such-command"]);
-    assert_eq!(missing.status.code(), Some(127));
+    assert_eq!(missing.status.code(), Some(126));
     assert!(text(&missing.stderr).contains("executable file not found in $PATH"));
 
     // Changes made through exec, committed: a new file, a removed one.
@@ -1449,4 +1450,487 @@ fn pause_freezes_a_container_until_unpause() {
     assert_eq!(inspected[0]["State"]["Status"], "exited");
     assert_eq!(inspected[0]["State"]["Paused"], false);
     ok(k(root, &[], &["rm", "ticker"]));
+}
+
+/// `kiln diff`, `rename` and `update` as docker's: the changes a running
+/// container made (added, changed, deleted, each changed directory listed
+/// before what it holds); a rename that keeps the container and refuses
+/// docker's cases in docker's words; an update that reaches the running
+/// container's cgroup and the restart policy its monitor follows.
+#[test]
+fn diff_rename_and_update_as_docker_does() {
+    let Some(store) = box_store() else {
+        return;
+    };
+    let root = store.path();
+    let id = ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "one",
+            "-m",
+            "32m",
+            "box:1",
+            "sh",
+            "-c",
+            "mkdir -p /var/x && echo hi > /var/x/added && rm /etc/group && echo more >> /etc/passwd && touch /zz-done && exec sleep 1000",
+        ],
+    ));
+    let id = id.trim().to_string();
+    wait_for("the changes", || {
+        ok(k(root, &[], &["diff", "one"])).contains("A /zz-done")
+    });
+    let diff = ok(k(root, &[], &["diff", "one"]));
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in [
+        "C /etc",
+        "D /etc/group",
+        "C /etc/passwd",
+        "C /var",
+        "A /var/x",
+        "A /var/x/added",
+        "A /zz-done",
+    ] {
+        assert!(lines.contains(&want), "{want} not in:\n{diff}");
+    }
+    let at = |l: &str| lines.iter().position(|x| *x == l).unwrap();
+    assert!(
+        at("C /etc") < at("D /etc/group") && at("C /var") < at("A /var/x"),
+        "{diff}"
+    );
+    // Nothing the image already had, unchanged, is listed.
+    assert!(!diff.contains("/bin"), "{diff}");
+
+    // rename: the same container under the new name only.
+    assert_eq!(ok(k(root, &[], &["rename", "one", "two"])), "");
+    let inspected: Value = serde_json::from_str(&ok(k(root, &[], &["inspect", "two"]))).unwrap();
+    assert_eq!(inspected[0]["Id"], id.as_str());
+    assert_eq!(inspected[0]["Name"], "/two");
+    assert!(!k(root, &[], &["inspect", "one"]).status.success());
+    let same = k(root, &[], &["rename", "two", "two"]);
+    assert!(
+        text(&same.stderr).contains("Renaming a container with the same name as its current name"),
+        "{}",
+        text(&same.stderr)
+    );
+    ok(k(root, &[], &["run", "--name", "taken", "box:1", "true"]));
+    let clash = k(root, &[], &["rename", "two", "taken"]);
+    assert!(
+        text(&clash.stderr)
+            .contains("The container name \"/taken\" is already in use by container"),
+        "{}",
+        text(&clash.stderr)
+    );
+    let bad = k(root, &[], &["rename", "two", "bad name!"]);
+    assert!(
+        text(&bad.stderr).contains("Invalid container name (bad name!)"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    // update: the live group's limit and the record's policy.
+    assert_eq!(
+        ok(k(
+            root,
+            &[],
+            &[
+                "update",
+                "--memory",
+                "64m",
+                "--memory-swap",
+                "64m",
+                "--restart",
+                "on-failure:3",
+                "two"
+            ]
+        )),
+        "two\n"
+    );
+    let inspected: Value = serde_json::from_str(&ok(k(root, &[], &["inspect", "two"]))).unwrap();
+    assert_eq!(inspected[0]["HostConfig"]["Memory"], 64 << 20);
+    assert_eq!(
+        inspected[0]["HostConfig"]["RestartPolicy"]["Name"],
+        "on-failure"
+    );
+    assert_eq!(
+        inspected[0]["HostConfig"]["RestartPolicy"]["MaximumRetryCount"],
+        3
+    );
+    let limit = match crate::util::cgroup_v2() {
+        true => crate::util::cgroup_dirs(&[], &format!("kiln/{id}"))[0].join("memory.max"),
+        false => crate::util::cgroup_dirs(&["memory"], &format!("kiln/{id}"))[0]
+            .join("memory.limit_in_bytes"),
+    };
+    assert_eq!(
+        std::fs::read_to_string(&limit).unwrap().trim(),
+        (64u64 << 20).to_string(),
+        "{}",
+        limit.display()
+    );
+    let small = k(root, &[], &["update", "--memory", "1m", "two"]);
+    assert!(
+        text(&small.stderr).contains("Minimum memory limit allowed is 6MB"),
+        "{}",
+        text(&small.stderr)
+    );
+    ok(k(root, &[], &["rm", "-f", "two", "taken"]));
+}
+
+/// Docker's namespace and runtime options: `--uts host` shares the host's
+/// hostname, `--ipc host` its IPC namespace; what kiln cannot do is
+/// refused in dockerd's words, and inspect shows what was given.
+#[test]
+fn host_namespace_and_runtime_options() {
+    let Some(store) = box_store() else {
+        return;
+    };
+    let root = store.path();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = ok(k(
+        root,
+        &[],
+        &["run", "--rm", "--uts", "host", "box:1", "hostname"],
+    ));
+    assert_eq!(out, host);
+    let ipc = ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "--ipc",
+            "host",
+            "box:1",
+            "readlink",
+            "/proc/self/ns/ipc",
+        ],
+    ));
+    assert_eq!(
+        ipc.trim(),
+        std::fs::read_link("/proc/self/ns/ipc")
+            .unwrap()
+            .to_string_lossy()
+    );
+    let own = ok(k(
+        root,
+        &[],
+        &["run", "--rm", "box:1", "readlink", "/proc/self/ns/ipc"],
+    ));
+    assert_ne!(own.trim(), ipc.trim());
+    for (flag, value, error) in [
+        ("--runtime", "kata", "Unknown runtime specified kata"),
+        (
+            "--isolation",
+            "hyperv",
+            "Invalid isolation: \"hyperv\" - linux only supports 'default'",
+        ),
+        (
+            "--device-cgroup-rule",
+            "c 7 rwm",
+            "invalid device cgroup format 'c 7 rwm'",
+        ),
+        (
+            "--memory-swappiness",
+            "101",
+            "Invalid value: 101, valid memory swappiness range is 0-100",
+        ),
+        ("--pid", "host", "--pid host is not supported"),
+    ] {
+        let o = k(root, &[], &["run", "--rm", flag, value, "box:1", "true"]);
+        assert!(!o.status.success());
+        assert!(
+            text(&o.stderr).contains(error),
+            "{flag} {value}: {}",
+            text(&o.stderr)
+        );
+    }
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--name",
+            "shown",
+            "--runtime",
+            "runc",
+            "--init",
+            "--uts",
+            "host",
+            "--memory-swappiness",
+            "40",
+            "--device-cgroup-rule",
+            "c 7:128 rwm",
+            "box:1",
+            "true",
+        ],
+    ));
+    let inspected: Value = serde_json::from_str(&ok(k(root, &[], &["inspect", "shown"]))).unwrap();
+    let hc = &inspected[0]["HostConfig"];
+    assert_eq!(hc["Runtime"], "runc");
+    assert_eq!(hc["Init"], true);
+    assert_eq!(hc["UTSMode"], "host");
+    assert_eq!(hc["MemorySwappiness"], 40);
+    assert_eq!(hc["DeviceCgroupRules"], serde_json::json!(["c 7:128 rwm"]));
+    assert_eq!(hc["IpcMode"], "private");
+}
+
+/// `kiln cp` both ways, running and stopped, as docker's cp: a file and a
+/// directory out (owned by the caller), in (owned by the container's
+/// root, `-a` keeping the owners), into a volume of a stopped container,
+/// a tar on stdout; and a symlink the container made towards the host's
+/// files leads to the container's own, whichever way the copy goes.
+#[test]
+fn cp_copies_both_ways_inside_the_container() {
+    let Some(store) = box_store() else {
+        return;
+    };
+    let root = store.path();
+    let host = tempfile::tempdir().unwrap();
+    let h = host.path();
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cpbox",
+            "box:1",
+            "sh",
+            "-c",
+            "mkdir -p /data/sub && echo one > /data/a && echo two > /data/sub/b && ln -s /etc /data/hostetc && ln -s ../../.. /data/up && touch /ready && exec sleep 1000",
+        ],
+    ));
+    wait_for("the files", || {
+        k(root, &[], &["exec", "cpbox", "test", "-e", "/ready"])
+            .status
+            .success()
+    });
+    // Out: a file to a new name, a directory into a directory.
+    ok(k(
+        root,
+        &[],
+        &["cp", "cpbox:/data/a", h.join("a-copy").to_str().unwrap()],
+    ));
+    assert_eq!(std::fs::read_to_string(h.join("a-copy")).unwrap(), "one\n");
+    ok(k(root, &[], &["cp", "cpbox:/data", h.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read_to_string(h.join("data/sub/b")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::read_link(h.join("data/hostetc")).unwrap(),
+        Path::new("/etc")
+    );
+    // A symlink towards the host's /etc reads the container's.
+    let shadow_like = ok(k(root, &[], &["cp", "cpbox:/data/up/etc/passwd", "-"]));
+    assert!(
+        shadow_like.contains("passwd"),
+        "a tar of the container's passwd"
+    );
+    let theirs = ok(k(root, &[], &["exec", "cpbox", "cat", "/etc/passwd"]));
+    assert!(shadow_like.contains(theirs.lines().next().unwrap()));
+    // In: a file through a symlink to /etc lands in the container's /etc.
+    std::fs::write(h.join("planted"), "planted\n").unwrap();
+    ok(k(
+        root,
+        &[],
+        &[
+            "cp",
+            h.join("planted").to_str().unwrap(),
+            "cpbox:/data/hostetc/",
+        ],
+    ));
+    assert!(!Path::new("/etc/planted").exists(), "written on the host");
+    assert_eq!(
+        ok(k(root, &[], &["exec", "cpbox", "cat", "/etc/planted"])),
+        "planted\n"
+    );
+    assert_eq!(
+        ok(k(
+            root,
+            &[],
+            &["exec", "cpbox", "stat", "-c", "%u:%g", "/etc/planted"]
+        )),
+        "0:0\n"
+    );
+    // -a keeps the owner.
+    std::os::unix::fs::chown(h.join("planted"), Some(1234), Some(4321)).unwrap();
+    ok(k(
+        root,
+        &[],
+        &[
+            "cp",
+            "-a",
+            h.join("planted").to_str().unwrap(),
+            "cpbox:/data/kept",
+        ],
+    ));
+    assert_eq!(
+        ok(k(
+            root,
+            &[],
+            &["exec", "cpbox", "stat", "-c", "%u:%g", "/data/kept"]
+        )),
+        "1234:4321\n"
+    );
+    // Missing paths, in docker's words.
+    let missing = k(root, &[], &["cp", "cpbox:/nope", h.to_str().unwrap()]);
+    assert!(
+        text(&missing.stderr).contains("Could not find the file /nope in container cpbox"),
+        "{}",
+        text(&missing.stderr)
+    );
+    // Stopped: its own files and a volume's, read and written.
+    ok(k(root, &[], &["stop", "-t", "0", "cpbox"]));
+    ok(k(
+        root,
+        &[],
+        &[
+            "cp",
+            "cpbox:/data/sub/b",
+            h.join("b-stopped").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(h.join("b-stopped")).unwrap(),
+        "two\n"
+    );
+    ok(k(
+        root,
+        &[],
+        &[
+            "cp",
+            h.join("planted").to_str().unwrap(),
+            "cpbox:/data/sub/new",
+        ],
+    ));
+    ok(k(
+        root,
+        &[],
+        &[
+            "cp",
+            "cpbox:/data/sub/new",
+            h.join("new-back").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(h.join("new-back")).unwrap(),
+        "planted\n"
+    );
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "withvol",
+            "-v",
+            "vol1:/vol1",
+            "box:1",
+            "sh",
+            "-c",
+            "echo in-volume > /vol1/f",
+        ],
+    ));
+    ok(k(root, &[], &["wait", "withvol"]));
+    ok(k(
+        root,
+        &[],
+        &["cp", "withvol:/vol1/f", h.join("vf").to_str().unwrap()],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(h.join("vf")).unwrap(),
+        "in-volume\n"
+    );
+    ok(k(
+        root,
+        &[],
+        &["cp", h.join("planted").to_str().unwrap(), "withvol:/vol1/"],
+    ));
+    let vols: Value =
+        serde_json::from_str(&ok(k(root, &[], &["volume", "inspect", "vol1"]))).unwrap();
+    let mountpoint = vols[0]["Mountpoint"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(mountpoint).join("planted")).unwrap(),
+        "planted\n"
+    );
+    ok(k(root, &[], &["rm", "-f", "cpbox", "withvol"]));
+}
+
+/// An image without a name (a commit or build without one) stays as
+/// docker's `<none>:<none>`: listed, found by its id (long, short,
+/// `sha256:`), run; `rmi ID` forgets it, and `prune` forgets those no
+/// container was made from, keeping the one a container uses.
+#[test]
+fn images_without_a_name_are_kept_until_pruned() {
+    let Some(store) = box_store() else {
+        return;
+    };
+    let root = store.path();
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--name",
+            "maker",
+            "box:1",
+            "sh",
+            "-c",
+            "echo made > /made",
+        ],
+    ));
+    let id = ok(k(root, &[], &["commit", "maker"])).trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let hex = id.trim_start_matches("sha256:");
+    let listed = ok(k(root, &[], &["images"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("<none>") && l.contains(&hex[..12])),
+        "{listed}"
+    );
+    for reference in [id.as_str(), hex, &hex[..12]] {
+        assert_eq!(
+            ok(k(root, &[], &["run", "--rm", reference, "cat", "/made"])),
+            "made\n"
+        );
+    }
+    // A second one, used by a container: prune keeps it, forgets the first.
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--name",
+            "maker2",
+            "box:1",
+            "sh",
+            "-c",
+            "echo two > /two",
+        ],
+    ));
+    let used = ok(k(root, &[], &["commit", "maker2"])).trim().to_string();
+    ok(k(root, &[], &["run", "--name", "user", &used, "true"]));
+    ok(k(root, &[], &["prune"]));
+    assert!(
+        !k(root, &[], &["inspect", "--type", "image", &id])
+            .status
+            .success()
+    );
+    assert!(
+        k(root, &[], &["inspect", "--type", "image", &used])
+            .status
+            .success()
+    );
+    ok(k(root, &[], &["rm", "user"]));
+    let removed = ok(k(root, &[], &["rmi", &used]));
+    assert_eq!(removed, format!("Deleted: {used}\n"));
+    let listed = ok(k(root, &[], &["images"]));
+    assert!(!listed.contains("<none>"), "{listed}");
 }
