@@ -192,11 +192,21 @@ async fn build_image(
             Err(e) => fail(e.to_string()),
         }
     });
-    let stream = futures::stream::poll_fn({
-        let mut rx = rx;
-        move |cx| rx.poll_recv(cx)
-    })
-    .map(Ok::<_, std::io::Error>);
+    // As dockerd: a build that fails before it said anything (no context,
+    // no Dockerfile, one that does not parse) is an HTTP error, which
+    // clients raise at once; once it has said something, the error is in
+    // the stream.
+    let mut rx = rx;
+    let first = rx.recv().await;
+    if let Some(line) = &first
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(line)
+        && let Some(message) = v["error"].as_str()
+    {
+        return Err(ApiError::bad(message.to_string()));
+    }
+    let stream = futures::stream::iter(first)
+        .chain(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        .map(Ok::<_, std::io::Error>);
     Ok((
         [("content-type", "application/json")],
         Body::from_stream(stream),

@@ -396,6 +396,7 @@ fn create_opts(
         dns: strings(&hc["Dns"]),
         ports: published,
         log_max_size: log.max_size,
+        log_driver: log.driver.clone(),
         log_max_files: log.max_files,
         log_opts: log.given,
         tmpfs,
@@ -902,6 +903,12 @@ async fn logs_of(
         move || find(&state, &id)
     })
     .await?;
+    if c.record.log_driver == "none" {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            container::LOGS_NOT_READABLE,
+        ));
+    }
     let (out, err) = (flag(q.get("stdout")), flag(q.get("stderr")));
     let tty = c.record.spec.tty;
     let timestamps = flag(q.get("timestamps"));

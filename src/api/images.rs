@@ -227,8 +227,17 @@ async fn load(
         let _gc = gc;
         let file = std::fs::File::open(tmp.path())
             .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?;
-        let loaded = crate::image::archive::load(&state.store, file)
-            .map_err(|e| ApiError::bad(e.to_string()))?;
+        // As dockerd: the answer is a stream, a bad archive an error in
+        // it (clients raise their load error from it).
+        let loaded = match crate::image::archive::load(&state.store, file) {
+            Ok(l) => l,
+            Err(e) => {
+                let m = e.to_string();
+                return Ok(lines(&[
+                    serde_json::json!({ "errorDetail": { "message": m }, "error": m }),
+                ]));
+            }
+        };
         let mut out: Vec<serde_json::Value> = loaded
             .names
             .iter()

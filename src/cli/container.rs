@@ -292,6 +292,9 @@ fn print_entry(e: &logs::Entry, timestamps: bool) -> std::io::Result<()> {
 pub fn logs(root: Option<PathBuf>, args: LogsArgs) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
     let c = container::find(&store, &args.container).map_err(super::container_error)?;
+    if c.record.log_driver == "none" {
+        return Err(Error::Usage(container::LOGS_NOT_READABLE.into()));
+    }
     let since = args.since.as_deref().map(time_bound).transpose()?;
     let until = args.until.as_deref().map(time_bound).transpose()?;
     let tail = match args.tail.as_deref() {

@@ -26,8 +26,8 @@ pub struct Args {
     /// Seconds `kiln stop` waits before SIGKILL (default 10).
     #[arg(long = "stop-timeout")]
     stop_timeout: Option<u64>,
-    /// Logging driver for the container ("json-file", "local": both are
-    /// kiln's own log).
+    /// Logging driver: "json-file" and "local" (both kiln's own log), or
+    /// "none" (nothing kept to read: `logs` is refused).
     #[arg(long = "log-driver", default_value = "")]
     log_driver: String,
     /// Log options: `max-size=10m`, `max-file=3`.
@@ -746,6 +746,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
         log_max_size: log.max_size,
+        log_driver: log.driver.clone(),
         log_max_files: log.max_files,
         log_opts: log.given,
         labels,

@@ -52,7 +52,10 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             // a container's logs through the API only for drivers they
             // know keep them, json-file among them, which is what this
             // one does for them.
-            "LogConfig": { "Type": "json-file", "Config": r.log_opts },
+            "LogConfig": {
+                "Type": if r.log_driver.is_empty() { "json-file" } else { r.log_driver.as_str() },
+                "Config": r.log_opts,
+            },
             "PortBindings": port_map(r),
             "RestartPolicy": { "Name": r.restart.name(), "MaximumRetryCount": restart_max },
             "NetworkMode": match (r.networks.first(), r.spec.network) {

@@ -195,6 +195,8 @@ pub struct Create {
     pub log_max_files: Option<usize>,
     /// The log options as given (inspect shows them).
     pub log_opts: std::collections::BTreeMap<String, String>,
+    /// `--log-driver` (empty: json-file).
+    pub log_driver: String,
     /// `-l`: labels.
     pub labels: Vec<(String, String)>,
     /// `--health-*` over the image's HEALTHCHECK (`test: ["NONE"]` for
@@ -332,6 +334,9 @@ pub struct Record {
     /// The log options as given.
     #[serde(default)]
     pub log_opts: std::collections::BTreeMap<String, String>,
+    /// The log driver as given (empty: json-file; `none`: not readable).
+    #[serde(default)]
+    pub log_driver: String,
     /// The tmpfs options as given, by path.
     #[serde(default)]
     pub tmpfs_opts: std::collections::BTreeMap<String, String>,
@@ -655,6 +660,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         log_max_size: opts.log_max_size,
         log_max_files: opts.log_max_files.unwrap_or(1),
         log_opts: opts.log_opts.clone(),
+        log_driver: opts.log_driver.clone(),
         tmpfs_opts: opts.tmpfs_opts.clone(),
         labels: opts.labels.clone(),
         anonymous_volumes: anonymous,
@@ -735,6 +741,9 @@ impl Container {
         std::fs::rename(&tmp, &path).map_err(io_err("writing", &path))
     }
 }
+
+/// docker's answer to `logs` of a container whose log driver keeps none.
+pub const LOGS_NOT_READABLE: &str = "configured logging driver does not support reading";
 
 /// What `docker update` changes; `None` leaves a setting as it is.
 #[derive(Debug, Clone, Default)]

@@ -27,8 +27,13 @@ pub fn parse_ram(text: &str) -> Result<u64, String> {
 }
 
 /// The log drivers there are: kiln's log keeps what a container prints
-/// beside it, as docker's json-file (and local) do.
-const LOG_DRIVERS: [&str; 2] = ["json-file", "local"];
+/// beside it, as docker's json-file (and local) do; `none` keeps nothing
+/// to read (`logs` is refused; attach still streams).
+const LOG_DRIVERS: [&str; 3] = ["json-file", "local", "none"];
+
+/// What a container's log is kept with under `--log-driver none`: only
+/// what attach needs, a small file rotated away.
+const NONE_LOG_BYTES: u64 = 1 << 20;
 
 /// A container's log: its rotation, and the options as given (inspect
 /// shows them as docker does).
@@ -40,6 +45,8 @@ pub struct LogOptions {
     pub max_files: Option<usize>,
     /// The options, as written.
     pub given: std::collections::BTreeMap<String, String>,
+    /// The driver as given (empty: the default, json-file).
+    pub driver: String,
 }
 
 /// A log driver (`--log-driver`, `HostConfig.LogConfig.Type`; empty is
@@ -55,7 +62,18 @@ pub fn log_options<'a>(
             "logger: no log driver named '{driver}' is registered"
         ));
     }
-    let mut out = LogOptions::default();
+    let mut out = LogOptions {
+        driver: driver.to_string(),
+        ..LogOptions::default()
+    };
+    if driver == "none" {
+        if let Some((key, _)) = opts.into_iter().next() {
+            return Err(format!("unknown log opt '{key}' for none log driver"));
+        }
+        out.max_size = Some(NONE_LOG_BYTES);
+        out.max_files = Some(1);
+        return Ok(out);
+    }
     for (key, value) in opts {
         match key {
             "max-size" => out.max_size = Some(parse_ram(value)?),
@@ -369,6 +387,11 @@ mod tests {
         );
         assert!(log_options("json-file", [("max-file", "0")]).is_err());
         assert!(log_options("json-file", [("compress", "true")]).is_err());
+        assert_eq!(log_options("none", []).unwrap().driver, "none");
+        assert_eq!(
+            log_options("none", [("max-size", "1k")]).unwrap_err(),
+            "unknown log opt 'max-size' for none log driver"
+        );
     }
 
     #[test]

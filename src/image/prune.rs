@@ -89,10 +89,7 @@ pub fn forget_dangling(store: &Store, used: &BTreeSet<String>) -> Result<Vec<Str
     let mut forgotten = Vec::new();
     for (name, d) in store.images()? {
         let id = store.image_id(&d);
-        if name.is_none()
-            && !used.contains(&id)
-            && store.forget_untagged(d.digest().as_ref())?
-        {
+        if name.is_none() && !used.contains(&id) && store.forget_untagged(d.digest().as_ref())? {
             store.image_event("delete", &id, "");
             forgotten.push(id);
         }
