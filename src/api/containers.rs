@@ -174,7 +174,6 @@ fn create_opts(
     for key in [
         "Devices",
         "SecurityOpt",
-        "Ulimits",
         "DeviceRequests",
         "VolumesFrom",
         "Links",
@@ -253,6 +252,23 @@ fn create_opts(
     let capabilities =
         options::capabilities(false, &strings(&hc["CapAdd"]), &strings(&hc["CapDrop"]))
             .map_err(ApiError::bad)?;
+    // `[{"Name": "nofile", "Soft": 1024, "Hard": 2048}]`, checked as
+    // `--ulimit nofile=1024:2048`.
+    let mut rlimits = Vec::new();
+    for u in hc["Ulimits"].as_array().into_iter().flatten() {
+        let limit = |v: &Value| match v.as_i64() {
+            Some(-1) => "-1".to_string(),
+            Some(n) => n.to_string(),
+            None => v.to_string(),
+        };
+        let spec = format!(
+            "{}={}:{}",
+            u["Name"].as_str().unwrap_or_default(),
+            limit(&u["Soft"]),
+            limit(&u["Hard"])
+        );
+        rlimits.push(crate::sandbox::Rlimit::parse(&spec).map_err(ApiError::bad)?);
+    }
     // Ids or names, numbers too (docker-py sends ints).
     let extra_groups: Vec<String> = hc["GroupAdd"]
         .as_array()
@@ -412,6 +428,7 @@ fn create_opts(
         extra_groups,
         sysctls: string_pairs(&hc["Sysctls"]),
         anonymous_volumes: anonymous,
+        rlimits,
         ..container::Create::default()
     })
 }

@@ -75,6 +75,13 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "Sysctls": (!r.spec.sysctls.is_empty()).then(|| {
                 r.spec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()
             }),
+            "Ulimits": (!r.spec.rlimits.is_empty()).then(|| {
+                r.spec.rlimits.iter().map(|l| serde_json::json!({
+                    "Name": l.name,
+                    "Soft": if l.soft == u64::MAX { -1 } else { l.soft as i64 },
+                    "Hard": if l.hard == u64::MAX { -1 } else { l.hard as i64 },
+                })).collect::<Vec<_>>()
+            }),
             "Runtime": if h.runtime.is_empty() { "runc" } else { h.runtime.as_str() },
             "Isolation": h.isolation,
             "Init": h.init,

@@ -838,15 +838,11 @@ impl Container {
     }
 }
 
-/// Held while a container name is checked and taken (create, rename).
+/// Held while a container name is checked and taken (create, rename):
+/// a lock on the `containers` directory itself, so no file is left there.
 fn names_lock(store: &Store) -> Result<std::fs::File, ContainerError> {
-    let path = store.root().join("containers/.names.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("opening", &path))?;
+    let path = store.root().join("containers");
+    let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
     f.lock().map_err(io_err("locking", &path))?;
     Ok(f)
 }

@@ -599,12 +599,15 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
             opts.name
         )));
     }
+    // The name is a directory's: no `/`, never `.` or `..`. Spaces inside
+    // are docker's too (`test 01`).
     let mut chars = opts.name.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.- ".contains(c))
+        && !opts.name.ends_with(' ');
     if !valid || opts.name.len() > 64 {
         return Err(NetworkError::Invalid(format!(
-            "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+            "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_. -] are allowed, not ending in a space",
             opts.name
         )));
     }

@@ -1707,3 +1707,216 @@ fn the_docker_cli_copies_renames_diffs_and_updates_through_kiln() {
     assert!(df.contains("Containers"), "{df}");
     svc.ok(&["rm", "-f", "papers"]);
 }
+
+/// A compose file as people write them, through docker-compose and kiln's
+/// socket (inside a network namespace of the test's): a build with args
+/// and a target, a healthcheck that gates a one-shot job
+/// (`service_healthy`), which gates the front (`service_completed_
+/// successfully`); a named volume shared between them, a read-only bind,
+/// `environment` and `env_file`, a network alias, `tmpfs`, `cap_add`,
+/// `ulimits`, `sysctls`, `logging` options, `init`, `restart`,
+/// `stop_grace_period`; then `ps`, `exec`, `logs`, and `down -v`, which
+/// leaves nothing behind.
+#[test]
+fn a_compose_file_as_people_write_them() {
+    if !need_root("containers need namespaces")
+        || !need_tool(
+            "docker-compose",
+            "Debian's docker-compose is the client under test",
+        )
+    {
+        return;
+    }
+    let Some(ns) = crate::networks::Netns::new() else {
+        return;
+    };
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("shop");
+    std::fs::create_dir_all(project.join("db")).unwrap();
+    std::fs::create_dir_all(project.join("conf")).unwrap();
+    std::fs::write(project.join("conf/settings"), "from a bind\n").unwrap();
+    std::fs::write(project.join("db.env"), "FROM_FILE=yes\n# a comment\n").unwrap();
+    std::fs::write(
+        project.join("db/Dockerfile"),
+        "FROM box:1 AS base\nARG GREETING=none\nRUN mkdir -p /www && echo \"$GREETING from the db\" > /www/index.html\n\
+         FROM base AS final\nRUN echo final > /stage\n\
+         FROM base AS broken\nRUN exit 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("docker-compose.yml"),
+        r#"services:
+  db:
+    build:
+      context: ./db
+      target: final
+      args:
+        GREETING: hello
+    command: ["sh", "-c", "sleep 1; touch /tmp/ready; exec httpd -f -p 80 -h /www"]
+    healthcheck:
+      test: ["CMD", "test", "-e", "/tmp/ready"]
+      interval: 1s
+      timeout: 5s
+      retries: 60
+    environment:
+      ROLE: db
+    env_file: ./db.env
+    volumes:
+      - data:/data
+      - ./conf:/conf:ro
+    networks:
+      back:
+        aliases: [database]
+    tmpfs: [/scratch]
+    cap_add: [NET_ADMIN]
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+    sysctls:
+      net.core.somaxconn: "511"
+    logging:
+      driver: json-file
+      options: {max-size: 1m, max-file: "2"}
+    init: true
+    restart: unless-stopped
+    stop_grace_period: 2s
+  migrate:
+    image: box:1
+    command: ["sh", "-c", "wget -q -O - http://database/ > /data/migrated"]
+    depends_on:
+      db: {condition: service_healthy}
+    volumes: [data:/data]
+    networks: [back]
+  web:
+    image: box:1
+    command: ["sh", "-c", "mkdir -p /w && cp /data/migrated /w/index.html && exec httpd -f -p 80 -h /w"]
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+    volumes: [data:/data:ro]
+    networks: [back]
+volumes:
+  data: {}
+networks:
+  back: {}
+"#,
+    )
+    .unwrap();
+    let socket = dir.path().join("kiln.sock");
+    let mut service = ns
+        .enter(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(store.path())
+        .args(["system", "service", "--timeout", "0", "--socket"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .args(args)
+            .current_dir(&project)
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env("HOME", dir.path())
+            .env("COMPOSE_DOCKER_CLI_BUILD", "0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok_compose = |args: &[&str]| {
+        let out = compose(args);
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    // `up -d` returns once the front started: the db was healthy and the
+    // job done before it.
+    ok_compose(&["up", "-d"]);
+    let ps = ok_compose(&["ps"]);
+    let row = |name: &str| {
+        ps.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("shop_db_1").contains("Up (healthy)"), "{ps}");
+    assert!(row("shop_migrate_1").contains("Exit 0"), "{ps}");
+    assert!(row("shop_web_1").contains("Up"), "{ps}");
+    // The front serves what the job fetched from the db by its alias.
+    let page = ok_compose(&[
+        "exec",
+        "-T",
+        "web",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1/",
+    ]);
+    assert_eq!(page, "hello from the db\n");
+    // The db as its options made it.
+    let inside = ok_compose(&[
+        "exec",
+        "-T",
+        "db",
+        "sh",
+        "-c",
+        "echo $ROLE $FROM_FILE; cat /stage /conf/settings; touch /conf/x 2>/dev/null || echo read-only; \
+         ulimit -n; ulimit -Hn; cat /proc/sys/net/core/somaxconn; grep -c ' /scratch tmpfs ' /proc/mounts; \
+         ip link set lo mtu 1400 && echo net-admin",
+    ]);
+    assert_eq!(
+        inside,
+        "db yes\nfinal\nfrom a bind\nread-only\n1024\n2048\n511\n1\nnet-admin\n"
+    );
+    let id = ok_compose(&["ps", "-q", "db"]).trim().to_string();
+    let inspect = Command::new("docker")
+        .args(["inspect", &id])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("DOCKER_CONFIG", dir.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let hc = &v[0]["HostConfig"];
+    assert_eq!(hc["Init"], true, "{hc}");
+    assert_eq!(hc["RestartPolicy"]["Name"], "unless-stopped", "{hc}");
+    assert_eq!(hc["LogConfig"]["Config"]["max-size"], "1m", "{hc}");
+    assert_eq!(v[0]["Config"]["StopTimeout"], 2, "{}", v[0]["Config"]);
+    let logs = ok_compose(&["logs", "--no-color", "migrate"]);
+    assert!(logs.contains("migrate_1"), "{logs}");
+    let down = compose(&["down", "-v"]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    let left = Command::new("docker")
+        .args(["ps", "-aq"])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("DOCKER_CONFIG", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(text(&left.stdout), "");
+    let volumes = Command::new("docker")
+        .args(["volume", "ls", "-q"])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env("DOCKER_CONFIG", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(text(&volumes.stdout), "", "down -v removes the volume");
+    assert!(
+        !ns.links()
+            .iter()
+            .any(|l| l.starts_with("kb-") || l.starts_with("kv")),
+        "down leaves no link: {:?}",
+        ns.links()
+    );
+    let _ = service.kill();
+    let _ = service.wait();
+}
