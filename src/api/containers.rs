@@ -652,7 +652,7 @@ async fn archive_get(
     tokio::task::spawn_blocking(move || {
         let out = std::io::BufWriter::with_capacity(1 << 20, super::images::Chunks(tx.clone()));
         let written = view
-            .tar(&path, out)
+            .tar(&path, &container::archive::rebase_name(&path), out)
             .map_err(|e| e.to_string())
             .and_then(|w| {
                 w.into_inner()
@@ -695,7 +695,8 @@ async fn archive_put(
             copy_uid_gid: flag("copyUIDGID"),
         };
         let view = container::archive::open(&find(&state, &id)?)?;
-        let file = std::fs::File::open(tmp.path())
+        let file = tmp
+            .reopen()
             .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?;
         view.put(&path, file, opts, &state.store.temp_path("cp"))?;
         Ok(StatusCode::OK)

@@ -47,6 +47,9 @@ pub fn cp(root: Option<PathBuf>, args: CpArgs) -> Result<ExitCode, Error> {
             let store = open_store(root)?;
             let c = container::find(&store, name).map_err(super::container_error)?;
             let view = archive::open(&c).map_err(super::container_error)?;
+            // The name on this side comes from the path as typed, never
+            // from where a symlink in the container led.
+            let top = archive::rebase_name(path);
             let mut path = path.to_string();
             let mut stat = view.stat(&path).map_err(super::container_error)?;
             if args.follow_link && !stat.link_target.is_empty() {
@@ -55,26 +58,25 @@ pub fn cp(root: Option<PathBuf>, args: CpArgs) -> Result<ExitCode, Error> {
             }
             if args.destination == "-" {
                 let out = std::io::BufWriter::new(std::io::stdout().lock());
-                let mut out = view.tar(&path, out).map_err(super::container_error)?;
+                let mut out = view.tar(&path, &top, out).map_err(super::container_error)?;
                 out.flush()?;
                 return Ok(ExitCode::SUCCESS);
             }
             let dest = Path::new(&args.destination);
-            let contents = path.ends_with("/.");
+            let contents = top == ".";
+            let stat = archive::PathStat {
+                name: top.clone(),
+                ..stat
+            };
             let (into, name) =
                 archive::host_destination(dest, &stat, contents).map_err(Error::Usage)?;
             // Through a pipe: the tar is read as it is written.
             let (reader, writer) = std::io::pipe()?;
-            let top = if contents {
-                ".".to_string()
-            } else {
-                stat.name.clone()
-            };
             let owner =
                 (!args.archive).then(|| (kiln::sandbox::fs::euid(), kiln::sandbox::fs::egid()));
             std::thread::scope(|s| {
                 let writing = s.spawn(|| {
-                    let w = view.tar(&path, std::io::BufWriter::new(writer));
+                    let w = view.tar(&path, &top, std::io::BufWriter::new(writer));
                     w.map_err(|e| e.to_string())
                         .and_then(|mut w| w.flush().map_err(|e| e.to_string()))
                 });

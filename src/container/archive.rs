@@ -25,6 +25,9 @@ pub struct View {
     binds: Vec<(Vec<String>, Root, bool)>,
     /// The root is read-only (`--read-only`).
     read_only: bool,
+    /// Seen through a running container's `/proc/PID/root`: its `/proc`
+    /// and `/sys` are the kernel's, not files to copy.
+    running: bool,
     name: String,
     _held: Option<ContainerLock>,
 }
@@ -86,6 +89,18 @@ fn components(path: &str) -> Vec<String> {
     out
 }
 
+/// The name a copy of `path` goes under, from the path as the client
+/// wrote it (never from where a symlink led: the container does not
+/// choose the name on the other side): its last name, or `.` for a
+/// directory's contents (`DIR/.`, `/`).
+pub fn rebase_name(path: &str) -> String {
+    match components(path).last() {
+        Some(_) if path.ends_with("/.") => ".".into(),
+        Some(n) => n.clone(),
+        None => ".".into(),
+    }
+}
+
 /// Opens container `c`'s filesystem as its processes see it.
 pub fn open(c: &Container) -> Result<View, ContainerError> {
     let st = c.state();
@@ -103,6 +118,7 @@ pub fn open(c: &Container) -> Result<View, ContainerError> {
             root,
             binds: Vec::new(),
             read_only: false,
+            running: true,
             name,
             _held: None,
         });
@@ -156,28 +172,31 @@ pub fn open(c: &Container) -> Result<View, ContainerError> {
         root,
         binds,
         read_only: spec.read_only,
+        running: false,
         name,
         _held: Some(held),
     })
 }
 
 impl View {
-    /// The root that holds `path`, the path inside it, and whether that
-    /// root is read-only.
-    fn place(&self, path: &str) -> (&Root, String, bool) {
+    /// The root that holds `path`, the path inside it, whether that root
+    /// is read-only, and where it is in the container (`/vol` for a
+    /// volume there, empty for the container's root).
+    fn place(&self, path: &str) -> (&Root, String, bool, String) {
         let parts = components(path);
         for (target, root, ro) in &self.binds {
             if parts.starts_with(target) {
-                return (root, parts[target.len()..].join("/"), *ro);
+                let at = format!("/{}", target.join("/"));
+                return (root, parts[target.len()..].join("/"), *ro, at);
             }
         }
-        (&self.root, parts.join("/"), self.read_only)
+        (&self.root, parts.join("/"), self.read_only, String::new())
     }
 
     /// `HEAD .../archive`: what `path` is (a symlink at its end not
     /// followed, unless the path ends in `/` or `/.`, as docker's).
     pub fn stat(&self, path: &str) -> Result<PathStat, ContainerError> {
-        let (root, rel, _) = self.place(path);
+        let (root, rel, _, at) = self.place(path);
         let follow = path.ends_with('/') || path.ends_with("/.");
         let meta = match rel.as_str() {
             "" => root.stat("."),
@@ -185,8 +204,15 @@ impl View {
             r => root.lstat(r),
         }
         .map_err(|_| not_found(path, &self.name))?;
+        // Where the link leads as the container sees it: inside a volume,
+        // below the volume's place.
         let link_target = match meta.file_type().is_symlink() {
-            true => root.resolve(&rel).unwrap_or_default(),
+            true => match root.resolve(&rel) {
+                Ok(inside) if at.is_empty() => inside,
+                Ok(inside) if inside == "/" => at,
+                Ok(inside) => format!("{at}{inside}"),
+                Err(_) => String::new(),
+            },
             false => String::new(),
         };
         let name = match components(path).last() {
@@ -204,25 +230,37 @@ impl View {
         })
     }
 
-    /// `GET .../archive`: `path` as a tar, its entries under its last
-    /// name (`dir/...`). A path ending in `/.` gives what the directory
-    /// holds, under `.`, as docker's does.
-    pub fn tar<W: Write>(&self, path: &str, out: W) -> Result<W, ContainerError> {
-        let (root, rel, _) = self.place(path);
-        let contents = path.ends_with("/.");
-        let top = match (contents, components(path).last()) {
-            (true, _) => ".".to_string(),
-            (false, Some(n)) => n.clone(),
-            (false, None) => ".".to_string(),
+    /// `GET .../archive`: `path` as a tar, its entries under `top` (the
+    /// last name of the path the client asked for, `.` for a directory's
+    /// contents: see [`rebase_name`]). A path ending in `/` or `/.` is
+    /// followed to what it names.
+    pub fn tar<W: Write>(&self, path: &str, top: &str, out: W) -> Result<W, ContainerError> {
+        let (root, rel, _, at) = self.place(path);
+        let follow = path.ends_with('/') || path.ends_with("/.");
+        let start = match rel.as_str() {
+            "" => ".".to_string(),
+            r if follow => match root.resolve(r) {
+                Ok(inside) if inside == "/" => ".".to_string(),
+                Ok(inside) => inside.trim_start_matches('/').to_string(),
+                Err(_) => return Err(not_found(path, &self.name)),
+            },
+            r => r.to_string(),
         };
-        let start = if rel.is_empty() { ".".to_string() } else { rel };
         root.lstat(&start)
             .map_err(|_| not_found(path, &self.name))?;
+        // The kernel's own trees in a running container are not copied.
+        let kernel = |rel: &str| self.running && at.is_empty() && ["proc", "sys"].contains(&rel);
         let mut builder = tar::Builder::new(out);
         builder.follow_symlinks(false);
-        let mut stack = vec![(start, top)];
+        let mut stack = vec![(start.clone(), top.to_string())];
         while let Some((rel, name)) = stack.pop() {
-            let meta = root.lstat(&rel).map_err(io_error("reading", &rel))?;
+            let meta = match root.lstat(&rel) {
+                Ok(m) => m,
+                // Gone since its directory was listed (a running
+                // container's file): not copied, as docker's tar skips it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && rel != start => continue,
+                Err(e) => return Err(io_error("reading", &rel)(e)),
+            };
             let ft = meta.file_type();
             let mut header = tar::Header::new_gnu();
             header.set_mode(meta.mode() & 0o7777);
@@ -232,23 +270,31 @@ impl View {
             header.set_size(0);
             let written = if ft.is_dir() {
                 header.set_entry_type(tar::EntryType::Directory);
-                let names = root.read_dir(&rel).map_err(io_error("reading", &rel))?;
-                for n in names.iter().rev() {
-                    let n = n.to_string_lossy();
-                    let child = match rel.as_str() {
-                        "." => n.to_string(),
-                        r => format!("{r}/{n}"),
-                    };
-                    stack.push((child, format!("{name}/{n}")));
+                if !kernel(&rel) {
+                    let names = root.read_dir(&rel).map_err(io_error("reading", &rel))?;
+                    for n in names.iter().rev() {
+                        let n = n.to_string_lossy();
+                        let child = match rel.as_str() {
+                            "." => n.to_string(),
+                            r => format!("{r}/{n}"),
+                        };
+                        stack.push((child, format!("{name}/{n}")));
+                    }
                 }
                 builder.append_data(&mut header, format!("{name}/"), io::empty())
             } else if ft.is_file() {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(meta.size());
-                let file = root
-                    .open_regular(&rel, false)
-                    .map_err(io_error("reading", &rel))?;
-                builder.append_data(&mut header, &name, file.take(meta.size()))
+                // Opened once, its size that of the open file, and exactly
+                // that many bytes written (zeros if it shrank meanwhile):
+                // a container that truncates a file cannot shift the tar.
+                let file = match root.open_regular(&rel, false) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error("reading", &rel)(e)),
+                };
+                let size = file.metadata().map_err(io_error("reading", &rel))?.len();
+                header.set_size(size);
+                let data = file.take(size).chain(io::repeat(0)).take(size);
+                builder.append_data(&mut header, &name, data)
             } else if ft.is_symlink() {
                 header.set_entry_type(tar::EntryType::Symlink);
                 let target = root.read_link(&rel).map_err(io_error("reading", &rel))?;
@@ -289,7 +335,7 @@ impl View {
         opts: PutOptions,
         scratch: &Path,
     ) -> Result<(), ContainerError> {
-        let (root, rel, read_only) = self.place(path);
+        let (root, rel, read_only, _) = self.place(path);
         let dest = match rel.as_str() {
             "" => root.sub("."),
             r => root.sub(r),
@@ -371,6 +417,16 @@ pub fn host_destination(
     stat: &PathStat,
     contents: bool,
 ) -> Result<(PathBuf, String), String> {
+    // `.` or `..` name no entry: the directory they are.
+    let absolute;
+    let dest = match dest.file_name() {
+        Some(_) => dest,
+        None => {
+            absolute = std::fs::canonicalize(dest)
+                .map_err(|e| format!("destination {}: {e}", dest.display()))?;
+            absolute.as_path()
+        }
+    };
     let parent_and_name = || -> Result<(PathBuf, String), String> {
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -438,9 +494,12 @@ pub fn unpack_on_host<R: Read>(
     let dst = Root::open(into).map_err(|e| e.to_string())?;
     let take = |_: &str| crate::copier::Take::Entry;
     let links = crate::copier::Links::default();
+    // Owned by the caller, a file keeps no set-uid or set-gid bit the
+    // container gave it (a root-owned set-uid program on the host).
+    let plain = |mode: u32, _: bool| mode & !0o6000;
     let copy = crate::copier::CopyOptions {
         owner,
-        mode: None,
+        mode: owner.map(|_| &plain as &dyn Fn(u32, bool) -> u32),
         take: &take,
         links: &links,
     };

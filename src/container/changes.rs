@@ -83,7 +83,7 @@ pub fn changes(c: &Container) -> Result<Vec<Change>, ContainerError> {
         out: Vec::new(),
         changed_dirs: HashSet::new(),
     };
-    walk.dir(&upper, "").map_err(read(&spec.upper))?;
+    walk.walk(&upper).map_err(read(&spec.upper))?;
     Ok(walk.out)
 }
 
@@ -104,13 +104,34 @@ struct Walk {
 }
 
 impl Walk {
-    fn dir(&mut self, dir: &Dir, prefix: &str) -> std::io::Result<()> {
-        for name in dir.names()? {
+    /// Walks the upper directory `top` in docker's order (by name, a
+    /// directory before what it holds), without recursion: a container's
+    /// deep tree costs memory, never the stack. Each directory is opened
+    /// from `top` beneath it and through no symlink.
+    fn walk(&mut self, top: &Dir) -> std::io::Result<()> {
+        // (the directory's path in the container, its names still to see)
+        let mut stack: Vec<(String, std::vec::IntoIter<std::ffi::OsString>)> =
+            vec![(String::new(), top.names()?.into_iter())];
+        while let Some((prefix, names)) = stack.last_mut() {
+            let Some(name) = names.next() else {
+                stack.pop();
+                continue;
+            };
+            let prefix = prefix.clone();
+            let dir = match prefix.is_empty() {
+                true => top.open_beneath(Path::new("."))?,
+                false => top.open_beneath(Path::new(prefix.trim_start_matches('/')))?,
+            };
             let path = format!("{prefix}/{}", String::from_utf8_lossy(name.as_bytes()));
-            let stat = dir.lstat(&name)?;
+            let stat = match dir.lstat(&name) {
+                Ok(s) => s,
+                // Gone since its directory was listed (it still runs).
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => continue,
+                Err(e) => return Err(e),
+            };
             let kind = if dir.is_whiteout(&name)? {
                 Some(Kind::Deleted)
-            } else if stat.is_dir() && opaque(dir, &name)? {
+            } else if stat.is_dir() && opaque(&dir, &name)? {
                 // docker's overlay diff: a directory made anew over one
                 // the image had is a deletion of the old.
                 Some(Kind::Deleted)
@@ -142,8 +163,8 @@ impl Walk {
                 });
             }
             if stat.is_dir() && kind != Some(Kind::Deleted) {
-                let sub = dir.open_beneath(Path::new(&name))?;
-                self.dir(&sub, &path)?;
+                let names = dir.open_beneath(Path::new(&name))?.names()?;
+                stack.push((path, names.into_iter()));
             }
         }
         Ok(())

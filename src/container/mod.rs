@@ -731,10 +731,32 @@ impl Container {
         );
     }
 
+    /// The record as it is now, changed by `f` and written back under a
+    /// lock of the container's directory: two changes (a rename, a
+    /// connect, an update) never interleave, and none undoes another.
+    /// When `f` fails, nothing is written.
+    pub fn modify_record(
+        &self,
+        f: impl FnOnce(&mut Record) -> Result<(), ContainerError>,
+    ) -> Result<Container, ContainerError> {
+        let held = std::fs::File::open(&self.dir).map_err(io_err("opening", &self.dir))?;
+        held.lock().map_err(io_err("locking", &self.dir))?;
+        let mut fresh =
+            load(&self.dir).ok_or_else(|| ContainerError::NotFound(self.record.id.clone()))?;
+        f(&mut fresh.record)?;
+        fresh.save_record()?;
+        Ok(fresh)
+    }
+
     /// Writes the record back (atomically: a reader sees the old or the new).
     pub fn save_record(&self) -> Result<(), ContainerError> {
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = self.dir.join("config.json");
-        let tmp = self.dir.join(".config.json.tmp");
+        // A name of its own for each write: two writers never share one.
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".config.json.{}.{n}.tmp", std::process::id()));
         let bytes = serde_json::to_vec_pretty(&self.record)
             .map_err(|e| io_err("writing", &path)(e.into()))?;
         crate::store::write_private(&tmp, &bytes).map_err(io_err("writing", &tmp))?;
@@ -769,69 +791,70 @@ impl Container {
     /// policy, and a running container's groups the limits at once (its
     /// monitor applies the policy at the next exit).
     pub fn update(&mut self, u: &Update) -> Result<(), ContainerError> {
-        let mut fresh =
-            load(&self.dir).ok_or_else(|| ContainerError::NotFound(self.record.id.clone()))?;
-        let l = &mut fresh.record.limits;
-        if let Some(m) = u.memory {
-            // dockerd's floor.
-            if m < 6 * 1024 * 1024 {
+        let this = self.clone();
+        let fresh = self.modify_record(|record| {
+            let l = &mut record.limits;
+            if let Some(m) = u.memory {
+                // dockerd's floor.
+                if m < 6 * 1024 * 1024 {
+                    return Err(ContainerError::Invalid(
+                        "Minimum memory limit allowed is 6MB".into(),
+                    ));
+                }
+                l.memory = Some(m);
+            }
+            if let Some(s) = u.memory_swap {
+                l.memory_swap = Some(s);
+            }
+            if let (Some(m), Some(s)) = (l.memory, l.memory_swap)
+                && s != -1
+                && s < m as i64
+            {
                 return Err(ContainerError::Invalid(
-                    "Minimum memory limit allowed is 6MB".into(),
+                    "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time".into(),
                 ));
             }
-            l.memory = Some(m);
-        }
-        if let Some(s) = u.memory_swap {
-            l.memory_swap = Some(s);
-        }
-        if let (Some(m), Some(s)) = (l.memory, l.memory_swap)
-            && s != -1
-            && s < m as i64
-        {
-            return Err(ContainerError::Invalid(
-                "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time".into(),
-            ));
-        }
-        if u.cpus.is_some() {
-            l.cpus = u.cpus;
-        }
-        if u.cpu_shares.is_some() {
-            l.cpu_shares = u.cpu_shares;
-        }
-        if u.cpuset_cpus.is_some() {
-            l.cpuset_cpus = u.cpuset_cpus.clone();
-        }
-        if u.pids.is_some() {
-            l.pids = u.pids;
-        }
-        if let Some(r) = u.restart {
-            if fresh.record.auto_remove && r != Restart::No {
-                return Err(ContainerError::Invalid(
-                    "Restart policy cannot be updated because AutoRemove is enabled for the container".into(),
-                ));
+            if u.cpus.is_some() {
+                l.cpus = u.cpus;
             }
-            fresh.record.restart = r;
-        }
-        let st = fresh.state();
-        if let Some(init) = st.init.filter(|_| st.is_running()) {
-            let mut pids = vec![init.pid];
-            pids.extend(
-                fresh
-                    .processes()
-                    .iter()
-                    .map(|p| p.pid)
-                    .filter(|&p| p != init.pid),
-            );
-            sandbox::cgroup::update(&fresh.record.id, &fresh.record.limits, &pids).map_err(
-                |e| {
-                    ContainerError::Invalid(format!(
-                        "Cannot update container {}: {e}",
-                        fresh.record.id
-                    ))
-                },
-            )?;
-        }
-        fresh.save_record()?;
+            if u.cpu_shares.is_some() {
+                l.cpu_shares = u.cpu_shares;
+            }
+            if u.cpuset_cpus.is_some() {
+                l.cpuset_cpus = u.cpuset_cpus.clone();
+            }
+            if u.pids.is_some() {
+                l.pids = u.pids;
+            }
+            if let Some(r) = u.restart {
+                if record.auto_remove && r != Restart::No {
+                    return Err(ContainerError::Invalid(
+                        "Restart policy cannot be updated because AutoRemove is enabled for the container".into(),
+                    ));
+                }
+                record.restart = r;
+            }
+            // Applied to the running container before the record keeps
+            // it: a limit the kernel refuses is not recorded.
+            let st = this.state();
+            if let Some(init) = st.init.filter(|i| st.is_running() && i.alive()) {
+                // Its init first, then its processes as they are at each pass.
+                let pids = || {
+                    let mut pids = vec![init.pid];
+                    pids.extend(
+                        this.processes()
+                            .iter()
+                            .map(|p| p.pid)
+                            .filter(|&p| p != init.pid),
+                    );
+                    pids
+                };
+                sandbox::cgroup::update(&record.id, &record.limits, pids).map_err(|e| {
+                    ContainerError::Invalid(format!("Cannot update container {}: {e}", record.id))
+                })?;
+            }
+            Ok(())
+        })?;
         fresh.event("update", []);
         *self = fresh;
         Ok(())
@@ -871,9 +894,11 @@ pub fn rename(store: &Store, c: &mut Container, new: &str) -> Result<(), Contain
     }
     // The record as it is now (a connect may have changed it since `c`
     // was read), with the new name.
-    let mut fresh = load(&c.dir).ok_or_else(|| ContainerError::NotFound(c.record.id.clone()))?;
-    let old = std::mem::replace(&mut fresh.record.name, new.to_string());
-    fresh.save_record()?;
+    let old = c.record.name.clone();
+    let fresh = c.modify_record(|r| {
+        r.name = new.to_string();
+        Ok(())
+    })?;
     networks::renamed(&fresh);
     fresh.event("rename", [("oldName".to_string(), format!("/{old}"))]);
     *c = fresh;

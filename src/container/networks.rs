@@ -250,11 +250,15 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
         .map_err(|e| Invalid(e.to_string()))?;
     }
     network_event(&root, "connect", &net, c);
-    c.record.networks.push(Attachment {
+    let attachment = Attachment {
         network: net.name,
         ..a
-    });
-    c.save_record()
+    };
+    *c = c.modify_record(|r| {
+        r.networks.push(attachment);
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// After a rename: the endpoints of the networks it is on carry the new
@@ -274,12 +278,12 @@ pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerE
     use super::ContainerError::Invalid;
     let root = store_root(c);
     let net = network::find(&root, name).map_err(|e| Invalid(e.to_string()))?;
-    let Some(at) = c.record.networks.iter().position(|n| n.network == net.name) else {
+    if !c.record.networks.iter().any(|n| n.network == net.name) {
         return Err(Invalid(format!(
             "container {} is not connected to network {}",
             c.record.name, net.name
         )));
-    };
+    }
     if let Some(e) = net.endpoint(&root, &c.record.id) {
         if e.live() {
             match crate::sandbox::fs::is_root() {
@@ -299,8 +303,11 @@ pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerE
             .map_err(|e| Invalid(e.to_string()))?;
     }
     network_event(&root, "disconnect", &net, c);
-    c.record.networks.remove(at);
-    c.save_record()
+    *c = c.modify_record(|r| {
+        r.networks.retain(|n| n.network != net.name);
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Records a network's `connect` or `disconnect` of `c`, as docker's

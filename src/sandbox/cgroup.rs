@@ -266,18 +266,40 @@ impl Cgroup {
 /// groups, made if it had none, with the new values, and `pids` (its
 /// processes, its init first) moved into them. The device rules are left
 /// as they were made.
-pub fn update(id: &str, limits: &Limits, pids: &[u32]) -> io::Result<()> {
-    let Some((&first, rest)) = pids.split_first() else {
+pub fn update(id: &str, limits: &Limits, pids: impl Fn() -> Vec<u32>) -> io::Result<()> {
+    let Some(&first) = pids().first() else {
         return Ok(());
     };
-    let cg = Cgroup::create(id, limits, first, false)?;
-    for dir in &cg.dirs {
-        for pid in rest {
-            // A process that ended meanwhile has nothing to move.
-            let _ = write(dir, "cgroup.procs", &pid.to_string());
+    let mut cg = Cgroup::create(id, limits, first, false)?;
+    // The groups are the container's from now on: not removed here
+    // (its monitor and `reclaim` remove them when it ends).
+    let dirs = std::mem::take(&mut cg.dirs);
+    // Moved until a pass finds no process outside: one forked while
+    // others were moved is moved by the next pass.
+    for _ in 0..50 {
+        let mut moved = false;
+        for dir in &dirs {
+            let inside: std::collections::BTreeSet<u32> =
+                fs::read_to_string(dir.join("cgroup.procs"))?
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+            for pid in pids() {
+                if !inside.contains(&pid) && super::process::running(pid) {
+                    // One that ended meanwhile needs no move.
+                    if write(dir, "cgroup.procs", &pid.to_string()).is_ok() {
+                        moved = true;
+                    }
+                }
+            }
+        }
+        if !moved {
+            return Ok(());
         }
     }
-    Ok(())
+    Err(io::Error::other(
+        "the container's processes kept forking while they were moved",
+    ))
 }
 
 /// Processes frozen by the cgroup freezer while this lives (`kiln commit`

@@ -329,25 +329,52 @@ impl ContainerLock {
     /// locked before it has its name: another kiln's `Store::open` never
     /// sees it unheld, which would mean a dead kiln's container to reclaim.
     pub fn take(dir: &std::path::Path) -> std::io::Result<ContainerLock> {
+        use std::io::ErrorKind;
+        static TAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = dir.join("lock");
-        // A monitor killed a moment ago holds its lock until the last of
-        // its threads is gone: give it that moment.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while ContainerLock::held(dir) == Some(true) {
-            if std::time::Instant::now() > deadline {
-                return Err(std::io::Error::other("the container is in use"));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let tmp = dir.join(format!(".lock.{}", std::process::id()));
+        let n = TAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".lock.{}.{n}", std::process::id()));
         let file = std::fs::File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&tmp)?;
-        file.try_lock().map_err(std::io::Error::other)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(ContainerLock { path, _file: file })
+        let result = (|| {
+            file.try_lock().map_err(std::io::Error::other)?;
+            // A monitor killed a moment ago holds its lock until the last
+            // of its threads is gone: give it that moment.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                // The name is taken by a link, which fails when it is
+                // there: of two takers, one gets it (a rename would let
+                // both believe they had it).
+                match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                let old = match std::fs::File::options().write(true).open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                match old.try_lock() {
+                    // A dead kiln's: taken away under its own lock (so two
+                    // takers never both remove), if the name is still it.
+                    Ok(()) => {
+                        if same_file(&old, &path) {
+                            std::fs::remove_file(&path)?;
+                        }
+                    }
+                    Err(_) if std::time::Instant::now() > deadline => {
+                        return Err(std::io::Error::other("the container is in use"));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        result.map(|()| ContainerLock { path, _file: file })
     }
 
     /// True when a live kiln holds the lock of the container in `dir`;
@@ -363,7 +390,19 @@ impl ContainerLock {
 
 impl Drop for ContainerLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Only its own: the name is ours while we hold the file.
+        if same_file(&self._file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// True when `path` names the open `file`.
+fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -420,7 +459,45 @@ impl ContainerDirs {
 
 #[cfg(test)]
 mod tests {
-    use super::Rlimit;
+    use super::{ContainerLock, Rlimit};
+
+    #[test]
+    fn a_container_lock_has_one_holder_and_a_dead_ones_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        // A dead kiln's lock: the file is there, nobody holds it.
+        std::fs::write(dir.path().join("lock"), b"").unwrap();
+        let first = ContainerLock::take(dir.path()).unwrap();
+        assert_eq!(ContainerLock::held(dir.path()), Some(true));
+        // Threads racing for it while it is held: none gets it.
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let d = dir.path().to_path_buf();
+                std::thread::spawn(move || ContainerLock::take(&d).is_ok())
+            })
+            .collect();
+        assert!(racers.into_iter().all(|r| !r.join().unwrap()));
+        // A loser removed nothing: the holder's name is still there.
+        assert_eq!(ContainerLock::held(dir.path()), Some(true));
+        drop(first);
+        assert_eq!(ContainerLock::held(dir.path()), None);
+        // Freed, exactly one of several racers gets it.
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let d = dir.path().to_path_buf();
+                std::thread::spawn(move || ContainerLock::take(&d).ok())
+            })
+            .collect();
+        let held: Vec<ContainerLock> = racers
+            .into_iter()
+            .filter_map(|r| r.join().unwrap())
+            .collect();
+        assert_eq!(held.len(), 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["lock"], "no temporary file is left");
+    }
 
     #[test]
     fn ulimits_parse_as_docker_reads_them() {

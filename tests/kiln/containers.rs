@@ -1476,7 +1476,7 @@ fn diff_rename_and_update_as_docker_does() {
             "box:1",
             "sh",
             "-c",
-            "mkdir -p /var/x && echo hi > /var/x/added && rm /etc/group && echo more >> /etc/passwd && touch /zz-done && exec sleep 1000",
+            "mkdir -p /var/x && echo hi > /var/x/added && rm /etc/group && echo more >> /etc/passwd && d=/deep && for i in $(seq 300); do d=$d/a; done && mkdir -p $d && touch /zz-done && exec sleep 1000",
         ],
     ));
     let id = id.trim().to_string();
@@ -1503,6 +1503,13 @@ fn diff_rename_and_update_as_docker_does() {
     );
     // Nothing the image already had, unchanged, is listed.
     assert!(!diff.contains("/bin"), "{diff}");
+    // A deep tree is walked without recursion, to its bottom.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("A /deep") && l.matches("/a").count() == 300),
+        "{diff}"
+    );
 
     // rename: the same container under the new name only.
     assert_eq!(ok(k(root, &[], &["rename", "one", "two"])), "");
@@ -1701,7 +1708,7 @@ fn cp_copies_both_ways_inside_the_container() {
             "box:1",
             "sh",
             "-c",
-            "mkdir -p /data/sub && echo one > /data/a && echo two > /data/sub/b && ln -s /etc /data/hostetc && ln -s ../../.. /data/up && touch /ready && exec sleep 1000",
+            "mkdir -p /data/sub && echo one > /data/a && echo two > /data/sub/b && ln -s /etc /data/hostetc && ln -s ../../.. /data/up && ln -s /data/a /data/named-passwd && cp /bin/busybox /data/suid && chmod 4755 /data/suid && touch /ready && exec sleep 1000",
         ],
     ));
     wait_for("the files", || {
@@ -1725,6 +1732,42 @@ fn cp_copies_both_ways_inside_the_container() {
         std::fs::read_link(h.join("data/hostetc")).unwrap(),
         Path::new("/etc")
     );
+    // -L follows the link, but the name on the host is the one typed,
+    // never the one the container's link chose.
+    let named = h.join("by-link");
+    std::fs::create_dir(&named).unwrap();
+    ok(k(
+        root,
+        &[],
+        &[
+            "cp",
+            "-L",
+            "cpbox:/data/named-passwd",
+            named.to_str().unwrap(),
+        ],
+    ));
+    let got: Vec<_> = std::fs::read_dir(&named)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(got, ["named-passwd"]);
+    assert_eq!(
+        std::fs::read_to_string(named.join("named-passwd")).unwrap(),
+        "one\n"
+    );
+    // A set-uid file comes out without its bit (owned by the caller).
+    ok(k(
+        root,
+        &[],
+        &["cp", "cpbox:/data/suid", h.join("suid").to_str().unwrap()],
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(h.join("suid"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
     // A symlink towards the host's /etc reads the container's.
     let shadow_like = ok(k(root, &[], &["cp", "cpbox:/data/up/etc/passwd", "-"]));
     assert!(
