@@ -171,13 +171,7 @@ fn create_opts(
 ) -> Result<container::Create, ApiError> {
     let hc = &body["HostConfig"];
     let mut unsupported = Vec::new();
-    for key in [
-        "Devices",
-        "SecurityOpt",
-        "DeviceRequests",
-        "VolumesFrom",
-        "Links",
-    ] {
+    for key in ["Devices", "SecurityOpt", "DeviceRequests", "Links"] {
         if hc[key].as_array().is_some_and(|a| !a.is_empty())
             || hc[key].as_object().is_some_and(|o| !o.is_empty())
         {
@@ -428,6 +422,7 @@ fn create_opts(
         extra_groups,
         sysctls: string_pairs(&hc["Sysctls"]),
         anonymous_volumes: anonymous,
+        volumes_from: strings(&hc["VolumesFrom"]),
         rlimits,
         ..container::Create::default()
     })

@@ -100,6 +100,9 @@ pub struct Args {
     /// zombies and forwards signals, as docker-init does).
     #[arg(long)]
     init: bool,
+    /// Mount another container's volumes and binds (`NAME[:ro|rw]`).
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
     /// The runtime: kiln's own (`runc` is taken as its name).
     #[arg(long)]
     runtime: Option<String>,
@@ -686,6 +689,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     };
     let create = kiln::container::Create {
         anonymous_volumes: anonymous,
+        volumes_from: args.volumes_from.clone(),
         image: args.image.clone(),
         name: args.name.clone(),
         command: args.command.clone(),

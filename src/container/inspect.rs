@@ -75,6 +75,7 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "Sysctls": (!r.spec.sysctls.is_empty()).then(|| {
                 r.spec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()
             }),
+            "VolumesFrom": (!r.volumes_from.is_empty()).then_some(&r.volumes_from),
             "Ulimits": (!r.spec.rlimits.is_empty()).then(|| {
                 r.spec.rlimits.iter().map(|l| serde_json::json!({
                     "Name": l.name,

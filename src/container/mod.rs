@@ -232,6 +232,8 @@ pub struct Create {
     /// Paths that get an anonymous volume, beside the image's VOLUMEs
     /// (`-v /path`, the API's `Config.Volumes`).
     pub anonymous_volumes: Vec<String>,
+    /// `--volumes-from NAME[:ro|rw]`: another container's volumes and binds.
+    pub volumes_from: Vec<String>,
 }
 
 /// What `kiln exec` runs.
@@ -371,6 +373,9 @@ pub struct Record {
     /// Runtime and namespace settings, as given.
     #[serde(default)]
     pub host: options::HostOptions,
+    /// `--volumes-from`, as given.
+    #[serde(default)]
+    pub volumes_from: Vec<String>,
 }
 
 /// A container: its record and directory.
@@ -533,7 +538,43 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     // Volumes: named ones made on first use, the image's VOLUMEs not
     // covered given anonymous ones; a new, empty one gets the image's
     // content at its path.
+    // `--volumes-from NAME[:ro|rw]`: every volume and bind of that
+    // container at the same place, read-only with `:ro`, else as it was
+    // there; its devices stay its own. What this one mounts itself wins.
+    let own_targets: Vec<&str> = opts
+        .binds
+        .iter()
+        .map(|b| b.target.as_str())
+        .chain(opts.volumes.iter().map(|(_, t, _)| t.as_str()))
+        .collect();
+    let mut inherited: Vec<Bind> = Vec::new();
+    for from in &opts.volumes_from {
+        let (name, mode) = match from.rsplit_once(':') {
+            Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+            Some(_) => {
+                return Err(ContainerError::Invalid(format!(
+                    "invalid volumes-from {from:?}: use NAME[:ro|rw]"
+                )));
+            }
+            None => (from.as_str(), None),
+        };
+        let other = find(store, name)?;
+        for b in &other.record.spec.binds {
+            if b.target.starts_with("/dev/")
+                || own_targets.contains(&b.target.as_str())
+                || inherited.iter().any(|i| i.target == b.target)
+            {
+                continue;
+            }
+            let mut b = b.clone();
+            if let Some(m) = mode {
+                b.read_only = m == "ro";
+            }
+            inherited.push(b);
+        }
+    }
     let mut binds = opts.binds.clone();
+    binds.extend(inherited.iter().cloned());
     let mut anonymous = Vec::new();
     let image_volumes: Vec<String> = c
         .volumes
@@ -544,8 +585,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .filter(|p| {
-            !opts.volumes.iter().any(|(_, t, _)| t == p)
-                && !opts.binds.iter().any(|b| b.target == *p)
+            !opts.volumes.iter().any(|(_, t, _)| t == p) && !binds.iter().any(|b| b.target == *p)
         })
         .collect();
     let wanted = opts
@@ -680,6 +720,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         open_stdin: opts.open_stdin,
         stdin_once: opts.stdin_once,
         host: opts.host.clone(),
+        volumes_from: opts.volumes_from.clone(),
     };
     let path = dir.join("config.json");
     let bytes =

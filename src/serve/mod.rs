@@ -65,6 +65,10 @@ pub struct Service {
     pub metrics: Metrics,
     /// Targets with a job running.
     running: Mutex<BTreeSet<String>>,
+    /// Held while the store is brought under its cap: the one after a job
+    /// and one asked for through the API wait for each other instead of
+    /// finding the store open and giving up.
+    evicting: Mutex<()>,
     /// Woken when a job is queued or one ends.
     wake: tokio::sync::Notify,
     registry: crate::registry::Options,
@@ -98,6 +102,7 @@ impl Service {
             db: Mutex::new(db),
             metrics: Metrics::new(),
             running: Mutex::new(BTreeSet::new()),
+            evicting: Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             registry: crate::registry::Options::from_env(),
             started: Instant::now(),
@@ -207,6 +212,7 @@ impl Service {
             (None, Some(text)) => config::parse_size(text)?,
             (None, None) => return Ok(None),
         };
+        let _evicting = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
         let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
         let in_use = crate::container::snapshots_in_use(&store);
         let evicted = build::evict::fit(&store, max, &in_use).map_err(|e| e.to_string())?;

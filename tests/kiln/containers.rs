@@ -1977,3 +1977,106 @@ fn images_without_a_name_are_kept_until_pruned() {
     let listed = ok(k(root, &[], &["images"]));
     assert!(!listed.contains("<none>"), "{listed}");
 }
+
+/// `--volumes-from NAME[:ro]`: the other container's volumes and binds at
+/// the same places, read-only when asked; a missing container is refused
+/// in docker's words, and the volume counts the new user (it cannot be
+/// removed under it).
+#[test]
+fn volumes_from_shares_another_containers_mounts() {
+    let Some(store) = box_store() else {
+        return;
+    };
+    let root = store.path();
+    let host = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/bound", host.path().display());
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--name",
+            "owner",
+            "-v",
+            "shared:/shared",
+            "-v",
+            &bind,
+            "box:1",
+            "sh",
+            "-c",
+            "echo from-owner > /shared/f",
+        ],
+    ));
+    std::fs::write(host.path().join("h"), "from-host\n").unwrap();
+    let out = ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "owner",
+            "box:1",
+            "sh",
+            "-c",
+            "cat /shared/f /bound/h; echo more > /shared/g && echo wrote",
+        ],
+    ));
+    assert_eq!(out, "from-owner\nfrom-host\nwrote\n");
+    let ro = k(
+        root,
+        &[],
+        &[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "owner:ro",
+            "box:1",
+            "sh",
+            "-c",
+            "cat /shared/g; echo x > /shared/h",
+        ],
+    );
+    assert!(!ro.status.success());
+    assert_eq!(text(&ro.stdout), "more\n");
+    assert!(
+        text(&ro.stderr).contains("Read-only file system"),
+        "{}",
+        text(&ro.stderr)
+    );
+    let missing = k(
+        root,
+        &[],
+        &["run", "--rm", "--volumes-from", "nobody", "box:1", "true"],
+    );
+    assert!(
+        text(&missing.stderr).contains("No such container: nobody"),
+        "{}",
+        text(&missing.stderr)
+    );
+    ok(k(
+        root,
+        &[],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "user",
+            "--volumes-from",
+            "owner",
+            "box:1",
+            "sleep",
+            "1000",
+        ],
+    ));
+    let inspected: Value = serde_json::from_str(&ok(k(root, &[], &["inspect", "user"]))).unwrap();
+    assert_eq!(
+        inspected[0]["HostConfig"]["VolumesFrom"],
+        serde_json::json!(["owner"])
+    );
+    ok(k(root, &[], &["rm", "owner"]));
+    let busy = k(root, &[], &["volume", "rm", "shared"]);
+    assert!(!busy.status.success(), "a volume in use was removed");
+    ok(k(root, &[], &["rm", "-f", "user"]));
+    ok(k(root, &[], &["volume", "rm", "shared"]));
+}

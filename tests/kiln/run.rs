@@ -153,15 +153,24 @@ fn sigterm_reaches_the_process() {
 #[test]
 fn memory_and_pids_limits_hold() {
     let Some(root) = store() else { return };
+    // Their ids, to look for their groups afterwards (other tests run
+    // limited containers at the same time, under the same `kiln` group).
+    let ids = tempfile::tempdir().unwrap();
+    let (mem_cid, pids_cid) = (ids.path().join("mem"), ids.path().join("pids"));
     let out = sh(
         root,
-        &["--memory", "32m"],
+        &["--memory", "32m", "--cidfile", mem_cid.to_str().unwrap()],
         "a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived",
     );
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stdout));
     let out = sh(
         root,
-        &["--pids-limit", "20"],
+        &[
+            "--pids-limit",
+            "20",
+            "--cidfile",
+            pids_cid.to_str().unwrap(),
+        ],
         "for i in $(seq 60); do sleep 3 & done; echo spawned-all",
     );
     assert!(
@@ -170,16 +179,13 @@ fn memory_and_pids_limits_hold() {
         text(&out.stderr)
     );
     assert!(!text(&out.stdout).contains("spawned-all"));
-    // The cgroups are gone afterwards.
+    // Their cgroups are gone afterwards.
     // (The hierarchy mounted is looked at: v1's controllers or v2's one.)
-    for dir in crate::util::cgroup_dirs(&["memory", "pids"], "kiln") {
-        // A kiln that never made a group has no `kiln` directory at all.
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            assert!(
-                entries.filter_map(|e| e.ok()).all(|e| !e.path().is_dir()),
-                "leftover cgroup in {}",
-                dir.display()
-            );
+    for cid in [&mem_cid, &pids_cid] {
+        let id = std::fs::read_to_string(cid).unwrap();
+        assert_eq!(id.trim().len(), 64, "{id}");
+        for dir in crate::util::cgroup_dirs(&["memory", "pids"], &format!("kiln/{}", id.trim())) {
+            assert!(!dir.exists(), "leftover cgroup {}", dir.display());
         }
     }
 }
