@@ -123,6 +123,13 @@ pub fn open(c: &Container) -> Result<View, ContainerError> {
             _held: None,
         });
     }
+    // Mounting its overlay needs CAP_SYS_ADMIN where the store is: a
+    // rootless kiln copies while the container runs.
+    if c.record.spec.rootless {
+        return Err(ContainerError::Invalid(format!(
+            "container {name} is stopped: a rootless kiln copies from a running container only (start it first)"
+        )));
+    }
     let held = ContainerLock::take(&c.dir).map_err(|e| {
         ContainerError::Invalid(format!("container {name} is starting or in use: {e}"))
     })?;
@@ -144,14 +151,11 @@ pub fn open(c: &Container) -> Result<View, ContainerError> {
         ));
     }
     let lower: Vec<String> = spec.lower.iter().map(|p| p.display().to_string()).collect();
-    let mut options = vec![
+    let options = [
         ("lowerdir", lower.join(":")),
         ("upperdir", spec.upper.display().to_string()),
         ("workdir", spec.work.display().to_string()),
     ];
-    if spec.rootless {
-        options.push(("userxattr", String::new()));
-    }
     let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mount = crate::sandbox::fs::detached_overlay(&options, spec.read_only).map_err(|e| {
         ContainerError::Invalid(format!(
