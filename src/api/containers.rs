@@ -1338,7 +1338,12 @@ async fn exec_start(
     // Told when the client types its detach keys: its connection ends,
     // the exec runs on (what it prints then is read and dropped).
     let detached = Arc::new(tokio::sync::Notify::new());
-    let input = interactive.then(|| (in_rx, instance.detach_keys.clone(), detached.clone()));
+    // As dockerd: the keys are looked for on a tty only; piped bytes pass.
+    let keys = match instance.opts.tty {
+        true => instance.detach_keys.clone(),
+        false => Vec::new(),
+    };
+    let input = interactive.then(|| (in_rx, keys, detached.clone()));
     tokio::task::spawn_blocking(move || {
         let code = run_exec(&run_state, &instance, &tx, input, raw);
         if let Ok(mut execs) = run_state.execs.lock()
