@@ -320,19 +320,7 @@ fn create_opts(
             )?],
         ),
     };
-    let restart = match text(&hc["RestartPolicy"]["Name"]) {
-        None => container::Restart::No,
-        Some(n) => {
-            let max = hc["RestartPolicy"]["MaximumRetryCount"]
-                .as_u64()
-                .unwrap_or(0);
-            let spec = match (n.as_str(), max) {
-                ("on-failure", m) if m > 0 => format!("on-failure:{m}"),
-                _ => n,
-            };
-            container::Restart::parse(&spec).map_err(ApiError::bad)?
-        }
-    };
+    let restart = restart_policy(&hc["RestartPolicy"])?.unwrap_or_default();
     let labels = string_pairs(&body["Labels"]);
     let memory = hc["Memory"].as_u64().filter(|&m| m > 0);
     let host = options::HostOptions {
@@ -643,30 +631,16 @@ async fn archive_get(
         Ok((view, path, stat))
     })
     .await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    tokio::task::spawn_blocking(move || {
-        let out = std::io::BufWriter::with_capacity(1 << 20, super::images::Chunks(tx.clone()));
-        let written = view
-            .tar(&path, &container::archive::rebase_name(&path), out)
+    let body = super::images::written_body(move |out| {
+        view.tar(&path, &container::archive::rebase_name(&path), out)
             .map_err(|e| e.to_string())
-            .and_then(|w| {
-                w.into_inner()
-                    .map(drop)
-                    .map_err(|e| e.into_error().to_string())
-            });
-        // A failure midway ends the body with an error: never a short
-        // archive taken for whole.
-        if let Err(e) = written {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
-        }
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok((
         [
             ("content-type", "application/x-tar".to_string()),
             path_stat_header(&stat),
         ],
-        axum::body::Body::from_stream(stream),
+        body,
     )
         .into_response())
 }
@@ -729,19 +703,7 @@ async fn update(
                 format!("kiln cannot update {unsupported:?} yet"),
             ));
         }
-        let restart = match text(&body["RestartPolicy"]["Name"]) {
-            None => None,
-            Some(n) => {
-                let max = body["RestartPolicy"]["MaximumRetryCount"]
-                    .as_u64()
-                    .unwrap_or(0);
-                let spec = match (n.as_str(), max) {
-                    ("on-failure", m) if m > 0 => format!("on-failure:{m}"),
-                    _ => n,
-                };
-                Some(container::Restart::parse(&spec).map_err(ApiError::bad)?)
-            }
-        };
+        let restart = restart_policy(&body["RestartPolicy"])?;
         let u = container::Update {
             memory: body["Memory"].as_u64().filter(|&m| m > 0),
             memory_swap: body["MemorySwap"].as_i64().filter(|&s| s != 0),
@@ -762,6 +724,21 @@ async fn update(
         Ok(Json(serde_json::json!({ "Warnings": [] })))
     })
     .await
+}
+
+/// Docker's `RestartPolicy` (`Name`, `MaximumRetryCount`); None when it
+/// names none (create's and update's).
+fn restart_policy(policy: &Value) -> Result<Option<container::Restart>, ApiError> {
+    let Some(name) = text(&policy["Name"]) else {
+        return Ok(None);
+    };
+    let spec = match (name.as_str(), policy["MaximumRetryCount"].as_u64()) {
+        ("on-failure", Some(m)) if m > 0 => format!("on-failure:{m}"),
+        _ => name,
+    };
+    container::Restart::parse(&spec)
+        .map(Some)
+        .map_err(ApiError::bad)
 }
 
 /// A key docker-py sends with no value: zero, empty, null or false.

@@ -183,10 +183,8 @@ async fn save_names(
         }
     })
     .await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    tokio::task::spawn_blocking(move || {
-        let out = std::io::BufWriter::with_capacity(1 << 20, Chunks(tx.clone()));
-        let saved = crate::image::archive::save(
+    let body = written_body(move |out| {
+        crate::image::archive::save(
             &state.store,
             &images,
             out,
@@ -194,23 +192,31 @@ async fn save_names(
             crate::layer::Compression::None,
         )
         .map_err(|e| e.to_string())
-        .and_then(|w| {
+    });
+    Ok(([("content-type", "application/x-tar")], body).into_response())
+}
+
+/// A body streamed as `write` writes it (on a blocking thread). A failure
+/// midway ends the body with an error: the client sees a broken archive,
+/// never a short one taken for whole.
+pub(super) fn written_body(
+    write: impl FnOnce(std::io::BufWriter<Chunks>) -> Result<std::io::BufWriter<Chunks>, String>
+    + Send
+    + 'static,
+) -> axum::body::Body {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(1 << 20, Chunks(tx.clone()));
+        let written = write(out).and_then(|w| {
             w.into_inner()
                 .map(drop)
                 .map_err(|e| e.into_error().to_string())
         });
-        // A failure midway ends the body with an error: the client sees a
-        // broken archive, never a short one taken for whole.
-        if let Err(e) = saved {
+        if let Err(e) = written {
             let _ = tx.blocking_send(Err(std::io::Error::other(e)));
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Ok((
-        [("content-type", "application/x-tar")],
-        axum::body::Body::from_stream(stream),
-    )
-        .into_response())
+    axum::body::Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 /// `POST /images/load` (`docker load`): a docker-archive or OCI archive,

@@ -346,7 +346,7 @@ impl View {
         };
         let dest = match dest {
             Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => {
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
                 return Err(ContainerError::Invalid(
                     "extraction point is not a directory".into(),
                 ));

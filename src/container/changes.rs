@@ -126,7 +126,7 @@ impl Walk {
             let stat = match dir.lstat(&name) {
                 Ok(s) => s,
                 // Gone since its directory was listed (it still runs).
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             let kind = if dir.is_whiteout(&name)? {
