@@ -7,7 +7,7 @@
 use super::{ApiError, Shared, flag};
 use crate::build::{self, Options};
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -43,21 +43,44 @@ fn json_map(q: &HashMap<String, String>, key: &str) -> Result<Vec<(String, Strin
     Ok(super::containers::string_pairs(&v))
 }
 
+/// A query's pairs, decoded, in order: `t` and `extrahosts` come once per
+/// value.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
 async fn build_image(
     State(state): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
     raw: axum::http::Request<Body>,
 ) -> Result<Response, ApiError> {
-    // Every `t=` of the query (axum's map keeps one).
-    let tags: Vec<String> = raw
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("t="))
-        .map(percent_decode)
-        .filter(|t| !t.is_empty())
-        .collect();
+    let pairs = query_pairs(raw.uri().query().unwrap_or_default());
+    let all = |key: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    // A key given twice means its first value, as dockerd's Go reads it
+    // (docker-py 5 sends `dockerfile` twice for a Dockerfile from outside
+    // the context: its name in the tar, then its text).
+    let mut q: HashMap<String, String> = HashMap::new();
+    for (k, v) in &pairs {
+        q.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let tags = all("t");
+    let extra_hosts = all("extrahosts")
+        .iter()
+        .flat_map(|h| h.split(',').map(str::to_string).collect::<Vec<_>>())
+        .map(|h| crate::container::options::parse_add_host(&h).map_err(ApiError::bad))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut names = Vec::new();
     for t in &tags {
         names.push(
@@ -100,6 +123,7 @@ async fn build_image(
             _ => build::DefaultNetwork::Host,
         },
         registry: crate::registry::Options::from_env(),
+        add_hosts: extra_hosts,
         ..Options::default()
     };
     let dockerfile = q

@@ -48,14 +48,20 @@ pub(super) fn routes() -> axum::Router<Shared> {
         .route("/exec/{id}/json", get(exec_inspect))
         .route("/exec/{id}/resize", post(exec_resize))
         .route("/containers/{id}", delete(remove))
+        // Any other method on a two-part path is an endpoint kiln lacks.
+        .route(
+            "/containers/{id}/{alias}",
+            delete(remove_link).fallback(super::not_implemented),
+        )
 }
 
 fn unix(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp())
 }
 
-/// A container as `GET /containers/json` lists it.
-pub(super) fn summary(c: &Container) -> Value {
+/// A container as `GET /containers/json` lists it; `all` are every
+/// container, whose legacy links to it are among its names.
+pub(super) fn summary(c: &Container, all: &[Container]) -> Value {
     let st = c.state();
     let r = &c.record;
     let ports: Vec<Value> = match st.is_running() {
@@ -85,7 +91,15 @@ pub(super) fn summary(c: &Container) -> Value {
         .collect();
     serde_json::json!({
         "Id": r.id,
-        "Names": [format!("/{}", r.name)],
+        "Names": std::iter::once(format!("/{}", r.name))
+            .chain(all.iter().flat_map(|o| {
+                o.record
+                    .legacy_links
+                    .iter()
+                    .filter(|(id, _)| *id == r.id)
+                    .map(|(_, alias)| format!("/{}/{alias}", o.record.name))
+            }))
+            .collect::<Vec<_>>(),
         "Image": r.image,
         "ImageID": r.image_id,
         "Command": r.argv.join(" "),
@@ -94,11 +108,7 @@ pub(super) fn summary(c: &Container) -> Value {
         "Labels": r.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "State": st.docker_state(),
         "Status": st.docker_status(),
-        "HostConfig": { "NetworkMode": match (r.networks.first(), r.spec.network) {
-            (Some(a), _) => a.network.clone(),
-            (None, Network::Host) => "host".into(),
-            (None, Network::None) => "none".into(),
-        } },
+        "HostConfig": { "NetworkMode": container::inspect::network_mode(r) },
         "NetworkSettings": { "Networks": networks },
         "Mounts": [],
     })
@@ -140,7 +150,7 @@ async fn list(State(state): State<Shared>, Query(q): Q) -> Result<Json<Value>, A
             .filter(|c| flag(q.get("all")) || limit.is_some() || c.state().is_running())
             .filter(|c| filtered(c, &filters))
             .take(limit.unwrap_or(usize::MAX))
-            .map(summary)
+            .map(|c| summary(c, &all))
             .collect();
         Ok(Json(Value::Array(shown)))
     })
@@ -166,12 +176,13 @@ fn text(v: &Value) -> Option<String> {
 /// does not take are refused by name (501), never dropped.
 fn create_opts(
     store: &crate::store::Store,
+    bridge: super::Bridge,
     body: &Value,
     name: Option<String>,
 ) -> Result<container::Create, ApiError> {
     let hc = &body["HostConfig"];
     let mut unsupported = Vec::new();
-    for key in ["Devices", "SecurityOpt", "DeviceRequests", "Links"] {
+    for key in ["Devices", "SecurityOpt", "DeviceRequests"] {
         if hc[key].as_array().is_some_and(|a| !a.is_empty())
             || hc[key].as_object().is_some_and(|o| !o.is_empty())
         {
@@ -303,23 +314,49 @@ fn create_opts(
         }
     }
     let mode = text(&hc["NetworkMode"]).unwrap_or_else(|| "default".into());
-    let (network, networks) = match mode.as_str() {
+    let endpoints = &body["NetworkingConfig"]["EndpointsConfig"];
+    let mut default_bridge = None;
+    // HostConfig.Links: on a user network its endpoint's links; on the
+    // default one docker's legacy links.
+    let links: Vec<String> = strings(&hc["Links"])
+        .iter()
+        .map(|l| l.trim_start_matches('/').to_string())
+        .collect();
+    let mut legacy_links = Vec::new();
+    let (network, mut networks) = match mode.as_str() {
+        "host" if !links.is_empty() => {
+            return Err(ApiError::bad(
+                "conflicting options: host type networking can't be used with links. This would result in undefined behavior",
+            ));
+        }
         "host" => (Network::Host, Vec::new()),
         "none" => (Network::None, Vec::new()),
+        // dockerd --bridge=none's: a namespace of its own with loopback
+        // only, the endpoint asked for shown under "bridge".
+        "default" | "bridge" if bridge == super::Bridge::None => {
+            let mut a = attachment("bridge", &endpoints["bridge"])?;
+            a.network = mode.clone();
+            default_bridge = Some(a);
+            legacy_links = links.clone();
+            (Network::None, Vec::new())
+        }
         // Docker's default is its bridge; kiln's is the host's network
         // (a namespace of its own when ports are published).
         "default" | "bridge" => match published.is_empty() {
             true => (Network::Host, Vec::new()),
             false => (Network::None, Vec::new()),
         },
-        name => (
-            Network::None,
-            vec![attachment(
-                name,
-                &body["NetworkingConfig"]["EndpointsConfig"][name],
-            )?],
-        ),
+        name => (Network::None, vec![attachment(name, &endpoints[name])?]),
     };
+    match networks.first_mut() {
+        Some(a) => a.links.extend(links),
+        None if default_bridge.is_none() && !links.is_empty() => {
+            return Err(ApiError::bad(format!(
+                "links need a network: network mode {mode:?} has none to resolve them on"
+            )));
+        }
+        None => {}
+    }
     let restart = restart_policy(&hc["RestartPolicy"])?.unwrap_or_default();
     let labels = string_pairs(&body["Labels"]);
     let memory = hc["Memory"].as_u64().filter(|&m| m > 0);
@@ -356,6 +393,7 @@ fn create_opts(
         hostname: text(&body["Hostname"]),
         network,
         networks,
+        default_bridge,
         limits: Limits {
             memory,
             cpus: hc["NanoCpus"]
@@ -386,11 +424,8 @@ fn create_opts(
         shm_size: hc["ShmSize"].as_u64().filter(|&s| s > 0),
         extra_hosts: strings(&hc["ExtraHosts"])
             .iter()
-            .filter_map(|h| {
-                h.split_once(':')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
-            .collect(),
+            .map(|h| options::parse_add_host(h).map_err(ApiError::bad))
+            .collect::<Result<_, _>>()?,
         dns: strings(&hc["Dns"]),
         ports: published,
         log_max_size: log.max_size,
@@ -411,27 +446,56 @@ fn create_opts(
         sysctls: string_pairs(&hc["Sysctls"]),
         anonymous_volumes: anonymous,
         volumes_from: strings(&hc["VolumesFrom"]),
+        legacy_links,
         rlimits,
         ..container::Create::default()
     })
 }
 
 /// How a container joins network `name`, from Docker's EndpointConfig
-/// (`Aliases`, `IPAMConfig.IPv4Address`): create's and connect's.
+/// (`Aliases`, `Links`, `DriverOpts`, `IPAMConfig`): create's and connect's.
 pub(super) fn attachment(name: &str, ep: &Value) -> Result<crate::network::Attachment, ApiError> {
-    let ip = ep["IPAMConfig"]["IPv4Address"]
+    let ipam = &ep["IPAMConfig"];
+    let ip = ipam["IPv4Address"]
         .as_str()
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse()
-                .map_err(|_| ApiError::bad(format!("invalid address {s:?}")))
+                .map_err(|_| ApiError::bad(format!("invalid IPv4 address {s:?}")))
         })
         .transpose()?;
+    let ip6 = ipam["IPv6Address"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| ApiError::bad(format!("invalid IPv6 address {s:?}")))
+        })
+        .transpose()?;
+    let link_local_ips = strings(&ipam["LinkLocalIPs"]);
+    for l in &link_local_ips {
+        l.parse::<std::net::IpAddr>()
+            .map_err(|_| ApiError::bad(format!("invalid link-local address {l:?}")))?;
+    }
+    let links = strings(&ep["Links"]);
+    for l in &links {
+        let target = l.split_once(':').map_or(l.as_str(), |(t, _)| t);
+        if target.trim_start_matches('/').is_empty() {
+            return Err(ApiError::bad(format!("invalid link {l:?}: NAME[:ALIAS]")));
+        }
+    }
     Ok(crate::network::Attachment {
         network: name.to_string(),
         aliases: strings(&ep["Aliases"]),
         ip,
+        ip6,
         mac: text(&ep["MacAddress"]).map(|m| m.to_ascii_lowercase()),
+        links: links
+            .iter()
+            .map(|l| l.trim_start_matches('/').to_string())
+            .collect(),
+        driver_opts: string_pairs(&ep["DriverOpts"]),
+        link_local_ips,
     })
 }
 
@@ -469,7 +533,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     blocking(move || {
         let name = q.get("name").filter(|n| !n.is_empty()).cloned();
-        let opts = create_opts(&state.store, &body, name)?;
+        let opts = create_opts(&state.store, state.bridge, &body, name)?;
         if crate::image::Image::resolve(&state.store, &opts.image).is_err() {
             return Err(ApiError::not_found(format!(
                 "No such image: {}",
@@ -1795,6 +1859,11 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     blocking(move || {
         let store = &state.store;
+        if flag(q.get("link")) {
+            return Err(ApiError::bad(format!(
+                "{id} is a container, not a link: a link is removed as NAME/ALIAS"
+            )));
+        }
         let c = find(&state, &id)?;
         if c.state().is_running() && !flag(q.get("force")) {
             return Err(ApiError::new(
@@ -1809,6 +1878,34 @@ async fn remove(
             true => c.remove_with_volumes(store, true, true)?,
             false => c.remove(true)?,
         }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `DELETE /containers/NAME/ALIAS?link=1`: a legacy link of NAME's goes,
+/// both containers stay.
+async fn remove_link(
+    State(state): State<Shared>,
+    Path((name, alias)): Path<(String, String)>,
+    Query(q): Q,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || {
+        if !flag(q.get("link")) {
+            return Err(ApiError::not_found(format!(
+                "No such container: {name}/{alias}"
+            )));
+        }
+        let c = find(&state, &name)?;
+        if !c.record.legacy_links.iter().any(|(_, a)| *a == alias) {
+            return Err(ApiError::not_found(format!(
+                "Could not find container for entity id /{name}/{alias}"
+            )));
+        }
+        c.modify_record(|r| {
+            r.legacy_links.retain(|(_, a)| *a != alias);
+            Ok(())
+        })?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

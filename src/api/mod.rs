@@ -35,6 +35,24 @@ pub struct Options {
     pub tls: Option<tls::TlsFiles>,
     /// Stop after this long without a request (zero: never).
     pub timeout: Duration,
+    /// What Docker's default network mode (`default`, `bridge`) gives a
+    /// container.
+    pub bridge: Bridge,
+}
+
+/// What a container of Docker's default network mode gets: kiln has no
+/// default bridge, so either the host's network (kiln's own default) or,
+/// as `dockerd --bridge=none` gives, a namespace of its own with loopback
+/// only (`kiln system service --bridge none`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bridge {
+    /// The host's network (a namespace of its own when ports are published).
+    #[default]
+    Host,
+    /// A network namespace of its own with loopback only, shown as docker
+    /// shows its default bridge's endpoint; it can be connected to
+    /// networks while it runs.
+    None,
 }
 
 /// What every handler shares.
@@ -50,6 +68,8 @@ pub(crate) struct State {
     /// Seconds since the epoch of the last request's end.
     last: AtomicU64,
     in_flight: AtomicUsize,
+    /// What the default network mode gives.
+    bridge: Bridge,
 }
 
 type Shared = Arc<State>;
@@ -245,6 +265,7 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
         gc: Default::default(),
         last: AtomicU64::new(now_secs()),
         in_flight: AtomicUsize::new(0),
+        bridge: opts.bridge,
     });
     let app =
         router(state.clone()).layer(axum::middleware::from_fn_with_state(state.clone(), track));

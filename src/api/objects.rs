@@ -196,8 +196,32 @@ async fn network_create(
                 format!("kiln's networks are bridges: driver {driver:?} is not supported"),
             ));
         }
-        let config = &body["IPAM"]["Config"][0];
         let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+        // One IPv4 pool and one IPv6 pool at most, told apart by address.
+        let pools: Vec<&Value> = body["IPAM"]["Config"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        let (v6, v4): (Vec<&Value>, Vec<&Value>) = pools
+            .into_iter()
+            .partition(|c| c["Subnet"].as_str().is_some_and(|s| s.contains(':')));
+        if v4.len() > 1 || v6.len() > 1 {
+            return Err(ApiError::bad(
+                "kiln's networks take one IPv4 and one IPv6 pool (IPAM.Config)",
+            ));
+        }
+        let (config, config6) = (
+            v4.first().copied().unwrap_or(&Value::Null),
+            v6.first().copied().unwrap_or(&Value::Null),
+        );
+        let ipam_driver = body["IPAM"]["Driver"].as_str().unwrap_or("default");
+        if !ipam_driver.is_empty() && ipam_driver != "default" {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("kiln's networks use the default IPAM driver, not {ipam_driver:?}"),
+            ));
+        }
         let nat = body["Options"]["com.docker.network.bridge.enable_ip_masquerade"].as_str()
             == Some("true");
         let n = network::create(
@@ -206,9 +230,15 @@ async fn network_create(
                 name: body["Name"].as_str().unwrap_or_default().to_string(),
                 subnet: text(&config["Subnet"]),
                 gateway: text(&config["Gateway"]),
+                ip_range: text(&config["IPRange"]),
+                aux: super::containers::string_pairs(&config["AuxiliaryAddresses"]),
                 internal: body["Internal"].as_bool() == Some(true),
                 nat,
                 labels: super::containers::string_pairs(&body["Labels"]),
+                enable_ipv6: body["EnableIPv6"].as_bool() == Some(true),
+                subnet6: text(&config6["Subnet"]),
+                gateway6: text(&config6["Gateway"]),
+                ip_range6: text(&config6["IPRange"]),
             },
         )?;
         Ok((

@@ -124,10 +124,11 @@ async fn df(State(state): State<Shared>) -> Result<Json<serde_json::Value>, supe
             .iter()
             .find(|r| r.kind == "Images")
             .map_or(0, |r| r.size);
-        let containers: Vec<serde_json::Value> = crate::container::list(store)?
+        let all = crate::container::list(store)?;
+        let containers: Vec<serde_json::Value> = all
             .iter()
             .map(|c| {
-                let mut v = super::containers::summary(c);
+                let mut v = super::containers::summary(c, &all);
                 v["SizeRw"] = crate::image::prune::dir_size(&c.record.spec.upper).into();
                 v["SizeRootFs"] = 0.into();
                 v

@@ -1587,6 +1587,9 @@ fn base_state(
 fn image_state(image: Image) -> (State, Vec<String>) {
     let mut config = image.config.clone();
     let triggers = config.config.on_build.take().unwrap_or_default();
+    // A committed base's own origin is not the built image's (BuildKit
+    // writes none of docker's commit fields).
+    (config.container, config.container_config, config.parent) = (None, None, None);
     let state = State {
         layers: image.layers(),
         // The image id (the config digest): it names the same content

@@ -20,7 +20,7 @@ pub struct Args {
     context: PathBuf,
     /// Add a custom host-to-IP mapping to every RUN's /etc/hosts (format:
     /// "host:ip"; repeatable).
-    #[arg(long = "add-host", value_parser = parse_add_host)]
+    #[arg(long = "add-host", value_parser = kiln::container::options::parse_add_host)]
     add_hosts: Vec<(String, String)>,
     /// Allow extra privileged entitlement: "security.insecure" lets `RUN
     /// --security=insecure` run without the seccomp filter.
@@ -278,21 +278,6 @@ fn parse_annotation(text: &str) -> Result<(String, String), String> {
         _ => key,
     };
     Ok((key.to_string(), value.to_string()))
-}
-
-/// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too).
-pub(super) fn parse_add_host(text: &str) -> Result<(String, String), String> {
-    let (host, ip) = text
-        .split_once('=')
-        .or_else(|| text.split_once(':'))
-        .ok_or_else(|| format!("invalid --add-host {text:?}: use HOST:IP"))?;
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(format!(
-            "invalid --add-host {text:?}: use HOST:IP with an IP address"
-        ));
-    }
-    Ok((host.to_string(), ip.to_string()))
 }
 
 fn parse_cache(text: &str) -> Result<build::CacheTo, String> {

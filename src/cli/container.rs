@@ -1228,6 +1228,11 @@ enum SystemCommand {
         /// Stop after this many seconds without a request (0: never).
         #[arg(long, default_value_t = 5)]
         timeout: u64,
+        /// What Docker's default network mode gives a container: the
+        /// host's network, or (`none`, as `dockerd --bridge=none`) a
+        /// namespace of its own with loopback only.
+        #[arg(long, value_enum, default_value = "host")]
+        bridge: kiln::api::Bridge,
     },
 }
 
@@ -1241,6 +1246,7 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
         tlscert,
         tlskey,
         timeout,
+        bridge,
     } = args.command
     {
         let store = open_store(root)?;
@@ -1260,6 +1266,7 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
                 _ => None,
             },
             timeout: std::time::Duration::from_secs(timeout),
+            bridge,
         };
         super::runtime()?
             .block_on(kiln::api::serve(store, opts))

@@ -21,12 +21,23 @@ enum Command {
     Create {
         /// Its name.
         name: String,
-        /// Its subnet (default: the first free 10.89.N.0/24).
+        /// Its subnet (default: the first free 10.89.N.0/24); given again
+        /// with an IPv6 subnet for --ipv6.
         #[arg(long)]
-        subnet: Option<String>,
-        /// The bridge's address (default: the subnet's first).
+        subnet: Vec<String>,
+        /// The bridge's address (default: the subnet's first); an IPv6
+        /// one for the IPv6 subnet.
         #[arg(long)]
-        gateway: Option<String>,
+        gateway: Vec<String>,
+        /// Containers' addresses come from this range of the subnet.
+        #[arg(long = "ip-range")]
+        ip_range: Vec<String>,
+        /// `NAME=IP`: an address of the subnet never given to a container.
+        #[arg(long = "aux-address")]
+        aux_address: Vec<String>,
+        /// Containers get IPv6 addresses from the IPv6 --subnet too.
+        #[arg(long)]
+        ipv6: bool,
         /// No way out: no gateway, no route, no names but its own.
         #[arg(long)]
         internal: bool,
@@ -77,6 +88,10 @@ enum Command {
         /// A name other containers on the network resolve to it.
         #[arg(long)]
         alias: Vec<String>,
+        /// `NAME[:ALIAS]`: ALIAS resolves to container NAME on this
+        /// network, for this container only.
+        #[arg(long)]
+        link: Vec<String>,
         /// Its IPv4 address there.
         #[arg(long)]
         ip: Option<std::net::Ipv4Addr>,
@@ -115,8 +130,30 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             internal,
             nat,
             label,
+            ip_range,
+            aux_address,
+            ipv6,
             ..
         } => {
+            let (v6, v4): (Vec<String>, Vec<String>) =
+                subnet.into_iter().partition(|s| s.contains(':'));
+            let (g6, g4): (Vec<String>, Vec<String>) =
+                gateway.into_iter().partition(|s| s.contains(':'));
+            let (r6, r4): (Vec<String>, Vec<String>) =
+                ip_range.into_iter().partition(|s| s.contains(':'));
+            if [&v4, &v6, &g4, &g6, &r4, &r6].iter().any(|l| l.len() > 1) {
+                return Err(Error::Usage(
+                    "--subnet, --gateway and --ip-range: one IPv4 and one IPv6 each at most".into(),
+                ));
+            }
+            let aux = aux_address
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| Error::Usage(format!("--aux-address {a:?}: use NAME=IP")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let labels = label
                 .iter()
                 .map(|l| match l.split_once('=') {
@@ -128,11 +165,17 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 root,
                 &network::Create {
                     name,
-                    subnet,
-                    gateway,
+                    subnet: v4.into_iter().next(),
+                    gateway: g4.into_iter().next(),
+                    ip_range: r4.into_iter().next(),
+                    aux,
                     internal,
                     nat,
                     labels,
+                    enable_ipv6: ipv6,
+                    subnet6: v6.into_iter().next(),
+                    gateway6: g6.into_iter().next(),
+                    ip_range6: r6.into_iter().next(),
                 },
             )
             .map_err(network_error)?;
@@ -200,6 +243,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         }
         Command::Connect {
             alias,
+            link,
             ip,
             network,
             container,
@@ -210,7 +254,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 network,
                 aliases: alias,
                 ip,
-                mac: None,
+                links: link,
+                ..Default::default()
             };
             kiln::container::networks::connect(&mut c, a).map_err(super::container_error)?;
         }

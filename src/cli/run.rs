@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(long = "ulimit", value_parser = kiln::sandbox::Rlimit::parse)]
     ulimits: Vec<kiln::sandbox::Rlimit>,
     /// Add `HOST:IP` to /etc/hosts.
-    #[arg(long = "add-host", value_parser = super::build::parse_add_host)]
+    #[arg(long = "add-host", value_parser = kiln::container::options::parse_add_host)]
     add_hosts: Vec<(String, String)>,
     /// A nameserver for /etc/resolv.conf (replaces the host's).
     #[arg(long)]
@@ -181,6 +181,10 @@ pub struct Args {
     /// The container's IPv4 address on its user network.
     #[arg(long)]
     ip: Option<std::net::Ipv4Addr>,
+    /// `NAME[:ALIAS]`: on its user network, ALIAS resolves to container
+    /// NAME for this container only.
+    #[arg(long)]
+    link: Vec<String>,
     /// Publish a port: `[IP:]HOST:CTR[/tcp]` (ranges; `CTR` alone takes a
     /// free host port).
     #[arg(short = 'p', long = "publish", value_parser = kiln::container::ports::parse)]
@@ -673,6 +677,11 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                     "network-scoped aliases and --ip are supported only for containers in user defined networks".into(),
                 ));
             }
+            if !args.link.is_empty() {
+                return Err(Error::Usage(
+                    "--link needs a user network (--network NAME): kiln's default network is the host's, where a link would name nothing".into(),
+                ));
+            }
             Vec::new()
         }
         Some("bridge") => {
@@ -684,10 +693,13 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             network: name.to_string(),
             aliases: args.network_aliases.clone(),
             ip: args.ip,
-            mac: None,
+            links: args.link.clone(),
+            ..Default::default()
         }],
     };
     let create = kiln::container::Create {
+        default_bridge: None,
+        legacy_links: Vec::new(),
         anonymous_volumes: anonymous,
         volumes_from: args.volumes_from.clone(),
         image: args.image.clone(),

@@ -58,11 +58,13 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             },
             "PortBindings": port_map(r),
             "RestartPolicy": { "Name": r.restart.name(), "MaximumRetryCount": restart_max },
-            "NetworkMode": match (r.networks.first(), r.spec.network) {
-                (Some(a), _) => a.network.as_str(),
-                (None, crate::sandbox::Network::Host) => "host",
-                (None, crate::sandbox::Network::None) => "none",
-            },
+            "NetworkMode": network_mode(r),
+            "Links": (!r.legacy_links.is_empty()).then(|| {
+                r.legacy_links.iter().map(|(id, alias)| {
+                    let target = super::load(&c.dir.with_file_name(id)).map_or(id.clone(), |t| t.record.name);
+                    format!("/{target}:/{}/{alias}", r.name)
+                }).collect::<Vec<_>>()
+            }),
             "ReadonlyRootfs": r.spec.read_only,
             "Memory": r.limits.memory.unwrap_or(0),
             "MemorySwap": r.limits.memory_swap.unwrap_or(0),
@@ -108,20 +110,8 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
         "NetworkSettings": {
             "Ports": port_map(r),
             "MacAddress": first_mac,
-            "Networks": nets
-                .into_iter()
-                .map(|(a, net, e)| {
-                    let v = serde_json::json!({
-                        "Aliases": a.aliases,
-                        "NetworkID": net.as_ref().map(|n| n.id.clone()).unwrap_or_default(),
-                        "EndpointID": e.as_ref().map(|e| e.host_if.clone()).unwrap_or_default(),
-                        "Gateway": net.as_ref().and_then(|n| n.gateway).map(|g| g.to_string()).unwrap_or_default(),
-                        "IPAddress": e.as_ref().map(|e| e.ip.to_string()).unwrap_or_default(),
-                        "IPPrefixLen": match (&e, &net) { (Some(_), Some(n)) => n.subnet.prefix, _ => 0 },
-                        "MacAddress": e.as_ref().map(|e| e.mac.clone()).unwrap_or_default(),
-                    });
-                    (a.network, v)
-                })
+            "Networks": r.default_bridge.iter().map(|b| ("bridge".to_string(), endpoint_json(b, None, None)))
+                .chain(nets.iter().map(|(a, net, e)| (a.network.clone(), endpoint_json(a, net.as_ref(), e.as_ref()))))
                 .collect::<serde_json::Map<_, _>>(),
         },
         "Config": {
@@ -140,6 +130,48 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "Healthcheck": r.healthcheck_config,
             "MacAddress": h.mac_address,
         },
+    })
+}
+
+/// HostConfig.NetworkMode: the mode as given, or the first user network.
+pub fn network_mode(r: &super::Record) -> String {
+    match (&r.default_bridge, r.networks.first(), r.spec.network) {
+        (Some(b), _, _) => b.network.clone(),
+        (None, Some(a), _) => a.network.clone(),
+        (None, None, crate::sandbox::Network::Host) => "host".into(),
+        (None, None, crate::sandbox::Network::None) => "none".into(),
+    }
+}
+
+/// One network's entry of NetworkSettings.Networks: what was asked
+/// (IPAMConfig, Links, DriverOpts) and, while it runs, its endpoint.
+fn endpoint_json(
+    a: &crate::network::Attachment,
+    net: Option<&crate::network::Network>,
+    e: Option<&crate::network::Endpoint>,
+) -> serde_json::Value {
+    let asked = a.ip.is_some() || a.ip6.is_some() || !a.link_local_ips.is_empty();
+    let ip6 = e.and_then(|e| e.ip6).zip(net.and_then(|n| n.subnet6));
+    serde_json::json!({
+        "IPAMConfig": asked.then(|| serde_json::json!({
+            "IPv4Address": a.ip.map(|i| i.to_string()).unwrap_or_default(),
+            "IPv6Address": a.ip6.map(|i| i.to_string()).unwrap_or_default(),
+            "LinkLocalIPs": (!a.link_local_ips.is_empty()).then_some(&a.link_local_ips),
+        })),
+        "Links": (!a.links.is_empty()).then_some(&a.links),
+        "Aliases": (!a.aliases.is_empty()).then_some(&a.aliases),
+        "NetworkID": net.map(|n| n.id.clone()).unwrap_or_default(),
+        "EndpointID": e.map(|e| e.host_if.clone()).unwrap_or_default(),
+        "Gateway": net.and_then(|n| n.gateway).filter(|_| e.is_some()).map(|g| g.to_string()).unwrap_or_default(),
+        "IPAddress": e.map(|e| e.ip.to_string()).unwrap_or_default(),
+        "IPPrefixLen": match (e, net) { (Some(_), Some(n)) => n.subnet.prefix, _ => 0 },
+        "IPv6Gateway": ip6.and(net.and_then(|n| n.gateway6)).map(|g| g.to_string()).unwrap_or_default(),
+        "GlobalIPv6Address": ip6.map(|(ip, _)| ip.to_string()).unwrap_or_default(),
+        "GlobalIPv6PrefixLen": ip6.map_or(0, |(_, s6)| s6.prefix),
+        "MacAddress": e.map(|e| e.mac.clone()).unwrap_or_default(),
+        "DriverOpts": (!a.driver_opts.is_empty()).then(|| {
+            a.driver_opts.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()
+        }),
     })
 }
 

@@ -227,6 +227,10 @@ pub struct Create {
     /// joined in this order as eth0, eth1… (the container then gets a
     /// network namespace of its own).
     pub networks: Vec<crate::network::Attachment>,
+    /// Docker's default network mode as `dockerd --bridge=none` gives it
+    /// (`kiln system service --bridge none`): the endpoint asked for, its
+    /// `network` the mode as given (`default` or `bridge`).
+    pub default_bridge: Option<crate::network::Attachment>,
     /// Runtime and namespace settings (`--runtime`, `--uts`, ...).
     pub host: options::HostOptions,
     /// Paths that get an anonymous volume, beside the image's VOLUMEs
@@ -234,6 +238,10 @@ pub struct Create {
     pub anonymous_volumes: Vec<String>,
     /// `--volumes-from NAME[:ro|rw]`: another container's volumes and binds.
     pub volumes_from: Vec<String>,
+    /// Docker's legacy links (HostConfig.Links, `NAME:ALIAS`) of its
+    /// default network: the linked container's name and environment as
+    /// `ALIAS_NAME`, `ALIAS_ENV_*`.
+    pub legacy_links: Vec<String>,
 }
 
 /// What `kiln exec` runs.
@@ -360,6 +368,10 @@ pub struct Record {
     /// The user networks it joins at each start.
     #[serde(default)]
     pub networks: Vec<crate::network::Attachment>,
+    /// Docker's default network mode without a bridge (see
+    /// [`Create::default_bridge`]): shown by inspect, nothing joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_bridge: Option<crate::network::Attachment>,
     /// The nameservers its resolver asks for names not on its networks
     /// (`--dns`, else the host's).
     #[serde(default)]
@@ -376,6 +388,9 @@ pub struct Record {
     /// `--volumes-from`, as given.
     #[serde(default)]
     pub volumes_from: Vec<String>,
+    /// Legacy links: (the linked container's id, the alias).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_links: Vec<(String, String)>,
 }
 
 /// A container: its record and directory.
@@ -532,6 +547,28 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         format!("HOSTNAME={hostname}"),
     ];
+    // Legacy links' variables before the container's own, which win
+    // (moby's CreateDaemonEnvironment).
+    let mut legacy_links = Vec::new();
+    for l in &opts.legacy_links {
+        let (target, alias) = l.split_once(':').unwrap_or((l, l));
+        let target = target.trim_start_matches('/');
+        let other = existing
+            .iter()
+            .find(|o| o.record.name == target || o.record.id == target)
+            .ok_or_else(|| ContainerError::NotFound(target.to_string()))?;
+        let prefix = alias.to_ascii_uppercase().replace('-', "_");
+        set_env(&mut env, format!("{prefix}_NAME=/{name}/{alias}"));
+        for e in &other.record.spec.env {
+            if let Some((k, v)) = e.split_once('=')
+                && k != "HOME"
+                && k != "PATH"
+            {
+                set_env(&mut env, format!("{prefix}_ENV_{k}={v}"));
+            }
+        }
+        legacy_links.push((other.record.id.clone(), alias.to_string()));
+    }
     for e in c.env.iter().flatten().chain(&opts.env) {
         set_env(&mut env, e.clone());
     }
@@ -706,6 +743,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         anonymous_volumes: anonymous,
         ports: published,
         networks: attachments,
+        default_bridge: opts.default_bridge.clone(),
         dns_upstream: match opts.dns.is_empty() {
             true => network::dns::nameservers(&host_resolv)
                 .iter()
@@ -721,6 +759,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         stdin_once: opts.stdin_once,
         host: opts.host.clone(),
         volumes_from: opts.volumes_from.clone(),
+        legacy_links,
     };
     let path = dir.join("config.json");
     let bytes =
@@ -1196,6 +1235,17 @@ impl Container {
         c.user = (!self.record.spec.user.is_empty()).then(|| self.record.spec.user.clone());
         c.working_dir = Some(self.record.spec.cwd.clone()).filter(|w| w != "/");
         crate::image::apply_changes(c, &opts.changes)?;
+        config.container = Some(self.record.id.clone());
+        config.container_config = Some(serde_json::json!({
+            "Hostname": self.record.spec.hostname,
+            "User": self.record.spec.user,
+            "Env": self.record.spec.env,
+            "Cmd": self.record.argv,
+            "Image": self.record.image,
+            "WorkingDir": self.record.spec.cwd,
+            "Labels": self.record.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        }));
+        config.parent = Some(base.id.to_string());
         // Paused while its changes are read, so no file is caught half
         // written (`--pause=false` reads it running).
         let pids = || -> Vec<u32> { self.processes().iter().map(|p| p.pid).collect() };

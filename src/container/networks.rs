@@ -224,12 +224,21 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
     }
     let st = c.state();
     if let Some(init) = st.init.filter(|i| st.is_running() && i.alive()) {
-        if c.record.networks.is_empty() {
+        // Root reaches any namespace; a rootless container's is in the
+        // network holder's user namespace only when it started on a
+        // network (or with ports).
+        if c.record.networks.is_empty()
+            && c.record.ports.is_empty()
+            && !crate::sandbox::fs::is_root()
+        {
             return Err(Invalid(format!(
-                "container {} runs on no user network, so it has no resolver: stop it, connect it, and start it again",
+                "container {} started on no network, so kiln's network helper cannot reach it: stop it, connect it, and start it again",
                 c.record.name
             )));
         }
+        // Started on no user network, it has no resolver of kiln's: it
+        // joins with its address and route, and names on the network
+        // resolve from its next start (its resolv.conf is written then).
         // The lowest ethN none of its live endpoints has.
         let used: Vec<String> = settings(c)
             .into_iter()
@@ -240,12 +249,14 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
             .find(|n| !used.contains(n))
             .unwrap_or_default();
         // The init runs in the container's network namespace.
+        // Its first network gives it its default route, as at a start.
+        let first = used.is_empty();
         net.join(
             &root,
             (&c.record.id, &c.record.name),
             &a,
             init.pid,
-            (&name, false),
+            (&name, first),
         )
         .map_err(|e| Invalid(e.to_string()))?;
     }

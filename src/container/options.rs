@@ -3,6 +3,22 @@
 //! docker's units and messages, so that the two ways in cannot differ.
 
 /// Docker's RAMInBytes: a number with an optional binary unit (`b`, `k`,
+/// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too): `kiln run`,
+/// `kiln build`, and the API's ExtraHosts of both.
+pub fn parse_add_host(text: &str) -> Result<(String, String), String> {
+    let (host, ip) = text
+        .split_once('=')
+        .or_else(|| text.split_once(':'))
+        .ok_or_else(|| format!("invalid --add-host {text:?}: use HOST:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "invalid --add-host {text:?}: use HOST:IP with an IP address"
+        ));
+    }
+    Ok((host.to_string(), ip.to_string()))
+}
+
 /// `m`, `g`, with or without a trailing `b`; 1k = 1024).
 pub fn parse_ram(text: &str) -> Result<u64, String> {
     let t = text.trim().to_ascii_lowercase();

@@ -34,6 +34,17 @@ pub struct ImageConfig {
     /// One entry per Dockerfile step (layer or not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// Docker's fields of a committed image (moby's `image.Image`): the
+    /// container it was committed from, that container's config, and the
+    /// image the container ran. Builds write none of them, as BuildKit's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The committed container's config (with `Image`, its image as named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_config: Option<serde_json::Value>,
+    /// The id of the image the committed container ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// The runtime part of a config (`config` in the blob).

@@ -118,8 +118,16 @@ impl Resolver {
         let internal = view.iter().all(|(n, _)| n.internal);
         let mut found = Vec::new();
         for (net, endpoints) in view.iter() {
+            // A link of this container's on this network names another
+            // container by an alias only this one sees.
+            let own = endpoints.iter().find(|e| e.container == self.container);
+            let linked = own
+                .and_then(|o| super::link_target(&o.links, &name))
+                .map(str::to_ascii_lowercase);
             for e in endpoints {
-                if matches(e, &net.name, &name) && !found.contains(&e.ip) {
+                let hit = matches(e, &net.name, &name)
+                    || linked.as_deref().is_some_and(|t| matches(e, &net.name, t));
+                if hit && !found.contains(&e.ip) {
                     found.push(e.ip);
                 }
             }
@@ -377,6 +385,8 @@ mod tests {
             host_if: String::new(),
             inner_if: "eth0".into(),
             init: Recorded { pid: 1, start: 0 },
+            ip6: None,
+            links: Vec::new(),
         }
     }
 
@@ -432,6 +442,12 @@ mod tests {
             nat: false,
             created: String::new(),
             labels: Vec::new(),
+            ip_range: None,
+            aux: Vec::new(),
+            enable_ipv6: false,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
         };
         let dir = root.path().join("networks/appnet/endpoints");
         std::fs::create_dir_all(&dir).unwrap();
@@ -446,6 +462,9 @@ mod tests {
             e.container = format!("{i}").repeat(64);
             e.ip = Ipv4Addr::new(10, 89, 0, [4, 2, 3, 9][i]);
             e.init = me;
+            if *name == "client" {
+                e.links = vec!["web1:db".into()];
+            }
             std::fs::write(
                 dir.join(format!("{}.json", e.container)),
                 serde_json::to_vec(&e).unwrap(),
@@ -476,6 +495,13 @@ mod tests {
         // Internal: a name not on the network is not forwarded.
         let other = ask(&r, "example.org.", RecordType::A);
         assert_eq!(other.metadata.response_code, ResponseCode::NXDomain);
+        // A link's alias is the linking container's alone.
+        assert_eq!(addresses(&ask(&r, "DB.", RecordType::A)), ["10.89.0.2"]);
+        let web3 = Resolver::new(root.path().to_path_buf(), "0".repeat(64), Vec::new());
+        assert_eq!(
+            ask(&web3, "db.", RecordType::A).metadata.response_code,
+            ResponseCode::NXDomain
+        );
         // A container that is not on the network resolves nothing there.
         let outsider = Resolver::new(root.path().to_path_buf(), "f".repeat(64), Vec::new());
         assert_eq!(

@@ -18,7 +18,7 @@ pub mod rootless;
 use crate::sandbox::netlink;
 use crate::sandbox::process::Recorded;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -137,12 +137,85 @@ impl Subnet {
         u32::from(self.addr) & m == u32::from(other.addr) & m
     }
 
+    /// True when `ip` is one of [`Subnet::hosts`].
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        let last = u32::from(self.addr) | !self.mask();
+        self.contains(ip) && ip != self.addr && u32::from(ip) != last
+    }
+
+    /// Every address of the subnet, its network and broadcast addresses
+    /// too (an `--ip-range` inside a larger subnet gives them all).
+    pub fn all(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let base = u64::from(u32::from(self.addr));
+        let size = 1u64 << (32 - self.prefix.min(32));
+        (base..base + size).map(|a| Ipv4Addr::from(a as u32))
+    }
+
     /// The host addresses, first to last (no network or broadcast address).
     pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
         let base = u64::from(u32::from(self.addr));
         let size = 1u64 << (32 - self.prefix.min(32));
         // u64: the last range's end (255.255.255.255 + 1) fits.
         (base + 1..(base + size).saturating_sub(1)).map(|a| Ipv4Addr::from(a as u32))
+    }
+}
+
+/// An IPv6 subnet, kept as given (docker's own examples set host bits:
+/// `2001:db8::1/64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet6 {
+    /// The address as given.
+    pub addr: Ipv6Addr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Subnet6 {
+    /// Parses `X:Y::Z/N` (16 ≤ N ≤ 120).
+    pub fn parse(text: &str) -> Result<Subnet6, String> {
+        let bad = || format!("invalid IPv6 subnet {text:?}: use X:Y::Z/N");
+        let (a, n) = text.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = n.parse().map_err(|_| bad())?;
+        if !(16..=120).contains(&prefix) {
+            return Err(format!(
+                "invalid IPv6 subnet {text:?}: the prefix must be between /16 and /120"
+            ));
+        }
+        if addr.is_loopback() || addr.is_multicast() || addr.is_unspecified() {
+            return Err(format!(
+                "invalid IPv6 subnet {text:?}: not a unicast range a network can use"
+            ));
+        }
+        Ok(Subnet6 { addr, prefix })
+    }
+
+    fn mask(&self) -> u128 {
+        u128::MAX << (128 - u32::from(self.prefix.min(128)))
+    }
+
+    /// True when `ip` is in the subnet.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.addr) & self.mask()
+    }
+
+    /// True when the two subnets share an address.
+    pub fn overlaps(&self, other: &Subnet6) -> bool {
+        let m = self.mask().min(other.mask());
+        u128::from(self.addr) & m == u128::from(other.addr) & m
+    }
+
+    /// The host addresses from the subnet's first, first to last.
+    pub fn hosts(&self) -> impl Iterator<Item = Ipv6Addr> {
+        let base = u128::from(self.addr) & self.mask();
+        // Enough to find a free one; a network never holds more.
+        (1..=u128::from(u16::MAX)).map(move |i| Ipv6Addr::from(base + i))
+    }
+}
+
+impl std::fmt::Display for Subnet6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -175,6 +248,24 @@ pub struct Network {
     /// `--label`.
     #[serde(default)]
     pub labels: Vec<(String, String)>,
+    /// `--ip-range`: where addresses are given from (within the subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Subnet>,
+    /// `--aux-address NAME=IP`: addresses never given to a container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux: Vec<(String, Ipv4Addr)>,
+    /// `--ipv6`: containers get IPv6 addresses from `subnet6` as well.
+    #[serde(default)]
+    pub enable_ipv6: bool,
+    /// The IPv6 subnet (`--subnet X::/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Subnet6>,
+    /// The bridge's IPv6 address (default: the IPv6 subnet's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Where IPv6 addresses are given from (within `subnet6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<Subnet6>,
 }
 
 /// A container on a network.
@@ -188,6 +279,9 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     /// Its address.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address (networks with `--ipv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// Its MAC address (02:42 and the address, as docker makes them).
     pub mac: String,
     /// The veth end on the bridge.
@@ -196,6 +290,9 @@ pub struct Endpoint {
     pub inner_if: String,
     /// The container's init: the endpoint lives while it does.
     pub init: Recorded,
+    /// Its links on this network (`NAME:ALIAS`), which its resolver answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 impl Endpoint {
@@ -220,6 +317,18 @@ pub struct Create {
     pub nat: bool,
     /// `--label`.
     pub labels: Vec<(String, String)>,
+    /// `--ip-range`.
+    pub ip_range: Option<String>,
+    /// `--aux-address NAME=IP`.
+    pub aux: Vec<(String, String)>,
+    /// `--ipv6`.
+    pub enable_ipv6: bool,
+    /// An IPv6 `--subnet`.
+    pub subnet6: Option<String>,
+    /// An IPv6 `--gateway`.
+    pub gateway6: Option<String>,
+    /// An IPv6 `--ip-range`.
+    pub ip_range6: Option<String>,
 }
 
 /// How a container asks to join a network (`--network`, `--network-alias`,
@@ -234,9 +343,32 @@ pub struct Attachment {
     /// The address asked for.
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address asked for (`--ip6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// The MAC address asked for (`--mac-address`, lower case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// `--link NAME:ALIAS` on this network: ALIAS resolves to container
+    /// NAME for this container only (docker's links on user networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// The driver options asked for (EndpointConfig.DriverOpts): shown by
+    /// inspect; the bridge driver has none it acts on, as docker's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub driver_opts: Vec<(String, String)>,
+    /// Link-local addresses asked for (IPAMConfig.LinkLocalIPs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<String>,
+}
+
+/// The container `name` stands for among `links` (`NAME:ALIAS`, or
+/// `NAME` alone standing for itself), when it is one's alias.
+pub fn link_target<'a>(links: &'a [String], name: &str) -> Option<&'a str> {
+    links.iter().find_map(|l| {
+        let (target, alias) = l.split_once(':').unwrap_or((l, l));
+        alias.eq_ignore_ascii_case(name).then_some(target)
+    })
 }
 
 /// The reserved names that are modes, not networks.
@@ -276,14 +408,39 @@ impl Network {
                         "Name": e.name,
                         "MacAddress": e.mac,
                         "IPv4Address": format!("{}/{}", e.ip, n.subnet.prefix),
-                        "IPv6Address": "",
+                        "IPv6Address": match (e.ip6, n.subnet6) {
+                            (Some(ip), Some(s6)) => format!("{ip}/{}", s6.prefix),
+                            _ => String::new(),
+                        },
                     }),
                 )
             })
             .collect();
         let mut config = serde_json::json!({ "Subnet": n.subnet.to_string() });
+        if let Some(r) = n.ip_range {
+            config["IPRange"] = r.to_string().into();
+        }
         if let Some(g) = n.gateway {
             config["Gateway"] = g.to_string().into();
+        }
+        if !n.aux.is_empty() {
+            config["AuxiliaryAddresses"] = n
+                .aux
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.to_string())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        let mut configs = vec![config];
+        if let Some(s6) = n.subnet6 {
+            let mut c6 = serde_json::json!({ "Subnet": s6.to_string() });
+            if let Some(r) = n.ip_range6 {
+                c6["IPRange"] = r.to_string().into();
+            }
+            if let Some(g) = n.gateway6 {
+                c6["Gateway"] = g.to_string().into();
+            }
+            configs.push(c6);
         }
         serde_json::json!({
             "Name": n.name,
@@ -291,8 +448,9 @@ impl Network {
             "Created": n.created,
             "Scope": "local",
             "Driver": "bridge",
-            "EnableIPv6": false,
-            "IPAM": { "Driver": "default", "Options": {}, "Config": [config] },
+            "EnableIPv6": n.enable_ipv6,
+            // No IPAM options are taken: docker's null, not `{}`.
+            "IPAM": { "Driver": "default", "Options": null, "Config": configs },
             "Internal": n.internal,
             "Attachable": false,
             "Ingress": false,
@@ -422,7 +580,7 @@ impl Network {
                 root: root.to_path_buf(),
                 network: self.name.clone(),
                 container: (container.0.to_string(), container.1.to_string()),
-                attachment: attachment.clone(),
+                attachment: Box::new(attachment.clone()),
                 pid,
                 inner_if: (inner_if.0.to_string(), inner_if.1),
             },
@@ -452,8 +610,13 @@ impl Network {
                 self.name
             )));
         }
-        let taken: Vec<Ipv4Addr> = self.all_endpoints(root).iter().map(|e| e.ip).collect();
-        let free = |ip: &Ipv4Addr| !taken.contains(ip) && Some(*ip) != self.gateway;
+        let all = self.all_endpoints(root);
+        let taken: Vec<Ipv4Addr> = all.iter().map(|e| e.ip).collect();
+        let free = |ip: &Ipv4Addr| {
+            !taken.contains(ip)
+                && Some(*ip) != self.gateway
+                && !self.aux.iter().any(|(_, a)| a == ip)
+        };
         let ip = match attachment.ip {
             Some(ip) if !self.subnet.contains(ip) => {
                 return Err(NetworkError::Invalid(format!(
@@ -461,18 +624,50 @@ impl Network {
                     self.name, self.subnet
                 )));
             }
-            Some(ip) if !free(&ip) || !self.subnet.hosts().any(|h| h == ip) => {
+            Some(ip) if !free(&ip) || !self.subnet.is_host(ip) => {
                 return Err(NetworkError::Invalid(format!(
                     "Address already in use: {ip} on network {}",
                     self.name
                 )));
             }
             Some(ip) => ip,
-            None => self
-                .subnet
-                .hosts()
-                .find(free)
-                .ok_or_else(|| NetworkError::Full(self.subnet.to_string()))?,
+            // From --ip-range when there is one, never the subnet's
+            // broadcast address.
+            None => {
+                let pool = self.ip_range.unwrap_or(self.subnet);
+                pool.all()
+                    .filter(|ip| self.subnet.is_host(*ip))
+                    .find(free)
+                    .ok_or_else(|| NetworkError::Full(pool.to_string()))?
+            }
+        };
+        let ip6 = match (self.enable_ipv6, self.subnet6) {
+            (true, Some(s6)) => {
+                let taken6: Vec<Ipv6Addr> = all.iter().filter_map(|e| e.ip6).collect();
+                let free6 = |ip: &Ipv6Addr| !taken6.contains(ip) && Some(*ip) != self.gateway6;
+                Some(match attachment.ip6 {
+                    Some(ip) if !s6.contains(ip) => {
+                        return Err(NetworkError::Invalid(format!(
+                            "invalid address {ip}: it is not in network {}'s subnet {s6}",
+                            self.name
+                        )));
+                    }
+                    Some(ip) if !free6(&ip) => {
+                        return Err(NetworkError::Invalid(format!(
+                            "Address already in use: {ip} on network {}",
+                            self.name
+                        )));
+                    }
+                    Some(ip) => ip,
+                    None => self
+                        .ip_range6
+                        .unwrap_or(s6)
+                        .hosts()
+                        .find(free6)
+                        .ok_or_else(|| NetworkError::Full(s6.to_string()))?,
+                })
+            }
+            _ => None,
         };
         let o = ip.octets();
         let mac = match attachment.mac.as_deref().and_then(parse_mac) {
@@ -486,6 +681,7 @@ impl Network {
             name: name.to_string(),
             aliases: attachment.aliases.clone(),
             ip,
+            ip6,
             mac: mac
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -494,31 +690,40 @@ impl Network {
             host_if: host_if(id, &self.id),
             inner_if: inner_if.to_string(),
             init,
+            links: attachment.links.clone(),
         };
         // The endpoint is written first: killed from here on, what the
         // veth set-up left is found by its file.
         let path = self.endpoint_path(root, id);
         write_json(&path, &e)?;
-        let made =
-            netlink::ensure_bridge(&self.bridge, self.gateway.map(|g| (g, self.subnet.prefix)))
-                .and_then(|()| match nat::available() {
-                    true => nat::apply(self),
-                    false => Ok(()),
-                })
-                .and_then(|()| {
-                    netlink::attach(
-                        pid,
-                        &netlink::Attach {
-                            bridge: self.bridge.clone(),
-                            host_if: e.host_if.clone(),
-                            inner_if: inner_if.to_string(),
-                            address: ip,
-                            subnet: (self.subnet.addr, self.subnet.prefix),
-                            gateway: self.gateway.filter(|_| default_route),
-                            mac,
-                        },
-                    )
-                });
+        let made = netlink::ensure_bridge(
+            &self.bridge,
+            self.gateway.map(|g| (g, self.subnet.prefix)),
+            self.gateway6
+                .zip(self.subnet6)
+                .filter(|_| self.enable_ipv6)
+                .map(|(g, s6)| (g, s6.prefix)),
+        )
+        .and_then(|()| match nat::available() {
+            true => nat::apply(self),
+            false => Ok(()),
+        })
+        .and_then(|()| {
+            netlink::attach(
+                pid,
+                &netlink::Attach {
+                    bridge: self.bridge.clone(),
+                    host_if: e.host_if.clone(),
+                    inner_if: inner_if.to_string(),
+                    address: ip,
+                    subnet: (self.subnet.addr, self.subnet.prefix),
+                    gateway: self.gateway.filter(|_| default_route),
+                    mac,
+                    address6: ip6.zip(self.subnet6).map(|(ip, s6)| (ip, s6.prefix)),
+                    gateway6: self.gateway6.filter(|_| default_route && self.enable_ipv6),
+                },
+            )
+        });
         if let Err(m) = made {
             let _ = std::fs::remove_file(&path);
             return Err(NetworkError::Link(m));
@@ -684,7 +889,7 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
             let ip: Ipv4Addr = g
                 .parse()
                 .map_err(|_| NetworkError::Invalid(format!("invalid gateway {g:?}")))?;
-            if !subnet.hosts().any(|h| h == ip) {
+            if !subnet.is_host(ip) {
                 return Err(NetworkError::Invalid(format!(
                     "gateway {ip} is not a host address of {subnet}"
                 )));
@@ -693,8 +898,97 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
         }
         (None, false) => subnet.hosts().next(),
     };
+    let ip_range = match &opts.ip_range {
+        None => None,
+        Some(text) => {
+            let r = Subnet::parse(text).map_err(NetworkError::Invalid)?;
+            if r.prefix < subnet.prefix || !subnet.contains(r.addr) {
+                return Err(NetworkError::Invalid(format!(
+                    "ip-range {r} is not within subnet {subnet}"
+                )));
+            }
+            Some(r)
+        }
+    };
+    let mut aux = Vec::new();
+    for (name, ip) in &opts.aux {
+        let ip: Ipv4Addr = ip.parse().map_err(|_| {
+            NetworkError::Invalid(format!("invalid auxiliary address {name}={ip:?}"))
+        })?;
+        if !subnet.contains(ip) {
+            return Err(NetworkError::Invalid(format!(
+                "auxiliary address {name}={ip} is not within subnet {subnet}"
+            )));
+        }
+        aux.push((name.clone(), ip));
+    }
+    let subnet6 = opts
+        .subnet6
+        .as_deref()
+        .map(Subnet6::parse)
+        .transpose()
+        .map_err(NetworkError::Invalid)?;
+    if let Some(s6) = &subnet6
+        && let Some(o) = existing
+            .iter()
+            .filter_map(|n| n.subnet6)
+            .find(|o| o.overlaps(s6))
+    {
+        return Err(NetworkError::Invalid(format!(
+            "Pool overlaps with other one on this address space: {s6} overlaps {o}"
+        )));
+    }
+    let gateway6 = match (&opts.gateway6, &subnet6) {
+        (Some(g), None) => {
+            return Err(NetworkError::Invalid(format!(
+                "IPv6 gateway {g} given without an IPv6 subnet"
+            )));
+        }
+        (Some(g), Some(s6)) => {
+            let ip: Ipv6Addr = g
+                .parse()
+                .map_err(|_| NetworkError::Invalid(format!("invalid IPv6 gateway {g:?}")))?;
+            if !s6.contains(ip) {
+                return Err(NetworkError::Invalid(format!(
+                    "IPv6 gateway {ip} is not within subnet {s6}"
+                )));
+            }
+            Some(ip)
+        }
+        (None, Some(s6)) if !opts.internal => s6.hosts().next(),
+        (None, _) => None,
+    };
+    let ip_range6 = match (&opts.ip_range6, &subnet6) {
+        (None, _) => None,
+        (Some(r), None) => {
+            return Err(NetworkError::Invalid(format!(
+                "IPv6 ip-range {r} given without an IPv6 subnet"
+            )));
+        }
+        (Some(r), Some(s6)) => {
+            let r = Subnet6::parse(r).map_err(NetworkError::Invalid)?;
+            if r.prefix < s6.prefix || !s6.contains(r.addr) {
+                return Err(NetworkError::Invalid(format!(
+                    "ip-range {r} is not within subnet {s6}"
+                )));
+            }
+            Some(r)
+        }
+    };
+    if opts.enable_ipv6 && subnet6.is_none() {
+        return Err(NetworkError::Invalid(
+            "--ipv6 needs an IPv6 --subnet: kiln has no pool of IPv6 addresses to choose from"
+                .into(),
+        ));
+    }
     let id = random_id();
     let net = Network {
+        ip_range,
+        aux,
+        enable_ipv6: opts.enable_ipv6,
+        subnet6,
+        gateway6,
+        ip_range6,
         name: opts.name.clone(),
         bridge: format!("kb-{}", &id[..12]),
         id,

@@ -25,8 +25,8 @@ pub enum Request {
         network: String,
         /// The container's id and name.
         container: (String, String),
-        /// How it joins.
-        attachment: Attachment,
+        /// How it joins (boxed: the largest of the requests by far).
+        attachment: Box<Attachment>,
         /// Its init.
         pid: u32,
         /// Its interface, and whether it gets the default route.

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
 /// How a container joins a network: the bridge, both ends' names, and the
@@ -29,6 +29,29 @@ pub struct Attach {
     pub gateway: Option<Ipv4Addr>,
     /// The container side's MAC address.
     pub mac: [u8; 6],
+    /// Its IPv6 address and the IPv6 subnet's prefix length (`--ipv6`).
+    pub address6: Option<(Ipv6Addr, u8)>,
+    /// The IPv6 default route's gateway.
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+/// Adds `ip/prefix` to link `index`; an IPv6 address without duplicate
+/// address detection, usable at once (the address is the network's to
+/// give: no other host has it).
+async fn add_address(
+    h: &Handle,
+    index: u32,
+    ip: IpAddr,
+    prefix: u8,
+) -> Result<(), rtnetlink::Error> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+    let mut req = h.address().add(index, ip, prefix);
+    if ip.is_ipv6() {
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute().await
 }
 
 /// Runs `work` with a netlink handle on a thread of its own, first joining
@@ -81,10 +104,19 @@ fn up(index: u32) -> LinkMessage {
     LinkUnspec::new_with_index(index).up().build()
 }
 
-/// Makes the bridge `name` unless it exists, with `gateway/prefix` as its
-/// address, and brings it up.
-pub fn ensure_bridge(name: &str, gateway: Option<(Ipv4Addr, u8)>) -> Result<(), String> {
+/// Makes the bridge `name` unless it exists, with `gateway/prefix` (and
+/// `gateway6/prefix`) as its addresses, and brings it up.
+pub fn ensure_bridge(
+    name: &str,
+    gateway: Option<(Ipv4Addr, u8)>,
+    gateway6: Option<(Ipv6Addr, u8)>,
+) -> Result<(), String> {
     let name = name.to_string();
+    let gateways: Vec<(IpAddr, u8)> = gateway
+        .map(|(g, p)| (IpAddr::V4(g), p))
+        .into_iter()
+        .chain(gateway6.map(|(g, p)| (IpAddr::V6(g), p)))
+        .collect();
     with_handle(None, move |h| async move {
         if index_of(&h, &name).await?.is_none() {
             h.link()
@@ -96,7 +128,7 @@ pub fn ensure_bridge(name: &str, gateway: Option<(Ipv4Addr, u8)>) -> Result<(), 
         let index = index_of(&h, &name)
             .await?
             .ok_or_else(|| format!("bridge {name} vanished"))?;
-        if let Some((gw, prefix)) = gateway {
+        for (gw, prefix) in gateways {
             use rtnetlink::packet_route::address::AddressAttribute;
             let mut has = false;
             let mut all = h.address().get().set_link_index_filter(index).execute();
@@ -106,14 +138,12 @@ pub fn ensure_bridge(name: &str, gateway: Option<(Ipv4Addr, u8)>) -> Result<(), 
                 .map_err(|e| format!("reading {name}'s addresses: {e}"))?
             {
                 has |= a.header.index == index
-                    && a.attributes.iter().any(
-                        |at| matches!(at, AddressAttribute::Address(ip) if *ip == std::net::IpAddr::V4(gw)),
-                    );
+                    && a.attributes
+                        .iter()
+                        .any(|at| matches!(at, AddressAttribute::Address(ip) if *ip == gw));
             }
             if !has {
-                h.address()
-                    .add(index, gw.into(), prefix)
-                    .execute()
+                add_address(&h, index, gw, prefix)
                     .await
                     .map_err(|e| format!("giving {name} the address {gw}/{prefix}: {e}"))?;
             }
@@ -266,6 +296,11 @@ pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
                     .execute()
                     .await
                     .map_err(|e| format!("giving {} {}: {e}", a.inner_if, a.address))?;
+                if let Some((ip6, prefix)) = a.address6 {
+                    add_address(&h, index, ip6.into(), prefix)
+                        .await
+                        .map_err(|e| format!("giving {} {ip6}: {e}", a.inner_if))?;
+                }
                 h.link()
                     .set(up(index))
                     .execute()
@@ -290,6 +325,17 @@ pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
                         .execute()
                         .await
                         .map_err(|e| format!("adding the default route via {gw}: {e}"))?;
+                }
+                if let Some(gw) = a.gateway6 {
+                    let route = RouteMessageBuilder::<Ipv6Addr>::new()
+                        .output_interface(index)
+                        .gateway(gw)
+                        .build();
+                    h.route()
+                        .add(route)
+                        .execute()
+                        .await
+                        .map_err(|e| format!("adding the IPv6 default route via {gw}: {e}"))?;
                 }
                 Ok(())
             })

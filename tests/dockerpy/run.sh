@@ -36,7 +36,7 @@ case "$engine" in
     for name in alpine:3.10 alpine:latest busybox:buildroot-2014.02 hello-world:latest; do
       "$kiln" --root "$work/store" tag busybox:latest "$name"
     done
-    enter "$kiln" --root "$work/store" system service --timeout 0 --socket "$sock" \
+    enter "$kiln" --root "$work/store" system service --timeout 0 --bridge none --socket "$sock" \
       >"$out/engine.log" 2>&1 &
     ;;
   dockerd)

@@ -1920,3 +1920,118 @@ networks:
     let _ = service.kill();
     let _ = service.wait();
 }
+
+/// `kiln system service --bridge none`, as `dockerd --bridge=none`: a
+/// container of the default network mode has a namespace of its own with
+/// loopback only and docker's `bridge` entry (with the endpoint options
+/// asked for); it is connected to a network while it runs and gets an
+/// address there; legacy links give the linked container's name and
+/// environment and show in its names until removed; a commit records
+/// docker's Container, ContainerConfig and Parent.
+#[test]
+fn the_default_network_without_a_bridge_links_and_commit_origins() {
+    if !need_root("containers need namespaces")
+        || !need_tool("python3", "docker-py is the client under test")
+    {
+        return;
+    }
+    let has_docker_py = Command::new("/usr/bin/python3")
+        .args(["-c", "import docker"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_docker_py {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-docker missing in CI: .ci/run must install it"
+        );
+        eprintln!("skipped: Debian's python3-docker is not installed");
+        return;
+    }
+    let Some(ns) = crate::networks::Netns::new() else {
+        return;
+    };
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kiln.sock");
+    let mut service = ns
+        .enter(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(store.path())
+        .args([
+            "system",
+            "service",
+            "--timeout",
+            "0",
+            "--bridge",
+            "none",
+            "--socket",
+        ])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the service did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = r#"
+import docker, sys
+c = docker.APIClient(base_url="unix://" + sys.argv[1])
+up = c.create_container("box:1", "cat", stdin_open=True, environment={"FOO": "1"}, name="up")
+c.start(up)
+me = c.create_container("box:1", ["sh", "-c", "env | grep ^DB_ | sort; ip -o link | cut -d' ' -f2; exec cat"], stdin_open=True, name="me",
+    host_config=c.create_host_config(links={"up": "db"}),
+    networking_config=c.create_networking_config({"bridge": c.create_endpoint_config(driver_opt={"k": "v"})}))
+c.start(me)
+seen = b""
+for chunk in c.logs(me, stream=True, follow=True):
+    seen += chunk
+    if seen.endswith(b"lo:\n"):
+        break
+print(seen.decode().replace("\n", " "))
+d = c.inspect_container(me)
+print(d["HostConfig"]["NetworkMode"], d["HostConfig"]["Links"], sorted(d["NetworkSettings"]["Networks"]), d["NetworkSettings"]["Networks"]["bridge"]["DriverOpts"])
+print(sorted(n for x in c.containers(all=True) for n in x["Names"]))
+net = c.create_network("later", ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.89.40.0/24")]))["Id"]
+c.connect_container_to_network(me, net, ipv4_address="10.89.40.9")
+print(list(c.inspect_network(net)["Containers"]) == [me["Id"]])
+e = c.exec_create(me, ["sh", "-c", "ip -4 -o addr show eth0 | cut -d' ' -f2,7"])
+print(c.exec_start(e).decode().strip())
+c.disconnect_container_from_network(me, net)
+print(c.inspect_network(net)["Containers"])
+c.remove_container("me/db", link=True)
+print(c.inspect_container(me)["HostConfig"]["Links"], sorted(n for x in c.containers(all=True) for n in x["Names"]))
+img = c.commit(me)["Id"]
+i = c.inspect_image(img)
+print(i["Container"] == me["Id"], i["ContainerConfig"]["Image"], i["Parent"] == c.inspect_image("box:1")["Id"])
+c.remove_container(me, force=True); c.remove_container(up, force=True); c.remove_network(net)
+"#;
+    let out = ns
+        .enter("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "DB_ENV_FOO=1 DB_ENV_HOSTNAME=up DB_NAME=/me/db lo: \n\
+         default ['/up:/me/db'] ['bridge'] {'k': 'v'}\n\
+         ['/me', '/me/db', '/up']\n\
+         True\n\
+         eth0 10.89.40.9/32\n\
+         {}\n\
+         None ['/me', '/up']\n\
+         True box:1 True\n"
+    );
+}

@@ -887,3 +887,110 @@ fn kiln_killed_anywhere_in_network_setup_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `--ip-range`, `--aux-address`, an IPv6 subnet with `--ipv6`, and
+/// `--link` on a user network, as docker's networks take them: addresses
+/// come from the range past the reserved one, IPv6 works between
+/// containers, and a link's alias resolves for the linking container only.
+#[test]
+fn ip_ranges_ipv6_and_links_on_a_user_network() {
+    let Some((ns, store)) = setup() else {
+        return;
+    };
+    let root = store.path();
+    ns.ok(
+        root,
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "10.89.30.0/24",
+            "--ip-range",
+            "10.89.30.128/25",
+            "--aux-address",
+            "router=10.89.30.128",
+            "--subnet",
+            "fd00:89:30::/64",
+            "--ipv6",
+            "v6net",
+        ],
+    );
+    let net: Value = serde_json::from_str(&ns.ok(root, &["network", "inspect", "v6net"])).unwrap();
+    assert_eq!(net[0]["EnableIPv6"], true);
+    assert_eq!(net[0]["IPAM"]["Options"], Value::Null);
+    assert_eq!(
+        net[0]["IPAM"]["Config"],
+        serde_json::json!([
+            {"Subnet": "10.89.30.0/24", "IPRange": "10.89.30.128/25", "Gateway": "10.89.30.1",
+             "AuxiliaryAddresses": {"router": "10.89.30.128"}},
+            {"Subnet": "fd00:89:30::/64", "Gateway": "fd00:89:30::1"},
+        ])
+    );
+    ns.ok(
+        root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "up",
+            "--network",
+            "v6net",
+            "box:1",
+            "sleep",
+            "60",
+        ],
+    );
+    // The range's first address is reserved: the next one is given.
+    assert_eq!(ip_of(&ns, root, "up", "v6net"), "10.89.30.129");
+    let settings = &inspect(&ns, root, "up")["NetworkSettings"]["Networks"]["v6net"];
+    assert_eq!(settings["GlobalIPv6Address"], "fd00:89:30::2");
+    assert_eq!(settings["IPv6Gateway"], "fd00:89:30::1");
+    let addrs = ns.ok(root, &["exec", "up", "ip", "-6", "-o", "addr"]);
+    assert!(addrs.contains("eth0    inet6 fd00:89:30::2/64"), "{addrs}");
+    let linked = ns.ok(
+        root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "v6net",
+            "--link",
+            "up:db",
+            "box:1",
+            "sh",
+            "-c",
+            "nslookup db | grep -A1 ^Name; ping -c1 -W10 fd00:89:30::2 | grep -c 'bytes from'",
+        ],
+    );
+    assert!(linked.contains("Address: 10.89.30.129"), "{linked}");
+    assert!(linked.trim_end().ends_with('1'), "no IPv6 answer: {linked}");
+    // Without the link, `db` is no name on the network.
+    let other = ns.kiln(
+        root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "v6net",
+            "box:1",
+            "nslookup",
+            "db",
+        ],
+    );
+    assert!(
+        !text(&other.stdout).contains("10.89.30.129"),
+        "{}",
+        text(&other.stdout)
+    );
+    // A link needs a user network to be resolved on.
+    let refused = ns.kiln(root, &["run", "--rm", "--link", "up:db", "box:1", "true"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("--link needs a user network (--network NAME)"),
+        "{}",
+        text(&refused.stderr)
+    );
+    ns.ok(root, &["rm", "-f", "up"]);
+    ns.ok(root, &["network", "rm", "v6net"]);
+    assert!(kiln_links(&ns).is_empty(), "{:?}", kiln_links(&ns));
+}
