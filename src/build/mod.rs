@@ -1887,6 +1887,7 @@ impl Builder<'_> {
             sysctls: Vec::new(),
             host_uts: false,
             host_ipc: false,
+            cgroups: Vec::new(),
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

@@ -521,3 +521,68 @@ mod tests {
         }
     }
 }
+
+/// One of a container's cgroups as it sees it: `host` (the group's
+/// directory) mounted at `/sys/fs/cgroup/NAME`, NAME empty for cgroup v2's
+/// one hierarchy (at `/sys/fs/cgroup` itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OwnMount {
+    /// The group's directory on the host.
+    pub host: PathBuf,
+    /// Its directory under /sys/fs/cgroup (`memory`, `cpu,cpuacct`).
+    pub name: String,
+}
+
+/// The mounts of groups `dirs` (a container's, as kiln made them under
+/// [`ROOT`]): named by their v1 hierarchy, or at the root on v2.
+fn own_mounts_of(dirs: &[PathBuf], v2: bool) -> Vec<OwnMount> {
+    dirs.iter()
+        .filter_map(|d| {
+            let rel = d.strip_prefix(ROOT).ok()?;
+            let name = match v2 {
+                true => String::new(),
+                false => rel.components().next()?.as_os_str().to_str()?.to_string(),
+            };
+            Some(OwnMount {
+                host: d.clone(),
+                name,
+            })
+        })
+        .collect()
+}
+
+impl Cgroup {
+    /// What the container's /sys/fs/cgroup shows: its own groups only,
+    /// never a hierarchy's root or the caller's group (the host's totals
+    /// and the caller's stay theirs).
+    pub fn own_mounts(&self) -> Vec<OwnMount> {
+        own_mounts_of(&self.dirs, unified())
+    }
+}
+
+#[cfg(test)]
+mod own_mount_tests {
+    use super::*;
+
+    #[test]
+    fn a_containers_groups_are_named_by_their_hierarchy() {
+        let dirs: Vec<PathBuf> = ["memory", "cpu,cpuacct", "devices"]
+            .iter()
+            .map(|c| Path::new(ROOT).join(c).join("kiln/abc"))
+            .chain([PathBuf::from("/elsewhere/x")])
+            .collect();
+        let names: Vec<String> = own_mounts_of(&dirs, false)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["memory", "cpu,cpuacct", "devices"]);
+        let v2 = own_mounts_of(&[Path::new(ROOT).join("kiln/abc")], true);
+        assert_eq!(
+            v2,
+            [OwnMount {
+                host: Path::new(ROOT).join("kiln/abc"),
+                name: String::new()
+            }]
+        );
+    }
+}

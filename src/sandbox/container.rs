@@ -288,7 +288,7 @@ fn launch(
     let userns_raw = userns.as_ref().map_or(-1, |f| f.as_raw_fd());
     let new_userns = spec.rootless && join.is_none() && userns.is_none();
     if spec.rootless && (!limits.is_empty() || limits.parent.is_some()) {
-        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit and --cgroup-parent".into()));
+        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit, --device-cgroup-rule and --cgroup-parent".into()));
     }
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
@@ -411,6 +411,10 @@ fn launch(
     // The spec goes last: the init starts nothing before it has it, so
     // every process of the container starts inside its cgroups.
     let mut sent = compiled(spec)?;
+    let own = cgroup.own_mounts();
+    if !own.is_empty() {
+        sent.to_mut().cgroups = own;
+    }
     // kiln raised its own open-file limit; the container gets the one kiln
     // was started with unless `--ulimit nofile` says otherwise.
     if let Some((soft, hard)) = super::process::started_open_files()
@@ -703,6 +707,7 @@ mod tests {
             sysctls: Vec::new(),
             host_uts: false,
             host_ipc: false,
+            cgroups: Vec::new(),
         }
     }
 

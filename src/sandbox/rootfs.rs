@@ -39,6 +39,49 @@ const DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
+/// The container's own cgroups at /sys/fs/cgroup, read-only, where
+/// docker's containers find theirs (runtimes such as the JVM size
+/// themselves by `memory.limit_in_bytes`): cgroup v1's hierarchies each
+/// under a read-only tmpfs, with a link per controller of a shared one
+/// (`cpu` -> `cpu,cpuacct`); cgroup v2's one group at the root. Only the
+/// container's groups, never a hierarchy's root: the host's totals stay
+/// the host's.
+fn cgroups(sys: &impl Sys, root: &Path, own: &[super::cgroup::OwnMount]) -> io::Result<()> {
+    let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked;
+    let bind = |host: &Path, target: &str| -> io::Result<()> {
+        let host = host.display().to_string();
+        sys.mount_in_root(&host, root, target, Kind::Dir, "", MsFlags::MS_BIND, "")?;
+        sys.mount_in_root("", root, target, Kind::Dir, "", read_only, "")
+    };
+    match own {
+        [] => Ok(()),
+        [v2] if v2.name.is_empty() => bind(&v2.host, "/sys/fs/cgroup"),
+        _ => {
+            let top = "/sys/fs/cgroup";
+            sys.mount_in_root("tmpfs", root, top, Kind::Dir, "tmpfs", locked, "mode=755")?;
+            for m in own.iter().filter(|m| !m.name.is_empty()) {
+                bind(&m.host, &format!("{top}/{}", m.name))?;
+                for part in m.name.split(',').filter(|p| *p != m.name) {
+                    // `name=systemd` is no controller's name.
+                    if !part.contains('=') && !own.iter().any(|o| o.name == part) {
+                        sys.symlink(&m.name, &root.join("sys/fs/cgroup").join(part))?;
+                    }
+                }
+            }
+            sys.mount_in_root(
+                "tmpfs",
+                root,
+                top,
+                Kind::Dir,
+                "tmpfs",
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+                "mode=755",
+            )
+        }
+    }
+}
+
 /// Sets up the root described by `spec` and pivots into it.
 pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
     let root = spec.rootfs.as_path();
@@ -187,6 +230,7 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
             "",
         )?;
     }
+    cgroups(sys, root, &spec.cgroups)?;
     for name in ["hosts", "hostname", "resolv.conf"] {
         let source = spec.etc_dir.join(name).display().to_string();
         sys.mount_in_root(
@@ -331,6 +375,12 @@ mod tests {
             sysctls: Vec::new(),
             host_uts: false,
             host_ipc: false,
+            cgroups: ["memory", "cpu,cpuacct"]
+                .map(|n| crate::sandbox::cgroup::OwnMount {
+                    host: format!("/sys/fs/cgroup/{n}/kiln/c").into(),
+                    name: n.into(),
+                })
+                .to_vec(),
         }
     }
 
@@ -365,6 +415,14 @@ symlink /c/rootfs/dev/stdin -> /proc/self/fd/0
 symlink /c/rootfs/dev/stdout -> /proc/self/fd/1
 symlink /c/rootfs/dev/stderr -> /proc/self/fd/2
 mount-in-root sysfs sysfs /sys ro
+mount-in-root tmpfs tmpfs /sys/fs/cgroup
+mount-in-root bind /sys/fs/cgroup/memory/kiln/c /sys/fs/cgroup/memory
+mount-in-root bind  /sys/fs/cgroup/memory ro
+mount-in-root bind /sys/fs/cgroup/cpu,cpuacct/kiln/c /sys/fs/cgroup/cpu,cpuacct
+mount-in-root bind  /sys/fs/cgroup/cpu,cpuacct ro
+symlink /c/rootfs/sys/fs/cgroup/cpu -> cpu,cpuacct
+symlink /c/rootfs/sys/fs/cgroup/cpuacct -> cpu,cpuacct
+mount-in-root tmpfs tmpfs /sys/fs/cgroup ro
 mount-in-root bind /c/etc/hosts /etc/hosts
 mount-in-root bind /c/etc/hostname /etc/hostname
 mount-in-root bind /c/etc/resolv.conf /etc/resolv.conf

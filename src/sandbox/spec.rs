@@ -107,6 +107,7 @@ impl Limits {
             && self.cpu_shares.is_none()
             && self.cpuset_cpus.is_none()
             && self.swappiness.is_none()
+            && self.devices.is_empty()
     }
 }
 
@@ -146,6 +147,10 @@ pub struct Spec {
     /// the caller to root (overlay with userxattr, devices bind-mounted).
     #[serde(default)]
     pub rootless: bool,
+    /// The container's own cgroups, shown read-only at /sys/fs/cgroup
+    /// (set by kiln once it made them, before the spec is sent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<super::cgroup::OwnMount>,
     /// The process's stdio is a pty: it becomes its controlling terminal.
     #[serde(default)]
     pub tty: bool,

@@ -133,7 +133,7 @@ fn rootless_network_readonly_volumes_and_exit_codes() {
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         text(&out.stderr),
-        "error: resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit and --cgroup-parent\n"
+        "error: resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit, --device-cgroup-rule and --cgroup-parent\n"
     );
     let out = as_user(dir, &["run", "--rm", "-u", "app", "box:1", "true"]);
     assert_eq!(

@@ -190,6 +190,55 @@ fn memory_and_pids_limits_hold() {
     }
 }
 
+/// A container sees its own cgroups, read-only, where docker's do: its
+/// memory limit in the file a JVM sizes its heap by, its device rules;
+/// and nothing of the host's groups (v1: a hierarchy it has no group in
+/// is not there).
+#[test]
+fn a_container_sees_its_own_cgroups_read_only() {
+    let Some(root) = store() else { return };
+    let v2 = crate::util::cgroup_v2();
+    let script = match v2 {
+        true => {
+            "cat /sys/fs/cgroup/memory.max; ls /sys/fs/cgroup/kiln 2>&1 | head -1; echo 1 > /sys/fs/cgroup/memory.max"
+        }
+        false => {
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; grep -c '^c 7:128 rwm$' /sys/fs/cgroup/devices/devices.list; ls /sys/fs/cgroup/memory/kiln 2>&1 | head -1; echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes"
+        }
+    };
+    let out = sh(
+        root,
+        &["--memory", "64m", "--device-cgroup-rule", "c 7:128 rwm"],
+        script,
+    );
+    let expected = match v2 {
+        true => "67108864\nls: /sys/fs/cgroup/kiln: No such file or directory\n",
+        false => "67108864\n1\nls: /sys/fs/cgroup/memory/kiln: No such file or directory\n",
+    };
+    assert_eq!(text(&out.stdout), expected, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Read-only file system"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without limits, no memory group of its own: none shown.
+    let out = sh(root, &[], "ls /sys/fs/cgroup");
+    assert!(
+        !text(&out.stdout).contains("memory"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A device rule alone makes the group it is a rule of (v1).
+    if !v2 {
+        let out = sh(
+            root,
+            &["--device-cgroup-rule", "c 7:128 rwm"],
+            "grep -c '^c 7:128 rwm$' /sys/fs/cgroup/devices/devices.list",
+        );
+        assert_eq!(text(&out.stdout), "1\n", "{}", text(&out.stderr));
+    }
+}
+
 #[test]
 fn volumes_and_read_only_root() {
     let Some(root) = store() else { return };
