@@ -21,3 +21,4 @@ pub mod registry;
 pub mod sandbox;
 pub mod serve;
 pub mod store;
+pub mod units;

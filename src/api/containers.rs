@@ -3,6 +3,7 @@
 
 use super::{ApiError, Shared, blocking, flag};
 use crate::container::options;
+use crate::container::stats::Sample;
 use crate::container::{self, Container, logs, monitor, ports, volume};
 use crate::sandbox::{Limits, Network};
 use axum::Json;
@@ -114,31 +115,9 @@ pub(super) fn summary(c: &Container, all: &[Container]) -> Value {
     })
 }
 
-/// Docker's `filters` query: `{"status":["running"],"name":["web"]}`.
-fn filtered(c: &Container, filters: &std::collections::BTreeMap<String, Vec<String>>) -> bool {
-    let st = c.state();
-    let label = |v: &String| match v.split_once('=') {
-        Some((k, val)) => c.record.labels.iter().any(|(a, b)| a == k && b == val),
-        None => c.record.labels.iter().any(|(a, _)| a == v),
-    };
-    filters.iter().all(|(k, vs)| {
-        // Labels must all match; other keys' values are alternatives.
-        if k == "label" {
-            return vs.iter().all(label);
-        }
-        vs.iter().any(|v| match k.as_str() {
-            "status" => st.docker_state() == v,
-            "name" => c.record.name.contains(v.trim_start_matches('/')),
-            "id" => c.record.id.starts_with(v),
-            "ancestor" => c.record.image == *v || c.record.image_id.contains(v),
-            _ => false,
-        })
-    })
-}
-
 async fn list(State(state): State<Shared>, Query(q): Q) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let filters = super::filters_of(&q, &["status", "name", "id", "ancestor", "label"])?;
+        let filters = super::filters_of(&q, &container::filters::KEYS)?;
         let mut all = container::list(&state.store)?;
         all.reverse();
         let limit: Option<usize> = q
@@ -148,7 +127,7 @@ async fn list(State(state): State<Shared>, Query(q): Q) -> Result<Json<Value>, A
         let shown: Vec<Value> = all
             .iter()
             .filter(|c| flag(q.get("all")) || limit.is_some() || c.state().is_running())
-            .filter(|c| filtered(c, &filters))
+            .filter(|c| container::filters::matches(c, &filters))
             .take(limit.unwrap_or(usize::MAX))
             .map(|c| summary(c, &all))
             .collect();
@@ -182,7 +161,7 @@ fn create_opts(
 ) -> Result<container::Create, ApiError> {
     let hc = &body["HostConfig"];
     let mut unsupported = Vec::new();
-    for key in ["Devices", "SecurityOpt", "DeviceRequests"] {
+    for key in ["Devices", "DeviceRequests"] {
         if hc[key].as_array().is_some_and(|a| !a.is_empty())
             || hc[key].as_object().is_some_and(|o| !o.is_empty())
         {
@@ -359,7 +338,12 @@ fn create_opts(
     }
     let restart = restart_policy(&hc["RestartPolicy"])?.unwrap_or_default();
     let labels = string_pairs(&body["Labels"]);
-    let memory = hc["Memory"].as_u64().filter(|&m| m > 0);
+    let memory = hc["Memory"]
+        .as_u64()
+        .filter(|&m| m > 0)
+        .map(options::check_memory)
+        .transpose()
+        .map_err(ApiError::bad)?;
     let host = options::HostOptions {
         runtime: text(&hc["Runtime"]).unwrap_or_default(),
         isolation: text(&hc["Isolation"]).unwrap_or_default(),
@@ -374,6 +358,7 @@ fn create_opts(
         memory_swappiness: hc["MemorySwappiness"].as_i64(),
     };
     host.check().map_err(ApiError::bad)?;
+    let security = options::security(&strings(&hc["SecurityOpt"]), false).map_err(ApiError::bad)?;
     let log_config: Vec<(String, String)> = string_pairs(&hc["LogConfig"]["Config"]);
     let log = container::options::log_options(
         hc["LogConfig"]["Type"].as_str().unwrap_or(""),
@@ -448,7 +433,8 @@ fn create_opts(
         volumes_from: strings(&hc["VolumesFrom"]),
         legacy_links,
         rlimits,
-        ..container::Create::default()
+        seccomp: security.seccomp,
+        no_new_privileges: security.no_new_privileges,
     })
 }
 
@@ -1660,22 +1646,6 @@ async fn top(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json
     .await
 }
 
-/// The machine's CPU time in nanoseconds (`/proc/stat`'s first line).
-fn system_cpu_ns(hz: u64) -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines().next().map(|l| {
-                l.split_whitespace()
-                    .skip(1)
-                    .filter_map(|v| v.parse::<u64>().ok())
-                    .sum::<u64>()
-            })
-        })
-        .unwrap_or(0)
-        * (1_000_000_000 / hz.max(1))
-}
-
 /// `GET /containers/ID/stats`: samples of its CPU, memory and processes,
 /// one a second, each with the one before as its precpu, until it stops;
 /// with `stream=false`, one sample (two readings a second apart, as
@@ -1724,36 +1694,19 @@ async fn stats(
         .into_response())
 }
 
-/// One reading of a container's CPU time, the machine's, and its
-/// processes.
-struct Sample {
-    at: chrono::DateTime<chrono::Utc>,
-    cpu: u64,
-    system: u64,
-    procs: Vec<crate::sandbox::process::Info>,
+/// Docker's stats object of a sample.
+trait DockerStats {
+    /// Docker's stats object: this sample, `before` as its precpu.
+    fn docker_json(&self, c: &Container, before: &Sample) -> Value;
 }
 
-impl Sample {
-    fn take(c: &Container) -> Sample {
-        let hz = crate::sandbox::process::ticks_per_second().max(1);
-        let procs = c.processes();
-        Sample {
-            at: chrono::Utc::now(),
-            cpu: procs.iter().map(|p| p.cpu_ticks).sum::<u64>() * (1_000_000_000 / hz),
-            system: system_cpu_ns(hz),
-            procs,
-        }
-    }
-
-    /// Docker's stats object: this sample, `before` as its precpu.
+impl DockerStats for Sample {
     fn docker_json(&self, c: &Container, before: &Sample) -> Value {
-        let mem: u64 = self.procs.iter().map(|p| p.rss).sum();
-        let total = crate::sandbox::process::memory_total();
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = container::stats::online_cpus();
         let cpu_stats = |s: &Sample| {
             serde_json::json!({
-                "cpu_usage": { "total_usage": s.cpu, "usage_in_kernelmode": 0, "usage_in_usermode": s.cpu },
-                "system_cpu_usage": s.system,
+                "cpu_usage": { "total_usage": s.cpu_ns, "usage_in_kernelmode": 0, "usage_in_usermode": s.cpu_ns },
+                "system_cpu_usage": s.system_ns,
                 "online_cpus": cpus,
                 "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
             })
@@ -1766,7 +1719,7 @@ impl Sample {
             "pids_stats": { "current": self.procs.len() },
             "cpu_stats": cpu_stats(self),
             "precpu_stats": cpu_stats(before),
-            "memory_stats": { "usage": mem, "limit": c.record.limits.memory.unwrap_or(total), "stats": {} },
+            "memory_stats": { "usage": self.memory(), "limit": container::stats::memory_limit(c), "stats": {} },
             "blkio_stats": {},
             "networks": {},
         })

@@ -250,17 +250,9 @@ pub enum DefaultNetwork {
     None,
 }
 
-/// When a FROM base is pulled (`--pull`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Pull {
-    /// Only when the store does not have it.
-    #[default]
-    Missing,
-    /// Every build (the registry's tag may have moved).
-    Always,
-    /// Never: a base the store lacks is an error.
-    Never,
-}
+/// When a FROM base is pulled (`--pull`): the one policy of every
+/// command that pulls.
+pub use crate::registry::pull::Policy as Pull;
 
 /// Where a build secret's value comes from (never stored anywhere).
 #[derive(Debug, Clone)]
@@ -1428,28 +1420,17 @@ pub fn base_facts(config: &ImageConfig) -> lint::BaseFacts {
     }
 }
 
-/// Pulls a FROM base from its registry (quietly: the FROM step's line
-/// shows the time it takes).
+/// A FROM base as `--pull` says (quietly: the FROM step's line shows the
+/// time a pull takes).
 fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String> {
-    use crate::registry::{self, Platform, Reference, Transfer};
-    let reference = Reference::parse(base).map_err(|e| format!("FROM {base}: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let transfers = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
-    runtime
-        .block_on(async {
-            registry::pull::pull_via_mirrors(
-                store,
-                &opts.registry,
-                &reference,
-                &Platform::host(),
-                &transfers,
-            )
-            .await
-        })
-        .map_err(|e| format!("base image {base} is not in the store, and pulling it failed: {e}"))
+    crate::registry::pull::ensure(
+        store,
+        &opts.registry,
+        base,
+        opts.pull,
+        &crate::registry::Platform::host(),
+    )
+    .map_err(|e| format!("base {e}"))
 }
 
 /// BuildKit's emptyImage (scratch, a local context): this machine's
@@ -1568,16 +1549,7 @@ fn base_state(
             .collect();
         return Ok((state, triggers));
     }
-    let local = Image::resolve(store, base).ok();
-    let image = match (local, opts.pull) {
-        (Some(image), Pull::Missing | Pull::Never) => image,
-        (None, Pull::Never) => {
-            return Err(format!(
-                "base image {base} is not in the store, and --pull=never: pull, import or load it first"
-            ));
-        }
-        (_, _) => pull_base(store, base, opts)?,
-    };
+    let image = pull_base(store, base, opts)?;
     image.snapshots(store).map_err(|e| e.to_string())?;
     Ok(image_state(image))
 }

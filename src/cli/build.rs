@@ -149,7 +149,7 @@ pub struct Args {
     secrets: Vec<(String, Secret)>,
     /// Shared memory size for build containers (`64m`, `1g`; binary units
     /// as docker's; default 64m).
-    #[arg(long = "shm-size", value_parser = parse_shm_size)]
+    #[arg(long = "shm-size", value_parser = kiln::container::options::shm_size)]
     shm_size: Option<u64>,
     /// SSH agent socket to expose to the build: `default` (the agent of
     /// $SSH_AUTH_SOCK) or `ID=SOCKET`; repeatable.
@@ -236,29 +236,6 @@ fn parse_build_context(text: &str) -> Result<(String, build::NamedContext), Stri
         ));
     }
     Ok((name.to_string(), context))
-}
-
-/// Parses `--shm-size` as docker does: a number with an optional binary
-/// unit (`b`, `k`, `m`, `g`, with or without a trailing `b`).
-pub(super) fn parse_shm_size(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t
-        .strip_suffix('b')
-        .filter(|r| !r.is_empty() && !r.ends_with(|c: char| c.is_ascii_digit()))
-        .unwrap_or(&t);
-    let (num, scale) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid size {text:?}: use a number with b, k, m or g, such as 64m")
-    })?;
-    match n.checked_mul(scale) {
-        Some(0) | None => Err(format!("invalid size {text:?}: it must be more than 0")),
-        Some(bytes) => Ok(bytes),
-    }
 }
 
 /// Parses `--annotation [manifest:]KEY=VALUE`; kiln writes one manifest,

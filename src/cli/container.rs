@@ -5,7 +5,6 @@
 use super::format::table;
 use super::{Error, open_store};
 use kiln::container::logs::{self, Stream};
-use kiln::container::state::Status;
 use kiln::container::{self, Container, monitor};
 use std::io::Write;
 use std::path::PathBuf;
@@ -94,45 +93,10 @@ fn row(c: &Container, no_trunc: bool) -> Row {
     }
 }
 
-fn matches(c: &Container, filters: &[(String, String)]) -> bool {
-    let st = c.state();
-    // Filters of one key are alternatives; different keys all apply.
-    let keys: std::collections::BTreeSet<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
-    keys.into_iter().all(|key| {
-        filters
-            .iter()
-            .filter(|(k, _)| k == key)
-            .any(|(_, v)| match key {
-                "status" => st.docker_state() == v,
-                "name" => c.record.name.contains(v.as_str()),
-                "id" => c.record.id.starts_with(v.as_str()),
-                "ancestor" => c.record.image == *v || c.record.image_id.contains(v.as_str()),
-                "health" => match &st.health {
-                    Some(h) if st.status == Status::Running => h.status == *v,
-                    _ => v == "none",
-                },
-                "label" => match v.split_once('=') {
-                    Some((lk, lv)) => c.record.labels.iter().any(|(k, v)| k == lk && v == lv),
-                    None => c.record.labels.iter().any(|(k, _)| k == v),
-                },
-                _ => false,
-            })
-    })
-}
-
 /// `kiln ps`.
 pub fn ps(root: Option<PathBuf>, args: PsArgs) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
-    let mut filters = Vec::new();
-    for f in &args.filters {
-        let (k, v) = f.split_once('=').ok_or_else(|| {
-            Error::Usage(format!("bad format of filter (expected name=value): {f}"))
-        })?;
-        if !["status", "name", "id", "ancestor", "label", "health"].contains(&k) {
-            return Err(Error::Usage(format!("invalid filter '{k}'")));
-        }
-        filters.push((k.to_string(), v.to_string()));
-    }
+    let filters = container::filters::parse(&args.filters).map_err(Error::Usage)?;
     let mut all = container::list(&store).map_err(super::container_error)?;
     // Newest first, as docker lists them.
     all.reverse();
@@ -140,12 +104,9 @@ pub fn ps(root: Option<PathBuf>, args: PsArgs) -> Result<ExitCode, Error> {
     let shown: Vec<&Container> = all
         .iter()
         .filter(|c| {
-            args.all
-                || last.is_some()
-                || filters.iter().any(|(k, _)| k == "status")
-                || c.state().is_running()
+            args.all || last.is_some() || filters.contains_key("status") || c.state().is_running()
         })
-        .filter(|c| matches(c, &filters))
+        .filter(|c| container::filters::matches(c, &filters))
         .take(last.unwrap_or(usize::MAX))
         .collect();
     let rows: Vec<Row> = shown.iter().map(|c| row(c, args.no_trunc)).collect();
@@ -443,7 +404,7 @@ pub fn pause(root: Option<PathBuf>, args: PauseArgs, pause: bool) -> Result<Exit
 #[derive(Debug, clap::Args)]
 pub struct UpdateArgs {
     /// Memory limit (`32m`, `1g`).
-    #[arg(short = 'm', long, value_parser = super::run::parse_memory)]
+    #[arg(short = 'm', long, value_parser = container::options::memory_limit)]
     memory: Option<u64>,
     /// Memory plus swap (`-1`: unlimited swap).
     #[arg(long = "memory-swap", allow_hyphen_values = true)]
@@ -473,7 +434,7 @@ pub fn update(root: Option<PathBuf>, args: UpdateArgs) -> Result<ExitCode, Error
     let memory_swap = match args.memory_swap.as_deref() {
         None => None,
         Some("-1") => Some(-1),
-        Some(v) => Some(container::options::parse_ram(v).map_err(Error::Usage)? as i64),
+        Some(v) => Some(kiln::units::ram_in_bytes(v).map_err(Error::Usage)? as i64),
     };
     let u = container::Update {
         memory: args.memory,
@@ -1135,11 +1096,9 @@ pub fn stats(root: Option<PathBuf>, args: StatsArgs) -> Result<ExitCode, Error> 
 
 /// One `stats` table: CPU over `interval`, memory, processes.
 fn stats_table(targets: &[Container], interval: std::time::Duration) -> String {
-    let ticks = |c: &Container| c.processes().iter().map(|p| p.cpu_ticks).sum::<u64>();
-    let before: Vec<u64> = targets.iter().map(ticks).collect();
+    use kiln::container::stats::{Sample, memory_limit};
+    let before: Vec<Sample> = targets.iter().map(Sample::take).collect();
     std::thread::sleep(interval);
-    let hz = kiln::sandbox::process::ticks_per_second() as f64;
-    let total_mem = kiln::sandbox::process::memory_total();
     let mut rows = vec![
         [
             "CONTAINER ID",
@@ -1155,11 +1114,10 @@ fn stats_table(targets: &[Container], interval: std::time::Duration) -> String {
         .to_vec(),
     ];
     for (c, before) in targets.iter().zip(before) {
-        let procs = c.processes();
-        let now: u64 = procs.iter().map(|p| p.cpu_ticks).sum();
-        let cpu = (now.saturating_sub(before) as f64 / hz) / interval.as_secs_f64() * 100.0;
-        let mem: u64 = procs.iter().map(|p| p.rss).sum();
-        let limit = c.record.limits.memory.unwrap_or(total_mem);
+        let now = Sample::take(c);
+        let cpu = now.cpu_percent(&before);
+        let mem = now.memory();
+        let limit = memory_limit(c);
         let pct = if limit > 0 {
             mem as f64 * 100.0 / limit as f64
         } else {
@@ -1173,7 +1131,7 @@ fn stats_table(targets: &[Container], interval: std::time::Duration) -> String {
             format!("{pct:.2}%"),
             "0B / 0B".into(),
             "0B / 0B".into(),
-            procs.len().to_string(),
+            now.procs.len().to_string(),
         ]);
     }
     table(&rows)

@@ -29,30 +29,6 @@ pub fn size(bytes: u64) -> String {
     format!("{text}{}", UNITS[unit])
 }
 
-/// Parses `10GB`, `512m`, `1024` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| {
-        format!("invalid size {text:?}: use a number with an optional unit, such as 10GB")
-    })?;
-    let scale = match unit.trim() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
-    };
-    Ok((n * scale) as u64)
-}
-
 /// "2 hours ago", from an RFC 3339 time.
 pub fn ago(rfc3339: Option<&str>) -> String {
     let Some(t) = rfc3339.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
@@ -114,8 +90,5 @@ mod tests {
         assert_eq!(size(123_456_789), "123MB");
         assert_eq!(size(1_500_000), "1.5MB");
         assert_eq!(size(2_000_000_000), "2GB");
-        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
-        assert_eq!(parse_size("1.5m").unwrap(), 1_500_000);
-        assert!(parse_size("ten").is_err());
     }
 }

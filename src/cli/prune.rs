@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Trim the build cache, least recently used first, to this size (`10GB`, `512MB`).
-    #[arg(long, value_parser = format::parse_size)]
+    #[arg(long, value_parser = kiln::units::human_size)]
     keep_storage: Option<u64>,
 }
 

@@ -1,7 +1,6 @@
 //! `kiln run`: an image from the store in a container, like `docker run`.
 
 use super::{Error, open_store};
-use kiln::sandbox::seccomp::Profile;
 use kiln::sandbox::{Bind, Limits, Network, SeccompProfile};
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,22 +42,22 @@ pub struct Args {
     #[arg(long = "health-cmd")]
     health_cmd: Option<String>,
     /// Time between checks (`30s`, `1m`, `500ms`).
-    #[arg(long = "health-interval", value_parser = parse_duration)]
+    #[arg(long = "health-interval", value_parser = kiln::container::options::duration)]
     health_interval: Option<i64>,
     /// Maximum time one check may take.
-    #[arg(long = "health-timeout", value_parser = parse_duration)]
+    #[arg(long = "health-timeout", value_parser = kiln::container::options::duration)]
     health_timeout: Option<i64>,
     /// Failures in a row that make the container unhealthy.
     #[arg(long = "health-retries")]
     health_retries: Option<i64>,
     /// Time after a start when failures do not count.
-    #[arg(long = "health-start-period", value_parser = parse_duration)]
+    #[arg(long = "health-start-period", value_parser = kiln::container::options::duration)]
     health_start_period: Option<i64>,
     /// Disable any healthcheck the image has.
     #[arg(long = "no-healthcheck")]
     no_healthcheck: bool,
     /// Size of /dev/shm (`64m`; binary units as docker's).
-    #[arg(long = "shm-size", value_parser = super::build::parse_shm_size)]
+    #[arg(long = "shm-size", value_parser = kiln::container::options::shm_size)]
     shm_size: Option<u64>,
     /// Resource limit `NAME=SOFT[:HARD]` (`nofile`, `nproc`, ...).
     #[arg(long = "ulimit", value_parser = kiln::sandbox::Rlimit::parse)]
@@ -134,8 +133,8 @@ pub struct Args {
     #[arg(long = "memory-swappiness", allow_hyphen_values = true)]
     memory_swappiness: Option<i64>,
     /// When the image is pulled: `missing` (default), `always`, `never`.
-    #[arg(long, value_parser = ["missing", "always", "never"])]
-    pull: Option<String>,
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: kiln::registry::pull::Policy,
     /// Memory plus swap (`-1`: unlimited swap); needs -m.
     #[arg(long = "memory-swap", allow_hyphen_values = true)]
     memory_swap: Option<String>,
@@ -193,7 +192,7 @@ pub struct Args {
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
     /// Memory limit (`32m`, `1g`); the process is killed beyond it.
-    #[arg(short = 'm', long, value_parser = parse_memory)]
+    #[arg(short = 'm', long, value_parser = kiln::container::options::memory_limit)]
     memory: Option<u64>,
     /// CPU limit in CPUs (`1.5`).
     #[arg(long)]
@@ -225,61 +224,6 @@ pub struct Args {
     command: Vec<String>,
 }
 
-/// `--security-opt` values as docker reads them: the seccomp profile (a
-/// file is read here, on the host) and no-new-privileges.
-fn security_options(opts: &[String]) -> Result<(SeccompProfile, bool), Error> {
-    let mut seccomp = SeccompProfile::Default;
-    let mut nnp = false;
-    for opt in opts {
-        let (key, value) = opt
-            .split_once(['=', ':'])
-            .map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
-        match (key, value) {
-            ("seccomp", Some(v)) => {
-                seccomp = match Profile::from_option(v)
-                    .map_err(|e| Error::Usage(format!("--security-opt {opt}: {e}")))?
-                {
-                    Profile::Default => SeccompProfile::Default,
-                    Profile::Unconfined => SeccompProfile::Unconfined,
-                    Profile::File(path) => {
-                        let text = std::fs::read_to_string(&path)
-                            .map_err(|source| Error::Read { path, source })?;
-                        // Checked now, so a bad profile fails before any
-                        // container is made.
-                        kiln::sandbox::seccomp::from_json(&text)
-                            .map_err(|e| Error::Usage(format!("--security-opt {opt}: {e}")))?;
-                        SeccompProfile::Json(text)
-                    }
-                };
-            }
-            ("no-new-privileges", None | Some("true")) => nnp = true,
-            ("no-new-privileges", Some("false")) => nnp = false,
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--security-opt {opt}: kiln supports seccomp=unconfined|builtin|FILE and no-new-privileges"
-                )));
-            }
-        }
-    }
-    Ok((seccomp, nnp))
-}
-
-/// Docker's memory units: b, k, m, g (powers of 1024), at least 6 MB.
-pub(super) fn parse_memory(text: &str) -> Result<u64, String> {
-    let bytes = kiln::container::options::parse_ram(text)?;
-    // No process starts in less: docker refuses it with the same words.
-    if bytes < MIN_MEMORY {
-        return Err(format!(
-            "invalid memory {text:?}: Minimum memory limit allowed is 6MB"
-        ));
-    }
-    Ok(bytes)
-}
-
-/// Docker's units: b, k, m, g (powers of 1024).
-/// The smallest memory limit docker accepts.
-const MIN_MEMORY: u64 = 6 << 20;
-
 /// The capabilities a container keeps (`--privileged`, `--cap-add`,
 /// `--cap-drop`), as [`kiln::container::options::capabilities`] decides.
 fn capabilities(args: &Args) -> Result<Option<Vec<String>>, Error> {
@@ -292,68 +236,6 @@ fn parse_tmpfs(text: &str) -> Result<kiln::sandbox::Tmpfs, Error> {
     let (target, opts) = text.split_once(':').unwrap_or((text, ""));
     kiln::container::options::tmpfs(target, opts)
         .map_err(|e| Error::Usage(format!("invalid --tmpfs {text:?}: {e}")))
-}
-
-/// A Go duration (`1m30s`, `500ms`, `2h`) in nanoseconds.
-fn parse_duration(text: &str) -> Result<i64, String> {
-    let bad = || format!("invalid duration {text:?}: use 30s, 1m, 500ms, 1h30m");
-    let mut total: f64 = 0.0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Ok(total as i64)
-}
-
-/// `--pull`: the image fetched from its registry when missing (or always);
-/// `never` only looks in the store.
-fn pull_image(store: &kiln::store::Store, image: &str, policy: &str) -> Result<(), Error> {
-    let have = kiln::image::Image::resolve(store, image).is_ok();
-    if policy == "never" || (policy == "missing" && have) {
-        return Ok(());
-    }
-    // A local id or a name never pushed is not a reference to pull.
-    let Ok(reference) = kiln::registry::Reference::parse(image) else {
-        return Ok(());
-    };
-    let pulled = super::runtime()?.block_on(async {
-        let transfer = kiln::registry::Transfer::stderr(kiln::progress::Mode::Quiet, "pulled");
-        kiln::registry::pull::pull_via_mirrors(
-            store,
-            &kiln::registry::Options::from_env(),
-            &reference,
-            &kiln::registry::Platform::host(),
-            &transfer,
-        )
-        .await
-    });
-    match (pulled, have) {
-        (Ok(_), _) => Ok(()),
-        // An image the store has is used when its registry cannot be reached.
-        (Err(_), true) => Ok(()),
-        (Err(e), false) => Err(e.into()),
-    }
 }
 
 /// The `--health-*` flags as a healthcheck over the image's.
@@ -519,7 +401,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             driver: fields.get("volume-driver").cloned(),
             tmpfs_size: fields
                 .get("tmpfs-size")
-                .map(|v| kiln::container::options::parse_ram(v).map_err(|e| bad(&e)))
+                .map(|v| kiln::units::ram_in_bytes(v).map_err(|e| bad(&e)))
                 .transpose()?,
         };
         match kiln::container::options::mount(&spec).map_err(|e| bad(&e))? {
@@ -611,7 +493,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let memory_swap = match args.memory_swap.as_deref() {
         None => None,
         Some("-1") => Some(-1),
-        Some(v) => Some(kiln::container::options::parse_ram(v).map_err(Error::Usage)? as i64),
+        Some(v) => Some(kiln::units::ram_in_bytes(v).map_err(Error::Usage)? as i64),
     };
     if memory_swap.is_some() && args.memory.is_none() {
         return Err(Error::Usage(
@@ -649,11 +531,14 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             }
         }
     }
-    pull_image(
+    kiln::registry::pull::ensure(
         &store,
+        &kiln::registry::Options::from_env(),
         &args.image,
-        args.pull.as_deref().unwrap_or("missing"),
-    )?;
+        args.pull,
+        &kiln::registry::Platform::host(),
+    )
+    .map_err(|e| Error::Run(125, e.to_string()))?;
     let labels = args
         .labels
         .iter()
@@ -662,7 +547,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             None => (l.clone(), String::new()),
         })
         .collect();
-    let (seccomp, no_new_privileges) = security_options(&args.security_opt)?;
+    let kiln::container::options::Security {
+        seccomp,
+        no_new_privileges,
+    } = kiln::container::options::security(&args.security_opt, true).map_err(Error::Usage)?;
     let log = kiln::container::options::log_options(
         &args.log_driver,
         args.log_opts

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod attach;
 pub mod changes;
+pub mod filters;
 pub mod health;
 pub mod inspect;
 pub mod logs;
@@ -19,6 +20,7 @@ pub mod networks;
 pub mod options;
 pub mod ports;
 pub mod state;
+pub mod stats;
 pub mod volume;
 
 use crate::image::Image;

@@ -2,7 +2,6 @@
 //! Docker API (`POST /containers/create`) share: one parser each, with
 //! docker's units and messages, so that the two ways in cannot differ.
 
-/// Docker's RAMInBytes: a number with an optional binary unit (`b`, `k`,
 /// Parses `--add-host HOST:IP` (docker's form; `HOST=IP` too): `kiln run`,
 /// `kiln build`, and the API's ExtraHosts of both.
 pub fn parse_add_host(text: &str) -> Result<(String, String), String> {
@@ -19,27 +18,129 @@ pub fn parse_add_host(text: &str) -> Result<(String, String), String> {
     Ok((host.to_string(), ip.to_string()))
 }
 
-/// `m`, `g`, with or without a trailing `b`; 1k = 1024).
-pub fn parse_ram(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let bad = || format!("invalid memory {text:?}: use a number with b, k, m or g");
-    let (num, scale) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let scale: u64 = match &t[i..] {
-                "b" => 1,
-                "k" | "kb" => 1 << 10,
-                "m" | "mb" => 1 << 20,
-                "g" | "gb" => 1 << 30,
-                _ => return Err(bad()),
-            };
-            (&t[..i], scale)
+/// What `--security-opt` (the API's SecurityOpt) asks of a container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Security {
+    /// The seccomp profile.
+    pub seccomp: crate::sandbox::SeccompProfile,
+    /// `no-new-privileges`.
+    pub no_new_privileges: bool,
+}
+
+/// `--security-opt` values as docker reads them: `seccomp=unconfined`,
+/// `builtin`, a profile's JSON (what docker's CLI sends the daemon) or,
+/// with `files` (the CLI, on the caller's host), a file holding it;
+/// `no-new-privileges[:true|false]`. SELinux and AppArmor kiln applies
+/// neither of, so `label=disable` and `apparmor=unconfined` change
+/// nothing and are taken; asking for a label or a profile is refused.
+pub fn security(opts: &[String], files: bool) -> Result<Security, String> {
+    use crate::sandbox::SeccompProfile;
+    let mut out = Security::default();
+    for opt in opts {
+        let (key, value) = opt
+            .split_once(['=', ':'])
+            .map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
+        let bad = |why: &str| format!("--security-opt {opt}: {why}");
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => out.seccomp = SeccompProfile::Unconfined,
+            ("seccomp", Some("builtin")) => out.seccomp = SeccompProfile::Default,
+            ("seccomp", Some(json)) if json.trim_start().starts_with('{') => {
+                // Checked now: a bad profile fails before any container
+                // is made.
+                crate::sandbox::seccomp::from_json(json).map_err(|e| bad(&e.to_string()))?;
+                out.seccomp = SeccompProfile::Json(json.to_string());
+            }
+            ("seccomp", Some(path)) if files && !path.is_empty() => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad(&format!("reading {path}: {e}")))?;
+                crate::sandbox::seccomp::from_json(&text).map_err(|e| bad(&e.to_string()))?;
+                out.seccomp = SeccompProfile::Json(text);
+            }
+            ("seccomp", Some(_)) => {
+                return Err(bad(
+                    "send the profile's JSON, as the docker CLI does with a file's, or unconfined",
+                ));
+            }
+            ("no-new-privileges", None | Some("true")) => out.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => out.no_new_privileges = false,
+            ("label", Some("disable")) | ("apparmor", Some("unconfined")) => {}
+            ("label" | "apparmor", _) => {
+                return Err(bad(
+                    "kiln applies no SELinux label or AppArmor profile (label=disable and apparmor=unconfined are what it does)",
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "kiln supports seccomp=unconfined|builtin|PROFILE and no-new-privileges",
+                ));
+            }
         }
-        None => (t.as_str(), 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(bad)
+    }
+    Ok(out)
+}
+
+/// A Go duration (`1m30s`, `500ms`, `2h`) in nanoseconds (`--health-*`,
+/// `--stop-timeout`'s kin).
+pub fn duration(text: &str) -> Result<i64, String> {
+    let bad = || format!("invalid duration {text:?}: use 30s, 1m, 500ms, 1h30m");
+    let mut total: f64 = 0.0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Ok(total as i64)
+}
+
+/// The smallest memory limit docker accepts.
+const MIN_MEMORY: u64 = 6 << 20;
+
+/// `--memory`, `Memory`: docker's binary units, at least 6 MB (no process
+/// starts in less; docker refuses it with these words).
+pub fn memory_limit(text: &str) -> Result<u64, String> {
+    let bytes = crate::units::ram_in_bytes(text)?;
+    if bytes < MIN_MEMORY {
+        return Err(format!(
+            "invalid memory {text:?}: Minimum memory limit allowed is 6MB"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`memory_limit`]'s check of a number of bytes (the API's `Memory`).
+pub fn check_memory(bytes: u64) -> Result<u64, String> {
+    match bytes < MIN_MEMORY {
+        true => Err("Minimum memory limit allowed is 6MB".into()),
+        false => Ok(bytes),
+    }
+}
+
+/// `--shm-size`: docker's binary units, more than 0.
+pub fn shm_size(text: &str) -> Result<u64, String> {
+    match crate::units::ram_in_bytes(text)? {
+        0 => Err(format!("invalid size {text:?}: it must be more than 0")),
+        bytes => Ok(bytes),
+    }
 }
 
 /// The log drivers there are: kiln's log keeps what a container prints
@@ -92,7 +193,7 @@ pub fn log_options<'a>(
     }
     for (key, value) in opts {
         match key {
-            "max-size" => out.max_size = Some(parse_ram(value)?),
+            "max-size" => out.max_size = Some(crate::units::ram_in_bytes(value)?),
             "max-file" => {
                 out.max_files = Some(value.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(
                     || format!("invalid value for max-file: {value:?}: a positive number"),
@@ -167,7 +268,7 @@ pub fn tmpfs(target: &str, opts: &str) -> Result<crate::sandbox::Tmpfs, String> 
     let mut size = None;
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o.split_once('=') {
-            Some(("size", v)) => size = Some(parse_ram(v)?),
+            Some(("size", v)) => size = Some(crate::units::ram_in_bytes(v)?),
             _ => {
                 return Err(format!(
                     "invalid tmpfs option {o:?} for {target}: kiln takes size=N only"
@@ -391,9 +492,18 @@ mod tests {
 
     #[test]
     fn docker_units_and_words() {
-        assert_eq!(parse_ram("64m"), Ok(64 << 20));
-        assert_eq!(parse_ram("1024"), Ok(1024));
-        assert!(parse_ram("12x").is_err());
+        assert_eq!(memory_limit("64m"), Ok(64 << 20));
+        assert!(
+            memory_limit("1024")
+                .unwrap_err()
+                .contains("Minimum memory limit allowed is 6MB")
+        );
+        assert!(memory_limit("12x").is_err());
+        assert_eq!(shm_size("64m"), Ok(64 << 20));
+        assert_eq!(duration("1m30s"), Ok(90_000_000_000));
+        assert_eq!(duration("500ms"), Ok(500_000_000));
+        assert!(duration("5 minutes").is_err());
+        assert!(shm_size("0").is_err());
         let l = log_options("", [("max-file", "100"), ("max-size", "1k")]).unwrap();
         assert_eq!((l.max_size, l.max_files), (Some(1024), Some(100)));
         assert_eq!(l.given.get("max-file").map(String::as_str), Some("100"));

@@ -183,7 +183,9 @@ pub fn parse(value: &str) -> Result<Mount, String> {
                             m.gid = Some(id)
                         }
                     }
-                    "size" if m.kind == MountType::Tmpfs => m.size = Some(parse_size(&value)?),
+                    "size" if m.kind == MountType::Tmpfs => {
+                        m.size = Some(crate::units::ram_in_bytes(&value)?)
+                    }
                     "env" if m.kind == MountType::Secret => m.env = Some(value),
                     _ => {
                         let keys = [
@@ -263,29 +265,6 @@ fn type_name(kind: MountType) -> &'static str {
         MountType::Secret => "secret",
         MountType::Ssh => "ssh",
     }
-}
-
-/// A size with an optional unit (`64m`, `1g`, `512k`, plain bytes).
-fn parse_size(value: &str) -> Result<u64, String> {
-    let lower = value.trim().to_ascii_lowercase();
-    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &lower[digits.len()..];
-    let scale: u64 = match unit {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "invalid size {value:?}: use a number with an optional k, m or g"
-            ));
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("invalid size {value:?}: use a number with an optional k, m or g"))
 }
 
 /// Splits one CSV record as Go's encoding/csv does (double quotes group,

@@ -321,3 +321,99 @@ pub async fn pull_via_mirrors(
         Err(e) => Err(last.unwrap_or(e)),
     }
 }
+
+/// When an image is fetched from its registry (`--pull` of `kiln build`'s
+/// bases and of `kiln run`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// Only when the store does not have it.
+    #[default]
+    Missing,
+    /// Every time (the registry's tag may have moved).
+    Always,
+    /// Never: an image the store lacks is an error.
+    Never,
+}
+
+/// Why [`ensure`] has no image.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    /// Not in the store, and the policy is `never`.
+    #[error("image {0} is not in the store, and --pull=never: pull, import or load it first")]
+    Never(String),
+    /// Not in the store, and not a name a registry could have.
+    #[error("image {name} is not in the store (and is no reference to pull: {why})")]
+    NoReference {
+        /// The name given.
+        name: String,
+        /// Why it is no reference.
+        why: String,
+    },
+    /// The pull failed.
+    #[error("image {name} is not in the store, and pulling it failed: {source}")]
+    Pull {
+        /// The name given.
+        name: String,
+        /// The registry's failure (boxed: it is large).
+        #[source]
+        source: Box<RegistryError>,
+    },
+    /// `always`: the pull failed (the store's copy is not used instead, as
+    /// docker's and BuildKit's `--pull` do not).
+    #[error("pulling {name} failed: {source}")]
+    PullAlways {
+        /// The name given.
+        name: String,
+        /// The registry's failure (boxed: it is large).
+        #[source]
+        source: Box<RegistryError>,
+    },
+}
+
+/// The image `name` as `policy` says: the store's, or pulled from its
+/// registry (through its mirrors) quietly, for `platform`. One meaning for
+/// every command that takes `--pull`. Not to be called inside a tokio
+/// runtime: it runs the pull on one of its own.
+pub fn ensure(
+    store: &Store,
+    opts: &super::Options,
+    name: &str,
+    policy: Policy,
+    platform: &Platform,
+) -> Result<Image, EnsureError> {
+    let local = Image::resolve(store, name).ok();
+    match (local, policy) {
+        (Some(image), Policy::Missing | Policy::Never) => return Ok(image),
+        (None, Policy::Never) => return Err(EnsureError::Never(name.to_string())),
+        _ => {}
+    }
+    let reference = Reference::parse(name).map_err(|e| EnsureError::NoReference {
+        name: name.to_string(),
+        why: e.to_string(),
+    })?;
+    let failed = |source: RegistryError| match policy {
+        Policy::Always => EnsureError::PullAlways {
+            name: name.to_string(),
+            source: Box::new(source),
+        },
+        _ => EnsureError::Pull {
+            name: name.to_string(),
+            source: Box::new(source),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            failed(RegistryError::Http {
+                registry: reference.registry.clone(),
+                message: format!("starting the pull: {e}"),
+            })
+        })?;
+    let transfers = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
+    runtime
+        .block_on(pull_via_mirrors(
+            store, opts, &reference, platform, &transfers,
+        ))
+        .map_err(failed)
+}

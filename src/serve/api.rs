@@ -190,7 +190,7 @@ async fn cache(State(s): Shared) -> Answer {
             .store
             .max_size
             .as_deref()
-            .and_then(|m| super::config::parse_size(m).ok());
+            .and_then(|m| crate::units::human_size(m).ok());
         json!({
             "max_size": max,
             "total": usage.total(),
@@ -218,7 +218,7 @@ async fn prune(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
             })?;
             match v["max_size"].as_str() {
                 Some(m) => Some(
-                    super::config::parse_size(m)
+                    crate::units::human_size(m)
                         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
                 ),
                 None => None,

@@ -196,7 +196,7 @@ impl Config {
             .into_iter()
             .flatten()
         {
-            parse_size(size)?;
+            crate::units::human_size(size)?;
         }
         for base in &self.bases {
             if let Some(c) = &base.check {
@@ -342,32 +342,6 @@ pub fn cron(expr: &str) -> Result<croner::Cron, String> {
     expr.parse::<croner::Cron>().map_err(|e| e.to_string())
 }
 
-/// A size: bytes, or a number with KB/MB/GB/TB (powers of 1000) or
-/// KiB/MiB/GiB/TiB (powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("size {text:?}: use a number with B, KB, MB, GB, TB or KiB..TiB"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" => 1_000,
-        "mb" | "m" => 1_000_000,
-        "gb" | "g" => 1_000_000_000,
-        "tb" | "t" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return Err(format!("size {text:?}: unknown unit {unit:?}")),
-    };
-    Ok((n * factor as f64) as u64)
-}
-
 /// 1-based line and column of byte `at` in `text`.
 fn line_col(text: &str, at: usize) -> (usize, usize) {
     let before = &text[..at.min(text.len())];
@@ -411,7 +385,7 @@ webhook_secret = "hmac-secret"
         let c = parse(EXAMPLE).unwrap();
         assert_eq!(c.max_jobs, 2);
         assert_eq!(
-            parse_size(c.store.max_size.as_deref().unwrap()),
+            crate::units::human_size(c.store.max_size.as_deref().unwrap()),
             Ok(50_000_000_000)
         );
         let t = c.target("app").unwrap();
@@ -446,7 +420,10 @@ webhook_secret = "hmac-secret"
                 "[[target]]\nname = \"a\"\ncontext = \"/x\"\ndockerfile = \"../D\"\n",
                 "must be relative to the context",
             ),
-            ("[store]\nmax_size = \"5 parsecs\"\n", "unknown unit"),
+            (
+                "[store]\nmax_size = \"5 parsecs\"\n",
+                "invalid size \"5 parsecs\"",
+            ),
             ("listen = \"localhost\"\n", "use IP:PORT"),
             (
                 "token = \"\"\n",

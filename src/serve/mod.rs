@@ -209,7 +209,7 @@ impl Service {
     ) -> Result<Option<build::evict::Evicted>, String> {
         let max = match (max, &self.config.store.max_size) {
             (Some(m), _) => m,
-            (None, Some(text)) => config::parse_size(text)?,
+            (None, Some(text)) => crate::units::human_size(text)?,
             (None, None) => return Ok(None),
         };
         let _evicting = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
@@ -346,7 +346,7 @@ impl Service {
             .target(&job.target)
             .ok_or_else(|| format!("target {} is no longer configured", job.target))?;
         if let Some(min) = &self.config.store.min_free {
-            let min = config::parse_size(min)?;
+            let min = crate::units::human_size(min)?;
             let free = free_bytes(&self.store_root)?;
             if free < min {
                 return Err(format!(

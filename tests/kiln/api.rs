@@ -2035,3 +2035,86 @@ c.remove_container(me, force=True); c.remove_container(up, force=True); c.remove
          True box:1 True\n"
     );
 }
+
+/// `--security-opt` through the docker CLI means what it means on kiln's
+/// own: seccomp unconfined, a profile file (the CLI sends its JSON),
+/// no-new-privileges, SELinux and AppArmor opt-outs taken as the nothing
+/// they change here, a profile asked of AppArmor refused; a memory limit
+/// under docker's floor refused in docker's words.
+#[test]
+fn security_options_and_limits_mean_the_same_through_the_api() {
+    let Some((_store, svc)) = setup() else {
+        return;
+    };
+    let status = |opts: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend(opts);
+        args.extend([
+            "box:1",
+            "grep",
+            "-E",
+            "^(Seccomp|NoNewPrivs):",
+            "/proc/self/status",
+        ]);
+        svc.ok(&args).replace('\t', " ")
+    };
+    assert_eq!(status(&[]), "NoNewPrivs: 0\nSeccomp: 2\n");
+    assert_eq!(
+        status(&["--security-opt", "seccomp=unconfined"]),
+        "NoNewPrivs: 0\nSeccomp: 0\n"
+    );
+    assert_eq!(
+        status(&[
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            "label=disable"
+        ]),
+        "NoNewPrivs: 1\nSeccomp: 2\n"
+    );
+    // A profile that refuses mkdir, sent as JSON by the docker CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let out = svc.docker(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "box:1",
+        "mkdir",
+        "/x",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let refused = svc.docker(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "apparmor=mine",
+        "box:1",
+        "true",
+    ]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        text(&refused.stderr).contains("kiln applies no SELinux label or AppArmor profile"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let small = svc.docker(&["run", "--rm", "-m", "1m", "box:1", "true"]);
+    assert_eq!(small.status.code(), Some(125));
+    assert!(
+        text(&small.stderr).contains("Minimum memory limit allowed is 6MB"),
+        "{}",
+        text(&small.stderr)
+    );
+}

@@ -113,8 +113,21 @@ fn exit_codes_are_docker_runs() {
         text(&out.stderr),
         "error: exec: \"/etc/passwd\": permission denied\n"
     );
+    // Not in the store, and no registry to pull it from: docker's 125.
     let out = run(root, &["nope:1"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr)
+            .starts_with("error: image nope:1 is not in the store, and pulling it failed: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(root, &["--pull", "never", "nope:1"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        text(&out.stderr),
+        "error: image nope:1 is not in the store, and --pull=never: pull, import or load it first\n"
+    );
 }
 
 #[test]
