@@ -10,6 +10,7 @@ pub mod container;
 pub mod context;
 pub mod copier;
 pub mod dockerfile;
+pub mod doctor;
 pub mod events;
 pub mod image;
 pub mod layer;

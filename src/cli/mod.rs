@@ -6,6 +6,7 @@ mod check;
 mod container;
 mod cp;
 mod diagnostic;
+mod doctor;
 mod events;
 mod format;
 mod fsck;
@@ -126,6 +127,8 @@ enum Command {
     Stats(container::StatsArgs),
     /// The store as a whole (`df`).
     System(container::SystemArgs),
+    /// Say what this host lets kiln do and what it does not, with fixes.
+    Doctor(doctor::Args),
     /// Show a container's published ports.
     Port(container::PortArgs),
     /// Show what happened to containers, images, networks and volumes.
@@ -196,6 +199,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Top(args) => container::top(root, args),
         Command::Stats(args) => container::stats(root, args),
         Command::System(args) => container::system(root, args),
+        Command::Doctor(args) => doctor::run(root, args),
         Command::Port(args) => container::port(root, args),
         Command::Events(args) => events::run(root, args),
         Command::Container(args) => container::container_cmd(root, args),

@@ -12,7 +12,7 @@
 //! killed anywhere leaves nothing that the next one does not reclaim.
 
 pub mod dns;
-mod nat;
+pub(crate) mod nat;
 pub mod rootless;
 
 use crate::sandbox::netlink;

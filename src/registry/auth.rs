@@ -62,6 +62,21 @@ impl DockerConfig {
         Ok(DockerConfig { path, value })
     }
 
+    /// The registries it holds credentials or a helper for.
+    pub fn registries(&self) -> Vec<String> {
+        let mut out: Vec<String> = ["auths", "credHelpers"]
+            .iter()
+            .flat_map(|k| self.value[*k].as_object().into_iter().flatten())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(store) = self.value["credsStore"].as_str() {
+            out.push(format!("every other through docker-credential-{store}"));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The default directory: `$DOCKER_CONFIG`, else `$HOME/.docker`.
     pub fn default_dir() -> PathBuf {
         match std::env::var_os("DOCKER_CONFIG") {

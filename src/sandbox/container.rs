@@ -368,7 +368,15 @@ fn launch(
     }
     let mut child = cmd
         .spawn()
-        .map_err(setup("starting the container's init"))?;
+        .map_err(|e| {
+            // EPERM from unshare: this host or the container kiln runs in
+            // refuses namespaces; say so, and where to look.
+            let hint = match e.raw_os_error() == Some(nix::libc::EPERM) {
+                true => ": namespaces cannot be made here (inside a container without CAP_SYS_ADMIN, or under a seccomp filter that refuses unshare); `kiln doctor` says what this host allows",
+                false => "",
+            };
+            SandboxError::Setup(format!("starting the container's init: {e}{hint}"))
+        })?;
     // The Command holds copies of what it passed to the child; only the init
     // keeps its end of the console socket.
     drop(cmd);

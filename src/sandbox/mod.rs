@@ -10,6 +10,7 @@ pub mod init;
 pub mod net;
 pub mod netlink;
 pub mod netns;
+pub mod probe;
 pub mod process;
 mod rootfs;
 pub mod seccomp;

@@ -1,0 +1,31 @@
+# Run inside the VM of tests/vm/run.sh (cgroup v2 only): each section's
+# output is what tests/kiln/vm.rs compares.
+k() { kiln --root /var/lib/kiln "$@"; }
+k import /test/base.tar box:1 >/dev/null
+echo "=== run"
+k run --rm box:1 echo hello
+echo "=== own cgroup, read-only"
+k run --rm -m 64m --cpus 0.5 --pids-limit 30 box:1 sh -c 'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; echo 1 > /sys/fs/cgroup/memory.max || echo refused'
+echo "=== oom"
+k run --rm -m 32m box:1 sh -c 'a=$(head -c 100000000 /dev/zero | tr "\0" x); echo survived' >/dev/null 2>&1
+echo "exit $?"
+echo "=== swap"
+k run --rm -m 32m --memory-swap 64m box:1 cat /sys/fs/cgroup/memory.swap.max
+echo "=== pids"
+k run --rm --pids-limit 10 box:1 sh -c 'cat /sys/fs/cgroup/pids.max; for i in $(seq 30); do sleep 5 & done; echo spawned' 2>&1 | sed "s/: Resource temporarily unavailable//"
+echo "=== detached, exec, update, stats, commit"
+k run -d --name web -m 64m box:1 sh -c 'echo up > /tmp/state; exec sleep 300' >/dev/null
+k exec web cat /tmp/state
+k update -m 96m web >/dev/null
+k exec web cat /sys/fs/cgroup/memory.max
+k stats --no-stream web | tail -1 | awk '{print $2, $6}'
+k commit web snap:1 >/dev/null && k run --rm snap:1 cat /tmp/state
+echo "thawed after: $(cat /sys/fs/cgroup/kiln/*/cgroup.freeze | sort -u)"
+k stop -t 1 web >/dev/null && k rm web >/dev/null
+echo "=== groups reclaimed"
+find /sys/fs/cgroup/kiln -mindepth 1 -type d | wc -l
+echo "=== device nodes"
+k run --rm box:1 sh -c 'mknod /n c 1 5 && head -c1 /n >/dev/null 2>&1 && echo opened || echo refused'
+echo "=== build"
+mkdir -p /tmp/ctx && printf 'FROM box:1\nRUN echo built > /b\nCMD ["cat", "/b"]\n' > /tmp/ctx/Dockerfile
+k build -q -t b:1 /tmp/ctx >/dev/null && k run --rm b:1
