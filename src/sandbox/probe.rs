@@ -58,12 +58,41 @@ pub fn overlay_mount(dir: &Path) -> io::Result<()> {
     }
     let data = CString::new(data).map_err(io::Error::other)?;
     let (overlay, fstype) = (c(Path::new("overlay"))?, c(Path::new("overlay"))?);
+    // Rootless: the caller mapped to root in the new user namespace, as
+    // kiln's init is (what `unshare -r` writes), so that the probe's
+    // directories are its own there.
+    let maps: Vec<(CString, Vec<u8>)> = [
+        ("/proc/self/setgroups", "deny".to_string()),
+        ("/proc/self/uid_map", format!("0 {} 1\n", nix::unistd::geteuid())),
+        ("/proc/self/gid_map", format!("0 {} 1\n", nix::unistd::getegid())),
+    ]
+    .into_iter()
+    .map(|(p, v)| Ok((c(Path::new(p))?, v.into_bytes())))
+    .collect::<io::Result<_>>()?;
     try_in_child(move || {
         let flags = match rootless {
             true => CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
             false => CloneFlags::CLONE_NEWNS,
         };
         nix::sched::unshare(flags).map_err(io::Error::from)?;
+        if rootless {
+            for (path, value) in &maps {
+                // SAFETY: open, write and close on a CString and a buffer
+                // made before the fork.
+                let written = unsafe {
+                    let fd = nix::libc::open(path.as_ptr(), nix::libc::O_WRONLY);
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let n = nix::libc::write(fd, value.as_ptr().cast(), value.len());
+                    nix::libc::close(fd);
+                    n
+                };
+                if written < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
         // SAFETY: every pointer is to a CString made before the fork and
         // alive in this child.
         let rc = unsafe {

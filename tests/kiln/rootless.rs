@@ -406,3 +406,54 @@ impl Drop for KillHolder {
             .status();
     }
 }
+
+/// `kiln doctor` as a user without subordinate ranges (the throwaway
+/// user is a system user: useradd gives it none): user namespaces work,
+/// the missing ranges are named with the command that adds them, and
+/// limits are said to need root.
+#[test]
+fn doctor_as_a_user_without_uid_ranges() {
+    let Some(dir) = home() else { return };
+    let listed = std::fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{USER}:")));
+    assert!(
+        !listed,
+        "{USER} has ranges in /etc/subuid: the test needs a user without"
+    );
+    let out = as_user(dir, &["doctor", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    let find = |check: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == check)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        find("user namespaces")["detail"],
+        "a user namespace can be made"
+    );
+    let ranges = find("uid ranges");
+    assert_eq!(ranges["status"], "warn");
+    assert_eq!(
+        ranges["detail"],
+        format!(
+            "{USER} has no subordinate uids or gids in /etc: only the caller's own id can be mapped"
+        )
+    );
+    assert_eq!(
+        ranges["fix"],
+        format!("usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {USER} (as root)")
+    );
+    assert!(
+        find("cgroups")["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("rootless kiln sets no limits (-m, --cpus, --pids-limit need root)")
+    );
+    assert_eq!(find("isolation")["status"], "ok", "{v}");
+}
