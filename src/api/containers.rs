@@ -151,6 +151,103 @@ fn text(v: &Value) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty()).map(String::from)
 }
 
+/// The keys of a create's body kiln takes, and those that change nothing
+/// it does (what the client itself acts on: the Attach* flags; what only
+/// images have: OnBuild, Shell, ArgsEscaped; `Runtime`, which docker-py 5
+/// sends here and dockerd's Config has no field for).
+const CONFIG_KEYS: &[&str] = &[
+    "HostConfig",
+    "NetworkingConfig",
+    "Image",
+    "Cmd",
+    "Entrypoint",
+    "Env",
+    "Labels",
+    "WorkingDir",
+    "User",
+    "Hostname",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "ExposedPorts",
+    "Volumes",
+    "Healthcheck",
+    "MacAddress",
+    "StopSignal",
+    "StopTimeout",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "OnBuild",
+    "Shell",
+    "ArgsEscaped",
+    "Runtime",
+];
+
+/// The HostConfig keys kiln takes, and those the client acts on itself
+/// (ContainerIDFile, ConsoleSize: a tty's size comes by resize).
+const HOST_CONFIG_KEYS: &[&str] = &[
+    "Binds",
+    "Mounts",
+    "Tmpfs",
+    "VolumesFrom",
+    "VolumeDriver",
+    "PortBindings",
+    "PublishAllPorts",
+    "NetworkMode",
+    "Links",
+    "Dns",
+    "ExtraHosts",
+    "RestartPolicy",
+    "AutoRemove",
+    "LogConfig",
+    "Memory",
+    "MemorySwap",
+    "MemorySwappiness",
+    "NanoCpus",
+    "CpuShares",
+    "CpusetCpus",
+    "PidsLimit",
+    "Ulimits",
+    "DeviceCgroupRules",
+    "CapAdd",
+    "CapDrop",
+    "GroupAdd",
+    "Sysctls",
+    "SecurityOpt",
+    "ReadonlyRootfs",
+    "ShmSize",
+    "Init",
+    "Runtime",
+    "Isolation",
+    "UTSMode",
+    "PidMode",
+    "IpcMode",
+    "CgroupnsMode",
+    "ContainerIDFile",
+    "ConsoleSize",
+];
+
+/// The keys of `obj` that are not among `known` and ask for something (a
+/// value other than docker's zero: null, false, 0, "", [], {}): what kiln
+/// would otherwise drop silently.
+fn asked_but_not_taken(obj: &Value, known: &[&str], prefix: &str) -> Vec<String> {
+    let zero = |v: &Value| match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    };
+    obj.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| !known.contains(&k.as_str()) && !zero(v))
+        .map(|(k, _)| format!("{prefix}{k}"))
+        .collect()
+}
+
 /// The body of `POST /containers/create` as kiln's `Create`; options kiln
 /// does not take are refused by name (501), never dropped.
 fn create_opts(
@@ -160,17 +257,8 @@ fn create_opts(
     name: Option<String>,
 ) -> Result<container::Create, ApiError> {
     let hc = &body["HostConfig"];
-    let mut unsupported = Vec::new();
-    for key in ["Devices", "DeviceRequests"] {
-        if hc[key].as_array().is_some_and(|a| !a.is_empty())
-            || hc[key].as_object().is_some_and(|o| !o.is_empty())
-        {
-            unsupported.push(format!("HostConfig.{key}"));
-        }
-    }
-    if hc["Privileged"].as_bool() == Some(true) {
-        unsupported.push("HostConfig.Privileged".into());
-    }
+    let mut unsupported = asked_but_not_taken(body, CONFIG_KEYS, "");
+    unsupported.extend(asked_but_not_taken(hc, HOST_CONFIG_KEYS, "HostConfig."));
     if !unsupported.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,

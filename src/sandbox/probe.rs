@@ -63,8 +63,14 @@ pub fn overlay_mount(dir: &Path) -> io::Result<()> {
     // directories are its own there.
     let maps: Vec<(CString, Vec<u8>)> = [
         ("/proc/self/setgroups", "deny".to_string()),
-        ("/proc/self/uid_map", format!("0 {} 1\n", nix::unistd::geteuid())),
-        ("/proc/self/gid_map", format!("0 {} 1\n", nix::unistd::getegid())),
+        (
+            "/proc/self/uid_map",
+            format!("0 {} 1\n", nix::unistd::geteuid()),
+        ),
+        (
+            "/proc/self/gid_map",
+            format!("0 {} 1\n", nix::unistd::getegid()),
+        ),
     ]
     .into_iter()
     .map(|(p, v)| Ok((c(Path::new(p))?, v.into_bytes())))

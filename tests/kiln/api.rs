@@ -2110,6 +2110,24 @@ fn security_options_and_limits_mean_the_same_through_the_api() {
         "{}",
         text(&refused.stderr)
     );
+    // What kiln does not take is refused by name, never dropped.
+    let unknown = svc.docker(&[
+        "run",
+        "--rm",
+        "--oom-score-adj",
+        "500",
+        "--dns-search",
+        "example.org",
+        "box:1",
+        "true",
+    ]);
+    assert_eq!(unknown.status.code(), Some(125));
+    assert!(
+        text(&unknown.stderr)
+            .contains("kiln's API does not take HostConfig.DnsSearch, HostConfig.OomScoreAdj yet"),
+        "{}",
+        text(&unknown.stderr)
+    );
     let small = svc.docker(&["run", "--rm", "-m", "1m", "box:1", "true"]);
     assert_eq!(small.status.code(), Some(125));
     assert!(
