@@ -129,6 +129,8 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
     // not move them with a symlink (runc refuses this too).
     sys.real_dir(root, "/proc")?;
     sys.real_dir(root, "/dev")?;
+    // /sys too: the cgroup links below are made by host path under it.
+    sys.real_dir(root, "/sys")?;
     sys.mount_in_root("proc", root, "/proc", Kind::Dir, "proc", nosuid, "")?;
     sys.mount_in_root(
         "tmpfs",
@@ -390,6 +392,7 @@ mkdir /c/rootfs
 mount overlay overlay /c/rootfs [lowerdir=/s/top:/s/base,upperdir=/c/upper,workdir=/c/work,volatile]
 real-dir /proc
 real-dir /dev
+real-dir /sys
 mount-in-root proc proc /proc
 mount-in-root tmpfs tmpfs /dev
 mknod /c/rootfs/dev/null 1:3

@@ -4172,3 +4172,44 @@ fn attack_61_git_subdirectories_never_leave_the_checkout() {
     canary.assert_unchanged();
     fsck(root.path());
 }
+
+/// The class of CVE-2026-41579 for /sys: kiln makes the cgroup links under
+/// /sys/fs/cgroup by path, so an image whose /sys is a symlink to a host
+/// directory holding `fs/cgroup/` would have them made there, on the host.
+/// Refused before anything is mounted; the host directory is untouched.
+#[test]
+fn attack_62_sys_symlink_to_a_host_directory_is_refused() {
+    let Some(root) = store() else { return };
+    let mut canary = Canary::new();
+    let decoy = watched_dir(
+        &mut canary,
+        "kiln-sysdecoy-",
+        &[("fs/cgroup/keep", "decoy\n"), ("kernel/keep", "decoy\n")],
+    );
+    let target = decoy
+        .path()
+        .to_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let ran = import_bytes(
+        root.path(),
+        &busybox_with_symlink("sys", &target),
+        "evil:1",
+        &[],
+    );
+    assert!(ran.ok(), "{}", ran.all());
+    refused(
+        &sh(root.path(), &[], "evil:1", "ls /sys/fs/cgroup"),
+        &["/sys"],
+    );
+    let ctx = context("FROM evil:1\nRUN ls /sys/fs/cgroup\n");
+    refused(&build(root.path(), ctx.path(), &[]), &["/sys"]);
+    let left: Vec<_> = std::fs::read_dir(decoy.path().join("fs/cgroup"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keep"], "made on the host");
+    canary.assert_unchanged();
+    fsck(root.path());
+}
