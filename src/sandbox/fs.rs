@@ -82,7 +82,7 @@ pub fn egid() -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loose {
     /// Take group and other read and write away (a store made by an older
-    /// kiln); a directory of another owner or a symlink stays refused.
+    /// kiln).
     Repair,
     /// Refuse it, naming the fix (a socket's directory: whoever could
     /// write there could have replaced what is in it already).
@@ -90,14 +90,28 @@ pub enum Loose {
 }
 
 /// Makes `dir` only for its owner: created 0700 (missing parents 0755,
-/// whatever the umask), or checked when it exists: owned by this user (or
-/// by anyone when root repairs), not a symlink, and no read or write bits
-/// for group or others when repaired (0711 is allowed: search only, as
-/// docker's own root), no write bits when refused.
+/// whatever the umask), or checked when it exists. Either way it must
+/// belong to this user (root included: a directory another user owns is
+/// theirs to empty and refill, set-uid files and configs of root's
+/// containers included), and neither it nor a directory above it may be
+/// replaceable by another user ([`trusted_path`]). A store's root may be a
+/// symlink its admin made (/var/lib/kiln on another disk): what it points
+/// at is checked, and the directories above that. Loose modes are taken
+/// away ([`Loose::Repair`]: group and other read and write; 0711 is
+/// allowed, search only, as docker's own root) or refused
+/// ([`Loose::Refuse`]: any write bit for group or others).
 /// Other users of the host must never reach a set-uid file of an image,
 /// a container's config or a socket through it.
 pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // Nothing is made under a directory someone else could swap.
+    let mut existing = dir;
+    while !existing.as_os_str().is_empty() && std::fs::symlink_metadata(existing).is_err() {
+        existing = existing.parent().unwrap_or(Path::new(""));
+    }
+    if !existing.as_os_str().is_empty() && existing != dir {
+        trusted_path(existing, false)?;
+    }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -109,15 +123,14 @@ pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
         Ok(()) => {
             // The umask can only take bits away, but say it once more: a
             // umask of 0 must not matter and neither must an odd one.
-            return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| with_path(e, "setting the mode of", dir));
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| with_path(e, "setting the mode of", dir))?;
+            return trusted_path(dir, true);
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(with_path(e, "creating", dir)),
     }
     let meta = match loose {
-        // A store's root may be a symlink its admin made (/var/lib/kiln
-        // on another disk); what it points at is checked.
         Loose::Repair => std::fs::metadata(dir),
         Loose::Refuse => std::fs::symlink_metadata(dir),
     }
@@ -129,14 +142,9 @@ pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
             dir.display()
         )));
     }
-    let me = euid();
-    if meta.uid() != me && !(loose == Loose::Repair && me == 0) {
-        return Err(refuse(format!(
-            "{} belongs to uid {}, not to uid {me}: another user could replace what kiln keeps there (remove it, or choose another path)",
-            dir.display(),
-            meta.uid()
-        )));
-    }
+    // The owner, and every directory above, before any chmod: a mode is
+    // not repaired on someone else's directory.
+    trusted_path(dir, true)?;
     let mode = meta.mode() & 0o7777;
     // What it holds must not be read (a store) or replaced (a socket).
     let open_bits = match loose {
@@ -161,6 +169,63 @@ pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
             dir.display()
         ))),
     }
+}
+
+/// Checks that no other user can replace `dir` (symlinks followed) or
+/// any directory above it: a `leaf` belongs to this user (its modes are
+/// [`private_dir`]'s to check); a directory kiln is about to make
+/// something in, and each directory above, belongs to root or to this user and is writable by others only
+/// when sticky (/tmp: then only an entry's owner renames it), by its group
+/// only when that group is root's or this user's. Whoever could rename a
+/// directory on the way could put their own in its place and have kiln,
+/// as root, write set-uid files where they can run them.
+fn trusted_path(dir: &Path, leaf: bool) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(dir).map_err(|e| with_path(e, "resolving", dir))?;
+    let (me, my_group) = (euid(), egid());
+    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    let shown = |p: &Path| match p == real.as_path() && real != dir {
+        true => format!("{} (where {} leads)", p.display(), dir.display()),
+        false => p.display().to_string(),
+    };
+    for (i, p) in real.ancestors().enumerate() {
+        let meta = std::fs::symlink_metadata(p).map_err(|e| with_path(e, "reading", p))?;
+        let owner = meta.uid();
+        let is_leaf = leaf && i == 0;
+        if owner != me && (is_leaf || owner != 0) {
+            return Err(refuse(format!(
+                "{} belongs to uid {owner}, not to uid {me}: that user could replace what kiln keeps below it{}",
+                shown(p),
+                match me {
+                    0 =>
+                        " and become root through it (set-uid files of images); choose a path whose every directory belongs to root (the default /var/lib/kiln)",
+                    _ => "; choose a path whose every directory belongs to root or to you",
+                }
+            )));
+        }
+        if is_leaf {
+            continue;
+        }
+        let mode = meta.mode();
+        let others_write = mode & 0o002 != 0 && mode & 0o1000 == 0;
+        let group_write = mode & 0o020 != 0 && meta.gid() != 0 && meta.gid() != my_group;
+        if others_write || group_write {
+            return Err(refuse(format!(
+                "{} is mode {:o}: {} can rename what is below it and put their own in its place; remove that write bit ({}) or choose another path",
+                shown(p),
+                mode & 0o7777,
+                match others_write {
+                    true => "any user of the host".to_string(),
+                    false => format!("group {}", meta.gid()),
+                },
+                match others_write {
+                    true => "or set the sticky bit, as /tmp has",
+                    false => "chmod g-w",
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.

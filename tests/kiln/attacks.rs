@@ -4213,3 +4213,58 @@ fn attack_62_sys_symlink_to_a_host_directory_is_refused() {
     canary.assert_unchanged();
     fsck(root.path());
 }
+
+/// Issue 25.1, the store's path: a root kiln never keeps its store where
+/// another user can swap it. A store directory another user made (they
+/// could put their own directory, or a symlink to one, in the place of
+/// `snapshots` and run the set-uid files root unpacks there: uid=N
+/// euid=0), one below a directory of theirs, one below a directory any
+/// user can write, and a symlink leading to a directory of theirs are each
+/// refused before anything is written in them; below a sticky directory
+/// (as /tmp) a store of root's own works.
+#[test]
+fn attack_63_a_store_path_another_user_can_swap_is_refused() {
+    if !need_root("the store path attack needs root and a user of its own") {
+        return;
+    }
+    let Some(tar) = busybox_tar() else { return };
+    let Some(user) = ThrowawayUser::new() else {
+        return;
+    };
+    let tar = tar.to_str().unwrap();
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = outer.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(user.uid), None).unwrap();
+    let uid = format!("belongs to uid {}, not to uid 0", user.uid);
+    let nested = theirs.join("store");
+    let link = outer.path().join("link");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    for store in [&theirs, &nested, &link] {
+        let ran = k(store, &["import", tar, "box:1"]);
+        refused(&ran, &[&uid]);
+        assert!(
+            ran.err().contains("become root through it"),
+            "{}",
+            ran.err()
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&theirs).unwrap().collect();
+    assert!(left.is_empty(), "written in their directory: {left:?}");
+    assert_eq!(mode_of(&theirs), 0o755, "their directory's mode changed");
+
+    let open = outer.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ran = k(&open.join("store"), &["import", tar, "box:1"]);
+    refused(&ran, &["is mode 777: any user of the host can rename"]);
+    assert!(!open.join("store").exists());
+
+    let sticky = outer.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let ran = k(&sticky.join("store"), &["import", tar, "box:1"]);
+    assert!(ran.ok(), "{}", ran.all());
+    assert_eq!(mode_of(&sticky.join("store")), 0o700);
+}
