@@ -298,6 +298,12 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
                     "--listen {addr}: beyond loopback the API is served only with --tlsverify (client certificates); or use 127.0.0.1 or a unix socket"
                 ));
             }
+            if acceptor.is_none() && crate::sandbox::fs::is_root() {
+                // dockerd says as much for -H tcp:// without TLS.
+                eprintln!(
+                    "warning: --listen {addr} without --tlsverify: every user of this host can reach the API, and whoever reaches it can run a privileged container (root on the host); prefer the unix socket, whose directory is root's alone"
+                );
+            }
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("listening on {addr}: {e}"))?;
