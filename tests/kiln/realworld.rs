@@ -13,6 +13,11 @@ use std::sync::Mutex;
 
 /// The `debian:local` tarball, made once by fixtures/images/debian-rootfs.sh.
 fn debian_tar() -> PathBuf {
+    // Two tests want it at once on a fresh checkout: one makes it, the
+    // other waits (both writing the same temporary file, one read the
+    // other's half-written tar: CI's fresh-clone failure).
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MADE.lock().unwrap_or_else(|e| e.into_inner());
     let tar = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-bookworm-minbase.tar");
     if !tar.is_file() {
         let out = std::process::Command::new(repo().join("fixtures/images/debian-rootfs.sh"))
