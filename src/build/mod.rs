@@ -1860,6 +1860,7 @@ impl Builder<'_> {
             host_uts: false,
             host_ipc: false,
             cgroups: Vec::new(),
+            chroot: false,
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

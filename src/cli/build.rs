@@ -22,6 +22,12 @@ pub struct Args {
     /// "host:ip"; repeatable).
     #[arg(long = "add-host", value_parser = kiln::container::options::parse_add_host)]
     add_hosts: Vec<(String, String)>,
+    /// How RUN steps are isolated: namespaces over an overlay, or chroot
+    /// into a copy of the step's root where this host refuses namespaces
+    /// (an unprivileged CI container); auto picks the strongest allowed
+    /// [env: KILN_ISOLATION; default: auto].
+    #[arg(long, value_name = "auto|namespaces|chroot", value_parser = kiln::sandbox::isolation::Choice::parse)]
+    isolation: Option<kiln::sandbox::isolation::Choice>,
     /// Allow extra privileged entitlement: "security.insecure" lets `RUN
     /// --security=insecure` run without the seccomp filter.
     #[arg(long, value_parser = ["security.insecure", "network.host"])]
@@ -420,6 +426,9 @@ fn parse_call(text: &str) -> Result<Call, String> {
 
 /// Builds and prints the image id.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
+    if let Some(choice) = args.isolation {
+        kiln::sandbox::isolation::ask(choice);
+    }
     let call = args.call.clone().unwrap_or_default();
     if args.check || call.check {
         return super::check::for_build(

@@ -707,6 +707,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         host_uts: opts.host.uts_mode == "host",
         host_ipc: opts.host.ipc_mode == "host",
         cgroups: Vec::new(),
+        chroot: false,
     };
     for (key, _) in &opts.sysctls {
         sandbox::spec::check_sysctl(key, opts.network == Network::None)

@@ -436,7 +436,16 @@ impl State<'_> {
                 } else {
                     "user.overlay.opaque"
                 };
-                xattr::set(dir, name, b"y").map_err(io_err("marking opaque", dir))
+                match xattr::set(dir, name, b"y") {
+                    // Root without CAP_SYS_ADMIN (inside a CI job's
+                    // container) cannot write trusted.*: overlayfs's
+                    // userxattr form, which every reader of snapshots takes.
+                    Err(e) if self.root && e.raw_os_error() == Some(1) => {
+                        xattr::set(dir, "user.overlay.opaque", b"y")
+                    }
+                    other => other,
+                }
+                .map_err(io_err("marking opaque", dir))
             }
             Mode::Flatten => {
                 for child in fs::read_dir(dir).map_err(io_err("reading", dir))? {

@@ -250,6 +250,19 @@ fn launch(
 ) -> Result<i32, SandboxError> {
     let relay_input = matches!(io.stdin, Stdin::Inherit);
     let taker = io.console;
+    // Without namespaces (a CI job's container refuses them), a chroot
+    // into a copy of the root; what it changed is found after it ends.
+    let chroot = super::isolation::chosen().map_err(SandboxError::Setup)?
+        == super::isolation::Isolation::Chroot;
+    let recorded = match (chroot, join) {
+        (false, _) => None,
+        (true, Some(_)) => {
+            return Err(SandboxError::Setup(
+                "kiln exec enters a container's namespaces, and with --isolation=chroot it has none: run the command with kiln run".into(),
+            ));
+        }
+        (true, None) => Some(chroot_root(spec, limits)?),
+    };
     // The container's end of the console socket, like every descriptor the
     // child remaps, lives above the numbers it is remapped onto.
     let console = match spec.tty {
@@ -283,6 +296,7 @@ fn launch(
             let (outer, inner) = namespaces(spec);
             (outer | inner, CloneFlags::empty())
         }
+        (None, None) if chroot => (CloneFlags::empty(), CloneFlags::empty()),
         (None, None) => namespaces(spec),
     };
     let userns_raw = userns.as_ref().map_or(-1, |f| f.as_raw_fd());
@@ -395,6 +409,9 @@ fn launch(
         // A rootless container has no groups of its own to join.
         Some(_) if spec.rootless => Ok(Cgroup::default()),
         Some(pid1) => super::cgroup::join_same(pid1, pid).map(|()| Cgroup::default()),
+        // No cgroups to make where there are no namespaces: the CI job's
+        // own container holds every process.
+        None if chroot => Ok(Cgroup::default()),
         None => Cgroup::create(id, limits, pid, !spec.rootless),
     };
     let mut cgroup = match made {
@@ -422,6 +439,9 @@ fn launch(
     let own = cgroup.own_mounts();
     if !own.is_empty() {
         sent.to_mut().cgroups = own;
+    }
+    if chroot {
+        sent.to_mut().chroot = true;
     }
     // kiln raised its own open-file limit; the container gets the one kiln
     // was started with unless `--ulimit nofile` says otherwise.
@@ -498,6 +518,14 @@ fn launch(
         let _ = relay.join();
     }
     let status = status?;
+    if let Some(before) = &recorded {
+        super::copyroot::changes(&spec.rootfs, before, &spec.upper).map_err(|e| {
+            SandboxError::Setup(format!(
+                "finding what the container changed in {}: {e}",
+                spec.rootfs.display()
+            ))
+        })?;
+    }
     let report = status_reader.join().unwrap_or_default();
     if let Ok(failure) = serde_json::from_str::<Failure>(&report) {
         return Err(match failure.code {
@@ -511,6 +539,35 @@ fn launch(
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The root of a chrooted container: its layers copied into `rootfs`
+/// (what it held recorded), once the spec asks nothing that needs a mount.
+fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Recorded, SandboxError> {
+    let refuse = |what: &str| {
+        SandboxError::Setup(format!(
+            "{what} with --isolation=chroot: this host refuses the namespaces and mounts that needs (`kiln doctor` says why)"
+        ))
+    };
+    if !limits.is_empty() || limits.parent.is_some() {
+        return Err(refuse(
+            "resource limits need cgroups, which kiln cannot make",
+        ));
+    }
+    if !spec.binds.is_empty() || !spec.tmpfs.is_empty() {
+        return Err(refuse(
+            "mounts (RUN --mount, -v, --mount, --tmpfs, --device) cannot be made",
+        ));
+    }
+    if spec.read_only {
+        return Err(refuse("a read-only root cannot be made"));
+    }
+    super::copyroot::materialize(&spec.lower, &spec.rootfs).map_err(|e| {
+        SandboxError::Setup(format!(
+            "copying the container's layers into {}: {e}",
+            spec.rootfs.display()
+        ))
+    })
 }
 
 /// Which of this process's outputs a relay writes to.
@@ -716,6 +773,7 @@ mod tests {
             host_uts: false,
             host_ipc: false,
             cgroups: Vec::new(),
+            chroot: false,
         }
     }
 

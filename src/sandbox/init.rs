@@ -386,8 +386,10 @@ fn exec_into(target: i32, spec: &Spec) -> ! {
 }
 
 /// Waits for `child`, passing on forwarded signals; exits with its status.
-/// With `main` set, also reaps every other child (PID 1's duty).
-fn relay(child: Pid, all: &SigSet, reap_all: Option<()>) -> ! {
+/// With `reap_all` set, also reaps every other child (PID 1's duty), and
+/// with `Some(true)` (no PID namespace) kills the process group the child
+/// leads when it ends, as the end of a namespace would.
+fn relay(child: Pid, all: &SigSet, reap_all: Option<bool>) -> ! {
     let fd = SignalFd::new(all).unwrap_or_else(|e| fail(125, format!("signalfd: {e}")));
     loop {
         // Reap first: the child may already be gone.
@@ -399,7 +401,12 @@ fn relay(child: Pid, all: &SigSet, reap_all: Option<()>) -> ! {
             };
             match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(status) if status.pid() == Some(child) => std::process::exit(exit_code(status)),
+                Ok(status) if status.pid() == Some(child) => {
+                    if reap_all == Some(true) {
+                        let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                    }
+                    std::process::exit(exit_code(status))
+                }
                 Ok(_) => continue,
             }
         }
@@ -418,7 +425,15 @@ fn relay(child: Pid, all: &SigSet, reap_all: Option<()>) -> ! {
 }
 
 fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
-    if let Err(e) = rootfs::setup(&Real, spec) {
+    let set_up = match spec.chroot {
+        // No PID namespace to end the process's children with it: they
+        // come back here when orphaned, and go with the process.
+        true => nix::sys::prctl::set_child_subreaper(true)
+            .map_err(std::io::Error::from)
+            .and_then(|()| rootfs::enter_chroot(spec)),
+        false => rootfs::setup(&Real, spec),
+    };
+    if let Err(e) = set_up {
         fail(125, format!("setting up the container's root: {e}"));
     }
     let (user, env, program) = prepare_process(spec, 125);
@@ -450,7 +465,7 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
                 unsafe { std::os::fd::BorrowedFd::borrow_raw(STATUS_FD) },
                 STARTED,
             );
-            relay(child, all, Some(()))
+            relay(child, all, Some(spec.chroot))
         }
         Err(e) => fail(125, format!("forking the container's process: {e}")),
     }
@@ -487,7 +502,9 @@ fn set_rlimits(limits: &[crate::sandbox::spec::Rlimit]) -> Result<(), String> {
 
 /// Sets no_new_privs when asked, and installs the seccomp filter.
 fn confine(spec: &Spec) -> Result<(), String> {
-    if spec.no_new_privileges {
+    // Without CAP_SYS_ADMIN (a chroot inside a CI job's container) a
+    // filter can only be installed under no_new_privs.
+    if spec.no_new_privileges || spec.chroot {
         seccomp::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
     }
     let caps = capabilities(spec)?;
@@ -606,10 +623,15 @@ fn exec_user(
             );
         }
     }
-    let defaults: CapsHashSet = match capabilities(spec) {
+    let mut defaults: CapsHashSet = match capabilities(spec) {
         Ok(c) => c.into_iter().collect(),
         Err(e) => return (125, e),
     };
+    if spec.chroot {
+        // Inside another container, only what that container left us.
+        let held = caps::read(None, CapSet::Permitted).unwrap_or_default();
+        defaults.retain(|c| held.contains(c));
+    }
     for cap in caps::all() {
         if !defaults.contains(&cap) && caps::drop(None, CapSet::Bounding, cap).is_err() {
             return (125, format!("dropping capability {cap}"));

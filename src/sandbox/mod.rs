@@ -5,8 +5,10 @@
 
 pub mod cgroup;
 pub mod container;
+mod copyroot;
 pub mod fs;
 pub mod init;
+pub mod isolation;
 pub mod net;
 pub mod netlink;
 pub mod netns;

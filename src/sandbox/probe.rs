@@ -37,6 +37,17 @@ pub fn user_namespace() -> io::Result<()> {
     try_in_child(|| nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(io::Error::from))
 }
 
+/// Whether a mount namespace can be made (in a new user namespace when
+/// not root): what every container of kiln's needs before anything else.
+pub fn mount_namespace() -> io::Result<()> {
+    let flags = match super::fs::is_root() {
+        true => CloneFlags::CLONE_NEWNS,
+        false => CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
+    };
+    try_in_child(move || nix::sched::unshare(flags).map_err(io::Error::from))
+        .map_err(|e| io::Error::new(e.kind(), format!("unshare(CLONE_NEWNS): {e}")))
+}
+
 /// Whether an overlay can be mounted in a new mount namespace (inside a
 /// new user namespace too when not root): what every RUN and `kiln run`
 /// does. `dir` is an empty directory for the probe's layers.

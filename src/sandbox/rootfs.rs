@@ -2,10 +2,13 @@
 //! generated /etc files, bind mounts, Docker's masked and read-only paths,
 //! then pivot_root. Every call goes through [`Sys`].
 
+use super::fs::{Root, Special};
 use super::spec::Spec;
-use super::sys::{Kind, Sys};
+use super::sys::{Kind, Real, Sys};
 use nix::mount::MsFlags;
+use std::ffi::OsStr;
 use std::io;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -336,6 +339,53 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
     }
 }
 
+/// `--isolation=chroot`: the root is `spec.rootfs`, a copy of the layers
+/// kiln made; no mount can be made, so the devices a process needs are
+/// nodes made in the copy's /dev (their use is what the container kiln runs
+/// in allows), kiln's /etc files are written in (and left out of what the
+/// step changed), and the process chroots there.
+pub fn enter_chroot(spec: &Spec) -> io::Result<()> {
+    let root = Root::open(&spec.rootfs)?;
+    // /dev must be the image's own directory, not a way out of the copy.
+    Real.real_dir(&spec.rootfs, "/dev")?;
+    if !root.exists("dev") {
+        root.mkdir("dev", 0o755)?;
+    }
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let rel = format!("dev/{name}");
+        let _ = root.remove_all(&rel);
+        root.mknod(&rel, Special::Char, 0o666, major, minor)?;
+        root.chmod(&rel, 0o666)?;
+    }
+    if !root.exists("dev/shm") {
+        root.mkdir("dev/shm", 0o1777)?;
+        root.chmod("dev/shm", 0o1777)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        root.symlink(OsStr::new(target), &format!("dev/{link}"))?;
+    }
+    root.mkdir_all("etc", 0o755, &mut |_| Ok(()))?;
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let content = std::fs::read(spec.etc_dir.join(name))?;
+        root.create_file(&format!("etc/{name}"), 0o644)?
+            .write_all(&content)?;
+    }
+    nix::unistd::chroot(&spec.rootfs).map_err(io::Error::from)?;
+    nix::unistd::chdir("/").map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +433,7 @@ mod tests {
                     name: n.into(),
                 })
                 .to_vec(),
+            chroot: false,
         }
     }
 

@@ -151,6 +151,10 @@ pub struct Spec {
     /// (set by kiln once it made them, before the spec is sent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroups: Vec<super::cgroup::OwnMount>,
+    /// No namespaces: the init chroots into `rootfs`, a copy of the
+    /// layers (set by kiln under `--isolation=chroot`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chroot: bool,
     /// The process's stdio is a pty: it becomes its controlling terminal.
     #[serde(default)]
     pub tty: bool,

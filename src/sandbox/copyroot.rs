@@ -1,0 +1,376 @@
+//! A container's root without overlayfs (`--isolation=chroot`): its layer
+//! snapshots copied into one directory, bottom first, whiteouts applied;
+//! after the process, what it changed found by walking (each entry's
+//! inode and ctime against those recorded after the copy, as kaniko
+//! compared its snapshots) and written into the upper directory in
+//! overlayfs's own format, so that layers, commit and diff read it as they
+//! read an overlay's. Every walk goes by descriptor-free `lstat`s under
+//! directories kiln made and no container process runs in yet (the copy)
+//! or any longer (the changes): nothing here follows a symlink.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// What the root held right after the copy: each entry's inode and ctime,
+/// by its path relative to the root.
+#[derive(Debug, Default)]
+pub struct Recorded(BTreeMap<PathBuf, (u64, i64, i64)>, Vec<&'static str>);
+
+/// Paths a container sees that kiln, not the process, put there: never
+/// part of what it changed (BuildKit's mounts hide them the same way).
+const KILNS: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+/// Trees that are mounts in a namespaced container.
+const MOUNTS: [&str; 3] = ["dev", "proc", "sys"];
+
+fn opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|k| matches!(xattr::get(dir, k), Ok(Some(v)) if v == b"y"))
+}
+
+fn is_whiteout(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => super::fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies one entry (not a directory's children) from `from` to `to`,
+/// which does not exist: content, owner, mode, times, xattrs.
+fn copy_entry(from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs::create_dir(to)?;
+    } else if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+    } else if ft.is_file() {
+        fs::copy(from, to)?;
+    } else {
+        let kind = if ft.is_char_device() {
+            super::fs::Special::Char
+        } else if ft.is_block_device() {
+            super::fs::Special::Block
+        } else if ft.is_fifo() {
+            super::fs::Special::Fifo
+        } else {
+            // A socket: nothing a layer can hold.
+            return Ok(());
+        };
+        let (major, minor) = super::fs::split_dev(meta.rdev());
+        super::fs::make_special(to, kind, meta.mode(), major, minor)?;
+    }
+    copy_meta(from, to, meta)
+}
+
+/// Owner, then mode (a chown clears set-uid bits), xattrs, times.
+fn copy_meta(from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    let ft = meta.file_type();
+    if !ft.is_symlink() {
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        if let Ok(names) = xattr::list(from) {
+            for name in names {
+                let n = name.to_string_lossy();
+                if n.ends_with("overlay.opaque") || n.starts_with("trusted.overlay.") {
+                    continue;
+                }
+                if let Ok(Some(v)) = xattr::get(from, &name) {
+                    // Best effort, as a copy with `cp -a`: security.* may be
+                    // refused where the process lacks CAP_SETFCAP.
+                    let _ = xattr::set(to, &name, &v);
+                }
+            }
+        }
+    }
+    set_times(to, meta)
+}
+
+/// Access and modification times as `meta` has them, on the entry itself.
+fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let at = TimeSpec::new(meta.atime(), meta.atime_nsec());
+    let mt = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &at,
+        &mt,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Copies the snapshots `lower` (top first, as overlayfs takes them) into
+/// the empty directory `root`, then records what it holds.
+pub fn materialize(lower: &[PathBuf], root: &Path) -> io::Result<Recorded> {
+    for layer in lower.iter().rev() {
+        apply(layer, root)?;
+    }
+    record(root)
+}
+
+/// Lays one snapshot over `root`: its whiteouts delete, its opaque
+/// directories replace, everything else is copied over what is there.
+fn apply(layer: &Path, root: &Path) -> io::Result<()> {
+    // Directories' times are set after their children were written.
+    let mut dirs = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let from_dir = layer.join(&rel);
+        for entry in fs::read_dir(&from_dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let (from, to) = (from_dir.join(&name), root.join(&rel).join(&name));
+            let meta = fs::symlink_metadata(&from)?;
+            if is_whiteout(&meta) {
+                remove_any(&to)?;
+                continue;
+            }
+            if meta.is_dir() {
+                match fs::symlink_metadata(&to) {
+                    Ok(m) if m.is_dir() && !opaque(&from) => {
+                        copy_meta(&from, &to, &meta)?;
+                    }
+                    Ok(_) => {
+                        remove_any(&to)?;
+                        copy_entry(&from, &to, &meta)?;
+                    }
+                    Err(_) => copy_entry(&from, &to, &meta)?,
+                }
+                dirs.push((from.clone(), to, meta));
+                stack.push(rel.join(&name));
+            } else {
+                remove_any(&to)?;
+                copy_entry(&from, &to, &meta)?;
+            }
+        }
+    }
+    for (_, to, meta) in dirs.iter().rev() {
+        set_times(to, meta)?;
+    }
+    Ok(())
+}
+
+/// Every entry under `root` with its inode and ctime.
+fn record(root: &Path) -> io::Result<Recorded> {
+    let mut seen = BTreeMap::new();
+    walk(root, &mut |rel, meta| {
+        seen.insert(
+            rel.to_path_buf(),
+            (meta.ino(), meta.ctime(), meta.ctime_nsec()),
+        );
+    })?;
+    let missing = KILNS
+        .into_iter()
+        .filter(|k| fs::symlink_metadata(root.join(k)).is_err())
+        .collect();
+    Ok(Recorded(seen, missing))
+}
+
+/// Calls `f` for every entry under `root` (never the root itself), parents
+/// before children, leaving out kiln's own files and the mount trees.
+fn walk(root: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) -> io::Result<()> {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<_> = fs::read_dir(root.join(&rel))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let child = rel.join(&name);
+            if (rel.as_os_str().is_empty() && MOUNTS.iter().any(|m| name == *m))
+                || KILNS.iter().any(|k| child == Path::new(k))
+            {
+                continue;
+            }
+            let meta = fs::symlink_metadata(root.join(&child))?;
+            f(&child, &meta);
+            if meta.is_dir() {
+                stack.push(child);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes into the empty `upper` what changed under `root` since
+/// `before` was recorded, as overlayfs would have: new and changed entries
+/// copied (with the directories above them), removed ones as whiteouts.
+pub fn changes(root: &Path, before: &Recorded, upper: &Path) -> io::Result<()> {
+    let mut now = HashSet::new();
+    let mut changed = Vec::new();
+    walk(root, &mut |rel, meta| {
+        now.insert(rel.to_path_buf());
+        let same = before.0.get(rel).is_some_and(|&(ino, s, ns)| {
+            ino == meta.ino() && s == meta.ctime() && ns == meta.ctime_nsec()
+        });
+        if !same {
+            changed.push((rel.to_path_buf(), meta.is_dir()));
+        }
+    })?;
+    let mut made: HashSet<PathBuf> = HashSet::new();
+    let mut dirs = Vec::new();
+    for (rel, is_dir) in &changed {
+        parents(root, upper, rel, &mut made, &mut dirs)?;
+        let (from, to) = (root.join(rel), upper.join(rel));
+        if made.contains(rel) {
+            continue;
+        }
+        let meta = fs::symlink_metadata(&from)?;
+        copy_entry(&from, &to, &meta)?;
+        made.insert(rel.clone());
+        if *is_dir {
+            dirs.push((to, meta));
+        }
+    }
+    for rel in before.0.keys() {
+        if now.contains(rel) {
+            continue;
+        }
+        // Only the topmost removed entry is whited out, and only under a
+        // directory that is still one (a directory replaced by a file hides
+        // its old children already).
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let parent_is_dir = parent.as_os_str().is_empty()
+            || (now.contains(parent)
+                && fs::symlink_metadata(root.join(parent)).is_ok_and(|m| m.is_dir()));
+        if !parent_is_dir {
+            continue;
+        }
+        parents(root, upper, rel, &mut made, &mut dirs)?;
+        let to = upper.join(rel);
+        if fs::symlink_metadata(&to).is_err() {
+            super::fs::make_whiteout(&to)?;
+        }
+    }
+    // Where the image had none, a namespaced container's /etc files are
+    // mounted on empty files made for them, which its layer keeps (as
+    // BuildKit's do): the same empty files here.
+    for stub in &before.1 {
+        let from = root.join(stub);
+        let Ok(meta) = fs::symlink_metadata(&from) else {
+            continue;
+        };
+        let to = upper.join(stub);
+        if !meta.is_file() || fs::symlink_metadata(&to).is_ok() {
+            continue;
+        }
+        parents(root, upper, Path::new(stub), &mut made, &mut dirs)?;
+        fs::File::create(&to)?;
+        copy_meta(&from, &to, &meta)?;
+    }
+    for (to, meta) in dirs.iter().rev() {
+        set_times(to, meta)?;
+    }
+    Ok(())
+}
+
+/// Makes the directories above `rel` in `upper` as `root` has them.
+fn parents(
+    root: &Path,
+    upper: &Path,
+    rel: &Path,
+    made: &mut HashSet<PathBuf>,
+    dirs: &mut Vec<(PathBuf, fs::Metadata)>,
+) -> io::Result<()> {
+    let mut chain: Vec<&Path> = rel.ancestors().skip(1).collect();
+    chain.pop(); // the root itself
+    for dir in chain.into_iter().rev() {
+        if made.contains(dir) {
+            continue;
+        }
+        let (from, to) = (root.join(dir), upper.join(dir));
+        let meta = fs::symlink_metadata(&from)?;
+        copy_entry(&from, &to, &meta)?;
+        made.insert(dir.to_path_buf());
+        dirs.push((to, meta));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(dir: &Path, files: &[(&str, &str)]) {
+        for (p, content) in files {
+            let path = dir.join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            match content.strip_prefix("->") {
+                Some(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
+                None => fs::write(&path, content).unwrap(),
+            }
+        }
+    }
+
+    #[test]
+    fn layers_are_laid_bottom_first_and_changes_come_back_as_overlay_would() {
+        let t = tempfile::tempdir().unwrap();
+        let (base, top, root, upper) = (
+            t.path().join("base"),
+            t.path().join("top"),
+            t.path().join("root"),
+            t.path().join("upper"),
+        );
+        tree(
+            &base,
+            &[
+                ("etc/a", "a"),
+                ("etc/gone", "x"),
+                ("opq/old", "o"),
+                ("keep/k", "k"),
+                ("edit/e", "1"),
+                ("del/d1", "1"),
+                ("link", "->etc/a"),
+            ],
+        );
+        tree(&top, &[("etc/b", "b"), ("opq/new", "n")]);
+        super::super::fs::make_whiteout(&top.join("etc/gone")).unwrap();
+        xattr::set(top.join("opq"), "user.overlay.opaque", b"y").unwrap();
+        fs::create_dir(&root).unwrap();
+        fs::create_dir(&upper).unwrap();
+        let before = materialize(&[top.clone(), base.clone()], &root).unwrap();
+        assert_eq!(fs::read_to_string(root.join("etc/b")).unwrap(), "b");
+        assert!(!root.join("etc/gone").exists(), "whiteout applied");
+        assert!(!root.join("opq/old").exists(), "opaque directory replaced");
+        assert_eq!(
+            fs::read_link(root.join("link")).unwrap(),
+            Path::new("etc/a")
+        );
+
+        // The process: an edit, a new file, a removed file and tree, and
+        // kiln's own /etc/hosts written.
+        fs::write(root.join("edit/e"), "2").unwrap();
+        tree(&root, &[("new/n", "n"), ("etc/hosts", "127.0.0.1 x")]);
+        fs::remove_file(root.join("etc/a")).unwrap();
+        fs::remove_dir_all(root.join("del")).unwrap();
+        changes(&root, &before, &upper).unwrap();
+
+        let mut listed = Vec::new();
+        walk(&upper, &mut |rel, _| listed.push(rel.display().to_string())).unwrap();
+        listed.sort();
+        assert_eq!(
+            listed,
+            ["del", "edit", "edit/e", "etc", "etc/a", "new", "new/n"],
+            "only what changed, with its directories"
+        );
+        // kiln's hosts file: the empty stub a mount would have left.
+        assert_eq!(fs::read(upper.join("etc/hosts")).unwrap(), b"");
+        assert_eq!(fs::read_to_string(upper.join("edit/e")).unwrap(), "2");
+        for wh in ["del", "etc/a"] {
+            let m = fs::symlink_metadata(upper.join(wh)).unwrap();
+            assert!(is_whiteout(&m), "{wh} is a whiteout");
+        }
+        assert!(!upper.join("keep").exists());
+    }
+}

@@ -1,0 +1,97 @@
+//! How containers are isolated: in namespaces of their own over an overlay
+//! (the default), or, where the kernel or the container kiln runs in
+//! refuses namespaces and mounts (a CI job's `docker run`, a Kubernetes
+//! pod), by `chroot` into a copy of the step's root, as Buildah's
+//! `--isolation chroot` and kaniko did. Chosen once per process:
+//! `--isolation` / `KILN_ISOLATION`, else by trying.
+
+use std::sync::OnceLock;
+
+/// The isolation a container gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Namespaces of its own, an overlay root, cgroups.
+    Namespaces,
+    /// A chroot into a copy of its root: no namespaces, no mounts, the
+    /// processes and network of the container kiln itself runs in.
+    Chroot,
+}
+
+/// What was asked: `auto` tries namespaces first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The strongest isolation this host allows.
+    Auto,
+    /// Namespaces or an error.
+    Namespaces,
+    /// Chroot, even where namespaces would work.
+    Chroot,
+}
+
+impl Choice {
+    /// Parses `auto`, `namespaces` (docker's `default` too) or `chroot`.
+    pub fn parse(text: &str) -> Result<Choice, String> {
+        match text {
+            "auto" | "" => Ok(Choice::Auto),
+            "namespaces" | "default" | "oci" => Ok(Choice::Namespaces),
+            "chroot" => Ok(Choice::Chroot),
+            other => Err(format!(
+                "isolation {other:?}: must be auto, namespaces or chroot"
+            )),
+        }
+    }
+}
+
+static ASKED: OnceLock<Choice> = OnceLock::new();
+static CHOSEN: OnceLock<Result<Isolation, String>> = OnceLock::new();
+
+/// Records `--isolation` (before the first container; later calls are
+/// ignored). Without it, `KILN_ISOLATION` decides, else `auto`.
+pub fn ask(choice: Choice) {
+    let _ = ASKED.set(choice);
+}
+
+/// The isolation every container of this process gets; the first call
+/// decides (and, when `auto` falls back, says so once on stderr).
+pub fn chosen() -> Result<Isolation, String> {
+    CHOSEN.get_or_init(decide).clone()
+}
+
+fn decide() -> Result<Isolation, String> {
+    let asked = match ASKED.get() {
+        Some(c) => *c,
+        None => Choice::parse(&std::env::var("KILN_ISOLATION").unwrap_or_default())
+            .map_err(|e| format!("KILN_ISOLATION: {e}"))?,
+    };
+    let chroot_possible = || {
+        if !super::fs::is_root() {
+            return Err("--isolation=chroot needs root (chroot and chown to the image's owners need CAP_SYS_CHROOT and CAP_CHOWN): run kiln as root inside the container, or give it user namespaces".to_string());
+        }
+        let caps = super::probe::effective_capabilities();
+        // CAP_CHOWN 0, CAP_MKNOD 27, CAP_SYS_CHROOT 18.
+        for (bit, name) in [(0, "CAP_CHOWN"), (18, "CAP_SYS_CHROOT"), (27, "CAP_MKNOD")] {
+            if caps & (1 << bit) == 0 {
+                return Err(format!(
+                    "--isolation=chroot needs {name}, which this process lacks (docker and Kubernetes give it by default; was it dropped?)"
+                ));
+            }
+        }
+        Ok(Isolation::Chroot)
+    };
+    match asked {
+        Choice::Namespaces => Ok(Isolation::Namespaces),
+        Choice::Chroot => chroot_possible(),
+        Choice::Auto => match super::probe::mount_namespace() {
+            Ok(()) => Ok(Isolation::Namespaces),
+            Err(why) => {
+                let chroot = chroot_possible().map_err(|e| {
+                    format!("namespaces cannot be made here ({why}), and {e}; `kiln doctor` says what this host allows")
+                })?;
+                eprintln!(
+                    "kiln: namespaces cannot be made here ({why}: inside a container without CAP_SYS_ADMIN, or docker's default seccomp profile); isolating with chroot instead (--isolation=chroot: no namespaces or mounts, each container in a copy of its root; `kiln doctor` says more)"
+                );
+                Ok(chroot)
+            }
+        },
+    }
+}
