@@ -135,12 +135,25 @@ fn isolation(store: &Path, root: bool) -> Finding {
                 }
                 false => "",
             };
-            finding(
-                NAME,
-                Level::Fail,
-                format!("mounting an overlay in a new mount namespace failed: {e}.{why}"),
-                Some("inside a container, run it with --privileged, or --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined (kiln has no isolation without mounts yet)".into()),
-            )
+            let full = "for namespaces, limits and mounts: run the container with --privileged, or --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined";
+            match crate::sandbox::isolation::chroot_possible() {
+                Ok(()) => finding(
+                    NAME,
+                    Level::Warn,
+                    format!(
+                        "mounting an overlay in a new mount namespace failed: {e}.{why} kiln isolates with chroot instead (--isolation=chroot): each RUN and container in a copy of its root, without namespaces, RUN --mount, -v or resource limits"
+                    ),
+                    Some(full.into()),
+                ),
+                Err(chroot) => finding(
+                    NAME,
+                    Level::Fail,
+                    format!(
+                        "mounting an overlay in a new mount namespace failed: {e}.{why} And {chroot}"
+                    ),
+                    Some(full.into()),
+                ),
+            }
         }
     }
 }

@@ -562,6 +562,12 @@ fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Recorded
     if spec.read_only {
         return Err(refuse("a read-only root cannot be made"));
     }
+    if super::probe::filesystem(&spec.rootfs).is_ok_and(|t| t == "overlay") {
+        return Err(SandboxError::Setup(format!(
+            "kiln's store ({}) is on overlayfs, this container's own root, which refuses the whiteouts layers hold: put the store on a volume (docker run -v kiln-store:/var/lib/kiln, a Kubernetes emptyDir)",
+            spec.rootfs.display()
+        )));
+    }
     super::copyroot::materialize(&spec.lower, &spec.rootfs).map_err(|e| {
         SandboxError::Setup(format!(
             "copying the container's layers into {}: {e}",

@@ -63,35 +63,39 @@ fn decide() -> Result<Isolation, String> {
         None => Choice::parse(&std::env::var("KILN_ISOLATION").unwrap_or_default())
             .map_err(|e| format!("KILN_ISOLATION: {e}"))?,
     };
-    let chroot_possible = || {
-        if !super::fs::is_root() {
-            return Err("--isolation=chroot needs root (chroot and chown to the image's owners need CAP_SYS_CHROOT and CAP_CHOWN): run kiln as root inside the container, or give it user namespaces".to_string());
-        }
-        let caps = super::probe::effective_capabilities();
-        // CAP_CHOWN 0, CAP_MKNOD 27, CAP_SYS_CHROOT 18.
-        for (bit, name) in [(0, "CAP_CHOWN"), (18, "CAP_SYS_CHROOT"), (27, "CAP_MKNOD")] {
-            if caps & (1 << bit) == 0 {
-                return Err(format!(
-                    "--isolation=chroot needs {name}, which this process lacks (docker and Kubernetes give it by default; was it dropped?)"
-                ));
-            }
-        }
-        Ok(Isolation::Chroot)
-    };
     match asked {
         Choice::Namespaces => Ok(Isolation::Namespaces),
-        Choice::Chroot => chroot_possible(),
+        Choice::Chroot => chroot_possible().map(|()| Isolation::Chroot),
         Choice::Auto => match super::probe::mount_namespace() {
             Ok(()) => Ok(Isolation::Namespaces),
             Err(why) => {
-                let chroot = chroot_possible().map_err(|e| {
+                chroot_possible().map_err(|e| {
                     format!("namespaces cannot be made here ({why}), and {e}; `kiln doctor` says what this host allows")
                 })?;
                 eprintln!(
                     "kiln: namespaces cannot be made here ({why}: inside a container without CAP_SYS_ADMIN, or docker's default seccomp profile); isolating with chroot instead (--isolation=chroot: no namespaces or mounts, each container in a copy of its root; `kiln doctor` says more)"
                 );
-                Ok(chroot)
+                Ok(Isolation::Chroot)
             }
         },
     }
+}
+
+/// Whether `--isolation=chroot` can work here: root, with the
+/// capabilities to chroot, give files their image's owners and make device
+/// nodes (docker's and Kubernetes' defaults have them).
+pub fn chroot_possible() -> Result<(), String> {
+    if !super::fs::is_root() {
+        return Err("--isolation=chroot needs root (chroot and chown to the image's owners need CAP_SYS_CHROOT and CAP_CHOWN): run kiln as root inside the container, or give it user namespaces".to_string());
+    }
+    let caps = super::probe::effective_capabilities();
+    // CAP_CHOWN 0, CAP_MKNOD 27, CAP_SYS_CHROOT 18.
+    for (bit, name) in [(0, "CAP_CHOWN"), (18, "CAP_SYS_CHROOT"), (27, "CAP_MKNOD")] {
+        if caps & (1 << bit) == 0 {
+            return Err(format!(
+                "--isolation=chroot needs {name}, which this process lacks (docker and Kubernetes give it by default; was it dropped?)"
+            ));
+        }
+    }
+    Ok(())
 }

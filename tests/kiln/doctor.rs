@@ -113,11 +113,16 @@ fn a_store_on_a_nearly_full_filesystem_fails_with_the_fix() {
     );
 }
 
-/// Inside `docker run` with docker's defaults (no --privileged), as a CI
-/// job's container runs: kiln says it cannot isolate and why, and `kiln
-/// run` fails saying so.
+/// Inside `docker run` with docker's defaults (no --privileged, docker's
+/// seccomp profile, `--network none`, kiln mounted read-only), as a CI
+/// job's container runs: doctor says kiln falls back to chroot; a store on
+/// the container's own overlayfs is refused with the fix; with the store on
+/// a volume, a multi-stage build (RUN, COPY --from, a deletion, owners)
+/// gives the image id the same build gives on the host with
+/// SOURCE_DATE_EPOCH, and `kiln run` runs it as its USER; the fallback is
+/// said once; as a non-root user inside, chroot is refused with the reason.
 #[test]
-fn inside_an_unprivileged_container_kiln_says_why_it_cannot_run() {
+fn inside_an_unprivileged_container_kiln_builds_and_runs_with_chroot() {
     if !need_root("docker needs root")
         || !need_tool("docker", "docker runs the unprivileged container")
     {
@@ -130,13 +135,16 @@ fn inside_an_unprivileged_container_kiln_says_why_it_cannot_run() {
     let k = |args: &[&str]| {
         let out = kiln()
             .arg("--root")
-            .arg(store.path())
+            .arg(store.path().join("s"))
             .args(args)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
     };
-    k(&["import", tar.to_str().unwrap(), "kiln-doctor-base:1"]);
+    let tar_path = tar.to_str().unwrap();
+    k(&["import", tar_path, "kiln-doctor-base:1"]);
     let archive = store.path().join("base.tar");
     k(&[
         "save",
@@ -152,21 +160,45 @@ fn inside_an_unprivileged_container_kiln_says_why_it_cannot_run() {
         .output()
         .unwrap();
     assert!(load.status.success(), "{}", text(&load.stderr));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM kiln-doctor-base:1 AS build
+         RUN mkdir -p /src && echo 'int main' > /src/app && chmod 755 /src/app && echo 'ksvc:x:1234:1234::/:/bin/sh' >> /etc/passwd && chown ksvc /src/app
+         FROM kiln-doctor-base:1
+         COPY --from=build /src/app /usr/local/bin/app
+         COPY --from=build /etc/passwd /etc/passwd
+         RUN rm /bin/vi && mkdir -p /data && chown 1234:1234 /data && echo built > /data/note
+         USER ksvc
+         CMD [\"sh\", \"-c\", \"id -u; stat -c '%u %a' /usr/local/bin/app /data; cat /data/note; ls /bin/vi || echo no-vi\"]
+",
+    )
+    .unwrap();
+    let ctx_path = ctx.path().to_str().unwrap();
+    // The same build on the host, in a namespaced container each step.
+    k(&["import", tar_path, "base:1"]);
+    let host_id = k(&["build", "-q", "-t", "app:1", ctx_path]);
+
     // kiln and the C library it links, read-only, as a CI job mounts a
-    // tool; the test base inside, to import.
+    // tool; the base tar and the context at the host's paths.
     let bin = env!("CARGO_BIN_EXE_kiln");
-    let inside = |script: &str| {
+    let volume = format!("kiln-doctor-{}", std::process::id());
+    let inside = |extra: &[&str], script: &str| {
         docker_cmd()
             .args(["run", "--rm", "--network", "none"])
             .args(["-v", &format!("{bin}:/usr/local/bin/kiln:ro")])
             .args(["-v", "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro"])
             .args(["-v", "/lib64:/lib64:ro"])
-            .args(["-v", &format!("{}:/base.tar:ro", tar.display())])
+            .args(["-v", &format!("{tar_path}:{tar_path}:ro")])
+            .args(["-v", &format!("{ctx_path}:{ctx_path}:ro")])
+            .args(["-e", "SOURCE_DATE_EPOCH=1700000000"])
+            .args(extra)
             .args(["kiln-doctor-base:1", "sh", "-c", script])
             .output()
             .unwrap()
     };
-    let out = inside("kiln --root /tmp/store doctor --format json");
+    let out = inside(&[], "kiln --root /tmp/store doctor --format json");
+    // The store on the container's own overlayfs fails; isolation warns.
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -176,31 +208,71 @@ fn inside_an_unprivileged_container_kiln_says_why_it_cannot_run() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let iso = finding(&v, "isolation");
-    assert_eq!(iso["status"], "fail");
+    assert_eq!(iso["status"], "warn", "{iso}");
     let detail = iso["detail"].as_str().unwrap();
     assert!(
         detail.starts_with(
             "mounting an overlay in a new mount namespace failed: Operation not permitted"
-        ) && detail.ends_with(
-            "kiln runs without CAP_SYS_ADMIN, as in a container with docker's default capabilities."
+        ) && detail.contains(
+            "kiln runs without CAP_SYS_ADMIN, as in a container with docker's default capabilities. kiln isolates with chroot instead (--isolation=chroot)"
         ),
         "{detail}"
     );
-    assert!(
-        iso["fix"]
-            .as_str()
-            .unwrap()
-            .starts_with("inside a container, run it with --privileged")
-    );
+    assert_eq!(finding(&v, "store")["status"], "fail");
     assert_eq!(finding(&v, "seccomp")["status"], "warn");
     let ran = inside(
-        "kiln --root /tmp/store import /base.tar b:1 >/dev/null && kiln --root /tmp/store run --rm b:1 true",
+        &[],
+        &format!(
+            "kiln --root /tmp/store import {tar_path} b:1 >/dev/null && kiln --root /tmp/store run --rm b:1 true"
+        ),
     );
-    let _ = docker_cmd().args(["rmi", "kiln-doctor-base:1"]).output();
     assert_eq!(ran.status.code(), Some(125), "{}", text(&ran.stderr));
     assert!(
-        text(&ran.stderr).contains("namespaces cannot be made here")
-            && text(&ran.stderr).contains("kiln doctor"),
+        text(&ran.stderr).contains("is on overlayfs, this container's own root, which refuses the whiteouts layers hold: put the store on a volume"),
+        "{}",
+        text(&ran.stderr)
+    );
+
+    // The store on a volume, as the README's CI job has it.
+    let mount = format!("{volume}:/var/lib/kiln");
+    let built = inside(
+        &["-v", &mount],
+        &format!(
+            "kiln import {tar_path} kiln-doctor-base:1 >/dev/null && kiln import {tar_path} base:1 >/dev/null && kiln build -q -t app:1 {ctx_path} && kiln run --rm app:1"
+        ),
+    );
+    let _ = docker_cmd().args(["volume", "rm", "-f", &volume]).output();
+    let stderr = text(&built.stderr);
+    assert!(built.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("isolating with chroot instead").count(),
+        2,
+        "the fallback is said once by each kiln that runs a container (build, run): {stderr}"
+    );
+    let stdout = text(&built.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(host_id.as_str()),
+        "the same image as the host's build"
+    );
+    assert_eq!(
+        lines.collect::<Vec<_>>(),
+        ["1234", "1234 755", "1234 755", "built", "no-vi"],
+        "{stdout}{stderr}"
+    );
+
+    // Not root inside: chroot cannot work, and kiln says why.
+    let ran = inside(
+        &["--user", "1000:1000"],
+        &format!(
+            "kiln --root /tmp/s2 import {tar_path} kiln-doctor-base:1 >/dev/null && kiln --root /tmp/s2 build --isolation chroot {ctx_path}"
+        ),
+    );
+    let _ = docker_cmd().args(["rmi", "kiln-doctor-base:1"]).output();
+    assert!(!ran.status.success());
+    assert!(
+        text(&ran.stderr).contains("--isolation=chroot needs root"),
         "{}",
         text(&ran.stderr)
     );
