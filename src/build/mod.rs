@@ -1674,6 +1674,7 @@ fn mount_script(
         read_only: true,
         exact: false,
         nodev: true,
+        movable: false,
     });
     Ok(dir)
 }

@@ -39,13 +39,21 @@ pub(super) struct Mounts {
 impl Mounts {
     /// A bind mount whose target, if the step had to create it, is removed
     /// from the step's diff.
-    fn bind(&mut self, source: PathBuf, target: String, read_only: bool, exact: bool) {
+    fn bind(
+        &mut self,
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+        exact: bool,
+        movable: bool,
+    ) {
         self.binds.push(Bind {
             source,
             target: target.clone(),
             read_only,
             exact,
             nodev: true,
+            movable,
         });
         self.targets.push(target);
     }
@@ -142,7 +150,9 @@ pub(super) fn prepare(
                         .insert(name);
                 }
                 key.push(format!("cache {id} {target} {}", m.read_only));
-                out.bind(dir, target, m.read_only, false);
+                // A cache is the store's own: with --isolation=chroot it is moved
+                // into the step's root (a crash loses a cache, nothing else).
+                out.bind(dir, target, m.read_only, false, true);
             }
             MountType::Bind => {
                 let target = target.expect("a bind mount has a target");
@@ -191,7 +201,8 @@ pub(super) fn prepare(
                     });
                     copied.map_err(|e| fail(format!("--mount source {source:?}: {e}")))?
                 };
-                out.bind(source_path, target, m.read_only, true);
+                // A read-write bind is kiln's own copy: movable.
+                out.bind(source_path, target, m.read_only, true, !m.read_only);
             }
             MountType::Tmpfs => {
                 let target = target.expect("a tmpfs mount has a target");
@@ -237,7 +248,7 @@ pub(super) fn prepare(
                     );
                     let _ = lchown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
                     out.temps.push(file.clone());
-                    out.bind(file, target, true, false);
+                    out.bind(file, target, true, false, false);
                 }
             }
             MountType::Ssh => {
@@ -257,7 +268,7 @@ pub(super) fn prepare(
                 if !out.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                     out.env.push(format!("SSH_AUTH_SOCK={target}"));
                 }
-                out.bind(socket.clone(), target, false, false);
+                out.bind(socket.clone(), target, false, false, false);
             }
         }
     }

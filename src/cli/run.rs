@@ -458,6 +458,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             read_only: !perms.contains('w'),
             exact: true,
             nodev: false,
+            movable: false,
         });
     }
     if args.privileged {
@@ -486,6 +487,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 read_only: false,
                 exact: true,
                 nodev: false,
+                movable: false,
             });
         }
         device_rules.push("a *:* rwm".into());

@@ -649,6 +649,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
             // open the host's device (cgroup v2 has no device filter of
             // kiln's to stop it): docker's devices cgroup, by the mount.
             nodev: true,
+            movable: false,
         });
     }
     // Layers as overlay lowerdirs, top first.

@@ -348,6 +348,7 @@ pub fn mount(m: &MountSpec) -> Result<Mounted, String> {
                 read_only: m.readonly,
                 exact: false,
                 nodev: true,
+                movable: false,
             }))
         }
         "volume" | "" => match &m.source {

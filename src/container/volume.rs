@@ -97,6 +97,7 @@ pub fn parse_flag(v: &str) -> Result<Flag, String> {
         exact: false,
         // No device node made in it opens a host device.
         nodev: true,
+        movable: false,
     }))
 }
 

@@ -518,8 +518,8 @@ fn launch(
         let _ = relay.join();
     }
     let status = status?;
-    if let Some(before) = &recorded {
-        super::copyroot::changes(&spec.rootfs, before, &spec.upper).map_err(|e| {
+    if let Some(prepared) = recorded {
+        prepared.finish(&spec.upper).map_err(|e| {
             SandboxError::Setup(format!(
                 "finding what the container changed in {}: {e}",
                 spec.rootfs.display()
@@ -543,7 +543,7 @@ fn launch(
 
 /// The root of a chrooted container: its layers copied into `rootfs`
 /// (what it held recorded), once the spec asks nothing that needs a mount.
-fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Recorded, SandboxError> {
+fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Prepared, SandboxError> {
     let refuse = |what: &str| {
         SandboxError::Setup(format!(
             "{what} with --isolation=chroot: this host refuses the namespaces and mounts that needs (`kiln doctor` says why)"
@@ -552,11 +552,6 @@ fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Recorded
     if !limits.is_empty() || limits.parent.is_some() {
         return Err(refuse(
             "resource limits need cgroups, which kiln cannot make",
-        ));
-    }
-    if !spec.binds.is_empty() || !spec.tmpfs.is_empty() {
-        return Err(refuse(
-            "mounts (RUN --mount, -v, --mount, --tmpfs, --device) cannot be made",
         ));
     }
     if spec.read_only {
@@ -568,9 +563,9 @@ fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Recorded
             spec.rootfs.display()
         )));
     }
-    super::copyroot::materialize(&spec.lower, &spec.rootfs).map_err(|e| {
+    super::copyroot::Prepared::new(spec).map_err(|e| {
         SandboxError::Setup(format!(
-            "copying the container's layers into {}: {e}",
+            "preparing the root of a chrooted container in {}: {e}",
             spec.rootfs.display()
         ))
     })

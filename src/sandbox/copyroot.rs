@@ -112,11 +112,20 @@ fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
 
 /// Copies the snapshots `lower` (top first, as overlayfs takes them) into
 /// the empty directory `root`, then records what it holds.
-pub fn materialize(lower: &[PathBuf], root: &Path) -> io::Result<Recorded> {
+pub fn materialize(lower: &[PathBuf], root: &Path, etc: &Path) -> io::Result<Recorded> {
     for layer in lower.iter().rev() {
         apply(layer, root)?;
     }
-    record(root)
+    let missing = KILNS
+        .into_iter()
+        .filter(|k| fs::symlink_metadata(root.join(k)).is_err())
+        .collect();
+    // kiln's own files before the record: what kiln writes is not what
+    // the process changed.
+    super::rootfs::chroot_files(root, etc)?;
+    let mut recorded = record(root)?;
+    recorded.1 = missing;
+    Ok(recorded)
 }
 
 /// Lays one snapshot over `root`: its whiteouts delete, its opaque
@@ -170,11 +179,7 @@ fn record(root: &Path) -> io::Result<Recorded> {
             (meta.ino(), meta.ctime(), meta.ctime_nsec()),
         );
     })?;
-    let missing = KILNS
-        .into_iter()
-        .filter(|k| fs::symlink_metadata(root.join(k)).is_err())
-        .collect();
-    Ok(Recorded(seen, missing))
+    Ok(Recorded(seen, Vec::new()))
 }
 
 /// Calls `f` for every entry under `root` (never the root itself), parents
@@ -298,6 +303,261 @@ fn parents(
     Ok(())
 }
 
+/// A mount a chrooted container gets without mounting: a read-write
+/// directory on the root's filesystem moved in (a cache, a volume) and
+/// back out after, anything else copied in and removed after (a secret, a
+/// context bind, a stage's files: writes to it are lost, as to a
+/// read-only or copied bind), a tmpfs as an empty directory. What was at
+/// the place in the image is kept aside meanwhile.
+pub struct Placed {
+    rel: String,
+    is_dir: bool,
+    moved_from: Option<PathBuf>,
+    aside: Option<PathBuf>,
+    existed: bool,
+    // Held while the directory is moved in: another chrooted container
+    // sharing it waits (a namespaced one would have shared it).
+    _lock: Option<fs::File>,
+}
+
+/// Gives `binds` and `tmpfs` to the root at `root_dir` as [`Placed`]
+/// says; `aside` (on the same filesystem) keeps what they cover. Every
+/// mount is checked before any is placed.
+pub fn place(
+    root_dir: &Path,
+    aside: &Path,
+    binds: &[super::spec::Bind],
+    tmpfs: &[super::spec::Tmpfs],
+) -> io::Result<Vec<Placed>> {
+    let root_dev = fs::metadata(root_dir)?.dev();
+    let mut plan = Vec::new();
+    for b in binds {
+        let meta = fs::metadata(&b.source)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", b.source.display())))?;
+        let how = if meta.file_type().is_socket() {
+            return Err(io::Error::other(format!(
+                "{} is a socket (an ssh agent's): with --isolation=chroot there is no mount to give it",
+                b.source.display()
+            )));
+        } else if b.read_only {
+            How::Copy
+        } else if !b.movable {
+            return Err(io::Error::other(format!(
+                "a read-write mount of {} at {} cannot be given with --isolation=chroot (no mounts here, and a copy would lose its writes): mount it read-only, or use a cache mount",
+                b.source.display(),
+                b.target
+            )));
+        } else if meta.is_dir() && meta.dev() == root_dev {
+            How::Move
+        } else {
+            return Err(io::Error::other(format!(
+                "{} is not a directory on the store's filesystem: with --isolation=chroot a read-write mount can only be moved in from there",
+                b.source.display()
+            )));
+        };
+        plan.push((b.target.as_str(), Some(&b.source), how, meta.is_dir()));
+    }
+    for t in tmpfs {
+        plan.push((t.target.as_str(), None, How::Empty, true));
+    }
+    let mut placed = Vec::new();
+    for (i, (target, source, how, is_dir)) in plan.into_iter().enumerate() {
+        match place_one(root_dir, aside, i, target, source, how, is_dir) {
+            Ok(p) => placed.push(p),
+            Err(e) => {
+                let _ = unplace(root_dir, &mut placed);
+                return Err(e);
+            }
+        }
+    }
+    Ok(placed)
+}
+
+/// How a mount is given without mounting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// kiln's own directory, moved in and back.
+    Move,
+    /// A copy, removed after.
+    Copy,
+    /// An empty directory (a tmpfs), removed after.
+    Empty,
+}
+
+fn place_one(
+    root_dir: &Path,
+    aside: &Path,
+    i: usize,
+    target: &str,
+    source: Option<&PathBuf>,
+    how: How,
+    is_dir: bool,
+) -> io::Result<Placed> {
+    let root = super::fs::Root::open(root_dir)?;
+    let target = target.trim_matches('/');
+    let (parent, name) = target.rsplit_once('/').unwrap_or(("", target));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(io::Error::other(format!(
+            "mount target /{target}: not a place"
+        )));
+    }
+    root.mkdir_all(parent, 0o755, &mut |_| Ok(()))?;
+    let parent = root.resolve(parent)?;
+    let rel = format!("{}/{name}", parent.trim_end_matches('/'))
+        .trim_start_matches('/')
+        .to_string();
+    let existed = root.lstat(&rel).is_ok();
+    let hidden = aside.join(format!("covered-{i}"));
+    if existed {
+        root.move_out(&rel, &hidden)?;
+    }
+    let mut p = Placed {
+        rel: rel.clone(),
+        is_dir,
+        moved_from: None,
+        aside: existed.then_some(hidden),
+        existed,
+        _lock: None,
+    };
+    let given = match (how, source) {
+        (How::Move, Some(source)) => fs::File::create(source.with_extension("chroot-lock"))
+            .and_then(|lock| {
+                lock.lock()?;
+                p._lock = Some(lock);
+                root.move_in(source, &rel)?;
+                p.moved_from = Some(source.clone());
+                Ok(())
+            }),
+        (How::Copy, Some(source)) => root
+            .real_path(&parent)
+            .and_then(|dir| copy_tree(source, &dir.join(name))),
+        _ => root
+            .mkdir(&rel, 0o1777)
+            .and_then(|()| root.chmod(&rel, 0o1777)),
+    };
+    if let Err(e) = given {
+        let _ = unplace(root_dir, &mut vec![p]);
+        return Err(e);
+    }
+    Ok(p)
+}
+
+/// Copies `from` (a file or a whole tree, not followed below it) to `to`.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = fs::metadata(from)?;
+    copy_entry(from, to, &meta)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mut dirs = vec![(from.to_path_buf(), to.to_path_buf(), meta)];
+    let mut i = 0;
+    while i < dirs.len() {
+        let (f, t) = (dirs[i].0.clone(), dirs[i].1.clone());
+        for entry in fs::read_dir(&f)? {
+            let name = entry?.file_name();
+            let (cf, ct) = (f.join(&name), t.join(&name));
+            let m = fs::symlink_metadata(&cf)?;
+            copy_entry(&cf, &ct, &m)?;
+            if m.is_dir() {
+                dirs.push((cf, ct, m));
+            }
+        }
+        i += 1;
+    }
+    for (_, t, m) in dirs.iter().rev() {
+        set_times(t, m)?;
+    }
+    Ok(())
+}
+
+/// Takes back what [`place`] gave, last first: moved directories go home,
+/// copies go, what they covered returns.
+pub fn unplace(root_dir: &Path, placed: &mut Vec<Placed>) -> io::Result<()> {
+    let root = super::fs::Root::open(root_dir)?;
+    while let Some(p) = placed.pop() {
+        match &p.moved_from {
+            Some(home) => root.move_out(&p.rel, home)?,
+            None => match root.remove_all(&p.rel) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            },
+        }
+        match &p.aside {
+            Some(aside) => root.move_in(aside, &p.rel)?,
+            // What a mount needs where the image had nothing: the stub a
+            // namespaced container's mount leaves (and a build removes).
+            None if p.is_dir => root.mkdir(&p.rel, 0o755)?,
+            None => drop(root.create_file(&p.rel, 0o644)?),
+        }
+    }
+    Ok(())
+}
+
+/// A chrooted container's root while it runs: what it held, and the
+/// mounts given to it, taken back when dropped (a start that failed).
+pub struct Prepared {
+    root: PathBuf,
+    recorded: Recorded,
+    placed: Vec<Placed>,
+}
+
+impl Prepared {
+    /// Copies `lower` into `root`, records it, then places the mounts.
+    pub fn new(spec: &super::spec::Spec) -> io::Result<Prepared> {
+        let (root, binds, tmpfs) = (&spec.rootfs, &spec.binds, &spec.tmpfs);
+        let recorded = materialize(&spec.lower, root, &spec.etc_dir)?;
+        let aside = root.parent().unwrap_or(root);
+        let placed = place(root, aside, binds, tmpfs)?;
+        Ok(Prepared {
+            root: root.to_path_buf(),
+            recorded,
+            placed,
+        })
+    }
+
+    /// Once the container ended: the mounts taken back, then what it
+    /// changed written into `upper`.
+    pub fn finish(mut self, upper: &Path) -> io::Result<()> {
+        unplace(&self.root, &mut self.placed)?;
+        let placed = std::mem::take(&mut self.placed);
+        let mut recorded = std::mem::take(&mut self.recorded);
+        recorded.refresh(&self.root, &placed);
+        changes(&self.root, &recorded, upper)
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        let _ = unplace(&self.root, &mut self.placed);
+    }
+}
+
+impl Recorded {
+    /// Takes what kiln's own moves changed for `placed` (the covered
+    /// entries and their directories, moved out and back) as recorded, so
+    /// that only the process's changes count.
+    fn refresh(&mut self, root_dir: &Path, placed: &[Placed]) {
+        for p in placed {
+            let rel = Path::new(&p.rel);
+            let mut paths = vec![rel];
+            if let Some(parent) = rel.parent().filter(|d| !d.as_os_str().is_empty()) {
+                paths.push(parent);
+            }
+            for path in paths {
+                // A place made for the mount changed its directory as
+                // overlayfs's stub would have (and shows so).
+                if !p.existed || !self.0.contains_key(path) {
+                    continue;
+                }
+                if let Ok(m) = fs::symlink_metadata(root_dir.join(path)) {
+                    self.0
+                        .insert(path.to_path_buf(), (m.ino(), m.ctime(), m.ctime_nsec()));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +599,12 @@ mod tests {
         xattr::set(top.join("opq"), "user.overlay.opaque", b"y").unwrap();
         fs::create_dir(&root).unwrap();
         fs::create_dir(&upper).unwrap();
-        let before = materialize(&[top.clone(), base.clone()], &root).unwrap();
+        let etc = t.path().join("etc");
+        tree(
+            &etc,
+            &[("hosts", "h"), ("hostname", "n"), ("resolv.conf", "r")],
+        );
+        let before = materialize(&[top.clone(), base.clone()], &root, &etc).unwrap();
         assert_eq!(fs::read_to_string(root.join("etc/b")).unwrap(), "b");
         assert!(!root.join("etc/gone").exists(), "whiteout applied");
         assert!(!root.join("opq/old").exists(), "opaque directory replaced");
@@ -351,7 +616,7 @@ mod tests {
         // The process: an edit, a new file, a removed file and tree, and
         // kiln's own /etc/hosts written.
         fs::write(root.join("edit/e"), "2").unwrap();
-        tree(&root, &[("new/n", "n"), ("etc/hosts", "127.0.0.1 x")]);
+        tree(&root, &[("new/n", "n")]);
         fs::remove_file(root.join("etc/a")).unwrap();
         fs::remove_dir_all(root.join("del")).unwrap();
         changes(&root, &before, &upper).unwrap();

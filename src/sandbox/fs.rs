@@ -434,6 +434,25 @@ impl Root {
         held.open_file()
     }
 
+    /// Opens the regular file `rel` (not followed) for writing in place.
+    pub fn open_regular_write(&self, rel: &str) -> io::Result<File> {
+        let held = self.open_path(rel, false)?;
+        if !File::from(held.try_clone()?).metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{rel} is not a regular file"),
+            ));
+        }
+        let path = format!("/proc/self/fd/{}", held.as_raw_fd());
+        nix::fcntl::open(
+            path.as_str(),
+            OFlag::O_WRONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(errno)
+    }
+
     /// Opens `rel` for reading, refusing a symlink at the end.
     pub fn open_read_nofollow(&self, rel: &str) -> io::Result<File> {
         Ok(File::from(
@@ -578,6 +597,20 @@ impl Root {
             AtFlags::empty(),
         )
         .map_err(errno)
+    }
+
+    /// Moves entry `rel` (not followed; its directory resolved inside the
+    /// root) out to the host path `to`.
+    pub fn move_out(&self, rel: &str, to: &Path) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        nix::fcntl::renameat(&dir, name.as_os_str(), nix::fcntl::AT_FDCWD, to).map_err(errno)
+    }
+
+    /// Moves the host path `from` into the root as `rel` (its directory
+    /// resolved inside the root).
+    pub fn move_in(&self, from: &Path, rel: &str) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        nix::fcntl::renameat(nix::fcntl::AT_FDCWD, from, &dir, name.as_os_str()).map_err(errno)
     }
 
     /// Creates a device node or FIFO at `rel`.

@@ -339,15 +339,15 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
     }
 }
 
-/// `--isolation=chroot`: the root is `spec.rootfs`, a copy of the layers
-/// kiln made; no mount can be made, so the devices a process needs are
-/// nodes made in the copy's /dev (their use is what the container kiln runs
-/// in allows), kiln's /etc files are written in (and left out of what the
-/// step changed), and the process chroots there.
-pub fn enter_chroot(spec: &Spec) -> io::Result<()> {
-    let root = Root::open(&spec.rootfs)?;
+/// `--isolation=chroot`, kiln's side: the root at `root` is a copy of the
+/// layers; no mount can be made, so the devices a process needs are nodes
+/// made in the copy's /dev (their use is what the container kiln runs in
+/// allows) and kiln's /etc files (from `etc`) are written in, over what
+/// the image has there (in place: its directory stays as it was).
+pub fn chroot_files(root_dir: &Path, etc: &Path) -> io::Result<()> {
+    let root = Root::open(root_dir)?;
     // /dev must be the image's own directory, not a way out of the copy.
-    Real.real_dir(&spec.rootfs, "/dev")?;
+    Real.real_dir(root_dir, "/dev")?;
     if !root.exists("dev") {
         root.mkdir("dev", 0o755)?;
     }
@@ -378,10 +378,23 @@ pub fn enter_chroot(spec: &Spec) -> io::Result<()> {
     }
     root.mkdir_all("etc", 0o755, &mut |_| Ok(()))?;
     for name in ["hosts", "hostname", "resolv.conf"] {
-        let content = std::fs::read(spec.etc_dir.join(name))?;
-        root.create_file(&format!("etc/{name}"), 0o644)?
-            .write_all(&content)?;
+        let content = std::fs::read(etc.join(name))?;
+        let rel = format!("etc/{name}");
+        let mut file = match root.lstat(&rel) {
+            Ok(m) if m.is_file() => {
+                let f = root.open_regular_write(&rel)?;
+                f.set_len(0)?;
+                f
+            }
+            _ => root.create_file(&rel, 0o644)?,
+        };
+        file.write_all(&content)?;
     }
+    Ok(())
+}
+
+/// `--isolation=chroot`, the init's side: into the prepared copy.
+pub fn enter_chroot(spec: &Spec) -> io::Result<()> {
     nix::unistd::chroot(&spec.rootfs).map_err(io::Error::from)?;
     nix::unistd::chdir("/").map_err(io::Error::from)
 }
@@ -413,6 +426,7 @@ mod tests {
                 read_only: true,
                 exact: false,
                 nodev: false,
+                movable: false,
             }],
             tty: false,
             rootless: false,

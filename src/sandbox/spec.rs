@@ -34,6 +34,10 @@ pub struct Bind {
     /// build makes: a stage, a cache, a context copy).
     #[serde(default)]
     pub nodev: bool,
+    /// kiln's own directory (a build's cache mount), which
+    /// `--isolation=chroot` may move into the root and back.
+    #[serde(default)]
+    pub movable: bool,
 }
 
 /// An empty tmpfs inside the container.

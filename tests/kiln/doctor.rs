@@ -117,7 +117,8 @@ fn a_store_on_a_nearly_full_filesystem_fails_with_the_fix() {
 /// seccomp profile, `--network none`, kiln mounted read-only), as a CI
 /// job's container runs: doctor says kiln falls back to chroot; a store on
 /// the container's own overlayfs is refused with the fix; with the store on
-/// a volume, a multi-stage build (RUN, COPY --from, a deletion, owners)
+/// a volume, a multi-stage build (RUN, COPY --from, a deletion, owners,
+/// a cache mount)
 /// gives the image id the same build gives on the host with
 /// SOURCE_DATE_EPOCH, and `kiln run` runs it as its USER; the fallback is
 /// said once; as a non-root user inside, chroot is refused with the reason.
@@ -163,15 +164,20 @@ fn inside_an_unprivileged_container_kiln_builds_and_runs_with_chroot() {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
         ctx.path().join("Dockerfile"),
-        "FROM kiln-doctor-base:1 AS build
-         RUN mkdir -p /src && echo 'int main' > /src/app && chmod 755 /src/app && echo 'ksvc:x:1234:1234::/:/bin/sh' >> /etc/passwd && chown ksvc /src/app
-         FROM kiln-doctor-base:1
-         COPY --from=build /src/app /usr/local/bin/app
-         COPY --from=build /etc/passwd /etc/passwd
-         RUN rm /bin/vi && mkdir -p /data && chown 1234:1234 /data && echo built > /data/note
-         USER ksvc
-         CMD [\"sh\", \"-c\", \"id -u; stat -c '%u %a' /usr/local/bin/app /data; cat /data/note; ls /bin/vi || echo no-vi\"]
-",
+        concat!(
+            "FROM kiln-doctor-base:1 AS build\n",
+            "RUN mkdir -p /src && echo 'int main' > /src/app && chmod 755 /src/app",
+            " && echo 'ksvc:x:1234:1234::/:/bin/sh' >> /etc/passwd && chown ksvc /src/app\n",
+            "FROM kiln-doctor-base:1\n",
+            "COPY --from=build /src/app /usr/local/bin/app\n",
+            "COPY --from=build /etc/passwd /etc/passwd\n",
+            "RUN rm /bin/vi && mkdir -p /data && chown 1234:1234 /data && echo built > /data/note\n",
+            "RUN --mount=type=cache,target=/var/cache/k echo once >> /var/cache/k/log",
+            " && wc -l < /var/cache/k/log > /data/uses\n",
+            "USER ksvc\n",
+            "CMD [\"sh\", \"-c\", \"id -u; stat -c '%u %a' /usr/local/bin/app /data;",
+            " cat /data/note /data/uses; ls /var/cache/k /bin/vi || echo no-vi\"]\n",
+        ),
     )
     .unwrap();
     let ctx_path = ctx.path().to_str().unwrap();
@@ -258,7 +264,7 @@ fn inside_an_unprivileged_container_kiln_builds_and_runs_with_chroot() {
     );
     assert_eq!(
         lines.collect::<Vec<_>>(),
-        ["1234", "1234 755", "1234 755", "built", "no-vi"],
+        ["1234", "1234 755", "1234 755", "built", "1", "no-vi"],
         "{stdout}{stderr}"
     );
 
