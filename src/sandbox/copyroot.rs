@@ -518,10 +518,14 @@ impl Prepared {
     /// Once the container ended: the mounts taken back, then what it
     /// changed written into `upper`.
     pub fn finish(mut self, upper: &Path) -> io::Result<()> {
+        let places: Vec<(String, bool)> = self
+            .placed
+            .iter()
+            .map(|p| (p.rel.clone(), p.existed))
+            .collect();
         unplace(&self.root, &mut self.placed)?;
-        let placed = std::mem::take(&mut self.placed);
         let mut recorded = std::mem::take(&mut self.recorded);
-        recorded.refresh(&self.root, &placed);
+        recorded.refresh(&self.root, &places);
         changes(&self.root, &recorded, upper)
     }
 }
@@ -536,9 +540,9 @@ impl Recorded {
     /// Takes what kiln's own moves changed for `placed` (the covered
     /// entries and their directories, moved out and back) as recorded, so
     /// that only the process's changes count.
-    fn refresh(&mut self, root_dir: &Path, placed: &[Placed]) {
-        for p in placed {
-            let rel = Path::new(&p.rel);
+    fn refresh(&mut self, root_dir: &Path, places: &[(String, bool)]) {
+        for (rel, existed) in places {
+            let rel = Path::new(rel);
             let mut paths = vec![rel];
             if let Some(parent) = rel.parent().filter(|d| !d.as_os_str().is_empty()) {
                 paths.push(parent);
@@ -546,7 +550,7 @@ impl Recorded {
             for path in paths {
                 // A place made for the mount changed its directory as
                 // overlayfs's stub would have (and shows so).
-                if !p.existed || !self.0.contains_key(path) {
+                if !existed || !self.0.contains_key(path) {
                     continue;
                 }
                 if let Ok(m) = fs::symlink_metadata(root_dir.join(path)) {

@@ -15,6 +15,7 @@ mod containers;
 mod dockerpy;
 mod doctor;
 mod fuzz;
+mod isolation;
 mod networks;
 mod parse_golden;
 mod realworld;
