@@ -80,7 +80,8 @@ pub fn cp(root: Option<PathBuf>, args: CpArgs) -> Result<ExitCode, Error> {
                     w.map_err(|e| e.to_string())
                         .and_then(|mut w| w.flush().map_err(|e| e.to_string()))
                 });
-                let unpacked = archive::unpack_on_host(reader, &top, &into, &name, owner);
+                let scratch = store.temp_path("cp");
+                let unpacked = archive::unpack_on_host(reader, &top, &into, &name, owner, &scratch);
                 let written = writing
                     .join()
                     .unwrap_or_else(|_| Err("the archive's writer failed".into()));

@@ -683,13 +683,29 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             })
             .collect::<Result<_, _>>()?,
     };
+    // docker's check, before anything is made: an existing file (or a
+    // symlink someone planted) is never written through.
+    if let Some(path) = &args.cidfile
+        && std::fs::symlink_metadata(path).is_ok()
+    {
+        return Err(Error::Usage(format!(
+            "container ID file found, make sure the other container isn't running or delete {}",
+            path.display()
+        )));
+    }
     let (container, dirs) =
         kiln::container::create(&store, &create).map_err(super::container_error)?;
     if let Some(path) = &args.cidfile {
-        std::fs::write(path, &container.record.id).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(container.record.id.as_bytes()))
+            .map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
     }
     if args.detach {
         // The monitor takes the lock once this process lets it go.

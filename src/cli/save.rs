@@ -79,7 +79,22 @@ pub(super) fn write_archive(
         )?;
         out.into_inner().map_err(|e| Error::Write(e.into_error()))
     };
-    if std::fs::metadata(output).is_ok_and(|m| !m.is_file()) {
+    if let Ok(meta) = std::fs::metadata(output)
+        && !meta.is_file()
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        // A device (/dev/null, a terminal) is written into; a pipe or a
+        // socket only when it is the caller's own (`-o /dev/stdout` piped):
+        // one another user planted would hand them the image.
+        let ft = meta.file_type();
+        let own = meta.uid() == kiln::sandbox::fs::euid();
+        if !(ft.is_char_device() || ((ft.is_fifo() || ft.is_socket()) && own)) {
+            return Err(Error::Usage(format!(
+                "{}: not a regular file, and not a pipe of yours (uid {} owns it): kiln does not write an image there; remove it or choose another path",
+                output.display(),
+                meta.uid()
+            )));
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(output)

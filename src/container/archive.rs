@@ -478,24 +478,29 @@ pub fn host_destination(
 }
 
 /// Unpacks a tar read from a container (its entries under `top`) into
-/// host directory `into` as `name`: unpacked apart first (entries that
-/// would leave it refused), then copied in, owned by `owner` (the caller,
-/// as docker's cp) or, without one, as the tar says.
+/// host directory `into` as `name`: unpacked apart first, in `scratch` (a
+/// new directory in the store's private tmp: the unpacking goes by path,
+/// and `into` may be another user's, who could swap a directory made there
+/// for a symlink mid-way), entries that would leave it refused; then
+/// copied in by descriptor, owned by `owner` (the caller, as docker's cp)
+/// or, without one, as the tar says.
 pub fn unpack_on_host<R: Read>(
     tar: R,
     top: &str,
     into: &Path,
     name: &str,
     owner: Option<(u32, u32)>,
+    scratch: &Path,
 ) -> Result<(), String> {
-    let scratch = tempfile::Builder::new()
-        .prefix(".kiln-cp-")
-        .tempdir_in(into)
-        .map_err(|e| format!("a directory to unpack into in {}: {e}", into.display()))?;
-    crate::layer::apply(tar, scratch.path(), crate::layer::Mode::Flatten)
-        .map_err(|e| format!("reading the archive: {e}"))?;
-    let src = Root::open(scratch.path()).map_err(|e| e.to_string())?;
+    std::fs::create_dir(scratch)
+        .map_err(|e| format!("a directory to unpack into, {}: {e}", scratch.display()))?;
+    let _gone = Gone(scratch);
+    // The destination first: whatever its path leads to later, the copy
+    // goes where it led now.
     let dst = Root::open(into).map_err(|e| e.to_string())?;
+    crate::layer::apply(tar, scratch, crate::layer::Mode::Flatten)
+        .map_err(|e| format!("reading the archive: {e}"))?;
+    let src = Root::open(scratch).map_err(|e| e.to_string())?;
     let take = |_: &str| crate::copier::Take::Entry;
     let links = crate::copier::Links::default();
     // Owned by the caller, a file keeps no set-uid or set-gid bit the
@@ -521,6 +526,15 @@ pub fn unpack_on_host<R: Read>(
             Ok(())
         }
         top => crate::copier::copy_tree(&src, top, &dst, name, &copy).map_err(|e| e.to_string()),
+    }
+}
+
+/// Removes a scratch directory when dropped.
+struct Gone<'a>(&'a Path);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        let _ = crate::sandbox::fs::remove_dir_all(self.0);
     }
 }
 

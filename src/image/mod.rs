@@ -199,15 +199,40 @@ impl Image {
     /// Writes the image's filesystem, its layers applied in order, into
     /// `dir` (`kiln build --output type=local`).
     pub fn export_rootfs(&self, store: &Store, dir: &std::path::Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| ImageError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        for (layer, _) in self.layers() {
-            let blob = store.open_blob(&manifest_digest(&layer)?)?;
-            layer::apply(blob, dir, layer::Mode::Flatten)?;
-        }
-        Ok(())
+        let write = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| ImageError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(write(dir))?;
+        // `dir` is opened once and written by descriptor: its path may be
+        // in another user's directory, who could swap it for a symlink
+        // while root writes. The layers are applied (by path) where only
+        // kiln reaches: the store's private tmp.
+        let dst = crate::sandbox::fs::Root::open_not_a_link(dir).map_err(write(dir))?;
+        let staging = store.temp_path("export");
+        std::fs::create_dir(&staging).map_err(write(&staging))?;
+        let copied = (|| {
+            for (layer, _) in self.layers() {
+                let blob = store.open_blob(&manifest_digest(&layer)?)?;
+                layer::apply(blob, &staging, layer::Mode::Flatten)?;
+            }
+            let src = crate::sandbox::fs::Root::open(&staging).map_err(write(&staging))?;
+            let take = |_: &str| crate::copier::Take::Entry;
+            let links = crate::copier::Links::default();
+            let opts = crate::copier::CopyOptions {
+                owner: None,
+                mode: None,
+                take: &take,
+                links: &links,
+            };
+            for name in src.read_dir(".").map_err(write(&staging))? {
+                let name = name.to_string_lossy();
+                crate::copier::copy_tree(&src, &name, &dst, &name, &opts).map_err(write(dir))?;
+            }
+            Ok(())
+        })();
+        let _ = crate::sandbox::fs::remove_dir_all(&staging);
+        copied
     }
 
     /// Total size of the layer blobs.

@@ -326,6 +326,44 @@ impl Root {
         })
     }
 
+    /// Opens the directory at `path` as a root, refusing a symlink as its
+    /// last component: a destination the caller names in a directory
+    /// another user may write (`build -o`), which they could have made a
+    /// symlink to where root must not write.
+    pub fn open_not_a_link(path: &Path) -> io::Result<Root> {
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a directory's name", path.display()),
+            )
+        })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = Root::open(parent)?;
+        let fd = nix::fcntl::openat(
+            &dir.fd,
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symlink or not a directory: name the directory itself",
+                    path.display()
+                ),
+            ),
+            e => with_path(errno(e), "opening", path),
+        })?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The root of a mount held by descriptor (a [`detached_overlay`]);
     /// `path` names it in messages.
     pub fn from_mount(fd: OwnedFd, path: &Path) -> Root {

@@ -129,7 +129,7 @@ fn target_json(s: &Service, t: &super::config::Target) -> Result<serde_json::Val
     Ok(json!({
         "name": t.name,
         "context": t.context,
-        "git": t.git,
+        "git": t.git_shown(),
         "ref": t.git_ref,
         "dockerfile": t.dockerfile,
         "target": t.target,

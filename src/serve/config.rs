@@ -126,6 +126,83 @@ pub struct Target {
     pub webhook_secret: Option<String>,
 }
 
+/// A git URL's `user:password@` split off: the URL as git is given it (so
+/// the secret is never on a command line, which every user of the host
+/// can read) and the credentials, percent-decoded.
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..host_end].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let (info, host) = (&rest[..at], &rest[at + 1..]);
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match (b[i], b.get(i + 1..i + 3)) {
+                (b'%', Some(h))
+                    if u8::from_str_radix(std::str::from_utf8(h).unwrap_or("x"), 16).is_ok() =>
+                {
+                    out.push(
+                        u8::from_str_radix(std::str::from_utf8(h).unwrap_or("0"), 16).unwrap_or(0),
+                    );
+                    i += 3;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+    (
+        format!("{scheme}://{host}"),
+        Some((decode(user), decode(pass))),
+    )
+}
+
+impl Target {
+    /// The git URL to show (the API, job errors): credentials replaced.
+    pub fn git_shown(&self) -> Option<String> {
+        self.git.as_deref().map(|url| match split_userinfo(url) {
+            (bare, Some(_)) => bare.replacen("://", "://***@", 1),
+            (bare, None) => bare,
+        })
+    }
+
+    /// The git URL without credentials, and the environment that gives
+    /// them to git as an Authorization header (`GIT_CONFIG_*`: in git's
+    /// environment, which only its owner reads, never on its command line).
+    pub fn git_fetch(&self) -> (String, Vec<(String, String)>) {
+        use base64::Engine as _;
+        let url = self.git.as_deref().unwrap_or_default();
+        match split_userinfo(url) {
+            (bare, Some((user, pass))) => {
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                (
+                    bare,
+                    vec![
+                        ("GIT_CONFIG_COUNT".into(), "1".into()),
+                        ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+                        (
+                            "GIT_CONFIG_VALUE_0".into(),
+                            format!("Authorization: Basic {token}"),
+                        ),
+                    ],
+                )
+            }
+            (bare, None) => (bare, Vec::new()),
+        }
+    }
+}
+
 /// A parsed trigger of a target.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
@@ -452,5 +529,41 @@ webhook_secret = "hmac-secret"
         assert!(tokened.warnings().is_empty());
         let local = parse("listen = \"127.0.0.1:8080\"\n").unwrap();
         assert!(local.warnings().is_empty());
+    }
+    fn test_target() -> Target {
+        Target {
+            name: "t".into(),
+            context: None,
+            git: None,
+            git_ref: None,
+            dockerfile: "Dockerfile".into(),
+            build_args: Default::default(),
+            target: None,
+            cache_to: None,
+            keep_generations: 1,
+            mounts: false,
+            triggers: Vec::new(),
+            webhook_secret: None,
+        }
+    }
+
+    #[test]
+    fn git_credentials_are_never_shown_nor_on_a_command_line() {
+        let t = Target {
+            git: Some("https://oauth2:GIT%40TOKEN@git.example/repo.git".into()),
+            ..test_target()
+        };
+        assert_eq!(t.git_shown().unwrap(), "https://***@git.example/repo.git");
+        let (url, env) = t.git_fetch();
+        assert_eq!(url, "https://git.example/repo.git");
+        assert_eq!(env[2].1, "Authorization: Basic b2F1dGgyOkdJVEBUT0tFTg==");
+        let plain = Target {
+            git: Some("https://git.example/a@b/repo.git".into()),
+            ..test_target()
+        };
+        assert_eq!(
+            plain.git_fetch(),
+            ("https://git.example/a@b/repo.git".into(), vec![])
+        );
     }
 }

@@ -60,7 +60,12 @@ pub fn parse_push(body: &[u8]) -> Option<Push> {
 
 /// True when `push` is for `target`: its repository and its ref.
 pub fn is_for(target: &Target, push: &Push) -> bool {
-    let Some(git) = &target.git else { return false };
+    if target.git.is_none() {
+        return false;
+    }
+    // Credentials in the configured URL are not part of the repository.
+    let (git, _) = target.git_fetch();
+    let git = git.as_str();
     let trim = |u: &str| u.trim_end_matches('/').trim_end_matches(".git").to_string();
     let same_repo = push.urls.iter().any(|u| trim(u) == trim(git));
     let same_ref = match target.git_ref.as_deref() {

@@ -435,11 +435,13 @@ impl Service {
         if let Some(dir) = &target.context {
             return Ok(dir.clone());
         }
-        let url = target.git.as_deref().unwrap_or_default();
+        let (url, credentials) = target.git_fetch();
+        let url = url.as_str();
         let dir = self.checkout_dir(target);
         let git = |args: &[&str]| -> Result<(), String> {
             let out = std::process::Command::new("git")
                 .args(args)
+                .envs(credentials.iter().map(|(k, v)| (k, v)))
                 .output()
                 .map_err(|e| format!("running git: {e} (install git for git targets)"))?;
             match out.status.success() {

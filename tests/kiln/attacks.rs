@@ -4268,3 +4268,179 @@ fn attack_63_a_store_path_another_user_can_swap_is_refused() {
     assert!(ran.ok(), "{}", ran.all());
     assert_eq!(mode_of(&sticky.join("store")), 0o700);
 }
+
+/// Issue 25, another user's traps on the paths a root kiln writes: a FIFO
+/// planted where `save -o` and `build --output type=docker` write (it
+/// would hand them the image, a root-only file in it included) is refused
+/// without blocking; a symlink planted as `run --cidfile` is refused with
+/// docker's words before a container is made, and what it points at is
+/// untouched.
+#[test]
+fn attack_64_planted_fifos_and_cidfiles_are_refused() {
+    let Some(root) = store() else { return };
+    let Some(user) = ThrowawayUser::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let fifo = dir.path().join("img.tar");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::chown(&fifo, Some(user.uid), None).unwrap();
+    let fifo_s = fifo.to_str().unwrap();
+    let refusal = format!("not a pipe of yours (uid {} owns it)", user.uid);
+    refused(
+        &k(root.path(), &["save", "-o", fifo_s, "box:1"]),
+        &[&refusal],
+    );
+    let ctx = context("FROM box:1\nRUN echo secret > /root/key && chmod 600 /root/key\n");
+    let out = format!("type=docker,dest={fifo_s}");
+    refused(
+        &build(root.path(), ctx.path(), &["--output", &out]),
+        &[&refusal],
+    );
+
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    let cid = dir.path().join("cid");
+    std::os::unix::fs::symlink(&victim, &cid).unwrap();
+    let ran = k(
+        root.path(),
+        &[
+            "run",
+            "--rm",
+            "--cidfile",
+            cid.to_str().unwrap(),
+            "box:1",
+            "true",
+        ],
+    );
+    refused(
+        &ran,
+        &["container id file found, make sure the other container isn't running or delete"],
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+    let ps = k(root.path(), &["ps", "-a", "-q"]);
+    assert_eq!(ps.stdout().trim(), "", "a container was made");
+}
+
+/// Issue 25, `build -o DIR` and `cp CTR:PATH DIR` where DIR is in a
+/// directory another user writes: they swap DIR (or anything kiln makes
+/// in it) for a symlink to a directory of root's while kiln writes. The
+/// image is flattened in the store's private tmp and copied into DIR by
+/// descriptor, DIR opened once and never through a symlink, so root's
+/// directory is untouched however the swaps fall.
+#[test]
+fn attack_65_a_destination_swapped_mid_write_leads_nowhere() {
+    let Some(root) = store() else { return };
+    let mut canary = Canary::new();
+    let victim = watched_dir(
+        &mut canary,
+        "kiln-swapdecoy-",
+        &[("etc/passwd", "ORIGINAL\n")],
+    );
+    let play = tempfile::tempdir().unwrap();
+    let (out, link) = (play.path().join("out"), play.path().join("link"));
+    std::os::unix::fs::symlink(victim.path(), &link).unwrap();
+    let ctx = context(
+        "FROM box:1\nRUN echo 'pwned::0:0::/:/bin/sh' > /etc/passwd && mkdir -p /d && for i in $(seq 1 300); do echo $i > /d/f$i; done\n",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, out, link) = (stop.clone(), out.clone(), link.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Both exist once kiln made `out`: exchange them, again
+                // and again, as the other user's loop would.
+                if nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &out,
+                    nix::fcntl::AT_FDCWD,
+                    &link,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .is_ok()
+                {
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    for _ in 0..4 {
+        let _ = build(root.path(), ctx.path(), &["-o", out.to_str().unwrap()]);
+    }
+    let running = k(
+        root.path(),
+        &[
+            "run",
+            "-d",
+            "box:1",
+            "sh",
+            "-c",
+            "echo 'pwned::0:0::/:/bin/sh' > /tmp/passwd; sleep 100",
+        ],
+    );
+    assert!(running.ok(), "{}", running.all());
+    let id = running.stdout().trim().to_string();
+    let deadline = Instant::now() + LIMIT;
+    while !k(root.path(), &["exec", &id, "cat", "/tmp/passwd"]).ok() {
+        assert!(Instant::now() < deadline, "the container did not write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 0, "the swapper never swapped");
+    // cp: the destination is the other user's real directory (a symlink
+    // given as the destination is followed, as docker's cp and cp(1) do);
+    // whatever kiln makes in it is swapped for a symlink to root's.
+    let dest = play.path().join("cpdest");
+    std::fs::create_dir(&dest).unwrap();
+    let link2 = play.path().join("link2");
+    std::os::unix::fs::symlink(victim.path().join("etc"), &link2).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, dest, link2) = (stop.clone(), dest.clone(), link2.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir(&dest).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name != "passwd" {
+                        let _ = nix::fcntl::renameat2(
+                            nix::fcntl::AT_FDCWD,
+                            &e.path(),
+                            nix::fcntl::AT_FDCWD,
+                            &link2,
+                            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                        );
+                        seen.push(name);
+                    }
+                }
+            }
+            seen
+        })
+    };
+    for _ in 0..8 {
+        let to = format!("{}/", dest.display());
+        let ran = k(root.path(), &["cp", &format!("{id}:/tmp/passwd"), &to]);
+        assert!(ran.ok(), "{}", ran.all());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.is_empty(),
+        "kiln made {seen:?} in the other user's directory"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("passwd")).unwrap(),
+        "pwned::0:0::/:/bin/sh\n"
+    );
+    let _ = k(root.path(), &["rm", "-f", &id]);
+    assert_eq!(
+        std::fs::read_to_string(victim.path().join("etc/passwd")).unwrap(),
+        "ORIGINAL\n"
+    );
+    canary.assert_unchanged();
+}
