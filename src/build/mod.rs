@@ -1862,6 +1862,7 @@ impl Builder<'_> {
             host_ipc: false,
             cgroups: Vec::new(),
             chroot: false,
+            cgroupns: None,
         };
         let log = self.logs.open(progress_id.map_or(0, |p| p.0));
         let (reader, writer) =

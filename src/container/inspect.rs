@@ -91,7 +91,11 @@ pub fn docker_json(c: &Container) -> serde_json::Value {
             "UTSMode": h.uts_mode,
             "PidMode": h.pid_mode,
             "IpcMode": if h.ipc_mode.is_empty() { "private" } else { h.ipc_mode.as_str() },
-            "CgroupnsMode": "host",
+            "CgroupnsMode": match h.cgroupns_mode.as_str() {
+                "" if crate::sandbox::cgroup::unified() => "private",
+                "" => "host",
+                m => m,
+            },
             "VolumeDriver": h.volume_driver,
             "DeviceCgroupRules": (!h.device_cgroup_rules.is_empty()).then_some(&h.device_cgroup_rules),
             "MemorySwappiness": h.memory_swappiness,

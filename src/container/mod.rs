@@ -709,6 +709,11 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         host_ipc: opts.host.ipc_mode == "host",
         cgroups: Vec::new(),
         chroot: false,
+        cgroupns: match opts.host.cgroupns_mode.as_str() {
+            "private" => Some(true),
+            "host" => Some(false),
+            _ => None,
+        },
     };
     for (key, _) in &opts.sysctls {
         sandbox::spec::check_sysctl(key, opts.network == Network::None)

@@ -385,7 +385,8 @@ pub struct HostOptions {
     pub pid_mode: String,
     /// `--ipc`: the container's own (`private`, `shareable`) or `host`.
     pub ipc_mode: String,
-    /// `--cgroupns`: kiln leaves containers in the host's cgroup namespace.
+    /// `--cgroupns`: `private` (docker's default on cgroup v2) or `host`
+    /// (its default on v1); empty: the default.
     pub cgroupns_mode: String,
     /// `--volume-driver`: names a plugin; only `local` volumes are made.
     pub volume_driver: String,
@@ -436,10 +437,7 @@ impl HostOptions {
             m => return Err(format!("invalid IPC mode: {m}")),
         }
         match self.cgroupns_mode.as_str() {
-            "" | "host" => {}
-            "private" => {
-                return Err("--cgroupns private is not supported: kiln's containers see the host's cgroup namespace (docker's default on cgroup v1)".into());
-            }
+            "" | "host" | "private" => {}
             m => return Err(format!("invalid cgroup namespace mode: {m}")),
         }
         if !self.mac_address.is_empty() && !is_mac(&self.mac_address) {

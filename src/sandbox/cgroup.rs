@@ -44,7 +44,7 @@ fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
 }
 
 /// True on a cgroup v2 (unified) machine.
-fn unified() -> bool {
+pub fn unified() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
 }
 

@@ -438,10 +438,21 @@ fn launch(
     let mut sent = compiled(spec)?;
     let own = cgroup.own_mounts();
     if !own.is_empty() {
-        sent.to_mut().cgroups = own;
+        sent.to_mut().cgroups = own.clone();
     }
     if chroot {
         sent.to_mut().chroot = true;
+    }
+    // A cgroup namespace of its own where the container has a group of
+    // its own to be the root of: asked for, or docker's default on v2.
+    let v2 = matches!(own.as_slice(), [m] if m.name.is_empty());
+    let private = !chroot
+        && match spec.cgroupns {
+            Some(asked) => asked,
+            None => v2 && !own.is_empty(),
+        };
+    if spec.cgroupns != Some(private) {
+        sent.to_mut().cgroupns = Some(private);
     }
     // kiln raised its own open-file limit; the container gets the one kiln
     // was started with unless `--ulimit nofile` says otherwise.
@@ -775,6 +786,7 @@ mod tests {
             host_ipc: false,
             cgroups: Vec::new(),
             chroot: false,
+            cgroupns: None,
         }
     }
 

@@ -179,6 +179,13 @@ pub fn main() -> ! {
     {
         fail(125, format!("creating namespaces: {e}"));
     }
+    // The cgroup namespace after the host moved this process into the
+    // container's groups: their root is what the container sees as `/`.
+    if spec.cgroupns == Some(true)
+        && let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+    {
+        fail(125, format!("creating a cgroup namespace: {e}"));
+    }
     // A network namespace of its own has loopback, up (as docker's
     // --network none, and published ports reach the container there).
     if spec.network == super::spec::Network::None
@@ -344,8 +351,8 @@ fn exec_into(target: i32, spec: &Spec) -> ! {
     // /proc is the container's own.
     // Rootless, its user namespace first: the others belong to it.
     let kinds: &[&str] = match spec.rootless {
-        true => &["user", "ipc", "uts", "net", "pid", "mnt"],
-        false => &["ipc", "uts", "net", "pid", "mnt"],
+        true => &["user", "ipc", "uts", "net", "pid", "cgroup", "mnt"],
+        false => &["ipc", "uts", "net", "pid", "cgroup", "mnt"],
     };
     // A namespace the container shares with the host (its network,
     // without --network none) is already this process's: not joined again.

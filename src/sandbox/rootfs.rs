@@ -49,7 +49,12 @@ const DEVICES: [(&str, u64, u64); 6] = [
 /// (`cpu` -> `cpu,cpuacct`); cgroup v2's one group at the root. Only the
 /// container's groups, never a hierarchy's root: the host's totals stay
 /// the host's.
-fn cgroups(sys: &impl Sys, root: &Path, own: &[super::cgroup::OwnMount]) -> io::Result<()> {
+fn cgroups(
+    sys: &impl Sys,
+    root: &Path,
+    own: &[super::cgroup::OwnMount],
+    private: bool,
+) -> io::Result<()> {
     let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked;
     let bind = |host: &Path, target: &str| -> io::Result<()> {
@@ -59,6 +64,17 @@ fn cgroups(sys: &impl Sys, root: &Path, own: &[super::cgroup::OwnMount]) -> io::
     };
     match own {
         [] => Ok(()),
+        // In a cgroup namespace of its own, cgroup2 mounted anew shows
+        // the container's group as its root, as docker's do on v2.
+        [v2] if v2.name.is_empty() && private => sys.mount_in_root(
+            "cgroup2",
+            root,
+            "/sys/fs/cgroup",
+            Kind::Dir,
+            "cgroup2",
+            locked | MsFlags::MS_RDONLY,
+            "",
+        ),
         [v2] if v2.name.is_empty() => bind(&v2.host, "/sys/fs/cgroup"),
         _ => {
             let top = "/sys/fs/cgroup";
@@ -235,7 +251,7 @@ pub fn setup(sys: &impl Sys, spec: &Spec) -> io::Result<()> {
             "",
         )?;
     }
-    cgroups(sys, root, &spec.cgroups)?;
+    cgroups(sys, root, &spec.cgroups, spec.cgroupns == Some(true))?;
     for name in ["hosts", "hostname", "resolv.conf"] {
         let source = spec.etc_dir.join(name).display().to_string();
         sys.mount_in_root(
@@ -448,6 +464,7 @@ mod tests {
                 })
                 .to_vec(),
             chroot: false,
+            cgroupns: None,
         }
     }
 

@@ -155,6 +155,11 @@ pub struct Spec {
     /// (set by kiln once it made them, before the spec is sent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroups: Vec<super::cgroup::OwnMount>,
+    /// A cgroup namespace of its own (`--cgroupns`): None is docker's
+    /// default, private on cgroup v2 (where RUN gets one too, as
+    /// BuildKit's), the host's on v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroupns: Option<bool>,
     /// No namespaces: the init chroots into `rootfs`, a copy of the
     /// layers (set by kiln under `--isolation=chroot`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -250,6 +250,30 @@ fn a_container_sees_its_own_cgroups_read_only() {
         );
         assert_eq!(text(&out.stdout), "1\n", "{}", text(&out.stderr));
     }
+    // A cgroup namespace of its own: the container's group is its `/`
+    // (docker's default on v2, `--cgroupns private` on v1); with the
+    // host's, the group's path below kiln's.
+    let line = |flags: &[&str]| {
+        let mut all = vec!["--memory", "64m"];
+        all.extend(flags);
+        let pattern = match v2 {
+            true => "grep '^0::' /proc/self/cgroup",
+            false => "grep -E '^[0-9]+:memory:' /proc/self/cgroup",
+        };
+        let out = sh(root, &all, pattern);
+        text(&out.stdout).trim().to_string()
+    };
+    let (private, host) = (
+        line(&["--cgroupns", "private"]),
+        line(&["--cgroupns", "host"]),
+    );
+    assert!(private.ends_with(":/"), "{private}");
+    assert!(host.contains(":/kiln/"), "{host}");
+    assert_eq!(
+        line(&[]).ends_with(":/"),
+        v2,
+        "the default: private on v2 only"
+    );
 }
 
 #[test]

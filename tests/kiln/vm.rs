@@ -70,18 +70,19 @@ fn cgroup_v2_limits_hold_and_show_inside_a_vm() {
     // The VM's wall time, for people (TCG: tens of seconds).
     eprint!("{}", text(&ran.stderr));
     let got = sections(&log);
-    let want: [(&str, &str); 10] = [
+    let want: [(&str, &str); 11] = [
         ("run", "hello\n"),
         (
             "own cgroup, read-only",
             "67108864\n50000 100000\n30\nsh: can't create /sys/fs/cgroup/memory.max: Read-only file system\nrefused\n",
         ),
+        ("cgroup namespace", "0::/\n0::/kiln/ID\n"),
         ("oom", "exit 137\n"),
         ("swap", "33554432\n"),
         ("pids", "10\nsh: can't fork\n"),
         (
             "detached, exec, update, stats, commit",
-            "up\n100663296\nweb 96.000MiB\nup\nthawed after: 0\n",
+            "up\n0::/\n100663296\nweb 96.000MiB\nup\nthawed after: 0\n",
         ),
         ("groups reclaimed", "0\n"),
         ("device nodes", "refused\n"),

@@ -6,6 +6,9 @@ echo "=== run"
 k run --rm box:1 echo hello
 echo "=== own cgroup, read-only"
 k run --rm -m 64m --cpus 0.5 --pids-limit 30 box:1 sh -c 'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; echo 1 > /sys/fs/cgroup/memory.max || echo refused'
+echo "=== cgroup namespace"
+k run --rm -m 64m box:1 cat /proc/self/cgroup
+k run --rm -m 64m --cgroupns host box:1 cat /proc/self/cgroup | sed 's|/kiln/[0-9a-f]*$|/kiln/ID|'
 echo "=== oom"
 k run --rm -m 32m box:1 sh -c 'a=$(head -c 100000000 /dev/zero | tr "\0" x); echo survived' >/dev/null 2>&1
 echo "exit $?"
@@ -15,7 +18,7 @@ echo "=== pids"
 k run --rm --pids-limit 10 box:1 sh -c 'cat /sys/fs/cgroup/pids.max; for i in $(seq 30); do sleep 5 & done; echo spawned' 2>&1 | sed "s/: Resource temporarily unavailable//"
 echo "=== detached, exec, update, stats, commit"
 k run -d --name web -m 64m box:1 sh -c 'echo up > /tmp/state; exec sleep 300' >/dev/null
-k exec web cat /tmp/state
+k exec web cat /tmp/state /proc/self/cgroup
 k update -m 96m web >/dev/null
 k exec web cat /sys/fs/cgroup/memory.max
 k stats --no-stream web | tail -1 | awk '{print $2, $6}'
