@@ -226,6 +226,11 @@ impl Image {
                 links: &links,
             };
             for name in src.read_dir(".").map_err(write(&staging))? {
+                // Moved when the store and DIR share a filesystem and DIR
+                // has nothing there yet; copied otherwise.
+                if src.move_top_entry(&name, &dst).is_ok() {
+                    continue;
+                }
                 let name = name.to_string_lossy();
                 crate::copier::copy_tree(&src, &name, &dst, &name, &opts).map_err(write(dir))?;
             }

@@ -644,6 +644,13 @@ impl Root {
         nix::fcntl::renameat(&dir, name.as_os_str(), nix::fcntl::AT_FDCWD, to).map_err(errno)
     }
 
+    /// Moves the entry `name` of this root's top directory to `name` in
+    /// `dst`'s, both by descriptor: `EXDEV` across filesystems, and
+    /// `ENOTEMPTY`/`EEXIST` over a directory that holds something.
+    pub fn move_top_entry(&self, name: &OsStr, dst: &Root) -> io::Result<()> {
+        nix::fcntl::renameat(&self.fd, name, &dst.fd, name).map_err(errno)
+    }
+
     /// Moves the host path `from` into the root as `rel` (its directory
     /// resolved inside the root).
     pub fn move_in(&self, from: &Path, rel: &str) -> io::Result<()> {
