@@ -635,9 +635,12 @@ fn exec_user(
         Err(e) => return (125, e),
     };
     if spec.chroot {
-        // Inside another container, only what that container left us.
+        // Inside another container, only what that container left us;
+        // never CAP_SYS_CHROOT, with which a chroot is left by chrooting
+        // again below it (its absence also keeps kiln, which holds it,
+        // out of the process's ptrace reach).
         let held = caps::read(None, CapSet::Permitted).unwrap_or_default();
-        defaults.retain(|c| held.contains(c));
+        defaults.retain(|c| held.contains(c) && *c != caps::Capability::CAP_SYS_CHROOT);
     }
     for cap in caps::all() {
         if !defaults.contains(&cap) && caps::drop(None, CapSet::Bounding, cap).is_err() {

@@ -110,6 +110,24 @@ fn chroot_builds_the_namespaced_builds_layers() {
                 "{}",
                 text(&out.stderr)
             );
+            // The classic way out of a chroot (chroot again below it, then
+            // climb) needs CAP_SYS_CHROOT, which the process does not get.
+            let out = kiln()
+                .arg("--root")
+                .arg(store.path())
+                .args(["run", "--rm", "m:1", "sh", "-c"])
+                .arg("mkdir -p /x && chroot /x /bin/true 2>&1")
+                .env("KILN_ISOLATION", "chroot")
+                .output()
+                .unwrap();
+            let said = text(&out.stdout);
+            assert!(
+                said.contains(
+                    "chroot: can't change root directory to '/x': Operation not permitted"
+                ),
+                "{said}{}",
+                text(&out.stderr)
+            );
         }
     }
     assert_eq!(
