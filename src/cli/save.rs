@@ -82,17 +82,20 @@ pub(super) fn write_archive(
     if let Ok(meta) = std::fs::metadata(output)
         && !meta.is_file()
     {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        // A device (/dev/null, a terminal) is written into; a pipe or a
-        // socket only when it is the caller's own (`-o /dev/stdout` piped):
-        // one another user planted would hand them the image.
-        let ft = meta.file_type();
-        let own = meta.uid() == kiln::sandbox::fs::euid();
-        if !(ft.is_char_device() || ((ft.is_fifo() || ft.is_socket()) && own)) {
+        // Written into only when named as this process's own output or the
+        // null device (`-o /dev/stdout` piped, `-o /dev/null`): a FIFO or a
+        // link to a device another user planted would get the image or
+        // have root write it to hardware.
+        let own = output == std::path::Path::new("/dev/null")
+            || output == std::path::Path::new("/dev/stdout")
+            || output == std::path::Path::new("/dev/stderr")
+            || ["/dev/fd/", "/proc/self/fd/"]
+                .iter()
+                .any(|p| output.to_str().is_some_and(|o| o.starts_with(p)));
+        if !own {
             return Err(Error::Usage(format!(
-                "{}: not a regular file, and not a pipe of yours (uid {} owns it): kiln does not write an image there; remove it or choose another path",
+                "{}: not a regular file: kiln writes an image only to a file, /dev/stdout or /dev/null; remove it or choose another path",
                 output.display(),
-                meta.uid()
             )));
         }
         let file = std::fs::OpenOptions::new()

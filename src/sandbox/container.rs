@@ -261,6 +261,11 @@ fn launch(
                 "kiln exec enters a container's namespaces, and with --isolation=chroot it has none: run the command with kiln run".into(),
             ));
         }
+        (true, None) if io.prestart.is_some() => {
+            return Err(SandboxError::Setup(
+                "networks and published ports need a network namespace, which --isolation=chroot cannot make (`kiln doctor` says why)".into(),
+            ));
+        }
         (true, None) => Some(chroot_root(spec, limits)?),
     };
     // The container's end of the console socket, like every descriptor the
@@ -530,6 +535,10 @@ fn launch(
     }
     let status = status?;
     if let Some(prepared) = recorded {
+        // The init ended its tree; a process that got away from it (its
+        // subreaper killed from inside) still has the copy as its root.
+        // None may run while kiln takes mounts back and reads the copy.
+        end_processes_rooted_at(&spec.rootfs);
         prepared.finish(&spec.upper).map_err(|e| {
             SandboxError::Setup(format!(
                 "finding what the container changed in {}: {e}",
@@ -552,6 +561,37 @@ fn launch(
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
+/// Kills every process whose root is the directory `root`, until a pass
+/// finds none (a chrooted container's, which has no PID namespace).
+fn end_processes_rooted_at(root: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::metadata(root) else {
+        return;
+    };
+    for _ in 0..200 {
+        let mut found = false;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if std::fs::metadata(format!("/proc/{pid}/root"))
+                .is_ok_and(|m| m.dev() == dir.dev() && m.ino() == dir.ino())
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                found = true;
+            }
+        }
+        if !found {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The root of a chrooted container: its layers copied into `rootfs`
 /// (what it held recorded), once the spec asks nothing that needs a mount.
 fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Prepared, SandboxError> {
@@ -567,6 +607,21 @@ fn chroot_root(spec: &Spec, limits: &Limits) -> Result<super::copyroot::Prepared
     }
     if spec.read_only {
         return Err(refuse("a read-only root cannot be made"));
+    }
+    if spec.tty {
+        return Err(refuse(
+            "a terminal (-t) needs a devpts mount, which cannot be made",
+        ));
+    }
+    if spec.network == Network::None {
+        return Err(refuse(
+            "--network none needs a network namespace, which cannot be made",
+        ));
+    }
+    if !spec.sysctls.is_empty() {
+        return Err(refuse(
+            "--sysctl would set the host's (there is no namespace of the container's own)",
+        ));
     }
     if super::probe::filesystem(&spec.rootfs).is_ok_and(|t| t == "overlay") {
         return Err(SandboxError::Setup(format!(

@@ -313,11 +313,16 @@ pub struct Placed {
     rel: String,
     is_dir: bool,
     moved_from: Option<PathBuf>,
+    // The moved directory's (device, inode): only that goes home, never
+    // what a step left in its place (a symlink to `/` would have become
+    // the cache, bind-mounted into the next namespaced step).
+    moved_id: (u64, u64),
     aside: Option<PathBuf>,
     existed: bool,
-    // Held while the directory is moved in: another chrooted container
-    // sharing it waits (a namespaced one would have shared it).
-    _lock: Option<fs::File>,
+    // The locks of every directory moved in (held by the first place):
+    // another chrooted container sharing one waits (a namespaced one would
+    // have shared it).
+    _locks: Vec<fs::File>,
 }
 
 /// Gives `binds` and `tmpfs` to the root at `root_dir` as [`Placed`]
@@ -360,6 +365,28 @@ pub fn place(
     for t in tmpfs {
         plan.push((t.target.as_str(), None, How::Empty, true));
     }
+    // Each moved directory is one step's at a time: locked before any is
+    // moved, in one order for every step (two steps taking two caches in
+    // opposite orders never wait for each other).
+    let mut moved: Vec<&PathBuf> = plan
+        .iter()
+        .filter(|(_, _, how, _)| *how == How::Move)
+        .filter_map(|(_, source, _, _)| *source)
+        .collect();
+    moved.sort();
+    let count = moved.len();
+    moved.dedup();
+    if moved.len() != count {
+        return Err(io::Error::other(
+            "one cache mounted twice in a step cannot be given with --isolation=chroot (a directory is in one place at a time)",
+        ));
+    }
+    let mut locks = Vec::new();
+    for source in moved {
+        let lock = fs::File::create(source.with_extension("chroot-lock"))?;
+        lock.lock()?;
+        locks.push(lock);
+    }
     let mut placed = Vec::new();
     for (i, (target, source, how, is_dir)) in plan.into_iter().enumerate() {
         match place_one(root_dir, aside, i, target, source, how, is_dir) {
@@ -369,6 +396,9 @@ pub fn place(
                 return Err(e);
             }
         }
+    }
+    if let Some(first) = placed.first_mut() {
+        first._locks = locks;
     }
     Ok(placed)
 }
@@ -415,19 +445,18 @@ fn place_one(
         rel: rel.clone(),
         is_dir,
         moved_from: None,
+        moved_id: (0, 0),
         aside: existed.then_some(hidden),
         existed,
-        _lock: None,
+        _locks: Vec::new(),
     };
     let given = match (how, source) {
-        (How::Move, Some(source)) => fs::File::create(source.with_extension("chroot-lock"))
-            .and_then(|lock| {
-                lock.lock()?;
-                p._lock = Some(lock);
-                root.move_in(source, &rel)?;
-                p.moved_from = Some(source.clone());
-                Ok(())
-            }),
+        (How::Move, Some(source)) => fs::symlink_metadata(source).and_then(|m| {
+            root.move_in(source, &rel)?;
+            p.moved_from = Some(source.clone());
+            p.moved_id = (m.dev(), m.ino());
+            Ok(())
+        }),
         (How::Copy, Some(source)) => root
             .real_path(&parent)
             .and_then(|dir| copy_tree(source, &dir.join(name))),
@@ -475,8 +504,21 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 pub fn unplace(root_dir: &Path, placed: &mut Vec<Placed>) -> io::Result<()> {
     let root = super::fs::Root::open(root_dir)?;
     while let Some(p) = placed.pop() {
+        let ours = |m: &fs::Metadata| m.is_dir() && (m.dev(), m.ino()) == p.moved_id;
         match &p.moved_from {
-            Some(home) => root.move_out(&p.rel, home)?,
+            Some(home) if root.lstat(&p.rel).is_ok_and(|m| ours(&m)) => {
+                root.move_out(&p.rel, home)?
+            }
+            // The step moved or replaced it: what is there is removed and
+            // the cache starts again empty (what the step moved away stays
+            // where it put it, in its layer).
+            Some(home) => {
+                match root.remove_all(&p.rel) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                fs::create_dir(home)?;
+            }
             None => match root.remove_all(&p.rel) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

@@ -207,6 +207,13 @@ pub fn main() -> ! {
     }
 
     let (forwarded, all) = block_signals();
+    // Without a PID namespace (chroot), this process adopts every process
+    // the container's leave behind, and ends them with it.
+    if spec.chroot
+        && let Err(e) = nix::sys::prctl::set_child_subreaper(true)
+    {
+        fail(125, format!("becoming the container's subreaper: {e}"));
+    }
     // SAFETY: this process is single-threaded here, so the child may run
     // any code.
     match unsafe { fork() } {
@@ -218,7 +225,14 @@ pub fn main() -> ! {
             }
             pid1(&spec, &forwarded, &all)
         }
-        Ok(ForkResult::Parent { child }) => relay(child, &all, None),
+        Ok(ForkResult::Parent { child }) => relay(
+            child,
+            &all,
+            match spec.chroot {
+                true => Reap::Tree,
+                false => Reap::Child,
+            },
+        ),
         Err(e) => fail(125, format!("forking the container's init: {e}")),
     }
 }
@@ -387,30 +401,63 @@ fn exec_into(target: i32, spec: &Spec) -> ! {
             let (code, message) = exec_user(&program, spec, &env, &user);
             fail(code, message)
         }
-        Ok(ForkResult::Parent { child }) => relay(child, &all, None),
+        Ok(ForkResult::Parent { child }) => relay(child, &all, Reap::Child),
         Err(e) => fail(125, format!("forking the exec'd process: {e}")),
     }
 }
 
+/// What [`relay`] reaps besides its child.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reap {
+    /// Only the child.
+    Child,
+    /// Every child (PID 1's duty).
+    All,
+    /// Every child, and when the child ends, every process left below this
+    /// one (a subreaper without a PID namespace: what the end of one
+    /// would have killed).
+    Tree,
+}
+
+/// Kills and reaps every process left below this subreaper, those that
+/// orphaned processes become meanwhile included.
+fn end_tree() {
+    let me = std::process::id();
+    let listed = format!("/proc/{me}/task/{me}/children");
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                for pid in std::fs::read_to_string(&listed)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                let _ = waitpid(Pid::from_raw(-1), None);
+            }
+            Ok(_) => continue,
+            // ECHILD: nothing is left.
+            Err(_) => return,
+        }
+    }
+}
+
 /// Waits for `child`, passing on forwarded signals; exits with its status.
-/// With `reap_all` set, also reaps every other child (PID 1's duty), and
-/// with `Some(true)` (no PID namespace) kills the process group the child
-/// leads when it ends, as the end of a namespace would.
-fn relay(child: Pid, all: &SigSet, reap_all: Option<bool>) -> ! {
+fn relay(child: Pid, all: &SigSet, reap: Reap) -> ! {
     let fd = SignalFd::new(all).unwrap_or_else(|e| fail(125, format!("signalfd: {e}")));
     loop {
         // Reap first: the child may already be gone.
         loop {
-            let target = if reap_all.is_some() {
-                Pid::from_raw(-1)
-            } else {
-                child
+            let target = match reap {
+                Reap::Child => child,
+                Reap::All | Reap::Tree => Pid::from_raw(-1),
             };
             match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(status) if status.pid() == Some(child) => {
-                    if reap_all == Some(true) {
-                        let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                    if reap == Reap::Tree {
+                        end_tree();
                     }
                     std::process::exit(exit_code(status))
                 }
@@ -472,7 +519,7 @@ fn pid1(spec: &Spec, _forwarded: &SigSet, all: &SigSet) -> ! {
                 unsafe { std::os::fd::BorrowedFd::borrow_raw(STATUS_FD) },
                 STARTED,
             );
-            relay(child, all, Some(spec.chroot))
+            relay(child, all, Reap::All)
         }
         Err(e) => fail(125, format!("forking the container's process: {e}")),
     }

@@ -130,7 +130,11 @@ pub struct Target {
 /// the secret is never on a command line, which every user of the host
 /// can read) and the credentials, percent-decoded.
 fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    // Only http(s) carries a password there: ssh's `git@` is the login.
+    let Some((scheme, rest)) = url
+        .split_once("://")
+        .filter(|(s, _)| matches!(*s, "http" | "https"))
+    else {
         return (url.to_string(), None);
     };
     let host_end = rest.find('/').unwrap_or(rest.len());

@@ -128,6 +128,7 @@ fn chroot_builds_the_namespaced_builds_layers() {
                 "{said}{}",
                 text(&out.stderr)
             );
+            leftovers_and_swapped_caches(store.path());
         }
     }
     assert_eq!(
@@ -135,4 +136,57 @@ fn chroot_builds_the_namespaced_builds_layers() {
         "chroot's layers differ from the namespaced build's"
     );
     assert_eq!(got[0].len(), 7);
+}
+
+/// Processes a step leaves (in a session of their own, or after killing
+/// the init) end with the step; a cache the step replaced with a symlink
+/// to `/` does not go home as the cache: the next step finds it empty.
+fn leftovers_and_swapped_caches(store: &Path) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        concat!(
+            "FROM box:1\n",
+            "RUN --mount=type=cache,id=swap,target=/c setsid sleep 7.123 & echo keep > /c/mine && mv /c /moved && ln -s / /c\n",
+            "RUN setsid sleep 7.124 & kill -9 $PPID\n",
+        ),
+    )
+    .unwrap();
+    let out = kiln()
+        .arg("--root")
+        .arg(store)
+        .args(["build", "-q", "--isolation", "chroot", "-t", "left:1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    // The second step's init was killed: the build fails there.
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("sleep 7.123") || c.contains("sleep 7.124"))
+        .collect();
+    assert!(running.is_empty(), "left running: {running:?}");
+    let ctx2 = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx2.path().join("Dockerfile"),
+        "FROM box:1\nRUN --mount=type=cache,id=swap,target=/c ls -A /c > /seen\n",
+    )
+    .unwrap();
+    let out = kiln()
+        .arg("--root")
+        .arg(store)
+        .args(["build", "-q", "--isolation", "chroot", "-t", "after:1"])
+        .arg(ctx2.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = k(store, &["run", "--rm", "after:1", "cat", "/seen"]);
+    assert_eq!(
+        text(&seen.stdout),
+        "",
+        "the cache is not empty (the host's / or the old one)"
+    );
 }
