@@ -440,7 +440,7 @@ impl State<'_> {
                     // Root without CAP_SYS_ADMIN (inside a CI job's
                     // container) cannot write trusted.*: overlayfs's
                     // userxattr form, which every reader of snapshots takes.
-                    Err(e) if self.root && e.raw_os_error() == Some(1) => {
+                    Err(e) if self.root && e.kind() == std::io::ErrorKind::PermissionDenied => {
                         xattr::set(dir, "user.overlay.opaque", b"y")
                     }
                     other => other,

@@ -17,7 +17,48 @@ use std::path::{Path, PathBuf};
 /// What the root held right after the copy: each entry's inode and ctime,
 /// by its path relative to the root.
 #[derive(Debug, Default)]
-pub struct Recorded(BTreeMap<PathBuf, (u64, i64, i64)>, Vec<&'static str>);
+pub struct Recorded(BTreeMap<PathBuf, Entry>, Vec<&'static str>);
+
+/// One entry as recorded.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    ino: u64,
+    ctime: (i64, i64),
+    // Birth time where the filesystem keeps it: an inode number is
+    // reused at once for a directory removed and made again.
+    born: Option<std::time::SystemTime>,
+    dir: bool,
+    owner_mode: (u32, u32, u32),
+    // Its ctime moved with kiln's own renames (a mount's place and the
+    // directory holding it): compared by inode, owner and mode instead.
+    loose: bool,
+}
+
+impl Entry {
+    fn of(meta: &fs::Metadata) -> Entry {
+        Entry {
+            ino: meta.ino(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            born: meta.created().ok(),
+            dir: meta.is_dir(),
+            owner_mode: (meta.uid(), meta.gid(), meta.mode()),
+            loose: false,
+        }
+    }
+
+    fn same(&self, meta: &fs::Metadata) -> bool {
+        let now = Entry::of(meta);
+        match self.loose {
+            true => self.is(&now) && self.owner_mode == now.owner_mode,
+            false => self.is(&now) && self.ctime == now.ctime,
+        }
+    }
+
+    /// The same inode, not another one given its number.
+    fn is(&self, now: &Entry) -> bool {
+        self.ino == now.ino && self.born == now.born
+    }
+}
 
 /// Paths a container sees that kiln, not the process, put there: never
 /// part of what it changed (BuildKit's mounts hide them the same way).
@@ -174,10 +215,7 @@ fn apply(layer: &Path, root: &Path) -> io::Result<()> {
 fn record(root: &Path) -> io::Result<Recorded> {
     let mut seen = BTreeMap::new();
     walk(root, &mut |rel, meta| {
-        seen.insert(
-            rel.to_path_buf(),
-            (meta.ino(), meta.ctime(), meta.ctime_nsec()),
-        );
+        seen.insert(rel.to_path_buf(), Entry::of(meta));
     })?;
     Ok(Recorded(seen, Vec::new()))
 }
@@ -214,17 +252,24 @@ fn walk(root: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) -> io::Result<()> 
 pub fn changes(root: &Path, before: &Recorded, upper: &Path) -> io::Result<()> {
     let mut now = HashSet::new();
     let mut changed = Vec::new();
+    // Directories that replaced one (removed, then made again): opaque, as
+    // overlayfs makes them, and what the old one held is not whited out.
+    let mut replaced = HashSet::new();
     walk(root, &mut |rel, meta| {
         now.insert(rel.to_path_buf());
-        let same = before.0.get(rel).is_some_and(|&(ino, s, ns)| {
-            ino == meta.ino() && s == meta.ctime() && ns == meta.ctime_nsec()
-        });
-        if !same {
+        let was = before.0.get(rel);
+        if !was.is_some_and(|e| e.same(meta)) {
             changed.push((rel.to_path_buf(), meta.is_dir()));
+        }
+        if meta.is_dir() && was.is_some_and(|e| e.dir && !e.is(&Entry::of(meta))) {
+            replaced.insert(rel.to_path_buf());
         }
     })?;
     let mut made: HashSet<PathBuf> = HashSet::new();
     let mut dirs = Vec::new();
+    // Files with several names are written once and linked, as overlayfs
+    // keeps them (and a layer then holds a link entry).
+    let mut linked: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
     for (rel, is_dir) in &changed {
         parents(root, upper, rel, &mut made, &mut dirs)?;
         let (from, to) = (root.join(rel), upper.join(rel));
@@ -232,14 +277,26 @@ pub fn changes(root: &Path, before: &Recorded, upper: &Path) -> io::Result<()> {
             continue;
         }
         let meta = fs::symlink_metadata(&from)?;
-        copy_entry(&from, &to, &meta)?;
+        let id = (meta.dev(), meta.ino());
+        match linked.get(&id) {
+            Some(first) if meta.is_file() => fs::hard_link(first, &to)?,
+            _ => {
+                copy_entry(&from, &to, &meta)?;
+                if meta.is_file() && meta.nlink() > 1 {
+                    linked.insert(id, to.clone());
+                }
+            }
+        }
         made.insert(rel.clone());
         if *is_dir {
+            if replaced.contains(rel) {
+                mark_opaque(&to)?;
+            }
             dirs.push((to, meta));
         }
     }
     for rel in before.0.keys() {
-        if now.contains(rel) {
+        if now.contains(rel) || rel.ancestors().skip(1).any(|a| replaced.contains(a)) {
             continue;
         }
         // Only the topmost removed entry is whited out, and only under a
@@ -278,6 +335,18 @@ pub fn changes(root: &Path, before: &Recorded, upper: &Path) -> io::Result<()> {
         set_times(to, meta)?;
     }
     Ok(())
+}
+
+/// Marks `dir` of an upper directory opaque: overlayfs's trusted form,
+/// or its userxattr form where trusted.* is refused (no CAP_SYS_ADMIN),
+/// which kiln's layer generator reads alike.
+fn mark_opaque(dir: &Path) -> io::Result<()> {
+    match xattr::set(dir, "trusted.overlay.opaque", b"y") {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            xattr::set(dir, "user.overlay.opaque", b"y")
+        }
+        other => other,
+    }
 }
 
 /// Makes the directories above `rel` in `upper` as `root` has them.
@@ -547,6 +616,13 @@ impl Prepared {
     /// Copies `lower` into `root`, records it, then places the mounts.
     pub fn new(spec: &super::spec::Spec) -> io::Result<Prepared> {
         let (root, binds, tmpfs) = (&spec.rootfs, &spec.binds, &spec.tmpfs);
+        // A container that ran before holds its copy and its changes: a
+        // new copy over it would bring back what it removed.
+        if fs::read_dir(root)?.next().is_some() {
+            return Err(io::Error::other(
+                "a container that ran once cannot start again with --isolation=chroot (its copy and its changes cannot be laid again): commit it and run the image",
+            ));
+        }
         let recorded = materialize(&spec.lower, root, &spec.etc_dir)?;
         let aside = root.parent().unwrap_or(root);
         let placed = place(root, aside, binds, tmpfs)?;
@@ -567,7 +643,7 @@ impl Prepared {
             .collect();
         unplace(&self.root, &mut self.placed)?;
         let mut recorded = std::mem::take(&mut self.recorded);
-        recorded.refresh(&self.root, &places);
+        recorded.refresh(&places);
         changes(&self.root, &recorded, upper)
     }
 }
@@ -582,7 +658,7 @@ impl Recorded {
     /// Takes what kiln's own moves changed for `placed` (the covered
     /// entries and their directories, moved out and back) as recorded, so
     /// that only the process's changes count.
-    fn refresh(&mut self, root_dir: &Path, places: &[(String, bool)]) {
+    fn refresh(&mut self, places: &[(String, bool)]) {
         for (rel, existed) in places {
             let rel = Path::new(rel);
             let mut paths = vec![rel];
@@ -595,9 +671,8 @@ impl Recorded {
                 if !existed || !self.0.contains_key(path) {
                     continue;
                 }
-                if let Ok(m) = fs::symlink_metadata(root_dir.join(path)) {
-                    self.0
-                        .insert(path.to_path_buf(), (m.ino(), m.ctime(), m.ctime_nsec()));
+                if let Some(e) = self.0.get_mut(path) {
+                    e.loose = true;
                 }
             }
         }

@@ -390,7 +390,10 @@ pub fn chroot_files(root_dir: &Path, etc: &Path) -> io::Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        root.symlink(OsStr::new(target), &format!("dev/{link}"))?;
+        // Whatever the image has there (a directory too) gives way.
+        let rel = format!("dev/{link}");
+        let _ = root.remove_all(&rel);
+        root.symlink(OsStr::new(target), &rel)?;
     }
     root.mkdir_all("etc", 0o755, &mut |_| Ok(()))?;
     for name in ["hosts", "hostname", "resolv.conf"] {
