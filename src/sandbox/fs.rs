@@ -184,6 +184,30 @@ fn trusted_path(dir: &Path, leaf: bool) -> io::Result<()> {
     let real = std::fs::canonicalize(dir).map_err(|e| with_path(e, "resolving", dir))?;
     let (me, my_group) = (euid(), egid());
     let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    // A symlink on the way counts as much as a directory: its owner, or
+    // whoever can write where it is, could point it elsewhere later.
+    let absolute = match dir.is_absolute() {
+        true => dir.to_path_buf(),
+        false => std::env::current_dir()?.join(dir),
+    };
+    for p in absolute.ancestors() {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            continue;
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(refuse(format!(
+                "{} is a symlink uid {} owns: they could point it elsewhere; name the directory it leads to",
+                p.display(),
+                meta.uid()
+            )));
+        }
+        if let Some(parent) = p.parent() {
+            trusted_path(parent, false)?;
+        }
+    }
     let shown = |p: &Path| match p == real.as_path() && real != dir {
         true => format!("{} (where {} leads)", p.display(), dir.display()),
         false => p.display().to_string(),

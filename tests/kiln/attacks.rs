@@ -4250,6 +4250,16 @@ fn attack_63_a_store_path_another_user_can_swap_is_refused() {
             ran.err()
         );
     }
+    // Their symlink to a directory of root's: they could point it
+    // elsewhere once the store is in use.
+    let roots = outer.path().join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    let their_link = outer.path().join("their-link");
+    std::os::unix::fs::symlink(&roots, &their_link).unwrap();
+    std::os::unix::fs::lchown(&their_link, Some(user.uid), None).unwrap();
+    let ran = k(&their_link, &["import", tar, "box:1"]);
+    refused(&ran, &[&format!("is a symlink uid {} owns", user.uid)]);
+    assert!(std::fs::read_dir(&roots).unwrap().next().is_none());
     let left: Vec<_> = std::fs::read_dir(&theirs).unwrap().collect();
     assert!(left.is_empty(), "written in their directory: {left:?}");
     assert_eq!(mode_of(&theirs), 0o755, "their directory's mode changed");
