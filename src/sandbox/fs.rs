@@ -498,21 +498,14 @@ impl Root {
 
     /// Opens the regular file `rel` (not followed) for writing in place.
     pub fn open_regular_write(&self, rel: &str) -> io::Result<File> {
-        let held = self.open_path(rel, false)?;
-        if !File::from(held.try_clone()?).metadata()?.is_file() {
+        let held = Held(self.open_path(rel, false)?);
+        if !File::from(held.0.try_clone()?).metadata()?.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{rel} is not a regular file"),
             ));
         }
-        let path = format!("/proc/self/fd/{}", held.as_raw_fd());
-        nix::fcntl::open(
-            path.as_str(),
-            OFlag::O_WRONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map(File::from)
-        .map_err(errno)
+        held.reopen(OFlag::O_WRONLY)
     }
 
     /// Opens `rel` for reading, refusing a symlink at the end.
@@ -1172,10 +1165,15 @@ impl Held {
     /// descriptor's magic link, so the inode read is the one held, never
     /// what the name points at now.
     pub fn open_file(&self) -> io::Result<File> {
+        self.reopen(OFlag::O_RDONLY)
+    }
+
+    /// The held inode opened again with `access` (read or write).
+    fn reopen(&self, access: OFlag) -> io::Result<File> {
         let path = format!("/proc/self/fd/{}", self.0.as_raw_fd());
         nix::fcntl::open(
             path.as_str(),
-            OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            access | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map(File::from)

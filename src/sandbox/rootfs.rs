@@ -367,14 +367,7 @@ pub fn chroot_files(root_dir: &Path, etc: &Path) -> io::Result<()> {
     if !root.exists("dev") {
         root.mkdir("dev", 0o755)?;
     }
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for (name, major, minor) in DEVICES {
         let rel = format!("dev/{name}");
         let _ = root.remove_all(&rel);
         root.mknod(&rel, Special::Char, 0o666, major, minor)?;

@@ -3327,9 +3327,10 @@ fn attack_47_procfs_writes_reach_only_the_containers_namespaces() {
 fn attack_48_dev_symlink_to_a_host_directory_is_refused_everywhere() {
     let Some(root) = store() else { return };
     let mut canary = Canary::new();
-    let decoy = watched_dir(
+    let decoy = evil_with_link_out(
+        root.path(),
         &mut canary,
-        "kiln-devdecoy-",
+        "dev",
         &[
             ("ptmx", "decoy\n"),
             ("fd", "decoy\n"),
@@ -3337,19 +3338,6 @@ fn attack_48_dev_symlink_to_a_host_directory_is_refused_everywhere() {
             ("null", "decoy\n"),
         ],
     );
-    let target = decoy
-        .path()
-        .to_str()
-        .unwrap()
-        .trim_start_matches('/')
-        .to_string();
-    let ran = import_bytes(
-        root.path(),
-        &busybox_with_symlink("dev", &target),
-        "evil:1",
-        &[],
-    );
-    assert!(ran.ok(), "{}", ran.all());
     refused(&sh(root.path(), &[], "evil:1", "ls -l /dev/"), &["/dev"]);
     // Detached: refused, or at least never running.
     let name = format!("devsym-{}", word());
@@ -3379,6 +3367,26 @@ fn attack_48_dev_symlink_to_a_host_directory_is_refused_everywhere() {
     );
     canary.assert_unchanged();
     fsck(root.path());
+}
+
+/// Imports `evil:1`, busybox whose `/{replace}` is a symlink to a watched
+/// host directory holding `files`; returns that directory.
+fn evil_with_link_out(
+    root: &Path,
+    canary: &mut Canary,
+    replace: &str,
+    files: &[(&str, &str)],
+) -> tempfile::TempDir {
+    let decoy = watched_dir(canary, &format!("kiln-{replace}decoy-"), files);
+    let target = decoy
+        .path()
+        .to_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let ran = import_bytes(root, &busybox_with_symlink(replace, &target), "evil:1", &[]);
+    assert!(ran.ok(), "{}", ran.all());
+    decoy
 }
 
 // --- BuildKit CVE-2024-23651: cache mount source= race ----------------------
@@ -4181,24 +4189,12 @@ fn attack_61_git_subdirectories_never_leave_the_checkout() {
 fn attack_62_sys_symlink_to_a_host_directory_is_refused() {
     let Some(root) = store() else { return };
     let mut canary = Canary::new();
-    let decoy = watched_dir(
+    let decoy = evil_with_link_out(
+        root.path(),
         &mut canary,
-        "kiln-sysdecoy-",
+        "sys",
         &[("fs/cgroup/keep", "decoy\n"), ("kernel/keep", "decoy\n")],
     );
-    let target = decoy
-        .path()
-        .to_str()
-        .unwrap()
-        .trim_start_matches('/')
-        .to_string();
-    let ran = import_bytes(
-        root.path(),
-        &busybox_with_symlink("sys", &target),
-        "evil:1",
-        &[],
-    );
-    assert!(ran.ok(), "{}", ran.all());
     refused(
         &sh(root.path(), &[], "evil:1", "ls /sys/fs/cgroup"),
         &["/sys"],
