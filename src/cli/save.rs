@@ -83,25 +83,36 @@ pub(super) fn write_archive(
         && !meta.is_file()
     {
         // Written into only when named as this process's own output or the
-        // null device (`-o /dev/stdout` piped, `-o /dev/null`): a FIFO or a
-        // link to a device another user planted would get the image or
-        // have root write it to hardware.
-        let own = output == std::path::Path::new("/dev/null")
+        // null device (`-o /dev/stdout` piped, `-o /dev/null`), or a FIFO
+        // of the caller's own (checked again on what was opened): a FIFO
+        // or a link to a device another user planted would get the image
+        // or have root write it to hardware.
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let named = output == std::path::Path::new("/dev/null")
             || output == std::path::Path::new("/dev/stdout")
             || output == std::path::Path::new("/dev/stderr")
             || ["/dev/fd/", "/proc/self/fd/"]
                 .iter()
                 .any(|p| output.to_str().is_some_and(|o| o.starts_with(p)));
-        if !own {
-            return Err(Error::Usage(format!(
-                "{}: not a regular file: kiln writes an image only to a file, /dev/stdout or /dev/null; remove it or choose another path",
+        let me = kiln::sandbox::fs::euid();
+        let own_fifo = |m: &std::fs::Metadata| m.file_type().is_fifo() && m.uid() == me;
+        let refuse = || {
+            Error::Usage(format!(
+                "{}: not a regular file: kiln writes an image only to a file, a pipe of yours, /dev/stdout or /dev/null; remove it or choose another path",
                 output.display(),
-            )));
+            ))
+        };
+        if !named && !std::fs::symlink_metadata(output).is_ok_and(|m| own_fifo(&m)) {
+            return Err(refuse());
         }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(output)
-            .map_err(fail(output))?;
+        let file = match named {
+            true => std::fs::OpenOptions::new().write(true).open(output),
+            false => kiln::sandbox::fs::open_write_nofollow(output),
+        }
+        .map_err(fail(output))?;
+        if !named && !file.metadata().is_ok_and(|m| own_fifo(&m)) {
+            return Err(refuse());
+        }
         save_into(file)?;
         return Ok(());
     }

@@ -252,6 +252,18 @@ fn trusted_path(dir: &Path, leaf: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens an existing `path` for writing, refusing a symlink as its last
+/// component.
+pub fn open_write_nofollow(path: &Path) -> io::Result<File> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(|e| with_path(errno(e), "opening", path))
+}
+
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;

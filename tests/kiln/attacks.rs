@@ -4295,7 +4295,7 @@ fn attack_64_planted_fifos_and_cidfiles_are_refused() {
     std::os::unix::fs::chown(&fifo, Some(user.uid), None).unwrap();
     let fifo_s = fifo.to_str().unwrap();
     let refusal =
-        "not a regular file: kiln writes an image only to a file, /dev/stdout or /dev/null"
+        "not a regular file: kiln writes an image only to a file, a pipe of yours, /dev/stdout or /dev/null"
             .to_string();
     refused(
         &k(root.path(), &["save", "-o", fifo_s, "box:1"]),
