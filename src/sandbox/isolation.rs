@@ -43,6 +43,7 @@ impl Choice {
 }
 
 static ASKED: OnceLock<Choice> = OnceLock::new();
+const CAP_SYS_ADMIN: u32 = 21;
 static CHOSEN: OnceLock<Result<Isolation, String>> = OnceLock::new();
 
 /// Records `--isolation` (before the first container; later calls are
@@ -66,6 +67,18 @@ fn decide() -> Result<Isolation, String> {
     match asked {
         Choice::Namespaces => Ok(Isolation::Namespaces),
         Choice::Chroot => chroot_possible().map(|()| Isolation::Chroot),
+        // No seccomp filter, and root with CAP_SYS_ADMIN (or a user, whose
+        // namespaces the kernel decides): namespaces, without the probe's
+        // fork and exec on every start (a refusal then says so, naming
+        // `kiln doctor`). Inside a container a filter or the missing
+        // capability sends it to the probe.
+        Choice::Auto
+            if super::probe::seccomp_mode() == 0
+                && (!super::fs::is_root()
+                    || super::probe::effective_capabilities() & (1 << CAP_SYS_ADMIN) != 0) =>
+        {
+            Ok(Isolation::Namespaces)
+        }
         Choice::Auto => match super::probe::mount_namespace() {
             Ok(()) => Ok(Isolation::Namespaces),
             Err(why) => {
