@@ -1,11 +1,13 @@
 # Run inside the VM of tests/vm/run.sh (cgroup v2 only): each section's
-# output is what tests/kiln/vm.rs compares.
+# output is what tests/kiln/vm.rs compares. A container's stdout and stderr
+# reach here through two pipes, in no fixed order: where a section's lines
+# come from both, the container's shell joins them first (2>&1 inside).
 k() { kiln --root /var/lib/kiln "$@"; }
 k import /test/base.tar box:1 >/dev/null
 echo "=== run"
 k run --rm box:1 echo hello
 echo "=== own cgroup, read-only"
-k run --rm -m 64m --cpus 0.5 --pids-limit 30 box:1 sh -c 'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; echo 1 > /sys/fs/cgroup/memory.max || echo refused'
+k run --rm -m 64m --cpus 0.5 --pids-limit 30 box:1 sh -c 'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; { echo 1 > /sys/fs/cgroup/memory.max; } 2>&1 || echo refused'
 echo "=== cgroup namespace"
 k run --rm -m 64m box:1 cat /proc/self/cgroup
 k run --rm -m 64m --cgroupns host box:1 cat /proc/self/cgroup | sed 's|/kiln/[0-9a-f]*$|/kiln/ID|'
@@ -15,7 +17,7 @@ echo "exit $?"
 echo "=== swap"
 k run --rm -m 32m --memory-swap 64m box:1 cat /sys/fs/cgroup/memory.swap.max
 echo "=== pids"
-k run --rm --pids-limit 10 box:1 sh -c 'cat /sys/fs/cgroup/pids.max; for i in $(seq 30); do sleep 5 & done; echo spawned' 2>&1 | sed "s/: Resource temporarily unavailable//"
+k run --rm --pids-limit 10 box:1 sh -c '{ cat /sys/fs/cgroup/pids.max; for i in $(seq 30); do sleep 5 & done; echo spawned; } 2>&1' 2>&1 | sed "s/: Resource temporarily unavailable//"
 echo "=== detached, exec, update, stats, commit"
 k run -d --name web -m 64m box:1 sh -c 'echo up > /tmp/state; exec sleep 300' >/dev/null
 k exec web cat /tmp/state /proc/self/cgroup
