@@ -141,7 +141,7 @@ fn isolation(store: &Path, root: bool) -> Finding {
                     NAME,
                     Level::Warn,
                     format!(
-                        "mounting an overlay in a new mount namespace failed: {e}.{why} kiln isolates with chroot instead (--isolation=chroot): each RUN and container in a copy of its root, without namespaces, RUN --mount, -v or resource limits"
+                        "mounting an overlay in a new mount namespace failed: {e}.{why} kiln isolates with chroot instead (--isolation=chroot): each RUN and container in a copy of its root, without namespaces, read-write -v, ssh mounts or resource limits"
                     ),
                     Some(full.into()),
                 ),
