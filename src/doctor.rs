@@ -53,6 +53,8 @@ pub struct Host {
     pub cgroup: PathBuf,
     /// `/proc/sys/fs/binfmt_misc`.
     pub binfmt: PathBuf,
+    /// newuidmap and newgidmap are installed.
+    pub newidmap: bool,
 }
 
 impl Default for Host {
@@ -62,6 +64,7 @@ impl Default for Host {
             etc: "/etc".into(),
             cgroup: "/sys/fs/cgroup".into(),
             binfmt: "/proc/sys/fs/binfmt_misc".into(),
+            newidmap: crate::sandbox::userns::helpers_installed(),
         }
     }
 }
@@ -202,16 +205,7 @@ fn user_name(host: &Host, uid: u32) -> String {
 
 /// The ranges `etc/FILE` gives `name` or `uid`: (first, count).
 fn ranges(host: &Host, file: &str, name: &str, uid: u32) -> Vec<(u64, u64)> {
-    read(&host.etc.join(file))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.trim().split(':').collect();
-            let (who, first, count) = (f.first()?, f.get(1)?, f.get(2)?);
-            (*who == name || *who == uid.to_string())
-                .then(|| Some((first.parse().ok()?, count.parse().ok()?)))?
-        })
-        .collect()
+    crate::sandbox::userns::ranges(&read(&host.etc.join(file)).unwrap_or_default(), name, uid)
 }
 
 fn uid_ranges(host: &Host, root: bool) -> Finding {
@@ -227,11 +221,23 @@ fn uid_ranges(host: &Host, root: bool) -> Finding {
     );
     let total = |r: &[(u64, u64)]| r.iter().map(|(_, c)| c).sum::<u64>();
     match (u.is_empty(), g.is_empty()) {
-        (false, false) => finding(
+        (false, false) if !host.newidmap => finding(
             NAME,
             Level::Warn,
             format!(
-                "{name} has {} subordinate uids and {} gids; kiln maps one id (the caller, as root) and does not use them yet, so files of other owners in an image appear as root's",
+                "{name} has {} subordinate uids and {} gids, but newuidmap and newgidmap are not installed: kiln maps one id, so files of other owners in an image become yours and -u other than root is refused",
+                total(&u),
+                total(&g)
+            ),
+            Some(
+                "apt-get install uidmap (Debian, Ubuntu); dnf install shadow-utils (Fedora)".into(),
+            ),
+        ),
+        (false, false) => finding(
+            NAME,
+            Level::Ok,
+            format!(
+                "{name} has {} subordinate uids and {} gids: kiln maps the first range of each (newuidmap, in the store's user namespace), so images keep their owners",
                 total(&u),
                 total(&g)
             ),
@@ -478,6 +484,30 @@ mod tests {
         assert_eq!(ranges(&host, "subuid", "carol", 1001), [(200000, 10)]);
         assert!(ranges(&host, "subuid", "bob", 1002).is_empty());
         assert!(ranges(&host, "subgid", "alice", 1000).is_empty());
+    }
+
+    #[test]
+    fn ranges_are_used_where_newuidmap_is_installed() {
+        let etc = tempfile::tempdir().unwrap();
+        let me = crate::sandbox::fs::euid();
+        std::fs::write(etc.path().join("subuid"), format!("{me}:100000:65536\n")).unwrap();
+        std::fs::write(etc.path().join("subgid"), format!("{me}:100000:65536\n")).unwrap();
+        let mut host = Host {
+            etc: etc.path().into(),
+            newidmap: false,
+            ..Host::default()
+        };
+        let without = uid_ranges(&host, false);
+        assert_eq!(without.status, Level::Warn);
+        assert!(without.fix.unwrap().starts_with("apt-get install uidmap"));
+        host.newidmap = true;
+        let with = uid_ranges(&host, false);
+        assert_eq!(with.status, Level::Ok);
+        assert!(
+            with.detail.ends_with("so images keep their owners"),
+            "{}",
+            with.detail
+        );
     }
 
     #[test]

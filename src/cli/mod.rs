@@ -158,6 +158,9 @@ enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     kiln::sandbox::process::raise_open_files();
     let root = cli.root;
+    if touches_store(&cli.command) {
+        enter_userns(root.as_deref())?;
+    }
     match cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Check(args) => check::run(root, args),
@@ -211,6 +214,44 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
+/// True for the commands that read or write the store (and so, rootless
+/// with subordinate ids, run in its user namespace).
+fn touches_store(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Parse(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+            | Command::Doctor(_)
+            | Command::Init
+            | Command::NetnsHolder
+            | Command::NetnsHelper
+    )
+}
+
+/// Rootless with subordinate ids: joins the store's user namespace before
+/// any thread starts (a multi-threaded process cannot).
+fn enter_userns(root: Option<&Path>) -> Result<(), Error> {
+    let root = root.map_or_else(
+        || kiln::store::Store::default_root(kiln::sandbox::fs::is_root()),
+        Path::to_path_buf,
+    );
+    // The API socket's default directory is secured later, inside.
+    let checked: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    kiln::sandbox::userns::enter(
+        &root,
+        &checked,
+        |root| kiln::store::Store::prepare_root(root).map_err(|e| e.to_string()),
+        |map| kiln::network::rootless::holder_mapping(&root, Some(map)),
+    )
+    .map(drop)
+    .map_err(Error::Userns)
+}
+
 /// Everything a subcommand can fail with; rendered once, in main.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -260,6 +301,10 @@ pub enum Error {
     /// A container operation failed.
     #[error(transparent)]
     Container(kiln::container::ContainerError),
+    /// The store's user namespace (rootless, subordinate ids) could not be
+    /// entered.
+    #[error("{0}")]
+    Userns(String),
 }
 
 /// A container error as the CLI reports it (a bad request is a usage
@@ -302,7 +347,8 @@ impl Error {
             | Error::Image(_)
             | Error::Busy(_)
             | Error::Registry(_)
-            | Error::Container(_) => 1,
+            | Error::Container(_)
+            | Error::Userns(_) => 1,
             Error::Usage(_) | Error::Write(_) => 2,
             Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),
         }
@@ -336,6 +382,9 @@ impl Error {
             Error::Busy(_) => {
                 format!("error: {self}\n  help: run it again once the other kiln has finished\n")
             }
+            Error::Userns(_) => format!(
+                "error: {self}\n  help: `kiln doctor` says what this host allows; KILN_USERNS=single keeps the one-id map (files of other owners become yours)\n"
+            ),
             other => format!("error: {other}\n"),
         }
     }

@@ -1263,7 +1263,14 @@ impl Container {
         let _frozen = match !opts.pause || self.state().paused || pids().is_empty() {
             true => None,
             false => Some(sandbox::cgroup::freeze(&self.record.id, pids).map_err(|e| {
-                ContainerError::Invalid(format!("pausing {} to commit it: {e}", self.record.name))
+                let hint = match self.record.spec.rootless {
+                    true => " (rootless kiln has no cgroup freezer: commit with --pause=false)",
+                    false => "",
+                };
+                ContainerError::Invalid(format!(
+                    "pausing {} to commit it: {e}{hint}",
+                    self.record.name
+                ))
             })?),
         };
         let writer = store.blob_writer_prehashed()?;

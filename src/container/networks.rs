@@ -58,7 +58,11 @@ fn store_root(c: &Container) -> PathBuf {
 /// on a network or publishes ports (the network holder's, started if
 /// needed), so that the holder's helper can reach them.
 pub fn userns(c: &Container) -> Result<Option<std::os::fd::OwnedFd>, String> {
-    if crate::sandbox::fs::is_root() || (c.record.networks.is_empty() && c.record.ports.is_empty())
+    // Joined to the holder's namespace (subordinate ids), every container
+    // is made in it already.
+    if crate::sandbox::fs::is_root()
+        || crate::sandbox::userns::joined()
+        || (c.record.networks.is_empty() && c.record.ports.is_empty())
     {
         return Ok(None);
     }
@@ -230,6 +234,7 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
         if c.record.networks.is_empty()
             && c.record.ports.is_empty()
             && !crate::sandbox::fs::is_root()
+            && !crate::sandbox::userns::joined()
         {
             return Err(Invalid(format!(
                 "container {} started on no network, so kiln's network helper cannot reach it: stop it, connect it, and start it again",

@@ -55,6 +55,19 @@ pub enum ApplyError {
         /// Why.
         source: io::Error,
     },
+    /// An owner the user namespace does not map (rootless: the user's
+    /// subordinate ranges are smaller than the image needs).
+    #[error(
+        "{path}: owner {uid}:{gid} is beyond the ids kiln's user namespace maps (the caller's /etc/subuid and /etc/subgid ranges, and 0): give the user a range of 65536 ids or more (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER, as root)"
+    )]
+    Unmapped {
+        /// The file.
+        path: PathBuf,
+        /// Its uid in the layer.
+        uid: u32,
+        /// Its gid in the layer.
+        gid: u32,
+    },
     /// The layer's content is not what its diffID says.
     #[error("layer content hashes to {actual}, expected diffID {expected}")]
     DiffIdMismatch {
@@ -84,6 +97,7 @@ pub fn apply<R: Read>(reader: R, dest: &Path, mode: Mode) -> Result<(Digest, u64
         created: HashSet::new(),
         dir_times: Vec::new(),
         root: is_root(),
+        owners: crate::sandbox::fs::sets_owners(),
         last_dir: None,
     };
     for entry in archive.entries().map_err(ApplyError::Tar)? {
@@ -137,7 +151,11 @@ struct State<'d> {
     /// Paths this layer created (an opaque marker keeps them).
     created: HashSet<PathBuf>,
     dir_times: Vec<(PathBuf, i64)>,
+    /// The host's root: device nodes and trusted.* xattrs.
     root: bool,
+    /// Owners can be set: root, or a rootless kiln in its store's user
+    /// namespace with subordinate ids.
+    owners: bool,
     /// The last directory entry written: its components and its path, a
     /// real directory (no symlink on the way). Tars list a directory's
     /// children right after it, so their parent is found without walking
@@ -390,10 +408,20 @@ impl State<'_> {
         // chown first: it clears setuid bits and security.capability.
         // Without root, owners other than ours cannot be set: the snapshot
         // keeps the caller's (rootless builds map them back in a user ns).
-        if let Err(e) = lchown(path, Some(uid), Some(gid))
-            && self.root
-        {
-            return Err(io_err("chown", path)(e));
+        match lchown(path, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            // An id beyond the user namespace's map: the user's ranges are
+            // too small for this image.
+            Err(e) if self.owners && e.kind() == io::ErrorKind::InvalidInput => {
+                return Err(ApplyError::Unmapped {
+                    path: path.to_path_buf(),
+                    uid,
+                    gid,
+                });
+            }
+            Err(e) if self.owners => return Err(io_err("chown", path)(e)),
+            Err(_) if (uid, gid) != (0, 0) => crate::sandbox::userns::owners_lost(uid, gid),
+            Err(_) => {}
         }
         if kind != EntryType::Symlink {
             let mode = h.mode().unwrap_or(0o644) & 0o7777;

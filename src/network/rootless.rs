@@ -87,7 +87,16 @@ fn kiln() -> PathBuf {
 
 /// The holder of the store at `root`, started when none runs.
 pub fn holder(root: &Path) -> Result<Recorded, String> {
-    netns::ensure_holder(&root.join("networks").join(".holder.json"), &kiln())
+    holder_mapping(root, None)
+}
+
+/// The holder of the store at `root`; one started here maps `map` (the
+/// caller's subordinate ids) or the caller alone.
+pub fn holder_mapping(
+    root: &Path,
+    map: Option<&crate::sandbox::userns::IdMap>,
+) -> Result<Recorded, String> {
+    netns::ensure_holder(&root.join("networks").join(".holder.json"), &kiln(), map)
 }
 
 /// The holder's user namespace, for a rootless container to make its
@@ -133,11 +142,31 @@ pub fn ensure_pasta(root: &Path) -> Result<(), String> {
     }
     let pid_file = root.join("networks").join(".pasta.pid");
     let _ = std::fs::remove_file(&pid_file);
-    let out = std::process::Command::new("pasta")
+    let mut pasta = std::process::Command::new("pasta");
+    pasta
         .args(["--config-net", "--no-map-gw", "--quiet"])
-        .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none", "-P"])
-        .arg(&pid_file)
-        .arg(holder.pid.to_string())
+        .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+        // Started by root (of the store's user namespace, subordinate ids),
+        // pasta would become nobody, who cannot open the holder's
+        // namespaces: it stays who started it.
+        .arg("--runas")
+        .arg(format!(
+            "{}:{}",
+            crate::sandbox::fs::euid(),
+            crate::sandbox::fs::egid()
+        ))
+        .arg("-P")
+        .arg(&pid_file);
+    // In the holder's user namespace already (subordinate ids): only its
+    // network namespace is joined.
+    match crate::sandbox::userns::joined() {
+        true => pasta
+            .arg("--netns")
+            .arg(format!("/proc/{}/ns/net", holder.pid))
+            .arg("--netns-only"),
+        false => pasta.arg(holder.pid.to_string()),
+    };
+    let out = pasta
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("running pasta: {e}"))?;

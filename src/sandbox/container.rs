@@ -291,21 +291,24 @@ fn launch(
         (None, Some(fd)) if spec.rootless => Some(high(fd)?),
         _ => None,
     };
-    let (flags, init_flags) = match (join, &userns) {
+    // In the store's user namespace with subordinate ids (joined), or
+    // entering the network holder's: already mapped.
+    let in_holder = userns.is_some() || super::userns::joined();
+    let (flags, init_flags) = match (join, in_holder) {
         // Joining a container: its namespaces are entered by the init
         // itself (setns), none made.
         (Some(_), _) => (CloneFlags::empty(), CloneFlags::empty()),
+        (None, _) if chroot => (CloneFlags::empty(), CloneFlags::empty()),
         // In the holder's user namespace, already mapped: every namespace
         // is made between fork and exec, as a rootful container's are.
-        (None, Some(_)) => {
+        (None, true) => {
             let (outer, inner) = namespaces(spec);
             (outer | inner, CloneFlags::empty())
         }
-        (None, None) if chroot => (CloneFlags::empty(), CloneFlags::empty()),
-        (None, None) => namespaces(spec),
+        (None, false) => namespaces(spec),
     };
     let userns_raw = userns.as_ref().map_or(-1, |f| f.as_raw_fd());
-    let new_userns = spec.rootless && join.is_none() && userns.is_none();
+    let new_userns = spec.rootless && join.is_none() && !in_holder;
     if spec.rootless && (!limits.is_empty() || limits.parent.is_some()) {
         return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit, --device-cgroup-rule and --cgroup-parent".into()));
     }

@@ -63,8 +63,17 @@ pub fn make_whiteout(path: &Path) -> io::Result<()> {
     make_special(path, Special::Char, 0, 0, 0)
 }
 
-/// True when the process runs with effective uid 0.
+/// True when the process runs with effective uid 0, and not as the root
+/// of its store's user namespace (a rootless kiln with subordinate ids:
+/// [`super::userns`]), where what only the host's root may do (cgroups,
+/// bridges, device nodes) is still out of reach.
 pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root() && !super::userns::joined()
+}
+
+/// True when the process may set any owner its user namespace maps: root,
+/// or the root of a rootless kiln's namespace with subordinate ids.
+pub fn sets_owners() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -179,6 +188,12 @@ pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
 /// only when that group is root's or this user's. Whoever could rename a
 /// directory on the way could put their own in its place and have kiln,
 /// as root, write set-uid files where they can run them.
+/// [`private_dir`]'s check of the directories above a path kiln will
+/// make something in: none of them replaceable by another user.
+pub fn trusted_dir(dir: &Path) -> io::Result<()> {
+    trusted_path(dir, false)
+}
+
 fn trusted_path(dir: &Path, leaf: bool) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(dir).map_err(|e| with_path(e, "resolving", dir))?;
@@ -194,7 +209,7 @@ fn trusted_path(dir: &Path, leaf: bool) -> io::Result<()> {
         let Ok(meta) = std::fs::symlink_metadata(p) else {
             continue;
         };
-        if !meta.file_type().is_symlink() {
+        if !meta.file_type().is_symlink() || super::userns::verified(p) {
             continue;
         }
         if meta.uid() != me && meta.uid() != 0 {
@@ -216,11 +231,19 @@ fn trusted_path(dir: &Path, leaf: bool) -> io::Result<()> {
         let meta = std::fs::symlink_metadata(p).map_err(|e| with_path(e, "reading", p))?;
         let owner = meta.uid();
         let is_leaf = leaf && i == 0;
+        // Checked from the host's user namespace before joining a
+        // rootless store's (where root's directories and other users'
+        // both read as the overflow id).
+        if !is_leaf && super::userns::verified(p) {
+            continue;
+        }
         if owner != me && (is_leaf || owner != 0) {
             return Err(refuse(format!(
                 "{} belongs to uid {owner}, not to uid {me}: that user could replace what kiln keeps below it{}",
                 shown(p),
                 match me {
+                    _ if super::userns::joined() =>
+                        "; in kiln's user namespace root's directories and other users' look alike (the overflow id): choose a path below the store or $XDG_RUNTIME_DIR",
                     0 =>
                         " and become root through it (set-uid files of images); choose a path whose every directory belongs to root (the default /var/lib/kiln)",
                     _ => "; choose a path whose every directory belongs to root or to you",

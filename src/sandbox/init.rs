@@ -694,20 +694,31 @@ fn exec_user(
             return (125, format!("dropping capability {cap}"));
         }
     }
-    if spec.rootless && (user.uid != 0 || user.gid != 0) {
+    if !super::userns::mapped(user.uid, user.gid) {
         return (
             125,
             format!(
-                "user {}:{} is not mapped: rootless kiln maps only the caller, as root",
-                user.uid, user.gid
+                "user {}:{} is not mapped: {}",
+                user.uid,
+                user.gid,
+                match spec.rootless && super::userns::mapped(1, 1) {
+                    true => "it is beyond the caller's subordinate ids (/etc/subuid, /etc/subgid)",
+                    false =>
+                        "rootless kiln maps only the caller, as root, without subordinate ids in /etc/subuid and /etc/subgid (`kiln doctor` says how to add them)",
+                }
             ),
         );
     }
-    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    // A user namespace with setgroups denied keeps no supplementary groups.
-    if !spec.rootless
-        && let Err(e) = nix::unistd::setgroups(&groups)
-    {
+    // Only ids the namespace maps can be supplementary groups; with
+    // setgroups denied (the one-id map), none.
+    let groups: Vec<Gid> = user
+        .groups
+        .iter()
+        .filter(|g| super::userns::mapped(0, **g))
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if !denied && let Err(e) = nix::unistd::setgroups(&groups) {
         return (125, format!("setgroups: {e}"));
     }
     if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {

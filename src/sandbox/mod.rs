@@ -20,6 +20,7 @@ pub mod spec;
 mod sys;
 pub mod tty;
 pub mod user;
+pub mod userns;
 
 pub use container::{Console, Io, Prestart, SandboxError, Stdin, run};
 pub use spec::{

@@ -41,6 +41,14 @@ pub fn holder_main() -> i32 {
     if std::io::stdin().lock().read_line(&mut line).is_err() || line.trim() != "mapped" {
         return 1;
     }
+    // unshare(CLONE_NEWUSER) changed this process's credentials, which
+    // made it not dumpable: then only a holder of CAP_SYS_PTRACE on the
+    // host could open its namespaces, and a kiln inside them (rootless with
+    // subordinate ids) starts pasta there. It holds no secret.
+    if let Err(e) = nix::sys::prctl::set_dumpable(true) {
+        let _ = writeln!(out, "error making the holder dumpable: {e}");
+        return 1;
+    }
     if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
         let _ = writeln!(out, "error creating a network namespace: {e}");
         return 1;
@@ -48,6 +56,20 @@ pub fn holder_main() -> i32 {
     if let Err(e) = super::netlink::loopback_up(std::process::id()) {
         let _ = writeln!(out, "error {e}");
         return 1;
+    }
+    // It needs no capability to pause: holding none, it may be reached
+    // by a process with fewer (pasta drops its own before it opens the
+    // holder's namespaces, and the kernel refuses a ptrace-mode open of a
+    // process whose capabilities exceed the opener's).
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+        caps::CapSet::Inheritable,
+    ] {
+        if let Err(e) = caps::clear(None, set) {
+            let _ = writeln!(out, "error dropping the holder's capabilities: {e}");
+            return 1;
+        }
     }
     let _ = writeln!(out, "ready");
     let _ = out.flush();
@@ -65,8 +87,14 @@ pub fn holder_main() -> i32 {
 }
 
 /// The holder recorded in `pid_file`, started (and recorded) when none
-/// runs. `kiln` is the path of kiln's executable.
-pub fn ensure_holder(pid_file: &Path, kiln: &Path) -> Result<Recorded, String> {
+/// runs. `kiln` is the path of kiln's executable; a new holder's user
+/// namespace maps `map` (the caller's subordinate ids) or, without one,
+/// the caller alone.
+pub fn ensure_holder(
+    pid_file: &Path,
+    kiln: &Path,
+    map: Option<&super::userns::IdMap>,
+) -> Result<Recorded, String> {
     let lock_path = pid_file.with_extension("lock");
     if let Some(dir) = pid_file.parent() {
         std::fs::create_dir_all(dir).map_err(err("creating the networks directory"))?;
@@ -84,6 +112,14 @@ pub fn ensure_holder(pid_file: &Path, kiln: &Path) -> Result<Recorded, String> {
         .filter(Recorded::alive)
     {
         return Ok(r);
+    }
+    // Inside the store's user namespace already: a holder started from
+    // here would nest another.
+    if super::userns::joined() {
+        return Err(
+            "the store's user namespace holder ended: run the command again (kiln starts a new one)"
+                .into(),
+        );
     }
     let mut cmd = Command::new(kiln);
     cmd.arg("__netns-holder")
@@ -107,7 +143,11 @@ pub fn ensure_holder(pid_file: &Path, kiln: &Path) -> Result<Recorded, String> {
         }
     };
     expect("userns", &mut line)?;
-    super::container::map_caller_to_root(pid).map_err(err("mapping the holder's user"))?;
+    match map {
+        Some(map) => map.write(pid),
+        None => super::container::map_caller_to_root(pid),
+    }
+    .map_err(err("mapping the holder's user"))?;
     writeln!(stdin, "mapped").map_err(err("answering the holder"))?;
     expect("ready", &mut line)?;
     // Its exit is reaped by whoever inherits it; this process lets go.
@@ -157,6 +197,7 @@ impl Helper {
         let net = ns_file(holder.pid, "net")?;
         let (ours, theirs) = UnixStream::pair().map_err(err("socketpair"))?;
         let (u, n, t) = (user.as_raw_fd(), net.as_raw_fd(), theirs.as_raw_fd());
+        let joined = super::userns::joined();
         let mut cmd = Command::new(kiln);
         cmd.arg("__netns-helper")
             .stdin(Stdio::piped())
@@ -167,7 +208,11 @@ impl Helper {
             cmd.pre_exec(move || {
                 let user = std::os::fd::BorrowedFd::borrow_raw(u);
                 let net = std::os::fd::BorrowedFd::borrow_raw(n);
-                setns(user, CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)?;
+                // A kiln joined to the store's namespace is in it already
+                // (and setns into one's own user namespace fails).
+                if !joined {
+                    setns(user, CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)?;
+                }
                 setns(net, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
                 if nix::libc::dup2(t, HELPER_FD) < 0 {
                     return Err(std::io::Error::last_os_error());

@@ -71,6 +71,20 @@ pub enum StoreError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// A rootless store was written with other ids mapped than now.
+    #[error(
+        "{store} was written with {made} mapped, and kiln now maps {now}: its layers would keep the wrong owners; {hint}"
+    )]
+    Ids {
+        /// The store's root.
+        store: PathBuf,
+        /// The map it was written with.
+        made: &'static str,
+        /// The map now.
+        now: &'static str,
+        /// What to do.
+        hint: &'static str,
+    },
     /// The directory is not a kiln store and not empty.
     #[error("{0} is not an OCI image layout (no oci-layout file) and is not empty")]
     NotAStore(PathBuf),
@@ -136,6 +150,59 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The `oci-layout` file's content.
+const LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// A rootless store's `ids` file: which ids its files were written with.
+/// Unpacked layers keep other owners only with subordinate ids, so a store
+/// is not carried from one map to the other.
+fn check_ids(root: &Path) -> Result<()> {
+    use crate::sandbox::userns;
+    const CALLER: &str = "only the caller's id";
+    const SUBORDINATE: &str = "the caller's subordinate ids";
+    let now = match (crate::sandbox::fs::is_root(), userns::joined()) {
+        (_, true) => SUBORDINATE,
+        (true, false) => return Ok(()),
+        (false, false) => CALLER,
+    };
+    let file = root.join("ids");
+    let made = match fs::read_to_string(&file) {
+        Ok(text) if text.trim() == "subordinate" => SUBORDINATE,
+        Ok(_) => CALLER,
+        // A store from before the file: rootless, it had one id; new, it
+        // is written now.
+        Err(_) => {
+            let used = fs::read_dir(root.join("snapshots")).is_ok_and(|mut d| d.next().is_some());
+            if used && now == SUBORDINATE {
+                CALLER
+            } else {
+                let text = match now == SUBORDINATE {
+                    true => "subordinate\n",
+                    false => "caller\n",
+                };
+                fs::write(&file, text).map_err(io_err("writing", &file))?;
+                now
+            }
+        }
+    };
+    if made == now {
+        return Ok(());
+    }
+    Err(StoreError::Ids {
+        store: root.to_path_buf(),
+        made,
+        now,
+        hint: match now == SUBORDINATE {
+            true => {
+                "use a new --root (the old store's files are yours to remove), or KILN_USERNS=single to keep this one"
+            }
+            false => {
+                "give the user its /etc/subuid and /etc/subgid ranges back (`kiln doctor`), or use a new --root"
+            }
+        },
+    })
+}
+
 impl Store {
     /// The default root: `$KILN_ROOT`, else `/var/lib/kiln` for root, else
     /// `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`).
@@ -154,23 +221,44 @@ impl Store {
         data.join("kiln")
     }
 
+    /// Makes `root` (or checks it) only for its owner. The store holds
+    /// images' set-uid files, containers' roots and their configs
+    /// (environment secrets among them): only its owner may reach them
+    /// (docker's answer to CVE-2021-41091). An older store's 0755 is
+    /// repaired here, each time it is opened; a directory that is not a
+    /// store keeps its modes.
+    pub fn secure_root(root: &Path) -> Result<()> {
+        if !root.join("oci-layout").exists()
+            && let Ok(mut entries) = fs::read_dir(root)
+            && entries.next().is_some()
+        {
+            return Err(StoreError::NotAStore(root.to_path_buf()));
+        }
+        private_dir(root, Loose::Repair).map_err(io_err("securing", root))
+    }
+
+    /// [`Store::secure_root`], and the `oci-layout` file written when
+    /// missing: what a rootless kiln keeps in the store before opening it
+    /// (its user namespace's holder) makes it a store, not a stranger's
+    /// directory.
+    pub fn prepare_root(root: &Path) -> Result<()> {
+        Store::secure_root(root)?;
+        let layout = root.join("oci-layout");
+        if layout.exists() {
+            return Ok(());
+        }
+        let tmp = root.join(format!(".oci-layout.{}", std::process::id()));
+        fs::write(&tmp, LAYOUT).map_err(io_err("writing", &tmp))?;
+        fs::rename(&tmp, &layout).map_err(io_err("renaming into place", &layout))
+    }
+
     /// Opens (creating if needed) the store at `root`, and removes what
     /// interrupted writes left in `tmp/` when no other kiln holds the store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        // The store holds images' set-uid files, containers' roots and
-        // their configs (environment secrets among them): only its owner
-        // may reach them (docker's answer to CVE-2021-41091). An older
-        // store's 0755 is repaired here, each time it is opened.
-        // Checked first: a directory that is not a store keeps its modes.
+        Store::secure_root(&root)?;
         let layout = root.join("oci-layout");
-        if !layout.exists()
-            && let Ok(mut entries) = fs::read_dir(&root)
-            && entries.next().is_some()
-        {
-            return Err(StoreError::NotAStore(root));
-        }
-        private_dir(&root, Loose::Repair).map_err(io_err("securing", &root))?;
+        check_ids(&root)?;
         for dir in PRIVATE_DIRS {
             let path = root.join(dir);
             private_dir(&path, Loose::Repair).map_err(io_err("securing", &path))?;
@@ -184,7 +272,7 @@ impl Store {
         {
             let _lock = store.lock()?;
             if !layout.exists() {
-                store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+                store.write_atomic(&layout, LAYOUT)?;
             }
             let index = store.root.join("index.json");
             if !index.exists() {

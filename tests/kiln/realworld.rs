@@ -398,3 +398,67 @@ fn an_apt_get_image_is_reproducible_once_apts_caches_and_logs_go() {
     assert!(out.status.success(), "{err}");
     assert!(err.starts_with("reproducible: sha256:"), "{err}");
 }
+
+/// Rootless with subordinate ids (issue 28): a user's `apt-get install`
+/// (apt drops to `_apt` for its downloads), `useradd`, `COPY --chown`,
+/// `USER` and `run -u`, as under docker and Podman.
+#[test]
+fn a_rootless_apt_get_build_keeps_its_owners() {
+    let Some(tar) = debian_tar_for("a rootless apt-get build") else {
+        return;
+    };
+    let Some((dir, _holder)) = crate::rootless::subid_home() else {
+        return;
+    };
+    let ok = |args: &[&str]| {
+        let out = crate::rootless::as_sub_user(&dir, args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let base = dir.join("debian.tar");
+    std::fs::copy(&tar, &base).unwrap();
+    let ctx = dir.join("apt");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:local\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends hello \\\n\
+         \t&& stat -c '%U %n' /var/cache/apt/archives/partial > /apt-owner \\\n\
+         \t&& useradd -m -u 1000 app && rm -rf /var/lib/apt/lists/*\n\
+         COPY --chown=1000:1000 Dockerfile /home/app/Dockerfile\n\
+         USER app\n\
+         RUN hello > /home/app/out\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("chown")
+        .args(["-R", "kiln-subid-test"])
+        .arg(&base)
+        .arg(&ctx)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    ok(&[
+        "import",
+        "debian.tar",
+        "debian:local",
+        "--change",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ]);
+    ok(&["build", "-q", "-t", "apt:1", "apt"]);
+    assert_eq!(
+        ok(&[
+            "run",
+            "--rm",
+            "apt:1",
+            "sh",
+            "-c",
+            "id -un; cat /apt-owner /home/app/out; stat -c '%U:%G %n' /home/app /home/app/Dockerfile /home/app/out /usr/bin/hello",
+        ]),
+        "app\n_apt /var/cache/apt/archives/partial\nHello, world!\n\
+         app:app /home/app\napp:app /home/app/Dockerfile\napp:app /home/app/out\nroot:root /usr/bin/hello\n"
+    );
+    assert_eq!(
+        ok(&["run", "--rm", "-u", "_apt", "apt:1", "id", "-un"]),
+        "_apt\n"
+    );
+}

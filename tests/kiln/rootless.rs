@@ -9,68 +9,116 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const USER: &str = "kiln-rootless-test";
+/// A second throwaway user, given subordinate ids (as `useradd` gives a
+/// login user on Debian): kiln maps them through newuidmap.
+const SUB_USER: &str = "kiln-subid-test";
+/// Its first subordinate uid and gid: container id N is host id
+/// SUB_FIRST + N - 1.
+const SUB_FIRST: u32 = 400000;
 
 /// A directory the throwaway user owns, holding a copy of kiln and a store
 /// with `box:1` imported by that user.
 fn home() -> Option<&'static Path> {
     static HOME: OnceLock<Option<PathBuf>> = OnceLock::new();
-    HOME.get_or_init(|| {
-        if !need_root("making a throwaway user")
-            || !need_tool("runuser", "util-linux runuser switches to it")
-        {
-            return None;
-        }
-        let tar = busybox_tar()?;
-        let exists = Command::new("id")
-            .arg(USER)
-            .output()
-            .is_ok_and(|o| o.status.success());
+    HOME.get_or_init(|| make_home(USER, None)).as_deref()
+}
+
+/// The same for [`SUB_USER`], its ranges given, one for each test (whose
+/// store's user namespace holder is killed when the returned guard
+/// drops); `box:1` is busybox with Docker Hub's /etc/passwd.
+pub(crate) fn subid_home() -> Option<(PathBuf, KillHolder)> {
+    if !need_tool("newuidmap", "uidmap's newuidmap maps subordinate ids") {
+        return None;
+    }
+    let dir = make_home(SUB_USER, Some(SUB_FIRST))?;
+    Some((dir.clone(), KillHolder(dir)))
+}
+
+/// kiln as [`SUB_USER`] on the store in `dir`.
+pub(crate) fn as_sub_user(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_as(SUB_USER, dir, args, env)
+}
+
+fn make_home(user: &str, subids: Option<u32>) -> Option<PathBuf> {
+    if !need_root("making a throwaway user")
+        || !need_tool("runuser", "util-linux runuser switches to it")
+    {
+        return None;
+    }
+    let tar = match subids {
+        Some(_) => crate::util::busybox_docker_tar()?,
+        None => busybox_tar()?,
+    };
+    let exists = Command::new("id")
+        .arg(user)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    {
+        let _etc = crate::util::changing_users();
         if !exists {
-            let _etc = crate::util::changing_users();
             let out = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/bin/sh", USER])
+                .args(["--system", "--no-create-home", "--shell", "/bin/sh", user])
                 .output()
                 .expect("useradd");
             assert!(out.status.success(), "useradd: {}", text(&out.stderr));
         }
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-rootless")
-            .tempdir_in("/tmp")
-            .expect("tempdir")
-            .keep();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.join("kiln")).expect("copy kiln");
-        std::fs::copy(tar, dir.join("busybox.tar")).expect("copy tar");
-        std::fs::create_dir(dir.join("vol")).unwrap();
-        let status = Command::new("chown")
-            .args(["-R", USER])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = as_user(
-            &dir,
-            &["import", "busybox.tar", "box:1", "-c", "CMD [\"sh\"]"],
-        );
-        assert!(
-            out.status.success(),
-            "rootless import: {}",
-            text(&out.stderr)
-        );
-        Some(dir)
-    })
-    .as_deref()
+        let given = std::fs::read_to_string("/etc/subuid")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{user}:")));
+        if let Some(first) = subids.filter(|_| !given) {
+            let range = format!("{first}-{}", first + 65535);
+            let out = Command::new("usermod")
+                .args(["--add-subuids", &range, "--add-subgids", &range, user])
+                .output()
+                .expect("usermod");
+            assert!(out.status.success(), "usermod: {}", text(&out.stderr));
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-rootless")
+        .tempdir_in("/tmp")
+        .expect("tempdir")
+        .keep();
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.join("kiln")).expect("copy kiln");
+    std::fs::copy(tar, dir.join("busybox.tar")).expect("copy tar");
+    std::fs::create_dir(dir.join("vol")).unwrap();
+    let status = Command::new("chown")
+        .args(["-R", user])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_as(
+        user,
+        &dir,
+        &["import", "busybox.tar", "box:1", "-c", "CMD [\"sh\"]"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "rootless import: {}",
+        text(&out.stderr)
+    );
+    Some(dir)
 }
 
 fn as_user(dir: &Path, args: &[&str]) -> Output {
+    run_as(USER, dir, args, &[])
+}
+
+/// kiln with `args` as `user`, on the store in `dir`, with `env` added.
+pub(crate) fn run_as(user: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new("runuser")
-        .args(["-u", USER, "--"])
+        .args(["-u", user, "--"])
         .arg(dir.join("kiln"))
         .arg("--root")
         .arg(dir.join("store"))
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("runuser")
 }
@@ -138,7 +186,7 @@ fn rootless_network_readonly_volumes_and_exit_codes() {
     let out = as_user(dir, &["run", "--rm", "-u", "app", "box:1", "true"]);
     assert_eq!(
         text(&out.stderr),
-        "error: user 1000:1000 is not mapped: rootless kiln maps only the caller, as root\n"
+        "error: user 1000:1000 is not mapped: rootless kiln maps only the caller, as root, without subordinate ids in /etc/subuid and /etc/subgid (`kiln doctor` says how to add them)\n"
     );
     // --rm leaves nothing, even overlay's mode-000 work directory (the
     // containers left are the lifecycle test's, kept on purpose, in the
@@ -261,13 +309,27 @@ fn rootless_containers_outlive_the_command() {
 #[test]
 fn rootless_networks_and_published_ports() {
     let Some(dir) = home() else { return };
+    let _holder = KillHolder(dir.to_path_buf());
+    networks_and_ports(USER, dir);
+}
+
+/// The same with subordinate ids, where kiln runs in the holder's user
+/// namespace itself (and pasta joins its network namespace only).
+#[test]
+fn subordinate_ids_networks_and_published_ports() {
+    let Some((dir, _holder)) = subid_home() else {
+        return;
+    };
+    networks_and_ports(SUB_USER, &dir);
+}
+
+fn networks_and_ports(name: &str, dir: &Path) {
     let Some(ns) = crate::networks::Netns::new() else {
         return;
     };
-    let _holder = KillHolder(dir.to_path_buf());
     let user = |args: &[&str]| {
         ns.enter("runuser")
-            .args(["-u", USER, "--"])
+            .args(["-u", name, "--"])
             .arg(dir.join("kiln"))
             .arg("--root")
             .arg(dir.join("store"))
@@ -391,7 +453,7 @@ fn rootless_networks_and_published_ports() {
 
 /// Kills the network holder of the store in its directory when dropped
 /// (a test that fails leaves no pause process).
-struct KillHolder(PathBuf);
+pub(crate) struct KillHolder(PathBuf);
 
 impl Drop for KillHolder {
     fn drop(&mut self) {
@@ -456,4 +518,142 @@ fn doctor_as_a_user_without_uid_ranges() {
             .ends_with("rootless kiln sets no limits (-m, --cpus, --pids-limit need root)")
     );
     assert_eq!(find("isolation")["status"], "ok", "{v}");
+}
+
+/// Rootless with subordinate ids (issue 28): a Dockerfile that adds a
+/// user, chowns to it and to ids it does not name, `COPY --chown` and
+/// `USER`: the owners are kept as a root build keeps them (the same image
+/// id with SOURCE_DATE_EPOCH), the store holds them as the user's
+/// subordinate ids on the host, `run -u` and `exec -u` take them, a
+/// container running as another id is stopped and removed by the next
+/// kiln, and the store refuses the one-id map afterwards.
+#[test]
+fn subordinate_ids_keep_owners_as_a_root_build_does() {
+    let Some((dir, _holder)) = subid_home() else {
+        return;
+    };
+    let ok = |args: &[&str]| {
+        let out = as_sub_user(&dir, args, &[("SOURCE_DATE_EPOCH", "1700000000")]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let ctx = dir.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "hi\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM box:1\n\
+         RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group \\\n\
+         \t&& mkdir -p /home/app /data && chown app:app /home/app /data && touch /data/f && chown 1234:5678 /data/f\n\
+         COPY --chown=1000:1000 a /a\n\
+         USER app\n\
+         RUN id > /home/app/id && touch /home/app/x\n",
+    )
+    .unwrap();
+    let status = Command::new("chown")
+        .args(["-R", SUB_USER])
+        .arg(&ctx)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let id = ok(&["build", "-q", "-t", "owned:1", "ctx"]);
+    let shown = ok(&[
+        "run",
+        "--rm",
+        "owned:1",
+        "sh",
+        "-c",
+        "id; cat /home/app/id; stat -c '%u:%g %n' /a /data /data/f /home/app /home/app/x /home/app/id /bin/sh",
+    ]);
+    assert_eq!(
+        shown,
+        "uid=1000(app) gid=1000(app) groups=1000(app)\n\
+         uid=1000(app) gid=1000(app) groups=1000(app)\n\
+         1000:1000 /a\n1000:1000 /data\n1234:5678 /data/f\n1000:1000 /home/app\n\
+         1000:1000 /home/app/x\n1000:1000 /home/app/id\n0:0 /bin/sh\n"
+    );
+    assert_eq!(
+        ok(&["run", "--rm", "-u", "0", "owned:1", "id", "-u"]),
+        "0\n"
+    );
+    // On the host, the step's file belongs to the subordinate id the map
+    // gives container uid 1000.
+    let x = Command::new("find")
+        .arg(dir.join("store/snapshots"))
+        .args(["-path", "*/home/app/x", "-printf", "%U:%G\n"])
+        .output()
+        .unwrap();
+    let host_id = SUB_FIRST + 999;
+    assert_eq!(text(&x.stdout), format!("{host_id}:{host_id}\n"));
+
+    // A root build of the same Dockerfile on the same base: the same id.
+    let base = dir.join("box.tar");
+    ok(&["save", "-o", base.to_str().unwrap(), "box:1"]);
+    let root_store = tempfile::tempdir().unwrap();
+    let root = root_store.path().to_str().unwrap();
+    let out = crate::util::kiln()
+        .args(["--root", root, "load", "-i"])
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "load: {}", text(&out.stderr));
+    let out = crate::util::kiln()
+        .args(["--root", root, "build", "-q", "-t", "owned:1"])
+        .arg(&ctx)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "root build: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), id, "rootless and root builds differ");
+
+    // A container running as app, reached by the kilns after the one that
+    // started it (signals cross only inside one user namespace).
+    ok(&[
+        "run", "-d", "--name", "as-app", "-u", "app", "owned:1", "sleep", "1000",
+    ]);
+    assert_eq!(ok(&["exec", "as-app", "id", "-u"]), "1000\n");
+    assert_eq!(ok(&["exec", "-u", "1234", "as-app", "id", "-u"]), "1234\n");
+    ok(&["exec", "-u", "0", "as-app", "chown", "1234:5678", "/a"]);
+    let out = as_sub_user(&dir, &["commit", "as-app", "owned:2"], &[]);
+    assert!(
+        text(&out.stderr)
+            .contains("rootless kiln has no cgroup freezer: commit with --pause=false"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&["commit", "--pause=false", "as-app", "owned:2"]);
+    assert_eq!(
+        ok(&["run", "--rm", "owned:2", "stat", "-c", "%u:%g", "/a"]),
+        "1234:5678\n"
+    );
+    ok(&["stop", "-t", "1", "as-app"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", "--type", "container", "as-app"])).unwrap();
+    assert_eq!(shown[0]["State"]["Status"], "exited", "{shown}");
+    ok(&["rm", "as-app"]);
+    assert_eq!(ok(&["ps", "-aq"]), "");
+    // What the map wrote is removed by the same map.
+    ok(&["rmi", "owned:1", "owned:2"]);
+    ok(&["prune"]);
+    let left = Command::new("find")
+        .arg(dir.join("store/snapshots"))
+        .args(["-mindepth", "1", "-maxdepth", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&left.stdout).lines().count(),
+        1,
+        "only box:1's snapshot is left"
+    );
+
+    // The one-id map on this store would lose what it keeps.
+    let out = as_sub_user(&dir, &["images"], &[("KILN_USERNS", "single")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {} was written with the caller's subordinate ids mapped, and kiln now maps only the caller's id: its layers would keep the wrong owners; give the user its /etc/subuid and /etc/subgid ranges back (`kiln doctor`), or use a new --root\n",
+            dir.join("store").display()
+        )
+    );
 }
