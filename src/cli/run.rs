@@ -622,6 +622,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 .chain(args.device_cgroup_rules.iter().cloned())
                 .collect(),
             swappiness: args.memory_swappiness.filter(|&s| s >= 0).map(|s| s as u64),
+            group: false,
         },
         host: kiln::container::options::HostOptions {
             runtime: args.runtime.clone().unwrap_or_default(),

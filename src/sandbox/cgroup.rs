@@ -62,15 +62,15 @@ impl Cgroup {
         // rootfs.rs); the rules here are a second wall where a group exists.
         let parent = match &limits.parent {
             Some(p) => check_parent(p).map_err(io::Error::other)?,
-            None if limits.is_empty() => {
+            None if limits.is_empty() && !limits.group => {
                 return Ok(cg);
             }
             None => "kiln".to_string(),
         };
-        let devices = devices && !unified() && Path::new(ROOT).join("devices").is_dir();
         let result = if unified() {
-            cg.create_v2(&parent, id, limits, pid)
+            cg.create_v2(&parent, id, limits, pid, devices)
         } else {
+            let devices = devices && Path::new(ROOT).join("devices").is_dir();
             cg.create_v1(&parent, id, limits, pid, devices)
         };
         if let Err(e) = result {
@@ -202,7 +202,14 @@ impl Cgroup {
         Ok(())
     }
 
-    fn create_v2(&mut self, parent: &str, id: &str, limits: &Limits, pid: u32) -> io::Result<()> {
+    fn create_v2(
+        &mut self,
+        parent: &str,
+        id: &str,
+        limits: &Limits,
+        pid: u32,
+        devices: bool,
+    ) -> io::Result<()> {
         let parent = Path::new(ROOT).join(parent);
         fs::create_dir_all(&parent)?;
         let _ = write(
@@ -245,6 +252,19 @@ impl Cgroup {
         }
         if let Some(pids) = limits.pids {
             write(&dir, "pids.max", &pids.to_string())?;
+        }
+        if devices {
+            // v1's list (deny all, then docker's allow rules) as the BPF
+            // program v2 takes instead.
+            let rules = DEVICE_RULES
+                .iter()
+                .copied()
+                .chain([PTS_RULE])
+                .chain(limits.devices.iter().map(String::as_str))
+                .map(super::devices::Rule::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io::Error::other)?;
+            super::devices::attach(&dir, &rules)?;
         }
         write(&dir, "cgroup.procs", &pid.to_string())
     }

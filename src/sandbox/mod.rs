@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod container;
 mod copyroot;
+pub mod devices;
 pub mod fs;
 pub mod init;
 pub mod isolation;

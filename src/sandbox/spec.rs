@@ -99,10 +99,15 @@ pub struct Limits {
     /// The memory's swappiness, 0-100 (`--memory-swappiness`; cgroup v1).
     #[serde(default)]
     pub swappiness: Option<u64>,
+    /// A group of its own even without a limit: a RUN step on cgroup v2,
+    /// whose cgroup namespace is rooted there (and its device program
+    /// attached), as BuildKit's runc makes one for every step.
+    #[serde(default)]
+    pub group: bool,
 }
 
 impl Limits {
-    /// True when no limit is set (no group is made).
+    /// True when no limit is set (no group is made unless [`Limits::group`]).
     pub fn is_empty(&self) -> bool {
         self.memory.is_none()
             && self.cpus.is_none()

@@ -31,6 +31,21 @@ echo "=== groups reclaimed"
 find /sys/fs/cgroup/kiln -mindepth 1 -type d | wc -l
 echo "=== device nodes"
 k run --rm box:1 sh -c 'mknod /n c 1 5 && head -c1 /n >/dev/null 2>&1 && echo opened || echo refused'
+echo "=== device program"
+# --device binds the node without nodev; its access is the group's BPF
+# program's to allow. The mount would let the node be written even when
+# bound read-only (a device is not the filesystem it sits on): only the
+# program refuses the write it was not given. Written, not read: reading
+# /dev/kmsg needs CAP_SYSLOG besides.
+kmsg='{ echo kiln > /dev/kmsg; } 2>&1 && echo written'
+k run --rm --device /dev/kmsg:/dev/kmsg:r box:1 sh -c "$kmsg"
+k run --rm --device /dev/kmsg:/dev/kmsg:r --device-cgroup-rule 'c 1:11 w' box:1 sh -c "$kmsg"
+k run --rm --device /dev/kmsg:/dev/kmsg:rw box:1 sh -c "$kmsg"
+k run --rm -m 64m box:1 sh -c 'echo x > /dev/null && head -c3 /dev/zero | wc -c'
 echo "=== build"
-mkdir -p /tmp/ctx && printf 'FROM box:1\nRUN echo built > /b\nCMD ["cat", "/b"]\n' > /tmp/ctx/Dockerfile
-k build -q -t b:1 /tmp/ctx >/dev/null && k run --rm b:1
+mkdir -p /tmp/ctx && printf 'FROM box:1\nRUN echo built > /b\nRUN cat /proc/self/cgroup /sys/fs/cgroup/memory.max > /cg; ls /sys/fs/cgroup/kiln >/dev/null 2>&1 || echo alone >> /cg\nCMD ["cat", "/b", "/cg"]\n' > /tmp/ctx/Dockerfile
+# Built from a group of its own, as a CI job's: a step that stayed in
+# kiln's group would say 0::/job.
+mkdir /sys/fs/cgroup/job
+(echo $$ > /sys/fs/cgroup/job/cgroup.procs && k build -q -t b:1 /tmp/ctx >/dev/null) && k run --rm b:1
+echo "steps' groups left: $(find /sys/fs/cgroup/kiln -mindepth 1 -type d | wc -l)"
