@@ -279,12 +279,34 @@ fn cgroups(host: &Host, root: bool) -> Finding {
         }
     };
     if !root {
-        return finding(
-            NAME,
-            Level::Warn,
-            format!("{version}; rootless kiln sets no limits (-m, --cpus, --pids-limit need root)"),
-            None,
-        );
+        // Only the real hierarchy can be delegated: a test's stand-in is not.
+        let delegated = match host.cgroup == Path::new("/sys/fs/cgroup") && v2 {
+            true => crate::sandbox::cgroup::delegated(),
+            false => None,
+        };
+        return match delegated {
+            Some(dir) => finding(
+                NAME,
+                Level::Ok,
+                format!(
+                    "{version}; rootless limits are set in {}, delegated to this user",
+                    dir.display()
+                ),
+                None,
+            ),
+            None if v2 => finding(
+                NAME,
+                Level::Warn,
+                format!("{version}; nothing is delegated to this user, so rootless kiln sets no limits (-m, --cpus, --pids-limit)"),
+                Some("run kiln in systemd's user@UID.service, which is delegated: systemd-run --user --scope kiln ...".into()),
+            ),
+            None => finding(
+                NAME,
+                Level::Warn,
+                format!("{version}; rootless kiln sets no limits (-m, --cpus, --pids-limit need root)"),
+                None,
+            ),
+        };
     }
     let probe_at = match v2 {
         true => host.cgroup.clone(),

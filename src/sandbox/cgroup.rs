@@ -67,11 +67,20 @@ impl Cgroup {
             }
             None => "kiln".to_string(),
         };
-        let result = if unified() {
-            cg.create_v2(&parent, id, limits, pid, devices)
-        } else {
-            let devices = devices && Path::new(ROOT).join("devices").is_dir();
-            cg.create_v1(&parent, id, limits, pid, devices)
+        // Rootless, groups are made in the subtree delegated to the user
+        // (systemd's user@UID.service), never at the root.
+        let rootless = !super::fs::is_root();
+        let result = match (unified(), rootless) {
+            (true, true) => {
+                let delegated = delegated().ok_or_else(|| io::Error::other(NOT_DELEGATED))?;
+                cg.create_v2(&delegated.join(&parent), id, limits, pid, false)
+            }
+            (true, false) => cg.create_v2(&Path::new(ROOT).join(&parent), id, limits, pid, devices),
+            (false, true) => Err(io::Error::other(NOT_DELEGATED)),
+            (false, false) => {
+                let devices = devices && Path::new(ROOT).join("devices").is_dir();
+                cg.create_v1(&parent, id, limits, pid, devices)
+            }
         };
         if let Err(e) = result {
             cg.remove();
@@ -204,20 +213,28 @@ impl Cgroup {
 
     fn create_v2(
         &mut self,
-        parent: &str,
+        parent: &Path,
         id: &str,
         limits: &Limits,
         pid: u32,
         devices: bool,
     ) -> io::Result<()> {
-        let parent = Path::new(ROOT).join(parent);
-        fs::create_dir_all(&parent)?;
-        let _ = write(
-            Path::new(ROOT),
-            "cgroup.subtree_control",
-            "+memory +pids +cpu",
-        );
-        let _ = write(&parent, "cgroup.subtree_control", "+memory +pids +cpu");
+        fs::create_dir_all(parent)?;
+        // Controllers enabled down the way (each write refused where a
+        // group above holds processes or is not ours: then a limit below
+        // says which file is missing).
+        for dir in parent
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            if dir.starts_with(ROOT) {
+                let _ = write(dir, "cgroup.subtree_control", "+memory +pids +cpu");
+            }
+        }
+        let _ = write(parent, "cgroup.subtree_control", "+memory +pids +cpu");
         let dir = parent.join(id);
         fs::create_dir_all(&dir)?;
         self.dirs.push(dir.clone());
@@ -496,6 +513,37 @@ pub fn check_parent(parent: &str) -> Result<String, String> {
         ));
     }
     Ok(trimmed.to_string())
+}
+
+/// Why a rootless kiln sets no limits where it has no delegated subtree.
+pub const NOT_DELEGATED: &str = "resource limits need cgroups: run kiln as root, or rootless on cgroup v2 from a subtree delegated to the user (systemd's user@UID.service: `systemd-run --user --scope kiln ...`) for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit and --device-cgroup-rule";
+
+/// The subtree of the v2 hierarchy delegated to this user: the highest
+/// group above this process's own whose directory and `cgroup.procs`
+/// and `cgroup.subtree_control` belong to it (systemd's
+/// user@UID.service). None on v1 or where nothing is delegated.
+pub fn delegated() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    if !unified() {
+        return None;
+    }
+    let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.uid() == me);
+    let mut best = None;
+    let mut dir = Path::new(ROOT).join(path.trim_start_matches('/'));
+    while dir != Path::new(ROOT) && dir.starts_with(ROOT) {
+        if !(ours(&dir)
+            && ours(&dir.join("cgroup.procs"))
+            && ours(&dir.join("cgroup.subtree_control")))
+        {
+            break;
+        }
+        best = Some(dir.clone());
+        dir = dir.parent()?.to_path_buf();
+    }
+    best
 }
 
 /// Removes the groups of container `id` that a kiln which died left

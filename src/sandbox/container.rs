@@ -309,8 +309,14 @@ fn launch(
     };
     let userns_raw = userns.as_ref().map_or(-1, |f| f.as_raw_fd());
     let new_userns = spec.rootless && join.is_none() && !in_holder;
-    if spec.rootless && (!limits.is_empty() || limits.parent.is_some()) {
-        return Err(SandboxError::Setup("resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit, --device-cgroup-rule and --cgroup-parent".into()));
+    if spec.rootless && limits.parent.is_some() {
+        return Err(SandboxError::Setup(
+            "--cgroup-parent names a group below the cgroup root, which needs root: run kiln as root".into(),
+        ));
+    }
+    // Rootless limits only in a subtree delegated to the user (cgroup v2).
+    if spec.rootless && !limits.is_empty() && super::cgroup::delegated().is_none() {
+        return Err(SandboxError::Setup(super::cgroup::NOT_DELEGATED.into()));
     }
     let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
@@ -414,12 +420,19 @@ fn launch(
         )));
     }
     let made = match join {
-        // A rootless container has no groups of its own to join.
-        Some(_) if spec.rootless => Ok(Cgroup::default()),
+        // A rootless container's groups, where it has any (a delegated
+        // subtree), are joined if they can be.
+        Some(pid1) if spec.rootless => {
+            let _ = super::cgroup::join_same(pid1, pid);
+            Ok(Cgroup::default())
+        }
         Some(pid1) => super::cgroup::join_same(pid1, pid).map(|()| Cgroup::default()),
         // No cgroups to make where there are no namespaces: the CI job's
         // own container holds every process.
         None if chroot => Ok(Cgroup::default()),
+        // Rootless, only limits make a group (no steps' groups: none
+        // where nothing is delegated).
+        None if spec.rootless && limits.is_empty() => Ok(Cgroup::default()),
         None => Cgroup::create(id, limits, pid, !spec.rootless),
     };
     let mut cgroup = match made {

@@ -66,15 +66,30 @@ fn cgroups(
         [] => Ok(()),
         // In a cgroup namespace of its own, cgroup2 mounted anew shows
         // the container's group as its root, as docker's do on v2.
-        [v2] if v2.name.is_empty() && private => sys.mount_in_root(
-            "cgroup2",
-            root,
-            "/sys/fs/cgroup",
-            Kind::Dir,
-            "cgroup2",
-            locked | MsFlags::MS_RDONLY,
-            "",
-        ),
+        [v2] if v2.name.is_empty() && private => {
+            let cgroup2 = || {
+                sys.mount_in_root(
+                    "cgroup2",
+                    root,
+                    "/sys/fs/cgroup",
+                    Kind::Dir,
+                    "cgroup2",
+                    locked | MsFlags::MS_RDONLY,
+                    "",
+                )
+            };
+            match cgroup2() {
+                // Rootless, /sys is the host's bound whole, its cgroup2
+                // included, and a filesystem is not mounted again on its
+                // own mount's root: a tmpfs goes between.
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                    let top = "/sys/fs/cgroup";
+                    sys.mount_in_root("tmpfs", root, top, Kind::Dir, "tmpfs", locked, "mode=755")?;
+                    cgroup2()
+                }
+                other => other,
+            }
+        }
         [v2] if v2.name.is_empty() => bind(&v2.host, "/sys/fs/cgroup"),
         _ => {
             let top = "/sys/fs/cgroup";

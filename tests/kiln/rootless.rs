@@ -181,7 +181,7 @@ fn rootless_network_readonly_volumes_and_exit_codes() {
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         text(&out.stderr),
-        "error: resource limits need cgroups, which need root: run kiln as root for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit, --device-cgroup-rule and --cgroup-parent\n"
+        "error: resource limits need cgroups: run kiln as root, or rootless on cgroup v2 from a subtree delegated to the user (systemd's user@UID.service: `systemd-run --user --scope kiln ...`) for --memory, --memory-swap, --cpus, --cpu-shares, --cpuset-cpus, --pids-limit and --device-cgroup-rule\n"
     );
     let out = as_user(dir, &["run", "--rm", "-u", "app", "box:1", "true"]);
     assert_eq!(

@@ -49,3 +49,16 @@ mkdir -p /tmp/ctx && printf 'FROM box:1\nRUN echo built > /b\nRUN cat /proc/self
 mkdir /sys/fs/cgroup/job
 (echo $$ > /sys/fs/cgroup/job/cgroup.procs && k build -q -t b:1 /tmp/ctx >/dev/null) && k run --rm b:1
 echo "steps' groups left: $(find /sys/fs/cgroup/kiln -mindepth 1 -type d | wc -l)"
+echo "=== rootless, delegated"
+# A user (one id mapped: no newuidmap here) whose shell runs in a subtree
+# delegated to it, as systemd's user@UID.service is.
+echo 'u:x:1000:1000::/tmp/u:/bin/sh' >> /etc/passwd && echo 'u:x:1000:' >> /etc/group
+mkdir -p /tmp/u && cp /test/base.tar /tmp/u/ && chown -R 1000:1000 /tmp/u
+as_u() { sh -c 'echo $$ > "$1"/cgroup.procs; exec su u -s /bin/sh -c "$0"' "$1" "$2"; }
+mkdir -p /sys/fs/cgroup/user/shell /sys/fs/cgroup/alone
+as_u 'kiln --root /tmp/u/store import /tmp/u/base.tar box:1 >/dev/null' /sys/fs/cgroup/alone
+as_u 'kiln --root /tmp/u/store run --rm -m 64m box:1 true 2>/dev/null; echo "not delegated: exit $?"' /sys/fs/cgroup/alone
+for f in . cgroup.procs cgroup.subtree_control cgroup.threads shell shell/cgroup.procs shell/cgroup.subtree_control shell/cgroup.threads; do chown 1000:1000 /sys/fs/cgroup/user/$f; done
+as_u 'kiln --root /tmp/u/store run --rm -m 64m --pids-limit 20 box:1 sh -c "id -u; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /proc/self/cgroup"' /sys/fs/cgroup/user/shell
+as_u 'kiln --root /tmp/u/store run --rm -m 32m box:1 sh -c "a=\$(head -c 100000000 /dev/zero | tr \"\\0\" x); echo survived" >/dev/null 2>&1; echo "exit $?"' /sys/fs/cgroup/user/shell
+echo "groups left: $(find /sys/fs/cgroup/user/kiln -mindepth 1 -type d | wc -l)"
