@@ -392,7 +392,7 @@ fn store_space(store: &Path) -> Finding {
 
 fn platforms(host: &Host) -> Finding {
     const NAME: &str = "other platforms";
-    let Ok(entries) = std::fs::read_dir(&host.binfmt) else {
+    let Some(names) = crate::sandbox::emulator::handlers(&host.binfmt) else {
         return finding(
             NAME,
             Level::Warn,
@@ -400,19 +400,6 @@ fn platforms(host: &Host) -> Finding {
             Some("mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; apt-get install qemu-user-static".into()),
         );
     };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("qemu-"))
-        .filter(|n| {
-            read(&host.binfmt.join(n)).is_some_and(|t| {
-                t.lines().next() == Some("enabled")
-                    && t.lines()
-                        .any(|l| l.starts_with("flags:") && l.contains('F'))
-            })
-        })
-        .collect();
-    names.sort();
     match names.is_empty() {
         true => finding(
             NAME,

@@ -164,6 +164,9 @@ pub struct Options {
     pub source_date_epoch: Option<i64>,
     /// `--context-modes`: the modes files copied from the context get.
     pub context_modes: ContextModes,
+    /// `--platform`: the platform built for, normalized `os/arch[/variant]`
+    /// (None: this machine's).
+    pub platform: Option<String>,
 }
 
 /// The modes of files copied from the build context.
@@ -515,6 +518,7 @@ pub fn build(
         mut global,
         automatic,
         bases,
+        platforms,
         deps,
         needed,
         epoch,
@@ -529,14 +533,28 @@ pub fn build(
                 .iter()
                 .map(|(n, _)| n.clone())
                 .collect::<Vec<_>>(),
+            platform: opts.platform.as_deref(),
         },
     )
     .map_err(plan_error)
     .inspect_err(|_| lint_file_only())?;
     // BuildKit's checks of the stages this build reaches, reported before
     // anything runs; `error=true` stops the build here.
-    let findings = lint_build(store, &ast, &ignore, &needed, &bases, opts)?;
+    let findings = lint_build(store, &ast, &ignore, &needed, &bases, &platforms, opts)?;
     progress.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
+    // A stage of another platform that runs something needs its emulator:
+    // said before anything is built.
+    for &i in &needed {
+        let runs = file.stages[i]
+            .steps
+            .iter()
+            .any(|s| matches!(s.instruction, Instruction::Run(_)));
+        let arch = platforms[i].split('/').nth(1).unwrap_or_default();
+        if runs {
+            sandbox::emulator::check(Path::new(sandbox::emulator::BINFMT), arch)
+                .map_err(|m| fail(m).at(&file.stages[i].from_step))?;
+        }
+    }
     if lint_is_error(&ast, opts)? && !findings.is_empty() {
         let mut rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
         rules.sort_unstable();
@@ -568,6 +586,7 @@ pub fn build(
         global,
         build_args,
         bases: bases.clone(),
+        platforms,
         automatic,
         progress,
         logs: log::StepLogs::new(store),
@@ -771,6 +790,8 @@ struct Builder<'a> {
     build_args: Vec<(String, String)>,
     /// Each stage's FROM, expanded with the global ARGs.
     bases: Vec<String>,
+    /// Each stage's platform (`os/arch[/variant]`).
+    platforms: Vec<String>,
     /// The ARGs the build defines without a declaration.
     automatic: Scope,
     progress: &'a Progress,
@@ -945,15 +966,29 @@ impl Builder<'_> {
                 self.epoch,
             )
             .map(|s| (s, Vec::new())),
-            Some(NamedContext::Image(r)) => {
-                base_state(store, self.stages, built, None, r, self.opts)
-            }
+            Some(NamedContext::Image(r)) => base_state(
+                store,
+                self.stages,
+                built,
+                None,
+                r,
+                self.opts,
+                &self.platforms[i],
+            ),
             Some(NamedContext::OciLayout { path, reference }) => {
                 image::archive::load_layout(store, path, reference.as_deref())
                     .map_err(|e| e.to_string())
                     .map(image_state)
             }
-            None => base_state(store, self.stages, built, parent, base, self.opts),
+            None => base_state(
+                store,
+                self.stages,
+                built,
+                parent,
+                base,
+                self.opts,
+                &self.platforms[i],
+            ),
         };
         let (mut state, triggers) = started
             .map_err(|m| fail(m).at(from_step))
@@ -1362,6 +1397,7 @@ fn lint_build(
     ignore: &Matcher,
     needed: &[usize],
     bases: &[String],
+    platforms: &[String],
     opts: &Options,
 ) -> Result<Vec<lint::Finding>, BuildError> {
     let config = lint_config(ast, opts)?;
@@ -1371,6 +1407,13 @@ fn lint_build(
         .map(|(n, _)| n.as_str())
         .collect();
     let base = |reference: &str| -> Option<lint::BaseFacts> {
+        // The platform of the first stage FROM it.
+        let target = bases
+            .iter()
+            .position(|b| b == reference)
+            .and_then(|i| platforms.get(i))
+            .cloned()
+            .unwrap_or_else(plan::host_platform);
         // A named context replaces the image: its variables are not one's.
         if named.contains(&reference) || !bases.iter().any(|b| b == reference) {
             return None;
@@ -1379,10 +1422,12 @@ fn lint_build(
         // missing (`--pull=always` pulls it again when the stage starts).
         let image = match (Image::resolve(store, reference), opts.pull) {
             (Ok(image), _) => image,
-            (Err(_), Pull::Missing | Pull::Always) => pull_base(store, reference, opts).ok()?,
+            (Err(_), Pull::Missing | Pull::Always) => {
+                pull_base(store, reference, opts, &target).ok()?
+            }
             (Err(_), Pull::Never) => return None,
         };
-        Some(base_facts(&image.config))
+        Some(base_facts(&image.config, &target))
     };
     let ignored = |path: &str| ignore.lint_excludes(path);
     let build_args = build_args_of(opts);
@@ -1399,7 +1444,7 @@ fn lint_build(
 }
 
 /// What the checks need of an image's config.
-pub fn base_facts(config: &ImageConfig) -> lint::BaseFacts {
+pub fn base_facts(config: &ImageConfig, platform: &str) -> lint::BaseFacts {
     let env = config
         .config
         .env
@@ -1407,9 +1452,13 @@ pub fn base_facts(config: &ImageConfig) -> lint::BaseFacts {
         .flatten()
         .map(|e| e.split('=').next().unwrap_or(e).to_string())
         .collect();
-    let host = config::host_architecture();
+    let mut wanted = platform.split('/');
+    let (os, arch) = (
+        wanted.next().unwrap_or("linux"),
+        wanted.next().unwrap_or_default(),
+    );
     let other_platform =
-        (config.architecture != host || config.os != "linux").then(|| match &config.variant {
+        (config.architecture != arch || config.os != os).then(|| match &config.variant {
             Some(v) => format!("{}/{}/{v}", config.os, config.architecture),
             None => format!("{}/{}", config.os, config.architecture),
         });
@@ -1422,23 +1471,25 @@ pub fn base_facts(config: &ImageConfig) -> lint::BaseFacts {
 
 /// A FROM base as `--pull` says (quietly: the FROM step's line shows the
 /// time a pull takes).
-fn pull_base(store: &Store, base: &str, opts: &Options) -> Result<Image, String> {
+fn pull_base(store: &Store, base: &str, opts: &Options, platform: &str) -> Result<Image, String> {
     crate::registry::pull::ensure(
         store,
         &opts.registry,
         base,
         opts.pull,
-        &crate::registry::Platform::host(),
+        &crate::registry::Platform::parse(platform)?,
     )
     .map_err(|e| format!("base {e}"))
 }
 
-/// BuildKit's emptyImage (scratch, a local context): this machine's
-/// platform, the default PATH (system.DefaultPathEnv) and WorkingDir "/".
-fn empty_image() -> ImageConfig {
+/// BuildKit's emptyImage (scratch, a local context): the stage's
+/// `platform`, the default PATH (system.DefaultPathEnv) and WorkingDir "/".
+fn empty_image(platform: &str) -> ImageConfig {
+    let mut parts = platform.splitn(3, '/');
     let mut config = ImageConfig {
-        architecture: config::host_architecture().into(),
-        os: "linux".into(),
+        os: parts.next().unwrap_or("linux").into(),
+        architecture: parts.next().unwrap_or(config::host_architecture()).into(),
+        variant: parts.next().map(str::to_string),
         ..Default::default()
     };
     config.config.env = Some(vec![
@@ -1485,7 +1536,7 @@ fn dir_state(
         return Err(format!("build context {name} ({}): {e}", path.display()));
     }
     let result = commit_dir(store, &staging_path, epoch).map_err(|e| e.to_string())?;
-    let config = empty_image();
+    let config = empty_image(&plan::host_platform());
     let key = hash(&[
         "context-dir",
         &result.diff_id().map(|d| d.to_string()).unwrap_or_default(),
@@ -1512,12 +1563,18 @@ fn base_state(
     parent: Option<usize>,
     base: &str,
     opts: &Options,
+    platform: &str,
 ) -> Result<(State, Vec<String>), String> {
     if base.eq_ignore_ascii_case("scratch") {
+        // This machine's scratch keeps the key it always had.
+        let key = match platform == plan::host_platform() {
+            true => hash(&["scratch"]),
+            false => hash(&["scratch", platform]),
+        };
         let state = State {
-            config: empty_image(),
+            config: empty_image(platform),
             layers: Vec::new(),
-            key: hash(&["scratch"]),
+            key,
             cmd_set: false,
             args: Scope::default(),
             declared: Vec::new(),
@@ -1549,7 +1606,7 @@ fn base_state(
             .collect();
         return Ok((state, triggers));
     }
-    let image = pull_base(store, base, opts)?;
+    let image = pull_base(store, base, opts, platform)?;
     image.snapshots(store).map_err(|e| e.to_string())?;
     Ok(image_state(image))
 }

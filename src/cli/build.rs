@@ -122,8 +122,9 @@ pub struct Args {
     /// path means `type=local`.
     #[arg(short = 'o', long = "output", value_parser = parse_output)]
     output: Vec<Output>,
-    /// Set target platform for build: this machine's only (linux/<arch>);
-    /// any other is an error until multi-platform builds exist.
+    /// Set target platform for build (`linux/arm64`): another machine's
+    /// RUN steps run through binfmt_misc's qemu handlers. One platform
+    /// per build for now.
     #[arg(long)]
     platform: Option<String>,
     /// Set type of progress output: a live view on a terminal (`tty`),
@@ -439,14 +440,19 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             call.json,
         );
     }
-    if let Some(p) = &args.platform {
-        let host = format!("linux/{}", kiln::image::config::host_architecture());
-        if p != &host && !p.eq_ignore_ascii_case(&host) {
+    let platform = match args.platform.as_deref() {
+        None => None,
+        Some(p) if p.contains(',') => {
             return Err(Error::Usage(format!(
-                "--platform {p}: kiln builds for this machine's platform ({host}) only; multi-platform builds are not there yet"
+                "--platform {p}: kiln builds one platform per build (an image index of several is not there yet): build each with its own --platform"
             )));
         }
-    }
+        Some(p) => {
+            let p = kiln::plan::normalize_platform(p)
+                .map_err(|e| Error::Usage(format!("--platform: {e}")))?;
+            (p != kiln::plan::host_platform()).then_some(p)
+        }
+    };
     let mut tags = Vec::new();
     for t in &args.tags {
         tags.push(t.parse::<Name>().map_err(Error::Usage)?);
@@ -482,6 +488,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let source = Source::new(name, &bytes);
     let store = open_store(root)?;
     let opts = Options {
+        platform,
         context: args.context.clone(),
         dockerfile: (file.as_os_str() != "-").then_some(file),
         tags,

@@ -164,7 +164,10 @@ fn check(
     let base = |reference: &str| {
         let store = store.as_ref()?;
         let image = kiln::image::Image::resolve(store, reference).ok()?;
-        Some(kiln::build::base_facts(&image.config))
+        Some(kiln::build::base_facts(
+            &image.config,
+            &kiln::plan::host_platform(),
+        ))
     };
     let ignored = ignore.map(|m| move |path: &str| m.lint_excludes(path));
     let findings = lint::lint_with(

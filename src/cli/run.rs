@@ -135,6 +135,10 @@ pub struct Args {
     /// When the image is pulled: `missing` (default), `always`, `never`.
     #[arg(long, value_enum, default_value = "missing")]
     pull: kiln::registry::pull::Policy,
+    /// The platform of the image to run (`linux/arm64`): pulled for it,
+    /// and refused when the local image is another's.
+    #[arg(long)]
+    platform: Option<String>,
     /// Memory plus swap (`-1`: unlimited swap); needs -m.
     #[arg(long = "memory-swap", allow_hyphen_values = true)]
     memory_swap: Option<String>,
@@ -533,14 +537,38 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             }
         }
     }
-    kiln::registry::pull::ensure(
+    let platform = match args.platform.as_deref() {
+        Some(p) => kiln::plan::normalize_platform(p)
+            .map_err(|e| Error::Usage(format!("--platform: {e}")))?,
+        None => kiln::plan::host_platform(),
+    };
+    let image = kiln::registry::pull::ensure(
         &store,
         &kiln::registry::Options::from_env(),
         &args.image,
         args.pull,
-        &kiln::registry::Platform::host(),
+        &kiln::registry::Platform::parse(&platform).map_err(Error::Usage)?,
     )
     .map_err(|e| Error::Run(125, e.to_string()))?;
+    // Another platform's image runs through its qemu handler; one asked
+    // for by --platform must be that platform's.
+    let arch = &image.config.architecture;
+    if args.platform.is_some() && platform.split('/').nth(1) != Some(arch.as_str()) {
+        return Err(Error::Run(
+            125,
+            format!(
+                "image {} is for linux/{arch}, not {platform} (--platform): pull or build that platform's",
+                args.image
+            ),
+        ));
+    }
+    kiln::sandbox::emulator::check(std::path::Path::new(kiln::sandbox::emulator::BINFMT), arch)
+        .map_err(|e| {
+            Error::Run(
+                125,
+                format!("image {} is for linux/{arch}: {e}", args.image),
+            )
+        })?;
     let labels = args
         .labels
         .iter()

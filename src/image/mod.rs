@@ -371,11 +371,33 @@ pub fn import<R: Read>(
     name: &Name,
     changes: &[String],
 ) -> Result<Image> {
+    import_for(
+        store,
+        input,
+        source,
+        name,
+        changes,
+        &format!("linux/{}", config::host_architecture()),
+    )
+}
+
+/// [`import`] of another platform's root filesystem (`docker import
+/// --platform`): `platform` is `os/arch[/variant]`, normalized.
+pub fn import_for<R: Read>(
+    store: &Store,
+    input: R,
+    source: &str,
+    name: &Name,
+    changes: &[String],
+    platform: &str,
+) -> Result<Image> {
     let source_name = source;
+    let mut parts = platform.splitn(3, '/');
     let mut config = ImageConfig {
         created: Some(config::created_at(config::env_epoch())),
-        architecture: config::host_architecture().into(),
-        os: "linux".into(),
+        os: parts.next().unwrap_or("linux").into(),
+        architecture: parts.next().unwrap_or(config::host_architecture()).into(),
+        variant: parts.next().map(str::to_string),
         ..Default::default()
     };
     apply_changes(&mut config.config, changes)?;

@@ -60,6 +60,9 @@ pub struct Inputs<'a> {
     /// The names of `--build-context`s: they replace stages of that name,
     /// which are then never built for them.
     pub named: &'a [String],
+    /// `--platform`: the platform built for, `os/arch[/variant]` (None:
+    /// this machine's).
+    pub platform: Option<&'a str>,
 }
 
 /// Everything a build decides before a stage runs.
@@ -73,6 +76,8 @@ pub struct Plan {
     pub automatic: Scope,
     /// Each stage's FROM, expanded with the global ARGs.
     pub bases: Vec<String>,
+    /// Each stage's platform: its `FROM --platform`, else the target's.
+    pub platforms: Vec<String>,
     /// The earlier stages each stage reads.
     pub deps: Vec<Vec<usize>>,
     /// The target and the stages it needs, in file order.
@@ -103,7 +108,9 @@ impl Plan {
             None => stages.len() - 1,
         };
         // TARGETSTAGE names the stage built ("default" when it has no name).
-        let mut automatic = platform_args();
+        let host = host_platform();
+        let target_platform = inputs.platform.unwrap_or(&host);
+        let mut automatic = platform_args(target_platform);
         automatic.set(
             "TARGETSTAGE",
             stages[target].from.name.as_deref().unwrap_or("default"),
@@ -128,12 +135,14 @@ impl Plan {
             }
         }
         let bases = bases(stages, &global, &automatic, file.escape)?;
-        for stage in stages {
-            if let Some(raw) = &stage.from.platform {
-                check_platform(raw, &global, &automatic, file.escape)
-                    .map_err(|m| PlanError::at(&stage.from_step, m))?;
-            }
-        }
+        let platforms = stages
+            .iter()
+            .map(|stage| match &stage.from.platform {
+                Some(raw) => check_platform(raw, &global, &automatic, file.escape)
+                    .map_err(|m| PlanError::at(&stage.from_step, m)),
+                None => Ok(target_platform.to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         check_stage_order(stages)?;
         let deps: Vec<Vec<usize>> = (0..stages.len())
             .map(|i| stage_deps(stages, &bases, i, inputs.named))
@@ -146,6 +155,7 @@ impl Plan {
             global,
             automatic,
             bases,
+            platforms,
             deps,
             needed,
             epoch,
@@ -193,22 +203,25 @@ pub fn arg_value(
         .map(str::to_string))
 }
 
-/// ARG values the build defines without a declaration.
-pub fn platform_args() -> Scope {
-    let arch = config::host_architecture();
-    let platform = format!("linux/{arch}");
+/// This machine's platform, `linux/ARCH`.
+pub fn host_platform() -> String {
+    format!("linux/{}", config::host_architecture())
+}
+
+/// ARG values the build defines without a declaration: the target
+/// platform `target` (`os/arch[/variant]`) and this machine's.
+pub fn platform_args(target: &str) -> Scope {
+    let host = host_platform();
     let mut scope = Scope::default();
-    for (k, v) in [
-        ("TARGETPLATFORM", platform.as_str()),
-        ("TARGETOS", "linux"),
-        ("TARGETARCH", arch),
-        ("TARGETVARIANT", ""),
-        ("BUILDPLATFORM", platform.as_str()),
-        ("BUILDOS", "linux"),
-        ("BUILDARCH", arch),
-        ("BUILDVARIANT", ""),
-    ] {
-        scope.set(k, v);
+    for (prefix, platform) in [("TARGET", target), ("BUILD", host.as_str())] {
+        let mut parts = platform.splitn(3, '/');
+        let os = parts.next().unwrap_or("linux");
+        let arch = parts.next().unwrap_or_default();
+        let variant = parts.next().unwrap_or_default();
+        scope.set(&format!("{prefix}PLATFORM"), platform);
+        scope.set(&format!("{prefix}OS"), os);
+        scope.set(&format!("{prefix}ARCH"), arch);
+        scope.set(&format!("{prefix}VARIANT"), variant);
     }
     scope
 }
@@ -232,14 +245,14 @@ pub fn bases(
         .collect()
 }
 
-/// `FROM --platform=`, expanded with the global ARGs, must name a
-/// platform, and (until multi-platform builds exist) this machine's.
+/// `FROM --platform=`, expanded with the global ARGs, must name a Linux
+/// platform; the platform, normalized.
 pub fn check_platform(
     raw: &str,
     global: &Scope,
     automatic: &Scope,
     escape: char,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let scope = automatic.overlaid(global);
     let expansion = Lexer::new(escape)
         .process_word(raw, &|k: &str| scope.get(k))
@@ -261,13 +274,38 @@ pub fn check_platform(
             "failed to parse platform {raw}: {value:?} is not os/arch[/variant]"
         ));
     }
-    let host = format!("linux/{}", config::host_architecture());
-    if parts[..2].join("/") != host {
+    if parts[0] != "linux" {
         return Err(format!(
-            "FROM --platform={value}: kiln builds for this machine's platform ({host}) only"
+            "FROM --platform={value}: kiln builds Linux images only"
         ));
     }
-    Ok(())
+    normalize_platform(&value)
+}
+
+/// `os/arch[/variant]` as OCI's platform fields name it: lower case,
+/// docker's aliases (`x86_64`, `aarch64`, `armhf`...) mapped, arm64's
+/// default variant `v8` left out.
+pub fn normalize_platform(text: &str) -> Result<String, String> {
+    let lower = text.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "invalid platform {text:?}: use os/arch[/variant], such as linux/arm64"
+        ));
+    }
+    let (arch, variant) = match (parts[1], parts.get(2).copied()) {
+        ("x86_64" | "x86-64", v) => ("amd64", v),
+        ("aarch64", v) | ("arm64", v) => ("arm64", v.filter(|v| *v != "v8")),
+        ("armhf", _) => ("arm", Some("v7")),
+        ("armel", _) => ("arm", Some("v6")),
+        ("arm", None) => ("arm", Some("v7")),
+        ("i386" | "i686", v) => ("386", v),
+        (a, v) => (a, v),
+    };
+    Ok(match variant {
+        Some(v) => format!("{}/{arch}/{v}", parts[0]),
+        None => format!("{}/{arch}", parts[0]),
+    })
 }
 
 /// A `COPY --from` or `RUN --mount=from=` naming a stage defined later is
@@ -435,9 +473,25 @@ mod tests {
 
     #[test]
     fn platform_values_are_checked_as_buildkit_does() {
-        let auto = platform_args();
+        let auto = platform_args("linux/arm64");
         let none = Scope::default();
-        assert!(check_platform("$BUILDPLATFORM", &none, &auto, '\\').is_ok());
+        assert_eq!(
+            check_platform("$BUILDPLATFORM", &none, &auto, '\\').unwrap(),
+            host_platform()
+        );
+        assert_eq!(
+            check_platform("$TARGETPLATFORM", &none, &auto, '\\').unwrap(),
+            "linux/arm64"
+        );
+        assert_eq!(auto.get("TARGETARCH"), Some("arm64"));
+        assert_eq!(auto.get("TARGETVARIANT"), Some(""));
+        assert_eq!(
+            normalize_platform("Linux/AARCH64/v8").unwrap(),
+            "linux/arm64"
+        );
+        assert_eq!(normalize_platform("linux/arm").unwrap(), "linux/arm/v7");
+        assert_eq!(normalize_platform("linux/x86_64").unwrap(), "linux/amd64");
+        assert!(normalize_platform("linux").is_err());
         assert_eq!(
             check_platform("$BULIDPLATFORM", &none, &auto, '\\').unwrap_err(),
             "empty platform value from expression $BULIDPLATFORM (did you mean BUILDPLATFORM?)"
@@ -450,7 +504,7 @@ mod tests {
         assert!(
             check_platform("windows/amd64", &none, &auto, '\\')
                 .unwrap_err()
-                .contains("this machine's platform")
+                .contains("Linux images only")
         );
     }
 }

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod container;
 mod copyroot;
 pub mod devices;
+pub mod emulator;
 pub mod fs;
 pub mod init;
 pub mod isolation;

@@ -18,6 +18,7 @@ mod fuzz;
 mod isolation;
 mod networks;
 mod parse_golden;
+mod platforms;
 mod realworld;
 mod registry;
 mod repro;
