@@ -433,6 +433,12 @@ fn launch(
         // Rootless, only limits make a group (no steps' groups: none
         // where nothing is delegated).
         None if spec.rootless && limits.is_empty() => Ok(Cgroup::default()),
+        // A step's own group (v2) is BuildKit's habit, not a limit: where
+        // it cannot be made (a read-only /sys/fs/cgroup, bpf refused) the
+        // step runs in kiln's, as before.
+        None if limits.is_empty() && limits.parent.is_none() => {
+            Ok(Cgroup::create(id, limits, pid, !spec.rootless).unwrap_or_default())
+        }
         None => Cgroup::create(id, limits, pid, !spec.rootless),
     };
     let mut cgroup = match made {
