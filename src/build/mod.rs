@@ -1607,6 +1607,16 @@ fn base_state(
         return Ok((state, triggers));
     }
     let image = pull_base(store, base, opts, platform)?;
+    // Building for another platform, a local base of this machine's (the
+    // store keeps one platform per name) would put its programs in the
+    // image: refused, not warned about.
+    let has = format!("{}/{}", image.config.os, image.config.architecture);
+    let wanted = platform.split('/').take(2).collect::<Vec<_>>().join("/");
+    if platform != plan::host_platform() && has != wanted {
+        return Err(format!(
+            "base {base} in the store is for {has}, and this stage builds for {platform}: pull it for that platform under a name of its own (kiln pull --platform {platform} REF, then kiln tag), or import one with --platform"
+        ));
+    }
     image.snapshots(store).map_err(|e| e.to_string())?;
     Ok(image_state(image))
 }

@@ -159,7 +159,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     kiln::sandbox::process::raise_open_files();
     let root = cli.root;
     if touches_store(&cli.command) {
-        enter_userns(root.as_deref())?;
+        // `kiln serve`'s store may be its config's.
+        let serve_root = match &cli.command {
+            Command::Serve(args) if root.is_none() => serve::store_root(args),
+            _ => None,
+        };
+        enter_userns(root.as_deref().or(serve_root.as_deref()))?;
     }
     match cli.command {
         Command::Parse(args) => parse::run(args),
@@ -242,14 +247,29 @@ fn enter_userns(root: Option<&Path>) -> Result<(), Error> {
         .map(PathBuf::from)
         .into_iter()
         .collect();
-    kiln::sandbox::userns::enter(
-        &root,
-        &checked,
-        |root| kiln::store::Store::prepare_root(root).map_err(|e| e.to_string()),
-        |map| kiln::network::rootless::holder_mapping(&root, Some(map)),
-    )
-    .map(drop)
-    .map_err(Error::Userns)
+    let store_error = std::cell::RefCell::new(None);
+    let hooks = kiln::sandbox::userns::StoreHooks {
+        secure: |root: &Path| match kiln::store::Store::prepare_root(root) {
+            Ok(()) => Ok(kiln::store::Store::recorded_ids(root)),
+            Err(e) => {
+                let shown = e.to_string();
+                *store_error.borrow_mut() = Some(e);
+                Err(shown)
+            }
+        },
+        holder: |map: &kiln::sandbox::userns::IdMap| {
+            kiln::network::rootless::holder_mapping(&root, Some(map))
+        },
+        inits: || kiln::store::Store::running_inits(&root),
+    };
+    match kiln::sandbox::userns::enter(&root, &checked, hooks) {
+        Ok(_) => Ok(()),
+        // The store's own trouble is reported as the store's.
+        Err(_) if store_error.borrow().is_some() => {
+            Err(Error::Store(store_error.take().expect("checked")))
+        }
+        Err(e) => Err(Error::Userns(e)),
+    }
 }
 
 /// Everything a subcommand can fail with; rendered once, in main.

@@ -15,6 +15,14 @@ pub struct Args {
     check: bool,
 }
 
+/// The store root `kiln serve` with `args` uses when `--root` is not
+/// given: its config's, if it names one (None: the default).
+pub fn store_root(args: &Args) -> Option<PathBuf> {
+    kiln::serve::config::Config::load(&args.config)
+        .ok()
+        .and_then(|c| c.store.root)
+}
+
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let config =

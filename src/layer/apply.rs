@@ -58,7 +58,7 @@ pub enum ApplyError {
     /// An owner the user namespace does not map (rootless: the user's
     /// subordinate ranges are smaller than the image needs).
     #[error(
-        "{path}: owner {uid}:{gid} is beyond the ids kiln's user namespace maps (the caller's /etc/subuid and /etc/subgid ranges, and 0): give the user a range of 65536 ids or more (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER, as root)"
+        "{path}: owner {uid}:{gid} is beyond the ids kiln's user namespace maps (the caller's /etc/subuid and /etc/subgid ranges, and 0): give the user a range of 65536 ids or more that no other user has (usermod --add-subuids FIRST-LAST --add-subgids FIRST-LAST USER, as root)"
     )]
     Unmapped {
         /// The file.

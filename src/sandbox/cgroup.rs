@@ -550,7 +550,14 @@ pub fn delegated() -> Option<PathBuf> {
 /// behind, killing whatever still runs in them first.
 pub fn reclaim(id: &str) {
     let dirs: Vec<PathBuf> = if unified() {
-        vec![Path::new(ROOT).join("kiln").join(id)]
+        // Rootless, its groups are in the user's delegated subtree.
+        match super::fs::is_root() {
+            true => vec![Path::new(ROOT).join("kiln").join(id)],
+            false => delegated()
+                .map(|d| d.join("kiln").join(id))
+                .into_iter()
+                .collect(),
+        }
     } else {
         fs::read_dir(ROOT)
             .into_iter()

@@ -33,16 +33,20 @@ impl Rule {
             "c" => 2,
             _ => return Err(bad()),
         };
-        let number = |s: &str| match s {
+        // A dev_t holds a 12-bit major and a 20-bit minor.
+        let number = |s: &str, max: u32| match s {
             "*" => Ok(None),
-            n => n.parse::<u32>().map(Some).map_err(|_| bad()),
+            n => match n.parse::<u32>() {
+                Ok(v) if v <= max => Ok(Some(v)),
+                _ => Err(bad()),
+            },
         };
         let (major, minor) = match f.next() {
             None if kind == 0 => (None, None),
             None => return Err(bad()),
             Some(mm) => {
                 let (a, b) = mm.split_once(':').ok_or_else(bad)?;
-                (number(a)?, number(b)?)
+                (number(a, 0xfff)?, number(b, 0xf_ffff)?)
             }
         };
         let access = match f.next() {

@@ -49,22 +49,27 @@ pub fn handlers(dir: &Path) -> Option<Vec<String>> {
 /// install or register.
 pub fn check(dir: &Path, arch: &str) -> Result<(), String> {
     let host = crate::image::config::host_architecture();
-    if arch == host || (host == "amd64" && arch == "386") || (host == "arm64" && arch == "arm") {
+    // An image that names no architecture is run as docker runs it.
+    if arch.is_empty()
+        || arch == host
+        || (host == "amd64" && arch == "386")
+        || (host == "arm64" && arch == "arm")
+    {
         return Ok(());
     }
     let want = format!("qemu-{}", qemu_name(arch));
     match handlers(dir) {
         None => Err(format!(
-            "RUN steps for linux/{arch} need binfmt_misc, which is not mounted at {}: mount -t binfmt_misc binfmt_misc {}; apt-get install qemu-user-static (`kiln doctor` says what is registered)",
+            "programs for linux/{arch} need binfmt_misc, which is not mounted at {}: mount -t binfmt_misc binfmt_misc {}; apt-get install qemu-user-static (`kiln doctor` says what is registered)",
             dir.display(),
             dir.display()
         )),
         Some(h) if h.contains(&want) => Ok(()),
         Some(_) if dir.join(&want).exists() => Err(format!(
-            "RUN steps for linux/{arch} need {want} registered with the fix-binary flag (F), so that it runs inside the step's root: apt-get install qemu-user-static registers it so, or update-binfmts --enable {want}"
+            "programs for linux/{arch} need {want} registered with the fix-binary flag (F), so that it runs inside the step's root: apt-get install qemu-user-static registers it so, or update-binfmts --enable {want}"
         )),
         Some(_) => Err(format!(
-            "RUN steps for linux/{arch} need a qemu handler for it ({want}), and none is registered: apt-get install qemu-user-static (Debian registers its handlers with the fix-binary flag); kiln never registers one itself"
+            "programs for linux/{arch} need a qemu handler for it ({want}), and none is registered: apt-get install qemu-user-static (Debian registers its handlers with the fix-binary flag); kiln never registers one itself"
         )),
     }
 }

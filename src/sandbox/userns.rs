@@ -154,8 +154,22 @@ pub fn in_initial() -> bool {
 /// [`enter`] (here or in the kiln that started this one).
 pub fn joined() -> bool {
     // The variable is set only once joined: until then nothing is cached.
+    // It names the holder, which must be kiln's holder in this very user
+    // namespace: set by hand elsewhere (root in a container's namespace),
+    // it changes nothing.
     static JOINED: OnceLock<bool> = OnceLock::new();
-    std::env::var_os(JOINED_ENV).is_some() && *JOINED.get_or_init(|| !in_initial())
+    let Some(pid) = std::env::var_os(JOINED_ENV) else {
+        return false;
+    };
+    *JOINED.get_or_init(|| {
+        let pid = pid.to_string_lossy();
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user")).ok();
+        let holder = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            c.split(|b| *b == 0)
+                .any(|a| a == b"__netns-holder" || a == b"__init")
+        });
+        !in_initial() && holder && ns(&pid).is_some() && ns(&pid) == ns("self")
+    })
 }
 
 /// True when `dir` is one of the paths checked before joining, or a
@@ -205,58 +219,134 @@ pub enum Entered {
     Single(String),
 }
 
+/// What a store says of the ids its files were written with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Nothing yet (a new store).
+    Nothing,
+    /// Only the caller's id (its `ids` file, or a store from before it).
+    Caller,
+    /// The caller's subordinate ids.
+    Subordinate,
+}
+
+/// What [`enter`] needs of the store at `root`, whose layout it does not
+/// know: `secure` checks (or makes) its root from the host's user
+/// namespace and says what it recorded; `holder` finds or starts the
+/// holder with a map; `inits` are the pids of its containers' inits that
+/// still run.
+pub struct StoreHooks<S, H, I> {
+    /// Secures the root; what the store recorded.
+    pub secure: S,
+    /// The holder, started with the map when none runs.
+    pub holder: H,
+    /// The inits of the store's running containers.
+    pub inits: I,
+}
+
 /// Joins the user namespace of the store at `root` with the caller's
 /// subordinate ids, starting its holder when none runs. `checked` are
 /// paths besides the store that kiln may secure later (the API socket's
 /// directory): their directories above are checked now, from the host's
-/// user namespace. Must run before the process starts a thread.
-/// `secure` checks the store's root as [`crate::store::Store::open`]
-/// would; `holder` starts (or finds) the holder with the map.
-pub fn enter(
+/// user namespace. Must run before the process starts a thread. A store
+/// written with one id keeps it; a new store without ranges, or whose
+/// holder cannot be started, falls back to it, saying why.
+pub fn enter<S, H, I>(
     root: &Path,
     checked: &[PathBuf],
-    secure: impl FnOnce(&Path) -> Result<(), String>,
-    holder: impl FnOnce(&IdMap) -> Result<super::process::Recorded, String>,
-) -> Result<Entered, String> {
+    hooks: StoreHooks<S, H, I>,
+) -> Result<Entered, String>
+where
+    S: FnOnce(&Path) -> Result<Recorded, String>,
+    H: FnOnce(&IdMap) -> Result<super::process::Recorded, String>,
+    I: FnOnce() -> Vec<u32>,
+{
     if nix::unistd::geteuid().is_root() || !in_initial() || joined() {
         return Ok(Entered::NotNeeded);
     }
-    let map = match std::env::var("KILN_USERNS").as_deref() {
-        Ok("single") => Err("KILN_USERNS=single".to_string()),
-        _ => caller_map(Path::new("/etc")),
+    let single = |why: String| {
+        let _ = SINGLE.set(why.clone());
+        Ok(Entered::Single(why))
     };
-    let map = match map {
-        Ok(m) => m,
-        Err(why) => {
-            let _ = SINGLE.set(why.clone());
-            return Ok(Entered::Single(why));
+    if std::env::var("KILN_USERNS").as_deref() == Ok("single") {
+        return single("KILN_USERNS=single".into());
+    }
+    let recorded = (hooks.secure)(root)?;
+    if recorded == Recorded::Caller {
+        return single(format!(
+            "{} was written with only the caller's id (a store made before kiln used subordinate ids, or without them): a new --root uses them",
+            root.display()
+        ));
+    }
+    let map = match (caller_map(Path::new("/etc")), recorded) {
+        (Ok(m), _) => m,
+        (Err(why), Recorded::Subordinate) => {
+            return Err(format!(
+                "{} was written with the caller's subordinate ids, and they cannot be mapped now: {why}",
+                root.display()
+            ));
         }
+        (Err(why), _) => return single(why),
     };
-    secure(root)?;
-    let mut verified =
-        vec![std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?];
-    for dir in checked {
-        if super::fs::trusted_dir(dir).is_ok()
-            && let Ok(real) = std::fs::canonicalize(dir)
-        {
+    // Checked outside, where root's directories and other users' differ:
+    // the path as given (symlinks on it included) and where it leads.
+    let mut verified = Vec::new();
+    for dir in std::iter::once(root).chain(checked.iter().map(PathBuf::as_path)) {
+        if dir != root && super::fs::trusted_dir(dir).is_err() {
+            continue;
+        }
+        if let Ok(absolute) = std::path::absolute(dir) {
+            verified.push(absolute);
+        }
+        if let Ok(real) = std::fs::canonicalize(dir) {
             verified.push(real);
         }
     }
-    let held = holder(&map)?;
-    let userns = std::fs::File::open(format!("/proc/{}/ns/user", held.pid))
+    // Containers still running in the namespace of a holder that ended
+    // are reachable only from inside theirs: it is joined, not a new one.
+    let (uid_map, gid_map) = (map.uid_map(), map.gid_map());
+    let wanted = normalized(&uid_map);
+    let orphan = (hooks.inits)().into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
+            .is_ok_and(|m| normalized(&m) == wanted)
+    });
+    let held = match (hooks.holder)(&map) {
+        Ok(h) => h,
+        Err(e) if recorded == Recorded::Nothing && orphan.is_none() => {
+            eprintln!("kiln: warning: {e}: keeping the one-id map");
+            return single(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let ns_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let target = match orphan {
+        Some(pid) if ns_of(pid) != ns_of(held.pid) => {
+            eprintln!(
+                "kiln: warning: the store's containers run in the user namespace of a holder that ended: this kiln joins theirs (networks need a new holder: stop them to get one)"
+            );
+            pid
+        }
+        _ => held.pid,
+    };
+    let userns = std::fs::File::open(format!("/proc/{target}/ns/user"))
         .map_err(|e| format!("opening the store's user namespace: {e}"))?;
-    // The pid may have been reused between the record and the open.
-    if !held.alive() {
+    // Read through the open namespace's process: the pid may have been
+    // reused between the record and the open, so it is checked after.
+    let uids = std::fs::read_to_string(format!("/proc/{target}/uid_map")).unwrap_or_default();
+    let gids = std::fs::read_to_string(format!("/proc/{target}/gid_map")).unwrap_or_default();
+    if !super::process::running(target) || (target == held.pid && !held.alive()) {
         return Err("the store's user namespace holder ended; run the command again".into());
     }
-    let theirs = std::fs::read_to_string(format!("/proc/{}/uid_map", held.pid)).unwrap_or_default();
-    if normalized(&theirs) != normalized(&map.uid_map()) {
-        let why = format!(
-            "the store's user namespace (held by pid {}) maps other ids than {}'s subordinate ranges: it was made before they were given; stop the store's containers and kill {} to use them",
-            held.pid, map.uid, held.pid
-        );
-        let _ = SINGLE.set(why.clone());
-        return Ok(Entered::Single(why));
+    if normalized(&uids) != wanted || normalized(&gids) != normalized(&gid_map) {
+        if recorded == Recorded::Subordinate {
+            return Err(format!(
+                "the store's user namespace (held by pid {target}) maps other ids than {}'s subordinate ranges now: stop the store's containers, end pid {target}, and run the command again",
+                map.uid
+            ));
+        }
+        return single(format!(
+            "the store's user namespace (held by pid {target}) was made with one id: stop the store's containers and end pid {target} to use the subordinate ids"
+        ));
     }
     setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER)
         .map_err(|e| format!("joining the store's user namespace: {e}"))?;
@@ -264,7 +354,7 @@ pub fn enter(
     // SAFETY: the caller runs this before starting any thread, so nothing
     // reads the environment meanwhile.
     unsafe {
-        std::env::set_var(JOINED_ENV, held.pid.to_string());
+        std::env::set_var(JOINED_ENV, target.to_string());
         std::env::set_var(VERIFIED_ENV, verified);
     }
     Ok(Entered::Joined(map.size()))
@@ -330,9 +420,15 @@ mod tests {
     }
 
     #[test]
-    fn the_host_maps_every_id() {
+    fn the_caller_is_always_mapped_and_the_host_maps_every_id() {
+        assert!(mapped(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw()
+        ));
         if in_initial() {
-            assert!(mapped(0, 0) && mapped(123456, 654321));
+            assert!(mapped(123456, 654321));
         }
+        // Not the holder's namespace: the variable alone changes nothing.
+        assert!(!joined());
     }
 }

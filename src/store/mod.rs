@@ -192,11 +192,17 @@ fn check_ids(root: &Path) -> Result<()> {
         store: root.to_path_buf(),
         made,
         now,
-        hint: match now == SUBORDINATE {
-            true => {
+        hint: match (
+            now == SUBORDINATE,
+            std::env::var("KILN_USERNS").as_deref() == Ok("single"),
+        ) {
+            (true, _) => {
                 "use a new --root (the old store's files are yours to remove), or KILN_USERNS=single to keep this one"
             }
-            false => {
+            (false, true) => {
+                "unset KILN_USERNS (=single keeps the one-id map), or use a new --root"
+            }
+            (false, false) => {
                 "give the user its /etc/subuid and /etc/subgid ranges back (`kiln doctor`), or use a new --root"
             }
         },
@@ -235,6 +241,36 @@ impl Store {
             return Err(StoreError::NotAStore(root.to_path_buf()));
         }
         private_dir(root, Loose::Repair).map_err(io_err("securing", root))
+    }
+
+    /// Which ids the store at `root` says its files were written with
+    /// (its `ids` file; a used store without one is from before it, when
+    /// rootless kiln mapped one id).
+    pub fn recorded_ids(root: &Path) -> crate::sandbox::userns::Recorded {
+        use crate::sandbox::userns::Recorded;
+        match fs::read_to_string(root.join("ids")) {
+            Ok(text) if text.trim() == "subordinate" => Recorded::Subordinate,
+            Ok(_) => Recorded::Caller,
+            Err(_)
+                if fs::read_dir(root.join("snapshots")).is_ok_and(|mut d| d.next().is_some()) =>
+            {
+                Recorded::Caller
+            }
+            Err(_) => Recorded::Nothing,
+        }
+    }
+
+    /// The init pids of the containers of the store at `root` that still
+    /// run.
+    pub fn running_inits(root: &Path) -> Vec<u32> {
+        fs::read_dir(root.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| crate::container::state::read(&e.path()).init)
+            .filter(|init| init.alive())
+            .map(|init| init.pid)
+            .collect()
     }
 
     /// [`Store::secure_root`], and the `oci-layout` file written when

@@ -150,6 +150,27 @@ fn an_arm64_image_is_built_here_with_a_native_cross_stage_and_runs() {
             "error: image box:host is for {host}, not linux/arm64 (--platform): pull or build that platform's\n"
         )
     );
+    // A base of this machine's is not taken for an arm64 stage.
+    std::fs::write(
+        dir.path().join("ctx/Dockerfile.wrong"),
+        "FROM box:host\nRUN true\n",
+    )
+    .unwrap();
+    let (code, _, err) = k(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-f",
+        &format!("{ctx}/Dockerfile.wrong"),
+        ctx,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "base box:host in the store is for {host}, and this stage builds for linux/arm64"
+        )),
+        "{err}"
+    );
     // One platform per build, for now, said plainly.
     let (code, _, err) = k(&["build", "--platform", "linux/amd64,linux/arm64", ctx]);
     assert_eq!(code, Some(2));

@@ -652,8 +652,51 @@ fn subordinate_ids_keep_owners_as_a_root_build_does() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "error: {} was written with the caller's subordinate ids mapped, and kiln now maps only the caller's id: its layers would keep the wrong owners; give the user its /etc/subuid and /etc/subgid ranges back (`kiln doctor`), or use a new --root\n",
+            "error: {} was written with the caller's subordinate ids mapped, and kiln now maps only the caller's id: its layers would keep the wrong owners; unset KILN_USERNS (=single keeps the one-id map), or use a new --root\n",
             dir.join("store").display()
         )
+    );
+}
+
+/// A store written with one id (before the user had ranges, or with
+/// KILN_USERNS=single) keeps the one-id map once ranges exist, rather than
+/// refusing every command: its layers lost their owners already.
+#[test]
+fn a_one_id_store_keeps_its_map_when_ranges_come() {
+    let Some((dir, _holder)) = subid_home() else {
+        return;
+    };
+    let kiln_on = |store: &str, args: &[&str], env: &[(&str, &str)]| {
+        Command::new("runuser")
+            .args(["-u", SUB_USER, "--"])
+            .arg(dir.join("kiln"))
+            .arg("--root")
+            .arg(dir.join(store))
+            .args(args)
+            .current_dir(&dir)
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .output()
+            .expect("runuser")
+    };
+    let out = kiln_on(
+        "old",
+        &["import", "busybox.tar", "old:1"],
+        &[("KILN_USERNS", "single")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("old/ids")).unwrap(),
+        "caller\n"
+    );
+    let out = kiln_on("old", &["run", "--rm", "old:1", "id", "-u"], &[]);
+    assert_eq!(text(&out.stdout), "0\n", "{}", text(&out.stderr));
+    let out = kiln_on("old", &["run", "--rm", "-u", "1000", "old:1", "true"], &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr)
+            .starts_with("error: user 1000:0 is not mapped: rootless kiln maps only the caller"),
+        "{}",
+        text(&out.stderr)
     );
 }

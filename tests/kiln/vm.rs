@@ -70,7 +70,7 @@ fn cgroup_v2_limits_hold_and_show_inside_a_vm() {
     // The VM's wall time, for people (TCG: tens of seconds).
     eprint!("{}", text(&ran.stderr));
     let got = sections(&log);
-    let want: [(&str, &str); 13] = [
+    let want: [(&str, &str); 14] = [
         ("run", "hello\n"),
         (
             "own cgroup, read-only",
@@ -93,6 +93,7 @@ fn cgroup_v2_limits_hold_and_show_inside_a_vm() {
         // Each RUN in a group and cgroup namespace of its own, as
         // BuildKit's: / inside, no limit, no other group in sight.
         ("build", "built\n0::/\nmax\nalone\nsteps' groups left: 0\n"),
+        ("read-only cgroups", "built\n"),
         // Rootless limits in a delegated subtree, refused outside one.
         (
             "rootless, delegated",

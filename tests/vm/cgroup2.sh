@@ -49,6 +49,13 @@ mkdir -p /tmp/ctx && printf 'FROM box:1\nRUN echo built > /b\nRUN cat /proc/self
 mkdir /sys/fs/cgroup/job
 (echo $$ > /sys/fs/cgroup/job/cgroup.procs && k build -q -t b:1 /tmp/ctx >/dev/null) && k run --rm b:1
 echo "steps' groups left: $(find /sys/fs/cgroup/kiln -mindepth 1 -type d | wc -l)"
+echo "=== read-only cgroups"
+# As in a CI job's container: a step's own group cannot be made, and the
+# step runs in kiln's instead of failing.
+mount -o remount,ro /sys/fs/cgroup
+printf 'FROM box:1\nRUN echo ran > /r\n' > /tmp/ctx/Dockerfile
+k build -q --no-cache -t b:2 /tmp/ctx >/dev/null && echo built
+mount -o remount,rw /sys/fs/cgroup
 echo "=== rootless, delegated"
 # A user (one id mapped: no newuidmap here) whose shell runs in a subtree
 # delegated to it, as systemd's user@UID.service is.
