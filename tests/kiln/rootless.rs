@@ -700,3 +700,45 @@ fn a_one_id_store_keeps_its_map_when_ranges_come() {
         text(&out.stderr)
     );
 }
+
+/// A holder killed while a container of its namespace runs as another
+/// id: the next kiln joins the container's namespace (a new one could
+/// not signal it), says so, and execs into and stops it.
+#[test]
+fn a_container_outlives_its_holder() {
+    let Some((dir, _holder)) = subid_home() else {
+        return;
+    };
+    let ok = |args: &[&str]| {
+        let out = as_sub_user(&dir, args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out
+    };
+    ok(&[
+        "run", "-d", "--name", "orphan", "-u", "1000", "box:1", "sleep", "1000",
+    ]);
+    let holder: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("store/networks/.holder.json")).unwrap())
+            .unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &holder["pid"].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Reaped by init once killed: wait until its pid is gone.
+    let proc_dir = PathBuf::from(format!("/proc/{}", holder["pid"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proc_dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = ok(&["exec", "orphan", "id", "-u"]);
+    assert_eq!(text(&out.stdout), "1000\n");
+    assert!(
+        text(&out.stderr)
+            .contains("run in the user namespace of a holder that ended: this kiln joins theirs"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&["stop", "-t", "1", "orphan"]);
+    ok(&["rm", "orphan"]);
+}
