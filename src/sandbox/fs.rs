@@ -180,6 +180,12 @@ pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
     }
 }
 
+/// [`private_dir`]'s check of the directories above a path kiln will
+/// make something in: none of them replaceable by another user.
+pub fn trusted_dir(dir: &Path) -> io::Result<()> {
+    trusted_path(dir, false)
+}
+
 /// Checks that no other user can replace `dir` (symlinks followed) or
 /// any directory above it: a `leaf` belongs to this user (its modes are
 /// [`private_dir`]'s to check); a directory kiln is about to make
@@ -188,12 +194,6 @@ pub fn private_dir(dir: &Path, loose: Loose) -> io::Result<()> {
 /// only when that group is root's or this user's. Whoever could rename a
 /// directory on the way could put their own in its place and have kiln,
 /// as root, write set-uid files where they can run them.
-/// [`private_dir`]'s check of the directories above a path kiln will
-/// make something in: none of them replaceable by another user.
-pub fn trusted_dir(dir: &Path) -> io::Result<()> {
-    trusted_path(dir, false)
-}
-
 fn trusted_path(dir: &Path, leaf: bool) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(dir).map_err(|e| with_path(e, "resolving", dir))?;
