@@ -1485,13 +1485,7 @@ fn pull_base(store: &Store, base: &str, opts: &Options, platform: &str) -> Resul
 /// BuildKit's emptyImage (scratch, a local context): the stage's
 /// `platform`, the default PATH (system.DefaultPathEnv) and WorkingDir "/".
 fn empty_image(platform: &str) -> ImageConfig {
-    let mut parts = platform.splitn(3, '/');
-    let mut config = ImageConfig {
-        os: parts.next().unwrap_or("linux").into(),
-        architecture: parts.next().unwrap_or(config::host_architecture()).into(),
-        variant: parts.next().map(str::to_string),
-        ..Default::default()
-    };
+    let mut config = config::for_platform(platform);
     config.config.env = Some(vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
     ]);

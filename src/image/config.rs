@@ -151,6 +151,17 @@ pub struct History {
     pub empty_layer: Option<bool>,
 }
 
+/// An empty config for `platform` (`os/arch[/variant]`, normalized).
+pub fn for_platform(platform: &str) -> ImageConfig {
+    let mut parts = platform.splitn(3, '/');
+    ImageConfig {
+        os: parts.next().unwrap_or("linux").into(),
+        architecture: parts.next().unwrap_or(host_architecture()).into(),
+        variant: parts.next().map(str::to_string),
+        ..Default::default()
+    }
+}
+
 /// The GOARCH name of the machine kiln runs on.
 pub fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {

@@ -392,13 +392,9 @@ pub fn import_for<R: Read>(
     platform: &str,
 ) -> Result<Image> {
     let source_name = source;
-    let mut parts = platform.splitn(3, '/');
     let mut config = ImageConfig {
         created: Some(config::created_at(config::env_epoch())),
-        os: parts.next().unwrap_or("linux").into(),
-        architecture: parts.next().unwrap_or(config::host_architecture()).into(),
-        variant: parts.next().map(str::to_string),
-        ..Default::default()
+        ..config::for_platform(platform)
     };
     apply_changes(&mut config.config, changes)?;
 

@@ -57,6 +57,13 @@ pub fn check(dir: &Path, arch: &str) -> Result<(), String> {
     {
         return Ok(());
     }
+    // The architecture comes from an image's config: only a plain name
+    // is looked up under binfmt_misc.
+    if !arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "unknown architecture {arch:?}: an image or --platform must name one such as amd64 or arm64"
+        ));
+    }
     let want = format!("qemu-{}", qemu_name(arch));
     match handlers(dir) {
         None => Err(format!(
@@ -103,6 +110,15 @@ mod tests {
                     .unwrap_err()
                     .contains("none is registered")
             );
+            // An image's hostile architecture is never a path.
+            for hostile in ["../qemu-aarch64", "aarch64/../x", ".."] {
+                assert!(
+                    check(dir.path(), hostile)
+                        .unwrap_err()
+                        .starts_with("unknown architecture"),
+                    "{hostile}"
+                );
+            }
             assert!(
                 check(&dir.path().join("missing"), "arm64")
                     .unwrap_err()

@@ -116,12 +116,11 @@ pub fn caller_map(etc: &Path) -> Result<IdMap, String> {
             etc.display()
         ));
     };
-    for tool in ["newuidmap", "newgidmap"] {
-        if which(tool).is_none() {
-            return Err(format!(
-                "{tool} is not installed (Debian's and Ubuntu's package uidmap, Fedora's shadow-utils)"
-            ));
-        }
+    if !helpers_installed() {
+        return Err(
+            "newuidmap and newgidmap are not installed (Debian's and Ubuntu's package uidmap, Fedora's shadow-utils)"
+                .into(),
+        );
     }
     Ok(IdMap {
         uid: uid.as_raw(),

@@ -165,26 +165,21 @@ fn check_ids(root: &Path) -> Result<()> {
         (true, false) => return Ok(()),
         (false, false) => CALLER,
     };
-    let file = root.join("ids");
-    let made = match fs::read_to_string(&file) {
-        Ok(text) if text.trim() == "subordinate" => SUBORDINATE,
-        Ok(_) => CALLER,
-        // A store from before the file: rootless, it had one id; new, it
-        // is written now.
-        Err(_) => {
-            let used = fs::read_dir(root.join("snapshots")).is_ok_and(|mut d| d.next().is_some());
-            if used && now == SUBORDINATE {
-                CALLER
-            } else {
-                let text = match now == SUBORDINATE {
-                    true => "subordinate\n",
-                    false => "caller\n",
-                };
-                fs::write(&file, text).map_err(io_err("writing", &file))?;
-                now
-            }
-        }
+    let made = match Store::recorded_ids(root) {
+        userns::Recorded::Subordinate => SUBORDINATE,
+        userns::Recorded::Caller => CALLER,
+        userns::Recorded::Nothing => now,
     };
+    // Recorded once, by the first kiln that wrote with this map (a store
+    // from before the file had one id: recorded_ids says so).
+    let file = root.join("ids");
+    if made == now && !file.exists() {
+        let text = match now == SUBORDINATE {
+            true => "subordinate\n",
+            false => "caller\n",
+        };
+        fs::write(&file, text).map_err(io_err("writing", &file))?;
+    }
     if made == now {
         return Ok(());
     }
