@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod attest;
 pub mod build;
 pub mod container;
 pub mod context;

@@ -523,6 +523,7 @@ fn create_opts(
         rlimits,
         seccomp: security.seccomp,
         no_new_privileges: security.no_new_privileges,
+        platform: None,
     })
 }
 
@@ -607,8 +608,18 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     blocking(move || {
         let name = q.get("name").filter(|n| !n.is_empty()).cloned();
-        let opts = create_opts(&state.store, state.bridge, &body, name)?;
-        if crate::image::Image::resolve(&state.store, &opts.image).is_err() {
+        let mut opts = create_opts(&state.store, state.bridge, &body, name)?;
+        // `?platform=linux/arm64` (API 1.41): that platform's image of a
+        // multi-platform one.
+        if let Some(p) = q.get("platform").filter(|p| !p.is_empty()) {
+            let p = crate::plan::normalize_platform(p)
+                .and_then(|p| crate::registry::Platform::parse(&p))
+                .map_err(ApiError::bad)?;
+            opts.platform = Some(p);
+        }
+        if crate::image::Image::resolve_for(&state.store, &opts.image, opts.platform.as_ref())
+            .is_err()
+        {
             return Err(ApiError::not_found(format!(
                 "No such image: {}",
                 opts.image

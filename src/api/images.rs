@@ -634,7 +634,7 @@ async fn remove(
             store.untag(&n)?;
             out.push(serde_json::json!({ "Untagged": n }));
         }
-        if store.forget_untagged(&image.manifest_digest.to_string())? {
+        if store.forget_untagged(&image.entry_digest().to_string())? {
             store.image_event("delete", &image.id.to_string(), "");
         }
         out.push(serde_json::json!({ "Deleted": image.id.to_string() }));

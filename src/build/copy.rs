@@ -192,6 +192,7 @@ pub(super) fn step<'a>(
         }
         if add && kind == SourceKind::Http {
             let got = super::fetch::download(store, &pattern, checksum.as_deref()).map_err(fail)?;
+            b.material(crate::attest::scrub(&pattern), got.digest.clone());
             cleanup.0.push(got.path.clone());
             // The download is a file kiln wrote in its own tmp/.
             let dir = got.path.parent().unwrap_or(store.root());

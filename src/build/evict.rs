@@ -7,7 +7,7 @@
 
 use super::StepResult;
 use crate::image::prune::dir_size;
-use crate::image::{Image, manifest_digest};
+
 use crate::store::{Digest, Store, StoreError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,19 +114,10 @@ pub fn fit(store: &Store, max: u64, in_use: &[PathBuf]) -> Result<Option<Evicted
         }
         // What the index's images reach stays.
         let (mut live, mut live_diffs) = (BTreeSet::new(), BTreeSet::new());
+        // An index keeps every platform's image; an entry that cannot be
+        // walked keeps what was reached before the failure.
         for (_, d) in store.images()? {
-            let Ok(digest) = manifest_digest(&d) else {
-                continue;
-            };
-            let Ok(image) = Image::load(store, &digest) else {
-                continue;
-            };
-            for (layer, diff_id) in image.layers() {
-                if let Ok(l) = manifest_digest(&layer) {
-                    live.insert(l);
-                }
-                live_diffs.insert(diff_id);
-            }
+            let _ = crate::image::index::reachable(store, &d, &mut live, &mut live_diffs);
         }
         let mut steps = steps(store);
         steps.sort_by_key(|s| s.used);

@@ -14,6 +14,8 @@ pub(super) struct Downloaded {
     pub path: PathBuf,
     /// The name it gets in the image: the URL path's last component.
     pub name: String,
+    /// Its content's digest.
+    pub digest: Digest,
 }
 
 /// Downloads `url`; with `checksum` (`sha256:<hex>`), a file with another
@@ -86,6 +88,7 @@ pub(super) fn download(
     Ok(Downloaded {
         path,
         name: file_name(url),
+        digest,
     })
 }
 

@@ -16,6 +16,7 @@ mod fetch;
 mod history;
 mod log;
 mod mounts;
+pub mod platforms;
 pub mod verify;
 
 pub use cache::{CacheMode, CacheSpec, CacheTo, keys as cache_keys};
@@ -477,6 +478,28 @@ pub fn build(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Image, BuildError> {
+    build_reported(store, source, opts, progress).map(|(image, _)| image)
+}
+
+/// What a build did besides its image (provenance reads it).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Base images and remote sources read, each once.
+    pub materials: Vec<crate::attest::Material>,
+    /// When the build started and finished (RFC 3339, UTC).
+    pub started: String,
+    /// See `started`.
+    pub finished: String,
+}
+
+/// [`build`], with its [`Report`].
+pub fn build_reported(
+    store: &Store,
+    source: &Source,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<(Image, Report), BuildError> {
+    let started = now_rfc3339();
     let ast = parse(source).map_err(|e| BuildError::Dockerfile(vec![e]))?;
     let (file, errors) = instructions::typed(&ast);
     // A build that cannot start still shows the checks of the file as
@@ -606,6 +629,7 @@ pub fn build(
                 .unwrap_or_default()
                 .to_string_lossy(),
         ]),
+        materials: Mutex::new(Vec::new()),
     };
     // The registry refs imported, with what they named then: the export to
     // one of them re-reads it and merges what another writer put there.
@@ -771,7 +795,23 @@ pub fn build(
         store.tag(&tag.to_string(), manifest.clone())?;
         store.image_event("tag", &image.id.to_string(), &tag.to_string());
     }
-    Ok(image)
+    let mut materials = builder
+        .materials
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    materials.sort_by(|a, b| a.uri.cmp(&b.uri));
+    materials.dedup();
+    let report = Report {
+        materials,
+        started,
+        finished: now_rfc3339(),
+    };
+    Ok((image, report))
+}
+
+/// Now, as provenance and SBOMs write times.
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// What every stage of one build shares.
@@ -813,6 +853,8 @@ struct Builder<'a> {
     /// This context and Dockerfile, from one build to the next (steps are
     /// explained against the last build of the same line).
     identity: String,
+    /// What the build read from outside its context, for provenance.
+    materials: Mutex<Vec<crate::attest::Material>>,
 }
 
 /// The build args a build plans with: `--build-arg`s, and the epoch of
@@ -929,6 +971,37 @@ impl Builder<'_> {
         format!("[{label} {n}/{total}] {text}")
     }
 
+    /// Records base image `name` (as resolved for `platform`) as a
+    /// material: `pkg:docker/NAME@TAG?platform=…` and the digest its name
+    /// has in the store (an index's when it is one).
+    fn record_base(&self, name: &str, platform: &str) {
+        let wanted = crate::registry::Platform::parse(platform).ok();
+        let Ok(image) = Image::resolve_for(self.store, name, wanted.as_ref()) else {
+            return;
+        };
+        let full = name
+            .parse::<image::Name>()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| name.to_string());
+        let (repo, tag) = full
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .unwrap_or((&full, "latest"));
+        let uri = format!(
+            "pkg:docker/{repo}@{tag}?platform={}",
+            platform.replace('/', "%2F")
+        );
+        self.material(uri, image.entry_digest().clone());
+    }
+
+    /// Records something read from outside the context.
+    pub(super) fn material(&self, uri: String, digest: Digest) {
+        self.materials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(crate::attest::Material { uri, digest });
+    }
+
     /// Builds stage `i`; `built` holds the stages it reads.
     fn stage(&self, i: usize, built: &[Option<State>]) -> Result<State, BuildError> {
         let stage = &self.stages[i];
@@ -993,6 +1066,17 @@ impl Builder<'_> {
         let (mut state, triggers) = started
             .map_err(|m| fail(m).at(from_step))
             .inspect_err(|e| self.progress.failed(id, &e.to_string(), None))?;
+        // A base image is a material of the build's provenance.
+        let image_base = match named {
+            Some(NamedContext::Image(r)) => Some(r.as_str()),
+            None if parent.is_none() && !base.eq_ignore_ascii_case("scratch") => {
+                Some(base.as_str())
+            }
+            _ => None,
+        };
+        if let Some(name) = image_base {
+            self.record_base(name, &self.platforms[i]);
+        }
         self.progress.done(id);
         // ONBUILD triggers of the base (an image's, or the ONBUILD lines of
         // a stage) run first, as if written right after FROM; the image

@@ -132,10 +132,15 @@ pub struct Args {
     /// lines or nothing (`quiet`).
     #[arg(long, value_enum, default_value = "auto")]
     progress: Mode,
-    /// Shorthand for "--attest=type=provenance": only "false" (no
-    /// attestation, what kiln writes) is accepted.
-    #[arg(long, value_parser = ["false", "0"])]
+    /// Shorthand for "--attest=type=provenance": `true` or `mode=min`
+    /// (the default of a multi-platform build), `mode=max` (the
+    /// Dockerfile too), `false`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     provenance: Option<String>,
+    /// Attestation parameters: `type=provenance[,mode=min|max]`,
+    /// `type=sbom`, `type=…,disabled=true`; repeatable.
+    #[arg(long)]
+    attest: Vec<String>,
     /// When FROM bases are pulled: `missing` (not in the store), `always`,
     /// `never`; `--pull` alone means always.
     #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
@@ -146,9 +151,9 @@ pub struct Args {
     /// Suppress the build output and print image ID on success.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Shorthand for "--attest=type=sbom": only "false" (no SBOM, what
-    /// kiln writes) is accepted.
-    #[arg(long, value_parser = ["false", "0"])]
+    /// Shorthand for "--attest=type=sbom": `true` (an SPDX SBOM of each
+    /// platform's image) or `false`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     sbom: Option<String>,
     /// Secret to expose to the build: `id=X,src=FILE` or `id=X,env=VAR`
     /// (`id=X` alone reads the variable X); repeatable.
@@ -354,7 +359,7 @@ fn verify_repro(
     opts: &Options,
     args: &Args,
     image: &kiln::image::Image,
-) -> Result<ExitCode, Error> {
+) -> Result<(ExitCode, serde_json::Value), Error> {
     let progress = Progress::stderr(if args.quiet {
         Mode::Quiet
     } else {
@@ -365,8 +370,9 @@ fn verify_repro(
     let mut err = std::io::stderr();
     let verdict = match verdict {
         Ok(v) => v,
-        Err(e) => return build_failed(source, e),
+        Err(e) => return Ok((build_failed(source, e)?, serde_json::Value::Null)),
     };
+    // Provenance records the verdict as this says it.
     match verdict {
         build::verify::Verdict::Same => {
             writeln!(
@@ -374,7 +380,10 @@ fn verify_repro(
                 "reproducible: {} again from the same inputs in a scratch store with no cache",
                 image.id
             )?;
-            Ok(ExitCode::SUCCESS)
+            Ok((
+                ExitCode::SUCCESS,
+                serde_json::json!({ "result": "reproducible", "imageId": image.id.to_string() }),
+            ))
         }
         build::verify::Verdict::Differs { again, first } => {
             writeln!(
@@ -382,12 +391,83 @@ fn verify_repro(
                 "kiln: not reproducible: {}, then {again} built again from the same inputs in a scratch store with no cache",
                 image.id
             )?;
-            for line in first {
+            for line in &first {
                 writeln!(err, "{line}")?;
             }
-            Ok(ExitCode::FAILURE)
+            Ok((
+                ExitCode::FAILURE,
+                serde_json::json!({ "result": "differs", "imageId": again, "firstDifference": first }),
+            ))
         }
     }
+}
+
+/// The records a build attaches: `--attest`, then `--provenance` and
+/// `--sbom` over it; provenance (`mode=min`) by default for a
+/// multi-platform build, as BuildKit attaches it to what it pushes.
+fn attestations(args: &Args, multi: bool) -> Result<kiln::attest::Attest, Error> {
+    use kiln::attest::provenance::Mode;
+    let mut provenance: Option<Option<Mode>> = None;
+    let mut sbom: Option<bool> = None;
+    let bad =
+        |what: &str, value: &str, hint: &str| Error::Usage(format!("{what} {value:?}: {hint}"));
+    let provenance_of = |value: &str| -> Result<Option<Mode>, Error> {
+        let mut mode = Some(Mode::Min);
+        for field in value.split(',') {
+            match field.trim() {
+                "true" | "1" | "mode=min" | "" => {}
+                "false" | "0" | "disabled=true" => mode = None,
+                "mode=max" => mode = mode.map(|_| Mode::Max),
+                other => {
+                    return Err(bad(
+                        "--provenance",
+                        other,
+                        "use true, false, mode=min or mode=max",
+                    ));
+                }
+            }
+        }
+        Ok(mode)
+    };
+    for a in &args.attest {
+        let kind = a
+            .split(',')
+            .find_map(|f| f.strip_prefix("type="))
+            .ok_or_else(|| bad("--attest", a, "name its type: type=provenance or type=sbom"))?;
+        let rest: Vec<&str> = a.split(',').filter(|f| !f.starts_with("type=")).collect();
+        match kind {
+            "provenance" => provenance = Some(provenance_of(&rest.join(","))?),
+            "sbom" => {
+                sbom = Some(!rest.contains(&"disabled=true"));
+                if let Some(f) = rest.iter().find(|f| {
+                    !f.starts_with("generator=")
+                        && **f != "disabled=true"
+                        && **f != "disabled=false"
+                }) {
+                    return Err(bad(
+                        "--attest type=sbom:",
+                        f,
+                        "kiln's own scanner takes no parameters but disabled=true",
+                    ));
+                }
+            }
+            other => return Err(bad("--attest type=", other, "use provenance or sbom")),
+        }
+    }
+    if let Some(p) = &args.provenance {
+        provenance = Some(provenance_of(p)?);
+    }
+    if let Some(s) = &args.sbom {
+        sbom = Some(match s.as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => return Err(bad("--sbom", other, "use true or false")),
+        });
+    }
+    Ok(kiln::attest::Attest {
+        provenance: provenance.unwrap_or(multi.then_some(Mode::Min)),
+        sbom: sbom.unwrap_or(false),
+    })
 }
 
 /// `--call=METHOD[,format=text|json]`.
@@ -440,19 +520,25 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             call.json,
         );
     }
-    let platform = match args.platform.as_deref() {
-        None => None,
-        Some(p) if p.contains(',') => {
-            return Err(Error::Usage(format!(
-                "--platform {p}: kiln builds one platform per build (an image index of several is not there yet): build each with its own --platform"
-            )));
+    // `--platform a,b`: each normalized, once, in the order given.
+    let mut platforms: Vec<String> = Vec::new();
+    for p in args.platform.iter().flat_map(|p| p.split(',')) {
+        let p = kiln::plan::normalize_platform(p.trim())
+            .map_err(|e| Error::Usage(format!("--platform: {e}")))?;
+        if !platforms.contains(&p) {
+            platforms.push(p);
         }
-        Some(p) => {
-            let p = kiln::plan::normalize_platform(p)
-                .map_err(|e| Error::Usage(format!("--platform: {e}")))?;
-            (p != kiln::plan::host_platform()).then_some(p)
-        }
+    }
+    let attest = attestations(&args, platforms.len() > 1)?;
+    // One platform without records: one image, as before; else an index.
+    let indexed = platforms.len() > 1 || attest.any();
+    let platform = match platforms.as_slice() {
+        [one] if *one != kiln::plan::host_platform() => Some(one.clone()),
+        _ => None,
     };
+    if platforms.is_empty() {
+        platforms.push(kiln::plan::host_platform());
+    }
     let mut tags = Vec::new();
     for t in &args.tags {
         tags.push(t.parse::<Name>().map_err(Error::Usage)?);
@@ -529,9 +615,54 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     } else {
         args.progress
     });
-    let result = build::build(&store, &source, &opts, &progress);
-    // The live view ends before anything else is printed.
-    drop(progress);
+    let mut verified: Option<(ExitCode, serde_json::Value)> = None;
+    let result = match indexed {
+        false => {
+            let r = build::build(&store, &source, &opts, &progress);
+            // The live view ends before anything else is printed.
+            drop(progress);
+            r
+        }
+        true => {
+            let built = build::platforms::build_each(&store, &source, &opts, &platforms, &progress);
+            drop(progress);
+            match built {
+                Err(e) => Err(e),
+                Ok(built) => {
+                    // Verified before the records are written: provenance
+                    // carries the verdict. This machine's image, else the first.
+                    let host = kiln::plan::host_platform();
+                    let checked = built
+                        .iter()
+                        .find(|b| b.platform == host)
+                        .unwrap_or(&built[0]);
+                    if args.verify_repro {
+                        let one = Options {
+                            platform: (checked.platform != host).then(|| checked.platform.clone()),
+                            tags: Vec::new(),
+                            ..opts.clone()
+                        };
+                        verified =
+                            Some(verify_repro(&store, &source, &one, &args, &checked.image)?);
+                    }
+                    let inputs = kiln::attest::provenance::Inputs {
+                        dockerfile: bytes.clone(),
+                        dockerfile_path: opts
+                            .dockerfile
+                            .as_ref()
+                            .map_or_else(|| "-".to_string(), |d| d.display().to_string()),
+                        context: args.context.clone(),
+                        build_args: opts.build_args.clone(),
+                        target: opts.target.clone(),
+                        secrets: opts.secrets.iter().map(|(id, _)| id.clone()).collect(),
+                        verified: verified.as_ref().map(|(_, v)| v.clone()),
+                        ..Default::default()
+                    };
+                    build::platforms::assemble(&store, &built, &opts, &attest, &inputs)
+                }
+            }
+        }
+    };
     match result {
         Ok(image) => {
             // Without a name and not exported, the image stays as
@@ -542,7 +673,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             // Verified first: an image that is not what it claims is
             // neither exported nor pushed.
             if args.verify_repro {
-                let code = verify_repro(&store, &source, &opts, &args, &image)?;
+                let code = match verified.take() {
+                    Some((code, _)) => code,
+                    None => verify_repro(&store, &source, &opts, &args, &image)?.0,
+                };
                 if code != ExitCode::SUCCESS {
                     writeln!(std::io::stdout(), "{}", image.id)?;
                     return Ok(code);
@@ -550,6 +684,20 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             }
             for output in &args.output {
                 match output {
+                    // Several platforms: a directory each, named as
+                    // BuildKit names them (`linux_arm64`).
+                    Output::Local(dir) if platforms.len() > 1 => {
+                        for p in &platforms {
+                            let wanted =
+                                kiln::registry::Platform::parse(p).map_err(Error::Usage)?;
+                            let one = kiln::image::Image::load_for(
+                                &store,
+                                image.entry_digest(),
+                                Some(&wanted),
+                            )?;
+                            one.export_rootfs(&store, &dir.join(p.replace('/', "_")))?;
+                        }
+                    }
                     Output::Local(dir) => image.export_rootfs(&store, dir)?,
                     Output::Archive(format, file) => {
                         let name = opts

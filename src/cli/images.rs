@@ -18,9 +18,16 @@ pub struct Args {
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
     let mut rows = vec![
-        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE",
+            "PLATFORMS",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     let mut json = Vec::new();
     for (name, d) in store.images()? {
@@ -28,18 +35,22 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         // An image without a name is docker's `<none> <none>`.
         let name = name.unwrap_or_else(|| "<none>:<none>".into());
         let (repo, tag) = name.rsplit_once(':').unwrap_or((&name, ""));
+        // A multi-platform image lists each of its index's platforms.
+        let platforms = image.platforms(&store)?;
         rows.push(vec![
             repo.to_string(),
             tag.to_string(),
             image.id.short().to_string(),
             format::ago(image.config.created.as_deref()),
             format::size(image.size()),
+            platforms.join(","),
         ]);
         json.push(serde_json::json!({
             "Repository": repo,
             "Tag": tag,
             "ID": image.id.to_string(),
-            "Digest": image.manifest_digest.to_string(),
+            "Digest": image.entry_digest().to_string(),
+            "Platforms": platforms,
             "CreatedAt": image.config.created,
             "Size": image.size(),
         }));

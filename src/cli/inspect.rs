@@ -16,17 +16,68 @@ pub struct Args {
     /// Only `image` or `container`.
     #[arg(long = "type", value_parser = ["image", "container"])]
     kind: Option<String>,
+    /// Of a multi-platform image, this platform's (`linux/arm64`).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print the image's SLSA provenance statement instead.
+    #[arg(long, conflicts_with = "sbom")]
+    provenance: bool,
+    /// Print the image's SPDX SBOM statement instead.
+    #[arg(long)]
+    sbom: bool,
 }
 
 /// Prints a JSON array, one object per image, in `docker inspect`'s shape.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
+    let platform = match &args.platform {
+        Some(p) => Some(
+            kiln::plan::normalize_platform(p)
+                .and_then(|p| kiln::registry::Platform::parse(&p))
+                .map_err(|e| Error::Usage(format!("--platform: {e}")))?,
+        ),
+        None => None,
+    };
+    let resolve = |r: &str| Image::resolve_for(&store, r, platform.as_ref());
+    if args.provenance || args.sbom {
+        let wanted = match args.provenance {
+            true => kiln::attest::provenance::PREDICATE,
+            false => kiln::attest::sbom::PREDICATE,
+        };
+        let mut out = Vec::new();
+        for reference in &args.images {
+            let image = resolve(reference)?;
+            let found = kiln::attest::read(&store, &image)?
+                .into_iter()
+                .find(|(p, _)| p == wanted)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{reference} ({}) has no {} attestation: build it with --{}",
+                        image.platform(),
+                        if args.provenance {
+                            "provenance"
+                        } else {
+                            "SBOM"
+                        },
+                        if args.provenance {
+                            "provenance=true"
+                        } else {
+                            "sbom=true"
+                        },
+                    ))
+                })?;
+            out.push(found.1);
+        }
+        let text = serde_json::to_string_pretty(&out).map_err(std::io::Error::other)? + "\n";
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = Vec::new();
     for reference in &args.images {
         let image = match args.kind.as_deref() {
             Some("container") => None,
-            Some(_) => Some(Image::resolve(&store, reference)?),
-            None => match Image::resolve(&store, reference) {
+            Some(_) => Some(resolve(reference)?),
+            None => match resolve(reference) {
                 Ok(i) => Some(i),
                 Err(e) => match kiln::container::find(&store, reference) {
                     Ok(_) => None,

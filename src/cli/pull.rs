@@ -15,6 +15,9 @@ pub struct Args {
     /// The platform to take from a multi-platform image [default: this machine's].
     #[arg(long, value_parser = Platform::parse)]
     platform: Option<Platform>,
+    /// Every platform of a multi-platform image, kept as its index.
+    #[arg(long = "all-platforms", conflicts_with = "platform")]
+    all_platforms: bool,
     /// A registry that may be reached over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     insecure: Vec<String>,
@@ -33,7 +36,16 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let mode = if args.quiet { Mode::Quiet } else { Mode::Auto };
     let transfers = Transfer::stderr(mode, "pulled");
     let image = runtime()?.block_on(async {
-        registry::pull::pull_via_mirrors(&store, &opts, &reference, &platform, &transfers).await
+        match args.all_platforms {
+            true => {
+                let client = registry::Client::connect(&reference.registry, &opts, None).await?;
+                registry::pull::pull_all(&store, &client, &reference, &transfers).await
+            }
+            false => {
+                registry::pull::pull_via_mirrors(&store, &opts, &reference, &platform, &transfers)
+                    .await
+            }
+        }
     })?;
     drop(transfers);
     let mut out = std::io::stdout();
@@ -42,7 +54,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             std::io::stderr(),
             "{}: {}",
             reference.local_name(),
-            image.manifest_digest
+            image.entry_digest()
         )?;
     }
     writeln!(out, "{}", image.id)?;

@@ -33,7 +33,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             out.push_str(&format!("Untagged: {name}\n"));
         }
         // An image without a name (`<none>`) is forgotten by its id.
-        if store.forget_untagged(&image.manifest_digest.to_string())? {
+        if store.forget_untagged(&image.entry_digest().to_string())? {
             store.image_event("delete", &image.id.to_string(), "");
             out.push_str(&format!("Deleted: {}\n", image.id));
         }

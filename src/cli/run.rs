@@ -621,6 +621,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         anonymous_volumes: anonymous,
         volumes_from: args.volumes_from.clone(),
         image: args.image.clone(),
+        platform: match args.platform {
+            Some(_) => Some(kiln::registry::Platform::parse(&platform).map_err(Error::Usage)?),
+            None => None,
+        },
         name: args.name.clone(),
         command: args.command.clone(),
         entrypoint: args.entrypoint.clone(),

@@ -22,14 +22,27 @@ pub struct Args {
     /// How layers stored uncompressed are compressed on the way out.
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
     compression: String,
+    /// Of a multi-platform image, only this platform's (`linux/arm64`):
+    /// the one image docker 20.10's `load` takes. Without it an OCI
+    /// archive holds the whole index, a docker archive this machine's.
+    #[arg(long)]
+    platform: Option<String>,
 }
 
 /// Writes the archive.
 pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
     let mut images = Vec::new();
+    let platform = match &args.platform {
+        Some(p) => Some(
+            kiln::plan::normalize_platform(p)
+                .and_then(|p| kiln::registry::Platform::parse(&p))
+                .map_err(|e| Error::Usage(format!("--platform: {e}")))?,
+        ),
+        None => None,
+    };
     for reference in &args.images {
-        let image = Image::resolve(&store, reference)?;
+        let mut image = Image::resolve_for(&store, reference, platform.as_ref())?;
         let name = match reference.parse::<Name>() {
             Ok(n) if image.names(&store)?.contains(&n.to_string()) => n.to_string(),
             _ => image
@@ -38,6 +51,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 .next()
                 .unwrap_or_else(|| image.id.to_string()),
         };
+        if let Some(p) = &platform {
+            // One platform: the image alone, its index left out.
+            if image.index.take().is_none() && image.platform() != p.to_string() {
+                return Err(Error::Usage(format!(
+                    "--platform {p}: {reference} is an image for {} only",
+                    image.platform()
+                )));
+            }
+        }
         images.push((name, image));
     }
     let format = if args.format == "docker" {

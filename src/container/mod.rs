@@ -244,6 +244,8 @@ pub struct Create {
     /// default network: the linked container's name and environment as
     /// `ALIAS_NAME`, `ALIAS_ENV_*`.
     pub legacy_links: Vec<String>,
+    /// `--platform`: of a multi-platform image, that platform's.
+    pub platform: Option<crate::registry::Platform>,
 }
 
 /// What `kiln exec` runs.
@@ -460,7 +462,7 @@ fn merge_health(
 /// (`created`). The container's lock is returned held: the caller runs it
 /// (foreground) or drops it for a monitor to take.
 pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs), ContainerError> {
-    let image = Image::resolve(store, &opts.image)?;
+    let image = Image::resolve_for(store, &opts.image, opts.platform.as_ref())?;
     let c = &image.config.config;
     // Entrypoint and Cmd exactly as docker run combines them.
     let entrypoint: Vec<String> = match &opts.entrypoint {

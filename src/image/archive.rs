@@ -70,62 +70,84 @@ pub fn save<W: Write>(
     format: Format,
     compression: Compression,
 ) -> Result<W> {
-    let mut tar = tar::Builder::new(out);
-    let mut written: Vec<Digest> = Vec::new();
+    let mut w = Writer {
+        store,
+        tar: tar::Builder::new(out),
+        written: std::collections::BTreeSet::new(),
+        format,
+        compression,
+    };
     let mut index_entries = Vec::new();
     let mut docker_entries = Vec::new();
-    let mut add_blob = |tar: &mut tar::Builder<W>, digest: &Digest| -> Result<()> {
-        if written.contains(digest) {
-            return Ok(());
-        }
-        let size = std::fs::metadata(store.blob_path(digest))
-            .map(|m| m.len())
-            .map_err(|source| ImageError::Read {
-                what: format!("blob {digest}"),
-                source,
-            })?;
-        let mut reader = store.open_blob(digest)?;
-        let mut h = tar_header(size);
-        let path = format!("blobs/sha256/{}", digest.hex());
-        tar.append_data(&mut h, &path, &mut reader)
-            .map_err(|e| ImageError::Store(reader.error(e)))?;
-        written.push(digest.clone());
-        Ok(())
-    };
     for (name, image) in images {
-        let mut layers = Vec::new();
-        for (layer, _) in image.layers() {
-            let exported = for_export(store, &layer, compression)?;
-            add_blob(&mut tar, &manifest_digest(&exported)?)?;
-            layers.push(exported);
-        }
-        add_blob(&mut tar, &image.id)?;
-        match format {
-            Format::Oci => {
-                let manifest = if layers == *image.manifest.layers() {
+        match (format, &image.index) {
+            (Format::Oci, Some(index)) => {
+                // The whole index: each platform's image, each attestation
+                // as it is (their subjects' digests change when layers are
+                // compressed, so the annotation follows).
+                let list = super::index::read(store, index)?;
+                let mut renamed: HashMap<String, String> = HashMap::new();
+                let mut entries = Vec::new();
+                for child in list.manifests() {
+                    if super::index::is_attestation(child) {
+                        entries.push(child.clone());
+                        continue;
+                    }
+                    let one = Image::load(store, &manifest_digest(child)?)?;
+                    let (manifest, _) = w.image(&one)?;
+                    let mut entry = child.clone();
+                    renamed.insert(child.digest().to_string(), manifest.digest().to_string());
+                    entry.set_digest(manifest.digest().clone());
+                    entry.set_size(manifest.size());
+                    entries.push(entry);
+                }
+                for entry in entries
+                    .iter_mut()
+                    .filter(|e| super::index::is_attestation(e))
+                {
+                    let attestation = manifest_digest(entry)?;
+                    let m: oci_spec::image::ImageManifest =
+                        store.read_json(&attestation, "attestation manifest")?;
+                    for blob in std::iter::once(m.config()).chain(m.layers()) {
+                        w.blob(&manifest_digest(blob)?)?;
+                    }
+                    w.blob(&attestation)?;
+                    let mut annotations = entry.annotations().clone().unwrap_or_default();
+                    if let Some(new) = annotations
+                        .get(super::index::REFERENCE_DIGEST)
+                        .and_then(|d| renamed.get(d))
+                    {
+                        annotations.insert(super::index::REFERENCE_DIGEST.to_string(), new.clone());
+                    }
+                    entry.set_annotations(Some(annotations));
+                }
+                let written = if entries == *list.manifests() {
                     image.descriptor(store)
                 } else {
-                    // The same config with other layer descriptors (compressed copies).
-                    super::write_manifest(
-                        store,
-                        image.manifest.config().clone(),
-                        layers,
-                        image.manifest.annotations().clone(),
-                    )?
+                    super::index::write(store, entries)?
                 };
-                add_blob(&mut tar, &manifest_digest(&manifest)?)?;
+                w.blob(&manifest_digest(&written)?)?;
+                let mut d = written;
+                d.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name.clone())])));
+                index_entries.push(d);
+            }
+            (Format::Oci, None) => {
+                let (manifest, _) = w.image(image)?;
                 let mut d = manifest;
                 d.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name.clone())])));
                 index_entries.push(d);
             }
-            Format::Docker => docker_entries.push(DockerEntry {
-                config: format!("blobs/sha256/{}", image.id.hex()),
-                repo_tags: Some(vec![name.clone()]),
-                layers: layers
-                    .iter()
-                    .map(|l| manifest_digest(l).map(|d| format!("blobs/sha256/{}", d.hex())))
-                    .collect::<Result<_>>()?,
-            }),
+            (Format::Docker, _) => {
+                let (_, layers) = w.image(image)?;
+                docker_entries.push(DockerEntry {
+                    config: format!("blobs/sha256/{}", image.id.hex()),
+                    repo_tags: Some(vec![name.clone()]),
+                    layers: layers
+                        .iter()
+                        .map(|l| manifest_digest(l).map(|d| format!("blobs/sha256/{}", d.hex())))
+                        .collect::<Result<_>>()?,
+                });
+            }
         }
     }
     let small = |tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]| {
@@ -138,16 +160,82 @@ pub fn save<W: Write>(
             index.set_media_type(Some(MediaType::ImageIndex));
             index.set_manifests(index_entries);
             let bytes = serde_json::to_vec(&index).map_err(|e| ImageError::Json("index", e))?;
-            small(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-            small(&mut tar, "index.json", &bytes)?;
+            small(
+                &mut w.tar,
+                "oci-layout",
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )?;
+            small(&mut w.tar, "index.json", &bytes)?;
         }
         Format::Docker => {
             let bytes = serde_json::to_vec(&docker_entries)
                 .map_err(|e| ImageError::Json("manifest.json", e))?;
-            small(&mut tar, "manifest.json", &bytes)?;
+            small(&mut w.tar, "manifest.json", &bytes)?;
         }
     }
-    tar.into_inner().map_err(write_err)
+    w.tar.into_inner().map_err(write_err)
+}
+
+/// An archive being written: each blob once.
+struct Writer<'s, W: Write> {
+    store: &'s Store,
+    tar: tar::Builder<W>,
+    written: std::collections::BTreeSet<Digest>,
+    format: Format,
+    compression: Compression,
+}
+
+impl<W: Write> Writer<'_, W> {
+    /// Adds a stored blob unless it is in already.
+    fn blob(&mut self, digest: &Digest) -> Result<()> {
+        if self.written.contains(digest) {
+            return Ok(());
+        }
+        let size = std::fs::metadata(self.store.blob_path(digest))
+            .map(|m| m.len())
+            .map_err(|source| ImageError::Read {
+                what: format!("blob {digest}"),
+                source,
+            })?;
+        let mut reader = self.store.open_blob(digest)?;
+        let mut h = tar_header(size);
+        let path = format!("blobs/sha256/{}", digest.hex());
+        self.tar
+            .append_data(&mut h, &path, &mut reader)
+            .map_err(|e| ImageError::Store(reader.error(e)))?;
+        self.written.insert(digest.clone());
+        Ok(())
+    }
+
+    /// Adds one image's blobs; returns its manifest's descriptor (a new
+    /// manifest when its layers were compressed for export; OCI only) and
+    /// its layers as written.
+    fn image(&mut self, image: &Image) -> Result<(Descriptor, Vec<Descriptor>)> {
+        let store = self.store;
+        let mut layers = Vec::new();
+        for (layer, _) in image.layers() {
+            let exported = for_export(store, &layer, self.compression)?;
+            self.blob(&manifest_digest(&exported)?)?;
+            layers.push(exported);
+        }
+        self.blob(&image.id)?;
+        if self.format == Format::Docker {
+            return Ok((image.manifest_descriptor(store), layers));
+        }
+        let manifest = if layers == *image.manifest.layers() {
+            image.manifest_descriptor(store)
+        } else {
+            // The same config with other layer descriptors (compressed copies).
+            super::write_manifest(
+                store,
+                image.manifest.config().clone(),
+                layers.clone(),
+                image.manifest.annotations().clone(),
+            )?
+        };
+        self.blob(&manifest_digest(&manifest)?)?;
+        Ok((manifest, layers))
+    }
 }
 
 /// What `load` brought in: one line per image, a name or an id.
@@ -419,18 +507,14 @@ fn load_docker_entry(
 
 fn load_oci_entry(store: &Store, d: &Descriptor, loaded: &mut Loaded) -> Result<()> {
     let digest = manifest_digest(d)?;
-    if d.media_type() == &MediaType::ImageIndex {
-        // A multi-platform index: take the entry for this machine.
+    if super::index::is_index(d.media_type()) && !super::index::complete(store, d) {
+        // An index whose archive holds only some platforms' blobs (as
+        // docker's save of one platform writes it): the image this
+        // machine would use, named alone.
         let index: ImageIndex = store.read_json(&digest, "index")?;
-        let arch = super::config::host_architecture();
-        let pick = index.manifests().iter().find(|m| {
-            m.platform().as_ref().is_none_or(|p| {
-                p.architecture().to_string() == arch && p.os().to_string() == "linux"
-            })
-        });
-        let Some(pick) = pick else {
+        let Some(pick) = super::index::choose(&index, None) else {
             return Err(ImageError::BadArchive(format!(
-                "index {digest} has no linux/{arch} image"
+                "index {digest} names no image"
             )));
         };
         let mut pick = pick.clone();

@@ -52,6 +52,31 @@ fn suffix(c: Compression) -> &'static str {
     }
 }
 
+/// `image`'s manifest with its layers as they leave the store compressed
+/// with `want`: the same manifest when they already are, else a new one
+/// over the same config.
+pub fn exported_manifest(
+    store: &Store,
+    image: &crate::image::Image,
+    want: Compression,
+) -> Result<Descriptor> {
+    let layers = image
+        .manifest
+        .layers()
+        .iter()
+        .map(|l| for_export(store, l, want))
+        .collect::<Result<Vec<_>>>()?;
+    if layers == *image.manifest.layers() {
+        return Ok(image.manifest_descriptor(store));
+    }
+    crate::image::write_manifest(
+        store,
+        image.manifest.config().clone(),
+        layers,
+        image.manifest.annotations().clone(),
+    )
+}
+
 /// The layer as it should leave the store: `layer` itself when it is
 /// already compressed (or `want` is none), else its compressed copy, made
 /// now or found in the cache.

@@ -5,6 +5,7 @@ pub mod archive;
 mod changes;
 pub mod compress;
 pub mod config;
+pub mod index;
 pub mod prune;
 pub mod reference;
 
@@ -69,6 +70,16 @@ pub enum ImageError {
     /// Encoding JSON failed.
     #[error("encoding {0}: {1}")]
     Json(&'static str, serde_json::Error),
+    /// A multi-platform image without the platform asked for.
+    #[error("{image} has no image for {platform} (it has {available})")]
+    NoPlatform {
+        /// The image as named.
+        image: String,
+        /// The platform asked for.
+        platform: String,
+        /// The platforms it has.
+        available: String,
+    },
 }
 
 /// Shorthand for results of this module.
@@ -85,11 +96,72 @@ pub struct Image {
     pub id: Digest,
     /// The config.
     pub config: ImageConfig,
+    /// The index it was chosen from, when its name names a multi-platform
+    /// image: what a tag, a save or a push of it carries along.
+    pub index: Option<Digest>,
 }
 
 impl Image {
-    /// Reads the image whose manifest is `manifest`.
-    pub fn load(store: &Store, manifest: &Digest) -> Result<Image> {
+    /// Reads the image an index entry names: a manifest, or an index's
+    /// image for this machine (else its first; see [`index::choose`]).
+    pub fn load(store: &Store, entry: &Digest) -> Result<Image> {
+        Image::load_for(store, entry, None)
+    }
+
+    /// [`Image::load`] of `platform`'s image when `entry` is an index; a
+    /// one-platform image is returned whatever its platform (callers that
+    /// care compare).
+    pub fn load_for(
+        store: &Store,
+        entry: &Digest,
+        platform: Option<&crate::registry::Platform>,
+    ) -> Result<Image> {
+        if !index::holds_index(store, entry) {
+            return Image::load_manifest(store, entry);
+        }
+        let list = index::read(store, entry)?;
+        let child = index::choose(&list, platform).ok_or_else(|| ImageError::NoPlatform {
+            image: entry.to_string(),
+            platform: platform.map_or_else(|| "any platform".to_string(), |p| p.to_string()),
+            available: index::images(&list)
+                .iter()
+                .filter_map(|d| index::platform_of(d))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let mut image = Image::load_manifest(store, &manifest_digest(child)?)?;
+        image.index = Some(entry.clone());
+        Ok(image)
+    }
+
+    /// The platforms of the image's name: each of its index's images', or
+    /// its own.
+    pub fn platforms(&self, store: &Store) -> Result<Vec<String>> {
+        match &self.index {
+            Some(digest) => Ok(index::images(&index::read(store, digest)?)
+                .iter()
+                .filter_map(|d| index::platform_of(d))
+                .collect()),
+            None => Ok(vec![self.platform()]),
+        }
+    }
+
+    /// This image's platform, `os/arch[/variant]`.
+    pub fn platform(&self) -> String {
+        let c = &self.config;
+        match &c.variant {
+            Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
+            None => format!("{}/{}", c.os, c.architecture),
+        }
+    }
+
+    /// The digest the store's index names: the image index's when the
+    /// image came from one, else the manifest's.
+    pub fn entry_digest(&self) -> &Digest {
+        self.index.as_ref().unwrap_or(&self.manifest_digest)
+    }
+
+    fn load_manifest(store: &Store, manifest: &Digest) -> Result<Image> {
         let m: ImageManifest = store.read_json(manifest, "manifest")?;
         let id = Digest::from_oci(m.config().digest()).ok_or_else(|| {
             ImageError::BadArchive(format!("manifest {manifest} has a non-sha256 config"))
@@ -100,26 +172,73 @@ impl Image {
             manifest: m,
             id,
             config,
+            index: None,
         })
     }
 
     /// Finds an image by name (`busybox`, `app:1`), full id
     /// (`sha256:...`) or unique id prefix (`4a5b`), as `docker` does.
     pub fn resolve(store: &Store, reference: &str) -> Result<Image> {
+        Image::resolve_for(store, reference, None)
+    }
+
+    /// [`Image::resolve`] choosing `platform`'s image of a multi-platform
+    /// name (see [`Image::load_for`]).
+    pub fn resolve_for(
+        store: &Store,
+        reference: &str,
+        platform: Option<&crate::registry::Platform>,
+    ) -> Result<Image> {
         let tags = store.tags()?;
         if let Ok(name) = reference.parse::<Name>() {
             let full = name.to_string();
             if let Some((_, d)) = tags.iter().find(|(n, _)| *n == full) {
-                return Image::load(store, &manifest_digest(d)?);
+                return Image::load_for(store, &manifest_digest(d)?, platform).map_err(
+                    |e| match e {
+                        ImageError::NoPlatform {
+                            platform,
+                            available,
+                            ..
+                        } => ImageError::NoPlatform {
+                            image: full,
+                            platform,
+                            available,
+                        },
+                        e => e,
+                    },
+                );
             }
         }
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let mut found: Vec<Image> = Vec::new();
             for (_, d) in &store.images()? {
-                let image = Image::load(store, &manifest_digest(d)?)?;
-                if image.id.hex().starts_with(hex) && !found.iter().any(|f| f.id == image.id) {
-                    found.push(image);
+                let entry = manifest_digest(d)?;
+                // Every platform's image of an index is found by its id
+                // (a container records the id of the one it ran).
+                let candidates = match index::holds_index(store, &entry) {
+                    false => vec![Image::load_manifest(store, &entry)?],
+                    true => {
+                        let list = index::read(store, &entry)?;
+                        let mut all = Vec::new();
+                        for child in index::images(&list) {
+                            let mut image = Image::load_manifest(store, &manifest_digest(child)?)?;
+                            image.index = Some(entry.clone());
+                            all.push(image);
+                        }
+                        all
+                    }
+                };
+                for image in candidates {
+                    let platform_ok = platform.is_none_or(|p| {
+                        image.index.is_none() || image.platform().starts_with(&p.to_string())
+                    });
+                    if platform_ok
+                        && image.id.hex().starts_with(hex)
+                        && !found.iter().any(|f| f.id == image.id)
+                    {
+                        found.push(image);
+                    }
                 }
             }
             match found.len() {
@@ -161,6 +280,11 @@ impl Image {
                 "Digest": image.manifest_digest.to_string(),
                 "Layers": image.manifest.layers(),
             },
+            // A multi-platform image's index, with the platforms it names.
+            "Index": match &image.index {
+                Some(d) => serde_json::json!({ "Digest": d.to_string(), "Platforms": image.platforms(store)? }),
+                None => serde_json::Value::Null,
+            },
         }))
     }
 
@@ -169,7 +293,7 @@ impl Image {
         Ok(store
             .tags()?
             .into_iter()
-            .filter(|(_, d)| d.digest().to_string() == self.manifest_digest.to_string())
+            .filter(|(_, d)| d.digest().to_string() == self.entry_digest().to_string())
             .map(|(n, _)| n)
             .collect())
     }
@@ -245,8 +369,23 @@ impl Image {
         self.manifest.layers().iter().map(|l| l.size()).sum()
     }
 
-    /// The manifest's descriptor, as an index lists it.
+    /// The descriptor the store's index lists for it: its image index's
+    /// when it came from one (a tag of it keeps every platform), else its
+    /// manifest's.
     pub fn descriptor(&self, store: &Store) -> Descriptor {
+        let digest = self.entry_digest();
+        let size = std::fs::metadata(store.blob_path(digest))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let media = match self.index {
+            Some(_) => MediaType::ImageIndex,
+            None => MediaType::ImageManifest,
+        };
+        Descriptor::new(media, size, digest.to_oci())
+    }
+
+    /// The descriptor of this platform's manifest alone.
+    pub fn manifest_descriptor(&self, store: &Store) -> Descriptor {
         let size = std::fs::metadata(store.blob_path(&self.manifest_digest))
             .map(|m| m.len())
             .unwrap_or(0);

@@ -1,6 +1,6 @@
 //! `kiln prune`: remove what no tag reaches, and trim the build cache.
 
-use super::{Image, Result, manifest_digest};
+use super::{Result, manifest_digest};
 use crate::store::{Digest, Store, StoreError};
 use std::collections::BTreeSet;
 use std::fs;
@@ -113,16 +113,9 @@ pub fn prune(
         let mut diff_ids: BTreeSet<Digest> = BTreeSet::new();
         // Images without a name are kept too, until `image prune` or
         // `rmi` forgets them.
+        // An index keeps every platform's image and its attestations.
         for (_, d) in store.images()? {
-            let image = Image::load(store, &manifest_digest(&d)?)?;
-            live.insert(image.manifest_digest.clone());
-            live.insert(image.id.clone());
-            for (layer, diff_id) in image.layers() {
-                if let Some(l) = Digest::from_oci(layer.digest()) {
-                    live.insert(l);
-                }
-                diff_ids.insert(diff_id);
-            }
+            super::index::reachable(store, &d, &mut live, &mut diff_ids)?;
         }
         let mut pruned = Pruned::default();
         let mut cache = records(store);
@@ -202,6 +195,7 @@ pub fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::Image;
     use crate::layer::Compression;
 
     #[test]

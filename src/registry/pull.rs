@@ -183,6 +183,54 @@ pub async fn pull(
     Ok(image)
 }
 
+/// Pulls `reference` with every platform of its index (`kiln pull
+/// --all-platforms`): each image's and attestation's manifest and blobs,
+/// then the index, named `reference.local_name()`. A one-platform image
+/// is pulled as [`pull`] pulls it.
+pub async fn pull_all(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    transfer: &Transfer,
+) -> Result<Image, RegistryError> {
+    let repo = &reference.repository;
+    let top = fetch_manifest(client, repo, &reference.manifest_ref()).await?;
+    if !is_index(&top.media_type) {
+        return pull(store, client, reference, &Platform::host(), transfer).await;
+    }
+    let index: ImageIndex = serde_json::from_slice(&top.bytes)
+        .map_err(|e| RegistryError::Manifest(format!("the index of {reference}: {e}")))?;
+    for child in index.manifests() {
+        let fetched = fetch_manifest(client, repo, child.digest().as_ref()).await?;
+        if is_index(&fetched.media_type) {
+            return Err(RegistryError::Manifest(format!(
+                "{reference}: an index inside an index is not supported"
+            )));
+        }
+        let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes)
+            .map_err(|e| RegistryError::Manifest(format!("a manifest of {reference}: {e}")))?;
+        let blobs =
+            std::iter::once(manifest.config().clone()).chain(manifest.layers().iter().cloned());
+        let fetches = blobs.map(|d| fetch_blob(store, client, repo, d, transfer));
+        let results: Vec<_> = futures::stream::iter(fetches)
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        store.put_bytes(&fetched.bytes)?;
+        record_origin(store, &fetched.digest, &client.registry, repo);
+    }
+    let (digest, size) = store.put_bytes(&top.bytes)?;
+    record_origin(store, &digest, &client.registry, repo);
+    let descriptor = Descriptor::new(MediaType::ImageIndex, size, digest.to_oci());
+    store.tag(&reference.local_name(), descriptor)?;
+    let image = Image::load(store, &digest)?;
+    store.image_event("pull", &image.id.to_string(), &reference.local_name());
+    Ok(image)
+}
+
 /// Fetches one blob unless the store has it; its digest is checked before
 /// it is kept.
 async fn fetch_blob(
@@ -381,7 +429,9 @@ pub fn ensure(
     policy: Policy,
     platform: &Platform,
 ) -> Result<Image, EnsureError> {
-    let local = Image::resolve(store, name).ok();
+    // A multi-platform name gives the platform's image; one without it is
+    // missing (pulled, or refused with --pull=never).
+    let local = Image::resolve_for(store, name, Some(platform)).ok();
     match (local, policy) {
         (Some(image), Policy::Missing | Policy::Never) => return Ok(image),
         (None, Policy::Never) => return Err(EnsureError::Never(name.to_string())),

@@ -610,18 +610,17 @@ impl Store {
         Ok(removed)
     }
 
-    /// The image id (its config's digest) of a manifest, as events name
-    /// images; the manifest's own digest when it cannot be read.
-    pub fn image_id(&self, manifest: &Descriptor) -> String {
-        let digest = manifest.digest().to_string();
+    /// The image id (its config's digest) of an index entry, as events
+    /// name images: that of the image [`crate::image::Image::load`]
+    /// chooses (an index's image for this machine); the entry's own digest
+    /// when it cannot be read.
+    pub fn image_id(&self, entry: &Descriptor) -> String {
+        let digest = entry.digest().to_string();
         digest
             .parse::<Digest>()
             .ok()
-            .and_then(|d| {
-                self.read_json::<oci_spec::image::ImageManifest>(&d, "manifest")
-                    .ok()
-            })
-            .map_or(digest, |m| m.config().digest().to_string())
+            .and_then(|d| crate::image::Image::load(self, &d).ok())
+            .map_or(digest, |image| image.id.to_string())
     }
 
     /// Records an image event in the store's journal.
