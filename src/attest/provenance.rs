@@ -199,7 +199,7 @@ mod tests {
             build_args: vec![("A".into(), "1".into())],
             target: Some("app".into()),
             platform: "linux/arm64".into(),
-            secrets: vec!["token".into()],
+            secrets: vec!["npmrc".into()],
             materials: vec![Material {
                 uri: "https://u:p@files.example/a.tgz".into(),
                 digest: Digest::of(b"a"),
@@ -226,7 +226,7 @@ mod tests {
         );
         assert_eq!(
             def["externalParameters"]["request"]["secrets"][0]["id"],
-            "token"
+            "npmrc"
         );
         assert_eq!(
             def["externalParameters"]["configSource"]["digest"]["sha256"],

