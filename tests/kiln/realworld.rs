@@ -462,3 +462,83 @@ fn a_rootless_apt_get_build_keeps_its_owners() {
         "_apt\n"
     );
 }
+
+#[test]
+fn the_sbom_of_a_debian_image_lists_what_dpkg_query_lists() {
+    let Some(tar) = debian_tar_for("an SBOM of its dpkg database") else {
+        return;
+    };
+    let store = tempfile::tempdir().expect("tempdir");
+    let k = |args: &[&str]| {
+        let out = kiln()
+            .arg("--root")
+            .arg(store.path())
+            .args(args)
+            .output()
+            .expect("kiln");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    k(&["import", tar.to_str().unwrap(), "debian:local"]);
+    let ctx = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM debian:local\nRUN rm -rf /usr/share/doc\n",
+    )
+    .unwrap();
+    k(&[
+        "build",
+        "-q",
+        "--sbom=true",
+        "-t",
+        "deb:sbom",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let listed = k(&[
+        "run",
+        "--rm",
+        "deb:sbom",
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${Package} ${Version}\n",
+    ]);
+    let mut want: Vec<String> = listed.lines().map(str::to_string).collect();
+    want.sort();
+    let sbom: Value = serde_json::from_str(&k(&["inspect", "--sbom", "deb:sbom"])).unwrap();
+    let doc = &sbom[0]["predicate"];
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let mut got: Vec<String> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap()
+            )
+        })
+        .collect();
+    got.sort();
+    assert!(want.len() > 50, "{listed}");
+    assert_eq!(got, want);
+    let purl = &doc["packages"][0]["externalRefs"][0]["referenceLocator"];
+    assert!(
+        purl.as_str().unwrap().starts_with("pkg:deb/debian/"),
+        "{purl}"
+    );
+    // Provenance was not asked for: the index holds the SBOM alone.
+    let out = kiln()
+        .arg("--root")
+        .arg(store.path())
+        .args(["inspect", "--provenance", "deb:sbom"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("has no provenance attestation"),
+        "{}",
+        text(&out.stderr)
+    );
+}
