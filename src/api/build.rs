@@ -106,6 +106,7 @@ async fn build_image(
     super::body_to_file(raw.into_body(), &file, "context").await?;
     drop(file);
     let opts = Options {
+        label: None,
         context: work.path().join("context"),
         tags: names,
         build_args: json_map(&q, "buildargs")?,

@@ -103,6 +103,9 @@ pub enum BuildError {
 /// What to build.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
+    /// A prefix of every step's name (`linux/arm64`), when builds of
+    /// several platforms run side by side.
+    pub label: Option<String>,
     /// The build context directory.
     pub context: PathBuf,
     /// The Dockerfile's path (for `<Dockerfile>.dockerignore`).
@@ -809,6 +812,20 @@ pub fn build_reported(
     Ok((image, report))
 }
 
+/// The process-wide lock of step `key` (dropped entries are forgotten).
+fn key_lock(key: &str) -> Arc<Mutex<()>> {
+    static LOCKS: Mutex<std::collections::BTreeMap<String, std::sync::Weak<Mutex<()>>>> =
+        Mutex::new(std::collections::BTreeMap::new());
+    let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    locks.retain(|_, l| l.strong_count() > 0);
+    if let Some(l) = locks.get(key).and_then(std::sync::Weak::upgrade) {
+        return l;
+    }
+    let l = Arc::new(Mutex::new(()));
+    locks.insert(key.to_string(), Arc::downgrade(&l));
+    l
+}
+
 /// Now, as provenance and SBOMs write times.
 pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -960,15 +977,23 @@ impl Builder<'_> {
     /// the Dockerfile has one stage.
     fn step_name(&self, i: usize, n: usize, total: usize, text: &str) -> String {
         let stage = &self.stages[i];
+        // BuildKit's names: `[linux/arm64 stage-1 2/3]` in a build of
+        // several platforms.
+        let platform = self
+            .opts
+            .label
+            .as_ref()
+            .map(|l| format!("{l} "))
+            .unwrap_or_default();
         if self.stages.len() == 1 {
-            return format!("[{n}/{total}] {text}");
+            return format!("[{platform}{n}/{total}] {text}");
         }
         let label = stage
             .from
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{i}"));
-        format!("[{label} {n}/{total}] {text}")
+        format!("[{platform}{label} {n}/{total}] {text}")
     }
 
     /// Records base image `name` (as resolved for `platform`) as a
@@ -1160,6 +1185,11 @@ impl Builder<'_> {
             None => inputs,
         };
         let key = inputs.key();
+        // One step of a key at a time in this process: builds side by
+        // side (the platforms of one build, `kiln serve`'s jobs) that
+        // share a step run it once, and the others find it cached.
+        let one = key_lock(&key);
+        let _running = one.lock().unwrap_or_else(|e| e.into_inner());
         let hit = cx.use_cache.then(|| cached(self.store, &key)).flatten();
         let hit = match (&self.opts.warm_check, hit) {
             (Some(keys), Some(r)) if keys.contains(&key) => Some(r),

@@ -3,10 +3,10 @@
 //! image, and an attestation manifest per image when provenance or an
 //! SBOM is asked for (BuildKit's layout).
 //!
-//! Platforms are built one after another: a `FROM --platform=$BUILDPLATFORM`
-//! stage is the same steps for every target, so the second finds it in
-//! the step cache and it runs once (built side by side, both would run it),
-//! and an emulated RUN already keeps a core busy.
+//! Platforms are built side by side, as many as there are cores. A
+//! `FROM --platform=$BUILDPLATFORM` stage that does not read the target's
+//! args is the same steps for every target: one build runs each of its
+//! steps while the others wait on the step's key, then find it cached.
 
 use super::{BuildError, Options, Report, build_reported};
 use crate::attest::{self, Attest, provenance};
@@ -35,22 +35,36 @@ pub fn build_each(
     progress: &Progress,
 ) -> Result<Vec<Built>, BuildError> {
     let host = crate::plan::host_platform();
-    let mut built = Vec::new();
-    for platform in platforms {
-        if platforms.len() > 1 {
-            progress.note(&format!("building for {platform}"));
-        }
+    let one = |platform: &String| -> Result<Built, BuildError> {
         let one = Options {
             platform: (*platform != host).then(|| platform.clone()),
             tags: Vec::new(),
+            label: (platforms.len() > 1).then(|| platform.clone()),
             ..opts.clone()
         };
         let (image, report) = build_reported(store, source, &one, progress)?;
-        built.push(Built {
+        Ok(Built {
             platform: platform.clone(),
             image,
             report,
+        })
+    };
+    // As many platforms at once as there are cores; a step two of them
+    // share (a `$BUILDPLATFORM` stage's) runs once, the other waiting
+    // for it and finding it cached (see `key_lock`).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut built = Vec::new();
+    for chunk in platforms.chunks(cores.max(1)) {
+        let results: Vec<Result<Built, BuildError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|p| s.spawn(|| one(p))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
         });
+        for r in results {
+            built.push(r?);
+        }
     }
     Ok(built)
 }

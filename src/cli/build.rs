@@ -574,6 +574,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let source = Source::new(name, &bytes);
     let store = open_store(root)?;
     let opts = Options {
+        label: None,
         platform,
         context: args.context.clone(),
         dockerfile: (file.as_os_str() != "-").then_some(file),

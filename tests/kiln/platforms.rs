@@ -324,6 +324,47 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
             ctx_s,
         ],
     );
+    // A $BUILDPLATFORM stage that reads no target arg is one step for
+    // both platforms: built side by side, it runs once, the other
+    // platform's build waiting for it and finding it cached.
+    std::fs::write(
+        ctx.join("Dockerfile.shared"),
+        "FROM --platform=$BUILDPLATFORM box-amd64 AS tools\n\
+         RUN echo tool > /tool\n\
+         FROM box-${TARGETARCH}\n\
+         COPY --from=tools /tool /tool\n",
+    )
+    .unwrap();
+    let (code, _, progress) = k(
+        &store,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-f",
+            ctx.join("Dockerfile.shared").to_str().unwrap(),
+            ctx_s,
+        ],
+    );
+    assert_eq!(code, Some(0), "{progress}");
+    let ids: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.ends_with("tools 2/2] RUN echo tool > /tool"))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "one per platform, each named by it: {progress}"
+    );
+    assert!(progress.contains("[linux/arm64 tools 2/2]"), "{progress}");
+    let cached = ids
+        .iter()
+        .filter(|id| progress.lines().any(|l| l == format!("{id} CACHED")))
+        .count();
+    assert_eq!(cached, 1, "{progress}");
     let amd = "linux/amd64 (x86_64) for linux/amd64: amd64\nx86_64\n";
     let arm = "linux/amd64 (x86_64) for linux/arm64: arm64\naarch64\n";
     assert_eq!(ok(&store, &["run", "--rm", &name]), amd);
