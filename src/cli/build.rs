@@ -36,6 +36,10 @@ pub struct Args {
     /// `manifest:KEY=VALUE` (repeatable).
     #[arg(long = "annotation", value_parser = parse_annotation)]
     annotations: Vec<(String, String)>,
+    /// Attestation parameters: `type=provenance[,mode=min|max]`,
+    /// `type=sbom`, `type=…,disabled=true`; repeatable.
+    #[arg(long)]
+    attest: Vec<String>,
     /// Set build-time variables: `KEY=value`, or `KEY` to take it from the
     /// environment (repeatable).
     #[arg(long = "build-arg")]
@@ -137,10 +141,6 @@ pub struct Args {
     /// Dockerfile too), `false`.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     provenance: Option<String>,
-    /// Attestation parameters: `type=provenance[,mode=min|max]`,
-    /// `type=sbom`, `type=…,disabled=true`; repeatable.
-    #[arg(long)]
-    attest: Vec<String>,
     /// When FROM bases are pulled: `missing` (not in the store), `always`,
     /// `never`; `--pull` alone means always.
     #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
@@ -445,13 +445,13 @@ fn attestations(args: &Args, multi: bool) -> Result<kiln::attest::Attest, Error>
                         && **f != "disabled=false"
                 }) {
                     return Err(bad(
-                        "--attest type=sbom:",
+                        "--attest type=sbom parameter",
                         f,
                         "kiln's own scanner takes no parameters but disabled=true",
                     ));
                 }
             }
-            other => return Err(bad("--attest type=", other, "use provenance or sbom")),
+            other => return Err(bad("--attest type", other, "use provenance or sbom")),
         }
     }
     if let Some(p) = &args.provenance {
@@ -793,7 +793,7 @@ fn metadata(store: &kiln::store::Store, image: &Image, tags: &[Name]) -> String 
     let value = serde_json::json!({
         "containerimage.config.digest": image.id.to_string(),
         "containerimage.descriptor": descriptor,
-        "containerimage.digest": image.manifest_digest.to_string(),
+        "containerimage.digest": image.entry_digest().to_string(),
         "image.name": names.join(","),
     });
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"

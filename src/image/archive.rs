@@ -579,6 +579,121 @@ mod tests {
     }
 
     #[test]
+    fn an_index_is_saved_whole_and_an_archive_of_part_of_one_loads_that_part() {
+        use crate::image::index;
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let a = one_image(&store, "a:1");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("arm"), "arm").unwrap();
+        let (tar, _, _) = layer::generate(dir.path(), Vec::new(), Default::default()).unwrap();
+        let b = super::super::import_for(
+            &store,
+            tar.as_slice(),
+            "t",
+            &"b:1".parse().unwrap(),
+            &[],
+            "linux/arm64",
+        )
+        .unwrap();
+        let host = crate::plan::host_platform();
+        let written = index::write(
+            &store,
+            vec![
+                index::entry(&a.manifest_descriptor(&store), &host).unwrap(),
+                index::entry(&b.manifest_descriptor(&store), "linux/arm64").unwrap(),
+            ],
+        )
+        .unwrap();
+        store.tag("multi:1", written.clone()).unwrap();
+        let multi = Image::resolve(&store, "multi:1").unwrap();
+        assert_eq!(multi.id, a.id, "this machine's image");
+        assert_eq!(
+            multi.platforms(&store).unwrap(),
+            [host.clone(), "linux/arm64".into()]
+        );
+        // A tag of it names the index, not one image.
+        store.tag("again:1", multi.descriptor(&store)).unwrap();
+        let arm = crate::registry::Platform::parse("linux/arm64").unwrap();
+        assert_eq!(
+            Image::resolve_for(&store, "again:1", Some(&arm))
+                .unwrap()
+                .id,
+            b.id
+        );
+        // By the arm64 image's id too (a container records it).
+        assert_eq!(Image::resolve(&store, &b.id.hex()[..12]).unwrap().id, b.id);
+
+        let mut archive = Vec::new();
+        save(
+            &store,
+            &[("multi:1".into(), multi.clone())],
+            &mut archive,
+            Format::Oci,
+            Compression::None,
+        )
+        .unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let dst = Store::open(other.path()).unwrap();
+        load(&dst, archive.as_slice()).unwrap();
+        let loaded = Image::resolve(&dst, "multi:1").unwrap();
+        assert_eq!(
+            loaded.index.as_ref(),
+            Some(&manifest_digest(&written).unwrap())
+        );
+        assert_eq!(
+            Image::resolve_for(&dst, "multi:1", Some(&arm)).unwrap().id,
+            b.id
+        );
+
+        // An archive holding the index but one platform's blobs (as a
+        // docker save of one platform writes it): that image, named.
+        let mut part = Vec::new();
+        save(
+            &store,
+            &[("multi:1".into(), multi)],
+            &mut part,
+            Format::Oci,
+            Compression::None,
+        )
+        .unwrap();
+        let arm_blobs: Vec<String> = b
+            .layers()
+            .iter()
+            .map(|(l, _)| format!("blobs/sha256/{}", manifest_digest(l).unwrap().hex()))
+            .collect();
+        let mut filtered = tar::Builder::new(Vec::new());
+        let mut input = tar::Archive::new(part.as_slice());
+        for entry in input.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            if arm_blobs.contains(&path) {
+                continue;
+            }
+            let mut h = entry.header().clone();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            filtered
+                .append_data(&mut h, &path, bytes.as_slice())
+                .unwrap();
+        }
+        let part = filtered.into_inner().unwrap();
+        let third = tempfile::tempdir().unwrap();
+        let dst = Store::open(third.path()).unwrap();
+        load(&dst, part.as_slice()).unwrap();
+        let loaded = Image::resolve(&dst, "multi:1").unwrap();
+        assert_eq!((loaded.index, loaded.id), (None, a.id.clone()));
+        // Prune walks indexes: both platforms' blobs stay in the first store.
+        store.untag("a:1").unwrap();
+        store.untag("b:1").unwrap();
+        crate::image::prune::prune(&store, None, &[])
+            .unwrap()
+            .unwrap();
+        assert!(store.has_blob(&b.id) && store.has_blob(&a.id));
+        assert!(crate::image::index::complete(&store, &written));
+    }
+
+    #[test]
     fn oci_and_docker_archives_round_trip() {
         for format in [Format::Oci, Format::Docker] {
             for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {

@@ -246,4 +246,25 @@ mod tests {
         assert!(is_attestation(&att));
         assert_eq!(platform_of(&a).as_deref(), Some(other));
     }
+
+    #[test]
+    fn an_index_naming_itself_or_a_missing_child_is_walked_once_and_said() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        // An index whose child is an index naming a missing manifest.
+        let missing = platformed("e", "linux/amd64");
+        let inner = write(&store, vec![missing]).unwrap();
+        let outer = write(&store, vec![inner.clone(), inner.clone()]).unwrap();
+        let (mut blobs, mut diffs) = (BTreeSet::new(), BTreeSet::new());
+        assert!(reachable(&store, &outer, &mut blobs, &mut diffs).is_err());
+        assert!(!complete(&store, &outer));
+        // Nothing to choose: no image entry, and a child index is none.
+        assert_eq!(
+            choose(
+                &read(&store, &manifest_digest(&outer).unwrap()).unwrap(),
+                None
+            ),
+            None
+        );
+    }
 }

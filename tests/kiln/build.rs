@@ -2019,7 +2019,11 @@ fn cgroup_parent_and_buildx_flags() {
     }
     for (flag, want) in [
         ("--cgroup-parent=../escape", "invalid cgroup parent"),
-        ("--provenance=true", "invalid value 'true'"),
+        (
+            "--provenance=mode=fast",
+            "--provenance \"mode=fast\": use true, false, mode=min or mode=max",
+        ),
+        ("--attest=type=vex", "use provenance or sbom"),
     ] {
         let out = k(root.path(), &["build", flag, c.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{flag}");
@@ -2044,6 +2048,7 @@ fn cgroup_parent_and_buildx_flags() {
         "--add-host",
         "--allow",
         "--annotation",
+        "--attest",
         "--build-arg",
         "--build-context",
         "--cache-from",
