@@ -876,7 +876,7 @@ struct Builder<'a> {
 
 /// The build args a build plans with: `--build-arg`s, and the epoch of
 /// `--source-date-epoch` as `SOURCE_DATE_EPOCH` unless one of them sets it.
-fn build_args_of(opts: &Options) -> Vec<(String, String)> {
+pub fn build_args_of(opts: &Options) -> Vec<(String, String)> {
     let mut args = opts.build_args.clone();
     if let Some(secs) = opts.source_date_epoch
         && !args.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
@@ -1534,7 +1534,12 @@ fn lint_build(
         }
         // Pulled here only when the stage would pull it anyway for being
         // missing (`--pull=always` pulls it again when the stage starts).
-        let image = match (Image::resolve(store, reference), opts.pull) {
+        // A multi-platform base gives the stage's platform's image.
+        let wanted = crate::registry::Platform::parse(&target).ok();
+        let image = match (
+            Image::resolve_for(store, reference, wanted.as_ref()),
+            opts.pull,
+        ) {
             (Ok(image), _) => image,
             (Err(_), Pull::Missing | Pull::Always) => {
                 pull_base(store, reference, opts, &target).ok()?
@@ -1580,6 +1585,7 @@ pub fn base_facts(config: &ImageConfig, platform: &str) -> lint::BaseFacts {
         env,
         shell: config.config.shell.as_ref().is_some_and(|s| !s.is_empty()),
         other_platform,
+        platform: platform.to_string(),
     }
 }
 
@@ -1719,10 +1725,14 @@ fn base_state(
     // store keeps one platform per name) would put its programs in the
     // image: refused, not warned about.
     let has = format!("{}/{}", image.config.os, image.config.architecture);
+    let (has_arch, arch) = (
+        &image.config.architecture,
+        platform.split('/').nth(1).unwrap_or_default(),
+    );
     let wanted = platform.split('/').take(2).collect::<Vec<_>>().join("/");
     if platform != plan::host_platform() && has != wanted {
         return Err(format!(
-            "base {base} in the store is for {has}, and this stage builds for {platform}: pull it for that platform under a name of its own (kiln pull --platform {platform} REF, then kiln tag), or import one with --platform"
+            "base {base} in the store is for {has}, and this stage builds for {platform}: give the name an image of each platform (kiln pull --all-platforms REF, or kiln manifest create {base} IMAGE-{has_arch} IMAGE-{arch} of images pulled or imported with --platform)"
         ));
     }
     image.snapshots(store).map_err(|e| e.to_string())?;

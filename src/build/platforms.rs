@@ -106,6 +106,11 @@ pub fn assemble(
                 materials: b.report.materials.clone(),
                 started: b.report.started.clone(),
                 finished: b.report.finished.clone(),
+                // `--verify-repro` checked one platform's image.
+                verified: inputs
+                    .verified
+                    .clone()
+                    .filter(|v| v["platform"] == b.platform.as_str()),
                 ..inputs.clone()
             };
             statements.push((

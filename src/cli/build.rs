@@ -643,8 +643,11 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                             tags: Vec::new(),
                             ..opts.clone()
                         };
-                        verified =
-                            Some(verify_repro(&store, &source, &one, &args, &checked.image)?);
+                        let (code, mut verdict) =
+                            verify_repro(&store, &source, &one, &args, &checked.image)?;
+                        // Recorded in that platform's provenance only.
+                        verdict["platform"] = serde_json::Value::String(checked.platform.clone());
+                        verified = Some((code, verdict));
                     }
                     let inputs = kiln::attest::provenance::Inputs {
                         dockerfile: bytes.clone(),
@@ -653,7 +656,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                             .as_ref()
                             .map_or_else(|| "-".to_string(), |d| d.display().to_string()),
                         context: args.context.clone(),
-                        build_args: opts.build_args.clone(),
+                        build_args: build::build_args_of(&opts),
                         target: opts.target.clone(),
                         secrets: opts.secrets.iter().map(|(id, _)| id.clone()).collect(),
                         verified: verified.as_ref().map(|(_, v)| v.clone()),

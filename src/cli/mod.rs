@@ -16,6 +16,7 @@ mod import;
 mod inspect;
 mod load;
 mod login;
+mod manifest;
 mod network;
 mod parse;
 mod prune;
@@ -63,6 +64,8 @@ enum Command {
     Tag(tag::Args),
     /// Remove image names (prune removes what no name reaches).
     Rmi(rmi::Args),
+    /// Make multi-platform images (image indexes) of images in the store.
+    Manifest(manifest::Args),
     /// Show the steps that made an image.
     History(history::Args),
     /// Write images to an OCI archive or a docker-archive.
@@ -175,6 +178,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Inspect(args) => inspect::run(root, args),
         Command::Tag(args) => tag::run(root, args),
         Command::Rmi(args) => rmi::run(root, args),
+        Command::Manifest(args) => manifest::run(root, args),
         Command::History(args) => history::run(root, args),
         Command::Save(args) => save::run(root, args),
         Command::Load(args) => load::run(root, args),

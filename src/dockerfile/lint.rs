@@ -307,6 +307,8 @@ pub struct BaseFacts {
     pub shell: bool,
     /// Its platform (`linux/arm64`), when it is not the one built for.
     pub other_platform: Option<String>,
+    /// The platform the stage builds for.
+    pub platform: String,
 }
 
 /// The facts of a FROM image by reference.
@@ -486,7 +488,7 @@ pub fn lint_with(ast: &Ast, inputs: &Inputs) -> Vec<Finding> {
                                 "InvalidBaseImagePlatform",
                                 format!(
                                     "Base image {base} was pulled with platform {actual:?}, expected {:?} for current build",
-                                    host_platform()
+                                    facts.platform
                                 ),
                                 from,
                             );
@@ -1144,6 +1146,7 @@ mod tests {
         let ignored = |p: &str| p == "ignored";
         let base = |_: &str| {
             Some(BaseFacts {
+                platform: host_platform(),
                 env: vec!["PATH".into()],
                 ..Default::default()
             })
@@ -1208,6 +1211,7 @@ mod tests {
     fn the_base_images_platform_is_compared() {
         let base = |_: &str| {
             Some(BaseFacts {
+                platform: host_platform(),
                 other_platform: Some("linux/arm64".into()),
                 ..Default::default()
             })

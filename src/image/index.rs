@@ -197,6 +197,34 @@ pub fn reachable(
     Ok(())
 }
 
+/// Writes an index naming `images`, each with its platform (of two of
+/// one platform, the later), and keeping those of `attestations` whose
+/// image is still named (`kiln manifest create|add`).
+pub fn of_images(
+    store: &Store,
+    images: &[super::Image],
+    attestations: Vec<Descriptor>,
+) -> Result<Descriptor> {
+    let mut entries: Vec<(String, Descriptor)> = Vec::new();
+    for image in images {
+        let platform = image.platform();
+        entries.retain(|(p, _)| *p != platform);
+        entries.push((
+            platform.clone(),
+            entry(&image.manifest_descriptor(store), &platform)?,
+        ));
+    }
+    let mut manifests: Vec<Descriptor> = entries.into_iter().map(|(_, d)| d).collect();
+    let named: Vec<String> = manifests.iter().map(|d| d.digest().to_string()).collect();
+    manifests.extend(attestations.into_iter().filter(|a| {
+        a.annotations()
+            .as_ref()
+            .and_then(|x| x.get(REFERENCE_DIGEST))
+            .is_some_and(|d| named.contains(d))
+    }));
+    write(store, manifests)
+}
+
 /// Whether every blob `d` reaches is in the store (an archive or a
 /// registry may hold one platform of an index only).
 pub fn complete(store: &Store, d: &Descriptor) -> bool {

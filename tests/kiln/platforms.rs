@@ -292,16 +292,32 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
             "box-arm64",
         ],
     );
+    // One name for both: an index made of the two images.
+    ok(
+        &store,
+        &["manifest", "create", "box", "box-amd64", "box-arm64"],
+    );
+    let made: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["manifest", "inspect", "box"])).unwrap();
+    assert_eq!(
+        made["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["amd64", "arm64"]
+    );
     let ctx = dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     // The cross stage runs here once per target (its TARGETARCH differs);
-    // the final stage's base is each platform's.
+    // the final stage's base is each platform's image of `box`.
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM --platform=$BUILDPLATFORM box-amd64 AS cross\n\
          ARG TARGETPLATFORM TARGETARCH BUILDPLATFORM\n\
          RUN echo \"$BUILDPLATFORM ($(uname -m)) for $TARGETPLATFORM: $TARGETARCH\" > /out\n\
-         FROM box-${TARGETARCH}\n\
+         FROM box\n\
          COPY --from=cross /out /out\n\
          RUN uname -m >> /out\n\
          CMD [\"cat\", \"/out\"]\n",
@@ -317,6 +333,9 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
             "--platform",
             "linux/amd64,linux/arm64",
             "--sbom=true",
+            "--source-date-epoch",
+            "0",
+            "--verify-repro",
             "--build-arg",
             "FLAVOUR=plain",
             "-t",
@@ -461,6 +480,19 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
         "plain"
     );
     assert_eq!(def["internalParameters"]["platform"], "linux/arm64");
+    assert_eq!(
+        def["externalParameters"]["request"]["args"]["build-arg:SOURCE_DATE_EPOCH"],
+        "0"
+    );
+    // --verify-repro checked this machine's image: its provenance says so.
+    assert!(def["internalParameters"]["verifyRepro"].is_null(), "{p}");
+    let amd_provenance: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["inspect", "--provenance", &name])).unwrap();
+    let verdict =
+        &amd_provenance[0]["predicate"]["buildDefinition"]["internalParameters"]["verifyRepro"];
+    assert_eq!(verdict["result"], "reproducible", "{amd_provenance}");
+    assert_eq!(verdict["platform"], "linux/amd64");
+    valid_slsa(&amd_provenance[0]);
     let materials: Vec<&str> = def["resolvedDependencies"]
         .as_array()
         .unwrap()
@@ -471,8 +503,17 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
         materials,
         [
             "pkg:docker/box-amd64@latest?platform=linux%2Famd64",
-            "pkg:docker/box-arm64@latest?platform=linux%2Farm64"
+            "pkg:docker/box@latest?platform=linux%2Farm64"
         ]
+    );
+    // The base's digest is its index's, as its name gave it.
+    let box_index: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["inspect", "box"])).unwrap();
+    assert_eq!(
+        def["resolvedDependencies"][1]["digest"]["sha256"]
+            .as_str()
+            .map(|h| format!("sha256:{h}")),
+        box_index[0]["Index"]["Digest"].as_str().map(str::to_string)
     );
     let sbom: serde_json::Value =
         serde_json::from_str(&ok(&store, &["inspect", "--sbom", &name])).unwrap();
@@ -503,7 +544,7 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
     assert!(ok(&other, &["images"]).contains("linux/amd64,linux/arm64"));
 
     // Prune keeps every platform's image and the attestations.
-    ok(&store, &["rmi", "box-amd64", "box-arm64"]);
+    ok(&store, &["rmi", "box", "box-amd64", "box-arm64"]);
     ok(&store, &["prune"]);
     assert!(ok(&store, &["fsck"]).ends_with("; 0 problems\n"));
     assert_eq!(
