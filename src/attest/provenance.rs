@@ -134,41 +134,52 @@ struct Git {
 }
 
 /// The commit checked out in `dir` (a checkout's own `.git`), read from
-/// its files: HEAD, the ref it names, or packed-refs.
+/// its files: HEAD, the ref it names, or packed-refs. The context is the
+/// user's: every file is opened inside it (a `.git` symlinked out reads
+/// nothing), regular files only, and a few MiB at most.
 fn git_checkout(dir: &Path) -> Option<Git> {
-    let git = dir.join(".git");
-    let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
+    use std::io::Read;
+    let root = crate::sandbox::fs::Root::open(dir).ok()?;
+    let read = |rel: &str| -> Option<String> {
+        let mut text = String::new();
+        root.open_regular(rel, true)
+            .ok()?
+            .take(4 << 20)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    };
+    let head = read(".git/HEAD")?;
     let head = head.trim();
     let commit = match head.strip_prefix("ref: ") {
         None => head.to_string(),
-        Some(name) => std::fs::read_to_string(git.join(name))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .or_else(|| {
-                let packed = std::fs::read_to_string(git.join("packed-refs")).ok()?;
-                packed.lines().find_map(|l| {
-                    let (hash, r) = l.split_once(' ')?;
-                    (r == name).then(|| hash.to_string())
-                })
-            })?,
+        Some(name) if name.starts_with("refs/") && !name.contains("..") => {
+            read(&format!(".git/{name}"))
+                .map(|s| s.trim().to_string())
+                .or_else(|| {
+                    read(".git/packed-refs")?.lines().find_map(|l| {
+                        let (hash, r) = l.split_once(' ')?;
+                        (r == name).then(|| hash.to_string())
+                    })
+                })?
+        }
+        Some(_) => return None,
     };
-    if commit.len() < 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !matches!(commit.len(), 40 | 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let remote = std::fs::read_to_string(git.join("config"))
-        .ok()
-        .and_then(|c| {
-            let mut in_origin = false;
-            c.lines().find_map(|l| {
-                let l = l.trim();
-                if l.starts_with('[') {
-                    in_origin = l == "[remote \"origin\"]";
-                    return None;
-                }
-                let (k, v) = l.split_once('=')?;
-                (in_origin && k.trim() == "url").then(|| v.trim().to_string())
-            })
-        });
+    let remote = read(".git/config").and_then(|c| {
+        let mut in_origin = false;
+        c.lines().find_map(|l| {
+            let l = l.trim();
+            if l.starts_with('[') {
+                in_origin = l == "[remote \"origin\"]";
+                return None;
+            }
+            let (k, v) = l.split_once('=')?;
+            (in_origin && k.trim() == "url").then(|| v.trim().to_string())
+        })
+    });
     Some(Git { commit, remote })
 }
 
@@ -248,6 +259,11 @@ mod tests {
             s["subject"][0]["name"],
             "pkg:docker/app@1?platform=linux%2Farm64"
         );
+        // A .git that points out of the context is not followed there.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::rename(&git, outside.path().join(".git")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join(".git"), &git).unwrap();
+        assert!(git_checkout(ctx.path()).is_none());
         let max = statement(Value::Null, &inputs, Mode::Max);
         assert!(
             max["predicate"]["buildDefinition"]["internalParameters"]["buildConfig"]["dockerfile"]
