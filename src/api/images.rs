@@ -306,7 +306,10 @@ async fn prune(
         }
         if all {
             for (name, d) in store.tags()? {
-                if !used.contains(&store.image_id(&d)) && store.untag(&name)?.is_some() {
+                let in_use = crate::image::index::ids(store, &d)
+                    .iter()
+                    .any(|i| used.contains(i));
+                if !in_use && store.untag(&name)?.is_some() {
                     deleted.push(serde_json::json!({ "Untagged": name }));
                 }
             }

@@ -44,17 +44,25 @@ pub struct Material {
     pub digest: Digest,
 }
 
-/// A URL with any user and password in it replaced by `***` (a recorded
-/// URL must not carry a credential).
+/// A URL with any user and password in it, and its query (where
+/// presigned URLs carry their signatures and tokens), replaced by `***`:
+/// a recorded URL must not carry a credential.
 pub fn scrub(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(host_end);
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let fragment = query.split_once('#').map(|(_, f)| format!("#{f}"));
+            format!("{path}?***{}", fragment.unwrap_or_default())
+        }
+        None => tail.to_string(),
+    };
     match authority.rsplit_once('@') {
         Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
-        None => url.to_string(),
+        None => format!("{scheme}://{authority}{tail}"),
     }
 }
 
@@ -146,7 +154,11 @@ mod tests {
     fn credentials_are_scrubbed_from_urls() {
         assert_eq!(
             scrub("https://user:tok@example.com/a.tgz?x=1"),
-            "https://***@example.com/a.tgz?x=1"
+            "https://***@example.com/a.tgz?***"
+        );
+        assert_eq!(
+            scrub("https://s3.example/b/a.tgz?X-Amz-Signature=abc#f"),
+            "https://s3.example/b/a.tgz?***#f"
         );
         assert_eq!(scrub("https://tok@h/p@q"), "https://***@h/p@q");
         assert_eq!(scrub("https://h/p@q"), "https://h/p@q");

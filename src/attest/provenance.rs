@@ -69,12 +69,16 @@ pub fn statement(subject: Value, inputs: &Inputs, mode: Mode) -> Value {
         .map(|m| json!({ "uri": scrub(&m.uri), "digest": { "sha256": m.digest.hex() } }))
         .collect();
     if let Some(git) = git_checkout(&inputs.context) {
-        let uri = match &git.remote {
-            Some(r) => format!("{}#{}", scrub(r), git.commit),
-            None => format!("git+file://{}#{}", inputs.context.display(), git.commit),
-        };
-        config_source["uri"] = Value::String(uri.clone());
-        dependencies.push(json!({ "uri": uri, "digest": { "gitCommit": git.commit } }));
+        // A checkout without an origin is named by its commit alone: the
+        // builder's own paths are not published.
+        match &git.remote {
+            Some(r) => {
+                let uri = format!("{}#{}", scrub(r), git.commit);
+                config_source["uri"] = Value::String(uri.clone());
+                dependencies.push(json!({ "uri": uri, "digest": { "gitCommit": git.commit } }));
+            }
+            None => dependencies.push(json!({ "digest": { "gitCommit": git.commit } })),
+        }
     }
     let secrets: Vec<Value> = inputs
         .secrets

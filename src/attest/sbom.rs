@@ -36,46 +36,53 @@ const MAX_DB: u64 = 64 << 20;
 
 /// Every package of `image`'s databases, sorted.
 pub fn scan(store: &Store, image: &Image) -> Result<Vec<Package>, ImageError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let snapshots = image.snapshots(store)?;
     let mut found: BTreeMap<String, usize> = BTreeMap::new();
-    let mut hidden: BTreeSet<String> = BTreeSet::new();
+    let mut hidden = Hidden::default();
     // Top layer first: the first sight of a path is the one the image has.
     for (i, snapshot) in snapshots.iter().enumerate().rev() {
         let root = Root::open(snapshot).map_err(|source| ImageError::Read {
             what: format!("snapshot {}", snapshot.display()),
             source,
         })?;
+        // What this layer hides is hidden from the layers below it only.
+        let mut below = Hidden::default();
         let mut todo = vec![String::new()];
-        let mut whiteouts = Vec::new();
         while let Some(dir) = todo.pop() {
-            if is_hidden(&hidden, &dir) || matches!(dir.as_str(), "/proc" | "/sys" | "/dev") {
+            if hidden.hides(&dir) || matches!(dir.as_str(), "/proc" | "/sys" | "/dev") {
                 continue;
             }
             let Ok(names) = root.read_dir(if dir.is_empty() { "/" } else { &dir }) else {
                 continue;
             };
             for name in names {
-                let name = name.to_string_lossy().into_owned();
-                let path = format!("{dir}/{name}");
-                if name == ".wh..wh..opq" {
-                    whiteouts.push(format!("{dir}/"));
-                    continue;
-                }
-                if let Some(gone) = name.strip_prefix(".wh.") {
-                    whiteouts.push(format!("{dir}/{gone}"));
-                    continue;
-                }
+                let path = format!("{dir}/{}", name.to_string_lossy());
                 let Ok(meta) = root.lstat(&path) else {
                     continue;
                 };
                 if meta.is_dir() {
+                    // An opaque directory (overlayfs' xattr, as kiln's
+                    // snapshots mark one) hides what lower layers had in it.
+                    if is_opaque(&root, &path) {
+                        below.opaque.insert(path.clone());
+                    }
                     todo.push(path);
-                } else if meta.is_file() && wanted(&path) && !is_hidden(&hidden, &path) {
+                    continue;
+                }
+                // A whiteout (char 0:0) removes the path below; any other
+                // non-directory replaces it, a lower directory included.
+                below.gone.insert(path.clone());
+                if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                    continue;
+                }
+                if meta.is_file() && wanted(&path) && !hidden.hides(&path) {
                     found.entry(path).or_insert(i);
                 }
             }
         }
-        hidden.extend(whiteouts);
+        hidden.gone.extend(below.gone);
+        hidden.opaque.extend(below.opaque);
     }
     let mut packages = Vec::new();
     for (path, layer) in found {
@@ -97,13 +104,48 @@ pub fn scan(store: &Store, image: &Image) -> Result<Vec<Package>, ImageError> {
     Ok(packages)
 }
 
-/// Whether `path` is hidden by a whiteout (`/a/b`) or an opaque
-/// directory (`/a/`) of a layer above.
-fn is_hidden(hidden: &BTreeSet<String>, path: &str) -> bool {
-    hidden.iter().any(|h| match h.strip_suffix('/') {
-        Some(dir) => path.starts_with(h) && path.len() > dir.len(),
-        None => path == h || path.starts_with(&format!("{h}/")),
-    })
+/// Whether the directory `path` of a snapshot is marked opaque.
+fn is_opaque(root: &Root, path: &str) -> bool {
+    use xattr::FileExt;
+    let Ok(dir) = root.open_read_nofollow(path) else {
+        return false;
+    };
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| {
+            dir.get_xattr(name)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y")
+        })
+}
+
+/// What upper layers hide from lower ones.
+#[derive(Default)]
+struct Hidden {
+    /// Paths removed or replaced by a non-directory: they and all below.
+    gone: BTreeSet<String>,
+    /// Opaque directories: what is below them.
+    opaque: BTreeSet<String>,
+}
+
+impl Hidden {
+    /// Whether `path` of a lower layer is hidden: it or one of its
+    /// ancestors is gone, or one of its ancestors is opaque.
+    fn hides(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return false;
+        }
+        let mut at = 0;
+        while let Some(next) = path[at + 1..].find('/').map(|n| n + at + 1) {
+            let ancestor = &path[..next];
+            if self.gone.contains(ancestor) || self.opaque.contains(ancestor) {
+                return true;
+            }
+            at = next;
+        }
+        self.gone.contains(path)
+    }
 }
 
 /// Whether a file is a package database the scanner reads.
@@ -371,9 +413,13 @@ mod tests {
 
     #[test]
     fn whiteouts_and_opaque_directories_hide_what_is_below() {
-        let hidden: BTreeSet<String> = ["/a/b".to_string(), "/c/".to_string()].into();
-        assert!(is_hidden(&hidden, "/a/b") && is_hidden(&hidden, "/a/b/x"));
-        assert!(!is_hidden(&hidden, "/a/bc"));
-        assert!(is_hidden(&hidden, "/c/x") && !is_hidden(&hidden, "/c"));
+        let hidden = Hidden {
+            gone: ["/a/b".to_string()].into(),
+            opaque: ["/c".to_string()].into(),
+        };
+        assert!(hidden.hides("/a/b") && hidden.hides("/a/b/x"));
+        assert!(!hidden.hides("/a/bc") && !hidden.hides("/a"));
+        assert!(hidden.hides("/c/x") && !hidden.hides("/c"));
+        assert!(!hidden.hides(""), "the root");
     }
 }

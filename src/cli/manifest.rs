@@ -95,9 +95,15 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         }
     };
     let name: Name = name.parse().map_err(Error::Usage)?;
+    if images.is_empty() {
+        return Err(Error::Usage(format!(
+            "kiln manifest create {name}: name the images it holds (kiln manifest create {name} IMAGE...)"
+        )));
+    }
     let written = index::of_images(&store, &images, attestations)?;
-    store.tag(&name.to_string(), written.clone())?;
+    // Read back before it is named: a name never points at what cannot load.
     let image = Image::load(&store, &kiln::image::manifest_digest(&written)?)?;
+    store.tag(&name.to_string(), written.clone())?;
     store.image_event("tag", &image.id.to_string(), &name.to_string());
     writeln!(std::io::stdout(), "{}", written.digest())?;
     Ok(ExitCode::SUCCESS)

@@ -507,12 +507,15 @@ fn load_docker_entry(
 
 fn load_oci_entry(store: &Store, d: &Descriptor, loaded: &mut Loaded) -> Result<()> {
     let digest = manifest_digest(d)?;
-    if super::index::is_index(d.media_type()) && !super::index::complete(store, d) {
+    let is_index =
+        super::index::is_index(d.media_type()) || super::index::holds_index(store, &digest);
+    if is_index && !super::index::complete(store, d) {
         // An index whose archive holds only some platforms' blobs (as
-        // docker's save of one platform writes it): the image this
-        // machine would use, named alone.
+        // docker's save of one platform writes it): of those it holds,
+        // the image this machine would use, named alone.
         let index: ImageIndex = store.read_json(&digest, "index")?;
-        let Some(pick) = super::index::choose(&index, None) else {
+        let present = super::index::present(store, &index);
+        let Some(pick) = super::index::choose(&present, None) else {
             return Err(ImageError::BadArchive(format!(
                 "index {digest} names no image"
             )));

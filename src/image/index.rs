@@ -81,23 +81,42 @@ pub fn read(store: &Store, digest: &Digest) -> Result<ImageIndex> {
     Ok(store.read_json(digest, "index")?)
 }
 
-/// Whether the blob `digest` holds an index (read only when it is small
-/// JSON: a manifest or an index).
-pub fn holds_index(store: &Store, digest: &Digest) -> bool {
+/// A manifest or an index is small JSON: a blob over this is neither (a
+/// hostile entry naming a layer is not read into memory).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// The bytes of the manifest or index `digest`, refused unread when the
+/// blob is larger than one can be.
+pub fn read_small(store: &Store, digest: &Digest) -> Result<Vec<u8>> {
+    let size = std::fs::metadata(store.blob_path(digest))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if size > MAX_MANIFEST {
+        return Err(ImageError::BadArchive(format!(
+            "{digest} is named as a manifest but is {size} bytes: not a manifest"
+        )));
+    }
+    Ok(store.read_blob(digest)?)
+}
+
+/// Whether `bytes` (a manifest's or an index's) are an index.
+pub fn is_index_json(bytes: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]
         media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
+        manifests: Option<serde::de::IgnoredAny>,
     }
-    let Ok(bytes) = store.read_blob(digest) else {
-        return false;
-    };
-    serde_json::from_slice::<Probe>(&bytes).is_ok_and(|p| {
+    serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| {
         p.manifests.is_some()
             || p.media_type
                 .is_some_and(|m| is_index(&MediaType::from(m.as_str())))
     })
+}
+
+/// Whether the blob `digest` holds an index.
+pub fn holds_index(store: &Store, digest: &Digest) -> bool {
+    read_small(store, digest).is_ok_and(|b| is_index_json(&b))
 }
 
 /// Writes an index over `manifests` (each with its platform, attestations
@@ -162,25 +181,50 @@ pub fn attestation_entry(attestation: &Descriptor, subject: &Descriptor) -> Desc
 
 /// Adds every blob `d` reaches to `blobs` (the entry's own too, an
 /// index's children, each manifest's config and layers) and each image's
-/// layer diffIDs to `diff_ids`. A blob that cannot be read is an error:
-/// a collector must not delete what it could not walk.
+/// layer diffIDs to `diff_ids`. A blob that cannot be read is an error,
+/// returned once every other child was walked: a collector must not
+/// delete what it could not walk, nor what a broken sibling's walk would
+/// have skipped. An index inside an index is refused (kiln never writes
+/// one; a hostile archive's nesting would be walked without end).
 pub fn reachable(
     store: &Store,
     d: &Descriptor,
     blobs: &mut BTreeSet<Digest>,
     diff_ids: &mut BTreeSet<Digest>,
 ) -> Result<()> {
+    walk(store, d, blobs, diff_ids, false)
+}
+
+fn walk(
+    store: &Store,
+    d: &Descriptor,
+    blobs: &mut BTreeSet<Digest>,
+    diff_ids: &mut BTreeSet<Digest>,
+    in_index: bool,
+) -> Result<()> {
     let digest = manifest_digest(d)?;
     if !blobs.insert(digest.clone()) {
         return Ok(());
     }
-    if is_index(d.media_type()) || holds_index(store, &digest) {
-        for child in read(store, &digest)?.manifests() {
-            reachable(store, child, blobs, diff_ids)?;
+    let bytes = read_small(store, &digest)?;
+    if is_index(d.media_type()) || is_index_json(&bytes) {
+        if in_index {
+            return Err(ImageError::BadArchive(format!(
+                "index {digest} is inside another index: not supported"
+            )));
         }
-        return Ok(());
+        let list: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::BadArchive(format!("index {digest}: {e}")))?;
+        let mut first_error = None;
+        for child in list.manifests() {
+            if let Err(e) = walk(store, child, blobs, diff_ids, true) {
+                first_error.get_or_insert(e);
+            }
+        }
+        return first_error.map_or(Ok(()), Err);
     }
-    let manifest: ImageManifest = store.read_json(&digest, "manifest")?;
+    let manifest: ImageManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| ImageError::BadArchive(format!("manifest {digest}: {e}")))?;
     let config = manifest_digest(manifest.config())?;
     blobs.insert(config.clone());
     for layer in manifest.layers() {
@@ -195,6 +239,46 @@ pub fn reachable(
         diff_ids.extend(config.rootfs.diff_ids);
     }
     Ok(())
+}
+
+/// The images of `index` whose blobs are all in the store (an archive or
+/// a pull may bring some platforms only), as [`choose`] takes them.
+pub fn present(store: &Store, index: &ImageIndex) -> ImageIndex {
+    let mut out = index.clone();
+    out.set_manifests(
+        images(index)
+            .into_iter()
+            .filter(|d| complete(store, d))
+            .cloned()
+            .collect(),
+    );
+    out
+}
+
+/// The config digests (image ids) of every image `d` names: an index's
+/// each, or the one (what a container may have been made from).
+pub fn ids(store: &Store, d: &Descriptor) -> Vec<String> {
+    let Some(digest) = Digest::from_oci(d.digest()) else {
+        return Vec::new();
+    };
+    let Ok(bytes) = read_small(store, &digest) else {
+        return Vec::new();
+    };
+    let manifests: Vec<Descriptor> = match is_index_json(&bytes) {
+        true => serde_json::from_slice::<ImageIndex>(&bytes)
+            .map(|i| images(&i).into_iter().cloned().collect())
+            .unwrap_or_default(),
+        false => vec![d.clone()],
+    };
+    manifests
+        .iter()
+        .filter_map(|m| {
+            let digest = Digest::from_oci(m.digest())?;
+            let manifest: ImageManifest =
+                serde_json::from_slice(&read_small(store, &digest).ok()?).ok()?;
+            Some(manifest.config().digest().to_string())
+        })
+        .collect()
 }
 
 /// Writes an index naming `images`, each with its platform (of two of

@@ -116,10 +116,12 @@ impl Image {
         entry: &Digest,
         platform: Option<&crate::registry::Platform>,
     ) -> Result<Image> {
-        if !index::holds_index(store, entry) {
-            return Image::load_manifest(store, entry);
+        let bytes = index::read_small(store, entry)?;
+        if !index::is_index_json(&bytes) {
+            return Image::from_manifest(store, entry, &bytes);
         }
-        let list = index::read(store, entry)?;
+        let list: oci_spec::image::ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::BadArchive(format!("index {entry}: {e}")))?;
         let child = index::choose(&list, platform).ok_or_else(|| ImageError::NoPlatform {
             image: entry.to_string(),
             platform: platform.map_or_else(|| "any platform".to_string(), |p| p.to_string()),
@@ -162,7 +164,19 @@ impl Image {
     }
 
     fn load_manifest(store: &Store, manifest: &Digest) -> Result<Image> {
-        let m: ImageManifest = store.read_json(manifest, "manifest")?;
+        let bytes = index::read_small(store, manifest)?;
+        Image::from_manifest(store, manifest, &bytes)
+    }
+
+    /// The image of manifest `manifest`, whose bytes are `bytes`.
+    fn from_manifest(store: &Store, manifest: &Digest, bytes: &[u8]) -> Result<Image> {
+        let m: ImageManifest = serde_json::from_slice(bytes).map_err(|source| {
+            ImageError::Store(StoreError::Json {
+                what: "manifest",
+                path: store.blob_path(manifest),
+                source,
+            })
+        })?;
         let id = Digest::from_oci(m.config().digest()).ok_or_else(|| {
             ImageError::BadArchive(format!("manifest {manifest} has a non-sha256 config"))
         })?;
@@ -217,26 +231,51 @@ impl Image {
                 // Every platform's image of an index is found by its id
                 // (a container records the id of the one it ran).
                 let candidates = match index::holds_index(store, &entry) {
-                    false => vec![Image::load_manifest(store, &entry)?],
+                    false => vec![(Image::load_manifest(store, &entry)?, false)],
                     true => {
+                        // The image the name shows (`kiln images`' id)
+                        // stands for the index: `rmi ID` removes the
+                        // name. Another platform's is that image alone:
+                        // `tag ID` names it, not the index.
                         let list = index::read(store, &entry)?;
+                        let shown = index::choose(&list, None).map(|d| d.digest().clone());
                         let mut all = Vec::new();
                         for child in index::images(&list) {
                             let mut image = Image::load_manifest(store, &manifest_digest(child)?)?;
-                            image.index = Some(entry.clone());
-                            all.push(image);
+                            if shown.as_ref() == Some(child.digest()) {
+                                image.index = Some(entry.clone());
+                            }
+                            all.push((image, true));
                         }
                         all
                     }
                 };
-                for image in candidates {
+                // As by name: a one-platform image whatever its platform
+                // (callers compare), an index's of the platform asked.
+                for (image, of_index) in candidates {
+                    if !image.id.hex().starts_with(hex) {
+                        continue;
+                    }
+                    // The shown image's id stands for its index: with a
+                    // platform, that platform's image of it (as by name).
+                    let image = match (&image.index, platform) {
+                        (Some(entry), Some(_)) => match Image::load_for(store, entry, platform) {
+                            Ok(chosen) => chosen,
+                            Err(ImageError::NoPlatform { .. }) => continue,
+                            Err(e) => return Err(e),
+                        },
+                        _ => image,
+                    };
+                    let c = &image.config;
                     let platform_ok = platform.is_none_or(|p| {
-                        image.index.is_none() || image.platform().starts_with(&p.to_string())
+                        !of_index
+                            || (c.os == p.os
+                                && c.architecture == p.architecture
+                                && p.variant
+                                    .as_ref()
+                                    .is_none_or(|v| c.variant.as_ref() == Some(v)))
                     });
-                    if platform_ok
-                        && image.id.hex().starts_with(hex)
-                        && !found.iter().any(|f| f.id == image.id)
-                    {
+                    if platform_ok && !found.iter().any(|f| f.id == image.id) {
                         found.push(image);
                     }
                 }

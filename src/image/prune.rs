@@ -89,7 +89,11 @@ pub fn forget_dangling(store: &Store, used: &BTreeSet<String>) -> Result<Vec<Str
     let mut forgotten = Vec::new();
     for (name, d) in store.images()? {
         let id = store.image_id(&d);
-        if name.is_none() && !used.contains(&id) && store.forget_untagged(d.digest().as_ref())? {
+        // A container of any platform's image of an index keeps it.
+        let in_use = super::index::ids(store, &d)
+            .iter()
+            .any(|i| used.contains(i));
+        if name.is_none() && !in_use && store.forget_untagged(d.digest().as_ref())? {
             store.image_event("delete", &id, "");
             forgotten.push(id);
         }

@@ -118,9 +118,11 @@ pub async fn pull(
 ) -> Result<Image, RegistryError> {
     let repo = &reference.repository;
     let mut fetched = fetch_manifest(client, repo, &reference.manifest_ref()).await?;
+    let mut from_index: Option<ImageIndex> = None;
     if is_index(&fetched.media_type) {
         let index: ImageIndex = serde_json::from_slice(&fetched.bytes)
             .map_err(|e| RegistryError::Manifest(format!("the index of {reference}: {e}")))?;
+        from_index = Some(index.clone());
         let pick = platform.choose(index.manifests()).ok_or_else(|| {
             let available: Vec<String> = index
                 .manifests()
@@ -166,8 +168,18 @@ pub async fn pull(
         size,
         digest.to_oci(),
     );
-    store.tag(&reference.local_name(), descriptor)?;
-    let image = Image::load(store, &digest)?;
+    let image = {
+        // Pulls of one name in this process (the platforms of one build)
+        // decide and tag one after another: the second keeps the first's.
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match &from_index {
+            Some(list) => merged(store, &reference.local_name(), list, &digest)?,
+            None => descriptor,
+        };
+        store.tag(&reference.local_name(), entry)?;
+        Image::load(store, &digest)?
+    };
     store.image_event("pull", &image.id.to_string(), &reference.local_name());
     for blob in std::iter::once(image.manifest.config()).chain(image.manifest.layers()) {
         record_origin(
@@ -229,6 +241,47 @@ pub async fn pull_all(
     let image = Image::load(store, &digest)?;
     store.image_event("pull", &image.id.to_string(), &reference.local_name());
     Ok(image)
+}
+
+/// What a pull of one platform's image `pulled` of the registry's index
+/// `list` names `name`: that image's manifest, or, when the name already
+/// names other images of the same index (another platform pulled before),
+/// a local index of every image of `list` the store holds, so pulling
+/// platform after platform (a multi-platform build's bases) keeps them all.
+fn merged(
+    store: &Store,
+    name: &str,
+    list: &ImageIndex,
+    pulled: &Digest,
+) -> Result<Descriptor, RegistryError> {
+    let mut have: Vec<String> = vec![pulled.to_string()];
+    if let Some((_, current)) = store.tags()?.into_iter().find(|(n, _)| n == name) {
+        let current = image::manifest_digest(&current)?;
+        match image::index::holds_index(store, &current) {
+            true => have.extend(
+                image::index::images(&image::index::read(store, &current)?)
+                    .iter()
+                    .map(|d| d.digest().to_string()),
+            ),
+            false => have.push(current.to_string()),
+        }
+    }
+    let entries: Vec<Descriptor> = image::index::images(list)
+        .into_iter()
+        .filter(|d| have.contains(&d.digest().to_string()))
+        .cloned()
+        .collect();
+    match entries.len() {
+        0 | 1 => {
+            let size = std::fs::metadata(store.blob_path(pulled)).map_or(0, |m| m.len());
+            Ok(Descriptor::new(
+                MediaType::ImageManifest,
+                size,
+                pulled.to_oci(),
+            ))
+        }
+        _ => Ok(image::index::write(store, entries)?),
+    }
 }
 
 /// Fetches one blob unless the store has it; its digest is checked before
@@ -431,7 +484,17 @@ pub fn ensure(
 ) -> Result<Image, EnsureError> {
     // A multi-platform name gives the platform's image; one without it is
     // missing (pulled, or refused with --pull=never).
-    let local = Image::resolve_for(store, name, Some(platform)).ok();
+    let local = match Image::resolve_for(store, name, Some(platform)) {
+        Ok(image) => Some(image),
+        // An index without this platform: its image this machine would
+        // use (a foreign one runs through its emulator; a build's stage
+        // refuses a base of another platform) rather than a pull that
+        // would move the name off the index.
+        Err(crate::image::ImageError::NoPlatform { .. }) if policy != Policy::Always => {
+            Image::resolve(store, name).ok()
+        }
+        Err(_) => None,
+    };
     match (local, policy) {
         (Some(image), Policy::Missing | Policy::Never) => return Ok(image),
         (None, Policy::Never) => return Err(EnsureError::Never(name.to_string())),

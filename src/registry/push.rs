@@ -50,31 +50,19 @@ pub async fn push(
         .await;
     };
     let repo = &reference.repository;
-    let list = image::index::read(store, index_digest)?;
+    let bytes = image::index::read_small(store, index_digest)?;
+    let list: oci_spec::image::ImageIndex = serde_json::from_slice(&bytes)
+        .map_err(|e| RegistryError::Manifest(format!("index {index_digest}: {e}")))?;
     let mut pushed = Pushed::default();
-    let mut entries = Vec::new();
-    for child in list.manifests() {
-        let digest = image::manifest_digest(child)?;
-        if image::index::is_attestation(child) {
-            let m: oci_spec::image::ImageManifest = store.read_json(&digest, "attestation")?;
-            for blob in std::iter::once(m.config()).chain(m.layers()) {
-                match push_blob(store, client, repo, blob.clone(), transfer).await? {
-                    true => pushed.uploaded += 1,
-                    false => pushed.skipped += 1,
-                }
-            }
-            let bytes = store.read_blob(&digest)?;
-            super::manage::put_manifest(
-                client,
-                repo,
-                &digest.to_string(),
-                MediaType::ImageManifest.as_ref(),
-                &bytes,
-            )
-            .await?;
-            entries.push(child.clone());
-            continue;
-        }
+    let mut entries = list.manifests().clone();
+    // Images first: one whose layers leave compressed becomes another
+    // manifest, and the attestations about it follow its new digest.
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    for entry in entries
+        .iter_mut()
+        .filter(|e| !image::index::is_attestation(e))
+    {
+        let digest = image::manifest_digest(entry)?;
         let one = Image::load(store, &digest)?;
         let sent = push_image(
             store,
@@ -87,30 +75,61 @@ pub async fn push(
         .await?;
         pushed.uploaded += sent.uploaded;
         pushed.skipped += sent.skipped;
-        // The stored index names its images as they leave the store
-        // (kiln build writes it so); one that left otherwise is renamed.
-        let mut entry = child.clone();
         if let Some(d) = &sent.digest
             && *d != digest
         {
+            renamed.push((digest.to_string(), d.to_string()));
             entry.set_digest(d.to_oci());
             entry.set_size(sent.size);
         }
-        entries.push(entry);
     }
-    let digest = match entries == *list.manifests() {
-        true => index_digest.clone(),
-        false => image::manifest_digest(&image::index::write(store, entries)?)?,
+    for entry in entries
+        .iter_mut()
+        .filter(|e| image::index::is_attestation(e))
+    {
+        let digest = image::manifest_digest(entry)?;
+        let m: oci_spec::image::ImageManifest = store.read_json(&digest, "attestation")?;
+        for blob in std::iter::once(m.config()).chain(m.layers()) {
+            match push_blob(store, client, repo, blob.clone(), transfer).await? {
+                true => pushed.uploaded += 1,
+                false => pushed.skipped += 1,
+            }
+        }
+        let manifest = store.read_blob(&digest)?;
+        super::manage::put_manifest(
+            client,
+            repo,
+            &digest.to_string(),
+            MediaType::ImageManifest.as_ref(),
+            &manifest,
+        )
+        .await?;
+        let mut annotations = entry.annotations().clone().unwrap_or_default();
+        if let Some((_, new)) = annotations
+            .get(image::index::REFERENCE_DIGEST)
+            .and_then(|about| renamed.iter().find(|(old, _)| old == about))
+        {
+            annotations.insert(image::index::REFERENCE_DIGEST.to_string(), new.clone());
+            entry.set_annotations(Some(annotations));
+        }
+    }
+    let (digest, bytes) = match entries == *list.manifests() {
+        true => (index_digest.clone(), bytes),
+        false => {
+            let written = image::index::write(store, entries)?;
+            let digest = image::manifest_digest(&written)?;
+            let bytes = store.read_blob(&digest)?;
+            (digest, bytes)
+        }
     };
-    let bytes = store.read_blob(&digest)?;
-    super::manage::put_manifest(
-        client,
-        repo,
-        &reference.manifest_ref(),
-        MediaType::ImageIndex.as_ref(),
-        &bytes,
-    )
-    .await?;
+    // Sent as what it says it is (a docker manifest list pulled whole
+    // stays one).
+    let media = match list.media_type() {
+        Some(MediaType::Other(m)) => m.clone(),
+        Some(m) => m.to_string(),
+        None => MediaType::ImageIndex.to_string(),
+    };
+    super::manage::put_manifest(client, repo, &reference.manifest_ref(), &media, &bytes).await?;
     pushed.digest = Some(digest);
     pushed.size = bytes.len() as u64;
     store.image_event("push", &image.id.to_string(), &reference.to_string());
@@ -202,7 +221,13 @@ async fn push_image(
         MediaType::Other(s) => s.clone(),
         m => m.to_string(),
     };
-    super::manage::put_manifest(client, repo, manifest_ref, &media, &bytes).await?;
+    // Inside an index a manifest is sent by its digest: its own, which
+    // differs from the stored one's when its layers left compressed.
+    let manifest_ref = match manifest_ref.starts_with("sha256:") {
+        true => digest.to_string(),
+        false => manifest_ref.to_string(),
+    };
+    super::manage::put_manifest(client, repo, &manifest_ref, &media, &bytes).await?;
     pushed.digest = Some(digest);
     pushed.size = bytes.len() as u64;
     if manifest_ref == reference.manifest_ref() {

@@ -524,6 +524,73 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
         "busybox has no package database"
     );
 
+    // An index made here of images stored uncompressed: each leaves as a
+    // gzip manifest, sent under its own digest, the index naming those.
+    let box_ref = format!("{}/kiln/box:1", reg.host());
+    ok(&store, &["tag", "box", &box_ref]);
+    ok(&store, &["push", &box_ref]);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{box_ref}"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", text(&raw.stderr));
+    let pushed: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    for child in pushed["manifests"].as_array().unwrap() {
+        let digest = child["digest"].as_str().unwrap();
+        let one = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--raw"])
+            .arg(format!("docker://{}/kiln/box@{digest}", reg.host()))
+            .output()
+            .unwrap();
+        assert!(one.status.success(), "{digest}: {}", text(&one.stderr));
+        let m: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+        assert_eq!(
+            m["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            "{m}"
+        );
+    }
+
+    // An index without a name, whose arm64 image a container was made
+    // from, stays through `kiln prune` (its dangling images forgotten).
+    let id = ok(
+        &store,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-f",
+            ctx.join("Dockerfile.shared").to_str().unwrap(),
+            "--build-arg",
+            "UNNAMED=1",
+            ctx_s,
+        ],
+    );
+    let id = id.trim();
+    let ran = ok(
+        &store,
+        &[
+            "run",
+            "--platform",
+            "linux/arm64",
+            "--name",
+            "keeper",
+            id,
+            "cat",
+            "/tool",
+        ],
+    );
+    assert_eq!(ran, "tool\n");
+    ok(&store, &["prune"]);
+    let committed = ok(&store, &["commit", "keeper", "kept:1"]);
+    assert!(committed.starts_with("sha256:"), "{committed}");
+    assert_eq!(
+        ok(&store, &["run", "--rm", "kept:1", "uname", "-m"]),
+        "aarch64\n"
+    );
+    ok(&store, &["rm", "keeper"]);
+
     // Pulled whole into another store: the same index, run as arm64.
     let other = dir.path().join("other");
     ok(
@@ -608,4 +675,78 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
         let _ = docker_cmd().args(["rmi", &name]).output();
         assert_eq!(text(&ran.stdout), arm, "{}", text(&ran.stderr));
     }
+}
+
+#[test]
+fn the_sbom_reads_the_image_as_its_layers_leave_it() {
+    if !need_root("build steps run as root") {
+        return;
+    }
+    let Some(host_tar) = busybox_tar() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let k = |args: &[&str]| {
+        let out = kiln()
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .output()
+            .expect("kiln");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    k(&["import", host_tar.to_str().unwrap(), "box"]);
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    // Databases written by one step and rewritten, removed or hidden by
+    // the next: what the image has is what the SBOM lists.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        r#"FROM box
+RUN mkdir -p /var/lib/dpkg /lib/apk/db /usr/lib/python3/dist-packages/gone-1.0.dist-info /opt/app /srv/x && \
+    printf 'Package: keep\nStatus: install ok installed\nVersion: 1\n\nPackage: old\nStatus: install ok installed\nVersion: 2\n' > /var/lib/dpkg/status && \
+    printf 'Metadata-Version: 2.1\nName: gone\nVersion: 1.0\n' > /usr/lib/python3/dist-packages/gone-1.0.dist-info/METADATA && \
+    printf 'P:musl\nV:1.2.4-r2\nL:MIT\n' > /lib/apk/db/installed && \
+    printf '{"lockfileVersion":3,"packages":{"node_modules/hidden":{"version":"1.0.0"}}}' > /opt/app/package-lock.json && \
+    printf '[[package]]\nname = "replaced"\nversion = "0.1.0"\n' > /srv/x/Cargo.lock
+RUN printf 'Package: keep\nStatus: install ok installed\nVersion: 1\n' > /var/lib/dpkg/status && \
+    rm -rf /usr/lib/python3/dist-packages/gone-1.0.dist-info /opt/app && mkdir /opt/app && \
+    rm -rf /srv/x && echo file > /srv/x
+"#,
+    )
+    .unwrap();
+    k(&[
+        "build",
+        "-q",
+        "--sbom=true",
+        "-t",
+        "sbom:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let sbom: serde_json::Value =
+        serde_json::from_str(&k(&["inspect", "--sbom", "sbom:1"])).unwrap();
+    let mut got: Vec<String> = sbom[0]["predicate"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {}",
+                p["externalRefs"][0]["referenceLocator"].as_str().unwrap(),
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap(),
+                p["licenseDeclared"].as_str().unwrap()
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "pkg:apk/alpine/musl@1.2.4-r2?arch=amd64 musl 1.2.4-r2 MIT",
+            "pkg:deb/debian/keep@1?arch=amd64 keep 1 NOASSERTION",
+        ]
+    );
 }
