@@ -731,7 +731,7 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
             "invalid stop signal {stop_signal:?}"
         )));
     }
-    let record = Record {
+    let mut record = Record {
         id: id.clone(),
         name,
         image: opts.image.clone(),
@@ -774,18 +774,29 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
         legacy_links,
     };
     let path = dir.join("config.json");
+    // The name is taken under the names lock: a create or rename that
+    // checked it meanwhile does not get it too. A name kiln chose that
+    // another create took meanwhile (twenty `run -d` at once) is chosen
+    // again, as docker does; one the user gave is a conflict.
+    let names = names_lock(store)?;
+    let existing = list(store)?;
+    if let Some(other) = existing.iter().find(|c| c.record.name == record.name) {
+        if opts.name.is_some() {
+            remove_dir(&dir);
+            return Err(ContainerError::NameInUse {
+                name: record.name,
+                id: other.record.id.clone(),
+            });
+        }
+        record.name = names::unused(
+            &existing
+                .iter()
+                .map(|c| c.record.name.as_str())
+                .collect::<Vec<_>>(),
+        );
+    }
     let bytes =
         serde_json::to_vec_pretty(&record).map_err(|e| io_err("writing", &path)(e.into()))?;
-    // The name is taken under the names lock: a create or rename that
-    // checked it meanwhile does not get it too.
-    let names = names_lock(store)?;
-    if let Some(other) = list(store)?.iter().find(|c| c.record.name == record.name) {
-        remove_dir(&dir);
-        return Err(ContainerError::NameInUse {
-            name: record.name,
-            id: other.record.id.clone(),
-        });
-    }
     crate::store::write_private(&path, &bytes).map_err(io_err("writing", &path))?;
     drop(names);
     state::write(&dir, &state::State::default()).map_err(io_err("writing", &dir))?;
