@@ -384,6 +384,33 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
         .filter(|id| progress.lines().any(|l| l == format!("{id} CACHED")))
         .count();
     assert_eq!(cached, 1, "{progress}");
+    // -o type=local of two platforms: a directory each, as BuildKit
+    // writes them, each with its platform's programs.
+    let out_dir = dir.path().join("out");
+    ok(
+        &store,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+            "-f",
+            ctx.join("Dockerfile.shared").to_str().unwrap(),
+            ctx_s,
+        ],
+    );
+    // ELF e_machine: 62 x86-64, 183 aarch64.
+    let machine = |p: &str| {
+        let elf = std::fs::read(out_dir.join(p).join("bin/busybox")).unwrap();
+        u16::from_le_bytes([elf[18], elf[19]])
+    };
+    assert_eq!((machine("linux_amd64"), machine("linux_arm64")), (62, 183));
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("linux_arm64/tool")).unwrap(),
+        "tool\n"
+    );
     let amd = "linux/amd64 (x86_64) for linux/amd64: amd64\nx86_64\n";
     let arm = "linux/amd64 (x86_64) for linux/arm64: arm64\naarch64\n";
     assert_eq!(ok(&store, &["run", "--rm", &name]), amd);
