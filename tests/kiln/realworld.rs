@@ -33,6 +33,37 @@ fn debian_tar() -> PathBuf {
     tar
 }
 
+/// The arm64 Debian tarball (`ARCH=arm64` debian-rootfs.sh: debootstrap's
+/// second stage through qemu-aarch64), made once; None (skipped, saying
+/// why) as [`debian_tar_for`], or without the qemu-aarch64 handler.
+fn debian_arm64_tar_for(what: &str) -> Option<PathBuf> {
+    debian_tar_for(what)?;
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs qemu-user-static's qemu-aarch64 handler: .ci/run registers it"
+        );
+        eprintln!("skipped: needs qemu-user-static's qemu-aarch64 handler");
+        return None;
+    }
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    let tar = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-bookworm-minbase-arm64.tar");
+    if !tar.is_file() {
+        let out = std::process::Command::new(repo().join("fixtures/images/debian-rootfs.sh"))
+            .arg(&tar)
+            .env("ARCH", "arm64")
+            .output()
+            .expect("running debian-rootfs.sh");
+        assert!(
+            out.status.success(),
+            "ARCH=arm64 debian-rootfs.sh failed:\n{}",
+            text(&out.stderr)
+        );
+    }
+    Some(tar)
+}
+
 /// The `debian:local` tarball for a slow test doing `what`; None (the test
 /// skips, saying why) unless CI runs it or KILN_REALWORLD=1 asks, as root
 /// with debootstrap.
@@ -540,5 +571,70 @@ fn the_sbom_of_a_debian_image_lists_what_dpkg_query_lists() {
         text(&out.stderr).contains("has no provenance attestation"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_arm64_apt_get_build_runs_through_qemu_and_its_sbom_says_arm64() {
+    let Some(tar) = debian_arm64_tar_for("an arm64 apt-get build through qemu") else {
+        return;
+    };
+    let store = tempfile::tempdir().expect("tempdir");
+    let k = |args: &[&str]| {
+        let out = kiln()
+            .arg("--root")
+            .arg(store.path())
+            .args(args)
+            .output()
+            .expect("kiln");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    k(&[
+        "import",
+        "--platform",
+        "linux/arm64",
+        tar.to_str().unwrap(),
+        "debian-arm64:local",
+        "--change",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ]);
+    let ctx = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM debian-arm64:local\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*\n\
+         CMD [\"hello\"]\n",
+    )
+    .unwrap();
+    k(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/arm64",
+        "--sbom=true",
+        "-t",
+        "hello:arm64",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert_eq!(k(&["run", "--rm", "hello:arm64"]), "Hello, world!\n");
+    assert_eq!(
+        k(&["run", "--rm", "hello:arm64", "dpkg", "--print-architecture"]),
+        "arm64\n"
+    );
+    let sbom: Value = serde_json::from_str(&k(&["inspect", "--sbom", "hello:arm64"])).unwrap();
+    let hello = sbom[0]["predicate"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hello")
+        .cloned()
+        .unwrap_or_else(|| panic!("{sbom}"));
+    let purl = hello["externalRefs"][0]["referenceLocator"]
+        .as_str()
+        .unwrap();
+    assert!(
+        purl.starts_with("pkg:deb/debian/hello@") && purl.ends_with("?arch=arm64"),
+        "{purl}"
     );
 }
