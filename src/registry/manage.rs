@@ -150,6 +150,76 @@ pub async fn put_manifest(
     Ok(())
 }
 
+/// The artifact type kiln's attestation referrers carry (BuildKit's name
+/// for an attestation manifest).
+pub const ATTESTATION_ARTIFACT: &str = "application/vnd.docker.attestation.manifest.v1+json";
+
+/// Makes `referrer` (a manifest whose `subject` is `subject`, already
+/// pushed) findable as a referrer of `subject` (OCI distribution 1.1): a
+/// registry that answers the referrers API lists it itself; for one that
+/// does not, the fallback tag `sha256-<hex>` names an index of the
+/// subject's referrers, which gets this one.
+pub async fn add_referrer(
+    client: &Client,
+    repository: &str,
+    subject: &crate::store::Digest,
+    referrer: oci_spec::image::Descriptor,
+) -> Result<(), RegistryError> {
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let scope = format!("repository:{repository}:pull,push");
+    let url = client.url(&format!("{repository}/referrers/{subject}"));
+    let r = client
+        .send(&scope, &|h| h.get(&url).header("Accept", INDEX))
+        .await?;
+    let answers = r.status().is_success()
+        && r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(INDEX));
+    if answers {
+        return Ok(());
+    }
+    let tag = format!("{}-{}", subject.algorithm(), subject.hex());
+    let url = client.url(&format!("{repository}/manifests/{tag}"));
+    let r = client
+        .send(&scope, &|h| h.get(&url).header("Accept", INDEX))
+        .await?;
+    let mut index = match r.status().as_u16() {
+        404 => {
+            let mut i = oci_spec::image::ImageIndex::default();
+            i.set_media_type(Some(oci_spec::image::MediaType::ImageIndex));
+            i
+        }
+        s if (200..300).contains(&s) => {
+            let bytes = r.bytes().await.map_err(|e| http(client, &e))?;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                RegistryError::Manifest(format!("the referrers of {subject} ({tag}): {e}"))
+            })?
+        }
+        s => {
+            return Err(RegistryError::status(
+                &client.registry,
+                repository,
+                "referrers tag",
+                s,
+            ));
+        }
+    };
+    if index
+        .manifests()
+        .iter()
+        .any(|d| d.digest() == referrer.digest())
+    {
+        return Ok(());
+    }
+    let mut manifests = index.manifests().clone();
+    manifests.push(referrer);
+    index.set_manifests(manifests);
+    let bytes = serde_json::to_vec(&index)
+        .map_err(|e| RegistryError::Manifest(format!("the referrers of {subject}: {e}")))?;
+    put_manifest(client, repository, &tag, INDEX, &bytes).await
+}
+
 /// What a delete did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deleted {

@@ -58,6 +58,8 @@ pub async fn push(
     // Images first: one whose layers leave compressed becomes another
     // manifest, and the attestations about it follow its new digest.
     let mut renamed: Vec<(String, String)> = Vec::new();
+    // Each image's digest and size as the registry has it.
+    let mut images_sent: Vec<(Digest, u64)> = Vec::new();
     for entry in entries
         .iter_mut()
         .filter(|e| !image::index::is_attestation(e))
@@ -82,6 +84,7 @@ pub async fn push(
             entry.set_digest(d.to_oci());
             entry.set_size(sent.size);
         }
+        images_sent.push((image::manifest_digest(entry)?, entry.size()));
     }
     for entry in entries
         .iter_mut()
@@ -110,7 +113,46 @@ pub async fn push(
             .and_then(|about| renamed.iter().find(|(old, _)| old == about))
         {
             annotations.insert(image::index::REFERENCE_DIGEST.to_string(), new.clone());
-            entry.set_annotations(Some(annotations));
+            entry.set_annotations(Some(annotations.clone()));
+        }
+        // Also an OCI referrer of its image (a copy with a `subject`), as
+        // registries and tools of OCI 1.1 find attestations.
+        let subject = annotations
+            .get(image::index::REFERENCE_DIGEST)
+            .and_then(|d| d.parse::<Digest>().ok());
+        let subject_size = subject.as_ref().and_then(|d| {
+            images_sent
+                .iter()
+                .find(|(sent, _)| sent == d)
+                .map(|(_, size)| *size)
+        });
+        if let (Some(subject), Some(size)) = (subject, subject_size) {
+            let mut referrer: serde_json::Value = serde_json::from_slice(&manifest)
+                .map_err(|e| RegistryError::Manifest(format!("attestation {digest}: {e}")))?;
+            referrer["artifactType"] = super::manage::ATTESTATION_ARTIFACT.into();
+            referrer["subject"] = serde_json::json!({
+                "mediaType": MediaType::ImageManifest.to_string(),
+                "digest": subject.to_string(),
+                "size": size,
+            });
+            let bytes = serde_json::to_vec(&referrer)
+                .map_err(|e| RegistryError::Manifest(format!("attestation {digest}: {e}")))?;
+            let referrer_digest = Digest::of(&bytes);
+            super::manage::put_manifest(
+                client,
+                repo,
+                &referrer_digest.to_string(),
+                MediaType::ImageManifest.as_ref(),
+                &bytes,
+            )
+            .await?;
+            let mut d = Descriptor::new(
+                MediaType::ImageManifest,
+                bytes.len() as u64,
+                referrer_digest.to_oci(),
+            );
+            d.set_artifact_type(Some(MediaType::from(super::manage::ATTESTATION_ARTIFACT)));
+            super::manage::add_referrer(client, repo, &subject, d).await?;
         }
     }
     let (digest, bytes) = match entries == *list.manifests() {

@@ -480,6 +480,38 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
         "{index}"
     );
 
+    // And each attestation is an OCI referrer of its image: docker-registry
+    // 2.8 has no referrers API, so the fallback tag `sha256-<hex>` names
+    // an index of them, each a manifest whose subject is the image.
+    let skopeo_raw = |reference: String| -> serde_json::Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--raw"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{reference}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let repo_ref = name.rsplit_once(':').unwrap().0.to_string();
+    for image in &images {
+        let digest = image["digest"].as_str().unwrap();
+        let referrers = skopeo_raw(format!(
+            "{repo_ref}:sha256-{}",
+            digest.trim_start_matches("sha256:")
+        ));
+        let listed = referrers["manifests"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{referrers}");
+        assert_eq!(
+            listed[0]["artifactType"],
+            "application/vnd.docker.attestation.manifest.v1+json"
+        );
+        let referrer = skopeo_raw(format!(
+            "{repo_ref}@{}",
+            listed[0]["digest"].as_str().unwrap()
+        ));
+        assert_eq!(referrer["subject"]["digest"], digest, "{referrer}");
+    }
+
     // The arm64 image's provenance: valid SLSA v1, about that manifest,
     // its materials the two bases, the build arg recorded.
     let provenance: serde_json::Value = serde_json::from_str(&ok(
