@@ -1,5 +1,6 @@
 //! An SPDX 2.3 SBOM of an image, from the package databases it ships:
-//! dpkg's status, apk's installed, Python's `*.dist-info/METADATA`, npm's
+//! dpkg's status, apk's installed, rpm's `rpmdb.sqlite`, Python's
+//! `*.dist-info/METADATA`, npm's
 //! `package-lock.json` and Cargo's `Cargo.lock`. One scanner, no network:
 //! the layers' snapshots are read as the image's merged filesystem (an
 //! upper layer's file or whiteout hides a lower one), every file opened
@@ -90,6 +91,10 @@ pub fn scan(store: &Store, image: &Image) -> Result<Vec<Package>, ImageError> {
             what: format!("snapshot {}", snapshots[layer].display()),
             source,
         })?;
+        if path.ends_with("/rpmdb.sqlite") {
+            packages.extend(rpm_packages(store, &root, &path));
+            continue;
+        }
         let mut text = String::new();
         let read = root
             .open_regular(&path, false)
@@ -160,6 +165,10 @@ fn wanted(path: &str) -> bool {
         // sources (a registry checkout holds thousands).
         "package-lock.json" => !path.contains("/node_modules/"),
         "Cargo.lock" => !path.contains("/registry/src/") && !path.contains("/git/checkouts/"),
+        // rpm 4.16+'s database (Fedora 33+, RHEL 9): where rpm keeps it.
+        "rpmdb.sqlite" => {
+            path == "/var/lib/rpm/rpmdb.sqlite" || path == "/usr/lib/sysimage/rpm/rpmdb.sqlite"
+        }
         _ => false,
     }
 }
@@ -265,6 +274,87 @@ fn parse(path: &str, text: &str) -> Vec<Package> {
     }
 }
 
+/// The packages of an rpm database (`rpmdb.sqlite`): copied out of the
+/// snapshot by descriptor into the store's private tmp (SQLite opens by
+/// path), opened read-only and immutable, each `Packages` row's header
+/// read for its name, version-release, license.
+fn rpm_packages(store: &Store, root: &Root, path: &str) -> Vec<Package> {
+    let copy = store.temp_path("rpmdb");
+    let copied = root.open_regular(path, false).and_then(|f| {
+        let mut out = std::fs::File::create(&copy)?;
+        std::io::copy(&mut f.take(MAX_DB), &mut out)
+    });
+    let mut out = Vec::new();
+    if copied.is_ok()
+        && let Ok(db) = rusqlite::Connection::open_with_flags(
+            format!("file:{}?immutable=1", copy.display()),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        && let Ok(mut rows) = db.prepare("SELECT blob FROM Packages")
+        && let Ok(blobs) = rows.query_map([], |r| r.get::<_, Vec<u8>>(0))
+    {
+        for header in blobs.flatten() {
+            let Some(h) = RpmHeader::parse(&header) else {
+                continue;
+            };
+            let (Some(name), Some(version)) = (h.string(1000), h.string(1001)) else {
+                continue;
+            };
+            // gpg-pubkey entries are keys rpm imported, not packages.
+            if name == "gpg-pubkey" {
+                continue;
+            }
+            let version = match h.string(1002) {
+                Some(release) => format!("{version}-{release}"),
+                None => version,
+            };
+            out.push(Package {
+                kind: "rpm",
+                name,
+                version,
+                license: h.string(1014),
+                source: path.to_string(),
+            });
+        }
+    }
+    let _ = std::fs::remove_file(&copy);
+    out
+}
+
+/// An rpm header as rpm's database stores it: the index count and data
+/// size (big-endian u32s), the index entries (tag, type, offset, count),
+/// then the data.
+struct RpmHeader<'a> {
+    entries: Vec<(u32, u32, u32)>,
+    data: &'a [u8],
+}
+
+impl<'a> RpmHeader<'a> {
+    fn parse(blob: &'a [u8]) -> Option<RpmHeader<'a>> {
+        let word = |at: usize| -> Option<u32> {
+            Some(u32::from_be_bytes(blob.get(at..at + 4)?.try_into().ok()?))
+        };
+        let (count, size) = (word(0)? as usize, word(4)? as usize);
+        let start = 8usize.checked_add(count.checked_mul(16)?)?;
+        let data = blob.get(start..start.checked_add(size)?)?;
+        let entries = (0..count)
+            .map(|i| Some((word(8 + i * 16)?, word(12 + i * 16)?, word(16 + i * 16)?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(RpmHeader { entries, data })
+    }
+
+    /// Tag `tag`'s string (STRING, or the first of an I18NSTRING).
+    fn string(&self, tag: u32) -> Option<String> {
+        let &(_, kind, offset) = self.entries.iter().find(|(t, _, _)| *t == tag)?;
+        if kind != 6 && kind != 9 {
+            return None;
+        }
+        let rest = self.data.get(offset as usize..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        String::from_utf8(rest[..end].to_vec()).ok()
+    }
+}
+
 /// The paragraphs of a dpkg/apk database: `Key: value` lines (dpkg's
 /// continuation lines start with a space and are skipped), blank-line
 /// separated.
@@ -309,6 +399,7 @@ fn purl(p: &Package, arch: &str) -> String {
     match p.kind {
         "deb" => format!("pkg:deb/debian/{}@{}?arch={arch}", p.name, p.version),
         "apk" => format!("pkg:apk/alpine/{}@{}?arch={arch}", p.name, p.version),
+        "rpm" => format!("pkg:rpm/{}@{}?arch={arch}", p.name, p.version),
         kind => format!("pkg:{kind}/{}@{}", p.name, p.version),
     }
 }
@@ -409,6 +500,28 @@ mod tests {
         assert_eq!(parse("/src/Cargo.lock", cargo).len(), 2);
         assert!(wanted("/var/lib/dpkg/status") && !wanted("/etc/status"));
         assert!(!wanted("/app/node_modules/x/package-lock.json"));
+    }
+
+    #[test]
+    fn an_rpm_header_is_read_and_a_broken_one_is_none() {
+        // Two entries: NAME (STRING at 0) and LICENSE (I18NSTRING at 4).
+        let mut blob = Vec::new();
+        for w in [2u32, 8, 1000, 6, 0, 1, 1014, 9, 4, 1] {
+            blob.extend(w.to_be_bytes());
+        }
+        blob.extend(b"foo\0MIT\0");
+        let h = RpmHeader::parse(&blob).unwrap();
+        assert_eq!(h.string(1000).as_deref(), Some("foo"));
+        assert_eq!(h.string(1014).as_deref(), Some("MIT"));
+        assert_eq!(h.string(1001), None);
+        assert!(RpmHeader::parse(&blob[..20]).is_none(), "entries cut short");
+        assert!(
+            RpmHeader::parse(&blob[..blob.len() - 1]).is_none(),
+            "data cut short"
+        );
+        let mut huge = blob.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(RpmHeader::parse(&huge).is_none(), "a count past the blob");
     }
 
     #[test]

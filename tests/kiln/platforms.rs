@@ -759,11 +759,41 @@ fn the_sbom_reads_the_image_as_its_layers_leave_it() {
     k(&["import", host_tar.to_str().unwrap(), "box"]);
     let ctx = dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
+    // An rpm database (rpm 4.18's sqlite) holding one package, made by
+    // Debian's rpm tools.
+    if !crate::util::need_tool("rpmbuild", "it makes the rpm database the SBOM reads") {
+        return;
+    }
+    let top = dir.path().join("rpm");
+    std::fs::create_dir_all(top.join("SPECS")).unwrap();
+    std::fs::create_dir_all(ctx.join("rpmdb")).unwrap();
+    std::fs::write(
+        top.join("SPECS/hello.spec"),
+        "Name: kiln-hello\nVersion: 1.2.3\nRelease: 4\nSummary: t\nLicense: MIT\nBuildArch: noarch\n%description\nt\n%files\n",
+    )
+    .unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+    };
+    run(Command::new("rpmbuild")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["-bb"])
+        .arg(top.join("SPECS/hello.spec")));
+    let db = ctx.join("rpmdb");
+    run(Command::new("rpm").arg("--dbpath").arg(&db).arg("--initdb"));
+    run(Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&db)
+        .args(["-i", "--nodeps", "--justdb"])
+        .arg(top.join("RPMS/noarch/kiln-hello-1.2.3-4.noarch.rpm")));
     // Databases written by one step and rewritten, removed or hidden by
     // the next: what the image has is what the SBOM lists.
     std::fs::write(
         ctx.join("Dockerfile"),
         r#"FROM box
+COPY rpmdb/rpmdb.sqlite /var/lib/rpm/rpmdb.sqlite
 RUN mkdir -p /var/lib/dpkg /lib/apk/db /usr/lib/python3/dist-packages/gone-1.0.dist-info /opt/app /srv/x && \
     printf 'Package: keep\nStatus: install ok installed\nVersion: 1\n\nPackage: old\nStatus: install ok installed\nVersion: 2\n' > /var/lib/dpkg/status && \
     printf 'Metadata-Version: 2.1\nName: gone\nVersion: 1.0\n' > /usr/lib/python3/dist-packages/gone-1.0.dist-info/METADATA && \
@@ -806,6 +836,7 @@ RUN printf 'Package: keep\nStatus: install ok installed\nVersion: 1\n' > /var/li
         [
             "pkg:apk/alpine/musl@1.2.4-r2?arch=amd64 musl 1.2.4-r2 MIT",
             "pkg:deb/debian/keep@1?arch=amd64 keep 1 NOASSERTION",
+            "pkg:rpm/kiln-hello@1.2.3-4?arch=amd64 kiln-hello 1.2.3-4 MIT",
         ]
     );
 }
