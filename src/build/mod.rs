@@ -1720,16 +1720,35 @@ fn base_state(
             .collect();
         return Ok((state, triggers));
     }
-    let image = pull_base(store, base, opts, platform)?;
-    // Building for another platform, a local base of this machine's (the
-    // store keeps one platform per name) would put its programs in the
-    // image: refused, not warned about.
-    let has = format!("{}/{}", image.config.os, image.config.architecture);
+    let mut image = pull_base(store, base, opts, platform)?;
+    let wanted = platform.split('/').take(2).collect::<Vec<_>>().join("/");
+    let platform_of = |i: &Image| format!("{}/{}", i.config.os, i.config.architecture);
+    // A one-platform base of another platform that came from a registry
+    // (another platform's build pulled it under the name first): this
+    // platform's is pulled too, and the name becomes a local index of
+    // both (`pull::merged`).
+    if platform_of(&image) != wanted
+        && image.index.is_none()
+        && opts.pull != Pull::Never
+        && crate::registry::pull::origin(store, &image.manifest_digest).is_some()
+    {
+        let again = Options {
+            pull: Pull::Always,
+            ..opts.clone()
+        };
+        if let Ok(pulled) = pull_base(store, base, &again, platform)
+            && platform_of(&pulled) == wanted
+        {
+            image = pulled;
+        }
+    }
+    // Building for another platform, a local base of this machine's
+    // would put its programs in the image: refused, not warned about.
+    let has = platform_of(&image);
     let (has_arch, arch) = (
         &image.config.architecture,
         platform.split('/').nth(1).unwrap_or_default(),
     );
-    let wanted = platform.split('/').take(2).collect::<Vec<_>>().join("/");
     if platform != plan::host_platform() && has != wanted {
         return Err(format!(
             "base {base} in the store is for {has}, and this stage builds for {platform}: give the name an image of each platform (kiln pull --all-platforms REF, or kiln manifest create {base} IMAGE-{has_arch} IMAGE-{arch} of images pulled or imported with --platform)"

@@ -351,7 +351,7 @@ fn record_origin(store: &Store, digest: &Digest, registry: &str, repository: &st
 }
 
 /// Where `digest` came from (`registry/repository`), if kiln pulled it.
-pub(super) fn origin(store: &Store, digest: &Digest) -> Option<String> {
+pub(crate) fn origin(store: &Store, digest: &Digest) -> Option<String> {
     std::fs::read_to_string(store.cache_dir().join("origins").join(digest.hex()))
         .ok()
         .map(|s| s.trim().to_string())

@@ -610,6 +610,56 @@ fn a_two_platform_image_is_one_index_with_provenance_and_sbom_pushed_saved_and_r
         );
     }
 
+    // A multi-platform base from the registry: each platform's build
+    // pulls its own image, and the name ends as a local index of both.
+    let fresh = dir.path().join("fresh");
+    std::fs::write(
+        ctx.join("Dockerfile.pulled"),
+        format!("FROM {box_ref}\nRUN uname -m > /arch\n"),
+    )
+    .unwrap();
+    ok(
+        &fresh,
+        &[
+            "build",
+            "-q",
+            "--insecure-registry",
+            &reg.host(),
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "pulled:1",
+            "-f",
+            ctx.join("Dockerfile.pulled").to_str().unwrap(),
+            ctx_s,
+        ],
+    );
+    assert_eq!(
+        ok(
+            &fresh,
+            &[
+                "run",
+                "--rm",
+                "--platform",
+                "linux/arm64",
+                "pulled:1",
+                "cat",
+                "/arch"
+            ]
+        ),
+        "aarch64\n"
+    );
+    assert_eq!(
+        ok(&fresh, &["run", "--rm", "pulled:1", "cat", "/arch"]),
+        "x86_64\n"
+    );
+    let listed = ok(&fresh, &["images"]);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&format!("{}/kiln/box", reg.host())))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.ends_with("linux/amd64,linux/arm64"), "{listed}");
+
     // An index without a name, whose arm64 image a container was made
     // from, stays through `kiln prune` (its dangling images forgotten).
     let id = ok(
