@@ -612,9 +612,7 @@ async fn create(
         // `?platform=linux/arm64` (API 1.41): that platform's image of a
         // multi-platform one.
         if let Some(p) = q.get("platform").filter(|p| !p.is_empty()) {
-            let p = crate::plan::normalize_platform(p)
-                .and_then(|p| crate::registry::Platform::parse(&p))
-                .map_err(ApiError::bad)?;
+            let p = crate::registry::Platform::from_user(p).map_err(ApiError::bad)?;
             opts.platform = Some(p);
         }
         if crate::image::Image::resolve_for(&state.store, &opts.image, opts.platform.as_ref())

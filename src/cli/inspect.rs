@@ -32,8 +32,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let store = open_store(root)?;
     let platform = match &args.platform {
         Some(p) => Some(
-            kiln::plan::normalize_platform(p)
-                .and_then(|p| kiln::registry::Platform::parse(&p))
+            kiln::registry::Platform::from_user(p)
                 .map_err(|e| Error::Usage(format!("--platform: {e}")))?,
         ),
         None => None,

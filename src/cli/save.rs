@@ -35,8 +35,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let mut images = Vec::new();
     let platform = match &args.platform {
         Some(p) => Some(
-            kiln::plan::normalize_platform(p)
-                .and_then(|p| kiln::registry::Platform::parse(&p))
+            kiln::registry::Platform::from_user(p)
                 .map_err(|e| Error::Usage(format!("--platform: {e}")))?,
         ),
         None => None,

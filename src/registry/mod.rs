@@ -141,6 +141,13 @@ impl Platform {
         }
     }
 
+    /// A platform as a user writes it (`--platform`, the API's
+    /// `platform`): aliases normalized as docker does (`aarch64`, `arm`),
+    /// then parsed.
+    pub fn from_user(text: &str) -> Result<Platform, String> {
+        crate::plan::normalize_platform(text).and_then(|p| Platform::parse(&p))
+    }
+
     /// Parses `os/arch[/variant]`.
     pub fn parse(text: &str) -> Result<Platform, String> {
         let parts: Vec<&str> = text.split('/').collect();
