@@ -6,7 +6,7 @@
 
 pub mod api;
 pub mod attest;
-pub mod build;
+pub mod builder;
 pub mod container;
 pub mod context;
 pub mod copier;

@@ -5,7 +5,7 @@
 //! classic builder's JSON lines, then the image id.
 
 use super::{ApiError, Shared, flag};
-use crate::build::{self, Options};
+use crate::builder::{self, Options};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -116,12 +116,12 @@ async fn build_image(
         // docker build --pull: the bases are fetched again, the
         // registry's tag may have moved.
         pull: match flag(q.get("pull")) {
-            true => build::Pull::Always,
-            false => build::Pull::Missing,
+            true => builder::Pull::Always,
+            false => builder::Pull::Missing,
         },
         network: match q.get("networkmode").map(String::as_str) {
-            Some("none") => build::DefaultNetwork::None,
-            _ => build::DefaultNetwork::Host,
+            Some("none") => builder::DefaultNetwork::None,
+            _ => builder::DefaultNetwork::Host,
         },
         registry: crate::registry::Options::from_env(),
         add_hosts: extra_hosts,
@@ -180,7 +180,7 @@ async fn build_image(
             true => crate::progress::Progress::quiet(),
             false => crate::progress::Progress::plain(Box::new(Lines(tx.clone()))),
         };
-        let built = build::build(&state.store, &source, &opts, &progress);
+        let built = builder::build(&state.store, &source, &opts, &progress);
         drop(progress);
         // Without a name the image stays, as docker's `<none>:<none>`,
         // found by its id until pruned.
@@ -208,7 +208,7 @@ async fn build_image(
             }
             // The classic builder's words for a RUN that failed, which
             // its clients (docker-py's BuildError) look for.
-            Err(build::BuildError::Step {
+            Err(builder::BuildError::Step {
                 exit: Some(exit), ..
             }) => fail(format!(
                 "The command '{}' returned a non-zero code: {}",

@@ -2,7 +2,7 @@
 
 use super::diagnostic::{Located, Severity};
 use super::{Error, open_store, read_dockerfile};
-use kiln::build::{self, BuildError, Options, Secret};
+use kiln::builder::{self, BuildError, Options, Secret};
 use kiln::dockerfile::Source;
 use kiln::image::archive::Format;
 use kiln::image::{Image, Name};
@@ -48,17 +48,17 @@ pub struct Args {
     /// name=oci-layout://PATH[:TAG|@DIGEST]): `FROM name` and `--from=name`
     /// read them instead of a stage or image (repeatable).
     #[arg(long = "build-context", value_parser = parse_build_context)]
-    build_contexts: Vec<(String, build::NamedContext)>,
+    build_contexts: Vec<(String, builder::NamedContext)>,
     /// External cache sources: `type=local,src=DIR` or
     /// `type=registry,ref=REF` (repeatable).
     #[arg(long, value_parser = parse_cache)]
-    cache_from: Vec<build::CacheTo>,
+    cache_from: Vec<builder::CacheTo>,
     /// Cache export destination: `type=local,dest=DIR` or
     /// `type=registry,ref=REF`, with `mode=min` (the final image's steps)
     /// or `mode=max` (every stage's), and `mounts=true` (the contents of
     /// the RUN cache mounts used travel with it).
     #[arg(long, value_parser = parse_cache)]
-    cache_to: Option<build::CacheTo>,
+    cache_to: Option<builder::CacheTo>,
     /// Set method for evaluating build: "check" runs the Dockerfile's
     /// checks instead of building (default "build"); "check,format=json"
     /// prints BuildKit's lint result.
@@ -92,7 +92,7 @@ pub struct Args {
     /// build alike)
     /// [env: KILN_CONTEXT_MODES]
     #[arg(long = "context-modes", value_enum)]
-    context_modes: Option<build::ContextModes>,
+    context_modes: Option<builder::ContextModes>,
     /// Name of the Dockerfile (default: "PATH/Dockerfile"); `-` reads
     /// standard input.
     #[arg(short = 'f', long = "file")]
@@ -144,7 +144,7 @@ pub struct Args {
     /// When FROM bases are pulled: `missing` (not in the store), `always`,
     /// `never`; `--pull` alone means always.
     #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
-    pull: build::Pull,
+    pull: builder::Pull,
     /// Push the tags (-t) to their registries once built.
     #[arg(long)]
     push: bool,
@@ -228,7 +228,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 /// Parses `--build-context NAME=DIR|docker-image://REF|oci-layout://PATH`;
 /// a directory must exist.
-fn parse_build_context(text: &str) -> Result<(String, build::NamedContext), String> {
+fn parse_build_context(text: &str) -> Result<(String, builder::NamedContext), String> {
     let (name, value) = text
         .split_once('=')
         .filter(|(n, v)| !n.is_empty() && !v.is_empty())
@@ -237,8 +237,8 @@ fn parse_build_context(text: &str) -> Result<(String, build::NamedContext), Stri
                 "invalid --build-context {text:?}: use NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://PATH[:TAG]"
             )
         })?;
-    let context = build::NamedContext::parse(value)?;
-    if let build::NamedContext::Dir(dir) | build::NamedContext::OciLayout { path: dir, .. } =
+    let context = builder::NamedContext::parse(value)?;
+    if let builder::NamedContext::Dir(dir) | builder::NamedContext::OciLayout { path: dir, .. } =
         &context
         && !dir.is_dir()
     {
@@ -269,8 +269,8 @@ fn parse_annotation(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
-fn parse_cache(text: &str) -> Result<build::CacheTo, String> {
-    build::CacheSpec::parse(text)
+fn parse_cache(text: &str) -> Result<builder::CacheTo, String> {
+    builder::CacheSpec::parse(text)
 }
 
 /// Parses `--ssh ID[=SOCKET]`: the socket must be an ssh-agent's.
@@ -365,7 +365,7 @@ fn verify_repro(
     } else {
         args.progress
     });
-    let verdict = build::verify::verify(store, source, opts, &progress, image);
+    let verdict = builder::verify::verify(store, source, opts, &progress, image);
     drop(progress);
     let mut err = std::io::stderr();
     let verdict = match verdict {
@@ -374,7 +374,7 @@ fn verify_repro(
     };
     // Provenance records the verdict as this says it.
     match verdict {
-        build::verify::Verdict::Same => {
+        builder::verify::Verdict::Same => {
             writeln!(
                 err,
                 "reproducible: {} again from the same inputs in a scratch store with no cache",
@@ -385,7 +385,7 @@ fn verify_repro(
                 serde_json::json!({ "result": "reproducible", "imageId": image.id.to_string() }),
             ))
         }
-        build::verify::Verdict::Differs { again, first } => {
+        builder::verify::Verdict::Differs { again, first } => {
             writeln!(
                 err,
                 "kiln: not reproducible: {}, then {again} built again from the same inputs in a scratch store with no cache",
@@ -558,18 +558,18 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let context_modes = match (&args.context_modes, std::env::var("KILN_CONTEXT_MODES")) {
         (Some(m), _) => *m,
         (None, Ok(v)) if !v.is_empty() => {
-            <build::ContextModes as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
+            <builder::ContextModes as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
                 Error::Usage(format!(
                     "KILN_CONTEXT_MODES={v}: expected \"docker\" or \"git\""
                 ))
             })?
         }
-        (None, _) => build::ContextModes::Docker,
+        (None, _) => builder::ContextModes::Docker,
     };
     let file = args
         .file
         .clone()
-        .unwrap_or_else(|| build::default_dockerfile(&args.context));
+        .unwrap_or_else(|| builder::default_dockerfile(&args.context));
     let (name, bytes) = read_dockerfile(&file)?;
     let source = Source::new(name, &bytes);
     let store = open_store(root)?;
@@ -591,8 +591,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
         labels: args.labels.clone(),
         network: match args.network.as_deref() {
-            Some("none") => build::DefaultNetwork::None,
-            _ => build::DefaultNetwork::Host,
+            Some("none") => builder::DefaultNetwork::None,
+            _ => builder::DefaultNetwork::Host,
         },
         add_hosts: args.add_hosts.clone(),
         build_contexts: args.build_contexts.clone(),
@@ -619,13 +619,14 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let mut verified: Option<(ExitCode, serde_json::Value)> = None;
     let result = match indexed {
         false => {
-            let r = build::build(&store, &source, &opts, &progress);
+            let r = builder::build(&store, &source, &opts, &progress);
             // The live view ends before anything else is printed.
             drop(progress);
             r
         }
         true => {
-            let built = build::platforms::build_each(&store, &source, &opts, &platforms, &progress);
+            let built =
+                builder::platforms::build_each(&store, &source, &opts, &platforms, &progress);
             drop(progress);
             match built {
                 Err(e) => Err(e),
@@ -656,13 +657,13 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                             .as_ref()
                             .map_or_else(|| "-".to_string(), |d| d.display().to_string()),
                         context: args.context.clone(),
-                        build_args: build::build_args_of(&opts),
+                        build_args: builder::build_args_of(&opts),
                         target: opts.target.clone(),
                         secrets: opts.secrets.iter().map(|(id, _)| id.clone()).collect(),
                         verified: verified.as_ref().map(|(_, v)| v.clone()),
                         ..Default::default()
                     };
-                    build::platforms::assemble(&store, &built, &opts, &attest, &inputs)
+                    builder::platforms::assemble(&store, &built, &opts, &attest, &inputs)
                 }
             }
         }

@@ -85,7 +85,7 @@ struct Checked {
 fn report(args: Args, request: Request) -> Result<ExitCode, Error> {
     let file = match (&args.file, &args.context) {
         (Some(file), _) => file.clone(),
-        (None, Some(context)) => kiln::build::default_dockerfile(context),
+        (None, Some(context)) => kiln::builder::default_dockerfile(context),
         (None, None) => PathBuf::from("Dockerfile"),
     };
     let (name, bytes) = read_dockerfile(&file)?;
@@ -164,7 +164,7 @@ fn check(
     let base = |reference: &str| {
         let store = store.as_ref()?;
         let image = kiln::image::Image::resolve(store, reference).ok()?;
-        Some(kiln::build::base_facts(
+        Some(kiln::builder::base_facts(
             &image.config,
             &kiln::plan::host_platform(),
         ))

@@ -15,7 +15,7 @@ pub mod hooks;
 pub mod metrics;
 mod mirror;
 
-use crate::build::{self, CacheMode, CacheSpec};
+use crate::builder::{self, CacheMode, CacheSpec};
 use crate::dockerfile::Source;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -76,7 +76,7 @@ pub struct Service {
     /// Set on SIGTERM: no job starts any more.
     stopping: std::sync::atomic::AtomicBool,
     /// The store's use as last measured.
-    last_usage: Mutex<Option<build::evict::Usage>>,
+    last_usage: Mutex<Option<builder::evict::Usage>>,
 }
 
 impl Service {
@@ -166,15 +166,15 @@ impl Service {
     }
 
     /// The store's use by kind (and the gauges that show it).
-    pub fn usage(&self) -> build::evict::Usage {
+    pub fn usage(&self) -> builder::evict::Usage {
         let usage = Store::open(&self.store_root)
-            .map(|s| build::evict::usage(&s))
+            .map(|s| builder::evict::usage(&s))
             .unwrap_or_default();
         self.record_usage(usage)
     }
 
     /// Shows `usage` in the gauges and keeps it as the last measured.
-    fn record_usage(&self, usage: build::evict::Usage) -> build::evict::Usage {
+    fn record_usage(&self, usage: builder::evict::Usage) -> builder::evict::Usage {
         for (kind, bytes) in [
             ("blobs", usage.blobs),
             ("snapshots", usage.snapshots),
@@ -191,7 +191,7 @@ impl Service {
     }
 
     /// The store's use as last measured (measured now the first time).
-    pub fn last_usage(&self) -> build::evict::Usage {
+    pub fn last_usage(&self) -> builder::evict::Usage {
         let known = self
             .last_usage
             .lock()
@@ -206,7 +206,7 @@ impl Service {
     pub fn keep_under_cap(
         &self,
         max: Option<u64>,
-    ) -> Result<Option<build::evict::Evicted>, String> {
+    ) -> Result<Option<builder::evict::Evicted>, String> {
         let max = match (max, &self.config.store.max_size) {
             (Some(m), _) => m,
             (None, Some(text)) => crate::units::human_size(text)?,
@@ -215,7 +215,7 @@ impl Service {
         let _evicting = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
         let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
         let in_use = crate::container::snapshots_in_use(&store);
-        let evicted = build::evict::fit(&store, max, &in_use).map_err(|e| e.to_string())?;
+        let evicted = builder::evict::fit(&store, max, &in_use).map_err(|e| e.to_string())?;
         drop(store);
         match &evicted {
             // Nothing went: the use fit measured is the use now.
@@ -364,7 +364,7 @@ impl Service {
             .cache_to
             .as_ref()
             .map(|r| CacheSpec::Registry(r.clone()));
-        let opts = build::Options {
+        let opts = builder::Options {
             context: context.clone(),
             dockerfile: Some(dockerfile),
             build_args: target
@@ -386,20 +386,20 @@ impl Service {
         // config, no layer). All there: the job is warm, nothing is
         // imported, built or pushed.
         if let Some(spec) = &cache {
-            match build::cache_keys(spec, &self.registry) {
+            match builder::cache_keys(spec, &self.registry) {
                 Ok(Some(keys)) => {
                     phase(&mut events, "check");
-                    let check = build::Options {
+                    let check = builder::Options {
                         warm_check: Some(keys),
                         ..opts.clone()
                     };
                     let progress = Progress::json(Box::new(
                         events.try_clone().map_err(|e| format!("job events: {e}"))?,
                     ));
-                    let checked = build::build(&store, &source, &check, &progress);
+                    let checked = builder::build(&store, &source, &check, &progress);
                     match checked {
                         Ok(_) => return Ok(step_counts(&events_path)),
-                        Err(e @ build::BuildError::Cold { .. }) => progress.note(&e.to_string()),
+                        Err(e @ builder::BuildError::Cold { .. }) => progress.note(&e.to_string()),
                         // A check that cannot be made is a build to do.
                         Err(e) => progress.warn(&format!("[Warning] warm check: {e}")),
                     }
@@ -412,8 +412,8 @@ impl Service {
             }
         }
         phase(&mut events, "build");
-        let opts = build::Options {
-            cache_to: cache.clone().map(|spec| build::CacheTo {
+        let opts = builder::Options {
+            cache_to: cache.clone().map(|spec| builder::CacheTo {
                 spec,
                 mode: CacheMode::Max,
                 mounts: target.mounts,
@@ -423,7 +423,7 @@ impl Service {
             ..opts
         };
         let progress = Progress::json(Box::new(events));
-        let built = build::build(&store, &source, &opts, &progress);
+        let built = builder::build(&store, &source, &opts, &progress);
         drop(progress);
         built.map_err(|e| e.to_string())?;
         Ok(step_counts(&events_path))
