@@ -180,7 +180,7 @@ async fn build_image(
             true => crate::progress::Progress::quiet(),
             false => crate::progress::Progress::plain(Box::new(Lines(tx.clone()))),
         };
-        let built = builder::build(&state.store, &source, &opts, &progress);
+        let built = builder::build(&state.store, &source, &opts, &progress).map(|(image, _)| image);
         drop(progress);
         // Without a name the image stays, as docker's `<none>:<none>`,
         // found by its id until pruned.

@@ -35,7 +35,7 @@ impl Attest {
 
 /// Something a build read from outside its context (a base image, a
 /// remote ADD source), as provenance's `resolvedDependencies` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Material {
     /// `pkg:docker/NAME@TAG?platform=…` or the source URL, credentials
     /// scrubbed.

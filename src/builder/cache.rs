@@ -5,6 +5,7 @@
 //! itself a kiln store (an OCI layout); `type=registry` pushes and pulls it
 //! like any image, so any registry can hold it.
 
+use super::report::{Export, Recorder};
 use super::{StepResult, record};
 use crate::image::{self, Image, ImageConfig, config};
 use crate::progress::Mode;
@@ -445,6 +446,120 @@ pub fn keys(spec: &CacheSpec, opts: &registry::Options) -> Result<Option<HashSet
             .map(|e| String::from(e.key))
             .collect(),
     ))
+}
+
+/// A cache `--cache-from` read, with what its registry ref named then:
+/// the export to the same ref re-reads it and merges what another writer
+/// put there meanwhile.
+pub(super) type Seen = (CacheSpec, Option<Digest>);
+
+/// Imports every `--cache-from` of `opts`; a cache that cannot be read
+/// only costs the work it would save (a warning, never an error).
+pub(super) fn import_all(store: &Store, opts: &super::Options, report: &Recorder) -> Vec<Seen> {
+    let progress = report.progress();
+    let mut seen = Vec::new();
+    for from in &opts.cache_from {
+        match import(store, from, &opts.registry) {
+            Ok(i) if i.missing => {
+                progress.note(&format!("no cache at {} yet", from.describe()));
+                seen.push((from.clone(), None));
+            }
+            Ok(i) => {
+                progress.note(&format!(
+                    "imported {} cached steps from {}",
+                    i.steps,
+                    from.describe()
+                ));
+                if i.mounts > 0 {
+                    progress.note(&format!("restored {} cache mounts", i.mounts));
+                }
+                if let Some(d) = i.digest {
+                    seen.push((from.clone(), Some(d)));
+                }
+            }
+            Err(e) => report.warn(&format!(
+                "[Warning] importing cache from {}: {e}",
+                from.describe()
+            )),
+        }
+    }
+    seen
+}
+
+/// The step records `--cache-to` of `mode` exports: every stage's under
+/// `max`, under `min` those of the stages in `chain` (the target and the
+/// stages its FROMs name: the final image's layers).
+pub(super) fn records_for(
+    records: &[(usize, String, StepResult)],
+    mode: CacheMode,
+    chain: &[usize],
+) -> Vec<(String, StepResult)> {
+    records
+        .iter()
+        .filter(|(stage, _, _)| mode == CacheMode::Max || chain.contains(stage))
+        .map(|(_, k, r)| (k.clone(), r.clone()))
+        .collect()
+}
+
+/// Exports what the build recorded to `to` (as `--cache-to` asks), its
+/// outcome told to `report`; a failed export is a warning.
+pub(super) fn export_built(
+    store: &Store,
+    to: &CacheTo,
+    chain: &[usize],
+    seen: &[Seen],
+    opts: &super::Options,
+    report: &Recorder,
+) {
+    let progress = report.progress();
+    let records = records_for(
+        &report.records.lock().unwrap_or_else(|e| e.into_inner()),
+        to.mode,
+        chain,
+    );
+    let publish = Publish {
+        seen: seen
+            .iter()
+            .find(|(s, _)| *s == to.spec)
+            .map(|(_, d)| d.clone()),
+        keep: opts.cache_generations,
+        mounts: match to.mounts {
+            true => report
+                .cache_mounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+            false => Vec::new(),
+        },
+    };
+    let name = to.spec.describe();
+    match export(store, &records, &to.spec, &opts.registry, &publish) {
+        Ok(e) => {
+            report.exported(Export {
+                to: name.clone(),
+                steps: e.steps,
+                bytes: e.bytes,
+            });
+            if e.merged > 0 {
+                progress.note(&format!(
+                    "merged {} cached steps another build published to {name} meanwhile",
+                    e.merged
+                ));
+            }
+            if e.deleted > 0 {
+                progress.note(&format!("deleted {} older cache generations", e.deleted));
+            }
+            if e.kept_back > 0 {
+                report.warn(&format!(
+                    "[Warning] {} older cache generations kept: the registry does not allow deletes",
+                    e.kept_back
+                ));
+            }
+        }
+        Err(e) => report.warn(&format!("[Warning] exporting cache to {name} failed: {e}")),
+    }
 }
 
 /// Exports `records` (step key → result) to `to`.

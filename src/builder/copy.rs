@@ -95,9 +95,9 @@ pub(super) fn step<'a>(
     c: &'a Copy,
     add: bool,
 ) -> Result<(KeyInputs, Run<'a>), StepError> {
-    let (store, built, stages) = (b.store, cx.built, b.stages);
+    let (store, built, stages) = (b.store, cx.built, b.stages());
     let vars = super::variables(state);
-    let expand = |w: &str| super::expand_word(&vars, b.escape, w);
+    let expand = |w: &str| super::expand_word(&vars, b.escape(), w);
     let kw = if add { "ADD" } else { "COPY" };
     // `--link` makes a layer that does not depend on what is below it: it
     // is written as onto an empty image, and its key leaves the parent out.
@@ -157,7 +157,7 @@ pub(super) fn step<'a>(
                 .map_err(fail)?;
             (root, false, b.flattened.ignore_of(&from))
         }
-        None => (b.context.clone(), true, Some(b.ignore)),
+        None => (b.prepared.context.clone(), true, Some(&b.prepared.ignore)),
     };
     // Downloads are removed when the work is done or dropped unrun (a
     // cache hit).
@@ -531,7 +531,7 @@ pub(super) fn step<'a>(
                 .map_err(io_fail)?;
             staging.chmod(&to, mode).map_err(io_fail)?;
         }
-        Ok(commit_dir(store, &staging_path, b.epoch)?)
+        Ok(commit_dir(store, &staging_path, b.epoch())?)
     });
     Ok((inputs, work))
 }

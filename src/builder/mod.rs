@@ -13,23 +13,31 @@ mod copy;
 pub mod evict;
 mod explain;
 mod fetch;
+mod finish;
 mod history;
 mod log;
 mod mounts;
 pub mod platforms;
+mod prepare;
+pub mod report;
 pub mod verify;
 
 pub use cache::{CacheMode, CacheSpec, CacheTo, keys as cache_keys};
 pub use log::StepLog;
+pub use prepare::base_facts;
+pub use report::BuildReport;
+
+use prepare::Prepared;
+use report::Recorder;
 
 use crate::context::digest::StatCache;
 use crate::context::ignore::Matcher;
 use crate::dockerfile::heredoc;
 use crate::dockerfile::instructions::{self, Command, Instruction, Stage};
-use crate::dockerfile::{Error as DfError, Source, lint, parse};
+use crate::dockerfile::{Error as DfError, Source};
 use crate::image::{self, History, Image, ImageConfig, ImageError, Name, config};
 use crate::layer;
-use crate::plan::{self, Plan, Scope};
+use crate::plan::{self, Scope};
 use crate::progress::{Progress, StepId};
 use crate::sandbox::fs::Root;
 use crate::sandbox::{self, ContainerDirs, Spec};
@@ -472,344 +480,45 @@ pub fn default_dockerfile(context: &Path) -> PathBuf {
     upper
 }
 
-/// Builds `source` (the Dockerfile) in `opts.context`; returns the image.
-/// The stages the target needs are built, independent ones in parallel;
-/// `progress` hears of every step.
+/// Builds `source` (the Dockerfile) in `opts.context`: the stages the
+/// target needs, independent ones in parallel; `progress` hears of every
+/// step. Returns the image and what the build did.
 pub fn build(
     store: &Store,
     source: &Source,
     opts: &Options,
     progress: &Progress,
-) -> Result<Image, BuildError> {
-    build_reported(store, source, opts, progress).map(|(image, _)| image)
-}
-
-/// What a build did besides its image (provenance reads it).
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// Base images and remote sources read, each once.
-    pub materials: Vec<crate::attest::Material>,
-    /// When the build started and finished (RFC 3339, UTC).
-    pub started: String,
-    /// See `started`.
-    pub finished: String,
-}
-
-/// [`build`], with its [`Report`].
-pub fn build_reported(
-    store: &Store,
-    source: &Source,
-    opts: &Options,
-    progress: &Progress,
-) -> Result<(Image, Report), BuildError> {
-    let started = now_rfc3339();
-    let ast = parse(source).map_err(|e| BuildError::Dockerfile(vec![e]))?;
-    let (file, errors) = instructions::typed(&ast);
-    // A build that cannot start still shows the checks of the file as
-    // written (BuildKit's warnings come before its error).
-    let lint_file_only = || {
-        if let Ok(config) = lint_config(&ast, opts) {
-            let findings = lint::lint_with(
-                &ast,
-                &lint::Inputs {
-                    stages: Some(&[]),
-                    config: Some(config),
-                    ..Default::default()
-                },
-            );
-            progress.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
-        }
-    };
-    if !errors.is_empty() {
-        lint_file_only();
-        return Err(BuildError::Dockerfile(errors));
-    }
-    let escape = file.escape;
-    let ignore = Matcher::for_build(&opts.context, opts.dockerfile.as_deref())
-        .map_err(|e| BuildError::Image(ImageError::BadArchive(e.to_string())))?;
-    // The context is a root: sources, bind mounts and content digests are
-    // resolved inside it, never through a symlink out of it. Its real path
-    // (no symlink in it) keys the stat cache, as digests are asked by it.
-    let context = Root::open(&opts.context)
-        .map(Arc::new)
-        .map_err(|e| BuildError::Context(format!("build context: {e}")))?;
-    let context_real = context
-        .real_path("")
-        .map_err(|e| BuildError::Context(format!("build context: {e}")))?;
-
-    // Everything decided before a stage runs: target, global ARGs, FROMs,
-    // the stage graph, SOURCE_DATE_EPOCH.
-    let Plan {
-        target,
-        mut global,
-        automatic,
-        bases,
-        platforms,
-        deps,
-        needed,
-        epoch,
-        mut build_args,
-    } = Plan::new(
-        &file,
-        &plan::Inputs {
-            target: opts.target.as_deref(),
-            build_args: &build_args_of(opts),
-            named: &opts
-                .build_contexts
-                .iter()
-                .map(|(n, _)| n.clone())
-                .collect::<Vec<_>>(),
-            platform: opts.platform.as_deref(),
-        },
-    )
-    .map_err(plan_error)
-    .inspect_err(|_| lint_file_only())?;
-    // BuildKit's checks of the stages this build reaches, reported before
-    // anything runs; `error=true` stops the build here.
-    let findings = lint_build(store, &ast, &ignore, &needed, &bases, &platforms, opts)?;
-    progress.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
-    // A stage of another platform that runs something needs its emulator:
-    // said before anything is built.
-    for &i in &needed {
-        let runs = file.stages[i]
-            .steps
-            .iter()
-            .any(|s| matches!(s.instruction, Instruction::Run(_)));
-        let arch = platforms[i].split('/').nth(1).unwrap_or_default();
-        if runs {
-            sandbox::emulator::check(Path::new(sandbox::emulator::BINFMT), arch)
-                .map_err(|m| fail(m).at(&file.stages[i].from_step))?;
-        }
-    }
-    if lint_is_error(&ast, opts)? && !findings.is_empty() {
-        let mut rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
-        rules.sort_unstable();
-        rules.dedup();
-        return Err(BuildError::Invalid(format!(
-            "lint violation found for rules: {}",
-            rules.join(", ")
-        )));
-    }
-    // The build's own epoch: builds in one process (`kiln serve`, the
-    // API) each have theirs.
-    let epoch = match epoch {
-        Some(plan::Epoch::Seconds(secs)) => Some(secs),
-        Some(plan::Epoch::Url(url)) => {
-            let secs = fetch::modified(&url).map_err(BuildError::Invalid)?;
-            let value = secs.map(|s| s.to_string()).unwrap_or_default();
-            plan::settle_epoch(&mut build_args, &mut global, &value);
-            secs
-        }
-        None => None,
-    };
-    let builder = Builder {
-        store,
-        epoch,
-        stages: &file.stages,
-        opts,
-        ignore: &ignore,
-        escape,
-        global,
-        build_args,
-        bases: bases.clone(),
-        platforms,
-        automatic,
-        progress,
-        logs: log::StepLogs::new(store),
-        canceled: AtomicBool::new(false),
-        stat: StatCache::load(&context_real, stat_cache_file(store, &context_real)),
-        records: Mutex::new(Vec::new()),
-        flattened: copy::Flattened::with_named(opts.build_contexts.clone())
-            .map_err(BuildError::Context)?,
-        context,
-        cache_mounts: Mutex::new(Default::default()),
-        identity: hash(&[
-            &context_real.to_string_lossy(),
-            &opts
-                .dockerfile
-                .as_deref()
-                .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
-                .unwrap_or_default()
-                .to_string_lossy(),
-        ]),
-        materials: Mutex::new(Vec::new()),
-    };
-    // The registry refs imported, with what they named then: the export to
-    // one of them re-reads it and merges what another writer put there.
-    let mut seen: Vec<(CacheSpec, Option<Digest>)> = Vec::new();
-    for from in &opts.cache_from {
-        // A cache that cannot be read only costs the work it would save.
-        match cache::import(store, from, &opts.registry) {
-            Ok(i) if i.missing => {
-                progress.note(&format!("no cache at {} yet", from.describe()));
-                seen.push((from.clone(), None));
-            }
-            Ok(i) => {
-                progress.note(&format!(
-                    "imported {} cached steps from {}",
-                    i.steps,
-                    from.describe()
-                ));
-                if i.mounts > 0 {
-                    progress.note(&format!("restored {} cache mounts", i.mounts));
-                }
-                if let Some(d) = i.digest {
-                    seen.push((from.clone(), Some(d)));
-                }
-            }
-            Err(e) => progress.warn(&format!(
-                "[Warning] importing cache from {}: {e}",
-                from.describe()
-            )),
-        }
-    }
-    let built = builder.stages_in_parallel(&needed, &deps);
-    builder.stat.save(|path, bytes| {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        store
-            .write_atomic(path, bytes)
-            .map_err(std::io::Error::other)
-    });
+) -> Result<(Image, BuildReport), BuildError> {
+    let report = Recorder::new(progress);
+    let prepared = prepare::prepare(store, source, opts, &report)?;
+    let plan = &prepared.plan;
+    let builder = Builder::new(store, opts, &prepared, &report)?;
+    let seen = cache::import_all(store, opts, &report);
+    let built = builder.stages_in_parallel(&plan.needed, &plan.deps);
+    builder.save_stat_cache();
     let mut built = built?;
-
-    // Build args no ARG of the built stages (or the global scope) declares.
-    let declared: Vec<&str> = file
-        .global_args
-        .iter()
-        .chain(needed.iter().flat_map(|&i| file.stages[i].steps.iter()))
-        .filter_map(|s| match &s.instruction {
-            Instruction::Arg(decls) => Some(decls.iter().map(|d| d.name.as_str())),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let mut unused: Vec<&str> = opts
-        .build_args
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| {
-            !declared.contains(k)
-                && !is_proxy_arg(k)
-                && *k != "SOURCE_DATE_EPOCH"
-                && !k.starts_with("BUILDKIT_")
-        })
-        .collect();
-    unused.sort_unstable();
-    unused.dedup();
+    let unused = prepare::unused_args(&prepared.file, &plan.needed, &opts.build_args);
     if !unused.is_empty() {
-        progress.warn(&format!(
+        report.warn(&format!(
             "[Warning] One or more build-args [{}] were not consumed",
             unused.join(" ")
         ));
     }
-    if let Some(CacheTo {
-        spec: to,
-        mode,
-        mounts,
-    }) = &opts.cache_to
-    {
+    if let Some(to) = &opts.cache_to {
         // mode=min: the stages the final image is made of (its FROM chain).
-        let mut chain = vec![target];
+        let mut chain = vec![plan.target];
         while let Some(base) = chain
             .last()
-            .and_then(|&t| plan::from_stage(&file.stages, &bases, t))
+            .and_then(|&t| plan::from_stage(&prepared.file.stages, &plan.bases, t))
         {
             chain.push(base);
         }
-        let records: Vec<(String, StepResult)> = builder
-            .records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(stage, _, _)| *mode == CacheMode::Max || chain.contains(stage))
-            .map(|(_, k, r)| (k.clone(), r.clone()))
-            .collect();
-        let publish = cache::Publish {
-            seen: seen.iter().find(|(s, _)| s == to).map(|(_, d)| d.clone()),
-            keep: opts.cache_generations,
-            mounts: match mounts {
-                true => builder
-                    .cache_mounts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect(),
-                false => Vec::new(),
-            },
-        };
-        match cache::export(store, &records, to, &opts.registry, &publish) {
-            Ok(e) => {
-                progress.exported(e.steps, e.bytes, &to.describe());
-                if e.merged > 0 {
-                    progress.note(&format!(
-                        "merged {} cached steps another build published to {} meanwhile",
-                        e.merged,
-                        to.describe()
-                    ));
-                }
-                if e.deleted > 0 {
-                    progress.note(&format!("deleted {} older cache generations", e.deleted));
-                }
-                if e.kept_back > 0 {
-                    progress.warn(&format!(
-                        "[Warning] {} older cache generations kept: the registry does not allow deletes",
-                        e.kept_back
-                    ));
-                }
-            }
-            Err(e) => progress.warn(&format!(
-                "[Warning] exporting cache to {} failed: {e}",
-                to.describe()
-            )),
-        }
+        cache::export_built(store, to, &chain, &seen, opts, &report);
     }
-    let state = built[target].take().expect("target built");
-    let mut config = state.config;
-    for (k, v) in &opts.labels {
-        config
-            .config
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(k.clone(), v.clone());
-    }
-    config.created = Some(config::created_at(epoch));
-    config.rootfs.diff_ids = state.layers.iter().map(|(_, d)| d.clone()).collect();
-    let layers: Vec<Descriptor> = state.layers.into_iter().map(|(d, _)| d).collect();
-    let manifest = match opts.annotations.is_empty() {
-        true => image::write_image(store, &config, layers)?,
-        false => {
-            let config_bytes = serde_json::to_vec(&config)
-                .map_err(|e| BuildError::Image(ImageError::Json("image config", e)))?;
-            let (digest, size) = store.put_bytes(&config_bytes)?;
-            let config = Descriptor::new(MediaType::ImageConfig, size, digest.to_oci());
-            image::write_manifest(
-                store,
-                config,
-                layers,
-                Some(opts.annotations.iter().cloned().collect()),
-            )?
-        }
-    };
-    let image = Image::load(store, &image::manifest_digest(&manifest)?)?;
-    for tag in &opts.tags {
-        store.tag(&tag.to_string(), manifest.clone())?;
-        store.image_event("tag", &image.id.to_string(), &tag.to_string());
-    }
-    let mut materials = builder
-        .materials
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
-    materials.sort_by(|a, b| a.uri.cmp(&b.uri));
-    materials.dedup();
-    let report = Report {
-        materials,
-        started,
-        finished: now_rfc3339(),
-    };
-    Ok((image, report))
+    let state = built[plan.target].take().expect("target built");
+    let image = finish::image(store, state, opts, prepared.epoch)?;
+    drop(builder);
+    Ok((image, report.finish()))
 }
 
 /// The process-wide lock of step `key` (dropped entries are forgotten).
@@ -831,47 +540,88 @@ pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// What every stage of one build shares.
+/// What every stage of one build shares: what was decided before it
+/// ran, and what its stages collect as they run.
 struct Builder<'a> {
     store: &'a Store,
-    /// SOURCE_DATE_EPOCH: layer mtimes are clamped to it, `created` times
-    /// are it, and it is an input of every step's key.
-    epoch: Option<i64>,
-    stages: &'a [Stage],
     opts: &'a Options,
-    ignore: &'a Matcher,
-    escape: char,
-    /// The global ARGs, with their values.
-    global: Scope,
-    /// The build args as ARG lines see them.
-    build_args: Vec<(String, String)>,
-    /// Each stage's FROM, expanded with the global ARGs.
-    bases: Vec<String>,
-    /// Each stage's platform (`os/arch[/variant]`).
-    platforms: Vec<String>,
-    /// The ARGs the build defines without a declaration.
-    automatic: Scope,
-    progress: &'a Progress,
+    /// The Dockerfile, the plan, the context and the epoch.
+    prepared: &'a Prepared,
+    /// Where progress goes and the report is kept.
+    report: &'a Recorder<'a>,
     logs: log::StepLogs,
     /// Set when a stage fails: the others stop before their next step.
     canceled: AtomicBool,
     /// Content digests of the context's files, remembered by stat.
     stat: StatCache,
-    /// Every layer step's key and result (stage, key, result), for
-    /// `--cache-to`.
-    records: Mutex<Vec<(usize, String, StepResult)>>,
     /// Stages and images flattened for `--from`, once each.
     flattened: copy::Flattened,
-    /// The build context: every source path is resolved inside it.
-    context: Arc<Root>,
-    /// The cache mounts (names in the store) RUN steps used, for
-    /// `--cache-to ...,mounts=true`.
-    cache_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// This context and Dockerfile, from one build to the next (steps are
     /// explained against the last build of the same line).
     identity: String,
-    /// What the build read from outside its context, for provenance.
-    materials: Mutex<Vec<crate::attest::Material>>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(
+        store: &'a Store,
+        opts: &'a Options,
+        prepared: &'a Prepared,
+        report: &'a Recorder<'a>,
+    ) -> Result<Self, BuildError> {
+        let context_real = &prepared.context_real;
+        Ok(Builder {
+            store,
+            opts,
+            prepared,
+            report,
+            logs: log::StepLogs::new(store),
+            canceled: AtomicBool::new(false),
+            stat: StatCache::load(context_real, stat_cache_file(store, context_real)),
+            flattened: copy::Flattened::with_named(opts.build_contexts.clone())
+                .map_err(BuildError::Context)?,
+            identity: hash(&[
+                &context_real.to_string_lossy(),
+                &opts
+                    .dockerfile
+                    .as_deref()
+                    .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+            ]),
+        })
+    }
+
+    /// Keeps the context's stat cache for the next build.
+    fn save_stat_cache(&self) {
+        self.stat.save(|path, bytes| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            self.store
+                .write_atomic(path, bytes)
+                .map_err(std::io::Error::other)
+        });
+    }
+
+    /// The stages of the Dockerfile.
+    fn stages(&self) -> &'a [Stage] {
+        &self.prepared.file.stages
+    }
+
+    /// The Dockerfile's escape character.
+    fn escape(&self) -> char {
+        self.prepared.file.escape
+    }
+
+    /// SOURCE_DATE_EPOCH, when the build sets it.
+    fn epoch(&self) -> Option<i64> {
+        self.prepared.epoch
+    }
+
+    /// The build's events.
+    fn progress(&self) -> &'a Progress {
+        self.report.progress()
+    }
 }
 
 /// The build args a build plans with: `--build-arg`s, and the epoch of
@@ -912,7 +662,7 @@ impl Builder<'_> {
         needed: &[usize],
         deps: &[Vec<usize>],
     ) -> Result<Vec<Option<State>>, BuildError> {
-        let slots = Mutex::new(vec![Slot::Pending; self.stages.len()]);
+        let slots = Mutex::new(vec![Slot::Pending; self.stages().len()]);
         let ready = Condvar::new();
         let errors: Mutex<Vec<(usize, BuildError)>> = Mutex::new(Vec::new());
         let lock = |m| -> std::sync::MutexGuard<'_, Vec<Slot>> {
@@ -976,7 +726,7 @@ impl Builder<'_> {
     /// How progress names stage `i`'s steps: `[name 2/5]`, or `[2/5]` when
     /// the Dockerfile has one stage.
     fn step_name(&self, i: usize, n: usize, total: usize, text: &str) -> String {
-        let stage = &self.stages[i];
+        let stage = &self.stages()[i];
         // BuildKit's names: `[linux/arm64 stage-1 2/3]` in a build of
         // several platforms.
         let platform = self
@@ -985,7 +735,7 @@ impl Builder<'_> {
             .as_ref()
             .map(|l| format!("{l} "))
             .unwrap_or_default();
-        if self.stages.len() == 1 {
+        if self.stages().len() == 1 {
             return format!("[{platform}{n}/{total}] {text}");
         }
         let label = stage
@@ -1021,18 +771,16 @@ impl Builder<'_> {
 
     /// Records something read from outside the context.
     pub(super) fn material(&self, uri: String, digest: Digest) {
-        self.materials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(crate::attest::Material { uri, digest });
+        self.report
+            .material(crate::attest::Material { uri, digest });
     }
 
     /// Builds stage `i`; `built` holds the stages it reads.
     fn stage(&self, i: usize, built: &[Option<State>]) -> Result<State, BuildError> {
-        let stage = &self.stages[i];
-        let (store, escape) = (self.store, self.escape);
+        let stage = &self.stages()[i];
+        let (store, escape) = (self.store, self.escape());
         let from_step = &stage.from_step;
-        let base = &self.bases[i];
+        let base = &self.prepared.plan.bases[i];
         // A --build-context of the FROM's name comes before stages and images.
         let named = self
             .opts
@@ -1042,7 +790,7 @@ impl Builder<'_> {
             .map(|(_, c)| c);
         let parent = match named {
             Some(_) => None,
-            None => plan::from_stage(self.stages, &self.bases, i),
+            None => plan::from_stage(self.stages(), &self.prepared.plan.bases, i),
         };
         // Numbered as BuildKit numbers them: FROM and the steps that make
         // layers; the config-only ones are not shown.
@@ -1052,26 +800,26 @@ impl Builder<'_> {
             .filter(|s| makes_layer(&s.instruction))
             .count();
         let mut n = 1;
-        let id = self
-            .progress
-            .start(&self.step_name(i, n, total, &format!("FROM {base}")));
+        let from = self
+            .report
+            .start(self.step_name(i, n, total, &format!("FROM {base}")));
         let started = match named {
             Some(NamedContext::Dir(path)) => dir_state(
                 store,
                 path,
                 base,
                 self.flattened.ignore_of(base),
-                self.epoch,
+                self.epoch(),
             )
             .map(|s| (s, Vec::new())),
             Some(NamedContext::Image(r)) => base_state(
                 store,
-                self.stages,
+                self.stages(),
                 built,
                 None,
                 r,
                 self.opts,
-                &self.platforms[i],
+                &self.prepared.plan.platforms[i],
             ),
             Some(NamedContext::OciLayout { path, reference }) => {
                 image::archive::load_layout(store, path, reference.as_deref())
@@ -1080,17 +828,22 @@ impl Builder<'_> {
             }
             None => base_state(
                 store,
-                self.stages,
+                self.stages(),
                 built,
                 parent,
                 base,
                 self.opts,
-                &self.platforms[i],
+                &self.prepared.plan.platforms[i],
             ),
         };
-        let (mut state, triggers) = started
-            .map_err(|m| fail(m).at(from_step))
-            .inspect_err(|e| self.progress.failed(id, &e.to_string(), None))?;
+        let (mut state, triggers) = match started {
+            Ok(started) => started,
+            Err(m) => {
+                let e = fail(m).at(from_step);
+                self.report.failed(from, &e.to_string(), None);
+                return Err(e);
+            }
+        };
         // A base image is a material of the build's provenance.
         let image_base = match named {
             Some(NamedContext::Image(r)) => Some(r.as_str()),
@@ -1100,9 +853,9 @@ impl Builder<'_> {
             _ => None,
         };
         if let Some(name) = image_base {
-            self.record_base(name, &self.platforms[i]);
+            self.record_base(name, &self.prepared.plan.platforms[i]);
         }
-        self.progress.done(id);
+        self.report.ended(from, report::Outcome::Base, None);
         // ONBUILD triggers of the base (an image's, or the ONBUILD lines of
         // a stage) run first, as if written right after FROM; the image
         // built does not keep them.
@@ -1125,10 +878,11 @@ impl Builder<'_> {
                 return Err(BuildError::Canceled);
             }
             let text = step.original.trim().to_string();
-            let id = makes_layer(&step.instruction).then(|| {
+            let shown = makes_layer(&step.instruction).then(|| {
                 n += 1;
-                self.progress.start(&self.step_name(i, n, total, &text))
+                self.report.start(self.step_name(i, n, total, &text))
             });
+            let id = shown.as_ref().map(|s| s.id);
             let cx = StepCx {
                 built,
                 step,
@@ -1137,24 +891,28 @@ impl Builder<'_> {
                 stage: i,
                 identity: hash(&[&self.identity, &i.to_string(), &index.to_string()]),
                 use_cache,
+                keyed: Default::default(),
             };
             // The one place a step's span is attached to its error.
             let result = self.step(&mut state, &cx).map_err(|e| e.at(step));
-            match (result, id) {
-                (Ok(cached), Some(id)) => match cached {
-                    true => self.progress.cached(id),
-                    false => self.progress.done(id),
-                },
+            match (result, shown) {
+                (Ok(cached), Some(shown)) => {
+                    let outcome = match cached {
+                        true => report::Outcome::Cached,
+                        false => report::Outcome::Run,
+                    };
+                    self.report.ended(shown, outcome, cx.keyed.take());
+                }
                 (Ok(_), None) => {}
-                (Err(e), id) => {
-                    if let Some(id) = id {
+                (Err(e), shown) => {
+                    if let Some(shown) = shown {
                         let log = match &e {
                             BuildError::Step { log: Some(l), .. } => {
                                 Some(l.path.display().to_string())
                             }
                             _ => None,
                         };
-                        self.progress.failed(id, &e.to_string(), log.as_deref());
+                        self.report.failed(shown, &e.to_string(), log.as_deref());
                     }
                     return Err(e);
                 }
@@ -1177,7 +935,7 @@ impl Builder<'_> {
         let chain_key = inputs.key();
         // SOURCE_DATE_EPOCH changes what a step makes (mtimes clamped): a
         // result made without it, or with another, is another step's.
-        let inputs = match self.epoch {
+        let inputs = match self.epoch() {
             Some(secs) => inputs.then(vec![
                 ("", "SOURCE_DATE_EPOCH".to_string()),
                 ("SOURCE_DATE_EPOCH", secs.to_string()),
@@ -1211,7 +969,7 @@ impl Builder<'_> {
         };
         let why = explain::note(self.store, &cx.identity, &key, &inputs, hit.is_none(), true);
         if let (Some(why), Some(id), true) = (why, cx.id, self.opts.explain) {
-            self.progress.explain(id, &why);
+            self.progress().explain(id, &why);
         }
         let was_hit = hit.is_some();
         let result = match hit {
@@ -1222,7 +980,12 @@ impl Builder<'_> {
                 r
             }
         };
-        self.records
+        cx.keyed.set(Some(report::Keyed {
+            key: key.clone(),
+            bytes: result.layer.as_ref().map_or(0, |(_, size)| *size),
+        }));
+        self.report
+            .records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((cx.stage, key, result.clone()));
@@ -1231,16 +994,20 @@ impl Builder<'_> {
 
     /// Runs one step on `state`; true when its result came from the cache.
     fn step(&self, state: &mut State, cx: &StepCx) -> Result<bool, StepError> {
-        let (store, opts, escape, text) = (self.store, self.opts, self.escape, cx.text);
+        let (store, opts, escape, text) = (self.store, self.opts, self.escape(), cx.text);
         match &cx.step.instruction {
             Instruction::Arg(decls) => {
                 for d in decls {
                     let v = plan::arg_value(
                         &d.name,
                         d.default.as_deref(),
-                        &self.build_args,
+                        &self.prepared.plan.build_args,
                         &state.args,
-                        &self.global.overlaid(&self.automatic),
+                        &self
+                            .prepared
+                            .plan
+                            .global
+                            .overlaid(&self.prepared.plan.automatic),
                         escape,
                     )
                     .map_err(fail)?;
@@ -1259,7 +1026,7 @@ impl Builder<'_> {
                 let expand = |w: &str| expand_word(&vars, escape, w).ok();
                 let created_by =
                     history::config_entry(&cx.step.instruction, &state.config, &expand, text);
-                push_layer(state, StepResult::default(), created_by, self.epoch);
+                push_layer(state, StepResult::default(), created_by, self.epoch());
                 state.key = hash(&[&state.key, text, &format!("{:?}", keyed_args(state))]);
                 Ok(false)
             }
@@ -1342,7 +1109,7 @@ impl Builder<'_> {
                     };
                     self.run_step(state, argv, env, network, &mounts, cx)
                 })?;
-                push_layer(state, result, created_by, self.epoch);
+                push_layer(state, result, created_by, self.epoch());
                 state.key = key;
                 state.since_layer.clear();
                 Ok(hit)
@@ -1358,7 +1125,7 @@ impl Builder<'_> {
                     state,
                     result,
                     history::copy_entry(add, c, &expand),
-                    self.epoch,
+                    self.epoch(),
                 );
                 state.key = key;
                 state.since_layer.clear();
@@ -1375,7 +1142,7 @@ impl Builder<'_> {
                 let wd = state.config.config.working_dir.clone().unwrap_or_default();
                 let created_by = format!("WORKDIR {wd}");
                 if wd.is_empty() || wd == "/" {
-                    push_layer(state, StepResult::default(), created_by, self.epoch);
+                    push_layer(state, StepResult::default(), created_by, self.epoch());
                     state
                         .since_layer
                         .push(("instruction before it".into(), text.to_string()));
@@ -1392,9 +1159,9 @@ impl Builder<'_> {
                 ])
                 .explained_by(&state.since_layer);
                 let (result, hit, key) = self.get_or_run(cx, inputs, || {
-                    copy::mkdir_layer(store, state, &wd, &user, self.epoch).map_err(fail)
+                    copy::mkdir_layer(store, state, &wd, &user, self.epoch()).map_err(fail)
                 })?;
-                push_layer(state, result, created_by, self.epoch);
+                push_layer(state, result, created_by, self.epoch());
                 state.key = key;
                 state.since_layer.clear();
                 Ok(hit)
@@ -1418,7 +1185,7 @@ impl Builder<'_> {
                 // but ONBUILD.
                 if !matches!(other, Instruction::Onbuild(..)) {
                     let created_by = history::config_entry(other, &state.config, &expand, text);
-                    push_layer(state, StepResult::default(), created_by, self.epoch);
+                    push_layer(state, StepResult::default(), created_by, self.epoch());
                 }
                 state
                     .since_layer
@@ -1448,6 +1215,8 @@ struct StepCx<'a> {
     identity: String,
     /// False under `--no-cache` (or a `--no-cache-filter` naming the stage).
     use_cache: bool,
+    /// The key and layer size the cache protocol gave the step.
+    keyed: std::cell::Cell<Option<report::Keyed>>,
 }
 
 /// True for the instructions that run or write files (shown in progress).
@@ -1472,7 +1241,7 @@ fn onbuild_steps(
             |m: String| fail(format!("ONBUILD trigger {t:?} of the base image: {m}")).at(from_step);
         let text = format!("# escape={escape}\nFROM scratch\n{t}\n");
         let source = Source::new("ONBUILD", text.as_bytes());
-        let ast = parse(&source).map_err(|e| fail(e.to_string()))?;
+        let ast = crate::dockerfile::parse(&source).map_err(|e| fail(e.to_string()))?;
         let (file, errors) = instructions::typed(&ast);
         if let Some(e) = errors.first() {
             return Err(fail(e.to_string()));
@@ -1484,109 +1253,6 @@ fn onbuild_steps(
         }
     }
     Ok(steps)
-}
-
-/// The configuration of the checks: `BUILDKIT_DOCKERFILE_CHECK` when the
-/// build sets it, else the file's `# check=` directive.
-fn lint_config(ast: &crate::dockerfile::Ast, opts: &Options) -> Result<lint::Config, BuildError> {
-    let arg = opts
-        .build_args
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "BUILDKIT_DOCKERFILE_CHECK")
-        .map(|(_, v)| v.as_str());
-    lint::Config::for_file(ast, arg).map_err(BuildError::Invalid)
-}
-
-fn lint_is_error(ast: &crate::dockerfile::Ast, opts: &Options) -> Result<bool, BuildError> {
-    Ok(lint_config(ast, opts)?.error)
-}
-
-/// The lint findings of a build: every rule, the dispatch ones for the
-/// stages in `needed`, with the FROM images' variables (a base not in
-/// the store is pulled first, as BuildKit resolves it before it converts).
-fn lint_build(
-    store: &Store,
-    ast: &crate::dockerfile::Ast,
-    ignore: &Matcher,
-    needed: &[usize],
-    bases: &[String],
-    platforms: &[String],
-    opts: &Options,
-) -> Result<Vec<lint::Finding>, BuildError> {
-    let config = lint_config(ast, opts)?;
-    let named: Vec<&str> = opts
-        .build_contexts
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect();
-    let base = |reference: &str| -> Option<lint::BaseFacts> {
-        // The platform of the first stage FROM it.
-        let target = bases
-            .iter()
-            .position(|b| b == reference)
-            .and_then(|i| platforms.get(i))
-            .cloned()
-            .unwrap_or_else(plan::host_platform);
-        // A named context replaces the image: its variables are not one's.
-        if named.contains(&reference) || !bases.iter().any(|b| b == reference) {
-            return None;
-        }
-        // Pulled here only when the stage would pull it anyway for being
-        // missing (`--pull=always` pulls it again when the stage starts).
-        // A multi-platform base gives the stage's platform's image.
-        let wanted = crate::registry::Platform::parse(&target).ok();
-        let image = match (
-            Image::resolve_for(store, reference, wanted.as_ref()),
-            opts.pull,
-        ) {
-            (Ok(image), _) => image,
-            (Err(_), Pull::Missing | Pull::Always) => {
-                pull_base(store, reference, opts, &target).ok()?
-            }
-            (Err(_), Pull::Never) => return None,
-        };
-        Some(base_facts(&image.config, &target))
-    };
-    let ignored = |path: &str| ignore.lint_excludes(path);
-    let build_args = build_args_of(opts);
-    Ok(lint::lint_with(
-        ast,
-        &lint::Inputs {
-            ignored: Some(&ignored),
-            base: Some(&base),
-            build_args: &build_args,
-            stages: Some(needed),
-            config: Some(config),
-        },
-    ))
-}
-
-/// What the checks need of an image's config.
-pub fn base_facts(config: &ImageConfig, platform: &str) -> lint::BaseFacts {
-    let env = config
-        .config
-        .env
-        .iter()
-        .flatten()
-        .map(|e| e.split('=').next().unwrap_or(e).to_string())
-        .collect();
-    let mut wanted = platform.split('/');
-    let (os, arch) = (
-        wanted.next().unwrap_or("linux"),
-        wanted.next().unwrap_or_default(),
-    );
-    let other_platform =
-        (config.architecture != arch || config.os != os).then(|| match &config.variant {
-            Some(v) => format!("{}/{}/{v}", config.os, config.architecture),
-            None => format!("{}/{}", config.os, config.architecture),
-        });
-    lint::BaseFacts {
-        env,
-        shell: config.config.shell.as_ref().is_some_and(|s| !s.is_empty()),
-        other_platform,
-        platform: platform.to_string(),
-    }
 }
 
 /// A FROM base as `--pull` says (quietly: the FROM step's line shows the
@@ -2072,7 +1738,7 @@ impl Builder<'_> {
         let (reader, writer) =
             std::io::pipe().map_err(|e| fail(format!("creating a pipe: {e}")))?;
         let (code, tail) = std::thread::scope(|scope| {
-            let relay = scope.spawn(|| log.relay(reader, self.progress, progress_id));
+            let relay = scope.spawn(|| log.relay(reader, self.progress(), progress_id));
             let code = sandbox::run(
                 &spec,
                 &sandbox::Limits {
@@ -2099,7 +1765,7 @@ impl Builder<'_> {
                 let staged = store.temp_path("upper");
                 std::fs::rename(&upper, &staged)
                     .map_err(|e| fail(format!("moving the step's diff: {e}")))
-                    .and_then(|_| Ok(commit_dir(store, &staged, self.epoch)?))
+                    .and_then(|_| Ok(commit_dir(store, &staged, self.epoch())?))
             }
             Ok(code) => {
                 let message = format!(
@@ -2130,7 +1796,7 @@ mod tests {
     /// The RUN of `FROM a` + `text`.
     fn run_of(text: &str) -> instructions::Run {
         let source = Source::new("Dockerfile", format!("FROM a\n{text}").as_bytes());
-        let (file, errors) = typed(&parse(&source).unwrap());
+        let (file, errors) = typed(&crate::dockerfile::parse(&source).unwrap());
         assert!(errors.is_empty(), "{errors:?}");
         match &file.stages[0].steps[0].instruction {
             Instruction::Run(r) => r.clone(),

@@ -78,10 +78,10 @@ pub(super) fn prepare(
     state: &State,
     run: &instructions::Run,
 ) -> Result<Mounts, StepError> {
-    let (store, built, stages, opts) = (b.store, cx.built, b.stages, b.opts);
-    let (context, flattened) = (&b.context, &b.flattened);
+    let (store, built, stages, opts) = (b.store, cx.built, b.stages(), b.opts);
+    let (context, flattened) = (&b.prepared.context, &b.flattened);
     let vars = super::variables(state);
-    let expand = |w: &str| super::expand_word(&vars, b.escape, w);
+    let expand = |w: &str| super::expand_word(&vars, b.escape(), w);
     let mut out = Mounts::default();
     let mut key = Vec::new();
     for m in &run.mounts {
@@ -144,7 +144,8 @@ pub(super) fn prepare(
                 // A use: eviction (`evict::fit`) goes by this time.
                 let _ = filetime::set_file_mtime(&dir, filetime::FileTime::now());
                 if !out.temps.contains(&dir) {
-                    b.cache_mounts
+                    b.report
+                        .cache_mounts
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(name);

@@ -8,7 +8,7 @@
 //! args is the same steps for every target: one build runs each of its
 //! steps while the others wait on the step's key, then find it cached.
 
-use super::{BuildError, Options, Report, build_reported};
+use super::{BuildError, BuildReport as Report, Options, build};
 use crate::attest::{self, Attest, provenance};
 use crate::dockerfile::Source;
 use crate::image::{self, Image, index};
@@ -42,7 +42,7 @@ pub fn build_each(
             label: (platforms.len() > 1).then(|| platform.clone()),
             ..opts.clone()
         };
-        let (image, report) = build_reported(store, source, &one, progress)?;
+        let (image, report) = build(store, source, &one, progress)?;
         Ok(Built {
             platform: platform.clone(),
             image,

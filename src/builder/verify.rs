@@ -57,7 +57,7 @@ pub fn verify(
             explain: false,
             ..opts.clone()
         };
-        let again = build(&scratch, source, &again_opts, progress)?;
+        let (again, _) = build(&scratch, source, &again_opts, progress)?;
         // The image id (the config's digest) names the content: layers
         // that came from a cache compressed make another manifest of the
         // same image.

@@ -622,7 +622,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             let r = builder::build(&store, &source, &opts, &progress);
             // The live view ends before anything else is printed.
             drop(progress);
-            r
+            r.map(|(image, _)| image)
         }
         true => {
             let built =

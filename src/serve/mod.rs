@@ -15,7 +15,7 @@ pub mod hooks;
 pub mod metrics;
 mod mirror;
 
-use crate::builder::{self, CacheMode, CacheSpec};
+use crate::builder::{self, BuildReport, CacheMode, CacheSpec};
 use crate::dockerfile::Source;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -288,10 +288,14 @@ impl Service {
         std::thread::spawn(move || {
             let started = Instant::now();
             let outcome = service.run_job(&job);
-            let (status, counts, error) = match &outcome {
-                Ok((hits, 0)) => ("warm", (*hits, 0), None),
-                Ok(counts) => ("built", *counts, None),
-                Err(e) => ("failed", (0, 0), Some(e.as_str())),
+            let counts = outcome.as_ref().map_or((0, 0), |r| {
+                let n = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                (n(r.hits()), n(r.misses()))
+            });
+            let (status, error) = match &outcome {
+                Ok(_) if counts.1 == 0 => ("warm", None),
+                Ok(_) => ("built", None),
+                Err(e) => ("failed", Some(e.as_str())),
             };
             if let Err(e) = service.db().finish(job.id, status, counts, error) {
                 eprintln!("kiln serve: recording job {}: {e}", job.id);
@@ -309,7 +313,7 @@ impl Service {
                 .observe(started.elapsed().as_secs_f64());
             m.cache_export_bytes
                 .get_or_create(&vec![("target".to_string(), job.target.clone())])
-                .inc_by(exported_bytes(&service.events_path(job.id)));
+                .inc_by(outcome.as_ref().map_or(0, BuildReport::exported_bytes));
             for (result, n) in [("hit", counts.0), ("miss", counts.1)] {
                 m.steps
                     .get_or_create(&StepLabels {
@@ -340,7 +344,7 @@ impl Service {
     }
 
     /// Builds job's target; the steps that hit and missed the cache.
-    fn run_job(&self, job: &Job) -> Result<(i64, i64), String> {
+    fn run_job(&self, job: &Job) -> Result<BuildReport, String> {
         let target = self
             .config
             .target(&job.target)
@@ -398,7 +402,7 @@ impl Service {
                     ));
                     let checked = builder::build(&store, &source, &check, &progress);
                     match checked {
-                        Ok(_) => return Ok(step_counts(&events_path)),
+                        Ok((_, report)) => return Ok(report),
                         Err(e @ builder::BuildError::Cold { .. }) => progress.note(&e.to_string()),
                         // A check that cannot be made is a build to do.
                         Err(e) => progress.warn(&format!("[Warning] warm check: {e}")),
@@ -425,8 +429,7 @@ impl Service {
         let progress = Progress::json(Box::new(events));
         let built = builder::build(&store, &source, &opts, &progress);
         drop(progress);
-        built.map_err(|e| e.to_string())?;
-        Ok(step_counts(&events_path))
+        built.map(|(_, report)| report).map_err(|e| e.to_string())
     }
 
     /// The target's context: its directory, or its git ref checked out in
@@ -507,40 +510,6 @@ pub(crate) async fn next_due<T>(schedules: &[(T, croner::Cron)]) -> Option<Vec<&
             .map(|(item, _)| item)
             .collect(),
     )
-}
-
-/// Steps that came from the cache and steps that ran, from a job's events
-/// (FROM lines are neither).
-fn step_counts(events: &Path) -> (i64, i64) {
-    let text = std::fs::read_to_string(events).unwrap_or_default();
-    let (mut hits, mut misses) = (0, 0);
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        // Each phase (the warm check, the build) counts anew: the last one
-        // is the job's.
-        if v["phase"].is_string() {
-            (hits, misses) = (0, 0);
-        }
-        let name = v["name"].as_str().unwrap_or_default();
-        match v["status"].as_str() {
-            Some("cached") => hits += 1,
-            Some("done") if !name.contains("] FROM ") => misses += 1,
-            _ => {}
-        }
-    }
-    (hits, misses)
-}
-
-/// Bytes of cache a job's events say it exported.
-fn exported_bytes(events: &Path) -> u64 {
-    std::fs::read_to_string(events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["exported"]["bytes"].as_u64())
-        .sum()
 }
 
 /// Marks the start of a job's phase in its events (`check`, `build`).

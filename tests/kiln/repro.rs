@@ -66,7 +66,7 @@ fn two_epochs_in_one_process_give_two_reproducible_digests() {
             source_date_epoch: epoch,
             ..Default::default()
         };
-        let image = builder::build(&store, &source, &opts, &Progress::quiet()).unwrap();
+        let (image, _) = builder::build(&store, &source, &opts, &Progress::quiet()).unwrap();
         (image.manifest_digest.to_string(), image.config)
     };
     let (one, config) = digest(a.path(), Some(1_000_000_000));
