@@ -1848,6 +1848,8 @@ async fn commit(
         message: get("comment"),
         changes,
         pause: get("pause").is_none_or(|p| p != "0" && p != "false"),
+        // The service's environment is no client's.
+        epoch: None,
     };
     let gc = state.gc.clone().read_owned().await;
     blocking(move || {
@@ -1968,7 +1970,7 @@ async fn prune(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
         for c in container::list(&state.store)? {
             if !c.state().is_running() {
                 // What its writable layer held is what its removal frees.
-                let bytes = crate::image::prune::dir_size(&c.record.spec.upper);
+                let bytes = crate::store::gc::dir_size(&c.record.spec.upper);
                 c.remove(false)?;
                 reclaimed += bytes;
                 deleted.push(c.record.id);

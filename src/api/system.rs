@@ -129,7 +129,7 @@ async fn df(State(state): State<Shared>) -> Result<Json<serde_json::Value>, supe
             .iter()
             .map(|c| {
                 let mut v = super::containers::summary(c, &all);
-                v["SizeRw"] = crate::image::prune::dir_size(&c.record.spec.upper).into();
+                v["SizeRw"] = crate::store::gc::dir_size(&c.record.spec.upper).into();
                 v["SizeRootFs"] = 0.into();
                 v
             })
@@ -139,7 +139,7 @@ async fn df(State(state): State<Shared>) -> Result<Json<serde_json::Value>, supe
             .map(|v| {
                 let mut j = super::objects::volume_json(v);
                 j["UsageData"] = serde_json::json!({
-                    "Size": crate::image::prune::dir_size(&v.mountpoint),
+                    "Size": crate::store::gc::dir_size(&v.mountpoint),
                     "RefCount": crate::container::volume::users(store, v).len(),
                 });
                 j

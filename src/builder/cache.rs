@@ -10,7 +10,7 @@ use super::{StepResult, record};
 use crate::image::{self, Image, ImageConfig, config};
 use crate::progress::Mode;
 use crate::registry::{self, Client, Platform, Reference, RegistryError, Transfer};
-use crate::store::{Digest, Store};
+use crate::store::{Digest, StepKey, Store};
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -113,42 +113,6 @@ pub struct CacheTo {
     pub mounts: bool,
 }
 
-/// A step's cache key as it names a file in the store: 64 lowercase hex
-/// digits, nothing else. Keys come from shared caches too, so a key that
-/// is not one (`../../etc/cron.d/x`) is refused where it enters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub(crate) struct StepKey(String);
-
-impl StepKey {
-    /// Checks `text`.
-    pub(crate) fn parse(text: &str) -> Result<StepKey, String> {
-        if text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(StepKey(text.to_string()))
-        } else {
-            Err(format!("step key {text:?} is not a sha256 hex digest"))
-        }
-    }
-
-    /// The key's text (a safe file name).
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for StepKey {
-    type Error = String;
-    fn try_from(text: String) -> Result<StepKey, String> {
-        StepKey::parse(&text)
-    }
-}
-
-impl From<StepKey> for String {
-    fn from(k: StepKey) -> String {
-        k.0
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct Entry {
     key: StepKey,
@@ -242,8 +206,8 @@ fn mount_layer(store: &Store, dir: &std::path::Path) -> Result<(Descriptor, Dige
 }
 
 /// Where cache mount `name` lives in `store`.
-pub(super) fn mount_dir(store: &Store, name: &str) -> PathBuf {
-    store.cache_dir().join("mounts").join(name)
+pub(super) fn mount_dir(store: &Store, name: &str) -> Result<PathBuf, String> {
+    store.mounts().path(name).map_err(|e| e.to_string())
 }
 
 /// Puts the cache mounts a cache image carries into `store`, each one the
@@ -263,7 +227,7 @@ fn restore_mounts(store: &Store, cache: &Image) -> Result<usize, String> {
     let layers = cache.layers();
     let mut restored = 0;
     for m in mounts {
-        let dest = mount_dir(store, m.name.as_str());
+        let dest = mount_dir(store, m.name.as_str())?;
         let Some((desc, diff_id)) = layers.get(m.layer) else {
             return Err(format!("cache mount {} names no layer", m.name.as_str()));
         };
@@ -349,7 +313,7 @@ fn cache_image(
     };
     let mut mount_entries = Vec::new();
     for name in mounts {
-        let dir = mount_dir(store, name);
+        let dir = mount_dir(store, name)?;
         if !dir.is_dir() {
             continue;
         }

@@ -115,7 +115,7 @@ pub(super) fn note(
     // a store is not trusted to be whole).
     let previous = std::fs::read_to_string(&step_file)
         .ok()
-        .filter(|k| super::cache::StepKey::parse(k).is_ok());
+        .filter(|k| crate::store::StepKey::parse(k).is_ok());
     let now = inputs.named();
     let why = missed.then(|| match previous.as_deref() {
         Some(prev) if prev != key => {

@@ -10,7 +10,6 @@
 
 mod cache;
 mod copy;
-pub mod evict;
 mod explain;
 mod fetch;
 mod finish;
@@ -41,7 +40,7 @@ use crate::plan::{self, Scope};
 use crate::progress::{Progress, StepId};
 use crate::sandbox::fs::Root;
 use crate::sandbox::{self, ContainerDirs, Spec};
-use crate::store::{Digest, Store, StoreError};
+use crate::store::{Digest, StepKey, Store, StoreError};
 use oci_spec::image::{Descriptor, MediaType};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -357,6 +356,15 @@ enum StepError {
     Build(BuildError),
 }
 
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::Failed { message, .. } => f.write_str(message),
+            StepError::Build(e) => e.fmt(f),
+        }
+    }
+}
+
 impl StepError {
     /// The error as the build reports it, pointing at `step`.
     fn at(self, step: &instructions::Step) -> BuildError {
@@ -624,16 +632,9 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The build args a build plans with: `--build-arg`s, and the epoch of
-/// `--source-date-epoch` as `SOURCE_DATE_EPOCH` unless one of them sets it.
+/// The build args a build plans with (see [`plan::build_args`]).
 pub fn build_args_of(opts: &Options) -> Vec<(String, String)> {
-    let mut args = opts.build_args.clone();
-    if let Some(secs) = opts.source_date_epoch
-        && !args.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")
-    {
-        args.push(("SOURCE_DATE_EPOCH".into(), secs.to_string()));
-    }
-    args
+    plan::build_args(&opts.build_args, opts.source_date_epoch)
 }
 
 /// Where the stat cache of a context directory is kept.
@@ -1549,58 +1550,19 @@ fn mount_script(
     Ok(dir)
 }
 
-/// A layer a step made (or None when it changed nothing).
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct StepResult {
-    /// The layer blob's digest and size.
-    layer: Option<(Digest, u64)>,
-    /// Its diffID and media type when the blob is compressed (a layer
-    /// that came from a shared cache); a built layer is stored plain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    compressed: Option<(Digest, String)>,
-}
+/// A layer a step made (or None when it changed nothing), as the store's
+/// step records keep it.
+pub(crate) type StepResult = crate::store::StepRecord;
 
-impl StepResult {
-    /// The diffID: the blob's digest unless the blob is compressed.
-    fn diff_id(&self) -> Option<&Digest> {
-        match (&self.compressed, &self.layer) {
-            (Some((diff_id, _)), _) => Some(diff_id),
-            (None, Some((d, _))) => Some(d),
-            (None, None) => None,
-        }
-    }
-}
-
+/// The result recorded under `key`, when its layer is still there.
 fn cached(store: &Store, key: &str) -> Option<StepResult> {
-    let key = cache::StepKey::parse(key).ok()?;
-    let path = store.cache_dir().join("steps").join(key.as_str());
-    let r: StepResult = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    match (&r.layer, r.diff_id()) {
-        (Some((d, _)), Some(diff_id))
-            if !store.has_blob(d) || !store.snapshot_path(diff_id).is_dir() =>
-        {
-            None
-        }
-        _ => {
-            // A hit is a use: eviction (`evict::fit`) goes by this time.
-            let _ = filetime::set_file_mtime(&path, filetime::FileTime::now());
-            Some(r)
-        }
-    }
+    store.steps().get(&StepKey::parse(key).ok()?)
 }
 
+/// Records `r` under `key`.
 fn record(store: &Store, key: &str, r: &StepResult) -> Result<(), BuildError> {
-    let key = cache::StepKey::parse(key).map_err(BuildError::Cache)?;
-    let key = key.as_str();
-    let dir = store.cache_dir().join("steps");
-    std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
-        action: "creating",
-        path: dir.clone(),
-        source,
-    })?;
-    let bytes = serde_json::to_vec(r).map_err(|e| ImageError::Json("step record", e))?;
-    store.write_atomic(&dir.join(key), &bytes)?;
-    Ok(())
+    let key = StepKey::parse(key).map_err(BuildError::Cache)?;
+    Ok(store.steps().put(&key, r)?)
 }
 
 fn push_layer(state: &mut State, r: StepResult, created_by: String, epoch: Option<i64>) {

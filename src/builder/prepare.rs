@@ -78,13 +78,14 @@ pub(super) fn prepare(
         &file,
         &plan::Inputs {
             target: opts.target.as_deref(),
-            build_args: &build_args_of(opts),
+            build_args: &opts.build_args,
             named: &opts
                 .build_contexts
                 .iter()
                 .map(|(n, _)| n.clone())
                 .collect::<Vec<_>>(),
             platform: opts.platform.as_deref(),
+            source_date_epoch: opts.source_date_epoch,
         },
     )
     .map_err(super::plan_error)

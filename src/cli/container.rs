@@ -865,6 +865,7 @@ pub fn commit(root: Option<PathBuf>, args: CommitArgs) -> Result<ExitCode, Error
         message: args.message.clone(),
         changes: args.changes.clone(),
         pause: args.pause,
+        epoch: super::env_epoch(),
     };
     let image = c.commit(&store, &opts).map_err(super::container_error)?;
     writeln!(std::io::stdout(), "{}", image.id)?;

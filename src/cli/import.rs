@@ -40,13 +40,22 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             &name,
             &args.changes,
             &platform,
+            super::env_epoch(),
         )?
     } else {
         let file = std::fs::File::open(&args.file).map_err(|source| Error::Read {
             path: args.file.clone(),
             source,
         })?;
-        image::import_for(&store, file, &source, &name, &args.changes, &platform)?
+        image::import_for(
+            &store,
+            file,
+            &source,
+            &name,
+            &args.changes,
+            &platform,
+            super::env_epoch(),
+        )?
     };
     writeln!(std::io::stdout(), "{}", image.id)?;
     Ok(ExitCode::SUCCESS)

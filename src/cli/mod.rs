@@ -353,6 +353,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 /// Opens the store named by `--root`, or the default one.
+/// `SOURCE_DATE_EPOCH` from the environment, for images made outside a
+/// build (`kiln import`, `kiln commit`): read here, at the edge, so that
+/// the library never takes a process's environment for a caller's (under
+/// the API every client's commit would take the service's).
+fn env_epoch() -> Option<i64> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+}
+
 fn open_store(root: Option<PathBuf>) -> Result<kiln::store::Store, Error> {
     let root =
         root.unwrap_or_else(|| kiln::store::Store::default_root(kiln::sandbox::fs::is_root()));

@@ -278,6 +278,9 @@ pub struct Commit {
     pub changes: Vec<String>,
     /// `--pause`: freeze the container while its changes are read.
     pub pause: bool,
+    /// SOURCE_DATE_EPOCH, as the caller decided it: the image's `created`
+    /// time (else now).
+    pub epoch: Option<i64>,
 }
 
 /// Why `kiln exec` could not run its process.
@@ -967,7 +970,7 @@ impl Container {
 /// Held while a container name is checked and taken (create, rename):
 /// a lock on the `containers` directory itself, so no file is left there.
 fn names_lock(store: &Store) -> Result<std::fs::File, ContainerError> {
-    let path = store.root().join("containers");
+    let path = store.containers().dir().to_path_buf();
     let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
     f.lock().map_err(io_err("locking", &path))?;
     Ok(f)
@@ -1027,7 +1030,7 @@ pub fn load(dir: &Path) -> Option<Container> {
 
 /// Every container with a record, oldest first.
 pub fn list(store: &Store) -> Result<Vec<Container>, ContainerError> {
-    let dir = store.root().join("containers");
+    let dir = store.containers().dir().to_path_buf();
     let mut out: Vec<Container> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -1302,9 +1305,7 @@ impl Container {
                 })?;
         let (digest, size) = writer.commit(Some(&diff_id))?;
         config.rootfs.diff_ids.push(diff_id);
-        config.created = Some(crate::image::config::created_at(
-            crate::image::config::env_epoch(),
-        ));
+        config.created = Some(crate::image::config::created_at(opts.epoch));
         if let Some(a) = &opts.author {
             config.author = Some(a.clone());
         }
@@ -1459,7 +1460,7 @@ pub struct DiskUse {
 /// What the store's images, containers, volumes and build cache use, as
 /// `docker system df` counts them.
 pub fn disk_use(store: &Store) -> Result<Vec<DiskUse>, ContainerError> {
-    use crate::image::prune::dir_size;
+    use crate::store::gc::dir_size;
     let containers = list(store)?;
     let used_images: std::collections::BTreeSet<String> = containers
         .iter()
@@ -1529,11 +1530,9 @@ pub fn disk_use(store: &Store) -> Result<Vec<DiskUse>, ContainerError> {
     });
     // Build cache: step records, and the blobs and snapshots beyond what
     // the images' layers take.
-    let steps = std::fs::read_dir(store.cache_dir().join("steps"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let cache = (dir_size(&store.root().join("blobs")) + dir_size(&store.root().join("snapshots")))
-        .saturating_sub(layer_bytes);
+    let usage = store.usage();
+    let steps = usage.steps;
+    let cache = (usage.blobs + usage.snapshots).saturating_sub(layer_bytes);
     rows.push(DiskUse {
         kind: "Build Cache",
         total: steps,

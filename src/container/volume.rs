@@ -37,7 +37,7 @@ pub struct Volume {
 }
 
 fn dir(store: &Store) -> PathBuf {
-    store.root().join("volumes")
+    store.volumes().dir().to_path_buf()
 }
 
 /// What one `-v` (or the API's `Binds` entry) asks for.

@@ -597,6 +597,7 @@ mod tests {
             &"b:1".parse().unwrap(),
             &[],
             "linux/arm64",
+            None,
         )
         .unwrap();
         let host = crate::plan::host_platform();

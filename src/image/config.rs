@@ -176,15 +176,6 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
-/// `SOURCE_DATE_EPOCH` from the environment, for images made outside a
-/// build (`kiln import`, `kiln commit`): a build takes its epoch from its
-/// own options only, so that builds in one process never share one.
-pub fn env_epoch() -> Option<i64> {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-}
-
 /// An RFC 3339 time (UTC, seconds) for `created`: `epoch` when there is
 /// one, so that two builds of the same inputs match, else now.
 pub fn created_at(epoch: Option<i64>) -> String {

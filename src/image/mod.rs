@@ -556,11 +556,14 @@ pub fn import<R: Read>(
         name,
         changes,
         &format!("linux/{}", config::host_architecture()),
+        None,
     )
 }
 
 /// [`import`] of another platform's root filesystem (`docker import
-/// --platform`): `platform` is `os/arch[/variant]`, normalized.
+/// --platform`): `platform` is `os/arch[/variant]`, normalized; `epoch`
+/// (SOURCE_DATE_EPOCH, as the caller decided it) is its `created` time,
+/// else now.
 pub fn import_for<R: Read>(
     store: &Store,
     input: R,
@@ -568,10 +571,11 @@ pub fn import_for<R: Read>(
     name: &Name,
     changes: &[String],
     platform: &str,
+    epoch: Option<i64>,
 ) -> Result<Image> {
     let source_name = source;
     let mut config = ImageConfig {
-        created: Some(config::created_at(config::env_epoch())),
+        created: Some(config::created_at(epoch)),
         ..config::for_platform(platform)
     };
     apply_changes(&mut config.config, changes)?;

@@ -17,6 +17,23 @@ pub enum Epoch {
     Url(String),
 }
 
+/// The build args a build plans with: `given` (`--build-arg`s), and
+/// `source_date_epoch` (`--source-date-epoch`, or the environment's) as
+/// `SOURCE_DATE_EPOCH` unless one of them sets it. The one place the
+/// precedence is decided.
+pub fn build_args(
+    given: &[(String, String)],
+    source_date_epoch: Option<i64>,
+) -> Vec<(String, String)> {
+    let mut args = given.to_vec();
+    if let Some(secs) = source_date_epoch
+        && !args.iter().any(|(k, _)| k == NAME)
+    {
+        args.push((NAME.into(), secs.to_string()));
+    }
+    args
+}
+
 /// The epoch the build args or the global ARGs set, checked as BuildKit
 /// checks it. The build arg and the global ARG then hold the epoch in
 /// seconds, or are gone when there is none (`context` of a local

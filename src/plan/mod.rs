@@ -8,7 +8,7 @@
 mod epoch;
 mod scope;
 
-pub use epoch::{Epoch, settle as settle_epoch};
+pub use epoch::{Epoch, build_args, settle as settle_epoch};
 pub use scope::Scope;
 
 use crate::dockerfile::instructions::{Dockerfile, Instruction, Stage, Step};
@@ -63,6 +63,9 @@ pub struct Inputs<'a> {
     /// `--platform`: the platform built for, `os/arch[/variant]` (None:
     /// this machine's).
     pub platform: Option<&'a str>,
+    /// `--source-date-epoch` (or the environment's, as the CLI reads it):
+    /// the build's SOURCE_DATE_EPOCH unless a build arg sets one.
+    pub source_date_epoch: Option<i64>,
 }
 
 /// Everything a build decides before a stage runs.
@@ -93,6 +96,7 @@ impl Plan {
     /// graph and BuildKit's checks on them.
     pub fn new(file: &Dockerfile, inputs: &Inputs) -> Result<Plan, PlanError> {
         let stages = &file.stages;
+        let given = epoch::build_args(inputs.build_args, inputs.source_date_epoch);
         let target = match inputs.target {
             Some(t) => stage_named(stages, stages.len(), t).ok_or_else(|| {
                 let names: Vec<String> =
@@ -122,7 +126,7 @@ impl Plan {
                     let value = arg_value(
                         &d.name,
                         d.default.as_deref(),
-                        inputs.build_args,
+                        &given,
                         &global,
                         &automatic,
                         file.escape,
@@ -148,7 +152,7 @@ impl Plan {
             .map(|i| stage_deps(stages, &bases, i, inputs.named))
             .collect();
         let needed = needed_stages(&deps, target);
-        let mut build_args = inputs.build_args.to_vec();
+        let mut build_args = given;
         let epoch = epoch::resolve(file, &mut build_args, &mut global)?;
         Ok(Plan {
             target,

@@ -179,7 +179,7 @@ async fn cache(State(s): Shared) -> Answer {
             .iter()
             .map(|t| {
                 let checkout = match t.git {
-                    Some(_) => crate::image::prune::dir_size(&s.checkout_dir(t)),
+                    Some(_) => crate::store::gc::dir_size(&s.checkout_dir(t)),
                     None => 0,
                 };
                 json!({ "name": t.name, "checkout_bytes": checkout })

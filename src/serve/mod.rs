@@ -76,7 +76,7 @@ pub struct Service {
     /// Set on SIGTERM: no job starts any more.
     stopping: std::sync::atomic::AtomicBool,
     /// The store's use as last measured.
-    last_usage: Mutex<Option<builder::evict::Usage>>,
+    last_usage: Mutex<Option<crate::store::gc::Usage>>,
 }
 
 impl Service {
@@ -166,15 +166,15 @@ impl Service {
     }
 
     /// The store's use by kind (and the gauges that show it).
-    pub fn usage(&self) -> builder::evict::Usage {
+    pub fn usage(&self) -> crate::store::gc::Usage {
         let usage = Store::open(&self.store_root)
-            .map(|s| builder::evict::usage(&s))
+            .map(|s| s.usage())
             .unwrap_or_default();
         self.record_usage(usage)
     }
 
     /// Shows `usage` in the gauges and keeps it as the last measured.
-    fn record_usage(&self, usage: builder::evict::Usage) -> builder::evict::Usage {
+    fn record_usage(&self, usage: crate::store::gc::Usage) -> crate::store::gc::Usage {
         for (kind, bytes) in [
             ("blobs", usage.blobs),
             ("snapshots", usage.snapshots),
@@ -191,7 +191,7 @@ impl Service {
     }
 
     /// The store's use as last measured (measured now the first time).
-    pub fn last_usage(&self) -> builder::evict::Usage {
+    pub fn last_usage(&self) -> crate::store::gc::Usage {
         let known = self
             .last_usage
             .lock()
@@ -206,7 +206,7 @@ impl Service {
     pub fn keep_under_cap(
         &self,
         max: Option<u64>,
-    ) -> Result<Option<builder::evict::Evicted>, String> {
+    ) -> Result<Option<crate::store::gc::Collected>, String> {
         let max = match (max, &self.config.store.max_size) {
             (Some(m), _) => m,
             (None, Some(text)) => crate::units::human_size(text)?,
@@ -215,7 +215,8 @@ impl Service {
         let _evicting = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
         let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
         let in_use = crate::container::snapshots_in_use(&store);
-        let evicted = builder::evict::fit(&store, max, &in_use).map_err(|e| e.to_string())?;
+        let evicted = crate::store::gc::gc(&store, crate::store::gc::Cache::Cap(max), &in_use)
+            .map_err(|e| e.to_string())?;
         drop(store);
         match &evicted {
             // Nothing went: the use fit measured is the use now.

@@ -18,9 +18,12 @@
 
 mod digest;
 mod fsck;
+pub mod gc;
+pub mod steps;
 
 pub use digest::Digest;
 pub use fsck::{Problem, fsck};
+pub use steps::{StepKey, StepRecord};
 
 use crate::sandbox::fs::{Loose, private_dir};
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
@@ -85,6 +88,10 @@ pub enum StoreError {
         /// What to do.
         hint: &'static str,
     },
+    /// A name meant as one entry of a store directory is not one plain
+    /// path component.
+    #[error("{0:?} is not a plain name in the store")]
+    BadName(String),
     /// The directory is not a kiln store and not empty.
     #[error("{0} is not an OCI image layout (no oci-layout file) and is not empty")]
     NotAStore(PathBuf),
