@@ -19,6 +19,7 @@ pub mod network;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod runtime;
 #[allow(unsafe_code)]
 pub mod sandbox;
 pub mod serve;

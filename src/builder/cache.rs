@@ -120,11 +120,9 @@ struct Entry {
     layer: Option<usize>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
+/// The process's runtime, for this blocking code's registry calls.
+fn runtime() -> Result<crate::runtime::Blocking, String> {
+    crate::runtime::blocking().map_err(|e| e.to_string())
 }
 
 /// Copies a blob between stores, verified.

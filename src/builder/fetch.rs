@@ -4,9 +4,34 @@
 
 use crate::store::{Digest, Store};
 use sha2::{Digest as _, Sha256};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The HTTP client of ADD's downloads, one per runtime (its connections
+/// belong to the runtime that made them): builds on the process's runtime
+/// share it and its connections.
+fn client() -> Result<reqwest::Client, String> {
+    static CLIENTS: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<tokio::runtime::Id, reqwest::Client>>,
+    > = OnceLock::new();
+    let id = tokio::runtime::Handle::current().id();
+    let mut clients = CLIENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = clients.get(&id) {
+        return Ok(c.clone());
+    }
+    let c = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    clients.insert(id, c.clone());
+    Ok(c)
+}
 
 /// A downloaded file.
 pub(super) struct Downloaded {
@@ -35,39 +60,12 @@ pub(super) fn download(
             "invalid --checksum={sum}: use sha256:<64 hex digits>"
         )));
     }
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(None)
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let mut response = client.get(url).send().map_err(|e| fail(error_chain(&e)))?;
-    if !response.status().is_success() {
-        return Err(fail(format!("the server answered {}", response.status())));
-    }
-    let modified = response
-        .headers()
-        .get(reqwest::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok());
     let path = store.temp_path("download");
-    let result = (|| -> Result<Digest, String> {
-        let mut file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match response.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("reading the response: {e}")),
-            };
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-        }
-        Ok(Digest::sha256(hasher.finalize().as_slice()))
-    })();
-    let digest = match result {
-        Ok(d) => d,
+    let fetched = crate::runtime::block_on(fetch(url, &path))
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+    let (digest, modified) = match fetched {
+        Ok(got) => got,
         Err(e) => {
             let _ = std::fs::remove_file(&path);
             return Err(fail(e));
@@ -82,7 +80,7 @@ pub(super) fn download(
         )));
     }
     if let Some(t) = modified {
-        let t = filetime::FileTime::from_unix_time(t.timestamp(), 0);
+        let t = filetime::FileTime::from_unix_time(t, 0);
         let _ = filetime::set_file_mtime(&path, t);
     }
     Ok(Downloaded {
@@ -92,25 +90,59 @@ pub(super) fn download(
     })
 }
 
+/// Streams `url` into a new file at `path`; its digest, and its
+/// Last-Modified time in seconds when the server says.
+async fn fetch(url: &str, path: &std::path::Path) -> Result<(Digest, Option<i64>), String> {
+    let mut response = client()?
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| error_chain(&e))?;
+    if !response.status().is_success() {
+        return Err(format!("the server answered {}", response.status()));
+    }
+    let modified = last_modified(response.headers());
+    let mut file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the response: {}", error_chain(&e)))?
+    {
+        hasher.update(&chunk);
+        file.write_all(&chunk).map_err(|e| e.to_string())?;
+    }
+    Ok((Digest::sha256(hasher.finalize().as_slice()), modified))
+}
+
+/// A response's Last-Modified time, in seconds.
+fn last_modified(headers: &reqwest::header::HeaderMap) -> Option<i64> {
+    headers
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+        .map(|t| t.timestamp())
+}
+
 /// The Last-Modified time of `url` in seconds (a SOURCE_DATE_EPOCH source
 /// stage's ADD, as BuildKit's source metadata gives it); None when the
 /// server does not say.
 pub(super) fn modified(url: &str) -> Result<Option<i64>, String> {
     let fail = |what: String| format!("SOURCE_DATE_EPOCH from {url}: {what}");
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let response = client.head(url).send().map_err(|e| fail(error_chain(&e)))?;
-    if !response.status().is_success() {
-        return Err(fail(format!("the server answered {}", response.status())));
-    }
-    Ok(response
-        .headers()
-        .get(reqwest::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-        .map(|t| t.timestamp()))
+    let asked = crate::runtime::block_on(async {
+        let response = client()?
+            .head(url)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        match response.status().is_success() {
+            true => Ok(last_modified(response.headers())),
+            false => Err(format!("the server answered {}", response.status())),
+        }
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    asked.map_err(fail)
 }
 
 /// The last component of the URL's path, as BuildKit names an ADDed URL.

@@ -343,13 +343,9 @@ fn container_error(e: kiln::container::ContainerError) -> Error {
     }
 }
 
-/// The tokio runtime registry commands run on.
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(Error::Write)
+/// The process's tokio runtime (the library's blocking calls use it too).
+fn runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
+    kiln::runtime::get().map_err(Error::Write)
 }
 
 /// Opens the store named by `--root`, or the default one.

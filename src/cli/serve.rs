@@ -37,10 +37,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     let root = root
         .or_else(|| config.store.root.clone())
         .unwrap_or_else(|| kiln::store::Store::default_root(kiln::sandbox::fs::is_root()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Write)?;
+    let runtime = kiln::runtime::get().map_err(Error::Write)?;
     match runtime.block_on(kiln::serve::serve(config, root)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(Error::Usage(e.to_string())),

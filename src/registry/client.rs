@@ -86,6 +86,58 @@ impl Options {
     }
 }
 
+/// An HTTP client trusting the certificates in `certs` (docker's
+/// `certs.d/<registry>/*.crt`) beside the system's. One is kept per
+/// runtime and set of certificates, so that every pull, push and cache
+/// transfer of a process (a build's, `kiln serve`'s jobs, the API's)
+/// reuses its connections; per runtime, as a connection belongs to the
+/// runtime that made it.
+fn http_client(certs: &std::path::Path) -> Result<reqwest::Client, RegistryError> {
+    type Pool = HashMap<(tokio::runtime::Id, Vec<Vec<u8>>), reqwest::Client>;
+    static POOL: std::sync::OnceLock<std::sync::Mutex<Pool>> = std::sync::OnceLock::new();
+    let mut pems = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(certs) {
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            if path.extension().is_some_and(|x| x == "crt") {
+                let pem = std::fs::read(&path).map_err(|err| {
+                    RegistryError::Tls(format!("reading {}: {err}", path.display()))
+                })?;
+                reqwest::Certificate::from_pem(&pem).map_err(|err| {
+                    RegistryError::Tls(format!(
+                        "{} is not a PEM certificate: {err}",
+                        path.display()
+                    ))
+                })?;
+                pems.push(pem);
+            }
+        }
+    }
+    let key = (tokio::runtime::Handle::current().id(), pems);
+    let mut pool = POOL
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = pool.get(&key) {
+        return Ok(c.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
+    for pem in &key.1 {
+        let cert = reqwest::Certificate::from_pem(pem)
+            .map_err(|err| RegistryError::Tls(err.to_string()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    let http = builder
+        .build()
+        .map_err(|e| RegistryError::Tls(e.to_string()))?;
+    pool.insert(key, http.clone());
+    Ok(http)
+}
+
 /// A client for one registry.
 pub struct Client {
     http: reqwest::Client,
@@ -110,31 +162,7 @@ impl Client {
             None => super::auth::DockerConfig::load(&opts.docker_config)?.credentials(registry)?,
         };
         let insecure = opts.is_insecure(registry);
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
-        let certs = opts.certs_dir.join(registry);
-        if let Ok(entries) = std::fs::read_dir(&certs) {
-            for e in entries.flatten() {
-                let path = e.path();
-                if path.extension().is_some_and(|x| x == "crt") {
-                    let pem = std::fs::read(&path).map_err(|err| {
-                        RegistryError::Tls(format!("reading {}: {err}", path.display()))
-                    })?;
-                    let cert = reqwest::Certificate::from_pem(&pem).map_err(|err| {
-                        RegistryError::Tls(format!(
-                            "{} is not a PEM certificate: {err}",
-                            path.display()
-                        ))
-                    })?;
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| RegistryError::Tls(e.to_string()))?;
+        let http = http_client(&opts.certs_dir.join(registry))?;
         let host = super::reference::api_host(registry);
         let mut client = Client {
             http,

@@ -514,15 +514,12 @@ pub fn ensure(
             source: Box::new(source),
         },
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            failed(RegistryError::Http {
-                registry: reference.registry.clone(),
-                message: format!("starting the pull: {e}"),
-            })
-        })?;
+    let runtime = crate::runtime::blocking().map_err(|e| {
+        failed(RegistryError::Http {
+            registry: reference.registry.clone(),
+            message: format!("starting the pull: {e}"),
+        })
+    })?;
     let transfers = Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
     runtime
         .block_on(pull_via_mirrors(

@@ -421,7 +421,10 @@ mod tests {
         assert_eq!(out.steps, 2, "the two least recently used");
         assert!(!has_layer(&store, &old) && has_layer(&store, &new));
         assert!(!store.has_blob(&mounted) && store.snapshot_path(&mounted).is_dir());
-        assert!(!store.has_blob(&stray), "the sweep takes what nothing reaches");
+        assert!(
+            !store.has_blob(&stray),
+            "the sweep takes what nothing reaches"
+        );
         assert!(usage(&store).total() <= cap);
         assert_eq!(store.steps().count(), 1);
         assert!(crate::store::fsck(&store).unwrap().problems.is_empty());
@@ -436,12 +439,16 @@ mod tests {
         fs::write(dir.path().join("f"), "kept").unwrap();
         let (tar, _, _) =
             crate::layer::generate(dir.path(), Vec::new(), Default::default()).unwrap();
-        let image =
-            crate::image::import(&store, tar.as_slice(), "t", &"k:1".parse().unwrap(), &[])
-                .unwrap();
-        let out = gc(&store, Cache::Drop { keep: None }, &[]).unwrap().unwrap();
+        let image = crate::image::import(&store, tar.as_slice(), "t", &"k:1".parse().unwrap(), &[])
+            .unwrap();
+        let out = gc(&store, Cache::Drop { keep: None }, &[])
+            .unwrap()
+            .unwrap();
         assert_eq!((out.blobs, out.snapshots, out.steps), (1, 1, 0));
-        assert!(!has_layer(&store, &cached), "only the step cache reached it");
+        assert!(
+            !has_layer(&store, &cached),
+            "only the step cache reached it"
+        );
         assert!(has_layer(&store, &image.config.rootfs.diff_ids[0]));
         // Its record stays, and is a miss now.
         let key = StepKey::parse(&"a".repeat(64)).unwrap();
