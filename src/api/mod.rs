@@ -112,7 +112,7 @@ impl From<crate::container::ContainerError> for ApiError {
             E::NotFound(_) | E::NoSuchPath { .. } => StatusCode::NOT_FOUND,
             E::NameInUse { .. } | E::Conflict(_) => StatusCode::CONFLICT,
             E::Invalid(_) | E::Ambiguous(_) => StatusCode::BAD_REQUEST,
-            E::Image(_) => StatusCode::NOT_FOUND,
+            E::Image(i) => image_status(i),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -140,7 +140,24 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl From<crate::image::ImageError> for ApiError {
     fn from(e: crate::image::ImageError) -> ApiError {
-        ApiError::not_found(e.to_string())
+        ApiError::new(image_status(&e), e.to_string())
+    }
+}
+
+/// The status Docker's API answers an image error with: a name no image
+/// has, or no image of the platform asked, is 404; a request the client
+/// got wrong (a bad name, a bad change, an archive or layer that is not
+/// one, an ambiguous id prefix) 400; the store's own trouble 500.
+fn image_status(e: &crate::image::ImageError) -> StatusCode {
+    use crate::image::ImageError as E;
+    match e {
+        E::NotFound(_) | E::NoPlatform { .. } => StatusCode::NOT_FOUND,
+        E::BadName(_) | E::BadChange { .. } | E::BadArchive(_) | E::Layer(_) | E::Ambiguous(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        E::Store(_) | E::Read { .. } | E::Write { .. } | E::Json(..) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 
@@ -441,6 +458,23 @@ pub(crate) fn flag(v: Option<&String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_errors_answer_with_the_status_their_cause_means() {
+        use crate::image::ImageError as E;
+        let status = |e: E| ApiError::from(e).0;
+        assert_eq!(status(E::NotFound("a".into())), StatusCode::NOT_FOUND);
+        assert_eq!(status(E::BadName("A:".into())), StatusCode::BAD_REQUEST);
+        assert_eq!(status(E::BadArchive("x".into())), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(E::Store(crate::store::StoreError::MissingBlob(
+                crate::store::Digest::of(b"x")
+            ))),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let missing = crate::container::ContainerError::Image(E::NotFound("a".into()));
+        assert_eq!(ApiError::from(missing).0, StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn versions_are_stripped_from_paths() {

@@ -5,16 +5,53 @@
 //! itself a kiln store (an OCI layout); `type=registry` pushes and pulls it
 //! like any image, so any registry can hold it.
 
+use super::StepResult;
 use super::report::{Export, Recorder};
-use super::{StepResult, record};
+use crate::image::ImageError;
 use crate::image::{self, Image, ImageConfig, config};
 use crate::progress::Mode;
 use crate::registry::{self, Client, Platform, Reference, RegistryError, Transfer};
-use crate::store::{Digest, StepKey, Store};
+use crate::store::{Digest, StepKey, Store, StoreError};
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why a cache could not be read or written.
+#[derive(Debug, Error)]
+pub enum CacheError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An image of the cache could not be read or written.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The process's runtime could not be started.
+    #[error("starting the registry calls: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// The cache's key map could not be read or written.
+    #[error("the cache's key map: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The cache is not one kiln wrote, or is not whole.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for CacheError {
+    fn from(message: String) -> Self {
+        CacheError::Invalid(message)
+    }
+}
+
+impl From<&str> for CacheError {
+    fn from(message: &str) -> Self {
+        CacheError::Invalid(message.to_string())
+    }
+}
 
 /// The config label that holds the key map.
 const LABEL: &str = "dev.kiln.cache.v1";
@@ -121,19 +158,19 @@ struct Entry {
 }
 
 /// The process's runtime, for this blocking code's registry calls.
-fn runtime() -> Result<crate::runtime::Blocking, String> {
-    crate::runtime::blocking().map_err(|e| e.to_string())
+fn runtime() -> Result<crate::runtime::Blocking, CacheError> {
+    Ok(crate::runtime::blocking()?)
 }
 
 /// Copies a blob between stores, verified.
-fn copy_blob(from: &Store, to: &Store, d: &Digest) -> Result<(), String> {
+fn copy_blob(from: &Store, to: &Store, d: &Digest) -> Result<(), CacheError> {
     if to.has_blob(d) {
         return Ok(());
     }
-    let mut reader = from.open_blob(d).map_err(|e| e.to_string())?;
-    let mut writer = to.blob_writer().map_err(|e| e.to_string())?;
+    let mut reader = from.open_blob(d)?;
+    let mut writer = to.blob_writer()?;
     std::io::copy(&mut reader, &mut writer).map_err(|e| reader.error(e).to_string())?;
-    writer.commit(Some(d)).map_err(|e| e.to_string())?;
+    writer.commit(Some(d))?;
     Ok(())
 }
 
@@ -179,7 +216,7 @@ struct MountEntry {
 /// The layer of cache mount directory `dir` (a plain tar blob in
 /// `store`), made while the mount's lock is held so no step writes it
 /// meanwhile.
-fn mount_layer(store: &Store, dir: &std::path::Path) -> Result<(Descriptor, Digest), String> {
+fn mount_layer(store: &Store, dir: &std::path::Path) -> Result<(Descriptor, Digest), CacheError> {
     let lock = std::fs::File::options()
         .create(true)
         .truncate(false)
@@ -188,11 +225,11 @@ fn mount_layer(store: &Store, dir: &std::path::Path) -> Result<(Descriptor, Dige
         .map_err(|e| format!("cache mount {}: {e}", dir.display()))?;
     lock.lock()
         .map_err(|e| format!("cache mount {}: {e}", dir.display()))?;
-    let writer = store.blob_writer_prehashed().map_err(|e| e.to_string())?;
+    let writer = store.blob_writer_prehashed()?;
     let (writer, diff_id, _) =
         crate::layer::generate(dir, writer, crate::layer::Options { mtime_clamp: None })
             .map_err(|e| format!("cache mount {}: {e}", dir.display()))?;
-    let (digest, size) = writer.commit(Some(&diff_id)).map_err(|e| e.to_string())?;
+    let (digest, size) = writer.commit(Some(&diff_id))?;
     Ok((
         Descriptor::new(
             oci_spec::image::MediaType::ImageLayer,
@@ -204,13 +241,13 @@ fn mount_layer(store: &Store, dir: &std::path::Path) -> Result<(Descriptor, Dige
 }
 
 /// Where cache mount `name` lives in `store`.
-pub(super) fn mount_dir(store: &Store, name: &str) -> Result<PathBuf, String> {
-    store.mounts().path(name).map_err(|e| e.to_string())
+pub(super) fn mount_dir(store: &Store, name: &str) -> Result<PathBuf, CacheError> {
+    Ok(store.mounts().path(name)?)
 }
 
 /// Puts the cache mounts a cache image carries into `store`, each one the
 /// store does not have yet (a mount this machine has is its own, newer).
-fn restore_mounts(store: &Store, cache: &Image) -> Result<usize, String> {
+fn restore_mounts(store: &Store, cache: &Image) -> Result<usize, CacheError> {
     let Some(map) = cache
         .config
         .config
@@ -227,12 +264,12 @@ fn restore_mounts(store: &Store, cache: &Image) -> Result<usize, String> {
     for m in mounts {
         let dest = mount_dir(store, m.name.as_str())?;
         let Some((desc, diff_id)) = layers.get(m.layer) else {
-            return Err(format!("cache mount {} names no layer", m.name.as_str()));
+            return Err(format!("cache mount {} names no layer", m.name.as_str()).into());
         };
         if dest.exists() {
             continue;
         }
-        let blob = image::manifest_digest(desc).map_err(|e| e.to_string())?;
+        let blob = image::manifest_digest(desc)?;
         let tmp = store.temp_path("cache-mount");
         let unpacked = std::fs::create_dir_all(&tmp)
             .map_err(|e| e.to_string())
@@ -247,15 +284,16 @@ fn restore_mounts(store: &Store, cache: &Image) -> Result<usize, String> {
                 return Err(format!(
                     "cache mount {}: the layer hashes to {got}, not {diff_id}",
                     m.name.as_str()
-                ));
+                )
+                .into());
             }
             Err(e) => {
                 let _ = crate::sandbox::fs::remove_dir_all(&tmp);
-                return Err(format!("cache mount {}: {e}", m.name.as_str()));
+                return Err(format!("cache mount {}: {e}", m.name.as_str()).into());
             }
         }
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(parent)?;
         }
         // Another build may have made it meanwhile: its own is kept.
         match std::fs::rename(&tmp, &dest) {
@@ -274,7 +312,7 @@ fn cache_image(
     store: &Store,
     records: &[(String, StepResult)],
     mounts: &[String],
-) -> Result<Image, String> {
+) -> Result<Image, CacheError> {
     let mut layers: Vec<(Descriptor, Digest)> = Vec::new();
     let mut entries = Vec::new();
     for (key, r) in records {
@@ -322,12 +360,12 @@ fn cache_image(
         });
     }
     config.rootfs.diff_ids = layers.iter().map(|(_, d)| d.clone()).collect();
-    let map = serde_json::to_string(&entries).map_err(|e| e.to_string())?;
+    let map = serde_json::to_string(&entries)?;
     let mut labels = BTreeMap::from([(LABEL.to_string(), map)]);
     if !mount_entries.is_empty() {
         labels.insert(
             MOUNTS_LABEL.to_string(),
-            serde_json::to_string(&mount_entries).map_err(|e| e.to_string())?,
+            serde_json::to_string(&mount_entries)?,
         );
     }
     config.config.labels = Some(labels);
@@ -335,31 +373,30 @@ fn cache_image(
         store,
         &config,
         layers.iter().map(|(d, _)| d.clone()).collect(),
-    )
-    .map_err(|e| e.to_string())?;
-    let digest = image::manifest_digest(&manifest).map_err(|e| e.to_string())?;
-    Image::load(store, &digest).map_err(|e| e.to_string())
+    )?;
+    let digest = image::manifest_digest(&manifest)?;
+    Ok(Image::load(store, &digest)?)
 }
 
 /// The step keys of a cache image's config, each with its layer index.
-fn entries_of(config: &ImageConfig) -> Result<Vec<Entry>, String> {
+fn entries_of(config: &ImageConfig) -> Result<Vec<Entry>, CacheError> {
     let map = config
         .config
         .labels
         .as_ref()
         .and_then(|l| l.get(LABEL))
         .ok_or("the image is not a kiln cache (no dev.kiln.cache.v1 label)")?;
-    serde_json::from_str(map).map_err(|e| format!("the cache's key map: {e}"))
+    Ok(serde_json::from_str(map)?)
 }
 
 /// The step results a cache image holds.
-fn results_of(cache: &Image) -> Result<Vec<(String, StepResult)>, String> {
+fn results_of(cache: &Image) -> Result<Vec<(String, StepResult)>, CacheError> {
     let layers = cache.layers();
     let mut out = Vec::new();
     for e in entries_of(&cache.config)? {
         let r = match e.layer.and_then(|i| layers.get(i)) {
             Some((desc, diff_id)) => {
-                let blob = image::manifest_digest(desc).map_err(|e| e.to_string())?;
+                let blob = image::manifest_digest(desc)?;
                 let compressed =
                     (blob != *diff_id).then(|| (diff_id.clone(), desc.media_type().to_string()));
                 StepResult {
@@ -376,25 +413,24 @@ fn results_of(cache: &Image) -> Result<Vec<(String, StepResult)>, String> {
 
 /// The step keys the cache at `spec` holds, read without its layers (a
 /// manifest and a config); None when there is no cache there yet.
-pub fn keys(spec: &CacheSpec, opts: &registry::Options) -> Result<Option<HashSet<String>>, String> {
+pub fn keys(
+    spec: &CacheSpec,
+    opts: &registry::Options,
+) -> Result<Option<HashSet<String>>, CacheError> {
     let config: ImageConfig = match spec {
         CacheSpec::Local(dir) => {
             if !dir.join("index.json").is_file() {
                 return Ok(None);
             }
-            let src = Store::open(dir).map_err(|e| e.to_string())?;
-            Image::resolve(&src, LOCAL_NAME)
-                .map_err(|e| e.to_string())?
-                .config
+            let src = Store::open(dir)?;
+            Image::resolve(&src, LOCAL_NAME)?.config
         }
         CacheSpec::Registry(r) => {
             let reference = Reference::parse(r)?;
-            let described = runtime()?
-                .block_on(async {
-                    let client = Client::connect(&reference.registry, opts, None).await?;
-                    registry::manage::describe(&client, &reference).await
-                })
-                .map_err(|e| e.to_string())?;
+            let described = runtime()?.block_on(async {
+                let client = Client::connect(&reference.registry, opts, None).await?;
+                registry::manage::describe(&client, &reference).await
+            })?;
             match described {
                 Some(d) => serde_json::from_slice(&d.config)
                     .map_err(|e| format!("the cache's config: {e}"))?,
@@ -531,76 +567,69 @@ pub(super) fn export(
     to: &CacheSpec,
     opts: &registry::Options,
     publish: &Publish,
-) -> Result<Exported, String> {
+) -> Result<Exported, CacheError> {
     let mut out = Exported::default();
     match to {
         CacheSpec::Local(dir) => {
             let cache = cache_image(store, records, &publish.mounts)?;
             out.steps = records.len();
             out.bytes = cache.size();
-            let dest = Store::open(dir).map_err(|e| e.to_string())?;
+            let dest = Store::open(dir)?;
             copy_blob(store, &dest, &cache.id)?;
             for (layer, _) in cache.layers() {
-                copy_blob(
-                    store,
-                    &dest,
-                    &image::manifest_digest(&layer).map_err(|e| e.to_string())?,
-                )?;
+                copy_blob(store, &dest, &image::manifest_digest(&layer)?)?;
             }
             copy_blob(store, &dest, &cache.manifest_digest)?;
-            dest.tag(LOCAL_NAME, cache.descriptor(store))
-                .map_err(|e| e.to_string())?;
+            dest.tag(LOCAL_NAME, cache.descriptor(store))?;
         }
         CacheSpec::Registry(r) => {
             let reference = Reference::parse(r)?;
             let transfers = Transfer::stderr(Mode::Quiet, "pushed");
-            runtime()?
-                .block_on(async {
-                    let client = Client::connect(&reference.registry, opts, None).await?;
-                    let mut records = records.to_vec();
-                    // Re-read the ref just before replacing it: a cache
-                    // another writer published since this build read it is
-                    // merged in (its steps this build lacks), not lost.
-                    if let Some(seen) = &publish.seen {
-                        let now = match registry::pull::head(&client, &reference).await {
-                            Ok(h) => Some(h.digest),
-                            Err(RegistryError::Status { status: 404, .. }) => None,
-                            Err(e) => return Err(e),
-                        };
-                        if now.is_some() && now != *seen {
-                            let theirs = registry::pull::pull(
-                                store,
-                                &client,
-                                &reference,
-                                &Platform::host(),
-                                &transfers,
-                            )
-                            .await?;
-                            let theirs = results_of(&theirs).map_err(RegistryError::Manifest)?;
-                            for (key, r) in theirs {
-                                if !records.iter().any(|(k, _)| *k == key) {
-                                    records.push((key, r));
-                                    out.merged += 1;
-                                }
+            runtime()?.block_on(async {
+                let client = Client::connect(&reference.registry, opts, None).await?;
+                let mut records = records.to_vec();
+                // Re-read the ref just before replacing it: a cache
+                // another writer published since this build read it is
+                // merged in (its steps this build lacks), not lost.
+                if let Some(seen) = &publish.seen {
+                    let now = match registry::pull::head(&client, &reference).await {
+                        Ok(h) => Some(h.digest),
+                        Err(RegistryError::Status { status: 404, .. }) => None,
+                        Err(e) => return Err(e),
+                    };
+                    if now.is_some() && now != *seen {
+                        let theirs = registry::pull::pull(
+                            store,
+                            &client,
+                            &reference,
+                            &Platform::host(),
+                            &transfers,
+                        )
+                        .await?;
+                        let theirs = results_of(&theirs)
+                            .map_err(|e| RegistryError::Manifest(e.to_string()))?;
+                        for (key, r) in theirs {
+                            if !records.iter().any(|(k, _)| *k == key) {
+                                records.push((key, r));
+                                out.merged += 1;
                             }
                         }
                     }
-                    let cache = cache_image(store, &records, &publish.mounts)
-                        .map_err(RegistryError::Manifest)?;
-                    out.steps = records.len();
-                    out.bytes = cache.size();
-                    let pushed =
-                        registry::push::push(store, &client, &cache, &reference, &transfers)
-                            .await?;
-                    if let (Some(keep), Some(digest)) = (publish.keep, &pushed.digest) {
-                        let (deleted, kept_back) =
-                            generations(store, &client, &reference, digest, keep).await?;
-                        out.deleted = deleted;
-                        out.kept_back = kept_back;
-                    }
-                    Ok::<_, RegistryError>(())
-                })
-                .map_err(|e| e.to_string())?;
+                }
+                let cache = cache_image(store, &records, &publish.mounts)
+                    .map_err(|e| RegistryError::Manifest(e.to_string()))?;
+                out.steps = records.len();
+                out.bytes = cache.size();
+                let pushed =
+                    registry::push::push(store, &client, &cache, &reference, &transfers).await?;
+                if let (Some(keep), Some(digest)) = (publish.keep, &pushed.digest) {
+                    let (deleted, kept_back) =
+                        generations(store, &client, &reference, digest, keep).await?;
+                    out.deleted = deleted;
+                    out.kept_back = kept_back;
+                }
+                Ok::<_, RegistryError>(())
+            })?;
         }
     }
     Ok(out)
@@ -680,24 +709,20 @@ pub(super) fn import(
     store: &Store,
     from: &CacheSpec,
     opts: &registry::Options,
-) -> Result<Imported, String> {
+) -> Result<Imported, CacheError> {
     let cache = match from {
         CacheSpec::Local(dir) => {
             if !dir.join("index.json").is_file() {
-                return Err(format!("{} holds no cache (no index.json)", dir.display()));
+                return Err(format!("{} holds no cache (no index.json)", dir.display()).into());
             }
-            let src = Store::open(dir).map_err(|e| e.to_string())?;
-            let found = Image::resolve(&src, LOCAL_NAME).map_err(|e| e.to_string())?;
+            let src = Store::open(dir)?;
+            let found = Image::resolve(&src, LOCAL_NAME)?;
             copy_blob(&src, store, &found.id)?;
             for (layer, _) in found.layers() {
-                copy_blob(
-                    &src,
-                    store,
-                    &image::manifest_digest(&layer).map_err(|e| e.to_string())?,
-                )?;
+                copy_blob(&src, store, &image::manifest_digest(&layer)?)?;
             }
             copy_blob(&src, store, &found.manifest_digest)?;
-            Image::load(store, &found.manifest_digest).map_err(|e| e.to_string())?
+            Image::load(store, &found.manifest_digest)?
         }
         CacheSpec::Registry(r) => {
             let reference = Reference::parse(r)?;
@@ -715,7 +740,7 @@ pub(super) fn import(
                         ..Default::default()
                     });
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
     };
@@ -724,14 +749,14 @@ pub(super) fn import(
     let layers = cache.layers();
     for i in entries_of(&cache.config)?.iter().filter_map(|e| e.layer) {
         if let Some((desc, diff_id)) = layers.get(i) {
-            let blob = image::manifest_digest(desc).map_err(|e| e.to_string())?;
-            image::ensure_snapshot(store, &blob, diff_id).map_err(|e| e.to_string())?;
+            let blob = image::manifest_digest(desc)?;
+            image::ensure_snapshot(store, &blob, diff_id)?;
         }
     }
     let mounts = restore_mounts(store, &cache)?;
     let results = results_of(&cache)?;
     for (key, r) in &results {
-        record(store, key, r).map_err(|e| e.to_string())?;
+        store.steps().put(&StepKey::parse(key)?, r)?;
     }
     Ok(Imported {
         mounts,

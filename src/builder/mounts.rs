@@ -110,7 +110,8 @@ pub(super) fn prepare(
                     (None, None, None) => hash(&[&id]),
                     (u, g, mode) => hash(&[&id, &format!("{u:?} {g:?} {mode:?}")]),
                 };
-                let mut dir = super::cache::mount_dir(store, &name).map_err(fail)?;
+                let mut dir =
+                    super::cache::mount_dir(store, &name).map_err(|e| fail(e.to_string()))?;
                 let io_fail = |e: std::io::Error| fail(format!("cache mount {id}: {e}"));
                 // sharing=locked waits for the mount; sharing=private gets
                 // a new, empty one while another step holds it; shared

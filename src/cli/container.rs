@@ -765,7 +765,11 @@ pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<ExitCode, Error> {
     let c = container::find(&store, &args.container).map_err(super::container_error)?;
     if args.detach {
         // The same command in a session of its own, not waited for.
-        let exe = std::fs::read_link("/proc/self/exe")?;
+        let exe = std::fs::read_link("/proc/self/exe").map_err(|source| Error::Io {
+            action: "reading",
+            path: "/proc/self/exe".into(),
+            source,
+        })?;
         let mut cmd = std::process::Command::new(exe);
         if let Some(r) = &root {
             cmd.arg("--root").arg(r);
@@ -788,7 +792,11 @@ pub fn exec(root: Option<PathBuf>, args: ExecArgs) -> Result<ExitCode, Error> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         kiln::sandbox::process::new_session(&mut cmd);
-        cmd.spawn()?;
+        cmd.spawn().map_err(|source| Error::Io {
+            action: "starting",
+            path: "kiln exec".into(),
+            source,
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut env = Vec::new();

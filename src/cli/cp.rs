@@ -24,6 +24,15 @@ pub struct CpArgs {
 
 /// `CONTAINER:PATH` as its two parts; a host path (which may hold a
 /// colon after a slash, `./a:b`) as None.
+/// A pipe between the copy's two ends could not be made.
+fn pipe_failed(source: std::io::Error) -> Error {
+    Error::Io {
+        action: "making",
+        path: "a pipe".into(),
+        source,
+    }
+}
+
 fn container_path(arg: &str) -> Option<(&str, &str)> {
     if arg.starts_with('/') || arg.starts_with('.') {
         return None;
@@ -71,7 +80,7 @@ pub fn cp(root: Option<PathBuf>, args: CpArgs) -> Result<ExitCode, Error> {
             let (into, name) =
                 archive::host_destination(dest, &stat, contents).map_err(Error::Usage)?;
             // Through a pipe: the tar is read as it is written.
-            let (reader, writer) = std::io::pipe()?;
+            let (reader, writer) = std::io::pipe().map_err(pipe_failed)?;
             let owner =
                 (!args.archive).then(|| (kiln::sandbox::fs::euid(), kiln::sandbox::fs::egid()));
             std::thread::scope(|s| {
@@ -137,7 +146,7 @@ pub fn cp(root: Option<PathBuf>, args: CpArgs) -> Result<ExitCode, Error> {
                 }
             };
             // Through a pipe: the tar is read as it is written.
-            let (reader, writer) = std::io::pipe()?;
+            let (reader, writer) = std::io::pipe().map_err(pipe_failed)?;
             std::thread::scope(|s| {
                 let writing = s.spawn(|| {
                     archive::host_tar(src, &name, std::io::BufWriter::new(writer))

@@ -71,8 +71,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 )));
             };
             let bytes = store.read_blob(digest)?;
-            let value: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Image(kiln::image::ImageError::Json("attestation manifest", e))
+            })?;
             let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)? + "\n";
             std::io::stdout().lock().write_all(text.as_bytes())?;
             return Ok(ExitCode::SUCCESS);

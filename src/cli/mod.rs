@@ -298,6 +298,16 @@ pub enum Error {
     /// Writing the output failed (a closed pipe counts as success).
     #[error("writing output: {0}")]
     Write(#[from] std::io::Error),
+    /// A file operation of the command itself failed (not its output).
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What kiln was doing ("starting", "reading", ...).
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The Dockerfile is not valid.
     #[error("{}", .0.kind)]
     Dockerfile(Box<diagnostic::Located>),
@@ -378,8 +388,10 @@ impl Error {
             | Error::Busy(_)
             | Error::Registry(_)
             | Error::Container(_)
-            | Error::Userns(_) => 1,
-            Error::Usage(_) | Error::Write(_) => 2,
+            | Error::Userns(_)
+            | Error::Io { .. }
+            | Error::Write(_) => 1,
+            Error::Usage(_) => 2,
             Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),
         }
     }
@@ -396,6 +408,7 @@ impl Error {
             Error::Read { path, source } => {
                 format!("error: cannot read {}: {source}\n", path.display())
             }
+            Error::Io { .. } => format!("error: {self}\n"),
             Error::ReadDockerfile { path, source } => {
                 let hint = if source.kind() == std::io::ErrorKind::NotFound {
                     "\n  help: pass the Dockerfile's path with -f, or - to read standard input\n"

@@ -443,7 +443,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         }
         // Where the container has a devices group (limits), the node is
         // allowed there too.
-        let meta = std::fs::metadata(host)?;
+        let meta = std::fs::metadata(host).map_err(|source| Error::Read {
+            path: host.into(),
+            source,
+        })?;
         let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
         let kind = match std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
             true => 'b',

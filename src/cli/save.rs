@@ -155,7 +155,7 @@ pub(super) fn write_archive(
         .tempfile_in(dir)
         .map_err(fail(dir))?;
     let file = save_into(tmp.reopen().map_err(fail(tmp.path()))?)?;
-    file.sync_all()?;
+    file.sync_all().map_err(fail(tmp.path()))?;
     tmp.persist(output)
         .map_err(|e| e.error)
         .map_err(fail(output))?;

@@ -110,8 +110,8 @@ pub fn for_export(store: &Store, layer: &Descriptor, want: Compression) -> Resul
     // verified reader names it either way.
     result.map_err(|e| ImageError::Store(reader.error(e)))?;
     let (digest, size) = writer.commit(None)?;
-    fs::create_dir_all(&dir).map_err(|source| ImageError::Read {
-        what: dir.display().to_string(),
+    fs::create_dir_all(&dir).map_err(|source| ImageError::Write {
+        path: dir.clone(),
         source,
     })?;
     store.write_atomic(&record, format!("{digest} {size}\n").as_bytes())?;
