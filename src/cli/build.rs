@@ -322,33 +322,21 @@ fn parse_secret(text: &str) -> Result<(String, Secret), String> {
     Ok((id, secret))
 }
 
-/// The epoch `--source-date-epoch` gives (`git`: the context's HEAD's
-/// commit time), else the SOURCE_DATE_EPOCH environment variable's (an
-/// empty one is none, as buildx reads it); none when a build arg sets it.
+/// The epoch `--source-date-epoch` or the environment asks for (the
+/// precedence is `plan`'s: `kiln::plan::requested_epoch`).
 fn source_date_epoch(args: &Args) -> Result<Option<i64>, Error> {
-    // A `--build-arg SOURCE_DATE_EPOCH` wins: nothing else is read.
-    if args
+    let build_arg_set = args
         .build_args
         .iter()
-        .any(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k) == "SOURCE_DATE_EPOCH")
-    {
-        return Ok(None);
-    }
-    let (value, from) = match (&args.source_date_epoch, std::env::var("SOURCE_DATE_EPOCH")) {
-        (Some(v), _) => (v.clone(), "--source-date-epoch"),
-        (None, Ok(v)) if !v.trim().is_empty() => (v, "SOURCE_DATE_EPOCH"),
-        (None, _) => return Ok(None),
-    };
-    if value == "git" {
-        return kiln::context::git_commit_time(&args.context)
-            .map(Some)
-            .map_err(|e| Error::Usage(format!("{from}=git: {e}")));
-    }
-    value.trim().parse::<i64>().map(Some).map_err(|_| {
-        Error::Usage(format!(
-            "{from}={value}: expected seconds since 1970 (as `date +%s` prints) or \"git\""
-        ))
-    })
+        .any(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k) == "SOURCE_DATE_EPOCH");
+    let env = std::env::var("SOURCE_DATE_EPOCH").ok();
+    kiln::plan::requested_epoch(
+        args.source_date_epoch.as_deref(),
+        env.as_deref(),
+        build_arg_set,
+        || kiln::context::git_commit_time(&args.context),
+    )
+    .map_err(Error::Usage)
 }
 
 /// `--verify-repro`: builds again in a scratch store and says whether

@@ -34,6 +34,34 @@ pub fn build_args(
     args
 }
 
+/// The epoch a build is asked for besides its build args: `flag`
+/// (`--source-date-epoch`), else `env` (the SOURCE_DATE_EPOCH
+/// environment variable, as the CLI read it; an empty one is none, as
+/// buildx reads it), in seconds or `git` (then `git_time`: the context's
+/// HEAD's commit time). None when `build_arg_set`: a build arg wins, and
+/// nothing else is read.
+pub fn requested(
+    flag: Option<&str>,
+    env: Option<&str>,
+    build_arg_set: bool,
+    git_time: impl FnOnce() -> Result<i64, String>,
+) -> Result<Option<i64>, String> {
+    if build_arg_set {
+        return Ok(None);
+    }
+    let (value, from) = match (flag, env) {
+        (Some(v), _) => (v, "--source-date-epoch"),
+        (None, Some(v)) if !v.trim().is_empty() => (v, NAME),
+        (None, _) => return Ok(None),
+    };
+    if value == "git" {
+        return git_time().map(Some).map_err(|e| format!("{from}=git: {e}"));
+    }
+    value.trim().parse::<i64>().map(Some).map_err(|_| {
+        format!("{from}={value}: expected seconds since 1970 (as `date +%s` prints) or \"git\"")
+    })
+}
+
 /// The epoch the build args or the global ARGs set, checked as BuildKit
 /// checks it. The build arg and the global ARG then hold the epoch in
 /// seconds, or are gone when there is none (`context` of a local
@@ -176,6 +204,36 @@ fn source_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flag_beats_the_environment_and_a_build_arg_beats_both() {
+        let git = || Ok(7);
+        let no_git = || -> Result<i64, String> { panic!("git read") };
+        assert_eq!(requested(Some("5"), Some("6"), false, no_git), Ok(Some(5)));
+        assert_eq!(requested(None, Some(" 6 "), false, no_git), Ok(Some(6)));
+        assert_eq!(requested(None, Some(""), false, no_git), Ok(None));
+        assert_eq!(requested(None, None, false, no_git), Ok(None));
+        assert_eq!(requested(Some("bad"), Some("6"), true, no_git), Ok(None));
+        assert_eq!(requested(None, Some("git"), false, git), Ok(Some(7)));
+        assert_eq!(
+            requested(Some("git"), None, false, || Err("not a checkout".into())),
+            Err("--source-date-epoch=git: not a checkout".into())
+        );
+        assert_eq!(
+            requested(None, Some("soon"), false, no_git),
+            Err("SOURCE_DATE_EPOCH=soon: expected seconds since 1970 (as `date +%s` prints) or \"git\"".into())
+        );
+    }
+
+    #[test]
+    fn a_build_arg_keeps_its_epoch_over_the_requested_one() {
+        let given = vec![("SOURCE_DATE_EPOCH".to_string(), "1".to_string())];
+        assert_eq!(build_args(&given, Some(2)), given);
+        assert_eq!(
+            build_args(&[], Some(2)),
+            [("SOURCE_DATE_EPOCH".to_string(), "2".to_string())]
+        );
+    }
     use crate::dockerfile::{Source, instructions, parse};
 
     fn resolve_text(text: &str, build_args: &[(&str, &str)]) -> Result<Option<Epoch>, String> {

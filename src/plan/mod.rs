@@ -8,7 +8,7 @@
 mod epoch;
 mod scope;
 
-pub use epoch::{Epoch, build_args, settle as settle_epoch};
+pub use epoch::{Epoch, build_args, requested as requested_epoch, settle as settle_epoch};
 pub use scope::Scope;
 
 use crate::dockerfile::instructions::{Dockerfile, Instruction, Stage, Step};

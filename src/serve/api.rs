@@ -642,7 +642,7 @@ async fn page(State(s): Shared) -> Answer {
 }
 
 fn render_page(s: &Service) -> Result<String, ApiError> {
-    let store = crate::store::Store::open(s.store_root()).ok();
+    let store = s.open_store().ok();
     let mut rows = String::new();
     for t in &s.config.targets {
         let last = s.jobs(Some(&t.name), 1)?.pop();

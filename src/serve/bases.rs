@@ -47,7 +47,7 @@ impl Service {
             }
         };
         let changed = previous.as_ref().is_some_and(|p| *p != digest);
-        let store = crate::store::Store::open(&self.store_root);
+        let store = self.open_store();
         let missing = store
             .as_ref()
             .is_ok_and(|s| crate::image::Image::resolve(s, image).is_err());
@@ -100,7 +100,7 @@ impl Service {
 
     async fn pull_base(&self, image: &str) -> Result<(), String> {
         let reference = Reference::parse(image)?;
-        let store = crate::store::Store::open(&self.store_root).map_err(|e| e.to_string())?;
+        let store = self.open_store().map_err(|e| e.to_string())?;
         let transfer = registry::Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
         registry::pull::pull_via_mirrors(
             &store,

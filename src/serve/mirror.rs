@@ -91,7 +91,7 @@ async fn answer(s: &Arc<Service>, method: &Method, rest: &str) -> Response {
         )
             .into_response();
     }
-    let store = match Store::open(s.store_root()) {
+    let store = match s.open_store() {
         Ok(st) => st,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &e.to_string()),
     };

@@ -122,6 +122,14 @@ impl Service {
         &self.store_root
     }
 
+    /// A handle on the store, open for as long as the caller keeps it:
+    /// each job, check and read takes its own, so that a job running
+    /// holds the store open and the cap's collection (which needs the
+    /// store to itself, `Store::exclusive`) waits for it to end.
+    pub fn open_store(&self) -> Result<Store, crate::store::StoreError> {
+        Store::open(&self.store_root)
+    }
+
     /// How long the service has run.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
@@ -167,9 +175,7 @@ impl Service {
 
     /// The store's use by kind (and the gauges that show it).
     pub fn usage(&self) -> crate::store::gc::Usage {
-        let usage = Store::open(&self.store_root)
-            .map(|s| s.usage())
-            .unwrap_or_default();
+        let usage = self.open_store().map(|s| s.usage()).unwrap_or_default();
         self.record_usage(usage)
     }
 
@@ -213,7 +219,7 @@ impl Service {
             (None, None) => return Ok(None),
         };
         let _evicting = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
-        let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
+        let store = self.open_store().map_err(|e| e.to_string())?;
         let in_use = crate::container::snapshots_in_use(&store);
         let evicted = crate::store::gc::gc(&store, crate::store::gc::Cache::Cap(max), &in_use)
             .map_err(|e| e.to_string())?;
@@ -385,7 +391,7 @@ impl Service {
         let events_path = self.events_path(job.id);
         let mut events =
             std::fs::File::create(&events_path).map_err(|e| format!("job events: {e}"))?;
-        let store = Store::open(&self.store_root).map_err(|e| e.to_string())?;
+        let store = self.open_store().map_err(|e| e.to_string())?;
         // Plan before building: the step keys computed with nothing run,
         // checked against the keys the cache ref holds (its manifest and
         // config, no layer). All there: the job is warm, nothing is
