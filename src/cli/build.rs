@@ -610,7 +610,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
             let r = builder::build(&store, &source, &opts, &progress);
             // The live view ends before anything else is printed.
             drop(progress);
-            r.map(|(image, _)| image)
+            r.map(|(image, report)| (image, vec![(None, report)]))
         }
         true => {
             let built =
@@ -651,13 +651,18 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                         verified: verified.as_ref().map(|(_, v)| v.clone()),
                         ..Default::default()
                     };
+                    let reports = built
+                        .iter()
+                        .map(|b| (Some(b.platform.clone()), b.report.clone()))
+                        .collect();
                     builder::platforms::assemble(&store, &built, &opts, &attest, &inputs)
+                        .map(|image| (image, reports))
                 }
             }
         }
     };
     match result {
-        Ok(image) => {
+        Ok((image, reports)) => {
             // Without a name and not exported, the image stays as
             // docker's `<none>:<none>`: `kiln run ID` finds it.
             if opts.tags.is_empty() && args.output.is_empty() {
@@ -712,7 +717,10 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 push_tags(&store, &image, &opts, args.quiet)?;
             }
             if let Some(path) = &args.metadata_file {
-                write_file(path, metadata(&store, &image, &opts.tags).as_bytes())?;
+                write_file(
+                    path,
+                    metadata(&store, &image, &opts.tags, &reports).as_bytes(),
+                )?;
             }
             if let Some(path) = &args.iidfile {
                 write_file(path, image.id.to_string().as_bytes())?;
@@ -772,21 +780,45 @@ fn build_failed(source: &Source, e: BuildError) -> Result<ExitCode, Error> {
 }
 
 fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
-    std::fs::write(path, bytes).map_err(|source| Error::Read {
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        action: "writing",
         path: path.to_path_buf(),
         source,
     })
 }
 
-/// `--metadata-file`'s JSON, with the keys `docker buildx build` writes.
-fn metadata(store: &kiln::store::Store, image: &Image, tags: &[Name]) -> String {
+/// `--metadata-file`'s JSON, with the keys `docker buildx build` writes
+/// and `kiln.build.report`: each platform's build report (its steps with
+/// their keys, outcome, time and bytes; cache exports; warnings).
+fn metadata(
+    store: &kiln::store::Store,
+    image: &Image,
+    tags: &[Name],
+    reports: &[(Option<String>, builder::BuildReport)],
+) -> String {
     let descriptor = image.descriptor(store);
     let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let reports: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|(platform, r)| {
+            serde_json::json!({
+                "platform": platform,
+                "cached": r.hits(),
+                "run": r.misses(),
+                "steps": r.steps,
+                "exports": r.exports,
+                "warnings": r.warnings,
+                "started": r.started,
+                "finished": r.finished,
+            })
+        })
+        .collect();
     let value = serde_json::json!({
         "containerimage.config.digest": image.id.to_string(),
         "containerimage.descriptor": descriptor,
         "containerimage.digest": image.entry_digest().to_string(),
         "image.name": names.join(","),
+        "kiln.build.report": reports,
     });
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }

@@ -968,6 +968,39 @@ fn outputs_local_oci_docker_and_metadata_file() {
     assert_eq!(m["image.name"], "o:1");
     let digest = m["containerimage.digest"].as_str().unwrap();
     assert_eq!(m["containerimage.descriptor"]["digest"], digest);
+    // The build's report: each step with its outcome; a step that made a
+    // layer has its key. Built again, every one is cached.
+    let report = &m["kiln.build.report"][0];
+    let ran = report["run"].as_u64().unwrap();
+    assert!(ran >= 1, "{report}");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["outcome"], "base", "{report}");
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s["outcome"] == "run")
+            .all(|s| s["key"].as_str().is_some_and(|k| k.len() == 64)),
+        "{report}"
+    );
+    let again = k(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "o:1",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let m2: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let report = &m2["kiln.build.report"][0];
+    assert_eq!(
+        (report["run"].as_u64(), report["cached"].as_u64()),
+        (Some(0), Some(ran)),
+        "{report}"
+    );
     // Both archives load back into a fresh store as the same image.
     for archive in [&oci, &docker] {
         let fresh = tempfile::tempdir().unwrap();
