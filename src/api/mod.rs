@@ -155,7 +155,8 @@ fn image_status(e: &crate::image::ImageError) -> StatusCode {
         E::BadName(_) | E::BadChange { .. } | E::BadArchive(_) | E::Layer(_) | E::Ambiguous(_) => {
             StatusCode::BAD_REQUEST
         }
-        E::Store(_) | E::Read { .. } | E::Write { .. } | E::Json(..) => {
+        E::NotAFile(_) => StatusCode::BAD_REQUEST,
+        E::Store(_) | E::Read { .. } | E::Write { .. } | E::Output { .. } | E::Json(..) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }

@@ -75,10 +75,9 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `images` to `output` as an archive: written aside, synced and
-/// renamed into place, so that `output` is never half-written. An output
-/// that exists and is not a regular file (`/dev/null`, a FIFO, a pipe) is
-/// written straight into: renaming over it would replace the device.
+/// Writes `images` as one archive to `output` (see
+/// [`kiln::image::archive::save_to`]: atomic, and never through a planted
+/// FIFO or device).
 pub(super) fn write_archive(
     store: &kiln::store::Store,
     images: &[(String, Image)],
@@ -86,78 +85,11 @@ pub(super) fn write_archive(
     format: Format,
     compression: Compression,
 ) -> Result<(), Error> {
-    let fail = |path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Read { path, source }
-    };
-    let save_into = |file: std::fs::File| -> Result<std::fs::File, Error> {
-        let out = archive::save(
-            store,
-            images,
-            std::io::BufWriter::new(file),
-            format,
-            compression,
-        )?;
-        out.into_inner().map_err(|e| Error::Write(e.into_error()))
-    };
-    if let Ok(meta) = std::fs::metadata(output)
-        && !meta.is_file()
-    {
-        // Written into only when named as this process's own output or the
-        // null device (`-o /dev/stdout` piped, `-o /dev/null`), or a FIFO
-        // of the caller's own (checked again on what was opened): a FIFO
-        // or a link to a device another user planted would get the image
-        // or have root write it to hardware.
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let named = output == std::path::Path::new("/dev/null")
-            || output == std::path::Path::new("/dev/stdout")
-            || output == std::path::Path::new("/dev/stderr")
-            || ["/dev/fd/", "/proc/self/fd/"]
-                .iter()
-                .any(|p| output.to_str().is_some_and(|o| o.starts_with(p)));
-        let me = kiln::sandbox::fs::euid();
-        let own_fifo = |m: &std::fs::Metadata| m.file_type().is_fifo() && m.uid() == me;
-        let refuse = || {
-            Error::Usage(format!(
-                "{}: not a regular file: kiln writes an image only to a file, a pipe of yours, /dev/stdout or /dev/null; remove it or choose another path",
-                output.display(),
-            ))
-        };
-        if !named && !std::fs::symlink_metadata(output).is_ok_and(|m| own_fifo(&m)) {
-            return Err(refuse());
-        }
-        let file = match named {
-            true => std::fs::OpenOptions::new().write(true).open(output),
-            false => kiln::sandbox::fs::open_write_nofollow(output),
-        }
-        .map_err(fail(output))?;
-        if !named && !file.metadata().is_ok_and(|m| own_fifo(&m)) {
-            return Err(refuse());
-        }
-        save_into(file)?;
-        return Ok(());
-    }
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    // Created exclusively (O_EXCL) under a random name: a name planted in
-    // the directory beforehand, a symlink included, is never written through.
-    let prefix = format!(
-        ".{}.kiln-",
-        output
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    );
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempfile_in(dir)
-        .map_err(fail(dir))?;
-    let file = save_into(tmp.reopen().map_err(fail(tmp.path()))?)?;
-    file.sync_all().map_err(fail(tmp.path()))?;
-    tmp.persist(output)
-        .map_err(|e| e.error)
-        .map_err(fail(output))?;
-    Ok(())
+    Ok(archive::save_to(
+        store,
+        images,
+        output,
+        format,
+        compression,
+    )?)
 }

@@ -20,6 +20,7 @@ use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 /// Which archive format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +56,83 @@ fn tar_header(size: u64) -> tar::Header {
 }
 
 fn write_err(e: io::Error) -> ImageError {
-    ImageError::Read {
-        what: "writing the archive".into(),
+    ImageError::Output {
+        what: "the archive".into(),
         source: e,
     }
+}
+
+/// Writes `images` as one archive to the file `output`, atomically:
+/// into a file created exclusively under a random name beside it, synced,
+/// then renamed over it (a name planted in the directory, a symlink
+/// included, is never written through). An existing `output` that is not
+/// a regular file is written into only when it is this process's own
+/// output or the null device (`/dev/stdout`, `/dev/fd/N`, `/dev/null`), or
+/// a FIFO of the caller's own (checked again on what was opened): a FIFO
+/// or a link to a device another user planted would get the image or have
+/// root write it to hardware.
+pub fn save_to(
+    store: &Store,
+    images: &[(String, Image)],
+    output: &Path,
+    format: Format,
+    compression: Compression,
+) -> Result<()> {
+    let fail = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImageError::Write { path, source }
+    };
+    let save_into = |file: std::fs::File| -> Result<std::fs::File> {
+        let out = save(store, images, io::BufWriter::new(file), format, compression)?;
+        out.into_inner().map_err(|e| write_err(e.into_error()))
+    };
+    if let Ok(meta) = std::fs::metadata(output)
+        && !meta.is_file()
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let named = output == Path::new("/dev/null")
+            || output == Path::new("/dev/stdout")
+            || output == Path::new("/dev/stderr")
+            || ["/dev/fd/", "/proc/self/fd/"]
+                .iter()
+                .any(|p| output.to_str().is_some_and(|o| o.starts_with(p)));
+        let me = crate::sandbox::fs::euid();
+        let own_fifo = |m: &std::fs::Metadata| m.file_type().is_fifo() && m.uid() == me;
+        if !named && !std::fs::symlink_metadata(output).is_ok_and(|m| own_fifo(&m)) {
+            return Err(ImageError::NotAFile(output.to_path_buf()));
+        }
+        let file = match named {
+            true => std::fs::OpenOptions::new().write(true).open(output),
+            false => crate::sandbox::fs::open_write_nofollow(output),
+        }
+        .map_err(fail(output))?;
+        if !named && !file.metadata().is_ok_and(|m| own_fifo(&m)) {
+            return Err(ImageError::NotAFile(output.to_path_buf()));
+        }
+        save_into(file)?;
+        return Ok(());
+    }
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!(
+        ".{}.kiln-",
+        output
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempfile_in(dir)
+        .map_err(fail(dir))?;
+    let file = save_into(tmp.reopen().map_err(fail(tmp.path()))?)?;
+    file.sync_all().map_err(fail(tmp.path()))?;
+    tmp.persist(output)
+        .map_err(|e| e.error)
+        .map_err(fail(output))?;
+    Ok(())
 }
 
 /// Writes `images` (name, image) to `out` as one archive. Layers are

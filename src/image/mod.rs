@@ -67,6 +67,18 @@ pub enum ImageError {
     /// An archive that is not what it claims to be.
     #[error("{0}")]
     BadArchive(String),
+    /// Writing an output (an archive) failed.
+    #[error("writing {what}: {source}")]
+    Output {
+        /// What was being written.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// An output path kiln will not write an image to (a device, a FIFO
+    /// another user planted).
+    #[error("{}: not a regular file: kiln writes an image only to a file, a pipe of yours, /dev/stdout or /dev/null; remove it or choose another path", .0.display())]
+    NotAFile(std::path::PathBuf),
     /// Encoding JSON failed.
     #[error("encoding {0}: {1}")]
     Json(&'static str, serde_json::Error),
