@@ -201,37 +201,6 @@ pub struct LogsArgs {
     container: String,
 }
 
-/// A `--since`/`--until` value as an RFC 3339 time to compare log times
-/// with.
-fn time_bound(text: &str) -> Result<String, Error> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t
-            .with_timezone(&chrono::Utc)
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
-    }
-    let (n, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: i64 = n.parse().map_err(|_| {
-        Error::Usage(format!(
-            "invalid time {text:?}: use RFC 3339 or 10s, 5m, 2h"
-        ))
-    })?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => {
-            return Err(Error::Usage(format!(
-                "invalid time {text:?}: use RFC 3339 or 10s, 5m, 2h"
-            )));
-        }
-    };
-    Ok((chrono::Utc::now() - chrono::Duration::seconds(secs))
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-}
-
 fn print_entry(e: &logs::Entry, timestamps: bool) -> std::io::Result<()> {
     let mut bytes = Vec::new();
     if timestamps {
@@ -256,8 +225,10 @@ pub fn logs(root: Option<PathBuf>, args: LogsArgs) -> Result<ExitCode, Error> {
     if c.record.log_driver == "none" {
         return Err(Error::Usage(container::LOGS_NOT_READABLE.into()));
     }
-    let since = args.since.as_deref().map(time_bound).transpose()?;
-    let until = args.until.as_deref().map(time_bound).transpose()?;
+    let now = chrono::Utc::now();
+    let bound = |t: &str| logs::time_bound(t, now).map_err(Error::Usage);
+    let since = args.since.as_deref().map(bound).transpose()?;
+    let until = args.until.as_deref().map(bound).transpose()?;
     let tail = match args.tail.as_deref() {
         None | Some("all") | Some("-1") => None,
         Some(n) => Some(

@@ -1,7 +1,7 @@
 //! `kiln run`: an image from the store in a container, like `docker run`.
 
 use super::{Error, open_store};
-use kiln::sandbox::{Bind, Limits, Network, SeccompProfile};
+use kiln::sandbox::{Limits, Network, SeccompProfile};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -416,107 +416,17 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
     }
     let mut device_rules = Vec::new();
     for d in &args.device {
-        let parts: Vec<&str> = d.split(':').collect();
-        let (host, ctr, perms) = match parts.as_slice() {
-            [h] => (*h, *h, "rwm"),
-            [h, c] if c.starts_with('/') => (*h, *c, "rwm"),
-            [h, p] => (*h, *h, *p),
-            [h, c, p] => (*h, *c, *p),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "invalid --device {d:?}: use HOST[:CONTAINER[:rwm]]"
-                )));
-            }
-        };
-        let is_device = std::fs::metadata(host).is_ok_and(|m| {
-            use std::os::unix::fs::FileTypeExt;
-            m.file_type().is_char_device() || m.file_type().is_block_device()
-        });
-        if !is_device
-            || !ctr.starts_with("/dev/")
-            || perms.is_empty()
-            || !perms.chars().all(|c| "rwm".contains(c))
-        {
-            return Err(Error::Usage(format!(
-                "invalid --device {d:?}: {host} must be a device node, the container path under /dev/, the permissions of r, w, m"
-            )));
-        }
-        // Where the container has a devices group (limits), the node is
-        // allowed there too.
-        let meta = std::fs::metadata(host).map_err(|source| Error::Read {
-            path: host.into(),
-            source,
-        })?;
-        let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
-        let kind = match std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
-            true => 'b',
-            false => 'c',
-        };
-        let (major, minor) = (
-            (rdev >> 8) & 0xfff,
-            (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
-        );
-        device_rules.push(format!("{kind} {major}:{minor} {perms}"));
-        // The node itself, bound in with device access kept (nodev off for
-        // this one mount); read-only without w.
-        binds.push(Bind {
-            source: host.into(),
-            target: ctr.to_string(),
-            read_only: !perms.contains('w'),
-            exact: true,
-            nodev: false,
-            movable: false,
-        });
+        let (rule, bind) = kiln::container::options::device(d).map_err(Error::Usage)?;
+        device_rules.push(rule);
+        binds.push(bind);
     }
     if args.privileged {
-        // Every device node of the host's /dev, as docker's --privileged
-        // gives them (its own tty, console and ptmx stay the container's:
-        // the host's would reach the host's terminals).
-        for entry in std::fs::read_dir("/dev").into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let is_device = {
-                use std::os::unix::fs::FileTypeExt;
-                kind.is_char_device() || kind.is_block_device()
-            };
-            if !is_device || ["tty", "console", "ptmx"].contains(&name.as_str()) {
-                continue;
-            }
-            let path = format!("/dev/{name}");
-            if binds.iter().any(|b| b.target == path) {
-                continue;
-            }
-            binds.push(Bind {
-                source: entry.path(),
-                target: path,
-                read_only: false,
-                exact: true,
-                nodev: false,
-                movable: false,
-            });
-        }
+        binds.extend(kiln::container::options::privileged_devices(&binds));
         device_rules.push("a *:* rwm".into());
     }
-    let memory_swap = match args.memory_swap.as_deref() {
-        None => None,
-        Some("-1") => Some(-1),
-        Some(v) => Some(kiln::units::ram_in_bytes(v).map_err(Error::Usage)? as i64),
-    };
-    if memory_swap.is_some() && args.memory.is_none() {
-        return Err(Error::Usage(
-            "You should always set the Memory limit when using Memoryswap limit, see usage.".into(),
-        ));
-    }
-    if let (Some(swap), Some(mem)) = (memory_swap, args.memory)
-        && swap >= 0
-        && (swap as u64) < mem
-    {
-        return Err(Error::Usage(
-            "Minimum memoryswap limit should be larger than memory limit, see usage.".into(),
-        ));
-    }
+    let memory_swap =
+        kiln::container::options::memory_swap(args.memory_swap.as_deref(), args.memory)
+            .map_err(Error::Usage)?;
     let capabilities = capabilities(&args)?;
     let mut ports: Vec<kiln::container::ports::Port> =
         args.publish.iter().flatten().cloned().collect();

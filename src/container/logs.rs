@@ -271,9 +271,60 @@ pub fn read_from(dir: &Path, offset: u64) -> (Vec<Entry>, u64) {
     (entries, offset + whole as u64)
 }
 
+/// A `--since`/`--until` value (RFC 3339, or a time before `now`:
+/// `10s`, `5m`, `2h`, bare seconds) as the RFC 3339 time log entries are
+/// compared with.
+pub fn time_bound(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<String, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    }
+    let bad = || format!("invalid time {text:?}: use RFC 3339 or 10s, 5m, 2h");
+    let (n, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(bad()),
+    };
+    Ok((now - chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_bounds_are_rfc3339_or_before_now() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            time_bound("2026-01-01T00:00:00+01:00", now).unwrap(),
+            "2025-12-31T23:00:00.000000000Z"
+        );
+        assert_eq!(
+            time_bound("5m", now).unwrap(),
+            "2026-01-02T02:59:05.000000000Z"
+        );
+        assert_eq!(
+            time_bound("2h", now).unwrap(),
+            "2026-01-02T01:04:05.000000000Z"
+        );
+        assert_eq!(
+            time_bound("10", now).unwrap(),
+            "2026-01-02T03:03:55.000000000Z"
+        );
+        assert_eq!(
+            time_bound("3d", now).unwrap_err(),
+            "invalid time \"3d\": use RFC 3339 or 10s, 5m, 2h"
+        );
+    }
 
     #[test]
     fn lines_keep_their_stream_and_the_log_rotates() {

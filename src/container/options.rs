@@ -485,9 +485,159 @@ fn is_device_rule(rule: &str) -> bool {
     }
 }
 
+/// `--device HOST[:CONTAINER[:rwm]]`: the device program's rule for the
+/// host node (`c 1:3 rw`) and the bind that puts the node in the
+/// container (device access kept for this one mount; read-only without
+/// `w`), as docker makes them.
+pub fn device(spec: &str) -> Result<(String, crate::sandbox::Bind), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, ctr, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, c] if c.starts_with('/') => (*h, *c, "rwm"),
+        [h, p] => (*h, *h, *p),
+        [h, c, p] => (*h, *c, *p),
+        _ => {
+            return Err(format!(
+                "invalid --device {spec:?}: use HOST[:CONTAINER[:rwm]]"
+            ));
+        }
+    };
+    let meta = std::fs::metadata(host)
+        .ok()
+        .filter(|m| m.file_type().is_char_device() || m.file_type().is_block_device());
+    let Some(meta) = meta.filter(|_| {
+        ctr.starts_with("/dev/") && !perms.is_empty() && perms.chars().all(|c| "rwm".contains(c))
+    }) else {
+        return Err(format!(
+            "invalid --device {spec:?}: {host} must be a device node, the container path under /dev/, the permissions of r, w, m"
+        ));
+    };
+    let rdev = meta.rdev();
+    let kind = match meta.file_type().is_block_device() {
+        true => 'b',
+        false => 'c',
+    };
+    let (major, minor) = (
+        (rdev >> 8) & 0xfff,
+        (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+    );
+    Ok((
+        format!("{kind} {major}:{minor} {perms}"),
+        crate::sandbox::Bind {
+            source: host.into(),
+            target: ctr.to_string(),
+            read_only: !perms.contains('w'),
+            exact: true,
+            nodev: false,
+            movable: false,
+        },
+    ))
+}
+
+/// `--privileged`'s devices: every device node of the host's /dev not
+/// already bound at its path (`binds`), as docker gives them; the host's
+/// tty, console and ptmx stay the container's own (the host's would reach
+/// the host's terminals).
+pub fn privileged_devices(binds: &[crate::sandbox::Bind]) -> Vec<crate::sandbox::Bind> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/dev").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let is_device = kind.is_char_device() || kind.is_block_device();
+        if !is_device || ["tty", "console", "ptmx"].contains(&name.as_str()) {
+            continue;
+        }
+        let path = format!("/dev/{name}");
+        if binds.iter().any(|b| b.target == path) {
+            continue;
+        }
+        out.push(crate::sandbox::Bind {
+            source: entry.path(),
+            target: path,
+            read_only: false,
+            exact: true,
+            nodev: false,
+            movable: false,
+        });
+    }
+    out
+}
+
+/// `--memory-swap` (`-1`: unlimited) checked against `--memory`, with
+/// docker's words.
+pub fn memory_swap(swap: Option<&str>, memory: Option<u64>) -> Result<Option<i64>, String> {
+    let swap = match swap {
+        None => None,
+        Some("-1") => Some(-1),
+        Some(v) => Some(i64::try_from(crate::units::ram_in_bytes(v)?).unwrap_or(i64::MAX)),
+    };
+    if swap.is_some() && memory.is_none() {
+        return Err(
+            "You should always set the Memory limit when using Memoryswap limit, see usage.".into(),
+        );
+    }
+    if let (Some(swap), Some(mem)) = (swap, memory)
+        && swap >= 0
+        && (swap as u64) < mem
+    {
+        return Err(
+            "Minimum memoryswap limit should be larger than memory limit, see usage.".into(),
+        );
+    }
+    Ok(swap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_become_a_rule_and_a_bind() {
+        let (rule, bind) = device("/dev/null").unwrap();
+        assert_eq!(rule, "c 1:3 rwm");
+        assert_eq!((bind.target.as_str(), bind.read_only), ("/dev/null", false));
+        let (rule, bind) = device("/dev/null:/dev/nothing:r").unwrap();
+        assert_eq!(rule, "c 1:3 r");
+        assert_eq!(
+            (bind.target.as_str(), bind.read_only),
+            ("/dev/nothing", true)
+        );
+        assert_eq!(device("/dev/zero:rw").unwrap().0, "c 1:5 rw");
+        for bad in [
+            "/etc/passwd",
+            "/dev/null:/x",
+            "/dev/null:/dev/n:rwx",
+            "a:b:c:d",
+        ] {
+            assert!(device(bad).is_err(), "{bad}");
+        }
+        assert!(
+            privileged_devices(&[])
+                .iter()
+                .all(|b| !["/dev/tty", "/dev/console", "/dev/ptmx"].contains(&b.target.as_str()))
+        );
+    }
+
+    #[test]
+    fn swap_needs_memory_and_at_least_as_much() {
+        assert_eq!(memory_swap(None, None), Ok(None));
+        assert_eq!(memory_swap(Some("-1"), Some(1)), Ok(Some(-1)));
+        assert_eq!(memory_swap(Some("2m"), Some(1 << 20)), Ok(Some(2 << 20)));
+        assert!(
+            memory_swap(Some("1m"), None)
+                .unwrap_err()
+                .contains("Memory limit")
+        );
+        assert!(
+            memory_swap(Some("1m"), Some(2 << 20))
+                .unwrap_err()
+                .starts_with("Minimum memoryswap limit")
+        );
+    }
 
     #[test]
     fn docker_units_and_words() {
