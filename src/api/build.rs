@@ -4,6 +4,7 @@
 //! kiln's own builder builds it; its plain progress goes back as the
 //! classic builder's JSON lines, then the image id.
 
+use super::wire::percent_decode;
 use super::{ApiError, Shared, flag};
 use crate::builder::{self, Options};
 use axum::body::Body;
@@ -40,7 +41,7 @@ fn json_map(q: &HashMap<String, String>, key: &str) -> Result<Vec<(String, Strin
     };
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid {key}: {e}")))?;
-    Ok(super::containers::string_pairs(&v))
+    Ok(super::wire::string_pairs(&v))
 }
 
 /// A query's pairs, decoded, in order: `t` and `extrahosts` come once per
@@ -84,7 +85,7 @@ async fn build_image(
     let mut names = Vec::new();
     for t in &tags {
         names.push(
-            super::images::familiar(t)
+            super::wire::familiar(t)
                 .parse::<crate::image::Name>()
                 .map_err(ApiError::bad)?,
         );
@@ -237,32 +238,6 @@ async fn build_image(
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// `%XX` and `+` of a query value.
-pub(super) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            // Two hex digits, read from the bytes: a query may hold raw
-            // UTF-8, which no character boundary test must meet.
-            b'%' if i + 2 < bytes.len()
-                && bytes[i + 1].is_ascii_hexdigit()
-                && bytes[i + 2].is_ascii_hexdigit() =>
-            {
-                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
-                i += 3;
-                continue;
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `/containers/...`: list, create, start, stop, kill, restart, wait,
 //! inspect, logs, remove, prune.
 
+use super::wire::{every, first, string_pairs, tokio_stream, url_pairs};
 use super::{ApiError, Shared, blocking, flag};
 use crate::container::options;
 use crate::container::stats::Sample;
@@ -266,7 +267,7 @@ fn create_opts(
         ));
     }
     let image = text(&body["Image"]).ok_or_else(|| ApiError::bad("Image is required"))?;
-    let image = super::images::familiar(&image).to_string();
+    let image = super::wire::familiar(&image).to_string();
     let mut command = strings(&body["Cmd"]);
     let entry = strings(&body["Entrypoint"]);
     let entrypoint = match entry.split_first() {
@@ -574,15 +575,6 @@ pub(super) fn attachment(name: &str, ep: &Value) -> Result<crate::network::Attac
     })
 }
 
-/// A JSON object of strings (`Labels`) as pairs.
-pub(super) fn string_pairs(v: &Value) -> Vec<(String, String)> {
-    v.as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-        .collect()
-}
-
 /// One `PortBindings` entry: `80/tcp` with a host address and port.
 fn parse_binding(ip: &str, host: &str, key: &str) -> Result<Vec<ports::Port>, ApiError> {
     let spec = match host {
@@ -778,7 +770,7 @@ async fn archive_get(
         Ok((view, path, stat))
     })
     .await?;
-    let body = super::images::written_body(move |out| {
+    let body = super::wire::written_body(move |out| {
         view.tar(&path, &container::archive::rebase_name(&path), out)
             .map_err(|e| e.to_string())
     });
@@ -1835,8 +1827,8 @@ async fn commit(
     let changes = every(&pairs, "changes");
     let id = get("container").ok_or_else(|| ApiError::bad("container is required"))?;
     let name = match (get("repo"), get("tag")) {
-        (Some(r), Some(t)) => Some(format!("{}:{t}", super::images::familiar(&r))),
-        (Some(r), None) => Some(super::images::familiar(&r).to_string()),
+        (Some(r), Some(t)) => Some(format!("{}:{t}", super::wire::familiar(&r))),
+        (Some(r), None) => Some(super::wire::familiar(&r).to_string()),
         _ => None,
     };
     let name = name
@@ -1862,46 +1854,6 @@ async fn commit(
         ))
     })
     .await
-}
-
-/// The first non-empty value of `key` among a query's pairs.
-pub(super) fn first(pairs: &[(String, String)], key: &str) -> Option<String> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .filter(|v| !v.is_empty())
-}
-
-/// Every value of `key` among a query's pairs, in order.
-pub(super) fn every(pairs: &[(String, String)], key: &str) -> Vec<String> {
-    pairs
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
-/// A query string's pairs, decoded (keys repeat: `changes=...&changes=...`).
-pub(super) fn url_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (
-                super::build::percent_decode(k),
-                super::build::percent_decode(v),
-            )
-        })
-        .collect()
-}
-
-/// A stream of the channel's items.
-pub(super) fn tokio_stream(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 async fn remove(

@@ -67,6 +67,6 @@ async fn stream(
             std::thread::sleep(POLL);
         }
     });
-    let body = Body::from_stream(super::containers::tokio_stream(rx));
+    let body = Body::from_stream(super::wire::tokio_stream(rx));
     Ok(([("content-type", "application/json")], body).into_response())
 }

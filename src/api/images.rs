@@ -1,5 +1,6 @@
 //! `/images/...`: list, inspect, history, tag, remove.
 
+use super::wire::{familiar, written_body};
 use super::{ApiError, Shared, blocking};
 use crate::image::{Image, manifest_digest};
 use axum::Json;
@@ -19,14 +20,6 @@ pub(super) fn routes() -> axum::Router<Shared> {
             "/images/{*rest}",
             get(by_name).post(by_name_post).delete(remove),
         )
-}
-
-/// A name as kiln keeps it: docker's clients may send the full form
-/// (`docker.io/library/box`), kiln stores the familiar one (`box`).
-pub(super) fn familiar(name: &str) -> &str {
-    name.strip_prefix("docker.io/library/")
-        .or_else(|| name.strip_prefix("docker.io/"))
-        .unwrap_or(name)
 }
 
 fn unix(rfc3339: Option<&str>) -> i64 {
@@ -125,21 +118,6 @@ async fn by_name_json(state: Shared, rest: String) -> Result<Json<serde_json::Va
     .await
 }
 
-/// A writer whose bytes go to a response body, chunk by chunk.
-pub(super) struct Chunks(pub(super) tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>);
-
-impl std::io::Write for Chunks {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(buf.to_vec()))
-            .map_err(|_| std::io::Error::other("the client went away"))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET /images/get?names=A&names=B` (`docker save`): a docker-archive
 /// of the images, streamed as it is written.
 async fn save(
@@ -153,7 +131,7 @@ async fn save(
         .unwrap_or_default()
         .split('&')
         .filter_map(|kv| kv.strip_prefix("names="))
-        .map(super::build::percent_decode)
+        .map(super::wire::percent_decode)
         .map(|n| familiar(&n).to_string())
         .collect();
     save_names(state, names)
@@ -194,29 +172,6 @@ async fn save_names(
         .map_err(|e| e.to_string())
     });
     Ok(([("content-type", "application/x-tar")], body).into_response())
-}
-
-/// A body streamed as `write` writes it (on a blocking thread). A failure
-/// midway ends the body with an error: the client sees a broken archive,
-/// never a short one taken for whole.
-pub(super) fn written_body(
-    write: impl FnOnce(std::io::BufWriter<Chunks>) -> Result<std::io::BufWriter<Chunks>, String>
-    + Send
-    + 'static,
-) -> axum::body::Body {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    tokio::task::spawn_blocking(move || {
-        let out = std::io::BufWriter::with_capacity(1 << 20, Chunks(tx.clone()));
-        let written = write(out).and_then(|w| {
-            w.into_inner()
-                .map(drop)
-                .map_err(|e| e.into_error().to_string())
-        });
-        if let Err(e) = written {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
-        }
-    });
-    axum::body::Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 /// `POST /images/load` (`docker load`): a docker-archive or OCI archive,
@@ -418,7 +373,7 @@ where
     });
     Ok((
         [("content-type", "application/json")],
-        axum::body::Body::from_stream(super::containers::tokio_stream(brx)),
+        axum::body::Body::from_stream(super::wire::tokio_stream(brx)),
     )
         .into_response())
 }
@@ -436,7 +391,7 @@ async fn create(
     State(state): State<Shared>,
     raw: axum::http::Request<axum::body::Body>,
 ) -> Result<axum::response::Response, ApiError> {
-    let pairs = super::containers::url_pairs(raw.uri().query().unwrap_or_default());
+    let pairs = super::wire::url_pairs(raw.uri().query().unwrap_or_default());
     if pairs.iter().any(|(k, v)| k == "fromSrc" && v == "-") {
         return import(state, &pairs, raw.into_body()).await;
     }
@@ -450,7 +405,7 @@ async fn import(
     pairs: &[(String, String)],
     body: axum::body::Body,
 ) -> Result<axum::response::Response, ApiError> {
-    let get = |k: &str| super::containers::first(pairs, k);
+    let get = |k: &str| super::wire::first(pairs, k);
     let repo = get("repo").ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -462,7 +417,7 @@ async fn import(
         None => familiar(&repo).to_string(),
     };
     let name: crate::image::Name = name.parse().map_err(ApiError::bad)?;
-    let changes = super::containers::every(pairs, "changes");
+    let changes = super::wire::every(pairs, "changes");
     let tmp = tempfile::NamedTempFile::new()
         .map_err(|e| ApiError::internal(format!("a file for the tarball: {e}")))?;
     super::body_to_file(body, tmp.as_file(), "tarball").await?;

@@ -11,6 +11,7 @@ mod images;
 mod objects;
 mod system;
 pub mod tls;
+mod wire;
 
 use crate::store::Store;
 use axum::Router;

@@ -2,8 +2,8 @@
 //! frontend writes it (`docker history` shows it): words expanded, Go's
 //! `%q`/`%v` renderings of lists, maps and the healthcheck struct kept.
 
-use crate::dockerfile::dump::go_quote;
 use crate::dockerfile::instructions::{Copy, Healthcheck, Instruction};
+use crate::dockerfile::source::go_quote;
 use crate::image::ImageConfig;
 use std::time::Duration;
 

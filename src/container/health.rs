@@ -57,29 +57,7 @@ pub fn resolve(hc: Option<&Healthcheck>) -> Option<Check> {
     })
 }
 
-/// The health part of a container's state.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Health {
-    /// `starting`, `healthy` or `unhealthy`.
-    pub status: String,
-    /// Failures in a row.
-    pub failing_streak: u32,
-    /// The last five results.
-    pub log: Vec<Probe>,
-}
-
-/// One check's result.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Probe {
-    /// When it started.
-    pub start: String,
-    /// When it ended.
-    pub end: String,
-    /// Its exit code (-1: it timed out or could not run).
-    pub exit_code: i32,
-    /// What it printed (at most 4 KiB).
-    pub output: String,
-}
+pub use super::state::{Health, Probe};
 
 /// Runs one check in `c`; its exit code and output.
 fn probe(c: &Container, check: &Check, pid1: u32) -> (i32, String) {

@@ -61,7 +61,7 @@ pub struct State {
     pub stopped_by_user: bool,
     /// Its healthcheck's results, when it has one.
     #[serde(default)]
-    pub health: Option<super::health::Health>,
+    pub health: Option<Health>,
     /// Its processes are frozen (`kiln pause`); it still runs.
     #[serde(default)]
     pub paused: bool,
@@ -194,6 +194,30 @@ pub fn up_for(since: Option<&str>) -> String {
         s if s < 172_800 => format!("{} hours", s / 3600),
         s => format!("{} days", s / 86_400),
     }
+}
+
+/// The health part of a container's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    /// Failures in a row.
+    pub failing_streak: u32,
+    /// The last five results.
+    pub log: Vec<Probe>,
+}
+
+/// One check's result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Probe {
+    /// When it started.
+    pub start: String,
+    /// When it ended.
+    pub end: String,
+    /// Its exit code (-1: it timed out or could not run).
+    pub exit_code: i32,
+    /// What it printed (at most 4 KiB).
+    pub output: String,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! carry. Those code points are private-use and never seen in Dockerfiles.
 
 use serde::Serialize;
+use unicode_general_category::{GeneralCategory as Gc, get_general_category};
 
 /// First code point of the block that carries raw, non-UTF-8 bytes.
 const RAW_BYTE_BASE: u32 = 0x10_FF00;
@@ -134,6 +135,62 @@ pub fn encode(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Quotes `text` as Go's `strconv.Quote` does; carried raw bytes become `\xNN`.
+pub fn go_quote(text: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if let Some(b) = carried_byte(c) {
+            push_hex(&mut out, "\\x", u32::from(b), 2);
+            continue;
+        }
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if is_go_print(c) => out.push(c),
+            '\u{07}' => out.push_str("\\a"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0C}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{0B}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7F}' => push_hex(&mut out, "\\x", c as u32, 2),
+            c if (c as u32) < 0x1_0000 => push_hex(&mut out, "\\u", c as u32, 4),
+            c => push_hex(&mut out, "\\U", c as u32, 8),
+        }
+    }
+    out.push('"');
+    return out;
+
+    fn push_hex(out: &mut String, prefix: &str, v: u32, digits: u32) {
+        out.push_str(prefix);
+        for i in (0..digits).rev() {
+            out.push(char::from(HEX[((v >> (4 * i)) & 0xF) as usize]));
+        }
+    }
+}
+
+/// Go's `strconv.IsPrint`: letters, marks, numbers, punctuation, symbols and
+/// the ASCII space.
+fn is_go_print(c: char) -> bool {
+    if c.is_ascii() {
+        return (' '..='~').contains(&c);
+    }
+    !matches!(
+        get_general_category(c),
+        Gc::Control
+            | Gc::Format
+            | Gc::Surrogate
+            | Gc::PrivateUse
+            | Gc::Unassigned
+            | Gc::SpaceSeparator
+            | Gc::LineSeparator
+            | Gc::ParagraphSeparator
+    )
 }
 
 #[cfg(test)]

@@ -731,7 +731,7 @@ fn name_values(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, E
     let mut out = Vec::with_capacity(words.len() * 3);
     for word in &words {
         let Some((key, value)) = word.split_once('=') else {
-            return Err(ErrorKind::MissingEquals(super::dump::go_quote(word)));
+            return Err(ErrorKind::MissingEquals(super::source::go_quote(word)));
         };
         out.extend([key.to_string(), value.to_string(), "=".to_string()]);
     }

@@ -597,20 +597,9 @@ mod tests {
     }
 }
 
-/// One of a container's cgroups as it sees it: `host` (the group's
-/// directory) mounted at `/sys/fs/cgroup/NAME`, NAME empty for cgroup v2's
-/// one hierarchy (at `/sys/fs/cgroup` itself).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OwnMount {
-    /// The group's directory on the host.
-    pub host: PathBuf,
-    /// Its directory under /sys/fs/cgroup (`memory`, `cpu,cpuacct`).
-    pub name: String,
-}
-
 /// The mounts of groups `dirs` (a container's, as kiln made them under
 /// [`ROOT`]): named by their v1 hierarchy, or at the root on v2.
-fn own_mounts_of(dirs: &[PathBuf], v2: bool) -> Vec<OwnMount> {
+fn own_mounts_of(dirs: &[PathBuf], v2: bool) -> Vec<super::spec::OwnMount> {
     dirs.iter()
         .filter_map(|d| {
             let rel = d.strip_prefix(ROOT).ok()?;
@@ -618,7 +607,7 @@ fn own_mounts_of(dirs: &[PathBuf], v2: bool) -> Vec<OwnMount> {
                 true => String::new(),
                 false => rel.components().next()?.as_os_str().to_str()?.to_string(),
             };
-            Some(OwnMount {
+            Some(super::spec::OwnMount {
                 host: d.clone(),
                 name,
             })
@@ -630,7 +619,7 @@ impl Cgroup {
     /// What the container's /sys/fs/cgroup shows: its own groups only,
     /// never a hierarchy's root or the caller's group (the host's totals
     /// and the caller's stay theirs).
-    pub fn own_mounts(&self) -> Vec<OwnMount> {
+    pub fn own_mounts(&self) -> Vec<super::spec::OwnMount> {
         own_mounts_of(&self.dirs, unified())
     }
 }
@@ -654,7 +643,7 @@ mod own_mount_tests {
         let v2 = own_mounts_of(&[Path::new(ROOT).join("kiln/abc")], true);
         assert_eq!(
             v2,
-            [OwnMount {
+            [crate::sandbox::spec::OwnMount {
                 host: Path::new(ROOT).join("kiln/abc"),
                 name: String::new()
             }]

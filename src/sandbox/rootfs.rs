@@ -52,7 +52,7 @@ const DEVICES: [(&str, u64, u64); 6] = [
 fn cgroups(
     sys: &impl Sys,
     root: &Path,
-    own: &[super::cgroup::OwnMount],
+    own: &[super::spec::OwnMount],
     private: bool,
 ) -> io::Result<()> {
     let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -469,7 +469,7 @@ mod tests {
             host_uts: false,
             host_ipc: false,
             cgroups: ["memory", "cpu,cpuacct"]
-                .map(|n| crate::sandbox::cgroup::OwnMount {
+                .map(|n| crate::sandbox::spec::OwnMount {
                     host: format!("/sys/fs/cgroup/{n}/kiln/c").into(),
                     name: n.into(),
                 })

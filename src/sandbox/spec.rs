@@ -81,7 +81,7 @@ pub struct Limits {
     /// Maximum number of processes.
     pub pids: Option<u64>,
     /// The cgroup the container's groups are made in (`--cgroup-parent`,
-    /// checked by [`super::cgroup::check_parent`]) instead of `kiln`.
+    /// checked by `cgroup::check_parent`) instead of `kiln`.
     #[serde(default)]
     pub parent: Option<String>,
     /// Memory plus swap in bytes (`--memory-swap`; -1: unlimited swap).
@@ -159,7 +159,7 @@ pub struct Spec {
     /// The container's own cgroups, shown read-only at /sys/fs/cgroup
     /// (set by kiln once it made them, before the spec is sent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cgroups: Vec<super::cgroup::OwnMount>,
+    pub cgroups: Vec<OwnMount>,
     /// A cgroup namespace of its own (`--cgroupns`): None is docker's
     /// default, private on cgroup v2 (where RUN gets one too, as
     /// BuildKit's), the host's on v1.
@@ -478,6 +478,17 @@ impl ContainerDirs {
         }
         Ok(dirs)
     }
+}
+
+/// One of a container's cgroups as it sees it: `host` (the group's
+/// directory) mounted at `/sys/fs/cgroup/NAME`, NAME empty for cgroup v2's
+/// one hierarchy (at `/sys/fs/cgroup` itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OwnMount {
+    /// The group's directory on the host.
+    pub host: PathBuf,
+    /// Its directory under /sys/fs/cgroup (`memory`, `cpu,cpuacct`).
+    pub name: String,
 }
 
 #[cfg(test)]
