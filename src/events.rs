@@ -15,9 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// The journal's file in the store.
-const FILE: &str = "events.log";
-/// Its size when it is rotated.
+/// The journal's size when it is rotated.
 const MAX_SIZE: u64 = 1 << 20;
 
 /// What an event is about (docker's `Type`).
@@ -88,7 +86,14 @@ impl Event {
 }
 
 fn path(store_root: &Path) -> PathBuf {
-    store_root.join(FILE)
+    let [log, _, _] = crate::store::layout::events(store_root);
+    log
+}
+
+/// The journal's rotated predecessor.
+fn rotated(store_root: &Path) -> PathBuf {
+    let [_, old, _] = crate::store::layout::events(store_root);
+    old
 }
 
 fn now_nano() -> i128 {
@@ -124,10 +129,10 @@ pub fn record(
         .create(true)
         .truncate(false)
         .write(true)
-        .open(store_root.join("events.lock"));
+        .open(&crate::store::layout::events(store_root)[2]);
     let _held = lock.as_ref().ok().filter(|l| l.lock().is_ok());
     if std::fs::metadata(&file).is_ok_and(|m| m.len() >= MAX_SIZE) {
-        let _ = std::fs::rename(&file, store_root.join(format!("{FILE}.1")));
+        let _ = std::fs::rename(&file, rotated(store_root));
     }
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
@@ -140,7 +145,7 @@ pub fn record(
 
 /// Every event kept, oldest first.
 pub fn read(store_root: &Path) -> Vec<Event> {
-    [store_root.join(format!("{FILE}.1")), path(store_root)]
+    [rotated(store_root), path(store_root)]
         .iter()
         .filter_map(|p| std::fs::read(p).ok())
         .flat_map(|bytes| parse(&bytes))
@@ -151,7 +156,7 @@ pub fn read(store_root: &Path) -> Vec<Event> {
 /// event recorded between the two is lost or told twice.
 pub fn read_then_follow(store_root: &Path) -> (Vec<Event>, Follow) {
     let current = path(store_root);
-    let mut events = std::fs::read(store_root.join(format!("{FILE}.1")))
+    let mut events = std::fs::read(rotated(store_root))
         .map(|b| parse(&b))
         .unwrap_or_default();
     // Read through one handle: its inode is the one the offset is in.

@@ -39,7 +39,7 @@ impl StepLogs {
     /// A new directory for this build's logs (made when the first step
     /// logs), after removing all but the newest builds' logs.
     pub fn new(store: &Store) -> StepLogs {
-        let root = store.root().join("logs");
+        let root = crate::store::layout::logs(store.root());
         if let Ok(entries) = fs::read_dir(&root) {
             let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
             names.sort();

@@ -191,7 +191,7 @@ fn check(
 fn store_if_there(root: Option<PathBuf>) -> Option<kiln::store::Store> {
     let root =
         root.unwrap_or_else(|| kiln::store::Store::default_root(kiln::sandbox::fs::is_root()));
-    root.join("index.json")
+    kiln::store::layout::index(&root)
         .is_file()
         .then(|| kiln::store::Store::open(root).ok())
         .flatten()

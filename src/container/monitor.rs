@@ -275,7 +275,10 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         say(&mut ready, 125, &format!("{id:?} is not a container id"));
         return 125;
     }
-    let dir = store_root.join("containers").join(id);
+    let Ok(dir) = crate::store::layout::container(store_root, id) else {
+        say(&mut ready, 125, &format!("{id:?} is not a container id"));
+        return 125;
+    };
     let Some(mut c) = super::load(&dir) else {
         say(&mut ready, 125, &format!("no container {id}"));
         return 125;

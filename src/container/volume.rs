@@ -199,7 +199,9 @@ pub fn remove_at(root: &Path, name: &str) {
     if !valid_name(name) {
         return;
     }
-    super::remove_dir(&root.join("volumes").join(name));
+    if let Ok(dir) = crate::store::layout::volume(root, name) {
+        super::remove_dir(&dir);
+    }
     crate::events::record(root, crate::events::Kind::Volume, "destroy", name, []);
 }
 

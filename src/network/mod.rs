@@ -385,7 +385,7 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
 }
 
 fn networks_dir(root: &Path) -> PathBuf {
-    root.join("networks")
+    crate::store::layout::networks(root)
 }
 
 impl Network {

@@ -96,7 +96,9 @@ pub fn holder_mapping(
     root: &Path,
     map: Option<&crate::sandbox::userns::IdMap>,
 ) -> Result<Recorded, String> {
-    netns::ensure_holder(&root.join("networks").join(".holder.json"), &kiln(), map)
+    let holder =
+        crate::store::layout::network_file(root, ".holder.json").map_err(|e| e.to_string())?;
+    netns::ensure_holder(&holder, &kiln(), map)
 }
 
 /// The holder's user namespace, for a rootless container to make its
@@ -123,7 +125,7 @@ pub fn pasta_available() -> bool {
 pub fn ensure_pasta(root: &Path) -> Result<(), String> {
     let holder = holder(root)?;
     // One pasta per holder, even when two joins ask at once.
-    let lock_path = root.join("networks").join(".pasta.lock");
+    let lock_path = crate::store::layout::networks(root).join(".pasta.lock");
     let lock = std::fs::File::options()
         .create(true)
         .truncate(false)
@@ -132,7 +134,7 @@ pub fn ensure_pasta(root: &Path) -> Result<(), String> {
         .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
     lock.lock()
         .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-    let record = root.join("networks").join(".pasta.json");
+    let record = crate::store::layout::networks(root).join(".pasta.json");
     let running = std::fs::read(&record)
         .ok()
         .and_then(|b| serde_json::from_slice::<(Recorded, Recorded)>(&b).ok())
@@ -140,7 +142,7 @@ pub fn ensure_pasta(root: &Path) -> Result<(), String> {
     if running {
         return Ok(());
     }
-    let pid_file = root.join("networks").join(".pasta.pid");
+    let pid_file = crate::store::layout::networks(root).join(".pasta.pid");
     let _ = std::fs::remove_file(&pid_file);
     let mut pasta = std::process::Command::new("pasta");
     pasta

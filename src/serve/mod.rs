@@ -84,7 +84,7 @@ impl Service {
     /// left unfinished are queued again.
     pub fn open(config: Config, store_root: PathBuf) -> Result<Arc<Service>, ServeError> {
         let store = Store::open(&store_root)?;
-        let dir = store.root().join("serve");
+        let dir = crate::store::layout::serve(store.root());
         let path = dir.join("state.db");
         let db_err = |source| ServeError::Db {
             path: path.clone(),
@@ -478,7 +478,10 @@ impl Service {
 
     /// Where a git target is checked out.
     pub fn checkout_dir(&self, target: &Target) -> PathBuf {
-        self.store_root.join("serve").join("git").join(&target.name)
+        // The config refuses a target name that is not a plain name; one
+        // that got past it would name the checkouts' directory itself.
+        crate::store::layout::serve_checkout(&self.store_root, &target.name)
+            .unwrap_or_else(|_| crate::store::layout::serve(&self.store_root).join("git"))
     }
 
     /// Queues every target with a cron trigger at its times, for ever.

@@ -19,6 +19,7 @@
 mod digest;
 mod fsck;
 pub mod gc;
+pub mod layout;
 pub mod steps;
 
 pub use digest::Digest;
@@ -265,7 +266,7 @@ impl Store {
     /// The init pids of the containers of the store at `root` that still
     /// run.
     pub fn running_inits(root: &Path) -> Vec<u32> {
-        fs::read_dir(root.join("containers"))
+        fs::read_dir(layout::containers(root))
             .into_iter()
             .flatten()
             .flatten()
@@ -326,7 +327,7 @@ impl Store {
     /// lock is there and nobody holds it): their processes and cgroups,
     /// then their directories. Best effort: a leftover costs only space.
     fn reclaim_containers(&self) {
-        let dir = self.root.join("containers");
+        let dir = layout::containers(&self.root);
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
             // A removed --rm container's exit code, left for whoever waited
@@ -378,7 +379,7 @@ impl Store {
     /// The directory of a container: its overlay upper and work dirs, its
     /// mount point and generated /etc files.
     pub fn container_dir(&self, id: &str) -> PathBuf {
-        self.root.join("containers").join(id)
+        layout::containers(&self.root).join(id)
     }
 
     /// The cache directory (step records, compressed-layer mappings).

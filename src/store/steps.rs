@@ -236,13 +236,7 @@ impl Area {
     }
 }
 
-/// Refuses a name that is not one plain path component.
-fn one_component(name: &str) -> Result<()> {
-    match name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-        true => Err(StoreError::BadName(name.to_string())),
-        false => Ok(()),
-    }
-}
+use super::layout::one_component;
 
 impl Store {
     /// The step cache's records.
@@ -258,21 +252,21 @@ impl Store {
     /// The containers' directories.
     pub fn containers(&self) -> Area {
         Area {
-            dir: self.root().join("containers"),
+            dir: super::layout::containers(self.root()),
         }
     }
 
     /// The volumes' directories.
     pub fn volumes(&self) -> Area {
         Area {
-            dir: self.root().join("volumes"),
+            dir: super::layout::volumes(self.root()),
         }
     }
 
     /// The networks' records.
     pub fn networks(&self) -> Area {
         Area {
-            dir: self.root().join("networks"),
+            dir: super::layout::networks(self.root()),
         }
     }
 }
