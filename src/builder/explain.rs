@@ -92,7 +92,7 @@ struct Record {
 
 /// Where explanations are kept in `store`.
 fn dir(store: &Store) -> PathBuf {
-    store.cache_dir().join("explain")
+    crate::store::layout::cache(store.root(), crate::store::layout::Cache::Explain)
 }
 
 /// Says why the step `identity` missed when `missed` (the first input

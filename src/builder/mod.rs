@@ -640,9 +640,7 @@ pub fn build_args_of(opts: &Options) -> Vec<(String, String)> {
 /// Where the stat cache of a context directory is kept.
 fn stat_cache_file(store: &Store, context: &Path) -> PathBuf {
     let canonical = std::fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
-    store
-        .cache_dir()
-        .join("context")
+    crate::store::layout::cache(store.root(), crate::store::layout::Cache::Context)
         .join(hash(&[&canonical.to_string_lossy()]))
 }
 

@@ -86,7 +86,7 @@ pub fn for_export(store: &Store, layer: &Descriptor, want: Compression) -> Resul
         return Ok(layer.clone());
     }
     let media = MediaType::from(want.oci_media_type());
-    let dir = store.cache_dir().join("compressed");
+    let dir = crate::store::layout::cache(store.root(), crate::store::layout::Cache::Compressed);
     // Keyed by the blob compressed, not by the diffID an image claims: an
     // uncompressed blob's digest is its content, so no image can point the
     // record at other bytes.

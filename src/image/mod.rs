@@ -469,7 +469,7 @@ fn verify_diff_id(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<()> 
         // diffID.
         return Ok(());
     }
-    let dir = store.cache_dir().join("verified");
+    let dir = crate::store::layout::cache(store.root(), crate::store::layout::Cache::Verified);
     let record = dir.join(blob.hex());
     if std::fs::read_to_string(&record).is_ok_and(|t| t.trim() == diff_id.to_string()) {
         return Ok(());

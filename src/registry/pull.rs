@@ -341,7 +341,7 @@ async fn fetch_blob(
 /// Remembers that `digest` came from `repository` on `registry`, so a push
 /// to another repository there can mount it instead of uploading it.
 fn record_origin(store: &Store, digest: &Digest, registry: &str, repository: &str) {
-    let dir = store.cache_dir().join("origins");
+    let dir = crate::store::layout::cache(store.root(), crate::store::layout::Cache::Origins);
     if std::fs::create_dir_all(&dir).is_ok() {
         let _ = store.write_atomic(
             &dir.join(digest.hex()),
@@ -352,9 +352,12 @@ fn record_origin(store: &Store, digest: &Digest, registry: &str, repository: &st
 
 /// Where `digest` came from (`registry/repository`), if kiln pulled it.
 pub(crate) fn origin(store: &Store, digest: &Digest) -> Option<String> {
-    std::fs::read_to_string(store.cache_dir().join("origins").join(digest.hex()))
-        .ok()
-        .map(|s| s.trim().to_string())
+    std::fs::read_to_string(
+        crate::store::layout::cache(store.root(), crate::store::layout::Cache::Origins)
+            .join(digest.hex()),
+    )
+    .ok()
+    .map(|s| s.trim().to_string())
 }
 
 /// What a registry says `reference` is now, without downloading it.

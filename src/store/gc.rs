@@ -107,7 +107,7 @@ struct Compressed {
 }
 
 fn compressed(store: &Store) -> Vec<Compressed> {
-    let dir = store.cache_dir().join("compressed");
+    let dir = super::layout::cache(store.root(), super::layout::Cache::Compressed);
     let Ok(entries) = fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -387,7 +387,8 @@ mod tests {
             compressed: None,
         };
         store.steps().put(&key, &record).unwrap();
-        let path = store.cache_dir().join("steps").join(key.as_str());
+        let path = super::super::layout::cache(store.root(), super::super::layout::Cache::Steps)
+            .join(key.as_str());
         filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(used, 0)).unwrap();
         digest
     }

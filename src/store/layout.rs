@@ -73,6 +73,38 @@ pub fn events(root: &Path) -> [PathBuf; 3] {
     ]
 }
 
+/// The caches under `cache/`, by what they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Step records (`store::steps`).
+    Steps,
+    /// `RUN --mount=type=cache` directories.
+    Mounts,
+    /// Compressed copies of layers, by diffID (`image::compress`).
+    Compressed,
+    /// Images whose layers were verified against their diffIDs.
+    Verified,
+    /// Where each pulled image came from (`registry::pull`).
+    Origins,
+    /// The inputs of each step's last key, for `--explain`.
+    Explain,
+    /// The stat caches of build contexts.
+    Context,
+}
+
+/// Where cache `kind` lives.
+pub fn cache(root: &Path, kind: Cache) -> PathBuf {
+    root.join("cache").join(match kind {
+        Cache::Steps => "steps",
+        Cache::Mounts => "mounts",
+        Cache::Compressed => "compressed",
+        Cache::Verified => "verified",
+        Cache::Origins => "origins",
+        Cache::Explain => "explain",
+        Cache::Context => "context",
+    })
+}
+
 /// Refuses a name that is not one plain path component.
 pub(super) fn one_component(name: &str) -> Result<()> {
     match name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {

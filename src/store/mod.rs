@@ -382,11 +382,6 @@ impl Store {
         layout::containers(&self.root).join(id)
     }
 
-    /// The cache directory (step records, compressed-layer mappings).
-    pub fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
-    }
-
     /// Takes the exclusive store lock (index and cache updates).
     pub fn lock(&self) -> Result<Lock> {
         let path = self.root.join("lock");

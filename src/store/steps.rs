@@ -100,7 +100,7 @@ fn mtime(path: &std::path::Path) -> SystemTime {
 
 impl Steps<'_> {
     fn dir(&self) -> PathBuf {
-        self.store.cache_dir().join("steps")
+        super::layout::cache(self.store.root(), super::layout::Cache::Steps)
     }
 
     fn path(&self, key: &StepKey) -> PathBuf {
@@ -190,7 +190,7 @@ pub struct Mount {
 impl Mounts<'_> {
     /// Where cache mounts live.
     pub fn dir(&self) -> PathBuf {
-        self.store.cache_dir().join("mounts")
+        super::layout::cache(self.store.root(), super::layout::Cache::Mounts)
     }
 
     /// The directory of mount `name` (one path component, checked).
