@@ -82,6 +82,10 @@ pub enum BuildError {
     /// The build context cannot be used.
     #[error("{0}")]
     Context(String),
+    /// The context's `.dockerignore` (or `<Dockerfile>.dockerignore`)
+    /// cannot be read or used.
+    #[error(transparent)]
+    Ignore(#[from] crate::context::ignore::IgnoreError),
     /// A build input (a build arg, SOURCE_DATE_EPOCH) is not valid.
     #[error("{0}")]
     Invalid(String),

@@ -63,8 +63,7 @@ pub(super) fn prepare(
         lint_file_only();
         return Err(BuildError::Dockerfile(errors));
     }
-    let ignore = Matcher::for_build(&opts.context, opts.dockerfile.as_deref())
-        .map_err(|e| BuildError::Context(e.to_string()))?;
+    let ignore = Matcher::for_build(&opts.context, opts.dockerfile.as_deref())?;
     // The context is a root: sources, bind mounts and content digests are
     // resolved inside it, never through a symlink out of it. Its real path
     // (no symlink in it) keys the stat cache, as digests are asked by it.

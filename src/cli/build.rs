@@ -774,6 +774,7 @@ fn build_failed(source: &Source, e: BuildError) -> Result<ExitCode, Error> {
         | BuildError::Cache(_)
         | BuildError::Invalid(_)
         | BuildError::Cold { .. }) => Err(Error::Usage(e.to_string())),
+        BuildError::Ignore(e) => Err(Error::Ignore(e)),
         BuildError::Store(e) => Err(e.into()),
         BuildError::Image(e) => Err(e.into()),
     }
