@@ -4,7 +4,7 @@
 //! kiln's own builder builds it; its plain progress goes back as the
 //! classic builder's JSON lines, then the image id.
 
-use super::wire::percent_decode;
+use super::wire::url_pairs;
 use super::{ApiError, Shared, flag};
 use crate::builder::{self, Options};
 use axum::body::Body;
@@ -44,24 +44,11 @@ fn json_map(q: &HashMap<String, String>, key: &str) -> Result<Vec<(String, Strin
     Ok(super::wire::string_pairs(&v))
 }
 
-/// A query's pairs, decoded, in order: `t` and `extrahosts` come once per
-/// value.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
 async fn build_image(
     State(state): State<Shared>,
     raw: axum::http::Request<Body>,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(raw.uri().query().unwrap_or_default());
+    let pairs = url_pairs(raw.uri().query().unwrap_or_default());
     let all = |key: &str| -> Vec<String> {
         pairs
             .iter()
@@ -242,7 +229,7 @@ async fn build_image(
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::super::wire::percent_decode;
 
     #[test]
     fn percent_decoding_takes_hex_pairs_and_never_splits_a_character() {

@@ -500,15 +500,7 @@ pub(super) fn step<'a>(
     // `--link` makes a layer that does not depend on what is below it: it
     // is written as onto an empty image, and its key leaves the parent out.
     let view = if c.link {
-        State {
-            config: state.config.clone(),
-            layers: Vec::new(),
-            key: hash(&["link"]),
-            cmd_set: false,
-            args: Default::default(),
-            declared: Vec::new(),
-            since_layer: Vec::new(),
-        }
+        State::fresh(state.config.clone(), hash(&["link"]))
     } else {
         state.clone()
     };

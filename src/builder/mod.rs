@@ -303,6 +303,20 @@ struct State {
 }
 
 impl State {
+    /// A stage's start: `config` with no layers yet, keyed `key`, nothing
+    /// in scope.
+    fn fresh(config: ImageConfig, key: String) -> State {
+        State {
+            config,
+            layers: Vec::new(),
+            key,
+            cmd_set: false,
+            args: Scope::default(),
+            declared: Vec::new(),
+            since_layer: Vec::new(),
+        }
+    }
+
     /// `path` resolved against the stage's WORKDIR (absolute paths as they are).
     fn in_workdir(&self, path: &str) -> String {
         if path.starts_with('/') {
@@ -1324,15 +1338,7 @@ fn dir_state(
         "context-dir",
         &result.diff_id().map(|d| d.to_string()).unwrap_or_default(),
     ]);
-    let mut state = State {
-        config,
-        layers: Vec::new(),
-        key,
-        cmd_set: false,
-        args: Scope::default(),
-        declared: Vec::new(),
-        since_layer: Vec::new(),
-    };
+    let mut state = State::fresh(config, key);
     push_layer(&mut state, result, format!("FROM {name}"), epoch);
     Ok(state)
 }
@@ -1354,15 +1360,7 @@ fn base_state(
             true => hash(&["scratch"]),
             false => hash(&["scratch", platform]),
         };
-        let state = State {
-            config: empty_image(platform),
-            layers: Vec::new(),
-            key,
-            cmd_set: false,
-            args: Scope::default(),
-            declared: Vec::new(),
-            since_layer: Vec::new(),
-        };
+        let state = State::fresh(empty_image(platform), key);
         return Ok((state, Vec::new()));
     }
     if let Some(i) = parent {
