@@ -41,7 +41,6 @@ pub(super) fn prepare(
     opts: &Options,
     report: &Recorder,
 ) -> Result<Prepared, BuildError> {
-    let progress = report.progress();
     let ast = parse(source).map_err(|e| BuildError::Dockerfile(vec![e]))?;
     let (file, errors) = instructions::typed(&ast);
     // A build that cannot start still shows the checks of the file as
@@ -56,7 +55,7 @@ pub(super) fn prepare(
                     ..Default::default()
                 },
             );
-            progress.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
+            report.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
         }
     };
     if !errors.is_empty() {
@@ -100,7 +99,7 @@ pub(super) fn prepare(
         &plan.platforms,
         opts,
     )?;
-    progress.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
+    report.lint(&findings.iter().map(|f| f.short()).collect::<Vec<_>>());
     // A stage of another platform that runs something needs its emulator:
     // said before anything is built.
     for &i in &plan.needed {

@@ -181,6 +181,13 @@ impl<'a> Recorder<'a> {
         self.ended(s, Outcome::Failed, None);
     }
 
+    /// The checks' findings (`kiln check`'s short form), printed as one
+    /// block and kept as warnings.
+    pub fn lint(&self, findings: &[String]) {
+        self.progress.lint(findings);
+        lock(&self.warnings).extend(findings.iter().cloned());
+    }
+
     /// A warning, printed and kept.
     pub fn warn(&self, text: &str) {
         self.progress.warn(text);
@@ -251,6 +258,7 @@ mod tests {
             }),
         );
         r.warn("[Warning] w");
+        r.lint(&["JSONArgsRecommended: ...".to_string()]);
         r.exported(Export {
             to: "a".into(),
             steps: 2,
@@ -271,7 +279,7 @@ mod tests {
         let report = r.finish();
         assert_eq!((report.hits(), report.misses()), (1, 1), "FROM is neither");
         assert_eq!(report.exported_bytes(), 12);
-        assert_eq!(report.warnings, ["[Warning] w"]);
+        assert_eq!(report.warnings, ["[Warning] w", "JSONArgsRecommended: ..."]);
         assert_eq!(report.steps[0].key, None);
         assert_eq!(report.steps[2].key.as_deref(), Some("k2"));
         assert_eq!(report.steps[2].bytes, 20);
