@@ -447,7 +447,10 @@ impl Service {
         }
         let (url, credentials) = target.git_fetch();
         let url = url.as_str();
-        let dir = self.checkout_dir(target);
+        // Checked here, not through checkout_dir's fallback: a name that is
+        // not one plain name must never make this remove the checkouts' parent.
+        let dir = crate::store::layout::serve_checkout(&self.store_root, &target.name)
+            .map_err(|e| e.to_string())?;
         let git = |args: &[&str]| -> Result<(), String> {
             let out = std::process::Command::new("git")
                 .args(args)
