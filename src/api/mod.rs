@@ -114,22 +114,27 @@ impl From<crate::container::ContainerError> for ApiError {
             E::NameInUse { .. } | E::Conflict(_) => StatusCode::CONFLICT,
             E::Invalid(_) | E::Ambiguous(_) => StatusCode::BAD_REQUEST,
             E::Image(i) => image_status(i),
+            E::Network(n) => network_status(n),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }
 }
 
+/// The status docker answers a network error with.
+fn network_status(e: &crate::network::NetworkError) -> StatusCode {
+    use crate::network::NetworkError as E;
+    match e {
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Exists(_) | E::InUse { .. } => StatusCode::CONFLICT,
+        E::Invalid(_) | E::Full(_) | E::NoPasta => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<crate::network::NetworkError> for ApiError {
     fn from(e: crate::network::NetworkError) -> ApiError {
-        use crate::network::NetworkError as E;
-        let status = match &e {
-            E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Exists(_) | E::InUse { .. } => StatusCode::CONFLICT,
-            E::Invalid(_) | E::Full(_) | E::NoPasta => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
+        ApiError::new(network_status(&e), e.to_string())
     }
 }
 

@@ -73,6 +73,9 @@ pub enum ContainerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A network of the container failed.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// A file of the container could not be read or written.
     #[error("{action} {path}: {source}")]
     Io {

@@ -218,7 +218,7 @@ fn run_once(
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pump);
         }))
     });
-    let userns = super::networks::userns(c).map_err(SandboxError::Setup)?;
+    let userns = super::networks::userns(c).map_err(|e| SandboxError::Prestart(Box::new(e)))?;
     let (tx, watcher, ended) = watch_start(c, ready.take());
     let joined = Arc::new(Mutex::new(None));
     let result = sandbox::run(
@@ -423,7 +423,7 @@ pub fn run_foreground(
         s.monitor = me;
         s.boot_id = process::boot_id();
     });
-    let userns = super::networks::userns(c).map_err(SandboxError::Setup)?;
+    let userns = super::networks::userns(c).map_err(|e| SandboxError::Prestart(Box::new(e)))?;
     let (tx, watcher, ended) = watch_start(c, None);
     let joined = Arc::new(Mutex::new(None));
     let result = sandbox::run(

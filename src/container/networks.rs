@@ -57,7 +57,7 @@ fn store_root(c: &Container) -> PathBuf {
 /// Rootless: the user namespace `c`'s namespaces are made in when it is
 /// on a network or publishes ports (the network holder's, started if
 /// needed), so that the holder's helper can reach them.
-pub fn userns(c: &Container) -> Result<Option<std::os::fd::OwnedFd>, String> {
+pub fn userns(c: &Container) -> Result<Option<std::os::fd::OwnedFd>, network::NetworkError> {
     // Joined to the holder's namespace (subordinate ids), every container
     // is made in it already.
     if crate::sandbox::fs::is_root()
@@ -89,7 +89,12 @@ pub fn check(
 /// Joins `c`'s networks as the container whose init is `pid`: interfaces
 /// `eth0`, `eth1`… in the order given, /etc/hosts naming its first
 /// address, and the resolver on 127.0.0.11.
-fn join(c: &Container, pid: u32) -> Result<Joined, String> {
+fn join(c: &Container, pid: u32) -> Result<Joined, network::NetworkError> {
+    use network::NetworkError;
+    let resolver_err = |source| NetworkError::Socket {
+        what: "starting the resolver",
+        source,
+    };
     let root = store_root(c);
     let mut joined = Joined {
         root: root.clone(),
@@ -104,22 +109,25 @@ fn join(c: &Container, pid: u32) -> Result<Joined, String> {
     }
     let mut first = None;
     for (i, a) in c.record.networks.iter().enumerate() {
-        let net = network::find(&root, &a.network).map_err(|e| e.to_string())?;
-        let e = net
-            .join(
-                &root,
-                (&c.record.id, &c.record.name),
-                a,
-                pid,
-                (&format!("eth{i}"), i == 0),
-            )
-            .map_err(|e| e.to_string())?;
+        let net = network::find(&root, &a.network)?;
+        let e = net.join(
+            &root,
+            (&c.record.id, &c.record.name),
+            a,
+            pid,
+            (&format!("eth{i}"), i == 0),
+        )?;
         first.get_or_insert(e.ip);
         joined.networks.push(net);
     }
     if let Some(ip) = first {
-        hosts_name_address(&c.record.spec.etc_dir, &c.record.spec.hostname, ip)
-            .map_err(|e| format!("writing /etc/hosts: {e}"))?;
+        hosts_name_address(&c.record.spec.etc_dir, &c.record.spec.hostname, ip).map_err(
+            |source| NetworkError::Io {
+                action: "writing",
+                path: c.record.spec.etc_dir.join("hosts"),
+                source,
+            },
+        )?;
     }
     let upstream = c
         .record
@@ -129,12 +137,11 @@ fn join(c: &Container, pid: u32) -> Result<Joined, String> {
         .map(|ip| std::net::SocketAddr::new(ip, 53))
         .collect();
     let sockets = match crate::sandbox::fs::is_root() {
-        true => dns::sockets(pid).map_err(|e| format!("starting the resolver: {e}"))?,
+        true => dns::sockets(pid).map_err(resolver_err)?,
         false => network::rootless::resolver_sockets(&root, pid)?,
     };
     let resolver = dns::Resolver::new(root, c.record.id.clone(), upstream);
-    joined.resolver =
-        Some(dns::serve(resolver, sockets).map_err(|e| format!("starting the resolver: {e}"))?);
+    joined.resolver = Some(dns::serve(resolver, sockets).map_err(resolver_err)?);
     Ok(joined)
 }
 
@@ -155,7 +162,7 @@ pub fn prestart(
         if let Some(now) = super::load(&c.dir) {
             c.record.networks = now.record.networks;
         }
-        let joined = join(&c, pid)?;
+        let joined = join(&c, pid).map_err(Box::new)?;
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(joined);
         Ok(())
     })))
@@ -213,7 +220,7 @@ pub fn resolv_conf(host: &str) -> String {
 pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerError> {
     use super::ContainerError::Invalid;
     let root = store_root(c);
-    let net = network::find(&root, &a.network).map_err(|e| Invalid(e.to_string()))?;
+    let net = network::find(&root, &a.network)?;
     if c.record.spec.network == crate::sandbox::Network::Host {
         return Err(Invalid(
             "container cannot be disconnected from host network or connected to host network"
@@ -262,8 +269,7 @@ pub fn connect(c: &mut Container, a: Attachment) -> Result<(), super::ContainerE
             &a,
             init.pid,
             (&name, first),
-        )
-        .map_err(|e| Invalid(e.to_string()))?;
+        )?;
     }
     network_event(&root, "connect", &net, c);
     let attachment = Attachment {
@@ -293,7 +299,7 @@ pub fn renamed(c: &Container) {
 pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerError> {
     use super::ContainerError::Invalid;
     let root = store_root(c);
-    let net = network::find(&root, name).map_err(|e| Invalid(e.to_string()))?;
+    let net = network::find(&root, name)?;
     if !c.record.networks.iter().any(|n| n.network == net.name) {
         return Err(Invalid(format!(
             "container {} is not connected to network {}",
@@ -303,20 +309,18 @@ pub fn disconnect(c: &mut Container, name: &str) -> Result<(), super::ContainerE
     if let Some(e) = net.endpoint(&root, &c.record.id) {
         if e.live() {
             match crate::sandbox::fs::is_root() {
-                true => {
-                    crate::sandbox::netlink::detach(e.init.pid, &e.inner_if).map_err(Invalid)?
-                }
+                true => crate::sandbox::netlink::detach(e.init.pid, &e.inner_if)
+                    .map_err(network::NetworkError::from)?,
                 false => {
                     let request = network::rootless::Request::Detach {
                         pid: e.init.pid,
                         name: e.inner_if.clone(),
                     };
-                    network::rootless::call(&root, &request).map_err(|e| Invalid(e.to_string()))?;
+                    network::rootless::call(&root, &request)?;
                 }
             }
         }
-        net.leave(&root, &c.record.id)
-            .map_err(|e| Invalid(e.to_string()))?;
+        net.leave(&root, &c.record.id)?;
     }
     network_event(&root, "disconnect", &net, c);
     *c = c.modify_record(|r| {

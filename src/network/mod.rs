@@ -50,8 +50,52 @@ pub enum NetworkError {
     #[error("no address left in {0}")]
     Full(String),
     /// Netlink refused a change.
-    #[error("{0}")]
-    Link(String),
+    #[error(transparent)]
+    Link(#[from] crate::sandbox::netlink::NetlinkError),
+    /// The per-user namespace's holder or helper failed (rootless).
+    #[error(transparent)]
+    Rootless(#[from] crate::sandbox::netns::NetnsError),
+    /// The container's init ended before it joined.
+    #[error("the container's init ({0}) is gone")]
+    InitGone(u32),
+    /// A request to or an answer from the rootless helper did not parse.
+    #[error("the network helper's {what}: {source}")]
+    Helper {
+        /// `request` or `answer`.
+        what: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A socket in a container's namespace could not be made.
+    #[error("{what}: {source}")]
+    Socket {
+        /// What was being made.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `nft` could not be run.
+    #[error("{what}: {source}")]
+    Nft {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `nft` refused kiln's rules.
+    #[error("nft refused kiln's rules: {0}")]
+    NftRefused(String),
+    /// pasta could not connect the per-user namespace.
+    #[error("pasta could not connect kiln's network namespace: {said}{hint}")]
+    Pasta {
+        /// What pasta said.
+        said: String,
+        /// What to do about it, when known.
+        hint: &'static str,
+    },
+    /// pasta started but is not running.
+    #[error("pasta {0}")]
+    PastaGone(&'static str),
     /// A rootless `--nat` network needs pasta.
     #[error(
         "--nat as a user that is not root needs pasta (the way out of kiln's per-user network namespace): install passt (apt-get install passt)"
@@ -572,7 +616,7 @@ impl Network {
             return self.join_here(root, container, attachment, pid, inner_if);
         }
         if self.nat {
-            rootless::ensure_pasta(root).map_err(NetworkError::Link)?;
+            rootless::ensure_pasta(root)?;
         }
         let answer = rootless::call(
             root,
@@ -585,8 +629,10 @@ impl Network {
                 inner_if: (inner_if.0.to_string(), inner_if.1),
             },
         )?;
-        serde_json::from_str(&answer)
-            .map_err(|e| NetworkError::Link(format!("the helper's answer: {e}")))
+        serde_json::from_str(&answer).map_err(|source| NetworkError::Helper {
+            what: "answer",
+            source,
+        })
     }
 
     /// [`Network::join`] in this process (root, or the rootless helper).
@@ -674,8 +720,7 @@ impl Network {
             Some(asked) => asked,
             None => [0x02, 0x42, o[0], o[1], o[2], o[3]],
         };
-        let init = crate::sandbox::process::record(pid)
-            .ok_or_else(|| NetworkError::Link(format!("the container's init ({pid}) is gone")))?;
+        let init = crate::sandbox::process::record(pid).ok_or(NetworkError::InitGone(pid))?;
         let e = Endpoint {
             container: id.to_string(),
             name: name.to_string(),
@@ -704,6 +749,7 @@ impl Network {
                 .filter(|_| self.enable_ipv6)
                 .map(|(g, s6)| (g, s6.prefix)),
         )
+        .map_err(NetworkError::from)
         .and_then(|()| match nat::available() {
             true => nat::apply(self),
             false => Ok(()),
@@ -723,10 +769,11 @@ impl Network {
                     gateway6: self.gateway6.filter(|_| default_route && self.enable_ipv6),
                 },
             )
+            .map_err(NetworkError::from)
         });
         if let Err(m) = made {
             let _ = std::fs::remove_file(&path);
-            return Err(NetworkError::Link(m));
+            return Err(m);
         }
         Ok(e)
     }
@@ -734,9 +781,9 @@ impl Network {
     /// Removes the bridge and the NAT rules (the last container left).
     fn take_down(&self) -> Result<(), NetworkError> {
         if nat::available() {
-            nat::disable(self).map_err(NetworkError::Link)?;
+            nat::disable(self)?;
         }
-        netlink::delete_link(&self.bridge).map_err(NetworkError::Link)?;
+        netlink::delete_link(&self.bridge)?;
         Ok(())
     }
 
@@ -831,8 +878,7 @@ pub fn create(root: &Path, opts: &Create) -> Result<Network, NetworkError> {
     if existing.iter().any(|n| n.name == opts.name) {
         return Err(NetworkError::Exists(opts.name.clone()));
     }
-    let host: Vec<Subnet> = netlink::addresses()
-        .map_err(NetworkError::Link)?
+    let host: Vec<Subnet> = netlink::addresses()?
         .into_iter()
         .filter(|(ip, _)| !ip.is_loopback())
         .map(|(ip, prefix)| {
@@ -1125,7 +1171,7 @@ pub fn prune(root: &Path) -> Result<Vec<String>, NetworkError> {
 
 /// [`prune`] in this process (root, or the rootless helper).
 pub fn prune_here(root: &Path) -> Result<Vec<String>, NetworkError> {
-    let links = netlink::links_named("k").map_err(NetworkError::Link)?;
+    let links = netlink::links_named("k")?;
     let mut removed = Vec::new();
     for net in list(root)? {
         {

@@ -12,7 +12,7 @@
 //! syntax is defined (no Rust crate speaks nftables' netlink without
 //! libnftnl).
 
-use super::Network;
+use super::{Network, NetworkError};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -20,34 +20,32 @@ fn tag(net: &Network) -> String {
     format!("kiln:{}", &net.id[..12])
 }
 
-fn nft(script: &str) -> Result<String, String> {
+fn nft(script: &str) -> Result<String, NetworkError> {
+    let failed = |what| move |source| NetworkError::Nft { what, source };
     let mut child = Command::new("nft")
         .args(["-a", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running nft (nftables' command, needed by --nat): {e}"))?;
+        .map_err(failed("running nft (nftables' command)"))?;
     child
         .stdin
         .take()
-        .ok_or("nft's input")?
+        .ok_or_else(|| failed("writing to nft")(std::io::ErrorKind::BrokenPipe.into()))?
         .write_all(script.as_bytes())
-        .map_err(|e| format!("writing to nft: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("running nft: {e}"))?;
+        .map_err(failed("writing to nft"))?;
+    let out = child.wait_with_output().map_err(failed("running nft"))?;
     if !out.status.success() {
-        return Err(format!(
-            "nft refused kiln's rules: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+        return Err(NetworkError::NftRefused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// This network's rules in kiln's table, as (chain, handle).
-fn handles(net: &Network) -> Result<Vec<(String, String)>, String> {
+fn handles(net: &Network) -> Result<Vec<(String, String)>, NetworkError> {
     let listing = nft("list table ip kiln\n").unwrap_or_default();
     let tag = format!("comment \"{}\"", tag(net));
     let mut chain = String::new();
@@ -85,7 +83,7 @@ pub fn available() -> bool {
 /// network, masquerading for `--nat` ones (with IPv4 forwarding on).
 /// Bridged traffic between the network's own containers is not routed,
 /// so it is not touched; neither is traffic to or from this host.
-pub fn apply(net: &Network) -> Result<(), String> {
+pub fn apply(net: &Network) -> Result<(), NetworkError> {
     if !handles(net)?.is_empty() {
         return Ok(());
     }
@@ -105,14 +103,15 @@ pub fn apply(net: &Network) -> Result<(), String> {
     }
     nft(&script)?;
     if net.nat {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .map_err(|e| format!("turning IPv4 forwarding on: {e}"))?;
+        let forward = std::path::Path::new("/proc/sys/net/ipv4/ip_forward");
+        std::fs::write(forward, "1")
+            .map_err(super::io_err("turning IPv4 forwarding on in", forward))?;
     }
     Ok(())
 }
 
 /// Deletes `net`'s rules, and kiln's table when no rule is left in it.
-pub fn disable(net: &Network) -> Result<(), String> {
+pub fn disable(net: &Network) -> Result<(), NetworkError> {
     for (chain, h) in handles(net)? {
         nft(&format!("delete rule ip kiln {chain} handle {h}\n"))?;
     }

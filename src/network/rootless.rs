@@ -5,7 +5,7 @@
 //! namespace (its resolver's, a published port's). Root does the same
 //! work in its own process.
 
-use super::{Attachment, Endpoint, Network, NetworkError};
+use super::{Attachment, Endpoint, NetworkError};
 use crate::sandbox::netns::{self, Helper};
 use crate::sandbox::process::Recorded;
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ fn kiln() -> PathBuf {
 }
 
 /// The holder of the store at `root`, started when none runs.
-pub fn holder(root: &Path) -> Result<Recorded, String> {
+pub fn holder(root: &Path) -> Result<Recorded, NetworkError> {
     holder_mapping(root, None)
 }
 
@@ -95,16 +95,15 @@ pub fn holder(root: &Path) -> Result<Recorded, String> {
 pub fn holder_mapping(
     root: &Path,
     map: Option<&crate::sandbox::userns::IdMap>,
-) -> Result<Recorded, String> {
-    let holder =
-        crate::store::layout::network_file(root, ".holder.json").map_err(|e| e.to_string())?;
-    netns::ensure_holder(&holder, &kiln(), map)
+) -> Result<Recorded, NetworkError> {
+    let holder = crate::store::layout::networks(root).join(".holder.json");
+    Ok(netns::ensure_holder(&holder, &kiln(), map)?)
 }
 
 /// The holder's user namespace, for a rootless container to make its
 /// namespaces in.
-pub fn userns(root: &Path) -> Result<OwnedFd, String> {
-    netns::holder_userns(&holder(root)?)
+pub fn userns(root: &Path) -> Result<OwnedFd, NetworkError> {
+    Ok(netns::holder_userns(&holder(root)?)?)
 }
 
 /// True when `pasta` (from passt) can be run.
@@ -122,7 +121,7 @@ pub fn pasta_available() -> bool {
 /// which pasta carries what leaves (the way out of `--nat` networks, whose
 /// masquerade rule the helper adds in the holder's namespace). Gateway
 /// mapping is off: the gateway's address is the gateway, not this host.
-pub fn ensure_pasta(root: &Path) -> Result<(), String> {
+pub fn ensure_pasta(root: &Path) -> Result<(), NetworkError> {
     let holder = holder(root)?;
     // One pasta per holder, even when two joins ask at once.
     let lock_path = crate::store::layout::networks(root).join(".pasta.lock");
@@ -131,9 +130,8 @@ pub fn ensure_pasta(root: &Path) -> Result<(), String> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+        .map_err(super::io_err("opening", &lock_path))?;
+    lock.lock().map_err(super::io_err("locking", &lock_path))?;
     let record = crate::store::layout::networks(root).join(".pasta.json");
     let running = std::fs::read(&record)
         .ok()
@@ -171,7 +169,10 @@ pub fn ensure_pasta(root: &Path) -> Result<(), String> {
     let out = pasta
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("running pasta: {e}"))?;
+        .map_err(|source| NetworkError::Socket {
+            what: "running pasta",
+            source,
+        })?;
     let said: String = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| !l.starts_with("Failed to send"))
@@ -184,41 +185,40 @@ pub fn ensure_pasta(root: &Path) -> Result<(), String> {
             }
             false => "",
         };
-        return Err(format!(
-            "pasta could not connect kiln's network namespace: {said}{hint}"
-        ));
+        return Err(NetworkError::Pasta { said, hint });
     }
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|t| t.trim().parse().ok())
-        .ok_or("pasta started but wrote no pid")?;
-    let p = crate::sandbox::process::record(pid).ok_or("pasta exited")?;
+        .ok_or(NetworkError::PastaGone("started but wrote no pid"))?;
+    let p = crate::sandbox::process::record(pid).ok_or(NetworkError::PastaGone("exited"))?;
     std::fs::write(
         &record,
         serde_json::to_vec(&(p, holder)).unwrap_or_default(),
     )
-    .map_err(|e| format!("recording pasta: {e}"))
+    .map_err(super::io_err("recording pasta in", &record))
 }
 
-fn start(root: &Path, request: &Request) -> Result<Helper, String> {
-    let line = serde_json::to_string(request).map_err(|e| e.to_string())?;
-    Helper::start(&holder(root)?, &kiln(), &line)
+fn start(root: &Path, request: &Request) -> Result<Helper, NetworkError> {
+    let line = serde_json::to_string(request).map_err(|source| NetworkError::Helper {
+        what: "request",
+        source,
+    })?;
+    Ok(Helper::start(&holder(root)?, &kiln(), &line)?)
 }
 
 /// Runs `request` in a helper; its answer.
 pub fn call(root: &Path, request: &Request) -> Result<String, NetworkError> {
-    start(root, request)
-        .and_then(Helper::answer)
-        .map_err(NetworkError::Link)
+    Ok(start(root, request)?.answer()?)
 }
 
 /// A helper that makes TCP sockets in a container's namespace on demand.
-pub fn socket_helper(root: &Path, pid: u32) -> Result<Helper, String> {
+pub fn socket_helper(root: &Path, pid: u32) -> Result<Helper, NetworkError> {
     start(root, &Request::Sockets { pid })
 }
 
 /// The resolver's UDP and TCP sockets in the namespace of `pid`.
-pub fn resolver_sockets(root: &Path, pid: u32) -> Result<(UdpSocket, TcpListener), String> {
+pub fn resolver_sockets(root: &Path, pid: u32) -> Result<(UdpSocket, TcpListener), NetworkError> {
     let h = start(root, &Request::Resolver { pid })?;
     let udp = h.socket()?;
     let tcp = h.socket()?;
@@ -227,18 +227,20 @@ pub fn resolver_sockets(root: &Path, pid: u32) -> Result<(UdpSocket, TcpListener
 }
 
 /// A UDP socket of the namespace of `pid`, connected to its `port`.
-pub fn udp_socket(root: &Path, pid: u32, port: u16) -> Result<UdpSocket, String> {
+pub fn udp_socket(root: &Path, pid: u32, port: u16) -> Result<UdpSocket, NetworkError> {
     let h = start(root, &Request::Udp { pid, port })?;
     let s = h.socket()?;
     h.answer()?;
     Ok(UdpSocket::from(s))
 }
 
-fn find(root: &Path, name: &str) -> Result<Network, String> {
-    super::find(root, name).map_err(|e| e.to_string())
+/// A failed system call on the way to a socket.
+fn socket_err(what: &'static str) -> impl FnOnce(std::io::Error) -> NetworkError {
+    move |source| NetworkError::Socket { what, source }
 }
 
-fn handle(request: Request) -> Result<String, String> {
+fn handle(request: Request) -> Result<String, NetworkError> {
+    use super::find;
     let stream = netns::helper_stream();
     match request {
         Request::Join {
@@ -249,16 +251,17 @@ fn handle(request: Request) -> Result<String, String> {
             pid,
             inner_if,
         } => {
-            let e: Endpoint = find(&root, &network)?
-                .join_here(
-                    &root,
-                    (&container.0, &container.1),
-                    &attachment,
-                    pid,
-                    (&inner_if.0, inner_if.1),
-                )
-                .map_err(|e| e.to_string())?;
-            serde_json::to_string(&e).map_err(|e| e.to_string())
+            let e: Endpoint = find(&root, &network)?.join_here(
+                &root,
+                (&container.0, &container.1),
+                &attachment,
+                pid,
+                (&inner_if.0, inner_if.1),
+            )?;
+            serde_json::to_string(&e).map_err(|source| NetworkError::Helper {
+                what: "answer",
+                source,
+            })
         }
         Request::Leave {
             root,
@@ -266,16 +269,14 @@ fn handle(request: Request) -> Result<String, String> {
             container,
         } => find(&root, &network)?
             .leave_here(&root, &container)
-            .map(|()| String::new())
-            .map_err(|e| e.to_string()),
-        Request::Remove { root, network } => super::remove_here(&root, &find(&root, &network)?)
-            .map(|()| String::new())
-            .map_err(|e| e.to_string()),
-        Request::Prune { root } => super::prune_here(&root)
-            .map(|names| names.join("\n"))
-            .map_err(|e| e.to_string()),
+            .map(|()| String::new()),
+        Request::Remove { root, network } => {
+            super::remove_here(&root, &find(&root, &network)?).map(|()| String::new())
+        }
+        Request::Prune { root } => super::prune_here(&root).map(|names| names.join("\n")),
         Request::Detach { pid, name } => {
-            crate::sandbox::netlink::detach(pid, &name).map(|()| String::new())
+            crate::sandbox::netlink::detach(pid, &name)?;
+            Ok(String::new())
         }
         Request::Resolver { pid } => {
             crate::sandbox::netlink::loopback_up(pid)?;
@@ -284,9 +285,9 @@ fn handle(request: Request) -> Result<String, String> {
                 let tcp = TcpListener::bind((super::dns::ADDRESS, 53))?;
                 Ok((udp, tcp))
             })
-            .map_err(|e| format!("binding the resolver's sockets: {e}"))?;
-            netns::send_fd(&stream, &udp).map_err(|e| e.to_string())?;
-            netns::send_fd(&stream, &tcp).map_err(|e| e.to_string())?;
+            .map_err(socket_err("binding the resolver's sockets"))?;
+            netns::send_fd(&stream, &udp).map_err(socket_err("passing a socket"))?;
+            netns::send_fd(&stream, &tcp).map_err(socket_err("passing a socket"))?;
             Ok(String::new())
         }
         Request::Udp { pid, port } => {
@@ -295,18 +296,20 @@ fn handle(request: Request) -> Result<String, String> {
                 s.connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))?;
                 Ok(s)
             })
-            .map_err(|e| format!("making a socket in the container: {e}"))?;
-            netns::send_fd(&stream, &s).map_err(|e| e.to_string())?;
+            .map_err(socket_err("making a socket in the container"))?;
+            netns::send_fd(&stream, &s).map_err(socket_err("passing a socket"))?;
             Ok(String::new())
         }
         Request::Sockets { pid } => {
             let maker = crate::sandbox::net::SocketMaker::new(pid)
-                .map_err(|e| format!("entering the container's namespace: {e}"))?;
+                .map_err(socket_err("entering the container's namespace"))?;
             let mut byte = [0u8; 1];
             let mut reader = &stream;
             while reader.read(&mut byte).is_ok_and(|n| n == 1) {
-                let fd = maker.socket().map_err(|e| e.to_string())?;
-                netns::send_fd(&stream, &fd).map_err(|e| e.to_string())?;
+                let fd = maker
+                    .socket()
+                    .map_err(socket_err("making a socket in the container"))?;
+                netns::send_fd(&stream, &fd).map_err(socket_err("passing a socket"))?;
             }
             Ok(String::new())
         }
@@ -330,7 +333,10 @@ pub fn helper_main() -> i32 {
         return 1;
     }
     let done = serde_json::from_str::<Request>(&line)
-        .map_err(|e| format!("bad request: {e}"))
+        .map_err(|source| NetworkError::Helper {
+            what: "request",
+            source,
+        })
         .and_then(handle);
     match done {
         Ok(out) => {

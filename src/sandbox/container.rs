@@ -30,6 +30,10 @@ pub enum SandboxError {
     /// kiln could not set the container up (exit 125).
     #[error("{0}")]
     Setup(String),
+    /// A caller's step before the process started failed (joining its
+    /// networks): exit 125.
+    #[error("{0}")]
+    Prestart(PrestartError),
     /// The process could not be started: not found (127) or not executable (126).
     #[error("{message}")]
     Exec {
@@ -44,7 +48,7 @@ impl SandboxError {
     /// docker run's exit code for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SandboxError::Setup(_) => 125,
+            SandboxError::Setup(_) | SandboxError::Prestart(_) => 125,
             SandboxError::Exec { code, .. } => *code,
         }
     }
@@ -208,7 +212,10 @@ pub struct Io {
 
 /// A step run between a container's namespaces being made and its
 /// process starting, given the init's pid; its error fails the start.
-pub struct Prestart(pub Box<dyn FnOnce(u32) -> Result<(), String> + Send>);
+pub struct Prestart(pub Box<dyn FnOnce(u32) -> Result<(), PrestartError> + Send>);
+
+/// Why a [`Prestart`] step failed: the caller's own error.
+pub type PrestartError = Box<dyn std::error::Error + Send + Sync>;
 
 impl std::fmt::Debug for Prestart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -455,7 +462,7 @@ fn launch(
         let _ = child.kill();
         let _ = child.wait();
         cgroup.remove();
-        return Err(SandboxError::Setup(e));
+        return Err(SandboxError::Prestart(e));
     }
     // Signals to kiln are the container's from before it can start: one
     // that came between its start and this would have ended kiln instead.

@@ -11,6 +11,51 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
+/// What went wrong on a netlink socket or on the way to one.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The container's network namespace could not be opened.
+    #[error("opening the network namespace of {pid}: {source}")]
+    Namespace {
+        /// The process whose namespace it is.
+        pid: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The namespace could not be joined.
+    #[error("joining the container's network namespace: {0}")]
+    Join(nix::Error),
+    /// The socket or its runtime could not be made.
+    #[error("opening netlink: {0}")]
+    Open(std::io::Error),
+    /// The thread doing the work panicked.
+    #[error("the netlink thread panicked")]
+    Panicked,
+    /// The kernel refused a request.
+    #[error("{what}: {source}")]
+    Refused {
+        /// What was asked ("creating bridge kiln0").
+        what: String,
+        /// The kernel's answer.
+        source: rtnetlink::Error,
+    },
+    /// A link that should be there is not.
+    #[error("{0} is missing")]
+    Missing(String),
+}
+
+/// Maps the kernel's refusal of `what`.
+fn refused(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |source| NetlinkError::Refused { what, source }
+}
+
+/// A link that should be there and is not.
+fn missing(what: impl Into<String>) -> impl FnOnce() -> NetlinkError {
+    let what = what.into();
+    move || NetlinkError::Missing(what)
+}
+
 /// How a container joins a network: the bridge, both ends' names, and the
 /// container side's address.
 #[derive(Clone, Debug)]
@@ -56,47 +101,46 @@ async fn add_address(
 
 /// Runs `work` with a netlink handle on a thread of its own, first joining
 /// the network namespace of `pid` when given.
-fn with_handle<T: Send + 'static, F, Fut>(pid: Option<u32>, work: F) -> Result<T, String>
+fn with_handle<T: Send + 'static, F, Fut>(pid: Option<u32>, work: F) -> Result<T, NetlinkError>
 where
     F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, NetlinkError>>,
 {
     let ns = match pid {
         Some(pid) => Some(
             std::fs::File::open(format!("/proc/{pid}/ns/net"))
-                .map_err(|e| format!("opening the network namespace of {pid}: {e}"))?,
+                .map_err(|source| NetlinkError::Namespace { pid, source })?,
         ),
         None => None,
     };
     std::thread::spawn(move || {
         if let Some(ns) = ns {
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("joining the container's network namespace: {e}"))?;
+                .map_err(NetlinkError::Join)?;
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
-            .map_err(|e| format!("starting netlink: {e}"))?;
+            .map_err(NetlinkError::Open)?;
         rt.block_on(async move {
-            let (conn, handle, _) =
-                rtnetlink::new_connection().map_err(|e| format!("opening netlink: {e}"))?;
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Open)?;
             tokio::spawn(conn);
             work(handle).await
         })
     })
     .join()
-    .map_err(|_| "the netlink thread panicked".to_string())?
+    .map_err(|_| NetlinkError::Panicked)?
 }
 
-async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, String> {
+async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetlinkError> {
     let mut links = handle.link().get().match_name(name).execute();
     match links.try_next().await {
         Ok(Some(link)) => Ok(Some(link.header.index)),
         Ok(None) => Ok(None),
         // ENODEV: no such link.
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(None),
-        Err(e) => Err(format!("looking up {name}: {e}")),
+        Err(e) => Err(refused(format!("looking up {name}"))(e)),
     }
 }
 
@@ -110,7 +154,7 @@ pub fn ensure_bridge(
     name: &str,
     gateway: Option<(Ipv4Addr, u8)>,
     gateway6: Option<(Ipv6Addr, u8)>,
-) -> Result<(), String> {
+) -> Result<(), NetlinkError> {
     let name = name.to_string();
     let gateways: Vec<(IpAddr, u8)> = gateway
         .map(|(g, p)| (IpAddr::V4(g), p))
@@ -123,11 +167,11 @@ pub fn ensure_bridge(
                 .add(LinkBridge::new(&name).build())
                 .execute()
                 .await
-                .map_err(|e| format!("creating bridge {name}: {e}"))?;
+                .map_err(refused(format!("creating bridge {name}")))?;
         }
         let index = index_of(&h, &name)
             .await?
-            .ok_or_else(|| format!("bridge {name} vanished"))?;
+            .ok_or_else(missing(format!("bridge {name}")))?;
         for (gw, prefix) in gateways {
             use rtnetlink::packet_route::address::AddressAttribute;
             let mut has = false;
@@ -135,7 +179,7 @@ pub fn ensure_bridge(
             while let Some(a) = all
                 .try_next()
                 .await
-                .map_err(|e| format!("reading {name}'s addresses: {e}"))?
+                .map_err(refused(format!("reading {name}'s addresses")))?
             {
                 has |= a.header.index == index
                     && a.attributes
@@ -145,25 +189,25 @@ pub fn ensure_bridge(
             if !has {
                 add_address(&h, index, gw, prefix)
                     .await
-                    .map_err(|e| format!("giving {name} the address {gw}/{prefix}: {e}"))?;
+                    .map_err(refused(format!("giving {name} the address {gw}/{prefix}")))?;
             }
         }
         h.link()
             .set(up(index))
             .execute()
             .await
-            .map_err(|e| format!("bringing {name} up: {e}"))
+            .map_err(refused(format!("bringing {name} up")))
     })
 }
 
 /// Deletes the link `name` in this namespace; false when there was none.
-pub fn delete_link(name: &str) -> Result<bool, String> {
+pub fn delete_link(name: &str) -> Result<bool, NetlinkError> {
     delete_in(None, name)
 }
 
 /// Deletes the link `name` in the network namespace of `pid` (or this
 /// one); false when there was none.
-fn delete_in(pid: Option<u32>, name: &str) -> Result<bool, String> {
+fn delete_in(pid: Option<u32>, name: &str) -> Result<bool, NetlinkError> {
     let name = name.to_string();
     with_handle(pid, move |h| async move {
         match index_of(&h, &name).await? {
@@ -173,23 +217,19 @@ fn delete_in(pid: Option<u32>, name: &str) -> Result<bool, String> {
                 .execute()
                 .await
                 .map(|()| true)
-                .map_err(|e| format!("deleting {name}: {e}")),
+                .map_err(refused(format!("deleting {name}"))),
             None => Ok(false),
         }
     })
 }
 
 /// The names of this namespace's links that start with `prefix`.
-pub fn links_named(prefix: &str) -> Result<Vec<String>, String> {
+pub fn links_named(prefix: &str) -> Result<Vec<String>, NetlinkError> {
     let prefix = prefix.to_string();
     with_handle(None, move |h| async move {
         let mut names = Vec::new();
         let mut links = h.link().get().execute();
-        while let Some(link) = links
-            .try_next()
-            .await
-            .map_err(|e| format!("listing links: {e}"))?
-        {
+        while let Some(link) = links.try_next().await.map_err(refused("listing links"))? {
             for a in &link.attributes {
                 if let LinkAttribute::IfName(n) = a
                     && n.starts_with(&prefix)
@@ -203,16 +243,12 @@ pub fn links_named(prefix: &str) -> Result<Vec<String>, String> {
 }
 
 /// The IPv4 networks on this namespace's links, as (address, prefix).
-pub fn addresses() -> Result<Vec<(Ipv4Addr, u8)>, String> {
+pub fn addresses() -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
     use rtnetlink::packet_route::address::AddressAttribute;
     with_handle(None, move |h| async move {
         let mut found = Vec::new();
         let mut all = h.address().get().execute();
-        while let Some(a) = all
-            .try_next()
-            .await
-            .map_err(|e| format!("listing addresses: {e}"))?
-        {
+        while let Some(a) = all.try_next().await.map_err(refused("listing addresses"))? {
             for attr in &a.attributes {
                 if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr {
                     found.push((*ip, a.header.prefix_len));
@@ -227,7 +263,7 @@ pub fn addresses() -> Result<Vec<(Ipv4Addr, u8)>, String> {
 /// one end on the bridge, the other moved into the container's namespace,
 /// renamed, addressed, up, with a default route through the gateway. On
 /// failure nothing is left (deleting the host end deletes its peer).
-pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
+pub fn attach(pid: u32, a: &Attach) -> Result<(), NetlinkError> {
     // A temporary name for the container's end while it is still here:
     // `ethN` may exist on the host.
     let peer = format!("{}p", &a.host_if[..a.host_if.len().min(14)]);
@@ -240,17 +276,21 @@ pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
                 .add(LinkVeth::new(&a.host_if, &peer).build())
                 .execute()
                 .await
-                .map_err(|e| format!("creating veth {}: {e}", a.host_if))
+                .map_err(refused(format!("creating veth {}", a.host_if)))
         })?;
     }
     let made = {
         let (a, peer) = (a.clone(), peer.clone());
         with_handle(None, move |h| async move {
-            let host = index_of(&h, &a.host_if).await?.ok_or("the veth vanished")?;
+            let host = index_of(&h, &a.host_if)
+                .await?
+                .ok_or_else(missing("the veth"))?;
             let bridge = index_of(&h, &a.bridge)
                 .await?
-                .ok_or_else(|| format!("bridge {} is missing", a.bridge))?;
-            let inner = index_of(&h, &peer).await?.ok_or("the veth peer vanished")?;
+                .ok_or_else(missing(format!("bridge {}", a.bridge)))?;
+            let inner = index_of(&h, &peer)
+                .await?
+                .ok_or_else(missing("the veth peer"))?;
             h.link()
                 .set(
                     LinkUnspec::new_with_index(host)
@@ -260,86 +300,90 @@ pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
                 )
                 .execute()
                 .await
-                .map_err(|e| format!("putting {} on {}: {e}", a.host_if, a.bridge))?;
+                .map_err(refused(format!("putting {} on {}", a.host_if, a.bridge)))?;
             h.link()
                 .set(LinkUnspec::new_with_index(inner).setns_by_pid(pid).build())
                 .execute()
                 .await
-                .map_err(|e| format!("moving {peer} into the container: {e}"))
+                .map_err(refused(format!("moving {peer} into the container")))
         })
     };
-    let inside =
-        made.and_then(|()| {
-            let a = a.clone();
-            with_handle(Some(pid), move |h| async move {
-                let index = index_of(&h, &peer)
-                    .await?
-                    .ok_or("the veth did not reach the container")?;
-                h.link()
-                    .set(
-                        LinkUnspec::new_with_index(index)
-                            .name(a.inner_if.clone())
-                            .address(a.mac.to_vec())
-                            .build(),
-                    )
-                    .execute()
+    let inside = made.and_then(|()| {
+        let a = a.clone();
+        with_handle(Some(pid), move |h| async move {
+            let index = index_of(&h, &peer)
+                .await?
+                .ok_or_else(missing("the veth in the container"))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .name(a.inner_if.clone())
+                        .address(a.mac.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(refused(format!("naming {}", a.inner_if)))?;
+            // The address is a /32 and the subnet a route on the link:
+            // glibc's getaddrinfo sorts IPv4 answers by the prefix they
+            // share with the source address when both are in the source's
+            // subnet (RFC 6724 rule 9), which would undo the resolver's
+            // round robin; on a /32 no other address is, so the order the
+            // resolver gives is the order the client tries.
+            h.address()
+                .add(index, a.address.into(), 32)
+                .execute()
+                .await
+                .map_err(refused(format!("giving {} {}", a.inner_if, a.address)))?;
+            if let Some((ip6, prefix)) = a.address6 {
+                add_address(&h, index, ip6.into(), prefix)
                     .await
-                    .map_err(|e| format!("naming {}: {e}", a.inner_if))?;
-                // The address is a /32 and the subnet a route on the link:
-                // glibc's getaddrinfo sorts IPv4 answers by the prefix they
-                // share with the source address when both are in the source's
-                // subnet (RFC 6724 rule 9), which would undo the resolver's
-                // round robin; on a /32 no other address is, so the order the
-                // resolver gives is the order the client tries.
-                h.address()
-                    .add(index, a.address.into(), 32)
-                    .execute()
-                    .await
-                    .map_err(|e| format!("giving {} {}: {e}", a.inner_if, a.address))?;
-                if let Some((ip6, prefix)) = a.address6 {
-                    add_address(&h, index, ip6.into(), prefix)
-                        .await
-                        .map_err(|e| format!("giving {} {ip6}: {e}", a.inner_if))?;
-                }
-                h.link()
-                    .set(up(index))
-                    .execute()
-                    .await
-                    .map_err(|e| format!("bringing {} up: {e}", a.inner_if))?;
-                let link_route = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(a.subnet.0, a.subnet.1)
+                    .map_err(refused(format!("giving {} {ip6}", a.inner_if)))?;
+            }
+            h.link()
+                .set(up(index))
+                .execute()
+                .await
+                .map_err(refused(format!("bringing {} up", a.inner_if)))?;
+            let link_route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(a.subnet.0, a.subnet.1)
+                .output_interface(index)
+                .pref_source(a.address)
+                .scope(RouteScope::Link)
+                .build();
+            h.route()
+                .add(link_route)
+                .execute()
+                .await
+                .map_err(refused(format!(
+                    "adding the route to {}/{}",
+                    a.subnet.0, a.subnet.1
+                )))?;
+            if let Some(gw) = a.gateway {
+                let route = RouteMessageBuilder::<Ipv4Addr>::new()
                     .output_interface(index)
-                    .pref_source(a.address)
-                    .scope(RouteScope::Link)
+                    .gateway(gw)
                     .build();
-                h.route().add(link_route).execute().await.map_err(|e| {
-                    format!("adding the route to {}/{}: {e}", a.subnet.0, a.subnet.1)
-                })?;
-                if let Some(gw) = a.gateway {
-                    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                        .output_interface(index)
-                        .gateway(gw)
-                        .build();
-                    h.route()
-                        .add(route)
-                        .execute()
-                        .await
-                        .map_err(|e| format!("adding the default route via {gw}: {e}"))?;
-                }
-                if let Some(gw) = a.gateway6 {
-                    let route = RouteMessageBuilder::<Ipv6Addr>::new()
-                        .output_interface(index)
-                        .gateway(gw)
-                        .build();
-                    h.route()
-                        .add(route)
-                        .execute()
-                        .await
-                        .map_err(|e| format!("adding the IPv6 default route via {gw}: {e}"))?;
-                }
-                Ok(())
-            })
-        });
+                h.route()
+                    .add(route)
+                    .execute()
+                    .await
+                    .map_err(refused(format!("adding the default route via {gw}")))?;
+            }
+            if let Some(gw) = a.gateway6 {
+                let route = RouteMessageBuilder::<Ipv6Addr>::new()
+                    .output_interface(index)
+                    .gateway(gw)
+                    .build();
+                h.route()
+                    .add(route)
+                    .execute()
+                    .await
+                    .map_err(refused(format!("adding the IPv6 default route via {gw}")))?;
+            }
+            Ok(())
+        })
+    });
     if inside.is_err() {
         let _ = delete_link(&a.host_if);
     }
@@ -348,19 +392,21 @@ pub fn attach(pid: u32, a: &Attach) -> Result<(), String> {
 
 /// Deletes the interface `name` inside the network namespace of `pid`
 /// (`network disconnect`): its veth peer goes with it.
-pub fn detach(pid: u32, name: &str) -> Result<(), String> {
+pub fn detach(pid: u32, name: &str) -> Result<(), NetlinkError> {
     delete_in(Some(pid), name).map(drop)
 }
 
 /// Brings up `lo` in the network namespace of `pid` (before the init does,
 /// so that a resolver can bind 127.0.0.11 there before the process starts).
-pub fn loopback_up(pid: u32) -> Result<(), String> {
+pub fn loopback_up(pid: u32) -> Result<(), NetlinkError> {
     with_handle(Some(pid), move |h| async move {
-        let index = index_of(&h, "lo").await?.ok_or("the container has no lo")?;
+        let index = index_of(&h, "lo")
+            .await?
+            .ok_or_else(missing("the container's lo"))?;
         h.link()
             .set(up(index))
             .execute()
             .await
-            .map_err(|e| format!("bringing lo up: {e}"))
+            .map_err(refused("bringing lo up"))
     })
 }

@@ -21,8 +21,48 @@ use std::process::{Command, Stdio};
 /// The descriptor a helper passes sockets back on.
 pub const HELPER_FD: RawFd = 3;
 
-fn err(what: &str) -> impl FnOnce(std::io::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// What went wrong with the holder or a helper of rootless networks.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// A system call on the way failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A namespace of the holder could not be opened.
+    #[error("opening the {ns} namespace of {pid}: {source}")]
+    Namespace {
+        /// `user` or `net`.
+        ns: &'static str,
+        /// The holder's pid.
+        pid: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A child's standard stream was not piped.
+    #[error("{0} is not a pipe")]
+    NoPipe(&'static str),
+    /// The holder of a joined store's namespace is gone.
+    #[error(
+        "the store's user namespace holder ended: run the command again (kiln starts a new one)"
+    )]
+    HolderEnded,
+    /// The holder said something else than expected.
+    #[error("the network holder failed: {0}")]
+    Holder(String),
+    /// The holder died before it was recorded.
+    #[error("the network holder died")]
+    HolderDied,
+    /// A helper failed: what it said.
+    #[error("{0}")]
+    Helper(String),
+}
+
+fn err(what: &'static str) -> impl FnOnce(std::io::Error) -> NetnsError {
+    move |source| NetnsError::Io { what, source }
 }
 
 /// `kiln __netns-holder`: makes a user namespace (the caller maps this
@@ -94,7 +134,7 @@ pub fn ensure_holder(
     pid_file: &Path,
     kiln: &Path,
     map: Option<&super::userns::IdMap>,
-) -> Result<Recorded, String> {
+) -> Result<Recorded, NetnsError> {
     let lock_path = pid_file.with_extension("lock");
     if let Some(dir) = pid_file.parent() {
         std::fs::create_dir_all(dir).map_err(err("creating the networks directory"))?;
@@ -116,10 +156,7 @@ pub fn ensure_holder(
     // Inside the store's user namespace already: a holder started from
     // here would nest another.
     if super::userns::joined() {
-        return Err(
-            "the store's user namespace holder ended: run the command again (kiln starts a new one)"
-                .into(),
-        );
+        return Err(NetnsError::HolderEnded);
     }
     let mut cmd = Command::new(kiln);
     cmd.arg("__netns-holder")
@@ -129,17 +166,25 @@ pub fn ensure_holder(
     super::process::new_session(&mut cmd);
     let mut child = cmd.spawn().map_err(err("starting the network holder"))?;
     let pid = child.id();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().ok_or("the holder's output")?);
-    let mut stdin = child.stdin.take().ok_or("the holder's input")?;
+    let mut stdout = std::io::BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or(NetnsError::NoPipe("the holder's output"))?,
+    );
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or(NetnsError::NoPipe("the holder's input"))?;
     let mut line = String::new();
-    let mut expect = |want: &str, line: &mut String| -> Result<(), String> {
+    let mut expect = |want: &str, line: &mut String| -> Result<(), NetnsError> {
         line.clear();
         stdout
             .read_line(line)
             .map_err(err("reading the holder's output"))?;
         match line.trim() {
             l if l == want => Ok(()),
-            l => Err(format!("the network holder failed: {l}")),
+            l => Err(NetnsError::Holder(l.to_string())),
         }
     };
     expect("userns", &mut line)?;
@@ -152,7 +197,7 @@ pub fn ensure_holder(
     expect("ready", &mut line)?;
     // Its exit is reaped by whoever inherits it; this process lets go.
     std::mem::forget(child);
-    let r = super::process::record(pid).ok_or("the network holder died")?;
+    let r = super::process::record(pid).ok_or(NetnsError::HolderDied)?;
     let tmp = pid_file.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(&r).unwrap_or_default())
         .map_err(err("recording the holder"))?;
@@ -160,14 +205,17 @@ pub fn ensure_holder(
     Ok(r)
 }
 
-fn ns_file(pid: u32, ns: &str) -> Result<std::fs::File, String> {
-    std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
-        .map_err(|e| format!("opening the {ns} namespace of {pid}: {e}"))
+fn ns_file(pid: u32, ns: &'static str) -> Result<std::fs::File, NetnsError> {
+    std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|source| NetnsError::Namespace {
+        ns,
+        pid,
+        source,
+    })
 }
 
 /// The holder's user namespace, for a rootless container's init to join
 /// before it makes its own namespaces (between fork and exec).
-pub fn holder_userns(holder: &Recorded) -> Result<OwnedFd, String> {
+pub fn holder_userns(holder: &Recorded) -> Result<OwnedFd, NetnsError> {
     Ok(OwnedFd::from(ns_file(holder.pid, "user")?))
 }
 
@@ -192,7 +240,7 @@ pub struct Helper {
 impl Helper {
     /// Starts `kiln __netns-helper` in the holder's user and network
     /// namespaces and sends it `request` (one JSON line).
-    pub fn start(holder: &Recorded, kiln: &Path, request: &str) -> Result<Helper, String> {
+    pub fn start(holder: &Recorded, kiln: &Path, request: &str) -> Result<Helper, NetnsError> {
         let user = ns_file(holder.pid, "user")?;
         let net = ns_file(holder.pid, "net")?;
         let (ours, theirs) = UnixStream::pair().map_err(err("socketpair"))?;
@@ -222,7 +270,10 @@ impl Helper {
         }
         let mut child = cmd.spawn().map_err(err("starting the network helper"))?;
         drop((user, net, theirs));
-        let mut stdin = child.stdin.take().ok_or("the helper's input")?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or(NetnsError::NoPipe("the helper's input"))?;
         writeln!(stdin, "{request}").map_err(err("writing to the network helper"))?;
         drop(stdin);
         Ok(Helper {
@@ -232,7 +283,7 @@ impl Helper {
     }
 
     /// Waits for the answer: the helper's output, or its error.
-    pub fn answer(mut self) -> Result<String, String> {
+    pub fn answer(mut self) -> Result<String, NetnsError> {
         let mut out = String::new();
         let mut errors = String::new();
         if let Some(mut o) = self.child.stdout.take() {
@@ -244,17 +295,17 @@ impl Helper {
         let status = self.child.wait().map_err(err("waiting for the helper"))?;
         match status.success() {
             true => Ok(out),
-            false => Err(errors.trim().to_string()),
+            false => Err(NetnsError::Helper(errors.trim().to_string())),
         }
     }
 
     /// The next socket the helper passes back.
-    pub fn socket(&self) -> Result<OwnedFd, String> {
+    pub fn socket(&self) -> Result<OwnedFd, NetnsError> {
         receive_fd(&self.sockets).map_err(err("receiving a socket from the helper"))
     }
 
     /// Asks a helper that makes sockets on demand for one more.
-    pub fn ask(&self) -> Result<OwnedFd, String> {
+    pub fn ask(&self) -> Result<OwnedFd, NetnsError> {
         (&self.sockets)
             .write_all(b"s")
             .map_err(err("asking the helper for a socket"))?;

@@ -250,14 +250,15 @@ pub struct StoreHooks<S, H, I> {
 /// user namespace. Must run before the process starts a thread. A store
 /// written with one id keeps it; a new store without ranges, or whose
 /// holder cannot be started, falls back to it, saying why.
-pub fn enter<S, H, I>(
+pub fn enter<S, H, I, E>(
     root: &Path,
     checked: &[PathBuf],
     hooks: StoreHooks<S, H, I>,
 ) -> Result<Entered, String>
 where
     S: FnOnce(&Path) -> Result<Recorded, String>,
-    H: FnOnce(&IdMap) -> Result<super::process::Recorded, String>,
+    H: FnOnce(&IdMap) -> Result<super::process::Recorded, E>,
+    E: std::fmt::Display,
     I: FnOnce() -> Vec<u32>,
 {
     if nix::unistd::geteuid().is_root() || !in_initial() || joined() {
@@ -309,7 +310,7 @@ where
         std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
             .is_ok_and(|m| normalized(&m) == wanted)
     });
-    let held = match (hooks.holder)(&map) {
+    let held = match (hooks.holder)(&map).map_err(|e| e.to_string()) {
         Ok(h) => h,
         Err(e) if recorded == Recorded::Nothing && orphan.is_none() => {
             eprintln!("kiln: warning: {e}: keeping the one-id map");

@@ -40,12 +40,6 @@ pub fn networks(root: &Path) -> PathBuf {
     root.join("networks")
 }
 
-/// File `name` of the networks' directory (`.holder.json`, `.pasta.pid`).
-pub fn network_file(root: &Path, name: &str) -> Result<PathBuf> {
-    one_component(name)?;
-    Ok(networks(root).join(name))
-}
-
 /// The build step logs, a directory per build.
 pub fn logs(root: &Path) -> PathBuf {
     root.join("logs")
