@@ -239,8 +239,8 @@ fn resolve(
             )));
         }
         if req.add && kind == SourceKind::Http {
-            let got =
-                super::fetch::download(store, pattern, req.checksum.as_deref()).map_err(fail)?;
+            let got = super::fetch::download(store, pattern, req.checksum.as_deref())
+                .map_err(|e| fail(format!("ADD {pattern}: {e}")))?;
             material(crate::attest::scrub(pattern), got.digest.clone());
             cleanup.0.push(got.path.clone());
             // The download is a file kiln wrote in its own tmp/.

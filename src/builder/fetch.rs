@@ -9,10 +9,43 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// `--checksum` is not `sha256:<hex>`.
+    #[error("invalid --checksum={0}: use sha256:<64 hex digits>")]
+    BadChecksum(String),
+    /// The file is not the one `--checksum` names.
+    #[error("checksum mismatch: --checksum={wanted}, but the file is {got}")]
+    Mismatch {
+        /// `--checksum`.
+        wanted: String,
+        /// The file's digest.
+        got: Digest,
+    },
+    /// The request failed (the error with its causes).
+    #[error("{0}")]
+    Http(String),
+    /// The server answered with an error.
+    #[error("the server answered {0}")]
+    Status(reqwest::StatusCode),
+    /// The download could not be written.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The temporary file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No runtime to fetch on.
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
 /// The HTTP client of ADD's downloads, one per runtime (its connections
 /// belong to the runtime that made them): builds on the process's runtime
 /// share it and its connections.
-fn client() -> Result<reqwest::Client, String> {
+fn client() -> Result<reqwest::Client, FetchError> {
     static CLIENTS: OnceLock<
         std::sync::Mutex<std::collections::HashMap<tokio::runtime::Id, reqwest::Client>>,
     > = OnceLock::new();
@@ -28,7 +61,7 @@ fn client() -> Result<reqwest::Client, String> {
         .connect_timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| FetchError::Http(error_chain(&e)))?;
     clients.insert(id, c.clone());
     Ok(c)
 }
@@ -49,35 +82,33 @@ pub(super) fn download(
     store: &Store,
     url: &str,
     checksum: Option<&str>,
-) -> Result<Downloaded, String> {
-    let fail = |what: String| format!("ADD {url}: {what}");
+) -> Result<Downloaded, FetchError> {
     if let Some(sum) = checksum
         && !sum
             .strip_prefix("sha256:")
             .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     {
-        return Err(fail(format!(
-            "invalid --checksum={sum}: use sha256:<64 hex digits>"
-        )));
+        return Err(FetchError::BadChecksum(sum.to_string()));
     }
     let path = store.temp_path("download");
     let fetched = crate::runtime::block_on(fetch(url, &path))
-        .map_err(|e| e.to_string())
+        .map_err(FetchError::Runtime)
         .and_then(|r| r);
     let (digest, modified) = match fetched {
         Ok(got) => got,
         Err(e) => {
             let _ = std::fs::remove_file(&path);
-            return Err(fail(e));
+            return Err(e);
         }
     };
     if let Some(sum) = checksum
         && !sum.eq_ignore_ascii_case(&digest.to_string())
     {
         let _ = std::fs::remove_file(&path);
-        return Err(fail(format!(
-            "checksum mismatch: --checksum={sum}, but the file is {digest}"
-        )));
+        return Err(FetchError::Mismatch {
+            wanted: sum.to_string(),
+            got: digest,
+        });
     }
     if let Some(t) = modified {
         let t = filetime::FileTime::from_unix_time(t, 0);
@@ -92,25 +123,29 @@ pub(super) fn download(
 
 /// Streams `url` into a new file at `path`; its digest, and its
 /// Last-Modified time in seconds when the server says.
-async fn fetch(url: &str, path: &std::path::Path) -> Result<(Digest, Option<i64>), String> {
+async fn fetch(url: &str, path: &std::path::Path) -> Result<(Digest, Option<i64>), FetchError> {
     let mut response = client()?
         .get(url)
         .send()
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| FetchError::Http(error_chain(&e)))?;
     if !response.status().is_success() {
-        return Err(format!("the server answered {}", response.status()));
+        return Err(FetchError::Status(response.status()));
     }
     let modified = last_modified(response.headers());
-    let mut file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let write = |source| FetchError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::create(path).map_err(write)?;
     let mut hasher = Sha256::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("reading the response: {}", error_chain(&e)))?
+        .map_err(|e| FetchError::Http(format!("reading the response: {}", error_chain(&e))))?
     {
         hasher.update(&chunk);
-        file.write_all(&chunk).map_err(|e| e.to_string())?;
+        file.write_all(&chunk).map_err(write)?;
     }
     Ok((Digest::sha256(hasher.finalize().as_slice()), modified))
 }
@@ -127,22 +162,19 @@ fn last_modified(headers: &reqwest::header::HeaderMap) -> Option<i64> {
 /// The Last-Modified time of `url` in seconds (a SOURCE_DATE_EPOCH source
 /// stage's ADD, as BuildKit's source metadata gives it); None when the
 /// server does not say.
-pub(super) fn modified(url: &str) -> Result<Option<i64>, String> {
-    let fail = |what: String| format!("SOURCE_DATE_EPOCH from {url}: {what}");
-    let asked = crate::runtime::block_on(async {
+pub(super) fn modified(url: &str) -> Result<Option<i64>, FetchError> {
+    crate::runtime::block_on(async {
         let response = client()?
             .head(url)
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| FetchError::Http(error_chain(&e)))?;
         match response.status().is_success() {
             true => Ok(last_modified(response.headers())),
-            false => Err(format!("the server answered {}", response.status())),
+            false => Err(FetchError::Status(response.status())),
         }
     })
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
-    asked.map_err(fail)
+    .map_err(FetchError::Runtime)?
 }
 
 /// The last component of the URL's path, as BuildKit names an ADDed URL.

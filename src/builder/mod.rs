@@ -89,6 +89,14 @@ pub enum BuildError {
     /// A build input (a build arg, SOURCE_DATE_EPOCH) is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// A download the build needs failed.
+    #[error("{what}: {source}")]
+    Fetch {
+        /// What it was for.
+        what: String,
+        /// Why.
+        source: fetch::FetchError,
+    },
     /// A step cache record cannot be written.
     #[error("step cache: {0}")]
     Cache(String),

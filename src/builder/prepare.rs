@@ -127,7 +127,10 @@ pub(super) fn prepare(
     let epoch = match plan.epoch.take() {
         Some(plan::Epoch::Seconds(secs)) => Some(secs),
         Some(plan::Epoch::Url(url)) => {
-            let secs = fetch::modified(&url).map_err(BuildError::Invalid)?;
+            let secs = fetch::modified(&url).map_err(|source| BuildError::Fetch {
+                what: format!("SOURCE_DATE_EPOCH from {url}"),
+                source,
+            })?;
             let value = secs.map(|s| s.to_string()).unwrap_or_default();
             plan::settle_epoch(&mut plan.build_args, &mut plan.global, &value);
             secs

@@ -775,6 +775,7 @@ fn build_failed(source: &Source, e: BuildError) -> Result<ExitCode, Error> {
         | BuildError::Invalid(_)
         | BuildError::Cold { .. }) => Err(Error::Usage(e.to_string())),
         BuildError::Ignore(e) => Err(Error::Ignore(e)),
+        e @ BuildError::Fetch { .. } => Err(Error::Build(Box::new(e))),
         BuildError::Store(e) => Err(e.into()),
         BuildError::Image(e) => Err(e.into()),
     }

@@ -332,6 +332,10 @@ pub enum Error {
     /// A registry operation failed.
     #[error(transparent)]
     Registry(#[from] kiln::registry::RegistryError),
+    /// A build failed before any step, for a reason that is not the
+    /// command line's (a download it needs).
+    #[error(transparent)]
+    Build(Box<kiln::builder::BuildError>),
     /// A container operation failed.
     #[error(transparent)]
     Container(kiln::container::ContainerError),
@@ -387,6 +391,7 @@ impl Error {
             | Error::Image(_)
             | Error::Busy(_)
             | Error::Registry(_)
+            | Error::Build(_)
             | Error::Container(_)
             | Error::Userns(_)
             | Error::Io { .. }

@@ -55,6 +55,61 @@ pub enum ServeError {
     },
 }
 
+/// Why a job failed: what its row in the job table records.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The target left the config while the job waited.
+    #[error("target {0} is no longer configured")]
+    Unconfigured(String),
+    /// `min_free` does not parse (the config check should have said so).
+    #[error("store.min_free: {0}")]
+    MinFree(String),
+    /// The store's filesystem is fuller than `min_free` allows.
+    #[error("the store's filesystem has {free} bytes free, under min_free ({min})")]
+    LowSpace {
+        /// Free bytes now.
+        free: u64,
+        /// `min_free`.
+        min: u64,
+    },
+    /// A file of the job could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// git could not be run.
+    #[error("running git: {0} (install git for git targets)")]
+    NoGit(std::io::Error),
+    /// git failed.
+    #[error("git {args}: {said}")]
+    Git {
+        /// Its arguments.
+        args: String,
+        /// What it said.
+        said: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The build failed.
+    #[error(transparent)]
+    Build(#[from] builder::BuildError),
+}
+
+fn job_io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JobError {
+    let path = path.to_path_buf();
+    move |source| JobError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// The running service, shared by the API, the triggers and the jobs.
 pub struct Service {
     /// The config it was started with.
@@ -302,9 +357,12 @@ impl Service {
             let (status, error) = match &outcome {
                 Ok(_) if counts.1 == 0 => ("warm", None),
                 Ok(_) => ("built", None),
-                Err(e) => ("failed", Some(e.as_str())),
+                Err(e) => ("failed", Some(e.to_string())),
             };
-            if let Err(e) = service.db().finish(job.id, status, counts, error) {
+            if let Err(e) = service
+                .db()
+                .finish(job.id, status, counts, error.as_deref())
+            {
                 eprintln!("kiln serve: recording job {}: {e}", job.id);
             }
             let m = &service.metrics;
@@ -351,25 +409,24 @@ impl Service {
     }
 
     /// Builds job's target; the steps that hit and missed the cache.
-    fn run_job(&self, job: &Job) -> Result<BuildReport, String> {
+    fn run_job(&self, job: &Job) -> Result<BuildReport, JobError> {
         let target = self
             .config
             .target(&job.target)
-            .ok_or_else(|| format!("target {} is no longer configured", job.target))?;
+            .ok_or_else(|| JobError::Unconfigured(job.target.clone()))?;
         if let Some(min) = &self.config.store.min_free {
-            let min = crate::units::human_size(min)?;
-            let free = free_bytes(&self.store_root)?;
+            let min = crate::units::human_size(min).map_err(JobError::MinFree)?;
+            let free = crate::sandbox::fs::free_bytes(&self.store_root)
+                .map_err(job_io("statvfs", &self.store_root))?;
             if free < min {
-                return Err(format!(
-                    "the store's filesystem has {free} bytes free, under min_free ({min})"
-                ));
+                return Err(JobError::LowSpace { free, min });
             }
         }
         let context = self.checkout(target)?;
         let dockerfile = context.join(&target.dockerfile);
         let text = target
             .read_dockerfile(&context)
-            .map_err(|e| format!("reading {}: {e}", dockerfile.display()))?;
+            .map_err(job_io("reading", &dockerfile))?;
         let source = Source::new(&target.dockerfile, &text);
         let cache = target
             .cache_to
@@ -390,8 +447,8 @@ impl Service {
         };
         let events_path = self.events_path(job.id);
         let mut events =
-            std::fs::File::create(&events_path).map_err(|e| format!("job events: {e}"))?;
-        let store = self.open_store().map_err(|e| e.to_string())?;
+            std::fs::File::create(&events_path).map_err(job_io("creating", &events_path))?;
+        let store = self.open_store()?;
         // Plan before building: the step keys computed with nothing run,
         // checked against the keys the cache ref holds (its manifest and
         // config, no layer). All there: the job is warm, nothing is
@@ -405,7 +462,9 @@ impl Service {
                         ..opts.clone()
                     };
                     let progress = Progress::json(Box::new(
-                        events.try_clone().map_err(|e| format!("job events: {e}"))?,
+                        events
+                            .try_clone()
+                            .map_err(job_io("opening", &events_path))?,
                     ));
                     let checked = builder::build(&store, &source, &check, &progress);
                     match checked {
@@ -436,12 +495,12 @@ impl Service {
         let progress = Progress::json(Box::new(events));
         let built = builder::build(&store, &source, &opts, &progress);
         drop(progress);
-        built.map(|(_, report)| report).map_err(|e| e.to_string())
+        Ok(built?.1)
     }
 
     /// The target's context: its directory, or its git ref checked out in
     /// the store (`serve/git/<name>`), fetched anew for every job.
-    fn checkout(&self, target: &Target) -> Result<PathBuf, String> {
+    fn checkout(&self, target: &Target) -> Result<PathBuf, JobError> {
         if let Some(dir) = &target.context {
             return Ok(dir.clone());
         }
@@ -449,27 +508,25 @@ impl Service {
         let url = url.as_str();
         // Checked here, not through checkout_dir's fallback: a name that is
         // not one plain name must never make this remove the checkouts' parent.
-        let dir = crate::store::layout::serve_checkout(&self.store_root, &target.name)
-            .map_err(|e| e.to_string())?;
-        let git = |args: &[&str]| -> Result<(), String> {
+        let dir = crate::store::layout::serve_checkout(&self.store_root, &target.name)?;
+        let git = |args: &[&str]| -> Result<(), JobError> {
             let out = std::process::Command::new("git")
                 .args(args)
                 .envs(credentials.iter().map(|(k, v)| (k, v)))
                 .output()
-                .map_err(|e| format!("running git: {e} (install git for git targets)"))?;
+                .map_err(JobError::NoGit)?;
             match out.status.success() {
                 true => Ok(()),
-                false => Err(format!(
-                    "git {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
+                false => Err(JobError::Git {
+                    args: args.join(" "),
+                    said: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                }),
             }
         };
         let d = dir.to_string_lossy().into_owned();
         if !dir.join(".git").is_dir() {
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&dir).map_err(job_io("creating", &dir))?;
             git(&["init", "--quiet", &d])?;
         }
         let what = target.git_ref.as_deref().unwrap_or("HEAD");
@@ -528,11 +585,6 @@ pub(crate) async fn next_due<T>(schedules: &[(T, croner::Cron)]) -> Option<Vec<&
 /// Marks the start of a job's phase in its events (`check`, `build`).
 fn phase(events: &mut std::fs::File, name: &str) {
     let _ = writeln!(events, "{}", serde_json::json!({ "phase": name }));
-}
-
-/// Free bytes on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Result<u64, String> {
-    crate::sandbox::fs::free_bytes(path).map_err(|e| format!("statvfs {}: {e}", path.display()))
 }
 
 /// Serves `config` with the store at `store_root` until the process ends.
