@@ -280,8 +280,61 @@ async fn idle(state: Shared, timeout: Duration) {
     }
 }
 
+/// Why the API service could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The TLS files could not be used.
+    #[error("{0}")]
+    Tls(String),
+    /// A TCP address beyond loopback without client certificates.
+    #[error(
+        "--listen {0}: beyond loopback the API is served only with --tlsverify (client certificates); or use 127.0.0.1 or a unix socket"
+    )]
+    Exposed(std::net::SocketAddr),
+    /// Neither a socket nor an address.
+    #[error("give --socket PATH or --listen 127.0.0.1:PORT")]
+    NoAddress,
+    /// Rootless without a runtime directory for the default socket.
+    #[error(
+        "XDG_RUNTIME_DIR is not set, and a rootless socket is never put in a shared temp directory: log in through a session that sets it (systemd-logind does), or give --socket PATH in a directory of your own"
+    )]
+    NoRuntimeDir,
+    /// The socket's directory is not safe, or cannot be made so.
+    #[error("the socket's directory: {0}")]
+    SocketDir(std::io::Error),
+    /// Another service answers on the socket.
+    #[error("{0} is in use: another service answers there")]
+    InUse(PathBuf),
+    /// Listening, or serving, failed.
+    #[error("{action} {at}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The address or socket.
+        at: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl ServiceError {
+    /// True when the command line lacks what the service needs (exit 2);
+    /// an address refused by policy is a refusal (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ServiceError::NoAddress | ServiceError::NoRuntimeDir)
+    }
+}
+
+fn service_io(
+    action: &'static str,
+    at: impl ToString,
+) -> impl FnOnce(std::io::Error) -> ServiceError {
+    let at = at.to_string();
+    move |source| ServiceError::Io { action, at, source }
+}
+
 /// Serves the API until idle for `opts.timeout`.
-pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
+pub async fn serve(store: Store, opts: Options) -> Result<(), ServiceError> {
     use tower::Layer;
     let state = Arc::new(State {
         store,
@@ -316,11 +369,14 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
         (_, Some(addr)) => {
             // Anyone who reaches the API owns the machine: beyond
             // loopback, only clients with a certificate the CA signed.
-            let acceptor = opts.tls.as_ref().map(tls::acceptor).transpose()?;
+            let acceptor = opts
+                .tls
+                .as_ref()
+                .map(tls::acceptor)
+                .transpose()
+                .map_err(ServiceError::Tls)?;
             if !addr.ip().is_loopback() && acceptor.is_none() {
-                return Err(format!(
-                    "--listen {addr}: beyond loopback the API is served only with --tlsverify (client certificates); or use 127.0.0.1 or a unix socket"
-                ));
+                return Err(ServiceError::Exposed(addr));
             }
             if acceptor.is_none() && crate::sandbox::fs::is_root() {
                 // dockerd says as much for -H tcp:// without TLS.
@@ -330,20 +386,20 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
             }
             let l = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| format!("listening on {addr}: {e}"))?;
+                .map_err(service_io("listening on", addr))?;
             match acceptor {
                 Some(acceptor) => {
                     let l = tls::Listener::new(l, acceptor)
-                        .map_err(|e| format!("listening on {addr}: {e}"))?;
+                        .map_err(service_io("listening on", addr))?;
                     axum::serve(l, service)
                         .with_graceful_shutdown(done)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(service_io("serving on", addr))
                 }
                 None => axum::serve(l, service)
                     .with_graceful_shutdown(done)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(service_io("serving on", addr)),
             }
         }
         (Some(path), None) => {
@@ -351,11 +407,11 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
             let served = axum::serve(l, service)
                 .with_graceful_shutdown(done)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(service_io("serving on", path.display()));
             let _ = std::fs::remove_file(path);
             served
         }
-        (None, None) => Err("give --socket PATH or --listen 127.0.0.1:PORT".into()),
+        (None, None) => Err(ServiceError::NoAddress),
     }
 }
 
@@ -365,46 +421,40 @@ pub async fn serve(store: Store, opts: Options) -> Result<(), String> {
 /// docker client, registry credentials included), a stale socket (nobody
 /// listening) replaced, and the socket only for its owner and group
 /// (root:root 0660 as root; the user's own, 0600, rootless).
-fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, ServiceError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     crate::sandbox::fs::private_dir(dir, crate::sandbox::fs::Loose::Refuse)
-        .map_err(|e| format!("the socket's directory: {e}"))?;
+        .map_err(ServiceError::SocketDir)?;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(format!(
-            "{} is in use: another service answers there",
-            path.display()
-        ));
+        return Err(ServiceError::InUse(path.to_path_buf()));
     }
     let _ = std::fs::remove_file(path);
-    let l = tokio::net::UnixListener::bind(path)
-        .map_err(|e| format!("listening on {}: {e}", path.display()))?;
+    let l =
+        tokio::net::UnixListener::bind(path).map_err(service_io("listening on", path.display()))?;
     let mode = if crate::sandbox::fs::is_root() {
         0o660
     } else {
         0o600
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("setting {}'s mode: {e}", path.display()))?;
+        .map_err(service_io("setting the mode of", path.display()))?;
     Ok(l)
 }
 
 /// The default socket: `/run/kiln/docker.sock` as root,
 /// `$XDG_RUNTIME_DIR/kiln/docker.sock` otherwise. Never a shared temp
 /// directory, where another user could make the directory first.
-pub fn default_socket() -> Result<PathBuf, String> {
+pub fn default_socket() -> Result<PathBuf, ServiceError> {
     match (
         crate::sandbox::fs::is_root(),
         std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()),
     ) {
         (false, Some(dir)) => Ok(PathBuf::from(dir).join("kiln/docker.sock")),
-        (false, None) => Err(
-            "XDG_RUNTIME_DIR is not set, and a rootless socket is never put in a shared temp directory: log in through a session that sets it (systemd-logind does), or give --socket PATH in a directory of your own"
-                .into(),
-        ),
+        (false, None) => Err(ServiceError::NoRuntimeDir),
         (true, _) => Ok(PathBuf::from("/run/kiln/docker.sock")),
     }
 }

@@ -1193,7 +1193,7 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
                 Some(_) => None,
                 None => Some(match socket {
                     Some(s) => s,
-                    None => kiln::api::default_socket().map_err(Error::Usage)?,
+                    None => kiln::api::default_socket()?,
                 }),
             },
             listen,
@@ -1206,9 +1206,7 @@ pub fn system(root: Option<PathBuf>, args: SystemArgs) -> Result<ExitCode, Error
             timeout: std::time::Duration::from_secs(timeout),
             bridge,
         };
-        super::runtime()?
-            .block_on(kiln::api::serve(store, opts))
-            .map_err(|e| Error::Run(1, e))?;
+        super::runtime()?.block_on(kiln::api::serve(store, opts))?;
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store(root)?;

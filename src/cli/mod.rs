@@ -332,6 +332,9 @@ pub enum Error {
     /// A registry operation failed.
     #[error(transparent)]
     Registry(#[from] kiln::registry::RegistryError),
+    /// The API service could not start, or stopped.
+    #[error(transparent)]
+    Api(#[from] kiln::api::ServiceError),
     /// A build failed before any step, for a reason that is not the
     /// command line's (a download it needs).
     #[error(transparent)]
@@ -397,6 +400,8 @@ impl Error {
             | Error::Io { .. }
             | Error::Write(_) => 1,
             Error::Usage(_) => 2,
+            Error::Api(e) if e.is_usage() => 2,
+            Error::Api(_) => 1,
             Error::Run(code, _) => u8::try_from(*code).unwrap_or(125),
         }
     }

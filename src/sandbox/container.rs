@@ -30,6 +30,9 @@ pub enum SandboxError {
     /// kiln could not set the container up (exit 125).
     #[error("{0}")]
     Setup(String),
+    /// No isolation can be had here (exit 125).
+    #[error(transparent)]
+    Isolation(#[from] super::isolation::IsolationError),
     /// A caller's step before the process started failed (joining its
     /// networks): exit 125.
     #[error("{0}")]
@@ -48,7 +51,7 @@ impl SandboxError {
     /// docker run's exit code for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SandboxError::Setup(_) | SandboxError::Prestart(_) => 125,
+            SandboxError::Setup(_) | SandboxError::Prestart(_) | SandboxError::Isolation(_) => 125,
             SandboxError::Exec { code, .. } => *code,
         }
     }
@@ -259,8 +262,7 @@ fn launch(
     let taker = io.console;
     // Without namespaces (a CI job's container refuses them), a chroot
     // into a copy of the root; what it changed is found after it ends.
-    let chroot = super::isolation::chosen().map_err(SandboxError::Setup)?
-        == super::isolation::Isolation::Chroot;
+    let chroot = super::isolation::chosen()? == super::isolation::Isolation::Chroot;
     let recorded = match (chroot, join) {
         (false, _) => None,
         (true, Some(_)) => {

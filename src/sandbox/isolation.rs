@@ -42,9 +42,37 @@ impl Choice {
     }
 }
 
+/// Why no isolation can be had.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum IsolationError {
+    /// `KILN_ISOLATION` is not a choice.
+    #[error("KILN_ISOLATION: {0}")]
+    Env(String),
+    /// Chroot isolation as a user.
+    #[error(
+        "--isolation=chroot needs root (chroot and chown to the image's owners need CAP_SYS_CHROOT and CAP_CHOWN): run kiln as root inside the container, or give it user namespaces"
+    )]
+    NotRoot,
+    /// Chroot isolation without a capability it needs.
+    #[error(
+        "--isolation=chroot needs {0}, which this process lacks (docker and Kubernetes give it by default; was it dropped?)"
+    )]
+    MissingCap(&'static str),
+    /// Neither namespaces nor chroot.
+    #[error(
+        "namespaces cannot be made here ({why}), and {chroot}; `kiln doctor` says what this host allows"
+    )]
+    Neither {
+        /// Why namespaces failed (the probe's error).
+        why: String,
+        /// Why chroot cannot be used.
+        chroot: Box<IsolationError>,
+    },
+}
+
 static ASKED: OnceLock<Choice> = OnceLock::new();
 const CAP_SYS_ADMIN: u32 = 21;
-static CHOSEN: OnceLock<Result<Isolation, String>> = OnceLock::new();
+static CHOSEN: OnceLock<Result<Isolation, IsolationError>> = OnceLock::new();
 
 /// Records `--isolation` (before the first container; later calls are
 /// ignored). Without it, `KILN_ISOLATION` decides, else `auto`.
@@ -54,15 +82,15 @@ pub fn ask(choice: Choice) {
 
 /// The isolation every container of this process gets; the first call
 /// decides (and, when `auto` falls back, says so once on stderr).
-pub fn chosen() -> Result<Isolation, String> {
+pub fn chosen() -> Result<Isolation, IsolationError> {
     CHOSEN.get_or_init(decide).clone()
 }
 
-fn decide() -> Result<Isolation, String> {
+fn decide() -> Result<Isolation, IsolationError> {
     let asked = match ASKED.get() {
         Some(c) => *c,
         None => Choice::parse(&std::env::var("KILN_ISOLATION").unwrap_or_default())
-            .map_err(|e| format!("KILN_ISOLATION: {e}"))?,
+            .map_err(IsolationError::Env)?,
     };
     match asked {
         Choice::Namespaces => Ok(Isolation::Namespaces),
@@ -82,8 +110,9 @@ fn decide() -> Result<Isolation, String> {
         Choice::Auto => match super::probe::mount_namespace() {
             Ok(()) => Ok(Isolation::Namespaces),
             Err(why) => {
-                chroot_possible().map_err(|e| {
-                    format!("namespaces cannot be made here ({why}), and {e}; `kiln doctor` says what this host allows")
+                chroot_possible().map_err(|chroot| IsolationError::Neither {
+                    why: why.to_string(),
+                    chroot: Box::new(chroot),
                 })?;
                 eprintln!(
                     "kiln: namespaces cannot be made here ({why}: inside a container without CAP_SYS_ADMIN, or docker's default seccomp profile); isolating with chroot instead (--isolation=chroot: no namespaces or mounts, each container in a copy of its root; `kiln doctor` says more)"
@@ -97,17 +126,15 @@ fn decide() -> Result<Isolation, String> {
 /// Whether `--isolation=chroot` can work here: root, with the
 /// capabilities to chroot, give files their image's owners and make device
 /// nodes (docker's and Kubernetes' defaults have them).
-pub fn chroot_possible() -> Result<(), String> {
+pub fn chroot_possible() -> Result<(), IsolationError> {
     if !super::fs::is_root() {
-        return Err("--isolation=chroot needs root (chroot and chown to the image's owners need CAP_SYS_CHROOT and CAP_CHOWN): run kiln as root inside the container, or give it user namespaces".to_string());
+        return Err(IsolationError::NotRoot);
     }
     let caps = super::probe::effective_capabilities();
     // CAP_CHOWN 0, CAP_MKNOD 27, CAP_SYS_CHROOT 18.
     for (bit, name) in [(0, "CAP_CHOWN"), (18, "CAP_SYS_CHROOT"), (27, "CAP_MKNOD")] {
         if caps & (1 << bit) == 0 {
-            return Err(format!(
-                "--isolation=chroot needs {name}, which this process lacks (docker and Kubernetes give it by default; was it dropped?)"
-            ));
+            return Err(IsolationError::MissingCap(name));
         }
     }
     Ok(())
