@@ -292,7 +292,7 @@ fn create_opts(
             volume::Flag::Anonymous(target) => anonymous.push(target),
             volume::Flag::Named(n, t, ro) => volumes.push((n, t, ro)),
             volume::Flag::Bind(b) => {
-                volume::ensure_source(&b).map_err(ApiError::internal)?;
+                volume::ensure_source(&b)?;
                 binds.push(b);
             }
         }
@@ -311,7 +311,7 @@ fn create_opts(
         };
         match options::mount(&spec).map_err(|e| ApiError::bad(format!("invalid mount: {e}")))? {
             options::Mounted::Bind(b) => {
-                volume::ensure_source(&b).map_err(ApiError::internal)?;
+                volume::ensure_source(&b)?;
                 binds.push(b);
             }
             options::Mounted::Volume(n, t, ro) => volumes.push((n, t, ro)),

@@ -112,7 +112,7 @@ impl From<crate::container::ContainerError> for ApiError {
         let status = match &e {
             E::NotFound(_) | E::NoSuchPath { .. } => StatusCode::NOT_FOUND,
             E::NameInUse { .. } | E::Conflict(_) => StatusCode::CONFLICT,
-            E::Invalid(_) | E::Ambiguous(_) => StatusCode::BAD_REQUEST,
+            E::Invalid(_) | E::Ambiguous(_) | E::Port(_) => StatusCode::BAD_REQUEST,
             E::Image(i) => image_status(i),
             E::Network(n) => network_status(n),
             _ => StatusCode::INTERNAL_SERVER_ERROR,

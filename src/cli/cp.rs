@@ -78,23 +78,28 @@ pub fn cp(root: Option<PathBuf>, args: CpArgs) -> Result<ExitCode, Error> {
                 ..stat
             };
             let (into, name) =
-                archive::host_destination(dest, &stat, contents).map_err(Error::Usage)?;
+                archive::host_destination(dest, &stat, contents).map_err(Error::Container)?;
             // Through a pipe: the tar is read as it is written.
             let (reader, writer) = std::io::pipe().map_err(pipe_failed)?;
             let owner =
                 (!args.archive).then(|| (kiln::sandbox::fs::euid(), kiln::sandbox::fs::egid()));
             std::thread::scope(|s| {
                 let writing = s.spawn(|| {
-                    let w = view.tar(&path, &top, std::io::BufWriter::new(writer));
-                    w.map_err(|e| e.to_string())
-                        .and_then(|mut w| w.flush().map_err(|e| e.to_string()))
+                    let mut w = view.tar(&path, &top, std::io::BufWriter::new(writer))?;
+                    w.flush().map_err(|source| container::ContainerError::Io {
+                        action: "writing",
+                        path: PathBuf::from("the archive"),
+                        source,
+                    })
                 });
                 let scratch = store.temp_path("cp");
                 let unpacked = archive::unpack_on_host(reader, &top, &into, &name, owner, &scratch);
-                let written = writing
-                    .join()
-                    .unwrap_or_else(|_| Err("the archive's writer failed".into()));
-                written.and(unpacked).map_err(Error::Usage)
+                let written = writing.join().unwrap_or_else(|_| {
+                    Err(container::ContainerError::Invalid(
+                        "the archive's writer failed".into(),
+                    ))
+                });
+                written.and(unpacked).map_err(Error::Container)
             })?;
             Ok(ExitCode::SUCCESS)
         }

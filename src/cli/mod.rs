@@ -355,7 +355,9 @@ fn container_error(e: kiln::container::ContainerError) -> Error {
     match e {
         C::Image(e) => Error::Image(e),
         C::Store(e) => Error::Store(e),
-        e @ (C::NameInUse { .. } | C::Invalid(_)) => Error::Run(125, e.to_string()),
+        e @ (C::NameInUse { .. } | C::Invalid(_) | C::Network(_) | C::Port(_)) => {
+            Error::Run(125, e.to_string())
+        }
         e => Error::Container(e),
     }
 }

@@ -331,7 +331,8 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
                 named.push((name, target, ro))
             }
             kiln::container::volume::Flag::Bind(b) => {
-                kiln::container::volume::ensure_source(&b).map_err(|e| Error::Run(125, e))?;
+                kiln::container::volume::ensure_source(&b)
+                    .map_err(|e| Error::Run(125, e.to_string()))?;
                 binds.push(b);
             }
         }

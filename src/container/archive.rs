@@ -10,7 +10,7 @@
 //! by their targets; its lock is held meanwhile, so it cannot start on
 //! the same upper directory.
 
-use super::{Container, ContainerError};
+use super::{Container, ContainerError, io_err};
 use crate::sandbox::fs::Root;
 use crate::sandbox::spec::ContainerLock;
 use std::io::{self, Read, Write};
@@ -420,18 +420,18 @@ pub fn host_destination(
     dest: &Path,
     stat: &PathStat,
     contents: bool,
-) -> Result<(PathBuf, String), String> {
+) -> Result<(PathBuf, String), ContainerError> {
+    use ContainerError::Invalid;
     // `.` or `..` name no entry: the directory they are.
     let absolute;
     let dest = match dest.file_name() {
         Some(_) => dest,
         None => {
-            absolute = std::fs::canonicalize(dest)
-                .map_err(|e| format!("destination {}: {e}", dest.display()))?;
+            absolute = std::fs::canonicalize(dest).map_err(io_err("resolving", dest))?;
             absolute.as_path()
         }
     };
-    let parent_and_name = || -> Result<(PathBuf, String), String> {
+    let parent_and_name = || -> Result<(PathBuf, String), ContainerError> {
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -439,38 +439,38 @@ pub fn host_destination(
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("invalid destination {}", dest.display()))?;
+            .ok_or_else(|| Invalid(format!("invalid destination {}", dest.display())))?;
         Ok((parent, name))
     };
     if contents {
         return match std::fs::metadata(dest) {
-            Ok(m) if !m.is_dir() => Err(format!(
+            Ok(m) if !m.is_dir() => Err(Invalid(format!(
                 "cannot copy a directory's contents to a file: {} is not a directory",
                 dest.display()
-            )),
+            ))),
             _ => parent_and_name(),
         };
     }
     match std::fs::metadata(dest) {
         Ok(m) if m.is_dir() => Ok((dest.to_path_buf(), stat.name.clone())),
-        Ok(_) if stat.mode & (1 << 31) != 0 => Err(format!(
+        Ok(_) if stat.mode & (1 << 31) != 0 => Err(Invalid(format!(
             "cannot copy directory {} to a file: {} is not a directory",
             stat.name,
             dest.display()
-        )),
+        ))),
         Ok(_) | Err(_) => {
             if dest.as_os_str().as_encoded_bytes().ends_with(b"/") {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "destination directory {} does not exist",
                     dest.display()
-                ));
+                )));
             }
             let (parent, name) = parent_and_name()?;
             if !parent.is_dir() {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "destination directory {} does not exist",
                     parent.display()
-                ));
+                )));
             }
             Ok((parent, name))
         }
@@ -491,16 +491,14 @@ pub fn unpack_on_host<R: Read>(
     name: &str,
     owner: Option<(u32, u32)>,
     scratch: &Path,
-) -> Result<(), String> {
-    std::fs::create_dir(scratch)
-        .map_err(|e| format!("a directory to unpack into, {}: {e}", scratch.display()))?;
+) -> Result<(), ContainerError> {
+    std::fs::create_dir(scratch).map_err(io_err("creating", scratch))?;
     let _gone = Gone(scratch);
     // The destination first: whatever its path leads to later, the copy
     // goes where it led now.
-    let dst = Root::open(into).map_err(|e| e.to_string())?;
-    crate::layer::apply(tar, scratch, crate::layer::Mode::Flatten)
-        .map_err(|e| format!("reading the archive: {e}"))?;
-    let src = Root::open(scratch).map_err(|e| e.to_string())?;
+    let dst = Root::open(into).map_err(io_err("opening", into))?;
+    crate::layer::apply(tar, scratch, crate::layer::Mode::Flatten)?;
+    let src = Root::open(scratch).map_err(io_err("opening", scratch))?;
     let take = |_: &str| crate::copier::Take::Entry;
     let links = crate::copier::Links::default();
     // Owned by the caller, a file keeps no set-uid or set-gid bit the
@@ -516,16 +514,18 @@ pub fn unpack_on_host<R: Read>(
         // A directory's contents (`SRC/.`): each entry into `name`.
         "." => {
             if !dst.lstat(name).is_ok_and(|m| m.is_dir()) {
-                dst.mkdir(name, 0o755).map_err(|e| e.to_string())?;
+                dst.mkdir(name, 0o755)
+                    .map_err(io_err("making", &into.join(name)))?;
             }
-            for n in src.read_dir(".").map_err(|e| e.to_string())? {
+            for n in src.read_dir(".").map_err(io_err("reading", scratch))? {
                 let n = n.to_string_lossy();
                 crate::copier::copy_tree(&src, &n, &dst, &format!("{name}/{n}"), &copy)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(io_err("copying into", into))?;
             }
             Ok(())
         }
-        top => crate::copier::copy_tree(&src, top, &dst, name, &copy).map_err(|e| e.to_string()),
+        top => crate::copier::copy_tree(&src, top, &dst, name, &copy)
+            .map_err(io_err("copying into", into)),
     }
 }
 

@@ -73,6 +73,12 @@ pub enum ContainerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// An archive from the container could not be unpacked.
+    #[error("reading the archive: {0}")]
+    Unpack(#[from] crate::layer::ApplyError),
+    /// A port cannot be published.
+    #[error(transparent)]
+    Port(#[from] ports::PortError),
     /// A network of the container failed.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
@@ -534,10 +540,9 @@ pub fn create(store: &Store, opts: &Create) -> Result<(Container, ContainerDirs)
     {
         first.mac = Some(opts.host.mac_address.to_ascii_lowercase());
     }
-    let attachments = networks::check(store.root(), &asked)
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+    let attachments = networks::check(store.root(), &asked)?;
     let mut published = opts.ports.clone();
-    ports::choose_free(&mut published).map_err(ContainerError::Invalid)?;
+    ports::choose_free(&mut published)?;
     let id = random_id();
     if let Some(h) = &opts.hostname
         && h.len() > HOST_NAME_MAX

@@ -306,9 +306,9 @@ pub fn main(store_root: &Path, id: &str) -> i32 {
         let _ = state::update(&dir, |s| {
             s.status = Status::Exited;
             s.exit_code = Some(125);
-            s.error = Some(e.clone());
+            s.error = Some(e.to_string());
         });
-        say(&mut ready, 125, &e);
+        say(&mut ready, 125, &e.to_string());
         return 125;
     }
     let log = match logs::Writer::open(&dir, c.record.log_max_size, c.record.log_max_files) {
@@ -417,7 +417,7 @@ pub fn run_foreground(
     dirs: ContainerDirs,
     stdin: bool,
 ) -> Result<i32, SandboxError> {
-    super::ports::publish(c).map_err(SandboxError::Setup)?;
+    super::ports::publish(c).map_err(|e| SandboxError::Prestart(Box::new(e)))?;
     let me = process::record(std::process::id());
     let _ = state::update(&c.dir, |s| {
         s.monitor = me;

@@ -124,6 +124,24 @@ enum Listener {
     Udp(UdpSocket),
 }
 
+/// Why a port cannot be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The host port is taken (docker's words).
+    #[error("Bind for {ip}:{port} failed: port is already allocated ({source})")]
+    Taken {
+        /// The host address.
+        ip: std::net::IpAddr,
+        /// The host port.
+        port: u16,
+        /// Why the bind failed.
+        source: std::io::Error,
+    },
+    /// No free port could be found for a port asked as 0.
+    #[error("finding a free port: {0}")]
+    NoneFree(std::io::Error),
+}
+
 fn bind(p: &Port) -> std::io::Result<(Listener, u16)> {
     Ok(match p.proto {
         Proto::Tcp => {
@@ -142,15 +160,14 @@ fn bind(p: &Port) -> std::io::Result<(Listener, u16)> {
 /// Binds every port's host side (a port given as 0 gets a free one, and
 /// the port records it): a port in use is an error before the container
 /// starts.
-fn listen(ports: &mut [Port]) -> Result<Vec<Listener>, String> {
+fn listen(ports: &mut [Port]) -> Result<Vec<Listener>, PortError> {
     ports
         .iter_mut()
         .map(|p| {
-            let (l, port) = bind(p).map_err(|e| {
-                format!(
-                    "Bind for {}:{} failed: port is already allocated ({e})",
-                    p.host_ip, p.host_port
-                )
+            let (l, port) = bind(p).map_err(|source| PortError::Taken {
+                ip: p.host_ip,
+                port: p.host_port,
+                source,
             })?;
             p.host_port = port;
             Ok(l)
@@ -358,7 +375,7 @@ fn forward_udp(sock: UdpSocket, port: u16, dir: std::path::PathBuf) {
 /// Publishes the ports of `c`: binds each (a port in use is an error now)
 /// and forwards from threads that live as long as this process (the
 /// monitor, or a foreground `kiln run`).
-pub fn publish(c: &super::Container) -> Result<(), String> {
+pub fn publish(c: &super::Container) -> Result<(), PortError> {
     let mut ports = c.record.ports.clone();
     for (listener, p) in listen(&mut ports)?.into_iter().zip(&ports) {
         let (port, dir) = (p.port, c.dir.clone());
@@ -372,9 +389,9 @@ pub fn publish(c: &super::Container) -> Result<(), String> {
 
 /// Gives each port asked as 0 a free host port now, so the record names
 /// it (`kiln port`, `ps`).
-pub fn choose_free(ports: &mut [Port]) -> Result<(), String> {
+pub fn choose_free(ports: &mut [Port]) -> Result<(), PortError> {
     for p in ports.iter_mut().filter(|p| p.host_port == 0) {
-        let (_, port) = bind(p).map_err(|e| format!("finding a free port: {e}"))?;
+        let (_, port) = bind(p).map_err(PortError::NoneFree)?;
         p.host_port = port;
     }
     Ok(())

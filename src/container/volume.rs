@@ -102,10 +102,9 @@ pub fn parse_flag(v: &str) -> Result<Flag, String> {
 }
 
 /// Makes a bind's missing host directory, as docker does.
-pub fn ensure_source(b: &crate::sandbox::Bind) -> Result<(), String> {
+pub fn ensure_source(b: &crate::sandbox::Bind) -> Result<(), ContainerError> {
     if !b.source.exists() {
-        std::fs::create_dir_all(&b.source)
-            .map_err(|e| format!("creating {}: {e}", b.source.display()))?;
+        std::fs::create_dir_all(&b.source).map_err(io_err("creating", &b.source))?;
     }
     Ok(())
 }
