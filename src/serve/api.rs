@@ -234,7 +234,7 @@ async fn prune(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
     let evicted = tokio::task::spawn_blocking(move || s.keep_under_cap(max))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match evicted {
         Some(e) => Ok(Json(e).into_response()),
         None => Err(ApiError(

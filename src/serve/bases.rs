@@ -2,8 +2,8 @@
 //! schedules; a changed digest pulls the new base into the store (so builds
 //! use it) and warms every target whose Dockerfile is FROM it.
 
-use super::Service;
 use super::config::Target;
+use super::{JobError, Service};
 use crate::registry::{self, Client, Platform, Reference};
 use std::path::Path;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ impl Service {
             Ok(d) => d.clone(),
             Err(e) => {
                 eprintln!("kiln serve: checking base {image}: {e}");
-                let _ = self.db().record_base(image, Err(e));
+                let _ = self.db().record_base(image, Err(&e.to_string()));
                 return None;
             }
         };
@@ -57,7 +57,7 @@ impl Service {
             // forgotten as a change already seen.
             if let Err(e) = self.pull_base(image).await {
                 eprintln!("kiln serve: pulling base {image}: {e}");
-                let _ = self.db().record_base(image, Err(&e));
+                let _ = self.db().record_base(image, Err(&e.to_string()));
                 return None;
             }
         }
@@ -81,14 +81,10 @@ impl Service {
         Some(digest)
     }
 
-    async fn head_base(&self, image: &str) -> Result<String, String> {
-        let reference = Reference::parse(image)?;
-        let client = Client::connect(&reference.registry, &self.registry, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        let head = registry::pull::head(&client, &reference)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn head_base(&self, image: &str) -> Result<String, JobError> {
+        let reference = Reference::parse(image).map_err(JobError::Reference)?;
+        let client = Client::connect(&reference.registry, &self.registry, None).await?;
+        let head = registry::pull::head(&client, &reference).await?;
         if let Some(n) = head.ratelimit_remaining {
             self.metrics
                 .ratelimit_remaining
@@ -98,9 +94,9 @@ impl Service {
         Ok(head.digest.to_string())
     }
 
-    async fn pull_base(&self, image: &str) -> Result<(), String> {
-        let reference = Reference::parse(image)?;
-        let store = self.open_store().map_err(|e| e.to_string())?;
+    async fn pull_base(&self, image: &str) -> Result<(), JobError> {
+        let reference = Reference::parse(image).map_err(JobError::Reference)?;
+        let store = self.open_store()?;
         let transfer = registry::Transfer::stderr(crate::progress::Mode::Quiet, "pulled");
         registry::pull::pull_via_mirrors(
             &store,
@@ -109,9 +105,8 @@ impl Service {
             &Platform::host(),
             &transfer,
         )
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        .await?;
+        Ok(())
     }
 
     /// Where a target's Dockerfile can be read: its directory, or its

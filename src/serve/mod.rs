@@ -55,9 +55,19 @@ pub enum ServeError {
     },
 }
 
-/// Why a job failed: what its row in the job table records.
+/// Why a job, or the service's own work between jobs (keeping the store
+/// under its cap, watching bases), failed: what a job's row records.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
+    /// `max_size` does not parse (the config check should have said so).
+    #[error("store.max_size: {0}")]
+    MaxSize(String),
+    /// A base's name is not a reference.
+    #[error("{0}")]
+    Reference(String),
+    /// A registry failed.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// The target left the config while the job waited.
     #[error("target {0} is no longer configured")]
     Unconfigured(String),
@@ -267,17 +277,16 @@ impl Service {
     pub fn keep_under_cap(
         &self,
         max: Option<u64>,
-    ) -> Result<Option<crate::store::gc::Collected>, String> {
+    ) -> Result<Option<crate::store::gc::Collected>, JobError> {
         let max = match (max, &self.config.store.max_size) {
             (Some(m), _) => m,
-            (None, Some(text)) => crate::units::human_size(text)?,
+            (None, Some(text)) => crate::units::human_size(text).map_err(JobError::MaxSize)?,
             (None, None) => return Ok(None),
         };
         let _evicting = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
-        let store = self.open_store().map_err(|e| e.to_string())?;
+        let store = self.open_store()?;
         let in_use = crate::container::snapshots_in_use(&store);
-        let evicted = crate::store::gc::gc(&store, crate::store::gc::Cache::Cap(max), &in_use)
-            .map_err(|e| e.to_string())?;
+        let evicted = crate::store::gc::gc(&store, crate::store::gc::Cache::Cap(max), &in_use)?;
         drop(store);
         match &evicted {
             // Nothing went: the use fit measured is the use now.
