@@ -110,7 +110,7 @@ pub(super) fn prepare(
         let arch = plan.platforms[i].split('/').nth(1).unwrap_or_default();
         if runs {
             sandbox::emulator::check(Path::new(sandbox::emulator::BINFMT), arch)
-                .map_err(|m| fail(m).at(&file.stages[i].from_step))?;
+                .map_err(|e| fail(e.to_string()).at(&file.stages[i].from_step))?;
         }
     }
     if lint_is_error(&ast, opts)? && !findings.is_empty() {

@@ -44,10 +44,50 @@ pub fn handlers(dir: &Path) -> Option<Vec<String>> {
     Some(names)
 }
 
+/// Why programs of an architecture cannot run here, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The name is not a plain architecture name.
+    #[error(
+        "unknown architecture {0:?}: an image or --platform must name one such as amd64 or arm64"
+    )]
+    Unknown(String),
+    /// binfmt_misc is not mounted.
+    #[error(
+        "programs for linux/{arch} need binfmt_misc, which is not mounted at {dir}: mount -t binfmt_misc binfmt_misc {dir}; apt-get install qemu-user-static (`kiln doctor` says what is registered)"
+    )]
+    NoBinfmt {
+        /// The architecture.
+        arch: String,
+        /// Where binfmt_misc should be.
+        dir: String,
+    },
+    /// A handler is registered without the fix-binary flag.
+    #[error(
+        "programs for linux/{arch} need {want} registered with the fix-binary flag (F), so that it runs inside the step's root: apt-get install qemu-user-static registers it so, or update-binfmts --enable {want}"
+    )]
+    NotFixBinary {
+        /// The architecture.
+        arch: String,
+        /// The handler's name.
+        want: String,
+    },
+    /// No handler is registered.
+    #[error(
+        "programs for linux/{arch} need a qemu handler for it ({want}), and none is registered: apt-get install qemu-user-static (Debian registers its handlers with the fix-binary flag); kiln never registers one itself"
+    )]
+    NoHandler {
+        /// The architecture.
+        arch: String,
+        /// The handler's name.
+        want: String,
+    },
+}
+
 /// Ok when programs of `arch` run here: this machine's own (and i386 on
 /// amd64), or through a fix-binary qemu handler in `dir`; else what to
 /// install or register.
-pub fn check(dir: &Path, arch: &str) -> Result<(), String> {
+pub fn check(dir: &Path, arch: &str) -> Result<(), EmulatorError> {
     let host = crate::image::config::host_architecture();
     // An image that names no architecture is run as docker runs it.
     if arch.is_empty()
@@ -60,24 +100,23 @@ pub fn check(dir: &Path, arch: &str) -> Result<(), String> {
     // The architecture comes from an image's config: only a plain name
     // is looked up under binfmt_misc.
     if !arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(format!(
-            "unknown architecture {arch:?}: an image or --platform must name one such as amd64 or arm64"
-        ));
+        return Err(EmulatorError::Unknown(arch.to_string()));
     }
     let want = format!("qemu-{}", qemu_name(arch));
     match handlers(dir) {
-        None => Err(format!(
-            "programs for linux/{arch} need binfmt_misc, which is not mounted at {}: mount -t binfmt_misc binfmt_misc {}; apt-get install qemu-user-static (`kiln doctor` says what is registered)",
-            dir.display(),
-            dir.display()
-        )),
+        None => Err(EmulatorError::NoBinfmt {
+            arch: arch.to_string(),
+            dir: dir.display().to_string(),
+        }),
         Some(h) if h.contains(&want) => Ok(()),
-        Some(_) if dir.join(&want).exists() => Err(format!(
-            "programs for linux/{arch} need {want} registered with the fix-binary flag (F), so that it runs inside the step's root: apt-get install qemu-user-static registers it so, or update-binfmts --enable {want}"
-        )),
-        Some(_) => Err(format!(
-            "programs for linux/{arch} need a qemu handler for it ({want}), and none is registered: apt-get install qemu-user-static (Debian registers its handlers with the fix-binary flag); kiln never registers one itself"
-        )),
+        Some(_) if dir.join(&want).exists() => Err(EmulatorError::NotFixBinary {
+            arch: arch.to_string(),
+            want,
+        }),
+        Some(_) => Err(EmulatorError::NoHandler {
+            arch: arch.to_string(),
+            want,
+        }),
     }
 }
 
@@ -100,28 +139,31 @@ mod tests {
         assert!(check(dir.path(), host).is_ok());
         if host == "amd64" {
             assert!(check(dir.path(), "arm64").is_ok());
+            assert!(matches!(
+                check(dir.path(), "riscv64"),
+                Err(EmulatorError::NotFixBinary { want, .. }) if want == "qemu-riscv64"
+            ));
             assert!(
                 check(dir.path(), "riscv64")
                     .unwrap_err()
+                    .to_string()
                     .contains("fix-binary flag (F)")
             );
-            assert!(
-                check(dir.path(), "ppc64le")
-                    .unwrap_err()
-                    .contains("none is registered")
-            );
+            assert!(matches!(
+                check(dir.path(), "ppc64le"),
+                Err(EmulatorError::NoHandler { .. })
+            ));
             // An image's hostile architecture is never a path.
             for hostile in ["../qemu-aarch64", "aarch64/../x", ".."] {
                 assert!(
-                    check(dir.path(), hostile)
-                        .unwrap_err()
-                        .starts_with("unknown architecture"),
+                    matches!(check(dir.path(), hostile), Err(EmulatorError::Unknown(_))),
                     "{hostile}"
                 );
             }
             assert!(
                 check(&dir.path().join("missing"), "arm64")
                     .unwrap_err()
+                    .to_string()
                     .contains("mount -t binfmt_misc")
             );
         }
