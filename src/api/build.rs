@@ -168,11 +168,11 @@ async fn build_image(
             true => crate::progress::Progress::quiet(),
             false => crate::progress::Progress::plain(Box::new(Lines(tx.clone()))),
         };
-        let built = builder::build(&state.store, &source, &opts, &progress).map(|(image, _)| image);
+        let built = builder::build(&state.store, &source, &opts, &progress);
         drop(progress);
         // Without a name the image stays, as docker's `<none>:<none>`,
         // found by its id until pruned.
-        if let Ok(image) = &built
+        if let Ok((image, _)) = &built
             && tags.is_empty()
             && let Err(e) = state.store.keep_untagged(image.descriptor(&state.store))
         {
@@ -181,11 +181,15 @@ async fn build_image(
         match built {
             // Quiet, the id alone is the output: docker's CLI prints what
             // the stream says as the build's id.
-            Ok(image) if quiet => {
+            // The report goes before the ID: docker's CLI keeps the last
+            // aux message's ID as the build's.
+            Ok((image, report)) if quiet => {
+                say(serde_json::json!({ "aux": { "kiln.build.report": report.to_json(None) } }));
                 say(serde_json::json!({ "aux": { "ID": image.id.to_string() } }));
                 say(serde_json::json!({ "stream": format!("{}\n", image.id) }));
             }
-            Ok(image) => {
+            Ok((image, report)) => {
+                say(serde_json::json!({ "aux": { "kiln.build.report": report.to_json(None) } }));
                 say(serde_json::json!({ "aux": { "ID": image.id.to_string() } }));
                 say(
                     serde_json::json!({ "stream": format!("Successfully built {}\n", image.id.short()) }),

@@ -1,8 +1,8 @@
 //! What a build did, typed: each step (its key, cached or run, time,
 //! bytes), the caches it exported, its warnings, what it read from
 //! outside its context, and when. `kiln serve` counts hits and misses
-//! from it, `--metadata-file` and provenance read it; progress shows the
-//! same events as they happen.
+//! from it; `--metadata-file`, the API's build stream and provenance read
+//! it; progress shows the same events as they happen.
 
 use super::StepResult;
 use crate::attest::Material;
@@ -83,6 +83,22 @@ impl BuildReport {
     /// Bytes of cache exported.
     pub fn exported_bytes(&self) -> u64 {
         self.exports.iter().map(|e| e.bytes).sum()
+    }
+
+    /// The report as `--metadata-file`'s `kiln.build.report` and the
+    /// API's build stream give it: the counts first, for `platform`'s
+    /// build (None: the only one).
+    pub fn to_json(&self, platform: Option<&str>) -> serde_json::Value {
+        serde_json::json!({
+            "platform": platform,
+            "cached": self.hits(),
+            "run": self.misses(),
+            "steps": self.steps,
+            "exports": self.exports,
+            "warnings": self.warnings,
+            "started": self.started,
+            "finished": self.finished,
+        })
     }
 
     fn count(&self, outcome: Outcome) -> usize {

@@ -802,18 +802,7 @@ fn metadata(
     let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     let reports: Vec<serde_json::Value> = reports
         .iter()
-        .map(|(platform, r)| {
-            serde_json::json!({
-                "platform": platform,
-                "cached": r.hits(),
-                "run": r.misses(),
-                "steps": r.steps,
-                "exports": r.exports,
-                "warnings": r.warnings,
-                "started": r.started,
-                "finished": r.finished,
-            })
-        })
+        .map(|(platform, r)| r.to_json(platform.as_deref()))
         .collect();
     let value = serde_json::json!({
         "containerimage.config.digest": image.id.to_string(),

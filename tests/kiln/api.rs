@@ -982,6 +982,9 @@ print([x.name for x in c.containers.list(all=True)])
 df = io.BytesIO(b"FROM box:1\nRUN echo py > /py\nLABEL made=by-py\nCMD [\"cat\", \"/py\"]\n")
 img, logs = c.images.build(fileobj=df, tag="pybuilt:1", rm=True)
 print(img.tags, img.labels["made"], any("RUN echo py" in l.get("stream", "") for l in logs))
+# kiln's build report, in the stream before the image's ID.
+reports = [l["aux"]["kiln.build.report"] for l in logs if "kiln.build.report" in l.get("aux", {})]
+print(len(reports), reports[0]["run"], reports[0]["cached"], [s["outcome"] for s in reports[0]["steps"]][-1])
 print(c.containers.run("pybuilt:1", remove=True))
 vol = c.volumes.create("pyvol")
 c.containers.run("box:1", ["sh", "-c", "echo in-volume > /v/f"], volumes={"pyvol": {"bind": "/v", "mode": "rw"}}, remove=True)
@@ -1015,7 +1018,7 @@ print(imp.labels, imp.id in r)
     assert_eq!(
         text(&out.stdout),
         "1.41\nb'hi\\nthere\\n'\ncreated\nb'one\\n'\nb'two\\n'\nrunning py1\nExecResult(exit_code=2, output=b'in\\n')\nTrue 2\n143\n[]\n\
-         ['pybuilt:1'] by-py True\nb'py\\n'\nb'in-volume\\n'\n['box:1', 'pybuilt:1', 'pybuilt:2']\n['box:1']\nTrue True\n{'src': 'py'} True\n"
+         ['pybuilt:1'] by-py True\n1 1 0 run\nb'py\\n'\nb'in-volume\\n'\n['box:1', 'pybuilt:1', 'pybuilt:2']\n['box:1']\nTrue True\n{'src': 'py'} True\n"
     );
 }
 
