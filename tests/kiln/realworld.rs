@@ -138,17 +138,29 @@ fn build_and_check(root: &str, case: &Path, scratch: &Path) -> Result<(), String
     let rootfs = scratch.join(format!("rootfs-{name}"));
     let context = scratch.join(format!("context-{name}"));
     checkout(case, &context).map_err(|e| format!("{name}: copying the case: {e}"))?;
-    let out = kiln()
-        .args(["--root", root, "build", "--progress=plain", "-t", &tag])
-        .arg(format!("--output=type=local,dest={}", rootfs.display()))
-        .arg(&context)
-        .output()
-        .map_err(|e| format!("{name}: running kiln: {e}"))?;
+    let build = || {
+        kiln()
+            .args(["--root", root, "build", "--progress=plain", "-t", &tag])
+            .arg(format!("--output=type=local,dest={}", rootfs.display()))
+            .arg(&context)
+            .output()
+            .map_err(|e| format!("{name}: running kiln: {e}"))
+    };
+    let out = build()?;
     if !out.status.success() {
-        let err = text(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!("{name}: build failed:\n{}", tail.join("\n")));
+        // apt and dpkg fail now and then for reasons of the mirror's or
+        // the machine's (seen once in CI: dpkg's exit 1, its cause lost):
+        // the causes are said, and the case is built once more; a failure
+        // of kiln's own fails both times.
+        let first = failure(&out.stderr);
+        let again = build()?;
+        if !again.status.success() {
+            return Err(format!(
+                "{name}: build failed twice:\n{}\n--- the first time:\n{first}",
+                failure(&again.stderr)
+            ));
+        }
+        eprintln!("{name}: built on the second try; the first failed:\n{first}");
     }
     let inspect = kiln()
         .args(["--root", root, "inspect", &tag])
@@ -173,6 +185,42 @@ fn build_and_check(root: &str, case: &Path, scratch: &Path) -> Result<(), String
     } else {
         Err(format!("{name}:\n{}", wrong.join("\n")))
     }
+}
+
+/// What a failed build said: the causes apt and dpkg name, from the
+/// step's whole log (whose path kiln prints), the machine's free memory and
+/// disk then, and the last 40 lines kiln printed.
+fn failure(stderr: &[u8]) -> String {
+    let err = text(stderr);
+    let mut said = Vec::new();
+    if let Some(log) = err
+        .lines()
+        .find_map(|l| l.strip_prefix("the step's whole output: "))
+        .and_then(|p| std::fs::read_to_string(p.trim()).ok())
+    {
+        let causes = [
+            "dpkg: error",
+            "Errors were encountered",
+            "E: ",
+            "No space",
+            "Killed",
+            "killed by signal",
+        ];
+        said.extend(
+            log.lines()
+                .filter(|l| causes.iter().any(|c| l.contains(c)))
+                .take(20)
+                .map(|l| format!("log: {l}")),
+        );
+    }
+    for (tool, args) in [("free", &["-m"][..]), ("df", &["-m", "/tmp", "/"][..])] {
+        if let Ok(o) = std::process::Command::new(tool).args(args).output() {
+            said.extend(text(&o.stdout).lines().map(|l| format!("{tool}: {l}")));
+        }
+    }
+    let tail: Vec<&str> = err.lines().rev().take(40).collect();
+    said.extend(tail.into_iter().rev().map(str::to_string));
+    said.join("\n")
 }
 
 /// Copies a case as a git checkout of it would be: the shared copy is
