@@ -38,12 +38,25 @@ impl From<super::db::DbError> for ApiError {
 
 type Answer = Result<Response, ApiError>;
 
+/// Ready when the state can be read: a replica cut off from its database
+/// answers 503, and a load balancer sends it nothing.
+async fn ready(State(s): Shared) -> Answer {
+    match tokio::task::spawn_blocking(move || s.ready()).await {
+        Ok(Ok(())) => Ok("ready\n".into_response()),
+        Ok(Err(e)) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("state database: {e}"),
+        )),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
 /// Every route.
 pub fn router(service: Arc<Service>) -> Router {
     let router = Router::new()
         .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/targets", get(targets))
         .route("/v1/targets/{name}", get(target))

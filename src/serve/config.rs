@@ -61,6 +61,50 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// `[mirror]`: serve the tracked bases read-only under `/v2/`.
     pub mirror: Option<Mirror>,
+    /// `[state]`: where jobs are kept.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `[state]`: SQLite in the store (the default), or a PostgreSQL database
+/// that any number of replicas share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `postgres://USER@HOST/DB` (or `postgresql://`); without it, and
+    /// without `KILN_STATE_URL` in the environment (a Kubernetes Secret's
+    /// way in), the state is SQLite in the store.
+    pub url: Option<String>,
+    /// This replica's name in the job table (default: the host's name and
+    /// kiln's pid).
+    pub replica: Option<String>,
+    /// Seconds a running job stays its replica's without a renewal; a
+    /// replica that dies loses its jobs to the others after this long.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+    /// How often an idle replica looks for work when no notification came
+    /// (milliseconds).
+    #[serde(default = "default_poll")]
+    pub poll_ms: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            url: None,
+            replica: None,
+            lease_seconds: default_lease(),
+            poll_ms: default_poll(),
+        }
+    }
+}
+
+fn default_lease() -> u64 {
+    30
+}
+
+fn default_poll() -> u64 {
+    1000
 }
 
 /// `[mirror]` (no keys yet: its presence turns the mirror on).
@@ -273,6 +317,16 @@ impl Config {
                     .into(),
             );
         }
+        if let Some(url) = &self.state.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "[state] url = {url:?}: use postgres://USER@HOST[:PORT]/DATABASE (or leave it out for SQLite in the store)"
+            ));
+        }
+        if self.state.lease_seconds < 2 || self.state.poll_ms == 0 {
+            return Err("[state] lease_seconds must be at least 2 and poll_ms at least 1".into());
+        }
         for size in [&self.store.max_size, &self.store.min_free]
             .into_iter()
             .flatten()
@@ -478,7 +532,7 @@ webhook_secret = "hmac-secret"
     fn mistakes_name_the_place_or_the_key() {
         assert_eq!(
             parse("listen = \"127.0.0.1:8080\"\nmax_job = 2\n").unwrap_err(),
-            "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`, `mirror`"
+            "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`, `mirror`, `state`"
         );
         for (text, want) in [
             (
@@ -506,6 +560,14 @@ webhook_secret = "hmac-secret"
                 "invalid size \"5 parsecs\"",
             ),
             ("listen = \"localhost\"\n", "use IP:PORT"),
+            (
+                "[state]\nurl = \"mysql://db/kiln\"\n",
+                "use postgres://USER@HOST[:PORT]/DATABASE",
+            ),
+            (
+                "[state]\nurl = \"postgres://db/kiln\"\nlease_seconds = 1\n",
+                "lease_seconds must be at least 2",
+            ),
             (
                 "token = \"\"\n",
                 "an empty token would let any request through",

@@ -59,12 +59,47 @@ fn base(row: &rusqlite::Row) -> rusqlite::Result<BaseState> {
 }
 
 /// Why the state cannot be read or written.
-pub type DbError = rusqlite::Error;
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Postgres(postgres::Error),
+    /// No connection to PostgreSQL could be had.
+    #[error("connecting to the state database: {0}")]
+    Pool(String),
+    /// The database was migrated by a newer kiln.
+    #[error(
+        "the state database has schema {found}, newer than this kiln knows ({known}): run this replica's kiln at the fleet's version"
+    )]
+    NewerSchema {
+        /// Its schema.
+        found: i32,
+        /// The newest this kiln writes.
+        known: i32,
+    },
+    /// A job read back after a write is gone.
+    #[error("job {0} vanished")]
+    Vanished(i64),
+    /// The database's directory could not be made.
+    #[error("creating {path}: {source}")]
+    Io {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+type SqlResult<T> = Result<T, rusqlite::Error>;
 
 /// The state database.
 pub struct Db(Connection);
 
-fn now() -> String {
+/// Now, as the job table records times (RFC 3339, milliseconds, UTC).
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -88,12 +123,12 @@ fn job(row: &rusqlite::Row) -> rusqlite::Result<Job> {
     })
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, target, triggers, status, queued_at, started_at, finished_at, hits, misses, error";
 
 impl Db {
     /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> Result<Db, DbError> {
+    pub fn open(path: &Path) -> SqlResult<Db> {
         let conn = Connection::open(path)?;
         // WAL: readers (the API) never wait for the writer (a job's end).
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -125,7 +160,7 @@ impl Db {
 
     /// Jobs a service that died left queued or running: queued again, in
     /// their order (a running job starts over).
-    pub fn requeue_unfinished(&self) -> Result<Vec<Job>, DbError> {
+    pub fn requeue_unfinished(&self) -> SqlResult<Vec<Job>> {
         self.0.execute(
             "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'",
             [],
@@ -135,7 +170,7 @@ impl Db {
 
     /// Queues a job for `target`, or adds `trigger` to the one already
     /// queued for it (triggers coalesce); returns the job and whether it is new.
-    pub fn enqueue(&mut self, target: &str, trigger: &str) -> Result<(Job, bool), DbError> {
+    pub fn enqueue(&mut self, target: &str, trigger: &str) -> SqlResult<(Job, bool)> {
         let tx = self.0.transaction()?;
         let queued: Option<(i64, String)> = tx
             .query_row(
@@ -168,7 +203,7 @@ impl Db {
     }
 
     /// Marks job `id` running, unless it was canceled; true when it is.
-    pub fn start(&self, id: i64) -> Result<bool, DbError> {
+    pub fn start(&self, id: i64) -> SqlResult<bool> {
         let n = self.0.execute(
             "UPDATE jobs SET status = 'running', started_at = ?1 WHERE id = ?2 AND status = 'queued'",
             params![now(), id],
@@ -183,7 +218,7 @@ impl Db {
         status: &str,
         (hits, misses): (i64, i64),
         error: Option<&str>,
-    ) -> Result<(), DbError> {
+    ) -> SqlResult<()> {
         self.0.execute(
             "UPDATE jobs SET status = ?1, finished_at = ?2, hits = ?3, misses = ?4, error = ?5 WHERE id = ?6",
             params![status, now(), hits, misses, error, id],
@@ -192,7 +227,7 @@ impl Db {
     }
 
     /// Cancels job `id` if it is still queued; true when it was.
-    pub fn cancel(&self, id: i64) -> Result<bool, DbError> {
+    pub fn cancel(&self, id: i64) -> SqlResult<bool> {
         let n = self.0.execute(
             "UPDATE jobs SET status = 'canceled', finished_at = ?1 WHERE id = ?2 AND status = 'queued'",
             params![now(), id],
@@ -201,17 +236,17 @@ impl Db {
     }
 
     /// The queued jobs, oldest first.
-    pub fn queued(&self) -> Result<Vec<Job>, DbError> {
+    pub fn queued(&self) -> SqlResult<Vec<Job>> {
         self.query("WHERE status = 'queued' ORDER BY id", [])
     }
 
     /// Job `id`.
-    pub fn get(&self, id: i64) -> Result<Option<Job>, DbError> {
+    pub fn get(&self, id: i64) -> SqlResult<Option<Job>> {
         Ok(self.query("WHERE id = ?1", params![id])?.pop())
     }
 
     /// The latest `limit` jobs, newest first (of one target when given).
-    pub fn list(&self, target: Option<&str>, limit: i64) -> Result<Vec<Job>, DbError> {
+    pub fn list(&self, target: Option<&str>, limit: i64) -> SqlResult<Vec<Job>> {
         match target {
             Some(t) => self.query(
                 "WHERE target = ?1 ORDER BY id DESC LIMIT ?2",
@@ -222,7 +257,7 @@ impl Db {
     }
 
     /// What was last seen of base `image`.
-    pub fn base(&self, image: &str) -> Result<Option<BaseState>, DbError> {
+    pub fn base(&self, image: &str) -> SqlResult<Option<BaseState>> {
         self.0
             .query_row(
                 "SELECT image, digest, checked_at, changed_at, error FROM bases WHERE image = ?1",
@@ -233,7 +268,7 @@ impl Db {
     }
 
     /// Every base seen.
-    pub fn bases(&self) -> Result<Vec<BaseState>, DbError> {
+    pub fn bases(&self) -> SqlResult<Vec<BaseState>> {
         let mut stmt = self.0.prepare(
             "SELECT image, digest, checked_at, changed_at, error FROM bases ORDER BY image",
         )?;
@@ -243,7 +278,7 @@ impl Db {
 
     /// Records a check of base `image`: its digest now (and when it
     /// changed), or why the check failed (keeping the digest last seen).
-    pub fn record_base(&self, image: &str, seen: Result<&str, &str>) -> Result<(), DbError> {
+    pub fn record_base(&self, image: &str, seen: Result<&str, &str>) -> SqlResult<()> {
         let now = now();
         match seen {
             Ok(digest) => self.0.execute(
@@ -262,7 +297,7 @@ impl Db {
         Ok(())
     }
 
-    fn query(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Job>, DbError> {
+    fn query(&self, tail: &str, args: impl rusqlite::Params) -> SqlResult<Vec<Job>> {
         let mut stmt = self
             .0
             .prepare(&format!("SELECT {COLUMNS} FROM jobs {tail}"))?;

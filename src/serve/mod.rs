@@ -1,11 +1,12 @@
 //! `kiln serve`: the cache-warming service for a fleet of CI builders.
 //!
-//! One process holds the config, a job queue in SQLite (`db`), the
-//! triggers (the API, cron schedules, push webhooks) and the HTTP API
-//! (`api`). A job builds its target with the same library call as
-//! `kiln build`, importing and exporting the target's cache ref, on its own
-//! thread (a build blocks); at most `max_jobs` run at once, one per target.
-//! The registry is the only state shared with other machines.
+//! One process holds the config, a job queue (`state`: SQLite in the
+//! store, `db`, or PostgreSQL shared by replicas, `pg`), the triggers (the
+//! API, cron schedules, push webhooks) and the HTTP API (`api`). A job
+//! builds its target with the same library call as `kiln build`, importing
+//! and exporting the target's cache ref, on its own thread (a build
+//! blocks); at most `max_jobs` run at once in a replica, one per target in
+//! the fleet. Replicas share the database and the registry, nothing else.
 
 pub mod api;
 mod bases;
@@ -14,6 +15,8 @@ pub mod db;
 pub mod hooks;
 pub mod metrics;
 mod mirror;
+pub mod pg;
+pub mod state;
 
 use crate::builder::{self, BuildReport, CacheMode, CacheSpec};
 use crate::dockerfile::Source;
@@ -22,7 +25,8 @@ use crate::store::Store;
 use config::{Config, Target, Trigger};
 use db::{Db, Job};
 use metrics::{JobLabels, Metrics, StepLabels};
-use std::collections::BTreeSet;
+use state::State;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,10 +39,10 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     /// The state database failed.
-    #[error("state database {path}: {source}")]
+    #[error("state database {at}: {source}")]
     Db {
-        /// Where it is.
-        path: PathBuf,
+        /// Where it is (a path, or a URL without its password).
+        at: String,
         /// Why.
         source: db::DbError,
     },
@@ -125,11 +129,11 @@ pub struct Service {
     /// The config it was started with.
     pub config: Config,
     store_root: PathBuf,
-    db: Mutex<Db>,
+    db: State,
     /// Its metrics.
     pub metrics: Metrics,
-    /// Targets with a job running.
-    running: Mutex<BTreeSet<String>>,
+    /// Targets with a job running here, and the job.
+    running: Mutex<BTreeMap<String, i64>>,
     /// Held while the store is brought under its cap: the one after a job
     /// and one asked for through the API wait for each other instead of
     /// finding the store open and giving up.
@@ -151,22 +155,44 @@ impl Service {
         let store = Store::open(&store_root)?;
         let dir = crate::store::layout::serve(store.root());
         let path = dir.join("state.db");
-        let db_err = |source| ServeError::Db {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir.join("jobs")).map_err(|e| ServeError::Db {
-            path: path.clone(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        std::fs::create_dir_all(dir.join("jobs")).map_err(|source| ServeError::Db {
+            at: path.display().to_string(),
+            source: db::DbError::Io {
+                path: dir.join("jobs"),
+                source,
+            },
         })?;
-        let db = Db::open(&path).map_err(db_err)?;
-        let requeued = db.requeue_unfinished().map_err(db_err)?;
+        let url = config.state.url.clone().or_else(|| {
+            std::env::var("KILN_STATE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+        });
+        let (db, requeued) = match url {
+            Some(url) => {
+                let at = without_password(&url);
+                let replica = config.state.replica.clone().unwrap_or_else(default_replica);
+                let lease = std::time::Duration::from_secs(config.state.lease_seconds);
+                let pg = pg::Pg::connect(&url, replica, lease)
+                    .map_err(|source| ServeError::Db { at, source })?;
+                let queued = pg.queued().map(|q| q.len()).unwrap_or(0);
+                (State::Shared(pg), queued)
+            }
+            None => {
+                let db_err = |source: rusqlite::Error| ServeError::Db {
+                    at: path.display().to_string(),
+                    source: source.into(),
+                };
+                let db = Db::open(&path).map_err(db_err)?;
+                let requeued = db.requeue_unfinished().map_err(db_err)?;
+                (State::Local(Mutex::new(db)), requeued.len())
+            }
+        };
         let service = Arc::new(Service {
             config,
             store_root,
-            db: Mutex::new(db),
+            db,
             metrics: Metrics::new(),
-            running: Mutex::new(BTreeSet::new()),
+            running: Mutex::new(BTreeMap::new()),
             evicting: Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             registry: crate::registry::Options::from_env(),
@@ -174,12 +200,26 @@ impl Service {
             stopping: Default::default(),
             last_usage: Mutex::new(None),
         });
-        service.metrics.queued.set(requeued.len() as i64);
+        service.metrics.queued.set(requeued as i64);
+        if let Some(pg) = service.db.shared() {
+            let woken = Arc::downgrade(&service);
+            pg.listen(move || {
+                if let Some(s) = woken.upgrade() {
+                    s.wake.notify_one();
+                }
+            });
+        }
         Ok(service)
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Db> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    fn db(&self) -> &State {
+        &self.db
+    }
+
+    /// True when the state can be read: the readiness a load balancer
+    /// asks for (a replica cut off from the database takes no requests).
+    pub fn ready(&self) -> Result<(), db::DbError> {
+        self.db.ready()
     }
 
     /// The store's directory.
@@ -315,14 +355,67 @@ impl Service {
     /// Runs queued jobs for ever: at most `max_jobs` at once, one per
     /// target, oldest first.
     pub async fn dispatch(self: Arc<Self>) {
+        let poll = std::time::Duration::from_millis(self.config.state.poll_ms);
         loop {
+            // Shared: what a dead replica held comes back to the queue.
+            if let Some(pg) = self.db.shared() {
+                let service = self.clone();
+                let reaped = tokio::task::spawn_blocking(move || match service.db.shared() {
+                    Some(pg) => pg.reap(),
+                    None => Ok(0),
+                })
+                .await;
+                if let Ok(Err(e)) = reaped {
+                    eprintln!("kiln serve: taking back lost jobs ({}): {e}", pg.replica);
+                }
+            }
             while self.running_count() < self.config.max_jobs
                 && !self.stopping.load(std::sync::atomic::Ordering::SeqCst)
             {
                 let Some(job) = self.next_job() else { break };
                 self.start_job(job);
             }
-            self.wake.notified().await;
+            match self.db.shared() {
+                // Notifications wake it; polling covers one missed.
+                Some(_) => {
+                    let _ = tokio::time::timeout(poll, self.wake.notified()).await;
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// Shared state: renews this replica's leases on its running jobs, a
+    /// third of a lease apart, for ever.
+    pub async fn renew_leases(self: Arc<Self>) {
+        let Some(pg) = self.db.shared() else { return };
+        let every = pg.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let ids: Vec<i64> = self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .copied()
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let service = self.clone();
+            let renewed = tokio::task::spawn_blocking(move || match service.db.shared() {
+                Some(pg) => pg.renew(&ids).map(|n| (n, ids.len())),
+                None => Ok((0, 0)),
+            })
+            .await;
+            match renewed {
+                Ok(Ok((held, asked))) if held < asked as u64 => eprintln!(
+                    "kiln serve: {} of this replica's {asked} jobs were taken back (their lease ran out): their results will not be recorded",
+                    asked as u64 - held
+                ),
+                Ok(Err(e)) => eprintln!("kiln serve: renewing leases: {e}"),
+                _ => {}
+            }
         }
     }
 
@@ -337,12 +430,12 @@ impl Service {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let db = self.db();
-        let queued = db.queued().ok()?;
-        let job = queued.into_iter().find(|j| !running.contains(&j.target))?;
-        match db.start(job.id) {
-            Ok(true) => Some(job),
-            _ => None,
+        match self.db().claim(&|target| running.contains_key(target)) {
+            Ok(job) => job,
+            Err(e) => {
+                eprintln!("kiln serve: claiming a job: {e}");
+                None
+            }
         }
     }
 
@@ -350,7 +443,7 @@ impl Service {
         self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(job.target.clone());
+            .insert(job.target.clone(), job.id);
         self.metrics.queued.dec();
         self.metrics.running.inc();
         let service = self.clone();
@@ -608,6 +701,7 @@ pub async fn serve(config: Config, store_root: PathBuf) -> Result<(), ServeError
         })?;
     eprintln!("kiln serve: listening on http://{addr}");
     tokio::spawn(service.clone().dispatch());
+    tokio::spawn(service.clone().renew_leases());
     tokio::spawn(service.clone().schedule());
     tokio::spawn(service.clone().watch_bases());
     axum::serve(listener, api::router(service.clone()))
@@ -637,5 +731,42 @@ async fn shutdown() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `url` as it may be shown: without its password.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A replica's default name: the host's, and this process's pid.
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "kiln".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_state_url_is_shown_without_its_password() {
+        use super::without_password as shown;
+        assert_eq!(
+            shown("postgres://kiln:s3cret@db:5432/serve"),
+            "postgres://kiln@db:5432/serve"
+        );
+        assert_eq!(
+            shown("postgres://kiln@db/serve"),
+            "postgres://kiln@db/serve"
+        );
+        assert_eq!(shown("postgres://db/serve"), "postgres://db/serve");
     }
 }

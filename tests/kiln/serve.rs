@@ -1012,16 +1012,42 @@ fn documented_configs_and_the_deploy_dockerfile_are_valid() {
         .expect("README has kiln serve")..];
     let start = section.find("```toml\n").expect("an example config") + "```toml\n".len();
     let example = &section[start..start + section[start..].find("```").unwrap()];
-    let yaml = std::fs::read_to_string(repo().join("deploy/kubernetes/kiln-serve.yaml")).unwrap();
-    let configmap: String = yaml
-        .split("kiln-serve.toml: |\n")
-        .nth(1)
-        .expect("the ConfigMap's config")
-        .lines()
-        .take_while(|l| l.starts_with("    "))
-        .map(|l| format!("{}\n", &l[4..]))
-        .collect();
-    for (name, config) in [("README", example.to_string()), ("ConfigMap", configmap)] {
+    let mut configs = vec![("README".to_string(), example.to_string())];
+    for manifest in ["kiln-serve.yaml", "kiln-serve-replicas.yaml"] {
+        let path = repo().join("deploy/kubernetes").join(manifest);
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        let configmap: String = yaml
+            .split("kiln-serve.toml: |\n")
+            .nth(1)
+            .expect("the ConfigMap's config")
+            .lines()
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| format!("{}\n", &l[4..]))
+            .collect();
+        configs.push((manifest.to_string(), configmap));
+        // Every document is YAML a cluster would take: its kinds, in order.
+        if need_tool("python3", "python3-yaml reads the manifests") {
+            let kinds = Command::new("python3")
+                .args([
+                    "-c",
+                    "import sys, yaml; print(' '.join(d['kind'] for d in yaml.safe_load_all(open(sys.argv[1]))))",
+                ])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                kinds.status.success(),
+                "{manifest}: {}",
+                text(&kinds.stderr)
+            );
+            let expected = match manifest {
+                "kiln-serve.yaml" => "ConfigMap PersistentVolumeClaim Deployment Service\n",
+                _ => "Secret ConfigMap Deployment PodDisruptionBudget Service\n",
+            };
+            assert_eq!(text(&kinds.stdout), expected, "{manifest}");
+        }
+    }
+    for (name, config) in configs {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &config).unwrap();
         let out = kiln()
@@ -1046,5 +1072,341 @@ fn documented_configs_and_the_deploy_dockerfile_are_valid() {
         "{}{}",
         text(&out.stdout),
         text(&out.stderr)
+    );
+}
+
+/// A PostgreSQL server of Debian's packages in a temporary directory, on
+/// 127.0.0.1 (trust for user `kiln`, database `serve`), stopped when
+/// dropped.
+struct Postgres {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postgres {
+    /// None (the test skips) without its binaries, outside CI.
+    fn start() -> Option<Postgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path().join("bin")).max())
+            .filter(|b| b.join("initdb").exists());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL's server is missing: .ci/run installs postgresql"
+            );
+            eprintln!("skipped: PostgreSQL's server is not installed (apt-get install postgresql)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // initdb refuses root: the packages' own user runs it.
+        let owner = Command::new("chown")
+            .args(["postgres:"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(owner.success(), "chown postgres");
+        let port = free_port();
+        let as_postgres = |tool: &str, args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join(tool))
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{tool}: {}", text(&out.stderr));
+        };
+        let data = dir.path().join("data");
+        let d = data.to_str().unwrap();
+        as_postgres("initdb", &["-D", d, "-A", "trust", "-U", "kiln"]);
+        let opts = format!("-k {} -p {port} -h 127.0.0.1", dir.path().display());
+        let log = dir.path().join("log");
+        as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                d,
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        let pg = Postgres { bin, dir, port };
+        pg.sql_in("postgres", "CREATE DATABASE serve");
+        Some(pg)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://kiln@127.0.0.1:{}/serve", self.port)
+    }
+
+    fn sql_in(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-At", "-F", "|", "-h", "127.0.0.1", "-U", "kiln", "-d", db])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Rows of `sql` against the service's database, fields split.
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        self.sql_in("serve", sql)
+            .lines()
+            .map(|l| l.split('|').map(str::to_string).collect())
+            .collect()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// Issue 31's measure: three replicas share one PostgreSQL. 30 git
+/// targets, 200 signed pushes spread over the replicas, one replica
+/// killed with -9 while a job of its runs. Every push's job ends built or
+/// warm (the killed replica's job taken back once its lease ran out and
+/// run by another), no two jobs of a target ever overlap (from the job
+/// table's times), triggers coalesce across replicas, every replica's
+/// store passes fsck, and a replica refuses a schema newer than it knows.
+#[test]
+fn replicas_share_postgres_and_survive_a_kill() {
+    if !need_root("builds run steps in containers; initdb runs as postgres")
+        || !need_tool("git", "the targets are git repositories")
+        || !need_tool("psql", "the test reads the job table")
+    {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    const TARGETS: usize = 30;
+    const PUSHES: usize = 200;
+    let repos = tempfile::tempdir().unwrap();
+    let mut targets = String::new();
+    for t in 0..TARGETS {
+        let r = repos.path().join(format!("r{t}"));
+        std::fs::create_dir(&r).unwrap();
+        git(&r, &["init", "--quiet", "-b", "main"]);
+        std::fs::write(r.join("a"), format!("{t}\n")).unwrap();
+        // A second of work: long enough to be caught running.
+        std::fs::write(
+            r.join("Dockerfile"),
+            "FROM box:1\nCOPY a /a\nRUN sleep 1 && cat /a > /b\n",
+        )
+        .unwrap();
+        git(&r, &["add", "."]);
+        git(&r, &["commit", "--quiet", "-m", "one"]);
+        targets.push_str(&format!(
+            "[[target]]\nname = \"t{t}\"\ngit = \"{}\"\nref = \"main\"\ntriggers = [\"push\"]\nwebhook_secret = \"s\"\n",
+            r.display()
+        ));
+    }
+    let mut replicas = Vec::new();
+    let mut stores = Vec::new();
+    let mut configs = Vec::new();
+    for n in 0..3 {
+        let Some(store) = store_with_box() else {
+            return;
+        };
+        let port = free_port();
+        let config = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            config.path(),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nmax_jobs = 2\n[state]\nurl = \"{}\"\nreplica = \"r{n}\"\nlease_seconds = 3\npoll_ms = 200\n{targets}",
+                pg.url()
+            ),
+        )
+        .unwrap();
+        replicas.push(Some(Served::start(store.path(), config.path(), port)));
+        stores.push(store);
+        configs.push(config);
+    }
+    let bases: Vec<String> = replicas
+        .iter()
+        .map(|r| r.as_ref().unwrap().base.clone())
+        .collect();
+    // The pushes, from four clients at once, each to the replica its
+    // number picks.
+    let pushes: Vec<_> = (0..4)
+        .map(|c| {
+            let (bases, repos) = (bases.clone(), repos.path().to_path_buf());
+            std::thread::spawn(move || {
+                let client = Served::client();
+                let mut queued = Vec::new();
+                for i in (c..PUSHES).step_by(4) {
+                    let repo = repos.join(format!("r{}", i % TARGETS));
+                    let body = serde_json::to_vec(&serde_json::json!({
+                        "ref": "refs/heads/main",
+                        "repository": {"clone_url": repo.display().to_string()},
+                        "commits": [{"added": [], "modified": ["a"], "removed": []}],
+                    }))
+                    .unwrap();
+                    // Each replica gets its share, until one is killed.
+                    let order = [i % 3, (i + 1) % 3, (i + 2) % 3];
+                    let answered = order.iter().find_map(|&r| {
+                        client
+                            .post(format!("{}/v1/hooks/github", bases[r]))
+                            .header("x-hub-signature-256", sign("s", &body))
+                            .body(body.clone())
+                            .send()
+                            .ok()
+                            .filter(|a| a.status().is_success())
+                    });
+                    let answer: Value = answered
+                        .and_then(|a| a.text().ok())
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or(Value::Null);
+                    let ids: Vec<i64> = answer["queued"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|j| j["id"].as_i64())
+                        .collect();
+                    assert!(!ids.is_empty(), "push {i} queued nothing: {answer}");
+                    queued.extend(ids);
+                }
+                queued
+            })
+        })
+        .collect();
+    // Kill, with -9, the first replica seen running a job, while it runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (victim, lost_job) = loop {
+        let running = pg.rows("SELECT replica, id FROM jobs WHERE status = 'running' LIMIT 1");
+        if let Some(row) = running.first() {
+            let n: usize = row[0].trim_start_matches('r').parse().unwrap();
+            let mut served = replicas[n].take().unwrap();
+            served.child.kill().unwrap();
+            served.child.wait().unwrap();
+            break (n, row[1].parse::<i64>().unwrap());
+        }
+        assert!(Instant::now() < deadline, "no job ever ran");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut queued: std::collections::BTreeSet<i64> = Default::default();
+    for p in pushes {
+        queued.extend(p.join().unwrap());
+    }
+    // Everything ends: nothing queued or running (the victim's job taken
+    // back once its lease ran out).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let open = pg.rows("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')");
+        if open[0][0] == "0" {
+            break;
+        }
+        let logs: Vec<String> = replicas.iter().flatten().map(Served::log_text).collect();
+        assert!(
+            Instant::now() < deadline,
+            "jobs still open: {:?}\n{}",
+            pg.rows(
+                "SELECT id, target, status, replica FROM jobs WHERE status IN ('queued', 'running')"
+            ),
+            logs.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let jobs = pg.rows(
+        "SELECT id, target, status, coalesce(started_at, ''), coalesce(finished_at, ''), coalesce(replica, ''), coalesce(error, '') FROM jobs ORDER BY id",
+    );
+    let by_id: std::collections::BTreeMap<i64, &Vec<String>> =
+        jobs.iter().map(|j| (j[0].parse().unwrap(), j)).collect();
+    // Every push's job ended built or warm, or (lost) handed its triggers
+    // to a job of its target that did.
+    for id in &queued {
+        let j = by_id[id];
+        match j[2].as_str() {
+            "built" | "warm" => {}
+            "lost" => {
+                let to: i64 = j[6].rsplit(' ').next().unwrap().parse().unwrap();
+                assert!(matches!(by_id[&to][2].as_str(), "built" | "warm"), "{j:?}");
+            }
+            other => panic!("job {id} ended {other}: {j:?}"),
+        }
+    }
+    assert_eq!(
+        queued,
+        by_id.keys().copied().collect(),
+        "every job in the table was one a push was given"
+    );
+    // Triggers coalesced across replicas: fewer jobs than pushes, and
+    // every target built.
+    assert!(
+        jobs.len() < PUSHES,
+        "{} jobs for {PUSHES} pushes",
+        jobs.len()
+    );
+    for t in 0..TARGETS {
+        assert!(
+            jobs.iter().any(|j| j[1] == format!("t{t}")),
+            "t{t} never ran"
+        );
+    }
+    // The killed replica's job was run again, by another replica.
+    let lost = by_id[&lost_job];
+    assert!(
+        (matches!(lost[2].as_str(), "built" | "warm") && lost[5] != format!("r{victim}"))
+            || lost[2] == "lost",
+        "the victim's job {lost:?}"
+    );
+    eprintln!(
+        "{PUSHES} pushes over 3 replicas: {} jobs ({} lost to a merge); r{victim} killed running job {lost_job}, which ended {} on {}",
+        jobs.len(),
+        jobs.iter().filter(|j| j[2] == "lost").count(),
+        lost[2],
+        lost[5]
+    );
+    // Never two jobs of one target at once.
+    let mut spans: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
+    for j in jobs.iter().filter(|j| !j[3].is_empty()) {
+        spans.entry(&j[1]).or_default().push((&j[3], &j[4]));
+    }
+    for (target, mut s) in spans {
+        s.sort();
+        for w in s.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{target}: {:?} overlaps {:?}", w[0], w[1]);
+        }
+    }
+    drop(replicas);
+    for store in &stores {
+        let fsck = kiln()
+            .arg("--root")
+            .arg(store.path())
+            .arg("fsck")
+            .output()
+            .unwrap();
+        assert!(fsck.status.success(), "fsck: {}", text(&fsck.stderr));
+    }
+    // A replica refuses a schema newer than it knows.
+    pg.sql_in("serve", "INSERT INTO kiln_schema VALUES (99)");
+    let refused = kiln()
+        .arg("--root")
+        .arg(stores[0].path())
+        .args(["serve", "--config"])
+        .arg(configs[0].path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("has schema 99, newer than this kiln knows (1)"),
+        "{}",
+        text(&refused.stderr)
     );
 }
