@@ -190,6 +190,9 @@ pub struct Options {
     /// `--platform`: the platform built for, normalized `os/arch[/variant]`
     /// (None: this machine's).
     pub platform: Option<String>,
+    /// Set by the caller to stop the build at the next step (`kiln serve`
+    /// when its replica lost the job's lease): the build ends `Canceled`.
+    pub cancel: Option<std::sync::Arc<AtomicBool>>,
 }
 
 /// The modes of files copied from the build context.
@@ -737,6 +740,15 @@ impl Builder<'_> {
         if let Some((_, e)) = errors.into_iter().next() {
             return Err(e);
         }
+        // Canceled by the caller: the stages stopped without an error.
+        if self
+            .opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+        {
+            return Err(BuildError::Canceled);
+        }
         Ok(slots
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
@@ -899,7 +911,13 @@ impl Builder<'_> {
                     || f.parse::<usize>() == Ok(i)
             });
         for (index, step) in triggered.iter().chain(&stage.steps).enumerate() {
-            if self.canceled.load(Ordering::SeqCst) {
+            if self.canceled.load(Ordering::SeqCst)
+                || self
+                    .opts
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
                 return Err(BuildError::Canceled);
             }
             let text = step.original.trim().to_string();

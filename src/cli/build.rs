@@ -591,6 +591,7 @@ pub fn run(root: Option<PathBuf>, args: Args) -> Result<ExitCode, Error> {
         explain: args.explain,
         warm_check: None,
         cache_generations: None,
+        cancel: None,
         source_date_epoch,
         context_modes,
         registry: {

@@ -124,6 +124,14 @@ fn job_io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> J
     }
 }
 
+/// A job running in this replica.
+#[derive(Clone)]
+struct Running {
+    id: i64,
+    /// Set when its lease is lost: the build stops at its next step.
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// The running service, shared by the API, the triggers and the jobs.
 pub struct Service {
     /// The config it was started with.
@@ -133,7 +141,7 @@ pub struct Service {
     /// Its metrics.
     pub metrics: Metrics,
     /// Targets with a job running here, and the job.
-    running: Mutex<BTreeMap<String, i64>>,
+    running: Mutex<BTreeMap<String, Running>>,
     /// Held while the store is brought under its cap: the one after a job
     /// and one asked for through the API wait for each other instead of
     /// finding the store open and giving up.
@@ -386,35 +394,56 @@ impl Service {
     }
 
     /// Shared state: renews this replica's leases on its running jobs, a
-    /// third of a lease apart, for ever.
+    /// third of a lease apart, for ever. A job whose lease is gone (taken
+    /// back by another replica, or not renewed for a whole lease because
+    /// the database could not be reached) is canceled here: it stops at
+    /// its next step, so that a target never runs twice for long.
     pub async fn renew_leases(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
         let Some(pg) = self.db.shared() else { return };
-        let every = pg.lease / 3;
+        let (every, lease) = (pg.lease / 3, pg.lease);
+        let mut renewed_at = Instant::now();
         loop {
             tokio::time::sleep(every).await;
-            let ids: Vec<i64> = self
+            let jobs: Vec<Running> = self
                 .running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
-                .copied()
+                .cloned()
                 .collect();
-            if ids.is_empty() {
+            if jobs.is_empty() {
+                renewed_at = Instant::now();
                 continue;
             }
+            let ids: Vec<i64> = jobs.iter().map(|r| r.id).collect();
             let service = self.clone();
             let renewed = tokio::task::spawn_blocking(move || match service.db.shared() {
-                Some(pg) => pg.renew(&ids).map(|n| (n, ids.len())),
-                None => Ok((0, 0)),
+                Some(pg) => pg.renew(&ids),
+                None => Ok(Vec::new()),
             })
-            .await;
-            match renewed {
-                Ok(Ok((held, asked))) if held < asked as u64 => eprintln!(
-                    "kiln serve: {} of this replica's {asked} jobs were taken back (their lease ran out): their results will not be recorded",
-                    asked as u64 - held
-                ),
-                Ok(Err(e)) => eprintln!("kiln serve: renewing leases: {e}"),
-                _ => {}
+            .await
+            .unwrap_or_else(|e| Err(db::DbError::Pool(e.to_string())));
+            let lost: Vec<&Running> = match &renewed {
+                Ok(held) => {
+                    renewed_at = Instant::now();
+                    jobs.iter().filter(|r| !held.contains(&r.id)).collect()
+                }
+                Err(e) => {
+                    eprintln!("kiln serve: renewing leases: {e}");
+                    match renewed_at.elapsed() >= lease {
+                        true => jobs.iter().collect(),
+                        false => Vec::new(),
+                    }
+                }
+            };
+            for r in lost {
+                if !r.cancel.swap(true, Ordering::SeqCst) {
+                    eprintln!(
+                        "kiln serve: job {} lost its lease (another replica may run it): stopping it",
+                        r.id
+                    );
+                }
             }
         }
     }
@@ -425,12 +454,14 @@ impl Service {
 
     /// The oldest queued job whose target has none running, marked running.
     fn next_job(&self) -> Option<Job> {
-        let running = self
+        let busy: Vec<String> = self
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match self.db().claim(&|target| running.contains_key(target)) {
+            .keys()
+            .cloned()
+            .collect();
+        match self.db().claim(&busy) {
             Ok(job) => job,
             Err(e) => {
                 eprintln!("kiln serve: claiming a job: {e}");
@@ -440,10 +471,17 @@ impl Service {
     }
 
     fn start_job(self: &Arc<Self>, job: Job) {
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(job.target.clone(), job.id);
+            .insert(
+                job.target.clone(),
+                Running {
+                    id: job.id,
+                    cancel: cancel.clone(),
+                },
+            );
         self.metrics.queued.dec();
         self.metrics.running.inc();
         let service = self.clone();
@@ -451,7 +489,7 @@ impl Service {
         // a thread of its own, never one of tokio's.
         std::thread::spawn(move || {
             let started = Instant::now();
-            let outcome = service.run_job(&job);
+            let outcome = service.run_job(&job, cancel);
             let counts = outcome.as_ref().map_or((0, 0), |r| {
                 let n = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
                 (n(r.hits()), n(r.misses()))
@@ -511,7 +549,11 @@ impl Service {
     }
 
     /// Builds job's target; the steps that hit and missed the cache.
-    fn run_job(&self, job: &Job) -> Result<BuildReport, JobError> {
+    fn run_job(
+        &self,
+        job: &Job,
+        cancel: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<BuildReport, JobError> {
         let target = self
             .config
             .target(&job.target)
@@ -545,6 +587,7 @@ impl Service {
             target: target.target.clone(),
             registry: self.registry.clone(),
             explain: true,
+            cancel: Some(cancel),
             ..Default::default()
         };
         let events_path = self.events_path(job.id);

@@ -183,9 +183,12 @@ impl Pg {
 
     /// Claims the oldest queued job whose target runs nowhere, leased to
     /// this replica; None when there is none (or another replica took the
-    /// target at the same moment).
-    pub fn claim(&self) -> Result<Option<Job>, DbError> {
+    /// target at the same moment). `busy`: targets whose build still runs
+    /// here though the database may say otherwise (a job taken back from
+    /// this replica, whose build has not reached its next step yet).
+    pub fn claim(&self, busy: &[String]) -> Result<Option<Job>, DbError> {
         let (replica, lease) = (self.replica.clone(), self.lease.as_secs_f64());
+        let busy = busy.to_vec();
         self.with(move |c| {
             let claimed = c.query_opt(
                 &format!(
@@ -193,12 +196,12 @@ impl Pg {
                        lease_until = now() + make_interval(secs => $3)
                      WHERE id = (
                        SELECT j.id FROM jobs j
-                       WHERE j.status = 'queued' AND NOT EXISTS
+                       WHERE j.status = 'queued' AND NOT (j.target = ANY($4)) AND NOT EXISTS
                          (SELECT 1 FROM jobs r WHERE r.target = j.target AND r.status = 'running')
                        ORDER BY j.id FOR UPDATE SKIP LOCKED LIMIT 1)
                      RETURNING {COLUMNS}"
                 ),
-                &[&now(), &replica, &lease],
+                &[&now(), &replica, &lease, &busy],
             );
             match claimed {
                 Ok(row) => Ok(row.as_ref().map(job)),
@@ -212,15 +215,16 @@ impl Pg {
         })
     }
 
-    /// Renews this replica's leases on `ids`; how many it still holds.
-    pub fn renew(&self, ids: &[i64]) -> Result<u64, DbError> {
+    /// Renews this replica's leases on `ids`; the ids it still holds.
+    pub fn renew(&self, ids: &[i64]) -> Result<Vec<i64>, DbError> {
         let (replica, lease, ids) = (self.replica.clone(), self.lease.as_secs_f64(), ids.to_vec());
         self.with(move |c| {
-            c.execute(
+            c.query(
                 "UPDATE jobs SET lease_until = now() + make_interval(secs => $2)
-                 WHERE replica = $1 AND status = 'running' AND id = ANY($3)",
+                 WHERE replica = $1 AND status = 'running' AND id = ANY($3) RETURNING id",
                 &[&replica, &lease, &ids],
             )
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
         })
     }
 

@@ -39,12 +39,12 @@ impl State {
     /// The next job to run, marked running: the oldest queued one whose
     /// target runs nowhere (`busy`: the targets this process runs, which
     /// is everywhere for a local state).
-    pub fn claim(&self, busy: &dyn Fn(&str) -> bool) -> Result<Option<Job>, DbError> {
+    pub fn claim(&self, busy: &[String]) -> Result<Option<Job>, DbError> {
         match self {
-            State::Shared(pg) => pg.claim(),
+            State::Shared(pg) => pg.claim(busy),
             State::Local(db) => {
                 let db = lock(db);
-                let Some(job) = db.queued()?.into_iter().find(|j| !busy(&j.target)) else {
+                let Some(job) = db.queued()?.into_iter().find(|j| !busy.contains(&j.target)) else {
                     return Ok(None);
                 };
                 Ok(db.start(job.id)?.then_some(job))

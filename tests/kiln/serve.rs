@@ -1182,8 +1182,11 @@ impl Drop for Postgres {
 /// killed with -9 while a job of its runs. Every push's job ends built or
 /// warm (the killed replica's job taken back once its lease ran out and
 /// run by another), no two jobs of a target ever overlap (from the job
-/// table's times), triggers coalesce across replicas, every replica's
-/// store passes fsck, and a replica refuses a schema newer than it knows.
+/// table's times), triggers coalesce across replicas. Then a job taken
+/// back while its build runs is run by another replica and stopped by
+/// the first; a second replica killed mid-job leaves its job to the last.
+/// Every replica's store passes fsck, and a replica refuses a schema
+/// newer than it knows.
 #[test]
 fn replicas_share_postgres_and_survive_a_kill() {
     if !need_root("builds run steps in containers; initdb runs as postgres")
@@ -1384,6 +1387,113 @@ fn replicas_share_postgres_and_survive_a_kill() {
             assert!(w[0].1 <= w[1].0, "{target}: {:?} overlaps {:?}", w[0], w[1]);
         }
     }
+    // A job taken back while its build still runs (as the others see a
+    // replica cut off for longer than a lease): another replica runs it,
+    // and the first, whose renewal no longer holds it, stops its build.
+    let r0 = repos.path().join("r0");
+    std::fs::write(
+        r0.join("Dockerfile"),
+        "FROM box:1\nCOPY a /a\nRUN sleep 3\nRUN echo after > /c\n",
+    )
+    .unwrap();
+    git(&r0, &["commit", "--quiet", "-am", "slow"]);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main",
+        "repository": {"clone_url": r0.display().to_string()},
+        "commits": [{"added": [], "modified": ["Dockerfile"], "removed": []}],
+    }))
+    .unwrap();
+    let first = replicas.iter().flatten().next().unwrap();
+    let (status, answer) = first.post(
+        "/v1/hooks/github",
+        &[("x-hub-signature-256", &sign("s", &body))],
+        &body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["queued"][0]["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let row = pg.rows(&format!(
+            "SELECT status, coalesce(replica, '') FROM jobs WHERE id = {id}"
+        ));
+        if row[0][0] == "running" {
+            break row[0][1].clone();
+        }
+        assert!(Instant::now() < deadline, "job {id} never ran: {row:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    pg.sql_in(
+        "serve",
+        &format!("UPDATE jobs SET status = 'queued', started_at = NULL, replica = NULL, lease_until = NULL WHERE id = {id}"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ended = loop {
+        let row = pg.rows(&format!(
+            "SELECT status, coalesce(replica, '') FROM jobs WHERE id = {id}"
+        ));
+        if !matches!(row[0][0].as_str(), "queued" | "running") {
+            break row[0].clone();
+        }
+        assert!(Instant::now() < deadline, "job {id} did not end: {row:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ended[0], "built", "{ended:?}");
+    assert_ne!(ended[1], holder, "the replica that lost it ran it again");
+    let n: usize = holder.trim_start_matches('r').parse().unwrap();
+    let said = format!("job {id} lost its lease");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !replicas[n].as_ref().unwrap().log_text().contains(&said) {
+        assert!(
+            Instant::now() < deadline,
+            "{holder} never stopped job {id}: {}",
+            replicas[n].as_ref().unwrap().log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A second replica killed while the only job of its target runs: the
+    // last one takes it back from the queue (same job) once the lease ran
+    // out, and builds it.
+    let r1 = repos.path().join("r1");
+    std::fs::write(
+        r1.join("Dockerfile"),
+        "FROM box:1\nCOPY a /a\nRUN sleep 2 && echo slow > /c\n",
+    )
+    .unwrap();
+    git(&r1, &["commit", "--quiet", "-am", "slow"]);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main",
+        "repository": {"clone_url": r1.display().to_string()},
+        "commits": [{"added": [], "modified": ["Dockerfile"], "removed": []}],
+    }))
+    .unwrap();
+    let first = replicas.iter().flatten().next().unwrap();
+    let (status, answer) = first.post(
+        "/v1/hooks/github",
+        &[("x-hub-signature-256", &sign("s", &body))],
+        &body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["queued"][0]["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let row = pg.rows(&format!(
+            "SELECT status, coalesce(replica, '') FROM jobs WHERE id = {id}"
+        ));
+        if row[0][0] == "running" {
+            break row[0][1].clone();
+        }
+        assert!(Instant::now() < deadline, "job {id} never ran: {row:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let n: usize = holder.trim_start_matches('r').parse().unwrap();
+    let mut served = replicas[n].take().unwrap();
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+    let last = replicas.iter().flatten().next().unwrap();
+    let job = last.wait(id);
+    assert_eq!(job["status"], "built", "{job}");
+    let row = pg.rows(&format!("SELECT replica FROM jobs WHERE id = {id}"));
+    assert_ne!(row[0][0], holder, "{row:?}");
     drop(replicas);
     for store in &stores {
         let fsck = kiln()
