@@ -67,6 +67,16 @@ pub enum CacheSpec {
     Local(PathBuf),
     /// A registry reference (`type=registry,ref=REF`).
     Registry(String),
+    /// A fleet's step cache (`type=registry,ref=REPO,mode=steps`): each
+    /// step result its own tag of REPO (`k-KEY`), found by its step key
+    /// whichever build made it; looked up step by step, never imported
+    /// whole.
+    Steps(String),
+}
+
+/// The tag of step `key` in a fleet's step cache.
+fn step_tag(key: &str) -> String {
+    format!("k-{key}")
 }
 
 /// Which steps `--cache-to` exports.
@@ -79,17 +89,28 @@ pub enum CacheMode {
     Max,
 }
 
+impl CacheTo {
+    /// The fleet step cache's repository, when this is one.
+    pub fn steps_repo(&self) -> Option<&str> {
+        match &self.spec {
+            CacheSpec::Steps(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 impl CacheSpec {
     /// Where it is, as a person reads it.
     pub fn describe(&self) -> String {
         match self {
             CacheSpec::Local(dir) => dir.display().to_string(),
-            CacheSpec::Registry(r) => r.clone(),
+            CacheSpec::Registry(r) | CacheSpec::Steps(r) => r.clone(),
         }
     }
 
     /// Parses `type=local,dest=DIR|src=DIR[,mode=min|max][,mounts=true]`
-    /// or `type=registry,ref=REF[,...]`; a bare value is a registry ref.
+    /// or `type=registry,ref=REF[,...]`; a bare value is a registry ref;
+    /// `type=registry,ref=REPO,mode=steps` is a fleet's step cache.
     pub fn parse(text: &str) -> Result<CacheTo, String> {
         if !text.contains('=') {
             return Ok(CacheTo {
@@ -99,6 +120,7 @@ impl CacheSpec {
             });
         }
         let (mut kind, mut path, mut reference, mut mode) = (None, None, None, CacheMode::Min);
+        let mut steps = false;
         let mut mounts = false;
         for field in text.split(',') {
             match field.split_once('=') {
@@ -107,17 +129,36 @@ impl CacheSpec {
                 Some(("ref", v)) => reference = Some(v.to_string()),
                 Some(("mode", "min")) => mode = CacheMode::Min,
                 Some(("mode", "max")) => mode = CacheMode::Max,
+                Some(("mode", "steps")) => {
+                    mode = CacheMode::Max;
+                    steps = true;
+                }
                 Some(("mounts", "true")) => mounts = true,
                 Some(("mounts", "false")) => mounts = false,
                 _ => {
                     return Err(format!(
-                        "invalid cache {text:?}: use type=local,dest=DIR (src=DIR) or type=registry,ref=REF, with mode=min|max and mounts=true|false"
+                        "invalid cache {text:?}: use type=local,dest=DIR (src=DIR) or type=registry,ref=REF, with mode=min|max|steps and mounts=true|false"
                     ));
                 }
             }
         }
         let spec = match (kind.as_deref(), path, reference) {
+            (Some("local"), _, _) if steps => {
+                return Err(format!(
+                    "invalid cache {text:?}: mode=steps is a registry repository's"
+                ));
+            }
             (Some("local"), Some(p), _) => CacheSpec::Local(p),
+            (Some("registry"), _, Some(r)) if steps => {
+                Reference::parse(&r)?;
+                let named = r.rsplit('/').next().unwrap_or_default();
+                if !r.contains('/') || named.contains([':', '@']) {
+                    return Err(format!(
+                        "invalid cache {text:?}: mode=steps takes a repository (REGISTRY/NAME), each step its own tag there"
+                    ));
+                }
+                CacheSpec::Steps(r)
+            }
             (Some("registry"), _, Some(r)) => CacheSpec::Registry(r),
             (Some("local"), None, _) => {
                 return Err(format!(
@@ -437,6 +478,8 @@ pub fn keys(
                 None => return Ok(None),
             }
         }
+        // A step cache is asked step by step, never listed.
+        CacheSpec::Steps(_) => return Ok(None),
     };
     Ok(Some(
         entries_of(&config)?
@@ -457,6 +500,10 @@ pub(super) fn import_all(store: &Store, opts: &super::Options, report: &Recorder
     let progress = report.progress();
     let mut seen = Vec::new();
     for from in &opts.cache_from {
+        if let CacheSpec::Steps(repo) = from {
+            progress.note(&format!("looking steps up by key in {repo}"));
+            continue;
+        }
         match import(store, from, &opts.registry) {
             Ok(i) if i.missing => {
                 progress.note(&format!("no cache at {} yet", from.describe()));
@@ -582,6 +629,28 @@ pub(super) fn export(
             copy_blob(store, &dest, &cache.manifest_digest)?;
             dest.tag(LOCAL_NAME, cache.descriptor(store))?;
         }
+        CacheSpec::Steps(repo) => {
+            let reference = Reference::parse(repo)?;
+            let transfers = Transfer::stderr(Mode::Quiet, "pushed");
+            runtime()?.block_on(async {
+                let client = Client::connect(&reference.registry, opts, None).await?;
+                for (key, r) in records {
+                    let at = reference.with_tag(&step_tag(key));
+                    // Written once, whichever build made it first.
+                    match registry::pull::head(&client, &at).await {
+                        Ok(_) => continue,
+                        Err(RegistryError::Status { status: 404, .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    let one = cache_image(store, &[(key.clone(), r.clone())], &[])
+                        .map_err(|e| RegistryError::Manifest(e.to_string()))?;
+                    registry::push::push(store, &client, &one, &at, &transfers).await?;
+                    out.steps += 1;
+                    out.bytes += one.size();
+                }
+                Ok::<_, RegistryError>(())
+            })?;
+        }
         CacheSpec::Registry(r) => {
             let reference = Reference::parse(r)?;
             let transfers = Transfer::stderr(Mode::Quiet, "pushed");
@@ -690,6 +759,33 @@ async fn generations(
     Ok((deleted, kept_back))
 }
 
+/// Looks step `key` up in the fleet step cache `repo`: found, its result
+/// (and its layer, as a snapshot) is in `store`'s step records; false when
+/// the fleet has no such step. One HEAD request for a miss.
+pub(super) fn lookup(
+    store: &Store,
+    repo: &str,
+    key: &str,
+    opts: &registry::Options,
+) -> Result<bool, CacheError> {
+    let at = Reference::parse(repo)?.with_tag(&step_tag(key));
+    let there = runtime()?.block_on(async {
+        let client = Client::connect(&at.registry, opts, None).await?;
+        match registry::pull::head(&client, &at).await {
+            Ok(_) => Ok(true),
+            Err(RegistryError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    })?;
+    if !there {
+        return Ok(false);
+    }
+    // A step deleted between the HEAD and the pull is a miss, never a
+    // broken build.
+    let got = import(store, &CacheSpec::Registry(at.to_string()), opts)?;
+    Ok(!got.missing && got.steps > 0)
+}
+
 /// What an import found.
 #[derive(Debug, Default)]
 pub(super) struct Imported {
@@ -724,6 +820,7 @@ pub(super) fn import(
             copy_blob(&src, store, &found.manifest_digest)?;
             Image::load(store, &found.manifest_digest)?
         }
+        CacheSpec::Steps(_) => return Ok(Imported::default()),
         CacheSpec::Registry(r) => {
             let reference = Reference::parse(r)?;
             let transfers = Transfer::stderr(Mode::Quiet, "pulled");
@@ -810,6 +907,29 @@ mod tests {
                 .contains("unsupported type")
         );
         assert!(parse("type=local").unwrap_err().contains("needs dest="));
+        assert_eq!(
+            parse("type=registry,ref=r:5000/team/cache,mode=steps").unwrap(),
+            (
+                CacheSpec::Steps("r:5000/team/cache".into()),
+                CacheMode::Max,
+                false
+            )
+        );
+        for tagged in [
+            "r:5000/team/cache:1",
+            "r/c@sha256:".to_string().as_str(),
+            "cache",
+        ] {
+            assert!(
+                parse(&format!("type=registry,ref={tagged},mode=steps")).is_err(),
+                "{tagged}"
+            );
+        }
+        assert!(
+            parse("type=local,dest=/c,mode=steps")
+                .unwrap_err()
+                .contains("a registry repository's")
+        );
         assert!(
             parse("type=local,dest=/c,mounts=yes")
                 .unwrap_err()

@@ -147,8 +147,9 @@ pub struct Options {
     pub pull: Pull,
     /// How registries are reached.
     pub registry: crate::registry::Options,
-    /// `--cache-to`: where to export the step cache, and which steps.
-    pub cache_to: Option<CacheTo>,
+    /// `--cache-to`: where to export the step cache, and which steps
+    /// (each is exported to; BuildKit takes several).
+    pub cache_to: Vec<CacheTo>,
     /// `--cache-from`: caches to import before building.
     pub cache_from: Vec<CacheSpec>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run
@@ -541,15 +542,15 @@ pub fn build(
             unused.join(" ")
         ));
     }
-    if let Some(to) = &opts.cache_to {
-        // mode=min: the stages the final image is made of (its FROM chain).
-        let mut chain = vec![plan.target];
-        while let Some(base) = chain
-            .last()
-            .and_then(|&t| plan::from_stage(&prepared.file.stages, &plan.bases, t))
-        {
-            chain.push(base);
-        }
+    // mode=min: the stages the final image is made of (its FROM chain).
+    let mut chain = vec![plan.target];
+    while let Some(base) = chain
+        .last()
+        .and_then(|&t| plan::from_stage(&prepared.file.stages, &plan.bases, t))
+    {
+        chain.push(base);
+    }
+    for to in &opts.cache_to {
         cache::export_built(store, to, &chain, &seen, opts, &report);
     }
     let state = built[plan.target].take().expect("target built");
@@ -596,6 +597,9 @@ struct Builder<'a> {
     /// This context and Dockerfile, from one build to the next (steps are
     /// explained against the last build of the same line).
     identity: String,
+    /// Stages that missed in a fleet step cache: their later steps are not
+    /// looked up there (a chain that missed once rarely hits again).
+    fleet_missed: Mutex<std::collections::HashSet<usize>>,
 }
 
 impl<'a> Builder<'a> {
@@ -625,6 +629,7 @@ impl<'a> Builder<'a> {
                     .unwrap_or_default()
                     .to_string_lossy(),
             ]),
+            fleet_missed: Mutex::default(),
         })
     }
 
@@ -992,6 +997,10 @@ impl Builder<'_> {
         let one = key_lock(&key);
         let _running = one.lock().unwrap_or_else(|e| e.into_inner());
         let hit = cx.use_cache.then(|| cached(self.store, &key)).flatten();
+        let hit = match hit {
+            None if cx.use_cache && self.opts.warm_check.is_none() => self.fleet_lookup(cx, &key),
+            hit => hit,
+        };
         let hit = match (&self.opts.warm_check, hit) {
             (Some(keys), Some(r)) if keys.contains(&key) => Some(r),
             (Some(_), _) => {
@@ -1033,6 +1042,36 @@ impl Builder<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .push((cx.stage, key, result.clone()));
         Ok((result, was_hit, chain_key))
+    }
+
+    /// Step `key` from the fleet step caches `--cache-from` names (mode=
+    /// steps), brought into the store; None when none has it (the stage is
+    /// then not looked up again). A cache that cannot be reached costs the
+    /// work it would save: a warning, once.
+    fn fleet_lookup(&self, cx: &StepCx, key: &str) -> Option<StepResult> {
+        let repos: Vec<&str> = self
+            .opts
+            .cache_from
+            .iter()
+            .filter_map(|c| match c {
+                CacheSpec::Steps(r) => Some(r.as_str()),
+                _ => None,
+            })
+            .collect();
+        if repos.is_empty() || report::lock(&self.fleet_missed).contains(&cx.stage) {
+            return None;
+        }
+        for repo in repos {
+            match cache::lookup(self.store, repo, key, &self.opts.registry) {
+                Ok(true) => return cached(self.store, key),
+                Ok(false) => {}
+                Err(e) => self
+                    .report
+                    .warn(&format!("[Warning] looking step up in {repo}: {e}")),
+            }
+        }
+        report::lock(&self.fleet_missed).insert(cx.stage);
+        None
     }
 
     /// Runs one step on `state`; true when its result came from the cache.

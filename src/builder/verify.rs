@@ -45,7 +45,7 @@ pub fn verify(
         let again_opts = Options {
             no_cache: true,
             cache_from: Vec::new(),
-            cache_to: None,
+            cache_to: Vec::new(),
             tags: Vec::new(),
             // The first build fetched what --pull asked for: the second
             // uses the same bases.

@@ -49,16 +49,19 @@ pub struct Args {
     /// read them instead of a stage or image (repeatable).
     #[arg(long = "build-context", value_parser = parse_build_context)]
     build_contexts: Vec<(String, builder::NamedContext)>,
-    /// External cache sources: `type=local,src=DIR` or
-    /// `type=registry,ref=REF` (repeatable).
+    /// External cache sources: `type=local,src=DIR`,
+    /// `type=registry,ref=REF`, or a fleet's step cache
+    /// `type=registry,ref=REPO,mode=steps` (each step looked up by its key
+    /// before it runs) (repeatable).
     #[arg(long, value_parser = parse_cache)]
     cache_from: Vec<builder::CacheTo>,
     /// Cache export destination: `type=local,dest=DIR` or
     /// `type=registry,ref=REF`, with `mode=min` (the final image's steps)
     /// or `mode=max` (every stage's), and `mounts=true` (the contents of
-    /// the RUN cache mounts used travel with it).
+    /// the RUN cache mounts used travel with it); `mode=steps` writes each
+    /// step as its own tag of a repository, once (repeatable).
     #[arg(long, value_parser = parse_cache)]
-    cache_to: Option<builder::CacheTo>,
+    cache_to: Vec<builder::CacheTo>,
     /// Set method for evaluating build: "check" runs the Dockerfile's
     /// checks instead of building (default "build"); "check,format=json"
     /// prints BuildKit's lint result.

@@ -64,6 +64,18 @@ pub struct Config {
     /// `[state]`: where jobs are kept.
     #[serde(default)]
     pub state: StateConfig,
+    /// `[cache]`: the fleet's step cache.
+    pub cache: Option<FleetCache>,
+}
+
+/// `[cache]`: a registry repository where every step result is its own tag,
+/// found by its key whichever target, branch or repository made it
+/// (`kiln build --cache-from type=registry,ref=REPO,mode=steps`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetCache {
+    /// `REGISTRY/NAME`, without a tag.
+    pub repo: String,
 }
 
 /// `[state]`: SQLite in the store (the default), or a PostgreSQL database
@@ -324,6 +336,10 @@ impl Config {
                 "[state] url = {url:?}: use postgres://USER@HOST[:PORT]/DATABASE (or leave it out for SQLite in the store)"
             ));
         }
+        if let Some(c) = &self.cache {
+            crate::builder::CacheSpec::parse(&format!("type=registry,ref={},mode=steps", c.repo))
+                .map_err(|e| format!("[cache] repo = {:?}: {e}", c.repo))?;
+        }
         if self.state.lease_seconds < 2 || self.state.poll_ms == 0 {
             return Err("[state] lease_seconds must be at least 2 and poll_ms at least 1".into());
         }
@@ -532,7 +548,7 @@ webhook_secret = "hmac-secret"
     fn mistakes_name_the_place_or_the_key() {
         assert_eq!(
             parse("listen = \"127.0.0.1:8080\"\nmax_job = 2\n").unwrap_err(),
-            "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`, `mirror`, `state`"
+            "kiln-serve.toml:2:1: unknown field `max_job`, expected one of `listen`, `token`, `max_jobs`, `store`, `base`, `target`, `mirror`, `state`, `cache`"
         );
         for (text, want) in [
             (

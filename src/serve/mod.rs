@@ -627,13 +627,29 @@ impl Service {
             }
         }
         phase(&mut events, "build");
+        // The fleet's step cache, when configured: every step written
+        // once across targets, and looked up by key before it runs.
+        let fleet = self
+            .config
+            .cache
+            .as_ref()
+            .map(|c| CacheSpec::Steps(c.repo.clone()));
         let opts = builder::Options {
-            cache_to: cache.clone().map(|spec| builder::CacheTo {
-                spec,
-                mode: CacheMode::Max,
-                mounts: target.mounts,
-            }),
-            cache_from: cache.into_iter().collect(),
+            cache_to: cache
+                .clone()
+                .map(|spec| builder::CacheTo {
+                    spec,
+                    mode: CacheMode::Max,
+                    mounts: target.mounts,
+                })
+                .into_iter()
+                .chain(fleet.clone().map(|spec| builder::CacheTo {
+                    spec,
+                    mode: CacheMode::Max,
+                    mounts: false,
+                }))
+                .collect(),
+            cache_from: cache.into_iter().chain(fleet).collect(),
             cache_generations: Some(target.keep_generations).filter(|&n| n > 0),
             ..opts
         };

@@ -828,3 +828,136 @@ fn credential_helpers_keep_the_password_out_of_config_json() {
     ok(run(&["logout", &reg.host()], ""));
     assert!(!helpers.path().join("stored.json").exists());
 }
+
+/// Issue 31's fleet step cache: a warmer builds one repository's
+/// Dockerfile into a step cache (`mode=steps`, each step its own tag); a
+/// fresh runner building a second repository that shares the first steps
+/// looks each step up by its key and runs only the steps that differ; its
+/// own export writes only the steps the fleet lacked.
+#[test]
+fn a_fleet_step_cache_runs_only_the_steps_that_differ() {
+    if !need_root("builds run steps in containers") {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let steps = "RUN echo one > /one\nRUN echo two > /two\nCOPY own /own\nRUN cat /own > /mine\n";
+    let Some(first) = base_and_context(&reg, steps) else {
+        return;
+    };
+    let second = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.path().join("Dockerfile"),
+        second.path().join("Dockerfile"),
+    )
+    .unwrap();
+    std::fs::write(first.path().join("own"), "first\n").unwrap();
+    std::fs::write(second.path().join("own"), "second\n").unwrap();
+    let repo = format!("{}/team/kiln-cache", reg.host());
+    let cache = format!("type=registry,ref={repo},mode=steps");
+    let tags = || -> Vec<String> {
+        let body = reqwest::blocking::get(format!(
+            "http://{}/v2/team/kiln-cache/tags/list",
+            reg.host()
+        ))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut t: Vec<String> = v["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        t.sort();
+        t
+    };
+    let none: &[(&str, &Path)] = &[];
+    let build = |ctx: &Path, flags: &[String]| {
+        let store = tempfile::tempdir().unwrap();
+        let meta = store.path().join("meta.json");
+        let mut args = vec![
+            "build".to_string(),
+            "--progress=plain".into(),
+            "-t".into(),
+            "app:1".into(),
+            format!("--metadata-file={}", meta.display()),
+        ];
+        args.extend(flags.iter().cloned());
+        args.push(ctx.to_str().unwrap().into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = k(store.path(), none, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+        let report = meta["kiln.build.report"][0].clone();
+        (store, text(&out.stderr), report)
+    };
+    // The warmer: four steps, four tags, each named by its step key.
+    let (_, _, warmed) = build(first.path(), &[format!("--cache-to={cache}")]);
+    assert_eq!(
+        (warmed["run"].as_u64(), warmed["cached"].as_u64()),
+        (Some(4), Some(0))
+    );
+    let written = tags();
+    assert_eq!(written.len(), 4, "{written:?}");
+    let keys: Vec<String> = warmed["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["key"].as_str().map(|k| format!("k-{k}")))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(written, sorted, "a tag per step key");
+    // A fresh runner on the second repository: the two shared RUNs come
+    // from the fleet, the COPY of its own file and what follows run.
+    let (store, said, report) = build(
+        second.path(),
+        &[
+            format!("--cache-from={cache}"),
+            format!("--cache-to={cache}"),
+        ],
+    );
+    assert!(
+        said.contains(&format!("looking steps up by key in {repo}")),
+        "{said}"
+    );
+    let outcomes: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["key"].is_string())
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["cached", "cached", "run", "run"], "{report}");
+    assert_eq!(
+        report["exports"][0]["steps"], 2,
+        "only the steps the fleet lacked: {report}"
+    );
+    assert_eq!(tags().len(), 6);
+    // The image has the fleet's files and its own.
+    let out = k(
+        store.path(),
+        none,
+        &["run", "--rm", "app:1", "cat", "/one", "/two", "/mine"],
+    );
+    assert_eq!(ok(out), "one\ntwo\nsecond\n");
+    // A step cache is a repository: a tag in it is refused.
+    let bad = k(
+        store.path(),
+        none,
+        &[
+            "build",
+            &format!("--cache-from=type=registry,ref={repo}:x,mode=steps"),
+            ".",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("mode=steps takes a repository (REGISTRY/NAME)"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -1520,3 +1520,55 @@ fn replicas_share_postgres_and_survive_a_kill() {
         text(&refused.stderr)
     );
 }
+
+/// `[cache] repo`: the service writes every step of its targets into the
+/// fleet's step cache, once; a runner building another Dockerfile that
+/// shares the first step finds it there by its key.
+#[test]
+fn serve_writes_the_fleets_step_cache() {
+    if !need_root("builds run steps in containers") {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let repo = format!("{}/team/fleet", reg.host());
+    // One base for both (a key starts from its base's image id).
+    let base = format!("{}/kiln/base:1", reg.host());
+    ok(k(store.path(), &[], &["push", "box:1", &base]));
+    let (served, _ctx, _config) = serve_local(
+        store.path(),
+        "app",
+        &format!("FROM {base}\nRUN echo shared > /s\nRUN echo app > /a\n"),
+        &format!("[cache]\nrepo = \"{repo}\"\n"),
+    );
+    let (_, job) = served.post("/v1/targets/app/warm", &[], b"");
+    let done = served.wait(job["id"].as_i64().unwrap());
+    assert_eq!(done["status"], "built", "{done}");
+    let tags = reg_tags(&reg, "team/fleet");
+    assert_eq!(tags.len(), 2, "a tag per step: {tags:?}");
+    assert!(tags.iter().all(|t| t.starts_with("k-")), "{tags:?}");
+    let runner = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo shared > /s\nRUN echo other > /o\n"),
+    )
+    .unwrap();
+    let out = kiln()
+        .arg("--root")
+        .arg(runner.path())
+        .args(["build", "--progress=plain"])
+        .arg(format!("--cache-from=type=registry,ref={repo},mode=steps"))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    let cached: Vec<&str> = said.lines().filter(|l| l.ends_with(" CACHED")).collect();
+    assert_eq!(cached.len(), 1, "{said}");
+    assert!(said.contains("RUN echo shared > /s\n#2 CACHED\n"), "{said}");
+}
