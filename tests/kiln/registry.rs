@@ -944,6 +944,39 @@ fn a_fleet_step_cache_runs_only_the_steps_that_differ() {
         &["run", "--rm", "app:1", "cat", "/one", "/two", "/mine"],
     );
     assert_eq!(ok(out), "one\ntwo\nsecond\n");
+    // A step whose layer went from the registry (deleted under a reader)
+    // is a miss, never a broken build: it runs, and so does what follows.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &reqwest::blocking::Client::new()
+            .get(format!(
+                "http://{}/v2/team/kiln-cache/manifests/{}",
+                reg.host(),
+                keys[1]
+            ))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .and_then(|r| r.text())
+            .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    let blob = reg
+        .dir
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    std::fs::remove_dir_all(&blob).unwrap();
+    let (_, said, report) = build(first.path(), &[format!("--cache-from={cache}")]);
+    let outcomes: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["key"].is_string())
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["cached", "run", "run", "run"], "{said}");
     // A step cache is a repository: a tag in it is refused.
     let bad = k(
         store.path(),
