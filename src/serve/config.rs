@@ -76,6 +76,11 @@ pub struct Config {
 pub struct FleetCache {
     /// `REGISTRY/NAME`, without a tag.
     pub repo: String,
+    /// The bound on its steps' layers (`100GB`): after each job, the
+    /// least recently used go first until it fits.
+    pub max_size: Option<String>,
+    /// Steps unused for this many days go.
+    pub keep_days: Option<u64>,
 }
 
 /// `[state]`: SQLite in the store (the default), or a PostgreSQL database
@@ -339,6 +344,9 @@ impl Config {
         if let Some(c) = &self.cache {
             crate::builder::CacheSpec::parse(&format!("type=registry,ref={},mode=steps", c.repo))
                 .map_err(|e| format!("[cache] repo = {:?}: {e}", c.repo))?;
+            if let Some(size) = &c.max_size {
+                crate::units::human_size(size).map_err(|e| format!("[cache] max_size: {e}"))?;
+            }
         }
         if self.state.lease_seconds < 2 || self.state.poll_ms == 0 {
             return Err("[state] lease_seconds must be at least 2 and poll_ms at least 1".into());

@@ -147,6 +147,11 @@ impl Db {
                 error TEXT
             );
             CREATE INDEX IF NOT EXISTS jobs_target ON jobs (target, id);
+            CREATE TABLE IF NOT EXISTS fleet_steps (
+                tag TEXT PRIMARY KEY,
+                bytes INTEGER NOT NULL,
+                used_at TEXT NOT NULL
+            );
             CREATE TABLE IF NOT EXISTS bases (
                 image TEXT PRIMARY KEY,
                 digest TEXT,
@@ -294,6 +299,40 @@ impl Db {
                 params![image, now, e],
             )?,
         };
+        Ok(())
+    }
+
+    /// Records steps of the fleet's cache as used now (`bump`), or as
+    /// first seen now when not known yet.
+    pub fn fleet_note(&self, steps: &[(String, i64)], bump: bool) -> SqlResult<()> {
+        let sql = match bump {
+            true => "INSERT INTO fleet_steps (tag, bytes, used_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(tag) DO UPDATE SET bytes = excluded.bytes, used_at = excluded.used_at",
+            false => "INSERT INTO fleet_steps (tag, bytes, used_at) VALUES (?1, ?2, ?3)
+                      ON CONFLICT(tag) DO NOTHING",
+        };
+        let now = now();
+        for (tag, bytes) in steps {
+            self.0.execute(sql, params![tag, bytes, now])?;
+        }
+        Ok(())
+    }
+
+    /// The fleet cache's steps as known: tag, bytes, last used.
+    pub fn fleet_steps(&self) -> SqlResult<Vec<(String, i64, String)>> {
+        let mut stmt = self
+            .0
+            .prepare("SELECT tag, bytes, used_at FROM fleet_steps ORDER BY used_at, tag")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    /// Forgets steps the fleet's cache no longer has.
+    pub fn fleet_forget(&self, tags: &[String]) -> SqlResult<()> {
+        for t in tags {
+            self.0
+                .execute("DELETE FROM fleet_steps WHERE tag = ?1", params![t])?;
+        }
         Ok(())
     }
 

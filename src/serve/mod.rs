@@ -12,6 +12,7 @@ pub mod api;
 mod bases;
 pub mod config;
 pub mod db;
+pub mod fleet;
 pub mod hooks;
 pub mod metrics;
 mod mirror;
@@ -110,6 +111,9 @@ pub enum JobError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The state database failed.
+    #[error("state database: {0}")]
+    Db(#[from] db::DbError),
     /// The build failed.
     #[error(transparent)]
     Build(#[from] builder::BuildError),
@@ -504,6 +508,19 @@ impl Service {
                 .finish(job.id, status, counts, error.as_deref())
             {
                 eprintln!("kiln serve: recording job {}: {e}", job.id);
+            }
+            if let (Some(cache), Ok(report)) = (&service.config.cache, &outcome) {
+                let kept = service
+                    .fleet_used(report)
+                    .and_then(|()| service.fleet_trim(cache));
+                match kept {
+                    Ok(Some(t)) if t.deleted > 0 => eprintln!(
+                        "kiln serve: the step cache {} kept {} steps ({} bytes), deleted {}",
+                        cache.repo, t.steps, t.bytes, t.deleted
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("kiln serve: keeping the step cache {}: {e}", cache.repo),
+                }
             }
             let m = &service.metrics;
             m.jobs

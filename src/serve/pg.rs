@@ -12,7 +12,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use std::time::Duration;
 
 /// The schema this kiln writes; a database with a newer one is refused.
-pub const SCHEMA: i32 = 1;
+pub const SCHEMA: i32 = 2;
 
 /// The channel enqueues and finishes notify.
 const CHANNEL: &str = "kiln_jobs";
@@ -21,7 +21,8 @@ const CHANNEL: &str = "kiln_jobs";
 const MIGRATION_LOCK: i64 = 0x6b69_6c6e;
 
 /// The migrations, the n-th making schema n + 1.
-const MIGRATIONS: [&str; 1] = ["CREATE TABLE jobs (
+const MIGRATIONS: [&str; 2] = [
+    "CREATE TABLE jobs (
         id BIGSERIAL PRIMARY KEY,
         target TEXT NOT NULL,
         triggers TEXT NOT NULL,
@@ -44,7 +45,13 @@ const MIGRATIONS: [&str; 1] = ["CREATE TABLE jobs (
         checked_at TEXT,
         changed_at TEXT,
         error TEXT
-    );"];
+    );",
+    "CREATE TABLE fleet_steps (
+        tag TEXT PRIMARY KEY,
+        bytes BIGINT NOT NULL,
+        used_at TEXT NOT NULL
+    );",
+];
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -389,6 +396,47 @@ impl Pg {
                 )?,
             };
             Ok(())
+        })
+    }
+
+    /// [`super::db::Db::fleet_note`].
+    pub fn fleet_note(&self, steps: &[(String, i64)], bump: bool) -> Result<(), DbError> {
+        let (steps, now) = (steps.to_vec(), now());
+        let sql = match bump {
+            true => "INSERT INTO fleet_steps (tag, bytes, used_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (tag) DO UPDATE SET bytes = excluded.bytes, used_at = excluded.used_at",
+            false => "INSERT INTO fleet_steps (tag, bytes, used_at) VALUES ($1, $2, $3)
+                      ON CONFLICT (tag) DO NOTHING",
+        };
+        self.with(move |c| {
+            for (tag, bytes) in &steps {
+                c.execute(sql, &[tag, bytes, &now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`super::db::Db::fleet_steps`].
+    pub fn fleet_steps(&self) -> Result<Vec<(String, i64, String)>, DbError> {
+        self.with(|c| {
+            c.query(
+                "SELECT tag, bytes, used_at FROM fleet_steps ORDER BY used_at, tag",
+                &[],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()
+            })
+        })
+    }
+
+    /// [`super::db::Db::fleet_forget`].
+    pub fn fleet_forget(&self, tags: &[String]) -> Result<(), DbError> {
+        let tags = tags.to_vec();
+        self.with(move |c| {
+            c.execute("DELETE FROM fleet_steps WHERE tag = ANY($1)", &[&tags])
+                .map(drop)
         })
     }
 

@@ -122,6 +122,30 @@ impl State {
         }
     }
 
+    /// Records fleet cache steps as used now (`bump`) or first seen.
+    pub fn fleet_note(&self, steps: &[(String, i64)], bump: bool) -> Result<(), DbError> {
+        match self {
+            State::Shared(pg) => pg.fleet_note(steps, bump),
+            State::Local(db) => Ok(lock(db).fleet_note(steps, bump)?),
+        }
+    }
+
+    /// The fleet cache's steps as known, least recently used first.
+    pub fn fleet_steps(&self) -> Result<Vec<(String, i64, String)>, DbError> {
+        match self {
+            State::Shared(pg) => pg.fleet_steps(),
+            State::Local(db) => Ok(lock(db).fleet_steps()?),
+        }
+    }
+
+    /// Forgets fleet cache steps.
+    pub fn fleet_forget(&self, tags: &[String]) -> Result<(), DbError> {
+        match self {
+            State::Shared(pg) => pg.fleet_forget(tags),
+            State::Local(db) => Ok(lock(db).fleet_forget(tags)?),
+        }
+    }
+
     /// True when the state can be read (readiness).
     pub fn ready(&self) -> Result<(), DbError> {
         match self {

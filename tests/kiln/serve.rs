@@ -1515,7 +1515,7 @@ fn replicas_share_postgres_and_survive_a_kill() {
         .unwrap();
     assert!(!refused.status.success());
     assert!(
-        text(&refused.stderr).contains("has schema 99, newer than this kiln knows (1)"),
+        text(&refused.stderr).contains("has schema 99, newer than this kiln knows (2)"),
         "{}",
         text(&refused.stderr)
     );
@@ -1571,4 +1571,74 @@ fn serve_writes_the_fleets_step_cache() {
     let cached: Vec<&str> = said.lines().filter(|l| l.ends_with(" CACHED")).collect();
     assert_eq!(cached.len(), 1, "{said}");
     assert!(said.contains("RUN echo shared > /s\n#2 CACHED\n"), "{said}");
+}
+
+/// `[cache] max_size`: after a job, the fleet's step cache keeps the
+/// steps used most recently within the bound; older ones are deleted
+/// from the registry (and a runner then builds them again).
+#[test]
+fn serve_keeps_the_fleets_step_cache_within_its_bound() {
+    if !need_root("builds run steps in containers") {
+        return;
+    }
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let Some(store) = store_with_box() else {
+        return;
+    };
+    let repo = format!("{}/team/bounded", reg.host());
+    let dirs: Vec<tempfile::TempDir> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let d = tempfile::tempdir().unwrap();
+            // 100 kB that do not compress: one step's layer.
+            std::fs::write(
+                d.path().join("Dockerfile"),
+                format!("FROM box:1\nRUN head -c 100000 /dev/urandom > /{name}\n"),
+            )
+            .unwrap();
+            d
+        })
+        .collect();
+    let port = free_port();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[cache]\nrepo = \"{repo}\"\nmax_size = \"150KB\"\n[[target]]\nname = \"a\"\ncontext = \"{}\"\n[[target]]\nname = \"b\"\ncontext = \"{}\"\n",
+            dirs[0].path().display(),
+            dirs[1].path().display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(store.path(), config.path(), port);
+    let warm = |name: &str| {
+        let (_, job) = served.post(&format!("/v1/targets/{name}/warm"), &[], b"");
+        let done = served.wait(job["id"].as_i64().unwrap());
+        assert_eq!(done["status"], "built", "{done}");
+    };
+    warm("a");
+    let after_a = reg_tags(&reg, "team/bounded");
+    assert_eq!(after_a.len(), 1, "{after_a:?}");
+    warm("b");
+    // Both do not fit in 150 kB: a's step, used longest ago, went.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = reg_tags(&reg, "team/bounded");
+        if now.len() == 1 && now != after_a {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tags {now:?} (a's was {after_a:?}): {}",
+            served.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        served.log_text().contains("deleted 1"),
+        "{}",
+        served.log_text()
+    );
 }
