@@ -1177,6 +1177,37 @@ impl Drop for Postgres {
     }
 }
 
+/// Commits `dockerfile` to the git target `repo`, pushes it to `to`, and
+/// waits until its job runs somewhere: the job and its replica.
+fn slow_job_running(pg: &Postgres, to: &Served, repo: &Path, dockerfile: &str) -> (i64, String) {
+    std::fs::write(repo.join("Dockerfile"), dockerfile).unwrap();
+    git(repo, &["commit", "--quiet", "-am", "slow"]);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main",
+        "repository": {"clone_url": repo.display().to_string()},
+        "commits": [{"added": [], "modified": ["Dockerfile"], "removed": []}],
+    }))
+    .unwrap();
+    let (status, answer) = to.post(
+        "/v1/hooks/github",
+        &[("x-hub-signature-256", &sign("s", &body))],
+        &body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["queued"][0]["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = pg.rows(&format!(
+            "SELECT status, coalesce(replica, '') FROM jobs WHERE id = {id}"
+        ));
+        if row[0][0] == "running" {
+            return (id, row[0][1].clone());
+        }
+        assert!(Instant::now() < deadline, "job {id} never ran: {row:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Issue 31's measure: three replicas share one PostgreSQL. 30 git
 /// targets, 200 signed pushes spread over the replicas, one replica
 /// killed with -9 while a job of its runs. Every push's job ends built or
@@ -1390,38 +1421,12 @@ fn replicas_share_postgres_and_survive_a_kill() {
     // A job taken back while its build still runs (as the others see a
     // replica cut off for longer than a lease): another replica runs it,
     // and the first, whose renewal no longer holds it, stops its build.
-    let r0 = repos.path().join("r0");
-    std::fs::write(
-        r0.join("Dockerfile"),
+    let (id, holder) = slow_job_running(
+        &pg,
+        replicas.iter().flatten().next().unwrap(),
+        &repos.path().join("r0"),
         "FROM box:1\nCOPY a /a\nRUN sleep 3\nRUN echo after > /c\n",
-    )
-    .unwrap();
-    git(&r0, &["commit", "--quiet", "-am", "slow"]);
-    let body = serde_json::to_vec(&serde_json::json!({
-        "ref": "refs/heads/main",
-        "repository": {"clone_url": r0.display().to_string()},
-        "commits": [{"added": [], "modified": ["Dockerfile"], "removed": []}],
-    }))
-    .unwrap();
-    let first = replicas.iter().flatten().next().unwrap();
-    let (status, answer) = first.post(
-        "/v1/hooks/github",
-        &[("x-hub-signature-256", &sign("s", &body))],
-        &body,
     );
-    assert_eq!(status, 202, "{answer}");
-    let id = answer["queued"][0]["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let holder = loop {
-        let row = pg.rows(&format!(
-            "SELECT status, coalesce(replica, '') FROM jobs WHERE id = {id}"
-        ));
-        if row[0][0] == "running" {
-            break row[0][1].clone();
-        }
-        assert!(Instant::now() < deadline, "job {id} never ran: {row:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
     pg.sql_in(
         "serve",
         &format!("UPDATE jobs SET status = 'queued', started_at = NULL, replica = NULL, lease_until = NULL WHERE id = {id}"),
@@ -1453,38 +1458,12 @@ fn replicas_share_postgres_and_survive_a_kill() {
     // A second replica killed while the only job of its target runs: the
     // last one takes it back from the queue (same job) once the lease ran
     // out, and builds it.
-    let r1 = repos.path().join("r1");
-    std::fs::write(
-        r1.join("Dockerfile"),
+    let (id, holder) = slow_job_running(
+        &pg,
+        replicas.iter().flatten().next().unwrap(),
+        &repos.path().join("r1"),
         "FROM box:1\nCOPY a /a\nRUN sleep 2 && echo slow > /c\n",
-    )
-    .unwrap();
-    git(&r1, &["commit", "--quiet", "-am", "slow"]);
-    let body = serde_json::to_vec(&serde_json::json!({
-        "ref": "refs/heads/main",
-        "repository": {"clone_url": r1.display().to_string()},
-        "commits": [{"added": [], "modified": ["Dockerfile"], "removed": []}],
-    }))
-    .unwrap();
-    let first = replicas.iter().flatten().next().unwrap();
-    let (status, answer) = first.post(
-        "/v1/hooks/github",
-        &[("x-hub-signature-256", &sign("s", &body))],
-        &body,
     );
-    assert_eq!(status, 202, "{answer}");
-    let id = answer["queued"][0]["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let holder = loop {
-        let row = pg.rows(&format!(
-            "SELECT status, coalesce(replica, '') FROM jobs WHERE id = {id}"
-        ));
-        if row[0][0] == "running" {
-            break row[0][1].clone();
-        }
-        assert!(Instant::now() < deadline, "job {id} never ran: {row:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
     let n: usize = holder.trim_start_matches('r').parse().unwrap();
     let mut served = replicas[n].take().unwrap();
     served.child.kill().unwrap();
