@@ -64,6 +64,8 @@ struct Event<'a> {
     step: usize,
     name: &'a str,
     status: &'a str,
+    /// Seconds since the build started (a timeline's x).
+    at: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +129,7 @@ impl Progress {
 
     /// A step starts (`name` as `[stage 2/5] RUN ...`).
     pub fn start(&self, name: &str) -> StepId {
+        let since = self.start.elapsed().as_secs_f64();
         let mut inner = self.lock();
         let id = inner.steps.len() + 1;
         let bar = match &inner.sink {
@@ -148,7 +151,7 @@ impl Progress {
             Sink::Plain(w) => {
                 let _ = writeln!(w, "#{id} {name}");
             }
-            Sink::Json(w) => json(w, id, name, "started", None, None, None),
+            Sink::Json(w) => json(w, (id, since), name, "started", None, None, None),
             _ => {}
         }
         StepId(id)
@@ -196,7 +199,8 @@ impl Progress {
             }
             Sink::Json(w) => {
                 let status = status.to_lowercase();
-                json(w, id.0, &name, &status, Some(elapsed), error, log);
+                let at = self.start.elapsed().as_secs_f64();
+                json(w, (id.0, at), &name, &status, Some(elapsed), error, log);
             }
             _ => {}
         }
@@ -488,7 +492,7 @@ fn short(digest: &impl std::fmt::Display) -> String {
 
 fn json(
     w: &mut Box<dyn Write + Send>,
-    step: usize,
+    (step, at): (usize, f64),
     name: &str,
     status: &str,
     duration: Option<f64>,
@@ -499,6 +503,7 @@ fn json(
         step,
         name,
         status,
+        at: (at * 1000.0).round() / 1000.0,
         duration: duration.map(|d| (d * 1000.0).round() / 1000.0),
         error,
         log,

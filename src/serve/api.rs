@@ -5,6 +5,7 @@
 use super::Service;
 use super::hooks;
 use super::metrics::HookLabels;
+use super::pages::esc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -55,6 +56,7 @@ async fn ready(State(s): Shared) -> Answer {
 pub fn router(service: Arc<Service>) -> Router {
     let router = Router::new()
         .route("/", get(page))
+        .route("/jobs/{id}", get(job_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -568,14 +570,6 @@ async fn gitlab(State(s): Shared, headers: HeaderMap, body: Bytes) -> Answer {
     })
 }
 
-/// Escapes text for HTML.
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The steps of a job's events so far (the last phase's): name → status.
 fn job_steps(text: &str) -> Vec<(u64, String, String)> {
     let mut steps: Vec<(u64, String, String)> = Vec::new();
@@ -654,22 +648,43 @@ async fn page(State(s): Shared) -> Answer {
     Ok(Html(page).into_response())
 }
 
+/// A job's page: its steps on a timeline, why each ran, what failed.
+async fn job_page(State(s): Shared, Path(id): Path<i64>) -> Answer {
+    let page = tokio::task::spawn_blocking(move || super::pages::job_page(&s, id))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    match page {
+        Some(html) => Ok(Html(html).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
+    }
+}
+
 fn render_page(s: &Service) -> Result<String, ApiError> {
     let store = s.open_store().ok();
     let mut rows = String::new();
     for t in &s.config.targets {
-        let last = s.jobs(Some(&t.name), 1)?.pop();
-        let (status, hits) = match &last {
+        let recent = s.jobs(Some(&t.name), 20)?;
+        let last = recent.first();
+        let (status, hits) = match last {
             Some(j) => {
                 let total = j.hits + j.misses;
                 let rate = match total {
                     0 => "-".to_string(),
                     n => format!("{}%", j.hits * 100 / n),
                 };
-                (format!("#{} {}", j.id, j.status), rate)
+                (
+                    format!(
+                        "<a href=\"/jobs/{}\">#{} {}</a>",
+                        j.id,
+                        j.id,
+                        esc(&j.status)
+                    ),
+                    rate,
+                )
             }
             None => ("never".into(), "-".into()),
         };
+        let history = super::pages::history_svg(&recent);
         let next = t
             .parsed_triggers()
             .unwrap_or_default()
@@ -693,9 +708,9 @@ fn render_page(s: &Service) -> Result<String, ApiError> {
             _ => "-".to_string(),
         };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td class=\"status\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td class=\"status\">{}</td><td>{}</td><td>{history}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&t.name),
-            esc(&status),
+            status,
             esc(&hits),
             esc(&next),
             esc(t.cache_to.as_deref().unwrap_or("-")),
@@ -715,7 +730,8 @@ fn render_page(s: &Service) -> Result<String, ApiError> {
             ));
         }
         running.push_str(&format!(
-            "<li>job #{} {} (since {})<ol data-events=\"/v1/jobs/{}/events\">{steps}</ol></li>\n",
+            "<li><a href=\"/jobs/{}\">job #{}</a> {} (since {})<ol data-events=\"/v1/jobs/{}/events\">{steps}</ol></li>\n",
+            j.id,
             j.id,
             esc(&j.target),
             esc(j.started_at.as_deref().unwrap_or("")),
@@ -724,6 +740,20 @@ fn render_page(s: &Service) -> Result<String, ApiError> {
     }
     if running.is_empty() {
         running.push_str("<li>none</li>\n");
+    }
+    let mut queue = String::new();
+    for j in s.queued()? {
+        queue.push_str(&format!(
+            "<li><a href=\"/jobs/{}\">job #{}</a> {} ({}) since {}</li>\n",
+            j.id,
+            j.id,
+            esc(&j.target),
+            esc(&j.triggers.join(", ")),
+            esc(&j.queued_at)
+        ));
+    }
+    if queue.is_empty() {
+        queue.push_str("<li>empty</li>\n");
     }
     let used = human(s.last_usage().total());
     let cap = match &s.config.store.max_size {
@@ -736,9 +766,11 @@ fn render_page(s: &Service) -> Result<String, ApiError> {
 <title>kiln serve</title>\
 <style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
-li.started{{color:#a60}}li.cached{{color:#666}}li.done{{color:#070}}li.error{{color:#b00}}</style></head>\n<body>\
+li.started{{color:#a60}}li.cached{{color:#666}}li.done{{color:#070}}li.error{{color:#b00}}\
+svg.history{{background:#f6f6f6}}rect.warm{{fill:#2a7}}rect.built{{fill:#37c}}rect.failed,rect.lost{{fill:#c33}}rect.canceled{{fill:#999}}</style></head>\n<body>\
 <h1>kiln serve</h1>\n<h2>Targets</h2>\n<table><tr><th>target</th><th>last job</th><th>hit rate</th>\
-<th>next trigger</th><th>cache</th><th>cache size</th></tr>\n{rows}</table>\n<h2>Running</h2>\n<ul id=\"running\">{running}</ul>\n\
+<th>last jobs' wall time</th><th>next trigger</th><th>cache</th><th>cache size</th></tr>\n{rows}</table>\n<h2>Running</h2>\n<ul id=\"running\">{running}</ul>\n\
+<h2>Queue</h2>\n<ul id=\"queue\">{queue}</ul>\n\
 <h2>Store</h2>\n<p id=\"store\">{}</p>\n<p>up {} s</p>\n{LIVE_SCRIPT}\n</body></html>\n",
         esc(&cap),
         s.uptime().as_secs()

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod hooks;
 pub mod metrics;
 mod mirror;
+mod pages;
 pub mod pg;
 pub mod state;
 
@@ -279,6 +280,11 @@ impl Service {
     /// The latest jobs (of one target).
     pub fn jobs(&self, target: Option<&str>, limit: i64) -> Result<Vec<Job>, db::DbError> {
         self.db().list(target, limit)
+    }
+
+    /// The queued jobs, oldest first.
+    pub fn queued(&self) -> Result<Vec<Job>, db::DbError> {
+        self.db().queued()
     }
 
     /// Cancels a queued job; true when it was queued.

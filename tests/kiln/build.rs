@@ -750,6 +750,24 @@ fn json_progress_has_one_event_per_step_state() {
         ]
     );
     assert_eq!(build()[3], r#"2 "cached" "[2/2] RUN echo hi""#);
+    // Each event says when, in seconds since the build started: a
+    // timeline's x (kiln serve's job page draws one).
+    let out = k(
+        root.path(),
+        &[
+            "build",
+            "--progress=json",
+            "--no-cache",
+            c.to_str().unwrap(),
+        ],
+    );
+    let ats: Vec<f64> = text(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["at"].as_f64().expect("at"))
+        .collect();
+    assert_eq!(ats.len(), 4);
+    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "{ats:?}");
     let quiet = k(root.path(), &["build", "-q", c.to_str().unwrap()]);
     assert_eq!(text(&quiet.stderr), "");
     assert!(text(&quiet.stdout).trim().starts_with("sha256:"));

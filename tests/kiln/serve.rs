@@ -846,10 +846,68 @@ fn serve_status_page_updates_live_in_chromium() {
             .stdout,
     );
     assert!(
-        dom.contains("<td>page</td><td class=\"status\">#1 built</td><td>0%</td>"),
+        dom.contains(
+            "<td>page</td><td class=\"status\"><a href=\"/jobs/1\">#1 built</a></td><td>0%</td>"
+        ),
         "{dom}"
     );
+    // The target's last jobs as a chart: one bar, the built job's.
+    assert_eq!(dom.matches("<rect class=\"built\"").count(), 1, "{dom}");
+    assert!(dom.contains("<title>#1 built "), "{dom}");
+    assert!(dom.contains("<ul id=\"queue\"><li>empty</li>"), "{dom}");
     assert!(dom.contains(" of 10GB</p>"), "{dom}");
+
+    // The job's page: its steps in order on a timeline, each miss's
+    // reason, as a person sees it.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-serve-job.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(profile.path())
+        .args(["--window-size=1200,700", "--hide-scrollbars"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{}/jobs/{id}", served.base))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(&std::fs::read(&shot).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    let dom = text(
+        &chromium(profile.path())
+            .arg("--dump-dom")
+            .arg(format!("{}/jobs/{id}", served.base))
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        dom.contains(&format!(
+            "<h1>job #{id} page: <span id=\"status\">built</span></h1>"
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<th>steps cached / run</th><td>0 / 3</td>"),
+        "{dom}"
+    );
+    let rows: Vec<&str> = dom.split("<tr data-step=\"").skip(1).collect();
+    assert_eq!(rows.len(), 4, "{dom}");
+    assert!(
+        rows[1].starts_with("2\" class=\"done\"><td>[2/4] RUN sleep 1; echo a &gt; /a</td>"),
+        "{dom}"
+    );
+    assert!(
+        rows.iter().all(|r| r.contains("<svg class=\"timeline\"")),
+        "{dom}"
+    );
+    assert!(
+        rows[1].contains("<div class=\"explain\">"),
+        "a miss says why: {dom}"
+    );
+    // The second RUN starts after the first, which slept a second.
+    let x = |row: &str| -> f64 {
+        let at = row.find("x=\"").unwrap() + 3;
+        row[at..at + row[at..].find('"').unwrap()].parse().unwrap()
+    };
+    assert!(x(rows[2]) > x(rows[1]), "{dom}");
+    assert_eq!(served.get("/jobs/999").0, 404);
 }
 
 fn rss_kib(pid: u32) -> u64 {
