@@ -755,6 +755,44 @@ fn render_page(s: &Service) -> Result<String, ApiError> {
     if queue.is_empty() {
         queue.push_str("<li>empty</li>\n");
     }
+    // Replicas sharing PostgreSQL: this one, and the leases of every
+    // running job in the fleet.
+    let replicas = match s.db_shared() {
+        Some(pg) => {
+            let mut list = format!(
+                "<p>this replica: {}</p>\n<ul id=\"replicas\">",
+                esc(&pg.replica)
+            );
+            let leases = pg.leases().map_err(ApiError::from)?;
+            for (id, target, replica, until) in &leases {
+                list.push_str(&format!(
+                    "<li>{}: <a href=\"/jobs/{id}\">job #{id}</a> {} (lease until {})</li>",
+                    esc(replica),
+                    esc(target),
+                    esc(until)
+                ));
+            }
+            if leases.is_empty() {
+                list.push_str("<li>no job runs in the fleet</li>");
+            }
+            format!("<h2>Replicas</h2>\n{list}</ul>\n")
+        }
+        None => String::new(),
+    };
+    let fleet = match &s.config.cache {
+        Some(c) => {
+            let steps = s.fleet_steps().map_err(ApiError::from)?;
+            let bytes: i64 = steps.iter().map(|s| s.1.max(0)).sum();
+            format!(
+                "<h2>Step cache</h2>\n<p id=\"fleet\">{}: {} steps, {} of {}</p>\n",
+                esc(&c.repo),
+                steps.len(),
+                human(bytes.unsigned_abs()),
+                esc(c.max_size.as_deref().unwrap_or("no bound"))
+            )
+        }
+        None => String::new(),
+    };
     let used = human(s.last_usage().total());
     let cap = match &s.config.store.max_size {
         Some(m) => format!("{used} of {}", m),
@@ -770,7 +808,7 @@ li.started{{color:#a60}}li.cached{{color:#666}}li.done{{color:#070}}li.error{{co
 svg.history{{background:#f6f6f6}}rect.warm{{fill:#2a7}}rect.built{{fill:#37c}}rect.failed,rect.lost{{fill:#c33}}rect.canceled{{fill:#999}}</style></head>\n<body>\
 <h1>kiln serve</h1>\n<h2>Targets</h2>\n<table><tr><th>target</th><th>last job</th><th>hit rate</th>\
 <th>last jobs' wall time</th><th>next trigger</th><th>cache</th><th>cache size</th></tr>\n{rows}</table>\n<h2>Running</h2>\n<ul id=\"running\">{running}</ul>\n\
-<h2>Queue</h2>\n<ul id=\"queue\">{queue}</ul>\n\
+<h2>Queue</h2>\n<ul id=\"queue\">{queue}</ul>\n{replicas}{fleet}\
 <h2>Store</h2>\n<p id=\"store\">{}</p>\n<p>up {} s</p>\n{LIVE_SCRIPT}\n</body></html>\n",
         esc(&cap),
         s.uptime().as_secs()

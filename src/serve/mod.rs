@@ -282,6 +282,16 @@ impl Service {
         self.db().list(target, limit)
     }
 
+    /// The shared state, when replicas share one.
+    pub fn db_shared(&self) -> Option<&pg::Pg> {
+        self.db.shared()
+    }
+
+    /// The fleet step cache's steps as this service knows them.
+    pub fn fleet_steps(&self) -> Result<Vec<(String, i64, String)>, db::DbError> {
+        self.db().fleet_steps()
+    }
+
     /// The queued jobs, oldest first.
     pub fn queued(&self) -> Result<Vec<Job>, db::DbError> {
         self.db().queued()

@@ -399,6 +399,22 @@ impl Pg {
         })
     }
 
+    /// The running jobs' leases: job, target, replica, until when.
+    pub fn leases(&self) -> Result<Vec<(i64, String, String, String)>, DbError> {
+        self.with(|c| {
+            c.query(
+                "SELECT id, target, coalesce(replica, ''), coalesce(lease_until::text, '')
+                 FROM jobs WHERE status = 'running' ORDER BY replica, id",
+                &[],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect()
+            })
+        })
+    }
+
     /// [`super::db::Db::fleet_note`].
     pub fn fleet_note(&self, steps: &[(String, i64)], bump: bool) -> Result<(), DbError> {
         let (steps, now) = (steps.to_vec(), now());

@@ -1485,6 +1485,14 @@ fn replicas_share_postgres_and_survive_a_kill() {
         &repos.path().join("r0"),
         "FROM box:1\nCOPY a /a\nRUN sleep 3\nRUN echo after > /c\n",
     );
+    // Any replica's page shows the fleet's leases.
+    let (_, page) = replicas.iter().flatten().last().unwrap().get("/");
+    assert!(
+        page.contains(&format!(
+            "{holder}: <a href=\"/jobs/{id}\">job #{id}</a> t0 (lease until "
+        )),
+        "{page}"
+    );
     pg.sql_in(
         "serve",
         &format!("UPDATE jobs SET status = 'queued', started_at = NULL, replica = NULL, lease_until = NULL WHERE id = {id}"),
@@ -1677,5 +1685,11 @@ fn serve_keeps_the_fleets_step_cache_within_its_bound() {
         served.log_text().contains("deleted 1"),
         "{}",
         served.log_text()
+    );
+    let (_, page) = served.get("/");
+    assert!(
+        page.contains(&format!("<p id=\"fleet\">{repo}: 1 steps, "))
+            && page.contains(" of 150KB</p>"),
+        "{page}"
     );
 }
