@@ -782,8 +782,18 @@ pub(super) fn lookup(
     }
     // A step deleted between the HEAD and the pull is a miss, never a
     // broken build.
-    let got = import(store, &CacheSpec::Registry(at.to_string()), opts)?;
-    Ok(!got.missing && got.steps > 0)
+    let transfers = Transfer::stderr(Mode::Quiet, "pulled");
+    let pulled = runtime()?.block_on(async {
+        let client = Client::connect(&at.registry, opts, None).await?;
+        registry::pull::pull(store, &client, &at, &Platform::host(), &transfers).await
+    });
+    let image = match pulled {
+        Ok(image) => image,
+        Err(RegistryError::Status { status: 404, .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let (_, steps) = record_image(store, &image, Some(key))?;
+    Ok(steps == 1)
 }
 
 /// What an import found.
@@ -841,26 +851,51 @@ pub(super) fn import(
             }
         }
     };
+    let (mounts, steps) = record_image(store, &cache, None)?;
+    Ok(Imported {
+        mounts,
+        steps,
+        digest: matches!(from, CacheSpec::Registry(_)).then(|| cache.manifest_digest.clone()),
+        missing: false,
+    })
+}
+
+/// Records the steps of cache image `cache` in `store` (with `only`, that
+/// step's alone: a fleet's step tag defines its own step and no other,
+/// whatever else its image lists) and restores its cache mounts; how
+/// many mounts and steps.
+fn record_image(
+    store: &Store,
+    cache: &Image,
+    only: Option<&str>,
+) -> Result<(usize, usize), CacheError> {
+    let wanted = |key: &str| only.is_none_or(|o| o == key);
     // Step layers become snapshots (steps read them); mount layers are
     // unpacked into their mounts only.
     let layers = cache.layers();
-    for i in entries_of(&cache.config)?.iter().filter_map(|e| e.layer) {
+    let entries = entries_of(&cache.config)?;
+    for i in entries
+        .iter()
+        .filter(|e| wanted(e.key.as_str()))
+        .filter_map(|e| e.layer)
+    {
         if let Some((desc, diff_id)) = layers.get(i) {
             let blob = image::manifest_digest(desc)?;
             image::ensure_snapshot(store, &blob, diff_id)?;
         }
     }
-    let mounts = restore_mounts(store, &cache)?;
-    let results = results_of(&cache)?;
+    let mounts = match only {
+        Some(_) => 0,
+        None => restore_mounts(store, cache)?,
+    };
+    let results: Vec<_> = results_of(cache)?
+        .into_iter()
+        .filter(|(k, _)| wanted(k))
+        .collect();
     for (key, r) in &results {
         store.steps().put(&StepKey::parse(key)?, r)?;
     }
-    Ok(Imported {
-        mounts,
-        steps: results.len(),
-        digest: matches!(from, CacheSpec::Registry(_)).then(|| cache.manifest_digest.clone()),
-        missing: false,
-    })
+    Ok((mounts, results.len()))
 }
 
 #[cfg(test)]

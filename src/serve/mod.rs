@@ -396,6 +396,10 @@ impl Service {
                 if let Ok(Err(e)) = reaped {
                     eprintln!("kiln serve: taking back lost jobs ({}): {e}", pg.replica);
                 }
+                // The queue is the fleet's: its length read, not counted here.
+                if let Ok(q) = pg.queued() {
+                    self.metrics.queued.set(q.len() as i64);
+                }
             }
             while self.running_count() < self.config.max_jobs
                 && !self.stopping.load(std::sync::atomic::Ordering::SeqCst)

@@ -976,6 +976,40 @@ fn a_fleet_step_cache_runs_only_the_steps_that_differ() {
     let (_, said, report) = build(first.path(), &[format!("--cache-from={cache}")]);
     let steps = outcomes(&report);
     assert_eq!(steps, ["cached", "run", "run", "run"], "{said}");
+    // A step's tag defines that step alone: an image there that lists
+    // other steps too (a mistaken or hostile writer) gives a runner
+    // nothing more.
+    let third = tempfile::tempdir().unwrap();
+    std::fs::write(
+        third.path().join("Dockerfile"),
+        std::fs::read_to_string(first.path().join("Dockerfile"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+            + "\nRUN echo x > /x\nRUN echo y > /y\n",
+    )
+    .unwrap();
+    let (writer, _, report) = build(third.path(), &[]);
+    let key = report["steps"][1]["key"].as_str().unwrap().to_string();
+    let poison = format!("{}/team/poison", reg.host());
+    ok(k(
+        writer.path(),
+        none,
+        &[
+            "build",
+            &format!("--cache-to=type=registry,ref={poison}:k-{key},mode=max"),
+            third.path().to_str().unwrap(),
+        ],
+    ));
+    let (_, said, report) = build(
+        third.path(),
+        &[format!(
+            "--cache-from=type=registry,ref={poison},mode=steps"
+        )],
+    );
+    assert_eq!(outcomes(&report), ["cached", "run"], "{said}");
     // A step cache is a repository: a tag in it is refused.
     let bad = k(
         store.path(),
