@@ -1061,7 +1061,7 @@ impl Builder<'_> {
         if repos.is_empty() || report::lock(&self.fleet_missed).contains(&cx.stage) {
             return None;
         }
-        for repo in repos {
+        for repo in &repos {
             match cache::lookup(self.store, repo, key, &self.opts.registry) {
                 Ok(true) => return cached(self.store, key),
                 Ok(false) => {}
@@ -1069,6 +1069,17 @@ impl Builder<'_> {
                     .report
                     .warn(&format!("[Warning] looking step up in {repo}: {e}")),
             }
+        }
+        // --explain: the key the fleet was asked for, so that a person can
+        // find which build wrote (or would write) it.
+        if let (true, Some(id)) = (self.opts.explain, cx.id) {
+            self.progress().explain(
+                id,
+                &format!(
+                    "not in the fleet's step cache ({}): looked for k-{key}; its later steps are not asked",
+                    repos.join(", ")
+                ),
+            );
         }
         report::lock(&self.fleet_missed).insert(cx.stage);
         None

@@ -1005,11 +1005,20 @@ fn a_fleet_step_cache_runs_only_the_steps_that_differ() {
     ));
     let (_, said, report) = build(
         third.path(),
-        &[format!(
-            "--cache-from=type=registry,ref={poison},mode=steps"
-        )],
+        &[
+            format!("--cache-from=type=registry,ref={poison},mode=steps"),
+            "--explain".into(),
+        ],
     );
     assert_eq!(outcomes(&report), ["cached", "run"], "{said}");
+    // --explain names the key the fleet was asked for.
+    let asked = report["steps"][2]["key"].as_str().unwrap();
+    assert!(
+        said.contains(&format!(
+            "not in the fleet's step cache ({poison}): looked for k-{asked}"
+        )),
+        "{said}"
+    );
     // A step cache is a repository: a tag in it is refused.
     let bad = k(
         store.path(),
