@@ -105,11 +105,16 @@ impl Service {
                 }
                 Err(e) => return Err(e.into()),
             };
-            rt.block_on(registry::manage::delete_manifest(
+            let deleted = rt.block_on(registry::manage::delete_manifest(
                 &client,
                 &repo.repository,
                 &digest,
             ))?;
+            // A registry that refuses deletes refuses them all: the bound
+            // cannot be kept, and nothing is counted as gone.
+            if deleted == registry::manage::Deleted::Refused {
+                return Err(JobError::NoDeletes(repo.registry.clone()));
+            }
             self.db().fleet_forget(std::slice::from_ref(t))?;
             total = total.saturating_sub(bytes.max(&0).unsigned_abs());
             out.deleted += 1;

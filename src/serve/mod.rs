@@ -74,6 +74,12 @@ pub enum JobError {
     /// A registry failed.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The fleet's registry refuses deletes: its step cache cannot be
+    /// kept within its bound.
+    #[error(
+        "{0} does not allow deletes (docker-registry: storage.delete.enabled): the step cache cannot be kept within its bound"
+    )]
+    NoDeletes(String),
     /// The target left the config while the job waited.
     #[error("target {0} is no longer configured")]
     Unconfigured(String),

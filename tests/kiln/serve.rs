@@ -1620,7 +1620,7 @@ fn serve_writes_the_fleets_step_cache() {
 
 /// `[cache] max_size`: after a job, the fleet's step cache keeps the
 /// steps used most recently within the bound; older ones are deleted
-/// from the registry (and a runner then builds them again).
+/// from the registry, and the page says what is left against the bound.
 #[test]
 fn serve_keeps_the_fleets_step_cache_within_its_bound() {
     if !need_root("builds run steps in containers") {
